@@ -1,0 +1,27 @@
+"""matdiff: symbolic matrix and tensor calculus, checked numerically.
+
+>>> import matdiff as md
+>>> X, w, y = md.matrix("X", "n", "k"), md.vector("w", "k"), md.vector("y", "n")
+>>> g = md.grad(md.norm(X @ w - y) ** 2, w)
+>>> g.shape
+('k',)
+"""
+from .errors import CheckError, EvaluationError, MatdiffError, NotSupportedError, ShapeError
+from .expr import Expr
+from .library import (abs, cos, derivative, det, diag, dot, einsum, exp, eye, function, grad,
+                      hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, norm, ones,
+                      outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
+                      sqrt, sum, tan, tanh, tensor, trace, vector, zeros)
+from .check import check
+from .explicit import explicit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
+    "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
+    "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
+    "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
+    "sign", "softmax", "logsumexp", "function", "scalar_function",
+    "grad", "jacobian", "derivative", "hessian", "check", "explicit",
+]

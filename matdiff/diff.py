@@ -1,0 +1,157 @@
+"""Differentiation by differentials: one rule per node type, and transposition.
+
+Each rule gives the differential of a node contributed by its k-th operand, as an IR
+expression linear in that operand's differential dX (a ``Hole``), written as in the
+Tomassoli tutorial: d(AXB) = A dX B, d(X⁻¹) = −X⁻¹ dX X⁻¹, d det X = det X tr(X⁻¹ dX),
+d f(X) = f′(X) ⊙ dX.
+
+Derivatives are then read off by moving dX out of the differential: a linear expression
+built of contractions, sums and reshapes is transposed mechanically (for a contraction,
+the cotangent simply takes dX's place among the factors).  Applied from the output down
+to the variable, this is reverse mode, so the cotangents of shared subexpressions (the
+layers of a network) are computed once and derivatives grow linearly with depth.  A
+Jacobian is the same pass with an identity seed; a Hessian differentiates a Jacobian.
+"""
+from __future__ import annotations
+
+from . import build as B
+from .ir import (Contract, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node, Reshape,
+                 ScalarFn, Softmax, Sum, Var, free_vars)
+from .simplify import simplify
+
+RULES: dict = {}
+
+
+def rule(node_type):
+    def register(f):
+        RULES[node_type] = f
+        return f
+    return register
+
+
+@rule(Contract)  # d(A·B·C) = dA·B·C + A·dB·C + A·B·dC, the k-th term
+def _d_contract(n, k, dx):
+    return Contract(n.operands[:k] + (dx,) + n.operands[k + 1:], n.labels, n.out)
+
+
+@rule(Sum)  # d(Σ cₖ Xₖ) = Σ cₖ dXₖ
+def _d_sum(n, k, dx):
+    return B.scale(n.terms[k][0], dx)
+
+
+@rule(Elementwise)  # d f(X) = f′(X) ⊙ dX
+def _d_elementwise(n, k, dx):
+    return B.hadamard(n.fn.derivative(n.arg), dx)
+
+
+@rule(Inv)  # d(X⁻¹) = −X⁻¹ dX X⁻¹
+def _d_inv(n, k, dx):
+    return B.scale(-1, B.einsum("ij,jk,kl->il", n, dx, n))
+
+
+@rule(Det)  # d det X = det X · tr(X⁻¹ dX)
+def _d_det(n, k, dx):
+    return B.einsum(",ji,ij->", n, Inv(n.arg), dx)
+
+
+@rule(LogDet)  # d log det X = tr(X⁻¹ dX)
+def _d_logdet(n, k, dx):
+    return B.einsum("ji,ij->", Inv(n.arg), dx)
+
+
+@rule(Softmax)  # d s(X) = s ⊙ dX − s ⊙ Σ_axis(s ⊙ dX), s summed along the axis
+def _d_softmax(n, k, dx):
+    lab = tuple(range(n.ndim))
+    other = lab[:n.axis] + (n.ndim,) + lab[n.axis + 1:]
+    return B.linear([(1, B.hadamard(n, dx)),
+                     (-1, Contract((n, n, dx), (lab, other, other), lab))], n.shape)
+
+
+@rule(LogSumExp)  # d lse(X) = Σ_axis softmax(X) ⊙ dX
+def _d_logsumexp(n, k, dx):
+    lab = tuple(range(dx.ndim))
+    return Contract((Softmax(n.axis, n.arg), dx), (lab, lab), lab[:n.axis] + lab[n.axis + 1:])
+
+
+@rule(ScalarFn)  # d ∇ᵏλ(X) = ∇ᵏ⁺¹λ(X) · dX, contracting X's axes
+def _d_scalar_fn(n, k, dx):
+    p, m = n.ndim, dx.ndim
+    return Contract((ScalarFn(n.fn, n.order + 1, n.arg), dx),
+                    (tuple(range(p + m)), tuple(range(p, p + m))), tuple(range(p)))
+
+
+@rule(Reshape)  # d reshape(X) = reshape(dX)
+def _d_reshape(n, k, dx):
+    return Reshape(dx, n.shape)
+
+
+# --------------------------------------------------------------------------- transposition
+
+
+def transpose(lin: Node, hole: Hole, cot: Node, extra: tuple) -> Node:
+    """The adjoint of ``hole`` in the linear expression ``lin``, given the cotangent ``cot``
+    of ``lin`` (shape ``extra + lin.shape``): the G with ⟨cot, lin(dX)⟩ = ⟨G, dX⟩."""
+    if lin is hole:
+        return cot
+    if isinstance(lin, Sum):
+        return B.add(*(transpose(t, hole, B.scale(c, cot), extra)
+                       for c, t in lin.terms if hole in free_vars(t))) if lin.terms else \
+            B.zeros(extra + hole.shape)
+    if isinstance(lin, Contract):
+        (k,) = [i for i, op in enumerate(lin.operands) if hole in free_vars(op)]
+        first = max([x for lab in lin.labels for x in lab] + [-1]) + 1
+        ext = tuple(range(first, first + len(extra)))
+        others = [i for i in range(len(lin.operands)) if i != k]
+        dims = {**lin.label_dims(), **dict(zip(ext, extra))}
+        adj = B.contract((cot,) + tuple(lin.operands[i] for i in others),
+                         (ext + lin.out,) + tuple(lin.labels[i] for i in others),
+                         ext + lin.labels[k], dims)
+        return transpose(lin.operands[k], hole, adj, extra)
+    if isinstance(lin, Reshape):
+        return transpose(lin.arg, hole, Reshape(cot, extra + lin.arg.shape), extra)
+    raise AssertionError(f"not linear in the differential: {type(lin).__name__}")
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def jacobian(f: Node, x: Var) -> Node:
+    """∂f/∂x with shape f.shape + x.shape, simplified."""
+    extra = f.shape
+    if x not in free_vars(f):
+        return B.zeros(extra + x.shape)
+    cotangents = {f: [B.identity_tensor(f.shape)]}
+    for n in _parents_first(f, x):
+        parts = cotangents.pop(n)
+        cot = simplify(parts[0] if len(parts) == 1 else B.add(*parts))
+        if n is x:
+            return simplify(_symmetrise(cot, extra) if x.symmetric else cot)
+        for k, child in enumerate(n.children):
+            if x in free_vars(child):
+                hole = Hole(child.shape, False)
+                lin = RULES[type(n)](n, k, hole)
+                cotangents.setdefault(child, []).append(transpose(lin, hole, cot, extra))
+    raise AssertionError("the variable was not reached")
+
+
+def _symmetrise(g: Node, extra: tuple) -> Node:
+    """(G + Gᵀ)/2 over the variable's two axes: the gradient within symmetric matrices."""
+    e = len(extra)
+    perm = tuple(range(e)) + (e + 1, e)
+    return B.linear([(0.5, g), (0.5, B.transpose(g, perm))], g.shape)
+
+
+def _parents_first(f: Node, x: Var) -> list:
+    """Nodes of f that depend on x, each after every node that uses it."""
+    order, seen, stack = [], set(), [(f, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+            continue
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.append((n, True))
+        stack.extend((c, False) for c in n.children if x in free_vars(c) and c not in seen)
+    return order[::-1]

@@ -1,0 +1,231 @@
+"""Evaluation on arrays: one interpreter over the IR, with the numeric operations in a table.
+
+Contractions go through opt_einsum.  Kronecker deltas, identities and ones vectors are
+never materialised inside a product: their labels are merged before the contraction, and
+only an output that *is* diagonal (diag(v) itself) is written out as one.
+"""
+from __future__ import annotations
+
+import string
+from math import prod
+
+import numpy as np
+import opt_einsum as oe
+
+from . import dims as D
+from .errors import EvaluationError, NotSupportedError, ShapeError
+from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node,
+                 Reshape, ScalarFn, Softmax, Sum, Var, free_vars)
+
+LETTERS = string.ascii_letters
+
+
+def variables(node: Node) -> list:
+    """The variables of an expression, sorted by name; two different ones of one name are an error."""
+    found = {}
+    for v in free_vars(node):
+        if isinstance(v, Hole):
+            continue
+        other = found.setdefault(v.name, v)
+        if other is not v:
+            raise ShapeError(f"two different variables are named {v.name!r}: "
+                             f"{D.fmt_shape(other.shape)} and {D.fmt_shape(v.shape)}")
+    return [found[k] for k in sorted(found)]
+
+
+def bind(node: Node, values: dict, scope=frozenset()) -> tuple[dict, dict]:
+    """Arrays for the variables of ``node`` (checked against their declarations) and the
+    sizes of the symbolic dims they fix.  Variables in ``scope`` (those of the expression a
+    derivative was taken of) may be given too, and are checked, though not used."""
+    used = variables(node)
+    vs = list(used) + sorted((v for v in scope if v not in used and v.name in values),
+                             key=lambda v: v.name)
+    names = {v.name for v in vs}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise EvaluationError(f"values were given for {', '.join(map(repr, unknown))}, which the "
+                              f"expression does not use; it uses {', '.join(sorted(names)) or 'no variables'}")
+    sizes, origin, arrays = {}, {}, {}
+    for v in vs:
+        if v.name not in values and v in used:
+            raise EvaluationError(f"no value for {v.name} {D.fmt_shape(v.shape)}; "
+                                  f"pass evaluate({{{v.name!r}: array, ...}})")
+        try:
+            a = np.asarray(values[v.name], dtype=float)
+        except (TypeError, ValueError):
+            raise EvaluationError(f"the value for {v.name} is not an array of numbers") from None
+        if a.ndim != v.ndim:
+            raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
+                             f"shape {a.shape}")
+        for d, s in zip(v.shape, a.shape):
+            if isinstance(d, str):
+                if d in sizes and sizes[d] != s:
+                    raise ShapeError(f"{d} is {sizes[d]} from {origin[d]} but {s} from {v.name}")
+                sizes.setdefault(d, s)
+                origin.setdefault(d, v.name)
+        for d, s in zip(v.shape, a.shape):
+            if not isinstance(d, str) and D.resolve(d, sizes) != s:
+                raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
+                                 f"shape {a.shape}: {D.fmt(d)} is {D.resolve(d, sizes)}, not {s}")
+        if v.symmetric and not np.allclose(a, a.T, rtol=1e-10, atol=1e-12):
+            raise EvaluationError(f"{v.name} is declared symmetric but its array is not "
+                                  f"(largest |{v.name} − {v.name}ᵀ| is {np.abs(a - a.T).max():.3g})")
+        arrays[v] = a
+    return arrays, sizes
+
+
+# --------------------------------------------------------------------------- interpreter
+
+
+def interpret(root: Node, leaves: dict, sizes: dict, ops: dict):
+    """Evaluate ``root`` bottom-up with each node type's operation from ``ops``; values of
+    shared subexpressions are computed once."""
+    memo = dict(leaves)
+    stack = [root]
+    while stack:
+        n = stack[-1]
+        if n in memo:
+            stack.pop()
+            continue
+        pending = [c for c in _inputs(n) if c not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        memo[n] = ops[type(n)](n, [memo[c] for c in _inputs(n)], sizes)
+    return memo[root]
+
+
+def _inputs(n: Node):
+    if isinstance(n, Contract):  # deltas inside a product are handled symbolically
+        return [c for c in n.operands if not isinstance(c, Delta)]
+    return n.children
+
+
+def contract_with_deltas(n: Contract, arrays: list, sizes: dict, einsum, zeros):
+    """The value of a contraction whose Delta factors are merged into labels, never built."""
+    parent = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    labels, ones = [], []
+    for op, lab in zip(n.operands, n.labels):
+        if isinstance(op, Delta):
+            for x in lab[1:]:
+                a, b = find(lab[0]), find(x)
+                if a != b:
+                    parent[b] = a
+            ones.append(lab[0])
+        else:
+            labels.append(lab)
+    labels = [tuple(find(x) for x in lab) for lab in labels]
+    out = [find(x) for x in n.out]
+    dim = n.label_dims()
+    carried = {x for lab in labels for x in lab}
+    uniq = list(dict.fromkeys(out))
+    # a merged label only a delta carries: a broadcast if it is an output, else a factor n
+    factor = prod(D.resolve(dim[r], sizes) for r in {find(x) for x in ones}
+                  if r not in carried and r not in uniq)
+    inner = [x for x in uniq if x in carried]
+    value = einsum(labels, arrays, inner) if arrays else np.asarray(1.0)
+    if factor != 1:
+        value = value * factor
+    if len(inner) < len(uniq):  # broadcast along the output labels only ones vectors carry
+        new_axes = tuple(i for i, x in enumerate(uniq) if x not in carried)
+        value = np.broadcast_to(np.expand_dims(value, new_axes),
+                                [D.resolve(dim[x], sizes) for x in uniq])
+    if len(uniq) < len(out):  # a diagonal output: write the values on its diagonal
+        sym = {x: LETTERS[i] for i, x in enumerate(uniq)}
+        full = zeros([D.resolve(dim[x], sizes) for x in out])
+        np.einsum("".join(sym[x] for x in out) + "->" + "".join(sym[x] for x in uniq),
+                  full)[...] = value
+        value = full
+    return value
+
+
+def _np_einsum(labels, arrays, out):
+    sym = {}
+    for x in [x for lab in labels for x in lab]:
+        sym.setdefault(x, oe.get_symbol(len(sym)))
+    eq = ",".join("".join(sym[x] for x in lab) for lab in labels) + "->" + "".join(sym[x] for x in out)
+    return np.asarray(oe.contract(eq, *arrays))
+
+
+def _materialise(n: Node, sizes: dict):
+    """A standalone delta (not inside a product), as an array."""
+    k = D.resolve(n.dim, sizes)
+    if n.order == 1:
+        return np.ones(k)
+    out = np.zeros((k,) * n.order)
+    out[(np.arange(k),) * n.order] = 1.0
+    return out
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _logsumexp(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
+
+
+def _logdet(x):
+    sign, value = np.linalg.slogdet(x)
+    if sign == 0:
+        return np.asarray(-np.inf)
+    return np.asarray(value)
+
+
+def _impl(fn, order, functions):
+    """The NumPy implementation of an abstract function's ``order``-th derivative."""
+    given = functions.get(fn.name)
+    if given is None and getattr(fn, "numpy", None) is not None:
+        given = fn.numpy
+    if callable(given):
+        given = [given]
+    if given is None or order >= len(given):
+        what = fn.name + "′" * order
+        raise NotSupportedError(f"{what} has no numeric implementation; pass "
+                                f"functions={{{fn.name!r}: [f, f′, …]}} to evaluate it")
+    return given[order]
+
+
+def numpy_ops(functions: dict) -> dict:
+    def elementwise(n, a, s):
+        impl = n.fn.implementation()
+        if impl is None:
+            impl = _impl(n.fn, n.fn.order, functions)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.asarray(impl(a[0]), dtype=float)
+
+    return {
+        Const: lambda n, a, s: np.asarray(n.value),
+        Delta: lambda n, a, s: _materialise(n, s),
+        Contract: lambda n, a, s: contract_with_deltas(n, a, s, _np_einsum, np.zeros),
+        Sum: lambda n, a, s: (sum(c * v for (c, _), v in zip(n.terms, a)) if n.terms
+                              else np.zeros([D.resolve(d, s) for d in n.shape])),
+        Elementwise: elementwise,
+        Softmax: lambda n, a, s: _softmax(a[0], n.axis),
+        LogSumExp: lambda n, a, s: _logsumexp(a[0], n.axis),
+        Inv: lambda n, a, s: np.linalg.inv(a[0]),
+        Det: lambda n, a, s: np.asarray(np.linalg.det(a[0])),
+        LogDet: lambda n, a, s: _logdet(a[0]),
+        ScalarFn: lambda n, a, s: np.asarray(_impl(n.fn, n.order, functions)(a[0]), dtype=float),
+        Reshape: lambda n, a, s: np.reshape(a[0], [D.resolve(d, s) for d in n.shape]),
+    }
+
+
+def evaluate(node: Node, values: dict, functions: dict | None = None,
+             scope=frozenset()) -> np.ndarray:
+    """The value of ``node`` for arrays keyed by variable name."""
+    arrays, sizes = bind(node, values, scope)
+    try:
+        out = interpret(node, arrays, sizes, numpy_ops(functions or {}))
+    except np.linalg.LinAlgError as e:
+        raise EvaluationError(f"a matrix function failed on these values: {e}") from None
+    return np.asarray(out, dtype=float)

@@ -1,0 +1,264 @@
+"""``Expr``: the user's handle on an expression, with linear-algebra operators.
+
+An ``Expr`` wraps an IR node and adds what only the user-facing notation needs: whether a
+1-d expression is a column or a row (``x.T``), and a short source text for messages.
+Shapes are checked here, when the expression is built, with messages naming the operands.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import build as B
+from . import dims as D
+from . import functions as F
+from .errors import MatdiffError, ShapeError
+from .ir import Const, Node, Var
+
+# precedence of the source text, for parentheses in messages
+ATOM, POWER, UNARY, PRODUCT, SUM = 9, 8, 7, 6, 5
+MAX_SRC = 60
+
+
+class Expr:
+    """A matrix or tensor expression.  Build with ``md.matrix``, ``md.vector``, operators
+    and functions; differentiate with ``md.grad``, ``md.jacobian``, ``md.hessian``."""
+
+    __slots__ = ("node", "row", "src", "prec", "scope")
+    __array_priority__ = 1000  # NumPy scalars defer to Expr's operators
+
+    def __init__(self, node: Node, row: bool = False, src: str | None = None, prec: int = ATOM):
+        self.node, self.row, self.prec = node, bool(row and node.ndim == 1), prec
+        self.scope = frozenset()  # variables a derivative came from, accepted at evaluation
+        self.src = src if src is not None else _short(node)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def shape(self) -> tuple:
+        """The dims of the expression (ints or names); a vector is (n,), row or column."""
+        return self.node.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.node.ndim
+
+    def describe_shape(self) -> str:
+        kind = ""
+        if self.ndim == 1:
+            kind = "a row vector " if self.row else "a column vector "
+        return kind + D.fmt_shape(self.shape)
+
+    @property
+    def variables(self) -> list:
+        """The variables the expression depends on, sorted by name."""
+        from .evaluate import variables
+
+        return [Expr(v, src=v.name) for v in variables(self.node)]
+
+    def __repr__(self):
+        return f"<matdiff.Expr {D.fmt_shape(self.shape)}{' row' if self.row else ''}: {self}>"
+
+    def __str__(self):
+        from .show import index_form
+
+        return index_form(self.node)
+
+    def __eq__(self, other):
+        return isinstance(other, Expr) and self.node is other.node and self.row == other.row
+
+    def __hash__(self):
+        return hash((self.node, self.row))
+
+    def __bool__(self):
+        raise MatdiffError("an expression has no truth value; compare nodes with ==, "
+                           "or evaluate it first")
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, values: dict | None = None, functions: dict | None = None, **arrays):
+        """The value as a NumPy array, for arrays keyed by variable name or variable.
+
+        >>> x = md.vector("x", "n"); (x.T @ x).evaluate({"x": [3.0, 4.0]})
+        array(25.)
+        """
+        from .evaluate import evaluate
+
+        return evaluate(self.node, _keys({**(values or {}), **arrays}), functions, self.scope)
+
+    def simplify(self) -> "Expr":
+        from .simplify import simplify
+
+        return Expr(simplify(self.node), self.row)
+
+    # ------------------------------------------------------------------ operators
+    @property
+    def T(self) -> "Expr":
+        """The transpose: rows and columns swap; a column vector becomes a row."""
+        src = _wrap(self, POWER) + ".T"
+        if self.ndim == 1:
+            return Expr(self.node, not self.row, src, POWER)
+        if self.ndim < 2:
+            return self
+        if isinstance(self.node, Var) and self.node.symmetric:
+            return Expr(self.node, src=src, prec=POWER)
+        return Expr(B.transpose(self.node), src=src, prec=POWER)
+
+    def __neg__(self):
+        return Expr(B.scale(-1, self.node), self.row, "-" + _wrap(self, UNARY), UNARY)
+
+    def __pos__(self):
+        return self
+
+    def __add__(self, other):
+        return _combine(self, other, "+", 1)
+
+    def __radd__(self, other):
+        return _combine(lift(other), self, "+", 1)
+
+    def __sub__(self, other):
+        return _combine(self, other, "-", -1)
+
+    def __rsub__(self, other):
+        return _combine(lift(other), self, "-", -1)
+
+    def __mul__(self, other):
+        return _hadamard(self, other, "*")
+
+    def __rmul__(self, other):
+        return _hadamard(lift(other), self, "*")
+
+    def __truediv__(self, other):
+        other = lift(other)
+        recip = Expr(F.power(other.node, -1), other.row, other.src, other.prec)
+        return _hadamard(self, recip, "/", other)
+
+    def __rtruediv__(self, other):
+        return lift(other) / self
+
+    def __pow__(self, p):
+        if isinstance(p, numbers.Real) and not isinstance(p, bool):
+            return Expr(F.power(self.node, float(p)), self.row,
+                        f"{_wrap(self, POWER + 1)}**{p}", POWER)
+        p = lift(p)
+        from .library import exp, log  # x**y = exp(y log x), for x > 0
+
+        return exp(p * log(self))
+
+    def __rpow__(self, base):
+        base = lift(base)
+        return base ** self
+
+    def __matmul__(self, other):
+        return matmul(self, lift(other))
+
+    def __rmatmul__(self, other):
+        return matmul(lift(other), self)
+
+    __array_ufunc__ = None  # keep NumPy from broadcasting over an Expr
+
+
+def _keys(values: dict) -> dict:
+    out = {}
+    for k, v in values.items():
+        if isinstance(k, Expr):
+            if not isinstance(k.node, Var):
+                raise MatdiffError(f"evaluate: the key {k.src} is not a variable")
+            k = k.node.name
+        out[k] = v
+    return out
+
+
+def _short(node: Node) -> str:
+    from .show import index_form
+
+    if isinstance(node, Var):
+        return node.name
+    text = index_form(node)
+    return text if len(text) <= MAX_SRC else text[:MAX_SRC - 1] + "…"
+
+
+def _wrap(e: Expr, prec: int) -> str:
+    return f"({e.src})" if e.prec < prec else e.src
+
+
+def _join(a: Expr, op: str, b: Expr, prec: int) -> str:
+    text = f"{_wrap(a, prec)} {op} {_wrap(b, prec + 1)}"
+    return text if len(text) <= MAX_SRC else text[:MAX_SRC - 1] + "…"
+
+
+def lift(x) -> Expr:
+    """An Expr for x: an Expr itself, or a Python or NumPy real number as a constant."""
+    if isinstance(x, Expr):
+        return x
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return Expr(Const(float(x)), src=repr(x) if not isinstance(x, np.generic) else str(x))
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        return lift(float(x))
+    raise MatdiffError(f"cannot use {type(x).__name__} {x!r:.40} in an expression: only "
+                       f"numbers and matdiff expressions mix (declare arrays as variables, "
+                       f"e.g. md.matrix('A', 'n', 'n'), and give their values to evaluate)")
+
+
+def _mismatch(a: Expr, b: Expr, what: str) -> ShapeError:
+    msg = f"{what}: {a.src} is {a.describe_shape()} but {b.src} is {b.describe_shape()}"
+    if a.ndim == b.ndim and a.shape != b.shape:
+        msg += ": " + ", ".join(f"{D.fmt(x)} ≠ {D.fmt(y)}" for x, y in zip(a.shape, b.shape) if x != y)
+    elif a.ndim == 1 and b.ndim == 1 and a.row != b.row:
+        msg += " (transpose one of them with .T)"
+    return ShapeError(msg)
+
+
+def _broadcast(a: Expr, b: Expr, what: str):
+    """Operands of an element-wise operation: equal shapes, or one of them a scalar."""
+    if a.ndim == 0 and b.ndim > 0:
+        return B.broadcast(a.node, b.shape), b.node, b.row
+    if b.ndim == 0 and a.ndim > 0:
+        return a.node, B.broadcast(b.node, a.shape), a.row
+    if a.shape != b.shape or a.row != b.row:
+        raise _mismatch(a, b, what)
+    return a.node, b.node, a.row
+
+
+def _combine(a, b, op: str, sign: int) -> Expr:
+    a, b = lift(a), lift(b)
+    x, y, row = _broadcast(a, b, _join(a, op, b, SUM))
+    return Expr(B.linear([(1, x), (sign, y)], x.shape), row, _join(a, op, b, SUM), SUM)
+
+
+def _hadamard(a, b, op: str, shown: Expr | None = None) -> Expr:
+    a, b = lift(a), lift(b)
+    src = _join(a, op, shown if shown is not None else b, PRODUCT)
+    if isinstance(a.node, Const) and a.ndim == 0 and b.ndim:
+        return Expr(B.scale(a.node.value, b.node), b.row, src, PRODUCT)
+    if isinstance(b.node, Const) and b.ndim == 0 and a.ndim:
+        return Expr(B.scale(b.node.value, a.node), a.row, src, PRODUCT)
+    x, y, row = _broadcast(a, b, src)
+    return Expr(B.hadamard(x, y), row, src, PRODUCT)
+
+
+def matmul(a: Expr, b: Expr) -> Expr:
+    """The matrix product, with columns (x) and rows (x.T) as in linear algebra."""
+    src = _join(a, "@", b, PRODUCT)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"{src}: @ multiplies vectors and matrices; "
+                         f"use * to multiply by the scalar {a.src if a.ndim == 0 else b.src}")
+    if a.ndim > 2 or b.ndim > 2:
+        raise ShapeError(f"{src}: @ takes vectors and matrices, but "
+                         f"{a.src if a.ndim > 2 else b.src} has order {max(a.ndim, b.ndim)}; "
+                         f"contract tensors with md.einsum")
+    kind = ("c" if not a.row else "r") if a.ndim == 1 else "m", \
+           ("c" if not b.row else "r") if b.ndim == 1 else "m"
+    specs = {("m", "m"): "ij,jk->ik", ("m", "c"): "ij,j->i", ("r", "m"): "i,ij->j",
+             ("r", "c"): "i,i->", ("c", "r"): "i,j->ij"}
+    if kind not in specs:
+        hint = (f"did you mean {a.src}.T @ {b.src}?" if kind[0] == "c"
+                else f"did you mean {a.src} @ {b.src}.T?")
+        raise ShapeError(f"{src}: {a.src} is {a.describe_shape()} and {b.src} is "
+                         f"{b.describe_shape()}, which @ cannot multiply; {hint}")
+    inner_a = a.shape[-1] if kind[0] != "c" else None
+    inner_b = b.shape[0] if kind[1] != "r" else None
+    if inner_a is not None and inner_b is not None and inner_a != inner_b:
+        raise ShapeError(f"{src}: {a.src} is {a.describe_shape()} but {b.src} is "
+                         f"{b.describe_shape()}: {D.fmt(inner_a)} ≠ {D.fmt(inner_b)}")
+    node = B.einsum(specs[kind], a.node, b.node)
+    return Expr(node, kind == ("r", "m"), src, PRODUCT)

@@ -1,0 +1,353 @@
+"""The intermediate representation: a small closed set of immutable tensor nodes.
+
+Every node has a ``shape`` (a tuple of dims) and is hash-consed: building a node equal to
+an existing one returns that very object, so equality is identity, hashing is O(1) and
+equal subexpressions are shared.  Axes are positional at the edges; inside a
+``Contract`` they are named by integer labels, so products, transposes, traces, diagonals,
+outer and Hadamard products and sums over axes are all one einsum-like node.
+
+Nodes hold data and check their own consistency; they hold no algorithms.  Each algorithm
+(simplify, differentiate, evaluate, print) is a table of rules keyed by node type in its
+own module.
+"""
+from __future__ import annotations
+
+import hashlib
+import weakref
+
+from . import dims as D
+from .errors import ShapeError
+
+
+class Node:
+    """Base class of all IR nodes; subclasses list their ``fields`` and compute a shape."""
+
+    __slots__ = ("args", "shape", "skey", "_vars", "_simple", "__weakref__")
+    fields: tuple = ()
+    _table: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+
+    def __new__(cls, *args):
+        key = (cls, args)
+        node = Node._table.get(key)
+        if node is not None:
+            return node
+        node = object.__new__(cls)
+        node.args = args
+        node.shape = cls._shape(*args)
+        node.skey = _stable_key(cls.__name__, args)
+        node._vars = None
+        node._simple = None
+        Node._table[key] = node
+        return node
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        for i, name in enumerate(cls.fields):
+            setattr(cls, name, property(lambda self, i=i: self.args[i]))
+
+    def __reduce__(self):
+        return (type(self), self.args)
+
+    @staticmethod
+    def _shape(*args):
+        raise NotImplementedError
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def children(self) -> tuple:
+        """The operand nodes, in order."""
+        return ()
+
+    def with_children(self, children) -> "Node":
+        """The same operation applied to other operands."""
+        return self
+
+    def __repr__(self):
+        from .show import index_form
+
+        return f"<{type(self).__name__} {index_form(self)} : {D.fmt_shape(self.shape)}>"
+
+
+def _stable_key(name, args) -> bytes:
+    """A digest independent of object ids, so that sorting by it is reproducible."""
+    h = hashlib.blake2b(name.encode(), digest_size=8)
+
+    def feed(a):
+        if isinstance(a, Node):
+            h.update(a.skey)
+        elif isinstance(a, tuple):
+            h.update(b"(")
+            for x in a:
+                feed(x)
+            h.update(b")")
+        else:
+            h.update(repr(a).encode() if not callable(a) else getattr(a, "__name__", "f").encode())
+            h.update(b",")
+
+    for a in args:
+        feed(a)
+    return h.digest()
+
+
+def free_vars(node: Node) -> frozenset:
+    """The variables (and holes) a node depends on; cached on the node."""
+    if node._vars is None:
+        stack, order = [node], []
+        while stack:
+            n = stack.pop()
+            if n._vars is None:
+                order.append(n)
+                stack.extend(c for c in n.children if c._vars is None)
+        for n in reversed(order):
+            if isinstance(n, (Var, Hole)):
+                n._vars = frozenset((n,))
+            else:
+                n._vars = frozenset().union(*(c._vars if c._vars is not None else free_vars(c)
+                                              for c in n.children))
+    return node._vars
+
+
+# --------------------------------------------------------------------------- leaves
+
+
+class Var(Node):
+    """A named input tensor. ``symmetric`` tags a square matrix equal to its transpose."""
+
+    fields = ("name", "dims", "symmetric")
+
+    @staticmethod
+    def _shape(name, dims, symmetric):
+        if symmetric and (len(dims) != 2 or dims[0] != dims[1]):
+            raise ShapeError(f"symmetric=True needs a square matrix, but {name} is {D.fmt_shape(dims)}")
+        return tuple(dims)
+
+
+class Hole(Node):
+    """A placeholder: the differential dX while a derivative rule is transposed, or (when
+    ``symmetric``) the factor being factored out of a sum, read in any axis order."""
+
+    fields = ("dims", "symmetric")
+
+    @staticmethod
+    def _shape(dims, symmetric=False):
+        return tuple(dims)
+
+
+class Const(Node):
+    """A scalar constant."""
+
+    fields = ("value",)
+
+    @staticmethod
+    def _shape(value):
+        return ()
+
+
+class Delta(Node):
+    """The generalised Kronecker delta δ_{i…i} with ``order`` axes of one dim.
+
+    Order 1 is the vector of ones, order 2 the identity matrix, order 3 the tensor that
+    builds diag(v).  Deltas are never materialised by the evaluator.
+    """
+
+    fields = ("dim", "order")
+
+    @staticmethod
+    def _shape(dim, order):
+        return (dim,) * order
+
+
+# --------------------------------------------------------------------------- multilinear
+
+
+class Contract(Node):
+    """Σ over labels not in ``out`` of the product of operands, as ``einsum``.
+
+    ``labels[k]`` names the axes of ``operands[k]`` (repeats take a diagonal); ``out`` names
+    the axes of the result, each label at most once and carried by some operand.
+    """
+
+    fields = ("operands", "labels", "out")
+
+    @staticmethod
+    def _shape(operands, labels, out):
+        if len(operands) != len(labels):
+            raise ShapeError("contract: one label tuple per operand is needed")
+        size = {}
+        for op, labs in zip(operands, labels):
+            if len(labs) != op.ndim:
+                raise ShapeError(f"contract: {len(labs)} labels for an operand of order {op.ndim}")
+            for lab, d in zip(labs, op.shape):
+                if size.setdefault(lab, d) != d:
+                    raise ShapeError(f"contract: axis {lab} is {D.fmt(size[lab])} in one operand "
+                                     f"and {D.fmt(d)} in another")
+        if len(set(out)) != len(out):
+            raise ShapeError("contract: repeated output label")
+        missing = [lab for lab in out if lab not in size]
+        if missing:
+            raise ShapeError(f"contract: output labels {missing} are carried by no operand")
+        return tuple(size[lab] for lab in out)
+
+    @property
+    def children(self):
+        return self.args[0]
+
+    def with_children(self, children):
+        return Contract(tuple(children), self.labels, self.out)
+
+    def label_dims(self) -> dict:
+        return {lab: d for op, labs in zip(self.operands, self.labels)
+                for lab, d in zip(labs, op.shape)}
+
+
+class Sum(Node):
+    """Σ c_k · term_k over terms of one shape; the empty sum is the zero tensor."""
+
+    fields = ("terms", "dims")
+
+    @staticmethod
+    def _shape(terms, dims):
+        for c, t in terms:
+            if t.shape != tuple(dims):
+                raise ShapeError(f"sum: a term of shape {D.fmt_shape(t.shape)} "
+                                 f"in a sum of shape {D.fmt_shape(dims)}")
+        return tuple(dims)
+
+    @property
+    def children(self):
+        return tuple(t for _, t in self.args[0])
+
+    def with_children(self, children):
+        return Sum(tuple((c, t) for (c, _), t in zip(self.terms, children)), self.dims)
+
+
+class Reshape(Node):
+    """The entries of ``arg`` in row-major order, laid out with a new shape of equal size."""
+
+    fields = ("arg", "dims")
+
+    @staticmethod
+    def _shape(arg, dims):
+        if D.size(arg.shape) != D.size(dims):
+            raise ShapeError(f"reshape: {D.fmt_shape(arg.shape)} cannot become {D.fmt_shape(dims)}")
+        return tuple(dims)
+
+    @property
+    def children(self):
+        return (self.args[0],)
+
+    def with_children(self, children):
+        return Reshape(children[0], self.dims)
+
+
+# --------------------------------------------------------------------------- nonlinear
+
+
+class Unary(Node):
+    """A node with one tensor operand, ``arg``, as its last field."""
+
+    @property
+    def children(self):
+        return (self.args[-1],)
+
+    def with_children(self, children):
+        return type(self)(*self.args[:-1], children[0])
+
+    @property
+    def arg(self):
+        return self.args[-1]
+
+
+class Elementwise(Unary):
+    """f(x) applied entry by entry; ``fn`` is a ``functions.Function``."""
+
+    fields = ("fn", "arg")
+
+    @staticmethod
+    def _shape(fn, arg):
+        return arg.shape
+
+
+class Softmax(Unary):
+    """exp(x) / Σ_axis exp(x), along one axis."""
+
+    fields = ("axis", "arg")
+
+    @staticmethod
+    def _shape(axis, arg):
+        _check_axis("softmax", axis, arg)
+        return arg.shape
+
+
+class LogSumExp(Unary):
+    """log Σ_axis exp(x); the axis is removed."""
+
+    fields = ("axis", "arg")
+
+    @staticmethod
+    def _shape(axis, arg):
+        _check_axis("logsumexp", axis, arg)
+        return arg.shape[:axis] + arg.shape[axis + 1:]
+
+
+def _check_axis(name, axis, arg):
+    if not 0 <= axis < arg.ndim:
+        raise ShapeError(f"{name}: axis {axis} is out of range for shape {D.fmt_shape(arg.shape)}")
+
+
+def _square(name, arg):
+    if arg.ndim != 2 or arg.shape[0] != arg.shape[1]:
+        raise ShapeError(f"{name} needs a square matrix, got shape {D.fmt_shape(arg.shape)}")
+
+
+class Inv(Unary):
+    """The matrix inverse X⁻¹."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        _square("inv", arg)
+        return arg.shape
+
+
+class Det(Unary):
+    """The determinant det X."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        _square("det", arg)
+        return ()
+
+
+class LogDet(Unary):
+    """log |det X| (log det X where the determinant is positive)."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        _square("logdet", arg)
+        return ()
+
+
+class ScalarFn(Unary):
+    """The ``order``-th derivative tensor of an abstract scalar function λ of a tensor.
+
+    Order 0 is λ(X) itself (a scalar), order 1 the gradient ∇λ(X) (X's shape), order 2
+    the Hessian (X's shape twice), and so on.
+    """
+
+    fields = ("fn", "order", "arg")
+
+    @staticmethod
+    def _shape(fn, order, arg):
+        return arg.shape * order
+
+
+LEAVES = (Var, Hole, Const, Delta)

@@ -1,0 +1,367 @@
+"""The public functions: variables, constants, matrix functions, element-wise functions and
+derivatives.  Each checks its operands' shapes and builds IR through ``build``."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from . import build as B
+from . import dims as D
+from . import functions as F
+from .errors import MatdiffError, NotSupportedError, ShapeError
+from .expr import ATOM, PRODUCT, Expr, lift
+from .ir import free_vars, Det, Inv, LogDet, LogSumExp, Reshape, ScalarFn, Softmax, Var
+
+# --------------------------------------------------------------------------- variables
+
+
+def _dims(name, dims):
+    if not isinstance(name, str) or not name.isidentifier():
+        raise MatdiffError(f"a variable name must be an identifier such as 'X', not {name!r}")
+    return tuple(D.check_dim(d) for d in dims)
+
+
+def tensor(name: str, *dims, symmetric: bool = False) -> Expr:
+    """A variable tensor with the given dims: ``md.tensor("T", "i", "j", "k")``."""
+    return Expr(Var(name, _dims(name, dims), bool(symmetric)), src=name)
+
+
+def matrix(name: str, rows, cols, symmetric: bool = False) -> Expr:
+    """A variable matrix: ``md.matrix("X", "n", "k")``; ``symmetric=True`` for X = Xᵀ."""
+    return tensor(name, rows, cols, symmetric=symmetric)
+
+
+def vector(name: str, n) -> Expr:
+    """A variable column vector: ``md.vector("w", "k")``; its transpose ``w.T`` is a row."""
+    return tensor(name, n)
+
+
+def scalar(name: str) -> Expr:
+    """A variable scalar."""
+    return tensor(name)
+
+
+# --------------------------------------------------------------------------- constants
+
+
+def ones(*dims) -> Expr:
+    """The all-ones scalar, column vector, matrix or tensor."""
+    dims = tuple(D.check_dim(d) for d in dims)
+    return Expr(B.ones(dims), src=f"ones{D.fmt_shape(dims)}")
+
+
+def zeros(*dims) -> Expr:
+    dims = tuple(D.check_dim(d) for d in dims)
+    return Expr(B.zeros(dims), src=f"zeros{D.fmt_shape(dims)}")
+
+
+def eye(n) -> Expr:
+    """The n × n identity matrix."""
+    return Expr(B.identity_tensor((D.check_dim(n),)), src=f"eye({n})")
+
+
+# --------------------------------------------------------------------------- matrix functions
+
+
+def _call(name: str, node, *args, row=False) -> Expr:
+    return Expr(node, row, f"{name}({', '.join(a.src for a in args)})", ATOM)
+
+
+def _square(name: str, x: Expr):
+    if x.ndim != 2 or x.shape[0] != x.shape[1]:
+        raise ShapeError(f"{name}({x.src}): {name} needs a square matrix, but {x.src} is "
+                         f"{x.describe_shape()}")
+
+
+def trace(x) -> Expr:
+    """tr X = Σᵢ Xᵢᵢ."""
+    x = lift(x)
+    _square("trace", x)
+    return _call("trace", B.einsum("ii->", x.node), x)
+
+
+def det(x) -> Expr:
+    """The determinant det X."""
+    x = lift(x)
+    _square("det", x)
+    return _call("det", Det(x.node), x)
+
+
+def logdet(x) -> Expr:
+    """log |det X|: log det X wherever det X > 0; its gradient is X⁻ᵀ."""
+    x = lift(x)
+    _square("logdet", x)
+    return _call("logdet", LogDet(x.node), x)
+
+
+def inv(x) -> Expr:
+    """The matrix inverse X⁻¹."""
+    x = lift(x)
+    _square("inv", x)
+    return _call("inv", Inv(x.node), x)
+
+
+def diag(x) -> Expr:
+    """A vector's diagonal matrix, or a square matrix's diagonal as a column vector."""
+    x = lift(x)
+    if x.ndim == 1:
+        return _call("diag", B.contract([x.node], [(0,)], (0, 0)), x)
+    _square("diag", x)
+    return _call("diag", B.einsum("ii->i", x.node), x)
+
+
+def sum(x, axis: Optional[int] = None) -> Expr:  # noqa: A001 - mirrors numpy.sum
+    """Σ of all entries, or along one axis: for a matrix, axis=0 gives the column sums 1ᵀX
+    (a row vector) and axis=1 the row sums X1 (a column vector)."""
+    x = lift(x)
+    lab = tuple(range(x.ndim))
+    if axis is None:
+        return _call("sum", B.contract([x.node], [lab], ()), x)
+    a = _axis("sum", x, axis)
+    node = B.contract([x.node], [lab], lab[:a] + lab[a + 1:])
+    return Expr(node, x.ndim == 2 and a == 0, f"sum({x.src}, axis={axis})")
+
+
+def _axis(name: str, x: Expr, axis) -> int:
+    if x.ndim == 0:
+        raise ShapeError(f"{name}({x.src}): a scalar has no axes")
+    if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
+        raise ShapeError(f"{name}({x.src}, axis={axis!r}): axis must be an int in "
+                         f"[{-x.ndim}, {x.ndim - 1}] for {x.describe_shape()}")
+    return axis % x.ndim
+
+
+def _vector_axis(name: str, x: Expr, axis) -> int:
+    if axis is None:
+        if x.ndim != 1:
+            raise ShapeError(f"{name}({x.src}): {x.src} is {x.describe_shape()}; say along "
+                             f"which axis, e.g. axis=1 for each row, axis=0 for each column")
+        return 0
+    return _axis(name, x, axis)
+
+
+def softmax(x, axis: Optional[int] = None) -> Expr:
+    """exp(x) / Σ exp(x) along one axis (a vector's only axis; axis=1: each row)."""
+    x = lift(x)
+    a = _vector_axis("softmax", x, axis)
+    return Expr(Softmax(a, x.node), x.row, f"softmax({x.src})")
+
+
+def logsumexp(x, axis: Optional[int] = None) -> Expr:
+    """log Σ exp(x) along one axis; for a matrix, axis=1 gives a column of row values."""
+    x = lift(x)
+    a = _vector_axis("logsumexp", x, axis)
+    return Expr(LogSumExp(a, x.node), x.ndim == 2 and a == 0, f"logsumexp({x.src})")
+
+
+def _as_matrix(x: Expr):
+    """A vector seen as a matrix: (rows, cols) label groups over its axes."""
+    if x.ndim == 2:
+        return [0], [1]
+    if x.ndim == 1:
+        return ([], [0]) if x.row else ([0], [])
+    if x.ndim == 0:
+        return [], []
+    raise ShapeError(f"kron: {x.src} has order {x.ndim}; use md.outer for tensors")
+
+
+def kron(a, b) -> Expr:
+    """The Kronecker product A ⊗ B: blocks Aᵢⱼ B, of shape (mp, nq)."""
+    a, b = lift(a), lift(b)
+    (ra, ca), (rb, cb) = _as_matrix(a), _as_matrix(b)
+    shift = a.ndim
+    rows, cols = ra + [shift + i for i in rb], ca + [shift + i for i in cb]
+    node = B.contract([a.node, b.node], [tuple(range(a.ndim)), tuple(range(shift, shift + b.ndim))],
+                      tuple(rows + cols))
+    nr = len(rows)
+    new = tuple(D.size(node.shape[part]) for part, group in
+                ((slice(0, nr), rows), (slice(nr, None), cols)) if group)
+    out = node if node.ndim == len(new) else Reshape(node, new)
+    return Expr(out, bool(cols) and not rows, f"kron({a.src}, {b.src})")
+
+
+def outer(a, b) -> Expr:
+    """The outer product: abᵀ for vectors, and for tensors the tensor of all products
+    Aᵢⱼ Bₖₗ with A's axes first."""
+    a, b = lift(a), lift(b)
+    la, lb = tuple(range(a.ndim)), tuple(range(a.ndim, a.ndim + b.ndim))
+    return Expr(B.contract([a.node, b.node], [la, lb], la + lb), src=f"outer({a.src}, {b.src})")
+
+
+def dot(a, b) -> Expr:
+    """The inner product aᵀb of two vectors, or Σ Aᵢⱼ Bᵢⱼ of two tensors of one shape."""
+    a, b = lift(a), lift(b)
+    if a.shape != b.shape:
+        raise ShapeError(f"dot({a.src}, {b.src}): {a.src} is {a.describe_shape()} but "
+                         f"{b.src} is {b.describe_shape()}")
+    lab = tuple(range(a.ndim))
+    return _call("dot", B.contract([a.node, b.node], [lab, lab], ()), a, b)
+
+
+def norm(x, ord=None) -> Expr:  # noqa: A002 - mirrors numpy.linalg.norm
+    """‖x‖₂ of a vector or the Frobenius norm of a matrix; ``ord=1``: Σ|xᵢ| of a vector."""
+    x = lift(x)
+    if ord in (None, 2, "fro") and not (ord == 2 and x.ndim == 2):
+        return Expr(F.power(dot(x, x).node, 0.5), src=f"norm({x.src})")
+    if ord == 1 and x.ndim <= 1:
+        return Expr(sum(abs(x)).node, src=f"norm({x.src}, 1)")
+    raise NotSupportedError(f"norm({x.src}, {ord!r}): only the 2-norm of vectors, the "
+                            f"Frobenius norm of matrices and the 1-norm of vectors are supported"
+                            + ("; for the entry-wise 1-norm of a matrix write md.sum(md.abs(X))"
+                               if ord == 1 else ""))
+
+
+def einsum(spec: str, *operands) -> Expr:
+    """The contraction ``md.einsum("ij,jk->ik", A, B)``, as in NumPy (explicit output)."""
+    ops = [lift(o) for o in operands]
+    if "->" not in spec:
+        raise MatdiffError(f"einsum({spec!r}): give the output explicitly, e.g. 'ij,jk->ik'")
+    ins, out = spec.replace(" ", "").split("->")
+    parts = ins.split(",") if ins else []
+    if len(parts) != len(ops):
+        raise ShapeError(f"einsum({spec!r}): {len(parts)} operand specs for {len(ops)} operands")
+    size = {}
+    for p, o in zip(parts, ops):
+        if len(p) != o.ndim or not p.isalpha():
+            raise ShapeError(f"einsum({spec!r}): {p!r} does not fit {o.src}, which is "
+                             f"{o.describe_shape()}")
+        for c, d in zip(p, o.shape):
+            if size.setdefault(c, d) != d:
+                raise ShapeError(f"einsum({spec!r}): index {c} is {D.fmt(size[c])} in one "
+                                 f"operand and {D.fmt(d)} in {o.src}")
+    if any(c not in size for c in out) or len(set(out)) != len(out):
+        raise ShapeError(f"einsum({spec!r}): each output index must appear once, and in an input")
+    return Expr(B.einsum(spec, *(o.node for o in ops)), src=f"einsum({spec!r}, …)")
+
+
+# --------------------------------------------------------------------------- element-wise
+
+
+def _elementwise(name: str):
+    def f(x) -> Expr:
+        x = lift(x)
+        return Expr(F.apply(name, x.node), x.row, f"{name}({x.src})")
+
+    f.__name__ = name
+    f.__doc__ = f"{name}(x), entry by entry."
+    return f
+
+
+exp, log, sin, cos, tan, tanh, sigmoid, softplus, relu, abs, sqrt, sign = (  # noqa: A001
+    _elementwise(n) for n in ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus",
+                              "relu", "abs", "sqrt", "sign"))
+
+
+class ElementwiseFunction:
+    """A user's element-wise function, abstract (σ, with σ′ unknown) or with a derivative."""
+
+    def __init__(self, name: str, derivative: Optional[Callable] = None,
+                 numpy: Optional[Callable] = None):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise MatdiffError(f"a function name must be an identifier, not {name!r}")
+        if name in F.TABLE:
+            raise MatdiffError(f"{name!r} is a built-in function: use md.{name}")
+        deriv = None if derivative is None else _UserDerivative(derivative)
+        self.fn = F.Function(name, numpy=numpy, deriv=deriv)
+
+    def __call__(self, x) -> Expr:
+        x = lift(x)
+        return Expr(F.Elementwise(self.fn, x.node), x.row, f"{self.fn.name}({x.src})")
+
+    def __repr__(self):
+        return f"md.function({self.fn.name!r})"
+
+
+class _UserDerivative:
+    """Wraps a user's f′ written with matdiff functions as a node → node builder."""
+
+    def __init__(self, f):
+        self.f = f
+        self.__name__ = getattr(f, "__name__", "derivative")
+
+    def __call__(self, node):
+        out = lift(self.f(Expr(node)))
+        if out.shape != node.shape:
+            raise ShapeError(f"the derivative given for a function returned shape "
+                             f"{D.fmt_shape(out.shape)} for an argument of shape {D.fmt_shape(node.shape)}")
+        return out.node
+
+    def __eq__(self, other):
+        return isinstance(other, _UserDerivative) and other.f is self.f
+
+    def __hash__(self):
+        return hash(self.f)
+
+
+class ScalarFunctionHandle:
+    """A user's abstract scalar function λ of one tensor; ∇λ(X) appears in derivatives."""
+
+    def __init__(self, name: str, numpy=None):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise MatdiffError(f"a function name must be an identifier, not {name!r}")
+        self.fn = F.ScalarFunction(name, numpy)
+
+    def __call__(self, x) -> Expr:
+        x = lift(x)
+        return Expr(ScalarFn(self.fn, 0, x.node), src=f"{self.fn.name}({x.src})")
+
+    def __repr__(self):
+        return f"md.scalar_function({self.fn.name!r})"
+
+
+def function(name: str, derivative: Optional[Callable] = None,
+             numpy: Optional[Callable] = None) -> ElementwiseFunction:
+    """An element-wise function: abstract (derivatives appear as σ′, σ″) or with a given
+    derivative, e.g. ``md.function("softsign", derivative=lambda z: 1 / (1 + md.abs(z))**2)``.
+    ``numpy`` gives its values (a callable, or a list [f, f′, f″, …]) for evaluation."""
+    return ElementwiseFunction(name, derivative, numpy)
+
+
+def scalar_function(name: str, numpy=None) -> ScalarFunctionHandle:
+    """An abstract scalar function of a tensor, λ(X); its gradient appears as ∇λ(X)."""
+    return ScalarFunctionHandle(name, numpy)
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def _variable(x, what: str) -> Var:
+    if not isinstance(x, Expr) or not isinstance(x.node, Var):
+        shown = x.src if isinstance(x, Expr) else repr(x)
+        raise MatdiffError(f"{what}: can only differentiate with respect to a variable "
+                           f"(made with md.matrix, md.vector, md.scalar or md.tensor), "
+                           f"not {shown}")
+    return x.node
+
+
+def jacobian(f, x) -> Expr:
+    """∂f/∂x, with f's axes first and then x's (as jax.jacobian): shape f.shape + x.shape."""
+    from .diff import jacobian as jac
+    from .evaluate import variables
+
+    f = lift(f)
+    var = _variable(x, "jacobian")
+    variables(B.contract([f.node, var], [tuple(range(f.ndim)),
+                                          tuple(range(f.ndim, f.ndim + var.ndim))], ()))
+    node = jac(f.node, var)
+    row = (f.row if f.ndim == 1 else x.row) if node.ndim == 1 else False
+    out = Expr(node, row, f"∂({f.src})/∂{var.name}", PRODUCT)
+    out.scope = f.scope | free_vars(f.node) | {var}
+    return out
+
+
+derivative = jacobian
+
+
+def grad(f, x) -> Expr:
+    """∇ₓf of a scalar f: an expression of x's shape."""
+    f = lift(f)
+    if f.ndim != 0:
+        raise ShapeError(f"grad({f.src}, …): the gradient needs a scalar, but {f.src} is "
+                         f"{f.describe_shape()}; use md.jacobian for the derivative of a "
+                         f"vector or matrix")
+    return jacobian(f, x)
+
+
+def hessian(f, x) -> Expr:
+    """∂²f/∂x² with shape f.shape + x.shape + x.shape; for a scalar f, x.shape twice."""
+    return jacobian(jacobian(f, x), x)

@@ -1,0 +1,79 @@
+"""A plain, unambiguous text form of IR nodes (einsum notation for products).
+
+This is the fallback form used by ``repr`` and in error messages; conventional matrix
+notation is recognised and printed by a later stage of the pipeline.
+"""
+from __future__ import annotations
+
+from . import dims as D
+from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node,
+                 Reshape, ScalarFn, Softmax, Sum, Var)
+from .evaluate import LETTERS
+
+
+def _num(c: float) -> str:
+    return str(int(c)) if float(c).is_integer() and abs(c) < 1e15 else repr(float(c))
+
+
+def _contract(n: Contract) -> str:
+    sym = {}
+    for x in [x for lab in n.labels for x in lab] + list(n.out):
+        sym.setdefault(x, LETTERS[len(sym) % len(LETTERS)])
+    spec = ",".join("".join(sym[x] for x in lab) for lab in n.labels)
+    spec += "->" + "".join(sym[x] for x in n.out)
+    return f"einsum('{spec}', {', '.join(index_form(o) for o in n.operands)})"
+
+
+def _sum(n: Sum) -> str:
+    if not n.terms:
+        return f"zeros{D.fmt_shape(n.shape)}"
+    parts = []
+    for c, t in n.terms:
+        body = index_form(t)
+        sign = "-" if c < 0 else "+"
+        mag = "" if abs(c) == 1 else _num(abs(c)) + "*"
+        parts.append(f"{sign} {mag}{body}")
+    text = " ".join(parts)
+    return "(" + (text[2:] if text.startswith("+ ") else "-" + text[2:]) + ")"
+
+
+def _delta(n: Delta) -> str:
+    if n.order == 1:
+        return f"ones({D.fmt(n.dim)})"
+    if n.order == 2:
+        return f"eye({D.fmt(n.dim)})"
+    return f"delta({D.fmt(n.dim)}, {n.order})"
+
+
+def _elementwise(n: Elementwise) -> str:
+    if n.fn.name == "pow" and n.fn.builtin:
+        return f"{index_form(n.arg)}**{_num(n.fn.param)}"
+    return f"{n.fn}({index_form(n.arg)})"
+
+
+def _scalar_fn(n: ScalarFn) -> str:
+    prefix = "" if n.order == 0 else ("∇" if n.order == 1 else f"∇{n.order}")
+    return f"{prefix}{n.fn}({index_form(n.arg)})"
+
+
+FORMS = {
+    Var: lambda n: n.name,
+    Hole: lambda n: "d",
+    Const: lambda n: _num(n.value),
+    Delta: _delta,
+    Contract: _contract,
+    Sum: _sum,
+    Elementwise: _elementwise,
+    Softmax: lambda n: f"softmax({index_form(n.arg)}, axis={n.axis})",
+    LogSumExp: lambda n: f"logsumexp({index_form(n.arg)}, axis={n.axis})",
+    Inv: lambda n: f"inv({index_form(n.arg)})",
+    Det: lambda n: f"det({index_form(n.arg)})",
+    LogDet: lambda n: f"logdet({index_form(n.arg)})",
+    ScalarFn: _scalar_fn,
+    Reshape: lambda n: f"reshape({index_form(n.arg)}, {D.fmt_shape(n.shape)})",
+}
+
+
+def index_form(n: Node) -> str:
+    """An unambiguous one-line text of ``n``."""
+    return FORMS[type(n)](n)

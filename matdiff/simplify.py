@@ -1,0 +1,336 @@
+"""Simplification to a normal form: one normaliser per node type, run bottom-up once.
+
+What the normal form guarantees (each rule is named in the code where it acts):
+- contractions are flattened into their parent while that keeps the parent small,
+  so deltas meet the operands they act on and chains of transposes vanish;
+- Kronecker deltas and identities are removed by merging the labels they tie;
+- scalar constants and coefficients are pulled out of products into sums;
+- sums are flat, like terms are merged (x + x → 2x), zeros dropped, and terms that differ
+  in one factor are factored (Bx + Bᵀx → (B + Bᵀ)x);
+- operands and labels are in a canonical order, so equal contractions are the same node.
+
+Results never grow without bound: a contraction is only flattened into its parent when
+the merged product has at most ``FLATTEN_LIMIT`` factors (or when it carries a delta that
+the merge removes), so shared adjoints in deep networks stay shared.
+"""
+from __future__ import annotations
+
+from . import build as B
+from . import functions as F
+from .ir import (Const, Contract, Delta, Elementwise, Hole, Inv, LogSumExp, Node, Reshape,
+                 Softmax, Sum, Var)
+
+FLATTEN_LIMIT = 6
+
+
+def simplify(root: Node) -> Node:
+    """The normal form of ``root``; memoised on each node, so shared subgraphs cost once."""
+    stack = [root]
+    while stack:
+        n = stack[-1]
+        if n._simple is not None:
+            stack.pop()
+            continue
+        pending = [c for c in n.children if c._simple is None]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        rebuilt = n.with_children([c._simple for c in n.children])
+        out = rebuilt._simple or NORMALISE.get(type(rebuilt), _keep)(rebuilt)
+        n._simple = rebuilt._simple = out
+        out._simple = out
+    return root._simple
+
+
+def _keep(n):
+    return n
+
+
+def _fresh(*label_lists) -> int:
+    return max([lab for labs in label_lists for lab in labs] + [-1]) + 1
+
+
+# --------------------------------------------------------------------------- contractions
+
+
+def _flattenable(inner: Contract, outer_size: int) -> bool:
+    has_delta = any(isinstance(o, Delta) for o in inner.operands)
+    return has_delta or outer_size - 1 + len(inner.operands) <= FLATTEN_LIMIT
+
+
+def normalise_contract(c: Contract) -> Node:
+    coef, ops, labs = 1.0, [], []
+    fresh = _fresh(c.out, *c.labels)
+    work = list(zip(c.operands, c.labels))
+    while work:
+        op, lab = work.pop()
+        if isinstance(op, Const):  # c·(…) → coefficient
+            coef *= op.value
+        elif isinstance(op, Sum) and len(op.terms) <= 1:
+            if not op.terms:  # 0·(…) → 0
+                return B.zeros(c.shape)
+            k, t = op.terms[0]  # (k·A)B → k·(AB)
+            coef *= k
+            work.append((t, lab))
+        elif isinstance(op, Contract) and _flattenable(op, len(c.operands)):
+            # (A_ij B_jk)_ik C_kl → A_ij B_jk C_kl, the inner summed labels made fresh
+            rename = dict(zip(op.out, lab))
+            for inner_lab in {x for ls in op.labels for x in ls} - set(op.out):
+                rename[inner_lab], fresh = fresh, fresh + 1
+            work.extend((o, tuple(rename[x] for x in ls)) for o, ls in zip(op.operands, op.labels))
+        else:
+            ops.append(op)
+            labs.append(tuple(lab))
+    if coef == 0:
+        return B.zeros(c.shape)
+    ops, labs = _merge_powers(ops, labs)
+    ops, labs = _remove_deltas(ops, labs, c.out, c.label_dims())
+    if not ops:
+        return Const(coef)
+    if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
+        return B.scale(coef, ops[0])
+    return B.scale(coef, canonical(Contract(tuple(ops), tuple(labs), tuple(c.out)))[0])
+
+
+def _power_of(op):
+    if isinstance(op, Elementwise) and op.fn.builtin and op.fn.name == "pow":
+        return op.arg, op.fn.param
+    return op, 1.0
+
+
+def _merge_powers(ops, labs):
+    """xᵃ ⊙ xᵇ → xᵃ⁺ᵇ for factors read with the same labels (x ⊙ x → x²)."""
+    exps: dict = {}
+    for op, lab in zip(ops, labs):
+        base, p = _power_of(op)
+        exps[(base, lab)] = exps.get((base, lab), 0.0) + p
+    if len(exps) == len(ops):
+        return ops, labs
+    out_ops, out_labs = [], []
+    for (base, lab), p in exps.items():
+        if p != 0:
+            out_ops.append(simplify(F.power(base, p)))
+            out_labs.append(lab)
+    return out_ops, out_labs
+
+
+def _remove_deltas(ops, labs, out, size):
+    """δ_ij A_jk → A_ik: each delta's labels are merged into one, preferring an output label.
+
+    A delta that ties several output labels stays (as δ over those labels only); a merged
+    label carried by no other factor keeps a ones vector (a broadcast, or a factor of n).
+    """
+    parent = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    keep_ops, keep_labs, dim_of = [], [], {}
+    for op, lab in zip(ops, labs):
+        if isinstance(op, Delta):
+            for x in lab[1:]:
+                ra, rb = find(lab[0]), find(x)
+                if ra != rb:
+                    parent[rb] = ra
+            dim_of[lab[0]] = op.dim
+        else:
+            keep_ops.append(op)
+            keep_labs.append(lab)
+    if not dim_of:
+        return ops, labs
+    classes = {}
+    for x in set(parent) | set(dim_of):
+        classes.setdefault(find(x), set()).add(x)
+    rename, tied = {}, []
+    for root, members in classes.items():
+        outs = [x for x in out if x in members]
+        rep = outs[0] if outs else min(members)
+        for x in members:
+            rename[x] = rep
+        if len(outs) > 1:
+            tied.append((size[root], tuple(outs)))
+        else:
+            tied.append((size[root], (rep,)))
+    keep_labs = [tuple(rename.get(x, x) for x in lab) for lab in keep_labs]
+    carried = {x for lab in keep_labs for x in lab}
+    for dim, group in tied:
+        if len(group) > 1 or group[0] not in carried:
+            keep_ops.append(Delta(dim, len(group)))
+            keep_labs.append(group)
+    return keep_ops, keep_labs
+
+
+def _is_identity_view(op, lab, out) -> bool:
+    """A single factor read in the output's own order (or a symmetric one, in any order)."""
+    if tuple(lab) == tuple(out):
+        return True
+    return _symmetric(op) and len(set(lab)) == len(lab) and set(lab) == set(out) and op.ndim == 2
+
+
+def _symmetric(op) -> bool:
+    """Whether the factor is unchanged by any permutation of its axes."""
+    return isinstance(op, Delta) or (isinstance(op, (Var, Hole)) and op.symmetric) or (
+        isinstance(op, Inv) and _symmetric(op.arg))
+
+
+def canonical(c: Contract):
+    """A contraction with operands sorted and labels renumbered (output labels 0…k-1 first),
+    and the renumbering used.  Equal products written differently become one node."""
+    out_num = {x: i for i, x in enumerate(c.out)}
+    pairs, num = list(zip(c.operands, c.labels)), out_num
+    for _ in range(2):  # the second pass sorts with the first pass's numbers
+        pairs.sort(key=lambda p: (p[0].skey, tuple(num.get(x, -1) for x in p[1])))
+        num = dict(out_num)
+        for _, lab in pairs:
+            for x in lab:
+                num.setdefault(x, len(num))
+        pairs = [(op, _sort_symmetric(op, lab, num.get) if _symmetric(op) else lab)
+                 for op, lab in pairs]
+    node = Contract(tuple(op for op, _ in pairs),
+                    tuple(tuple(num[x] for x in lab) for _, lab in pairs),
+                    tuple(range(len(c.out))))
+    return node, num
+
+
+def _sort_symmetric(op, lab, key):
+    """The labels of a symmetric factor in canonical order (axes of one dim only swap)."""
+    lab = list(lab)
+    for d in set(op.shape):
+        pos = [i for i, e in enumerate(op.shape) if e == d]
+        for i, x in zip(pos, sorted((lab[i] for i in pos), key=key)):
+            lab[i] = x
+    return tuple(lab)
+
+
+# --------------------------------------------------------------------------- sums
+
+
+def normalise_sum(s: Sum) -> Node:
+    acc: dict = {}
+
+    def put(coef, t):
+        acc[t] = acc.get(t, 0.0) + coef
+
+    for coef, t in s.terms:
+        if isinstance(t, Sum):  # flatten nested sums
+            for k, u in t.terms:
+                put(coef * k, u)
+        elif isinstance(t, Const):  # constants gather on the unit scalar
+            put(coef * t.value, B.ONE)
+        else:
+            put(coef, t)
+    terms = [(c, t) for t, c in acc.items() if c != 0.0]
+    terms = _factor(terms, s.shape)
+    if not terms:
+        return B.zeros(s.shape)
+    if len(terms) == 1:
+        c, t = terms[0]
+        if t is B.ONE:
+            return Const(c)
+        if c == 1.0:
+            return t
+    terms.sort(key=lambda p: p[1].skey)
+    return Sum(tuple(terms), s.shape)
+
+
+def _factor(terms, shape):
+    """c₁·(A ∘ P) + c₂·(A′ ∘ P) → (c₁A + c₂A′) ∘ P for products that differ in one factor,
+    where A′ may be A's factor read with its axes in another order (Bx + Bᵀx → (B + Bᵀ)x)."""
+    groups: dict = {}
+    for i, (c, t) in enumerate(terms):
+        if not isinstance(t, Contract) or len(t.operands) < 2:
+            continue
+        for k, (op, lab) in enumerate(zip(t.operands, t.labels)):
+            if len(set(lab)) != len(lab) or isinstance(op, Delta):
+                continue
+            hole = Hole(op.shape, True)  # a factor read in any axis order
+            rest = Contract(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
+            key, mapping = canonical(rest)
+            groups.setdefault(key, []).append((i, k, mapping))
+    used, merged = set(), []
+    for key, members in groups.items():
+        members = [m for m in members if m[0] not in used]
+        if len({m[0] for m in members}) < 2:
+            continue
+        hole_pos = next(j for j, o in enumerate(key.operands) if isinstance(o, Hole))
+        target = key.labels[hole_pos]
+        parts = []
+        for i, k, mapping in members:
+            if i in used:
+                continue
+            used.add(i)
+            c, t = terms[i]
+            src = tuple(mapping[x] for x in t.labels[k])
+            parts.append((c, Contract((t.operands[k],), (src,), target)))
+        factor = simplify(B.linear(parts, key.operands[hole_pos].shape))
+        ops = key.operands[:hole_pos] + (factor,) + key.operands[hole_pos + 1:]
+        merged.append((1.0, simplify(Contract(ops, key.labels, key.out))))
+    if not merged:
+        return terms
+    rest = [p for i, p in enumerate(terms) if i not in used]
+    return _combine(rest + merged)
+
+
+def _combine(terms):
+    acc: dict = {}
+    for c, t in terms:
+        if isinstance(t, Sum):
+            for k, u in t.terms:
+                acc[u] = acc.get(u, 0.0) + c * k
+        else:
+            acc[t] = acc.get(t, 0.0) + c
+    return [(c, t) for t, c in acc.items() if c != 0.0]
+
+
+# --------------------------------------------------------------------------- others
+
+
+def normalise_elementwise(e: Elementwise) -> Node:
+    x = e.arg
+    if e.fn.builtin and e.fn.name == "pow" and isinstance(x, Elementwise) and \
+            x.fn.builtin and x.fn.name == "pow":
+        a, b = x.fn.param, e.fn.param
+        if not float(a).is_integer() or float(b).is_integer():  # (xᵃ)ᵇ → xᵃᵇ where valid
+            return simplify(F.power(x.arg, a * b))
+    impl = e.fn.implementation()
+    if impl is not None and isinstance(x, Const):  # f(c) → its value
+        return Const(float(impl(x.value)))
+    if impl is not None and B.is_zero(x):  # f(0) → f(0)·1
+        return simplify(B.const(float(impl(0.0)), x.shape))
+    return e
+
+
+def normalise_inv(n: Inv) -> Node:
+    if isinstance(n.arg, Inv):  # (X⁻¹)⁻¹ → X
+        return n.arg.arg
+    if isinstance(n.arg, Delta):  # I⁻¹ → I
+        return n.arg
+    return n
+
+
+def normalise_reshape(r: Reshape) -> Node:
+    if r.arg.shape == r.shape:
+        return r.arg
+    if isinstance(r.arg, Reshape):  # reshape(reshape(x)) → reshape(x)
+        return simplify(Reshape(r.arg.arg, r.shape))
+    if B.is_zero(r.arg):
+        return B.zeros(r.shape)
+    return r
+
+
+def normalise_axis(n) -> Node:
+    return n
+
+
+NORMALISE = {
+    Contract: normalise_contract,
+    Sum: normalise_sum,
+    Elementwise: normalise_elementwise,
+    Inv: normalise_inv,
+    Reshape: normalise_reshape,
+    Softmax: normalise_axis,
+    LogSumExp: normalise_axis,
+}
