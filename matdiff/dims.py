@@ -72,7 +72,8 @@ def resolve(d, env: dict) -> int:
     try:
         return prod(f if isinstance(f, int) else env[f] for f in factors(d))
     except KeyError as e:
-        raise EvaluationError(f"no size is known for dimension {e.args[0]!r}") from None
+        raise EvaluationError(f"no size is known for dimension {e.args[0]!r}; no array fixes it, "
+                              f"so pass sizes={{{e.args[0]!r}: …}} to evaluate") from None
 
 
 def names(shape) -> set:

@@ -33,7 +33,7 @@ def variables(node: Node) -> list:
     return [found[k] for k in sorted(found)]
 
 
-def bind(node: Node, values: dict, scope=frozenset()) -> tuple[dict, dict]:
+def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict, dict]:
     """Arrays for the variables of ``node`` (checked against their declarations) and the
     sizes of the symbolic dims they fix.  Variables in ``scope`` (those of the expression a
     derivative was taken of) may be given too, and are checked, though not used."""
@@ -45,11 +45,14 @@ def bind(node: Node, values: dict, scope=frozenset()) -> tuple[dict, dict]:
     if unknown:
         raise EvaluationError(f"values were given for {', '.join(map(repr, unknown))}, which the "
                               f"expression does not use; it uses {', '.join(sorted(names)) or 'no variables'}")
-    sizes, origin, arrays = {}, {}, {}
+    sizes = dict(sizes or {})
+    origin, arrays = {d: "sizes" for d in sizes}, {}
     for v in vs:
-        if v.name not in values and v in used:
-            raise EvaluationError(f"no value for {v.name} {D.fmt_shape(v.shape)}; "
-                                  f"pass evaluate({{{v.name!r}: array, ...}})")
+        if v.name not in values:
+            if v in used:
+                raise EvaluationError(f"no value for {v.name} {D.fmt_shape(v.shape)}; "
+                                      f"pass evaluate({{{v.name!r}: array, ...}})")
+            continue
         try:
             a = np.asarray(values[v.name], dtype=float)
         except (TypeError, ValueError):
@@ -57,20 +60,21 @@ def bind(node: Node, values: dict, scope=frozenset()) -> tuple[dict, dict]:
         if a.ndim != v.ndim:
             raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
                              f"shape {a.shape}")
-        for d, s in zip(v.shape, a.shape):
+        for d, n in zip(v.shape, a.shape):
             if isinstance(d, str):
-                if d in sizes and sizes[d] != s:
-                    raise ShapeError(f"{d} is {sizes[d]} from {origin[d]} but {s} from {v.name}")
-                sizes.setdefault(d, s)
+                if d in sizes and sizes[d] != n:
+                    raise ShapeError(f"{d} is {sizes[d]} from {origin[d]} but {n} from {v.name}")
+                sizes.setdefault(d, n)
                 origin.setdefault(d, v.name)
-        for d, s in zip(v.shape, a.shape):
-            if not isinstance(d, str) and D.resolve(d, sizes) != s:
-                raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
-                                 f"shape {a.shape}: {D.fmt(d)} is {D.resolve(d, sizes)}, not {s}")
         if v.symmetric and not np.allclose(a, a.T, rtol=1e-10, atol=1e-12):
             raise EvaluationError(f"{v.name} is declared symmetric but its array is not "
                                   f"(largest |{v.name} − {v.name}ᵀ| is {np.abs(a - a.T).max():.3g})")
         arrays[v] = a
+    for v, a in arrays.items():  # fixed and product dims, once every name is bound
+        for d, n in zip(v.shape, a.shape):
+            if not isinstance(d, str) and D.resolve(d, sizes) != n:
+                raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
+                                 f"shape {a.shape}: {D.fmt(d)} is {D.resolve(d, sizes)}, not {n}")
     return arrays, sizes
 
 
@@ -221,9 +225,10 @@ def numpy_ops(functions: dict) -> dict:
 
 
 def evaluate(node: Node, values: dict, functions: dict | None = None,
-             scope=frozenset()) -> np.ndarray:
-    """The value of ``node`` for arrays keyed by variable name."""
-    arrays, sizes = bind(node, values, scope)
+             scope=frozenset(), sizes: dict | None = None) -> np.ndarray:
+    """The value of ``node`` for arrays keyed by variable name; ``sizes`` gives dims that
+    no array fixes (as in ``md.eye("n")``)."""
+    arrays, sizes = bind(node, values, scope, sizes)
     try:
         out = interpret(node, arrays, sizes, numpy_ops(functions or {}))
     except np.linalg.LinAlgError as e:

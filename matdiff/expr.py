@@ -75,15 +75,18 @@ class Expr:
                            "or evaluate it first")
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, values: dict | None = None, functions: dict | None = None, **arrays):
+    def evaluate(self, values: dict | None = None, functions: dict | None = None,
+                 sizes: dict | None = None, **arrays):
         """The value as a NumPy array, for arrays keyed by variable name or variable.
+        ``functions`` gives values of abstract functions ({"sigma": [σ, σ′, …]}); ``sizes``
+        gives dims that no array fixes ({"n": 3} for ``md.eye("n")``).
 
         >>> x = md.vector("x", "n"); (x.T @ x).evaluate({"x": [3.0, 4.0]})
         array(25.)
         """
         from .evaluate import evaluate
 
-        return evaluate(self.node, _keys({**(values or {}), **arrays}), functions, self.scope)
+        return evaluate(self.node, _keys({**(values or {}), **arrays}), functions, self.scope, sizes)
 
     def simplify(self) -> "Expr":
         from .simplify import simplify

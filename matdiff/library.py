@@ -267,6 +267,18 @@ class ElementwiseFunction:
         x = lift(x)
         return Expr(F.Elementwise(self.fn, x.node), x.row, f"{self.fn.name}({x.src})")
 
+    def derivative(self, x, order: int = 1) -> Expr:
+        """σ⁽ᵏ⁾(x): the ``order``-th derivative, applied to x entry by entry."""
+        x = lift(x)
+        if order == 1:
+            node = self.fn.derivative(x.node)
+        elif self.fn.abstract and isinstance(order, int) and order >= 0:
+            node = F.Elementwise(F.Function(self.fn.name, order, numpy=self.fn.numpy), x.node)
+        else:
+            raise NotSupportedError(f"{self.fn.name}.derivative(x, {order!r}): only the first "
+                                    f"derivative of a function with a given derivative")
+        return Expr(node, x.row, f"{self.fn.name}{'′' * order}({x.src})")
+
     def __repr__(self):
         return f"md.function({self.fn.name!r})"
 
@@ -303,6 +315,16 @@ class ScalarFunctionHandle:
     def __call__(self, x) -> Expr:
         x = lift(x)
         return Expr(ScalarFn(self.fn, 0, x.node), src=f"{self.fn.name}({x.src})")
+
+    def gradient(self, x) -> Expr:
+        """∇λ(x), of x's shape."""
+        x = lift(x)
+        return Expr(ScalarFn(self.fn, 1, x.node), x.row, f"∇{self.fn.name}({x.src})")
+
+    def hessian(self, x) -> Expr:
+        """∇²λ(x), of x's shape twice."""
+        x = lift(x)
+        return Expr(ScalarFn(self.fn, 2, x.node), src=f"∇²{self.fn.name}({x.src})")
 
     def __repr__(self):
         return f"md.scalar_function({self.fn.name!r})"
