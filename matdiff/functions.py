@@ -102,7 +102,7 @@ TABLE = {
     "softplus": (lambda x: np.logaddexp(0.0, x), lambda x, f: apply("sigmoid", x)),
     "relu": (lambda x: np.maximum(x, 0.0), lambda x, f: apply("step", x)),
     # The derivatives of step and sign are zero wherever they exist (everywhere but 0).
-    "step": (lambda x: (x > 0).astype(float), lambda x, f: B.zeros(x.shape)),
+    "step": (lambda x: (np.asarray(x) > 0).astype(float), lambda x, f: B.zeros(x.shape)),
     "abs": (np.abs, lambda x, f: apply("sign", x)),
     "sign": (np.sign, lambda x, f: B.zeros(x.shape)),
     "sqrt": (np.sqrt, lambda x, f: B.scale(0.5, power(x, -0.5))),

@@ -15,6 +15,8 @@ the merge removes), so shared adjoints in deep networks stay shared.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import build as B
 from . import functions as F
 from .ir import (Const, Contract, Delta, Elementwise, Hole, Inv, LogSumExp, Node, Reshape,
@@ -296,11 +298,13 @@ def normalise_elementwise(e: Elementwise) -> Node:
         if not float(a).is_integer() or float(b).is_integer():  # (xᵃ)ᵇ → xᵃᵇ where valid
             return simplify(F.power(x.arg, a * b))
     impl = e.fn.implementation()
-    if impl is not None and isinstance(x, Const):  # f(c) → its value
-        return Const(float(impl(x.value)))
-    if impl is not None and B.is_zero(x):  # f(0) → f(0)·1
-        return simplify(B.const(float(impl(0.0)), x.shape))
-    return e
+    if impl is None or not (isinstance(x, Const) or B.is_zero(x)):
+        return e
+    with np.errstate(all="ignore"):
+        value = float(impl(np.float64(x.value if isinstance(x, Const) else 0.0)))
+    if not np.isfinite(value):  # leave 1/0 and log 0 to evaluation, which reports them
+        return e
+    return Const(value) if isinstance(x, Const) else simplify(B.const(value, x.shape))  # f(c) → value
 
 
 def normalise_inv(n: Inv) -> Node:
