@@ -86,12 +86,17 @@ class Expr:
         """
         from .evaluate import evaluate
 
-        return evaluate(self.node, _keys({**(values or {}), **arrays}), functions, self.scope, sizes)
+        # the normal form has its deltas merged into products, so none is materialised
+        e = self.simplify()
+        return evaluate(e.node, _keys({**(values or {}), **arrays}), functions, e.scope, sizes)
 
     def simplify(self) -> "Expr":
+        from .ir import free_vars
         from .simplify import simplify
 
-        return Expr(simplify(self.node), self.row)
+        out = Expr(simplify(self.node), self.row, self.src, self.prec)
+        out.scope = self.scope | free_vars(self.node)
+        return out
 
     # ------------------------------------------------------------------ operators
     @property

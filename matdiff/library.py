@@ -261,7 +261,7 @@ class ElementwiseFunction:
         if name in F.TABLE:
             raise MatdiffError(f"{name!r} is a built-in function: use md.{name}")
         deriv = None if derivative is None else _UserDerivative(derivative)
-        self.fn = F.Function(name, numpy=numpy, deriv=deriv)
+        self.fn = F.Function(name, numpy=_implementations(numpy), deriv=deriv)
 
     def __call__(self, x) -> Expr:
         x = lift(x)
@@ -281,6 +281,16 @@ class ElementwiseFunction:
 
     def __repr__(self):
         return f"md.function({self.fn.name!r})"
+
+
+def _implementations(numpy):
+    """A callable, or a tuple of callables for the function and its derivatives."""
+    if numpy is None or callable(numpy):
+        return numpy
+    impls = tuple(numpy)
+    if not impls or not all(callable(f) for f in impls):
+        raise MatdiffError("numpy= takes a function, or a list [f, f′, f″, …] of functions")
+    return impls
 
 
 class _UserDerivative:
@@ -310,7 +320,7 @@ class ScalarFunctionHandle:
     def __init__(self, name: str, numpy=None):
         if not isinstance(name, str) or not name.isidentifier():
             raise MatdiffError(f"a function name must be an identifier, not {name!r}")
-        self.fn = F.ScalarFunction(name, numpy)
+        self.fn = F.ScalarFunction(name, _implementations(numpy))
 
     def __call__(self, x) -> Expr:
         x = lift(x)
