@@ -117,21 +117,30 @@ def transpose(lin: Node, hole: Hole, cot: Node, extra: tuple) -> Node:
 
 def jacobian(f: Node, x: Var) -> Node:
     """∂f/∂x with shape f.shape + x.shape, simplified."""
+    return jacobians(f, [x])[0]
+
+
+def jacobians(f: Node, xs: list) -> list:
+    """[∂f/∂x for x in xs] from one reverse pass: cotangents of shared subexpressions are
+    computed once for all variables, so the gradients of a deep network by each of its
+    layers cost as much together as the deepest one alone."""
     extra = f.shape
-    if x not in free_vars(f):
-        return B.zeros(extra + x.shape)
-    cotangents = {f: [B.identity_tensor(f.shape)]}
-    for n in _parents_first(f, x):
-        parts = cotangents.pop(n)
-        cot = simplify(parts[0] if len(parts) == 1 else B.add(*parts))
-        if n is x:
-            return simplify(_symmetrise(cot, extra) if x.symmetric else cot)
-        for k, child in enumerate(n.children):
-            if x in free_vars(child):
-                hole = Hole(child.shape, False)
-                lin = RULES[type(n)](n, k, hole)
-                cotangents.setdefault(child, []).append(transpose(lin, hole, cot, extra))
-    raise AssertionError("the variable was not reached")
+    wanted = {x for x in xs if x in free_vars(f)}
+    found = {}
+    if wanted:
+        cotangents = {f: [B.identity_tensor(f.shape)]}
+        for n in _parents_first(f, wanted):
+            parts = cotangents.pop(n)
+            cot = simplify(parts[0] if len(parts) == 1 else B.add(*parts))
+            if isinstance(n, Var):
+                found[n] = simplify(_symmetrise(cot, extra) if n.symmetric else cot)
+                continue
+            for k, child in enumerate(n.children):
+                if not wanted.isdisjoint(free_vars(child)):
+                    hole = Hole(child.shape, False)
+                    lin = RULES[type(n)](n, k, hole)
+                    cotangents.setdefault(child, []).append(transpose(lin, hole, cot, extra))
+    return [found[x] if x in found else B.zeros(extra + x.shape) for x in xs]
 
 
 def _symmetrise(g: Node, extra: tuple) -> Node:
@@ -141,8 +150,8 @@ def _symmetrise(g: Node, extra: tuple) -> Node:
     return B.linear([(0.5, g), (0.5, B.transpose(g, perm))], g.shape)
 
 
-def _parents_first(f: Node, x: Var) -> list:
-    """Nodes of f that depend on x, each after every node that uses it."""
+def _parents_first(f: Node, xs: set) -> list:
+    """Nodes of f that depend on a variable in xs, each after every node that uses it."""
     order, seen, stack = [], set(), [(f, False)]
     while stack:
         n, done = stack.pop()
@@ -153,5 +162,5 @@ def _parents_first(f: Node, x: Var) -> list:
             continue
         seen.add(n)
         stack.append((n, True))
-        stack.extend((c, False) for c in n.children if x in free_vars(c) and c not in seen)
+        stack.extend((c, False) for c in n.children if not xs.isdisjoint(free_vars(c)) and c not in seen)
     return order[::-1]

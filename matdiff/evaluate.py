@@ -20,10 +20,10 @@ from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, Lo
 LETTERS = string.ascii_letters
 
 
-def variables(node: Node) -> list:
-    """The variables of an expression, sorted by name; two different ones of one name are an error."""
+def variables(*nodes: Node) -> list:
+    """The variables of expressions, sorted by name; two different ones of one name are an error."""
     found = {}
-    for v in free_vars(node):
+    for v in frozenset().union(*(free_vars(n) for n in nodes)):
         if isinstance(v, Hole):
             continue
         other = found.setdefault(v.name, v)

@@ -22,7 +22,7 @@ from .errors import ShapeError
 class Node:
     """Base class of all IR nodes; subclasses list their ``fields`` and compute a shape."""
 
-    __slots__ = ("args", "shape", "skey", "_vars", "_simple", "__weakref__")
+    __slots__ = ("args", "shape", "_skey", "_vars", "_simple", "__weakref__")
     fields: tuple = ()
     _table: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
@@ -34,7 +34,7 @@ class Node:
         node = object.__new__(cls)
         node.args = args
         node.shape = cls._shape(*args)
-        node.skey = _stable_key(cls.__name__, args)
+        node._skey = None
         node._vars = None
         node._simple = None
         Node._table[key] = node
@@ -44,6 +44,13 @@ class Node:
         super().__init_subclass__(**kw)
         for i, name in enumerate(cls.fields):
             setattr(cls, name, property(lambda self, i=i: self.args[i]))
+
+    @property
+    def skey(self) -> bytes:
+        """A digest of the structure, independent of object ids: a reproducible sort key."""
+        if self._skey is None:
+            self._skey = _stable_key(type(self).__name__, self.args)
+        return self._skey
 
     def __reduce__(self):
         return (type(self), self.args)
@@ -108,6 +115,24 @@ def free_vars(node: Node) -> frozenset:
                 n._vars = frozenset().union(*(c._vars if c._vars is not None else free_vars(c)
                                               for c in n.children))
     return node._vars
+
+
+def dag_size(*roots: Node) -> int:
+    """The number of distinct nodes reachable from ``roots`` (shared nodes count once)."""
+    seen, stack = set(), list(roots)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.children)
+    return len(seen)
+
+
+def clear_caches() -> None:
+    """Forget every node's memoised simplification and variable set (for benchmarks)."""
+    for node in list(Node._table.values()):
+        node._simple = None
+        node._vars = None
 
 
 # --------------------------------------------------------------------------- leaves

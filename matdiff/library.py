@@ -365,27 +365,33 @@ def _variable(x, what: str) -> Var:
     return x.node
 
 
-def jacobian(f, x) -> Expr:
-    """∂f/∂x, with f's axes first and then x's (as jax.jacobian): shape f.shape + x.shape."""
-    from .diff import jacobian as jac
+def jacobian(f, x):
+    """∂f/∂x, with f's axes first and then x's (as jax.jacobian): shape f.shape + x.shape.
+    With a list of variables, the list of derivatives, from one reverse pass."""
+    from .diff import jacobians
     from .evaluate import variables
 
     f = lift(f)
-    var = _variable(x, "jacobian")
-    variables(B.contract([f.node, var], [tuple(range(f.ndim)),
-                                          tuple(range(f.ndim, f.ndim + var.ndim))], ()))
-    node = jac(f.node, var)
-    row = (f.row if f.ndim == 1 else x.row) if node.ndim == 1 else False
-    out = Expr(node, row, f"∂({f.src})/∂{var.name}", PRODUCT)
-    out.scope = f.scope | free_vars(f.node) | {var}
-    return out
+    many = isinstance(x, (list, tuple))
+    xs = list(x) if many else [x]
+    if many and not xs:
+        raise MatdiffError("jacobian: the list of variables is empty")
+    vs = [_variable(v, "jacobian") for v in xs]
+    variables(f.node, *vs)  # two different variables of one name are an error
+    out = []
+    for v, var, node in zip(xs, vs, jacobians(f.node, vs)):
+        row = (f.row if f.ndim == 1 else v.row) if node.ndim == 1 else False
+        e = Expr(node, row, f"∂({f.src})/∂{var.name}", PRODUCT)
+        e.scope = f.scope | free_vars(f.node) | {var}
+        out.append(e)
+    return out if many else out[0]
 
 
 derivative = jacobian
 
 
-def grad(f, x) -> Expr:
-    """∇ₓf of a scalar f: an expression of x's shape."""
+def grad(f, x):
+    """∇ₓf of a scalar f: an expression of x's shape (a list of them for a list of x)."""
     f = lift(f)
     if f.ndim != 0:
         raise ShapeError(f"grad({f.src}, …): the gradient needs a scalar, but {f.src} is "
@@ -396,4 +402,7 @@ def grad(f, x) -> Expr:
 
 def hessian(f, x) -> Expr:
     """∂²f/∂x² with shape f.shape + x.shape + x.shape; for a scalar f, x.shape twice."""
+    if isinstance(x, (list, tuple)):
+        raise MatdiffError("hessian takes one variable; for mixed second derivatives use "
+                           "md.jacobian(md.grad(f, x), y)")
     return jacobian(jacobian(f, x), x)

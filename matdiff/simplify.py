@@ -109,11 +109,16 @@ def _merge_powers(ops, labs):
         exps[(base, lab)] = exps.get((base, lab), 0.0) + p
     if len(exps) == len(ops):
         return ops, labs
-    out_ops, out_labs = [], []
+    out_ops, out_labs, dims = [], [], {}
     for (base, lab), p in exps.items():
+        dims.update(zip(lab, base.shape))
         if p != 0:
             out_ops.append(simplify(F.power(base, p)))
             out_labs.append(lab)
+    kept = {x for lab in out_labs for x in lab}
+    for x in dims.keys() - kept:  # x ⊙ x⁻¹ leaves ones along its axes (and Σ 1 = n)
+        out_ops.append(Delta(dims[x], 1))
+        out_labs.append((x,))
     return out_ops, out_labs
 
 
@@ -292,6 +297,8 @@ def _combine(terms):
 
 def normalise_elementwise(e: Elementwise) -> Node:
     x = e.arg
+    if e.fn.builtin and e.fn.name == "sqrt":  # √x → x^½, so that powers merge
+        return simplify(F.power(x, 0.5))
     if e.fn.builtin and e.fn.name == "pow" and isinstance(x, Elementwise) and \
             x.fn.builtin and x.fn.name == "pow":
         a, b = x.fn.param, e.fn.param

@@ -1,0 +1,122 @@
+"""Derivation speed: build, differentiate and simplify every case of the test table, the
+growth with depth of a deep network's gradient, and SymPy on the cases it can do.
+
+Run: python benchmarks/derive.py        (prints markdown tables; see docs/benchmarks.md)
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import matdiff as md  # noqa: E402
+from matdiff.ir import clear_caches, dag_size  # noqa: E402
+
+
+def timed(f, repeat=7):
+    """Median seconds of f(), with matdiff's memo caches cleared before each run."""
+    times = []
+    for _ in range(repeat):
+        clear_caches()
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def table_cases():
+    t = time.perf_counter()
+    from tests.cases import CASES
+    build = (time.perf_counter() - t) / len(CASES)
+    grads, hessians = [], []
+    for c in CASES:
+        scalar = md.expr.lift(c.f).ndim == 0
+        grads.append(timed(lambda: md.jacobian(c.f, c.wrt)))
+        if scalar:
+            hessians.append(timed(lambda: md.hessian(c.f, c.wrt)))
+    print("## Derivation time over the test table\n")
+    print(f"{len(CASES)} cases; building an expression takes {build * 1e3:.3f} ms on average.\n")
+    print("| what | cases | median | 90th percentile | max |")
+    print("|---|---|---|---|---|")
+    for name, ts in (("first derivative", grads), ("Hessian (scalar cases)", hessians)):
+        q = np.percentile(ts, [50, 90, 100]) * 1e3
+        print(f"| {name} | {len(ts)} | {q[0]:.2f} ms | {q[1]:.2f} ms | {q[2]:.2f} ms |")
+    print()
+
+
+def network(L: int):
+    X, Y = md.matrix("X", "N", "d"), md.matrix("Y", "N", "d")
+    Ws = [md.matrix(f"W{i}", "d", "d") for i in range(L)]
+    Z = X
+    for W in Ws:
+        Z = md.tanh(Z @ W)
+    return md.norm(Z - Y) ** 2, Ws
+
+
+def scaling():
+    print("## Gradient of an L-layer tanh network by every weight matrix\n")
+    print("`md.grad(f, [W1, …, WL])`: one reverse pass gives all L gradients.\n")
+    print("| L | derivation | per layer | nodes (all gradients) | nodes per layer |")
+    print("|---|---|---|---|---|")
+    for L in (1, 2, 4, 8, 16, 32, 64):
+        f, Ws = network(L)
+        t = timed(lambda: md.grad(f, Ws), repeat=3 if L >= 32 else 5)
+        size = dag_size(*(g.node for g in md.grad(f, Ws)))
+        print(f"| {L} | {t * 1e3:.1f} ms | {t / L * 1e3:.2f} ms | {size} | {size / L:.1f} |")
+    print()
+
+
+def sympy_comparison():
+    try:
+        import sympy as sp
+        from sympy.core.cache import clear_cache
+    except ImportError:
+        print("SymPy is not installed: no comparison.\n")
+        return
+    n = sp.Symbol("n")
+    A, B, X = (sp.MatrixSymbol(s, n, n) for s in "ABX")
+    x, a, b = (sp.MatrixSymbol(s, n, 1) for s in "xab")
+    Am, Bm, Xm = (md.matrix(s, "n", "n") for s in "ABX")
+    xm, am, bm = (md.vector(s, "n") for s in "xab")
+    pairs = [
+        ("xᵀAx by x", lambda: (x.T * A * x).diff(x), lambda: md.grad(xm.T @ Am @ xm, xm)),
+        ("aᵀXb by X", lambda: (a.T * X * b).diff(X), lambda: md.grad(am.T @ Xm @ bm, Xm)),
+        ("tr(AXB) by X", lambda: sp.Trace(A * X * B).diff(X), lambda: md.grad(md.trace(Am @ Xm @ Bm), Xm)),
+        ("tr(AX⁻¹B) by X", lambda: sp.Trace(A * X.I * B).diff(X),
+         lambda: md.grad(md.trace(Am @ md.inv(Xm) @ Bm), Xm)),
+        ("aᵀX⁻¹b by X", lambda: (a.T * X.I * b).diff(X), lambda: md.grad(am.T @ md.inv(Xm) @ bm, Xm)),
+        ("‖Ax − b‖² by x", lambda: ((A * x - b).T * (A * x - b)).diff(x),
+         lambda: md.grad(md.norm(Am @ xm - bm) ** 2, xm)),
+        ("det X by X", lambda: sp.Determinant(X).diff(X), lambda: md.grad(md.det(Xm), Xm)),
+        ("Hessian of xᵀAx", lambda: (x.T * A * x).diff(x).diff(x), lambda: md.hessian(xm.T @ Am @ xm, xm)),
+    ]
+    print("## Against SymPy (matrix-symbol differentiation, caches cleared each run)\n")
+    print("| case | SymPy | matdiff | ratio |")
+    print("|---|---|---|---|")
+    ratios = []
+    for name, sym, mat in pairs:
+        def sym_run():
+            clear_cache()
+            sym()
+        ts, tm = timed(sym_run, 5), timed(mat, 5)
+        ratios.append(ts / tm)
+        print(f"| {name} | {ts * 1e3:.2f} ms | {tm * 1e3:.2f} ms | {ts / tm:.0f}× |")
+    print(f"\nMedian ratio: {statistics.median(ratios):.0f}×.\n")
+
+
+def main():
+    print(f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, "
+          f"NumPy {np.__version__}, matdiff {md.__version__}\n")
+    table_cases()
+    scaling()
+    sympy_comparison()
+
+
+if __name__ == "__main__":
+    main()
