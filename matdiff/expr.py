@@ -14,7 +14,10 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import MatdiffError, ShapeError
-from .ir import Const, Node, Var
+from .evaluate import evaluate, variables
+from .ir import Const, Node, Var, free_vars
+from .show import index_form
+from .simplify import simplify
 
 # precedence of the source text, for parentheses in messages
 ATOM, POWER, UNARY, PRODUCT, SUM = 9, 8, 7, 6, 5
@@ -52,16 +55,12 @@ class Expr:
     @property
     def variables(self) -> list:
         """The variables the expression depends on, sorted by name."""
-        from .evaluate import variables
-
         return [Expr(v, src=v.name) for v in variables(self.node)]
 
     def __repr__(self):
         return f"<matdiff.Expr {D.fmt_shape(self.shape)}{' row' if self.row else ''}: {self}>"
 
     def __str__(self):
-        from .show import index_form
-
         return index_form(self.node)
 
     def __eq__(self, other):
@@ -84,16 +83,11 @@ class Expr:
         >>> x = md.vector("x", "n"); (x.T @ x).evaluate({"x": [3.0, 4.0]})
         array(25.)
         """
-        from .evaluate import evaluate
-
         # the normal form has its deltas merged into products, so none is materialised
         e = self.simplify()
         return evaluate(e.node, _keys({**(values or {}), **arrays}), functions, e.scope, sizes)
 
     def simplify(self) -> "Expr":
-        from .ir import free_vars
-        from .simplify import simplify
-
         out = Expr(simplify(self.node), self.row, self.src, self.prec)
         out.scope = self.scope | free_vars(self.node)
         return out
@@ -147,10 +141,10 @@ class Expr:
         if isinstance(p, numbers.Real) and not isinstance(p, bool):
             return Expr(F.power(self.node, float(p)), self.row,
                         f"{_wrap(self, POWER + 1)}**{p}", POWER)
-        p = lift(p)
-        from .library import exp, log  # x**y = exp(y log x), for x > 0
-
-        return exp(p * log(self))
+        p = lift(p)  # x**y = exp(y log x), for x > 0
+        log_x = Expr(F.apply("log", self.node), self.row, f"log({self.src})")
+        e = p * log_x
+        return Expr(F.apply("exp", e.node), e.row, f"{_wrap(self, POWER + 1)}**{_wrap(p, POWER)}", POWER)
 
     def __rpow__(self, base):
         base = lift(base)
@@ -177,8 +171,6 @@ def _keys(values: dict) -> dict:
 
 
 def _short(node: Node) -> str:
-    from .show import index_form
-
     if isinstance(node, Var):
         return node.name
     text = index_form(node)

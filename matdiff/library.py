@@ -7,9 +7,11 @@ from typing import Callable, Optional
 from . import build as B
 from . import dims as D
 from . import functions as F
+from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
+from .evaluate import variables
 from .expr import ATOM, PRODUCT, Expr, lift
-from .ir import free_vars, Det, Inv, LogDet, LogSumExp, Reshape, ScalarFn, Softmax, Var
+from .ir import Det, Inv, LogDet, LogSumExp, Reshape, ScalarFn, Softmax, Var, free_vars
 
 # --------------------------------------------------------------------------- variables
 
@@ -368,9 +370,6 @@ def _variable(x, what: str) -> Var:
 def jacobian(f, x):
     """∂f/∂x, with f's axes first and then x's (as jax.jacobian): shape f.shape + x.shape.
     With a list of variables, the list of derivatives, from one reverse pass."""
-    from .diff import jacobians
-    from .evaluate import variables
-
     f = lift(f)
     many = isinstance(x, (list, tuple))
     xs = list(x) if many else [x]

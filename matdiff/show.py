@@ -8,7 +8,8 @@ from __future__ import annotations
 from . import dims as D
 from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node,
                  Reshape, ScalarFn, Softmax, Sum, Var)
-from .evaluate import LETTERS
+
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _num(c: float) -> str:

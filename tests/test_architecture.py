@@ -1,0 +1,74 @@
+"""Keep docs/architecture.md true: each module imports only what its row allows, and the
+docs' runnable examples run."""
+import ast
+import doctest
+from pathlib import Path
+
+import pytest
+
+import matdiff as md
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = {
+    "errors": set(),
+    "dims": {"errors"},
+    "ir": {"dims", "errors", "show"},
+    "build": {"ir"},
+    "functions": {"build", "ir"},
+    "simplify": {"build", "functions", "ir"},
+    "diff": {"build", "ir", "simplify"},
+    "evaluate": {"dims", "errors", "ir"},
+    "show": {"dims", "ir"},
+    "expr": {"build", "dims", "errors", "evaluate", "functions", "ir", "show", "simplify"},
+    "library": {"build", "diff", "dims", "errors", "evaluate", "expr", "functions", "ir"},
+    "check": {"dims", "errors", "evaluate", "expr", "ir", "library"},
+    "explicit": {"dims", "errors", "evaluate", "expr", "ir"},
+}
+THIRD_PARTY = {"numpy", "opt_einsum", "sympy"}
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    local, external = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                local.add(node.module.split(".")[0])
+            else:
+                local.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
+            external.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            external.update(a.name.split(".")[0] for a in node.names)
+    return local, external
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_module_imports_follow_the_architecture(module):
+    local, external = _imports(ROOT / "matdiff" / f"{module}.py")
+    assert local <= ALLOWED[module], f"{module} imports {local - ALLOWED[module]}"
+    import sys
+    stdlib = set(sys.stdlib_module_names)
+    assert external - stdlib <= THIRD_PARTY
+    if module != "explicit":
+        assert "sympy" not in external
+
+
+def test_every_module_is_listed():
+    modules = {p.stem for p in (ROOT / "matdiff").glob("*.py")} - {"__init__"}
+    assert modules == set(ALLOWED)
+
+
+@pytest.mark.parametrize("module", ["matdiff", "matdiff.expr", "matdiff.check", "matdiff.explicit",
+                                    "matdiff.library"])
+def test_docstring_examples_run(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, extraglobs={"md": md}, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+def test_conventions_doc_examples_run():
+    result = doctest.testfile(str(ROOT / "docs" / "conventions.md"), module_relative=False)
+    assert result.failed == 0 and result.attempted > 0
