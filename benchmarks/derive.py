@@ -5,6 +5,7 @@ Run: python benchmarks/derive.py        (prints markdown tables; see docs/benchm
 """
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import sys
@@ -106,13 +107,28 @@ def sympy_comparison():
             sym()
         ts, tm = timed(sym_run, 5), timed(mat, 5)
         ratios.append(ts / tm)
-        print(f"| {name} | {ts * 1e3:.2f} ms | {tm * 1e3:.2f} ms | {ts / tm:.0f}× |")
-    print(f"\nMedian ratio: {statistics.median(ratios):.0f}×.\n")
+        print(f"| {name} | {ts * 1e3:.2f} ms | {tm * 1e3:.2f} ms | {_ratio(ts / tm)} |")
+    print(f"\nMedian ratio: {_ratio(statistics.median(ratios))}.\n")
+
+
+def _ratio(r: float) -> str:
+    return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu}, {cores} cores, Python {platform.python_version()}, NumPy {np.__version__}, "
+            f"matdiff {md.__version__}")
 
 
 def main():
-    print(f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}, matdiff {md.__version__}\n")
+    print(f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}\n")
     table_cases()
     scaling()
     sympy_comparison()
