@@ -54,10 +54,11 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
     worst = 0.0
     for x in targets:
         J = jacobian(f, Expr(x))
-        worst = max(worst, _compare(f.node, J.node, x, values, functions, rng, step, tol, "∂"))
+        worst = max(worst, _compare(f.node, J.node, x, values, size, functions, rng, step, tol, "∂"))
         if order == 2:
             H = jacobian(J, Expr(x))
-            worst = max(worst, _compare(J.node, H.node, x, values, functions, rng, step, tol, "∂²"))
+            worst = max(worst, _compare(J.node, H.node, x, values, size, functions, rng, step, tol,
+                                        "∂²"))
     return worst
 
 
@@ -68,7 +69,16 @@ def _var(x) -> Var:
 
 
 def _sizes(node, targets, given, rng) -> dict:
-    names = sorted(set().union(*(D.names(v.shape) for v in variables(node) + targets)))
+    """Random sizes for every symbolic dim of the expression (a dim may appear in no
+    variable, as in ones(k)), overridden by the given ones."""
+    names, seen, stack = set(), set(), [node] + list(targets)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            names |= D.names(n.shape)
+            stack.extend(n.children)
+    names = sorted(names)
     out = {n: int(rng.integers(2, 5)) for n in names}
     for k, v in (given or {}).items():
         if not isinstance(v, int) or v < 1:
@@ -106,7 +116,7 @@ def _inputs(node, vs, size, kinds, rng, functions):
             if v.symmetric and kind == "positive":
                 kind = "spd"
             values[v.name] = _sample(v, kind, size, rng)
-        arrays, s = bind(node, values, frozenset(vs))
+        arrays, s = bind(node, values, frozenset(vs), size)
         with np.errstate(all="ignore"):
             try:
                 ok = np.all(np.isfinite(interpret(node, arrays, s, ops)))
@@ -118,13 +128,13 @@ def _inputs(node, vs, size, kinds, rng, functions):
                      "inputs; choose inputs with kinds={name: kind}")
 
 
-def _compare(f, J, x, values, functions, rng, h, tol, what) -> float:
+def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
     ops = numpy_ops(functions)
     all_vars = frozenset(v for v in variables(f) + variables(J) + [x])
 
     def at(node, xval):
         vals = dict(values, **{x.name: xval})
-        arrays, s = bind(node, {k: v for k, v in vals.items()}, all_vars)
+        arrays, s = bind(node, vals, all_vars, size)
         return np.asarray(interpret(node, arrays, s, ops), dtype=float)
 
     x0 = np.asarray(values[x.name], dtype=float)

@@ -87,7 +87,7 @@ def normalise_contract(c: Contract) -> Node:
     if coef == 0:
         return B.zeros(c.shape)
     ops, labs = _merge_powers(ops, labs)
-    ops, labs = _remove_deltas(ops, labs, c.out, c.label_dims())
+    ops, labs = _remove_deltas(ops, labs, c.out)
     if not ops:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
@@ -122,7 +122,7 @@ def _merge_powers(ops, labs):
     return out_ops, out_labs
 
 
-def _remove_deltas(ops, labs, out, size):
+def _remove_deltas(ops, labs, out):
     """δ_ij A_jk → A_ik: each delta's labels are merged into one, preferring an output label.
 
     A delta that ties several output labels stays (as δ over those labels only); a merged
@@ -142,7 +142,7 @@ def _remove_deltas(ops, labs, out, size):
                 ra, rb = find(lab[0]), find(x)
                 if ra != rb:
                     parent[rb] = ra
-            dim_of[lab[0]] = op.dim
+            dim_of.update((x, op.dim) for x in lab)
         else:
             keep_ops.append(op)
             keep_labs.append(lab)
@@ -158,9 +158,9 @@ def _remove_deltas(ops, labs, out, size):
         for x in members:
             rename[x] = rep
         if len(outs) > 1:
-            tied.append((size[root], tuple(outs)))
+            tied.append((dim_of[root], tuple(outs)))
         else:
-            tied.append((size[root], (rep,)))
+            tied.append((dim_of[root], (rep,)))
     keep_labs = [tuple(rename.get(x, x) for x in lab) for lab in keep_labs]
     carried = {x for lab in keep_labs for x in lab}
     for dim, group in tied:

@@ -20,12 +20,14 @@ LEAVES = {
     "Mnk": [md.matrix("X", n, k)],
 }
 SHAPES = {"S": (), "Vn": (n,), "Vk": (k,), "Mnn": (n, n), "Mnk": (n, k)}
+sigma, lam = md.function("sigma"), md.scalar_function("lambda")  # checked via stand-ins
 # Oscillating and exploding functions get bounded arguments: finite differences cannot
 # follow sin(10⁶ s) or exp(exp(s)), whatever the engine does.
 SMOOTH = [lambda e: md.sin(md.tanh(e)), lambda e: md.cos(md.tanh(e)), md.tanh, md.sigmoid,
           md.softplus, lambda e: md.exp(md.tanh(e)), lambda e: md.sqrt(1 + e * e),
           lambda e: md.tanh(e) ** 2, lambda e: e / (2 + e * e), lambda e: md.log(1 + e * e),
-          lambda e: md.abs(e) * e, lambda e: md.relu(e) * e]
+          lambda e: md.abs(e) * e, lambda e: md.relu(e) * e, lambda e: md.tan(md.tanh(e) / 2),
+          lambda e: sigma(md.tanh(e)), lambda e: md.sign(e) * e ** 2]
 
 
 def _dominant(m):
@@ -45,10 +47,13 @@ def _rules(kind):
               lambda e: md.sum(e("Mnk")), lambda e: md.norm(e("Vk")) ** 2,
               lambda e: md.dot(e("Mnk"), e("Mnk")), lambda e: md.logsumexp(e("Vn")),
               lambda e: md.logdet(_dominant(e("Mnn"))), lambda e: md.det(_dominant(e("Mnn"))) / 100,
-              lambda e: md.sum(md.logsumexp(e("Mnk"), axis=1)), lambda e: e("Vn").T @ e("Mnk") @ e("Vk")],
+              lambda e: md.sum(md.logsumexp(e("Mnk"), axis=1)), lambda e: e("Vn").T @ e("Mnk") @ e("Vk"),
+              lambda e: md.sum(md.kron(e("Mnn"), e("Vk"))), lambda e: md.norm(e("Vn"), 1),
+              lambda e: lam(md.tanh(e("Mnk")))],
         "Vn": [lambda e: e("Mnn") @ e("Vn"), lambda e: e("Mnk") @ e("Vk"),
                lambda e: md.softmax(e("Vn")), lambda e: md.diag(e("Mnn")),
-               lambda e: md.sum(e("Mnk"), axis=1), lambda e: md.logsumexp(e("Mnn"), axis=1)],
+               lambda e: md.sum(e("Mnk"), axis=1), lambda e: md.logsumexp(e("Mnn"), axis=1),
+               lambda e: md.einsum("ij,jk,k->i", e("Mnn"), e("Mnk"), e("Vk"))],
         "Vk": [lambda e: e("Mnk").T @ e("Vn"), lambda e: md.sum(e("Mnk"), axis=0).T,
                lambda e: md.softmax(e("Vk"))],
         "Mnn": [lambda e: e("Mnn") @ e("Mnn"), lambda e: e("Mnn").T,
