@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 import matdiff as md  # noqa: E402
 from matdiff.ir import clear_caches, dag_size  # noqa: E402
+from tests.cases import tanh_network  # noqa: E402
 
 
 def timed(f, repeat=7):
@@ -32,8 +33,11 @@ def timed(f, repeat=7):
 
 
 def table_cases():
+    import importlib
+
+    import tests.cases
     t = time.perf_counter()
-    from tests.cases import CASES
+    CASES = importlib.reload(tests.cases).CASES  # building every expression of the table
     build = (time.perf_counter() - t) / len(CASES)
     grads, hessians = [], []
     for c in CASES:
@@ -51,22 +55,13 @@ def table_cases():
     print()
 
 
-def network(L: int):
-    X, Y = md.matrix("X", "N", "d"), md.matrix("Y", "N", "d")
-    Ws = [md.matrix(f"W{i}", "d", "d") for i in range(L)]
-    Z = X
-    for W in Ws:
-        Z = md.tanh(Z @ W)
-    return md.norm(Z - Y) ** 2, Ws
-
-
 def scaling():
     print("## Gradient of an L-layer tanh network by every weight matrix\n")
     print("`md.grad(f, [W1, …, WL])`: one reverse pass gives all L gradients.\n")
     print("| L | derivation | per layer | nodes (all gradients) | nodes per layer |")
     print("|---|---|---|---|---|")
     for L in (1, 2, 4, 8, 16, 32, 64):
-        f, Ws = network(L)
+        f, Ws = tanh_network(L)
         t = timed(lambda: md.grad(f, Ws), repeat=3 if L >= 32 else 5)
         size = dag_size(*(g.node for g in md.grad(f, Ws)))
         print(f"| {L} | {t * 1e3:.1f} ms | {t / L * 1e3:.2f} ms | {size} | {size / L:.1f} |")

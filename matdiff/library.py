@@ -74,32 +74,21 @@ def _square(name: str, x: Expr):
                          f"{x.describe_shape()}")
 
 
-def trace(x) -> Expr:
-    """tr X = Σᵢ Xᵢᵢ."""
-    x = lift(x)
-    _square("trace", x)
-    return _call("trace", B.einsum("ii->", x.node), x)
+def _square_fn(name: str, build, doc: str):
+    """A function of one square matrix: checks the operand, then builds its node."""
+    def f(x) -> Expr:
+        x = lift(x)
+        _square(name, x)
+        return _call(name, build(x.node), x)
+
+    f.__name__, f.__doc__ = name, doc
+    return f
 
 
-def det(x) -> Expr:
-    """The determinant det X."""
-    x = lift(x)
-    _square("det", x)
-    return _call("det", Det(x.node), x)
-
-
-def logdet(x) -> Expr:
-    """log |det X|: log det X wherever det X > 0; its gradient is X⁻ᵀ."""
-    x = lift(x)
-    _square("logdet", x)
-    return _call("logdet", LogDet(x.node), x)
-
-
-def inv(x) -> Expr:
-    """The matrix inverse X⁻¹."""
-    x = lift(x)
-    _square("inv", x)
-    return _call("inv", Inv(x.node), x)
+trace = _square_fn("trace", lambda n: B.einsum("ii->", n), "tr X = Σᵢ Xᵢᵢ.")
+det = _square_fn("det", Det, "The determinant det X.")
+logdet = _square_fn("logdet", LogDet, "log |det X|: log det X wherever det X > 0; its gradient is X⁻ᵀ.")
+inv = _square_fn("inv", Inv, "The matrix inverse X⁻¹.")
 
 
 def diag(x) -> Expr:

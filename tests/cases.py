@@ -270,3 +270,13 @@ case("third derivative of Σ x⁴", md.hessian(md.sum(x ** 4), x), x,
      lambda v: np.einsum("ij,jk,k->ijk", np.eye(len(v["x"])), np.eye(len(v["x"])), 24 * v["x"]))
 case("zero derivative", md.trace(A), x, lambda v: np.zeros(len(v["x"])))
 case("t² s", t ** 2 * s, t, 2 * t * s, order=2)
+
+
+def tanh_network(L: int):
+    """‖tanh(⋯tanh(tanh(X W₁) W₂)⋯ W_L) − Y‖²_F and its weights W₁ … W_L."""
+    X, Y = md.matrix("X", "N", "d"), md.matrix("Y", "N", "d")
+    Ws = [md.matrix(f"W{i}", "d", "d") for i in range(1, L + 1)]
+    Z = X
+    for W_ in Ws:
+        Z = md.tanh(Z @ W_)
+    return md.norm(Z - Y) ** 2, Ws

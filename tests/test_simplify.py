@@ -7,6 +7,8 @@ import matdiff as md
 from matdiff.ir import Delta, dag_size
 from matdiff.simplify import simplify
 
+from .cases import tanh_network
+
 A, B = md.matrix("A", "n", "n"), md.matrix("B", "n", "n")
 S = md.matrix("S", "n", "n", symmetric=True)
 x, y = md.vector("x", "n"), md.vector("y", "n")
@@ -63,19 +65,10 @@ def test_derivatives_carry_no_deltas_a_product_absorbs():
     assert not any(isinstance(o, Delta) for o in H.node.operands)
 
 
-def network(L):
-    X, Y = md.matrix("X", "N", "d"), md.matrix("Y", "N", "d")
-    Ws = [md.matrix(f"W{i}", "d", "d") for i in range(L)]
-    Z = X
-    for W in Ws:
-        Z = md.tanh(Z @ W)
-    return md.norm(Z - Y) ** 2, Ws
-
-
 def test_network_gradients_grow_linearly_with_depth():
     sizes = {}
     for L in (4, 16, 64):
-        f, Ws = network(L)
+        f, Ws = tanh_network(L)
         sizes[L] = dag_size(*(g.node for g in md.grad(f, Ws)))
     # each layer adds a bounded number of nodes: (size(64) − size(16)) / 48 ≈ (size(16) − size(4)) / 12
     per_layer_late = (sizes[64] - sizes[16]) / 48
@@ -85,7 +78,7 @@ def test_network_gradients_grow_linearly_with_depth():
 
 
 def test_gradients_by_several_variables_at_once_equal_one_by_one():
-    f, Ws = network(3)
+    f, Ws = tanh_network(3)
     together = md.grad(f, Ws)
     for W, g in zip(Ws, together):
         assert simplify(md.grad(f, W).node) is g.node
