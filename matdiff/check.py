@@ -166,7 +166,8 @@ def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
     err = max(err, _relative(np.sum(u * jv), np.sum(u * dv), floor * float(np.abs(u).sum())))
     if not err <= tol:
         raise CheckError(f"check: {what}/∂{x.name} disagrees with finite differences: "
-                         f"relative error {err:.3g} > {tol:g}\n  symbolic: {np.array2string(jac, precision=5)}"
+                         f"relative error {err:.3g} > {tol:g}"
+                         f"\n  symbolic: {np.array2string(jac, precision=5)}"
                          f"\n  numeric:  {np.array2string(fd, precision=5)}")
     return err
 

@@ -20,8 +20,6 @@ class Prod:
         return "·".join(str(f) for f in self.factors)
 
 
-Dim = "int | str | Prod"
-
 
 def check_dim(d):
     """Validate a user-given dim: a positive int or an identifier-like name."""

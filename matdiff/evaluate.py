@@ -15,7 +15,7 @@ import opt_einsum as oe
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node,
-                 Reshape, ScalarFn, Softmax, Sum, Var, free_vars)
+                 Reshape, ScalarFn, Softmax, Sum, free_vars)
 
 LETTERS = string.ascii_letters
 
@@ -44,7 +44,8 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
     unknown = sorted(set(values) - names)
     if unknown:
         raise EvaluationError(f"values were given for {', '.join(map(repr, unknown))}, which the "
-                              f"expression does not use; it uses {', '.join(sorted(names)) or 'no variables'}")
+                              f"expression does not use; it uses "
+                              f"{', '.join(sorted(names)) or 'no variables'}")
     sizes = dict(sizes or {})
     origin, arrays = {d: "sizes" for d in sizes}, {}
     for v in vs:

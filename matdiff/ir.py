@@ -374,5 +374,3 @@ class ScalarFn(Unary):
     def _shape(fn, order, arg):
         return arg.shape * order
 
-
-LEAVES = (Var, Hole, Const, Delta)

@@ -19,8 +19,7 @@ import numpy as np
 
 from . import build as B
 from . import functions as F
-from .ir import (Const, Contract, Delta, Elementwise, Hole, Inv, LogSumExp, Node, Reshape,
-                 Softmax, Sum, Var)
+from .ir import Const, Contract, Delta, Elementwise, Hole, Inv, Node, Reshape, Sum, Var
 
 FLATTEN_LIMIT = 6
 
@@ -332,16 +331,10 @@ def normalise_reshape(r: Reshape) -> Node:
     return r
 
 
-def normalise_axis(n) -> Node:
-    return n
-
-
 NORMALISE = {
     Contract: normalise_contract,
     Sum: normalise_sum,
     Elementwise: normalise_elementwise,
     Inv: normalise_inv,
     Reshape: normalise_reshape,
-    Softmax: normalise_axis,
-    LogSumExp: normalise_axis,
 }
