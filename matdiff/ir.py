@@ -49,7 +49,16 @@ class Node:
     def skey(self) -> bytes:
         """A digest of the structure, independent of object ids: a reproducible sort key."""
         if self._skey is None:
-            self._skey = _stable_key(type(self).__name__, self.args)
+            stack = [self]  # children first, without recursion: expressions may be deep
+            while stack:
+                n = stack[-1]
+                pending = [c for c in n.children if c._skey is None]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                stack.pop()
+                if n._skey is None:
+                    n._skey = _stable_key(type(n).__name__, n.args)
         return self._skey
 
     def __reduce__(self):

@@ -245,6 +245,8 @@ def normalise_sum(s: Sum) -> Node:
 def _factor(terms, shape):
     """c₁·(A ∘ P) + c₂·(A′ ∘ P) → (c₁A + c₂A′) ∘ P for products that differ in one factor,
     where A′ may be A's factor read with its axes in another order (Bx + Bᵀx → (B + Bᵀ)x)."""
+    if sum(isinstance(t, Contract) and len(t.operands) > 1 for _, t in terms) < 2:
+        return terms
     groups: dict = {}
     for i, (c, t) in enumerate(terms):
         if not isinstance(t, Contract) or len(t.operands) < 2:
