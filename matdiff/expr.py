@@ -173,7 +173,7 @@ def _keys(values: dict) -> dict:
 def _short(node: Node) -> str:
     if isinstance(node, Var):
         return node.name
-    text = index_form(node)
+    text = index_form(node, 2 * MAX_SRC)
     return text if len(text) <= MAX_SRC else text[:MAX_SRC - 1] + "…"
 
 

@@ -22,7 +22,7 @@ def _contract(n: Contract) -> str:
         sym.setdefault(x, LETTERS[len(sym) % len(LETTERS)])
     spec = ",".join("".join(sym[x] for x in lab) for lab in n.labels)
     spec += "->" + "".join(sym[x] for x in n.out)
-    return f"einsum('{spec}', {', '.join(index_form(o) for o in n.operands)})"
+    return f"einsum('{spec}', {', '.join(_form(o) for o in n.operands)})"
 
 
 def _sum(n: Sum) -> str:
@@ -30,7 +30,7 @@ def _sum(n: Sum) -> str:
         return f"zeros{D.fmt_shape(n.shape)}"
     parts = []
     for c, t in n.terms:
-        body = index_form(t)
+        body = _form(t)
         sign = "-" if c < 0 else "+"
         mag = "" if abs(c) == 1 else _num(abs(c)) + "*"
         parts.append(f"{sign} {mag}{body}")
@@ -48,13 +48,13 @@ def _delta(n: Delta) -> str:
 
 def _elementwise(n: Elementwise) -> str:
     if n.fn.name == "pow" and n.fn.builtin:
-        return f"{index_form(n.arg)}**{_num(n.fn.param)}"
-    return f"{n.fn}({index_form(n.arg)})"
+        return f"{_form(n.arg)}**{_num(n.fn.param)}"
+    return f"{n.fn}({_form(n.arg)})"
 
 
 def _scalar_fn(n: ScalarFn) -> str:
     prefix = "" if n.order == 0 else ("∇" if n.order == 1 else f"∇{n.order}")
-    return f"{prefix}{n.fn}({index_form(n.arg)})"
+    return f"{prefix}{n.fn}({_form(n.arg)})"
 
 
 FORMS = {
@@ -65,16 +65,34 @@ FORMS = {
     Contract: _contract,
     Sum: _sum,
     Elementwise: _elementwise,
-    Softmax: lambda n: f"softmax({index_form(n.arg)}, axis={n.axis})",
-    LogSumExp: lambda n: f"logsumexp({index_form(n.arg)}, axis={n.axis})",
-    Inv: lambda n: f"inv({index_form(n.arg)})",
-    Det: lambda n: f"det({index_form(n.arg)})",
-    LogDet: lambda n: f"logdet({index_form(n.arg)})",
+    Softmax: lambda n: f"softmax({_form(n.arg)}, axis={n.axis})",
+    LogSumExp: lambda n: f"logsumexp({_form(n.arg)}, axis={n.axis})",
+    Inv: lambda n: f"inv({_form(n.arg)})",
+    Det: lambda n: f"det({_form(n.arg)})",
+    LogDet: lambda n: f"logdet({_form(n.arg)})",
     ScalarFn: _scalar_fn,
-    Reshape: lambda n: f"reshape({index_form(n.arg)}, {D.fmt_shape(n.shape)})",
+    Reshape: lambda n: f"reshape({_form(n.arg)}, {D.fmt_shape(n.shape)})",
 }
 
 
-def index_form(n: Node) -> str:
-    """An unambiguous one-line text of ``n``."""
-    return FORMS[type(n)](n)
+class _Budget:
+    left = 0
+
+
+def index_form(n: Node, limit: int = 20_000) -> str:
+    """An unambiguous one-line text of ``n``, cut with … after about ``limit`` characters
+    (a DAG with much sharing would otherwise print exponentially long)."""
+    outer = _Budget.left
+    _Budget.left = limit if outer <= 0 else min(limit, outer)
+    try:
+        return _form(n)
+    finally:
+        _Budget.left = outer
+
+
+def _form(n: Node) -> str:
+    if _Budget.left <= 0:
+        return "…"
+    text = FORMS[type(n)](n)
+    _Budget.left -= len(text) if not n.children else 8  # about a compound's own characters
+    return text
