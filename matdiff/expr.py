@@ -16,6 +16,9 @@ from . import functions as F
 from .errors import MatdiffError, ShapeError
 from .evaluate import evaluate, variables
 from .ir import Const, Node, Var, free_vars
+from . import notation as N
+from .printing import LATEX, TEXT, index_notation, render
+from .recognise import recognise
 from .show import index_form
 from .simplify import simplify
 
@@ -61,7 +64,27 @@ class Expr:
         return f"<matdiff.Expr {D.fmt_shape(self.shape)}{' row' if self.row else ''}: {self}>"
 
     def __str__(self):
-        return index_form(self.node)
+        """Matrix notation: Xᵀ(σ(XW) ⊙ (1 − σ(XW))); index notation above order 2."""
+        return render(self.notation(), TEXT, self._names())
+
+    def latex(self) -> str:
+        """LaTeX of the matrix notation: X^\\top \\left(…\\right)."""
+        return render(self.notation(), LATEX, self._names())
+
+    def _repr_latex_(self) -> str:
+        return f"${self.latex()}$"
+
+    def index(self) -> str:
+        """Index notation with explicit sums: Σ_j A_ij x_j."""
+        return index_notation(simplify(self.node))
+
+    def notation(self):
+        """The matrix-notation tree the printers render (``matdiff.notation``)."""
+        m = recognise(simplify(self.node))
+        return N.transpose(m) if self.row and m.kind == "c" else m
+
+    def _names(self):
+        return {v.name for v in free_vars(self.node) if hasattr(v, "name")}
 
     def __eq__(self, other):
         return isinstance(other, Expr) and self.node is other.node and self.row == other.row

@@ -86,6 +86,7 @@ def normalise_contract(c: Contract) -> Node:
     if coef == 0:
         return B.zeros(c.shape)
     ops, labs = _merge_powers(ops, labs)
+    ops, labs = _cancel_inverses(ops, labs, c.out)
     ops, labs = _remove_deltas(ops, labs, c.out)
     if not ops:
         return Const(coef)
@@ -119,6 +120,23 @@ def _merge_powers(ops, labs):
         out_ops.append(Delta(dims[x], 1))
         out_labs.append((x,))
     return out_ops, out_labs
+
+
+def _cancel_inverses(ops, labs, out):
+    """X⁻¹_ab X_bc → δ_ac and X_ab X⁻¹_bc → δ_ac, where b is summed over these two only."""
+    everywhere = [x for lab in labs for x in lab] + list(out)
+    for i, (op, lab) in enumerate(zip(ops, labs)):
+        if not isinstance(op, Inv):
+            continue
+        for j, (other, olab) in enumerate(zip(ops, labs)):
+            if other is not op.arg or j == i:
+                continue
+            for (a, b), (b2, cc) in ((lab, olab), (olab, lab)):
+                if b == b2 and everywhere.count(b) == 2 and len({a, b, cc}) == 3:
+                    keep = [k for k in range(len(ops)) if k not in (i, j)]
+                    return ([ops[k] for k in keep] + [Delta(op.shape[0], 2)],
+                            [labs[k] for k in keep] + [(a, cc)])
+    return ops, labs
 
 
 def _remove_deltas(ops, labs, out):

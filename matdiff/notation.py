@@ -1,0 +1,232 @@
+"""Matrix notation: the small tree that results are printed from.
+
+The recogniser (``recognise.py``) turns index-form IR into these nodes; the printers
+(``printing.py``) turn them into text or LaTeX by table.  Each node knows its kind —
+scalar ``s``, column ``c``, row ``r``, matrix ``m`` — so that transposes can be pushed
+inward (``(AB)ᵀ → BᵀAᵀ``) and scalars pulled to the front of a product.
+
+Constructors here apply only identities that hold for every value (IIᵀ = I, (Xᵀ)ᵀ = X,
+1 ⊙ X = X, …), so a printed form always means what the IR means.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .ir import Node
+
+_T = {"s": "s", "c": "r", "r": "c", "m": "m"}
+
+
+@dataclass(frozen=True)
+class M:
+    """Base of matrix-notation nodes; ``kind`` is one of s, c, r, m."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class Sym(M):
+    """A variable, or a constant: ``one`` (1, of any shape), ``eye`` (I), ``zero`` (0)."""
+
+    name: str
+    role: str = "var"
+    symmetric: bool = False
+    dims: tuple = ()
+
+
+@dataclass(frozen=True)
+class Num(M):
+    value: float
+
+
+@dataclass(frozen=True)
+class T(M):
+    """Transpose."""
+
+    arg: M
+
+
+@dataclass(frozen=True)
+class Prod(M):
+    """A product written by juxtaposition, with a numeric coefficient in front."""
+
+    coef: float
+    factors: tuple
+
+
+@dataclass(frozen=True)
+class Had(M):
+    """Element-wise product A ⊙ B ⊙ …"""
+
+    factors: tuple
+
+
+@dataclass(frozen=True)
+class Kron(M):
+    factors: tuple
+
+
+@dataclass(frozen=True)
+class Add(M):
+    """Σ cₖ termₖ."""
+
+    terms: tuple
+
+
+@dataclass(frozen=True)
+class Call(M):
+    """A named function of one argument: tr, det, logdet, diag, exp, σ′, ∇λ, softmax, …
+
+    ``order`` counts derivatives (σ′, ∇λ), ``axis`` is softmax's, ``fn`` the IR function."""
+
+    name: str
+    arg: M
+    order: int = 0
+    axis: Any = None
+    fn: Any = None
+
+
+@dataclass(frozen=True)
+class Inv(M):
+    arg: M
+
+
+@dataclass(frozen=True)
+class Pow(M):
+    """An element-wise power (an ordinary power for a scalar)."""
+
+    arg: M
+    p: float
+
+
+@dataclass(frozen=True)
+class Index(M):
+    """No matrix form: the expression in index notation (for orders above 2)."""
+
+    node: Node
+    text: str
+
+
+# --------------------------------------------------------------------------- constructors
+
+
+def transpose(a: M) -> M:
+    """aᵀ, pushed inward: (AB)ᵀ = BᵀAᵀ, (A + B)ᵀ = Aᵀ + Bᵀ, (Aᵀ)ᵀ = A, Sᵀ = S."""
+    k = a.kind
+    if k == "s":
+        return a
+    if isinstance(a, T):
+        return a.arg
+    if isinstance(a, Sym) and k == "m" and (a.symmetric or a.role == "eye"):
+        return a
+    if isinstance(a, Sym) and k == "m" and a.role in ("one", "zero"):  # 11ᵀ and 0 read alike
+        return Sym(k, a.name, a.role, False, tuple(reversed(a.dims)))
+    if isinstance(a, Prod):
+        return prod(a.coef, [transpose(f) for f in reversed(a.factors)])
+    if isinstance(a, Add) and all(isinstance(t, (Sym, T)) for _, t in a.terms):
+        return Add(_T[k], tuple((c, transpose(t)) for c, t in a.terms))  # (A + Bᵀ)ᵀ = Aᵀ + B
+    if isinstance(a, Had):
+        return Had(_T[k], tuple(transpose(f) for f in a.factors))
+    if isinstance(a, Call) and a.name == "diag" and k == "m":
+        return a
+    return T(_T[k], a)
+
+
+def _product_kind(kinds) -> str:
+    """The kind of a juxtaposition: the first non-scalar's rows, the last one's columns."""
+    ks = [k for k in kinds if k != "s"]
+    if not ks:
+        return "s"
+    first, last = ks[0], ks[-1]
+    rows = first in ("c", "m")
+    cols = last in ("r", "m")
+    return {(True, True): "m", (True, False): "c", (False, True): "r", (False, False): "s"}[(rows, cols)]
+
+
+def prod(coef: float, factors) -> M:
+    """coef · f₁f₂…, with scalars first, nested products flattened, I dropped."""
+    scalars, mats = [], []
+    for f in factors:
+        if isinstance(f, Prod) and f.kind == "s" and any(x.kind != "s" for x in f.factors):
+            coef *= f.coef  # xᵀAx stays one scalar factor: (xᵀAx)Ax, never xᵀAxAx
+            scalars.append(fewest_transposes(prod(1.0, f.factors)))
+        elif isinstance(f, Prod):
+            coef *= f.coef
+            scalars.extend(x for x in f.factors if x.kind == "s")
+            mats.extend(x for x in f.factors if x.kind != "s")
+        elif isinstance(f, Num):
+            coef *= f.value
+        elif isinstance(f, Add) and f.kind != "s" and _common(f) not in (1.0, None):
+            c = _common(f)  # 2Xw − 2y → 2(Xw − y)
+            coef *= c
+            mats.append(Add(f.kind, tuple((k / c, t) for k, t in f.terms)))
+        elif f.kind == "s":
+            scalars.append(f)
+        else:
+            mats.append(f)
+    if len(mats) > 1:
+        mats = [m for m in mats if not (isinstance(m, Sym) and m.role == "eye")] or mats[:1]
+    items = scalars + mats
+    if not items:
+        return Num("s", coef)
+    if coef == 1 and len(items) == 1:
+        return items[0]
+    return Prod(_product_kind([f.kind for f in items]), coef, tuple(items))
+
+
+def _common(a: Add):
+    """The common magnitude of an Add's coefficients, if they share one."""
+    mags = {abs(c) for c, _ in a.terms}
+    return mags.pop() if len(mags) == 1 else None
+
+
+def had(factors) -> M:
+    fs = []
+    for f in factors:
+        fs.extend(f.factors if isinstance(f, Had) else [f])
+    fs = [f for f in fs if not (isinstance(f, Sym) and f.role == "one")] or fs[:1]
+    fs.sort(key=lambda f: isinstance(f, Add))  # σ(XW) ⊙ (1 − σ(XW)): sums last
+    return fs[0] if len(fs) == 1 else Had(fs[0].kind, tuple(fs))
+
+
+def add(terms) -> M:
+    """Σ cₖ termₖ: nested sums flattened, equal terms merged, a common factor pulled out
+    (2Xw − 2y → 2(Xw − y)), positive terms first and B before Bᵀ."""
+    acc: dict = {}
+    for c, t in terms:
+        if isinstance(t, Add):
+            for k, u in t.terms:
+                acc[u] = acc.get(u, 0.0) + c * k
+        elif isinstance(t, Prod) and t.coef != 1:
+            u = prod(1.0, t.factors)
+            acc[u] = acc.get(u, 0.0) + c * t.coef
+        else:
+            acc[t] = acc.get(t, 0.0) + c
+    flat = [(c, t) for t, c in acc.items() if c != 0]
+    if not flat:
+        kind = terms[0][1].kind
+        return Sym(kind, "0", "zero")
+    flat.sort(key=lambda p: (p[0] < 0, isinstance(p[1], T)))
+    if len(flat) == 1:
+        return prod(flat[0][0], [flat[0][1]])
+    common = {abs(c) for c, _ in flat}
+    if len(common) == 1 and (c := common.pop()) != 1:
+        return Prod(flat[0][1].kind, c, (Add(flat[0][1].kind, tuple((k / c, t) for k, t in flat)),))
+    return Add(flat[0][1].kind, tuple(flat))
+
+
+def fewest_transposes(m):
+    """A scalar equals its transpose: write xᵀAx rather than xᵀAᵀx."""
+    if m.kind != "s" or not isinstance(m, Prod):
+        return m
+    flipped = prod(m.coef, [transpose(f) for f in reversed(m.factors)])
+    return min((m, flipped), key=_transposes)
+
+
+def _transposes(m) -> int:
+    if isinstance(m, T):
+        return (m.arg.kind == "m") + _transposes(m.arg)
+    kids = getattr(m, "factors", None) or ([t for _, t in m.terms] if isinstance(m, Add) else
+                                           [m.arg] if hasattr(m, "arg") else [])
+    return sum(_transposes(k) for k in kids)

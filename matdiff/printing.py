@@ -1,0 +1,326 @@
+"""Printing matrix notation as text and LaTeX: one renderer, two tables of symbols, one
+table of precedences deciding every parenthesis."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from . import notation as N
+from .functions import Function, ScalarFunction
+from .ir import Const, Contract, Delta, Elementwise, Node, Sum, Var
+from .recognise import recognise
+from .show import index_form
+
+# precedence: a child binding more loosely than its context is parenthesised
+ADD, NEG, HAD, PROD, POSTFIX, ATOM = 1, 2, 3, 4, 5, 6
+
+GREEK = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+         "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega"]
+GREEK_TEXT = dict(zip(GREEK, "αβγδεζηθικλμνξπρστφχψω"))
+SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+TEXT = {
+    "T": "ᵀ", "inv": "⁻¹", "invT": "⁻ᵀ", "had": " ⊙ ", "kron": " ⊗ ", "div": " ⊘ ",
+    "minus": "−", "plus": " + ", "sub": " − ", "one": "1", "eye": "I", "zero": "0",
+    "lparen": "(", "rparen": ")", "sqrt": "√", "nabla": "∇", "prime": "′",
+    "functions": {"tr": "tr", "det": "det", "logdet": "log det", "diag": "diag", "sigmoid": "σ",
+                  "exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tan": "tan",
+                  "tanh": "tanh", "softplus": "softplus", "relu": "relu", "step": "step",
+                  "sign": "sign", "softmax": "softmax", "logsumexp": "logsumexp"},
+}
+LATEX = {
+    "latex": True,
+    "T": "^\\top", "inv": "^{-1}", "invT": "^{-\\top}", "had": " \\odot ", "kron": " \\otimes ",
+    "div": " \\oslash ", "minus": "-", "plus": " + ", "sub": " - ", "one": "\\mathbf{1}",
+    "eye": "I", "zero": "0", "lparen": "\\left(", "rparen": "\\right)", "sqrt": "\\sqrt",
+    "nabla": "\\nabla ", "prime": "'",
+    "functions": {"tr": "\\operatorname{tr}", "det": "\\det", "logdet": "\\log\\det",
+                  "diag": "\\operatorname{diag}", "sigmoid": "\\sigma", "exp": "\\exp",
+                  "log": "\\log", "sin": "\\sin", "cos": "\\cos", "tan": "\\tan",
+                  "tanh": "\\tanh", "softplus": "\\operatorname{softplus}",
+                  "relu": "\\operatorname{relu}", "step": "\\operatorname{step}",
+                  "sign": "\\operatorname{sign}", "softmax": "\\operatorname{softmax}",
+                  "logsumexp": "\\operatorname{logsumexp}"},
+}
+
+
+NAMES = {"m": "SUVGHKLMPQR", "c": "suvghpqrz", "r": "suvghpqrz", "s": "αβγκμνρτ"}
+
+
+def _tex(style) -> bool:
+    return "latex" in style
+
+
+def render(m: N.M, style: dict, taken=()) -> str:
+    """The text of ``m``; subexpressions used three times or more, or twice in a long
+    result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw)."""
+    style = dict(style, names={})
+    repeated = _repeated(m)
+    if repeated and len(_render(m, dict(TEXT, names={}))[0]) <= 60:  # short: name only triples
+        repeated = [r for r in repeated if _counts(m)[id(r)] >= 3]
+    if not repeated:
+        return _render(m, style)[0]
+    free = {k: [c for c in v if c not in set(taken)] for k, v in NAMES.items()}
+    for r in repeated:
+        pool = free[r.kind]
+        style["names"][id(r)] = pool.pop(0) if pool else f"E{len(style['names'])}"
+    main = _render(m, style)[0]
+    defs = []
+    for r in repeated:
+        own = style["names"].pop(id(r))
+        defs.append(f"{own} = {_render(r, style)[0]}")
+        style["names"][id(r)] = own
+    where = " \\quad\\text{where } " if _tex(style) else "  where "
+    return main + where + ", ".join(defs)
+
+
+def _children(m):
+    if isinstance(m, (N.Prod, N.Had, N.Kron)):
+        return m.factors
+    if isinstance(m, N.Add):
+        return tuple(t for _, t in m.terms)
+    if isinstance(m, (N.T, N.Call, N.Inv, N.Pow)):
+        return (m.arg,)
+    return ()
+
+
+def _counts(m) -> dict:
+    counts, stack = {}, [m]
+    while stack:
+        x = stack.pop()
+        counts[id(x)] = counts.get(id(x), 0) + 1
+        if counts[id(x)] == 1:
+            stack.extend(_children(x))
+    return counts
+
+
+def _repeated(m) -> list:
+    """Non-trivial subtrees printed more than once, outermost first."""
+    counts, order, seen, stack = _counts(m), [], set(), [m]
+    while stack:
+        x = stack.pop(0)
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if x is not m and counts[id(x)] >= 2 and _size(x) >= 2:
+            order.append(x)
+            continue
+        stack.extend(_children(x))
+    return order
+
+
+def _size(m) -> int:
+    return 1 + sum(_size(c) for c in _children(m)) if not isinstance(m, (N.Sym, N.Num)) else 1
+
+
+def _wrap(m, style, prec):
+    text, p = _render(m, style)
+    return f"{style['lparen']}{text}{style['rparen']}" if p < prec else text
+
+
+def _number(c: float, style) -> str:
+    if float(c).is_integer():
+        return str(int(c))
+    f = Fraction(c).limit_denominator(1000)
+    if float(f) == c:
+        return f"\\frac{{{f.numerator}}}{{{f.denominator}}}" if _tex(style) else \
+            f"{f.numerator}/{f.denominator}"
+    return repr(float(c))
+
+
+def _name(name: str, style) -> str:
+    base = name.rstrip("0123456789")
+    digits = name[len(base):]
+    if _tex(style):
+        base = f"\\{base}" if base in GREEK else base
+        return base + (f"_{{{digits}}}" if digits and base else digits)
+    return GREEK_TEXT.get(base, base) + digits
+
+
+def _sym(m: N.Sym, style):
+    if m.role != "var":
+        return style[m.role], ATOM
+    return _name(m.name, style), ATOM
+
+
+def _transpose(m: N.T, style):
+    if isinstance(m.arg, N.Inv):
+        return _wrap(m.arg.arg, style, POSTFIX + 1) + style["invT"], POSTFIX
+    return _wrap(m.arg, style, POSTFIX + 1) + style["T"], POSTFIX
+
+
+def _prod(m: N.Prod, style):
+    last = len(m.factors) - 1  # a scalar product before other factors is bracketed: (xᵀAx)Ax
+    parts = [_wrap(f, style, ATOM if f.kind == "s" and i < last and isinstance(f, N.Prod)
+                   else PROD if i == last else PROD + 1) for i, f in enumerate(m.factors)]
+    body = "".join(parts) if not _tex(style) else " ".join(parts)
+    c = m.coef
+    if c == 1:
+        return body, PROD
+    lead = "" if abs(c) == 1 else _coefficient(abs(c), body, style)
+    return (style["minus"] if c < 0 else "") + lead + body, (NEG if c < 0 else PROD)
+
+
+def _coefficient(c: float, body: str, style) -> str:
+    """A coefficient written before ``body``: 2X, (1/2)X, 2·1ᵀx, 0.693…·X."""
+    mag = _number(c, style)
+    if _tex(style):
+        return mag + " "
+    if "/" in mag:
+        return f"({mag})"
+    return mag + ("·" if body[:1].isdigit() or "." in mag else "")
+
+
+def _add(m: N.Add, style):
+    out = []
+    for i, (c, t) in enumerate(m.terms):
+        mag = abs(c)
+        term = _wrap(t, style, PROD if mag != 1 else ADD + 1)
+        coef = "" if mag == 1 else _coefficient(mag, term, style)
+        sign = (style["minus"] if c < 0 else "") if i == 0 else (style["sub"] if c < 0 else style["plus"])
+        out.append(sign + coef + term)
+    return "".join(out), ADD
+
+
+def _call(m: N.Call, style):
+    lp, rp = style["lparen"], style["rparen"]
+    arg = _render(m.arg, style)[0]
+    if isinstance(m.fn, ScalarFunction):  # λ(X), ∇λ(X), ∇²λ(X)
+        if m.order == 0:
+            return f"{_name(m.name, style)}{lp}{arg}{rp}", ATOM
+        power = "" if m.order == 1 else (str(m.order).translate(SUPERSCRIPT) if not _tex(style)
+                                         else f"^{{{m.order}}}")
+        return f"{style['nabla']}{power}{_name(m.name, style)}{lp}{arg}{rp}", ATOM
+    if isinstance(m.fn, Function) and not m.fn.builtin:  # σ(X), σ′(X), σ″(X)
+        mark = (("′", "″", "‴")[m.order - 1] if not _tex(style) else "'" * m.order) \
+            if 0 < m.order < 4 else ("" if m.order == 0 else f"^{{({m.order})}}")
+        return f"{_name(m.name, style)}{mark}{lp}{arg}{rp}", ATOM
+    if m.name == "abs":
+        return (f"|{arg}|" if not _tex(style) else f"\\left|{arg}\\right|"), ATOM
+    name = style["functions"].get(m.name, m.name)
+    axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
+    return f"{name}{lp}{arg}{axis}{rp}", ATOM
+
+
+def _pow(m: N.Pow, style):
+    p, a = m.p, m.arg
+    if p == 0.5:
+        inner = _wrap(a, style, ATOM)
+        return (f"√{inner}" if not _tex(style) else f"\\sqrt{{{_render(a, style)[0]}}}"), ATOM
+    if p < 0 and a.kind != "s":  # x⁻¹ entry-wise is 1 ⊘ x
+        rest = N.Pow(a.kind, a, -p) if p != -1 else a
+        return style["one"] + style["div"] + _wrap(rest, style, HAD + 1), HAD
+    exp = _number(p, style)
+    if isinstance(a, N.Call) and m.kind != "s" and p > 0 and float(p).is_integer() and \
+            a.name not in ("diag", "tr", "det", "logdet"):
+        text = _render(a, style)[0]  # tanh²(A): the function's power, entry-wise
+        head, _, tail = text.partition(style["lparen"])
+        sup = exp.translate(SUPERSCRIPT) if not _tex(style) else f"^{{{exp}}}"
+        return f"{head}{sup}{style['lparen']}{tail}", ATOM
+    if not _tex(style):
+        sup = exp.translate(SUPERSCRIPT) if float(p).is_integer() else \
+            f"^({exp.replace('-', style['minus'])})"
+        return _wrap(a, style, POSTFIX + 1) + (sup if m.kind == "s" else f"^∘{exp}"), POSTFIX
+    circ = "" if m.kind == "s" else "\\circ "
+    return _wrap(a, style, POSTFIX + 1) + f"^{{{circ}{exp}}}", POSTFIX
+
+
+RENDER = {
+    N.Sym: _sym,
+    N.Num: lambda m, s: (_number(m.value, s), ATOM if m.value >= 0 else NEG),
+    N.T: _transpose,
+    N.Inv: lambda m, s: (_wrap(m.arg, s, POSTFIX + 1) + s["inv"], POSTFIX),
+    N.Prod: _prod,
+    N.Had: lambda m, s: (s["had"].join(_wrap(f, s, HAD + 1) for f in m.factors), HAD),
+    N.Kron: lambda m, s: (s["kron"].join(_wrap(f, s, HAD + 1) for f in m.factors), HAD),
+    N.Add: _add,
+    N.Call: _call,
+    N.Pow: _pow,
+    N.Index: lambda m, s: (index_notation(m.node, s), ATOM),
+}
+
+
+def _render(m: N.M, style):
+    name = style.get("names", {}).get(id(m))
+    if name is not None:
+        return (_name(name, style) if style is not TEXT and "latex" in style else name), ATOM
+    return RENDER[type(m)](m, style)
+
+
+# --------------------------------------------------------------------------- index notation
+
+FREE = "ijklm"
+BOUND = "pqrstuvw"
+
+
+def _subscript(letters, style) -> str:
+    text = "".join(letters)
+    return f"_{{{text}}}" if _tex(style) else f"_{text}"
+
+
+def index_notation(node: Node, style=TEXT, free=None) -> str:
+    """Index notation, with explicit sums: xxᵀ by x is δ_ik x_j + x_i δ_jk."""
+    free = list(free) if free is not None else [_letter(FREE, BOUND, i) for i in range(node.ndim)]
+    if isinstance(node, Sum):
+        if not node.terms:
+            return "0"
+        fake = N.Add("s", tuple((c, N.Index("s", t, "")) for c, t in node.terms))
+        return _add_terms(fake, style, free)
+    if isinstance(node, Contract):
+        letters = dict(zip(node.out, free))
+        summed = sorted({x for lab in node.labels for x in lab} - set(node.out))
+        for n, x in enumerate(summed):
+            letters[x] = _letter(BOUND, FREE, n)
+        factors = []
+        carried = [x for op, lab in zip(node.operands, node.labels) if not isinstance(op, Delta)
+                   for x in lab]
+        for op, lab in zip(node.operands, node.labels):
+            if isinstance(op, Delta) and op.order == 1 and lab[0] in carried:
+                continue
+            factors.append(_factor(op, [letters[x] for x in lab], style))
+        sums = "".join(("\\sum_{" + letters[x] + "} ") if _tex(style) else f"Σ_{letters[x]} "
+                       for x in summed)
+        return sums + (" " if _tex(style) else " ").join(factors) if factors else sums + "1"
+    return _factor(node, free, style)
+
+
+def _letter(pool, other, n):
+    return pool[n] if n < len(pool) else f"{pool[0]}{n}"
+
+
+def _factor(op, letters, style) -> str:
+    sub = _subscript(letters, style) if letters else ""
+    if isinstance(op, Var):
+        return _name(op.name, style) + sub
+    if isinstance(op, Delta):
+        return ("\\delta" if _tex(style) else "δ") + sub if op.order > 1 else \
+            style["one"] + sub
+    if isinstance(op, Const):
+        return _number(op.value, style)
+    m = recognise(op)
+    if isinstance(m, N.Index):
+        if isinstance(op, (Sum, Contract)):
+            return f"[{index_notation(op, style, letters)}]"
+        if isinstance(op, Elementwise):  # f(T)_ijk = f(T_ijk)
+            arg = _factor(op.arg, letters, style)
+            if op.fn.builtin and op.fn.name == "pow":
+                p = _number(op.fn.param, style)
+                return f"{arg}^{{{p}}}" if _tex(style) else f"{arg}^{p}"
+            head = _render(N.Call("s", op.fn.name, N.Sym("s", "·"), op.fn.order, fn=op.fn), style)[0]
+            return head.replace("·", arg, 1)
+        return f"[{index_form(op)}]{sub}"
+    text, prec = _render(m, style)
+    if not letters:
+        return text if prec >= ATOM else f"{style['lparen']}{text}{style['rparen']}"
+    return (text if prec >= ATOM and isinstance(m, N.Sym) else
+            f"{style['lparen']}{text}{style['rparen']}") + sub
+
+
+def _add_terms(fake: N.Add, style, free) -> str:
+    out = []
+    for i, (c, t) in enumerate(fake.terms):
+        body = index_notation(t.node, style, free)
+        mag = abs(c)
+        coef = "" if mag == 1 else _number(mag, style) + " "
+        sign = (style["minus"] if c < 0 else "") if i == 0 else (style["sub"] if c < 0 else style["plus"])
+        out.append(sign + coef + body)
+    return "".join(out)

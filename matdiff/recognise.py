@@ -1,0 +1,314 @@
+"""Recognising matrix notation in index-form IR.
+
+``recognise(node)`` gives the matrix-notation tree of a node of order at most 2, or an
+``Index`` node when there is none (orders above 2, or products no matrix formula writes).
+A contraction is read by merging its factors, each a scalar, a column, a row or a
+matrix with its axes' labels, one rule at a time:
+
+- factors over the same labels are an element-wise product: A_ij B_ij → (A ⊙ B)_ij;
+- a summed label shared by two factors is a matrix product: A_ij B_jk → (AB)_ik;
+- a summed label in one factor is a sum, 1ᵀA, or — on both of its axes — a trace;
+- a summed label in three factors, one of them a vector d, is a diag: Xᵀdiag(d)X;
+- an output label shared with a vector v scales rows or columns: diag(v)A, A diag(v);
+- factors with disjoint labels are outer products: a_i b_j → (abᵀ)_ij.
+
+Rules only ever rewrite a product into an equal one, so a recognised form means exactly
+what the IR means; when no rule applies the result is ``Index``.
+"""
+from __future__ import annotations
+
+from . import notation as N
+from .functions import Function
+from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
+                 ScalarFn, Softmax, Sum, Var)
+
+KIND = {0: "s", 1: "c", 2: "m"}
+
+
+def recognise(node: Node) -> N.M:
+    """The matrix-notation tree of ``node`` (``Index`` where it has none)."""
+    cache = _CACHE.get(node)
+    if cache is None:
+        cache = _CACHE[node] = (_recognise(node) if node.ndim <= 2 else None) or \
+            N.Index("t", node, "")
+    return cache
+
+
+_CACHE: dict = {}
+
+
+def _recognise(node: Node):
+    return RULES[type(node)](node)
+
+
+def _sym(node: Var):
+    return N.Sym(KIND[node.ndim], node.name, "var", node.symmetric, node.shape)
+
+
+def _delta(node: Delta):
+    if node.order == 1:
+        return N.Sym("c", "1", "one", dims=node.shape)
+    if node.order == 2:
+        return N.Sym("m", "I", "eye", dims=node.shape)
+    return None
+
+
+def _sum(node: Sum):
+    if not node.terms:
+        return N.Sym(KIND[node.ndim], "0", "zero", dims=node.shape)
+    parts = [(c, recognise(t)) for c, t in node.terms]
+    if any(isinstance(p, N.Index) for _, p in parts):
+        return None
+    return N.add(parts)
+
+
+def _elementwise(node: Elementwise):
+    arg = recognise(node.arg)
+    if isinstance(arg, N.Index):
+        return None
+    fn: Function = node.fn
+    if fn.builtin and fn.name == "pow":
+        return N.Pow(arg.kind, arg, fn.param)
+    return N.Call(arg.kind, fn.name, arg, fn.order, fn=fn)
+
+
+def _unary(name, kind=None):
+    def rule(node):
+        arg = recognise(node.arg)
+        if isinstance(arg, N.Index):
+            return None
+        return N.Call(kind or KIND[node.ndim], name, arg, axis=getattr(node, "axis", None))
+    return rule
+
+
+def _inv(node: Inv):
+    arg = recognise(node.arg)
+    return None if isinstance(arg, N.Index) else N.Inv("m", arg)
+
+
+def _scalar_fn(node: ScalarFn):
+    arg = recognise(node.arg)
+    if isinstance(arg, N.Index):
+        return None
+    return N.Call(KIND[node.ndim], node.fn.name, arg, node.order, fn=node.fn)
+
+
+def _reshape(node: Reshape):
+    """kron(A, B) is the reshape of the outer product A_ij B_kl laid out as (i, k, j, l)."""
+    c = node.arg
+    if not (isinstance(c, Contract) and len(c.operands) == 2):
+        return None
+    (a, b), (la, lb) = c.operands, c.labels
+    rows = [x for x in c.out if (x in la[:1] or x in lb[:1])]
+    if len(set(la) | set(lb)) != len(la) + len(lb) or set(c.out) != set(la) | set(lb):
+        return None
+    expect = _kron_layout(a, la, b, lb)
+    if tuple(c.out) != expect or not rows:
+        return None
+    fa, fb = recognise(a), recognise(b)
+    if isinstance(fa, N.Index) or isinstance(fb, N.Index):
+        return None
+    return N.Kron(KIND[node.ndim], (fa, fb))
+
+
+def _kron_layout(a, la, b, lb):
+    if a.ndim == b.ndim == 2:
+        return (la[0], lb[0], la[1], lb[1])
+    if a.ndim == b.ndim == 1:
+        return (la[0], lb[0])
+    return None
+
+
+# --------------------------------------------------------------------------- contractions
+
+
+class _Item:
+    """A factor of a product, with the labels of its rows and columns (None: absent)."""
+
+    __slots__ = ("m", "rows", "cols")
+
+    def __init__(self, m, rows, cols):
+        self.m, self.rows, self.cols = m, rows, cols
+
+    @property
+    def labels(self):
+        return {x for x in (self.rows, self.cols) if x is not None}
+
+    def with_cols(self, lab):
+        """(matrix, other label) oriented so that ``lab`` indexes the columns."""
+        if self.cols == lab:
+            return self.m, self.rows
+        return N.transpose(self.m), self.cols
+
+    def with_rows(self, lab):
+        if self.rows == lab:
+            return self.m, self.cols
+        return N.transpose(self.m), self.rows
+
+
+def _contract(c: Contract):
+    if all(isinstance(op, Delta) and op.order == 1 for op in c.operands) and c.ndim == 2:
+        return N.Sym("m", "1", "one", dims=c.shape)  # 11ᵀ, the all-ones matrix
+    scalars, items = [], []
+    dims = c.label_dims()
+    everywhere = [x for lab in c.labels for x in lab]
+    for op, lab in zip(c.operands, c.labels):
+        m = recognise(op)
+        if isinstance(m, N.Index):
+            return None
+        if op.ndim == 0:
+            scalars.append(m)
+        elif op.ndim == 1:
+            items.append(_Item(m, lab[0], None))
+        elif lab[0] == lab[1]:  # A_ii: its diagonal, or (alone and summed) its trace
+            if lab[0] in c.out or everywhere.count(lab[0]) > 2:
+                items.append(_Item(N.Call("c", "diag", m), lab[0], None))
+            else:
+                scalars.append(N.Call("s", "tr", m))
+        else:
+            items.append(_Item(m, lab[0], lab[1]))
+    out = list(c.out)
+    fresh = max(everywhere + out + [-1]) + 1
+    while True:
+        step = _merge_once(items, scalars, out, dims, fresh)
+        if step is None:
+            return None
+        if step is False:
+            break
+        fresh += 1
+    if len(items) > 1:
+        return None
+    if not items:
+        return N.prod(1.0, [N.fewest_transposes(x) for x in scalars])
+    it = items[0]
+    if len(out) == 2:
+        m = it.m if (it.rows, it.cols) == tuple(out) else N.transpose(it.m)
+    elif len(out) == 1:
+        m = it.m if it.rows == out[0] else N.transpose(it.m)
+    else:
+        m = it.m
+    return N.prod(1.0, scalars + [m])
+
+
+def _squared(m):
+    """A where m is A^∘2 (possibly transposed), else None."""
+    if isinstance(m, N.T):
+        inner = _squared(m.arg)
+        return None if inner is None else N.transpose(inner)
+    return m.arg if isinstance(m, N.Pow) and m.p == 2 else None
+
+
+def _ones_row(dim):
+    return N.transpose(N.Sym("c", "1", "one", dims=(dim,)))
+
+
+def _merge_once(items, scalars, out, dims, fresh):
+    """Apply one merging rule; False when none is left to apply, None when stuck."""
+    # element-wise products: two factors over the same labels (unless those labels are
+    # summed between the two alone: that is aᵀb or tr(AᵀB), read by the product rules)
+    for i, p in enumerate(items):
+        for q in items[i + 1:]:
+            if p.labels == q.labels and not (
+                    p.labels.isdisjoint(out)
+                    and all(sum(x in it.labels for it in items) == 2 for x in p.labels)):
+                qm = q.m if (q.rows, q.cols) == (p.rows, p.cols) else N.transpose(q.m)
+                items.remove(q)
+                p.m = N.had([p.m, qm])
+                return True
+    labels = {x for it in items for x in it.labels}
+    for i, p in enumerate(items):  # A_ij B_ji → tr(AB), A_ij B_ij → tr(AᵀB)
+        for q in items[i + 1:]:
+            both = p.labels & q.labels
+            if len(both) == 2 and p.rows != p.cols and both.isdisjoint(out) and \
+                    all(sum(x in it.labels for it in items) == 2 for x in both):
+                qm = q.m if (q.rows, q.cols) == (p.cols, p.rows) else N.transpose(q.m)
+                items.remove(p)
+                items.remove(q)
+                scalars.append(N.Call("s", "tr", N.prod(1.0, [p.m, qm])))
+                return True
+    for lab in sorted(labels - set(out)):
+        holders = [it for it in items if lab in it.labels]
+        if len(holders) == 1:
+            h = holders[0]
+            items.remove(h)
+            square = _squared(h.m)
+            if square is not None and (h.cols is None or h.rows is None):  # Σ xᵢ² = xᵀx
+                a = square if h.cols is None else N.transpose(square)
+                scalars.append(N.prod(1.0, [N.transpose(a), a]))
+                return True
+            if square is not None and h.labels <= set(labels) - set(out) and \
+                    all(sum(x in it.labels for it in items) == 0 for x in h.labels):
+                scalars.append(N.Call("s", "tr", N.prod(1.0, [N.transpose(square), square])))
+                return True  # Σᵢⱼ Aᵢⱼ² = tr(AᵀA)
+            if h.rows == h.cols == lab:  # a closed loop: (ABC)_ii
+                scalars.append(N.Call("s", "tr", h.m))
+            elif h.rows is None:  # Σ_j r_j = r1 for a row r
+                scalars.append(N.prod(1.0, [h.m, N.Sym("c", "1", "one", dims=(dims[lab],))]))
+            else:
+                m, other = h.with_rows(lab)  # Σ_i A_ij = (1ᵀA)_j
+                summed = N.prod(1.0, [_ones_row(dims[lab]), m])
+                if other is None:
+                    scalars.append(summed)
+                else:
+                    items.append(_Item(summed, None, other))
+            return True
+        if len(holders) == 2:
+            p, q = holders
+            pm, prow = p.with_cols(lab)
+            qm, qcol = q.with_rows(lab)
+            items.remove(q)
+            p.m, p.rows, p.cols = N.prod(1.0, [pm, qm]), prow, qcol
+            if p.rows is None and p.cols is None:
+                items.remove(p)
+                scalars.append(p.m)
+            return True
+        vectors = [h for h in holders if h.labels == {lab}]
+        if vectors:  # d_i X_ia X_ib → Xᵀ diag(d) X
+            v = vectors[0]
+            others = [h for h in holders if h is not v]
+            last = others[-1]
+            if last.rows == lab:
+                last.rows = fresh
+            else:
+                last.cols = fresh
+            v.m, v.rows, v.cols = N.Call("m", "diag", v.m if v.rows == lab else N.transpose(v.m)), lab, fresh
+            return True
+        return None
+    for lab in out:
+        holders = [it for it in items if lab in it.labels]
+        if len(holders) < 2:
+            continue
+        vectors = [h for h in holders if h.labels == {lab}]
+        mats = [h for h in holders if h not in vectors]
+        if not vectors or not mats:
+            return None
+        v, a = vectors[0], mats[0]  # v_i A_ij → (diag(v) A)_ij
+        d = N.Call("m", "diag", v.m if v.rows == lab else N.transpose(v.m))
+        items.remove(v)
+        a.m = N.prod(1.0, [d, a.m]) if a.rows == lab else N.prod(1.0, [a.m, d])
+        return True
+    if len(items) == 2 and all(len(it.labels) == 1 for it in items):  # a_i b_j → (abᵀ)_ij
+        p, q = items
+        pm, _ = p.with_rows(next(iter(p.labels)))
+        qm, _ = q.with_cols(next(iter(q.labels)))
+        items.remove(q)
+        p.m, p.rows, p.cols = N.prod(1.0, [pm, qm]), next(iter(p.labels)), next(iter(q.labels))
+        return True
+    return False
+
+
+RULES = {
+    Var: _sym,
+    Const: lambda n: N.Num("s", n.value),
+    Delta: _delta,
+    Contract: _contract,
+    Sum: _sum,
+    Elementwise: _elementwise,
+    Softmax: _unary("softmax"),
+    LogSumExp: _unary("logsumexp"),
+    Inv: _inv,
+    Det: _unary("det", "s"),
+    LogDet: _unary("logdet", "s"),
+    ScalarFn: _scalar_fn,
+    Reshape: _reshape,
+}
