@@ -125,7 +125,7 @@ def transpose(a: M) -> M:
     if isinstance(a, Prod):
         return prod(a.coef, [transpose(f) for f in reversed(a.factors)])
     if isinstance(a, Add) and all(isinstance(t, (Sym, T)) for _, t in a.terms):
-        return Add(_T[k], tuple((c, transpose(t)) for c, t in a.terms))  # (A + Bᵀ)ᵀ = Aᵀ + B
+        return add([(c, transpose(t)) for c, t in a.terms])  # (A + Bᵀ)ᵀ = Aᵀ + B
     if isinstance(a, Had):
         return Had(_T[k], tuple(transpose(f) for f in a.factors))
     if isinstance(a, Call) and a.name == "diag" and k == "m":
@@ -181,6 +181,10 @@ def _common(a: Add):
     return mags.pop() if len(mags) == 1 else None
 
 
+def _constant(m: M) -> bool:
+    return isinstance(m, Num) or (isinstance(m, Sym) and m.role != "var")
+
+
 def had(factors) -> M:
     fs = []
     for f in factors:
@@ -207,7 +211,7 @@ def add(terms) -> M:
     if not flat:
         kind = terms[0][1].kind
         return Sym(kind, "0", "zero")
-    flat.sort(key=lambda p: (p[0] < 0, isinstance(p[1], T)))
+    flat.sort(key=lambda p: (p[0] < 0, isinstance(p[1], T), _constant(p[1])))
     if len(flat) == 1:
         return prod(flat[0][0], [flat[0][1]])
     common = {abs(c) for c, _ in flat}

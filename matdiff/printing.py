@@ -224,13 +224,27 @@ def _pow(m: N.Pow, style):
     return _wrap(a, style, POSTFIX + 1) + f"^{{{circ}{exp}}}", POSTFIX
 
 
+def _had(m: N.Had, style):
+    """A ⊙ B, with reciprocal factors written as a division: x ⊘ y."""
+    num = [f for f in m.factors if not (isinstance(f, N.Pow) and f.p < 0)]
+    den = [f.arg if f.p == -1 else N.Pow(f.kind, f.arg, -f.p) for f in m.factors
+           if isinstance(f, N.Pow) and f.p < 0]
+    top = style["had"].join(_wrap(f, style, HAD + 1) for f in num) if num else style["one"]
+    if not den:
+        return top, HAD
+    bottom = style["had"].join(_wrap(f, style, HAD + 1) for f in den)
+    top = f"{style['lparen']}{top}{style['rparen']}" if len(num) > 1 else top
+    bottom = f"{style['lparen']}{bottom}{style['rparen']}" if len(den) > 1 else bottom
+    return top + style["div"] + bottom, HAD
+
+
 RENDER = {
     N.Sym: _sym,
     N.Num: lambda m, s: (_number(m.value, s), ATOM if m.value >= 0 else NEG),
     N.T: _transpose,
     N.Inv: lambda m, s: (_wrap(m.arg, s, POSTFIX + 1) + s["inv"], POSTFIX),
     N.Prod: _prod,
-    N.Had: lambda m, s: (s["had"].join(_wrap(f, s, HAD + 1) for f in m.factors), HAD),
+    N.Had: lambda m, s: _had(m, s),
     N.Kron: lambda m, s: (s["kron"].join(_wrap(f, s, HAD + 1) for f in m.factors), HAD),
     N.Add: _add,
     N.Call: _call,
@@ -273,7 +287,10 @@ def index_notation(node: Node, style=TEXT, free=None) -> str:
         factors = []
         carried = [x for op, lab in zip(node.operands, node.labels) if not isinstance(op, Delta)
                    for x in lab]
-        for op, lab in zip(node.operands, node.labels):
+        rank = {x: n for n, x in enumerate(list(node.out) + summed)}
+        pairs = sorted(zip(node.operands, node.labels),  # factors in the order of their indices
+                       key=lambda p: min((rank[x] for x in p[1]), default=-1))
+        for op, lab in pairs:
             if isinstance(op, Delta) and op.order == 1 and lab[0] in carried:
                 continue
             factors.append(_factor(op, [letters[x] for x in lab], style))
@@ -311,7 +328,7 @@ def _factor(op, letters, style) -> str:
     text, prec = _render(m, style)
     if not letters:
         return text if prec >= ATOM else f"{style['lparen']}{text}{style['rparen']}"
-    return (text if prec >= ATOM and isinstance(m, N.Sym) else
+    return (text if prec >= ATOM and isinstance(m, (N.Sym, N.Call)) else
             f"{style['lparen']}{text}{style['rparen']}") + sub
 
 

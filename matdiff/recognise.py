@@ -98,25 +98,19 @@ def _reshape(node: Reshape):
     c = node.arg
     if not (isinstance(c, Contract) and len(c.operands) == 2):
         return None
-    (a, b), (la, lb) = c.operands, c.labels
-    rows = [x for x in c.out if (x in la[:1] or x in lb[:1])]
-    if len(set(la) | set(lb)) != len(la) + len(lb) or set(c.out) != set(la) | set(lb):
+    if len(set(c.out)) != sum(len(lab) for lab in c.labels):
         return None
-    expect = _kron_layout(a, la, b, lb)
-    if tuple(c.out) != expect or not rows:
-        return None
-    fa, fb = recognise(a), recognise(b)
-    if isinstance(fa, N.Index) or isinstance(fb, N.Index):
-        return None
-    return N.Kron(KIND[node.ndim], (fa, fb))
-
-
-def _kron_layout(a, la, b, lb):
-    if a.ndim == b.ndim == 2:
-        return (la[0], lb[0], la[1], lb[1])
-    if a.ndim == b.ndim == 1:
-        return (la[0], lb[0])
+    for (a, la), (b, lb) in (zip(c.operands, c.labels), zip(c.operands[::-1], c.labels[::-1])):
+        if a.ndim == b.ndim and a.ndim in (1, 2) and tuple(c.out) == _kron_layout(la, lb):
+            fa, fb = recognise(a), recognise(b)
+            if isinstance(fa, N.Index) or isinstance(fb, N.Index):
+                return None
+            return N.Kron(KIND[node.ndim], (fa, fb))
     return None
+
+
+def _kron_layout(la, lb):
+    return (la[0], lb[0], la[1], lb[1]) if len(la) == 2 else (la[0], lb[0])
 
 
 # --------------------------------------------------------------------------- contractions

@@ -1,0 +1,274 @@
+"""Printing: the text form of every derivative of the table (golden), each also read back
+numerically from the notation tree it is printed from, plus LaTeX, index notation and the
+naming of repeated subexpressions."""
+import numpy as np
+import pytest
+
+import matdiff as md
+from matdiff import notation as N
+from matdiff.check import _sample, _stand_ins
+from matdiff.evaluate import variables
+
+from . import notation_eval
+from .cases import CASES
+
+BY_NAME = {c.name: c for c in CASES}
+
+# derivative case -> its printed form
+GOLDEN = [
+    ('tr X', 'I'),
+    ('tr X + 1', 'I'),
+    ('tr AX', 'Aᵀ'),
+    ('tr AXB', 'AᵀBᵀ'),
+    ('tr XᵀA', 'A'),
+    ('tr XXᵀ', '2X'),
+    ('tr XᵀAX', '(A + Aᵀ)X'),
+    ('tr X²', '2Xᵀ'),
+    ('tr X³', '3XᵀXᵀ'),
+    ('tr AX⁻¹B', '−X⁻ᵀAᵀBᵀX⁻ᵀ'),
+    ('tr (AB−C)(AB−C)ᵀ', '2Aᵀ(AB − C)'),
+    ('tr kron(A,B)', 'Σ_p Σ_q [reshape(eye(m·n), (n, m, n, m))]_ipjq B_pq'),
+    ('tr Xᵀ X by sum', '2X'),
+    ('aᵀX⁻¹b', '−X⁻ᵀabᵀX⁻ᵀ'),
+    ('tr X⁻¹', '−X⁻ᵀX⁻ᵀ'),
+    ('sum X⁻¹', '−X⁻ᵀ11ᵀX⁻ᵀ'),
+    ('∂X⁻¹/∂X', '−(X⁻¹)_ik (X⁻¹)_lj'),
+    ('logdet X⁻¹', '−X⁻ᵀ'),
+    ('xᵀX⁻¹x', '(X⁻¹ + X⁻ᵀ)x'),
+    ('(A + X)⁻¹ by X', '−(X + A)⁻ᵀ11ᵀBᵀ(X + A)⁻ᵀ'),
+    ('det X', 'det(X)X⁻ᵀ'),
+    ('log det X', 'X⁻ᵀ'),
+    ('log det XᵀX', 'X((XᵀX)⁻¹ + (XᵀX)⁻ᵀ)ᵀ'),
+    ('det AXB', 'det(AXB)Aᵀ(AXB)⁻ᵀBᵀ'),
+    ('det sX', 'det(sX)tr(X(sX)⁻¹)'),
+    ('log det S (symmetric)', 'S⁻¹'),
+    ('log det (A + sI)', 'tr((sI + A)⁻¹)'),
+    ('aᵀx', 'a'),
+    ('xᵀa', 'a'),
+    ('xᵀAx', '(A + Aᵀ)x'),
+    ('xᵀAx by A', 'xxᵀ'),
+    ('xᵀSx', '2Sx'),
+    ('xᵀSx by S', 'xxᵀ'),
+    ('aᵀSb by S', '(1/2)(abᵀ + baᵀ)'),
+    ('tr AS by S', '(1/2)(A + Aᵀ)'),
+    ('aᵀXb', 'abᵀ'),
+    ('aᵀXXᵀa', '2aaᵀX'),
+    ('xᵀx', '2x'),
+    ('(Xw − y)ᵀ(Xw − y)', '2Xᵀ(Xw − y)'),
+    ('(Ax + b)ᵀ(Ax + b)', '2Aᵀ(b + Ax)'),
+    ('aᵀAb by A', 'abᵀ'),
+    ('s·xᵀx by s', 'xᵀx'),
+    ('s·xᵀx by x', '2sx'),
+    ('xᵀAy by y', 'Aᵀx'),
+    ('xᵀ(A + Aᵀ)x', '2(A + Aᵀ)x'),
+    ('(xᵀAx)²', '2((xᵀAx)Ax + (xᵀAx)Aᵀx)'),
+    ('xᵀAx / xᵀx', '(xᵀx)⁻¹(A + Aᵀ)x − 2(xᵀx)⁻²(xᵀAx)x'),
+    ('‖x‖', '(xᵀx)^(−1/2)x'),
+    ('‖x‖²', '2x'),
+    ('‖X‖_F', 'tr(XᵀX)^(−1/2)X'),
+    ('‖Xw − y‖² by w', '2Xᵀ(Xw − y)'),
+    ('‖Xw − y‖² by X', '2(Xw − y)wᵀ'),
+    ('‖x‖₁', 'sign(x)'),
+    ('‖Ax − b‖', '(sᵀs)^(−1/2)Aᵀs  where s = Ax − b'),
+    ('‖T − UVᵀ‖²_F by U', '2(UVᵀ − T)V'),
+    ('Σ exp x', 'exp(x)'),
+    ('Σ log x', '1 ⊘ x'),
+    ('Σ sin X', 'cos(X)'),
+    ('Σ cos x', '−sin(x)'),
+    ('Σ tan x', '(3/10)(tan²((3/10)x) + 1)'),
+    ('Σ tanh Xw', 'Xᵀ(1 − tanh²(Xw))'),
+    ('Σ σ(XW) concrete', 'Xᵀ(σ(XW) ⊙ (1 − σ(XW)))'),
+    ('Σ softplus x', 'σ(x)'),
+    ('Σ relu x', 'step(x)'),
+    ('Σ |x|', 'sign(x)'),
+    ('Σ √x', '(1/2)(1 ⊘ √x)'),
+    ('Σ x³', '3x^∘2'),
+    ('Σ x/y by y', '−(x ⊘ y^∘2)'),
+    ('Σ eˣ sin x', 'exp(x) ⊙ (sin(x) + cos(x))'),
+    ('xᵀ exp(Ax)', 'Aᵀ(x ⊙ exp(Ax)) + exp(Ax)'),
+    ('Σ σ(x)²', '2(σ²(x) ⊙ (1 − σ(x)))'),
+    ('Σ log(1 + eˣ)', 'exp(x) ⊘ (exp(x) + 1)'),
+    ('sign x (zero derivative)', 'sign(x)'),
+    ('x ** y (exponent an expression)', 'exp(y ⊙ log(x)) ⊙ log(x)'),
+    ('2 ** x', '0.6931471805599453·exp(0.6931471805599453·x)'),
+    ('logistic loss', '−Xᵀ((y ⊙ exp(−(y ⊙ Xw))) ⊘ (exp(−(y ⊙ Xw)) + 1))'),
+    ('logistic loss Hessian', 'Xᵀdiag(y^∘2 ⊙ σ(−(y ⊙ Xw)) ⊙ (1 − σ(−(y ⊙ Xw))))X'),
+    ('∂softmax(x)/∂x', 'diag(s) − ssᵀ  where s = softmax(x)'),
+    ('logsumexp x', 'softmax(x)'),
+    ('∇² logsumexp x', 'diag(s) − ssᵀ  where s = softmax(x)'),
+    ('Σ logsumexp rows', 'softmax(X, axis=1)'),
+    ('Σ logsumexp columns', 'softmax(X, axis=0)'),
+    ('∂softmax rows/∂X', 'softmax(X, axis=1)_ij δ_ik δ_jl − softmax(X, axis=1)_ij softmax(X, axis=1)_il δ_ik'),
+    ('∂softmax columns/∂X', '−softmax(X, axis=0)_ij softmax(X, axis=0)_kj δ_jl + softmax(X, axis=0)_ij δ_ik δ_jl'),
+    ('wᵀ softmax(Aw)', 'Aᵀ(s ⊙ x − (sᵀx)s) + s  where s = softmax(Ax)'),
+    ('softmax cross-entropy over rows', '(1/4)(diag(Y1)softmax(X, axis=1) − Y)'),
+    ('Σ kron(A, B) by A', "Σ_p Σ_q [reshape(einsum('a,b->ab', ones(m·n), ones(m·n)), (n, m, n, m))]_ipjq B_pq"),
+    ('aᵀ kron(A, B) b', "Σ_p Σ_q [reshape(einsum('a,b->ab', p, q), (n, m, n, m))]_piqj A_pq"),
+    ('∂kron(x, y)/∂x', 'Σ_p [reshape(eye(m·n), (m·n, n, m))]_ijp z_p'),
+    ('∂kron(A, B)/∂B', "Σ_p Σ_q [reshape(einsum('ab,cd->acbd', eye(m·n), eye(m·n)), (m·n, m·n, n, m, n, m))]_ijpkql A_pq"),
+    ('‖kron(A, B)‖²', "Σ_p Σ_q [reshape((2*reshape(einsum('ab,cd->cadb', B, A), (m·n, m·n))), (n, m, n, m))]_ipjq B_pq"),
+    ('Σ σ(XW) by W', 'Xᵀσ′(XW)'),
+    ('Σ σ(XW) by X', 'σ′(XW)Wᵀ'),
+    ('λ(σ(XW)) by W', 'Xᵀ(∇λ(σ(XW)) ⊙ σ′(XW))'),
+    ('λ(σ(XW)) by X', '(∇λ(σ(XW)) ⊙ σ′(XW))Wᵀ'),
+    ('g(f(X))', 'g′(f(X)) ⊙ f′(X)'),
+    ('g(f(Xᵀ)) (transposed argument)', 'diag(v)(f′(Xᵀ)ᵀ ⊙ g′(f(Xᵀ))ᵀ)'),
+    ('Σ σ(Xw) Hessian', 'Xᵀdiag(σ″(Xw))X'),
+    ('λ(X)', '∇λ(X)'),
+    ('λ(Aᵀ)', '∇λ(Aᵀ)ᵀ'),
+    ('softsign (given derivative)', '1 ⊘ (|x| + 1)^∘2'),
+    ('∂XW/∂X', 'δ_ik W_lj'),
+    ('∂Aᵀ/∂A', 'δ_il δ_jk'),
+    ('∂WX/∂W (Y = WX)', 'δ_ik X_lj'),
+    ('∂f(Wx)/∂W', 'δ_ij f′(Wx)_i x_k'),
+    ('∂xxᵀ/∂x', 'δ_ik x_j + x_i δ_jk'),
+    ('∂AX/∂X', 'A_ik δ_jl'),
+    ('∂σ(Xw)/∂w', 'diag(σ(Xw) ⊙ (1 − σ(Xw)))X'),
+    ('∂Z/∂A for Z = WᵀA', 'Wᵀ'),
+    ('∂Z/∂W for Z = WᵀA', 'δ_ik A_j'),
+    ('∂A/∂Z for A = f(Z)', 'diag(f′(Z))'),
+    ('∂A/∂Z for A = tanh(Z)', 'diag(1 − tanh²(Z))'),
+    ('∂(x ⊙ y)/∂x', 'diag(y)'),
+    ('∂ outer(x, y)/∂y', 'x_i δ_jk'),
+    ('∂ s·x/∂s', 'x'),
+    ('∂ diag(x)/∂x', 'δ_ijk'),
+    ('Σ T ⊙ T', '2 T_ijk'),
+    ('∂ T·w/∂T', 'δ_ik δ_jm w_l'),
+    ('T(a, w, z)', 'a_i w_j z_k'),
+    ('Σ T³ Hessian', 'cos(T_ijk)'),
+    ('Σ diag(x) A', 'A1'),
+    ('tr diag(x) A', 'diag(A)'),
+    ('Σ diag A', 'I'),
+    ('Σ (1ᵀX)²', '2·11ᵀX'),
+    ('Σ (X1)²', '2X11ᵀ'),
+    ('dot(x, y)', 'y'),
+    ('dot(X, A)', 'A'),
+    ('1ᵀx', '1'),
+    ('third derivative of Σ x⁴', '24 δ_ijk x_i'),
+    ('zero derivative', '0'),
+    ('t² s', '2ts'),
+]
+
+# expressions (not derivatives) -> printed form
+FORMS = [
+    (lambda A, B, X, x, y, a, b: A @ B.T, "ABᵀ"),
+    (lambda A, B, X, x, y, a, b: (A @ B).T, "BᵀAᵀ"),
+    (lambda A, B, X, x, y, a, b: x.T @ A @ x, "xᵀAx"),
+    (lambda A, B, X, x, y, a, b: x @ y.T, "xyᵀ"),
+    (lambda A, B, X, x, y, a, b: x.T, "xᵀ"),
+    (lambda A, B, X, x, y, a, b: A.T @ x, "Aᵀx"),
+    (lambda A, B, X, x, y, a, b: md.inv(A).T, "A⁻ᵀ"),
+    (lambda A, B, X, x, y, a, b: md.trace(A @ B), "tr(BA)"),
+    (lambda A, B, X, x, y, a, b: md.logdet(A) + 1, "log det(A) + 1"),
+    (lambda A, B, X, x, y, a, b: A * B - 2 * A, "B ⊙ A − 2A"),
+    (lambda A, B, X, x, y, a, b: md.sigmoid(x) * (1 - md.sigmoid(x)), "σ(x) ⊙ (1 − σ(x))"),
+    (lambda A, B, X, x, y, a, b: md.kron(A, B), "A ⊗ B"),
+    (lambda A, B, X, x, y, a, b: md.diag(x) @ A, "diag(x)A"),
+    (lambda A, B, X, x, y, a, b: md.sum(X, axis=1), "X1"),
+    (lambda A, B, X, x, y, a, b: md.sum(X, axis=0), "1ᵀX"),
+    (lambda A, B, X, x, y, a, b: md.sum(x), "1ᵀx"),
+    (lambda A, B, X, x, y, a, b: md.norm(x), "√(xᵀx)"),
+    (lambda A, B, X, x, y, a, b: md.sqrt(x), "√x"),
+    (lambda A, B, X, x, y, a, b: x / y, "x ⊘ y"),
+    (lambda A, B, X, x, y, a, b: md.abs(x), "|x|"),
+    (lambda A, B, X, x, y, a, b: md.exp(A @ x) + md.tanh(x), "tanh(x) + exp(Ax)"),
+    (lambda A, B, X, x, y, a, b: A @ md.inv(A), "I"),
+    (lambda A, B, X, x, y, a, b: md.softmax(X, axis=1), "softmax(X, axis=1)"),
+    (lambda A, B, X, x, y, a, b: md.logsumexp(x), "logsumexp(x)"),
+    (lambda A, B, X, x, y, a, b: md.det(A) * md.inv(A), "det(A)A⁻¹"),
+    (lambda A, B, X, x, y, a, b: 0.5 * (A + A.T), "(1/2)(A + Aᵀ)"),
+]
+SYMBOLS = dict(A=md.matrix("A", "n", "n"), B=md.matrix("B", "n", "n"), X=md.matrix("X", "n", "k"),
+               x=md.vector("x", "n"), y=md.vector("y", "n"), a=md.vector("a", "n"),
+               b=md.vector("b", "n"))
+
+
+@pytest.mark.parametrize("name,text", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_derivative_prints_as(name, text):
+    c = BY_NAME[name]
+    d = md.jacobian(c.f, c.wrt)
+    assert str(d) == text
+    _read_back(d, c)
+
+
+@pytest.mark.parametrize("build,text", FORMS, ids=[f[1] for f in FORMS])
+def test_expression_prints_as(build, text):
+    e = build(**SYMBOLS)
+    assert str(e) == text
+    _read_back(e, None)
+
+
+def _read_back(e, case):
+    """The printed tree, evaluated on its own, equals the engine's value."""
+    m = e.notation()
+    if _has_index(m):
+        return
+    rng = np.random.default_rng(0)
+    vs = {v.name: v for v in variables(e.node, *e.scope)}
+    size = {"n": 3, "k": 2, "m": 4}
+    kinds = case.kinds if case else {}
+    values = {k: _sample(v, kinds.get(k, "positive" if k in "xy" else "normal"), size, rng)
+              for k, v in vs.items()}
+    if case and case.prepare:
+        values = case.prepare(values)
+    functions = _stand_ins(e.node)
+    for v in e.scope:
+        functions.update(_stand_ins(v))
+    if case:
+        functions.update(_stand_ins(md.expr.lift(case.f).node))
+    want = e.evaluate(values, functions, sizes=size)
+    got = notation_eval.evaluate(m, values, size, functions)
+    np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=1e-9, atol=1e-12)
+
+
+def _has_index(m):
+    if isinstance(m, N.Index):
+        return True
+    kids = getattr(m, "factors", None) or ([t for _, t in m.terms] if isinstance(m, N.Add) else
+                                           [m.arg] if hasattr(m, "arg") else [])
+    return any(_has_index(k) for k in kids)
+
+
+def test_table_is_large_enough():
+    assert len(GOLDEN) + len(FORMS) >= 80
+
+
+LATEX = [
+    ("tr AXB", r"A^\top B^\top"),
+    ("aᵀX⁻¹b", r"-X^{-\top} a b^\top X^{-\top}"),
+    ("λ(σ(XW)) by W", r"X^\top \left(\nabla \lambda\left(\sigma\left(X W\right)\right) \odot \sigma'\left(X W\right)\right)"),
+    ("log det X", r"X^{-\top}"),
+    ("‖Xw − y‖² by w", r"2 X^\top \left(X w - y\right)"),
+    ("∂softmax(x)/∂x", r"\operatorname{diag}\left(s\right) - s s^\top \quad\text{where } s = \operatorname{softmax}\left(x\right)"),
+    ("∂xxᵀ/∂x", r"\delta_{ik} x_{j} + x_{i} \delta_{jk}"),
+]
+
+
+@pytest.mark.parametrize("name,tex", LATEX, ids=[x[0] for x in LATEX])
+def test_latex(name, tex):
+    c = BY_NAME[name]
+    d = md.jacobian(c.f, c.wrt)
+    assert d.latex() == tex
+    assert d._repr_latex_() == f"${tex}$"
+
+
+def test_index_notation():
+    A, x = SYMBOLS["A"], SYMBOLS["x"]
+    assert (A @ x).index() == "Σ_p A_ip x_p"
+    assert md.jacobian(x @ x.T, x).index() == "δ_ik x_j + x_i δ_jk"
+    assert (x.T @ A @ x).index() == "Σ_p Σ_q x_p A_qp x_q"
+
+
+def test_rows_print_transposed():
+    A, x = SYMBOLS["A"], SYMBOLS["x"]
+    assert str(x.T @ A) == "xᵀA"
+    assert str(md.grad(x.T @ A @ x, x).T) == "xᵀ(A + Aᵀ)"
+
+
+def test_repeated_subexpressions_are_named_in_long_results():
+    X, y = md.matrix("X", "n", "k"), md.vector("y", "n")
+    w = md.vector("w", "k")
+    H = md.hessian(md.sum(md.softplus(-y * (X @ w))) + md.sum(md.sigmoid(-y * (X @ w)) ** 2), w)
+    text = str(H)
+    assert "  where s = σ(−(y ⊙ Xw))" in text
+    assert text.count("σ(−(y ⊙ Xw))") == 1
