@@ -7,13 +7,23 @@
 ('k',)
 """
 from .errors import CheckError, EvaluationError, MatdiffError, NotSupportedError, ShapeError
-from .expr import Expr
+from .expr import Expr, lift
 from .library import (abs, cos, derivative, det, diag, dot, einsum, exp, eye, function, grad,
                       hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, norm, ones,
                       outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
                       sqrt, sum, tan, tanh, tensor, trace, vector, zeros)
 from .check import check
 from .explicit import explicit
+
+
+def latex(expr) -> str:
+    """The LaTeX of an expression's matrix notation (index notation above order 2)."""
+    return lift(expr).latex()
+
+
+def to_index(expr) -> str:
+    """An expression in index notation, with explicit sums: Σ_p A_ip x_p."""
+    return lift(expr).index()
 
 __version__ = "0.1.0"
 
@@ -23,5 +33,5 @@ __all__ = [
     "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "softmax", "logsumexp", "function", "scalar_function",
-    "grad", "jacobian", "derivative", "hessian", "check", "explicit",
+    "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
 ]

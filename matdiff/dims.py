@@ -19,6 +19,8 @@ class Prod:
     def __str__(self) -> str:
         return "·".join(str(f) for f in self.factors)
 
+    __repr__ = __str__  # shapes print as (n·n, k)
+
 
 
 def check_dim(d):

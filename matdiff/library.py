@@ -10,6 +10,7 @@ from . import functions as F
 from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import variables
+from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
 from .ir import Det, Inv, LogDet, LogSumExp, Reshape, ScalarFn, Softmax, Var, free_vars
 
@@ -356,9 +357,21 @@ def _variable(x, what: str) -> Var:
     return x.node
 
 
-def jacobian(f, x):
+LAYOUTS = ("numerator", "denominator", "vec")
+
+
+def jacobian(f, x, layout: str = "numerator", vec: str = "column"):
     """∂f/∂x, with f's axes first and then x's (as jax.jacobian): shape f.shape + x.shape.
-    With a list of variables, the list of derivatives, from one reverse pass."""
+    With a list of variables, the list of derivatives, from one reverse pass.
+
+    ``layout="denominator"`` puts x's axes first (rows indexed by x, as in the MIT 6.390
+    notes); ``layout="vec"`` gives the matrix ∂vec(f)/∂vec(x) (column-major vec, as Magnus
+    and Neudecker; ``vec="row"`` for row-major), printed as Kronecker products."""
+    if layout not in LAYOUTS:
+        raise MatdiffError(f"jacobian: layout must be one of {', '.join(map(repr, LAYOUTS))}, "
+                           f"not {layout!r}")
+    if vec not in ("column", "row"):
+        raise MatdiffError(f"jacobian: vec must be 'column' or 'row', not {vec!r}")
     f = lift(f)
     many = isinstance(x, (list, tuple))
     xs = list(x) if many else [x]
@@ -368,11 +381,24 @@ def jacobian(f, x):
     variables(f.node, *vs)  # two different variables of one name are an error
     out = []
     for v, var, node in zip(xs, vs, jacobians(f.node, vs)):
+        node = _layout(node, f.ndim, var.ndim, layout, vec)
         row = (f.row if f.ndim == 1 else v.row) if node.ndim == 1 else False
         e = Expr(node, row, f"∂({f.src})/∂{var.name}", PRODUCT)
         e.scope = f.scope | free_vars(f.node) | {var}
         out.append(e)
     return out if many else out[0]
+
+
+def _layout(node, p: int, q: int, layout: str, vec: str):
+    """Rearrange a Jacobian with f's p axes first and x's q axes after."""
+    if layout == "denominator":
+        return simplify(B.transpose(node, tuple(range(p, p + q)) + tuple(range(p))))
+    if layout == "vec":
+        if vec == "column":  # column-major vec is row-major on the reversed axes
+            node = B.transpose(node, tuple(reversed(range(p))) + tuple(reversed(range(p, p + q))))
+        rows, cols = D.size(node.shape[:p]), D.size(node.shape[p:])
+        return simplify(Reshape(node, (rows, cols)))
+    return node
 
 
 derivative = jacobian

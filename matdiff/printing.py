@@ -149,6 +149,10 @@ def _transpose(m: N.T, style):
 
 
 def _prod(m: N.Prod, style):
+    if len(m.factors) == 1 and isinstance(m.factors[0], N.Kron):  # −X⁻ᵀ ⊗ X⁻¹
+        body = _render(m.factors[0], style)[0]
+        lead = "" if abs(m.coef) == 1 else _coefficient(abs(m.coef), body, style)
+        return (style["minus"] if m.coef < 0 else "") + lead + body, (NEG if m.coef < 0 else HAD)
     last = len(m.factors) - 1  # a scalar product before other factors is bracketed: (xᵀAx)Ax
     parts = [_wrap(f, style, ATOM if f.kind == "s" and i < last and isinstance(f, N.Prod)
                    else PROD if i == last else PROD + 1) for i, f in enumerate(m.factors)]

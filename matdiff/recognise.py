@@ -94,23 +94,38 @@ def _scalar_fn(node: ScalarFn):
 
 
 def _reshape(node: Reshape):
-    """kron(A, B) is the reshape of the outer product A_ij B_kl laid out as (i, k, j, l)."""
-    c = node.arg
-    if not (isinstance(c, Contract) and len(c.operands) == 2):
+    """Kronecker products: (P ⊗ Q)_(ac)(bd) = P_ab Q_cd is the reshape of a product laid out
+    as (a, c, b, d) — as ∂vec(AXB)/∂vec(X) = Bᵀ ⊗ A is."""
+    arg = node.arg
+    parts = arg.terms if isinstance(arg, Sum) else ((1.0, arg),)
+    if not parts:
         return None
-    if len(set(c.out)) != sum(len(lab) for lab in c.labels):
+    krons = [(c, _kron(t, node.ndim)) for c, t in parts]
+    if any(k is None for _, k in krons):
         return None
-    for (a, la), (b, lb) in (zip(c.operands, c.labels), zip(c.operands[::-1], c.labels[::-1])):
-        if a.ndim == b.ndim and a.ndim in (1, 2) and tuple(c.out) == _kron_layout(la, lb):
-            fa, fb = recognise(a), recognise(b)
-            if isinstance(fa, N.Index) or isinstance(fb, N.Index):
-                return None
-            return N.Kron(KIND[node.ndim], (fa, fb))
-    return None
+    return N.add(krons)
 
 
-def _kron_layout(la, lb):
-    return (la[0], lb[0], la[1], lb[1]) if len(la) == 2 else (la[0], lb[0])
+def _kron(c, ndim):
+    if not isinstance(c, Contract) or len(c.out) != 2 * ndim or ndim not in (1, 2):
+        return None
+    scalars = [op for op in c.operands if op.ndim == 0]
+    pairs = [(op, lab) for op, lab in zip(c.operands, c.labels) if op.ndim > 0]
+    if len(pairs) != 2 or any(len(set(lab)) != len(lab) for _, lab in pairs):
+        return None
+    groups = [(c.out[0], c.out[2]), (c.out[1], c.out[3])] if ndim == 2 else [(c.out[0],), (c.out[1],)]
+    factors = []
+    for group in groups:
+        match = [(op, lab) for op, lab in pairs if set(lab) == set(group)]
+        if len(match) != 1:
+            return None
+        op, lab = match[0]
+        m = recognise(op)
+        if isinstance(m, N.Index):
+            return None
+        factors.append(m if tuple(lab) == group else N.transpose(m))
+    rest = [recognise(op) for op in scalars]
+    return N.prod(1.0, rest + [N.Kron(KIND[ndim], tuple(factors))])
 
 
 # --------------------------------------------------------------------------- contractions

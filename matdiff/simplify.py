@@ -92,6 +92,10 @@ def normalise_contract(c: Contract) -> Node:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
         return B.scale(coef, ops[0])
+    if len(ops) == 1 and isinstance(ops[0], Sum) and sorted(labs[0]) == sorted(c.out) and \
+            len(set(labs[0])) == len(labs[0]):  # (A + B)ᵀ → Aᵀ + Bᵀ: sums stay outermost
+        return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
+                                  for k, t in ops[0].terms], c.shape))
     return B.scale(coef, canonical(Contract(tuple(ops), tuple(labs), tuple(c.out)))[0])
 
 

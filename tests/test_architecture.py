@@ -24,7 +24,7 @@ ALLOWED = {
     "printing": {"functions", "ir", "notation", "recognise", "show"},
     "expr": {"build", "dims", "errors", "evaluate", "functions", "ir", "notation", "printing",
              "recognise", "show", "simplify"},
-    "library": {"build", "diff", "dims", "errors", "evaluate", "expr", "functions", "ir"},
+    "library": {"build", "diff", "dims", "errors", "evaluate", "expr", "functions", "ir", "simplify"},
     "check": {"dims", "errors", "evaluate", "expr", "ir", "library"},
     "explicit": {"dims", "errors", "evaluate", "expr", "ir"},
 }

@@ -103,7 +103,7 @@ GOLDEN = [
     ('wᵀ softmax(Aw)', 'Aᵀ(s ⊙ x − (sᵀx)s) + s  where s = softmax(Ax)'),
     ('softmax cross-entropy over rows', '(1/4)(diag(Y1)softmax(X, axis=1) − Y)'),
     ('Σ kron(A, B) by A', "Σ_p Σ_q [reshape(einsum('a,b->ab', ones(m·n), ones(m·n)), (n, m, n, m))]_ipjq B_pq"),
-    ('aᵀ kron(A, B) b', "Σ_p Σ_q [reshape(einsum('a,b->ab', p, q), (n, m, n, m))]_piqj A_pq"),
+    ('aᵀ kron(A, B) b', "Σ_p Σ_q [reshape(einsum('a,b->ba', q, p), (n, m, n, m))]_piqj A_pq"),
     ('∂kron(x, y)/∂x', 'Σ_p [reshape(eye(m·n), (m·n, n, m))]_ijp z_p'),
     ('∂kron(A, B)/∂B', "Σ_p Σ_q [reshape(einsum('ab,cd->acbd', eye(m·n), eye(m·n)), (m·n, m·n, n, m, n, m))]_ijpkql A_pq"),
     ('‖kron(A, B)‖²', "Σ_p Σ_q [reshape((2*reshape(einsum('ab,cd->cadb', B, A), (m·n, m·n))), (n, m, n, m))]_ipjq B_pq"),
@@ -205,7 +205,7 @@ def _read_back(e, case):
         return
     rng = np.random.default_rng(0)
     vs = {v.name: v for v in variables(e.node, *e.scope)}
-    size = {"n": 3, "k": 2, "m": 4}
+    size = {"n": 3, "k": 2, "m": 4, "p": 5, "q": 2}
     kinds = case.kinds if case else {}
     values = {k: _sample(v, kinds.get(k, "positive" if k in "xy" else "normal"), size, rng)
               for k, v in vs.items()}

@@ -1,0 +1,88 @@
+"""Layouts of derivatives: numerator (default), denominator, and vec with Kronecker forms."""
+import numpy as np
+import pytest
+
+import matdiff as md
+
+from .test_printing import _read_back
+
+rng = np.random.default_rng(0)
+A, X, B = md.matrix("A", "m", "n"), md.matrix("X", "n", "p"), md.matrix("B", "p", "q")
+Y, C = md.matrix("Y", "n", "n"), md.matrix("C", "n", "n")
+W, Xk = md.matrix("W", "m", "n"), md.matrix("X", "n", "k")
+x = md.vector("x", "n")
+VALUES = {"A": rng.normal(size=(2, 3)), "X": rng.normal(size=(3, 4)), "B": rng.normal(size=(4, 5)),
+          "Y": rng.normal(size=(3, 3)) + 3 * np.eye(3), "C": rng.normal(size=(3, 3)),
+          "W": rng.normal(size=(2, 3)), "x": rng.normal(size=3)}
+
+VEC = [  # f, variable, printed ∂vec(f)/∂vec(x) (column-major), and row-major
+    (A @ X @ B, X, "Bᵀ ⊗ A", "A ⊗ Bᵀ"),
+    (Y @ C, Y, "Cᵀ ⊗ I", "I ⊗ Cᵀ"),
+    (C @ Y, Y, "I ⊗ C", "C ⊗ I"),
+    (md.inv(Y), Y, "−Y⁻ᵀ ⊗ Y⁻¹", "−Y⁻¹ ⊗ Y⁻ᵀ"),
+    (W @ Xk, W, "Xᵀ ⊗ I", "I ⊗ Xᵀ"),  # the handwritten notes' Y = WX
+    (2 * (Y @ C) + C @ Y, Y, "2(Cᵀ ⊗ I) + I ⊗ C", "C ⊗ I + 2(I ⊗ Cᵀ)"),
+]
+
+
+def _vals(e):
+    used = {v.node.name for v in e.variables} | {v.name for v in e.scope}
+    return {k: v for k, v in VALUES.items() if k in used}
+
+
+@pytest.mark.parametrize("f,var,column,row", VEC, ids=[v[2] for v in VEC])
+def test_vec_jacobians_are_kronecker_products(f, var, column, row):
+    full = md.jacobian(f, var)
+    J = full.evaluate(_vals(full))
+    p = f.ndim
+    for order, text in (("column", column), ("row", row)):
+        d = md.jacobian(f, var, layout="vec", vec=order)
+        assert str(d) == text
+        got = d.evaluate(_vals(d))
+        if order == "column":  # vec stacks columns: NumPy's order="F"
+            want = J.transpose(tuple(reversed(range(p))) + tuple(reversed(range(p, J.ndim))))
+        else:
+            want = J
+        want = want.reshape(got.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        _read_back(d, None)
+
+
+def test_column_vec_matches_numpy_fortran_order():
+    # ∂vec(AXB)/∂vec(X) applied to vec(dX) is vec(A dX B), with vec = reshape(order="F")
+    d = md.jacobian(A @ X @ B, X, layout="vec").evaluate(_vals(A @ X @ B))
+    dX = rng.normal(size=(3, 4))
+    lhs = d @ dX.reshape(-1, order="F")
+    rhs = (VALUES["A"] @ dX @ VALUES["B"]).reshape(-1, order="F")
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+
+
+def test_denominator_layout_puts_the_variable_first():
+    f = md.sigmoid(A @ x)
+    num, den = md.jacobian(f, x), md.jacobian(f, x, layout="denominator")
+    assert num.shape == ("m", "n") and den.shape == ("n", "m")
+    vals = {"A": VALUES["A"], "x": VALUES["x"]}
+    np.testing.assert_allclose(den.evaluate(vals), num.evaluate(vals).T)
+    assert str(den) == "Aᵀdiag(σ(Ax) ⊙ (1 − σ(Ax)))"
+    # a gradient has its variable's shape in every layout
+    g = md.jacobian(md.sum(f), x, layout="denominator")
+    assert g.shape == ("n",) and str(g) == str(md.grad(md.sum(f), x))
+
+
+def test_seed_004_layer_derivatives_in_denominator_layout():
+    Wl, a = md.matrix("W", "m", "n"), md.vector("A", "m")
+    z = Wl.T @ a  # Z = WᵀA: ∂Z/∂A is W in the denominator layout, Wᵀ in the numerator one
+    assert str(md.jacobian(z, a, layout="denominator")) == "W"
+    assert str(md.jacobian(z, a)) == "Wᵀ"
+
+
+def test_layout_errors():
+    with pytest.raises(md.MatdiffError, match="layout must be one of 'numerator', 'denominator', 'vec'"):
+        md.jacobian(A @ X, X, layout="mixed")
+    with pytest.raises(md.MatdiffError, match="vec must be 'column' or 'row'"):
+        md.jacobian(A @ X, X, layout="vec", vec="diagonal")
+
+
+def test_latex_and_index_functions():
+    assert md.latex(md.jacobian(md.inv(Y), Y, layout="vec")) == r"-Y^{-\top} \otimes Y^{-1}"
+    assert md.to_index(md.jacobian(x @ x.T, x)) == "δ_ik x_j + x_i δ_jk"
