@@ -21,11 +21,16 @@ from matdiff.ir import clear_caches, dag_size  # noqa: E402
 from tests.cases import tanh_network  # noqa: E402
 
 
-def timed(f, repeat=7):
+def _clear_printing():
+    from matdiff import recognise
+    recognise._CACHE.clear()
+
+
+def timed(f, repeat=7, clear=clear_caches):
     """Median seconds of f(), with matdiff's memo caches cleared before each run."""
     times = []
     for _ in range(repeat):
-        clear_caches()
+        clear()
         t = time.perf_counter()
         f()
         times.append(time.perf_counter() - t)
@@ -39,17 +44,20 @@ def table_cases():
     t = time.perf_counter()
     CASES = importlib.reload(tests.cases).CASES  # building every expression of the table
     build = (time.perf_counter() - t) / len(CASES)
-    grads, hessians = [], []
+    grads, hessians, printing = [], [], []
     for c in CASES:
         scalar = md.expr.lift(c.f).ndim == 0
         grads.append(timed(lambda: md.jacobian(c.f, c.wrt)))
         if scalar:
             hessians.append(timed(lambda: md.hessian(c.f, c.wrt)))
+        d = md.jacobian(c.f, c.wrt)
+        printing.append(timed(lambda: (str(d), d.latex()), clear=_clear_printing))
     print("## Derivation time over the test table\n")
     print(f"{len(CASES)} cases; building an expression takes {build * 1e3:.3f} ms on average.\n")
     print("| what | cases | median | 90th percentile | max |")
     print("|---|---|---|---|---|")
-    for name, ts in (("first derivative", grads), ("Hessian (scalar cases)", hessians)):
+    for name, ts in (("first derivative", grads), ("Hessian (scalar cases)", hessians),
+                     ("matrix notation: recognise, print text and LaTeX", printing)):
         q = np.percentile(ts, [50, 90, 100]) * 1e3
         print(f"| {name} | {len(ts)} | {q[0]:.2f} ms | {q[1]:.2f} ms | {q[2]:.2f} ms |")
     print()

@@ -17,6 +17,8 @@ what the IR means; when no rule applies the result is ``Index``.
 """
 from __future__ import annotations
 
+import weakref
+
 from . import notation as N
 from .functions import Function
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
@@ -34,7 +36,7 @@ def recognise(node: Node) -> N.M:
     return cache
 
 
-_CACHE: dict = {}
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node -> its notation
 
 
 def _recognise(node: Node):
