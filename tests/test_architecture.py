@@ -73,6 +73,7 @@ def test_docstring_examples_run(module):
     assert result.failed == 0
 
 
-def test_conventions_doc_examples_run():
-    result = doctest.testfile(str(ROOT / "docs" / "conventions.md"), module_relative=False)
+@pytest.mark.parametrize("doc", ["docs/conventions.md", "README.md"])
+def test_doc_examples_run(doc):
+    result = doctest.testfile(str(ROOT / doc), module_relative=False)
     assert result.failed == 0 and result.attempted > 0
