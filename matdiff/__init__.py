@@ -11,7 +11,7 @@ from .expr import Expr, lift
 from .library import (abs, cos, derivative, det, diag, dot, einsum, exp, eye, function, grad,
                       hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, norm, ones,
                       outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
-                      sqrt, sum, tan, tanh, tensor, trace, vector, zeros)
+                      sqrt, step, sum, tan, tanh, tensor, trace, vector, zeros)
 from .check import check
 from .explicit import explicit
 
@@ -32,6 +32,6 @@ __all__ = [
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
     "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
-    "sign", "softmax", "logsumexp", "function", "scalar_function",
+    "sign", "step", "softmax", "logsumexp", "function", "scalar_function",
     "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
 ]

@@ -17,7 +17,7 @@ from .errors import MatdiffError, ShapeError
 from .evaluate import evaluate, variables
 from .ir import Const, Node, Var, free_vars
 from . import notation as N
-from .printing import LATEX, TEXT, index_notation, render
+from .printing import LATEX, TEXT, index_notation, python_code, render
 from .recognise import recognise
 from .show import index_form
 from .simplify import simplify
@@ -61,7 +61,13 @@ class Expr:
         return [Expr(v, src=v.name) for v in variables(self.node)]
 
     def __repr__(self):
-        return f"<matdiff.Expr {D.fmt_shape(self.shape)}{' row' if self.row else ''}: {self}>"
+        """Python code that rebuilds the expression: ``(A + A.T) @ x``."""
+        return self.python()
+
+    def python(self, functions: dict | None = None) -> str:
+        """The expression as matdiff code, given the variables (and abstract functions,
+        renamed by ``functions``) in scope: eval(e.python()) == e in value."""
+        return python_code(self.notation(), functions or {})
 
     def __str__(self):
         """Matrix notation: Xᵀ(σ(XW) ⊙ (1 − σ(XW))); index notation above order 2."""

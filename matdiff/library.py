@@ -238,9 +238,9 @@ def _elementwise(name: str):
     return f
 
 
-exp, log, sin, cos, tan, tanh, sigmoid, softplus, relu, abs, sqrt, sign = (  # noqa: A001
+exp, log, sin, cos, tan, tanh, sigmoid, softplus, relu, step, abs, sqrt, sign = (  # noqa: A001
     _elementwise(n) for n in ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus",
-                              "relu", "abs", "sqrt", "sign"))
+                              "relu", "step", "abs", "sqrt", "sign"))
 
 
 class ElementwiseFunction:

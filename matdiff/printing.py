@@ -345,3 +345,114 @@ def _add_terms(fake: N.Add, style, free) -> str:
         sign = (style["minus"] if c < 0 else "") if i == 0 else (style["sub"] if c < 0 else style["plus"])
         out.append(sign + coef + body)
     return "".join(out)
+
+
+# --------------------------------------------------------------------------- Python code
+
+def python_code(m: N.M, functions: dict) -> str:
+    """The matrix notation as matdiff Python code: ``(A + A.T) @ x``.  ``functions`` maps
+    the names of abstract functions to the Python names that call them."""
+    return _py(m, functions)[0]
+
+
+def _py_wrap(m, functions, prec):
+    text, p = _py(m, functions)
+    return f"({text})" if p < prec else text
+
+
+def _py_dims(dims) -> str:
+    return ", ".join(repr(str(d)) if not isinstance(d, int) else str(d) for d in dims)
+
+
+def _py(m: N.M, functions: dict):
+    if isinstance(m, N.Sym):
+        if m.role == "var":
+            return m.name, ATOM
+        call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
+        if call:
+            return f"{call}({_py_dims(m.dims)})", ATOM
+        return f"md.eye({_py_dims(m.dims[:1])})", ATOM
+    if isinstance(m, N.Num):
+        return repr(float(m.value)) if not float(m.value).is_integer() else str(int(m.value)), \
+            ATOM if m.value >= 0 else NEG
+    if isinstance(m, N.T):
+        return _py_wrap(m.arg, functions, POSTFIX + 1) + ".T", POSTFIX
+    if isinstance(m, N.Inv):
+        return f"md.inv({_py(m.arg, functions)[0]})", ATOM
+    if isinstance(m, N.Prod):
+        parts, kind = [], None
+        for f in m.factors:
+            op = "" if kind is None else (" * " if "s" in (kind, f.kind) else " @ ")
+            parts.append(op + _py_wrap(f, functions, PROD + 1))
+            kind = N._product_kind([kind or "s", f.kind]) if kind else f.kind
+        body = "".join(parts)
+        if m.coef == 1:
+            return body, PROD
+        coef = repr(float(abs(m.coef))) if not float(m.coef).is_integer() else str(int(abs(m.coef)))
+        text = (f"{coef} * " if abs(m.coef) != 1 else "") + body
+        return ("-" + text, NEG) if m.coef < 0 else (text, PROD)
+    if isinstance(m, (N.Had, N.Kron)):
+        if isinstance(m, N.Kron):
+            return f"md.kron({', '.join(_py(f, functions)[0] for f in m.factors)})", ATOM
+        return " * ".join(_py_wrap(f, functions, PROD + 1) for f in m.factors), PROD
+    if isinstance(m, N.Add):
+        out = []
+        for i, (c, t) in enumerate(m.terms):
+            mag = abs(c)
+            term = _py_wrap(t, functions, PROD + 1 if mag != 1 else ADD + 1)
+            coef = "" if mag == 1 else (repr(float(mag)) if not float(mag).is_integer()
+                                        else str(int(mag))) + " * "
+            sign = ("-" if c < 0 else "") if i == 0 else (" - " if c < 0 else " + ")
+            out.append(sign + coef + term)
+        return "".join(out), ADD
+    if isinstance(m, N.Pow):
+        return f"{_py_wrap(m.arg, functions, ATOM)} ** {m.p!r}", POSTFIX
+    if isinstance(m, N.Call):
+        arg = _py(m.arg, functions)[0]
+        if isinstance(m.fn, ScalarFunction):
+            name = functions.get(m.name, m.name)
+            method = {0: "", 1: ".gradient", 2: ".hessian"}.get(m.order)
+            return (f"{name}{method}({arg})" if method is not None else
+                    f"<∇{m.order}{m.name}({arg})>"), ATOM
+        if isinstance(m.fn, Function) and not m.fn.builtin:
+            name = functions.get(m.name, m.name)
+            return (f"{name}({arg})" if m.order == 0 else
+                    f"{name}.derivative({arg}, {m.order})" if m.order > 1 else
+                    f"{name}.derivative({arg})"), ATOM
+        name = {"tr": "trace"}.get(m.name, m.name)
+        axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
+        return f"md.{name}({arg}{axis})", ATOM
+    return _py_index(m.node, functions), ATOM
+
+
+def _py_index(node: Node, functions: dict) -> str:
+    """md.einsum code for a tensor without matrix notation (where the API can build it)."""
+    if isinstance(node, Var):
+        return node.name
+    if isinstance(node, Sum):
+        if not node.terms:
+            return f"md.zeros({_py_dims(node.shape)})"
+        out = []
+        for i, (c, t) in enumerate(node.terms):
+            mag = abs(c)
+            coef = "" if mag == 1 else (str(int(mag)) if float(mag).is_integer() else repr(mag)) + " * "
+            sign = ("-" if c < 0 else "") if i == 0 else (" - " if c < 0 else " + ")
+            out.append(f"{sign}{coef}{_py_index(t, functions)}")
+        return "".join(out)
+    if isinstance(node, Elementwise) and node.fn.builtin:
+        inner = _py_index(node.arg, functions)
+        return f"({inner}) ** {node.fn.param!r}" if node.fn.name == "pow" else f"md.{node.fn.name}({inner})"
+    if isinstance(node, Contract):
+        names = {}
+        for x in [x for lab in node.labels for x in lab]:
+            names.setdefault(x, "abcdefghijklmnopqrstuvwxyz"[len(names) % 26])
+        spec = ",".join("".join(names[x] for x in lab) for lab in node.labels) + "->" + \
+            "".join(names[x] for x in node.out)
+        ops = []
+        for op in node.operands:
+            if isinstance(op, Delta) and op.order > 2:
+                return f"<{index_form(node)}>"  # δ_ijk has no constructor in the API
+            m = recognise(op)
+            ops.append(_py_index(op, functions) if isinstance(m, N.Index) else python_code(m, functions))
+        return f"md.einsum({spec!r}, {', '.join(ops)})"
+    return f"<{index_form(node)}>"
