@@ -13,6 +13,7 @@ from .library import (abs, cos, derivative, det, diag, dot, einsum, exp, eye, fu
                       outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
                       sqrt, step, sum, tan, tanh, tensor, trace, vector, zeros)
 from .check import check
+from .derivation import derivation
 from .explicit import explicit
 
 
@@ -33,5 +34,5 @@ __all__ = [
     "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "step", "softmax", "logsumexp", "function", "scalar_function",
-    "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
+    "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index", "derivation",
 ]

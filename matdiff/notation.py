@@ -234,3 +234,8 @@ def _transposes(m) -> int:
     kids = getattr(m, "factors", None) or ([t for _, t in m.terms] if isinstance(m, Add) else
                                            [m.arg] if hasattr(m, "arg") else [])
     return sum(_transposes(k) for k in kids)
+
+
+def trace(m: M) -> M:
+    """tr(m), written with the fewer transposes of tr(m) = tr(mᵀ)."""
+    return Call("s", "tr", min((m, transpose(m)), key=_transposes))

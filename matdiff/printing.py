@@ -50,10 +50,10 @@ def _tex(style) -> bool:
     return "latex" in style
 
 
-def render(m: N.M, style: dict, taken=()) -> str:
+def render(m: N.M, style: dict, taken=(), display=None) -> str:
     """The text of ``m``; subexpressions used three times or more, or twice in a long
     result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw)."""
-    style = dict(style, names={})
+    style = dict(style, names={}, display=display or {})
     repeated = _repeated(m)
     if repeated and len(_render(m, dict(TEXT, names={}))[0]) <= 60:  # short: name only triples
         repeated = [r for r in repeated if _counts(m)[id(r)] >= 3]
@@ -139,7 +139,8 @@ def _name(name: str, style) -> str:
 def _sym(m: N.Sym, style):
     if m.role != "var":
         return style[m.role], ATOM
-    return _name(m.name, style), ATOM
+    shown = style.get("display", {}).get(m.name)  # differentials in derivations: d(XW)
+    return (shown if shown is not None else _name(m.name, style)), ATOM
 
 
 def _transpose(m: N.T, style):
@@ -156,12 +157,26 @@ def _prod(m: N.Prod, style):
     last = len(m.factors) - 1  # a scalar product before other factors is bracketed: (xᵀAx)Ax
     parts = [_wrap(f, style, ATOM if f.kind == "s" and i < last and isinstance(f, N.Prod)
                    else PROD if i == last else PROD + 1) for i, f in enumerate(m.factors)]
-    body = "".join(parts) if not _tex(style) else " ".join(parts)
+    if _tex(style):
+        body = " ".join(parts)
+    else:  # a differential stands apart from its neighbours: aᵀ dX b
+        shown = style.get("display", {})
+        apart = [_is_differential(f, shown) for f in m.factors]
+        body = "".join((" " if i and (apart[i] or apart[i - 1]) else "") + p
+                       for i, p in enumerate(parts))
     c = m.coef
     if c == 1:
         return body, PROD
     lead = "" if abs(c) == 1 else _coefficient(abs(c), body, style)
+    if lead and not _tex(style) and _is_differential(m.factors[0], style.get("display", {})):
+        lead += " "
     return (style["minus"] if c < 0 else "") + lead + body, (NEG if c < 0 else PROD)
+
+
+def _is_differential(f, shown) -> bool:
+    while isinstance(f, N.T):
+        f = f.arg
+    return isinstance(f, N.Sym) and f.name in shown
 
 
 def _coefficient(c: float, body: str, style) -> str:
@@ -180,6 +195,9 @@ def _add(m: N.Add, style):
         mag = abs(c)
         term = _wrap(t, style, PROD if mag != 1 else ADD + 1)
         coef = "" if mag == 1 else _coefficient(mag, term, style)
+        first = t.factors[0] if isinstance(t, N.Prod) else t
+        if coef and not _tex(style) and _is_differential(first, style.get("display", {})):
+            coef += " "  # 2 d(Xw)ᵀ(Xw − y)
         sign = (style["minus"] if c < 0 else "") if i == 0 else (style["sub"] if c < 0 else style["plus"])
         out.append(sign + coef + term)
     return "".join(out), ADD

@@ -175,7 +175,7 @@ def _contract(c: Contract):
             if lab[0] in c.out or everywhere.count(lab[0]) > 2:
                 items.append(_Item(N.Call("c", "diag", m), lab[0], None))
             else:
-                scalars.append(N.Call("s", "tr", m))
+                scalars.append(N.trace(m))
         else:
             items.append(_Item(m, lab[0], lab[1]))
     out = list(c.out)
@@ -235,7 +235,7 @@ def _merge_once(items, scalars, out, dims, fresh):
                 qm = q.m if (q.rows, q.cols) == (p.cols, p.rows) else N.transpose(q.m)
                 items.remove(p)
                 items.remove(q)
-                scalars.append(N.Call("s", "tr", N.prod(1.0, [p.m, qm])))
+                scalars.append(N.trace(N.prod(1.0, [p.m, qm])))
                 return True
     for lab in sorted(labels - set(out)):
         holders = [it for it in items if lab in it.labels]
@@ -249,10 +249,10 @@ def _merge_once(items, scalars, out, dims, fresh):
                 return True
             if square is not None and h.labels <= set(labels) - set(out) and \
                     all(sum(x in it.labels for it in items) == 0 for x in h.labels):
-                scalars.append(N.Call("s", "tr", N.prod(1.0, [N.transpose(square), square])))
+                scalars.append(N.trace(N.prod(1.0, [N.transpose(square), square])))
                 return True  # Σᵢⱼ Aᵢⱼ² = tr(AᵀA)
             if h.rows == h.cols == lab:  # a closed loop: (ABC)_ii
-                scalars.append(N.Call("s", "tr", h.m))
+                scalars.append(N.trace(h.m))
             elif h.rows is None:  # Σ_j r_j = r1 for a row r
                 scalars.append(N.prod(1.0, [h.m, N.Sym("c", "1", "one", dims=(dims[lab],))]))
             else:

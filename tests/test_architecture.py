@@ -27,6 +27,8 @@ ALLOWED = {
     "library": {"build", "diff", "dims", "errors", "evaluate", "expr", "functions", "ir", "simplify"},
     "check": {"dims", "errors", "evaluate", "expr", "ir", "library"},
     "explicit": {"dims", "errors", "evaluate", "expr", "ir"},
+    "derivation": {"build", "diff", "errors", "expr", "ir", "library", "printing", "recognise",
+                   "simplify"},
 }
 THIRD_PARTY = {"numpy", "opt_einsum", "sympy"}
 
@@ -64,7 +66,7 @@ def test_every_module_is_listed():
 
 
 @pytest.mark.parametrize("module", ["matdiff", "matdiff.expr", "matdiff.check", "matdiff.explicit",
-                                    "matdiff.library"])
+                                    "matdiff.library", "matdiff.derivation"])
 def test_docstring_examples_run(module):
     import importlib
 

@@ -1,0 +1,138 @@
+"""Step-by-step derivations by differentials, as in the Tomassoli tutorial.
+
+``derivation(f, X)`` starts from d f and applies one differential rule per step to every
+differential still open — d(u) of a subexpression u becomes the rule's expression in the
+differentials of u's operands — until only dX is left; it then moves dX out, writing the
+result as ⟨G, dX⟩, and concludes ∇_X f = G.  The rules are the engine's (``diff.RULES``),
+so each line is exactly what the engine computes.
+"""
+from __future__ import annotations
+
+from . import build as B
+from .diff import RULES
+from .errors import MatdiffError, NotSupportedError
+from .ir import Var, free_vars
+from .printing import LATEX, TEXT, render
+from .recognise import recognise
+from .simplify import simplify
+
+
+class Derivation:
+    """The lines of a derivation: ``steps`` (IR nodes linear in differentials), the gradient,
+    and how to show each differential.  ``str`` and ``latex()`` print it."""
+
+    def __init__(self, f, x: Var, steps: list, gradient, holes: dict):
+        self.f, self.x, self.steps, self.gradient, self.holes = f, x, steps, gradient, holes
+
+    def _display(self, style):
+        out = {}
+        for name, u in self.holes.items():
+            inner = render(recognise(u), style)
+            if style is TEXT:
+                out[name] = f"d{inner}" if isinstance(u, Var) else f"d({inner})"
+            else:
+                out[name] = (f"\\mathrm{{d}}{inner}" if isinstance(u, Var)
+                             else f"\\mathrm{{d}}\\left({inner}\\right)")
+        return out
+
+    def lines(self, style=TEXT) -> list:
+        display = self._display(style)
+        shown = [render(recognise(s), style, display=display) for s in self.steps]
+        dx = display[_hole_name(0)]
+        g = render(recognise(self.gradient), style)
+        if style is TEXT:
+            pairing = f"⟨{g}, {dx}⟩" if self.x.ndim else f"{g} {dx}"
+            name = f"∇_{self.x.name}"
+        else:
+            pairing = (f"\\left\\langle {g}, {dx} \\right\\rangle" if self.x.ndim else f"{g}\\, {dx}")
+            name = f"\\nabla_{{{self.x.name}}}"
+        return shown + [pairing, name + (" = " if style is TEXT else " = ") + g]
+
+    def __str__(self):
+        lines = self.lines(TEXT)
+        head = lines[0]
+        width = len(head)
+        body = [f"{head}"] + [" " * width + f" = {line}" for line in lines[1:-1]]
+        body[0] = f"{head} = {lines[1]}" if len(lines) > 2 else head
+        body = [body[0]] + [" " * width + f" = {line}" for line in lines[2:-1]]
+        return "\n".join(body + [f"⇒ {lines[-1]}"])
+
+    def latex(self) -> str:
+        lines = self.lines(LATEX)
+        rows = [f"{lines[0]} &= {lines[1]}"] + [f"&= {line}" for line in lines[2:-1]]
+        return "\\begin{aligned}" + " \\\\\n".join(rows) + \
+            f" \\\\\n&\\implies {lines[-1]}\\end{{aligned}}"
+
+    def _repr_latex_(self):
+        return f"$${self.latex()}$$"
+
+    def __repr__(self):
+        return str(self)
+
+
+def _hole_name(k: int) -> str:
+    return f"__d{k}"
+
+
+def derivation(f, x) -> Derivation:
+    """The derivation of ∇ₓf by differentials, one rule per step.
+
+    >>> a, X, b = md.vector("a", "n"), md.matrix("X", "n", "n"), md.vector("b", "n")
+    >>> print(md.derivation(a.T @ X @ b, X))
+    d(aᵀXb) = aᵀ dX b
+            = ⟨abᵀ, dX⟩
+    ⇒ ∇_X = abᵀ
+    """
+    from .expr import lift
+    from .library import _variable, grad
+
+    f = lift(f)
+    var = _variable(x, "derivation")
+    if f.ndim != 0:
+        raise NotSupportedError(f"derivation({f.src}, …): derivations are shown for scalar "
+                                f"functions; {f.src} is {f.describe_shape()}")
+    if var not in free_vars(f.node):
+        raise MatdiffError(f"derivation: {f.src} does not depend on {var.name}")
+    root = simplify(f.node)
+    holes, nodes = {}, {}
+
+    def hole(u):
+        if u not in nodes:
+            name = _hole_name(0) if u is var else _hole_name(len(nodes) + 1)
+            nodes[u] = Var(name, u.shape, False)
+            holes[name] = u
+        return nodes[u]
+
+    hole(var)
+    current = hole(root)
+    steps = [current]
+    for _ in range(200):
+        open_ = [u for u in holes.values() if u is not var and nodes[u] in free_vars(current)]
+        if not open_:
+            break
+        expansion = {}
+        for u in open_:  # d(u) = Σₖ rule(u, k, d(childₖ))
+            parts = [RULES[type(u)](u, k, hole(c)) for k, c in enumerate(u.children)
+                     if var in free_vars(c)]
+            expansion[nodes[u]] = parts[0] if len(parts) == 1 else B.add(*parts)
+        current = simplify(_substitute(current, expansion))
+        steps.append(current)
+    return Derivation(f, var, steps, grad(f, x).node, holes)
+
+
+def _substitute(node, mapping):
+    """node with the placeholder variables in ``mapping`` replaced."""
+    memo = {}
+
+    def go(n):
+        if n in mapping:
+            return mapping[n]
+        if n in memo:
+            return memo[n]
+        if not (free_vars(n) & mapping.keys()):
+            memo[n] = n
+            return n
+        memo[n] = n.with_children([go(c) for c in n.children])
+        return memo[n]
+
+    return go(node)
