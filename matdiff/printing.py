@@ -189,18 +189,23 @@ def _coefficient(c: float, body: str, style) -> str:
     return mag + ("·" if body[:1].isdigit() or "." in mag else "")
 
 
+def _signed(pieces, minus, sub, plus) -> str:
+    """Terms (coefficient, text without its sign) joined as a − b + c."""
+    return "".join(((minus if c < 0 else "") if i == 0 else (sub if c < 0 else plus)) + text
+                   for i, (c, text) in enumerate(pieces))
+
+
 def _add(m: N.Add, style):
-    out = []
-    for i, (c, t) in enumerate(m.terms):
+    pieces = []
+    for c, t in m.terms:
         mag = abs(c)
         term = _wrap(t, style, PROD if mag != 1 else ADD + 1)
         coef = "" if mag == 1 else _coefficient(mag, term, style)
         first = t.factors[0] if isinstance(t, N.Prod) else t
         if coef and not _tex(style) and _is_differential(first, style.get("display", {})):
             coef += " "  # 2 d(Xw)ᵀ(Xw − y)
-        sign = (style["minus"] if c < 0 else "") if i == 0 else (style["sub"] if c < 0 else style["plus"])
-        out.append(sign + coef + term)
-    return "".join(out), ADD
+        pieces.append((c, coef + term))
+    return _signed(pieces, style["minus"], style["sub"], style["plus"]), ADD
 
 
 def _call(m: N.Call, style):
@@ -355,14 +360,9 @@ def _factor(op, letters, style) -> str:
 
 
 def _add_terms(fake: N.Add, style, free) -> str:
-    out = []
-    for i, (c, t) in enumerate(fake.terms):
-        body = index_notation(t.node, style, free)
-        mag = abs(c)
-        coef = "" if mag == 1 else _number(mag, style) + " "
-        sign = (style["minus"] if c < 0 else "") if i == 0 else (style["sub"] if c < 0 else style["plus"])
-        out.append(sign + coef + body)
-    return "".join(out)
+    pieces = [(c, ("" if abs(c) == 1 else _number(abs(c), style) + " ")
+               + index_notation(t.node, style, free)) for c, t in fake.terms]
+    return _signed(pieces, style["minus"], style["sub"], style["plus"])
 
 
 # --------------------------------------------------------------------------- Python code
@@ -371,6 +371,12 @@ def python_code(m: N.M, functions: dict) -> str:
     """The matrix notation as matdiff Python code: ``(A + A.T) @ x``.  ``functions`` maps
     the names of abstract functions to the Python names that call them."""
     return _py(m, functions)[0]
+
+
+def _py_coef(c: float) -> str:
+    """The magnitude of a coefficient as a Python factor: '', '2 * ', '0.5 * '."""
+    mag = abs(c)
+    return "" if mag == 1 else (str(int(mag)) if float(mag).is_integer() else repr(float(mag))) + " * "
 
 
 def _py_wrap(m, functions, prec):
@@ -406,23 +412,16 @@ def _py(m: N.M, functions: dict):
         body = "".join(parts)
         if m.coef == 1:
             return body, PROD
-        coef = repr(float(abs(m.coef))) if not float(m.coef).is_integer() else str(int(abs(m.coef)))
-        text = (f"{coef} * " if abs(m.coef) != 1 else "") + body
+        text = _py_coef(m.coef) + body
         return ("-" + text, NEG) if m.coef < 0 else (text, PROD)
     if isinstance(m, (N.Had, N.Kron)):
         if isinstance(m, N.Kron):
             return f"md.kron({', '.join(_py(f, functions)[0] for f in m.factors)})", ATOM
         return " * ".join(_py_wrap(f, functions, PROD + 1) for f in m.factors), PROD
     if isinstance(m, N.Add):
-        out = []
-        for i, (c, t) in enumerate(m.terms):
-            mag = abs(c)
-            term = _py_wrap(t, functions, PROD + 1 if mag != 1 else ADD + 1)
-            coef = "" if mag == 1 else (repr(float(mag)) if not float(mag).is_integer()
-                                        else str(int(mag))) + " * "
-            sign = ("-" if c < 0 else "") if i == 0 else (" - " if c < 0 else " + ")
-            out.append(sign + coef + term)
-        return "".join(out), ADD
+        pieces = [(c, _py_coef(c) + _py_wrap(t, functions, PROD + 1 if abs(c) != 1 else ADD + 1))
+                  for c, t in m.terms]
+        return _signed(pieces, "-", " - ", " + "), ADD
     if isinstance(m, N.Pow):
         return f"{_py_wrap(m.arg, functions, ATOM)} ** {m.p!r}", POSTFIX
     if isinstance(m, N.Call):
@@ -450,13 +449,8 @@ def _py_index(node: Node, functions: dict) -> str:
     if isinstance(node, Sum):
         if not node.terms:
             return f"md.zeros({_py_dims(node.shape)})"
-        out = []
-        for i, (c, t) in enumerate(node.terms):
-            mag = abs(c)
-            coef = "" if mag == 1 else (str(int(mag)) if float(mag).is_integer() else repr(mag)) + " * "
-            sign = ("-" if c < 0 else "") if i == 0 else (" - " if c < 0 else " + ")
-            out.append(f"{sign}{coef}{_py_index(t, functions)}")
-        return "".join(out)
+        return _signed([(c, _py_coef(c) + _py_index(t, functions)) for c, t in node.terms],
+                       "-", " - ", " + ")
     if isinstance(node, Elementwise) and node.fn.builtin:
         inner = _py_index(node.arg, functions)
         return f"({inner}) ** {node.fn.param!r}" if node.fn.name == "pow" else f"md.{node.fn.name}({inner})"
