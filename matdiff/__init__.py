@@ -14,6 +14,7 @@ from .library import (abs, cos, derivative, det, diag, dot, einsum, exp, eye, fu
                       sqrt, step, sum, tan, tanh, tensor, trace, vector, zeros)
 from .check import check
 from .derivation import derivation
+from .parse import ParseError, parse
 from .explicit import explicit
 
 
@@ -34,5 +35,6 @@ __all__ = [
     "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "step", "softmax", "logsumexp", "function", "scalar_function",
-    "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index", "derivation",
+    "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
+    "derivation", "parse", "ParseError",
 ]

@@ -1,0 +1,740 @@
+"""Text input: two dialects, one hand-written parser, shapes inferred by unification.
+
+``parse(text, dialect="matrixcalculus" | "numpy", **declarations)`` reads an expression
+without evaluating any Python.  It runs in three steps:
+
+1. tokenise and parse into a small syntax tree (a Pratt parser; each dialect is a table of
+   operators with their binding powers);
+2. infer every variable's kind and dims: kinds come from declarations or the naming
+   convention of matrixcalculus.org (a–g scalars, h–z vectors, A–Z matrices), dims are
+   unknowns unified by use, so ``x'*A*x`` makes A square;
+3. build the expression through the public API, which checks everything once more.
+
+Every error is a ``ParseError`` (or a ``ShapeError``) that quotes the input with a caret
+under the offending column.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from . import library as L
+from .errors import MatdiffError, ShapeError
+from .expr import Expr, lift
+
+MAX_LENGTH = 10_000
+MAX_DEPTH = 100
+DIALECTS = ("matrixcalculus", "numpy")
+
+
+class ParseError(MatdiffError, SyntaxError):
+    """Text that is not an expression of the dialect; ``str`` shows where, with a caret."""
+
+    def __init__(self, message: str, text: str = "", column: int | None = None):
+        self.message, self.text, self.column = message, text, column
+        super().__init__(message)
+
+    def __str__(self):
+        if self.column is None or not self.text or len(self.text) > 200:
+            where = f" (at column {self.column + 1})" if self.column is not None else ""
+            return self.message + where
+        return f"{self.message}\n  {self.text}\n  {' ' * self.column}^"
+
+
+def _shape_error(message, text, column):
+    err = ShapeError(message)
+    err.text, err.column = text, column
+    err.args = (str(ParseError(message, text, column)),)
+    return err
+
+
+# --------------------------------------------------------------------------- tokens
+
+TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+  | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
+  | (?P<op>\.\*|\./|\.\^|\*\*|\.T\b|[-+*/^@'(),=])
+""", re.VERBOSE)
+
+
+@dataclass
+class Tok:
+    kind: str  # number, name, op, end
+    text: str
+    col: int
+
+
+def tokenize(text: str) -> list:
+    out, pos = [], 0
+    while pos < len(text):
+        m = TOKEN.match(text, pos)
+        if m is None:
+            raise ParseError(f"unexpected character {text[pos]!r}", text, pos)
+        if m.lastgroup != "space":
+            out.append(Tok(m.lastgroup, m.group(), pos))
+        pos = m.end()
+    out.append(Tok("end", "", len(text)))
+    return out
+
+
+# --------------------------------------------------------------------------- syntax tree
+
+
+@dataclass
+class Node:
+    op: str  # num, var, call, neg, binary operators, transpose
+    col: int
+    args: list = field(default_factory=list)
+    value: object = None  # number, name
+    kwargs: dict = field(default_factory=dict)
+
+
+# binding powers: (left, right) for infix; prefix minus binds like a product's operand
+INFIX = {
+    "matrixcalculus": {"+": (10, 11), "-": (10, 11), "*": (20, 21), ".*": (20, 21),
+                       "./": (20, 21), "/": (20, 21), "^": (41, 40), ".^": (41, 40)},
+    "numpy": {"+": (10, 11), "-": (10, 11), "*": (20, 21), "/": (20, 21), "@": (20, 21),
+              "**": (41, 40)},
+}
+POSTFIX = {"matrixcalculus": {"'": 50}, "numpy": {".T": 50}}
+PREFIX_MINUS = 30
+
+
+class Parser:
+    def __init__(self, text: str, dialect: str):
+        self.text, self.dialect = text, dialect
+        self.toks, self.i, self.depth = tokenize(text), 0, 0
+
+    def peek(self) -> Tok:
+        return self.toks[self.i]
+
+    def take(self) -> Tok:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def expect(self, text: str) -> Tok:
+        tok = self.peek()
+        if tok.text != text:
+            found = "the end of the input" if tok.kind == "end" else repr(tok.text)
+            raise ParseError(f"expected {text!r} but found {found}", self.text, tok.col)
+        return self.take()
+
+    def parse(self) -> Node:
+        node = self.expression(0)
+        tok = self.peek()
+        if tok.kind != "end":
+            hint = " (a missing operator?)" if tok.kind in ("name", "number") or tok.text == "(" else ""
+            raise ParseError(f"unexpected {tok.text!r}{hint}", self.text, tok.col)
+        return node
+
+    def expression(self, min_bp: int) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ParseError(f"the expression nests deeper than {MAX_DEPTH} levels", self.text,
+                             self.peek().col)
+        left = self.prefix()
+        while True:
+            tok = self.peek()
+            post = POSTFIX[self.dialect].get(tok.text)
+            if post is not None and tok.kind == "op":
+                if post < min_bp:
+                    break
+                self.take()
+                left = Node("transpose", tok.col, [left])
+                continue
+            bp = INFIX[self.dialect].get(tok.text) if tok.kind == "op" else None
+            if bp is None or bp[0] < min_bp:
+                if tok.kind == "op" and tok.text not in (")", ",") and bp is None and post is None:
+                    other = "numpy" if self.dialect == "matrixcalculus" else "matrixcalculus"
+                    extra = (f"; {tok.text!r} belongs to the {other} dialect"
+                             if tok.text in INFIX[other] or tok.text in POSTFIX[other] else "")
+                    raise ParseError(f"unexpected {tok.text!r}{extra}", self.text, tok.col)
+                break
+            self.take()
+            right = self.expression(bp[1])
+            left = Node(tok.text, tok.col, [left, right])
+        self.depth -= 1
+        return left
+
+    def prefix(self) -> Node:
+        tok = self.take()
+        if tok.kind == "number":
+            return Node("num", tok.col, value=float(tok.text))
+        if tok.text == "-":
+            return Node("neg", tok.col, [self.expression(PREFIX_MINUS)])
+        if tok.text == "+":
+            return self.expression(PREFIX_MINUS)
+        if tok.text == "(":
+            inner = self.expression(0)
+            self.expect(")")
+            return inner
+        if tok.kind == "name":
+            if self.peek().text == "(":
+                return self.call(tok)
+            return Node("var", tok.col, value=tok.text)
+        found = "the end of the input" if tok.kind == "end" else repr(tok.text)
+        raise ParseError(f"expected a number, a name or '(' but found {found}", self.text, tok.col)
+
+    def call(self, name: Tok) -> Node:
+        self.expect("(")
+        args, kwargs = [], {}
+        if self.peek().text != ")":
+            while True:
+                tok = self.peek()
+                if tok.kind == "name" and self.toks[self.i + 1].text == "=":
+                    self.take()
+                    self.take()
+                    kwargs[tok.text] = self.expression(0)
+                else:
+                    args.append(self.expression(0))
+                if self.peek().text != ",":
+                    break
+                self.take()
+        self.expect(")")
+        return Node("call", name.col, args, name.text, kwargs)
+
+
+# --------------------------------------------------------------------------- declarations
+
+KIND_WORDS = {"scalar": 0, "vector": 1, "matrix": 2}
+DECL = re.compile(r"^\s*(?:(?P<name>[A-Za-z_]\w*)\s*:)?\s*(?P<kind>scalar|vector|matrix|function|"
+                  r"scalar_function|scalar function)\s*(?:\((?P<dims>[^)]*)\))?\s*"
+                  r"(?P<sym>symmetric)?\s*$")
+
+
+@dataclass
+class Decl:
+    kind: str  # scalar, vector, matrix, function, scalar_function
+    dims: tuple = ()
+    symmetric: bool = False
+
+
+def parse_declaration(text: str, name: str | None = None) -> tuple:
+    """'A: matrix(n, n) symmetric' (or 'symmetric matrix', 'vector(n)') → (name, Decl)."""
+    words = text.strip()
+    if words.startswith("symmetric "):
+        words = words[len("symmetric "):] + " symmetric"
+    m = DECL.match(words)
+    if m is None or (name is None and m.group("name") is None):
+        raise ParseError(f"cannot read the declaration {text!r}; write e.g. "
+                         f"'A: matrix(n, n) symmetric', 'x: vector(n)' or 'sigma: function'")
+    kind = m.group("kind").replace(" ", "_")
+    dims = tuple(d.strip() for d in (m.group("dims") or "").split(",") if d.strip())
+    dims = tuple(int(d) if d.isdigit() else d for d in dims)
+    if kind in KIND_WORDS and dims and len(dims) != KIND_WORDS[kind]:
+        raise ParseError(f"a {kind} has {KIND_WORDS[kind]} dims, but {text!r} gives {len(dims)}")
+    if m.group("sym") and kind != "matrix":
+        raise ParseError(f"only a matrix can be symmetric: {text!r}")
+    for d in dims:
+        if isinstance(d, str) and not d.isidentifier():
+            raise ParseError(f"a dim must be a name or a number, not {d!r}, in {text!r}")
+    return (m.group("name") or name), Decl(kind, dims, bool(m.group("sym")))
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+class _Dims:
+    """Union-find over unknown dims; a class may be bound to a name or an int."""
+
+    def __init__(self):
+        self.parent, self.value, self.count = {}, {}, 0
+
+    def fresh(self):
+        self.count += 1
+        key = ("?", self.count)
+        self.parent[key] = key
+        return key
+
+    def find(self, d):
+        if not isinstance(d, tuple):
+            return d
+        while self.parent[d] != d:
+            self.parent[d] = self.parent[self.parent[d]]
+            d = self.parent[d]
+        return d
+
+    def resolve(self, d):
+        r = self.find(d)
+        return self.value.get(r, r) if isinstance(r, tuple) else r
+
+    def unify(self, a, b) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        va = self.value.get(ra, ra) if isinstance(ra, tuple) else ra
+        vb = self.value.get(rb, rb) if isinstance(rb, tuple) else rb
+        if not isinstance(va, tuple) and not isinstance(vb, tuple):
+            return va == vb
+        if ONE in (va, vb):  # a vector's 1 never becomes a variable's dim: x*A is an error
+            return va == vb
+        if isinstance(ra, tuple) and isinstance(rb, tuple):
+            if not isinstance(va, tuple) and not isinstance(vb, tuple) and va != vb:
+                return False
+            self.parent[ra] = rb
+            if not isinstance(va, tuple):
+                self.value[rb] = va
+            return True
+        key, val = (ra, vb) if isinstance(ra, tuple) else (rb, va)
+        if not isinstance(self.value.get(key, key), tuple) and self.value.get(key) != val:
+            return False
+        self.value[key] = val
+        return True
+
+
+@dataclass
+class Shape:
+    """A scalar (rows = cols = None) or a rows × cols matrix; a vector has the literal 1
+    on one side: a column is (n, 1), a row (1, n)."""
+
+    rows: object = None
+    cols: object = None
+
+    @property
+    def scalar(self):
+        return self.rows is None
+
+
+ONE = 1
+
+
+# --------------------------------------------------------------------------- building
+
+
+class Builder:
+    """Infers kinds and dims of a parsed tree, then builds it with the public API."""
+
+    def __init__(self, text, dialect, decls):
+        self.text, self.dialect, self.decls = text, dialect, decls
+        self.dims = _Dims()
+        self.vars: dict = {}  # name -> (Decl kind, [dim keys], symmetric)
+        self.shapes: dict = {}  # id(node) -> Shape
+
+    # ---- pass 1: shapes
+    def var_shape(self, node) -> Shape:
+        name = node.value
+        if name not in self.vars:
+            decl = self.decls.get(name)
+            if decl is not None and decl.kind in ("function", "scalar_function"):
+                raise ParseError(f"{name} is declared a function; call it as {name}(…)",
+                                 self.text, node.col)
+            kind = decl.kind if decl else _kind_by_name(name)
+            n = KIND_WORDS[kind]
+            keys = [self.dims.fresh() for _ in range(n)]
+            if decl is not None:
+                for k, d in zip(keys, decl.dims):
+                    self.dims.unify(k, d)
+                if decl.symmetric:
+                    self.dims.unify(keys[0], keys[1])
+            self.vars[name] = (kind, keys, bool(decl and decl.symmetric))
+        kind, keys, _ = self.vars[name]
+        if kind == "scalar":
+            return Shape()
+        return Shape(keys[0], ONE) if kind == "vector" else Shape(*keys)
+
+    def shape(self, node) -> Shape:
+        s = getattr(self, "_s_" + _method(node.op))(node)
+        self.shapes[id(node)] = s
+        return s
+
+    def _fail(self, node, message):
+        raise _shape_error(message, self.text, node.col)
+
+    def _same(self, node, a: Shape, b: Shape, what: str):
+        if a.scalar or b.scalar:
+            return b if a.scalar else a
+        if not (self.dims.unify(a.rows, b.rows) and self.dims.unify(a.cols, b.cols)):
+            self._fail(node, f"{what}: the operands are {self.fmt(a)} and {self.fmt(b)}")
+        return a
+
+    def fmt(self, s: Shape) -> str:
+        if s.scalar:
+            return "a scalar"
+        r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
+        names = self.dim_names()
+
+        def name(key):
+            d = self.dims.resolve(key)
+            return names.get(self.dims.find(key), "?") if isinstance(d, tuple) else str(d)
+
+        r_, c_ = s.rows, s.cols
+        if c == ONE:
+            return f"a column vector ({name(r_)})"
+        if r == ONE:
+            return f"a row vector ({name(c_)})"
+        return f"a matrix ({name(r_)} × {name(c_)})"
+
+    def _s_num(self, node):
+        return Shape()
+
+    def _s_var(self, node):
+        return self.var_shape(node)
+
+    def _s_neg(self, node):
+        return self.shape(node.args[0])
+
+    def _s_transpose(self, node):
+        s = self.shape(node.args[0])
+        return s if s.scalar else Shape(s.cols, s.rows)
+
+    def _s_add(self, node):
+        a, b = (self.shape(x) for x in node.args)
+        return self._same(node, a, b, f"{node.op!r} needs operands of one shape")
+
+    def _s_hadamard(self, node):
+        a, b = (self.shape(x) for x in node.args)
+        return self._same(node, a, b, f"{node.op!r} is element-wise and needs operands of one shape")
+
+    def _s_matmul(self, node):
+        a, b = (self.shape(x) for x in node.args)
+        if a.scalar or b.scalar:
+            if node.op == "@":
+                self._fail(node, "@ multiplies vectors and matrices; use * with a scalar")
+            return b if a.scalar else a
+        if not self.dims.unify(a.cols, b.rows):
+            self._fail(node, f"{node.value or node.op!r} multiplies {self.fmt(a)} by {self.fmt(b)}: "
+                             f"the inner "
+                             f"dims differ" + (" (transpose the vector with ')" if ONE in
+                                               (self.dims.resolve(a.cols), self.dims.resolve(b.rows))
+                                               and self.dialect == "matrixcalculus" else ""))
+        out = Shape(a.rows, b.cols)
+        if self.dims.resolve(out.rows) == ONE and self.dims.resolve(out.cols) == ONE:
+            return Shape()
+        return out
+
+    def _s_power(self, node):
+        base, exp = (self.shape(x) for x in node.args)
+        if not exp.scalar:
+            self._fail(node, "the exponent must be a scalar")
+        if node.op == "^" and not base.scalar:
+            if node.args[1].op != "num" or not float(node.args[1].value).is_integer() or \
+                    node.args[1].value < 1:
+                self._fail(node, "^ of a matrix is a matrix power and needs a positive integer "
+                                 "exponent; use .^ for an element-wise power")
+            if not self.dims.unify(base.rows, base.cols) or self.dims.resolve(base.cols) == ONE:
+                self._fail(node, f"^ is a matrix power, but the base is {self.fmt(base)}; "
+                                 f"use .^ for an element-wise power")
+        return base
+
+    def _s_call(self, node):
+        name = node.value
+        rule = self.functions().get(name)
+        if rule is None:
+            raise ParseError(f"unknown function {name!r}; known: "
+                             f"{', '.join(sorted(self.functions()))}", self.text, node.col)
+        return rule[0](node)
+
+    # ---- functions: name -> (shape rule, builder)
+    def functions(self) -> dict:
+        if hasattr(self, "_fns"):
+            return self._fns
+        same = lambda node: self._unary(node, lambda s: s)  # noqa: E731
+        scalar = lambda node: self._unary(node, lambda s: Shape())  # noqa: E731
+        elementwise = ["exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "softplus",
+                       "abs", "sqrt", "sign"]
+        fns = {n: (same, getattr(L, n)) for n in elementwise}
+        fns.update({
+            "det": (self._square_scalar, L.det), "logdet": (self._square_scalar, L.logdet),
+            "inv": (self._square_same, L.inv), "diag": (self._diag, L.diag),
+            "softmax": (self._softmax, self._build_softmax),
+            "logsumexp": (self._logsumexp, self._build_logsumexp),
+            "kron": (self._kron, L.kron),
+        })
+        if self.dialect == "matrixcalculus":
+            fns.update({"tr": (self._square_scalar, L.trace), "sum": (scalar, L.sum),
+                        "norm1": (scalar, lambda x: L.norm(x, 1) if x.ndim <= 1 else
+                                  L.sum(L.abs(x))),
+                        "norm2": (scalar, L.norm),
+                        "vector": (self._const_vector, self._build_const),
+                        "matrix": (self._const_matrix, self._build_const)})
+        else:
+            fns.update({"trace": (self._square_scalar, L.trace), "sum": (self._np_sum, self._build_sum),
+                        "norm": (self._np_norm, self._build_norm), "dot": (self._dot, L.dot),
+                        "outer": (self._outer, L.outer)})
+        for fname, decl in self.decls.items():
+            if decl.kind == "function":
+                fns[fname] = (same, L.function(fname))
+            elif decl.kind == "scalar_function":
+                fns[fname] = (scalar, L.scalar_function(fname))
+        self._fns = fns
+        return fns
+
+    def _args(self, node, n):
+        keywords = {"softmax", "logsumexp"} | ({"sum"} if self.dialect == "numpy" else set())
+        if len(node.args) != n or (node.kwargs and node.value not in keywords) or \
+                set(node.kwargs) - {"axis"}:
+            raise ParseError(f"{node.value} takes {n} argument{'s' if n > 1 else ''}",
+                             self.text, node.col)
+        return [self.shape(a) for a in node.args]
+
+    def _unary(self, node, f):
+        (s,) = self._args(node, 1)
+        return f(s)
+
+    def _square(self, node, s):
+        if s.scalar or not self.dims.unify(s.rows, s.cols) or self.dims.resolve(s.cols) == ONE:
+            self._fail(node, f"{node.value} needs a square matrix, but its argument is {self.fmt(s)}")
+
+    def _square_scalar(self, node):
+        (s,) = self._args(node, 1)
+        self._square(node, s)
+        return Shape()
+
+    def _square_same(self, node):
+        (s,) = self._args(node, 1)
+        self._square(node, s)
+        return s
+
+    def _diag(self, node):
+        (s,) = self._args(node, 1)
+        if s.scalar:
+            self._fail(node, "diag needs a vector or a square matrix")
+        r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
+        if c == ONE or r == ONE:
+            n = s.rows if c == ONE else s.cols
+            return Shape(n, n)
+        self._square(node, s)
+        return Shape(s.rows, ONE)
+
+    def _axis(self, node):
+        axis = node.kwargs.get("axis")
+        if axis is None:
+            return None
+        if axis.op != "num" or not float(axis.value).is_integer():
+            raise ParseError("axis must be an integer", self.text, axis.col)
+        return int(axis.value)
+
+    def _softmax(self, node):
+        (s,) = self._args(node, 1)
+        if s.scalar:
+            self._fail(node, "softmax needs a vector or a matrix")
+        return s
+
+    def _logsumexp(self, node):
+        (s,) = self._args(node, 1)
+        if s.scalar:
+            self._fail(node, "logsumexp needs a vector or a matrix")
+        r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
+        if ONE in (r, c):
+            return Shape()
+        axis = self._axis(node)
+        axis = 1 if axis is None else axis
+        return Shape(s.rows, ONE) if axis in (1, -1) else Shape(ONE, s.cols)
+
+    def _kron(self, node):
+        a, b = self._args(node, 2)
+        if a.scalar or b.scalar:
+            return b if a.scalar else a
+        return Shape(self.dims.fresh(), self.dims.fresh())  # the API computes product dims
+
+    def _const_vector(self, node):
+        self._const_arg(node)
+        return Shape(self.dims.fresh(), ONE)
+
+    def _const_matrix(self, node):
+        self._const_arg(node)
+        return Shape(self.dims.fresh(), self.dims.fresh())
+
+    def _const_arg(self, node):
+        if len(node.args) != 1 or node.args[0].op not in ("num", "neg"):
+            raise ParseError(f"{node.value}(c) takes one number, the value of every entry",
+                             self.text, node.col)
+
+    def _np_sum(self, node):
+        (s,) = self._args(node, 1)
+        axis = self._axis(node)
+        if axis is None or s.scalar:
+            return Shape()
+        r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
+        if ONE in (r, c):
+            return Shape()
+        return Shape(ONE, s.cols) if axis in (0, -2) else Shape(s.rows, ONE)
+
+    def _np_norm(self, node):
+        if len(node.args) not in (1, 2):
+            raise ParseError("norm takes a tensor and an optional order", self.text, node.col)
+        self.shape(node.args[0])
+        return Shape()
+
+    def _dot(self, node):
+        a, b = self._args(node, 2)
+        self._same(node, a, b, "dot needs operands of one shape")
+        return Shape()
+
+    def _outer(self, node):
+        a, b = self._args(node, 2)
+        return Shape(a.rows if not a.scalar else self.dims.fresh(),
+                     b.rows if not b.scalar else self.dims.fresh())
+
+    # ---- pass 2: build
+    def dim_names(self) -> dict:
+        """Names for the dims no declaration named: n, m, k, p, q, … in order of appearance."""
+        taken = {str(self.dims.resolve(k)) for _, keys, _ in self.vars.values() for k in keys}
+        pool = [c for c in "nmkpqrdlhst" if c not in taken and c not in self.vars]
+        names = {}
+        for _, keys, _ in self.vars.values():
+            for k in keys:
+                r = self.dims.find(k)
+                v = self.dims.resolve(k)
+                if isinstance(v, tuple) and r not in names:
+                    names[r] = pool.pop(0) if pool else f"d{len(names)}"
+        return names
+
+    def build(self, node, names) -> Expr:
+        return getattr(self, "_b_" + _method(node.op))(node, names)
+
+    def variable(self, name, names) -> Expr:
+        kind, keys, symmetric = self.vars[name]
+        dims = [self.dims.resolve(k) for k in keys]
+        dims = [names.get(self.dims.find(k), d) if isinstance(d, tuple) else d
+                for k, d in zip(keys, dims)]
+        if kind == "scalar":
+            return L.scalar(name)
+        if kind == "vector":
+            return L.vector(name, dims[0])
+        return L.matrix(name, dims[0], dims[1], symmetric=symmetric)
+
+    def _b_num(self, node, names):
+        return lift(node.value)
+
+    def _b_var(self, node, names):
+        return self.variable(node.value, names)
+
+    def _b_neg(self, node, names):
+        return -self.build(node.args[0], names)
+
+    def _b_transpose(self, node, names):
+        return self.build(node.args[0], names).T
+
+    def _b_add(self, node, names):
+        a, b = (self.build(x, names) for x in node.args)
+        return a + b if node.op == "+" else a - b
+
+    def _b_hadamard(self, node, names):
+        a, b = (self.build(x, names) for x in node.args)
+        return a * b if node.op in (".*", "*") else a / b
+
+    def _b_matmul(self, node, names):
+        a, b = (self.build(x, names) for x in node.args)
+        if a.ndim == 0 or b.ndim == 0:
+            return a * b
+        return a @ b
+
+    def _b_power(self, node, names):
+        base, exp = (self.build(x, names) for x in node.args)
+        if node.op == "^" and base.ndim == 2:
+            out = base
+            for _ in range(int(node.args[1].value) - 1):
+                out = out @ base
+            return out
+        if node.args[1].op == "num":
+            return base ** node.args[1].value
+        return base ** exp
+
+    def _b_call(self, node, names):
+        build = self.functions()[node.value][1]
+        if build in (self._build_const,):
+            return build(node, names)
+        if build in (self._build_softmax, self._build_logsumexp, self._build_sum, self._build_norm):
+            return build(node, names)
+        return build(*(self.build(a, names) for a in node.args))
+
+    def _build_const(self, node, names):
+        value = node.args[0].value if node.args[0].op == "num" else -node.args[0].args[0].value
+        shape = self.shapes[id(node)]
+        dims = [names.get(self.dims.find(k), self.dims.resolve(k)) for k in (shape.rows, shape.cols)
+                if self.dims.resolve(k) != ONE]
+        if any(isinstance(d, tuple) for d in dims):
+            raise ParseError(f"the size of {node.value}({value:g}) is not fixed by its use",
+                             self.text, node.col)
+        return float(value) * L.ones(*dims)
+
+    def _build_softmax(self, node, names):
+        x = self.build(node.args[0], names)
+        return L.softmax(x, axis=None if x.ndim == 1 else (self._axis(node) if self._axis(node)
+                                                           is not None else 1))
+
+    def _build_logsumexp(self, node, names):
+        x = self.build(node.args[0], names)
+        return L.logsumexp(x, axis=None if x.ndim == 1 else (self._axis(node) if self._axis(node)
+                                                             is not None else 1))
+
+    def _build_sum(self, node, names):
+        return L.sum(self.build(node.args[0], names), axis=self._axis(node))
+
+    def _build_norm(self, node, names):
+        x = self.build(node.args[0], names)
+        if len(node.args) == 2:
+            order = node.args[1]
+            if order.op != "num":
+                raise ParseError("the order of a norm must be a number", self.text, order.col)
+            return L.norm(x, int(order.value) if float(order.value).is_integer() else order.value)
+        return L.norm(x)
+
+
+OPS = {"num": "num", "var": "var", "neg": "neg", "transpose": "transpose", "call": "call",
+       "+": "add", "-": "add", ".*": "hadamard", "./": "hadamard", "^": "power", ".^": "power",
+       "**": "power", "@": "matmul"}
+
+
+def _method(op: str) -> str:
+    return OPS.get(op, op)
+
+
+def _kind_by_name(name: str) -> str:
+    """matrixcalculus.org's convention: a–g scalars, h–z vectors, A–Z matrices."""
+    c = name[0]
+    if c.isupper():
+        return "matrix"
+    return "scalar" if c in "abcdefg" else "vector"
+
+
+def parse(text: str, dialect: str = "matrixcalculus", **declarations) -> Expr:
+    """An expression from text, without evaluating any code.
+
+    >>> print(md.parse("x'*A*x"))
+    xᵀAx
+    >>> md.parse("x'*A*x", A="symmetric matrix").variables[0].node.symmetric
+    True
+    >>> print(md.parse("sum(sigmoid(X @ w))", dialect="numpy"))
+    1ᵀσ(Xw)
+    """
+    if dialect not in DIALECTS:
+        raise MatdiffError(f"parse: dialect must be one of {DIALECTS}, not {dialect!r}")
+    if not isinstance(text, str):
+        raise ParseError(f"parse needs a string, not {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ParseError(f"the input is {len(text)} characters long; the limit is {MAX_LENGTH}")
+    if not text.strip():
+        raise ParseError("the input is empty", text, 0)
+    decls = {}
+    for name, d in declarations.items():
+        _, decl = parse_declaration(d if isinstance(d, str) else str(d), name)
+        decls[name] = decl
+    tree = Parser(text, dialect).parse()
+    b = Builder(text, dialect, decls)
+    if dialect == "matrixcalculus":
+        _rename_ops(tree)
+    b.shape(tree)
+    try:
+        return b.build(tree, b.dim_names())
+    except ShapeError:
+        raise
+    except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH
+        raise ParseError("the expression is too deeply nested") from None
+
+
+def _rename_ops(tree: Node):
+    """In the matrixcalculus dialect, * is the matrix product."""
+    stack = [tree]
+    while stack:
+        n = stack.pop()
+        if n.op == "*":
+            n.op, n.value = "@mc", "*"
+        stack.extend(n.args)
+        stack.extend(n.kwargs.values())
+
+
+OPS["@mc"] = "matmul"
+OPS["*"] = "hadamard"
+OPS["/"] = "hadamard"

@@ -1,0 +1,79 @@
+"""The command line: golden outputs, exit codes, and no traceback for a user mistake."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from matdiff.cli import main
+
+GOLDEN = [
+    (["x'*A*x", "--wrt", "x"], 0,
+     "f = xᵀAx    where A: matrix(n, n), x: vector(n)\n∂f/∂x = (A + Aᵀ)x\n", ""),
+    (["x'*A*x", "--wrt", "x", "--hessian"], 0,
+     "f = xᵀAx    where A: matrix(n, n), x: vector(n)\n∂²f/∂x² = A + Aᵀ\n", ""),
+    (["X*W", "--wrt", "X", "--jacobian", "--layout", "vec"], 0,
+     "f = XW    where W: matrix(m, k), X: matrix(n, m)\n∂f/∂X = Wᵀ ⊗ I\n", ""),
+    (["norm2(X*w - y)^2", "--wrt", "w", "--latex"], 0,
+     "f = \\left(X w - y\\right)^\\top \\left(X w - y\\right)    where X: matrix(n, m), w: vector(m), "
+     "y: vector(n)\n∂f/∂w = 2 X^\\top \\left(X w - y\\right)\n", ""),
+    (["x'*A*x", "--wrt", "x", "--wrt", "A"], 0,
+     "f = xᵀAx    where A: matrix(n, n), x: vector(n)\n∂f/∂x = (A + Aᵀ)x\n∂f/∂A = xxᵀ\n", ""),
+    (["x'*A*x", "--var", "A: matrix(d, d) symmetric", "--wrt", "x"], 0,
+     "f = xᵀAx    where A: matrix(d, d) symmetric, x: vector(d)\n∂f/∂x = 2Ax\n", ""),
+    (["x.T @ A @ x", "--numpy", "--wrt", "x"], 0,
+     "f = xᵀAx    where A: matrix(n, n), x: vector(n)\n∂f/∂x = (A + Aᵀ)x\n", ""),
+    (["lambda(sigma(X*W))", "--function", "sigma", "--scalar-function", "lambda", "--wrt", "W"], 0,
+     "f = λ(σ(XW))    where W: matrix(m, k), X: matrix(n, m)\n∂f/∂W = Xᵀ(∇λ(σ(XW)) ⊙ σ′(XW))\n", ""),
+    (["x'*A*x", "--var", "x: vector(n)", "--steps", "--wrt", "A"], 0,
+     "f = xᵀAx    where A: matrix(n, n), x: vector(n)\nd(xᵀAx) = xᵀ dA x\n        = ⟨xxᵀ, dA⟩\n⇒ ∇_A = xxᵀ\n", ""),
+    (["x'*A*"], 2, "", "matdiff: error: expected a number, a name or '(' but found the end of the input\n"
+                      "  x'*A*\n       ^\n"),
+    (["x*A", "--wrt", "x"], 2, "", "matdiff: error: '*' multiplies a column vector (n) by a matrix (m × k): "
+                                 "the inner dims differ (transpose the vector with ')\n  x*A\n   ^\n"),
+    (["x'*A*x", "--wrt", "z"], 2, "", "matdiff: error: --wrt z: z is not a variable of the expression "
+                                    "(its variables: A, x)\n"),
+    (["x'*A*x", "--var", "A: tensor"], 2, "", "matdiff: error: cannot read the declaration 'A: tensor'; write "
+                                            "e.g. 'A: matrix(n, n) symmetric', 'x: vector(n)' or 'sigma: function'\n"),
+]
+
+
+@pytest.mark.parametrize("argv,code,out,err", GOLDEN, ids=[" ".join(g[0]) for g in GOLDEN])
+def test_golden(argv, code, out, err, capsys):
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    assert captured.out == out
+    assert captured.err == err
+
+
+def test_check_reports_the_error(capsys):
+    assert main(["sum(log(1 + exp(-y.*(X*w))))", "--wrt", "w", "--check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "∂f/∂w = −Xᵀ((y ⊙ exp(−(y ⊙ Xw))) ⊘ (exp(−(y ⊙ Xw)) + 1))"
+    assert lines[2].startswith("  checked: relative error ") and float(lines[2].split()[3]) < 1e-6
+
+
+def test_json(capsys):
+    assert main(["x'*A*x", "--wrt", "x", "--json", "--check"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["expression"] == "xᵀAx" and data["variables"] == {"A": "matrix(n, n)", "x": "vector(n)"}
+    (d,) = data["derivatives"]
+    assert d["text"] == "(A + Aᵀ)x" and d["latex"] == "\\left(A + A^\\top\\right) x"
+    assert d["python"] == "(A + A.T) @ x" and d["shape"] == ["n"] and d["check"] < 1e-6
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--wrt VAR" in out and "examples:" in out and "--numpy" in out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("matdiff ")
+
+
+def test_module_entry_point_has_no_traceback():
+    r = subprocess.run([sys.executable, "-m", "matdiff", "x'*A*", "--wrt", "x"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "^" in r.stderr

@@ -1,0 +1,142 @@
+"""Text input: both dialects, inferred shapes, declarations, precise errors, fuzzing."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import matdiff as md
+
+# text, dialect, declarations, printed form, variables with their shapes
+PARSED = [
+    ("x'*A*x", "matrixcalculus", {}, "xᵀAx", {"A": ("n", "n"), "x": ("n",)}),
+    ("norm2(X*w - y)^2", "matrixcalculus", {}, "(Xw − y)ᵀ(Xw − y)",
+     {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
+    ("sum(log(1 + exp(-y.*(X*w))))", "matrixcalculus", {}, "1ᵀlog(exp(−(y ⊙ Xw)) + 1)",
+     {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
+    ("tr(A*X*B)", "matrixcalculus", {}, None, {"A": ("n", "m"), "X": ("m", "k"), "B": ("k", "n")}),
+    ("log(det(X))", "matrixcalculus", {}, "log(det(X))", {"X": ("n", "n")}),
+    ("logdet(X) + tr(X) + 1", "matrixcalculus", {}, None, {"X": ("n", "n")}),
+    ("x*y'", "matrixcalculus", {}, "xyᵀ", {"x": ("n",), "y": ("m",)}),
+    ("a*x + b", "matrixcalculus", {}, None, {"a": (), "b": (), "x": ("n",)}),
+    ("A^2", "matrixcalculus", {}, "AA", {"A": ("n", "n")}),
+    ("x.^2 ./ (1 + x.^2)", "matrixcalculus", {}, None, {"x": ("n",)}),
+    ("sigmoid(X*W)", "matrixcalculus", {}, "σ(XW)", {"X": ("n", "m"), "W": ("m", "k")}),
+    ("diag(x)*A*diag(x)", "matrixcalculus", {}, None, {"x": ("n",), "A": ("n", "n")}),
+    ("vector(1)'*x", "matrixcalculus", {}, "1ᵀx", {"x": ("n",)}),
+    ("matrix(2).*X", "matrixcalculus", {}, "2X", {"X": ("n", "m")}),
+    ("kron(A, B)", "matrixcalculus", {}, "A ⊗ B", {"A": ("n", "m"), "B": ("k", "p")}),
+    ("softmax(x)", "matrixcalculus", {}, "softmax(x)", {"x": ("n",)}),
+    ("norm1(x) + norm2(x)", "matrixcalculus", {}, None, {"x": ("n",)}),
+    ("x'*A*x", "matrixcalculus", {"A": "symmetric matrix"}, "xᵀAx", {"A": ("n", "n"), "x": ("n",)}),
+    ("x'*A*x", "matrixcalculus", {"A": "matrix(d, d)", "x": "vector(d)"}, "xᵀAx",
+     {"A": ("d", "d"), "x": ("d",)}),
+    ("alpha*x", "matrixcalculus", {"alpha": "scalar"}, "αx", {"alpha": (), "x": ("n",)}),
+    ("lambda(sigma(X*W))", "matrixcalculus", {"sigma": "function", "lambda": "scalar_function"},
+     "λ(σ(XW))", {"X": ("n", "m"), "W": ("m", "k")}),
+    ("x.T @ A @ x", "numpy", {}, "xᵀAx", {"A": ("n", "n"), "x": ("n",)}),
+    ("sum(sigmoid(X @ w))", "numpy", {}, "1ᵀσ(Xw)", {"X": ("n", "m"), "w": ("m",)}),
+    ("norm(X @ w - y)**2", "numpy", {}, "(Xw − y)ᵀ(Xw − y)", {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
+    ("sum(X, axis=0) @ w", "numpy", {}, None, {"X": ("n", "m"), "w": ("m",)}),
+    ("trace(inv(A) @ B) + dot(x, x)", "numpy", {}, None, {"A": ("n", "n"), "B": ("n", "n"), "x": ("m",)}),
+    ("softmax(X, axis=1) * X", "numpy", {}, None, {"X": ("n", "m")}),
+]
+
+
+@pytest.mark.parametrize("text,dialect,decls,printed,shapes", PARSED, ids=[p[0] + " " + p[1] for p in PARSED])
+def test_parse(text, dialect, decls, printed, shapes):
+    e = md.parse(text, dialect=dialect, **decls)
+    if printed is not None:
+        assert str(e) == printed
+    assert {v.node.name: v.shape for v in e.variables} == shapes
+
+
+def test_parsed_expression_equals_the_api_one():
+    X, w, y = md.matrix("X", "n", "m"), md.vector("w", "m"), md.vector("y", "n")
+    rng = np.random.default_rng(0)
+    vals = {"X": rng.normal(size=(5, 3)), "w": rng.normal(size=3), "y": np.sign(rng.normal(size=5))}
+    api = md.sum(md.log(1 + md.exp(-y * (X @ w))))
+    for text, dialect in (("sum(log(1 + exp(-y.*(X*w))))", "matrixcalculus"),
+                          ("sum(log(1 + exp(-y*(X@w))))", "numpy")):
+        e = md.parse(text, dialect=dialect)
+        np.testing.assert_allclose(e.evaluate(vals), api.evaluate(vals))
+        g = md.grad(e, e.variables[1])
+        np.testing.assert_allclose(g.evaluate(vals), md.grad(api, w).evaluate(vals))
+
+
+def test_symmetric_declaration_reaches_the_derivative():
+    e = md.parse("x'*A*x", A="symmetric matrix")
+    A, x = e.variables
+    assert A.node.symmetric and str(md.grad(e, x)) == "2Ax"
+
+
+ERRORS = [
+    ("x'*A*", "matrixcalculus", md.ParseError, "found the end of the input", 5),
+    ("x'*A*x)", "matrixcalculus", md.ParseError, "unexpected '\\)'", 6),
+    ("2 $ x", "matrixcalculus", md.ParseError, "unexpected character '\\$'", 2),
+    ("f(x)", "matrixcalculus", md.ParseError, "unknown function 'f'", 0),
+    ("x @ A", "matrixcalculus", md.ParseError, "belongs to the numpy dialect", 2),
+    ("x'*A*x", "numpy", md.ParseError, "belongs to the matrixcalculus dialect", 1),
+    ("x*A", "matrixcalculus", md.ShapeError, "multiplies a column vector \\(n\\) by a matrix", 1),
+    ("A*x + y'", "matrixcalculus", md.ShapeError, "a column vector \\(n\\) and a row vector", 4),
+    ("tr(x)", "matrixcalculus", md.ShapeError, "tr needs a square matrix", 0),
+    ("x^2", "matrixcalculus", md.ShapeError, "use .\\^ for an element-wise power", 1),
+    ("sum(x, axis=1)", "matrixcalculus", md.ParseError, "sum takes 1 argument", 0),
+    ("(x'*A*x", "matrixcalculus", md.ParseError, "expected '\\)'", 7),
+    ("x y", "matrixcalculus", md.ParseError, "a missing operator", 2),
+    ("", "matrixcalculus", md.ParseError, "empty", 0),
+    ("x.T @ 2", "numpy", md.ShapeError, "use \\* with a scalar", 4),
+]
+
+
+@pytest.mark.parametrize("text,dialect,exc,pattern,column", ERRORS, ids=[e[0] or "empty" for e in ERRORS])
+def test_errors_point_at_the_column(text, dialect, exc, pattern, column):
+    with pytest.raises(exc, match=pattern) as info:
+        md.parse(text, dialect=dialect)
+    assert info.value.column == column
+    if not text:
+        return
+    lines = str(info.value).splitlines()
+    assert lines[1] == "  " + text and lines[2] == "  " + " " * column + "^"
+
+
+def test_limits_and_declarations():
+    with pytest.raises(md.ParseError, match="nests deeper than"):
+        md.parse("(" * 150 + "x" + ")" * 150)
+    with pytest.raises(md.ParseError, match="the limit is"):
+        md.parse("x+" * 6000 + "x")
+    with pytest.raises(md.ParseError, match="cannot read the declaration"):
+        md.parse("x", x="tensor")
+    with pytest.raises(md.ParseError, match="only a matrix can be symmetric"):
+        md.parse("x", x="symmetric vector")
+    with pytest.raises(md.MatdiffError, match="dialect must be one of"):
+        md.parse("x", dialect="julia")
+
+
+VALID = [p[0] for p in PARSED if p[1] == "matrixcalculus" and not p[2]]
+ALPHABET = "xyzAXWab12.*+-/^'() ,"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=ALPHABET, max_size=60))
+def test_random_text_raises_only_matdiff_errors(text):
+    try:
+        md.parse(text)
+    except md.MatdiffError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(VALID), st.integers(0, 200), st.sampled_from(ALPHABET + "@#[]{}"),
+       st.sampled_from(["insert", "delete", "replace"]))
+def test_mutations_of_valid_input_raise_only_matdiff_errors(text, pos, char, how):
+    pos %= len(text) + 1
+    if how == "insert":
+        text = text[:pos] + char + text[pos:]
+    elif how == "delete":
+        text = text[:pos] + text[pos + 1:]
+    else:
+        text = text[:pos] + char + text[pos + 1:]
+    try:
+        md.parse(text)
+    except md.MatdiffError:
+        pass
