@@ -24,7 +24,7 @@ from .expr import Expr, lift
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
-DIALECTS = ("matrixcalculus", "numpy")
+DIALECTS = ("matrixcalculus", "numpy", "matdiff")
 
 
 class ParseError(MatdiffError, SyntaxError):
@@ -240,12 +240,15 @@ class _Dims:
     """Union-find over unknown dims; a class may be bound to a name or an int."""
 
     def __init__(self):
-        self.parent, self.value, self.count = {}, {}, 0
+        self.parent, self.value, self.count, self.flexible = {}, {}, 0, set()
 
-    def fresh(self):
+    def fresh(self, flexible=False):
+        """A new unknown; a flexible one (the dims of a printed 1 or 0) may also be 1."""
         self.count += 1
         key = ("?", self.count)
         self.parent[key] = key
+        if flexible:
+            self.flexible.add(key)
         return key
 
     def find(self, d):
@@ -267,10 +270,16 @@ class _Dims:
         if not isinstance(va, tuple) and not isinstance(vb, tuple):
             return va == vb
         if ONE in (va, vb):  # a vector's 1 never becomes a variable's dim: x*A is an error
-            return va == vb
+            free = ra if va is not ONE else rb
+            if va == vb:
+                return True
+            if not (isinstance(free, tuple) and free in self.flexible):
+                return False
         if isinstance(ra, tuple) and isinstance(rb, tuple):
             if not isinstance(va, tuple) and not isinstance(vb, tuple) and va != vb:
                 return False
+            if not (ra in self.flexible and rb in self.flexible):
+                self.flexible.discard(rb)
             self.parent[ra] = rb
             if not isinstance(va, tuple):
                 self.value[rb] = va
@@ -416,9 +425,37 @@ class Builder:
                                  f"use .^ for an element-wise power")
         return base
 
+    def _s_ones(self, node):
+        return Shape(self.dims.fresh(True), self.dims.fresh(True))
+
+    def _s_eye(self, node):
+        d = self.dims.fresh()
+        return Shape(d, d)
+
+    def _s_inverse(self, node):
+        s = self.shape(node.args[0])
+        if not s.scalar:
+            self._square(Node("call", node.col, value="inverse"), s)
+        return s
+
+    def _s_sup(self, node):
+        return self.shape(node.args[0])
+
+    def _s_kronop(self, node):
+        self.shape(node.args[0])
+        self.shape(node.args[1])
+        return Shape(self.dims.fresh(), self.dims.fresh())
+
     def _s_call(self, node):
         name = node.value
         rule = self.functions().get(name)
+        if rule is not None and node.kwargs.get("__order"):
+            (s,) = [self.shape(a) for a in node.args]
+            if node.kwargs["__order"] > 1 and isinstance(rule[1], L.ScalarFunctionHandle) and \
+                    not s.scalar and ONE not in (self.dims.resolve(s.rows), self.dims.resolve(s.cols)):
+                raise ParseError("∇²λ of a matrix has order 4 and no matrix form", self.text, node.col)
+            return s if isinstance(rule[1], L.ElementwiseFunction) or node.kwargs["__order"] == 1 \
+                else Shape(s.rows, s.rows)
         if rule is None:
             raise ParseError(f"unknown function {name!r}; known: "
                              f"{', '.join(sorted(self.functions()))}", self.text, node.col)
@@ -440,6 +477,9 @@ class Builder:
             "logsumexp": (self._logsumexp, self._build_logsumexp),
             "kron": (self._kron, L.kron),
         })
+        if self.dialect == "matdiff":
+            fns.update({"tr": (self._square_scalar, L.trace), "step": (same, L.step),
+                        "σ": (same, L.sigmoid)})
         if self.dialect == "matrixcalculus":
             fns.update({"tr": (self._square_scalar, L.trace), "sum": (scalar, L.sum),
                         "norm1": (scalar, lambda x: L.norm(x, 1) if x.ndim <= 1 else
@@ -451,11 +491,14 @@ class Builder:
             fns.update({"trace": (self._square_scalar, L.trace), "sum": (self._np_sum, self._build_sum),
                         "norm": (self._np_norm, self._build_norm), "dot": (self._dot, L.dot),
                         "outer": (self._outer, L.outer)})
+        greek = {v: k for k, v in GREEK_NAMES.items()}
         for fname, decl in self.decls.items():
             if decl.kind == "function":
                 fns[fname] = (same, L.function(fname))
             elif decl.kind == "scalar_function":
                 fns[fname] = (scalar, L.scalar_function(fname))
+            if decl.kind in ("function", "scalar_function") and fname in greek:
+                fns[greek[fname]] = fns[fname]  # σ is sigma when sigma is declared
         self._fns = fns
         return fns
 
@@ -489,6 +532,10 @@ class Builder:
         (s,) = self._args(node, 1)
         if s.scalar:
             self._fail(node, "diag needs a vector or a square matrix")
+        for side in (s.cols, s.rows):  # a printed 1 in diag(Y1) makes a vector
+            if isinstance(self.dims.resolve(side), tuple) and self.dims.find(side) in self.dims.flexible:
+                self.dims.unify(side, ONE)
+                break
         r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
         if c == ONE or r == ONE:
             n = s.rows if c == ONE else s.cols
@@ -500,6 +547,8 @@ class Builder:
         axis = node.kwargs.get("axis")
         if axis is None:
             return None
+        if axis.op in ("ones", "zeros"):  # the printed dialect reads a bare 1 or 0 as a constant
+            return 1 if axis.op == "ones" else 0
         if axis.op != "num" or not float(axis.value).is_integer():
             raise ParseError("axis must be an integer", self.text, axis.col)
         return int(axis.value)
@@ -627,17 +676,67 @@ class Builder:
             for _ in range(int(node.args[1].value) - 1):
                 out = out @ base
             return out
-        if node.args[1].op == "num":
-            return base ** node.args[1].value
-        return base ** exp
+        value = _constant(node.args[1])
+        return base ** (value if value is not None else exp)
+
+    def _b_ones(self, node, names):
+        shape = self.shapes[id(node)]
+        dims = []
+        for k in (shape.rows, shape.cols):
+            d = self.dims.resolve(k)
+            if d != ONE and not isinstance(d, tuple):
+                dims.append(d)
+            elif isinstance(d, tuple) and self.dims.find(k) not in self.dims.flexible:
+                dims.append(names.get(self.dims.find(k)))
+        value = 1.0 if node.op == "ones" else 0.0
+        if not dims:
+            return lift(value)
+        out = L.ones(*dims) if value else L.zeros(*dims)
+        if self.dims.resolve(shape.rows) == ONE or (isinstance(self.dims.resolve(shape.rows), tuple)
+                                                    and self.dims.find(shape.rows) in self.dims.flexible
+                                                    and len(dims) == 1):
+            return out.T
+        return out
+
+    def _b_eye(self, node, names):
+        shape = self.shapes[id(node)]
+        d = self.dims.resolve(shape.rows)
+        d = names.get(self.dims.find(shape.rows), d) if isinstance(d, tuple) else d
+        if isinstance(d, tuple):
+            raise ParseError("the size of I is not fixed by its use", self.text, node.col)
+        return L.eye(d)
+
+    def _b_inverse(self, node, names):
+        x = self.build(node.args[0], names)
+        if x.ndim == 0:
+            return x ** -1
+        return L.inv(x).T if node.op == "inverse_t" else L.inv(x)
+
+    def _b_sup(self, node, names):
+        return self.build(node.args[0], names) ** node.value
+
+    def _b_kronop(self, node, names):
+        return L.kron(*(self.build(a, names) for a in node.args))
 
     def _b_call(self, node, names):
+        order = node.kwargs.pop("__order", None) if "__order" in node.kwargs else None
+        if order is not None:
+            return self._derivative_call(node, names, order)
         build = self.functions()[node.value][1]
         if build in (self._build_const,):
             return build(node, names)
         if build in (self._build_softmax, self._build_logsumexp, self._build_sum, self._build_norm):
             return build(node, names)
         return build(*(self.build(a, names) for a in node.args))
+
+    def _derivative_call(self, node, names, order):
+        fn = self.functions()[node.value][1]
+        x = self.build(node.args[0], names)
+        if isinstance(fn, L.ScalarFunctionHandle):
+            return fn.gradient(x) if order == 1 else fn.hessian(x)
+        if isinstance(fn, L.ElementwiseFunction):
+            return fn.derivative(x, order)
+        raise ParseError(f"{node.value} has no symbolic derivative to read", self.text, node.col)
 
     def _build_const(self, node, names):
         value = node.args[0].value if node.args[0].op == "num" else -node.args[0].args[0].value
@@ -673,12 +772,27 @@ class Builder:
 
 
 OPS = {"num": "num", "var": "var", "neg": "neg", "transpose": "transpose", "call": "call",
+       "ones": "ones", "zeros": "ones", "eye": "eye", "inverse": "inverse", "inverse_t": "inverse",
+       "sup": "sup", "kron": "kronop",
        "+": "add", "-": "add", ".*": "hadamard", "./": "hadamard", "^": "power", ".^": "power",
        "**": "power", "@": "matmul"}
 
 
 def _method(op: str) -> str:
     return OPS.get(op, op)
+
+
+def _constant(node):
+    """The value of a numeric subtree (−1/2), or None."""
+    if node.op == "num":
+        return float(node.value)
+    if node.op == "neg":
+        v = _constant(node.args[0])
+        return None if v is None else -v
+    if node.op in ("./", "/") and len(node.args) == 2:
+        a, b = (_constant(x) for x in node.args)
+        return None if a is None or b is None or b == 0 else a / b
+    return None
 
 
 def _kind_by_name(name: str) -> str:
@@ -689,7 +803,7 @@ def _kind_by_name(name: str) -> str:
     return "scalar" if c in "abcdefg" else "vector"
 
 
-def parse(text: str, dialect: str = "matrixcalculus", **declarations) -> Expr:
+def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **declarations) -> Expr:
     """An expression from text, without evaluating any code.
 
     >>> print(md.parse("x'*A*x"))
@@ -698,6 +812,9 @@ def parse(text: str, dialect: str = "matrixcalculus", **declarations) -> Expr:
     True
     >>> print(md.parse("sum(sigmoid(X @ w))", dialect="numpy"))
     1ᵀσ(Xw)
+
+    ``dialect="matdiff"`` reads matdiff's own text output (give the variables' declarations,
+    and ``result_shape`` where the text alone cannot size an I or a 1).
     """
     if dialect not in DIALECTS:
         raise MatdiffError(f"parse: dialect must be one of {DIALECTS}, not {dialect!r}")
@@ -711,11 +828,19 @@ def parse(text: str, dialect: str = "matrixcalculus", **declarations) -> Expr:
     for name, d in declarations.items():
         _, decl = parse_declaration(d if isinstance(d, str) else str(d), name)
         decls[name] = decl
-    tree = Parser(text, dialect).parse()
+    if dialect == "matdiff":
+        tree = _parse_printed(text, decls)
+    else:
+        tree = Parser(text, dialect).parse()
     b = Builder(text, dialect, decls)
     if dialect == "matrixcalculus":
         _rename_ops(tree)
-    b.shape(tree)
+    root = b.shape(tree)
+    if result_shape is not None:  # I or 1 alone take their size from the caller
+        dims = tuple(result_shape)
+        want = Shape() if not dims else Shape(dims[0], dims[1] if len(dims) > 1 else ONE)
+        if not (b._same(tree, root, want, "the expression does not have the expected shape")):
+            pass
     try:
         return b.build(tree, b.dim_names())
     except ShapeError:
@@ -738,3 +863,223 @@ def _rename_ops(tree: Node):
 OPS["@mc"] = "matmul"
 OPS["*"] = "hadamard"
 OPS["/"] = "hadamard"
+
+
+# --------------------------------------------------------------------------- printed text
+
+SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
+PRINTED_TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<number>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+  | (?P<op>⁻ᵀ|⁻¹(?![⁰¹²³⁴⁵⁶⁷⁸⁹])|\^∘|\^\(|[ᵀ⊙⊘⊗·√∇|+\-−/(),=])
+  | (?P<sup>⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)
+  | (?P<primes>[′″‴]+)
+  | (?P<name>[A-Za-zα-ωΑ-Ω_][A-Za-z0-9_α-ω]*)
+""", re.VERBOSE)
+GREEK_NAMES = {"σ": "sigma", "λ": "lambda", "α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta",
+               "μ": "mu", "ν": "nu", "ρ": "rho", "τ": "tau", "φ": "phi", "ψ": "psi", "ω": "omega"}
+PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",
+                     "relu", "step", "sign", "softmax", "logsumexp", "σ"}
+
+
+def _superscript(text: str) -> int:
+    digits = "".join(str(SUPERSCRIPTS.index(c)) for c in text if c in SUPERSCRIPTS)
+    return -int(digits) if text.startswith("⁻") else int(digits)
+
+
+class PrintedParser(Parser):
+    """Reads matdiff's own text output: juxtaposition, ᵀ, ⁻¹, ⊙, ⊘, ⊗, σ′, ∇λ, 1, I, …
+
+    Names are split by the known variables and functions (XW is X times W); a printed 1
+    or 0 takes the shape its use gives it.
+    """
+
+    IMPLICIT = 20
+
+    def __init__(self, text, variables: set, functions: set, definitions: dict):
+        self.text, self.dialect, self.depth, self.i = text, "matdiff", 0, 0
+        self.variables, self.fns, self.definitions = variables, functions | PRINTED_FUNCTIONS, definitions
+        self.known = variables | set(definitions) | functions
+        self.numeric = 0
+        self.toks = self.tokenize(text)
+
+    def tokenize(self, text):
+        out, pos = [], 0
+        while pos < len(text):
+            m = PRINTED_TOKEN.match(text, pos)
+            if m is None:
+                raise ParseError(f"unexpected character {text[pos]!r}", text, pos)
+            kind, word = m.lastgroup, m.group()
+            if kind == "name" and text[m.end():].lstrip().startswith("="):
+                out.append(Tok("name", word, m.start()))  # axis=1: a keyword, not x·i·s
+            elif kind == "name":
+                out.extend(self.split(word, m.start()))
+            elif kind != "space":
+                out.append(Tok(kind, {"−": "-"}.get(word, word), m.start()))
+            pos = m.end()
+        out.append(Tok("end", "", len(text)))
+        return out
+
+    def split(self, word, col):
+        """XW → X, W: the longest known name first, else one letter."""
+        toks, i = [], 0
+        words = self.known | PRINTED_FUNCTIONS
+        while i < len(word):
+            match = max((w for w in words if word.startswith(w, i)), key=len, default=None)
+            if match is None and word[i].isdigit():  # X1: X times the ones vector
+                j = i
+                while j < len(word) and word[j].isdigit():
+                    j += 1
+                toks.append(Tok("number", word[i:j], col + i))
+                i = j
+                continue
+            if match is None:
+                j = i + 1
+                while j < len(word) and word[j].isdigit():
+                    j += 1
+                match = word[i:j]
+            toks.append(Tok("name", match, col + i))
+            i += len(match)
+        return toks
+
+    def starts_atom(self, tok) -> bool:
+        return tok.kind in ("number", "name") or tok.text in ("(", "√", "∇", "|")
+
+    def expression(self, min_bp: int) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ParseError(f"the expression nests deeper than {MAX_DEPTH} levels", self.text,
+                             self.peek().col)
+        left = self.prefix()
+        while True:
+            tok = self.peek()
+            if tok.text in ("ᵀ", "⁻¹", "⁻ᵀ") or tok.kind == "sup":
+                self.take()
+                left = Node({"ᵀ": "transpose", "⁻¹": "inverse", "⁻ᵀ": "inverse_t"}.get(
+                    tok.text, "sup"), tok.col, [left], value=_superscript(tok.text)
+                    if tok.kind == "sup" else None)
+                continue
+            bp = {"+": (10, 11), "-": (10, 11), "⊙": (15, 16), "⊘": (15, 16), "⊗": (15, 16),
+                  "·": (20, 21), "/": (20, 21), "^∘": (41, 40), "^(": (41, 40)}.get(tok.text)
+            if bp is None and self.starts_atom(tok) and tok.text != "|":
+                if self.IMPLICIT < min_bp:
+                    break
+                left = Node("@mc", tok.col, [left, self.expression(self.IMPLICIT + 1)], value="·")
+                continue
+            if bp is None or bp[0] < min_bp:
+                break
+            self.take()
+            if tok.text == "^(":  # an exponent is a number: its 1 is not a ones vector
+                self.numeric += 1
+                right = self.expression(0)
+                self.numeric -= 1
+                self.expect(")")
+            else:
+                right = self.expression(bp[1])
+            op = {"⊙": ".*", "⊘": "./", "⊗": "kron", "·": "@mc", "/": "./", "^∘": ".^",
+                  "^(": "**"}.get(tok.text, tok.text)
+            left = Node(op, tok.col, [left, right], value=tok.text)
+        self.depth -= 1
+        return left
+
+    def prefix(self) -> Node:
+        tok = self.peek()
+        t = self.toks[self.i:self.i + 5]
+        if len(t) == 5 and [x.text for x in t[::2]] == ["(", "/", ")"] and \
+                t[1].kind == t[3].kind == "number":  # (1/2): a coefficient, never a ones vector
+            self.i += 5
+            return Node("num", tok.col, value=float(t[1].text) / float(t[3].text))
+        if tok.text == "√":
+            self.take()
+            return Node("call", tok.col, [self.expression(self.IMPLICIT + 1)], "sqrt")
+        if tok.text == "|":
+            self.take()
+            inner = self.expression(0)
+            self.expect("|")
+            return Node("call", tok.col, [inner], "abs")
+        if tok.text == "∇":
+            self.take()
+            order = _superscript(self.take().text) if self.peek().kind == "sup" else 1
+            name = self.take()
+            node = self.call(name)
+            node.kwargs["__order"] = order
+            return node
+        if tok.kind == "number" and tok.text in ("1", "0") and not self.numeric:
+            self.take()
+            return Node("ones" if tok.text == "1" else "zeros", tok.col)
+        if tok.kind == "name" and tok.text == "I" and "I" not in self.known:
+            self.take()
+            return Node("eye", tok.col)
+        nxt = self.toks[self.i + 1]
+        if tok.kind == "name" and tok.text in self.fns and (
+                nxt.kind in ("primes", "sup") or nxt.text == "(" or
+                (tok.text == "log" and nxt.text == "det")):
+            self.take()
+            if tok.text == "log" and self.peek().text == "det":  # log det(X)
+                self.take()
+                tok = Tok("name", "logdet", tok.col)
+            mark = self.take() if self.peek().kind in ("primes", "sup") else None
+            node = self.call(tok)
+            if mark is not None and mark.kind == "primes":
+                node.kwargs["__order"] = sum({"′": 1, "″": 2, "‴": 3}[c] for c in mark.text)
+            elif mark is not None:  # tanh²(A): the function's power
+                return Node("sup", mark.col, [node], value=_superscript(mark.text))
+            return node
+        if tok.kind == "name":
+            self.take()
+            if tok.text in self.definitions:
+                return self.definitions[tok.text]
+            return Node("var", tok.col, value=tok.text)
+        return super().prefix()
+
+
+def _parse_printed(text: str, decls: dict) -> Node:
+    """matdiff's text output, its "  where s = …" definitions included."""
+    main, _, where = text.partition("  where ")
+    variables = {n for n, d in decls.items() if d.kind in KIND_WORDS}
+    variables |= {g for g, n in GREEK_NAMES.items() if n in variables}
+    functions = {n for n, d in decls.items() if d.kind not in KIND_WORDS}
+    functions |= {g for g, n in GREEK_NAMES.items() if n in functions}
+    definitions: dict = {}
+    for part in filter(None, (p.strip() for p in re.split(r",\s(?=\S+ = )", where))):
+        name, _, body = part.partition(" = ")
+        definitions[name.strip()] = PrintedParser(body, variables, functions, definitions).parse()
+    tree = PrintedParser(main, variables, functions, definitions).parse()
+    stack = [tree]
+    while stack:  # Greek letters back to the names they print
+        n = stack.pop()
+        if n.op == "var" and n.value in GREEK_NAMES and GREEK_NAMES[n.value] in variables:
+            n.value = GREEK_NAMES[n.value]
+        if n.op == "call" and n.value in GREEK_NAMES and GREEK_NAMES[n.value] in functions:
+            n.value = GREEK_NAMES[n.value]
+        stack.extend(n.args)
+    return tree
+
+
+def declarations(expr) -> dict:
+    """Declarations that make ``parse`` read an expression's variables and functions as
+    they are: {"A": "matrix(n, n) symmetric", "sigma": "function", …}."""
+    from .functions import Function, ScalarFunction
+    from .ir import Elementwise, ScalarFn
+
+    out = {}
+    for v in lift(expr).variables:
+        node = v.node
+        dims = ", ".join(str(d) for d in node.shape)
+        kind = {0: "scalar", 1: "vector", 2: "matrix"}.get(node.ndim)
+        if kind is None:
+            raise MatdiffError(f"{node.name} has order {node.ndim}; the text dialects have "
+                               f"scalars, vectors and matrices")
+        out[node.name] = kind + (f"({dims})" if dims else "") + (" symmetric" if node.symmetric else "")
+    stack, seen = [lift(expr).node], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(n.children)
+        if isinstance(n, Elementwise) and isinstance(n.fn, Function) and not n.fn.builtin:
+            out[n.fn.name] = "function"
+        elif isinstance(n, ScalarFn) and isinstance(n.fn, ScalarFunction):
+            out[n.fn.name] = "scalar_function"
+    return out

@@ -162,8 +162,9 @@ def _prod(m: N.Prod, style):
     else:  # a differential stands apart from its neighbours: aᵀ dX b
         shown = style.get("display", {})
         apart = [_is_differential(f, shown) for f in m.factors]
-        body = "".join((" " if i and (apart[i] or apart[i - 1]) else "") + p
-                       for i, p in enumerate(parts))
+        body = "".join((" " if i and (apart[i] or apart[i - 1]) else
+                        "·" if i and parts[i - 1][-1:].isdigit() and p[:1].isdigit() else "") + p
+                       for i, p in enumerate(parts))  # 1·1ᵀ, never the number 11
     c = m.coef
     if c == 1:
         return body, PROD

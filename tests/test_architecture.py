@@ -27,7 +27,7 @@ ALLOWED = {
     "library": {"build", "diff", "dims", "errors", "evaluate", "expr", "functions", "ir", "simplify"},
     "check": {"dims", "errors", "evaluate", "expr", "ir", "library"},
     "explicit": {"dims", "errors", "evaluate", "expr", "ir"},
-    "parse": {"errors", "expr", "library"},
+    "parse": {"errors", "expr", "functions", "ir", "library"},
     "cli": {"__init__", "check", "derivation", "errors", "expr", "library", "parse"},
     "derivation": {"build", "diff", "errors", "expr", "ir", "library", "printing", "recognise",
                    "simplify"},
