@@ -111,7 +111,8 @@ class Parser:
 
     def take(self) -> Tok:
         tok = self.toks[self.i]
-        self.i += 1
+        if tok.kind != "end":  # the end token is never passed
+            self.i += 1
         return tok
 
     def expect(self, text: str) -> Tok:
@@ -183,7 +184,7 @@ class Parser:
         if self.peek().text != ")":
             while True:
                 tok = self.peek()
-                if tok.kind == "name" and self.toks[self.i + 1].text == "=":
+                if tok.kind == "name" and self.toks[min(self.i + 1, len(self.toks) - 1)].text == "=":
                     self.take()
                     self.take()
                     kwargs[tok.text] = self.expression(0)
@@ -1001,6 +1002,8 @@ class PrintedParser(Parser):
             self.take()
             order = _superscript(self.take().text) if self.peek().kind == "sup" else 1
             name = self.take()
+            if name.kind != "name":
+                raise ParseError("∇ needs a function name, as in ∇λ(X)", self.text, name.col)
             node = self.call(name)
             node.kwargs["__order"] = order
             return node
@@ -1010,7 +1013,7 @@ class PrintedParser(Parser):
         if tok.kind == "name" and tok.text == "I" and "I" not in self.known:
             self.take()
             return Node("eye", tok.col)
-        nxt = self.toks[self.i + 1]
+        nxt = self.toks[min(self.i + 1, len(self.toks) - 1)]
         if tok.kind == "name" and tok.text in self.fns and (
                 nxt.kind in ("primes", "sup") or nxt.text == "(" or
                 (tok.text == "log" and nxt.text == "det")):

@@ -140,3 +140,28 @@ def test_mutations_of_valid_input_raise_only_matdiff_errors(text, pos, char, how
         md.parse(text)
     except md.MatdiffError:
         pass
+
+
+PRINTED_ALPHABET = "XWxyAσλ∇′ᵀ⁻¹⊙⊘⊗·√|()12/−+ ^∘,=²"
+PRINTED_DECLS = dict(X="matrix(n, k)", W="matrix(k, m)", x="vector(n)", y="vector(n)",
+                     A="matrix(n, n)", sigma="function", **{"lambda": "scalar_function"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=PRINTED_ALPHABET, max_size=80))
+def test_random_printed_text_raises_only_matdiff_errors(text):
+    try:
+        md.parse(text, dialect="matdiff", **PRINTED_DECLS)
+    except md.MatdiffError:
+        pass
+
+
+def test_printed_dialect_reads_the_notation():
+    e = md.parse("Xᵀ(∇λ(σ(XW)) ⊙ σ′(XW))", dialect="matdiff", **PRINTED_DECLS)
+    assert str(e) == "Xᵀ(∇λ(σ(XW)) ⊙ σ′(XW))" and e.shape == ("k", "m")
+    e = md.parse("diag(s) − ssᵀ  where s = softmax(x)", dialect="matdiff", x="vector(n)")
+    assert str(e) == "diag(s) − ssᵀ  where s = softmax(x)"
+    assert str(md.parse("X1", dialect="matdiff", X="matrix(n, k)")) == "X1"
+    assert md.parse("I", dialect="matdiff", result_shape=("n", "n")).shape == ("n", "n")
+    with pytest.raises(md.ParseError, match="size of I is not fixed"):
+        md.parse("I", dialect="matdiff")
