@@ -354,7 +354,8 @@ class Builder:
         if a.scalar or b.scalar:
             return b if a.scalar else a
         if not (self.dims.unify(a.rows, b.rows) and self.dims.unify(a.cols, b.cols)):
-            self._fail(node, f"{what}: the operands are {self.fmt(a)} and {self.fmt(b)}")
+            left, right = (_source(x) for x in node.args[:2])
+            self._fail(node, f"{what}: {left} is {self.fmt(a)} but {right} is {self.fmt(b)}")
         return a
 
     def fmt(self, s: Shape) -> str:
@@ -402,8 +403,9 @@ class Builder:
                 self._fail(node, "@ multiplies vectors and matrices; use * with a scalar")
             return b if a.scalar else a
         if not self.dims.unify(a.cols, b.rows):
-            self._fail(node, f"{node.value or node.op!r} multiplies {self.fmt(a)} by {self.fmt(b)}: "
-                             f"the inner "
+            left, right = (_source(x) for x in node.args)
+            self._fail(node, f"{node.value or node.op!r} multiplies {left}, {self.fmt(a)}, by "
+                             f"{right}, {self.fmt(b)}: the inner "
                              f"dims differ" + (" (transpose the vector with ')" if ONE in
                                                (self.dims.resolve(a.cols), self.dims.resolve(b.rows))
                                                and self.dialect == "matrixcalculus" else ""))
@@ -781,6 +783,28 @@ OPS = {"num": "num", "var": "var", "neg": "neg", "transpose": "transpose", "call
 
 def _method(op: str) -> str:
     return OPS.get(op, op)
+
+
+def _source(node, limit: int = 40) -> str:
+    """A short text of a syntax tree, for messages: x', A*x, tr(X)."""
+    if node.op == "num":
+        text = f"{node.value:g}"
+    elif node.op == "var":
+        text = node.value
+    elif node.op == "call":
+        text = f"{node.value}({', '.join(_source(a) for a in node.args)})"
+    elif node.op == "transpose":
+        text = _source(node.args[0]) + "'"
+    elif node.op == "neg":
+        text = "-" + _source(node.args[0])
+    elif node.op in ("ones", "zeros", "eye"):
+        text = {"ones": "1", "zeros": "0", "eye": "I"}[node.op]
+    elif len(node.args) == 2:
+        op = node.value if isinstance(node.value, str) else node.op
+        text = f"({_source(node.args[0])} {op} {_source(node.args[1])})"
+    else:
+        text = "…"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _constant(node):

@@ -29,7 +29,7 @@ GOLDEN = [
      "f = xᵀAx    where A: matrix(n, n), x: vector(n)\nd(xᵀAx) = xᵀ dA x\n        = ⟨xxᵀ, dA⟩\n⇒ ∇_A = xxᵀ\n", ""),
     (["x'*A*"], 2, "", "matdiff: error: expected a number, a name or '(' but found the end of the input\n"
                       "  x'*A*\n       ^\n"),
-    (["x*A", "--wrt", "x"], 2, "", "matdiff: error: '*' multiplies a column vector (n) by a matrix (m × k): "
+    (["x*A", "--wrt", "x"], 2, "", "matdiff: error: '*' multiplies x, a column vector (n), by A, a matrix (m × k): "
                                  "the inner dims differ (transpose the vector with ')\n  x*A\n   ^\n"),
     (["x'*A*x", "--wrt", "z"], 2, "", "matdiff: error: --wrt z: z is not a variable of the expression "
                                     "(its variables: A, x)\n"),
