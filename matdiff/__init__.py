@@ -13,6 +13,7 @@ from .library import (abs, cos, derivative, det, diag, dot, einsum, exp, eye, fu
                       outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
                       sqrt, step, sum, tan, tanh, tensor, trace, vector, zeros)
 from .check import check
+from .generate import codegen, compile, hvp
 from .derivation import derivation
 from .parse import ParseError, parse
 from .explicit import explicit
@@ -36,5 +37,5 @@ __all__ = [
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "step", "softmax", "logsumexp", "function", "scalar_function",
     "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
-    "derivation", "parse", "ParseError",
+    "derivation", "parse", "ParseError", "codegen", "compile", "hvp",
 ]

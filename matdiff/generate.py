@@ -1,0 +1,398 @@
+"""Generated code: expressions compiled into a readable NumPy function.
+
+``codegen(outputs)`` writes one line per intermediate, each commented with its matrix
+notation; subexpressions shared between outputs (a loss, its gradient, its Hessian) are
+computed once, because equal IR nodes are the same node.  A contraction of several factors
+is split into pairwise steps, smallest result first, and each step is written
+with the NumPy primitive it is — ``a @ b``, ``a.T @ b``, ``a[:, None] * b``, ``(a * b).sum()``
+— with ``np.einsum`` only where none fits.  Kronecker deltas, identities and diag(·) are
+never built: their labels are merged before the split.  The NumPy output is a standalone
+module (it imports numpy only).
+"""
+from __future__ import annotations
+
+import keyword
+import string
+
+import numpy as np
+
+from . import dims as D
+from .errors import MatdiffError, NotSupportedError
+from .expr import Expr, lift
+from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
+                 ScalarFn, Softmax, Sum)
+from .printing import TEXT, render
+from .recognise import recognise
+from .show import index_form
+from .simplify import simplify
+
+LETTERS = string.ascii_letters
+NUMPY_FUNCTIONS = {
+    "exp": "np.exp({})", "log": "np.log({})", "sin": "np.sin({})", "cos": "np.cos({})",
+    "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "np.exp(-np.logaddexp(0.0, -{}))",
+    "softplus": "np.logaddexp(0.0, {})", "relu": "np.maximum({}, 0.0)",
+    "step": "({} > 0).astype(float)", "abs": "np.abs({})", "sign": "np.sign({})",
+    "sqrt": "np.sqrt({})",
+}
+
+
+class _Writer:
+    def __init__(self, sizes_hint: dict):
+        self.lines, self.names, self.count, self.hint = [], {}, 0, sizes_hint
+
+    def fresh(self) -> str:
+        self.count += 1
+        return f"t{self.count}"
+
+    def emit(self, code: str, comment: str = "") -> str:
+        name = self.fresh()
+        self.lines.append(f"    {name} = {code}" + (f"  # {comment}" if comment else ""))
+        return name
+
+
+def _comment(node: Node) -> str:
+    try:
+        m = recognise(node)
+        text = render(m, TEXT)
+    except Exception:  # noqa: BLE001 - a comment must never stop code generation
+        text = index_form(node, 80)
+    text = text if "\n" not in text else text.splitlines()[0]
+    return text if len(text) <= 70 else text[:69] + "…"
+
+
+# --------------------------------------------------------------------------- contractions
+
+
+def _labels_code(labels) -> str:
+    return "".join(LETTERS[i % 52] for i in labels)
+
+
+def _pairwise(w: _Writer, a: str, la: tuple, b: str, lb: tuple, out: tuple) -> str:
+    """The code of Σ a_la b_lb → out for two operands, as a NumPy primitive where one fits."""
+    sa, sb, so = set(la), set(lb), set(out)
+    if len(sa) == len(la) and len(sb) == len(lb):
+        summed = (sa & sb) - so
+        batch = sa & sb & so
+        if not summed and sa | sb == so:  # a broadcasting element-wise product
+            return f"{_expand(a, la, out)} * {_expand(b, lb, out)}"
+        if summed and not batch and (sa | sb) - summed == so and not (sa - sb - so) and \
+                not (sb - sa - so):
+            return _tensordot(a, la, b, lb, out, summed)
+    eq = f"{_labels_code(la)},{_labels_code(lb)}->{_labels_code(out)}"
+    return f"np.einsum({eq!r}, {a}, {b}, optimize=True)"
+
+
+def _expand(name: str, labels: tuple, out: tuple) -> str:
+    """name with its axes in out's order and None where out has labels it lacks."""
+    order = [x for x in out if x in labels]
+    if list(labels) != order:
+        perm = tuple(labels.index(x) for x in order)
+        name = f"{name}.T" if len(perm) == 2 else f"np.transpose({name}, {perm})"
+    if len(order) == len(out):
+        return name
+    index = ", ".join(":" if x in labels else "None" for x in out)
+    return f"{name}[{index}]"
+
+
+def _tensordot(a, la, b, lb, out, summed) -> str:
+    summed = sorted(summed, key=la.index)
+    fa = [x for x in la if x not in summed]
+    fb = [x for x in lb if x not in summed]
+    if len(summed) == len(la) == len(lb):  # a full contraction: Σ a ⊙ b
+        bb = _expand(b, lb, la)
+        return f"np.sum({a} * {bb})" if len(la) > 1 else f"{a} @ {b}"
+    if len(la) == 1 and len(lb) == 2 and lb[1] == summed[0]:  # Xw rather than wXᵀ
+        return _tensordot(b, lb, a, la, out, set(summed))
+    if len(la) <= 2 and len(lb) <= 2 and len(summed) == 1:
+        s = summed[0]
+        left = a if la[-1] == s else (f"{a}.T" if len(la) == 2 else a)
+        right = b if lb[0] == s else (f"{b}.T" if len(lb) == 2 else b)
+        got = fa + fb
+        code = f"{left} @ {right}"
+        return code if got == list(out) else f"({code}).T"
+    axes = ([la.index(x) for x in summed], [lb.index(x) for x in summed])
+    code = f"np.tensordot({a}, {b}, axes={axes})"
+    got = fa + fb
+    if got != list(out):
+        code = f"np.transpose({code}, {tuple(got.index(x) for x in out)})"
+    return code
+
+
+def _contract(w: _Writer, n: Contract, args: dict, size_of) -> str:
+    """Deltas merged into labels, then a pairwise plan from opt_einsum, each step a line."""
+    parent = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    ops, labs, ones = [], [], []
+    for op, lab in zip(n.operands, n.labels):
+        if isinstance(op, Delta):
+            for x in lab[1:]:
+                ra, rb = find(lab[0]), find(x)
+                if ra != rb:
+                    parent[rb] = ra
+            ones.append(lab[0])
+        else:
+            ops.append(args[op])
+            labs.append(lab)
+    labs = [tuple(find(x) for x in lab) for lab in labs]
+    out = [find(x) for x in n.out]
+    dim = n.label_dims()
+    carried = {x for lab in labs for x in lab}
+    uniq = list(dict.fromkeys(out))
+    inner = tuple(x for x in uniq if x in carried)
+    factors = [size_of(dim[r]) for r in {find(x) for x in ones} if r not in carried and r not in uniq]
+    if not ops:
+        code = "np.asarray(1.0)"
+    elif len(ops) == 1:
+        code = _single(ops[0], labs[0], inner)
+    else:
+        code = _plan(w, ops, labs, inner, dim)
+    for f in factors:
+        code = f"({code}) * {f}"
+    if len(inner) < len(uniq):  # broadcast along labels only ones vectors carry
+        shape = ", ".join(size_of(dim[x]) for x in uniq)
+        code = f"np.broadcast_to({_expand(w.emit(code), inner, tuple(uniq))}, ({shape},))"
+    if len(uniq) < len(out):  # an output that is itself diagonal
+        values = w.emit(code)
+        shape = ", ".join(size_of(dim[x]) for x in out)
+        full = w.emit(f"np.zeros(({shape},))")
+        eq = f"{_labels_code(out)}->{_labels_code(uniq)}"
+        w.lines.append(f"    np.einsum({eq!r}, {full})[...] = {values}")
+        return full
+    return code
+
+
+def _single(a: str, lab: tuple, out: tuple) -> str:
+    if len(set(lab)) != len(lab):
+        return f"np.einsum({_labels_code(lab) + '->' + _labels_code(out)!r}, {a})"
+    summed = [i for i, x in enumerate(lab) if x not in out]
+    if summed:
+        kept = [x for x in lab if x in out]
+        a = f"{a}.sum()" if not kept else f"{a}.sum(axis={tuple(summed) if len(summed) > 1 else summed[0]})"
+        lab = tuple(kept)
+    return _expand(a, lab, out) if lab != tuple(out) else a
+
+
+def _plan(w: _Writer, ops, labs, out, dim) -> str:
+    """Pairwise steps, each time the pair whose result is smallest (then cheapest): vectors
+    meet first and no step builds a tensor larger than it must (XᵀDX never makes n×k×k)."""
+    size = {x: w.hint.get(d, 100) if isinstance(d, str) else (d if isinstance(d, int) else 100)
+            for x, d in dim.items()}
+    ops, labs = list(ops), [tuple(lab) for lab in labs]
+    while len(ops) > 1:
+        best = None
+        for i in range(len(ops)):
+            for j in range(i + 1, len(ops)):
+                rest = {x for k, lab in enumerate(labs) if k not in (i, j) for x in lab} | set(out)
+                keep = tuple(dict.fromkeys(x for x in labs[i] + labs[j] if x in rest))
+                result = np.prod([size[x] for x in keep])
+                cost = np.prod([size[x] for x in set(labs[i]) | set(labs[j])])
+                shares = bool(set(labs[i]) & set(labs[j]))
+                key = (not shares, result, cost)
+                if best is None or key < best[0]:
+                    best = (key, i, j, keep)
+        _, i, j, keep = best
+        lb, la = labs.pop(j), labs.pop(i)
+        b, a = ops.pop(j), ops.pop(i)
+        if not ops:
+            return _pairwise(w, a, la, b, lb, tuple(out))
+        ops.append(w.emit(_pairwise(w, a, la, b, lb, keep)))
+        labs.append(keep)
+    return _single(ops[0], labs[0], tuple(out))
+
+
+# --------------------------------------------------------------------------- other nodes
+
+
+def _elementwise(n: Elementwise, a: str) -> str:
+    fn = n.fn
+    if fn.builtin and fn.name == "pow":
+        p = fn.param
+        return {2.0: f"{a} * {a}", -1.0: f"1.0 / {a}", 0.5: f"np.sqrt({a})"}.get(p, f"{a} ** {p!r}")
+    if fn.builtin:
+        return NUMPY_FUNCTIONS[fn.name].format(a)
+    if fn.numpy is not None and fn.order == 0:  # a user's function: compile() supplies it
+        return f"_{fn.name}({a})"
+    raise NotSupportedError(f"codegen: {fn} is abstract; give it values (md.function(..., numpy=…)) "
+                            f"before generating code")
+
+
+def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
+    a = [args[c] for c in n.children if c in args]
+    if isinstance(n, Contract):
+        return _contract(w, n, args, size_of)
+    if isinstance(n, Sum):
+        if not n.terms:
+            return f"np.zeros(({', '.join(size_of(d) for d in n.shape)}{',' if n.shape else ''}))"
+        parts = [("" if c == 1 else ("-" if c == -1 else f"{c!r} * ")) + args[t] for c, t in n.terms]
+        return " + ".join(parts).replace("+ -", "- ")
+    if isinstance(n, Elementwise):
+        return _elementwise(n, a[0])
+    if isinstance(n, Softmax):
+        e = w.emit(f"np.exp({a[0]} - {a[0]}.max(axis={n.axis}, keepdims=True))")
+        return f"{e} / {e}.sum(axis={n.axis}, keepdims=True)"
+    if isinstance(n, LogSumExp):
+        m = w.emit(f"{a[0]}.max(axis={n.axis}, keepdims=True)")
+        return f"np.squeeze({m}, {n.axis}) + np.log(np.exp({a[0]} - {m}).sum(axis={n.axis}))"
+    if isinstance(n, Inv):
+        return f"np.linalg.inv({a[0]})"
+    if isinstance(n, Det):
+        return f"np.linalg.det({a[0]})"
+    if isinstance(n, LogDet):
+        return f"np.linalg.slogdet({a[0]})[1]"
+    if isinstance(n, Reshape):
+        return f"np.reshape({a[0]}, ({', '.join(size_of(d) for d in n.shape)},))"
+    if isinstance(n, ScalarFn):
+        raise NotSupportedError(f"codegen: {n.fn} is an abstract function; it has no code")
+    if isinstance(n, Delta):
+        k = size_of(n.dim)
+        if n.order <= 2:
+            return f"np.ones({k})" if n.order == 1 else f"np.eye({k})"
+        spec = "a," + ",".join("a" + LETTERS[i + 1] for i in range(n.order - 1))
+        spec += "->a" + "".join(LETTERS[i + 1] for i in range(n.order - 1))  # δ_abc = 1_a I_ab I_ac
+        return f"np.einsum({spec!r}, np.ones({k}), {', '.join([f'np.eye({k})'] * (n.order - 1))})"
+    raise AssertionError(type(n).__name__)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _identifier(name: str) -> str:
+    return name if name.isidentifier() and not keyword.iskeyword(name) else f"{name}_"
+
+
+def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None = None) -> str:
+    """Source code of a function computing ``outputs`` (an expression or a list of them) from
+    the variables, passed by name; ``sizes`` (dims to ints) tunes the contraction order.
+
+    >>> x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
+    >>> for line in md.codegen(md.grad(x.T @ A @ x, x)).splitlines()[5:]:
+    ...     print(line)
+        A = np.asarray(A, dtype=float)
+        x = np.asarray(x, dtype=float)
+        t1 = A.T  # Aᵀ
+        t2 = t1 + A  # A + Aᵀ
+        t3 = t2 @ x  # (A + Aᵀ)x
+        return t3
+    """
+    if backend != "numpy":
+        raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use 'numpy'")
+    many = isinstance(outputs, (list, tuple))
+    exprs = [lift(e) for e in (outputs if many else [outputs])]
+    roots = [simplify(e.node) for e in exprs]
+    from .evaluate import variables
+
+    vs = variables(*roots, *(v for e in exprs for v in e.scope))
+    w = _Writer(dict(sizes or {}))
+    args: dict = {}
+    params = [_identifier(v.name) for v in vs]
+    for v, p in zip(vs, params):
+        args[v] = p
+    dim_source = {}
+    for v, p in zip(vs, params):
+        for axis, d in enumerate(v.shape):
+            for f in D.factors(d):
+                if isinstance(f, str) and f not in dim_source and d == f:
+                    dim_source[f] = f"{p}.shape[{axis}]"
+
+    def size_of(d) -> str:
+        if isinstance(d, int):
+            return str(d)
+        parts = []
+        for f in D.factors(d):
+            if isinstance(f, int):
+                parts.append(str(f))
+            elif f in dim_source:
+                parts.append(dim_source[f])
+            else:
+                raise MatdiffError(f"codegen: no argument fixes the size of {f!r}")
+        return " * ".join(parts)
+
+    order, seen = [], set()
+    for r in roots:  # children before parents, each node once across all outputs
+        stack = [(r, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if n in seen or n in args:
+                continue
+            seen.add(n)
+            stack.append((n, True))
+            kids = [c for c in n.children if not (isinstance(n, Contract) and isinstance(c, Delta))]
+            stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
+    for n in order:
+        if isinstance(n, Const):
+            args[n] = repr(float(n.value))
+            continue
+        args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
+    results = ", ".join(args[r] for r in roots)
+    needs = sorted(f"_{fn.name}" for fn in _user_functions(exprs))
+    header = [
+        "import numpy as np" + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
+        "",
+        "",
+        f"def {name}({', '.join(params)}):",
+        f'    """{"; ".join(_comment(r) for r in roots)[:90]}"""',
+    ]
+    casts = [f"    {p} = np.asarray({p}, dtype=float)" for p in params]
+    return "\n".join(header + casts + w.lines + [f"    return {results}"]) + "\n"
+
+
+def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa: A001
+    """A function of the variables (keyword arguments by name) computing ``outputs``;
+    shared subexpressions are computed once.
+
+    >>> x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
+    >>> f = md.compile([x.T @ A @ x, md.grad(x.T @ A @ x, x)])
+    >>> value, gradient = f(x=[1.0, 1.0], A=[[1.0, 0.0], [0.0, 1.0]])
+    >>> float(value), gradient.tolist()
+    (2.0, [2.0, 2.0])
+    """
+    source = codegen(outputs, backend, sizes=sizes)
+    namespace: dict = {f"_{fn.name}": (fn.numpy if callable(fn.numpy) else fn.numpy[0])
+                       for fn in _user_functions(outputs)}
+    exec(compile_source(source), namespace)  # our own generated code, never user text
+    fn = namespace["f"]
+    fn.source = source
+    return fn
+
+
+def _user_functions(outputs) -> set:
+    """The user-defined element-wise functions with values that the outputs call."""
+    found, seen = set(), set()
+    stack = [simplify(lift(e).node) for e in (outputs if isinstance(outputs, (list, tuple))
+                                              else [outputs])]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(n.children)
+        if isinstance(n, Elementwise) and not n.fn.builtin and n.fn.numpy is not None:
+            found.add(n.fn)
+    return found
+
+
+def compile_source(source: str):
+    import builtins
+
+    return builtins.compile(source, "<matdiff-generated>", "exec")
+
+
+def hvp(f, x, v) -> Expr:
+    """The Hessian-vector product ∇²f(x)·v as an expression, without forming the Hessian:
+    the gradient of ⟨∇f, v⟩.  ``v`` is a variable of x's shape."""
+    from .library import _variable, dot, grad
+
+    var = _variable(v, "hvp")
+    xv = _variable(x, "hvp")
+    if var.shape != xv.shape:
+        raise MatdiffError(f"hvp: {var.name} must have {xv.name}'s shape "
+                           f"{D.fmt_shape(xv.shape)}, not {D.fmt_shape(var.shape)}")
+    return grad(dot(grad(f, x), v), x)
