@@ -16,7 +16,7 @@ from . import dims as D
 from .errors import CheckError, MatdiffError, NotSupportedError
 from .evaluate import bind, interpret, numpy_ops, variables
 from .expr import Expr, lift
-from .ir import Elementwise, ScalarFn, Var
+from .ir import Elementwise, ScalarFn, Var, walk
 from .library import jacobian
 
 KINDS = ("normal", "positive", "spd", "invertible", "symmetric")
@@ -71,14 +71,7 @@ def _var(x) -> Var:
 def _sizes(node, targets, given, rng) -> dict:
     """Random sizes for every symbolic dim of the expression (a dim may appear in no
     variable, as in ones(k)), overridden by the given ones."""
-    names, seen, stack = set(), set(), [node] + list(targets)
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            names |= D.names(n.shape)
-            stack.extend(n.children)
-    names = sorted(names)
+    names = sorted(set().union(*(D.names(n.shape) for n in walk(node, *targets))))
     out = {n: int(rng.integers(2, 5)) for n in names}
     for k, v in (given or {}).items():
         if not isinstance(v, int) or v < 1:
@@ -245,13 +238,8 @@ class _ScalarStandIn:
 
 def _stand_ins(node) -> dict:
     """Stand-ins for the abstract functions of an expression (and their derivatives)."""
-    out, stack, seen = {}, [node], set()
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(n.children)
+    out = {}
+    for n in walk(node):
         if isinstance(n, Elementwise) and not n.fn.builtin:
             if n.fn.deriv is not None and n.fn.numpy is None:
                 raise NotSupportedError(f"check: {n.fn.name} has a derivative but no values; "

@@ -15,7 +15,7 @@ import opt_einsum as oe
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node,
-                 Reshape, ScalarFn, Softmax, Sum, free_vars)
+                 Reshape, ScalarFn, Softmax, Sum, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -109,31 +109,12 @@ def _inputs(n: Node):
 
 def contract_with_deltas(n: Contract, arrays: list, sizes: dict, einsum, zeros):
     """The value of a contraction whose Delta factors are merged into labels, never built."""
-    parent = {}
-
-    def find(x):
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    labels, ones = [], []
-    for op, lab in zip(n.operands, n.labels):
-        if isinstance(op, Delta):
-            for x in lab[1:]:
-                a, b = find(lab[0]), find(x)
-                if a != b:
-                    parent[b] = a
-            ones.append(lab[0])
-        else:
-            labels.append(lab)
-    labels = [tuple(find(x) for x in lab) for lab in labels]
-    out = [find(x) for x in n.out]
+    kept, out, uniq, summed_only = merge_deltas(n)
+    labels = [lab for _, lab in kept]
     dim = n.label_dims()
     carried = {x for lab in labels for x in lab}
-    uniq = list(dict.fromkeys(out))
     # a merged label only a delta carries: a broadcast if it is an output, else a factor n
-    factor = prod(D.resolve(dim[r], sizes) for r in {find(x) for x in ones}
-                  if r not in carried and r not in uniq)
+    factor = prod(D.resolve(dim[r], sizes) for r in summed_only)
     inner = [x for x in uniq if x in carried]
     value = einsum(labels, arrays, inner) if arrays else np.asarray(1.0)
     if factor != 1:

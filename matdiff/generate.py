@@ -20,7 +20,7 @@ from . import dims as D
 from .errors import MatdiffError, NotSupportedError
 from .expr import Expr, lift
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
-                 ScalarFn, Softmax, Sum)
+                 ScalarFn, Softmax, Sum, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -119,32 +119,13 @@ def _tensordot(a, la, b, lb, out, summed) -> str:
 
 
 def _contract(w: _Writer, n: Contract, args: dict, size_of) -> str:
-    """Deltas merged into labels, then a pairwise plan from opt_einsum, each step a line."""
-    parent = {}
-
-    def find(x):
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    ops, labs, ones = [], [], []
-    for op, lab in zip(n.operands, n.labels):
-        if isinstance(op, Delta):
-            for x in lab[1:]:
-                ra, rb = find(lab[0]), find(x)
-                if ra != rb:
-                    parent[rb] = ra
-            ones.append(lab[0])
-        else:
-            ops.append(args[op])
-            labs.append(lab)
-    labs = [tuple(find(x) for x in lab) for lab in labs]
-    out = [find(x) for x in n.out]
+    """Deltas merged into labels, then a pairwise plan, each step a line."""
+    kept, out, uniq, summed_only = merge_deltas(n)
+    ops, labs = [args[op] for op, _ in kept], [lab for _, lab in kept]
     dim = n.label_dims()
     carried = {x for lab in labs for x in lab}
-    uniq = list(dict.fromkeys(out))
+    factors = [size_of(dim[r]) for r in summed_only]
     inner = tuple(x for x in uniq if x in carried)
-    factors = [size_of(dim[r]) for r in {find(x) for x in ones} if r not in carried and r not in uniq]
     if not ops:
         code = "np.asarray(1.0)"
     elif len(ops) == 1:
@@ -365,18 +346,10 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa
 
 def _user_functions(outputs) -> set:
     """The user-defined element-wise functions with values that the outputs call."""
-    found, seen = set(), set()
-    stack = [simplify(lift(e).node) for e in (outputs if isinstance(outputs, (list, tuple))
+    roots = [simplify(lift(e).node) for e in (outputs if isinstance(outputs, (list, tuple))
                                               else [outputs])]
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(n.children)
-        if isinstance(n, Elementwise) and not n.fn.builtin and n.fn.numpy is not None:
-            found.add(n.fn)
-    return found
+    return {n.fn for n in walk(*roots)
+            if isinstance(n, Elementwise) and not n.fn.builtin and n.fn.numpy is not None}
 
 
 def compile_source(source: str):

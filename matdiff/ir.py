@@ -126,15 +126,50 @@ def free_vars(node: Node) -> frozenset:
     return node._vars
 
 
-def dag_size(*roots: Node) -> int:
-    """The number of distinct nodes reachable from ``roots`` (shared nodes count once)."""
+def walk(*roots: Node):
+    """Every node reachable from ``roots``, each once (in no particular order)."""
     seen, stack = set(), list(roots)
     while stack:
         n = stack.pop()
         if n not in seen:
             seen.add(n)
+            yield n
             stack.extend(n.children)
-    return len(seen)
+
+
+def dag_size(*roots: Node) -> int:
+    """The number of distinct nodes reachable from ``roots`` (shared nodes count once)."""
+    return sum(1 for _ in walk(*roots))
+
+
+def merge_deltas(c: "Contract"):
+    """A contraction with its Kronecker deltas merged into labels, for code that must not
+    build them: (non-delta operands with renamed labels, the renamed output, the distinct
+    output labels, the labels only a delta carried and that are summed — each a factor of
+    its dim)."""
+    parent = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    kept, ones = [], []
+    for op, lab in zip(c.operands, c.labels):
+        if isinstance(op, Delta):
+            for x in lab[1:]:
+                ra, rb = find(lab[0]), find(x)
+                if ra != rb:
+                    parent[rb] = ra
+            ones.append(lab[0])
+        else:
+            kept.append((op, lab))
+    kept = [(op, tuple(find(x) for x in lab)) for op, lab in kept]
+    out = [find(x) for x in c.out]
+    carried = {x for _, lab in kept for x in lab}
+    uniq = list(dict.fromkeys(out))
+    summed_only = [r for r in {find(x) for x in ones} if r not in carried and r not in uniq]
+    return kept, out, uniq, summed_only
 
 
 def clear_caches() -> None:

@@ -1087,7 +1087,7 @@ def declarations(expr) -> dict:
     """Declarations that make ``parse`` read an expression's variables and functions as
     they are: {"A": "matrix(n, n) symmetric", "sigma": "function", …}."""
     from .functions import Function, ScalarFunction
-    from .ir import Elementwise, ScalarFn
+    from .ir import Elementwise, ScalarFn, walk
 
     out = {}
     for v in lift(expr).variables:
@@ -1098,13 +1098,7 @@ def declarations(expr) -> dict:
             raise MatdiffError(f"{node.name} has order {node.ndim}; the text dialects have "
                                f"scalars, vectors and matrices")
         out[node.name] = kind + (f"({dims})" if dims else "") + (" symmetric" if node.symmetric else "")
-    stack, seen = [lift(expr).node], set()
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(n.children)
+    for n in walk(lift(expr).node):
         if isinstance(n, Elementwise) and isinstance(n.fn, Function) and not n.fn.builtin:
             out[n.fn.name] = "function"
         elif isinstance(n, ScalarFn) and isinstance(n.fn, ScalarFunction):

@@ -7,23 +7,15 @@ import matdiff as md
 from matdiff.check import _sample
 from matdiff.evaluate import variables
 from matdiff.functions import Function
-from matdiff.ir import Elementwise, ScalarFn
+from matdiff.ir import Elementwise, ScalarFn, walk
 
 from .cases import CASES
 
 
 def _abstract(e) -> bool:
-    stack, seen = [md.expr.lift(e).node], set()
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(n.children)
-        if isinstance(n, ScalarFn) or (isinstance(n, Elementwise) and isinstance(n.fn, Function)
-                                       and not n.fn.builtin and n.fn.numpy is None):
-            return True
-    return False
+    return any(isinstance(n, ScalarFn) or (isinstance(n, Elementwise) and isinstance(n.fn, Function)
+                                           and not n.fn.builtin and n.fn.numpy is None)
+               for n in walk(md.expr.lift(e).node))
 
 
 CONCRETE = [c for c in CASES if not _abstract(c.f)]

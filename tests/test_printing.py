@@ -290,14 +290,7 @@ def test_repr_is_python_that_rebuilds_the_value(name, text):
         scope.setdefault(fn, md.function(fn))
     scope.setdefault("lambda_", md.scalar_function("lambda"))
     rebuilt = eval(code.replace("lambda.", "lambda_.").replace("lambda(", "lambda_("), scope)
-    rng = np.random.default_rng(1)
-    size = {"n": 3, "k": 2, "m": 4, "p": 5, "q": 2}
-    vs = {v.name: v for v in variables(d.node, *d.scope)}
-    values = {k: _sample(v, c.kinds.get(k, "positive" if k in "xy" else "normal"), size, rng)
-              for k, v in vs.items()}
-    if c.prepare:
-        values = c.prepare(values)
-    functions = {**_stand_ins(md.expr.lift(c.f).node), **_stand_ins(d.node)}
+    values, size, functions = _case_inputs(c, d, seed=1)
     used = {v.name for v in variables(rebuilt.node)}
     got = rebuilt.evaluate({k: v for k, v in values.items() if k in used}, functions, sizes=size)
     np.testing.assert_allclose(got, d.evaluate(values, functions, sizes=size), rtol=1e-9, atol=1e-12)
@@ -313,14 +306,19 @@ def test_printed_text_parses_back_to_the_same_values(name, text):
     if _has_index(d.notation()):
         return  # index notation is for reading; it has no text dialect
     back = md.parse(str(d), dialect="matdiff", result_shape=d.shape, **declarations(d))
-    rng = np.random.default_rng(2)
+    values, size, functions = _case_inputs(c, d, seed=2)
+    used = {v.name for v in variables(back.node)}
+    got = back.evaluate({k: v for k, v in values.items() if k in used}, functions, sizes=size)
+    np.testing.assert_allclose(got, d.evaluate(values, functions, sizes=size), rtol=1e-9, atol=1e-12)
+
+
+def _case_inputs(c, d, seed):
+    """Random inputs for a case's derivative d, with stand-ins for abstract functions."""
+    rng = np.random.default_rng(seed)
     size = {"n": 3, "k": 2, "m": 4, "p": 5, "q": 2}
     vs = {v.name: v for v in variables(d.node, *d.scope)}
     values = {k: _sample(v, c.kinds.get(k, "positive" if k in "xy" else "normal"), size, rng)
               for k, v in vs.items()}
     if c.prepare:
         values = c.prepare(values)
-    functions = {**_stand_ins(md.expr.lift(c.f).node), **_stand_ins(d.node)}
-    used = {v.name for v in variables(back.node)}
-    got = back.evaluate({k: v for k, v in values.items() if k in used}, functions, sizes=size)
-    np.testing.assert_allclose(got, d.evaluate(values, functions, sizes=size), rtol=1e-9, atol=1e-12)
+    return values, size, {**_stand_ins(md.expr.lift(c.f).node), **_stand_ins(d.node)}
