@@ -131,11 +131,7 @@ class Parser:
         return node
 
     def expression(self, min_bp: int) -> Node:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise ParseError(f"the expression nests deeper than {MAX_DEPTH} levels", self.text,
-                             self.peek().col)
-        left = self.prefix()
+        left = self.enter()
         while True:
             tok = self.peek()
             post = POSTFIX[self.dialect].get(tok.text)
@@ -158,6 +154,14 @@ class Parser:
             left = Node(tok.text, tok.col, [left, right])
         self.depth -= 1
         return left
+
+    def enter(self) -> Node:
+        """One level deeper (refused past MAX_DEPTH), and the expression's first operand."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ParseError(f"the expression nests deeper than {MAX_DEPTH} levels", self.text,
+                             self.peek().col)
+        return self.prefix()
 
     def prefix(self) -> Node:
         tok = self.take()
@@ -971,11 +975,7 @@ class PrintedParser(Parser):
         return tok.kind in ("number", "name") or tok.text in ("(", "√", "∇", "|")
 
     def expression(self, min_bp: int) -> Node:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise ParseError(f"the expression nests deeper than {MAX_DEPTH} levels", self.text,
-                             self.peek().col)
-        left = self.prefix()
+        left = self.enter()
         while True:
             tok = self.peek()
             if tok.text in ("ᵀ", "⁻¹", "⁻ᵀ") or tok.kind == "sup":
