@@ -103,13 +103,17 @@ def _tensordot(a, la, b, lb, out, summed) -> str:
         return f"np.sum({a} * {bb})" if len(la) > 1 else f"{a} @ {b}"
     if len(la) == 1 and len(lb) == 2 and lb[1] == summed[0]:  # Xw rather than wXᵀ
         return _tensordot(b, lb, a, la, out, set(summed))
-    if len(la) <= 2 and len(lb) <= 2 and len(summed) == 1:
+    if len(la) <= 2 and len(lb) <= 2 and len(summed) == 1:  # a matrix product, fewest .T
         s = summed[0]
-        left = a if la[-1] == s else (f"{a}.T" if len(la) == 2 else a)
-        right = b if lb[0] == s else (f"{b}.T" if len(lb) == 2 else b)
-        got = fa + fb
-        code = f"{left} @ {right}"
-        return code if got == list(out) else f"({code}).T"
+        options = []
+        for x, lx, y, ly in ((a, la, b, lb), (b, lb, a, la)):
+            left = x if lx[-1] == s else (f"{x}.T" if len(lx) == 2 else x)
+            right = y if ly[0] == s else (f"{y}.T" if len(ly) == 2 else y)
+            got = [v for v in lx if v != s] + [v for v in ly if v != s]
+            code = f"{left} @ {right}"
+            code = code if got == list(out) else f"({code}).T"
+            options.append((code.count(".T"), code))
+        return min(options)[1]
     axes = ([la.index(x) for x in summed], [lb.index(x) for x in summed])
     code = f"np.tensordot({a}, {b}, axes={axes})"
     got = fa + fb
@@ -239,6 +243,36 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     raise AssertionError(type(n).__name__)
 
 
+def _distributed_sums(order, roots) -> set:
+    """Sums of matrices used once, by a product whose other factors are vectors or scalars:
+    (A + Aᵀ)x is cheaper as Ax + Aᵀx, which never builds the n × n sum."""
+    uses: dict = {}
+    for n in order:
+        for c in set(n.children):
+            uses[c] = uses.get(c, 0) + 1
+    out = set()
+    for n in order:
+        if not isinstance(n, Contract):
+            continue
+        for op in n.operands:
+            others = [o for o in n.operands if o is not op]
+            if isinstance(op, Sum) and op.ndim >= 2 and uses.get(op) == 1 and op not in roots \
+                    and len(op.terms) > 1 and others and all(o.ndim <= 1 for o in others):
+                out.add(op)
+                break
+    return out
+
+
+def _distribute(w: _Writer, n: Contract, inlined: set, args: dict, size_of) -> str:
+    (k, s), = [(k, op) for k, op in enumerate(n.operands) if op in inlined][:1]
+    parts = []
+    for c, term in s.terms:
+        node = Contract(n.operands[:k] + (term,) + n.operands[k + 1:], n.labels, n.out)
+        code = _contract(w, node, args, size_of)
+        parts.append(code if c == 1 else f"{c!r} * ({code})")
+    return " + ".join(f"({p})" if " + " in p else p for p in parts)
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -256,9 +290,8 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
         A = np.asarray(A, dtype=float)
         x = np.asarray(x, dtype=float)
         t1 = A.T  # Aᵀ
-        t2 = t1 + A  # A + Aᵀ
-        t3 = t2 @ x  # (A + Aᵀ)x
-        return t3
+        t2 = t1 @ x + A @ x  # (A + Aᵀ)x
+        return t2
     """
     if backend != "numpy":
         raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use 'numpy'")
@@ -307,9 +340,15 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
             stack.append((n, True))
             kids = [c for c in n.children if not (isinstance(n, Contract) and isinstance(c, Delta))]
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
+    inlined = _distributed_sums(order, roots)
     for n in order:
         if isinstance(n, Const):
             args[n] = repr(float(n.value))
+            continue
+        if n in inlined:
+            continue
+        if isinstance(n, Contract) and any(op in inlined for op in n.operands):
+            args[n] = w.emit(_distribute(w, n, inlined, args, size_of), _comment(n))
             continue
         args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
     results = ", ".join(args[r] for r in roots)

@@ -91,3 +91,17 @@ def test_unsupported():
         md.codegen(md.sum(md.function("sigma")(X @ w)))
     with pytest.raises(md.NotSupportedError, match="not available yet"):
         md.codegen(LOGISTIC, backend="jax")
+
+
+def test_a_matrix_sum_times_a_vector_is_distributed():
+    """(A + Aᵀ)x is written Ax + Aᵀx: two matrix-vector products, no n × n temporary."""
+    x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
+    src = md.codegen(md.grad(x.T @ A @ x, x))
+    assert "@ x + " in src and "t1 + A" not in src and "A + t1" not in src
+    fn = md.compile(md.grad(x.T @ A @ x, x))
+    rng = np.random.default_rng(0)
+    Av, xv = rng.normal(size=(5, 5)), rng.normal(size=5)
+    np.testing.assert_allclose(fn(A=Av, x=xv), (Av + Av.T) @ xv)
+    # a matrix sum times a matrix stays factored: (A + B)C is one product, not two
+    B, C = md.matrix("B", "n", "n"), md.matrix("C", "n", "n")
+    assert "t2 @ C" in md.codegen((A + B) @ C) or "@ C" in md.codegen((A + B) @ C)
