@@ -38,7 +38,7 @@ NUMPY_FUNCTIONS = {
 
 class _Writer:
     def __init__(self, sizes_hint: dict):
-        self.lines, self.names, self.count, self.hint = [], {}, 0, sizes_hint
+        self.lines, self.count, self.hint = [], 0, sizes_hint
 
     def fresh(self) -> str:
         self.count += 1

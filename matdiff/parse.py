@@ -730,9 +730,8 @@ class Builder:
         if order is not None:
             return self._derivative_call(node, names, order)
         build = self.functions()[node.value][1]
-        if build in (self._build_const,):
-            return build(node, names)
-        if build in (self._build_softmax, self._build_logsumexp, self._build_sum, self._build_norm):
+        if build in (self._build_const, self._build_softmax, self._build_logsumexp,
+                     self._build_sum, self._build_norm):  # these read the syntax (axis=, c)
             return build(node, names)
         return build(*(self.build(a, names) for a in node.args))
 
