@@ -1,4 +1,4 @@
-"""Generated code: expressions compiled into a readable NumPy function.
+"""Generated code: expressions compiled into a readable NumPy (or JAX) function.
 
 ``codegen(outputs)`` writes one line per intermediate, each commented with its matrix
 notation; subexpressions shared between outputs (a loss, its gradient, its Hessian) are
@@ -6,12 +6,13 @@ computed once, because equal IR nodes are the same node.  A contraction of sever
 is split into pairwise steps, smallest result first, and each step is written
 with the NumPy primitive it is — ``a @ b``, ``a.T @ b``, ``a[:, None] * b``, ``(a * b).sum()``
 — with ``np.einsum`` only where none fits.  Kronecker deltas, identities and diag(·) are
-never built: their labels are merged before the split.  The NumPy output is a standalone
-module (it imports numpy only).
+never built: their labels are merged before the split.  The output is a standalone module
+(it imports numpy, or jax.numpy, only); the backends differ only in the ``BACKENDS`` table.
 """
 from __future__ import annotations
 
 import keyword
+import re
 import string
 
 import numpy as np
@@ -27,6 +28,13 @@ from .show import index_form
 from .simplify import simplify
 
 LETTERS = string.ascii_letters
+SCATTER = "    <scatter {full}|{index}|{values}>"  # a backend's way to write entries (below)
+BACKENDS = {  # the backends differ only in this table
+    "numpy": {"import": "import numpy as np", "module": "np",
+              "cast": "np.asarray({p}, dtype=float)", "scatter": "{full}[{index}] = {values}"},
+    "jax": {"import": "import jax.numpy as jnp", "module": "jnp", "cast": "jnp.asarray({p})",
+            "scatter": "{full} = {full}.at[{index}].set({values})"},
+}
 NUMPY_FUNCTIONS = {
     "exp": "np.exp({})", "log": "np.log({})", "sin": "np.sin({})", "cos": "np.cos({})",
     "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "np.exp(-np.logaddexp(0.0, -{}))",
@@ -141,12 +149,13 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of) -> str:
     if len(inner) < len(uniq):  # broadcast along labels only ones vectors carry
         shape = ", ".join(size_of(dim[x]) for x in uniq)
         code = f"np.broadcast_to({_expand(w.emit(code), inner, tuple(uniq))}, ({shape},))"
-    if len(uniq) < len(out):  # an output that is itself diagonal
+    if len(uniq) < len(out):  # an output that is itself diagonal: write its diagonal only
         values = w.emit(code)
         shape = ", ".join(size_of(dim[x]) for x in out)
         full = w.emit(f"np.zeros(({shape},))")
-        eq = f"{_labels_code(out)}->{_labels_code(uniq)}"
-        w.lines.append(f"    np.einsum({eq!r}, {full})[...] = {values}")
+        mesh = w.emit(f"np.ix_({', '.join(f'np.arange({size_of(dim[x])})' for x in uniq)})")
+        index = ", ".join(f"{mesh}[{uniq.index(x)}]" for x in out)
+        w.lines.append(SCATTER.format(full=full, index=index, values=values))
         return full
     return code
 
@@ -293,8 +302,10 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
         t2 = t1 @ x + A @ x  # (A + Aᵀ)x
         return t2
     """
-    if backend != "numpy":
-        raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use 'numpy'")
+    if backend not in BACKENDS:
+        raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use one of "
+                                f"{', '.join(map(repr, BACKENDS))}")
+    table = BACKENDS[backend]
     many = isinstance(outputs, (list, tuple))
     exprs = [lift(e) for e in (outputs if many else [outputs])]
     roots = [simplify(e.node) for e in exprs]
@@ -354,14 +365,25 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     results = ", ".join(args[r] for r in roots)
     needs = sorted(f"_{fn.name}" for fn in _user_functions(exprs))
     header = [
-        "import numpy as np" + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
+        table["import"] + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
         "",
         "",
         f"def {name}({', '.join(params)}):",
         f'    """{"; ".join(_comment(r) for r in roots)[:90]}"""',
     ]
-    casts = [f"    {p} = np.asarray({p}, dtype=float)" for p in params]
-    return "\n".join(header + casts + w.lines + [f"    return {results}"]) + "\n"
+    casts = [f"    {p} = {table['cast'].format(p=p)}" for p in params]
+    body = [_backend_line(line, table) for line in w.lines]
+    return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
+
+
+def _backend_line(line: str, table: dict) -> str:
+    """A generated line in a backend's names: np. → jnp., and its way to write entries."""
+    m = re.fullmatch(r"(\s*)<scatter (.*)\|(.*)\|(.*)>", line)
+    if m:
+        line = m.group(1) + table["scatter"].format(full=m.group(2), index=m.group(3),
+                                                   values=m.group(4))
+    code, hash_, comment = line.partition("  # ")
+    return re.sub(r"\bnp\.", table["module"] + ".", code) + hash_ + comment
 
 
 def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa: A001
