@@ -1,4 +1,4 @@
-"""Generated code: expressions compiled into a readable NumPy (or JAX) function.
+"""Generated code: expressions compiled into a readable NumPy, JAX or PyTorch function.
 
 ``codegen(outputs)`` writes one line per intermediate, each commented with its matrix
 notation; subexpressions shared between outputs (a loss, its gradient, its Hessian) are
@@ -7,7 +7,8 @@ is split into pairwise steps, smallest result first, and each step is written
 with the NumPy primitive it is — ``a @ b``, ``a.T @ b``, ``a[:, None] * b``, ``(a * b).sum()``
 — with ``np.einsum`` only where none fits.  Kronecker deltas, identities and diag(·) are
 never built: their labels are merged before the split.  The output is a standalone module
-(it imports numpy, or jax.numpy, only); the backends differ only in the ``BACKENDS`` table.
+(it imports numpy, jax.numpy or torch only); the backends differ only in the ``BACKENDS``
+table.
 """
 from __future__ import annotations
 
@@ -34,6 +35,25 @@ BACKENDS = {  # the backends differ only in this table
               "cast": "np.asarray({p}, dtype=float)", "scatter": "{full}[{index}] = {values}"},
     "jax": {"import": "import jax.numpy as jnp", "module": "jnp", "cast": "jnp.asarray({p})",
             "scatter": "{full} = {full}.at[{index}].set({values})"},
+    "torch": {"import": "import torch", "module": "torch",
+              "cast": "torch.as_tensor({p}, dtype=torch.float64)",
+              "scatter": "{full}[{index}] = {values}",
+              "functions": {"sigmoid": "torch.sigmoid({})",
+                            "softplus": "torch.nn.functional.softplus({})",
+                            "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)"},
+              # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
+              "rewrites": [
+                  (r", optimize=True", ""),
+                  (r"torch\.tensordot\((.*), axes=", r"torch.tensordot(\1, dims="),
+                  (r"torch\.transpose\(", "torch.permute("),
+                  (r"\.max\(axis=(-?\d+), keepdims=True\)", r".amax(dim=\1, keepdim=True)"),
+                  (r"torch\.asarray\(1\.0\)", "torch.tensor(1.0, dtype=torch.float64)"),
+                  (r"torch\.ix_\((.*)\)$", r"torch.meshgrid(\1, indexing='ij')"),
+                  (r"torch\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
+                   r"torch.\1(\2, dtype=torch.float64, device=_device)"),
+                  (r"torch\.arange\(([^()]*(?:\([^()]*\))?[^()]*)\)",
+                   r"torch.arange(\1, device=_device)"),
+              ]},
 }
 NUMPY_FUNCTIONS = {
     "exp": "np.exp({})", "log": "np.log({})", "sin": "np.sin({})", "cos": "np.cos({})",
@@ -45,8 +65,9 @@ NUMPY_FUNCTIONS = {
 
 
 class _Writer:
-    def __init__(self, sizes_hint: dict):
+    def __init__(self, sizes_hint: dict, functions: dict):
         self.lines, self.count, self.hint = [], 0, sizes_hint
+        self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
 
     def fresh(self) -> str:
         self.count += 1
@@ -202,13 +223,13 @@ def _plan(w: _Writer, ops, labs, out, dim) -> str:
 # --------------------------------------------------------------------------- other nodes
 
 
-def _elementwise(n: Elementwise, a: str) -> str:
+def _elementwise(w: _Writer, n: Elementwise, a: str) -> str:
     fn = n.fn
     if fn.builtin and fn.name == "pow":
         p = fn.param
         return {2.0: f"{a} * {a}", -1.0: f"1.0 / {a}", 0.5: f"np.sqrt({a})"}.get(p, f"{a} ** {p!r}")
     if fn.builtin:
-        return NUMPY_FUNCTIONS[fn.name].format(a)
+        return w.functions[fn.name].format(a)
     if fn.numpy is not None and fn.order == 0:  # a user's function: compile() supplies it
         return f"_{fn.name}({a})"
     raise NotSupportedError(f"codegen: {fn} is abstract; give it values (md.function(..., numpy=…)) "
@@ -225,7 +246,7 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         parts = [("" if c == 1 else ("-" if c == -1 else f"{c!r} * ")) + args[t] for c, t in n.terms]
         return " + ".join(parts).replace("+ -", "- ")
     if isinstance(n, Elementwise):
-        return _elementwise(n, a[0])
+        return _elementwise(w, n, a[0])
     if isinstance(n, Softmax):
         e = w.emit(f"np.exp({a[0]} - {a[0]}.max(axis={n.axis}, keepdims=True))")
         return f"{e} / {e}.sum(axis={n.axis}, keepdims=True)"
@@ -312,7 +333,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     from .evaluate import variables
 
     vs = variables(*roots, *(v for e in exprs for v in e.scope))
-    w = _Writer(dict(sizes or {}))
+    w = _Writer(dict(sizes or {}), table.get("functions", {}))
     args: dict = {}
     params = [_identifier(v.name) for v in vs]
     for v, p in zip(vs, params):
@@ -372,6 +393,8 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
         f'    """{"; ".join(_comment(r) for r in roots)[:90]}"""',
     ]
     casts = [f"    {p} = {table['cast'].format(p=p)}" for p in params]
+    if backend == "torch" and params:  # constants go where the arguments are (CPU or CUDA)
+        casts.append(f"    _device = {params[0]}.device")
     body = [_backend_line(line, table) for line in w.lines]
     return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
 
@@ -383,7 +406,10 @@ def _backend_line(line: str, table: dict) -> str:
         line = m.group(1) + table["scatter"].format(full=m.group(2), index=m.group(3),
                                                    values=m.group(4))
     code, hash_, comment = line.partition("  # ")
-    return re.sub(r"\bnp\.", table["module"] + ".", code) + hash_ + comment
+    code = re.sub(r"\bnp\.", table["module"] + ".", code)
+    for pattern, replacement in table.get("rewrites", ()):
+        code = re.sub(pattern, replacement, code)
+    return code + hash_ + comment
 
 
 def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa: A001

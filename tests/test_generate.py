@@ -34,6 +34,7 @@ def _check_backend(case, backend):
     params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
     got_f, got_d = fn(**{p: values[p] for p in params})
     fvals = {k: v for k, v in values.items() if k in {u.name for u in variables(f.node)}}
+    got_f, got_d = (np.asarray(g.cpu() if hasattr(g, "cpu") else g) for g in (got_f, got_d))
     np.testing.assert_allclose(got_f, f.evaluate(fvals), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got_d, d.evaluate(values), rtol=1e-10, atol=1e-12)
 
@@ -52,6 +53,24 @@ def test_jax_code_agrees_with_the_evaluator(case):
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     _check_backend(case, "jax")
+
+
+@pytest.mark.parametrize("case", JAX_CASES, ids=[c.name for c in JAX_CASES])
+def test_torch_code_agrees_with_the_evaluator(case):
+    pytest.importorskip("torch")
+    _check_backend(case, "torch")
+
+
+def test_torch_code_follows_its_arguments_device():
+    torch = pytest.importorskip("torch")
+    fn = md.compile(md.hessian(LOGISTIC, w), backend="torch")
+    src = md.codegen(md.hessian(LOGISTIC, w), backend="torch")
+    assert "device=_device" in src and "_device = X.device" in src and "np." not in src
+    rng = np.random.default_rng(0)
+    Xv, wv, yv = rng.normal(size=(6, 3)), rng.normal(size=3), np.sign(rng.normal(size=6))
+    got = fn(X=torch.tensor(Xv), w=torch.tensor(wv), y=torch.tensor(yv))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), md.hessian(LOGISTIC, w).evaluate(X=Xv, w=wv, y=yv), rtol=1e-10)
 
 
 def test_jax_code_runs_under_jit():
@@ -115,7 +134,7 @@ def test_unsupported():
     with pytest.raises(md.NotSupportedError, match="abstract"):
         md.codegen(md.sum(md.function("sigma")(X @ w)))
     with pytest.raises(md.NotSupportedError, match="not available yet"):
-        md.codegen(LOGISTIC, backend="torch")
+        md.codegen(LOGISTIC, backend="tensorflow")
 
 
 def test_a_matrix_sum_times_a_vector_is_distributed():
