@@ -24,6 +24,8 @@ import matdiff as md  # noqa: E402
 
 
 def _sigmoid(z):
+    if hasattr(z, "sigmoid"):  # a torch tensor: the closed forms serve both libraries
+        return z.sigmoid()
     return np.exp(-np.logaddexp(0.0, -z))
 
 
@@ -109,8 +111,9 @@ def main(quick: bool):
           + (f", JAX {jx[0].__version__}" if jx else "") + (f", PyTorch {th.__version__}" if th else "")
           + f"; {time.strftime('%Y-%m-%d')}; float64, CPU, medians\n")
     print("| problem | what | derive + codegen | matdiff NumPy | closed form NumPy | ratio | "
-          "matdiff JAX (jit) | jax.grad/hessian (jit) | torch.func |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "matdiff JAX (jit) | jax.grad/hessian (jit) | matdiff PyTorch | closed form PyTorch | "
+          "ratio | torch.func |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, build, data, grad_cf, hess_cf, value_cf in problems(quick):
         v = data(rng)
         for what, closed in (("gradient", grad_cf), ("Hessian", hess_cf)):
@@ -128,9 +131,11 @@ def main(quick: bool):
             t_jax = _time_jax(jx, value_cf, v, var.node.name, what, want) if jx else None
             t_mdjax = _time_md_jax(jx, d, v, params, want) if jx else None
             t_torch = _time_torch(th, value_cf, v, var.node.name, what, want) if th else None
+            t_mdt, t_cft = _time_md_torch(th, d, v, params, closed, want) if th else (None, None)
             fmt = lambda t: "—" if t is None else f"{t * 1e3:.2f} ms"  # noqa: E731
             print(f"| {name} | {what} | {t_build * 1e3:.1f} ms | {fmt(t_md)} | {fmt(t_cf)} | "
-                  f"{t_md / t_cf:.2f} | {fmt(t_mdjax)} | {fmt(t_jax)} | {fmt(t_torch)} |")
+                  f"{t_md / t_cf:.2f} | {fmt(t_mdjax)} | {fmt(t_jax)} | {fmt(t_mdt)} | {fmt(t_cft)} | "
+                  f"{(t_mdt / t_cft) if t_mdt else float('nan'):.2f} | {fmt(t_torch)} |")
 
 
 def _time_jax(jx, value, v, name, what, want):
@@ -152,6 +157,15 @@ def _time_md_jax(jx, d, v, params, want):
     args = {p: jnp.asarray(v[p]) for p in params}
     np.testing.assert_allclose(np.asarray(fn(**args)), want, rtol=1e-8, atol=1e-8)
     return median_time(lambda: fn(**args).block_until_ready())
+
+
+def _time_md_torch(torch, d, v, params, closed, want):
+    fn = md.compile(d, backend="torch")
+    vt = {k: torch.as_tensor(a, dtype=torch.float64) for k, a in v.items()}
+    args = {p: vt[p] for p in params}
+    np.testing.assert_allclose(fn(**args).numpy(), want, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(closed(vt).numpy(), want, rtol=1e-8, atol=1e-8)
+    return median_time(lambda: fn(**args)), median_time(lambda: closed(vt))
 
 
 def _time_torch(torch, value, v, name, what, want):

@@ -297,7 +297,13 @@ def _distribute(w: _Writer, n: Contract, inlined: set, args: dict, size_of) -> s
     (k, s), = [(k, op) for k, op in enumerate(n.operands) if op in inlined][:1]
     parts = []
     for c, term in s.terms:
-        node = Contract(n.operands[:k] + (term,) + n.operands[k + 1:], n.labels, n.out)
+        raw = Contract(n.operands[:k] + (term,) + n.operands[k + 1:], n.labels, n.out)
+        # simplified, a transposed term is read in place (x @ A, not A.T then @ x), where
+        # every factor of the simplified product is already computed
+        node = simplify(raw)
+        if not (isinstance(node, Contract) and all(o in args or isinstance(o, Delta)
+                                                   for o in node.operands)):
+            node = raw
         code = _contract(w, node, args, size_of)
         parts.append(code if c == 1 else f"{c!r} * ({code})")
     return " + ".join(f"({p})" if " + " in p else p for p in parts)
@@ -320,7 +326,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
         A = np.asarray(A, dtype=float)
         x = np.asarray(x, dtype=float)
         t1 = A.T  # Aᵀ
-        t2 = t1 @ x + A @ x  # (A + Aᵀ)x
+        t2 = x @ A + A @ x  # (A + Aᵀ)x
         return t2
     """
     if backend not in BACKENDS:
