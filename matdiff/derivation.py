@@ -49,13 +49,10 @@ class Derivation:
         return shown + [pairing, name + (" = " if style is TEXT else " = ") + g]
 
     def __str__(self):
-        lines = self.lines(TEXT)
-        head = lines[0]
-        width = len(head)
-        body = [f"{head}"] + [" " * width + f" = {line}" for line in lines[1:-1]]
-        body[0] = f"{head} = {lines[1]}" if len(lines) > 2 else head
-        body = [body[0]] + [" " * width + f" = {line}" for line in lines[2:-1]]
-        return "\n".join(body + [f"⇒ {lines[-1]}"])
+        head, *steps, conclusion = self.lines(TEXT)  # steps end with ⟨∇f, dX⟩
+        pad = " " * len(head)
+        body = [f"{head} = {steps[0]}"] + [f"{pad} = {step}" for step in steps[1:]]
+        return "\n".join(body + [f"⇒ {conclusion}"])
 
     def latex(self) -> str:
         lines = self.lines(LATEX)

@@ -250,8 +250,9 @@ def _broadcast(a: Expr, b: Expr, what: str):
 
 def _combine(a, b, op: str, sign: int) -> Expr:
     a, b = lift(a), lift(b)
-    x, y, row = _broadcast(a, b, _join(a, op, b, SUM))
-    return Expr(B.linear([(1, x), (sign, y)], x.shape), row, _join(a, op, b, SUM), SUM)
+    src = _join(a, op, b, SUM)
+    x, y, row = _broadcast(a, b, src)
+    return Expr(B.linear([(1, x), (sign, y)], x.shape), row, src, SUM)
 
 
 def _hadamard(a, b, op: str, shown: Expr | None = None) -> Expr:

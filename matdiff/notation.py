@@ -228,12 +228,21 @@ def fewest_transposes(m):
     return min((m, flipped), key=_transposes)
 
 
+def children(m: M) -> tuple:
+    """The notation nodes directly inside m."""
+    if isinstance(m, (Prod, Had, Kron)):
+        return m.factors
+    if isinstance(m, Add):
+        return tuple(t for _, t in m.terms)
+    if isinstance(m, (T, Call, Inv, Pow)):
+        return (m.arg,)
+    return ()
+
+
 def _transposes(m) -> int:
-    if isinstance(m, T):
-        return (m.arg.kind == "m") + _transposes(m.arg)
-    kids = getattr(m, "factors", None) or ([t for _, t in m.terms] if isinstance(m, Add) else
-                                           [m.arg] if hasattr(m, "arg") else [])
-    return sum(_transposes(k) for k in kids)
+    """The number of transposed matrices written in m."""
+    own = isinstance(m, T) and m.arg.kind == "m"
+    return own + sum(_transposes(k) for k in children(m))
 
 
 def trace(m: M) -> M:

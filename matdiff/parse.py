@@ -867,8 +867,7 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
     if result_shape is not None:  # I or 1 alone take their size from the caller
         dims = tuple(result_shape)
         want = Shape() if not dims else Shape(dims[0], dims[1] if len(dims) > 1 else ONE)
-        if not (b._same(tree, root, want, "the expression does not have the expected shape")):
-            pass
+        b._same(tree, root, want, "the expression does not have the expected shape")  # raises
     try:
         return b.build(tree, b.dim_names())
     except ShapeError:

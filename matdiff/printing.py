@@ -73,23 +73,13 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
     return main + where + ", ".join(defs)
 
 
-def _children(m):
-    if isinstance(m, (N.Prod, N.Had, N.Kron)):
-        return m.factors
-    if isinstance(m, N.Add):
-        return tuple(t for _, t in m.terms)
-    if isinstance(m, (N.T, N.Call, N.Inv, N.Pow)):
-        return (m.arg,)
-    return ()
-
-
 def _counts(m) -> dict:
     counts, stack = {}, [m]
     while stack:
         x = stack.pop()
         counts[id(x)] = counts.get(id(x), 0) + 1
         if counts[id(x)] == 1:
-            stack.extend(_children(x))
+            stack.extend(N.children(x))
     return counts
 
 
@@ -104,12 +94,12 @@ def _repeated(m) -> list:
         if x is not m and counts[id(x)] >= 2 and _size(x) >= 2:
             order.append(x)
             continue
-        stack.extend(_children(x))
+        stack.extend(N.children(x))
     return order
 
 
 def _size(m) -> int:
-    return 1 + sum(_size(c) for c in _children(m)) if not isinstance(m, (N.Sym, N.Num)) else 1
+    return 1 + sum(_size(c) for c in N.children(m))
 
 
 def _wrap(m, style, prec):

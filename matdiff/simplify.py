@@ -237,21 +237,7 @@ def _sort_symmetric(op, lab, key):
 
 
 def normalise_sum(s: Sum) -> Node:
-    acc: dict = {}
-
-    def put(coef, t):
-        acc[t] = acc.get(t, 0.0) + coef
-
-    for coef, t in s.terms:
-        if isinstance(t, Sum):  # flatten nested sums
-            for k, u in t.terms:
-                put(coef * k, u)
-        elif isinstance(t, Const):  # constants gather on the unit scalar
-            put(coef * t.value, B.ONE)
-        else:
-            put(coef, t)
-    terms = [(c, t) for t, c in acc.items() if c != 0.0]
-    terms = _factor(terms, s.shape)
+    terms = _factor(_combine(s.terms), s.shape)
     if not terms:
         return B.zeros(s.shape)
     if len(terms) == 1:
@@ -305,13 +291,15 @@ def _factor(terms, shape):
 
 
 def _combine(terms):
+    """Nested sums flattened, constants gathered on the unit scalar, equal terms merged
+    (x + x → 2x), zeros dropped."""
     acc: dict = {}
     for c, t in terms:
-        if isinstance(t, Sum):
-            for k, u in t.terms:
-                acc[u] = acc.get(u, 0.0) + c * k
-        else:
-            acc[t] = acc.get(t, 0.0) + c
+        parts = t.terms if isinstance(t, Sum) else [(1.0, t)]
+        for k, u in parts:
+            if isinstance(u, Const):
+                k, u = k * u.value, B.ONE
+            acc[u] = acc.get(u, 0.0) + c * k
     return [(c, t) for t, c in acc.items() if c != 0.0]
 
 

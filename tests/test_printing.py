@@ -224,9 +224,7 @@ def _read_back(e, case):
 def _has_index(m):
     if isinstance(m, N.Index):
         return True
-    kids = getattr(m, "factors", None) or ([t for _, t in m.terms] if isinstance(m, N.Add) else
-                                           [m.arg] if hasattr(m, "arg") else [])
-    return any(_has_index(k) for k in kids)
+    return any(_has_index(k) for k in N.children(m))
 
 
 def test_table_is_large_enough():
