@@ -66,17 +66,52 @@ NUMPY_FUNCTIONS = {
 
 class _Writer:
     def __init__(self, sizes_hint: dict, functions: dict):
-        self.lines, self.count, self.hint = [], 0, sizes_hint
+        self.lines, self.count, self.hint, self.written = [], 0, sizes_hint, {}
+        self.prefix = "t"  # codegen picks another where a variable is named like t1
         self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
 
     def fresh(self) -> str:
         self.count += 1
-        return f"t{self.count}"
+        return f"{self.prefix}{self.count}"
 
-    def emit(self, code: str, comment: str = "") -> str:
+    def emit(self, code: str, comment: str = "", pure: bool = True) -> str:
+        """A line ``tN = code``; code already written (pure) is not written twice, and a
+        bare name is not copied."""
+        if code.isidentifier():
+            return code
+        if pure and code in self.written:
+            return self.written[code]
         name = self.fresh()
         self.lines.append(f"    {name} = {code}" + (f"  # {comment}" if comment else ""))
+        if pure:
+            self.written[code] = name
         return name
+
+    def live_lines(self, results: list) -> tuple:
+        """The lines that the results need (a matrix sum that was distributed leaves its
+        transposes unused), numbered afresh, and the results' new names."""
+        name = re.compile(rf"\b{self.prefix}\d+\b")
+        used, kept = set(results), []
+        for line in reversed(self.lines):
+            m = re.match(rf"\s*({self.prefix}\d+) = ", line)
+            if m and m.group(1) not in used:
+                continue
+            used.update(name.findall(line.partition("  # ")[0]))
+            kept.append(line)
+        new: dict = {}
+        for line in reversed(kept):
+            m = re.match(rf"\s*({self.prefix}\d+) = ", line)
+            if m:
+                new[m.group(1)] = f"{self.prefix}{len(new) + 1}"
+
+        def rename(text):
+            return name.sub(lambda m: new.get(m.group(0), m.group(0)), text)
+
+        lines = []
+        for line in reversed(kept):
+            code, hash_, comment = line.partition("  # ")
+            lines.append(rename(code) + hash_ + comment)
+        return lines, [rename(r) for r in results]
 
 
 def _comment(node: Node) -> str:
@@ -151,8 +186,9 @@ def _tensordot(a, la, b, lb, out, summed) -> str:
     return code
 
 
-def _contract(w: _Writer, n: Contract, args: dict, size_of) -> str:
-    """Deltas merged into labels, then a pairwise plan, each step a line."""
+def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -> str:
+    """Deltas merged into labels, then a pairwise plan, each step a line; ``coef`` scales
+    the entries before they are spread into a diagonal output."""
     kept, out, uniq, summed_only = merge_deltas(n)
     ops, labs = [args[op] for op, _ in kept], [lab for _, lab in kept]
     dim = n.label_dims()
@@ -167,13 +203,15 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of) -> str:
         code = _plan(w, ops, labs, inner, dim)
     for f in factors:
         code = f"({code}) * {f}"
+    if coef != 1.0:
+        code = f"-({code})" if coef == -1.0 else f"{coef!r} * ({code})"
     if len(inner) < len(uniq):  # broadcast along labels only ones vectors carry
         shape = ", ".join(size_of(dim[x]) for x in uniq)
         code = f"np.broadcast_to({_expand(w.emit(code), inner, tuple(uniq))}, ({shape},))"
     if len(uniq) < len(out):  # an output that is itself diagonal: write its diagonal only
         values = w.emit(code)
         shape = ", ".join(size_of(dim[x]) for x in out)
-        full = w.emit(f"np.zeros(({shape},))")
+        full = w.emit(f"np.zeros(({shape},))", pure=False)
         mesh = w.emit(f"np.ix_({', '.join(f'np.arange({size_of(dim[x])})' for x in uniq)})")
         index = ", ".join(f"{mesh}[{uniq.index(x)}]" for x in out)
         w.lines.append(SCATTER.format(full=full, index=index, values=values))
@@ -273,13 +311,30 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     raise AssertionError(type(n).__name__)
 
 
-def _distributed_sums(order, roots) -> set:
-    """Sums of matrices used once, by a product whose other factors are vectors or scalars:
-    (A + Aᵀ)x is cheaper as Ax + Aᵀx, which never builds the n × n sum."""
+def _uses(order) -> dict:
     uses: dict = {}
     for n in order:
         for c in set(n.children):
             uses[c] = uses.get(c, 0) + 1
+    return uses
+
+
+def _scaled_diagonals(order, roots, uses) -> dict:
+    """Products with a diagonal output (δ_ik (VᵀV)_jl) used once, by a scaling c·(…): the
+    scaling applies to the diagonal's entries, not to the whole output."""
+    out = {}
+    for n in order:
+        if isinstance(n, Sum) and len(n.terms) == 1:
+            c, t = n.terms[0]
+            if isinstance(t, Contract) and uses.get(t) == 1 and t not in roots and \
+                    len(merge_deltas(t)[2]) < t.ndim:
+                out[t] = n
+    return out
+
+
+def _distributed_sums(order, roots, uses) -> set:
+    """Sums of matrices used once, by a product whose other factors are vectors or scalars:
+    (A + Aᵀ)x is cheaper as Ax + Aᵀx, which never builds the n × n sum."""
     out = set()
     for n in order:
         if not isinstance(n, Contract):
@@ -325,9 +380,8 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     ...     print(line)
         A = np.asarray(A, dtype=float)
         x = np.asarray(x, dtype=float)
-        t1 = A.T  # Aᵀ
-        t2 = x @ A + A @ x  # (A + Aᵀ)x
-        return t2
+        t1 = x @ A + A @ x  # (A + Aᵀ)x
+        return t1
     """
     if backend not in BACKENDS:
         raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use one of "
@@ -342,6 +396,8 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
     args: dict = {}
     params = [_identifier(v.name) for v in vs]
+    while any(re.fullmatch(rf"{w.prefix}\d+", p) for p in params):
+        w.prefix = "_" + w.prefix
     for v, p in zip(vs, params):
         args[v] = p
     dim_source = {}
@@ -378,18 +434,25 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
             stack.append((n, True))
             kids = [c for c in n.children if not (isinstance(n, Contract) and isinstance(c, Delta))]
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
-    inlined = _distributed_sums(order, roots)
+    uses = _uses(order)
+    inlined = _distributed_sums(order, roots, uses)
+    scaled = _scaled_diagonals(order, roots, uses)
     for n in order:
         if isinstance(n, Const):
             args[n] = repr(float(n.value))
             continue
-        if n in inlined:
+        if n in inlined or n in scaled:
+            continue
+        if isinstance(n, Sum) and n.terms and n.terms[0][1] in scaled:
+            (c, t), = n.terms
+            args[n] = w.emit(_contract(w, t, args, size_of, coef=c), _comment(n))
             continue
         if isinstance(n, Contract) and any(op in inlined for op in n.operands):
             args[n] = w.emit(_distribute(w, n, inlined, args, size_of), _comment(n))
             continue
         args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
-    results = ", ".join(args[r] for r in roots)
+    lines, results = w.live_lines([args[r] for r in roots])
+    results = ", ".join(results)
     needs = sorted(f"_{fn.name}" for fn in _user_functions(exprs))
     header = [
         table["import"] + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
@@ -401,7 +464,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     casts = [f"    {p} = {table['cast'].format(p=p)}" for p in params]
     if backend == "torch" and params:  # constants go where the arguments are (CPU or CUDA)
         casts.append(f"    _device = {params[0]}.device")
-    body = [_backend_line(line, table) for line in w.lines]
+    body = [_backend_line(line, table) for line in lines]
     return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
 
 

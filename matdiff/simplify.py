@@ -85,6 +85,11 @@ def normalise_contract(c: Contract) -> Node:
             labs.append(tuple(lab))
     if coef == 0:
         return B.zeros(c.shape)
+    k = _distributable(ops, labs, c.out)
+    if k is not None:  # (δ_iq P + Q)_jq R_q… → δ_iq P R_q… + Q R_q…: the delta meets R
+        return simplify(B.linear(
+            [(coef * w, Contract(tuple(ops[:k]) + (t,) + tuple(ops[k + 1:]), tuple(labs), c.out))
+             for w, t in ops[k].terms], c.shape))
     ops, labs = _merge_powers(ops, labs)
     ops, labs = _cancel_inverses(ops, labs, c.out)
     ops, labs = _remove_deltas(ops, labs, c.out)
@@ -97,6 +102,21 @@ def normalise_contract(c: Contract) -> Node:
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
     return B.scale(coef, canonical(Contract(tuple(ops), tuple(labs), tuple(c.out)))[0])
+
+
+def _distributable(ops, labs, out):
+    """The position of a sum factor to distribute the product over: one with a term that
+    carries a Kronecker delta, so that distributing merges the delta with the other factors'
+    labels (the Hessian of tr(AX⁻¹B) would otherwise build an n⁴ tensor and contract it
+    twice; that of a sigmoid layer, a tensor n × k times larger than its result)."""
+    if len(ops) < 2:
+        return None
+    for k, op in enumerate(ops):
+        if isinstance(op, Sum) and any(
+                isinstance(t, Contract) and any(isinstance(o, Delta) and o.order >= 2
+                                                for o in t.operands) for _, t in op.terms):
+            return k
+    return None
 
 
 def _power_of(op):

@@ -1,5 +1,7 @@
 """Generated NumPy code: agrees with the evaluator on every case of the derivative table,
 shares subexpressions, never builds deltas, and stands alone."""
+import re
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from matdiff.evaluate import variables
 from matdiff.functions import Function
 from matdiff.ir import Elementwise, ScalarFn, walk
 
-from .cases import CASES
+from .cases import CASES, Case
 
 
 def _abstract(e) -> bool:
@@ -21,9 +23,9 @@ def _abstract(e) -> bool:
 CONCRETE = [c for c in CASES if not _abstract(c.f)]
 
 
-def _check_backend(case, backend):
+def _check_backend(case, backend, hessian=False):
     f = md.expr.lift(case.f)
-    d = md.jacobian(f, case.wrt)
+    d = md.hessian(f, case.wrt) if hessian else md.jacobian(f, case.wrt)
     fn = md.compile([f, d], backend=backend)
     rng = np.random.default_rng(4)
     size = {"n": 4, "k": 3, "m": 2, **case.sizes}
@@ -42,6 +44,44 @@ def _check_backend(case, backend):
 @pytest.mark.parametrize("case", CONCRETE, ids=[c.name for c in CONCRETE])
 def test_compiled_code_agrees_with_the_evaluator(case):
     _check_backend(case, "numpy")
+
+
+SECOND = [c for c in CONCRETE if c.order == 2]
+
+
+@pytest.mark.parametrize("case", SECOND, ids=[c.name for c in SECOND])
+def test_compiled_hessians_agree_with_the_evaluator(case):
+    _check_backend(case, "numpy", hessian=True)
+
+
+@pytest.mark.parametrize("case", CONCRETE, ids=[c.name for c in CONCRETE])
+def test_every_line_is_needed_and_numbered_in_order(case):
+    f = md.expr.lift(case.f)
+    src = md.codegen([md.jacobian(f, case.wrt)] + ([md.hessian(f, case.wrt)] if case.order == 2 else []))
+    assigned = re.findall(r"^    (t\d+) = ", src, flags=re.M)
+    assert assigned == [f"t{i}" for i in range(1, len(assigned) + 1)]
+    code = "\n".join(line.partition("  # ")[0] for line in src.splitlines())
+    for name in assigned:  # each temporary is read after it is written (or returned)
+        assert len(re.findall(rf"\b{name}\b", code)) >= 2, name
+
+
+def test_a_variable_named_like_a_temporary_is_not_overwritten():
+    t1, A = md.vector("t1", "n"), md.matrix("A", "n", "n")
+    fn = md.compile(md.grad(t1.T @ A @ t1, t1))
+    assert "_t1 = " in fn.source
+    rng = np.random.default_rng(0)
+    Av, xv = rng.normal(size=(4, 4)), rng.normal(size=4)
+    np.testing.assert_allclose(fn(A=Av, t1=xv), (Av + Av.T) @ xv)
+
+
+def test_a_scaled_diagonal_output_is_scaled_before_it_is_spread():
+    """2 δ_ik (VᵀV)_jl: the factor 2 multiplies the r × r block, not the (m·r)² output."""
+    T, U, V = md.matrix("T", "m", "n"), md.matrix("U", "m", "r"), md.matrix("V", "n", "r")
+    H = md.hessian(md.norm(T - U @ V.T) ** 2, U)
+    src = md.codegen(H)
+    full = re.search(r"(t\d+) = np.zeros", src).group(1)
+    assert src.rstrip().endswith(f"return {full}") and "2.0 * (V.T @ V)" in src
+    _check_backend(Case("UVᵀ", md.norm(T - U @ V.T) ** 2, U, sizes={"r": 2}), "numpy", hessian=True)
 
 
 # user functions with NumPy values run eagerly, not in JAX

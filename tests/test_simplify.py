@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import matdiff as md
-from matdiff.ir import Delta, dag_size
+from matdiff.ir import Delta, dag_size, walk
 from matdiff.simplify import simplify
 
 from .cases import tanh_network
@@ -63,6 +63,24 @@ def test_derivatives_carry_no_deltas_a_product_absorbs():
     X, w = md.matrix("X", "n", "k"), md.vector("w", "k")
     H = md.hessian(md.sum(md.softplus(X @ w)), w)  # Xᵀ diag(σ(Xw)(1 − σ(Xw))) X
     assert not any(isinstance(o, Delta) for o in H.node.operands)
+
+
+def test_a_delta_inside_a_sum_factor_is_distributed_away():
+    """(δ P + Q) R → δ P R + Q R, where the delta then merges with R's labels: the Hessians
+    of tr(AX⁻¹B) and of a sigmoid layer carry no delta their products can absorb."""
+    X = md.matrix("X", "n", "n")
+    H = md.hessian(md.trace(A @ md.inv(X) @ B), X)
+    assert not any(isinstance(n, Delta) for n in walk(H.node))
+    assert md.check(md.grad(md.trace(A @ md.inv(X) @ B), X), X, kinds={"X": "invertible"}) < 1e-6
+    Xd, W1, W2, Y = (md.matrix("X", "n", "d"), md.matrix("W1", "d", "h"), md.matrix("W2", "h", "c"),
+                     md.matrix("Y", "n", "c"))
+    loss = md.norm(md.sigmoid(Xd @ W1) @ W2 - Y) ** 2
+    H = md.hessian(loss, W1)  # δ_jl stays only where it ties two axes of the result
+    for n in walk(H.node):
+        if isinstance(n, md.ir.Contract):
+            for op, lab in zip(n.operands, n.labels):
+                assert not isinstance(op, Delta) or set(lab) <= set(n.out)
+    assert md.check(md.grad(loss, W1), W1) < 1e-6
 
 
 def test_network_gradients_grow_linearly_with_depth():
