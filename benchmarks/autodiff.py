@@ -1,20 +1,24 @@
-"""Generated code against hand-written closed forms and autodiff, float64, on the CPU.
+"""Generated code against hand-written closed forms and autodiff, float64, on the CPU (or GPU).
 
-For each problem (gradient and Hessian) and size: matdiff's generated NumPy code, the
-hand-written NumPy closed form, and — when installed — jax.grad / jax.hessian under jax.jit
-and torch.func.grad / torch.func.hessian.  Every result is checked against the closed
-form to 1e-8 before it is timed.  Derivation and compilation times are reported apart
-from evaluation.
+For each problem of issue 5, its gradient and its Hessian, at three sizes each: matdiff's
+generated NumPy, JAX and PyTorch code; the hand-written closed form in NumPy and in
+PyTorch; jax.grad / jax.hessian under jax.jit; torch.func.grad / torch.func.hessian.
+Every result is checked against the closed form to 1e-8 before it is timed.  Derivation
+and code generation, and JAX's jit compilation, are reported apart from evaluation.
 
-Run: python benchmarks/autodiff.py [--quick]
+Run: python benchmarks/autodiff.py [--quick] [--only NAME] [--device cuda]
+With --device cuda the NumPy columns are left out and JAX and PyTorch run on the GPU.
 """
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,62 +27,209 @@ import numpy as np  # noqa: E402
 import matdiff as md  # noqa: E402
 
 
-def _sigmoid(z):
-    if hasattr(z, "sigmoid"):  # a torch tensor: the closed forms serve both libraries
-        return z.sigmoid()
-    return np.exp(-np.logaddexp(0.0, -z))
+# ----------------------------------------------------------------------------- helpers
+# The closed forms and the values are written once for NumPy, JAX and PyTorch: ``lib`` is
+# the array module, and the few calls that differ go through these helpers.
 
-
-def problems(quick: bool):
-    """name, sizes, matdiff builder, numpy data, closed-form gradient and Hessian."""
-    out = []
-    for n in ((50, 200) if quick else (100, 400, 800)):
-        x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
-        out.append((f"xᵀAx, n={n}", lambda x=x, A=A: (x.T @ A @ x, x),
-                    lambda rng, n=n: {"x": rng.normal(size=n), "A": rng.normal(size=(n, n))},
-                    lambda v: (v["A"] + v["A"].T) @ v["x"], lambda v: v["A"] + v["A"].T,
-                    lambda lib, v: v["x"] @ v["A"] @ v["x"]))
-    for n, k in ((200, 20), (1000, 100)) if quick else ((500, 50), (2000, 200), (8000, 400)):
-        X, w, y = md.matrix("X", "n", "k"), md.vector("w", "k"), md.vector("y", "n")
-
-        def logistic_data(rng, n=n, k=k):
-            return {"X": rng.normal(size=(n, k)) / np.sqrt(k), "w": rng.normal(size=k),
-                    "y": np.sign(rng.normal(size=n))}
-
-        def logistic_grad(v):
-            z = v["y"] * (v["X"] @ v["w"])
-            return -v["X"].T @ (v["y"] * _sigmoid(-z))
-
-        def logistic_hess(v):
-            z = v["y"] * (v["X"] @ v["w"])
-            d = _sigmoid(z) * _sigmoid(-z)
-            return v["X"].T @ (d[:, None] * v["X"])
-
-        out.append((f"logistic, {n}×{k}",
-                    lambda X=X, w=w, y=y: (md.sum(md.softplus(-y * (X @ w))), w),
-                    logistic_data, logistic_grad, logistic_hess,
-                    lambda lib, v: lib.sum(_softplus(lib, -v["y"] * (v["X"] @ v["w"])))))
-        out.append((f"least squares, {n}×{k}",
-                    lambda X=X, w=w, y=y: (md.norm(X @ w - y) ** 2, w),
-                    lambda rng, n=n, k=k: {"X": rng.normal(size=(n, k)), "w": rng.normal(size=k),
-                                           "y": rng.normal(size=n)},
-                    lambda v: 2 * v["X"].T @ (v["X"] @ v["w"] - v["y"]),
-                    lambda v: 2 * v["X"].T @ v["X"],
-                    lambda lib, v: lib.sum((v["X"] @ v["w"] - v["y"]) ** 2)))
-    return out
+def _sigmoid(lib, z):
+    return z.sigmoid() if lib.__name__ == "torch" else 1.0 / (1.0 + lib.exp(-z))
 
 
 def _softplus(lib, z):
-    return lib.logaddexp(z, 0.0 * z) if lib.__name__ != "torch" else lib.nn.functional.softplus(z)
+    return lib.nn.functional.softplus(z) if lib.__name__ == "torch" else lib.logaddexp(z, 0.0 * z)
 
 
-def median_time(f, repeat=7, min_time=0.05):
-    f()
+def _zeros(lib, shape, like):
+    if lib.__name__ == "torch":
+        return lib.zeros(shape, dtype=like.dtype, device=like.device)
+    return lib.zeros(shape)
+
+
+def _arange(lib, n, like):
+    return lib.arange(n, device=like.device) if lib.__name__ == "torch" else lib.arange(n)
+
+
+# ----------------------------------------------------------------------------- problems
+
+@dataclass
+class Problem:
+    name: str
+    variable: str
+    build: Callable  # () -> scalar expression
+    data: Callable  # (rng, size) -> {name: ndarray}
+    value: Callable  # (lib, values) -> scalar, for autodiff
+    grad: Callable  # (lib, values) -> closed-form gradient
+    hessian: Callable  # (lib, values) -> closed-form Hessian
+    grad_sizes: tuple
+    hessian_sizes: tuple  # smaller where the Hessian is a 4-index tensor
+    quick_sizes: tuple
+
+
+def _quadratic():
+    x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
+    return Problem(
+        "xᵀAx", "x", lambda: x.T @ A @ x,
+        lambda rng, n: {"x": rng.normal(size=n), "A": rng.normal(size=(n, n))},
+        lambda lib, v: v["x"] @ v["A"] @ v["x"],
+        lambda lib, v: (v["A"] + v["A"].T) @ v["x"],
+        lambda lib, v: v["A"] + v["A"].T,
+        (100, 400, 800), (100, 400, 800), (50,))
+
+
+def _least_squares():
+    X, w, y = md.matrix("X", "n", "k"), md.vector("w", "k"), md.vector("y", "n")
+    return Problem(
+        "least squares", "w", lambda: md.norm(X @ w - y) ** 2,
+        lambda rng, s: {"X": rng.normal(size=s), "w": rng.normal(size=s[1]), "y": rng.normal(size=s[0])},
+        lambda lib, v: lib.sum((v["X"] @ v["w"] - v["y"]) ** 2),
+        lambda lib, v: 2 * v["X"].T @ (v["X"] @ v["w"] - v["y"]),
+        lambda lib, v: 2 * v["X"].T @ v["X"],
+        ((500, 50), (2000, 200), (8000, 400)), ((500, 50), (2000, 200), (8000, 400)), ((200, 20),))
+
+
+def _logistic():
+    X, w, y = md.matrix("X", "n", "k"), md.vector("w", "k"), md.vector("y", "n")
+
+    def hessian(lib, v):
+        z = v["y"] * (v["X"] @ v["w"])
+        d = _sigmoid(lib, z) * _sigmoid(lib, -z)
+        return v["X"].T @ (d[:, None] * v["X"])
+
+    return Problem(
+        "logistic regression", "w", lambda: md.sum(md.softplus(-y * (X @ w))),
+        lambda rng, s: {"X": rng.normal(size=s) / np.sqrt(s[1]), "w": rng.normal(size=s[1]),
+                        "y": np.sign(rng.normal(size=s[0]))},
+        lambda lib, v: lib.sum(_softplus(lib, -v["y"] * (v["X"] @ v["w"]))),
+        lambda lib, v: -v["X"].T @ (v["y"] * _sigmoid(lib, -v["y"] * (v["X"] @ v["w"]))),
+        hessian,
+        ((500, 50), (2000, 200), (8000, 400)), ((500, 50), (2000, 200), (8000, 400)), ((200, 20),))
+
+
+def _factorisation():
+    T, U, V = md.matrix("T", "m", "n"), md.matrix("U", "m", "r"), md.matrix("V", "n", "r")
+
+    def hessian(lib, v):  # 2 δ_ik (VᵀV)_jl
+        m, r = v["U"].shape
+        H = _zeros(lib, (m, r, m, r), v["U"])
+        i = _arange(lib, m, v["U"])
+        H[i, :, i, :] = 2 * (v["V"].T @ v["V"])
+        return H
+
+    return Problem(
+        "factorisation ‖T − UVᵀ‖²", "U", lambda: md.norm(T - U @ V.T) ** 2,
+        lambda rng, s: {"T": rng.normal(size=s[:2]), "U": rng.normal(size=(s[0], s[2])),
+                        "V": rng.normal(size=(s[1], s[2]))},
+        lambda lib, v: lib.sum((v["T"] - v["U"] @ v["V"].T) ** 2),
+        lambda lib, v: 2 * (v["U"] @ v["V"].T - v["T"]) @ v["V"],
+        hessian,
+        ((200, 150, 10), (1000, 800, 20), (3000, 2000, 50)),
+        ((50, 40, 4), (200, 150, 10), (400, 300, 10)), ((40, 30, 3),))
+
+
+def _network():
+    X, W1, W2, Y = (md.matrix("X", "n", "d"), md.matrix("W1", "d", "h"), md.matrix("W2", "h", "c"),
+                    md.matrix("Y", "n", "c"))
+
+    def parts(lib, v):
+        S = _sigmoid(lib, v["X"] @ v["W1"])
+        R = 2 * (S @ v["W2"] - v["Y"]) @ v["W2"].T
+        return S, S * (1 - S), R
+
+    def grad(lib, v):
+        S, P, R = parts(lib, v)
+        return v["X"].T @ (R * P)
+
+    def hessian(lib, v):  # 2 Σ_p X_pi P_pj (W2W2ᵀ)_jl P_pl X_pk + δ_jl Σ_p X_pi Q_pj X_pk
+        S, P, R = parts(lib, v)
+        X = v["X"]
+        (n, d), h = X.shape, P.shape[1]
+        Z = (X[:, :, None] * P[:, None, :]).reshape(n, d * h)
+        H = 2 * (Z.T @ Z).reshape(d, h, d, h) * (v["W2"] @ v["W2"].T)[None, :, None, :]
+        Q = R * P * (1 - 2 * S)
+        H2 = ((X[:, :, None] * Q[:, None, :]).reshape(n, d * h).T @ X).reshape(d, h, d)
+        j = _arange(lib, h, X)
+        H[:, j, :, j] += lib.permute(H2, (1, 0, 2)) if lib.__name__ == "torch" else H2.transpose(1, 0, 2)
+        return H
+
+    return Problem(
+        "network ‖σ(XW₁)W₂ − Y‖²", "W1", lambda: md.norm(md.sigmoid(X @ W1) @ W2 - Y) ** 2,
+        lambda rng, s: {"X": rng.normal(size=s[:2]), "W1": rng.normal(size=s[1:3]) / np.sqrt(s[1]),
+                        "W2": rng.normal(size=s[2:]), "Y": rng.normal(size=(s[0], s[3]))},
+        lambda lib, v: lib.sum((_sigmoid(lib, v["X"] @ v["W1"]) @ v["W2"] - v["Y"]) ** 2),
+        grad, hessian,
+        ((500, 20, 10, 3), (2000, 50, 30, 5), (8000, 100, 50, 10)),
+        ((200, 10, 5, 3), (1000, 20, 10, 5), (2000, 40, 20, 5)), ((100, 5, 4, 2),))
+
+
+def _square(rng, n):
+    return rng.normal(size=(n, n)) / np.sqrt(n) + 2 * np.eye(n)  # well conditioned
+
+
+def _logdet():
+    X = md.matrix("X", "n", "n")
+
+    def hessian(lib, v):  # −(X⁻¹)_li (X⁻¹)_jk
+        Xi = lib.linalg.inv(v["X"])
+        return -(Xi.T[:, None, None, :] * Xi[None, :, :, None])
+
+    return Problem(
+        "log det X", "X", lambda: md.logdet(X),
+        lambda rng, n: {"X": _square(rng, n)},
+        lambda lib, v: lib.linalg.slogdet(v["X"])[1],
+        lambda lib, v: lib.linalg.inv(v["X"]).T,
+        hessian,
+        (100, 400, 1000), (10, 30, 60), (20,))
+
+
+def _trace_inverse():
+    A, X, B = md.matrix("A", "n", "n"), md.matrix("X", "n", "n"), md.matrix("B", "n", "n")
+
+    def hessian(lib, v):  # (X⁻¹)_jk M_li + M_jk (X⁻¹)_li, M = X⁻¹BAX⁻¹
+        Xi = lib.linalg.inv(v["X"])
+        M = Xi @ v["B"] @ v["A"] @ Xi
+        return Xi[None, :, :, None] * M.T[:, None, None, :] + M[None, :, :, None] * Xi.T[:, None, None, :]
+
+    return Problem(
+        "tr(AX⁻¹B)", "X", lambda: md.trace(A @ md.inv(X) @ B),
+        lambda rng, n: {"A": rng.normal(size=(n, n)), "X": _square(rng, n), "B": rng.normal(size=(n, n))},
+        lambda lib, v: lib.trace(v["A"] @ lib.linalg.inv(v["X"]) @ v["B"]),
+        lambda lib, v: -(lib.linalg.inv(v["X"]) @ v["B"] @ v["A"] @ lib.linalg.inv(v["X"])).T,
+        hessian,
+        (100, 400, 1000), (10, 30, 60), (20,))
+
+
+def _trace_quadratic():
+    X, A = md.matrix("X", "n", "m"), md.matrix("A", "n", "n")
+
+    def hessian(lib, v):  # (A + Aᵀ)_ik δ_jl
+        n, m = v["X"].shape
+        H = _zeros(lib, (n, m, n, m), v["X"])
+        j = _arange(lib, m, v["X"])
+        H[:, j, :, j] = v["A"] + v["A"].T
+        return H
+
+    return Problem(
+        "tr(XᵀAX)", "X", lambda: md.trace(X.T @ A @ X),
+        lambda rng, s: {"X": rng.normal(size=s), "A": rng.normal(size=(s[0], s[0]))},
+        lambda lib, v: lib.trace(v["X"].T @ v["A"] @ v["X"]),
+        lambda lib, v: (v["A"] + v["A"].T) @ v["X"],
+        hessian,
+        ((100, 20), (400, 50), (1000, 100)), ((20, 5), (60, 10), (100, 20)), ((20, 4),))
+
+
+PROBLEMS = [_quadratic, _least_squares, _logistic, _factorisation, _network, _logdet,
+            _trace_inverse, _trace_quadratic]
+
+
+# ----------------------------------------------------------------------------- timing
+
+def median_time(f, sync=lambda r: r, repeat=7, min_time=0.05):
+    sync(f())
     times = []
     for _ in range(repeat):
         t, count = time.perf_counter(), 0
         while True:
-            f()
+            sync(f())
             count += 1
             if time.perf_counter() - t > min_time / repeat:
                 break
@@ -86,101 +237,178 @@ def median_time(f, repeat=7, min_time=0.05):
     return statistics.median(times)
 
 
-def _jax():
-    try:
-        import jax
-        jax.config.update("jax_enable_x64", True)
-        import jax.numpy as jnp
-        return jax, jnp
-    except ImportError:
-        return None
+def _close(got, want):
+    got = np.asarray(got.cpu() if hasattr(got, "cpu") else got)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8 * max(1.0, np.abs(want).max()))
 
 
-def _torch():
-    try:
-        import torch
-        return torch
-    except ImportError:
-        return None
+class Runner:
+    def __init__(self, device: str):
+        self.device = device
+        self.jax = self.torch = None
+        try:
+            import jax
+            jax.config.update("jax_enable_x64", True)
+            import jax.numpy as jnp
+            self.jax = (jax, jnp, jax.devices("gpu" if device == "cuda" else "cpu")[0])
+        except (ImportError, RuntimeError):
+            pass
+        try:
+            import torch
+            if device == "cpu" or torch.cuda.is_available():
+                self.torch = torch
+        except ImportError:
+            pass
+
+    def versions(self) -> str:
+        return (f"Python {platform.python_version()}, NumPy {np.__version__}"
+                + (f", JAX {self.jax[0].__version__}" if self.jax else "")
+                + (f", PyTorch {self.torch.__version__}" if self.torch else ""))
+
+    def row(self, p: Problem, what: str, size, rng) -> dict:
+        v = p.data(rng, size)
+        closed = p.grad if what == "gradient" else p.hessian
+        want = closed(np, v)
+        out = {}
+        t0 = time.perf_counter()
+        f = p.build()
+        var = next(u for u in f.variables if u.node.name == p.variable)
+        d = md.grad(f, var) if what == "gradient" else md.hessian(f, var)
+        sizes = {dim: k for u in f.variables for dim, k in zip(u.node.shape, np.shape(v[u.node.name]))}
+        fn = md.compile(d, sizes=sizes)  # the sizes choose the contraction order
+        out["derive"] = time.perf_counter() - t0
+        params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+        if self.device == "cpu":
+            args = {q: v[q] for q in params}
+            _close(fn(**args), want)
+            out["md numpy"] = median_time(lambda: fn(**args))
+            out["cf numpy"] = median_time(lambda: closed(np, v))
+        if self.jax:
+            out.update(self._jax(p, d, v, params, what, want, sizes))
+        if self.torch:
+            out.update(self._torch(p, d, v, params, closed, what, want, sizes))
+        return out
+
+    def _jax(self, p, d, v, params, what, want, sizes):
+        jax, jnp, dev = self.jax
+        ready = lambda r: r.block_until_ready()  # noqa: E731
+        vj = {k: jax.device_put(jnp.asarray(a), dev) for k, a in v.items()}
+        t0 = time.perf_counter()
+        fn = jax.jit(md.compile(d, backend="jax", sizes=sizes))
+        args = {q: vj[q] for q in params}
+        got = ready(fn(**args))
+        jit_md = time.perf_counter() - t0
+        _close(got, want)
+
+        def f(x, rest):
+            return p.value(jnp, dict(rest, **{p.variable: x}))
+
+        rest = {k: a for k, a in vj.items() if k != p.variable}
+        t0 = time.perf_counter()
+        g = jax.jit(jax.grad(f) if what == "gradient" else jax.hessian(f))
+        x = vj[p.variable]
+        got = ready(g(x, rest))
+        jit_ad = time.perf_counter() - t0
+        _close(got, want)
+        return {"md jax": median_time(lambda: fn(**args), ready), "jit md": jit_md,
+                "jax": median_time(lambda: g(x, rest), ready), "jit jax": jit_ad}
+
+    def _torch(self, p, d, v, params, closed, what, want, sizes):
+        torch = self.torch
+        from torch.func import grad, hessian
+
+        sync = (lambda r: torch.cuda.synchronize()) if self.device == "cuda" else (lambda r: r)
+        vt = {k: torch.as_tensor(a, dtype=torch.float64, device=self.device) for k, a in v.items()}
+        fn = md.compile(d, backend="torch", sizes=sizes)
+        args = {q: vt[q] for q in params}
+        _close(fn(**args), want)
+        _close(closed(torch, vt), want)
+
+        def f(x):
+            return p.value(torch, dict(vt, **{p.variable: x}))
+
+        g = grad(f) if what == "gradient" else hessian(f)
+        x = vt[p.variable]
+        _close(g(x), want)
+        return {"md torch": median_time(lambda: fn(**args), sync),
+                "cf torch": median_time(lambda: closed(torch, vt), sync),
+                "torch.func": median_time(lambda: g(x), sync)}
 
 
-def main(quick: bool):
+COLUMNS = [("derive", "derive + codegen"), ("md numpy", "matdiff NumPy"),
+           ("cf numpy", "closed form NumPy"), ("md jax", "matdiff JAX (jit)"), ("jit md", "its jit"),
+           ("jax", "jax.grad / jax.hessian (jit)"), ("jit jax", "its jit"),
+           ("md torch", "matdiff PyTorch"), ("cf torch", "closed form PyTorch"),
+           ("torch.func", "torch.func.grad / hessian")]
+
+
+def _fmt(t):
+    if t is None:
+        return "—"
+    return f"{t * 1e3:.3f} ms" if t < 1e-3 else f"{t * 1e3:.2f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def _size(s):
+    return "×".join(map(str, s)) if isinstance(s, tuple) else f"n={s}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one small size per problem")
+    ap.add_argument("--only", help="problems whose name contains this text")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    a = ap.parse_args(argv)
+    run = Runner(a.device)
     rng = np.random.default_rng(0)
-    jx, th = _jax(), _torch()
-    print(f"Machine: {platform.machine()}, Python {platform.python_version()}, NumPy {np.__version__}"
-          + (f", JAX {jx[0].__version__}" if jx else "") + (f", PyTorch {th.__version__}" if th else "")
-          + f"; {time.strftime('%Y-%m-%d')}; float64, CPU, medians\n")
-    print("| problem | what | derive + codegen | matdiff NumPy | closed form NumPy | ratio | "
-          "matdiff JAX (jit) | jax.grad/hessian (jit) | matdiff PyTorch | closed form PyTorch | "
-          "ratio | torch.func |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, build, data, grad_cf, hess_cf, value_cf in problems(quick):
-        v = data(rng)
-        for what, closed in (("gradient", grad_cf), ("Hessian", hess_cf)):
-            t0 = time.perf_counter()
-            f, var = build()
-            d = md.grad(f, var) if what == "gradient" else md.hessian(f, var)
-            fn = md.compile(d)
-            t_build = time.perf_counter() - t0
-            params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
-            args = {p: v[p] for p in params}
-            want = closed(v)
-            np.testing.assert_allclose(fn(**args), want, rtol=1e-8, atol=1e-8)
-            t_md = median_time(lambda: fn(**args))
-            t_cf = median_time(lambda: closed(v))
-            t_jax = _time_jax(jx, value_cf, v, var.node.name, what, want) if jx else None
-            t_mdjax = _time_md_jax(jx, d, v, params, want) if jx else None
-            t_torch = _time_torch(th, value_cf, v, var.node.name, what, want) if th else None
-            t_mdt, t_cft = _time_md_torch(th, d, v, params, closed, want) if th else (None, None)
-            fmt = lambda t: "—" if t is None else f"{t * 1e3:.2f} ms"  # noqa: E731
-            print(f"| {name} | {what} | {t_build * 1e3:.1f} ms | {fmt(t_md)} | {fmt(t_cf)} | "
-                  f"{t_md / t_cf:.2f} | {fmt(t_mdjax)} | {fmt(t_jax)} | {fmt(t_mdt)} | {fmt(t_cft)} | "
-                  f"{(t_mdt / t_cft) if t_mdt else float('nan'):.2f} | {fmt(t_torch)} |")
+    cols = [c for c in COLUMNS if a.device == "cpu" or "numpy" not in c[0]]
+    print(f"Machine: {platform.machine()}, {a.device}; {run.versions()}; "
+          f"{time.strftime('%Y-%m-%d')}; float64, medians\n")
+    print("| problem | size | what | " + " | ".join(h for _, h in cols) + " |")
+    print("|---|---|---|" + "---|" * len(cols))
+    rows = []
+    for make in PROBLEMS:
+        p = make()
+        if a.only and a.only.lower() not in p.name.lower():
+            continue
+        for what, sizes in (("gradient", p.grad_sizes), ("Hessian", p.hessian_sizes)):
+            for level, size in enumerate(p.quick_sizes if a.quick else sizes):
+                r = run.row(p, what, size, rng)
+                rows.append((p.name, what, level, r))
+                print(f"| {p.name} | {_size(size)} | {what} | "
+                      + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |", flush=True)
+    summary(rows, a.quick)
 
 
-def _time_jax(jx, value, v, name, what, want):
-    jax, jnp = jx
+def summary(rows, quick):
+    """The issue's goals, as ratios: generated code against closed forms at the two larger
+    sizes; Hessians against autodiff at the medium size; gradients against jax.grad."""
+    def ratios(what, a, b, levels):
+        return [(name, r[a] / r[b]) for name, w, level, r in rows
+                if w == what and level in levels and a in r and b in r]
 
-    def f(x, rest):
-        return value(jnp, dict(rest, **{name: x}))
-
-    rest = {k: jnp.asarray(a) for k, a in v.items() if k != name}
-    g = jax.jit(jax.grad(f) if what == "gradient" else jax.hessian(f))
-    x = jnp.asarray(v[name])
-    np.testing.assert_allclose(np.asarray(g(x, rest)), want, rtol=1e-8, atol=1e-8)
-    return median_time(lambda: g(x, rest).block_until_ready())
-
-
-def _time_md_jax(jx, d, v, params, want):
-    jax, jnp = jx
-    fn = jax.jit(md.compile(d, backend="jax"))
-    args = {p: jnp.asarray(v[p]) for p in params}
-    np.testing.assert_allclose(np.asarray(fn(**args)), want, rtol=1e-8, atol=1e-8)
-    return median_time(lambda: fn(**args).block_until_ready())
-
-
-def _time_md_torch(torch, d, v, params, closed, want):
-    fn = md.compile(d, backend="torch")
-    vt = {k: torch.as_tensor(a, dtype=torch.float64) for k, a in v.items()}
-    args = {p: vt[p] for p in params}
-    np.testing.assert_allclose(fn(**args).numpy(), want, rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(closed(vt).numpy(), want, rtol=1e-8, atol=1e-8)
-    return median_time(lambda: fn(**args)), median_time(lambda: closed(vt))
-
-
-def _time_torch(torch, value, v, name, what, want):
-    from torch.func import grad, hessian
-
-    t = {k: torch.as_tensor(a, dtype=torch.float64) for k, a in v.items()}
-
-    def f(x):
-        return value(torch, dict(t, **{name: x}))
-
-    g = grad(f) if what == "gradient" else hessian(f)
-    x = t[name]
-    np.testing.assert_allclose(g(x).numpy(), want, rtol=1e-8, atol=1e-8)
-    return median_time(lambda: g(x))
+    big = (0,) if quick else (1, 2)
+    print()
+    for a, b, what in (("md numpy", "cf numpy", "gradient"), ("md numpy", "cf numpy", "Hessian"),
+                       ("md torch", "cf torch", "gradient"), ("md torch", "cf torch", "Hessian")):
+        rs = ratios(what, a, b, big)
+        if rs:
+            worst = max(rs, key=lambda t: t[1])
+            print(f"- {what}s, {a} / {b}, larger sizes: at most {worst[1]:.2f} ({worst[0]})")
+    mid = (0,) if quick else (1,)
+    for fast in ("md numpy", "md jax", "md torch"):
+        for slow in ("jax", "torch.func"):
+            rs = ratios("Hessian", slow, fast, mid)
+            if rs:
+                least = min(rs, key=lambda t: t[1])
+                print(f"- Hessians, medium size, {slow} / {fast}: at least {least[1]:.1f}× "
+                      f"({least[0]}), median {statistics.median(x for _, x in rs):.1f}×")
+    for fast in ("md numpy", "md jax"):
+        rs = ratios("gradient", fast, "jax", (0, 1, 2))
+        if rs:
+            worst = max(rs, key=lambda t: t[1])
+            print(f"- gradients, {fast} / jax.grad: at most {worst[1]:.2f} ({worst[0]}), "
+                  f"median {statistics.median(x for _, x in rs):.2f}")
 
 
 if __name__ == "__main__":
-    main("--quick" in sys.argv)
+    main()

@@ -33,8 +33,9 @@ SCATTER = "    <scatter {full}|{index}|{values}>"  # a backend's way to write en
 BACKENDS = {  # the backends differ only in this table
     "numpy": {"import": "import numpy as np", "module": "np",
               "cast": "np.asarray({p}, dtype=float)", "scatter": "{full}[{index}] = {values}"},
-    "jax": {"import": "import jax.numpy as jnp", "module": "jnp", "cast": "jnp.asarray({p})",
-            "scatter": "{full} = {full}.at[{index}].set({values})"},
+    "jax": {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
+            "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
+            "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})"}},
     "torch": {"import": "import torch", "module": "torch",
               "cast": "torch.as_tensor({p}, dtype=torch.float64)",
               "scatter": "{full}[{index}] = {values}",
@@ -48,7 +49,6 @@ BACKENDS = {  # the backends differ only in this table
                   (r"torch\.transpose\(", "torch.permute("),
                   (r"\.max\(axis=(-?\d+), keepdims=True\)", r".amax(dim=\1, keepdim=True)"),
                   (r"torch\.asarray\(1\.0\)", "torch.tensor(1.0, dtype=torch.float64)"),
-                  (r"torch\.ix_\((.*)\)$", r"torch.meshgrid(\1, indexing='ij')"),
                   (r"torch\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                    r"torch.\1(\2, dtype=torch.float64, device=_device)"),
                   (r"torch\.arange\(([^()]*(?:\([^()]*\))?[^()]*)\)",
@@ -57,7 +57,7 @@ BACKENDS = {  # the backends differ only in this table
 }
 NUMPY_FUNCTIONS = {
     "exp": "np.exp({})", "log": "np.log({})", "sin": "np.sin({})", "cos": "np.cos({})",
-    "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "np.exp(-np.logaddexp(0.0, -{}))",
+    "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "1.0 / (1.0 + np.exp(-{}))",
     "softplus": "np.logaddexp(0.0, {})", "relu": "np.maximum({}, 0.0)",
     "step": "({} > 0).astype(float)", "abs": "np.abs({})", "sign": "np.sign({})",
     "sqrt": "np.sqrt({})",
@@ -195,6 +195,12 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
     carried = {x for lab in labs for x in lab}
     factors = [size_of(dim[r]) for r in summed_only]
     inner = tuple(x for x in uniq if x in carried)
+    if coef != 1.0 and ops and len(uniq) == len(out):
+        size = _sizes(w, dim)
+        small = min(range(len(ops)), key=lambda k: np.prod([size[x] for x in set(labs[k])]))
+        if np.prod([size[x] for x in set(labs[small])]) < np.prod([size[x] for x in inner]):
+            ops[small] = f"(-{ops[small]})" if coef == -1.0 else f"({coef!r} * {ops[small]})"
+            coef = 1.0
     if not ops:
         code = "np.asarray(1.0)"
     elif len(ops) == 1:
@@ -205,18 +211,36 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
         code = f"({code}) * {f}"
     if coef != 1.0:
         code = f"-({code})" if coef == -1.0 else f"{coef!r} * ({code})"
+    if len(uniq) < len(out):  # an output that is itself diagonal: write its diagonal only
+        return _spread(w, code, inner, out, dim, size_of)
     if len(inner) < len(uniq):  # broadcast along labels only ones vectors carry
         shape = ", ".join(size_of(dim[x]) for x in uniq)
         code = f"np.broadcast_to({_expand(w.emit(code), inner, tuple(uniq))}, ({shape},))"
-    if len(uniq) < len(out):  # an output that is itself diagonal: write its diagonal only
-        values = w.emit(code)
-        shape = ", ".join(size_of(dim[x]) for x in out)
-        full = w.emit(f"np.zeros(({shape},))", pure=False)
-        mesh = w.emit(f"np.ix_({', '.join(f'np.arange({size_of(dim[x])})' for x in uniq)})")
-        index = ", ".join(f"{mesh}[{uniq.index(x)}]" for x in out)
-        w.lines.append(SCATTER.format(full=full, index=index, values=values))
-        return full
     return code
+
+
+def _spread(w: _Writer, code: str, inner: tuple, out: list, dim: dict, size_of) -> str:
+    """Zeros of the output's shape with the entries written where its repeated labels agree
+    (δ_ik (VᵀV)_jl: H[i, :, i, :] = VᵀV).  A repeated label is indexed by one arange, every
+    other axis by a slice; the values are laid out in the order that advanced indexing (the
+    same in NumPy, JAX and PyTorch) gives, and broadcast where only ones vectors carry a label."""
+    rep = list(dict.fromkeys(x for x in out if out.count(x) > 1))
+    pos = [i for i, x in enumerate(out) if x in rep]
+    if pos == list(range(pos[0], pos[-1] + 1)):  # adjacent indexed axes stay in place
+        order = list(out[:pos[0]]) + rep + list(out[pos[-1] + 1:])
+    else:  # otherwise they come first
+        order = rep + [x for x in out if x not in rep]
+    values = _expand(w.emit(code), inner, tuple(order))
+    shape = ", ".join(size_of(dim[x]) for x in out)
+    full = w.emit(f"np.zeros(({shape},))", pure=False)
+    index = {}
+    for k, x in enumerate(rep):
+        axes = "" if len(rep) == 1 else \
+            "[" + ", ".join(":" if j == k else "None" for j in range(len(rep))) + "]"
+        index[x] = w.emit(f"np.arange({size_of(dim[x])}){axes}")
+    w.lines.append(SCATTER.format(full=full, index=", ".join(index.get(x, ":") for x in out),
+                                  values=values))
+    return full
 
 
 def _single(a: str, lab: tuple, out: tuple) -> str:
@@ -230,12 +254,13 @@ def _single(a: str, lab: tuple, out: tuple) -> str:
     return _expand(a, lab, out) if lab != tuple(out) else a
 
 
-def _plan(w: _Writer, ops, labs, out, dim) -> str:
+def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     """Pairwise steps, each time the pair whose result is smallest (then cheapest): vectors
     meet first and no step builds a tensor larger than it must (XᵀDX never makes n×k×k)."""
-    size = {x: w.hint.get(d, 100) if isinstance(d, str) else (d if isinstance(d, int) else 100)
-            for x, d in dim.items()}
+    size = _sizes(w, dim)
     ops, labs = list(ops), [tuple(lab) for lab in labs]
+    if gram:
+        _gram(w, ops, labs, out, dim)
     while len(ops) > 1:
         best = None
         for i in range(len(ops)):
@@ -256,6 +281,56 @@ def _plan(w: _Writer, ops, labs, out, dim) -> str:
         ops.append(w.emit(_pairwise(w, a, la, b, lb, keep)))
         labs.append(keep)
     return _single(ops[0], labs[0], tuple(out))
+
+
+def _sizes(w: _Writer, dim: dict) -> dict:
+    """Each label's size: from ``sizes`` given to codegen, else 100."""
+    return {x: w.hint.get(d, 100) if isinstance(d, str) else (d if isinstance(d, int) else 100)
+            for x, d in dim.items()}
+
+
+def _gram(w: _Writer, ops: list, labs: list, out, dim) -> None:
+    """Where the factors carrying a summed label p hold one product twice with other free
+    labels (X_pi σ_pj and X_pk σ_pl), form it once as Z_pij: the sum over p of Z_pij Z_pkl
+    is then a Gram matrix ZᵀZ, which NumPy computes as a symmetric rank-k update in half
+    the time of a general product."""
+    n = len(ops)
+    for i, k in ((i, k) for i in range(n) for k in range(n) if i != k and ops[i] == ops[k]):
+        shared = set(labs[i]) & set(labs[k]) - set(out)
+        if not shared:
+            continue
+        g1, g2, rename = [i], [k], dict(zip(labs[i], labs[k]))
+        grown = True
+        while grown:
+            grown = False
+            for a in range(n):
+                if a in g1 or a in g2 or not set(labs[a]) & shared:  # Z_p… holds p's factors
+                    continue
+                for b in range(n):
+                    if b in g1 or b in g2 or b == a or ops[b] != ops[a]:
+                        continue
+                    trial = dict(rename)
+                    if all(trial.setdefault(x, y) == y for x, y in zip(labs[a], labs[b])):
+                        g1.append(a), g2.append(b)
+                        rename, grown = trial, True
+                        break
+        if len(g1) < 2 or len(set(rename.values())) != len(rename):
+            continue
+        codes = []
+        for g in (g1, g2):
+            inside = {x for c in g for x in labs[c]}
+            rest = {x for c, lab in enumerate(labs) if c not in g for x in lab} | set(out)
+            keep = tuple(x for x in dict.fromkeys(x for c in g for x in labs[c]) if x in rest)
+            codes.append((_plan(w, [ops[c] for c in g], [labs[c] for c in g], keep, dim,
+                                gram=False), keep, inside))
+        if codes[0][0] != codes[1][0] or not shared <= set(codes[0][1]):
+            continue  # lines written for the attempt are dropped as unused
+        name = w.emit(codes[0][0])
+        for c in sorted(g1 + g2, reverse=True):
+            del ops[c], labs[c]
+        ops.extend([name, name])
+        labs.extend([codes[0][1], codes[1][1]])
+        return
 
 
 # --------------------------------------------------------------------------- other nodes
@@ -281,7 +356,16 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     if isinstance(n, Sum):
         if not n.terms:
             return f"np.zeros(({', '.join(size_of(d) for d in n.shape)}{',' if n.shape else ''}))"
-        parts = [("" if c == 1 else ("-" if c == -1 else f"{c!r} * ")) + args[t] for c, t in n.terms]
+        k = abs(n.terms[0][0])
+        if len(n.terms) > 1 and k != 1 and all(abs(c) == k for c, _ in n.terms):  # 2(a − b)
+            inner = " + ".join(("-" if c < 0 else "") + ("1.0" if _all_ones(t) else args[t])
+                               for c, t in n.terms)
+            return f"{k!r} * ({inner.replace('+ -', '- ')})"
+        names = [args[t] for _, t in n.terms]
+        if not all(_all_ones(t) for _, t in n.terms):  # 1 − σ: the ones broadcast
+            names = ["1.0" if _all_ones(t) else a for a, (_, t) in zip(names, n.terms)]
+        parts = [("" if c == 1 else ("-" if c == -1 else f"{c!r} * ")) + a
+                 for a, (c, _) in zip(names, n.terms)]
         return " + ".join(parts).replace("+ -", "- ")
     if isinstance(n, Elementwise):
         return _elementwise(w, n, a[0])
@@ -319,17 +403,22 @@ def _uses(order) -> dict:
     return uses
 
 
-def _scaled_diagonals(order, roots, uses) -> dict:
-    """Products with a diagonal output (δ_ik (VᵀV)_jl) used once, by a scaling c·(…): the
-    scaling applies to the diagonal's entries, not to the whole output."""
+def _scaled_products(order, roots, uses) -> dict:
+    """Products used once, by a scaling c·(…): the scaling is applied where it costs least,
+    to the smallest factor or to a diagonal output's entries, not to the whole result."""
     out = {}
     for n in order:
         if isinstance(n, Sum) and len(n.terms) == 1:
             c, t = n.terms[0]
-            if isinstance(t, Contract) and uses.get(t) == 1 and t not in roots and \
-                    len(merge_deltas(t)[2]) < t.ndim:
+            if isinstance(t, Contract) and uses.get(t) == 1 and t not in roots and t.operands:
                 out[t] = n
     return out
+
+
+def _all_ones(n: Node) -> bool:
+    if isinstance(n, Delta):
+        return n.order == 1
+    return isinstance(n, Contract) and all(isinstance(o, Delta) and o.order == 1 for o in n.operands)
 
 
 def _distributed_sums(order, roots, uses) -> set:
@@ -436,7 +525,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
     uses = _uses(order)
     inlined = _distributed_sums(order, roots, uses)
-    scaled = _scaled_diagonals(order, roots, uses)
+    scaled = _scaled_products(order, roots, uses)
     for n in order:
         if isinstance(n, Const):
             args[n] = repr(float(n.value))
