@@ -415,6 +415,21 @@ def _scaled_products(order, roots, uses) -> dict:
     return out
 
 
+def _common_factors(order, roots, uses, inlined) -> dict:
+    """Sums whose terms share one coefficient, used once, by a product: the product applies
+    the coefficient where it costs least (2(UVᵀ − T)V scales the m × r result, not m × n)."""
+    out = {}
+    for n in order:
+        if not isinstance(n, Contract):
+            continue
+        for op in n.operands:
+            if isinstance(op, Sum) and len(op.terms) > 1 and uses.get(op) == 1 and op not in roots \
+                    and op not in inlined and abs(op.terms[0][0]) != 1 and \
+                    all(abs(c) == abs(op.terms[0][0]) for c, _ in op.terms):
+                out[op] = abs(op.terms[0][0])
+    return out
+
+
 def _all_ones(n: Node) -> bool:
     if isinstance(n, Delta):
         return n.order == 1
@@ -526,6 +541,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     uses = _uses(order)
     inlined = _distributed_sums(order, roots, uses)
     scaled = _scaled_products(order, roots, uses)
+    common = _common_factors(order, roots, uses, inlined)
     for n in order:
         if isinstance(n, Const):
             args[n] = repr(float(n.value))
@@ -538,6 +554,14 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
             continue
         if isinstance(n, Contract) and any(op in inlined for op in n.operands):
             args[n] = w.emit(_distribute(w, n, inlined, args, size_of), _comment(n))
+            continue
+        if n in common:  # 2(UVᵀ − T)V: the sum without its factor, which its product takes
+            args[n] = w.emit(_node_code(w, Sum(tuple((c / common[n], t) for c, t in n.terms),
+                                                   n.shape), args, size_of))
+            continue
+        if isinstance(n, Contract) and any(op in common for op in n.operands):
+            k = float(np.prod([common[op] for op in n.operands if op in common]))
+            args[n] = w.emit(_contract(w, n, args, size_of, coef=k), _comment(n))
             continue
         args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
     lines, results = w.live_lines([args[r] for r in roots])
