@@ -37,7 +37,7 @@ def einsum(spec: str, *operands) -> Node:
     ins, out = spec.replace(" ", "").split("->")
     letters = sorted(set(ins.replace(",", "") + out))
     num = {c: i for i, c in enumerate(letters)}
-    labels = [tuple(num[c] for c in part) for part in ins.split(",")] if ins else []
+    labels = [tuple(num[c] for c in part) for part in ins.split(",")] if operands else []
     return contract(operands, labels, tuple(num[c] for c in out))
 
 

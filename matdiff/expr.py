@@ -17,7 +17,7 @@ from .errors import MatdiffError, ShapeError
 from .evaluate import evaluate, variables
 from .ir import Const, Node, Var, free_vars
 from . import notation as N
-from .printing import LATEX, TEXT, index_notation, python_code, render
+from .printing import bracket, LATEX, TEXT, index_notation, python_code, render
 from .recognise import recognise
 from .show import index_form
 from .simplify import simplify
@@ -83,6 +83,12 @@ class Expr:
     def index(self) -> str:
         """Index notation with explicit sums: Σ_j A_ij x_j."""
         return index_notation(simplify(self.node))
+
+    def bracket(self, latex: bool = False) -> str:
+        """The bracket notation of "Matrix Differential Calculus with Tensors" for a
+        contraction: ``md.einsum("ijk,lkj->ijl", A, B).bracket()`` is ``A₁[A₂ B₃][A̅₃ B₂]B₁``-like
+        groups of the operand axes each result axis ties (a bar: summed)."""
+        return bracket(simplify(self.node), LATEX if latex else TEXT)
 
     def notation(self):
         """The matrix-notation tree the printers render (``matdiff.notation``)."""

@@ -202,29 +202,6 @@ def norm(x, ord=None) -> Expr:  # noqa: A002 - mirrors numpy.linalg.norm
                                if ord == 1 else ""))
 
 
-def einsum(spec: str, *operands) -> Expr:
-    """The contraction ``md.einsum("ij,jk->ik", A, B)``, as in NumPy (explicit output)."""
-    ops = [lift(o) for o in operands]
-    if "->" not in spec:
-        raise MatdiffError(f"einsum({spec!r}): give the output explicitly, e.g. 'ij,jk->ik'")
-    ins, out = spec.replace(" ", "").split("->")
-    parts = ins.split(",") if ins else []
-    if len(parts) != len(ops):
-        raise ShapeError(f"einsum({spec!r}): {len(parts)} operand specs for {len(ops)} operands")
-    size = {}
-    for p, o in zip(parts, ops):
-        if len(p) != o.ndim or not p.isalpha():
-            raise ShapeError(f"einsum({spec!r}): {p!r} does not fit {o.src}, which is "
-                             f"{o.describe_shape()}")
-        for c, d in zip(p, o.shape):
-            if size.setdefault(c, d) != d:
-                raise ShapeError(f"einsum({spec!r}): index {c} is {D.fmt(size[c])} in one "
-                                 f"operand and {D.fmt(d)} in {o.src}")
-    if any(c not in size for c in out) or len(set(out)) != len(out):
-        raise ShapeError(f"einsum({spec!r}): each output index must appear once, and in an input")
-    return Expr(B.einsum(spec, *(o.node for o in ops)), src=f"einsum({spec!r}, …)")
-
-
 # --------------------------------------------------------------------------- element-wise
 
 

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 from . import notation as N
 from .functions import Function, ScalarFunction
+from .errors import NotSupportedError
 from .ir import Const, Contract, Delta, Elementwise, Node, Sum, Var
 from .recognise import recognise
 from .show import index_form
@@ -459,3 +460,56 @@ def _py_index(node: Node, functions: dict) -> str:
             ops.append(_py_index(op, functions) if isinstance(m, N.Index) else python_code(m, functions))
         return f"md.einsum({spec!r}, {', '.join(ops)})"
     return f"<{index_form(node)}>"
+
+
+# --------------------------------------------------------------------------- bracket notation
+
+SUBSCRIPT_DIGITS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def bracket(node: Node, style=TEXT) -> str:
+    """The tutorial's bracket notation of a contraction: each axis of the result is a group
+    of the operand axes it ties — ``[A₁ B₃]`` multiplies A's first axis entry-wise with B's
+    third, a lone ``A₃`` carries A's third axis — written in the result's axis order, then
+    the summed groups, which carry a bar (AᵀB is ``A₂B₂[A̅₁ B₁]``); I is the identity and 1
+    the ones vector.  Raises NotSupportedError for what is not a contraction."""
+    if isinstance(node, Sum):
+        if not node.terms:
+            return "0"
+        fake = N.Add("s", tuple((c, N.Sym("s", bracket(t, style))) for c, t in node.terms))
+        return _render(fake, style)[0]
+    if not isinstance(node, Contract):
+        raise NotSupportedError("bracket notation describes contractions (einsum, products, "
+                                f"transposes); this expression is {type(node).__name__}")
+    members: dict = {}
+    for op, lab in zip(node.operands, node.labels):
+        for axis, x in enumerate(lab):
+            members.setdefault(x, []).append(_bracket_term(op, axis, style))
+    summed = sorted({x for lab in node.labels for x in lab} - set(node.out),
+                    key=lambda x: sorted(members[x]))  # summed groups: a fixed order
+    groups = []
+    for x in list(node.out) + summed:
+        terms = sorted(members[x])
+        if x in summed:
+            terms[0] = _overline(terms[0], style)
+        groups.append(terms[0] if len(terms) == 1 else
+                      ("\\left[" if _tex(style) else "[") + " ".join(terms) +
+                      ("\\right]" if _tex(style) else "]"))
+    return "".join(groups)
+
+
+def _bracket_term(op, axis: int, style) -> str:
+    if isinstance(op, Var):
+        name = _name(op.name, style)
+    elif isinstance(op, Delta):  # the identity, the ones vector, the diagonal tensor
+        name = {1: style["one"], 2: "I"}.get(op.order, "\\delta" if _tex(style) else "δ")
+    else:
+        text = render(recognise(op), style)
+        name = f"\\left({text}\\right)" if _tex(style) else f"({text})"
+    return f"{name}_{{{axis + 1}}}" if _tex(style) else name + str(axis + 1).translate(SUBSCRIPT_DIGITS)
+
+
+def _overline(term: str, style) -> str:
+    if _tex(style):
+        return f"\\overline{{{term}}}"
+    return "".join(ch + ("" if ch in "₀₁₂₃₄₅₆₇₈₉" else "\u0305") for ch in term)

@@ -208,8 +208,11 @@ ERRORS = [
     ("singular inverse", lambda: md.inv(A).evaluate(A=np.zeros((3, 3))), md.EvaluationError, "matrix function failed"),
     ("check kind", lambda: md.check(md.sum(x), x, kinds={"x": "weird"}), md.MatdiffError, "unknown input kind"),
     ("explicit sizes", lambda: md.explicit(md.sum(x)), md.MatdiffError, "give sizes for n"),
-    ("einsum spec", lambda: md.einsum("ij,jk", A, X), md.MatdiffError, "give the output explicitly"),
-    ("einsum shapes", lambda: md.einsum("ij,jk->ik", X, X), md.ShapeError, "index j is k in one operand and n in X"),
+    ("einsum ellipsis", lambda: md.einsum("...j,jk->k", A, X), md.NotSupportedError, r"'\.\.\.'.*\n  \.\.\.j,jk->k\n  \^"),
+    ("einsum shapes", lambda: md.einsum("ij,jk->ik", X, X), md.ShapeError, r"axis j is k in one operand and n in X\n  ij,jk->ik\n     \^"),
+    ("einsum letters", lambda: md.einsum("ij,j2->i", A, X), md.ShapeError, r"'2' is not an axis letter\n  ij,j2->i\n      \^"),
+    ("einsum order", lambda: md.einsum("ijk,jk->i", A, X), md.ShapeError, "'ijk' names 3 axes but A is"),
+    ("einsum output", lambda: md.einsum("ij,jk->iz", A, X), md.ShapeError, r"output axis z is in no operand\n  ij,jk->iz\n          \^"),
 ]
 
 

@@ -21,10 +21,11 @@ ALLOWED = {
     "show": {"dims", "ir"},
     "notation": {"ir"},
     "recognise": {"functions", "ir", "notation"},
-    "printing": {"functions", "ir", "notation", "recognise", "show"},
+    "printing": {"errors", "functions", "ir", "notation", "recognise", "show"},
     "expr": {"build", "dims", "errors", "evaluate", "functions", "ir", "notation", "printing",
              "recognise", "show", "simplify"},
     "library": {"build", "diff", "dims", "errors", "evaluate", "expr", "functions", "ir", "simplify"},
+    "tensors": {"build", "dims", "errors", "expr", "ir", "library"},
     "check": {"dims", "errors", "evaluate", "expr", "ir", "library"},
     "explicit": {"dims", "errors", "evaluate", "expr", "ir"},
     "parse": {"errors", "expr", "functions", "ir", "library"},
@@ -81,7 +82,7 @@ def test_docstring_examples_run(module):
     assert result.failed == 0
 
 
-@pytest.mark.parametrize("doc", ["docs/conventions.md", "README.md", "docs/language.md"])
+@pytest.mark.parametrize("doc", ["docs/conventions.md", "README.md", "docs/language.md", "docs/tensors.md"])
 def test_doc_examples_run(doc):
     result = doctest.testfile(str(ROOT / doc), module_relative=False)
     assert result.failed == 0 and result.attempted > 0
