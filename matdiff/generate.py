@@ -68,6 +68,8 @@ class _Writer:
     def __init__(self, sizes_hint: dict, functions: dict):
         self.lines, self.count, self.hint, self.written = [], 0, sizes_hint, {}
         self.prefix = "t"  # codegen picks another where a variable is named like t1
+        self.code_of: dict = {}  # name → its code, for terms written inline
+        self.uses: dict = {}
         self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
 
     def fresh(self) -> str:
@@ -85,6 +87,7 @@ class _Writer:
         self.lines.append(f"    {name} = {code}" + (f"  # {comment}" if comment else ""))
         if pure:
             self.written[code] = name
+            self.code_of[name] = code
         return name
 
     def live_lines(self, results: list) -> tuple:
@@ -176,7 +179,9 @@ def _tensordot(a, la, b, lb, out, summed) -> str:
             got = [v for v in lx if v != s] + [v for v in ly if v != s]
             code = f"{left} @ {right}"
             code = code if got == list(out) else f"({code}).T"
-            options.append((code.count(".T"), code))
+            # transposed operands are free in BLAS; a transposed result is a strided view
+            # that slows every later use, so it counts for more
+            options.append((code.count(".T") + 2 * code.endswith(").T"), code))
         return min(options)[1]
     axes = ([la.index(x) for x in summed], [lb.index(x) for x in summed])
     code = f"np.tensordot({a}, {b}, axes={axes})"
@@ -361,7 +366,10 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
             inner = " + ".join(("-" if c < 0 else "") + ("1.0" if _all_ones(t) else args[t])
                                for c, t in n.terms)
             return f"{k!r} * ({inner.replace('+ -', '- ')})"
-        names = [args[t] for _, t in n.terms]
+        # a term used only here is written inline, so that NumPy adds into its temporary
+        # instead of keeping it alive (an n⁴ Hessian is then one allocation, not three)
+        names = [f"({w.code_of[args[t]]})" if w.uses.get(t) == 1 and args[t] in w.code_of
+                 else args[t] for _, t in n.terms]
         if not all(_all_ones(t) for _, t in n.terms):  # 1 − σ: the ones broadcast
             names = ["1.0" if _all_ones(t) else a for a, (_, t) in zip(names, n.terms)]
         parts = [("" if c == 1 else ("-" if c == -1 else f"{c!r} * ")) + a
@@ -539,6 +547,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
             kids = [c for c in n.children if not (isinstance(n, Contract) and isinstance(c, Delta))]
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
     uses = _uses(order)
+    w.uses = {n: k for n, k in uses.items() if n not in roots}
     inlined = _distributed_sums(order, roots, uses)
     scaled = _scaled_products(order, roots, uses)
     common = _common_factors(order, roots, uses, inlined)
