@@ -12,7 +12,7 @@ from .library import (abs, cos, derivative, det, diag, exp, eye, function, grad,
                       hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, norm, ones,
                       outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
                       sqrt, step, sum, tan, tanh, tensor, trace, vector, zeros)
-from .tensors import dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
+from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
 from .check import check
 from .generate import codegen, compile, hvp
 from .derivation import derivation
@@ -35,7 +35,7 @@ __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
     "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
-    "hadamard", "permute", "transpose", "tensordot", "reshape", "vec",
+    "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "step", "softmax", "logsumexp", "function", "scalar_function",
     "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",

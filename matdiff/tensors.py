@@ -20,7 +20,7 @@ from . import build as B
 from . import dims as D
 from .errors import MatdiffError, NotSupportedError, ShapeError
 from .expr import Expr, lift
-from .ir import Reshape
+from .ir import Contract, Elementwise, LogSumExp, Node, Reshape, Softmax, Sum, Var, free_vars
 from .library import dot as _inner
 
 
@@ -238,3 +238,79 @@ def vec(x, order: str = "column") -> Expr:
         raise MatdiffError(f"vec: order must be 'column' or 'row', not {order!r}")
     src = permute(x) if order == "column" else x
     return Expr(reshape(src, D.size(src.shape)).node, src=f"vec({x.src})")
+
+
+# --------------------------------------------------------------------------- functions of sub-tensors
+
+def apply(f, x, axes: Sequence[int]) -> Expr:
+    """``f`` applied to every sub-tensor of x along ``axes``: f is a Python function from an
+    expression of shape ``x.shape[axes]`` to an expression (``md.softmax``, or any function
+    built from matdiff's operations).  The result has x's other axes first, in order, then
+    f's result's axes — the tutorial's f ᴾ(X) with P the other axes (its definition 27), so
+    ``md.apply(md.softmax, A, [1])`` is ``md.softmax(A, axis=1)``, its s¹(A).  Derivatives
+    follow (its identity 32: df ᴾ(X) = ∇f ᴾ(X) ⊙ dX over the matching axes).
+
+    >>> A = md.matrix("A", "N", "c")
+    >>> md.apply(md.softmax, A, [1]).node is md.softmax(A, axis=1).node
+    True
+    >>> print(md.apply(lambda r: md.dot(r, r), A, [1]))  # the squared norm of each row
+    A^∘2·1
+    """
+    x = lift(x)
+    axes = _axes("apply", x, axes, "x")
+    batch = tuple(i for i in range(x.ndim) if i not in axes)
+    sub = Var("_sub", tuple(x.shape[i] for i in axes), False)
+    out = lift(f(Expr(sub, src="·")))
+    moved = x.node if batch + axes == tuple(range(x.ndim)) else \
+        B.contract([x.node], [tuple(range(x.ndim))], batch + axes)  # batch axes first
+    cache: dict = {}
+    node = _batched(out.node, sub, moved, tuple(x.shape[i] for i in batch), cache)
+    if node is None:  # f ignores its argument: the same value for every sub-tensor
+        node = B.contract([out.node], [tuple(range(len(batch), len(batch) + out.ndim))],
+                          tuple(range(len(batch) + out.ndim)),
+                          dict(enumerate(x.shape[i] for i in batch)))
+    name = getattr(f, "__name__", "f")
+    return Expr(node, src=f"apply({name}, {x.src}, {list(axes)})")
+
+
+def _batched(n: Node, sub: Var, moved: Node, bshape: tuple, cache: dict):
+    """n with the batch axes ``bshape`` in front, where ``sub`` becomes ``moved``; None
+    where n does not depend on ``sub`` (the caller broadcasts)."""
+    if n is sub:
+        return moved
+    if sub not in free_vars(n):
+        return None
+    if n in cache:
+        return cache[n]
+    nb = len(bshape)
+    kids = [_batched(c, sub, moved, bshape, cache) for c in n.children]
+    if isinstance(n, Contract):
+        top = max([x for lab in n.labels for x in lab] + list(n.out) + [-1]) + 1
+        blabs = tuple(range(top, top + nb))
+        ops, labs = [], []
+        for op, lab, k in zip(n.operands, n.labels, kids):
+            ops.append(op if k is None else k)
+            labs.append(tuple(lab) if k is None else blabs + tuple(lab))
+        out = B.contract(ops, labs, blabs + tuple(n.out))
+    elif isinstance(n, Sum):
+        shape = bshape + n.shape
+        terms = [(c, k if k is not None else _spread(t, bshape)) for (c, t), k in zip(n.terms, kids)]
+        out = B.linear(terms, shape)
+    elif isinstance(n, Elementwise):
+        out = Elementwise(n.fn, kids[0])
+    elif isinstance(n, (Softmax, LogSumExp)):
+        out = type(n)(n.axis + nb, kids[0])
+    elif isinstance(n, Reshape):
+        out = Reshape(kids[0], bshape + n.shape)
+    else:
+        raise NotSupportedError(f"apply: f uses {type(n).__name__.lower()}, which matdiff "
+                                f"cannot apply to many sub-tensors at once yet")
+    cache[n] = out
+    return out
+
+
+def _spread(t: Node, bshape: tuple) -> Node:
+    """t repeated along leading batch axes."""
+    nb = len(bshape)
+    lab = tuple(range(nb, nb + t.ndim))
+    return B.contract([t], [lab], tuple(range(nb)) + lab, dict(enumerate(bshape)))

@@ -136,3 +136,48 @@ def test_random_einsum_values_and_derivatives(expr):
                                                            *vals.values()), rtol=1e-10, atol=1e-12)
     assert md.check(e) < 1e-6
     assert md.check(md.sum(md.tanh(e)) if e.ndim else md.tanh(e), order=2) < 1e-5
+
+
+# ----------------------------------------------------------------------------- md.apply
+
+T = md.tensor("T", "a", "b", "c")
+TS = {"a": 3, "b": 2, "c": 4}
+APPLY = [  # name, f applied along axes, the same computed by NumPy, sub-tensor by sub-tensor
+    ("softmax of rows", md.apply(md.softmax, X, [1]),
+     lambda a: np.exp(a["X"]) / np.exp(a["X"]).sum(1, keepdims=True)),
+    ("softmax along axis 0 of T", md.apply(md.softmax, T, [0]),
+     lambda a: np.transpose(np.exp(a["T"]) / np.exp(a["T"]).sum(0), (1, 2, 0))),
+    ("tr tanh(MMᵀ) of each matrix", md.apply(lambda m: md.sum(md.tanh(m @ m.T)), T, [1, 2]),
+     lambda a: np.array([np.tanh(m @ m.T).sum() for m in a["T"]])),
+    ("outer product of each column", md.apply(lambda r: r @ r.T, T, [0]),
+     lambda a: np.einsum("ibc,jbc->bcij", a["T"], a["T"])),
+    ("a constant", md.apply(lambda r: md.ones("c"), T, [2]), lambda a: np.ones((3, 2, 4))),
+]
+
+
+@pytest.mark.parametrize("name,e,want", APPLY, ids=[a[0] for a in APPLY])
+def test_apply_agrees_with_numpy_and_finite_differences(name, e, want):
+    rng = np.random.default_rng(0)
+    vals = {u.node.name: rng.normal(size=[{**SIZES, **TS}[d] for d in u.shape]) for u in e.variables}
+    sizes = {**SIZES, **TS}
+    np.testing.assert_allclose(e.evaluate(vals, sizes=sizes), want(vals), rtol=1e-12)
+    if e.variables:
+        assert md.check(md.sum(md.sin(e)), sizes=sizes, order=2) < 1e-5
+
+
+def test_apply_derivative_is_the_tutorials_identity_32():
+    """df ᴾ(X) = ∇f ᴾ(X) ⊙ dX: for row-wise softmax, ∂s(A)_ij/∂A_kl = δ_ik ∇s(A_i)_lj with
+    ∇s(a) = diag(s) − ssᵀ, built here by hand."""
+    J = md.jacobian(md.apply(md.softmax, X, [1]), X)
+    Xv = np.random.default_rng(1).normal(size=(4, 3))
+    S = np.exp(Xv) / np.exp(Xv).sum(1, keepdims=True)
+    grads = [np.diag(s) - np.outer(s, s) for s in S]
+    want = np.einsum("ik,ilj->ijkl", np.eye(4), np.array(grads))
+    np.testing.assert_allclose(J.evaluate(X=Xv), want, atol=1e-14)
+
+
+def test_apply_errors():
+    with pytest.raises(md.NotSupportedError, match="apply: f uses inv"):
+        md.apply(md.inv, md.tensor("U", "a", "b", "b"), [1, 2])
+    with pytest.raises(md.ShapeError, match="repeat an axis"):
+        md.apply(md.softmax, T, [1, 1])
