@@ -230,7 +230,8 @@ def _pow(m: N.Pow, style):
         return style["one"] + style["div"] + _wrap(rest, style, HAD + 1), HAD
     exp = _number(p, style)
     if isinstance(a, N.Call) and m.kind != "s" and p > 0 and float(p).is_integer() and \
-            a.name not in ("diag", "tr", "det", "logdet"):
+            a.name not in ("diag", "tr", "det", "logdet") and \
+            style.get("names", {}).get(id(a)) is None:  # a named call is a plain symbol
         text = _render(a, style)[0]  # tanh²(A): the function's power, entry-wise
         head, _, tail = text.partition(style["lparen"])
         sup = exp.translate(SUPERSCRIPT) if not _tex(style) else f"^{{{exp}}}"

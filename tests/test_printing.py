@@ -320,3 +320,13 @@ def _case_inputs(c, d, seed):
     if c.prepare:
         values = c.prepare(values)
     return values, size, {**_stand_ins(md.expr.lift(c.f).node), **_stand_ins(d.node)}
+
+
+def test_a_named_function_call_raised_to_a_power_prints_as_a_power_of_its_name():
+    """tanh²(SW2) where U = tanh(SW2) is U^∘2 (it once printed as U²(), unbalanced)."""
+    X, W1, W2, Y = (md.matrix("X", "N", "d"), md.matrix("W1", "d", "h"), md.matrix("W2", "h", "c"),
+                    md.matrix("Y", "N", "c"))
+    J = md.norm(md.tanh(md.tanh(X @ W1) @ W2) - Y) ** 2
+    text = str(md.grad(J, W2))
+    assert text == "Sᵀ(2(U − Y) ⊙ (1 − U^∘2))  where S = tanh(XW1), U = tanh(SW2)"
+    assert text.count("(") == text.count(")")
