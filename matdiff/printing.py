@@ -302,8 +302,9 @@ def index_notation(node: Node, style=TEXT, free=None) -> str:
     if isinstance(node, Contract):
         letters = dict(zip(node.out, free))
         summed = sorted({x for lab in node.labels for x in lab} - set(node.out))
+        pool = [c for c in BOUND if c not in free]  # a nested sum's letters differ from its parent's
         for n, x in enumerate(summed):
-            letters[x] = _letter(BOUND, FREE, n)
+            letters[x] = _letter(pool or BOUND, FREE, n)
         factors = []
         carried = [x for op, lab in zip(node.operands, node.labels) if not isinstance(op, Delta)
                    for x in lab]

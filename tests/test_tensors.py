@@ -181,3 +181,8 @@ def test_apply_errors():
         md.apply(md.inv, md.tensor("U", "a", "b", "b"), [1, 2])
     with pytest.raises(md.ShapeError, match="repeat an axis"):
         md.apply(md.softmax, T, [1, 1])
+
+
+def test_nested_sums_use_their_own_letters():
+    e = md.apply(lambda m: md.sum(md.tanh(m @ m.T)), T, [1, 2])
+    assert e.index() == "Σ_p Σ_q tanh([Σ_r T_ipr T_iqr])"
