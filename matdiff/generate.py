@@ -206,6 +206,7 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
         if np.prod([size[x] for x in set(labs[small])]) < np.prod([size[x] for x in inner]):
             ops[small] = f"(-{ops[small]})" if coef == -1.0 else f"({coef!r} * {ops[small]})"
             coef = 1.0
+    _weighted_gram(w, kept, ops, labs, inner)
     if not ops:
         code = "np.asarray(1.0)"
     elif len(ops) == 1:
@@ -235,6 +236,8 @@ def _spread(w: _Writer, code: str, inner: tuple, out: list, dim: dict, size_of) 
         order = list(out[:pos[0]]) + rep + list(out[pos[-1] + 1:])
     else:  # otherwise they come first
         order = rep + [x for x in out if x not in rep]
+    while order and order[0] not in inner:  # leading axes come from broadcasting
+        order = order[1:]
     values = _expand(w.emit(code), inner, tuple(order))
     shape = ", ".join(size_of(dim[x]) for x in out)
     full = w.emit(f"np.zeros(({shape},))", pure=False)
@@ -286,6 +289,58 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
         ops.append(w.emit(_pairwise(w, a, la, b, lb, keep)))
         labs.append(keep)
     return _single(ops[0], labs[0], tuple(out))
+
+
+NONNEGATIVE = {"exp", "sigmoid", "softplus", "abs", "relu", "step", "sqrt"}
+
+
+def _nonnegative(n: Node) -> bool:
+    """Whether every entry of n is ≥ 0 for all inputs (a sufficient test, by structure)."""
+    if isinstance(n, Delta):
+        return True
+    if isinstance(n, Const):
+        return n.value >= 0
+    if isinstance(n, Elementwise) and n.fn.builtin:
+        if n.fn.name == "pow":
+            p = n.fn.param
+            return (float(p).is_integer() and p % 2 == 0) or _nonnegative(n.arg)
+        return n.fn.name in NONNEGATIVE
+    if isinstance(n, Contract):
+        return all(_nonnegative(o) for o in n.operands)
+    if isinstance(n, Sum):
+        if all(c >= 0 and _nonnegative(t) for c, t in n.terms):
+            return True
+        if len(n.terms) == 2:  # c(1 − σ): σ ≤ 1
+            (c1, t1), (c2, t2) = sorted(n.terms, key=lambda p: p[0], reverse=True)
+            return c1 > 0 and c2 == -c1 and _all_ones(t1) and isinstance(t2, Elementwise) and \
+                t2.fn.builtin and t2.fn.name == "sigmoid"
+    return False
+
+
+def _weighted_gram(w: _Writer, kept, ops: list, labs: list, out) -> None:
+    """Σ_p X_pi d_p X_pk with d ≥ 0 (the Hessian of a logistic loss, Xᵀdiag(d)X): written
+    Z = √d ⊙ X, then ZᵀZ, which NumPy computes as a symmetric rank-k update in half the
+    time of Xᵀ(d ⊙ X)."""
+    n = len(ops)
+    for i in range(n):
+        for k in range(i + 1, n):
+            if kept[i][0] is not kept[k][0] or len(labs[i]) != 2:
+                continue
+            shared = set(labs[i]) & set(labs[k])
+            if len(shared) != 1 or shared & set(out) or len(set(labs[i] + labs[k])) != 3:
+                continue
+            p = next(iter(shared))
+            weights = [j for j in range(n) if j not in (i, k) and p in labs[j]]
+            if not weights or any(set(labs[j]) != {p} or not _nonnegative(kept[j][0])
+                                  for j in weights):
+                continue
+            root = w.emit(f"np.sqrt({' * '.join(ops[j] for j in weights)})")
+            z = w.emit(_pairwise(w, ops[i], labs[i], root, (p,), labs[i]))
+            ops[i] = ops[k] = z
+            labs[k] = tuple(p if x == p else x for x in labs[k])
+            for j in sorted(weights, reverse=True):
+                del ops[j], labs[j], kept[j]
+            return
 
 
 def _sizes(w: _Writer, dim: dict) -> dict:
@@ -368,7 +423,7 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
             return f"{k!r} * ({inner.replace('+ -', '- ')})"
         # a term used only here is written inline, so that NumPy adds into its temporary
         # instead of keeping it alive (an n⁴ Hessian is then one allocation, not three)
-        names = [f"({w.code_of[args[t]]})" if w.uses.get(t) == 1 and args[t] in w.code_of
+        names = [_inline(w.code_of[args[t]]) if w.uses.get(t) == 1 and args[t] in w.code_of
                  else args[t] for _, t in n.terms]
         if not all(_all_ones(t) for _, t in n.terms):  # 1 − σ: the ones broadcast
             names = ["1.0" if _all_ones(t) else a for a, (_, t) in zip(names, n.terms)]
@@ -436,6 +491,10 @@ def _common_factors(order, roots, uses, inlined) -> dict:
                     all(abs(c) == abs(op.terms[0][0]) for c, _ in op.terms):
                 out[op] = abs(op.terms[0][0])
     return out
+
+
+def _inline(code: str) -> str:
+    return f"({code})" if " " in code else code
 
 
 def _all_ones(n: Node) -> bool:

@@ -207,3 +207,31 @@ def test_a_matrix_sum_times_a_vector_is_distributed():
     # a matrix sum times a matrix stays factored: (A + B)C is one product, not two
     B, C = md.matrix("B", "n", "n"), md.matrix("C", "n", "n")
     assert "t2 @ C" in md.codegen((A + B) @ C) or "@ C" in md.codegen((A + B) @ C)
+
+
+def test_a_nonnegative_weighted_gram_product_is_a_symmetric_update():
+    """Xᵀdiag(d)X with d ≥ 0 provably (logistic Hessian) is (√d ⊙ X)ᵀ(√d ⊙ X); with d of
+    unknown sign it stays Xᵀ(d ⊙ X)."""
+    src = md.codegen(md.hessian(LOGISTIC, w))
+    assert "np.sqrt(" in src and re.search(r"(t\d+)\.T @ \1\b", src), src
+    d = md.vector("d", "n")
+    src = md.codegen(X.T @ md.diag(d) @ X)
+    assert "np.sqrt(" not in src
+    src = md.codegen(X.T @ md.diag(md.exp(d) * d ** 2) @ X)
+    assert "np.sqrt(" in src
+    rng = np.random.default_rng(0)
+    Xv, dv = rng.normal(size=(6, 3)), rng.normal(size=6)
+    got = md.compile(X.T @ md.diag(md.exp(d) * d ** 2) @ X)(X=Xv, d=dv)
+    np.testing.assert_allclose(got, Xv.T @ ((np.exp(dv) * dv ** 2)[:, None] * Xv), rtol=1e-12)
+
+
+@pytest.mark.parametrize("expr,nonnegative", [
+    (md.exp(y), True), (y ** 2, True), (md.sigmoid(y) * (1 - md.sigmoid(y)), True),
+    (md.softplus(y) + md.abs(y), True), (y, False), (y ** 3, False), (1 - md.exp(y), False),
+    (md.tanh(y), False), (md.sqrt(md.exp(y)), True),
+])
+def test_nonnegative_by_structure(expr, nonnegative):
+    from matdiff.generate import _nonnegative
+    from matdiff.simplify import simplify
+
+    assert _nonnegative(simplify(expr.node)) is nonnegative
