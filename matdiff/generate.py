@@ -35,7 +35,8 @@ BACKENDS = {  # the backends differ only in this table
               "cast": "np.asarray({p}, dtype=float)", "scatter": "{full}[{index}] = {values}"},
     "jax": {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
             "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
-            "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})"}},
+            "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})"},
+            "distribute_transposes": True},
     "torch": {"import": "import torch", "module": "torch",
               "cast": "torch.as_tensor({p}, dtype=torch.float64)",
               "scatter": "{full}[{index}] = {values}",
@@ -503,9 +504,11 @@ def _all_ones(n: Node) -> bool:
     return isinstance(n, Contract) and all(isinstance(o, Delta) and o.order == 1 for o in n.operands)
 
 
-def _distributed_sums(order, roots, uses) -> set:
+def _distributed_sums(order, roots, uses, transposes: bool = False) -> set:
     """Sums of matrices used once, by a product whose other factors are vectors or scalars:
-    (A + Aᵀ)x is cheaper as Ax + Aᵀx, which never builds the n × n sum."""
+    (A + Aᵀ)x is cheaper as Ax + Aᵀx, which never builds the n × n sum.  With
+    ``transposes`` (the JAX backend) also a sum holding a transpose times matrices: XLA on
+    the CPU builds A + Aᵀ slowly (a strided copy), while its products read Aᵀ for free."""
     out = set()
     for n in order:
         if not isinstance(n, Contract):
@@ -513,10 +516,16 @@ def _distributed_sums(order, roots, uses) -> set:
         for op in n.operands:
             others = [o for o in n.operands if o is not op]
             if isinstance(op, Sum) and op.ndim >= 2 and uses.get(op) == 1 and op not in roots \
-                    and len(op.terms) > 1 and others and all(o.ndim <= 1 for o in others):
+                    and len(op.terms) > 1 and others and (
+                        all(o.ndim <= 1 for o in others) or
+                        (transposes and any(_is_transpose(t) for _, t in op.terms))):
                 out.add(op)
                 break
     return out
+
+
+def _is_transpose(n: Node) -> bool:
+    return isinstance(n, Contract) and len(n.operands) == 1 and tuple(n.labels[0]) != tuple(n.out)
 
 
 def _distribute(w: _Writer, n: Contract, inlined: set, args: dict, size_of) -> str:
@@ -607,7 +616,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
     uses = _uses(order)
     w.uses = {n: k for n, k in uses.items() if n not in roots}
-    inlined = _distributed_sums(order, roots, uses)
+    inlined = _distributed_sums(order, roots, uses, table.get("distribute_transposes", False))
     scaled = _scaled_products(order, roots, uses)
     common = _common_factors(order, roots, uses, inlined)
     for n in order:

@@ -235,3 +235,14 @@ def test_nonnegative_by_structure(expr, nonnegative):
     from matdiff.simplify import simplify
 
     assert _nonnegative(simplify(expr.node)) is nonnegative
+
+
+def test_jax_code_reads_transposes_in_products_instead_of_building_a_plus_a_transposed():
+    """XLA on the CPU builds A + Aᵀ slowly; the JAX code writes (A + Aᵀ)X as AᵀX + AX."""
+    Xm, A = md.matrix("X", "n", "m"), md.matrix("A", "n", "n")
+    g = md.grad(md.trace(Xm.T @ A @ Xm), Xm)
+    assert "A.T @ X + A @ X" in md.codegen(g, backend="jax")
+    assert "A.T + A" in md.codegen(g)  # NumPy adds first: one product, not two
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    _check_backend(Case("tr XᵀAX", md.trace(Xm.T @ A @ Xm), Xm, sizes={"m": 2}), "jax")
