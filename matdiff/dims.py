@@ -34,6 +34,18 @@ def check_dim(d):
     return d
 
 
+def parse(d):
+    """A user-given dim, where a product may be written as text: "n*k" (or "n·k", as a
+    Prod prints)."""
+    if isinstance(d, str) and ("*" in d or "·" in d):
+        out = 1
+        for f in d.replace("·", "*").split("*"):
+            f = f.strip()
+            out = mul(out, check_dim(int(f) if f.isdigit() else f))
+        return out
+    return check_dim(d)
+
+
 def factors(d) -> tuple:
     return d.factors if isinstance(d, Prod) else (d,)
 

@@ -1,6 +1,11 @@
 """The exceptions matdiff raises. Every user mistake is a ``MatdiffError``."""
 
 
+def with_caret(message: str, text: str, column: int) -> str:
+    """The message, then the input text with a caret under ``column``."""
+    return f"{message}\n  {text}\n  {' ' * column}^"
+
+
 class MatdiffError(Exception):
     """Base class of every error matdiff raises for a user mistake."""
 

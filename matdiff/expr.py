@@ -86,8 +86,8 @@ class Expr:
 
     def bracket(self, latex: bool = False) -> str:
         """The bracket notation of "Matrix Differential Calculus with Tensors" for a
-        contraction: ``md.einsum("ijk,lkj->ijl", A, B).bracket()`` is ``A₁[A₂ B₃][A̅₃ B₂]B₁``-like
-        groups of the operand axes each result axis ties (a bar: summed)."""
+        contraction: each result axis is the group of operand axes it ties, summed groups
+        barred; AᵀB is ``A₂B₂[A̅₁ B₁]`` (``printing.bracket``)."""
         return bracket(simplify(self.node), LATEX if latex else TEXT)
 
     def notation(self):

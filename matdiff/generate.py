@@ -22,7 +22,7 @@ from . import dims as D
 from .errors import MatdiffError, NotSupportedError
 from .expr import Expr, lift
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
-                 ScalarFn, Softmax, Sum, merge_deltas, walk)
+                 ScalarFn, Softmax, Sum, is_ones, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -95,16 +95,17 @@ class _Writer:
         """The lines that the results need (a matrix sum that was distributed leaves its
         transposes unused), numbered afresh, and the results' new names."""
         name = re.compile(rf"\b{self.prefix}\d+\b")
+        assigned = re.compile(rf"\s*({self.prefix}\d+) = ")
         used, kept = set(results), []
         for line in reversed(self.lines):
-            m = re.match(rf"\s*({self.prefix}\d+) = ", line)
+            m = assigned.match(line)
             if m and m.group(1) not in used:
                 continue
             used.update(name.findall(line.partition("  # ")[0]))
             kept.append(line)
         new: dict = {}
         for line in reversed(kept):
-            m = re.match(rf"\s*({self.prefix}\d+) = ", line)
+            m = assigned.match(line)
             if m:
                 new[m.group(1)] = f"{self.prefix}{len(new) + 1}"
 
@@ -205,7 +206,7 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
         size = _sizes(w, dim)
         small = min(range(len(ops)), key=lambda k: np.prod([size[x] for x in set(labs[k])]))
         if np.prod([size[x] for x in set(labs[small])]) < np.prod([size[x] for x in inner]):
-            ops[small] = f"(-{ops[small]})" if coef == -1.0 else f"({coef!r} * {ops[small]})"
+            ops[small] = f"({_scaled(coef, ops[small])})"
             coef = 1.0
     _weighted_gram(w, kept, ops, labs, inner)
     if not ops:
@@ -217,13 +218,17 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
     for f in factors:
         code = f"({code}) * {f}"
     if coef != 1.0:
-        code = f"-({code})" if coef == -1.0 else f"{coef!r} * ({code})"
+        code = _scaled(coef, f"({code})")
     if len(uniq) < len(out):  # an output that is itself diagonal: write its diagonal only
         return _spread(w, code, inner, out, dim, size_of)
     if len(inner) < len(uniq):  # broadcast along labels only ones vectors carry
         shape = ", ".join(size_of(dim[x]) for x in uniq)
         code = f"np.broadcast_to({_expand(w.emit(code), inner, tuple(uniq))}, ({shape},))"
     return code
+
+
+def _scaled(coef: float, code: str) -> str:
+    return f"-{code}" if coef == -1.0 else f"{coef!r} * {code}"
 
 
 def _spread(w: _Writer, code: str, inner: tuple, out: list, dim: dict, size_of) -> str:
@@ -313,7 +318,7 @@ def _nonnegative(n: Node) -> bool:
             return True
         if len(n.terms) == 2:  # c(1 − σ): σ ≤ 1
             (c1, t1), (c2, t2) = sorted(n.terms, key=lambda p: p[0], reverse=True)
-            return c1 > 0 and c2 == -c1 and _all_ones(t1) and isinstance(t2, Elementwise) and \
+            return c1 > 0 and c2 == -c1 and is_ones(t1) and isinstance(t2, Elementwise) and \
                 t2.fn.builtin and t2.fn.name == "sigmoid"
     return False
 
@@ -379,11 +384,10 @@ def _gram(w: _Writer, ops: list, labs: list, out, dim) -> None:
             continue
         codes = []
         for g in (g1, g2):
-            inside = {x for c in g for x in labs[c]}
             rest = {x for c, lab in enumerate(labs) if c not in g for x in lab} | set(out)
             keep = tuple(x for x in dict.fromkeys(x for c in g for x in labs[c]) if x in rest)
             codes.append((_plan(w, [ops[c] for c in g], [labs[c] for c in g], keep, dim,
-                                gram=False), keep, inside))
+                                gram=False), keep))
         if codes[0][0] != codes[1][0] or not shared <= set(codes[0][1]):
             continue  # lines written for the attempt are dropped as unused
         name = w.emit(codes[0][0])
@@ -417,20 +421,18 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     if isinstance(n, Sum):
         if not n.terms:
             return f"np.zeros(({', '.join(size_of(d) for d in n.shape)}{',' if n.shape else ''}))"
-        k = abs(n.terms[0][0])
-        if len(n.terms) > 1 and k != 1 and all(abs(c) == k for c, _ in n.terms):  # 2(a − b)
-            inner = " + ".join(("-" if c < 0 else "") + ("1.0" if _all_ones(t) else args[t])
-                               for c, t in n.terms)
-            return f"{k!r} * ({inner.replace('+ -', '- ')})"
         # a term used only here is written inline, so that NumPy adds into its temporary
         # instead of keeping it alive (an n⁴ Hessian is then one allocation, not three)
         names = [_inline(w.code_of[args[t]]) if w.uses.get(t) == 1 and args[t] in w.code_of
                  else args[t] for _, t in n.terms]
-        if not all(_all_ones(t) for _, t in n.terms):  # 1 − σ: the ones broadcast
-            names = ["1.0" if _all_ones(t) else a for a, (_, t) in zip(names, n.terms)]
-        parts = [("" if c == 1 else ("-" if c == -1 else f"{c!r} * ")) + a
-                 for a, (c, _) in zip(names, n.terms)]
-        return " + ".join(parts).replace("+ -", "- ")
+        if not all(is_ones(t) for _, t in n.terms):  # 1 − σ: the ones broadcast
+            names = ["1.0" if is_ones(t) else a for a, (_, t) in zip(names, n.terms)]
+        k = abs(n.terms[0][0])
+        common = len(n.terms) > 1 and k != 1 and all(abs(c) == k for c, _ in n.terms)
+        coefs = [c / k if common else c for c, _ in n.terms]
+        parts = [a if c == 1 else _scaled(c, a) for a, c in zip(names, coefs)]
+        text = " + ".join(parts).replace("+ -", "- ")
+        return f"{k!r} * ({text})" if common else text  # 2(a − b): the factor once
     if isinstance(n, Elementwise):
         return _elementwise(w, n, a[0])
     if isinstance(n, Softmax):
@@ -496,12 +498,6 @@ def _common_factors(order, roots, uses, inlined) -> dict:
 
 def _inline(code: str) -> str:
     return f"({code})" if " " in code else code
-
-
-def _all_ones(n: Node) -> bool:
-    if isinstance(n, Delta):
-        return n.order == 1
-    return isinstance(n, Contract) and all(isinstance(o, Delta) and o.order == 1 for o in n.operands)
 
 
 def _distributed_sums(order, roots, uses, transposes: bool = False) -> set:

@@ -172,6 +172,13 @@ def merge_deltas(c: "Contract"):
     return kept, out, uniq, summed_only
 
 
+def is_ones(n: Node) -> bool:
+    """Whether n is the all-ones tensor (a ones vector, or an outer product of them)."""
+    if isinstance(n, Delta):
+        return n.order == 1
+    return isinstance(n, Contract) and all(isinstance(o, Delta) and o.order == 1 for o in n.operands)
+
+
 def clear_caches() -> None:
     """Forget every node's memoised simplification and variable set (for benchmarks)."""
     for node in list(Node._table.values()):

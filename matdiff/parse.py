@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import library as L
-from .errors import MatdiffError, ShapeError
+from .errors import MatdiffError, ShapeError, with_caret
 from .expr import Expr, lift
 
 MAX_LENGTH = 10_000
@@ -38,7 +38,7 @@ class ParseError(MatdiffError, SyntaxError):
         if self.column is None or not self.text or len(self.text) > 200:
             where = f" (at column {self.column + 1})" if self.column is not None else ""
             return self.message + where
-        return f"{self.message}\n  {self.text}\n  {' ' * self.column}^"
+        return with_caret(self.message, self.text, self.column)
 
 
 def _shape_error(message, text, column):

@@ -466,7 +466,8 @@ def _py_index(node: Node, functions: dict) -> str:
 
 # --------------------------------------------------------------------------- bracket notation
 
-SUBSCRIPT_DIGITS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+SUBSCRIPTS = "₀₁₂₃₄₅₆₇₈₉"
+SUBSCRIPT_DIGITS = str.maketrans("0123456789", SUBSCRIPTS)
 
 
 def bracket(node: Node, style=TEXT) -> str:
@@ -514,4 +515,4 @@ def _bracket_term(op, axis: int, style) -> str:
 def _overline(term: str, style) -> str:
     if _tex(style):
         return f"\\overline{{{term}}}"
-    return "".join(ch + ("" if ch in "₀₁₂₃₄₅₆₇₈₉" else "\u0305") for ch in term)
+    return "".join(ch + ("" if ch in SUBSCRIPTS else "\u0305") for ch in term)

@@ -22,7 +22,7 @@ import weakref
 from . import notation as N
 from .functions import Function
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
-                 ScalarFn, Softmax, Sum, Var)
+                 ScalarFn, Softmax, Sum, Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -158,7 +158,7 @@ class _Item:
 
 
 def _contract(c: Contract):
-    if all(isinstance(op, Delta) and op.order == 1 for op in c.operands) and c.ndim == 2:
+    if is_ones(c) and c.ndim == 2:
         return N.Sym("m", "1", "one", dims=c.shape)  # 11ᵀ, the all-ones matrix
     scalars, items = [], []
     dims = c.label_dims()

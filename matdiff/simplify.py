@@ -85,7 +85,7 @@ def normalise_contract(c: Contract) -> Node:
             labs.append(tuple(lab))
     if coef == 0:
         return B.zeros(c.shape)
-    k = _distributable(ops, labs, c.out)
+    k = _distributable(ops)
     if k is not None:  # (δ_iq P + Q)_jq R_q… → δ_iq P R_q… + Q R_q…: the delta meets R
         return simplify(B.linear(
             [(coef * w, Contract(tuple(ops[:k]) + (t,) + tuple(ops[k + 1:]), tuple(labs), c.out))
@@ -104,7 +104,7 @@ def normalise_contract(c: Contract) -> Node:
     return B.scale(coef, canonical(Contract(tuple(ops), tuple(labs), tuple(c.out)))[0])
 
 
-def _distributable(ops, labs, out):
+def _distributable(ops):
     """The position of a sum factor to distribute the product over: one with a term that
     carries a Kronecker delta, so that distributing merges the delta with the other factors'
     labels (the Hessian of tr(AX⁻¹B) would otherwise build an n⁴ tensor and contract it

@@ -18,14 +18,14 @@ from typing import Optional, Sequence
 
 from . import build as B
 from . import dims as D
-from .errors import MatdiffError, NotSupportedError, ShapeError
+from .errors import MatdiffError, NotSupportedError, ShapeError, with_caret
 from .expr import Expr, lift
 from .ir import Contract, Elementwise, LogSumExp, Node, Reshape, Softmax, Sum, Var, free_vars
 from .library import dot as _inner
 
 
 def _caret(spec: str, col: int, what: str, fix: str) -> str:
-    return f"einsum: {what}\n  {spec}\n  {' ' * col}^\n{fix}"
+    return with_caret(f"einsum: {what}", spec, col) + f"\n{fix}"
 
 
 def einsum(spec: str, *operands) -> Expr:
@@ -37,13 +37,12 @@ def einsum(spec: str, *operands) -> Expr:
     AᵀB
     """
     ops = [lift(o) for o in operands]
-    text = spec
     if "." in spec:
-        raise NotSupportedError(_caret(text, spec.index("."), "'...' (broadcast axes) is not "
+        raise NotSupportedError(_caret(spec, spec.index("."), "'...' (broadcast axes) is not "
                                        "supported", "name every axis with a letter"))
     for col, c in enumerate(spec):
         if not (c.isalpha() or c in ",->" or c == " "):
-            raise ShapeError(_caret(text, col, f"{c!r} is not an axis letter",
+            raise ShapeError(_caret(spec, col, f"{c!r} is not an axis letter",
                                     "use letters for axes, ',' between operands and '->' before "
                                     "the output"))
     ins, arrow, out = spec.partition("->")
@@ -59,21 +58,21 @@ def einsum(spec: str, *operands) -> Expr:
         col = start + len(p) - len(p.lstrip())
         p = p.strip()
         if len(p) != o.ndim:
-            raise ShapeError(_caret(text, col, f"{p!r} names {len(p)} axes but {o.src} is "
+            raise ShapeError(_caret(spec, col, f"{p!r} names {len(p)} axes but {o.src} is "
                                     f"{o.describe_shape()}", f"give {o.ndim} letters for {o.src}"))
         for k, (c, d) in enumerate(zip(p, o.shape)):
             if size.setdefault(c, d) != d:
-                raise ShapeError(_caret(text, col + k, f"axis {c} is {D.fmt(size[c])} in one "
+                raise ShapeError(_caret(spec, col + k, f"axis {c} is {D.fmt(size[c])} in one "
                                         f"operand and {D.fmt(d)} in {o.src}",
                                         "axes with one letter must have one size"))
     out = out.strip()
     base = len(ins) + 2
     for k, c in enumerate(out):
         if c not in size:
-            raise ShapeError(_caret(text, base + k, f"output axis {c} is in no operand",
+            raise ShapeError(_caret(spec, base + k, f"output axis {c} is in no operand",
                                     "every output letter must name an axis of an operand"))
         if out.count(c) > 1:
-            raise ShapeError(_caret(text, base + k, f"output axis {c} appears twice",
+            raise ShapeError(_caret(spec, base + k, f"output axis {c} appears twice",
                                     "name each output axis once"))
     return Expr(B.einsum(ins.replace(" ", "") + "->" + out, *(o.node for o in ops)),
                 src=f"einsum({spec!r}, {', '.join(o.src for o in ops)})")
@@ -190,17 +189,6 @@ def tensordot(a, b, axes=2) -> Expr:
     return Expr(r.node, src=f"tensordot({a.src}, {b.src}, {axes!r})")
 
 
-def _dim(d):
-    """A dim, where a name may be a product written "n*k"."""
-    if isinstance(d, str) and ("*" in d or "·" in d):
-        out = 1
-        for f in d.replace("·", "*").split("*"):
-            f = f.strip()
-            out = D.mul(out, D.check_dim(int(f) if f.isdigit() else f))
-        return out
-    return D.check_dim(d)
-
-
 def reshape(x, *shape) -> Expr:
     """The entries of x in row-major (C) order, laid out with a new shape of equal size,
     as ``numpy.reshape``; dims may be symbols and products of them (``"n*k"``).
@@ -212,7 +200,7 @@ def reshape(x, *shape) -> Expr:
     x = lift(x)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    dims = tuple(_dim(d) for d in shape)
+    dims = tuple(D.parse(d) for d in shape)
     if D.size(dims) != D.size(x.shape):
         raise ShapeError(f"reshape: {x.src} is {x.describe_shape()}, which has "
                          f"{D.fmt(D.size(x.shape))} entries; {D.fmt_shape(dims)} has "
@@ -266,9 +254,7 @@ def apply(f, x, axes: Sequence[int]) -> Expr:
     cache: dict = {}
     node = _batched(out.node, sub, moved, tuple(x.shape[i] for i in batch), cache)
     if node is None:  # f ignores its argument: the same value for every sub-tensor
-        node = B.contract([out.node], [tuple(range(len(batch), len(batch) + out.ndim))],
-                          tuple(range(len(batch) + out.ndim)),
-                          dict(enumerate(x.shape[i] for i in batch)))
+        node = _repeat(out.node, tuple(x.shape[i] for i in batch))
     name = getattr(f, "__name__", "f")
     return Expr(node, src=f"apply({name}, {x.src}, {list(axes)})")
 
@@ -294,7 +280,7 @@ def _batched(n: Node, sub: Var, moved: Node, bshape: tuple, cache: dict):
         out = B.contract(ops, labs, blabs + tuple(n.out))
     elif isinstance(n, Sum):
         shape = bshape + n.shape
-        terms = [(c, k if k is not None else _spread(t, bshape)) for (c, t), k in zip(n.terms, kids)]
+        terms = [(c, k if k is not None else _repeat(t, bshape)) for (c, t), k in zip(n.terms, kids)]
         out = B.linear(terms, shape)
     elif isinstance(n, Elementwise):
         out = Elementwise(n.fn, kids[0])
@@ -309,7 +295,7 @@ def _batched(n: Node, sub: Var, moved: Node, bshape: tuple, cache: dict):
     return out
 
 
-def _spread(t: Node, bshape: tuple) -> Node:
+def _repeat(t: Node, bshape: tuple) -> Node:
     """t repeated along leading batch axes."""
     nb = len(bshape)
     lab = tuple(range(nb, nb + t.ndim))
