@@ -71,6 +71,7 @@ class _Writer:
         self.prefix = "t"  # codegen picks another where a variable is named like t1
         self.code_of: dict = {}  # name → its code, for terms written inline
         self.uses: dict = {}
+        self.symmetric: set = set()  # names of symmetric matrices (Gram products)
         self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
 
     def fresh(self) -> str:
@@ -146,7 +147,7 @@ def _pairwise(w: _Writer, a: str, la: tuple, b: str, lb: tuple, out: tuple) -> s
             return f"{_expand(a, la, out)} * {_expand(b, lb, out)}"
         if summed and not batch and (sa | sb) - summed == so and not (sa - sb - so) and \
                 not (sb - sa - so):
-            return _tensordot(a, la, b, lb, out, summed)
+            return _tensordot(a, la, b, lb, out, summed, w.symmetric)
     eq = f"{_labels_code(la)},{_labels_code(lb)}->{_labels_code(out)}"
     return f"np.einsum({eq!r}, {a}, {b}, optimize=True)"
 
@@ -163,7 +164,7 @@ def _expand(name: str, labels: tuple, out: tuple) -> str:
     return f"{name}[{index}]"
 
 
-def _tensordot(a, la, b, lb, out, summed) -> str:
+def _tensordot(a, la, b, lb, out, summed, symmetric=frozenset()) -> str:
     summed = sorted(summed, key=la.index)
     fa = [x for x in la if x not in summed]
     fb = [x for x in lb if x not in summed]
@@ -171,13 +172,13 @@ def _tensordot(a, la, b, lb, out, summed) -> str:
         bb = _expand(b, lb, la)
         return f"np.sum({a} * {bb})" if len(la) > 1 else f"{a} @ {b}"
     if len(la) == 1 and len(lb) == 2 and lb[1] == summed[0]:  # Xw rather than wXᵀ
-        return _tensordot(b, lb, a, la, out, set(summed))
+        return _tensordot(b, lb, a, la, out, set(summed), symmetric)
     if len(la) <= 2 and len(lb) <= 2 and len(summed) == 1:  # a matrix product, fewest .T
         s = summed[0]
         options = []
         for x, lx, y, ly in ((a, la, b, lb), (b, lb, a, la)):
-            left = x if lx[-1] == s else (f"{x}.T" if len(lx) == 2 else x)
-            right = y if ly[0] == s else (f"{y}.T" if len(ly) == 2 else y)
+            left = x if lx[-1] == s or x in symmetric else (f"{x}.T" if len(lx) == 2 else x)
+            right = y if ly[0] == s or y in symmetric else (f"{y}.T" if len(ly) == 2 else y)
             got = [v for v in lx if v != s] + [v for v in ly if v != s]
             code = f"{left} @ {right}"
             code = code if got == list(out) else f"({code}).T"
@@ -276,25 +277,49 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     if gram:
         _gram(w, ops, labs, out, dim)
     while len(ops) > 1:
-        best = None
-        for i in range(len(ops)):
-            for j in range(i + 1, len(ops)):
-                rest = {x for k, lab in enumerate(labs) if k not in (i, j) for x in lab} | set(out)
-                keep = tuple(dict.fromkeys(x for x in labs[i] + labs[j] if x in rest))
-                result = np.prod([size[x] for x in keep])
-                cost = np.prod([size[x] for x in set(labs[i]) | set(labs[j])])
-                shares = bool(set(labs[i]) & set(labs[j]))
-                key = (not shares, result, cost)
-                if best is None or key < best[0]:
-                    best = (key, i, j, keep)
-        _, i, j, keep = best
+        i, j, keep, _ = _next_pair(labs, out, size)
         lb, la = labs.pop(j), labs.pop(i)
         b, a = ops.pop(j), ops.pop(i)
         if not ops:
             return _pairwise(w, a, la, b, lb, tuple(out))
         ops.append(w.emit(_pairwise(w, a, la, b, lb, keep)))
         labs.append(keep)
+        if a == b and len(la) == len(lb) == len(keep) == 2 and \
+                [x for x in la if x not in keep] == [x for x in lb if x not in keep] and \
+                la.index(next(x for x in la if x not in keep)) == \
+                lb.index(next(x for x in lb if x not in keep)):
+            w.symmetric.add(ops[-1])  # ZᵀZ or ZZᵀ: read either way round, without .T
     return _single(ops[0], labs[0], tuple(out))
+
+
+def _next_pair(labs: list, out, size: dict) -> tuple:
+    """The pair of factors a plan multiplies next: (i, j, the labels its result keeps, the
+    step's multiply-adds)."""
+    best = None
+    for i in range(len(labs)):
+        for j in range(i + 1, len(labs)):
+            rest = {x for k, lab in enumerate(labs) if k not in (i, j) for x in lab} | set(out)
+            keep = tuple(dict.fromkeys(x for x in labs[i] + labs[j] if x in rest))
+            result = np.prod([size[x] for x in keep])
+            cost = np.prod([size[x] for x in set(labs[i]) | set(labs[j])])
+            shares = bool(set(labs[i]) & set(labs[j]))
+            key = (not shares, result, cost)
+            if best is None or key < best[0]:
+                best = (key, i, j, keep, cost)
+    return best[1:]
+
+
+def _flops(n: Contract, size_hint: dict) -> float:
+    """Multiply-adds of a product as ``_plan`` orders it (deltas merged away)."""
+    kept, _, uniq, _ = merge_deltas(n)
+    labs = [tuple(lab) for _, lab in kept]
+    size = {x: _size(d, size_hint) for x, d in n.label_dims().items()}
+    total = 0.0
+    while len(labs) > 1:
+        i, j, keep, cost = _next_pair(labs, uniq, size)
+        labs = [lab for k, lab in enumerate(labs) if k not in (i, j)] + [keep]
+        total += cost
+    return total + (np.prod([size[x] for x in labs[0]]) if labs else 0.0)
 
 
 NONNEGATIVE = {"exp", "sigmoid", "softplus", "abs", "relu", "step", "sqrt"}
@@ -349,10 +374,14 @@ def _weighted_gram(w: _Writer, kept, ops: list, labs: list, out) -> None:
             return
 
 
+def _size(d, hint: dict) -> int:
+    """A dim's size: from ``sizes`` given to codegen, else 100 for each unknown factor."""
+    return int(np.prod([f if isinstance(f, int) else hint.get(f, 100) for f in D.factors(d)]))
+
+
 def _sizes(w: _Writer, dim: dict) -> dict:
-    """Each label's size: from ``sizes`` given to codegen, else 100."""
-    return {x: w.hint.get(d, 100) if isinstance(d, str) else (d if isinstance(d, int) else 100)
-            for x, d in dim.items()}
+    """Each label's size (see ``_size``)."""
+    return {x: _size(d, w.hint) for x, d in dim.items()}
 
 
 def _gram(w: _Writer, ops: list, labs: list, out, dim) -> None:
@@ -427,12 +456,7 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
                  else args[t] for _, t in n.terms]
         if not all(is_ones(t) for _, t in n.terms):  # 1 − σ: the ones broadcast
             names = ["1.0" if is_ones(t) else a for a, (_, t) in zip(names, n.terms)]
-        k = abs(n.terms[0][0])
-        common = len(n.terms) > 1 and k != 1 and all(abs(c) == k for c, _ in n.terms)
-        coefs = [c / k if common else c for c, _ in n.terms]
-        parts = [a if c == 1 else _scaled(c, a) for a, c in zip(names, coefs)]
-        text = " + ".join(parts).replace("+ -", "- ")
-        return f"{k!r} * ({text})" if common else text  # 2(a − b): the factor once
+        return _sum_text(names, [c for c, _ in n.terms])
     if isinstance(n, Elementwise):
         return _elementwise(w, n, a[0])
     if isinstance(n, Softmax):
@@ -459,6 +483,16 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         spec += "->a" + "".join(LETTERS[i + 1] for i in range(n.order - 1))  # δ_abc = 1_a I_ab I_ac
         return f"np.einsum({spec!r}, np.ones({k}), {', '.join([f'np.eye({k})'] * (n.order - 1))})"
     raise AssertionError(type(n).__name__)
+
+
+def _sum_text(codes: list, coefs: list) -> str:
+    """Σ c_k · code_k, a coefficient that all terms share written once: 2.0 * (a - b)."""
+    k = abs(coefs[0])
+    common = len(coefs) > 1 and k != 1 and all(abs(c) == k for c in coefs)
+    parts = [a if c == 1 else _scaled(c, a) for a, c in zip(codes, coefs)
+             for c in [c / k if common else c]]
+    text = " + ".join(parts).replace("+ -", "- ")
+    return f"{k!r} * ({text})" if common else text
 
 
 def _uses(order) -> dict:
@@ -500,24 +534,61 @@ def _inline(code: str) -> str:
     return f"({code})" if " " in code else code
 
 
-def _distributed_sums(order, roots, uses, transposes: bool = False) -> set:
-    """Sums of matrices used once, by a product whose other factors are vectors or scalars:
-    (A + Aᵀ)x is cheaper as Ax + Aᵀx, which never builds the n × n sum.  With
-    ``transposes`` (the JAX backend) also a sum holding a transpose times matrices: XLA on
-    the CPU builds A + Aᵀ slowly (a strided copy), while its products read Aᵀ for free."""
+def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = False) -> set:
+    """Sums used once, by a product, that the product is cheaper distributed over: (A + Aᵀ)x
+    as Ax + Aᵀx never builds the n × n sum, and (UVᵀ − T)V as U(VᵀV) − TV never builds
+    the m × n one (multiply-adds counted for ``hint``'s sizes).  With ``transposes`` (the
+    JAX backend) also every matrix sum holding a transpose, times matrices: XLA on the CPU
+    builds A + Aᵀ slowly (a strided copy), while its products read Aᵀ for free."""
     out = set()
     for n in order:
         if not isinstance(n, Contract):
             continue
-        for op in n.operands:
+        for k, op in enumerate(n.operands):
             others = [o for o in n.operands if o is not op]
-            if isinstance(op, Sum) and op.ndim >= 2 and uses.get(op) == 1 and op not in roots \
-                    and len(op.terms) > 1 and others and (
-                        all(o.ndim <= 1 for o in others) or
-                        (transposes and any(_is_transpose(t) for _, t in op.terms))):
+            if not (isinstance(op, Sum) and op.ndim >= 2 and uses.get(op) == 1 and
+                    op not in roots and len(op.terms) > 1 and others):
+                continue
+            if all(o.ndim <= 1 for o in others) or \
+                    (transposes and any(_is_transpose(t) for _, t in op.terms)) or \
+                    _cheaper_distributed(n, k, known, uses, roots, hint):
                 out.add(op)
                 break
     return out
+
+
+def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint) -> bool:
+    """Whether n, distributed over its k-th factor (a sum), costs less than four fifths of
+    forming the sum and then n."""
+    s = n.operands[k]
+
+    def alone(t) -> float:  # a term's own product, computed only for this sum
+        return _flops(t, hint) if isinstance(t, Contract) and uses.get(t) == 1 and \
+            t not in roots else 0.0
+
+    fused = _flops(n, hint) + len(s.terms) * _size_of_shape(s.shape, hint)
+    fused += sum(alone(t) for _, t in s.terms)
+    split = (len(s.terms) - 1) * _size_of_shape(n.shape, hint)
+    for _, t in s.terms:
+        node = _term_product(n, k, t, known)
+        split += _flops(node, hint) + (alone(t) if t in node.operands else 0.0)
+    return split < 0.8 * fused
+
+
+def _size_of_shape(shape, hint: dict) -> float:
+    return float(np.prod([_size(d, hint) for d in shape]))
+
+
+def _term_product(n: Contract, k: int, term: Node, known) -> Contract:
+    """n with its k-th factor replaced by ``term``, simplified (a transposed or product
+    term is read in place: x @ A, not A.T then @ x; U(VᵀV), not (UVᵀ)V) where every factor of
+    the simplified product is among the ``known`` (computed) nodes."""
+    raw = Contract(n.operands[:k] + (term,) + n.operands[k + 1:], n.labels, n.out)
+    node = simplify(raw)
+    if isinstance(node, Contract) and all(o in known or isinstance(o, Delta)
+                                          for o in node.operands):
+        return node
+    return raw
 
 
 def _is_transpose(n: Node) -> bool:
@@ -526,18 +597,9 @@ def _is_transpose(n: Node) -> bool:
 
 def _distribute(w: _Writer, n: Contract, inlined: set, args: dict, size_of) -> str:
     (k, s), = [(k, op) for k, op in enumerate(n.operands) if op in inlined][:1]
-    parts = []
-    for c, term in s.terms:
-        raw = Contract(n.operands[:k] + (term,) + n.operands[k + 1:], n.labels, n.out)
-        # simplified, a transposed term is read in place (x @ A, not A.T then @ x), where
-        # every factor of the simplified product is already computed
-        node = simplify(raw)
-        if not (isinstance(node, Contract) and all(o in args or isinstance(o, Delta)
-                                                   for o in node.operands)):
-            node = raw
-        code = _contract(w, node, args, size_of)
-        parts.append(code if c == 1 else f"{c!r} * ({code})")
-    return " + ".join(f"({p})" if " + " in p else p for p in parts)
+    codes = [_contract(w, _term_product(n, k, t, args), args, size_of) for _, t in s.terms]
+    return _sum_text([_inline(c) if " + " in c or " - " in c else c for c in codes],
+                     [c for c, _ in s.terms])
 
 
 # --------------------------------------------------------------------------- entry points
@@ -612,7 +674,8 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
     uses = _uses(order)
     w.uses = {n: k for n, k in uses.items() if n not in roots}
-    inlined = _distributed_sums(order, roots, uses, table.get("distribute_transposes", False))
+    inlined = _distributed_sums(order, roots, uses, set(order) | set(args), w.hint,
+                                table.get("distribute_transposes", False))
     scaled = _scaled_products(order, roots, uses)
     common = _common_factors(order, roots, uses, inlined)
     for n in order:

@@ -7,6 +7,7 @@ import pytest
 
 import matdiff as md
 from matdiff.check import _sample
+from matdiff.dims import factors as dims_of
 from matdiff.evaluate import variables
 from matdiff.functions import Function
 from matdiff.ir import Elementwise, ScalarFn, walk
@@ -23,10 +24,10 @@ def _abstract(e) -> bool:
 CONCRETE = [c for c in CASES if not _abstract(c.f)]
 
 
-def _check_backend(case, backend, hessian=False):
+def _check_backend(case, backend, hessian=False, hint=None):
     f = md.expr.lift(case.f)
     d = md.hessian(f, case.wrt) if hessian else md.jacobian(f, case.wrt)
-    fn = md.compile([f, d], backend=backend)
+    fn = md.compile([f, d], backend=backend, sizes=hint)
     rng = np.random.default_rng(4)
     size = {"n": 4, "k": 3, "m": 2, **case.sizes}
     vs = {v.name: v for v in variables(f.node, *d.scope)}
@@ -47,6 +48,21 @@ def test_compiled_code_agrees_with_the_evaluator(case):
 
 
 SECOND = [c for c in CONCRETE if c.order == 2]
+
+
+def _skewed_sizes(case) -> dict:
+    """Each dim of the case a size between 2 and 5000 (seeded by its name), so that the
+    generator's size-driven choices (contraction order, distributing a sum) take other turns."""
+    f = md.expr.lift(case.f)
+    dims = sorted({x for v in variables(f.node) for d in v.shape for x in dims_of(d)
+                   if isinstance(x, str)})
+    rng = np.random.default_rng(sum(map(ord, case.name)))
+    return {x: int(rng.choice([2, 30, 5000])) for x in dims}
+
+
+@pytest.mark.parametrize("case", CONCRETE, ids=[c.name for c in CONCRETE])
+def test_code_tuned_for_other_sizes_still_agrees(case):
+    _check_backend(case, "numpy", hessian=case.order == 2, hint=_skewed_sizes(case))
 
 
 @pytest.mark.parametrize("case", SECOND, ids=[c.name for c in SECOND])
@@ -204,9 +220,46 @@ def test_a_matrix_sum_times_a_vector_is_distributed():
     rng = np.random.default_rng(0)
     Av, xv = rng.normal(size=(5, 5)), rng.normal(size=5)
     np.testing.assert_allclose(fn(A=Av, x=xv), (Av + Av.T) @ xv)
-    # a matrix sum times a matrix stays factored: (A + B)C is one product, not two
-    B, C = md.matrix("B", "n", "n"), md.matrix("C", "n", "n")
-    assert "t2 @ C" in md.codegen((A + B) @ C) or "@ C" in md.codegen((A + B) @ C)
+
+
+_T, _U, _V = md.matrix("T", "m", "n"), md.matrix("U", "m", "r"), md.matrix("V", "n", "r")
+_A, _B, _C = md.matrix("A", "n", "n"), md.matrix("B", "n", "n"), md.matrix("C", "n", "n")
+
+
+@pytest.mark.parametrize("expr,sizes,distributed,formed,reference", [
+    # (UVᵀ − T)V as U(VᵀV) − TV: never the m × n residual, half the multiply-adds
+    ((_U @ _V.T - _T) @ _V, {"m": 1000, "n": 800, "r": 20}, True, "U @ V.T",
+     lambda v: (v["U"] @ v["V"].T - v["T"]) @ v["V"]),
+    # with r as large as m and n, forming the residual first is cheaper
+    ((_U @ _V.T - _T) @ _V, {"m": 100, "n": 100, "r": 100}, False, "U @ V.T",
+     lambda v: (v["U"] @ v["V"].T - v["T"]) @ v["V"]),
+    (_V.T @ (_U @ _V.T - _T).T, {"m": 1000, "n": 800, "r": 20}, True, "V @ U.T",
+     lambda v: v["V"].T @ (v["U"] @ v["V"].T - v["T"]).T),
+    # a sum of matrices times a matrix: one product
+    ((_A + _B) @ _C, {"n": 500}, False, "B + A", lambda v: (v["A"] + v["B"]) @ v["C"]),
+])
+def test_a_sum_is_distributed_over_a_product_where_that_costs_less(expr, sizes, distributed,
+                                                                   formed, reference):
+    src = md.codegen(expr, sizes=sizes)
+    code = "\n".join(line.partition("  # ")[0] for line in src.splitlines()[5:])
+    assert (formed not in code) == distributed, src
+    rng = np.random.default_rng(1)
+    values = {v.name: rng.normal(size=tuple({"m": 5, "n": 4, "r": 3}[d] for d in v.shape))
+              for v in variables(expr.node)}
+    got = md.compile(expr, sizes=sizes)(**values)
+    np.testing.assert_allclose(got, reference(values), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, expr.evaluate(values), rtol=1e-12, atol=1e-12)
+
+
+def test_a_gram_matrix_is_read_either_way_round_without_a_transpose():
+    expr = [_U @ (_V.T @ _V), (_V.T @ _V) @ _U.T]
+    src = md.codegen(expr, sizes={"m": 1000, "n": 800, "r": 20})
+    assert re.search(r"(t\d+) = V\.T @ V\n", src) and not re.search(r"t\d+\.T", src), src
+    rng = np.random.default_rng(2)
+    U, V = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    got = md.compile(expr, sizes={"m": 1000, "n": 800, "r": 20})(U=U, V=V)
+    np.testing.assert_allclose(got[0], U @ V.T @ V, rtol=1e-12)
+    np.testing.assert_allclose(got[1], V.T @ V @ U.T, rtol=1e-12)
 
 
 def test_a_nonnegative_weighted_gram_product_is_a_symmetric_update():
