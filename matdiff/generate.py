@@ -486,7 +486,12 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
 
 
 def _sum_text(codes: list, coefs: list) -> str:
-    """Σ c_k · code_k, a coefficient that all terms share written once: 2.0 * (a - b)."""
+    """Σ c_k · code_k, a coefficient that all terms share written once: 2.0 * (a - b), and
+    a positive term first: a - b, not -b + a."""
+    if coefs[0] < 0 and any(c > 0 for c in coefs):
+        first = next(i for i, c in enumerate(coefs) if c > 0)
+        codes = [codes[first]] + codes[:first] + codes[first + 1:]
+        coefs = [coefs[first]] + coefs[:first] + coefs[first + 1:]
     k = abs(coefs[0])
     common = len(coefs) > 1 and k != 1 and all(abs(c) == k for c in coefs)
     parts = [a if c == 1 else _scaled(c, a) for a, c in zip(codes, coefs)
