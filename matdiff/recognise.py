@@ -284,7 +284,8 @@ def _merge_once(items, scalars, out, dims, fresh):
                 last.cols = fresh
             v.m, v.rows, v.cols = N.Call("m", "diag", v.m if v.rows == lab else N.transpose(v.m)), lab, fresh
             return True
-        return None
+        # three matrices share the label: another label's product may merge two of them
+        # into one Hadamard factor first (X_pi A_pj (RW₂ᵀ)_pj → Xᵀ(A ⊙ RW₂ᵀ))
     for lab in out:
         holders = [it for it in items if lab in it.labels]
         if len(holders) < 2:

@@ -147,6 +147,12 @@ case("Σ tanh Xw", md.sum(md.tanh(Xr @ w)), w, Xr.T @ (1 - md.tanh(Xr @ w) ** 2)
 case("Σ σ(XW) concrete", md.sum(md.sigmoid(Xr @ W)), W,
      Xr.T @ (md.sigmoid(Xr @ W) * (1 - md.sigmoid(Xr @ W))), order=2)
 case("Σ softplus x", md.sum(md.softplus(x)), x, md.sigmoid(x), order=2)
+W2, Yc = M("W2", "m", "k"), M("Y", "n", "k")
+H1 = md.sigmoid(Xr @ W)
+case("‖σ(XW)W₂ − Y‖² by W", md.norm(H1 @ W2 - Yc) ** 2, W,
+     Xr.T @ ((2 * (H1 @ W2 - Yc) @ W2.T) * H1 * (1 - H1)), order=2)
+case("Σ softplus(tanh(XW)W₂) by W", md.sum(md.softplus(md.tanh(Xr @ W) @ W2)), W,
+     Xr.T @ ((md.sigmoid(md.tanh(Xr @ W) @ W2) @ W2.T) * (1 - md.tanh(Xr @ W) ** 2)))
 case("Σ relu x", md.sum(md.relu(x)), x, (md.sign(x) + 1) / 2)
 case("Σ |x|", md.sum(md.abs(x)), x, md.sign(x))
 case("Σ √x", md.sum(md.sqrt(x)), x, 0.5 / md.sqrt(x), kinds={"x": "positive"}, order=2)

@@ -17,6 +17,8 @@ BY_NAME = {c.name: c for c in CASES}
 # derivative case -> its printed form
 GOLDEN = [
     ('tr X', 'I'),
+    ('‖σ(XW)W₂ − Y‖² by W', 'Xᵀ(2(SW2 − Y)W2ᵀ ⊙ S ⊙ (1 − S))  where S = σ(XW)'),
+    ('Σ softplus(tanh(XW)W₂) by W', 'Xᵀ(σ(tanh(XW)W2)W2ᵀ ⊙ (1 − tanh²(XW)))'),
     ('tr X + 1', 'I'),
     ('tr AX', 'Aᵀ'),
     ('tr AXB', 'AᵀBᵀ'),
