@@ -284,12 +284,17 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
             return _pairwise(w, a, la, b, lb, tuple(out))
         ops.append(w.emit(_pairwise(w, a, la, b, lb, keep)))
         labs.append(keep)
-        if a == b and len(la) == len(lb) == len(keep) == 2 and \
-                [x for x in la if x not in keep] == [x for x in lb if x not in keep] and \
-                la.index(next(x for x in la if x not in keep)) == \
-                lb.index(next(x for x in lb if x not in keep)):
-            w.symmetric.add(ops[-1])  # ZᵀZ or ZZᵀ: read either way round, without .T
+        if a == b and _is_gram(la, lb, keep):
+            w.symmetric.add(ops[-1])  # read either way round, without .T
     return _single(ops[0], labs[0], tuple(out))
+
+
+def _is_gram(la: tuple, lb: tuple, keep: tuple) -> bool:
+    """Whether one matrix times itself over these labels is ZᵀZ or ZZᵀ (symmetric): the
+    one summed label stands at the same axis in both."""
+    summed = [x for x in la if x not in keep]
+    return len(la) == len(lb) == len(keep) == 2 and len(summed) == 1 and \
+        summed[0] in lb and la.index(summed[0]) == lb.index(summed[0])
 
 
 def _next_pair(labs: list, out, size: dict) -> tuple:
@@ -310,7 +315,8 @@ def _next_pair(labs: list, out, size: dict) -> tuple:
 
 
 def _flops(n: Contract, size_hint: dict) -> float:
-    """Multiply-adds of a product as ``_plan`` orders it (deltas merged away)."""
+    """Multiply-adds of a product as ``_plan`` orders it (deltas merged away), plus the
+    entries of its result."""
     kept, _, uniq, _ = merge_deltas(n)
     labs = [tuple(lab) for _, lab in kept]
     size = {x: _size(d, size_hint) for x, d in n.label_dims().items()}
@@ -494,8 +500,9 @@ def _sum_text(codes: list, coefs: list) -> str:
         coefs = [coefs[first]] + coefs[:first] + coefs[first + 1:]
     k = abs(coefs[0])
     common = len(coefs) > 1 and k != 1 and all(abs(c) == k for c in coefs)
-    parts = [a if c == 1 else _scaled(c, a) for a, c in zip(codes, coefs)
-             for c in [c / k if common else c]]
+    if common:
+        coefs = [c / k for c in coefs]
+    parts = [a if c == 1 else _scaled(c, a) for a, c in zip(codes, coefs)]
     text = " + ".join(parts).replace("+ -", "- ")
     return f"{k!r} * ({text})" if common else text
 
