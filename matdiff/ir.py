@@ -13,10 +13,14 @@ own module.
 from __future__ import annotations
 
 import hashlib
+import threading
 import weakref
 
 from . import dims as D
 from .errors import ShapeError
+
+
+_TABLE_LOCK = threading.Lock()
 
 
 class Node:
@@ -28,17 +32,18 @@ class Node:
 
     def __new__(cls, *args):
         key = (cls, args)
-        node = Node._table.get(key)
-        if node is not None:
+        with _TABLE_LOCK:  # look-up and insertion in one step: threads share equal nodes
+            node = Node._table.get(key)
+            if node is not None:
+                return node
+            node = object.__new__(cls)
+            node.args = args
+            node.shape = cls._shape(*args)
+            node._skey = None
+            node._vars = None
+            node._simple = None
+            Node._table[key] = node
             return node
-        node = object.__new__(cls)
-        node.args = args
-        node.shape = cls._shape(*args)
-        node._skey = None
-        node._vars = None
-        node._simple = None
-        Node._table[key] = node
-        return node
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -30,9 +30,10 @@ KIND = {0: "s", 1: "c", 2: "m"}
 def recognise(node: Node) -> N.M:
     """The matrix-notation tree of ``node`` (``Index`` where it has none)."""
     cache = _CACHE.get(node)
-    if cache is None:
-        cache = _CACHE[node] = (_recognise(node) if node.ndim <= 2 else None) or \
-            N.Index("t", node, "")
+    if cache is None:  # setdefault: threads racing here all keep the first tree stored,
+        # so a repeated subexpression is one object, which printing names once
+        cache = _CACHE.setdefault(node, (_recognise(node) if node.ndim <= 2 else None) or
+                                  N.Index("t", node, ""))
     return cache
 
 

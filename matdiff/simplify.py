@@ -19,6 +19,7 @@ import numpy as np
 
 from . import build as B
 from . import functions as F
+from .errors import MatdiffError
 from .ir import Const, Contract, Delta, Elementwise, Hole, Inv, Node, Reshape, Sum, Var
 
 FLATTEN_LIMIT = 6
@@ -340,8 +341,12 @@ def normalise_elementwise(e: Elementwise) -> Node:
         return e
     with np.errstate(all="ignore"):
         value = float(impl(np.float64(x.value if isinstance(x, Const) else 0.0)))
-    if not np.isfinite(value):  # leave 1/0 and log 0 to evaluation, which reports them
-        return e
+    if not np.isfinite(value):  # 1/0, log 0: no value to stand behind, and 0·(1/0) ≠ 0
+        shown = x.value if isinstance(x, Const) else 0.0
+        what = f"{shown:g}^{e.fn.param:g}" if e.fn.name == "pow" else f"{e.fn}({shown:g})"
+        raise MatdiffError(f"{what} is not finite: the expression divides by zero, "
+                           f"or takes a logarithm or negative power of zero (an argument that "
+                           f"simplifies to the constant {shown:g})")
     return Const(value) if isinstance(x, Const) else simplify(B.const(value, x.shape))  # f(c) → value
 
 

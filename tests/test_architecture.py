@@ -15,7 +15,7 @@ ALLOWED = {
     "ir": {"dims", "errors", "show"},
     "build": {"ir"},
     "functions": {"build", "ir"},
-    "simplify": {"build", "functions", "ir"},
+    "simplify": {"build", "errors", "functions", "ir"},
     "diff": {"build", "ir", "simplify"},
     "evaluate": {"dims", "errors", "ir"},
     "show": {"dims", "ir"},
