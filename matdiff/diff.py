@@ -125,7 +125,7 @@ def jacobians(f: Node, xs: list) -> list:
     computed once for all variables, so the gradients of a deep network by each of its
     layers cost as much together as the deepest one alone."""
     extra = f.shape
-    wanted = {x for x in xs if x in free_vars(f)}
+    wanted = {x for x in xs if _depends(f, {x})}
     found = {}
     if wanted:
         cotangents = {f: [B.identity_tensor(f.shape)]}
@@ -136,7 +136,7 @@ def jacobians(f: Node, xs: list) -> list:
                 found[n] = simplify(_symmetrise(cot, extra) if n.symmetric else cot)
                 continue
             for k, child in enumerate(n.children):
-                if not wanted.isdisjoint(free_vars(child)):
+                if _depends(child, wanted):
                     hole = Hole(child.shape, False)
                     lin = RULES[type(n)](n, k, hole)
                     cotangents.setdefault(child, []).append(transpose(lin, hole, cot, extra))
@@ -162,5 +162,11 @@ def _parents_first(f: Node, xs: set) -> list:
             continue
         seen.add(n)
         stack.append((n, True))
-        stack.extend((c, False) for c in n.children if not xs.isdisjoint(free_vars(c)) and c not in seen)
+        stack.extend((c, False) for c in n.children if c not in seen and _depends(c, xs))
     return order[::-1]
+
+
+def _depends(n: Node, xs: set) -> bool:
+    """Whether n depends on a variable in xs after simplification: x − x does not, so
+    √(x − x) has the derivative 0 and no (x − x)^(−1/2) is ever built."""
+    return not xs.isdisjoint(free_vars(n)) and not xs.isdisjoint(free_vars(simplify(n)))

@@ -356,7 +356,14 @@ class Builder:
 
     def _same(self, node, a: Shape, b: Shape, what: str):
         if a.scalar or b.scalar:
-            return b if a.scalar else a
+            other, shape = (node.args[-1], b) if a.scalar else (node.args[0], a)
+            while other.op == "neg" and other.args:
+                other = other.args[0]
+            if len(node.args) == 2 and other.op in ("ones", "zeros"):  # b + 1 with b a scalar: the 1 is a scalar too
+                self.dims.unify(shape.rows, ONE)
+                self.dims.unify(shape.cols, ONE)
+                return Shape()
+            return shape
         if not (self.dims.unify(a.rows, b.rows) and self.dims.unify(a.cols, b.cols)):
             left, right = (_source(x) for x in node.args[:2])
             self._fail(node, f"{what}: {left} is {self.fmt(a)} but {right} is {self.fmt(b)}")

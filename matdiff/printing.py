@@ -239,7 +239,8 @@ def _pow(m: N.Pow, style):
     if not _tex(style):
         sup = exp.translate(SUPERSCRIPT) if float(p).is_integer() else \
             f"^({exp.replace('-', style['minus'])})"
-        return _wrap(a, style, POSTFIX + 1) + (sup if m.kind == "s" else f"^∘{exp}"), POSTFIX
+        circ = f"^∘{exp}" if float(p).is_integer() else f"^∘({exp})"  # ^∘(3/4), not (^∘3)/4
+        return _wrap(a, style, POSTFIX + 1) + (sup if m.kind == "s" else circ), POSTFIX
     circ = "" if m.kind == "s" else "\\circ "
     return _wrap(a, style, POSTFIX + 1) + f"^{{{circ}{exp}}}", POSTFIX
 
