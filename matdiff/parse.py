@@ -356,10 +356,11 @@ class Builder:
 
     def _same(self, node, a: Shape, b: Shape, what: str):
         if a.scalar or b.scalar:
-            other, shape = (node.args[-1], b) if a.scalar else (node.args[0], a)
-            while other.op == "neg" and other.args:
+            args = node.args or [None]
+            other, shape = (args[-1], b) if a.scalar else (args[0], a)
+            while other is not None and other.op == "neg" and other.args:
                 other = other.args[0]
-            if len(node.args) == 2 and other.op in ("ones", "zeros"):  # b + 1 with b a scalar: the 1 is a scalar too
+            if other is not None and len(node.args) == 2 and other.op in ("ones", "zeros"):  # b + 1 with b a scalar: the 1 is a scalar too
                 self.dims.unify(shape.rows, ONE)
                 self.dims.unify(shape.cols, ONE)
                 return Shape()
@@ -409,6 +410,13 @@ class Builder:
 
     def _s_matmul(self, node):
         a, b = (self.shape(x) for x in node.args)
+        for x in node.args:  # a printed 1 that a product uses is a column (1ᵀx, X1, 1·1ᵀ);
+            transposed = False  # beside a scalar only 1ᵀ is surely one (2·1 may be a matrix)
+            while x.op in ("transpose", "neg") and x.args:
+                transposed ^= x.op == "transpose"
+                x = x.args[0]
+            if x.op in ("ones", "zeros") and (transposed or not (a.scalar or b.scalar)):
+                self.dims.unify(self.shapes[id(x)].cols, ONE)
         if a.scalar or b.scalar:
             if node.op == "@":
                 self._fail(node, "@ multiplies vectors and matrices; use * with a scalar")
@@ -733,7 +741,7 @@ class Builder:
         return L.kron(*(self.build(a, names) for a in node.args))
 
     def _b_call(self, node, names):
-        order = node.kwargs.pop("__order", None) if "__order" in node.kwargs else None
+        order = node.kwargs.get("__order")  # a definition used twice is one shared node
         if order is not None:
             return self._derivative_call(node, names, order)
         build = self.functions()[node.value][1]
@@ -872,15 +880,44 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
         _rename_ops(tree)
     root = b.shape(tree)
     if result_shape is not None:  # I or 1 alone take their size from the caller
-        dims = tuple(result_shape)
-        want = Shape() if not dims else Shape(dims[0], dims[1] if len(dims) > 1 else ONE)
-        b._same(tree, root, want, "the expression does not have the expected shape")  # raises
+        _expect_shape(b, tree, root, result_shape)
     try:
-        return b.build(tree, b.dim_names())
-    except ShapeError:
-        raise
+        out = b.build(tree, b.dim_names())
     except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH
         raise ParseError("the expression is too deeply nested") from None
+    if result_shape is not None and out.ndim != len(tuple(result_shape)):
+        # inference and building disagreed (a constant's size the text leaves open)
+        raise ShapeError(f"the expression reads as {out.describe_shape()}, but result_shape asks "
+                         f"for {len(tuple(result_shape))} axes; the text does not fix the size "
+                         f"of every constant in it")
+    return out
+
+
+def _expect_shape(b: "Builder", tree: Node, root: Shape, result_shape) -> None:
+    """Unify the parsed shape with ``result_shape``, or raise naming both."""
+    if isinstance(result_shape, (str, int)) or not hasattr(result_shape, "__iter__"):
+        raise MatdiffError(f"parse: result_shape must be a tuple of dims, such as ('n',) or "
+                           f"('n', 'k'), not {result_shape!r}")
+    dims = tuple(result_shape)
+    if len(dims) > 2:
+        raise MatdiffError(f"parse: result_shape {dims} has {len(dims)} dims; text expressions are "
+                           f"scalars, vectors and matrices")
+    for d in dims:
+        if not (isinstance(d, str) and d.isidentifier()) and not (
+                isinstance(d, int) and not isinstance(d, bool) and d > 0):
+            raise MatdiffError(f"parse: result_shape holds {d!r}; a dim is a name or a positive int")
+    want = Shape() if not dims else Shape(b.dims.fresh(True), b.dims.fresh(True))
+    for key, d in zip((want.rows, want.cols), dims + (ONE,)):
+        if not want.scalar:
+            b.dims.unify(key, d)
+    if want.scalar and not root.scalar:  # a printed 1 or 0 alone: the scalar constant
+        root = root if not (b.dims.unify(root.rows, ONE) and b.dims.unify(root.cols, ONE)) \
+            else Shape()
+    fits = root.scalar == want.scalar and (root.scalar or (
+        b.dims.unify(root.rows, want.rows) and b.dims.unify(root.cols, want.cols)))
+    if not fits:
+        raise ShapeError(f"the expression is {b.fmt(root)}, but result_shape asks for "
+                         f"{'a scalar' if not dims else '(' + ' × '.join(map(str, dims)) + ')'}")
 
 
 def _rename_ops(tree: Node):
@@ -913,7 +950,7 @@ PRINTED_TOKEN = re.compile(r"""
 GREEK_NAMES = {"σ": "sigma", "λ": "lambda", "α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta",
                "μ": "mu", "ν": "nu", "ρ": "rho", "τ": "tau", "φ": "phi", "ψ": "psi", "ω": "omega"}
 PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",
-                     "relu", "step", "sign", "softmax", "logsumexp", "σ"}
+                     "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid"}
 
 
 def _superscript(text: str) -> int:
@@ -934,7 +971,7 @@ class PrintedParser(Parser):
         self.text, self.dialect, self.depth, self.i = text, "matdiff", 0, 0
         self.variables, self.fns, self.definitions = variables, functions | PRINTED_FUNCTIONS, definitions
         self.known = variables | set(definitions) | functions
-        self.numeric = 0
+        self.numeric = self.bars = 0
         self.toks = self.tokenize(text)
 
     def tokenize(self, text):
@@ -955,26 +992,29 @@ class PrintedParser(Parser):
         return out
 
     def split(self, word, col):
-        """XW → X, W: the longest known name first, else one letter."""
-        toks, i = [], 0
+        """XW → X, W: the reading with the fewest unknown names, then the fewest pieces
+        (trelu(t) is t·relu(t), not tr·e·l·u); an unknown name is one letter and its digits,
+        digits alone are a number (X1: X times the ones vector)."""
         words = self.known | PRINTED_FUNCTIONS
-        while i < len(word):
-            match = max((w for w in words if word.startswith(w, i)), key=len, default=None)
-            if match is None and word[i].isdigit():  # X1: X times the ones vector
-                j = i
-                while j < len(word) and word[j].isdigit():
-                    j += 1
-                toks.append(Tok("number", word[i:j], col + i))
-                i = j
+        best = [(0, 0, [])] + [None] * len(word)  # best[i]: (unknown, pieces, tokens) of word[:i]
+        for i in range(len(word)):
+            if best[i] is None:
                 continue
-            if match is None:
-                j = i + 1
-                while j < len(word) and word[j].isdigit():
-                    j += 1
-                match = word[i:j]
-            toks.append(Tok("name", match, col + i))
-            i += len(match)
-        return toks
+            unknown, pieces, toks = best[i]
+            options = [(w, "name", 0) for w in words if word.startswith(w, i)]
+            j = i + 1
+            while j < len(word) and word[j].isdigit():
+                j += 1
+            if word[i].isdigit():
+                options.append((word[i:j], "number", 0))
+            elif not any(w == word[i:j] for w, _, _ in options):
+                options.append((word[i:j], "name", 1))
+            for text, kind, cost in options:
+                k = i + len(text)
+                cand = (unknown + cost, pieces + 1, toks + [Tok(kind, text, col + i)])
+                if best[k] is None or cand[:2] < best[k][:2]:
+                    best[k] = cand
+        return best[len(word)][2]
 
     def starts_atom(self, tok) -> bool:
         return tok.kind in ("number", "name") or tok.text in ("(", "√", "∇", "|")
@@ -991,7 +1031,7 @@ class PrintedParser(Parser):
                 continue
             bp = {"+": (10, 11), "-": (10, 11), "⊙": (15, 16), "⊘": (15, 16), "⊗": (15, 16),
                   "·": (20, 21), "/": (20, 21), "^∘": (41, 40), "^(": (41, 40)}.get(tok.text)
-            if bp is None and self.starts_atom(tok) and tok.text != "|":
+            if bp is None and self.starts_atom(tok) and (tok.text != "|" or not self.bars):
                 if self.IMPLICIT < min_bp:
                     break
                 left = Node("@mc", tok.col, [left, self.expression(self.IMPLICIT + 1)], value="·")
@@ -1022,9 +1062,11 @@ class PrintedParser(Parser):
         if tok.text == "√":
             self.take()
             return Node("call", tok.col, [self.expression(self.IMPLICIT + 1)], "sqrt")
-        if tok.text == "|":
+        if tok.text == "|":  # within bars, a | closes them (the printer writes abs(x) there)
             self.take()
+            self.bars += 1
             inner = self.expression(0)
+            self.bars -= 1
             self.expect("|")
             return Node("call", tok.col, [inner], "abs")
         if tok.text == "∇":
@@ -1065,6 +1107,34 @@ class PrintedParser(Parser):
         return super().prefix()
 
 
+class _Definitions(dict):
+    """The "where" names of printed text, each parsed when first used: a definition may
+    use one listed after it (α = relu(β), β = sin(t))."""
+
+    def __init__(self, bodies, variables, functions):
+        super().__init__()
+        self.bodies, self.variables, self.functions, self.open = bodies, variables, functions, set()
+
+    def __contains__(self, name):
+        return name in self.bodies
+
+    def __iter__(self):
+        return iter(self.bodies)
+
+    def __len__(self):
+        return len(self.bodies)
+
+    def __getitem__(self, name):
+        if not dict.__contains__(self, name):
+            if name in self.open:
+                raise ParseError(f"the definition of {name} uses itself", self.bodies[name], 0)
+            self.open.add(name)
+            dict.__setitem__(self, name, PrintedParser(self.bodies[name], self.variables,
+                                                       self.functions, self).parse())
+            self.open.discard(name)
+        return dict.__getitem__(self, name)
+
+
 def _parse_printed(text: str, decls: dict) -> Node:
     """matdiff's text output, its "  where s = …" definitions included."""
     main, _, where = text.partition("  where ")
@@ -1072,10 +1142,11 @@ def _parse_printed(text: str, decls: dict) -> Node:
     variables |= {g for g, n in GREEK_NAMES.items() if n in variables}
     functions = {n for n, d in decls.items() if d.kind not in KIND_WORDS}
     functions |= {g for g, n in GREEK_NAMES.items() if n in functions}
-    definitions: dict = {}
+    bodies = {}
     for part in filter(None, (p.strip() for p in re.split(r",\s(?=\S+ = )", where))):
         name, _, body = part.partition(" = ")
-        definitions[name.strip()] = PrintedParser(body, variables, functions, definitions).parse()
+        bodies[name.strip()] = body
+    definitions = _Definitions(bodies, variables, functions)
     tree = PrintedParser(main, variables, functions, definitions).parse()
     stack = [tree]
     while stack:  # Greek letters back to the names they print

@@ -51,10 +51,24 @@ def _tex(style) -> bool:
     return "latex" in style
 
 
+def _calls_abstract(m, name: str) -> bool:
+    stack = [m]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, N.Call) and isinstance(x.fn, (Function, ScalarFunction)) and \
+                not getattr(x.fn, "builtin", False) and x.name == name:
+            return True
+        stack.extend(N.children(x))
+    return False
+
+
 def render(m: N.M, style: dict, taken=(), display=None) -> str:
     """The text of ``m``; subexpressions used three times or more, or twice in a long
     result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw)."""
     style = dict(style, names={}, display=display or {})
+    if _calls_abstract(m, "sigma"):  # σ is taken by the user's function: sigmoid is spelled out
+        style["functions"] = dict(style["functions"], sigmoid="\\operatorname{sigmoid}"
+                                  if _tex(style) else "sigmoid")
     repeated = _repeated(m)
     if repeated and len(_render(m, dict(TEXT, names={}))[0]) <= 60:  # short: name only triples
         repeated = [r for r in repeated if _counts(m)[id(r)] >= 3]
@@ -63,7 +77,11 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
     free = {k: [c for c in v if c not in set(taken)] for k, v in NAMES.items()}
     for r in repeated:
         pool = free[r.kind]
-        style["names"][id(r)] = pool.pop(0) if pool else f"E{len(style['names'])}"
+        name = pool.pop(0) if pool else f"E{len(style['names'])}"
+        for other in free.values():  # columns and rows share letters: each name once
+            if name in other:
+                other.remove(name)
+        style["names"][id(r)] = name
     main = _render(m, style)[0]
     defs = []
     for r in repeated:
@@ -193,6 +211,8 @@ def _add(m: N.Add, style):
         mag = abs(c)
         term = _wrap(t, style, PROD if mag != 1 else ADD + 1)
         coef = "" if mag == 1 else _coefficient(mag, term, style)
+        if t.kind == "s" and term == "1" and mag != 1:  # a scalar constant: 2, not 2·1
+            coef, term = "", _number(mag, style)
         first = t.factors[0] if isinstance(t, N.Prod) else t
         if coef and not _tex(style) and _is_differential(first, style.get("display", {})):
             coef += " "  # 2 d(Xw)ᵀ(Xw − y)
@@ -213,8 +233,10 @@ def _call(m: N.Call, style):
         mark = (("′", "″", "‴")[m.order - 1] if not _tex(style) else "'" * m.order) \
             if 0 < m.order < 4 else ("" if m.order == 0 else f"^{{({m.order})}}")
         return f"{_name(m.name, style)}{mark}{lp}{arg}{rp}", ATOM
-    if m.name == "abs":
-        return (f"|{arg}|" if not _tex(style) else f"\\left|{arg}\\right|"), ATOM
+    if m.name == "abs" and _tex(style):
+        return f"\\left|{arg}\\right|", ATOM
+    if m.name == "abs" and not style.get("in_abs"):  # |x|; within bars abs(x), unambiguous
+        return f"|{_render(m.arg, dict(style, in_abs=True))[0]}|", ATOM
     name = style["functions"].get(m.name, m.name)
     axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
     return f"{name}{lp}{arg}{axis}{rp}", ATOM
@@ -230,7 +252,7 @@ def _pow(m: N.Pow, style):
         return style["one"] + style["div"] + _wrap(rest, style, HAD + 1), HAD
     exp = _number(p, style)
     if isinstance(a, N.Call) and m.kind != "s" and p > 0 and float(p).is_integer() and \
-            a.name not in ("diag", "tr", "det", "logdet") and \
+            a.name not in ("diag", "tr", "det", "logdet", "abs") and \
             style.get("names", {}).get(id(a)) is None:  # a named call is a plain symbol
         text = _render(a, style)[0]  # tanh²(A): the function's power, entry-wise
         head, _, tail = text.partition(style["lparen"])

@@ -279,6 +279,7 @@ def _merge_once(items, scalars, out, dims, fresh):
             v = vectors[0]
             others = [h for h in holders if h is not v]
             last = others[-1]
+            dims[fresh] = dims[lab]  # the diag's second axis: a new label of lab's dim
             if last.rows == lab:
                 last.rows = fresh
             else:

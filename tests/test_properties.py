@@ -5,6 +5,8 @@ Expressions are drawn by type (scalar, vectors of n and k, n×n and n×k matrice
 every operation of the engine, up to depth 5.  Arguments of inv and logdet are kept
 diagonally dominant (5I + tanh(M), n ≤ 4) so that finite differences are well conditioned.
 """
+import re
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,6 +101,10 @@ def test_generator_reaches_every_operation():
     assert np.isfinite(md.check(e, LEAVES["Mnn"][0]))
 
 
+# a call whose argument is a constant tensor: 0, 1, 5I, −(1/2)1, 2·1
+CONSTANT_ARGUMENT = r"\([−-]?(\(\d+/\d+\)|\d+·?)?[01I][,)]|\(\d+I[,)]"
+
+
 def _values(e, sizes, seed):
     from matdiff.check import _stand_ins
     from matdiff.evaluate import variables as node_vars
@@ -122,14 +128,12 @@ def _read_back_agrees(d, back, sizes, seed):
     np.testing.assert_allclose(np.asarray(got).reshape(np.shape(want)), want, rtol=1e-8, atol=1e-10)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(f=expressions(), pick=st.integers(0, 100), seed=st.integers(0, 2 ** 16))
 def test_printed_text_and_repr_of_results_read_back_to_the_same_value(f, pick, seed):
     """Every printed notation that can be read is read back: the text by the matdiff dialect,
     repr as Python; both give the value of the expression and of its gradient."""
     from matdiff.parse import declarations
-    from matdiff.printing import python_code  # noqa: F401 - the repr path under test
-
     variables = f.variables
     if not variables:
         return
@@ -139,12 +143,18 @@ def test_printed_text_and_repr_of_results_read_back_to_the_same_value(f, pick, s
         text = str(d)
         if "[" in text or "Σ" in text:  # index notation is for reading only
             continue
-        back = md.parse(text, dialect="matdiff", result_shape=d.shape, **declarations(d))
-        _read_back_agrees(d, back, sizes, seed)
+        try:
+            back = md.parse(text, dialect="matdiff", result_shape=d.shape, **declarations(d))
+        except md.MatdiffError as e:  # det(5I), logsumexp(0, axis=1): the text has no size
+            # for the constant; refused, never misread
+            assert "not fixed by its use" in str(e) or re.search(CONSTANT_ARGUMENT, text), (text, e)
+            back = None
+        if back is not None:
+            _read_back_agrees(d, back, sizes, seed)
         scope = {"md": md, "sigma": sigma, "lambda_": lam}
         for x in d.variables:
             scope[x.node.name] = x
         code = repr(d).replace("lambda(", "lambda_(").replace("lambda.", "lambda_.")
         if "<" in code:  # no API constructor for this tensor: said so in the text
             continue
-        _read_back_agrees(d, eval(code, scope), sizes, seed)
+        _read_back_agrees(d, md.expr.lift(eval(code, scope)), sizes, seed)
