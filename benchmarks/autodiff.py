@@ -12,6 +12,7 @@ With --device cuda the NumPy columns are left out and JAX and PyTorch run on the
 from __future__ import annotations
 
 import argparse
+import inspect
 import platform
 import statistics
 import sys
@@ -290,7 +291,7 @@ class Runner:
         sizes = {dim: k for u in f.variables for dim, k in zip(u.node.shape, np.shape(v[u.node.name]))}
         fn = md.compile(d, sizes=sizes)  # the sizes choose the contraction order
         out["derive"] = time.perf_counter() - t0
-        params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+        params = list(inspect.signature(fn).parameters)
         if self.device == "cpu":
             args = {q: v[q] for q in params}
             _close(fn(**args), want)

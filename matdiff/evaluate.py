@@ -33,6 +33,44 @@ def variables(*nodes: Node) -> list:
     return [found[k] for k in sorted(found)]
 
 
+def check_sizes(sizes) -> dict:
+    """``sizes`` as a dict of dim name → positive int, or an error naming the bad entry."""
+    if sizes is None:
+        return {}
+    if not isinstance(sizes, dict):
+        raise EvaluationError(f"sizes must be a dict such as {{'n': 3}}, not {type(sizes).__name__}")
+    for d, n in sizes.items():
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise EvaluationError(f"sizes[{d!r}] is {n!r}; a size is a positive integer")
+    return {d: int(n) for d, n in sizes.items()}
+
+
+def check_shapes(vs: list, shapes: dict, sizes: dict | None = None) -> dict:
+    """Check arrays' shapes (``shapes``: variable → shape tuple) against the variables'
+    declarations; the sizes of the symbolic dims they fix.  Shared by ``evaluate`` and by
+    compiled functions, so both refuse a wrong shape with the same message."""
+    sizes = check_sizes(sizes)
+    origin = {d: "sizes" for d in sizes}
+    for v in vs:
+        shape = shapes[v]
+        if len(shape) != v.ndim:
+            raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
+                             f"shape {tuple(shape)}")
+        for d, n in zip(v.shape, shape):
+            if isinstance(d, str):
+                if d in sizes and sizes[d] != n:
+                    raise ShapeError(f"{d} is {sizes[d]} from {origin[d]} but {n} from {v.name}")
+                sizes.setdefault(d, n)
+                origin.setdefault(d, v.name)
+    for v in vs:  # fixed and product dims, once every name is bound
+        shape = tuple(shapes[v])
+        for d, n in zip(v.shape, shape):
+            if not isinstance(d, str) and D.resolve(d, sizes) != n:
+                raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
+                                 f"shape {shape}: {D.fmt(d)} is {D.resolve(d, sizes)}, not {n}")
+    return sizes
+
+
 def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict, dict]:
     """Arrays for the variables of ``node`` (checked against their declarations) and the
     sizes of the symbolic dims they fix.  Variables in ``scope`` (those of the expression a
@@ -46,37 +84,32 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
         raise EvaluationError(f"values were given for {', '.join(map(repr, unknown))}, which the "
                               f"expression does not use; it uses "
                               f"{', '.join(sorted(names)) or 'no variables'}")
-    sizes = dict(sizes or {})
-    origin, arrays = {d: "sizes" for d in sizes}, {}
+    arrays = {}
     for v in vs:
         if v.name not in values:
             if v in used:
                 raise EvaluationError(f"no value for {v.name} {D.fmt_shape(v.shape)}; "
                                       f"pass evaluate({{{v.name!r}: array, ...}})")
             continue
-        try:
-            a = np.asarray(values[v.name], dtype=float)
-        except (TypeError, ValueError):
-            raise EvaluationError(f"the value for {v.name} is not an array of numbers") from None
-        if a.ndim != v.ndim:
-            raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
-                             f"shape {a.shape}")
-        for d, n in zip(v.shape, a.shape):
-            if isinstance(d, str):
-                if d in sizes and sizes[d] != n:
-                    raise ShapeError(f"{d} is {sizes[d]} from {origin[d]} but {n} from {v.name}")
-                sizes.setdefault(d, n)
-                origin.setdefault(d, v.name)
+        arrays[v] = as_real_array(v.name, values[v.name])
+    sizes = check_shapes(list(arrays), {v: a.shape for v, a in arrays.items()}, sizes)
+    for v, a in arrays.items():
         if v.symmetric and not np.allclose(a, a.T, rtol=1e-10, atol=1e-12):
             raise EvaluationError(f"{v.name} is declared symmetric but its array is not "
                                   f"(largest |{v.name} − {v.name}ᵀ| is {np.abs(a - a.T).max():.3g})")
-        arrays[v] = a
-    for v, a in arrays.items():  # fixed and product dims, once every name is bound
-        for d, n in zip(v.shape, a.shape):
-            if not isinstance(d, str) and D.resolve(d, sizes) != n:
-                raise ShapeError(f"{v.name} is declared {D.fmt_shape(v.shape)} but its array has "
-                                 f"shape {a.shape}: {D.fmt(d)} is {D.resolve(d, sizes)}, not {n}")
     return arrays, sizes
+
+
+def as_real_array(name: str, value) -> np.ndarray:
+    """``value`` as a float array, refusing complex numbers (matdiff's calculus is real)."""
+    if np.iscomplexobj(value):
+        raise EvaluationError(f"the value for {name} is complex; matdiff differentiates real "
+                              f"functions of real arrays (pass the real part, or split real "
+                              f"and imaginary parts into two variables)")
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise EvaluationError(f"the value for {name} is not an array of numbers") from None
 
 
 # --------------------------------------------------------------------------- interpreter
@@ -181,13 +214,28 @@ def _impl(fn, order, functions):
     return given[order]
 
 
+def _scalar_fn(n: ScalarFn, x, functions):
+    out = np.asarray(_impl(n.fn, n.order, functions)(x), dtype=float)
+    want = np.shape(x) * n.order
+    if out.shape != want:
+        raise EvaluationError(f"the implementation of {n.fn}" + "′" * n.order + f" returned "
+                              f"shape {out.shape}; for an argument of shape {np.shape(x)} it "
+                              f"must be {want}")
+    return out
+
+
 def numpy_ops(functions: dict) -> dict:
     def elementwise(n, a, s):
         impl = n.fn.implementation()
         if impl is None:
             impl = _impl(n.fn, n.fn.order, functions)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return np.asarray(impl(a[0]), dtype=float)
+            out = np.asarray(impl(a[0]), dtype=float)
+        if out.shape != np.shape(a[0]):
+            raise EvaluationError(f"the implementation of {n.fn} returned shape {out.shape} for "
+                                  f"an argument of shape {np.shape(a[0])}; an element-wise "
+                                  f"function keeps its argument's shape")
+        return out
 
     return {
         Const: lambda n, a, s: np.asarray(n.value),
@@ -201,7 +249,7 @@ def numpy_ops(functions: dict) -> dict:
         Inv: lambda n, a, s: np.linalg.inv(a[0]),
         Det: lambda n, a, s: np.asarray(np.linalg.det(a[0])),
         LogDet: lambda n, a, s: _logdet(a[0]),
-        ScalarFn: lambda n, a, s: np.asarray(_impl(n.fn, n.order, functions)(a[0]), dtype=float),
+        ScalarFn: lambda n, a, s: _scalar_fn(n, a[0], functions),
         Reshape: lambda n, a, s: np.reshape(a[0], [D.resolve(d, s) for d in n.shape]),
     }
 

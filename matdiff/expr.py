@@ -226,6 +226,9 @@ def lift(x) -> Expr:
     if isinstance(x, Expr):
         return x
     if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        if not np.isfinite(float(x)):
+            raise MatdiffError(f"the constant {x!r} is not a finite number; an expression with "
+                               f"it has no value to differentiate")
         return Expr(Const(float(x)), src=repr(x) if not isinstance(x, np.generic) else str(x))
     if isinstance(x, np.ndarray) and x.ndim == 0:
         return lift(float(x))

@@ -12,14 +12,19 @@ table.
 """
 from __future__ import annotations
 
+import builtins
+import functools
+import inspect
 import keyword
 import re
 import string
+import unicodedata
 
 import numpy as np
 
 from . import dims as D
-from .errors import MatdiffError, NotSupportedError
+from .errors import EvaluationError, MatdiffError, NotSupportedError
+from .evaluate import check_shapes
 from .expr import Expr, lift
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
                  ScalarFn, Softmax, Sum, is_ones, merge_deltas, walk)
@@ -617,8 +622,36 @@ def _distribute(w: _Writer, n: Contract, inlined: set, args: dict, size_of) -> s
 # --------------------------------------------------------------------------- entry points
 
 
-def _identifier(name: str) -> str:
-    return name if name.isidentifier() and not keyword.iskeyword(name) else f"{name}_"
+# names the generated code itself uses: a parameter never shadows them
+RESERVED = {"np", "jnp", "jax", "torch", "float", "_device"} | set(dir(builtins))
+
+
+def _parameters(vs: list, fn_name: str) -> list:
+    """One Python parameter per variable: its name as Python reads it (NFKC-normalised:
+    ｔ1 is t1), with _ appended until it is no keyword, no name the code uses, and no
+    other parameter's name."""
+    taken, out = set(RESERVED) | {fn_name}, []
+    for v in vs:
+        p = unicodedata.normalize("NFKC", v.name)
+        while keyword.iskeyword(p) or p in taken:
+            p += "_"
+        taken.add(p)
+        out.append(p)
+    return out
+
+
+def _variables_of(exprs: list) -> list:
+    """The variables a function computing ``exprs`` takes, sorted by name."""
+    from .evaluate import variables
+
+    return variables(*(simplify(e.node) for e in exprs), *(v for e in exprs for v in e.scope))
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or \
+            unicodedata.normalize("NFKC", name) in RESERVED:
+        raise MatdiffError(f"codegen: name must be a Python identifier that is no keyword and "
+                           f"no name the generated code uses, not {name!r}")
 
 
 def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None = None) -> str:
@@ -636,16 +669,15 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     if backend not in BACKENDS:
         raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use one of "
                                 f"{', '.join(map(repr, BACKENDS))}")
+    _check_name(name)
     table = BACKENDS[backend]
     many = isinstance(outputs, (list, tuple))
     exprs = [lift(e) for e in (outputs if many else [outputs])]
     roots = [simplify(e.node) for e in exprs]
-    from .evaluate import variables
-
-    vs = variables(*roots, *(v for e in exprs for v in e.scope))
+    vs = _variables_of(exprs)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
     args: dict = {}
-    params = [_identifier(v.name) for v in vs]
+    params = _parameters(vs, name)
     while any(re.fullmatch(rf"{w.prefix}\d+", p) for p in params):
         w.prefix = "_" + w.prefix
     for v, p in zip(vs, params):
@@ -756,9 +788,39 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa
     namespace: dict = {f"_{fn.name}": (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     exec(compile_source(source), namespace)  # our own generated code, never user text
-    fn = namespace["f"]
+    vs = _variables_of([lift(e) for e in (outputs if isinstance(outputs, (list, tuple))
+                                          else [outputs])])
+    fn = _checked(namespace["f"], vs, _parameters(vs, "f"))
     fn.source = source
     return fn
+
+
+def _checked(fn, vs: list, params: list):
+    """``fn`` behind a check of its arguments' shapes against the variables' declarations,
+    with evaluate's messages; arguments may also be passed by the variables' own names."""
+    sig = inspect.signature(fn)
+    by_name = {v.name: p for v, p in zip(vs, params)}
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        kwargs = {by_name.get(k, k): a for k, a in kwargs.items()}
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise EvaluationError(f"the compiled function takes {', '.join(params)}: {e}") from None
+        shapes = {}
+        for v, p in zip(vs, params):
+            a = bound.arguments[p]
+            if "complex" in str(getattr(a, "dtype", "")) or np.iscomplexobj(a) if not \
+                    hasattr(a, "dtype") else "complex" in str(a.dtype):
+                raise EvaluationError(f"the value for {v.name} is complex; matdiff differentiates "
+                                      f"real functions of real arrays")
+            shapes[v] = tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
+        check_shapes(vs, shapes)
+        return fn(*bound.args, **bound.kwargs)
+
+    checked.unchecked = fn  # the generated function itself, for callers that check once
+    return checked
 
 
 def _user_functions(outputs) -> set:

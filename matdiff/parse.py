@@ -15,6 +15,7 @@ under the offending column.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -166,6 +167,8 @@ class Parser:
     def prefix(self) -> Node:
         tok = self.take()
         if tok.kind == "number":
+            if not math.isfinite(float(tok.text)):
+                raise ParseError(f"the number {tok.text} is too large for a float", self.text, tok.col)
             return Node("num", tok.col, value=float(tok.text))
         if tok.text == "-":
             return Node("neg", tok.col, [self.expression(PREFIX_MINUS)])

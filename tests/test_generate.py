@@ -1,5 +1,6 @@
 """Generated NumPy code: agrees with the evaluator on every case of the derivative table,
 shares subexpressions, never builds deltas, and stands alone."""
+import inspect
 import re
 
 import numpy as np
@@ -34,7 +35,7 @@ def _check_backend(case, backend, hessian=False, hint=None):
     values = {k: _sample(v, case.kinds.get(k, "normal"), size, rng) for k, v in vs.items()}
     if case.prepare:
         values = case.prepare(values)
-    params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    params = list(inspect.signature(fn).parameters)
     got_f, got_d = fn(**{p: values[p] for p in params})
     fvals = {k: v for k, v in values.items() if k in {u.name for u in variables(f.node)}}
     got_f, got_d = (np.asarray(g.cpu() if hasattr(g, "cpu") else g) for g in (got_f, got_d))

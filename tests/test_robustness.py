@@ -32,7 +32,7 @@ def test_eight_threads_building_the_same_expression_share_nodes_and_prints():
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        for r in range(300):
+        for r in range(80):
             got, barrier = [None] * 8, threading.Barrier(8)
 
             def work(i, r=r):
@@ -50,3 +50,95 @@ def test_eight_threads_building_the_same_expression_share_nodes_and_prints():
             assert len({(id(X), id(f), g, h) for X, f, g, h in got}) == 1, f"round {r}"
     finally:
         sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize("text,dialect,decls", [
+    ("sqrt(sqrt(abs(x)))", "matrixcalculus", {}),       # printed |x|^∘3/4, read as (x³)/4
+    ("(b + 1)x", "matdiff", {"b": "scalar", "x": "vector(n)"}),   # read as a scalar
+])
+def test_printed_results_read_back_to_the_same_value(text, dialect, decls):
+    from matdiff.parse import declarations
+
+    f = md.parse(text, dialect=dialect, **decls)
+    x = f.variables[-1]
+    rng = np.random.default_rng(0)
+    for e in (f, md.grad(md.sum(f), x)):
+        back = md.parse(str(e), dialect="matdiff", result_shape=e.shape, **declarations(e))
+        assert back.shape == e.shape
+        values = {v.node.name: rng.uniform(0.5, 2.0, size=3 if v.ndim else None) for v in e.variables}
+        np.testing.assert_allclose(back.evaluate(values, sizes={"n": 3}),
+                                   e.evaluate(values, sizes={"n": 3}), rtol=1e-12)
+
+
+def test_compiled_functions_check_shapes_as_evaluate_does():
+    A, X, w = md.matrix("A", "n", "n"), md.matrix("X", 5, 3), md.vector("w", 3)
+    trace_grad = md.compile(md.grad(md.trace(A), A))
+    with pytest.raises(md.ShapeError) as compiled:   # once returned a 3 × 3 identity
+        trace_grad(A=np.ones((3, 4)))
+    with pytest.raises(md.ShapeError) as evaluated:
+        md.grad(md.trace(A), A).evaluate(A=np.ones((3, 4)))
+    assert str(compiled.value) == str(evaluated.value) == "n is 3 from A but 4 from A"
+    product = md.compile(X @ w)
+    with pytest.raises(md.ShapeError, match=r"w is declared \(3,\) but its array has shape \(3, 1\)"):
+        product(X=np.ones((5, 3)), w=np.ones((3, 1)))     # once a (5, 3) result
+    with pytest.raises(md.EvaluationError, match="takes X, w"):
+        product(np.ones((5, 3)))
+    with pytest.raises(md.EvaluationError, match="complex"):
+        product(X=np.ones((5, 3)), w=np.ones(3) * 1j)
+    np.testing.assert_allclose(product(np.ones((5, 3)), np.ones(3)), 3 * np.ones(5))
+
+
+@pytest.mark.parametrize("name", ["ｔ1", "t1", "np", "float", "inf", "class", "_device", "f"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_generated_code_agrees_with_evaluate_for_any_variable_name(name, backend):
+    """A name that NFKC-normalises to a temporary, or shadows what the code uses, once
+    computed something else than the expression."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    v = md.vector(name, "n")
+    e = md.sum(v * v) + md.exp(v).T @ v + 2.0
+    fn = md.compile([e, md.grad(e, v)], backend=backend)
+    x = np.arange(1.0, 4.0)
+    value, grad = (np.asarray(r) for r in fn(**{name: x}))
+    np.testing.assert_allclose(value, e.evaluate({name: x}), rtol=1e-12)
+    np.testing.assert_allclose(grad, md.grad(e, v).evaluate({name: x}), rtol=1e-12)
+    np.testing.assert_allclose(fn(x)[0], value)  # positionally too
+
+
+@pytest.mark.parametrize("bad", ["f(): pass\nimport os\ndef g", "class", "np", "1f", 3])
+def test_codegen_refuses_a_function_name_that_is_not_a_safe_identifier(bad):
+    x = md.vector("x", "n")
+    with pytest.raises(md.MatdiffError, match="codegen: name must be"):
+        md.codegen(x.T @ x, name=bad)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e309, -np.inf])
+def test_non_finite_constants_are_refused(value):
+    with pytest.raises(md.MatdiffError, match="not a finite number"):
+        md.vector("x", "n") + value
+
+
+@pytest.mark.parametrize("sizes", [{"n": -1}, {"n": 2.5}, {"n": 0}, {"n": True}, [("n", 2)]])
+def test_evaluate_refuses_bad_sizes(sizes):
+    with pytest.raises(md.EvaluationError, match="size"):
+        md.sum(md.ones("n")).evaluate(sizes=sizes)
+
+
+def test_evaluate_refuses_complex_arrays_and_misshapen_user_functions():
+    x = md.vector("x", "n")
+    with pytest.raises(md.EvaluationError, match="complex"):
+        md.sum(x).evaluate(x=np.array([1 + 2j, 2.0]))   # once dropped the imaginary part
+    f = md.function("f", numpy=lambda a: a.sum())
+    with pytest.raises(md.EvaluationError, match="returned shape"):
+        md.sum(f(x)).evaluate(x=[1.0, 2.0])
+    lam = md.scalar_function("lam", numpy=[lambda a: a.sum(), lambda a: a.sum()])
+    with pytest.raises(md.EvaluationError, match="returned shape"):
+        md.grad(lam(x), x).evaluate(x=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("result_shape,message", [
+    (("n", "n"), "result_shape asks for"), ((), "result_shape asks for a scalar"),
+    (5, "must be a tuple"), (("a", "b", "c"), "has 3 dims"), ((-1,), "positive int")])
+def test_parse_result_shape_mistakes_are_matdiff_errors(result_shape, message):
+    with pytest.raises(md.MatdiffError, match=message):
+        md.parse("x", result_shape=result_shape)
