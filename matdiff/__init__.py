@@ -6,7 +6,8 @@
 >>> g.shape
 ('k',)
 """
-from .errors import CheckError, EvaluationError, MatdiffError, NotSupportedError, ShapeError
+from .errors import (CheckError, EvaluationError, MatdiffError, NotSupportedError, ShapeError,
+                     UncheckableError)
 from .expr import Expr, lift
 from .library import (abs, cos, derivative, det, diag, exp, eye, function, grad,
                       hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, norm, ones,
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
+    "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
     "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",

@@ -13,10 +13,10 @@ from math import factorial, pi
 import numpy as np
 
 from . import dims as D
-from .errors import CheckError, MatdiffError, NotSupportedError
+from .errors import CheckError, MatdiffError, NotSupportedError, UncheckableError
 from .evaluate import bind, interpret, numpy_ops, variables
 from .expr import Expr, lift
-from .ir import Elementwise, ScalarFn, Var, walk
+from .ir import Det, Elementwise, Inv, LogDet, ScalarFn, Var, walk
 from .library import jacobian
 
 KINDS = ("normal", "positive", "spd", "invertible", "symmetric")
@@ -48,18 +48,45 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
     for name, kind in kinds.items():
         if kind not in KINDS:
             raise MatdiffError(f"check: unknown input kind {kind!r} for {name}; use one of {KINDS}")
-    size = _sizes(f.node, targets, sizes, rng)
     functions = _stand_ins(f.node)
-    values = _inputs(f.node, vs + [t for t in targets if t not in vs], size, kinds, rng, functions)
+    for attempt in range(ATTEMPTS):  # sizes and values are redrawn where a point is singular
+        size = _sizes(f.node, targets, sizes, rng)
+        try:
+            values = _inputs(f.node, vs + [t for t in targets if t not in vs], size, kinds, rng,
+                             functions)
+            break
+        except UncheckableError:
+            if attempt == ATTEMPTS - 1:
+                raise
     worst = 0.0
-    for x in targets:
-        J = jacobian(f, Expr(x))
-        worst = max(worst, _compare(f.node, J.node, x, values, size, functions, rng, step, tol, "∂"))
-        if order == 2:
-            H = jacobian(J, Expr(x))
-            worst = max(worst, _compare(J.node, H.node, x, values, size, functions, rng, step, tol,
-                                        "∂²"))
+    try:
+        for x in targets:
+            J = jacobian(f, Expr(x))
+            worst = max(worst, _compare(f.node, J.node, x, values, size, functions, rng, step,
+                                        tol, "∂"))
+            if order == 2:
+                H = jacobian(J, Expr(x))
+                worst = max(worst, _compare(J.node, H.node, x, values, size, functions, rng,
+                                            step, tol, "∂²"))
+    except np.linalg.LinAlgError as e:
+        raise UncheckableError(f"check: could not check at this point ({e}: a matrix is "
+                               f"singular between the finite-difference steps)") from None
     return worst
+
+
+ATTEMPTS = 8  # random points drawn before md.check says it cannot check
+CONDITION_LIMIT = 1e6  # a matrix inverted or whose determinant is taken must be better conditioned
+
+
+def _well_conditioned(node, arrays, sizes, ops) -> bool:
+    """Whether every matrix that node inverts (or takes the determinant of) is far from
+    singular at these values: finite differences across a near-singular matrix mean nothing."""
+    for n in walk(node):
+        if isinstance(n, (Inv, Det, LogDet)):
+            m = interpret(n.arg, {v: a for v, a in arrays.items()}, sizes, ops)
+            if not np.all(np.isfinite(m)) or np.linalg.cond(m) > CONDITION_LIMIT:
+                return False
+    return True
 
 
 def _var(x) -> Var:
@@ -112,21 +139,26 @@ def _inputs(node, vs, size, kinds, rng, functions):
         arrays, s = bind(node, values, frozenset(vs), size)
         with np.errstate(all="ignore"):
             try:
-                ok = np.all(np.isfinite(interpret(node, arrays, s, ops)))
+                ok = np.all(np.isfinite(interpret(node, arrays, s, ops))) and \
+                    _well_conditioned(node, arrays, s, ops)
             except np.linalg.LinAlgError:
                 ok = False
         if ok:
             return values
-    raise CheckError("check: the expression is not finite on normal, positive or SPD random "
-                     "inputs; choose inputs with kinds={name: kind}")
+    raise UncheckableError("check: could not check: on normal, positive and SPD random inputs the "
+                           "expression is not finite or inverts a singular matrix (as "
+                           "logdet(XᵀX) does for a wide X); choose inputs with kinds={name: kind} "
+                           "or sizes={dim: n}")
 
 
 def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
     ops = numpy_ops(functions)
     all_vars = frozenset(v for v in variables(f) + variables(J) + [x])
 
-    def at(node, xval):
-        vals = dict(values, **{x.name: xval})
+    names = {v.name for v in all_vars}
+
+    def at(node, xval):  # values of variables a second derivative no longer uses are dropped
+        vals = {k: a for k, a in dict(values, **{x.name: xval}).items() if k in names}
         arrays, s = bind(node, vals, all_vars, size)
         return np.asarray(interpret(node, arrays, s, ops), dtype=float)
 
@@ -142,8 +174,7 @@ def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
         e[idx] = 1.0
         if x.symmetric:
             e[idx[::-1]] = 1.0
-        step = h * max(1.0, abs(x0[idx]))
-        d = (at(f, x0 + step * e) - at(f, x0 - step * e)) / (2 * step)
+        d = _difference(lambda t: at(f, x0 + t * e), h * max(1.0, abs(x0[idx])))
         if x.symmetric and idx[0] != idx[1]:
             d = d / 2  # a symmetric direction moves two entries; the gradient is their mean
         fd[(Ellipsis,) + idx] = d
@@ -154,15 +185,23 @@ def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
     if x.symmetric:
         v = (v + v.T) / 2
     jv = np.tensordot(jac, v, axes=x0.ndim)
-    step = h * max(1.0, float(np.abs(x0).max(initial=0.0)))
-    dv = (at(f, x0 + step * v) - at(f, x0 - step * v)) / (2 * step)
+    dv = _difference(lambda t: at(f, x0 + t * v), h * max(1.0, float(np.abs(x0).max(initial=0.0))))
     err = max(err, _relative(np.sum(u * jv), np.sum(u * dv), floor * float(np.abs(u).sum())))
     if not err <= tol:
-        raise CheckError(f"check: {what}/∂{x.name} disagrees with finite differences: "
-                         f"relative error {err:.3g} > {tol:g}"
-                         f"\n  symbolic: {np.array2string(jac, precision=5)}"
-                         f"\n  numeric:  {np.array2string(fd, precision=5)}")
+        gap = np.abs(np.nan_to_num(jac - fd, nan=np.inf))
+        at_ = np.unravel_index(int(np.argmax(gap)), gap.shape) if gap.size else ()
+        raise CheckError(f"check: {what}/∂{x.name} disagrees with finite differences: relative "
+                         f"error {err:.3g} > {tol:g} (largest at entry {tuple(map(int, at_))}: "
+                         f"symbolic {float(jac[at_]):.6g}, numeric {float(fd[at_]):.6g})")
     return err
+
+
+def _difference(g, step):
+    """g′(0) by central differences at steps h and h/2, Richardson-extrapolated: an error
+    O(h⁴), so steep functions (sin 1000x) are judged on their derivative, not on the step."""
+    d1 = (g(step) - g(-step)) / (2 * step)
+    d2 = (g(step / 2) - g(-step / 2)) / step
+    return (4 * d2 - d1) / 3
 
 
 def _relative(a, b, floor: float) -> float:

@@ -88,6 +88,10 @@ def run(argv, out=None) -> int:
               **_declarations(args))
     variables = {v.node.name: v for v in f.variables}
     shapes = ", ".join(f"{name}: {_kind(v)}" for name, v in variables.items())
+    if args.steps and (args.hessian or f.ndim != 0):
+        raise MatdiffError("--steps shows the derivation of a gradient, d f = ⟨∇f, dX⟩ for a "
+                           "scalar f; for a Jacobian or a Hessian there is no such one-line "
+                           "form: drop --steps, or derive a scalar (e.g. sum(...) or a'*f)")
     results = []
     for name in args.wrt:
         if name not in variables:
@@ -99,7 +103,7 @@ def run(argv, out=None) -> int:
         else:
             d, label, order = L.jacobian(f, x, layout=args.layout, vec=args.vec), f"∂f/∂{name}", 1
         err = check(f, x, order=order) if args.check else None
-        steps = derivation(f, x) if args.steps and f.ndim == 0 and not args.hessian else None
+        steps = derivation(f, x) if args.steps else None
         results.append((name, label, d, err, steps))
     if args.json:
         json.dump({

@@ -24,3 +24,8 @@ class EvaluationError(MatdiffError, ValueError):
 
 class CheckError(MatdiffError, AssertionError):
     """A symbolic derivative disagreed with its numeric estimate in ``md.check``."""
+
+
+class UncheckableError(MatdiffError):
+    """``md.check`` found no point where a numeric check means anything (every random point
+    it drew made a matrix singular or the expression not finite); nothing disagreed."""

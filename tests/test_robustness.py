@@ -142,3 +142,61 @@ def test_evaluate_refuses_complex_arrays_and_misshapen_user_functions():
 def test_parse_result_shape_mistakes_are_matdiff_errors(result_shape, message):
     with pytest.raises(md.MatdiffError, match=message):
         md.parse("x", result_shape=result_shape)
+
+
+# --------------------------------------------------------------------------- md.check
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_check_draws_well_conditioned_points(seed):
+    """logdet(XᵀX) once failed with relative error 1 wherever the random X was wide."""
+    f = md.parse("logdet(X'*X)")
+    assert md.check(f, f.variables[0], seed=seed) < 1e-6
+    g = md.parse("tr(inv(X'*W))")
+    assert md.check(g, *[v for v in g.variables if v.node.name == "W"], seed=seed) < 1e-6
+
+
+def test_check_steps_follow_the_function_and_ignore_unused_variables():
+    x, a, b = md.vector("x", "n"), md.scalar("a"), md.scalar("b")
+    assert md.check(md.sum(md.sin(1000 * x)), x) < 1e-6     # once 2e-5 on a right gradient
+    assert md.check(a * x + b, x, order=2) < 1e-6            # once refused: b unused by ∂²
+
+
+def test_check_says_when_it_cannot_check_apart_from_disagreeing():
+    x = md.vector("x", "n")
+    with pytest.raises(md.UncheckableError, match="could not check"):
+        md.check(md.logdet(x @ x.T + md.outer(x, x)), x)   # rank one: singular at every point
+    cube = md.function("g", derivative=lambda z: 2 * z, numpy=lambda a: a ** 3)  # wrong g′
+    with pytest.raises(md.CheckError, match=r"disagrees .* \(largest at entry \(\d+,\): symbolic"):
+        md.check(md.sum(cube(x)), x)
+    assert not issubclass(md.UncheckableError, md.CheckError)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _cli(*argv):
+    import contextlib
+    import io
+
+    from matdiff.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv,status,expected", [
+    (["1e400*a"], 2, "too large for a float"),                           # was OverflowError
+    (["0/0*a", "--wrt", "a"], 2, "not finite"),                          # printed f = 0
+    (["a*0", "--wrt", "a", "--steps"], 0, "∇_a = 0"),                     # was IndexError
+    (["tr(inv(X'*W))", "--wrt", "W", "--check"], 0, "checked"),         # was LinAlgError
+    (["x'*A*x", "--wrt", "x", "--hessian", "--steps"], 2, "--steps shows"),  # was ignored
+    (["a*x + b", "--wrt", "x", "--hessian", "--check"], 0, "checked"),  # refused: b unused
+])
+def test_command_lines_that_once_failed(argv, status, expected):
+    code, out, err = _cli(*argv)
+    assert code == status, err
+    assert expected in (out if status == 0 else err)
+    assert "Traceback" not in out + err and "internal error" not in err
