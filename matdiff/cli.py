@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from . import __version__
 from . import library as L
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="matdiff", description="Symbolic matrix calculus: derivatives in matrix notation, "
         "checked numerically.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("expression", help="the expression, e.g. \"x'*A*x\"")
+    p.add_argument("expression", nargs="?", help="the expression, e.g. \"x'*A*x\"")
     p.add_argument("--wrt", action="append", default=[], metavar="VAR",
                    help="differentiate with respect to VAR (repeat for several)")
     p.add_argument("--hessian", action="store_true", help="the second derivative")
@@ -65,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _declarations(args) -> dict:
     decls = {}
     for text in args.var:
-        name, _ = parse_declaration(text)
-        decls[name] = text.split(":", 1)[1] if ":" in text else text
+        name, decl = parse_declaration(text)
+        body = text.split(":", 1)[1] if ":" in text else text
+        if name in decls and parse_declaration(decls[name], name)[1] != decl:
+            raise MatdiffError(f"--var declares {name} twice, as {decls[name].strip()!r} and "
+                               f"{body.strip()!r}; keep one")
+        decls[name] = body
     for name in args.function:
         decls[name] = "function"
     for name in args.scalar_function:
@@ -83,7 +88,14 @@ def _kind(v: Expr) -> str:
 
 def run(argv, out=None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.expression is None and len(extra) == 1:  # "-a" is an expression, not an option
+        args.expression, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.expression is None:
+        parser.error("the expression is missing, e.g. matdiff \"x'*A*x\" --wrt x")
     f = parse(args.expression, dialect="numpy" if args.numpy else "matrixcalculus",
               **_declarations(args))
     variables = {v.node.name: v for v in f.variables}
@@ -129,16 +141,29 @@ def run(argv, out=None) -> int:
     return 0
 
 
+RECURSION_LIMIT = 20_000  # the printers recurse once per level of nesting
+
+
 def main(argv=None) -> int:
+    limit = sys.getrecursionlimit()
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        sys.setrecursionlimit(max(limit, RECURSION_LIMIT))  # a 500-deep composition prints
+        with warnings.catch_warnings():  # numeric warnings are the check's business, not the user's
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return run(sys.argv[1:] if argv is None else argv)
     except MatdiffError as e:
         sys.stderr.write(f"matdiff: error: {e}\n")
+        return 2
+    except RecursionError:
+        sys.stderr.write("matdiff: error: the expression is nested too deeply for matdiff to "
+                         "process; split it into named parts, or differentiate it in Python\n")
         return 2
     except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a report
         sys.stderr.write(f"matdiff: internal error: {type(e).__name__}: {e}\n"
                          "This is a bug in matdiff; please report it with the command line.\n")
         return 1
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,28 @@
 """The exceptions matdiff raises. Every user mistake is a ``MatdiffError``."""
+import unicodedata
+
+
+WINDOW = 70  # characters of input shown either side of the caret
 
 
 def with_caret(message: str, text: str, column: int) -> str:
-    """The message, then the input text with a caret under ``column``."""
-    return f"{message}\n  {text}\n  {' ' * column}^"
+    """The message, then the input text with a caret under ``column``: tabs and control
+    characters (ESC, a right-to-left override) shown as one visible character each, so
+    nothing reaches the terminal raw and the caret stays under its column; a long input
+    is shown as a window around the column."""
+    shown = "".join(_visible(c) for c in text)
+    start = max(0, column - WINDOW)
+    end = min(len(shown), column + WINDOW)
+    head, tail = ("…" if start else ""), ("…" if end < len(shown) else "")
+    return f"{message}\n  {head}{shown[start:end]}{tail}\n  {' ' * (len(head) + column - start)}^"
+
+
+def _visible(c: str) -> str:
+    if c == "\t":
+        return " "
+    if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp"):
+        return "\ufffd"  # one column, where the character itself would act on the terminal
+    return c
 
 
 class MatdiffError(Exception):

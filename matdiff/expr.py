@@ -7,6 +7,7 @@ Shapes are checked here, when the expression is built, with messages naming the 
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -71,11 +72,11 @@ class Expr:
 
     def __str__(self):
         """Matrix notation: Xᵀ(σ(XW) ⊙ (1 − σ(XW))); index notation above order 2."""
-        return render(self.notation(), TEXT, self._names())
+        return _shallow(lambda: render(self.notation(), TEXT, self._names()))
 
     def latex(self) -> str:
         """LaTeX of the matrix notation: X^\\top \\left(…\\right)."""
-        return render(self.notation(), LATEX, self._names())
+        return _shallow(lambda: render(self.notation(), LATEX, self._names()))
 
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
@@ -192,6 +193,17 @@ class Expr:
         return matmul(lift(other), self)
 
     __array_ufunc__ = None  # keep NumPy from broadcasting over an Expr
+
+
+def _shallow(job):
+    """job(), with Python's recursion limit turned into a clear error: the printers recurse
+    once per level of nesting."""
+    try:
+        return job()
+    except RecursionError:
+        raise MatdiffError(f"the expression is nested too deeply to print with Python's "
+                           f"recursion limit of {sys.getrecursionlimit()}; raise it with "
+                           f"sys.setrecursionlimit (the command line allows 20,000)") from None
 
 
 def _keys(values: dict) -> dict:

@@ -36,10 +36,10 @@ class ParseError(MatdiffError, SyntaxError):
         super().__init__(message)
 
     def __str__(self):
-        if self.column is None or not self.text or len(self.text) > 200:
-            where = f" (at column {self.column + 1})" if self.column is not None else ""
-            return self.message + where
-        return with_caret(self.message, self.text, self.column)
+        if self.column is None or not self.text:
+            return self.message
+        where = f" (at column {self.column + 1})" if len(self.text) > 2 * 70 else ""
+        return with_caret(self.message + where, self.text, self.column)
 
 
 def _shape_error(message, text, column):

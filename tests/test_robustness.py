@@ -200,3 +200,28 @@ def test_command_lines_that_once_failed(argv, status, expected):
     assert code == status, err
     assert expected in (out if status == 0 else err)
     assert "Traceback" not in out + err and "internal error" not in err
+
+
+@pytest.mark.parametrize("argv,status,expected", [
+    (["-a"], 0, "f = −a"),                                                # "expression missing"
+    (["+".join(f"x{i}" for i in range(360)), "--wrt", "x1"], 0, "∂f/∂x1 = I"),  # RecursionError
+    (["x'*A*x", "--var", "A: matrix(n, n)", "--var", "A: matrix(m, m)"], 2, "declares A twice"),
+    (["x\t+ \x1b[31m"], 2, "\n  x + \ufffd[31m\n      ^"),                 # tab, raw ESC
+    (["+".join(["x"] * 150) + " + ) "], 2, "(at column 303)\n  …x+x+"),     # a window, not no caret
+])
+def test_command_line_messages(argv, status, expected):
+    code, out, err = _cli(*argv)
+    assert code == status, err
+    assert expected in (out if status == 0 else err)
+    assert "\x1b" not in err
+
+
+def test_printing_a_very_deep_expression_is_a_clear_error_or_a_result():
+    x = md.vector("x", "n")
+    e = x
+    for _ in range(2000):
+        e = md.sin(e)
+    try:
+        assert str(e).count("sin") == 2000
+    except md.MatdiffError as err:
+        assert "sys.setrecursionlimit" in str(err)
