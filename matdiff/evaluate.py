@@ -254,11 +254,42 @@ def numpy_ops(functions: dict) -> dict:
     }
 
 
+MAX_BYTES = 4 * 2 ** 30  # the largest array evaluate builds, unless the caller says otherwise
+
+
+def _check_memory(root: Node, sizes: dict, limit: int) -> None:
+    """Refuse, before any work, an evaluation whose result or an intermediate array would
+    take more than ``limit`` bytes (the Hessian of sum(X ⊙ X) for a 1000 × 1000 X is 8 TB)."""
+    seen, stack = set(), [root]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        entries = prod(D.resolve(d, sizes) for d in n.shape)
+        if entries * 8 > limit:
+            what = "the result" if n is root else f"an intermediate {D.fmt_shape(n.shape)} array"
+            raise EvaluationError(
+                f"{what} would have {entries:,} entries ({_bytes(entries * 8)}), over the limit "
+                f"of {_bytes(limit)}; for a Hessian, md.hvp(f, x, v) gives its product with a "
+                f"vector without building it; or raise the limit with evaluate(..., max_bytes=…)")
+        stack.extend(_inputs(n))
+
+
+def _bytes(b: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if b < 1024 or unit == "PiB":
+            return f"{b:.3g} {unit}" if unit != "bytes" else f"{int(b)} bytes"
+        b /= 1024
+
+
 def evaluate(node: Node, values: dict, functions: dict | None = None,
-             scope=frozenset(), sizes: dict | None = None) -> np.ndarray:
+             scope=frozenset(), sizes: dict | None = None, max_bytes: int | None = None) -> np.ndarray:
     """The value of ``node`` for arrays keyed by variable name; ``sizes`` gives dims that
-    no array fixes (as in ``md.eye("n")``)."""
+    no array fixes (as in ``md.eye("n")``); ``max_bytes`` bounds the arrays it may build
+    (``MAX_BYTES`` by default)."""
     arrays, sizes = bind(node, values, scope, sizes)
+    _check_memory(node, sizes, MAX_BYTES if max_bytes is None else max_bytes)
     try:
         out = interpret(node, arrays, sizes, numpy_ops(functions or {}))
     except np.linalg.LinAlgError as e:

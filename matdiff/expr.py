@@ -111,17 +111,19 @@ class Expr:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, values: dict | None = None, functions: dict | None = None,
-                 sizes: dict | None = None, **arrays):
+                 sizes: dict | None = None, *, max_bytes: int | None = None, **arrays):
         """The value as a NumPy array, for arrays keyed by variable name or variable.
         ``functions`` gives values of abstract functions ({"sigma": [σ, σ′, …]}); ``sizes``
-        gives dims that no array fixes ({"n": 3} for ``md.eye("n")``).
+        gives dims that no array fixes ({"n": 3} for ``md.eye("n")``); an evaluation that
+        would build an array over ``max_bytes`` (4 GiB by default) is refused before it starts.
 
         >>> x = md.vector("x", "n"); (x.T @ x).evaluate({"x": [3.0, 4.0]})
         array(25.)
         """
         # the normal form has its deltas merged into products, so none is materialised
         e = self.simplify()
-        return evaluate(e.node, _keys({**(values or {}), **arrays}), functions, e.scope, sizes)
+        return evaluate(e.node, _keys({**(values or {}), **arrays}), functions, e.scope, sizes,
+                        max_bytes)
 
     def simplify(self) -> "Expr":
         out = Expr(simplify(self.node), self.row, self.src, self.prec)

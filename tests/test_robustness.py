@@ -225,3 +225,13 @@ def test_printing_a_very_deep_expression_is_a_clear_error_or_a_result():
         assert str(e).count("sin") == 2000
     except md.MatdiffError as err:
         assert "sys.setrecursionlimit" in str(err)
+
+
+def test_a_dense_result_too_large_to_build_is_refused_before_any_work():
+    X = md.matrix("X", "n", "n")
+    H = md.hessian(md.sum(X * X), X)
+    with pytest.raises(md.EvaluationError, match=r"1,000,000,000,000 entries \(7.28 TiB\).*md.hvp"):
+        H.evaluate(X=np.ones((1000, 1000)))                 # once a raw MemoryError
+    with pytest.raises(md.EvaluationError, match="over the limit of 1000 bytes"):
+        H.evaluate(X=np.ones((20, 20)), max_bytes=1000)
+    np.testing.assert_allclose(H.evaluate(X=np.ones((2, 2))).reshape(4, 4), 2 * np.eye(4))
