@@ -10,7 +10,8 @@ from .errors import (CheckError, EvaluationError, MatdiffError, NotSupportedErro
                      UncheckableError)
 from .expr import Expr, lift
 from .library import (abs, cos, derivative, det, diag, exp, eye, function, grad,
-                      hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, norm, ones,
+                      hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, matrix_power,
+                      norm, ones,
                       outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
                       sqrt, step, sum, tan, tanh, tensor, trace, vector, zeros)
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
@@ -36,7 +37,7 @@ __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
     "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
-    "trace", "det", "logdet", "inv", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
+    "trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "step", "softmax", "logsumexp", "function", "scalar_function",

@@ -2,6 +2,8 @@
 derivatives.  Each checks its operands' shapes and builds IR through ``build``."""
 from __future__ import annotations
 
+import numbers
+
 from typing import Callable, Optional
 
 from . import build as B
@@ -90,6 +92,32 @@ trace = _square_fn("trace", lambda n: B.einsum("ii->", n), "tr X = Σᵢ Xᵢᵢ
 det = _square_fn("det", Det, "The determinant det X.")
 logdet = _square_fn("logdet", LogDet, "log |det X|: log det X wherever det X > 0; its gradient is X⁻ᵀ.")
 inv = _square_fn("inv", Inv, "The matrix inverse X⁻¹.")
+
+
+MAX_MATRIX_POWER = 100_000  # |k| in Xᵏ; a larger one is refused, not built
+
+
+def matrix_power(x, k) -> Expr:
+    """Xᵏ for an integer k: X⁰ = I and X⁻ᵏ = (X⁻¹)ᵏ.  Built by repeated squaring, so Xᵏ and
+    its derivatives hold O(log k) distinct products (A⁴⁰⁰ is nine squarings and three
+    products, not 399 products)."""
+    x = lift(x)
+    _square("matrix_power", x)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise MatdiffError(f"matrix_power({x.src}, {k!r}): the exponent must be an integer; use "
+                           f"** for an element-wise power")
+    if not -MAX_MATRIX_POWER <= k <= MAX_MATRIX_POWER:  # (abs is md.abs here)
+        raise MatdiffError(f"matrix_power({x.src}, {k}): |k| is limited to {MAX_MATRIX_POWER:,}")
+    if k == 0:
+        return eye(x.shape[0])
+    base, k, result = (inv(x) if k < 0 else x), int(k if k > 0 else -k), None
+    while k:
+        if k & 1:
+            result = base if result is None else result @ base
+        k >>= 1
+        if k:
+            base = base @ base
+    return result
 
 
 def diag(x) -> Expr:

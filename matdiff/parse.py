@@ -697,10 +697,11 @@ class Builder:
     def _b_power(self, node, names):
         base, exp = (self.build(x, names) for x in node.args)
         if node.op == "^" and base.ndim == 2:
-            out = base
-            for _ in range(int(node.args[1].value) - 1):
-                out = out @ base
-            return out
+            k = int(node.args[1].value)
+            if k > L.MAX_MATRIX_POWER:
+                raise ParseError(f"a matrix power is limited to {L.MAX_MATRIX_POWER:,}", self.text,
+                                 node.args[1].col)
+            return L.matrix_power(base, k)
         value = _constant(node.args[1])
         return base ** (value if value is not None else exp)
 
@@ -738,7 +739,10 @@ class Builder:
         return L.inv(x).T if node.op == "inverse_t" else L.inv(x)
 
     def _b_sup(self, node, names):
-        return self.build(node.args[0], names) ** node.value
+        base = self.build(node.args[0], names)
+        if base.ndim == 2 and not node.kwargs.get("__entrywise"):  # A³, (Aᵀ)²; tanh²(A) is not
+            return L.matrix_power(base, int(node.value))
+        return base ** node.value
 
     def _b_kronop(self, node, names):
         return L.kron(*(self.build(a, names) for a in node.args))
@@ -1099,8 +1103,10 @@ class PrintedParser(Parser):
             node = self.call(tok)
             if mark is not None and mark.kind == "primes":
                 node.kwargs["__order"] = sum({"′": 1, "″": 2, "‴": 3}[c] for c in mark.text)
-            elif mark is not None:  # tanh²(A): the function's power
-                return Node("sup", mark.col, [node], value=_superscript(mark.text))
+            elif mark is not None:  # tanh²(A): the function's power, entry-wise
+                power = Node("sup", mark.col, [node], value=_superscript(mark.text))
+                power.kwargs["__entrywise"] = True
+                return power
             return node
         if tok.kind == "name":
             self.take()

@@ -166,11 +166,12 @@ def _prod(m: N.Prod, style):
     last = len(m.factors) - 1  # a scalar product before other factors is bracketed: (xᵀAx)Ax
     parts = [_wrap(f, style, ATOM if f.kind == "s" and i < last and isinstance(f, N.Prod)
                    else PROD if i == last else PROD + 1) for i, f in enumerate(m.factors)]
+    factors, parts = _powers(m.factors, parts, style)
     if _tex(style):
         body = " ".join(parts)
     else:  # a differential stands apart from its neighbours: aᵀ dX b
         shown = style.get("display", {})
-        apart = [_is_differential(f, shown) for f in m.factors]
+        apart = [_is_differential(f, shown) for f in factors]
         body = "".join((" " if i and (apart[i] or apart[i - 1]) else
                         "·" if i and parts[i - 1][-1:].isdigit() and p[:1].isdigit() else "") + p
                        for i, p in enumerate(parts))  # 1·1ᵀ, never the number 11
@@ -181,6 +182,30 @@ def _prod(m: N.Prod, style):
     if lead and not _tex(style) and _is_differential(m.factors[0], style.get("display", {})):
         lead += " "
     return (style["minus"] if c < 0 else "") + lead + body, (NEG if c < 0 else PROD)
+
+
+def _runs(factors, parts):
+    """Consecutive equal matrix factors counted: [(factor, its text, count), …]."""
+    out = []
+    for f, p in zip(factors, parts):
+        if out and f.kind == "m" and out[-1][1] == p and out[-1][0].kind == "m":
+            out[-1][2] += 1
+        else:
+            out.append([f, p, 1])
+    return out
+
+
+def _powers(factors, parts, style):
+    """AAA as the matrix power A³ ((Aᵀ)² where the factor is not a plain name)."""
+    fs, ps = [], []
+    for f, p, k in _runs(factors, parts):
+        if k > 1:
+            plain = isinstance(f, N.Sym) and f.role == "var"
+            base = p if plain else f"{style['lparen']}{_render(f, style)[0]}{style['rparen']}"
+            p = base + (str(k).translate(SUPERSCRIPT) if not _tex(style) else f"^{{{k}}}")
+        fs.append(f)
+        ps.append(p)
+    return fs, ps
 
 
 def _is_differential(f, shown) -> bool:
@@ -422,9 +447,10 @@ def _py(m: N.M, functions: dict):
         return f"md.inv({_py(m.arg, functions)[0]})", ATOM
     if isinstance(m, N.Prod):
         parts, kind = [], None
-        for f in m.factors:
+        texts = [_py_wrap(f, functions, PROD + 1) for f in m.factors]
+        for f, text, k in _runs(m.factors, texts):  # A @ A @ A → md.matrix_power(A, 3)
             op = "" if kind is None else (" * " if "s" in (kind, f.kind) else " @ ")
-            parts.append(op + _py_wrap(f, functions, PROD + 1))
+            parts.append(op + (text if k == 1 else f"md.matrix_power({_py(f, functions)[0]}, {k})"))
             kind = N._product_kind([kind or "s", f.kind]) if kind else f.kind
         body = "".join(parts)
         if m.coef == 1:

@@ -18,7 +18,7 @@ PARSED = [
     ("logdet(X) + tr(X) + 1", "matrixcalculus", {}, None, {"X": ("n", "n")}),
     ("x*y'", "matrixcalculus", {}, "xyᵀ", {"x": ("n",), "y": ("m",)}),
     ("a*x + b", "matrixcalculus", {}, None, {"a": (), "b": (), "x": ("n",)}),
-    ("A^2", "matrixcalculus", {}, "AA", {"A": ("n", "n")}),
+    ("A^2", "matrixcalculus", {}, "A²", {"A": ("n", "n")}),
     ("x.^2 ./ (1 + x.^2)", "matrixcalculus", {}, None, {"x": ("n",)}),
     ("sigmoid(X*W)", "matrixcalculus", {}, "σ(XW)", {"X": ("n", "m"), "W": ("m", "k")}),
     ("diag(x)*A*diag(x)", "matrixcalculus", {}, None, {"x": ("n",), "A": ("n", "n")}),

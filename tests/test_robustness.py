@@ -235,3 +235,48 @@ def test_a_dense_result_too_large_to_build_is_refused_before_any_work():
     with pytest.raises(md.EvaluationError, match="over the limit of 1000 bytes"):
         H.evaluate(X=np.ones((20, 20)), max_bytes=1000)
     np.testing.assert_allclose(H.evaluate(X=np.ones((2, 2))).reshape(4, 4), 2 * np.eye(4))
+
+
+# --------------------------------------------------------------------------- growth
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 5, 8, -1, -3])
+def test_matrix_power_values_derivatives_and_print(k):
+    from matdiff.parse import declarations
+
+    A = md.matrix("A", "n", "n")
+    P = md.matrix_power(A, k)
+    rng = np.random.default_rng(k + 10)
+    a = rng.standard_normal((3, 3)) / 2 + 2 * np.eye(3)
+    np.testing.assert_allclose(_at(P, a), np.linalg.matrix_power(a, k), rtol=1e-10)
+    f = md.trace(P)
+    if k:
+        assert md.check(f, A, kinds={"A": "invertible"}) < 1e-6
+        g = md.grad(f, A)   # ∂tr(Aᵏ)/∂A = k(Aᵏ⁻¹)ᵀ
+        np.testing.assert_allclose(g.evaluate(A=a), k * np.linalg.matrix_power(a, k - 1).T,
+                                   rtol=1e-9)
+        for e in (P, g):   # A³, (Aᵀ)², (A⁻¹)² read back, as text and as Python
+            back = md.parse(str(e), dialect="matdiff", result_shape=e.shape, **declarations(e))
+            np.testing.assert_allclose(_at(back, a), _at(e, a), rtol=1e-10)
+            rebuilt = md.expr.lift(eval(repr(e), {"md": md, "A": A}))
+            np.testing.assert_allclose(_at(rebuilt, a), _at(e, a), rtol=1e-10)
+
+
+def _at(e, a):
+    """e's value at A = a (n = 3), where e may no longer use A (A⁰ = I)."""
+    return e.evaluate({"A": a} if e.variables else {}, sizes={"n": 3})
+
+
+def test_matrix_powers_are_compact_and_limited():
+    from matdiff.ir import dag_size
+
+    A = md.matrix("A", "n", "n")
+    assert str(md.parse("A^400")) == "A⁴⁰⁰"
+    sizes = [dag_size(md.jacobian(md.matrix_power(A, k), A).simplify().node) for k in (64, 4096)]
+    assert sizes[1] < 3 * sizes[0]          # O(log k) distinct products, not O(k)
+    with pytest.raises(md.MatdiffError, match="limited to 100,000"):
+        md.parse("A^1000000")
+    with pytest.raises(md.MatdiffError, match="must be an integer"):
+        md.matrix_power(A, 2.5)
+    code, out, err = _cli("A^400", "--wrt", "A")   # once 90 s and 2.9 GB
+    assert code == 0 and out.startswith("f = A⁴⁰⁰")
