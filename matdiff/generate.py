@@ -13,9 +13,11 @@ table.
 from __future__ import annotations
 
 import builtins
+import collections
 import functools
 import inspect
 import keyword
+import math
 import re
 import string
 import unicodedata
@@ -305,14 +307,19 @@ def _is_gram(la: tuple, lb: tuple, keep: tuple) -> bool:
 def _next_pair(labs: list, out, size: dict) -> tuple:
     """The pair of factors a plan multiplies next: (i, j, the labels its result keeps, the
     step's multiply-adds)."""
-    best = None
+    best, outs = None, set(out)
+    carriers = collections.Counter(x for lab in labs for x in set(lab))  # factors per label
+    sets = [set(lab) for lab in labs]
     for i in range(len(labs)):
         for j in range(i + 1, len(labs)):
-            rest = {x for k, lab in enumerate(labs) if k not in (i, j) for x in lab} | set(out)
-            keep = tuple(dict.fromkeys(x for x in labs[i] + labs[j] if x in rest))
-            result = np.prod([size[x] for x in keep])
-            cost = np.prod([size[x] for x in set(labs[i]) | set(labs[j])])
-            shares = bool(set(labs[i]) & set(labs[j]))
+            both = sets[i] | sets[j]
+            # a label stays if the output or a third factor carries it
+            keep = tuple(dict.fromkeys(
+                x for x in labs[i] + labs[j]
+                if x in outs or carriers[x] > (x in sets[i]) + (x in sets[j])))
+            result = math.prod(size[x] for x in keep)
+            cost = math.prod(size[x] for x in both)
+            shares = not sets[i].isdisjoint(sets[j])
             key = (not shares, result, cost)
             if best is None or key < best[0]:
                 best = (key, i, j, keep, cost)

@@ -240,9 +240,14 @@ def children(m: M) -> tuple:
 
 
 def _transposes(m) -> int:
-    """The number of transposed matrices written in m."""
-    own = isinstance(m, T) and m.arg.kind == "m"
-    return own + sum(_transposes(k) for k in children(m))
+    """The number of transposed matrices written in m (memoised on the node: subtrees are
+    shared, and a walk per call made printing deep results quadratic)."""
+    cached = m.__dict__.get("_transposes")
+    if cached is None:
+        own = isinstance(m, T) and m.arg.kind == "m"
+        cached = own + sum(_transposes(k) for k in children(m))
+        object.__setattr__(m, "_transposes", cached)
+    return cached
 
 
 def trace(m: M) -> M:

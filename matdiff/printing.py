@@ -2,6 +2,7 @@
 table of precedences deciding every parenthesis."""
 from __future__ import annotations
 
+import collections
 from fractions import Fraction
 
 from . import notation as N
@@ -52,9 +53,12 @@ def _tex(style) -> bool:
 
 
 def _calls_abstract(m, name: str) -> bool:
-    stack = [m]
+    stack, seen = [m], set()
     while stack:
         x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
         if isinstance(x, N.Call) and isinstance(x.fn, (Function, ScalarFunction)) and \
                 not getattr(x.fn, "builtin", False) and x.name == name:
             return True
@@ -104,9 +108,9 @@ def _counts(m) -> dict:
 
 def _repeated(m) -> list:
     """Non-trivial subtrees printed more than once, outermost first."""
-    counts, order, seen, stack = _counts(m), [], set(), [m]
+    counts, order, seen, stack = _counts(m), [], set(), collections.deque([m])
     while stack:
-        x = stack.pop(0)
+        x = stack.popleft()
         if id(x) in seen:
             continue
         seen.add(id(x))
@@ -118,7 +122,11 @@ def _repeated(m) -> list:
 
 
 def _size(m) -> int:
-    return 1 + sum(_size(c) for c in N.children(m))
+    cached = m.__dict__.get("_size")  # memoised: shared subtrees are walked once
+    if cached is None:
+        cached = 1 + sum(_size(c) for c in N.children(m))
+        object.__setattr__(m, "_size", cached)
+    return cached
 
 
 def _wrap(m, style, prec):

@@ -276,12 +276,23 @@ def _factor(terms, shape):
     where A′ may be A's factor read with its axes in another order (Bx + Bᵀx → (B + Bᵀ)x)."""
     if sum(isinstance(t, Contract) and len(t.operands) > 1 for _, t in terms) < 2:
         return terms
+    # A cheap necessary condition first: two terms can share a factored form only if their
+    # other operands are one multiset, so only (term, factor) pairs whose multiset (hashed as
+    # a sum of node hashes) another term shares are canonicalised — linear, not T·F sorts.
+    coarse: dict = {}
+    for i, (c, t) in enumerate(terms):
+        if isinstance(t, Contract) and len(t.operands) >= 2:
+            total = sum(hash(op) for op in t.operands)
+            for k, op in enumerate(t.operands):
+                coarse.setdefault((total - hash(op), len(t.operands)), []).append((i, k))
+    candidates = {pair for members in coarse.values() if len({i for i, _ in members}) > 1
+                  for pair in members}
     groups: dict = {}
     for i, (c, t) in enumerate(terms):
         if not isinstance(t, Contract) or len(t.operands) < 2:
             continue
         for k, (op, lab) in enumerate(zip(t.operands, t.labels)):
-            if len(set(lab)) != len(lab) or isinstance(op, Delta):
+            if (i, k) not in candidates or len(set(lab)) != len(lab) or isinstance(op, Delta):
                 continue
             hole = Hole(op.shape, True)  # a factor read in any axis order
             rest = Contract(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
