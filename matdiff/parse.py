@@ -475,6 +475,9 @@ class Builder:
         name = node.value
         rule = self.functions().get(name)
         if rule is not None and node.kwargs.get("__order"):
+            if len(node.args) != 1:
+                raise ParseError(f"a derivative of {name} takes one argument, not "
+                                 f"{len(node.args)}", self.text, node.col)
             (s,) = [self.shape(a) for a in node.args]
             if node.kwargs["__order"] > 1 and isinstance(rule[1], L.ScalarFunctionHandle) and \
                     not s.scalar and ONE not in (self.dims.resolve(s.rows), self.dims.resolve(s.cols)):
