@@ -76,6 +76,53 @@ def scaling():
     print()
 
 
+def _slope(sizes, times) -> float:
+    """The exponent b of time ≈ a·sizeᵇ, fitted on the two largest sizes (1 is linear)."""
+    return float(np.log(times[-1] / times[-2]) / np.log(sizes[-1] / sizes[-2]))
+
+
+def growth():
+    """Families that once grew superlinearly (issue 11): each row is one size; the slope is
+    the exponent fitted between the two largest sizes."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+    A, X, x = md.matrix("A", "n", "n"), md.matrix("X", "n", "n"), md.vector("x", "n")
+
+    def nested(d):
+        e = x
+        for _ in range(d):
+            e = md.sigmoid(e)
+        return md.sum(e)
+
+    def chain(k):
+        e = X
+        for _ in range(k - 1):
+            e = e @ X
+        return md.trace(e)
+
+    families = [
+        ("Jacobian of the matrix power Aᵏ", (100, 400, 1600, 6400),
+         lambda k: md.jacobian(md.matrix_power(A, k), A).simplify()),
+        ("the same, printed in index notation", (100, 200, 400, 800),
+         lambda k: str(md.jacobian(md.matrix_power(A, k), A))),
+        ("Hessian of Σσ(σ(…σ(x))), depth d, printed", (10, 20, 40),
+         lambda d: str(md.hessian(nested(d), x))),
+        ("md.codegen of ∇tr(X·X·…·X), k factors", (16, 32, 64),
+         lambda k: md.codegen(md.grad(chain(k), X))),
+        ("md.derivation of Σσ(…σ(x)), depth d, printed", (50, 100, 200),
+         lambda d: str(md.derivation(nested(d), x))),
+    ]
+    print("## Growth of the families that once hung (issue 11)\n")
+    print("Each family at sizes growing geometrically; the slope b of time ≈ a·sizeᵇ is fitted")
+    print("between the two largest sizes (1 is linear).\n")
+    print("| family | sizes | times | slope |")
+    print("|---|---|---|---|")
+    for name, sizes, job in families:
+        times = [timed(lambda k=k: job(k), repeat=1) for k in sizes]
+        shown = ", ".join(f"{t:.2f} s" if t >= 0.1 else f"{t * 1e3:.0f} ms" for t in times)
+        print(f"| {name} | {', '.join(map(str, sizes))} | {shown} | {_slope(sizes, times):.2f} |")
+    print()
+
+
 def sympy_comparison():
     try:
         import sympy as sp
@@ -134,6 +181,7 @@ def main():
     print(f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}\n")
     table_cases()
     scaling()
+    growth()
     sympy_comparison()
 
 
