@@ -340,6 +340,10 @@ class Builder:
             keys = [self.dims.fresh() for _ in range(n)]
             if decl is not None:
                 for k, d in zip(keys, decl.dims):
+                    if d == 1:  # the text dialects keep 1 for a vector's other side
+                        raise ParseError(f"{name} is declared with a dim of 1, which the text "
+                                         f"dialects read as a vector's orientation; declare a "
+                                         f"vector, or a scalar, instead", self.text, node.col)
                     self.dims.unify(k, d)
                 if decl.symmetric:
                     self.dims.unify(keys[0], keys[1])
@@ -363,7 +367,8 @@ class Builder:
             other, shape = (args[-1], b) if a.scalar else (args[0], a)
             while other is not None and other.op == "neg" and other.args:
                 other = other.args[0]
-            if other is not None and len(node.args) == 2 and other.op in ("ones", "zeros"):  # b + 1 with b a scalar: the 1 is a scalar too
+            # b + 1 with b a scalar: the 1 is a scalar too
+            if other is not None and len(node.args) == 2 and other.op in ("ones", "zeros"):
                 self.dims.unify(shape.rows, ONE)
                 self.dims.unify(shape.cols, ONE)
                 return Shape()

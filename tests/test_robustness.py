@@ -8,6 +8,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import matdiff as md
 
@@ -280,3 +282,47 @@ def test_matrix_powers_are_compact_and_limited():
         md.matrix_power(A, 2.5)
     code, out, err = _cli("A^400", "--wrt", "A")   # once 90 s and 2.9 GB
     assert code == 0 and out.startswith("f = A⁴⁰⁰")
+
+
+def test_a_declared_dim_of_one_is_refused_not_replaced():
+    with pytest.raises(md.ParseError, match="dim of 1"):
+        md.parse("x'*A*x", x="vector(1)")       # once silently read as vector(n)
+    assert md.parse("x'*A*x", x="vector(3)").variables[1].shape == (3,)
+
+
+IDENTIFIERS = st.text(alphabet=st.characters(categories=("Lu", "Ll", "Lo", "Nd")), min_size=1,
+                      max_size=4).filter(lambda s: s.isidentifier())
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=IDENTIFIERS, b=IDENTIFIERS)
+def test_generated_code_agrees_with_evaluate_for_any_identifier(a, b):
+    import unicodedata
+
+    if unicodedata.normalize("NFKC", a) == unicodedata.normalize("NFKC", b):
+        return
+    x, A = md.vector(a, "n"), md.matrix(b, "n", "n")
+    e = md.sum(md.tanh(A @ x)) + x.T @ A @ x
+    fn = md.compile([e, md.grad(e, x)])
+    rng = np.random.default_rng(0)
+    xv, Av = rng.standard_normal(3), rng.standard_normal((3, 3))
+    value, grad = fn(**{a: xv, b: Av})
+    np.testing.assert_allclose(value, e.evaluate({a: xv, b: Av}), rtol=1e-12)
+    np.testing.assert_allclose(grad, md.grad(e, x).evaluate({a: xv, b: Av}), rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 4), cols=st.integers(1, 4), extra=st.integers(0, 1), vec=st.integers(1, 5))
+def test_compiled_functions_reject_wrong_shapes_with_evaluate_s_message(rows, cols, extra, vec):
+    X, w = md.matrix("X", "n", 3), md.vector("w", 3)
+    e = md.sum(md.sigmoid(X @ w))
+    fn = md.compile(e)
+    values = {"X": np.ones((rows, cols) + (1,) * extra), "w": np.ones(vec)}
+    try:
+        want = e.evaluate(values)
+    except md.MatdiffError as err:
+        with pytest.raises(type(err)) as got:
+            fn(**values)
+        assert str(got.value) == str(err)
+    else:
+        np.testing.assert_allclose(fn(**values), want, rtol=1e-12)
