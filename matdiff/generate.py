@@ -310,19 +310,27 @@ def _next_pair(labs: list, out, size: dict) -> tuple:
     best, outs = None, set(out)
     carriers = collections.Counter(x for lab in labs for x in set(lab))  # factors per label
     sets = [set(lab) for lab in labs]
-    for i in range(len(labs)):
-        for j in range(i + 1, len(labs)):
-            both = sets[i] | sets[j]
-            # a label stays if the output or a third factor carries it
-            keep = tuple(dict.fromkeys(
-                x for x in labs[i] + labs[j]
-                if x in outs or carriers[x] > (x in sets[i]) + (x in sets[j])))
-            result = math.prod(size[x] for x in keep)
-            cost = math.prod(size[x] for x in both)
-            shares = not sets[i].isdisjoint(sets[j])
-            key = (not shares, result, cost)
-            if best is None or key < best[0]:
-                best = (key, i, j, keep, cost)
+    holders: dict = {}
+    for k, lab in enumerate(sets):
+        for x in lab:
+            holders.setdefault(x, []).append(k)
+    # a pair that shares a label always beats one that does not (the key's first entry),
+    # so where such pairs exist only they are compared: a chain costs O(k), not O(k²), a step
+    sharing = sorted({(i, j) for ks in holders.values() for n, i in enumerate(ks)
+                      for j in ks[n + 1:]})
+    pairs = sharing or [(i, j) for i in range(len(labs)) for j in range(i + 1, len(labs))]
+    for i, j in pairs:
+        both = sets[i] | sets[j]
+        # a label stays if the output or a third factor carries it
+        keep = tuple(dict.fromkeys(
+            x for x in labs[i] + labs[j]
+            if x in outs or carriers[x] > (x in sets[i]) + (x in sets[j])))
+        result = math.prod(size[x] for x in keep)
+        cost = math.prod(size[x] for x in both)
+        shares = not sets[i].isdisjoint(sets[j])
+        key = (not shares, result, cost)
+        if best is None or key < best[0]:
+            best = (key, i, j, keep, cost)
     return best[1:]
 
 
