@@ -210,6 +210,7 @@ def test_command_lines_that_once_failed(argv, status, expected):
     (["x'*A*x", "--var", "A: matrix(n, n)", "--var", "A: matrix(m, m)"], 2, "declares A twice"),
     (["x\t+ \x1b[31m"], 2, "\n  x + \ufffd[31m\n      ^"),                 # tab, raw ESC
     (["+".join(["x"] * 150) + " + ) "], 2, "(at column 303)\n  …x+x+"),     # a window, not no caret
+    (["A^3333"], 0, "f = A³³³³"),                                          # RecursionError
 ])
 def test_command_line_messages(argv, status, expected):
     code, out, err = _cli(*argv)
@@ -326,3 +327,18 @@ def test_compiled_functions_reject_wrong_shapes_with_evaluate_s_message(rows, co
         assert str(got.value) == str(err)
     else:
         np.testing.assert_allclose(fn(**values), want, rtol=1e-12)
+
+
+def test_numeric_warnings_do_not_reach_the_command_line_s_stderr():
+    import subprocess
+
+    script = ("import sys, warnings\n"
+              "from matdiff import cli\n"
+              "def run(argv, out=None):\n"
+              "    warnings.warn('overflow encountered in exp', RuntimeWarning)\n"
+              "    return 0\n"
+              "cli.run = run\n"
+              "sys.exit(cli.main(['x']))\n")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", script], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
