@@ -92,9 +92,40 @@ def test_the_command_line_answers_or_refuses_every_mutated_input(dialect):
         assert code in (0, 2) and "internal error" not in err, (text, err)
         if code == 0:
             assert "checked: relative error" in out, (text, out)
+            _reads_back(md.grad(f, f.variables[0]))
         else:   # a refusal may only say it could not check, never that it disagrees
             assert "disagrees" not in err, (text, err)
     assert outcomes[0] > 100 and outcomes[2] > 100, outcomes  # the fuzzer reaches both
+
+
+def _reads_back(d):
+    """The printed derivative, read by the matdiff dialect, has the derivative's value."""
+    import numpy as np
+
+    from matdiff.parse import declarations
+
+    text = str(d)
+    if "Σ" in text or "[" in text:
+        return  # index notation is for reading only
+    try:
+        back = md.parse(text, dialect="matdiff", result_shape=d.shape, **declarations(d))
+    except md.MatdiffError as e:  # only where the text leaves a constant's size open
+        assert "not fixed" in str(e) or "size of every constant" in str(e), (text, e)
+        return
+    rng = np.random.default_rng(0)
+    sizes = {"n": 3, "m": 4, "k": 2}
+    values = {}
+    for v in d.variables:
+        shape = tuple(sizes.get(x, 3) if isinstance(x, str) else x for x in v.shape)
+        values[v.node.name] = rng.uniform(0.5, 1.5, shape)
+    used = {v.node.name for v in back.variables}
+    try:
+        want = d.evaluate(values, sizes=sizes)
+    except md.MatdiffError:
+        return
+    got = back.evaluate({k: a for k, a in values.items() if k in used}, sizes=sizes)
+    np.testing.assert_allclose(np.reshape(got, np.shape(want)), want, rtol=1e-8, atol=1e-10,
+                               err_msg=text)
 
 
 PRINTED_ALPHABET = "XWxyAσλ∇′ᵀ⁻¹⊙⊘⊗·√|()12/−+ ^∘,=²"
