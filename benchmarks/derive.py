@@ -114,13 +114,25 @@ def growth():
     print("## Growth of the families that once hung (issue 11)\n")
     print("Each family at sizes growing geometrically; the slope b of time ≈ a·sizeᵇ is fitted")
     print("between the two largest sizes (1 is linear).\n")
-    print("| family | sizes | times | slope |")
-    print("|---|---|---|---|")
+    print("The output column counts what the family produces (characters of text or code, or the")
+    print("operand references of the result's DAG); the last slope is time against it.\n")
+    print("| family | sizes | times | slope | output | slope against output |")
+    print("|---|---|---|---|---|---|")
     for name, sizes, job in families:
         times = [timed(lambda k=k: job(k), repeat=1) for k in sizes]
+        outs = [_output_size(job(k)) for k in sizes]
         shown = ", ".join(f"{t:.2f} s" if t >= 0.1 else f"{t * 1e3:.0f} ms" for t in times)
-        print(f"| {name} | {', '.join(map(str, sizes))} | {shown} | {_slope(sizes, times):.2f} |")
+        print(f"| {name} | {', '.join(map(str, sizes))} | {shown} | {_slope(sizes, times):.2f} | "
+              f"{', '.join(f'{o:,}' for o in outs)} | {_slope(outs, times):.2f} |")
     print()
+
+
+def _output_size(result) -> int:
+    """Characters of a text, or operand references in an expression's DAG."""
+    if isinstance(result, str):
+        return len(result)
+    from matdiff.ir import walk
+    return sum(max(1, len(n.children)) for n in walk(result.node))
 
 
 def sympy_comparison():
