@@ -218,28 +218,43 @@ def _merge_once(items, scalars, out, dims, fresh):
     """Apply one merging rule; False when none is left to apply, None when stuck."""
     # element-wise products: two factors over the same labels (unless those labels are
     # summed between the two alone: that is aᵀb or tr(AᵀB), read by the product rules)
-    for i, p in enumerate(items):
-        for q in items[i + 1:]:
-            if p.labels == q.labels and not (
-                    p.labels.isdisjoint(out)
-                    and all(sum(x in it.labels for it in items) == 2 for x in p.labels)):
-                qm = q.m if (q.rows, q.cols) == (p.rows, p.cols) else N.transpose(q.m)
-                items.remove(q)
-                p.m = N.had([p.m, qm])
-                return True
-    labels = {x for it in items for x in it.labels}
-    for i, p in enumerate(items):  # A_ij B_ji → tr(AB), A_ij B_ij → tr(AᵀB)
-        for q in items[i + 1:]:
-            both = p.labels & q.labels
-            if len(both) == 2 and p.rows != p.cols and both.isdisjoint(out) and \
-                    all(sum(x in it.labels for it in items) == 2 for x in both):
-                qm = q.m if (q.rows, q.cols) == (p.cols, p.rows) else N.transpose(q.m)
-                items.remove(p)
-                items.remove(q)
-                scalars.append(N.trace(N.prod(1.0, [p.m, qm])))
-                return True
+    # one pass indexes the factors by their label sets and each label by its holders, so a
+    # rule finds its pair in O(factors), not by comparing every pair
+    groups, holding = {}, {}
+    for it in items:
+        labs = frozenset(it.labels)
+        groups.setdefault(labs, []).append(it)
+        for x in labs:
+            holding.setdefault(x, []).append(it)
+
+    def twice(labs):  # every label held by exactly two factors
+        return all(len(holding[x]) == 2 for x in labs)
+
+    def partner(p):  # the next factor over the same labels
+        group = groups[frozenset(p.labels)]
+        k = next(i for i, it in enumerate(group) if it is p)
+        return group[k + 1] if k + 1 < len(group) else None
+
+    for p in items:
+        q = partner(p)
+        if q is not None and not (p.labels.isdisjoint(out) and twice(p.labels)):
+            qm = q.m if (q.rows, q.cols) == (p.rows, p.cols) else N.transpose(q.m)
+            items.remove(q)
+            p.m = N.had([p.m, qm])
+            return True
+    labels = set(holding)
+    for p in items:  # A_ij B_ji → tr(AB), A_ij B_ij → tr(AᵀB)
+        q = partner(p)
+        both = p.labels
+        if q is not None and len(both) == 2 and p.rows != p.cols and both.isdisjoint(out) and \
+                twice(both):
+            qm = q.m if (q.rows, q.cols) == (p.cols, p.rows) else N.transpose(q.m)
+            items.remove(p)
+            items.remove(q)
+            scalars.append(N.trace(N.prod(1.0, [p.m, qm])))
+            return True
     for lab in sorted(labels - set(out)):
-        holders = [it for it in items if lab in it.labels]
+        holders = list(holding[lab])
         if len(holders) == 1:
             h = holders[0]
             items.remove(h)
