@@ -13,8 +13,8 @@ table.
 from __future__ import annotations
 
 import builtins
-import collections
 import functools
+import heapq
 import inspect
 import keyword
 import math
@@ -283,8 +283,7 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     ops, labs = list(ops), [tuple(lab) for lab in labs]
     if gram:
         _gram(w, ops, labs, out, dim)
-    while len(ops) > 1:
-        i, j, keep, _ = _next_pair(labs, out, size)
+    for i, j, keep, _ in _pair_steps(labs, out, size):
         lb, la = labs.pop(j), labs.pop(i)
         b, a = ops.pop(j), ops.pop(i)
         if not ops:
@@ -304,34 +303,65 @@ def _is_gram(la: tuple, lb: tuple, keep: tuple) -> bool:
         summed[0] in lb and la.index(summed[0]) == lb.index(summed[0])
 
 
-def _next_pair(labs: list, out, size: dict) -> tuple:
-    """The pair of factors a plan multiplies next: (i, j, the labels its result keeps, the
-    step's multiply-adds)."""
-    best, outs = None, set(out)
-    carriers = collections.Counter(x for lab in labs for x in set(lab))  # factors per label
-    sets = [set(lab) for lab in labs]
+def _pair_steps(labs: list, out, size: dict):
+    """The pairs a plan multiplies, step by step: (i, j, the labels the result keeps, the
+    step's multiply-adds), i < j positions in the caller's list, which drops i and j and
+    appends the result after each step.  Each time the pair that shares a label (if any
+    does), then whose result is smallest, then cheapest, the first in list order on ties.
+    Candidate pairs live in a heap and only those next to a merge are re-scored, so a
+    product of k factors is planned in O(k log k), not O(k³)."""
+    outs, labs = set(out), {k: tuple(lab) for k, lab in enumerate(labs)}
+    sets = {k: set(lab) for k, lab in labs.items()}
     holders: dict = {}
-    for k, lab in enumerate(sets):
+    for k, lab in sets.items():
         for x in lab:
-            holders.setdefault(x, []).append(k)
-    # a pair that shares a label always beats one that does not (the key's first entry),
-    # so where such pairs exist only they are compared: a chain costs O(k), not O(k²), a step
-    sharing = sorted({(i, j) for ks in holders.values() for n, i in enumerate(ks)
-                      for j in ks[n + 1:]})
-    pairs = sharing or [(i, j) for i in range(len(labs)) for j in range(i + 1, len(labs))]
-    for i, j in pairs:
-        both = sets[i] | sets[j]
-        # a label stays if the output or a third factor carries it
-        keep = tuple(dict.fromkeys(
+            holders.setdefault(x, set()).add(k)
+    order, stamp, heap = list(labs), dict.fromkeys(labs, 0), []
+
+    def score(i, j):
+        keep = tuple(dict.fromkeys(  # a label stays if the output or a third factor holds it
             x for x in labs[i] + labs[j]
-            if x in outs or carriers[x] > (x in sets[i]) + (x in sets[j])))
-        result = math.prod(size[x] for x in keep)
-        cost = math.prod(size[x] for x in both)
-        shares = not sets[i].isdisjoint(sets[j])
-        key = (not shares, result, cost)
-        if best is None or key < best[0]:
-            best = (key, i, j, keep, cost)
-    return best[1:]
+            if x in outs or len(holders[x]) > (x in sets[i]) + (x in sets[j])))
+        cost = math.prod(size[x] for x in sets[i] | sets[j])
+        return (sets[i].isdisjoint(sets[j]), math.prod(size[x] for x in keep), cost), keep, cost
+
+    def push_neighbours(a):
+        for x in sets[a]:
+            for b in holders[x]:
+                if b != a:
+                    i, j = min(a, b), max(a, b)
+                    key, keep, cost = score(i, j)
+                    heapq.heappush(heap, (key, i, j, stamp[i], stamp[j], keep, cost))
+
+    for k in labs:
+        push_neighbours(k)
+    fresh = len(labs)
+    while len(order) > 1:
+        while heap and not (heap[0][1] in stamp and heap[0][2] in stamp and
+                            stamp[heap[0][1]] == heap[0][3] and stamp[heap[0][2]] == heap[0][4]):
+            heapq.heappop(heap)
+        if heap:
+            _, i, j, _, _, keep, cost = heapq.heappop(heap)
+        else:  # no two factors share a label: every pair is a candidate
+            _, i, j = min((score(i, j)[0], i, j) for n, i in enumerate(order) for j in order[n + 1:])
+            _, keep, cost = score(i, j)
+        yield order.index(i), order.index(j), keep, cost
+        changed = sets[i] | sets[j]
+        for k in (i, j):
+            order.remove(k)
+            del stamp[k]
+            for x in sets.pop(k):
+                holders[x].discard(k)
+        labs[fresh], sets[fresh], stamp[fresh] = keep, set(keep), 0
+        order.append(fresh)
+        for x in keep:
+            holders[x].add(fresh)
+        affected = set().union(*(holders[x] for x in changed))
+        for a in affected:
+            stamp[a] += 1
+        for a in affected:
+            push_neighbours(a)
+        fresh += 1
 
 
 def _flops(n: Contract, size_hint: dict) -> float:
@@ -341,8 +371,7 @@ def _flops(n: Contract, size_hint: dict) -> float:
     labs = [tuple(lab) for _, lab in kept]
     size = {x: _size(d, size_hint) for x, d in n.label_dims().items()}
     total = 0.0
-    while len(labs) > 1:
-        i, j, keep, cost = _next_pair(labs, uniq, size)
+    for i, j, keep, cost in _pair_steps(labs, uniq, size):
         labs = [lab for k, lab in enumerate(labs) if k not in (i, j)] + [keep]
         total += cost
     return total + (np.prod([size[x] for x in labs[0]]) if labs else 0.0)
