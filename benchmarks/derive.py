@@ -106,7 +106,7 @@ def growth():
          lambda k: str(md.jacobian(md.matrix_power(A, k), A))),
         ("Hessian of Σσ(σ(…σ(x))), depth d, printed", (10, 20, 40),
          lambda d: str(md.hessian(nested(d), x))),
-        ("md.codegen of ∇tr(X·X·…·X), k factors", (16, 32, 64, 128),
+        ("md.codegen of ∇tr(X·X·…·X), k factors", (32, 64, 128, 256),
          lambda k: md.codegen(md.grad(chain(k), X))),
         ("md.derivation of Σσ(…σ(x)), depth d, printed", (50, 100, 200),
          lambda d: str(md.derivation(nested(d), x))),
