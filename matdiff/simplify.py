@@ -76,6 +76,8 @@ def normalise_contract(c: Contract) -> Node:
             coef *= k
             work.append((t, lab))
         elif isinstance(op, Contract) and _flattenable(op, len(c.operands)):
+            if len(c.operands) - 1 + len(op.operands) > FLATTEN_LIMIT:
+                op = _deltas_apart(op)  # only the deltas join: the rest stays one shared factor
             # (A_ij B_jk)_ik C_kl → A_ij B_jk C_kl, the inner summed labels made fresh
             rename = dict(zip(op.out, lab))
             for inner_lab in {x for ls in op.labels for x in ls} - set(op.out):
@@ -103,6 +105,22 @@ def normalise_contract(c: Contract) -> Node:
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
     return B.scale(coef, canonical(Contract(tuple(ops), tuple(labs), tuple(c.out)))[0])
+
+
+def _deltas_apart(inner: Contract) -> Contract:
+    """inner as its deltas times one contraction of its other operands, which keeps the
+    labels a delta or the output uses: merging the deltas into a parent then leaves the
+    rest nested and shared (the Hessian of d nested σ would otherwise hold d products of
+    d factors each)."""
+    rest = [(o, lab) for o, lab in zip(inner.operands, inner.labels) if not isinstance(o, Delta)]
+    deltas = [(o, lab) for o, lab in zip(inner.operands, inner.labels) if isinstance(o, Delta)]
+    if len(rest) < 2:
+        return inner
+    visible = {x for _, lab in deltas for x in lab} | set(inner.out)
+    rest_out = tuple(dict.fromkeys(x for _, lab in rest for x in lab if x in visible))
+    kept = simplify(Contract(tuple(o for o, _ in rest), tuple(lab for _, lab in rest), rest_out))
+    return Contract(tuple(o for o, _ in deltas) + (kept,),
+                    tuple(lab for _, lab in deltas) + (rest_out,), inner.out)
 
 
 def _distributable(ops):
