@@ -108,6 +108,22 @@ class Index(M):
     text: str
 
 
+def _cached_hash(structural):
+    """A node's structural hash, computed once: the trees share subtrees, and ``add`` keys
+    terms by them, so an uncached hash walked the whole subtree at every look-up."""
+    def __hash__(self):
+        value = self.__dict__.get("_hash")
+        if value is None:
+            value = structural(self)
+            object.__setattr__(self, "_hash", value)
+        return value
+    return __hash__
+
+
+for _cls in (Sym, Num, T, Prod, Had, Kron, Add, Call, Inv, Pow, Index):
+    _cls.__hash__ = _cached_hash(_cls.__hash__)
+
+
 # --------------------------------------------------------------------------- constructors
 
 
