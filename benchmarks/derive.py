@@ -77,8 +77,8 @@ def scaling():
 
 
 def _slope(sizes, times) -> float:
-    """The exponent b of time ≈ a·sizeᵇ, fitted on the two largest sizes (1 is linear)."""
-    return float(np.log(times[-1] / times[-2]) / np.log(sizes[-1] / sizes[-2]))
+    """The exponent b of time ≈ a·sizeᵇ, a least-squares fit on log-log axes (1 is linear)."""
+    return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
 
 
 def growth():
@@ -114,14 +114,14 @@ def growth():
          lambda d: str(md.derivation(nested(d), x))),
     ]
     print("## Growth of the families that once hung (issue 11)\n")
-    print("Each family at sizes growing geometrically; the slope b of time ≈ a·sizeᵇ is fitted")
-    print("between the two largest sizes (1 is linear).\n")
+    print("Each family at sizes growing geometrically, median of three runs; the slope b of")
+    print("time ≈ a·sizeᵇ is fitted over all sizes (1 is linear).\n")
     print("The output column counts what the family produces (characters of text or code, or the")
     print("operand references of the result's DAG); the last slope is time against it.\n")
     print("| family | sizes | times | slope | output | slope against output |")
     print("|---|---|---|---|---|---|")
     for name, sizes, job in families:
-        times = [timed(lambda k=k: job(k), repeat=1) for k in sizes]
+        times = [timed(lambda k=k: job(k), repeat=3) for k in sizes]
         outs = [_output_size(job(k)) for k in sizes]
         shown = ", ".join(f"{t:.2f} s" if t >= 0.1 else f"{t * 1e3:.0f} ms" for t in times)
         print(f"| {name} | {', '.join(map(str, sizes))} | {shown} | {_slope(sizes, times):.2f} | "

@@ -127,8 +127,23 @@ class _Writer:
         return lines, [rename(r) for r in results]
 
 
+COMMENT_NODES = 200  # larger intermediates get their comment from the index form, cut short
+
+
+def _references_over(node: Node, limit: int) -> bool:
+    """Whether the DAG below node holds more than ``limit`` operand references."""
+    total = 0
+    for n in walk(node):
+        total += len(n.children)
+        if total > limit:
+            return True
+    return False
+
+
 def _comment(node: Node) -> str:
     try:
+        if _references_over(node, COMMENT_NODES):
+            raise ValueError("large: notation would cost more than the comment shows")
         m = recognise(node)
         text = render(m, TEXT)
     except Exception:  # noqa: BLE001 - a comment must never stop code generation
