@@ -74,7 +74,9 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
         style["functions"] = dict(style["functions"], sigmoid="\\operatorname{sigmoid}"
                                   if _tex(style) else "sigmoid")
     repeated = _repeated(m)
-    if repeated and len(_render(m, dict(TEXT, names={}))[0]) <= 60:  # short: name only triples
+    # short results name only triples; a tree of over 120 nodes prints over 60 characters
+    # (every node but a juxtaposition writes one at least, and those have two children)
+    if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
         repeated = [r for r in repeated if _counts(m)[id(r)] >= 3]
     if not repeated:
         return _render(m, style)[0]
