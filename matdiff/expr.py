@@ -68,7 +68,7 @@ class Expr:
     def python(self, functions: dict | None = None) -> str:
         """The expression as matdiff code, given the variables (and abstract functions,
         renamed by ``functions``) in scope: eval(e.python()) == e in value."""
-        return python_code(self.notation(), functions or {})
+        return _shallow(lambda: python_code(self.notation(), functions or {}))
 
     def __str__(self):
         """Matrix notation: Xᵀ(σ(XW) ⊙ (1 − σ(XW))); index notation above order 2."""

@@ -20,6 +20,7 @@ import keyword
 import math
 import re
 import string
+import sys
 import unicodedata
 
 import numpy as np
@@ -729,6 +730,15 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
         raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use one of "
                                 f"{', '.join(map(repr, BACKENDS))}")
     _check_name(name)
+    try:
+        return _codegen(outputs, backend, name, sizes)
+    except RecursionError:
+        raise MatdiffError(f"codegen: the expression is nested too deeply for Python's recursion "
+                           f"limit of {sys.getrecursionlimit()}; raise it with "
+                           f"sys.setrecursionlimit") from None
+
+
+def _codegen(outputs, backend: str, name: str, sizes) -> str:
     table = BACKENDS[backend]
     many = isinstance(outputs, (list, tuple))
     exprs = [lift(e) for e in (outputs if many else [outputs])]
