@@ -13,11 +13,12 @@ own module.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import weakref
 
 from . import dims as D
-from .errors import ShapeError
+from .errors import MatdiffError, ShapeError
 
 
 _TABLE_LOCK = threading.Lock()
@@ -224,6 +225,9 @@ class Const(Node):
 
     @staticmethod
     def _shape(value):
+        if not math.isfinite(value):
+            raise MatdiffError(f"a constant of the expression is {value}: it overflowed or is "
+                               f"undefined, and an expression with it has no value to stand behind")
         return ()
 
 
@@ -292,6 +296,10 @@ class Sum(Node):
     @staticmethod
     def _shape(terms, dims):
         for c, t in terms:
+            if not math.isfinite(c):
+                raise MatdiffError(f"a coefficient of the expression is {c}: it overflowed "
+                                   f"(as in 1e200·1e200·x), and an expression with it has no "
+                                   f"value to stand behind")
             if t.shape != tuple(dims):
                 raise ShapeError(f"sum: a term of shape {D.fmt_shape(t.shape)} "
                                  f"in a sum of shape {D.fmt_shape(dims)}")

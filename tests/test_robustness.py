@@ -344,3 +344,12 @@ def test_numeric_warnings_do_not_reach_the_command_line_s_stderr():
     done = subprocess.run([sys.executable, "-W", "always", "-c", script], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("build", [lambda x: x * 1e200 * 1e200, lambda x: 1e200 * (1e200 * md.sum(x))])
+def test_a_coefficient_that_overflows_is_refused(build):
+    """Once printed as an OverflowError traceback and generated as a bare inf."""
+    with pytest.raises(md.MatdiffError, match="overflowed"):
+        md.codegen(build(md.vector("x", "n")))
+    code, out, err = _cli("1e200*1e200*a", "--wrt", "a")
+    assert code == 2 and "overflowed" in err
