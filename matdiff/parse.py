@@ -326,6 +326,7 @@ class Builder:
         self.dims = _Dims()
         self.vars: dict = {}  # name -> (Decl kind, [dim keys], symmetric)
         self.shapes: dict = {}  # id(node) -> Shape
+        self.inner: list = []  # dim keys a product sums over
 
     # ---- pass 1: shapes
     def var_shape(self, node) -> Shape:
@@ -429,6 +430,7 @@ class Builder:
             if node.op == "@":
                 self._fail(node, "@ multiplies vectors and matrices; use * with a scalar")
             return b if a.scalar else a
+        self.inner.append(a.cols)
         if not self.dims.unify(a.cols, b.rows):
             left, right = (_source(x) for x in node.args)
             self._fail(node, f"{node.value or node.op!r} multiplies {left}, {self.fmt(a)}, by "
@@ -720,8 +722,13 @@ class Builder:
             d = self.dims.resolve(k)
             if d != ONE and not isinstance(d, tuple):
                 dims.append(d)
-            elif isinstance(d, tuple) and self.dims.find(k) not in self.dims.flexible:
-                dims.append(names.get(self.dims.find(k)))
+            elif isinstance(d, tuple) and self.dims.find(k) in names:
+                dims.append(names[self.dims.find(k)])
+            elif isinstance(d, tuple) and (self.dims.find(k) not in self.dims.flexible or
+                                           self.dims.find(k) in {self.dims.find(x) for x in self.inner}):
+                # (1ᵀ1): a length no variable gives; reading it as 1 would change the value
+                raise ParseError(f"the size of this {'1' if node.op == 'ones' else '0'} is not "
+                                 f"fixed by its use", self.text, node.col)
         value = 1.0 if node.op == "ones" else 0.0
         if not dims:
             return lift(value)

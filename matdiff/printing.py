@@ -52,6 +52,13 @@ def _tex(style) -> bool:
     return "latex" in style
 
 
+def _spare_name(k: int, taken) -> str:
+    """A name past the pools: W8, W9, … (never E8, which 2E8 would read as 2·10⁸)."""
+    while f"W{k}" in set(taken):
+        k += 1
+    return f"W{k}"
+
+
 def _calls_abstract(m, name: str) -> bool:
     stack, seen = [m], set()
     while stack:
@@ -83,7 +90,7 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
     free = {k: [c for c in v if c not in set(taken)] for k, v in NAMES.items()}
     for r in repeated:
         pool = free[r.kind]
-        name = pool.pop(0) if pool else f"E{len(style['names'])}"
+        name = pool.pop(0) if pool else _spare_name(len(style["names"]), taken)
         for other in free.values():  # columns and rows share letters: each name once
             if name in other:
                 other.remove(name)

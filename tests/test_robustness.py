@@ -353,3 +353,18 @@ def test_a_coefficient_that_overflows_is_refused(build):
         md.codegen(build(md.vector("x", "n")))
     code, out, err = _cli("1e200*1e200*a", "--wrt", "a")
     assert code == 2 and "overflowed" in err
+
+
+def test_names_past_the_pools_never_read_as_numbers():
+    """A ninth scalar name was E8, and 2E8⁻² read back as 2·10⁸ to the power −2."""
+    from matdiff.parse import declarations
+
+    s, sigma = md.scalar("s"), md.function("sigma")
+    f = sigma(md.tanh(md.sin(md.tanh(md.tanh(s) ** 2.0)) * s * (s ** 2.0 + 2) ** -1.0))
+    d = md.grad(f, s)
+    text = str(d)
+    assert "E8" not in text
+    back = md.parse(text, dialect="matdiff", **declarations(d))
+    stand_in = {"sigma": [np.tanh, lambda z: 1 - np.tanh(z) ** 2]}
+    np.testing.assert_allclose(back.evaluate({"s": 0.7}, stand_in), d.evaluate({"s": 0.7}, stand_in),
+                               rtol=1e-12)
