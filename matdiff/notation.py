@@ -136,6 +136,8 @@ def transpose(a: M) -> M:
         return a.arg
     if isinstance(a, Sym) and k == "m" and (a.symmetric or a.role == "eye"):
         return a
+    if isinstance(a, Inv) and isinstance(a.arg, Sym) and a.arg.symmetric:  # S⁻ᵀ = S⁻¹
+        return a
     if isinstance(a, Sym) and k == "m" and a.role in ("one", "zero"):  # 11ᵀ and 0 read alike
         return Sym(k, a.name, a.role, False, tuple(reversed(a.dims)))
     if isinstance(a, Prod):

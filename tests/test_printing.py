@@ -332,3 +332,18 @@ def test_a_named_function_call_raised_to_a_power_prints_as_a_power_of_its_name()
     text = str(md.grad(J, W2))
     assert text == "Sᵀ(2(U − Y) ⊙ (1 − U^∘2))  where S = tanh(XW1), U = tanh(SW2)"
     assert text.count("(") == text.count(")")
+
+
+def test_the_inverse_of_a_symmetric_matrix_prints_untransposed():
+    """(S⁻¹)ᵀ = S⁻¹ for a symmetric S: −S⁻¹aaᵀS⁻¹, not −S⁻¹aaᵀS⁻ᵀ (issue 12's first row)."""
+    from matdiff.parse import declarations
+
+    S, a = md.matrix("S", "n", "n", symmetric=True), md.vector("a", "n")
+    g = md.grad(a.T @ md.inv(S) @ a, S)
+    assert str(g) == "−S⁻¹aaᵀS⁻¹"
+    assert md.check(a.T @ md.inv(S) @ a, S, kinds={"S": "spd"}) < 1e-6
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((3, 3))
+    values = {"S": m @ m.T + 3 * np.eye(3), "a": rng.standard_normal(3)}
+    back = md.parse(str(g), dialect="matdiff", **declarations(g))
+    np.testing.assert_allclose(back.evaluate(values), g.evaluate(values), rtol=1e-12)
