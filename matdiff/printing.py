@@ -95,12 +95,20 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
             if name in other:
                 other.remove(name)
         style["names"][id(r)] = name
+    style["used"] = set()  # names the text refers to: one written inside x ⊘ y may not be
     main = _render(m, style)[0]
-    defs = []
-    for r in repeated:
+    texts, pending = {}, [r for r in repeated if id(r) in style["used"]]
+    while pending:  # a definition is written when the text, or a written definition, uses it
+        r = pending.pop()
         own = style["names"].pop(id(r))
-        defs.append(f"{own} = {_render(r, style)[0]}")
+        texts[id(r)] = f"{own} = {_render(r, style)[0]}"
         style["names"][id(r)] = own
+        queued = {id(x) for x in pending}
+        pending.extend(x for x in repeated if id(x) in style["used"] and id(x) not in texts
+                       and id(x) not in queued)
+    defs = [texts[id(r)] for r in repeated if id(r) in texts]
+    if not defs:
+        return main
     where = " \\quad\\text{where } " if _tex(style) else "  where "
     return main + where + ", ".join(defs)
 
@@ -341,6 +349,7 @@ RENDER = {
 def _render(m: N.M, style):
     name = style.get("names", {}).get(id(m))
     if name is not None:
+        style.get("used", set()).add(id(m))
         return (_name(name, style) if style is not TEXT and "latex" in style else name), ATOM
     return RENDER[type(m)](m, style)
 

@@ -347,3 +347,18 @@ def test_the_inverse_of_a_symmetric_matrix_prints_untransposed():
     values = {"S": m @ m.T + 3 * np.eye(3), "a": rng.standard_normal(3)}
     back = md.parse(str(g), dialect="matdiff", **declarations(g))
     np.testing.assert_allclose(back.evaluate(values), g.evaluate(values), rtol=1e-12)
+
+
+def test_every_where_definition_is_used():
+    """A subexpression written inside x ⊘ y was named and then never referred to
+    (where …, U = 1 ⊘ (X^∘2 + 2·1), … with no U in the result; issue 12)."""
+    X = md.matrix("X", "n", "k")
+    ones = md.ones("n", "k")
+    f = md.trace(md.log(X ** 2.0 * (X ** 2.0 + 2 * ones) ** -2.0 + ones) @ md.tan(X).T)
+    text = str(md.grad(f, X))
+    main, _, where = text.partition("  where ")
+    definitions = dict(part.split(" = ", 1) for part in where.split(", ") if " = " in part)
+    assert definitions
+    for name in definitions:
+        others = main + " ".join(body for other, body in definitions.items() if other != name)
+        assert name in others, (name, text)
