@@ -136,7 +136,7 @@ def transpose(a: M) -> M:
         return a.arg
     if isinstance(a, Sym) and k == "m" and (a.symmetric or a.role == "eye"):
         return a
-    if isinstance(a, Inv) and isinstance(a.arg, Sym) and a.arg.symmetric:  # S⁻ᵀ = S⁻¹
+    if k == "m" and symmetric(a):  # Sᵀ = S: XᵀX, A + Aᵀ, (XᵀX)⁻¹, S⁻¹, diag(v)
         return a
     if isinstance(a, Sym) and k == "m" and a.role in ("one", "zero"):  # 11ᵀ and 0 read alike
         return Sym(k, a.name, a.role, False, tuple(reversed(a.dims)))
@@ -149,6 +149,50 @@ def transpose(a: M) -> M:
     if isinstance(a, Call) and a.name == "diag" and k == "m":
         return a
     return T(_T[k], a)
+
+
+def symmetric(m: M) -> bool:
+    """Whether the matrix m equals its transpose by structure: a symmetric variable, I, 0,
+    diag(v), a palindrome of transposes (XᵀX, XSXᵀ with S symmetric), a sum of symmetric
+    terms or of a term and its transpose, an inverse or power of a symmetric matrix."""
+    if m.kind != "m":
+        return False
+    cached = m.__dict__.get("_symmetric")
+    if cached is None:
+        cached = _symmetric_by_structure(m)
+        object.__setattr__(m, "_symmetric", cached)
+    return cached
+
+
+def _symmetric_by_structure(m: M) -> bool:
+    if isinstance(m, Sym):
+        return m.symmetric or m.role == "eye" or (m.role in ("one", "zero") and
+                                                  len(m.dims) == 2 and m.dims[0] == m.dims[1])
+    if isinstance(m, Call):
+        return m.name == "diag"
+    if isinstance(m, (Inv, Pow)):
+        return symmetric(m.arg) if isinstance(m, Inv) else False
+    if isinstance(m, Prod):
+        fs = m.factors
+        return all(_mirror(fs[i], fs[-1 - i]) for i in range((len(fs) + 1) // 2))
+    if isinstance(m, Add):
+        terms = {t: c for c, t in m.terms}
+        return all(symmetric(t) or terms.get(_flip(t)) == c for c, t in m.terms)
+    if isinstance(m, Had):
+        return all(symmetric(f) for f in m.factors)
+    return False
+
+
+def _flip(m: M) -> M:
+    """mᵀ without simplifying: the form a sum's other term takes (A + Aᵀ)."""
+    return m.arg if isinstance(m, T) else T(_T[m.kind], m)
+
+
+def _mirror(a: M, b: M) -> bool:
+    """Whether b is aᵀ (for the middle factor of an odd product, whether a is symmetric)."""
+    if a is b:
+        return a.kind == "s" or symmetric(a)
+    return b == _flip(a) or a == _flip(b) or (a.kind == "s" and a == b)
 
 
 def _product_kind(kinds) -> str:

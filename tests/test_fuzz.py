@@ -113,11 +113,12 @@ def _reads_back(d):
         assert "not fixed" in str(e) or "size of every constant" in str(e), (text, e)
         return
     rng = np.random.default_rng(0)
-    sizes = {"n": 3, "m": 4, "k": 2}
+    sizes = {"n": 3, "m": 3, "k": 3}  # square, so that XᵀX and the like are invertible
     values = {}
     for v in d.variables:
         shape = tuple(sizes.get(x, 3) if isinstance(x, str) else x for x in v.shape)
-        values[v.node.name] = rng.uniform(0.5, 1.5, shape)
+        a = rng.uniform(0.5, 1.5, shape)
+        values[v.node.name] = a + 3 * np.eye(3) if a.shape == (3, 3) else a
     used = {v.node.name for v in back.variables}
     try:
         want = d.evaluate(values, sizes=sizes)
