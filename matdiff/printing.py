@@ -131,7 +131,8 @@ def _repeated(m) -> list:
         if id(x) in seen:
             continue
         seen.add(id(x))
-        if x is not m and counts[id(x)] >= 2 and _size(x) >= 2:
+        if x is not m and counts[id(x)] >= 2 and _size(x) >= 2 and not (
+                isinstance(x, (N.Inv, N.T)) and isinstance(x.arg, N.Sym)):  # S⁻¹ is as short as U
             order.append(x)
             continue
         stack.extend(N.children(x))
@@ -225,9 +226,14 @@ def _powers(factors, parts, style):
     fs, ps = [], []
     for f, p, k in _runs(factors, parts):
         if k > 1:
-            plain = isinstance(f, N.Sym) and f.role == "var"
-            base = p if plain else f"{style['lparen']}{_render(f, style)[0]}{style['rparen']}"
-            p = base + (str(k).translate(SUPERSCRIPT) if not _tex(style) else f"^{{{k}}}")
+            power = k
+            if isinstance(f, N.Inv) and style.get("names", {}).get(id(f)) is None:
+                f, power = f.arg, -k  # (A⁻¹)² is A⁻²
+            plain = isinstance(f, N.Sym) and f.role == "var" or \
+                style.get("names", {}).get(id(f)) is not None  # a variable or a where-name
+            base = _render(f, style)[0] if plain else \
+                f"{style['lparen']}{_render(f, style)[0]}{style['rparen']}"
+            p = base + (str(power).translate(SUPERSCRIPT) if not _tex(style) else f"^{{{power}}}")
         fs.append(f)
         ps.append(p)
     return fs, ps

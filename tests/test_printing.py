@@ -392,3 +392,24 @@ def test_symmetry_by_structure_is_sound(name, e, expected):
         values[v.node.name] = (a + a.T) if v.node.symmetric else a
     value = e.evaluate(values, sizes={"n": 4})
     assert np.allclose(value, value.T) == expected
+
+
+@pytest.mark.parametrize("build,text", [
+    (lambda X, S: md.grad(md.trace(md.inv(X @ X.T)), X), "−2(XXᵀ)⁻²X"),   # issue 12's second row
+    (lambda X, S: md.grad(md.trace(md.inv(S)), S), "−S⁻²"),
+    (lambda X, S: md.matrix_power(S, -3), "S⁻³"),
+])
+def test_powers_of_inverses_print_as_negative_powers_and_read_back(build, text):
+    from matdiff.parse import declarations
+
+    X, S = md.matrix("X", "n", "k"), md.matrix("S", "n", "n", symmetric=True)
+    e = build(X, S)
+    assert str(e) == text
+    rng = np.random.default_rng(1)
+    m = rng.standard_normal((3, 3))
+    values = {"X": rng.standard_normal((3, 4)), "S": m @ m.T + 3 * np.eye(3)}
+    values = {k: v for k, v in values.items() if k in {u.node.name for u in e.variables}}
+    back = md.parse(text, dialect="matdiff", **declarations(e))
+    np.testing.assert_allclose(back.evaluate(values), e.evaluate(values), rtol=1e-10)
+    np.testing.assert_allclose(md.expr.lift(eval(repr(e), {"md": md, "X": X, "S": S})).evaluate(values),
+                               e.evaluate(values), rtol=1e-10)
