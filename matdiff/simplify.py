@@ -20,7 +20,7 @@ import numpy as np
 from . import build as B
 from . import functions as F
 from .errors import MatdiffError
-from .ir import Const, Contract, Delta, Elementwise, Hole, Inv, Node, Reshape, Sum, Var
+from .ir import Const, Contract, Delta, Elementwise, Hole, Inv, Node, Reshape, Sum, Var, is_ones
 
 FLATTEN_LIMIT = 6
 
@@ -94,6 +94,7 @@ def normalise_contract(c: Contract) -> Node:
             [(coef * w, Contract(tuple(ops[:k]) + (t,) + tuple(ops[k + 1:]), tuple(labs), c.out))
              for w, t in ops[k].terms], c.shape))
     ops, labs = _merge_powers(ops, labs)
+    ops, labs = _merge_sigmoids(ops, labs)
     ops, labs = _cancel_inverses(ops, labs, c.out)
     ops, labs = _remove_deltas(ops, labs, c.out)
     if not ops:
@@ -365,6 +366,9 @@ def normalise_elementwise(e: Elementwise) -> Node:
         a, b = x.fn.param, e.fn.param
         if not float(a).is_integer() or float(b).is_integer():  # (xᵃ)ᵇ → xᵃᵇ where valid
             return simplify(F.power(x.arg, a * b))
+    u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "pow" and e.fn.param == -1 else None
+    if u is not None:  # 1 ⊘ (1 + exp(u)) → σ(−u)
+        return simplify(F.apply("sigmoid", B.scale(-1, u)))
     impl = e.fn.implementation()
     if impl is None or not (isinstance(x, Const) or B.is_zero(x)):
         return e
@@ -377,6 +381,33 @@ def normalise_elementwise(e: Elementwise) -> Node:
                            f"or takes a logarithm or negative power of zero (an argument that "
                            f"simplifies to the constant {shown:g})")
     return Const(value) if isinstance(x, Const) else simplify(B.const(value, x.shape))  # f(c) → value
+
+
+def _one_plus_exp(x: Node):
+    """u where x is 1 + exp(u) (entry-wise), else None."""
+    if not isinstance(x, Sum) or len(x.terms) != 2 or any(c != 1 for c, _ in x.terms):
+        return None
+    (_, a), (_, b) = x.terms
+    for one, other in ((a, b), (b, a)):
+        if is_ones(one) and isinstance(other, Elementwise) and other.fn.builtin and \
+                other.fn.name == "exp":
+            return other.arg
+    return None
+
+
+def _merge_sigmoids(ops, labs):
+    """exp(u) ⊙ σ(−u) → σ(u) for factors read with the same labels (eᵘ/(1 + eᵘ) = σ(u))."""
+    for i, (op, lab) in enumerate(zip(ops, labs)):
+        if not (isinstance(op, Elementwise) and op.fn.builtin and op.fn.name == "exp"):
+            continue
+        negated = simplify(B.scale(-1, op.arg))
+        for j, (other, olab) in enumerate(zip(ops, labs)):
+            if j != i and olab == lab and isinstance(other, Elementwise) and \
+                    other.fn.builtin and other.fn.name == "sigmoid" and other.arg is negated:
+                keep = [k for k in range(len(ops)) if k not in (i, j)]
+                return ([ops[k] for k in keep] + [simplify(F.apply("sigmoid", op.arg))],
+                        [labs[k] for k in keep] + [lab])
+    return ops, labs
 
 
 def normalise_inv(n: Inv) -> Node:
