@@ -415,7 +415,37 @@ def normalise_inv(n: Inv) -> Node:
         return n.arg.arg
     if isinstance(n.arg, Delta):  # I⁻¹ → I
         return n.arg
+    square = _square_product(n.arg)
+    if square is not None:  # (A′B′)⁻¹ → B′⁻¹A′⁻¹ for square A and B, each maybe transposed
+        (a, la), (b, lb), (i, j, k) = square
+        m = _fresh(n.arg.out, *n.arg.labels)
+        first = tuple({j: i, k: m}[x] for x in lb)   # B′⁻¹ runs i → m
+        second = tuple({i: m, j: k}[x] for x in la)  # A′⁻¹ runs m → k
+        return simplify(Contract((Inv(b), Inv(a)), (first, second), (i, k)))
     return n
+
+
+def _square_product(c: Node):
+    """The two factors (with labels) of c = AB, A and B square matrices, read as a chain
+    i→j→k (transposes allowed), else None."""
+    if not isinstance(c, Contract) or len(c.operands) != 2 or len(c.out) != 2:
+        return None
+    (a, la), (b, lb) = zip(c.operands, c.labels)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != a.shape[1] or b.shape[0] != b.shape[1] or \
+            isinstance(a, Delta) or isinstance(b, Delta):
+        return None
+    i, k = c.out
+    shared = set(la) & set(lb)
+    if len(shared) != 1 or len(set(la)) != 2 or len(set(lb)) != 2:
+        return None
+    (j,) = shared
+    if i == k or j in (i, k):
+        return None
+    if set(la) == {i, j} and set(lb) == {j, k}:
+        return (a, la), (b, lb), (i, j, k)
+    if set(lb) == {i, j} and set(la) == {j, k}:
+        return (b, lb), (a, la), (i, j, k)
+    return None
 
 
 def normalise_reshape(r: Reshape) -> Node:

@@ -437,3 +437,25 @@ def test_the_logistic_function_is_recognised(build, text):
     assert np.all(np.isfinite(got))
     if "x" in values:
         np.testing.assert_allclose(got, 1 / (1 + np.exp(-values["x"])), rtol=1e-12)
+
+
+@pytest.mark.parametrize("build,text", [
+    (lambda A, B, X: md.inv(A @ B), "B⁻¹A⁻¹"), (lambda A, B, X: md.inv(A.T @ B), "B⁻¹A⁻ᵀ"),
+    (lambda A, B, X: md.inv(A @ B.T), "B⁻ᵀA⁻¹"), (lambda A, B, X: md.inv(A.T @ B.T), "B⁻ᵀA⁻ᵀ"),
+    (lambda A, B, X: md.grad(md.det(X @ X), X), "2det(X²)X⁻ᵀ"),       # issue 12's det(XX) row
+    (lambda A, B, X: md.grad(md.trace(md.inv(A @ X)), X), "−X⁻ᵀA⁻ᵀX⁻ᵀ"),
+])
+def test_the_inverse_of_a_product_of_square_matrices_is_split(build, text):
+    """(A′B′)⁻¹ = B′⁻¹A′⁻¹ for square A, B (either transposed), so inverses cancel."""
+    A, B, X = (md.matrix(s, "n", "n") for s in "ABX")
+    e = build(A, B, X)
+    assert str(e) == text
+    rng = np.random.default_rng(3)
+    values = {s: rng.standard_normal((3, 3)) + 3 * np.eye(3) for s in "ABX"}
+    values = {k: v for k, v in values.items() if k in {u.node.name for u in e.variables}}
+    a, b, x = (values.get(s) for s in "ABX")
+    expected = {"B⁻¹A⁻¹": lambda: np.linalg.inv(a @ b), "B⁻¹A⁻ᵀ": lambda: np.linalg.inv(a.T @ b),
+                "B⁻ᵀA⁻¹": lambda: np.linalg.inv(a @ b.T), "B⁻ᵀA⁻ᵀ": lambda: np.linalg.inv(a.T @ b.T),
+                "2det(X²)X⁻ᵀ": lambda: 2 * np.linalg.det(x @ x) * np.linalg.inv(x).T,
+                "−X⁻ᵀA⁻ᵀX⁻ᵀ": lambda: -(np.linalg.inv(x) @ np.linalg.inv(a) @ np.linalg.inv(x)).T}
+    np.testing.assert_allclose(e.evaluate(values), expected[text](), rtol=1e-9)
