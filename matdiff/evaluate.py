@@ -100,12 +100,17 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
     return arrays, sizes
 
 
+def complex_value(name: str) -> EvaluationError:
+    """The error for a complex array given for a variable (evaluate and compiled code)."""
+    return EvaluationError(f"the value for {name} is complex; matdiff differentiates real "
+                           f"functions of real arrays (pass the real part, or split real and "
+                           f"imaginary parts into two variables)")
+
+
 def as_real_array(name: str, value) -> np.ndarray:
     """``value`` as a float array, refusing complex numbers (matdiff's calculus is real)."""
     if np.iscomplexobj(value):
-        raise EvaluationError(f"the value for {name} is complex; matdiff differentiates real "
-                              f"functions of real arrays (pass the real part, or split real "
-                              f"and imaginary parts into two variables)")
+        raise complex_value(name)
     try:
         return np.asarray(value, dtype=float)
     except (TypeError, ValueError):

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
-from .evaluate import check_shapes
+from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
                  ScalarFn, Softmax, Sum, is_ones, merge_deltas, walk)
@@ -128,7 +128,7 @@ class _Writer:
         return lines, [rename(r) for r in results]
 
 
-COMMENT_NODES = 200  # larger intermediates get their comment from the index form, cut short
+COMMENT_REFERENCES = 200  # larger intermediates are commented from their index form, cut short
 
 
 def _references_over(node: Node, limit: int) -> bool:
@@ -142,11 +142,9 @@ def _references_over(node: Node, limit: int) -> bool:
 
 
 def _comment(node: Node) -> str:
-    try:
-        if _references_over(node, COMMENT_NODES):
-            raise ValueError("large: notation would cost more than the comment shows")
-        m = recognise(node)
-        text = render(m, TEXT)
+    try:  # the notation of a large intermediate costs more than the 70 characters shown
+        text = index_form(node, 80) if _references_over(node, COMMENT_REFERENCES) else \
+            render(recognise(node), TEXT)
     except Exception:  # noqa: BLE001 - a comment must never stop code generation
         text = index_form(node, 80)
     text = text if "\n" not in text else text.splitlines()[0]
@@ -700,10 +698,13 @@ def _parameters(vs: list, fn_name: str) -> list:
     return out
 
 
+def _as_list(outputs) -> list:
+    """The outputs (an expression or a list of them) as a list of Expr."""
+    return [lift(e) for e in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+
 def _variables_of(exprs: list) -> list:
     """The variables a function computing ``exprs`` takes, sorted by name."""
-    from .evaluate import variables
-
     return variables(*(simplify(e.node) for e in exprs), *(v for e in exprs for v in e.scope))
 
 
@@ -740,8 +741,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
 
 def _codegen(outputs, backend: str, name: str, sizes) -> str:
     table = BACKENDS[backend]
-    many = isinstance(outputs, (list, tuple))
-    exprs = [lift(e) for e in (outputs if many else [outputs])]
+    exprs = _as_list(outputs)
     roots = [simplify(e.node) for e in exprs]
     vs = _variables_of(exprs)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
@@ -857,8 +857,7 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa
     namespace: dict = {f"_{fn.name}": (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     exec(compile_source(source), namespace)  # our own generated code, never user text
-    vs = _variables_of([lift(e) for e in (outputs if isinstance(outputs, (list, tuple))
-                                          else [outputs])])
+    vs = _variables_of(_as_list(outputs))
     fn = _checked(namespace["f"], vs, _parameters(vs, "f"))
     fn.source = source
     return fn
@@ -891,8 +890,7 @@ def _checked(fn, vs: list, params: list):
             dtype = getattr(a, "dtype", None)
             if (dtype is None and np.iscomplexobj(a)) or getattr(dtype, "kind", "") == "c" or \
                     getattr(dtype, "is_complex", False):
-                raise EvaluationError(f"the value for {v.name} is complex; matdiff differentiates "
-                                      f"real functions of real arrays")
+                raise complex_value(v.name)
             shape = shapes[v] = tuple(a.shape) if dtype is not None else np.shape(a)
             if len(shape) != len(v.shape):
                 fits = False
@@ -909,8 +907,7 @@ def _checked(fn, vs: list, params: list):
 
 def _user_functions(outputs) -> set:
     """The user-defined element-wise functions with values that the outputs call."""
-    roots = [simplify(lift(e).node) for e in (outputs if isinstance(outputs, (list, tuple))
-                                              else [outputs])]
+    roots = [simplify(e.node) for e in _as_list(outputs)]
     return {n.fn for n in walk(*roots)
             if isinstance(n, Elementwise) and not n.fn.builtin and n.fn.numpy is not None}
 

@@ -101,6 +101,14 @@ class Pow(M):
 
 
 @dataclass(frozen=True)
+class MatPow(M):
+    """The matrix power Aᵏ (k ≥ 2, or k ≤ −1 for (A⁻¹)⁻ᵏ)."""
+
+    arg: M
+    k: int
+
+
+@dataclass(frozen=True)
 class Index(M):
     """No matrix form: the expression in index notation (for orders above 2)."""
 
@@ -120,7 +128,7 @@ def _cached_hash(structural):
     return __hash__
 
 
-for _cls in (Sym, Num, T, Prod, Had, Kron, Add, Call, Inv, Pow, Index):
+for _cls in (Sym, Num, T, Prod, Had, Kron, Add, Call, Inv, Pow, MatPow, Index):
     _cls.__hash__ = _cached_hash(_cls.__hash__)
 
 
@@ -148,6 +156,9 @@ def transpose(a: M) -> M:
         return Had(_T[k], tuple(transpose(f) for f in a.factors))
     if isinstance(a, Call) and a.name == "diag" and k == "m":
         return a
+    if isinstance(a, MatPow):  # (Aᵏ)ᵀ = (Aᵀ)ᵏ, (A⁻ᵏ)ᵀ = (A⁻ᵀ)ᵏ
+        base = a.arg if a.k > 0 else Inv(a.arg.kind, a.arg)
+        return MatPow(k, transpose(base), abs(a.k))
     return T(_T[k], a)
 
 
@@ -170,8 +181,8 @@ def _symmetric_by_structure(m: M) -> bool:
                                                   len(m.dims) == 2 and m.dims[0] == m.dims[1])
     if isinstance(m, Call):
         return m.name == "diag"
-    if isinstance(m, (Inv, Pow)):
-        return symmetric(m.arg) if isinstance(m, Inv) else False
+    if isinstance(m, (Inv, MatPow)):
+        return symmetric(m.arg)
     if isinstance(m, Prod):
         fs = m.factors
         return all(_mirror(fs[i], fs[-1 - i]) for i in range((len(fs) + 1) // 2))
@@ -229,12 +240,27 @@ def prod(coef: float, factors) -> M:
             mats.append(f)
     if len(mats) > 1:
         mats = [m for m in mats if not (isinstance(m, Sym) and m.role == "eye")] or mats[:1]
-    items = scalars + mats
+    items = scalars + _powers(mats)
     if not items:
         return Num("s", coef)
     if coef == 1 and len(items) == 1:
         return items[0]
     return Prod(_product_kind([f.kind for f in items]), coef, tuple(items))
+
+
+def _powers(mats: list) -> list:
+    """Runs of one matrix as its power: AAA → A³, A⁻¹A⁻¹ → A⁻², A²A → A³ (constants stay)."""
+    out = []
+    for m in mats:
+        base, k = (m.arg, m.k) if isinstance(m, MatPow) else (m, 1)
+        if isinstance(base, Inv):
+            base, k = base.arg, -k
+        if out and out[-1][0] == base and (out[-1][1] > 0) == (k > 0) and base.kind == "m" and \
+                not (isinstance(base, Sym) and base.role != "var"):
+            out[-1][1] += k
+        else:
+            out.append([base, k])
+    return [b if k == 1 else Inv(b.kind, b) if k == -1 else MatPow(b.kind, b, k) for b, k in out]
 
 
 def _common(a: Add):
@@ -296,7 +322,7 @@ def children(m: M) -> tuple:
         return m.factors
     if isinstance(m, Add):
         return tuple(t for _, t in m.terms)
-    if isinstance(m, (T, Call, Inv, Pow)):
+    if isinstance(m, (T, Call, Inv, Pow, MatPow)):
         return (m.arg,)
     return ()
 

@@ -171,6 +171,16 @@ def _name(name: str, style) -> str:
     return GREEK_TEXT.get(base, base) + digits
 
 
+def _matpow(m: N.MatPow, style):
+    """A³, (Aᵀ)², (XXᵀ)⁻² (the base bracketed unless a variable or a where-name)."""
+    plain = (isinstance(m.arg, N.Sym) and m.arg.role == "var") or \
+        style.get("names", {}).get(id(m.arg)) is not None
+    base = _wrap(m.arg, style, ATOM) if not plain else _render(m.arg, style)[0]
+    if not plain and not base.startswith(style["lparen"]):
+        base = f"{style['lparen']}{base}{style['rparen']}"
+    return base + (str(m.k).translate(SUPERSCRIPT) if not _tex(style) else f"^{{{m.k}}}"), POSTFIX
+
+
 def _sym(m: N.Sym, style):
     if m.role != "var":
         return style[m.role], ATOM
@@ -192,7 +202,7 @@ def _prod(m: N.Prod, style):
     last = len(m.factors) - 1  # a scalar product before other factors is bracketed: (xᵀAx)Ax
     parts = [_wrap(f, style, ATOM if f.kind == "s" and i < last and isinstance(f, N.Prod)
                    else PROD if i == last else PROD + 1) for i, f in enumerate(m.factors)]
-    factors, parts = _powers(m.factors, parts, style)
+    factors = m.factors
     if _tex(style):
         body = " ".join(parts)
     else:  # a differential stands apart from its neighbours: aᵀ dX b
@@ -208,35 +218,6 @@ def _prod(m: N.Prod, style):
     if lead and not _tex(style) and _is_differential(m.factors[0], style.get("display", {})):
         lead += " "
     return (style["minus"] if c < 0 else "") + lead + body, (NEG if c < 0 else PROD)
-
-
-def _runs(factors, parts):
-    """Consecutive equal matrix factors counted: [(factor, its text, count), …]."""
-    out = []
-    for f, p in zip(factors, parts):
-        if out and f.kind == "m" and out[-1][1] == p and out[-1][0].kind == "m":
-            out[-1][2] += 1
-        else:
-            out.append([f, p, 1])
-    return out
-
-
-def _powers(factors, parts, style):
-    """AAA as the matrix power A³ ((Aᵀ)² where the factor is not a plain name)."""
-    fs, ps = [], []
-    for f, p, k in _runs(factors, parts):
-        if k > 1:
-            power = k
-            if isinstance(f, N.Inv) and style.get("names", {}).get(id(f)) is None:
-                f, power = f.arg, -k  # (A⁻¹)² is A⁻²
-            plain = isinstance(f, N.Sym) and f.role == "var" or \
-                style.get("names", {}).get(id(f)) is not None  # a variable or a where-name
-            base = _render(f, style)[0] if plain else \
-                f"{style['lparen']}{_render(f, style)[0]}{style['rparen']}"
-            p = base + (str(power).translate(SUPERSCRIPT) if not _tex(style) else f"^{{{power}}}")
-        fs.append(f)
-        ps.append(p)
-    return fs, ps
 
 
 def _is_differential(f, shown) -> bool:
@@ -348,6 +329,7 @@ RENDER = {
     N.Add: _add,
     N.Call: _call,
     N.Pow: _pow,
+    N.MatPow: _matpow,
     N.Index: lambda m, s: (index_notation(m.node, s), ATOM),
 }
 
@@ -477,12 +459,13 @@ def _py(m: N.M, functions: dict):
         return _py_wrap(m.arg, functions, POSTFIX + 1) + ".T", POSTFIX
     if isinstance(m, N.Inv):
         return f"md.inv({_py(m.arg, functions)[0]})", ATOM
+    if isinstance(m, N.MatPow):
+        return f"md.matrix_power({_py(m.arg, functions)[0]}, {m.k})", ATOM
     if isinstance(m, N.Prod):
         parts, kind = [], None
-        texts = [_py_wrap(f, functions, PROD + 1) for f in m.factors]
-        for f, text, k in _runs(m.factors, texts):  # A @ A @ A → md.matrix_power(A, 3)
+        for f in m.factors:
             op = "" if kind is None else (" * " if "s" in (kind, f.kind) else " @ ")
-            parts.append(op + (text if k == 1 else f"md.matrix_power({_py(f, functions)[0]}, {k})"))
+            parts.append(op + _py_wrap(f, functions, PROD + 1))
             kind = N._product_kind([kind or "s", f.kind]) if kind else f.kind
         body = "".join(parts)
         if m.coef == 1:

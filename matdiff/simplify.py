@@ -397,6 +397,9 @@ def _one_plus_exp(x: Node):
 
 def _merge_sigmoids(ops, labs):
     """exp(u) ⊙ σ(−u) → σ(u) for factors read with the same labels (eᵘ/(1 + eᵘ) = σ(u))."""
+    if not any(isinstance(op, Elementwise) and op.fn.builtin and op.fn.name == "sigmoid"
+               for op in ops):
+        return ops, labs  # the common case, on every product: nothing to merge
     for i, (op, lab) in enumerate(zip(ops, labs)):
         if not (isinstance(op, Elementwise) and op.fn.builtin and op.fn.name == "exp"):
             continue

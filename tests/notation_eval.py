@@ -50,6 +50,8 @@ def evaluate(m, env, sizes, functions):
         return np.linalg.inv(ev(m.arg))
     if isinstance(m, N.Pow):
         return np.power(ev(m.arg), m.p)
+    if isinstance(m, N.MatPow):
+        return np.linalg.matrix_power(ev(m.arg), m.k)
     if isinstance(m, N.Call):
         v = ev(m.arg)
         if isinstance(m.fn, (ScalarFunction, Function)) and not getattr(m.fn, "builtin", False):
