@@ -83,7 +83,7 @@ def _well_conditioned(node, arrays, sizes, ops) -> bool:
     singular at these values: finite differences across a near-singular matrix mean nothing."""
     for n in walk(node):
         if isinstance(n, (Inv, Det, LogDet)):
-            m = interpret(n.arg, {v: a for v, a in arrays.items()}, sizes, ops)
+            m = interpret(n.arg, arrays, sizes, ops)
             if not np.all(np.isfinite(m)) or np.linalg.cond(m) > CONDITION_LIMIT:
                 return False
     return True

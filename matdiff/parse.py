@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import library as L
-from .errors import MatdiffError, ShapeError, with_caret
+from .errors import WINDOW, MatdiffError, ShapeError, with_caret
 from .expr import Expr, lift
 
 MAX_LENGTH = 10_000
@@ -38,7 +38,7 @@ class ParseError(MatdiffError, SyntaxError):
     def __str__(self):
         if self.column is None or not self.text:
             return self.message
-        where = f" (at column {self.column + 1})" if len(self.text) > 2 * 70 else ""
+        where = f" (at column {self.column + 1})" if len(self.text) > 2 * WINDOW else ""
         return with_caret(self.message + where, self.text, self.column)
 
 
@@ -902,7 +902,7 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
         _rename_ops(tree)
     root = b.shape(tree)
     if result_shape is not None:  # I or 1 alone take their size from the caller
-        _expect_shape(b, tree, root, result_shape)
+        _expect_shape(b, root, result_shape)
     try:
         out = b.build(tree, b.dim_names())
     except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH
@@ -915,7 +915,7 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
     return out
 
 
-def _expect_shape(b: "Builder", tree: Node, root: Shape, result_shape) -> None:
+def _expect_shape(b: "Builder", root: Shape, result_shape) -> None:
     """Unify the parsed shape with ``result_shape``, or raise naming both."""
     if isinstance(result_shape, (str, int)) or not hasattr(result_shape, "__iter__"):
         raise MatdiffError(f"parse: result_shape must be a tuple of dims, such as ('n',) or "
