@@ -18,6 +18,7 @@ from .errors import MatdiffError, ShapeError
 from .evaluate import evaluate, variables
 from .ir import Const, Node, Var, free_vars
 from . import notation as N
+from .present import simplest
 from .printing import bracket, LATEX, TEXT, index_notation, python_code, render
 from .recognise import recognise
 from .show import index_form
@@ -94,7 +95,7 @@ class Expr:
     def notation(self):
         """The matrix-notation tree the printers render (``matdiff.notation``)."""
         m = recognise(simplify(self.node))
-        return N.transpose(m) if self.row and m.kind == "c" else m
+        return simplest(N.transpose(m) if self.row and m.kind == "c" else m)
 
     def _names(self):
         return {v.name for v in free_vars(self.node) if hasattr(v, "name")}

@@ -964,7 +964,7 @@ SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 PRINTED_TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<number>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
-  | (?P<op>⁻ᵀ|⁻¹(?![⁰¹²³⁴⁵⁶⁷⁸⁹])|\^∘|\^\(|[ᵀ⊙⊘⊗·√∇|+\-−/(),=])
+  | (?P<op>⁻ᵀ|⁻¹(?![⁰¹²³⁴⁵⁶⁷⁸⁹])|\^∘|\^\(|‖_F|[ᵀ⊙⊘⊗·√∇|‖+\-−/(),=])
   | (?P<sup>⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)
   | (?P<primes>[′″‴]+)
   | (?P<name>[A-Za-zα-ωΑ-Ω_][A-Za-z0-9_α-ω]*)
@@ -993,7 +993,7 @@ class PrintedParser(Parser):
         self.text, self.dialect, self.depth, self.i = text, "matdiff", 0, 0
         self.variables, self.fns, self.definitions = variables, functions | PRINTED_FUNCTIONS, definitions
         self.known = variables | set(definitions) | functions
-        self.numeric = self.bars = 0
+        self.numeric = self.bars = self.norms = 0
         self.toks = self.tokenize(text)
 
     def tokenize(self, text):
@@ -1039,7 +1039,8 @@ class PrintedParser(Parser):
         return best[len(word)][2]
 
     def starts_atom(self, tok) -> bool:
-        return tok.kind in ("number", "name") or tok.text in ("(", "√", "∇", "|")
+        return tok.kind in ("number", "name") or tok.text in ("(", "√", "∇", "|") or \
+            (tok.text == "‖" and not self.norms)
 
     def expression(self, min_bp: int) -> Node:
         left = self.enter()
@@ -1091,6 +1092,15 @@ class PrintedParser(Parser):
             self.bars -= 1
             self.expect("|")
             return Node("call", tok.col, [inner], "abs")
+        if tok.text == "‖":  # ‖x‖, ‖X‖_F
+            self.take()
+            self.norms += 1
+            inner = self.expression(0)
+            self.norms -= 1
+            end = self.take()
+            if end.text not in ("‖", "‖_F"):
+                raise ParseError("a norm ‖…‖ is not closed", self.text, end.col)
+            return Node("call", tok.col, [inner], "norm")
         if tok.text == "∇":
             self.take()
             order = _superscript(self.take().text) if self.peek().kind == "sup" else 1

@@ -195,6 +195,9 @@ def _transpose(m: N.T, style):
 
 
 def _prod(m: N.Prod, style):
+    over = _fraction(m, style)
+    if over is not None:
+        return over
     if len(m.factors) == 1 and isinstance(m.factors[0], N.Kron):  # −X⁻ᵀ ⊗ X⁻¹
         body = _render(m.factors[0], style)[0]
         lead = "" if abs(m.coef) == 1 else _coefficient(abs(m.coef), body, style)
@@ -218,6 +221,27 @@ def _prod(m: N.Prod, style):
     if lead and not _tex(style) and _is_differential(m.factors[0], style.get("display", {})):
         lead += " "
     return (style["minus"] if c < 0 else "") + lead + body, (NEG if c < 0 else PROD)
+
+
+def _fraction(m: N.Prod, style):
+    """A product with scalar factors to negative powers that print as symbols (‖x‖, det(X))
+    is written as a quotient: Aᵀs/‖s‖, x/‖x‖³, (A + Aᵀ)x/‖x‖²."""
+    den = [f for f in m.factors if isinstance(f, N.Pow) and f.kind == "s" and f.p < 0 and
+           isinstance(f.arg, (N.Call, N.Sym)) and style.get("names", {}).get(id(f)) is None]
+    num = [f for f in m.factors if not any(f is d for d in den)]
+    if not den or not num:
+        return None
+    below = [d.arg if d.p == -1 else N.Pow("s", d.arg, -d.p) for d in den]
+    top, prec = _render(N.prod(abs(m.coef), num), style)
+    sign = style["minus"] if m.coef < 0 else ""
+    if _tex(style):
+        bottom = " ".join(_wrap(b, style, PROD + 1) for b in below)
+        return f"{sign}\\frac{{{top}}}{{{bottom}}}", (NEG if m.coef < 0 else PROD)
+    bottom = "".join(_wrap(b, style, PROD + 1) for b in below)
+    if len(below) > 1:
+        bottom = f"{style['lparen']}{bottom}{style['rparen']}"
+    top = top if prec >= PROD else f"{style['lparen']}{top}{style['rparen']}"
+    return f"{sign}{top}/{bottom}", (NEG if m.coef < 0 else PROD)
 
 
 def _is_differential(f, shown) -> bool:
@@ -270,6 +294,9 @@ def _call(m: N.Call, style):
         mark = (("′", "″", "‴")[m.order - 1] if not _tex(style) else "'" * m.order) \
             if 0 < m.order < 4 else ("" if m.order == 0 else f"^{{({m.order})}}")
         return f"{_name(m.name, style)}{mark}{lp}{arg}{rp}", ATOM
+    if m.name == "norm":  # ‖x‖, ‖X‖_F
+        sub = "_F" if m.arg.kind == "m" else ""
+        return (f"\\lVert {arg} \\rVert{sub}" if _tex(style) else f"‖{arg}‖{sub}"), ATOM
     if m.name == "abs" and _tex(style):
         return f"\\left|{arg}\\right|", ATOM
     if m.name == "abs" and not style.get("in_abs"):  # |x|; within bars abs(x), unambiguous
@@ -495,6 +522,8 @@ def _py(m: N.M, functions: dict):
                     f"{name}.derivative({arg}, {m.order})" if m.order > 1 else
                     f"{name}.derivative({arg})"), ATOM
         name = {"tr": "trace"}.get(m.name, m.name)
+        if name == "norm":
+            return f"md.norm({arg})", ATOM
         axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
         return f"md.{name}({arg}{axis})", ATOM
     return _py_index(m.node, functions), ATOM

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import weakref
 
+from . import dims as D
 from . import notation as N
 from .functions import Function
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
@@ -103,32 +104,65 @@ def _reshape(node: Reshape):
     parts = arg.terms if isinstance(arg, Sum) else ((1.0, arg),)
     if not parts:
         return None
-    krons = [(c, _kron(t, node.ndim)) for c, t in parts]
+    krons = [(c, _kron(t, node.shape)) for c, t in parts]
     if any(k is None for _, k in krons):
         return None
     return N.add(krons)
 
 
-def _kron(c, ndim):
-    if not isinstance(c, Contract) or len(c.out) != 2 * ndim or ndim not in (1, 2):
+def _kron(c, shape):
+    """A contraction laid out as P ⊗ Q (or P ⊗ Q ⊗ R): the result's row axes, then its
+    column axes, each factor contributing at most one of each, in the factors' order
+    — xᵀ ⊗ I is x_a δ_bc laid out as (b, a, c)."""
+    ndim = len(shape)
+    if not isinstance(c, Contract) or ndim not in (1, 2) or len(c.out) <= ndim:
         return None
-    scalars = [op for op in c.operands if op.ndim == 0]
+    scalars = [op for op, lab in zip(c.operands, c.labels) if op.ndim == 0]
     pairs = [(op, lab) for op, lab in zip(c.operands, c.labels) if op.ndim > 0]
-    if len(pairs) != 2 or any(len(set(lab)) != len(lab) for _, lab in pairs):
+    if not 2 <= len(pairs) <= 3 or any(len(set(lab)) != len(lab) or not set(lab) <= set(c.out)
+                                       for _, lab in pairs):
         return None
-    groups = [(c.out[0], c.out[2]), (c.out[1], c.out[3])] if ndim == 2 else [(c.out[0],), (c.out[1],)]
-    factors = []
-    for group in groups:
-        match = [(op, lab) for op, lab in pairs if set(lab) == set(group)]
-        if len(match) != 1:
+    if sum(len(lab) for _, lab in pairs) != len(c.out):
+        return None
+    rows, cols = (c.out, ()) if ndim == 1 else _split_rows(c, shape)
+    if rows is None:
+        return None
+    placed = []
+    for op, lab in pairs:
+        r = [x for x in lab if x in rows]
+        k = [x for x in lab if x in cols]
+        if len(r) > 1 or len(k) > 1:
             return None
-        op, lab = match[0]
+        placed.append((rows.index(r[0]) if r else None, cols.index(k[0]) if k else None, op, lab, r, k))
+    order = sorted(placed, key=lambda p: (p[0] if p[0] is not None else p[1]))
+    for key in (0, 1):  # rows and columns must both follow the factors' order
+        seq = [p[key] for p in order if p[key] is not None]
+        if seq != sorted(seq):
+            return None
+    factors = []
+    for _, _, op, lab, r, k in order:
         m = recognise(op)
         if isinstance(m, N.Index):
             return None
-        factors.append(m if tuple(lab) == group else N.transpose(m))
+        if r and k:
+            factors.append(m if tuple(lab) == (r[0], k[0]) else N.transpose(m))
+        elif k and ndim == 2:
+            factors.append(N.transpose(m))
+        else:
+            factors.append(m)
     rest = [recognise(op) for op in scalars]
     return N.prod(1.0, rest + [N.Kron(KIND[ndim], tuple(factors))])
+
+
+def _split_rows(c, shape):
+    """The result labels that make up the reshaped matrix's rows (a prefix of ``c.out``
+    whose dims multiply to the row count), and those of its columns; None where no prefix
+    does, or more than one does (a dim of 1)."""
+    dims = c.label_dims()
+    splits = [(c.out[:k], c.out[k:]) for k in range(len(c.out) + 1)
+              if D.size([dims[x] for x in c.out[:k]]) == shape[0]
+              and D.size([dims[x] for x in c.out[k:]]) == shape[1]]
+    return splits[0] if len(splits) == 1 else (None, None)
 
 
 # --------------------------------------------------------------------------- contractions

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import build as B
+from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
 from .ir import Const, Contract, Delta, Elementwise, Hole, Inv, Node, Reshape, Sum, Var, is_ones
@@ -458,6 +459,13 @@ def normalise_reshape(r: Reshape) -> Node:
         return simplify(Reshape(r.arg.arg, r.shape))
     if B.is_zero(r.arg):
         return B.zeros(r.shape)
+    if is_ones(r.arg):  # the all-ones tensor in any layout
+        return simplify(B.ones(r.shape))
+    half = len(r.shape) // 2
+    if isinstance(r.arg, Delta) and r.arg.order == 2 and len(r.shape) == 2 * half and \
+            r.shape[:half] == r.shape[half:] and D.size(r.shape[:half]) == r.arg.dim:
+        # I of n·m laid out as (n, m, n, m) is δ_ik δ_jl: Kronecker products of identities
+        return simplify(B.identity_tensor(r.shape[:half]))
     return r
 
 

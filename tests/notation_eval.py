@@ -57,7 +57,7 @@ def evaluate(m, env, sizes, functions):
         if isinstance(m.fn, (ScalarFunction, Function)) and not getattr(m.fn, "builtin", False):
             return np.asarray(functions[m.name][m.order](np.asarray(v)))
         simple = {"tr": np.trace, "det": np.linalg.det, "logdet": lambda x: np.linalg.slogdet(x)[1],
-                  "diag": lambda x: np.diag(x)}
+                  "diag": lambda x: np.diag(x), "norm": np.linalg.norm}
         if m.name in simple:
             return simple[m.name](v)
         if m.name in ("softmax", "logsumexp"):

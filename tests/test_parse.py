@@ -9,7 +9,7 @@ import matdiff as md
 # text, dialect, declarations, printed form, variables with their shapes
 PARSED = [
     ("x'*A*x", "matrixcalculus", {}, "xᵀAx", {"A": ("n", "n"), "x": ("n",)}),
-    ("norm2(X*w - y)^2", "matrixcalculus", {}, "(Xw − y)ᵀ(Xw − y)",
+    ("norm2(X*w - y)^2", "matrixcalculus", {}, "‖Xw − y‖²",
      {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
     ("sum(log(1 + exp(-y.*(X*w))))", "matrixcalculus", {}, "1ᵀlog(exp(−(y ⊙ Xw)) + 1)",
      {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
@@ -35,7 +35,7 @@ PARSED = [
      "λ(σ(XW))", {"X": ("n", "m"), "W": ("m", "k")}),
     ("x.T @ A @ x", "numpy", {}, "xᵀAx", {"A": ("n", "n"), "x": ("n",)}),
     ("sum(sigmoid(X @ w))", "numpy", {}, "1ᵀσ(Xw)", {"X": ("n", "m"), "w": ("m",)}),
-    ("norm(X @ w - y)**2", "numpy", {}, "(Xw − y)ᵀ(Xw − y)", {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
+    ("norm(X @ w - y)**2", "numpy", {}, "‖Xw − y‖²", {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
     ("sum(X, axis=0) @ w", "numpy", {}, None, {"X": ("n", "m"), "w": ("m",)}),
     ("trace(inv(A) @ B) + dot(x, x)", "numpy", {}, None, {"A": ("n", "n"), "B": ("n", "n"), "x": ("m",)}),
     ("softmax(X, axis=1) * X", "numpy", {}, None, {"X": ("n", "m")}),

@@ -29,7 +29,7 @@ GOLDEN = [
     ('tr X³', '3(Xᵀ)²'),
     ('tr AX⁻¹B', '−X⁻ᵀAᵀBᵀX⁻ᵀ'),
     ('tr (AB−C)(AB−C)ᵀ', '2Aᵀ(AB − C)'),
-    ('tr kron(A,B)', 'Σ_p Σ_q [reshape(eye(m·n), (n, m, n, m))]_ipjq B_pq'),
+    ('tr kron(A,B)', 'tr(B)I'),
     ('tr Xᵀ X by sum', '2X'),
     ('aᵀX⁻¹b', '−X⁻ᵀabᵀX⁻ᵀ'),
     ('tr X⁻¹', '−(X⁻ᵀ)²'),
@@ -41,7 +41,7 @@ GOLDEN = [
     ('det X', 'det(X)X⁻ᵀ'),
     ('log det X', 'X⁻ᵀ'),
     ('log det XᵀX', '2X(XᵀX)⁻¹'),
-    ('det AXB', 'det(AXB)Aᵀ(AXB)⁻ᵀBᵀ'),
+    ('det AXB', 'det(AXB)X⁻ᵀ'),
     ('det sX', 'det(sX)tr(X(sX)⁻¹)'),
     ('log det S (symmetric)', 'S⁻¹'),
     ('log det (A + sI)', 'tr((sI + A)⁻¹)'),
@@ -63,15 +63,15 @@ GOLDEN = [
     ('s·xᵀx by x', '2sx'),
     ('xᵀAy by y', 'Aᵀx'),
     ('xᵀ(A + Aᵀ)x', '2(A + Aᵀ)x'),
-    ('(xᵀAx)²', '2((xᵀAx)Ax + (xᵀAx)Aᵀx)'),
-    ('xᵀAx / xᵀx', '(xᵀx)⁻¹(A + Aᵀ)x − 2(xᵀx)⁻²(xᵀAx)x'),
-    ('‖x‖', '(xᵀx)^(−1/2)x'),
+    ('(xᵀAx)²', '2(xᵀAx)(A + Aᵀ)x'),
+    ('xᵀAx / xᵀx', '(A + Aᵀ)x/‖x‖² − 2(xᵀAx)x/‖x‖⁴'),
+    ('‖x‖', 'x/‖x‖'),
     ('‖x‖²', '2x'),
-    ('‖X‖_F', 'tr(XᵀX)^(−1/2)X'),
+    ('‖X‖_F', 'X/‖X‖_F'),
     ('‖Xw − y‖² by w', '2Xᵀ(Xw − y)'),
     ('‖Xw − y‖² by X', '2(Xw − y)wᵀ'),
     ('‖x‖₁', 'sign(x)'),
-    ('‖Ax − b‖', '(sᵀs)^(−1/2)Aᵀs  where s = Ax − b'),
+    ('‖Ax − b‖', 'Aᵀ(Ax − b)/‖Ax − b‖'),
     ('‖T − UVᵀ‖²_F by U', '2(UVᵀ − T)V'),
     ('Σ exp x', 'exp(x)'),
     ('Σ log x', '1 ⊘ x'),
@@ -104,7 +104,7 @@ GOLDEN = [
     ('∂softmax columns/∂X', '−softmax(X, axis=0)_ij softmax(X, axis=0)_kj δ_jl + softmax(X, axis=0)_ij δ_ik δ_jl'),
     ('wᵀ softmax(Aw)', 'Aᵀ(s ⊙ x − (sᵀx)s) + s  where s = softmax(Ax)'),
     ('softmax cross-entropy over rows', '(1/4)(diag(Y1)softmax(X, axis=1) − Y)'),
-    ('Σ kron(A, B) by A', "Σ_p Σ_q [reshape(einsum('a,b->ab', ones(m·n), ones(m·n)), (n, m, n, m))]_ipjq B_pq"),
+    ('Σ kron(A, B) by A', '(1ᵀB1)1·1ᵀ'),
     ('aᵀ kron(A, B) b', "Σ_p Σ_q [reshape(einsum('a,b->ba', q, p), (n, m, n, m))]_piqj A_pq"),
     ('∂kron(x, y)/∂x', 'Σ_p [reshape(eye(m·n), (m·n, n, m))]_ijp z_p'),
     ('∂kron(A, B)/∂B', "Σ_p Σ_q [reshape(einsum('ab,cd->acbd', eye(m·n), eye(m·n)), (m·n, m·n, n, m, n, m))]_ijpkql A_pq"),
@@ -169,7 +169,7 @@ FORMS = [
     (lambda A, B, X, x, y, a, b: md.sum(X, axis=1), "X1"),
     (lambda A, B, X, x, y, a, b: md.sum(X, axis=0), "1ᵀX"),
     (lambda A, B, X, x, y, a, b: md.sum(x), "1ᵀx"),
-    (lambda A, B, X, x, y, a, b: md.norm(x), "√(xᵀx)"),
+    (lambda A, B, X, x, y, a, b: md.norm(x), "‖x‖"),
     (lambda A, B, X, x, y, a, b: md.sqrt(x), "√x"),
     (lambda A, B, X, x, y, a, b: x / y, "x ⊘ y"),
     (lambda A, B, X, x, y, a, b: md.abs(x), "|x|"),
@@ -442,7 +442,7 @@ def test_the_logistic_function_is_recognised(build, text):
 @pytest.mark.parametrize("build,text", [
     (lambda A, B, X: md.inv(A @ B), "B⁻¹A⁻¹"), (lambda A, B, X: md.inv(A.T @ B), "B⁻¹A⁻ᵀ"),
     (lambda A, B, X: md.inv(A @ B.T), "B⁻ᵀA⁻¹"), (lambda A, B, X: md.inv(A.T @ B.T), "B⁻ᵀA⁻ᵀ"),
-    (lambda A, B, X: md.grad(md.det(X @ X), X), "2det(X²)X⁻ᵀ"),       # issue 12's det(XX) row
+    (lambda A, B, X: md.grad(md.det(X @ X), X), "2det(X)²X⁻ᵀ"),       # issue 12's det(XX) row
     (lambda A, B, X: md.grad(md.trace(md.inv(A @ X)), X), "−X⁻ᵀA⁻ᵀX⁻ᵀ"),
 ])
 def test_the_inverse_of_a_product_of_square_matrices_is_split(build, text):
@@ -456,6 +456,6 @@ def test_the_inverse_of_a_product_of_square_matrices_is_split(build, text):
     a, b, x = (values.get(s) for s in "ABX")
     expected = {"B⁻¹A⁻¹": lambda: np.linalg.inv(a @ b), "B⁻¹A⁻ᵀ": lambda: np.linalg.inv(a.T @ b),
                 "B⁻ᵀA⁻¹": lambda: np.linalg.inv(a @ b.T), "B⁻ᵀA⁻ᵀ": lambda: np.linalg.inv(a.T @ b.T),
-                "2det(X²)X⁻ᵀ": lambda: 2 * np.linalg.det(x @ x) * np.linalg.inv(x).T,
+                "2det(X)²X⁻ᵀ": lambda: 2 * np.linalg.det(x @ x) * np.linalg.inv(x).T,
                 "−X⁻ᵀA⁻ᵀX⁻ᵀ": lambda: -(np.linalg.inv(x) @ np.linalg.inv(a) @ np.linalg.inv(x)).T}
     np.testing.assert_allclose(e.evaluate(values), expected[text](), rtol=1e-9)

@@ -1,0 +1,837 @@
+"""The presentation algebra: of all the equal ways to write a result, the simplest.
+
+``simplest(m)`` puts a matrix-notation tree (``notation.py``) into a small e-graph — a set
+of equivalence classes of terms, as in egg/egglog — applies every identity of ``RULES`` to
+every class until nothing new appears (or a size limit is reached), and extracts from each
+class its cheapest member by a cost:
+
+- ``"length"``: the printed length, each variable counted once more (so a factored
+  (A + Aᵀ)x is preferred to Ax + Aᵀx) and each character inside a function's parentheses
+  weighing 1.1 (so det(X)² is preferred to det(X²));
+- ``"flops"``: the multiply-adds to compute it at the given sizes (100 per unknown dim).
+
+All matches of all rules are found on a snapshot of the graph before any is applied, and
+ties between equally cheap forms are broken by a structural key, so the order in which
+the rules are written never decides the result.  The index-form IR stays the calculus:
+this layer only chooses how a result that is already right is written.
+
+Every rule is an identity that holds for all values where both sides are defined; rules
+that need square or symmetric matrices consult the graph's analyses (``dims``, ``sym``).
+Each has a numeric test in tests/test_presentation.py.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable
+
+from . import dims as D
+from . import notation as N
+
+MAX_NODES = 2000     # saturation stops once the graph holds this many terms …
+MAX_ROUNDS = 8       # … or after this many rounds of applying every rule
+MAX_SUM = 4          # a sum of more terms is not distributed over a product
+NESTED = 1.1         # the weight of a character inside a function's parentheses
+
+
+# --------------------------------------------------------------------------- the e-graph
+
+class EGraph:
+    """Classes of equal terms.  A term (an e-node) is ``(op, data, kids)``: ``data`` holds
+    the kind (s, c, r, m) first, then what the op needs (a coefficient, a function name);
+    ``kids`` are class ids.  ``find`` gives a class's representative id."""
+
+    def __init__(self):
+        self.parent: list = []
+        self.nodes: dict = {}     # class -> set of e-nodes
+        self.memo: dict = {}      # e-node -> class
+        self.dims: dict = {}      # class -> shape (tuple of dims), or None where unknown
+        self.sym: dict = {}       # class -> symmetric by structure
+        self.size = 0
+
+    def find(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def add(self, op: str, data: tuple, kids=()) -> int:
+        kids = tuple(self.find(k) for k in kids)
+        key = (op, data, kids)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return self.find(hit)
+        cid = len(self.parent)
+        self.parent.append(cid)
+        self.nodes[cid] = {key}
+        self.memo[key] = cid
+        self.dims[cid] = _dims(self, key)
+        self.sym[cid] = False
+        self.size += 1
+        return cid
+
+    def union(self, a: int, b: int) -> bool:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return False
+        if a > b:
+            a, b = b, a
+        self.parent[b] = a
+        self.nodes[a] |= self.nodes.pop(b)
+        self.dims[a] = self.dims[a] or self.dims.pop(b)
+        self.sym[a] = self.sym[a] or self.sym.pop(b, False)
+        return True
+
+    def rebuild(self) -> None:
+        """Restore congruence (equal kids make equal terms) and recompute the analyses."""
+        while True:
+            memo, merges = {}, []
+            for c in list(self.nodes):
+                fresh = set()
+                for op, data, kids in self.nodes[c]:
+                    key = (op, data, tuple(self.find(k) for k in kids))
+                    fresh.add(key)
+                    other = memo.get(key)
+                    if other is not None and self.find(other) != c:
+                        merges.append((other, c))
+                    else:
+                        memo[key] = c
+                self.nodes[c] = fresh
+            if not merges:
+                self.memo = memo
+                break
+            for a, b in merges:
+                self.union(a, b)
+        changed = True
+        while changed:  # symmetry is a least fixpoint: a class is symmetric once one term is
+            changed = False
+            for c, terms in self.nodes.items():
+                if not self.sym[c] and any(_symmetric_term(self, t) for t in terms):
+                    self.sym[c] = changed = True
+
+    def kind(self, c: int) -> str:
+        return next(iter(self.nodes[self.find(c)]))[1][0]
+
+    def terms(self, c: int, op: str) -> list:
+        """The terms of class c with operator op, in a fixed order."""
+        return sorted((t for t in self.nodes[self.find(c)] if t[0] == op), key=_order_key)
+
+
+def _order_key(t):
+    op, data, kids = t
+    return (op, repr(data), kids)
+
+
+def _dims(g: EGraph, key) -> tuple | None:
+    """The shape of a term from its kids' shapes (None where a kid's is unknown)."""
+    op, data, kids = key
+    kind = data[0]
+    if kind == "s":
+        return ()
+    if op == "leaf":
+        m = data[1]
+        if isinstance(m, N.Sym):
+            return tuple(m.dims) if len(m.dims) == {"c": 1, "r": 1, "m": 2}[kind] else None
+        if isinstance(m, N.Index):
+            return tuple(m.node.shape)
+        return None
+    ks = [g.dims.get(g.find(k)) for k in kids]
+    if op in ("T",):
+        return tuple(reversed(ks[0])) if ks[0] is not None else None
+    if op in ("inv", "matpow", "pow", "had") or (op == "call" and data[1] not in ("diag", "tr", "det")):
+        return next((k for k in ks if k is not None), None)
+    if op == "add":
+        return next((k for k in ks if k is not None), None)
+    if op == "call" and data[1] == "diag":
+        if kind == "m" and ks[0] is not None:
+            return (ks[0][0], ks[0][0])
+        if kind == "c" and ks[0] is not None:
+            return (ks[0][0],)
+        return None
+    if op == "prod":
+        shaped = [(g.kind(k), s) for k, s in zip(kids, ks) if g.kind(k) != "s"]
+        if any(s is None for _, s in shaped) or not shaped:
+            return None
+        (k0, s0), (k1, s1) = shaped[0], shaped[-1]
+        rows = s0[:1] if k0 in ("c", "m") else ()
+        cols = s1[-1:] if k1 in ("r", "m") else ()
+        return rows + cols
+    if op == "kron":
+        if any(s is None for s in ks):
+            return None
+        kinds = [g.kind(k) for k in kids]
+        rows, cols = 1, 1
+        for k, s in zip(kinds, ks):
+            if k in ("c", "m"):
+                rows = D.mul(rows, s[0])
+            if k in ("r", "m"):
+                cols = D.mul(cols, s[-1])
+        return {"c": (rows,), "r": (cols,), "m": (rows, cols)}[kind]
+    return None
+
+
+def _square(g: EGraph, c: int) -> bool:
+    s = g.dims.get(g.find(c))
+    return g.kind(c) == "m" and s is not None and s[0] == s[1]
+
+
+def _symmetric_term(g: EGraph, t) -> bool:
+    op, data, kids = t
+    if data[0] != "m":
+        return False
+    if op == "leaf":
+        return N.symmetric(data[1])
+    if op in ("inv", "matpow"):
+        return g.sym[g.find(kids[0])]
+    if op == "call":
+        return data[1] == "diag"
+    if op == "had":
+        return all(g.sym[g.find(k)] for k in kids)
+    if op == "prod":
+        fs = [k for k in kids if g.kind(k) != "s"]
+        return all(_transposes(g, fs[i], fs[-1 - i]) for i in range((len(fs) + 1) // 2))
+    if op == "add":
+        coefs = dict(zip(data[1], kids))
+        return all(g.sym[g.find(k)] or any(g.find(coefs.get(c, -1)) == g.find(k2) if c in coefs else False
+                                            for k2 in _transposed(g, k)) for c, k in zip(data[1], kids))
+    return False
+
+
+def _transposed(g: EGraph, c: int) -> list:
+    """Classes known to be cᵀ: the class of T(c), and a if c holds T(a)."""
+    out = []
+    hit = g.memo.get(("T", (g.kind(c) == "m" and "m" or {"c": "r", "r": "c"}.get(g.kind(c), "s"),),
+                      (g.find(c),)))
+    if hit is not None:
+        out.append(g.find(hit))
+    out.extend(g.find(k[0]) for _, _, k in g.terms(c, "T"))
+    return out
+
+
+def _transposes(g: EGraph, a: int, b: int) -> bool:
+    """Whether b is aᵀ (for the middle factor of a palindrome, whether a is symmetric)."""
+    a, b = g.find(a), g.find(b)
+    if a == b and g.sym[a]:
+        return True
+    return b in _transposed(g, a) or a in _transposed(g, b)
+
+
+# --------------------------------------------------------------------------- notation in and out
+
+_T = {"s": "s", "c": "r", "r": "c", "m": "m"}
+
+
+def ingest(g: EGraph, m: N.M, seen: dict) -> int:
+    """The class of m, adding its terms (shared subtrees once)."""
+    hit = seen.get(id(m))
+    if hit is not None:
+        return hit
+    k = m.kind
+    if isinstance(m, N.T):
+        cid = g.add("T", (k,), (ingest(g, m.arg, seen),))
+    elif isinstance(m, N.Prod):
+        cid = g.add("prod", (k, m.coef), tuple(ingest(g, f, seen) for f in m.factors))
+    elif isinstance(m, (N.Had, N.Kron)):
+        cid = g.add("had" if isinstance(m, N.Had) else "kron", (k,),
+                    tuple(ingest(g, f, seen) for f in m.factors))
+    elif isinstance(m, N.Add):
+        cid = g.add("add", (k, tuple(c for c, _ in m.terms)), tuple(ingest(g, t, seen) for _, t in m.terms))
+    elif isinstance(m, N.Call):
+        cid = g.add("call", (k, m.name, m.order, m.axis, m.fn), (ingest(g, m.arg, seen),))
+    elif isinstance(m, N.Inv):
+        cid = g.add("inv", (k,), (ingest(g, m.arg, seen),))
+    elif isinstance(m, N.Pow):
+        cid = g.add("pow", (k, m.p), (ingest(g, m.arg, seen),))
+    elif isinstance(m, N.MatPow):
+        cid = g.add("matpow", (k, m.k), (ingest(g, m.arg, seen),))
+    else:  # Sym, Num, Index
+        cid = g.add("leaf", (k, m))
+    seen[id(m)] = cid
+    return cid
+
+
+def build(t, kids: list) -> N.M:
+    """The notation node of term t with its kids' chosen nodes."""
+    op, data, _ = t
+    k = data[0]
+    if op == "leaf":
+        return data[1]
+    if op == "T":
+        return kids[0] if kids[0].kind == "s" else N.T(k, kids[0])
+    if op == "prod":
+        return N.prod(data[1], kids)
+    if op == "had":
+        return N.had(kids)
+    if op == "kron":
+        return N.Kron(k, tuple(kids))
+    if op == "add":
+        return N.add(list(zip(data[1], kids)))
+    if op == "call":
+        return N.Call(k, data[1], kids[0], data[2], data[3], data[4])
+    if op == "inv":
+        return N.Inv(k, kids[0])
+    if op == "pow":
+        return N.Pow(k, kids[0], data[1])
+    if op == "matpow":
+        return N.MatPow(k, kids[0], data[1])
+    raise AssertionError(op)
+
+
+# --------------------------------------------------------------------------- costs
+
+def _number_length(c: float) -> int:
+    if float(c).is_integer():
+        return len(str(int(abs(c))))
+    f = Fraction(c).limit_denominator(1000)
+    return len(f"({abs(f.numerator)}/{f.denominator})") if float(f) == c else len(repr(abs(c)))
+
+
+COMPOUND = {"prod", "add", "had", "kron"}
+
+
+def length(t, kid_costs: list, kid_ops: list) -> float:
+    """Printed characters of term t given its kids' (costs, head ops); the characters in a
+    function's parentheses weigh ``NESTED``."""
+    op, data, kids = t
+    wrap = [2 if o in COMPOUND else 0 for o in kid_ops]
+    if op == "leaf":
+        m = data[1]
+        if isinstance(m, N.Sym):  # a name read once more costs one more: (A + Aᵀ)x, not Ax + Aᵀx
+            return len(m.name) + 1 if m.role == "var" else 1
+        if isinstance(m, N.Num):
+            return _number_length(m.value) + (m.value < 0)
+        return 40 + len(getattr(m, "text", ""))
+    if op == "T":
+        return kid_costs[0] + 1 + wrap[0]
+    if op == "inv":
+        return kid_costs[0] + 2 + wrap[0]
+    if op == "matpow":
+        return kid_costs[0] + len(str(data[1])) + wrap[0]
+    if op == "pow":
+        p = data[1]
+        mark = 1 if p == 0.5 else (len(str(int(p))) if float(p).is_integer() else 2 + _number_length(p))
+        return kid_costs[0] + mark + (data[0] != "s") * 2 + wrap[0]
+    if op == "call":
+        name = data[1]
+        frame = 3 if name == "norm" else len(name) + 2  # ‖x‖ or ‖X‖_F
+        return frame + NESTED * kid_costs[0]
+    if op == "prod":
+        coef = data[1]
+        lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
+        return lead + sum(c + (2 if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
+    if op in ("had", "kron"):
+        return sum(c + (2 if o == "add" else 0) for c, o in zip(kid_costs, kid_ops)) + 3 * (len(kids) - 1)
+    if op == "add":
+        coefs = data[1]
+        return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
+            0 if abs(c) == 1 else _number_length(c) for c in coefs) + (coefs[0] < 0)
+    raise AssertionError(op)
+
+
+# --------------------------------------------------------------------------- rules
+
+@dataclass(frozen=True)
+class Rule:
+    """One identity: its name as written in docs/conventions.md, its group (the issue's six),
+    and ``apply(g, c, t)`` giving the classes equal to class c by term t."""
+
+    name: str
+    group: str
+    op: str
+    apply: Callable
+
+
+def _T_of(g, c):
+    k = g.kind(c)
+    return c if k == "s" else g.add("T", (_T[k],), (c,))
+
+
+def _prod(g, kind, coef, kids):
+    kids = list(kids)
+    if len(kids) == 1 and coef == 1:
+        return g.find(kids[0])
+    return g.add("prod", (kind, coef), kids)
+
+
+def _double_transpose(g, c, t):
+    return [k[0] for _, _, k in g.terms(t[2][0], "T")]
+
+
+def _symmetric_transpose(g, c, t):
+    return [t[2][0]] if g.sym[g.find(t[2][0])] else []
+
+
+def _transpose_product(g, c, t):
+    out = []
+    for _, data, kids in g.terms(t[2][0], "prod"):
+        out.append(_prod(g, t[1][0], data[1], [_T_of(g, k) for k in reversed(kids)]))
+    return out
+
+
+def _transpose_sum(g, c, t):
+    return [g.add("add", (t[1][0], data[1]), tuple(_T_of(g, k) for k in kids))
+            for _, data, kids in g.terms(t[2][0], "add")]
+
+
+def _sum_of_transposes(g, c, t):
+    """Aᵀ + Bᵀ = (A + B)ᵀ: (x − a)ᵀ rather than xᵀ − aᵀ."""
+    options = [[k2[0] for _, _, k2 in g.terms(k, "T")] for k in t[2]]
+    if t[1][0] == "s" or not all(options) or len(list(itertools.product(*options))) > 8:
+        return []
+    inner = _T[t[1][0]]
+    return [g.add("T", (t[1][0],), (g.add("add", (inner, t[1][1]), combo),))
+            for combo in itertools.product(*options)]
+
+
+def _inverse_transpose(g, c, t):
+    """(Aᵀ)⁻¹ = (A⁻¹)ᵀ, both ways."""
+    out = [g.add("T", ("m",), (g.add("inv", ("m",), (k[0],)),)) for _, _, k in g.terms(t[2][0], "T")]
+    return out
+
+
+def _transpose_inverse(g, c, t):
+    return [g.add("inv", ("m",), (g.add("T", ("m",), (k[0],)),)) for _, _, k in g.terms(t[2][0], "inv")]
+
+
+def _double_inverse(g, c, t):
+    return [k[0] for _, _, k in g.terms(t[2][0], "inv")]
+
+
+def _like_terms(g, c, t):
+    """cA + dA = (c + d)A, and the coefficient of a scaled term moves onto the sum."""
+    kind, coefs = t[1]
+    acc: dict = {}
+    changed = False
+    for coef, k in zip(coefs, t[2]):
+        k = g.find(k)
+        scaled = [(d[1], kk) for _, d, kk in g.terms(k, "prod") if d[1] != 1]
+        if scaled and not changed:
+            (s, kk) = scaled[0]
+            k = _prod(g, kind, 1.0, kk)
+            coef *= s
+            changed = True
+        changed |= k in acc
+        acc[k] = acc.get(k, 0.0) + coef
+    if not changed:
+        return []
+    items = [(d, k) for k, d in acc.items() if d != 0]
+    if not items:
+        return []
+    if len(items) == 1:
+        d, k = items[0]
+        return [_prod(g, kind, d, [k])]
+    return [g.add("add", (kind, tuple(d for d, _ in items)), tuple(k for _, k in items))]
+
+
+def _flatten_product(g, c, t):
+    """a(bc) = abc, with coefficients multiplied: products stay flat."""
+    kind, coef = t[1]
+    out = []
+    for i, k in enumerate(t[2]):
+        for _, d, kk in g.terms(k, "prod"):
+            if d[0] == "s" and any(g.kind(x) != "s" for x in kk) and len(t[2]) > 1:
+                continue  # xᵀAx stays one scalar factor: (xᵀAx)Ax, never xᵀAxAx
+            out.append(_prod(g, kind, coef * d[1], t[2][:i] + kk + t[2][i + 1:]))
+            break
+    return out[:2]
+
+
+def _square_sum(g, c, cid_x):
+    """Whether class c holds xᵀx (a column x), giving x."""
+    for _, d, kk in g.terms(c, "prod"):
+        if d[1] == 1 and len(kk) == 2 and g.kind(kk[1]) == "c" and \
+                g.find(kk[1]) in [g.find(k[0]) for _, _, k in g.terms(kk[0], "T")]:
+            return kk[1]
+    return None
+
+
+def _norm(g, c, t):
+    """(xᵀx)ᵖ = ‖x‖²ᵖ and tr(XᵀX)ᵖ = ‖X‖_F²ᵖ (both bases are ≥ 0)."""
+    p = t[1][1]
+    base = t[2][0]
+    target = _square_sum(g, base, None)
+    if target is None:
+        for _, d, kk in g.terms(base, "call"):
+            if d[1] != "tr":
+                continue
+            for _, pd, fs in g.terms(kk[0], "prod"):
+                if pd[1] == 1 and len(fs) == 2 and (
+                        g.find(fs[1]) in [g.find(k[0]) for _, _, k in g.terms(fs[0], "T")] or
+                        g.find(fs[0]) in [g.find(k[0]) for _, _, k in g.terms(fs[1], "T")]):
+                    target = fs[1] if g.find(fs[1]) in [g.find(k[0]) for _, _, k in g.terms(fs[0], "T")] \
+                        else fs[0]
+                    break
+    if target is None:
+        return []
+    norm = g.add("call", ("s", "norm", 0, None, None), (target,))
+    return [norm if 2 * p == 1 else g.add("pow", ("s", 2 * p), (norm,))]
+
+
+def _norm_square(g, c, t):
+    """xᵀx = ‖x‖² (the class of a norm's square then meets (xᵀx)ᵖ's)."""
+    x = _square_sum(g, c, None)
+    if x is None:
+        return []
+    return [g.add("pow", ("s", 2.0), (g.add("call", ("s", "norm", 0, None, None), (x,)),))]
+
+
+def _positive(g, c) -> bool:
+    return any(d[1] == "norm" for _, d, _ in g.terms(c, "call"))
+
+
+def _scalar_powers(g, c, t):
+    """sᵖsᵠ = sᵖ⁺ᵠ among a product's scalar factors (integer powers, or s ≥ 0)."""
+    kind, coef = t[1]
+    bases = []
+    for k in t[2]:
+        pw = [(kk[0], d[1]) for _, d, kk in g.terms(k, "pow") if d[0] == "s"]
+        bases.append(pw[0] if pw else (g.find(k), 1.0) if g.kind(k) == "s" else None)
+    for i, j in itertools.combinations(range(len(bases)), 2):
+        if bases[i] is None or bases[j] is None or g.find(bases[i][0]) != g.find(bases[j][0]):
+            continue
+        b, p, q = bases[i][0], bases[i][1], bases[j][1]
+        if not (float(p).is_integer() and float(q).is_integer()) and not _positive(g, b):
+            continue
+        merged = b if p + q == 1 else None if p + q == 0 else g.add("pow", ("s", p + q), (b,))
+        rest = [k for n, k in enumerate(t[2]) if n not in (i, j)] + ([merged] if merged is not None else [])
+        if not rest:
+            return [g.add("leaf", ("s", N.Num("s", coef)))]
+        return [_prod(g, kind, coef, rest)]
+    return []
+
+
+def _power_of_power(g, c, t):
+    """(sᵖ)ᵠ = sᵖᵠ for a scalar s and an integer q."""
+    q = t[1][1]
+    if t[1][0] != "s" or not float(q).is_integer():
+        return []
+    return [g.add("pow", ("s", d[1] * q), kk) for _, d, kk in g.terms(t[2][0], "pow") if d[0] == "s"]
+
+
+def _det_product(g, c, t):
+    """det(AB) = det(A)det(B) for square A and B; det(Aᵀ) = det(A); det(A⁻¹) = det(A)⁻¹;
+    det(Aᵏ) = det(A)ᵏ."""
+    if t[1][1] != "det":
+        return []
+    arg = t[2][0]
+    det = lambda k: g.add("call", ("s", "det", 0, None, None), (k,))  # noqa: E731
+    out = []
+    for _, d, kk in g.terms(arg, "prod"):
+        if d[1] == 1 and all(_square(g, k) for k in kk) and len(kk) > 1:
+            out.append(_prod(g, "s", 1.0, [det(k) for k in kk]))
+    out.extend(det(k[0]) for _, _, k in g.terms(arg, "T"))
+    out.extend(g.add("pow", ("s", -1.0), (det(k[0]),)) for _, _, k in g.terms(arg, "inv"))
+    out.extend(g.add("pow", ("s", float(d[1])), (det(k[0]),)) for _, d, k in g.terms(arg, "matpow"))
+    return out
+
+
+def _matrix_powers(g, c, t):
+    """AʲAᵏ = Aʲ⁺ᵏ for neighbours of a product (A⁻¹ is A to the −1): X(X³)⁻¹ = X⁻²."""
+    kind, coef = t[1]
+
+    def base(k):
+        if g.kind(k) != "m":
+            return []
+        out = [(g.find(k), 1)]
+        out += [(g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "matpow")]
+        out += [(g.find(kk[0]), -1) for _, _, kk in g.terms(k, "inv")]
+        for _, _, kk in g.terms(k, "inv"):
+            out += [(g.find(k2[0]), -d[1]) for _, d, k2 in g.terms(kk[0], "matpow")]
+        return out
+
+    results = []
+    kids = t[2]
+    for i in range(len(kids) - 1):
+        for (a, p), (b, q) in itertools.product(base(kids[i]), base(kids[i + 1])):
+            if a != b:
+                continue
+            n = p + q
+            power = a if n == 1 else g.add("inv", ("m",), (a,)) if n == -1 else \
+                None if n == 0 else g.add("matpow", ("m", n), (a,))
+            rest = kids[:i] + ((power,) if power is not None else ()) + kids[i + 2:]
+            if rest:
+                results.append(_prod(g, kind, coef, rest))
+        if len(results) > 4:
+            break
+    return results
+
+
+def _inverse_of_power(g, c, t):
+    """(Aᵏ)⁻¹ = A⁻ᵏ."""
+    return [g.add("matpow", ("m", -d[1]), kk) for _, d, kk in g.terms(t[2][0], "matpow") if d[1] > 0]
+
+
+def _inverse_of_product(g, c, t):
+    """(AB)⁻¹ = B⁻¹A⁻¹ for square A and B."""
+    out = []
+    for _, d, kk in g.terms(t[2][0], "prod"):
+        if d[1] == 1 and len(kk) > 1 and all(_square(g, k) for k in kk):
+            out.append(_prod(g, "m", 1.0, [g.add("inv", ("m",), (k,)) for k in reversed(kk)]))
+    return out
+
+
+def _kron_call(g, c, t):
+    """tr(A ⊗ B) = tr(A)tr(B); det of a Kronecker product is not written (its powers are
+    dims)."""
+    if t[1][1] != "tr":
+        return []
+    return [_prod(g, "s", 1.0, [g.add("call", ("s", "tr", 0, None, None), (k,)) for k in kk])
+            for _, d, kk in g.terms(t[2][0], "kron") if all(g.kind(k) == "m" for k in kk)]
+
+
+def _kron_transpose(g, c, t):
+    """(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ."""
+    return [g.add("kron", (t[1][0],), tuple(_T_of(g, k) for k in kk)) for _, _, kk in g.terms(t[2][0], "kron")]
+
+
+def _kron_inverse(g, c, t):
+    """(A ⊗ B)⁻¹ = A⁻¹ ⊗ B⁻¹ for square A and B."""
+    return [g.add("kron", ("m",), tuple(g.add("inv", ("m",), (k,)) for k in kk))
+            for _, _, kk in g.terms(t[2][0], "kron") if all(_square(g, k) for k in kk)]
+
+
+def _kron_mixed(g, c, t):
+    """(A ⊗ B)(C ⊗ D) = AC ⊗ BD where A's columns match C's rows."""
+    kind, coef = t[1]
+    kids = t[2]
+    for i in range(len(kids) - 1):
+        for (_, _, l), (_, _, r) in itertools.product(g.terms(kids[i], "kron"), g.terms(kids[i + 1], "kron")):
+            if len(l) != 2 or len(r) != 2 or any(g.kind(k) != "m" for k in l + r):
+                continue
+            sl, sr = [g.dims.get(g.find(k)) for k in l], [g.dims.get(g.find(k)) for k in r]
+            if None in sl + sr or sl[0][1] != sr[0][0] or sl[1][1] != sr[1][0]:
+                continue
+            merged = g.add("kron", ("m",), (_prod(g, "m", 1.0, [l[0], r[0]]), _prod(g, "m", 1.0, [l[1], r[1]])))
+            return [_prod(g, kind, coef, kids[:i] + (merged,) + kids[i + 2:])]
+    return []
+
+
+def _diag_product(g, c, t):
+    """diag(a)diag(b) = diag(a ⊙ b)."""
+    kind, coef = t[1]
+    kids = t[2]
+    for i in range(len(kids) - 1):
+        da = [kk[0] for _, d, kk in g.terms(kids[i], "call") if d[1] == "diag" and d[0] == "m"]
+        db = [kk[0] for _, d, kk in g.terms(kids[i + 1], "call") if d[1] == "diag" and d[0] == "m"]
+        if da and db:
+            merged = g.add("call", ("m", "diag", 0, None, None), (g.add("had", ("c",), (da[0], db[0])),))
+            return [_prod(g, kind, coef, kids[:i] + (merged,) + kids[i + 2:])]
+    return []
+
+
+def _diag_sum(g, c, t):
+    """diag(a) ± diag(b) = diag(a ± b)."""
+    if t[1][0] != "m":
+        return []
+    inner = []
+    for k in t[2]:
+        ds = [kk[0] for _, d, kk in g.terms(k, "call") if d[1] == "diag" and d[0] == "m"]
+        if not ds:
+            return []
+        inner.append(ds[0])
+    return [g.add("call", ("m", "diag", 0, None, None), (g.add("add", ("c", t[1][1]), tuple(inner)),))]
+
+
+def _hadamard_cancel(g, c, t):
+    """s ⊙ (y ⊘ s) = y: a factor and its reciprocal cancel in an element-wise product."""
+    kids = [g.find(k) for k in t[2]]
+    for i, k in enumerate(kids):
+        for _, d, kk in g.terms(k, "pow"):
+            if d[1] == -1 and g.find(kk[0]) in kids:
+                j = kids.index(g.find(kk[0]))
+                rest = [x for n, x in enumerate(kids) if n not in (i, j)]
+                if rest:
+                    return [rest[0] if len(rest) == 1 else g.add("had", (t[1][0],), tuple(rest))]
+    return []
+
+
+def _common_scalar(g, c, t):
+    """sP + sQ = s(P + Q) for a scalar factor s of every term: det(M)P + det(M)Q."""
+    kind, coefs = t[1]
+    prods = []
+    for k in t[2]:
+        ps = [(d[1], kk) for _, d, kk in g.terms(k, "prod")]
+        if not ps:
+            return []
+        prods.append(ps[0])
+    shared = set(g.find(x) for x in prods[0][1] if g.kind(x) == "s")
+    for _, kk in prods[1:]:
+        shared &= {g.find(x) for x in kk}
+    out = []
+    for s in sorted(shared)[:1]:
+        terms = []
+        for coef, (d, kk) in zip(coefs, prods):
+            rest = list(kk)
+            rest.remove(next(x for x in rest if g.find(x) == s))
+            terms.append(_prod(g, kind, d, rest) if rest else g.add("leaf", ("s", N.Num("s", d))))
+        out.append(_prod(g, kind, 1.0, [s, g.add("add", (kind, coefs), tuple(terms))]))
+    return out
+
+
+def _common_matrix(g, c, t):
+    """AP + AQ = A(P + Q) and PA + QA = (P + Q)A."""
+    kind, coefs = t[1]
+    prods = []
+    for k in t[2]:
+        ps = [(d[1], kk) for _, d, kk in g.terms(k, "prod") if len([x for x in kk if g.kind(x) != "s"]) >= 2]
+        if not ps:
+            return []
+        prods.append(ps[0])
+    out = []
+    for side in (0, -1):
+        ends = {g.find([x for x in kk if g.kind(x) != "s"][side]) for _, kk in prods}
+        if len(ends) != 1:
+            continue
+        end = ends.pop()
+        terms = []
+        for d, kk in prods:
+            rest = list(kk)
+            idx = max(n for n, x in enumerate(rest) if g.find(x) == end) if side == -1 else \
+                min(n for n, x in enumerate(rest) if g.find(x) == end)
+            del rest[idx]
+            rest_kind = N._product_kind([g.kind(x) for x in rest])
+            terms.append(_prod(g, rest_kind, d, rest))
+        kinds = {g.kind(x) for x in terms}
+        if len(kinds) != 1:
+            continue
+        inner = g.add("add", (kinds.pop(), coefs), tuple(terms))
+        out.append(_prod(g, kind, 1.0, [end, inner] if side == 0 else [inner, end]))
+    return out
+
+
+def _distribute(g, c, t):
+    """A(P + Q) = AP + AQ: the inverse of the last rule, so that a cost can choose."""
+    kind, coef = t[1]
+    kids = t[2]
+    for i, k in enumerate(kids):
+        for _, d, kk in g.terms(k, "add"):
+            if len(kk) > MAX_SUM:
+                continue
+            terms = [_prod(g, kind, 1.0, kids[:i] + (x,) + kids[i + 1:]) for x in kk]
+            return [g.add("add", (kind, tuple(coef * e for e in d[1])), tuple(terms))]
+    return []
+
+
+RULES = [
+    Rule("(Aᵀ)ᵀ = A", "symmetry", "T", _double_transpose),
+    Rule("Sᵀ = S for symmetric S", "symmetry", "T", _symmetric_transpose),
+    Rule("(AB)ᵀ = BᵀAᵀ", "symmetry", "T", _transpose_product),
+    Rule("(A + B)ᵀ = Aᵀ + Bᵀ", "symmetry", "T", _transpose_sum),
+    Rule("Aᵀ + Bᵀ = (A + B)ᵀ", "symmetry", "add", _sum_of_transposes),
+    Rule("(Aᵀ)⁻¹ = (A⁻¹)ᵀ", "symmetry", "inv", _inverse_transpose),
+    Rule("(A⁻¹)ᵀ = (Aᵀ)⁻¹", "symmetry", "T", _transpose_inverse),
+    Rule("cA + dA = (c + d)A", "element-wise", "add", _like_terms),
+    Rule("s ⊙ (y ⊘ s) = y", "element-wise", "had", _hadamard_cancel),
+    Rule("diag(a)diag(b) = diag(a ⊙ b)", "element-wise", "prod", _diag_product),
+    Rule("diag(a) + diag(b) = diag(a + b)", "element-wise", "add", _diag_sum),
+    Rule("a(bc) = abc", "scalars", "prod", _flatten_product),
+    Rule("(xᵀx)ᵖ = ‖x‖²ᵖ, tr(XᵀX)ᵖ = ‖X‖_F²ᵖ", "scalars", "pow", _norm),
+    Rule("xᵀx = ‖x‖²", "scalars", "prod", _norm_square),
+    Rule("sᵖsᵠ = sᵖ⁺ᵠ", "scalars", "prod", _scalar_powers),
+    Rule("(sᵖ)ᵠ = sᵖᵠ", "scalars", "pow", _power_of_power),
+    Rule("sP + sQ = s(P + Q)", "scalars", "add", _common_scalar),
+    Rule("AP + AQ = A(P + Q)", "scalars", "add", _common_matrix),
+    Rule("A(P + Q) = AP + AQ", "scalars", "prod", _distribute),
+    Rule("(A⁻¹)⁻¹ = A", "inverses", "inv", _double_inverse),
+    Rule("det(AB) = det(A)det(B), det(Aᵏ) = det(A)ᵏ", "inverses", "call", _det_product),
+    Rule("AʲAᵏ = Aʲ⁺ᵏ", "inverses", "prod", _matrix_powers),
+    Rule("(Aᵏ)⁻¹ = A⁻ᵏ", "inverses", "inv", _inverse_of_power),
+    Rule("(AB)⁻¹ = B⁻¹A⁻¹", "inverses", "inv", _inverse_of_product),
+    Rule("tr(A ⊗ B) = tr(A)tr(B)", "kronecker", "call", _kron_call),
+    Rule("(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ", "kronecker", "T", _kron_transpose),
+    Rule("(A ⊗ B)⁻¹ = A⁻¹ ⊗ B⁻¹", "kronecker", "inv", _kron_inverse),
+    Rule("(A ⊗ B)(C ⊗ D) = AC ⊗ BD", "kronecker", "prod", _kron_mixed),
+]
+
+
+# --------------------------------------------------------------------------- saturation and extraction
+
+def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) -> int:
+    """Apply every rule to every term until nothing changes; returns the rounds run.  Each
+    round matches on a snapshot, so the rules' order does not matter."""
+    rules = RULES if rules is None else rules
+    by_op: dict = {}
+    for r in rules:
+        by_op.setdefault(r.op, []).append(r)
+    g.rebuild()
+    for n in range(max_rounds):
+        snapshot = [(c, t) for c, ts in g.nodes.items() for t in ts]
+        found = []
+        for c, t in snapshot:
+            for r in by_op.get(t[0], ()):
+                found.extend((c, x) for x in r.apply(g, c, t))
+        size = g.size
+        changed = False
+        for c, x in found:
+            changed |= g.union(c, x)
+        g.rebuild()
+        if (not changed and g.size == size) or g.size > max_nodes:
+            return n + 1
+    return max_rounds
+
+
+def extract(g: EGraph, root: int, cost=length):
+    """The cheapest term of every class (ties broken by a structural key): the chosen
+    notation tree of ``root`` and its cost."""
+    best: dict = {}
+    for _ in range(len(g.nodes) + 2):  # costs only fall; a pass without change ends it
+        changed = False
+        for c, ts in g.nodes.items():
+            for t in ts:
+                kids = [g.find(k) for k in t[2]]
+                if any(k not in best for k in kids):
+                    continue
+                value = round(cost(t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
+                key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else repr(t[1][1]),
+                       tuple(best[k][1] for k in kids))
+                old = best.get(c)
+                if old is None or (value, key) < old[:2]:
+                    best[c] = (value, key, t[0], t)
+                    changed = True
+        if not changed:
+            break
+    built: dict = {}
+
+    def tree(c):
+        c = g.find(c)
+        if c not in built:
+            t = best[c][3]
+            built[c] = build(t, [tree(k) for k in t[2]])
+        return built[c]
+
+    return tree(root), best[g.find(root)][0]
+
+
+def cost_of(m: N.M, cost=length) -> float:
+    """The cost of m as written (no rule applied)."""
+    g = EGraph()
+    root = ingest(g, m, {})
+    g.rebuild()
+    return extract(g, root, cost)[1]
+
+
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def simplest(m: N.M, rules=None) -> N.M:
+    """The shortest equal way to write m (m itself where nothing is shorter)."""
+    if isinstance(m, N.Index) or not N.children(m):
+        return m
+    if rules is None:
+        hit = _CACHE.get(m)
+        if hit is not None:
+            return hit
+    g = EGraph()
+    root = ingest(g, m, {})
+    saturate(g, rules)
+    out, value = extract(g, root)
+    if value > cost_of(m) - 1e-9:  # never longer than what came in
+        out = m
+    if rules is None:
+        with _LOCK:
+            out = _CACHE.setdefault(m, out)
+    return out
