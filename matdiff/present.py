@@ -439,68 +439,68 @@ def _flatten_product(g, c, t):
     return out[:2]
 
 
-def _square_sum(g, c, cid_x):
-    """Whether class c holds xᵀx (a column x), giving x."""
+def _halves(g, c, kind):
+    """For a class holding PᵀP or PPᵀ written as a palindrome of transposes (xᵀx,
+    xᵀAᵀAx, AWWᵀAᵀ): the classes of the halves whose norm it is the square of."""
+    out = []
     for _, d, kk in g.terms(c, "prod"):
-        if d[1] == 1 and len(kk) == 2 and g.kind(kk[1]) == "c" and \
-                g.find(kk[1]) in [g.find(k[0]) for _, _, k in g.terms(kk[0], "T")]:
-            return kk[1]
-    return None
+        if d[0] != kind or d[1] != 1 or len(kk) % 2 or any(g.kind(k) == "s" for k in kk):
+            continue
+        h = len(kk) // 2
+        if all(_transposes(g, kk[i], kk[-1 - i]) for i in range(h)):
+            left, right = kk[:h], kk[h:]
+            for half in (right, left) if kind == "s" else (left, right):
+                hk = N._product_kind([g.kind(x) for x in half])
+                if (kind == "s" and hk == "c") or (kind == "m" and hk in ("m", "c")):
+                    out.append(_prod(g, hk, 1.0, half))
+    return out
 
 
 def _norm(g, c, t):
     """(xᵀx)ᵖ = ‖x‖²ᵖ and tr(XᵀX)ᵖ = ‖X‖_F²ᵖ (both bases are ≥ 0)."""
     p = t[1][1]
     base = t[2][0]
-    target = _square_sum(g, base, None)
-    if target is None:
-        for _, d, kk in g.terms(base, "call"):
-            if d[1] != "tr":
-                continue
-            for _, pd, fs in g.terms(kk[0], "prod"):
-                if pd[1] == 1 and len(fs) == 2 and (
-                        g.find(fs[1]) in [g.find(k[0]) for _, _, k in g.terms(fs[0], "T")] or
-                        g.find(fs[0]) in [g.find(k[0]) for _, _, k in g.terms(fs[1], "T")]):
-                    target = fs[1] if g.find(fs[1]) in [g.find(k[0]) for _, _, k in g.terms(fs[0], "T")] \
-                        else fs[0]
-                    break
-    if target is None:
-        return []
-    norm = g.add("call", ("s", "norm", 0, None, None), (target,))
-    return [norm if 2 * p == 1 else g.add("pow", ("s", 2 * p), (norm,))]
+    targets = _halves(g, base, "s")
+    for _, d, kk in g.terms(base, "call"):
+        if d[1] == "tr":
+            targets += _halves(g, kk[0], "m")
+    out = []
+    for x in targets[:2]:
+        norm = g.add("call", ("s", "norm", 0, None, None), (x,))
+        out.append(norm if 2 * p == 1 else g.add("pow", ("s", 2 * p), (norm,)))
+    return out
 
 
 def _norm_square(g, c, t):
     """xᵀx = ‖x‖² (the class of a norm's square then meets (xᵀx)ᵖ's)."""
-    x = _square_sum(g, c, None)
-    if x is None:
+    if t[1][0] != "s":
         return []
-    return [g.add("pow", ("s", 2.0), (g.add("call", ("s", "norm", 0, None, None), (x,)),))]
+    return [g.add("pow", ("s", 2.0), (g.add("call", ("s", "norm", 0, None, None), (x,)),))
+            for x in _halves(g, c, "s")[:1]]
 
 
 def _positive(g, c) -> bool:
-    return any(d[1] == "norm" for _, d, _ in g.terms(c, "call"))
+    """Whether class c is ≥ 0 by structure: a norm, or an even power of one (xᵀx)."""
+    return any(d[1] == "norm" for _, d, _ in g.terms(c, "call")) or any(
+        float(d[1]).is_integer() and d[1] % 2 == 0 for _, d, _ in g.terms(c, "pow") if d[0] == "s")
 
 
 def _scalar_powers(g, c, t):
     """sᵖsᵠ = sᵖ⁺ᵠ among a product's scalar factors (integer powers, or s ≥ 0)."""
     kind, coef = t[1]
-    bases = []
+    options = []
     for k in t[2]:
-        pw = [(kk[0], d[1]) for _, d, kk in g.terms(k, "pow") if d[0] == "s"]
-        bases.append(pw[0] if pw else (g.find(k), 1.0) if g.kind(k) == "s" else None)
-    for i, j in itertools.combinations(range(len(bases)), 2):
-        if bases[i] is None or bases[j] is None or g.find(bases[i][0]) != g.find(bases[j][0]):
-            continue
-        b, p, q = bases[i][0], bases[i][1], bases[j][1]
-        if not (float(p).is_integer() and float(q).is_integer()) and not _positive(g, b):
-            continue
-        merged = b if p + q == 1 else None if p + q == 0 else g.add("pow", ("s", p + q), (b,))
-        rest = [k for n, k in enumerate(t[2]) if n not in (i, j)] + ([merged] if merged is not None else [])
-        if not rest:
-            return [g.add("leaf", ("s", N.Num("s", coef)))]
-        return [_prod(g, kind, coef, rest)]
-    return []
+        own = [(g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "pow") if d[0] == "s"]
+        options.append(own + [(g.find(k), 1.0)] if g.kind(k) == "s" else [])
+    out = []
+    for i, j in itertools.combinations(range(len(options)), 2):
+        for (b, p), (b2, q) in itertools.product(options[i], options[j]):
+            if b != b2 or not (float(p).is_integer() and float(q).is_integer() or _positive(g, b)):
+                continue
+            merged = b if p + q == 1 else None if p + q == 0 else g.add("pow", ("s", p + q), (b,))
+            rest = [k for n, k in enumerate(t[2]) if n not in (i, j)] + ([merged] if merged is not None else [])
+            out.append(_prod(g, kind, coef, rest) if rest else g.add("leaf", ("s", N.Num("s", coef))))
+    return out[:4]
 
 
 def _power_of_power(g, c, t):
@@ -570,6 +570,23 @@ def _inverse_of_product(g, c, t):
     for _, d, kk in g.terms(t[2][0], "prod"):
         if d[1] == 1 and len(kk) > 1 and all(_square(g, k) for k in kk):
             out.append(_prod(g, "m", 1.0, [g.add("inv", ("m",), (k,)) for k in reversed(kk)]))
+    return out
+
+
+def _trace_rotation(g, c, t):
+    """tr(AB) = tr(BA): every rotation of a product inside a trace (a scalar where the
+    rotation is one, tr(xyᵀ) = yᵀx)."""
+    if t[1][1] != "tr":
+        return []
+    out = []
+    for _, d, kk in g.terms(t[2][0], "prod"):
+        if any(g.kind(k) == "s" for k in kk) or len(kk) > 8:
+            continue
+        for r in range(1, len(kk)):
+            turned = kk[r:] + kk[:r]
+            kind = N._product_kind([g.kind(k) for k in turned])
+            inner = _prod(g, kind, d[1], turned)
+            out.append(inner if kind == "s" else g.add("call", ("s", "tr", 0, None, None), (inner,)))
     return out
 
 
@@ -740,6 +757,7 @@ RULES = [
     Rule("AʲAᵏ = Aʲ⁺ᵏ", "inverses", "prod", _matrix_powers),
     Rule("(Aᵏ)⁻¹ = A⁻ᵏ", "inverses", "inv", _inverse_of_power),
     Rule("(AB)⁻¹ = B⁻¹A⁻¹", "inverses", "inv", _inverse_of_product),
+    Rule("tr(AB) = tr(BA)", "scalars", "call", _trace_rotation),
     Rule("tr(A ⊗ B) = tr(A)tr(B)", "kronecker", "call", _kron_call),
     Rule("(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ", "kronecker", "T", _kron_transpose),
     Rule("(A ⊗ B)⁻¹ = A⁻¹ ⊗ B⁻¹", "kronecker", "inv", _kron_inverse),
