@@ -290,13 +290,16 @@ def _number_length(c: float) -> int:
 
 
 COMPOUND = {"prod", "add", "had", "kron"}
+PAREN = 0.5          # a parenthesis (half a character: (x − a)ᵀ is preferred to xᵀ − aᵀ,
+                     # but a transpose of a product costs one more: AᵀBᵀ, not (BA)ᵀ)
+MARK = 1.25          # a ᵀ or ⁻¹ mark
 
 
 def length(t, kid_costs: list, kid_ops: list) -> float:
     """Printed characters of term t given its kids' (costs, head ops); the characters in a
     function's parentheses weigh ``NESTED``."""
     op, data, kids = t
-    wrap = [2 if o in COMPOUND else 0 for o in kid_ops]
+    wrap = [2 * PAREN if o in COMPOUND else 0 for o in kid_ops]
     if op == "leaf":
         m = data[1]
         if isinstance(m, N.Sym):  # a name read once more costs one more: (A + Aᵀ)x, not Ax + Aᵀx
@@ -304,10 +307,12 @@ def length(t, kid_costs: list, kid_ops: list) -> float:
         if isinstance(m, N.Num):
             return _number_length(m.value) + (m.value < 0)
         return 40 + len(getattr(m, "text", ""))
-    if op == "T":
-        return kid_costs[0] + 1 + wrap[0]
+    if op == "T":  # over a product one more: a reader distributes it, AᵀBᵀ rather than (BA)ᵀ
+        if kid_ops[0] == "inv":  # X⁻ᵀ: one mark, as X⁻¹
+            return kid_costs[0]
+        return kid_costs[0] + MARK + wrap[0] + (kid_ops[0] == "prod")
     if op == "inv":
-        return kid_costs[0] + 2 + wrap[0]
+        return kid_costs[0] + 2 * MARK + wrap[0]
     if op == "matpow":
         return kid_costs[0] + len(str(data[1])) + wrap[0]
     if op == "pow":
@@ -321,9 +326,9 @@ def length(t, kid_costs: list, kid_ops: list) -> float:
     if op == "prod":
         coef = data[1]
         lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
-        return lead + sum(c + (2 if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
+        return lead + sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
     if op in ("had", "kron"):
-        return sum(c + (2 if o == "add" else 0) for c, o in zip(kid_costs, kid_ops)) + 3 * (len(kids) - 1)
+        return sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops)) + 3 * (len(kids) - 1)
     if op == "add":
         coefs = data[1]
         return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
@@ -559,6 +564,33 @@ def _matrix_powers(g, c, t):
     return results
 
 
+def _transpose_power(g, c, t):
+    """(Aᵏ)ᵀ = (Aᵀ)ᵏ, both ways (k < 0 included: (A⁻ᵏ)ᵀ = (A⁻ᵀ)ᵏ)."""
+    out = [g.add("matpow", ("m", d[1]), (_T_of(g, kk[0]),)) for _, d, kk in g.terms(t[2][0], "matpow")]
+    return out
+
+
+def _power_transpose(g, c, t):
+    return [g.add("T", ("m",), (g.add("matpow", ("m", t[1][1]), (kk[0],)),)) for _, _, kk in g.terms(t[2][0], "T")]
+
+
+def _product_of_transposes(g, c, t):
+    """BᵀAᵀ = (AB)ᵀ: a product whose every matrix factor is a transpose."""
+    kind, coef = t[1]
+    if kind not in ("m", "c", "r"):
+        return []
+    options = [[kk[0] for _, _, kk in g.terms(k, "T")] if g.kind(k) != "s" else [k] for k in t[2]]
+    if not all(options) or len(list(itertools.product(*options))) > 8:
+        return []
+    out = []
+    for combo in itertools.product(*options):
+        inner = [k for k in reversed(combo) if g.kind(k) != "s"]
+        scalars = [k for k in combo if g.kind(k) == "s"]
+        ik = N._product_kind([g.kind(k) for k in inner])
+        out.append(_prod(g, kind, coef, scalars + [g.add("T", (kind,), (_prod(g, ik, 1.0, inner),))]))
+    return out
+
+
 def _inverse_of_power(g, c, t):
     """(Aᵏ)⁻¹ = A⁻ᵏ."""
     return [g.add("matpow", ("m", -d[1]), kk) for _, d, kk in g.terms(t[2][0], "matpow") if d[1] > 0]
@@ -756,6 +788,9 @@ RULES = [
     Rule("det(AB) = det(A)det(B), det(Aᵏ) = det(A)ᵏ", "inverses", "call", _det_product),
     Rule("AʲAᵏ = Aʲ⁺ᵏ", "inverses", "prod", _matrix_powers),
     Rule("(Aᵏ)⁻¹ = A⁻ᵏ", "inverses", "inv", _inverse_of_power),
+    Rule("(Aᵏ)ᵀ = (Aᵀ)ᵏ", "inverses", "T", _transpose_power),
+    Rule("(Aᵀ)ᵏ = (Aᵏ)ᵀ", "inverses", "matpow", _power_transpose),
+    Rule("BᵀAᵀ = (AB)ᵀ", "symmetry", "prod", _product_of_transposes),
     Rule("(AB)⁻¹ = B⁻¹A⁻¹", "inverses", "inv", _inverse_of_product),
     Rule("tr(AB) = tr(BA)", "scalars", "call", _trace_rotation),
     Rule("tr(A ⊗ B) = tr(A)tr(B)", "kronecker", "call", _kron_call),

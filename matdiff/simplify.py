@@ -370,6 +370,9 @@ def normalise_elementwise(e: Elementwise) -> Node:
     u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "pow" and e.fn.param == -1 else None
     if u is not None:  # 1 ⊘ (1 + exp(u)) → σ(−u)
         return simplify(F.apply("sigmoid", B.scale(-1, u)))
+    u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "log" else None
+    if u is not None:  # log(1 + exp(u)) → softplus(u), finite where exp(u) overflows
+        return simplify(F.apply("softplus", u))
     impl = e.fn.implementation()
     if impl is None or not (isinstance(x, Const) or B.is_zero(x)):
         return e
@@ -390,7 +393,7 @@ def _one_plus_exp(x: Node):
         return None
     (_, a), (_, b) = x.terms
     for one, other in ((a, b), (b, a)):
-        if is_ones(one) and isinstance(other, Elementwise) and other.fn.builtin and \
+        if (is_ones(one) or (isinstance(one, Const) and one.value == 1)) and isinstance(other, Elementwise) and other.fn.builtin and \
                 other.fn.name == "exp":
             return other.arg
     return None

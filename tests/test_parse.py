@@ -11,7 +11,7 @@ PARSED = [
     ("x'*A*x", "matrixcalculus", {}, "xᵀAx", {"A": ("n", "n"), "x": ("n",)}),
     ("norm2(X*w - y)^2", "matrixcalculus", {}, "‖Xw − y‖²",
      {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
-    ("sum(log(1 + exp(-y.*(X*w))))", "matrixcalculus", {}, "1ᵀlog(exp(−(y ⊙ Xw)) + 1)",
+    ("sum(log(1 + exp(-y.*(X*w))))", "matrixcalculus", {}, "1ᵀsoftplus(−(y ⊙ Xw))",
      {"X": ("n", "m"), "w": ("m",), "y": ("n",)}),
     ("tr(A*X*B)", "matrixcalculus", {}, None, {"A": ("n", "m"), "X": ("m", "k"), "B": ("k", "n")}),
     ("log(det(X))", "matrixcalculus", {}, "log(det(X))", {"X": ("n", "n")}),
