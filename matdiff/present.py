@@ -328,7 +328,8 @@ def length(t, kid_costs: list, kid_ops: list) -> float:
         lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
         return lead + sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
     if op in ("had", "kron"):
-        return sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops)) + 3 * (len(kids) - 1)
+        body = sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
+        return body + 3 * (len(kids) - 1)
     if op == "add":
         coefs = data[1]
         return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
@@ -503,7 +504,8 @@ def _scalar_powers(g, c, t):
             if b != b2 or not (float(p).is_integer() and float(q).is_integer() or _positive(g, b)):
                 continue
             merged = b if p + q == 1 else None if p + q == 0 else g.add("pow", ("s", p + q), (b,))
-            rest = [k for n, k in enumerate(t[2]) if n not in (i, j)] + ([merged] if merged is not None else [])
+            rest = [k for n, k in enumerate(t[2]) if n not in (i, j)]
+            rest += [merged] if merged is not None else []
             out.append(_prod(g, kind, coef, rest) if rest else g.add("leaf", ("s", N.Num("s", coef))))
     return out[:4]
 
@@ -571,7 +573,8 @@ def _transpose_power(g, c, t):
 
 
 def _power_transpose(g, c, t):
-    return [g.add("T", ("m",), (g.add("matpow", ("m", t[1][1]), (kk[0],)),)) for _, _, kk in g.terms(t[2][0], "T")]
+    return [g.add("T", ("m",), (g.add("matpow", ("m", t[1][1]), (kk[0],)),))
+            for _, _, kk in g.terms(t[2][0], "T")]
 
 
 def _product_of_transposes(g, c, t):
@@ -633,7 +636,8 @@ def _kron_call(g, c, t):
 
 def _kron_transpose(g, c, t):
     """(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ."""
-    return [g.add("kron", (t[1][0],), tuple(_T_of(g, k) for k in kk)) for _, _, kk in g.terms(t[2][0], "kron")]
+    return [g.add("kron", (t[1][0],), tuple(_T_of(g, k) for k in kk))
+            for _, _, kk in g.terms(t[2][0], "kron")]
 
 
 def _kron_inverse(g, c, t):
@@ -653,7 +657,8 @@ def _kron_mixed(g, c, t):
             sl, sr = [g.dims.get(g.find(k)) for k in l], [g.dims.get(g.find(k)) for k in r]
             if None in sl + sr or sl[0][1] != sr[0][0] or sl[1][1] != sr[1][0]:
                 continue
-            merged = g.add("kron", ("m",), (_prod(g, "m", 1.0, [l[0], r[0]]), _prod(g, "m", 1.0, [l[1], r[1]])))
+            merged = g.add("kron", ("m",), (_prod(g, "m", 1.0, [l[0], r[0]]),
+                                            _prod(g, "m", 1.0, [l[1], r[1]])))
             return [_prod(g, kind, coef, kids[:i] + (merged,) + kids[i + 2:])]
     return []
 
