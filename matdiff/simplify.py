@@ -393,7 +393,8 @@ def _one_plus_exp(x: Node):
         return None
     (_, a), (_, b) = x.terms
     for one, other in ((a, b), (b, a)):
-        if (is_ones(one) or (isinstance(one, Const) and one.value == 1)) and isinstance(other, Elementwise) and other.fn.builtin and \
+        unit = is_ones(one) or (isinstance(one, Const) and one.value == 1)
+        if unit and isinstance(other, Elementwise) and other.fn.builtin and \
                 other.fn.name == "exp":
             return other.arg
     return None
