@@ -58,7 +58,8 @@ def table_cases():
     print("| what | cases | median | 90th percentile | max |")
     print("|---|---|---|---|---|")
     for name, ts in (("first derivative", grads), ("Hessian (scalar cases)", hessians),
-                     ("matrix notation: recognise, choose the form (e-graph), print text and LaTeX", printing)):
+                     ("matrix notation: recognise, choose the form (e-graph), print text and LaTeX",
+                      printing)):
         q = np.percentile(ts, [50, 90, 100]) * 1e3
         print(f"| {name} | {len(ts)} | {q[0]:.2f} ms | {q[1]:.2f} ms | {q[2]:.2f} ms |")
     print()

@@ -9,11 +9,11 @@
 from .errors import (CheckError, EvaluationError, MatdiffError, NotSupportedError, ShapeError,
                      UncheckableError)
 from .expr import Expr, lift
-from .library import (abs, cos, derivative, det, diag, exp, eye, function, grad,
-                      hessian, inv, jacobian, kron, log, logdet, logsumexp, matrix, matrix_power,
-                      norm, ones,
-                      outer, relu, scalar, scalar_function, sigmoid, sign, sin, softmax, softplus,
-                      sqrt, step, sum, tan, tanh, tensor, trace, vector, zeros)
+from .library import (abs, arctan, cos, cosh, derivative, det, diag, exp, expm1, eye, function,
+                      grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
+                      matrix_power, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
+                      sin, sinh, softmax, softplus, sqrt, step, sum, tan, tanh, tensor, trace, vector,
+                      zeros)
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
 from .check import check
 from .generate import codegen, compile, hvp
@@ -40,7 +40,8 @@ __all__ = [
     "trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
-    "sign", "step", "softmax", "logsumexp", "function", "scalar_function",
+    "sign", "step", "cosh", "sinh", "log1p", "expm1", "arctan",
+    "softmax", "logsumexp", "function", "scalar_function",
     "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
     "derivation", "parse", "ParseError", "codegen", "compile", "hvp",
 ]

@@ -41,7 +41,8 @@ def _symbols(sp, v, size):
 def _elementwise_table(sp):
     return {
         "exp": sp.exp, "log": sp.log, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
-        "tanh": sp.tanh, "sigmoid": lambda x: 1 / (1 + sp.exp(-x)),
+        "tanh": sp.tanh, "cosh": sp.cosh, "sinh": sp.sinh, "log1p": lambda x: sp.log(1 + x),
+        "expm1": lambda x: sp.exp(x) - 1, "arctan": sp.atan, "sigmoid": lambda x: 1 / (1 + sp.exp(-x)),
         "softplus": lambda x: sp.log(1 + sp.exp(x)), "relu": lambda x: sp.Max(x, 0),
         "step": sp.Heaviside, "abs": sp.Abs, "sign": sp.sign, "sqrt": sp.sqrt,
     }

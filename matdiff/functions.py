@@ -106,5 +106,10 @@ TABLE = {
     "abs": (np.abs, lambda x, f: apply("sign", x)),
     "sign": (np.sign, lambda x, f: B.zeros(x.shape)),
     "sqrt": (np.sqrt, lambda x, f: B.scale(0.5, power(x, -0.5))),
+    "cosh": (np.cosh, lambda x, f: apply("sinh", x)),
+    "sinh": (np.sinh, lambda x, f: apply("cosh", x)),
+    "log1p": (np.log1p, lambda x, f: power(B.add(B.ones(x.shape), x), -1)),
+    "expm1": (np.expm1, lambda x, f: apply("exp", x)),
+    "arctan": (np.arctan, lambda x, f: power(B.add(B.ones(x.shape), power(x, 2)), -1)),
     "pow": (None, lambda x, f: B.scale(f.param, power(x, f.param - 1))),
 }

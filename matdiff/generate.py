@@ -69,7 +69,8 @@ NUMPY_FUNCTIONS = {
     "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "1.0 / (1.0 + np.exp(-{}))",
     "softplus": "np.logaddexp(0.0, {})", "relu": "np.maximum({}, 0.0)",
     "step": "({} > 0).astype(float)", "abs": "np.abs({})", "sign": "np.sign({})",
-    "sqrt": "np.sqrt({})",
+    "sqrt": "np.sqrt({})", "cosh": "np.cosh({})", "sinh": "np.sinh({})",
+    "log1p": "np.log1p({})", "expm1": "np.expm1({})", "arctan": "np.arctan({})",
 }
 
 

@@ -246,6 +246,8 @@ def _elementwise(name: str):
 exp, log, sin, cos, tan, tanh, sigmoid, softplus, relu, step, abs, sqrt, sign = (  # noqa: A001
     _elementwise(n) for n in ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus",
                               "relu", "step", "abs", "sqrt", "sign"))
+cosh, sinh, log1p, expm1, arctan = (
+    _elementwise(n) for n in ("cosh", "sinh", "log1p", "expm1", "arctan"))
 
 
 class ElementwiseFunction:

@@ -503,6 +503,7 @@ class Builder:
         same = lambda node: self._unary(node, lambda s: s)  # noqa: E731
         scalar = lambda node: self._unary(node, lambda s: Shape())  # noqa: E731
         elementwise = ["exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "softplus",
+                       "cosh", "sinh", "log1p", "expm1", "arctan",
                        "abs", "sqrt", "sign"]
         fns = {n: (same, getattr(L, n)) for n in elementwise}
         fns.update({
@@ -972,7 +973,8 @@ PRINTED_TOKEN = re.compile(r"""
 GREEK_NAMES = {"σ": "sigma", "λ": "lambda", "α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta",
                "μ": "mu", "ν": "nu", "ρ": "rho", "τ": "tau", "φ": "phi", "ψ": "psi", "ω": "omega"}
 PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",
-                     "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid"}
+                     "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid",
+                     "cosh", "sinh", "log1p", "expm1", "arctan"}
 
 
 def _superscript(text: str) -> int:

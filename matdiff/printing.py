@@ -27,7 +27,9 @@ TEXT = {
     "functions": {"tr": "tr", "det": "det", "logdet": "log det", "diag": "diag", "sigmoid": "σ",
                   "exp": "exp", "log": "log", "sin": "sin", "cos": "cos", "tan": "tan",
                   "tanh": "tanh", "softplus": "softplus", "relu": "relu", "step": "step",
-                  "sign": "sign", "softmax": "softmax", "logsumexp": "logsumexp"},
+                  "sign": "sign", "softmax": "softmax", "logsumexp": "logsumexp",
+                  "cosh": "cosh", "sinh": "sinh", "log1p": "log1p", "expm1": "expm1",
+                  "arctan": "arctan"},
 }
 LATEX = {
     "latex": True,
@@ -41,7 +43,9 @@ LATEX = {
                   "tanh": "\\tanh", "softplus": "\\operatorname{softplus}",
                   "relu": "\\operatorname{relu}", "step": "\\operatorname{step}",
                   "sign": "\\operatorname{sign}", "softmax": "\\operatorname{softmax}",
-                  "logsumexp": "\\operatorname{logsumexp}"},
+                  "logsumexp": "\\operatorname{logsumexp}", "cosh": "\\cosh", "sinh": "\\sinh",
+                  "log1p": "\\operatorname{log1p}", "expm1": "\\operatorname{expm1}",
+                  "arctan": "\\arctan"},
 }
 
 

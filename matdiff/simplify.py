@@ -96,6 +96,7 @@ def normalise_contract(c: Contract) -> Node:
              for w, t in ops[k].terms], c.shape))
     ops, labs = _merge_powers(ops, labs)
     ops, labs = _merge_sigmoids(ops, labs)
+    ops, labs = _merge_tanh(ops, labs)
     ops, labs = _cancel_inverses(ops, labs, c.out)
     ops, labs = _remove_deltas(ops, labs, c.out)
     if not ops:
@@ -278,7 +279,7 @@ def _sort_symmetric(op, lab, key):
 
 
 def normalise_sum(s: Sum) -> Node:
-    terms = _factor(_combine(s.terms), s.shape)
+    terms = _factor(_hyperbolic(_combine(s.terms)), s.shape)
     if not terms:
         return B.zeros(s.shape)
     if len(terms) == 1:
@@ -289,6 +290,27 @@ def normalise_sum(s: Sum) -> Node:
             return t
     terms.sort(key=lambda p: p[1].skey)
     return Sum(tuple(terms), s.shape)
+
+
+def _is_builtin(n: Node, name: str) -> bool:
+    return isinstance(n, Elementwise) and n.fn.builtin and n.fn.name == name
+
+
+def _hyperbolic(terms):
+    """c·exp(u) + c·exp(−u) → 2c·cosh(u) and c·exp(u) − c·exp(−u) → 2c·sinh(u)."""
+    if sum(_is_builtin(t, "exp") for _, t in terms) < 2:
+        return terms
+    terms = list(terms)
+    for i, (c, t) in enumerate(terms):
+        if not _is_builtin(t, "exp") or c <= 0:
+            continue
+        negated = simplify(B.scale(-1, t.arg))
+        for j, (d, other) in enumerate(terms):
+            if j != i and _is_builtin(other, "exp") and other.arg is negated and abs(d) == c:
+                name = "cosh" if d == c else "sinh"
+                rest = [p for k, p in enumerate(terms) if k not in (i, j)]
+                return _hyperbolic(rest + [(2 * c, simplify(F.apply(name, t.arg)))])
+    return terms
 
 
 def _factor(terms, shape):
@@ -367,6 +389,11 @@ def normalise_elementwise(e: Elementwise) -> Node:
         a, b = x.fn.param, e.fn.param
         if not float(a).is_integer() or float(b).is_integer():  # (xᵃ)ᵇ → xᵃᵇ where valid
             return simplify(F.power(x.arg, a * b))
+    if _is_builtin(e, "pow") and isinstance(x, Sum) and len(x.terms) == 1 and \
+            (x.terms[0][0] > 0 or float(e.fn.param).is_integer()) and \
+            _plain(float(x.terms[0][0]) ** e.fn.param):  # (c·t)ᵖ → cᵖ·tᵖ where cᵖ prints plainly
+        c, t = x.terms[0]
+        return simplify(B.scale(float(c) ** e.fn.param, F.power(t, e.fn.param)))
     u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "pow" and e.fn.param == -1 else None
     if u is not None:  # 1 ⊘ (1 + exp(u)) → σ(−u)
         return simplify(F.apply("sigmoid", B.scale(-1, u)))
@@ -414,6 +441,28 @@ def _merge_sigmoids(ops, labs):
                     other.fn.builtin and other.fn.name == "sigmoid" and other.arg is negated:
                 keep = [k for k in range(len(ops)) if k not in (i, j)]
                 return ([ops[k] for k in keep] + [simplify(F.apply("sigmoid", op.arg))],
+                        [labs[k] for k in keep] + [lab])
+    return ops, labs
+
+
+def _plain(v: float) -> bool:
+    """Whether v is a fraction with a small denominator (1/2, 4), not 0.8660254…"""
+    from fractions import Fraction
+    return np.isfinite(v) and float(Fraction(v).limit_denominator(1000)) == v
+
+
+def _merge_tanh(ops, labs):
+    """sinh(u) ⊙ cosh(u)⁻¹ → tanh(u) for factors read with the same labels."""
+    if not any(_is_builtin(op, "sinh") for op in ops):
+        return ops, labs
+    for i, (op, lab) in enumerate(zip(ops, labs)):
+        if not _is_builtin(op, "sinh"):
+            continue
+        for j, (other, olab) in enumerate(zip(ops, labs)):
+            if j != i and olab == lab and _is_builtin(other, "pow") and other.fn.param == -1 and \
+                    _is_builtin(other.arg, "cosh") and other.arg.arg is op.arg:
+                keep = [k for k in range(len(ops)) if k not in (i, j)]
+                return ([ops[k] for k in keep] + [simplify(F.apply("tanh", op.arg))],
                         [labs[k] for k in keep] + [lab])
     return ops, labs
 
