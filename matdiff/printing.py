@@ -3,6 +3,7 @@ table of precedences deciding every parenthesis."""
 from __future__ import annotations
 
 import collections
+import re
 from fractions import Fraction
 
 from . import notation as N
@@ -215,7 +216,7 @@ def _prod(m: N.Prod, style):
     else:  # a differential stands apart from its neighbours: aᵀ dX b
         shown = style.get("display", {})
         apart = [_is_differential(f, shown) for f in factors]
-        body = "".join((" " if i and (apart[i] or apart[i - 1]) else
+        body = "".join((" " if i and (apart[i] or apart[i - 1] or _run_together(parts[i - 1], p)) else
                         "·" if i and parts[i - 1][-1:].isdigit() and p[:1].isdigit() else "") + p
                        for i, p in enumerate(parts))  # 1·1ᵀ, never the number 11
     c = m.coef
@@ -246,6 +247,17 @@ def _fraction(m: N.Prod, style):
         bottom = f"{style['lparen']}{bottom}{style['rparen']}"
     top = top if prec >= PROD else f"{style['lparen']}{top}{style['rparen']}"
     return f"{sign}{top}/{bottom}", (NEG if m.coef < 0 else PROD)
+
+
+_WORD_END = re.compile(r"[A-Za-z0-9_α-ωΑ-Ω]+$")
+_WORD_START = re.compile(r"^[A-Za-z0-9_α-ωΑ-Ω]+")
+
+
+def _run_together(left: str, right: str) -> bool:
+    """Whether two juxtaposed factors would read as one name: lam w, S W2, S diag(v) — a
+    name of more than one character next to another name (Xw and xᵀx stay as they are)."""
+    a, b = _WORD_END.search(left), _WORD_START.match(right)
+    return bool(a and b) and (len(a.group()) > 1 or len(b.group()) > 1)
 
 
 def _is_differential(f, shown) -> bool:

@@ -17,7 +17,7 @@ BY_NAME = {c.name: c for c in CASES}
 # derivative case -> its printed form
 GOLDEN = [
     ('tr X', 'I'),
-    ('‖σ(XW)W₂ − Y‖² by W', 'Xᵀ(2(SW2 − Y)W2ᵀ ⊙ S ⊙ (1 − S))  where S = σ(XW)'),
+    ('‖σ(XW)W₂ − Y‖² by W', 'Xᵀ(2(S W2 − Y)W2ᵀ ⊙ S ⊙ (1 − S))  where S = σ(XW)'),
     ('Σ softplus(tanh(XW)W₂) by W', 'Xᵀ(σ(tanh(XW)W2)W2ᵀ ⊙ (1 − tanh²(XW)))'),
     ('tr X + 1', 'I'),
     ('tr AX', 'Aᵀ'),
@@ -330,7 +330,7 @@ def test_a_named_function_call_raised_to_a_power_prints_as_a_power_of_its_name()
                     md.matrix("Y", "N", "c"))
     J = md.norm(md.tanh(md.tanh(X @ W1) @ W2) - Y) ** 2
     text = str(md.grad(J, W2))
-    assert text == "Sᵀ(2(U − Y) ⊙ (1 − U^∘2))  where S = tanh(XW1), U = tanh(SW2)"
+    assert text == "Sᵀ(2(U − Y) ⊙ (1 − U^∘2))  where S = tanh(X W1), U = tanh(S W2)"
     assert text.count("(") == text.count(")")
 
 

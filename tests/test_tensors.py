@@ -56,7 +56,7 @@ def test_operations_agree_with_numpy_and_their_derivatives_with_finite_differenc
     (md.einsum("ij,ik->jk", X, Y), "XᵀY"),
     (md.dot(X, Y, [0], [0]), "XᵀY"),
     (md.tensordot(X, md.matrix("W", "k", "m"), 1), "XW"),
-    (md.hadamard(X, v, [1], [0]), "Xdiag(v)"),
+    (md.hadamard(X, v, [1], [0]), "X diag(v)"),
     (md.einsum("ii->", Q), "tr(Q)"),
     (md.permute(X), "Xᵀ"),
 ])
