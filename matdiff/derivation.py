@@ -12,6 +12,7 @@ from . import build as B
 from .diff import RULES
 from .errors import MatdiffError, NotSupportedError
 from .ir import Var, free_vars
+from .present import simplest
 from .printing import LATEX, TEXT, render
 from .recognise import recognise
 from .simplify import simplify
@@ -27,7 +28,7 @@ class Derivation:
     def _display(self, style):
         out = {}
         for name, u in self.holes.items():
-            inner = render(recognise(u), style)
+            inner = render(simplest(recognise(u)), style)
             if style is TEXT:
                 out[name] = f"d{inner}" if isinstance(u, Var) else f"d({inner})"
             else:
@@ -39,14 +40,18 @@ class Derivation:
         display = self._display(style)
         shown = [render(recognise(s), style, display=display) for s in self.steps]
         dx = display[_hole_name(0)]
-        g = render(recognise(self.gradient), style)
+        taken = {v.name for v in free_vars(self.f.node) if hasattr(v, "name")}
+        g = render(simplest(recognise(self.gradient)), style, taken)  # as str(grad(f, X)) is
+        where = "  where " if style is TEXT else " \\quad\\text{where } "
+        main, sep, defs = g.partition(where)  # the names are defined after ⟨·, dX⟩, not in it
         if style is TEXT:
-            pairing = f"⟨{g}, {dx}⟩" if self.x.ndim else f"{g} {dx}"
+            pairing = f"⟨{main}, {dx}⟩" if self.x.ndim else f"{main} {dx}"
             name = f"∇_{self.x.name}"
         else:
-            pairing = (f"\\left\\langle {g}, {dx} \\right\\rangle" if self.x.ndim else f"{g}\\, {dx}")
+            pairing = (f"\\left\\langle {main}, {dx} \\right\\rangle" if self.x.ndim
+                       else f"{main}\\, {dx}")
             name = f"\\nabla_{{{self.x.name}}}"
-        return shown + [pairing, name + (" = " if style is TEXT else " = ") + g]
+        return shown + [pairing + sep + defs, name + " = " + g]
 
     def __str__(self):
         head, *steps, conclusion = self.lines(TEXT)  # steps end with ⟨∇f, dX⟩

@@ -320,3 +320,19 @@ def test_the_chosen_form_is_never_costlier_and_always_equal(pair, shape):
     want = notation_eval.evaluate(m, env, SIZES, {})
     got = notation_eval.evaluate(chosen, env, SIZES, {})
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("f,v", [
+    (lambda: md.det(X @ X @ X), X), (lambda: md.norm(A @ x), x),
+    (lambda: md.sum(md.softmax(x) * a), x), (lambda: md.logdet(S) + x.T @ md.inv(S) @ x, S),
+], ids=["det X³", "‖Ax‖", "softmax", "logdet S + xᵀS⁻¹x"])
+def test_a_derivation_concludes_with_the_printed_gradient_and_defines_names_outside_the_pairing(f, v):
+    lines = str(md.derivation(f(), v)).splitlines()
+    pairing = next(line for line in lines if "⟨" in line)
+    assert "where" not in pairing[pairing.index("⟨"):pairing.index("⟩")]
+    assert lines[-1] == f"⇒ ∇_{v.node.name} = {md.grad(f(), v)}"
+    variables = {u.node.name for u in f().variables}
+    for line in lines:  # a "where" name is never a variable's name
+        if "  where " in line:
+            names = {d.split(" = ")[0] for d in line.split("  where ")[1].split(", ") if " = " in d}
+            assert not names & variables
