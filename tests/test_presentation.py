@@ -336,3 +336,13 @@ def test_a_derivation_concludes_with_the_printed_gradient_and_defines_names_outs
         if "  where " in line:
             names = {d.split(" = ")[0] for d in line.split("  where ")[1].split(", ") if " = " in d}
             assert not names & variables
+
+
+def test_the_logistic_loss_typed_with_exp_compiles_as_its_softplus_form():
+    Xm, wv, yv = md.matrix("X", "n", "k"), md.vector("w", "k"), md.vector("y", "n")
+    typed = md.sum(md.log(1 + md.exp(-yv * (Xm @ wv))))
+    softplus = md.sum(md.softplus(-yv * (Xm @ wv)))
+    sources = [md.codegen([f, md.grad(f, wv), md.hessian(f, wv)]) for f in (typed, softplus)]
+    assert sources[0] == sources[1]
+    assert ".T @ t" in sources[0] and "np.sqrt(" in sources[0]  # (√d ⊙ X)ᵀ(√d ⊙ X)
+    md.check(typed, wv, order=2)
