@@ -5,10 +5,11 @@ of equivalence classes of terms, as in egg/egglog — applies every identity of 
 every class until nothing new appears (or a size limit is reached), and extracts from each
 class its cheapest member by a cost:
 
-- ``"length"``: the printed length, each variable counted once more (so a factored
+- ``length``: the printed length, each variable counted once more (so a factored
   (A + Aᵀ)x is preferred to Ax + Aᵀx) and each character inside a function's parentheses
   weighing 1.1 (so det(X)² is preferred to det(X²));
-- ``"flops"``: the multiply-adds to compute it at the given sizes (100 per unknown dim).
+- ``flops(sizes)``: the multiply-adds to compute it at the given sizes (100 per unknown
+  dim), products in their best order.
 
 All matches of all rules are found on a snapshot of the graph before any is applied, and
 ties between equally cheap forms are broken by a structural key, so the order in which
@@ -295,7 +296,7 @@ PAREN = 0.5          # a parenthesis (half a character: (x − a)ᵀ is preferre
 MARK = 1.25          # a ᵀ or ⁻¹ mark
 
 
-def length(t, kid_costs: list, kid_ops: list) -> float:
+def length(g, t, kid_costs: list, kid_ops: list) -> float:
     """Printed characters of term t given its kids' (costs, head ops); the characters in a
     function's parentheses weigh ``NESTED``."""
     op, data, kids = t
@@ -335,6 +336,64 @@ def length(t, kid_costs: list, kid_ops: list) -> float:
         return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
             0 if abs(c) == 1 else _number_length(c) for c in coefs) + (coefs[0] < 0)
     raise AssertionError(op)
+
+
+def flops(sizes: dict | None = None, default: int = 100):
+    """The multiply-adds to compute a term at ``sizes`` (``default`` for a dim not given):
+    a product in its best order (matrix-chain), inverses and determinants n³, sums and
+    element-wise operations one per entry."""
+    sizes = dict(sizes or {})
+
+    def number(d):
+        return D.resolve(d, {**{f: default for f in D.names((d,))}, **sizes})
+
+    def entries(g, c):
+        shape = g.dims.get(g.find(c))
+        if shape is None:
+            return {"s": 1, "c": default, "r": default, "m": default * default}[g.kind(c)]
+        out = 1
+        for d in shape:
+            out *= number(d)
+        return out
+
+    def side(g, c):
+        """(rows, columns) of a factor as numbers."""
+        shape, kind = g.dims.get(g.find(c)), g.kind(c)
+        n = [number(d) for d in shape] if shape is not None else [default] * {"c": 1, "r": 1, "m": 2}[kind]
+        return {"c": (n[0], 1), "r": (1, n[0]), "m": (n[0], n[-1])}[kind]
+
+    def chain(g, kids):
+        ms = [side(g, k) for k in kids if g.kind(k) != "s"]
+        if len(ms) < 2:
+            return 0
+        best = {(i, i): 0 for i in range(len(ms))}
+        for span in range(1, len(ms)):
+            for i in range(len(ms) - span):
+                j = i + span
+                best[i, j] = min(best[i, k] + best[k + 1, j] + ms[i][0] * ms[k][1] * ms[j][1]
+                                 for k in range(i, j))
+        return best[0, len(ms) - 1]
+
+    def cost(g, t, kid_costs, kid_ops):
+        op, data, kids = t
+        own = 0
+        if op in ("inv", "matpow") or op == "call" and data[1] in ("det", "logdet"):
+            r = side(g, kids[0])[0]
+            own = r ** 3 * (1 if op != "matpow" else max(1, abs(int(data[1])).bit_length()))
+        elif op == "call" and data[1] in ("tr", "diag"):
+            own = side(g, kids[0])[0]
+        elif op in ("call", "pow", "kron"):
+            own = entries(g, kids[0]) if op != "kron" else 0
+        elif op in ("had", "add"):
+            n = entries(g, kids[0])
+            own = n * (len(kids) - 1) + (n * sum(abs(c) != 1 for c in data[1]) if op == "add" else 0)
+        elif op == "prod":
+            scalars = sum(g.kind(k) == "s" for k in kids) + (data[1] != 1)
+            mats = [k for k in kids if g.kind(k) != "s"]
+            own = chain(g, kids) + scalars * (entries(g, mats[-1]) if mats else 1)
+        return own + sum(kid_costs)
+
+    return cost
 
 
 # --------------------------------------------------------------------------- rules
@@ -842,7 +901,7 @@ def extract(g: EGraph, root: int, cost=length):
                 kids = [g.find(k) for k in t[2]]
                 if any(k not in best for k in kids):
                     continue
-                value = round(cost(t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
+                value = round(cost(g, t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
                 key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else repr(t[1][1]),
                        tuple(best[k][1] for k in kids))
                 old = best.get(c)
@@ -875,21 +934,24 @@ _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def simplest(m: N.M, rules=None) -> N.M:
-    """The shortest equal way to write m (m itself where nothing is shorter)."""
+def simplest(m: N.M, rules=None, cost=None) -> N.M:
+    """The shortest equal way to write m (m itself where nothing is shorter); with
+    ``cost=flops(sizes)``, the equal form cheapest to compute at those sizes."""
     if isinstance(m, N.Index) or not N.children(m):
         return m
-    if rules is None:
+    plain = rules is None and cost is None
+    if plain:
         hit = _CACHE.get(m)
         if hit is not None:
             return hit
+    cost = cost or length
     g = EGraph()
     root = ingest(g, m, {})
     saturate(g, rules)
-    out, value = extract(g, root)
-    if value > cost_of(m) - 1e-9:  # never longer than what came in
+    out, value = extract(g, root, cost)
+    if value > cost_of(m, cost) - 1e-9:  # never costlier than what came in
         out = m
-    if rules is None:
+    if plain:
         with _LOCK:
             out = _CACHE.setdefault(m, out)
     return out

@@ -346,3 +346,23 @@ def test_the_logistic_loss_typed_with_exp_compiles_as_its_softplus_form():
     assert sources[0] == sources[1]
     assert ".T @ t" in sources[0] and "np.sqrt(" in sources[0]  # (√d ⊙ X)ᵀ(√d ⊙ X)
     md.check(typed, wv, order=2)
+
+
+def test_the_flop_cost_chooses_among_the_same_equal_forms():
+    """‖T − UVᵀ‖²_F by U: the length cost keeps 2(UVᵀ − T)V, the flop cost at a thin rank
+    distributes it, U(VᵀV) − TV never forming the m × n residual; both equal in value."""
+    Tm, U, V = md.matrix("T", "m", "n"), md.matrix("U", "m", "r"), md.matrix("V", "n", "r")
+    m = recognise(simplify(md.grad(md.norm(Tm - U @ V.T) ** 2, U).node))
+    thin = P.flops({"m": 1000, "n": 800, "r": 20})
+    short, fast = P.simplest(m), P.simplest(m, cost=thin)
+    render = lambda t: md.printing.render(t, md.printing.TEXT)  # noqa: E731
+    assert render(short) == "2(UVᵀ − T)V" and render(fast) == "2(UVᵀV − TV)"
+    assert P.cost_of(fast, thin) < P.cost_of(short, thin) / 1.5
+    assert P.cost_of(short) < P.cost_of(fast)
+    rng = np.random.default_rng(5)
+    env = {"T": rng.standard_normal((4, 3)), "U": rng.standard_normal((4, 2)), "V": rng.standard_normal((3, 2))}
+    sizes = {"m": 4, "n": 3, "r": 2}
+    np.testing.assert_allclose(notation_eval.evaluate(fast, env, sizes, {}),
+                               notation_eval.evaluate(short, env, sizes, {}), rtol=1e-12)
+    wide = P.flops({"m": 1000, "n": 800, "r": 2000})  # a wide rank: the residual is cheaper
+    assert render(P.simplest(m, cost=wide)) == "2(UVᵀ − T)V"
