@@ -544,6 +544,14 @@ def _norm_square(g, c, t):
             for x in _halves(g, c, "s")[:1]]
 
 
+def _trace_square(g, c, t):
+    """tr(XᵀX) = ‖X‖_F²."""
+    if t[1][1] != "tr":
+        return []
+    return [g.add("pow", ("s", 2.0), (g.add("call", ("s", "norm", 0, None, None), (x,)),))
+            for x in _halves(g, t[2][0], "m")[:2]]  # ‖P‖_F and ‖Pᵀ‖_F: the cost picks
+
+
 def _positive(g, c) -> bool:
     """Whether class c is ≥ 0 by structure: a norm, or an even power of one (xᵀx)."""
     return any(d[1] == "norm" for _, d, _ in g.terms(c, "call")) or any(
@@ -843,6 +851,7 @@ RULES = [
     Rule("a(bc) = abc", "scalars", "prod", _flatten_product),
     Rule("(xᵀx)ᵖ = ‖x‖²ᵖ, tr(XᵀX)ᵖ = ‖X‖_F²ᵖ", "scalars", "pow", _norm),
     Rule("xᵀx = ‖x‖²", "scalars", "prod", _norm_square),
+    Rule("tr(XᵀX) = ‖X‖_F²", "scalars", "call", _trace_square),
     Rule("sᵖsᵠ = sᵖ⁺ᵠ", "scalars", "prod", _scalar_powers),
     Rule("(sᵖ)ᵠ = sᵖᵠ", "scalars", "pow", _power_of_power),
     Rule("sP + sQ = s(P + Q)", "scalars", "add", _common_scalar),

@@ -63,6 +63,9 @@ def _flattenable(inner: Contract, outer_size: int) -> bool:
 
 
 def normalise_contract(c: Contract) -> Node:
+    lifted = _lift_reshape(c)
+    if lifted is not None:
+        return lifted
     coef, ops, labs = 1.0, [], []
     fresh = _fresh(c.out, *c.labels)
     work = list(zip(c.operands, c.labels))
@@ -505,6 +508,51 @@ def _square_product(c: Node):
     return None
 
 
+def _groups(src, dst):
+    """For a reshape that only merges neighbouring axes, the source axes of each target
+    axis ((0,), (1, 2), …); None for any other reshape (or a dim of 1, which is ambiguous)."""
+    if any(d == 1 for d in tuple(src) + tuple(dst)):
+        return None
+    out, i = [], 0
+    for d in dst:
+        start, acc = i, 1
+        while i < len(src) and acc != d:
+            acc = D.mul(acc, src[i])
+            i += 1
+        if acc != d or i == start:
+            return None
+        out.append(tuple(range(start, i)))
+    return out if i == len(src) else None
+
+
+def _lift_reshape(c: Contract):
+    """A factor that is a merging reshape, whose merged axes are result axes read by no
+    other factor, is taken apart and the reshape done last: (reshape(P))_(ij)k z_j… becomes
+    reshape(P_ijk z_j …), so its deltas meet the other factors and Kronecker forms show."""
+    for n, (op, lab) in enumerate(zip(c.operands, c.labels)):
+        if not isinstance(op, Reshape) or op.arg.ndim <= op.ndim:
+            continue
+        groups = _groups(op.arg.shape, op.shape)
+        everywhere = [x for ls in c.labels for x in ls]
+        if groups is None or any(len(g) > 1 and (everywhere.count(x) != 1 or x not in c.out)
+                                 for g, x in zip(groups, lab)):
+            continue
+        fresh = _fresh(c.out, *c.labels)
+        fine, split = [], {}
+        for g, x in zip(groups, lab):
+            if len(g) == 1:
+                fine.append(x)
+            else:
+                split[x] = list(range(fresh, fresh + len(g)))
+                fine.extend(split[x])
+                fresh += len(g)
+        out = tuple(y for x in c.out for y in split.get(x, [x]))
+        inner = Contract(c.operands[:n] + (op.arg,) + c.operands[n + 1:],
+                         c.labels[:n] + (tuple(fine),) + c.labels[n + 1:], out)
+        return simplify(Reshape(inner, c.shape))
+    return None
+
+
 def normalise_reshape(r: Reshape) -> Node:
     if r.arg.shape == r.shape:
         return r.arg
@@ -512,6 +560,9 @@ def normalise_reshape(r: Reshape) -> Node:
         return simplify(Reshape(r.arg.arg, r.shape))
     if B.is_zero(r.arg):
         return B.zeros(r.shape)
+    if isinstance(r.arg, Sum) and len(r.arg.terms) == 1:  # reshape(c·x) → c·reshape(x)
+        (k, t), = r.arg.terms
+        return simplify(B.scale(k, Reshape(t, r.shape)))
     if is_ones(r.arg):  # the all-ones tensor in any layout
         return simplify(B.ones(r.shape))
     half = len(r.shape) // 2
@@ -519,6 +570,12 @@ def normalise_reshape(r: Reshape) -> Node:
             r.shape[:half] == r.shape[half:] and D.size(r.shape[:half]) == r.arg.dim:
         # I of n·m laid out as (n, m, n, m) is δ_ik δ_jl: Kronecker products of identities
         return simplify(B.identity_tensor(r.shape[:half]))
+    if isinstance(r.arg, Delta) and r.arg.order == 2 and len(r.shape) > 2:
+        for head, tail in ((r.shape[:1], r.shape[1:]), (r.shape[:-1], r.shape[-1:])):
+            fine = tail if len(tail) > 1 else head  # I of n·m as (n·m, n, m): δ_(ij),(kl) merged
+            if (head == (r.arg.dim,) or tail == (r.arg.dim,)) and len(fine) > 1 and \
+                    D.size(fine) == r.arg.dim:
+                return simplify(Reshape(B.identity_tensor(fine), r.shape))
     return r
 
 

@@ -42,8 +42,11 @@ def evaluate(m, env, sizes, functions):
         for f in m.factors:
             out = out * ev(f)
         return out
-    if isinstance(m, N.Kron):
-        return np.kron(ev(m.factors[0]), ev(m.factors[1]))
+    if isinstance(m, N.Kron):  # a column is n × 1 and a row 1 × n in a Kronecker product
+        shaped = [np.reshape(ev(f), {"c": (-1, 1), "r": (1, -1)}.get(f.kind, np.shape(ev(f))))
+                  if m.kind == "m" else ev(f) for f in m.factors]
+        out = np.kron(shaped[0], shaped[1])
+        return out if m.kind == "m" else out.ravel()
     if isinstance(m, N.Add):
         return sum(c * ev(t) for c, t in m.terms)
     if isinstance(m, N.Inv):

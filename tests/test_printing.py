@@ -106,9 +106,9 @@ GOLDEN = [
     ('softmax cross-entropy over rows', '(1/4)(diag(Y1)softmax(X, axis=1) − Y)'),
     ('Σ kron(A, B) by A', '(1ᵀB1)1·1ᵀ'),
     ('aᵀ kron(A, B) b', "Σ_p Σ_q [reshape(einsum('a,b->ba', q, p), (n, m, n, m))]_piqj A_pq"),
-    ('∂kron(x, y)/∂x', 'Σ_p [reshape(eye(m·n), (m·n, n, m))]_ijp z_p'),
+    ('∂kron(x, y)/∂x', 'I ⊗ z'),
     ('∂kron(A, B)/∂B', "Σ_p Σ_q [reshape(einsum('ab,cd->acbd', eye(m·n), eye(m·n)), (m·n, m·n, n, m, n, m))]_ijpkql A_pq"),
-    ('‖kron(A, B)‖²', "Σ_p Σ_q [reshape((2*reshape(einsum('ab,cd->cadb', B, A), (m·n, m·n))), (n, m, n, m))]_ipjq B_pq"),
+    ('‖kron(A, B)‖²', '2‖B‖_F²A'),
     ('Σ σ(XW) by W', 'Xᵀσ′(XW)'),
     ('Σ σ(XW) by X', 'σ′(XW)Wᵀ'),
     ('λ(σ(XW)) by W', 'Xᵀ(∇λ(σ(XW)) ⊙ σ′(XW))'),
@@ -305,6 +305,8 @@ def test_printed_text_parses_back_to_the_same_values(name, text):
     d = md.jacobian(c.f, c.wrt)
     if _has_index(d.notation()):
         return  # index notation is for reading; it has no text dialect
+    if any(not isinstance(x, (int, str)) for x in d.shape):
+        return  # a dim that is a product (m·n) has no declaration in the text dialects
     back = md.parse(str(d), dialect="matdiff", result_shape=d.shape, **declarations(d))
     values, size, functions = _case_inputs(c, d, seed=2)
     used = {v.name for v in variables(back.node)}
