@@ -208,7 +208,7 @@ class Parser:
 
 KIND_WORDS = {"scalar": 0, "vector": 1, "matrix": 2}
 DECL = re.compile(r"^\s*(?:(?P<name>[A-Za-z_]\w*)\s*:)?\s*(?P<kind>scalar|vector|matrix|function|"
-                  r"scalar_function|scalar function)\s*(?:\((?P<dims>[^)]*)\))?\s*"
+                  r"scalar_function|scalar function|dim)\s*(?:\((?P<dims>[^)]*)\))?\s*"
                   r"(?P<sym>symmetric)?\s*$")
 
 
@@ -336,6 +336,9 @@ class Builder:
             if decl is not None and decl.kind in ("function", "scalar_function"):
                 raise ParseError(f"{name} is declared a function; call it as {name}(…)",
                                  self.text, node.col)
+            if decl is not None and decl.kind == "dim":
+                raise ParseError(f"{name} is declared a dim (a size), not a variable; declare it "
+                                 f"'scalar' to use it as a number", self.text, node.col)
             kind = decl.kind if decl else _kind_by_name(name)
             n = KIND_WORDS[kind]
             keys = [self.dims.fresh() for _ in range(n)]
@@ -397,6 +400,9 @@ class Builder:
         return f"a matrix ({name(r_)} × {name(c_)})"
 
     def _s_num(self, node):
+        return Shape()
+
+    def _s_size(self, node):  # a dim's name read as its size, n = 1ᵀ1 (printed dialect)
         return Shape()
 
     def _s_var(self, node):
@@ -682,6 +688,9 @@ class Builder:
     def _b_num(self, node, names):
         return lift(node.value)
 
+    def _b_size(self, node, names):
+        return L.sum(L.ones(node.value))
+
     def _b_var(self, node, names):
         return self.variable(node.value, names)
 
@@ -815,7 +824,7 @@ class Builder:
         return L.norm(x)
 
 
-OPS = {"num": "num", "var": "var", "neg": "neg", "transpose": "transpose", "call": "call",
+OPS = {"num": "num", "size": "size", "var": "var", "neg": "neg", "transpose": "transpose", "call": "call",
        "ones": "ones", "zeros": "ones", "eye": "eye", "inverse": "inverse", "inverse_t": "inverse",
        "sup": "sup", "kron": "kronop",
        "+": "add", "-": "add", ".*": "hadamard", "./": "hadamard", "^": "power", ".^": "power",
@@ -991,10 +1000,11 @@ class PrintedParser(Parser):
 
     IMPLICIT = 20
 
-    def __init__(self, text, variables: set, functions: set, definitions: dict):
+    def __init__(self, text, variables: set, functions: set, definitions: dict, sizes=frozenset()):
         self.text, self.dialect, self.depth, self.i = text, "matdiff", 0, 0
         self.variables, self.fns, self.definitions = variables, functions | PRINTED_FUNCTIONS, definitions
-        self.known = variables | set(definitions) | functions
+        self.sizes = set(sizes) - variables - set(definitions) - functions  # dims read as sizes: n
+        self.known = variables | set(definitions) | functions | self.sizes
         self.numeric = self.bars = self.norms = 0
         self.toks = self.tokenize(text)
 
@@ -1139,6 +1149,8 @@ class PrintedParser(Parser):
             self.take()
             if tok.text in self.definitions:
                 return self.definitions[tok.text]
+            if tok.text in self.sizes:
+                return Node("size", tok.col, value=tok.text)
             return Node("var", tok.col, value=tok.text)
         return super().prefix()
 
@@ -1166,7 +1178,7 @@ class _Definitions(dict):
                 raise ParseError(f"the definition of {name} uses itself", self.bodies[name], 0)
             self.open.add(name)
             dict.__setitem__(self, name, PrintedParser(self.bodies[name], self.variables,
-                                                       self.functions, self).parse())
+                                                       self.functions, self, self.sizes).parse())
             self.open.discard(name)
         return dict.__getitem__(self, name)
 
@@ -1176,14 +1188,17 @@ def _parse_printed(text: str, decls: dict) -> Node:
     main, _, where = text.partition("  where ")
     variables = {n for n, d in decls.items() if d.kind in KIND_WORDS}
     variables |= {g for g, n in GREEK_NAMES.items() if n in variables}
-    functions = {n for n, d in decls.items() if d.kind not in KIND_WORDS}
+    functions = {n for n, d in decls.items() if d.kind not in KIND_WORDS and d.kind != "dim"}
     functions |= {g for g, n in GREEK_NAMES.items() if n in functions}
     bodies = {}
     for part in filter(None, (p.strip() for p in re.split(r",\s(?=\S+ = )", where))):
         name, _, body = part.partition(" = ")
         bodies[name.strip()] = body
     definitions = _Definitions(bodies, variables, functions)
-    tree = PrintedParser(main, variables, functions, definitions).parse()
+    definitions.sizes = {x for d in decls.values() if d.kind in KIND_WORDS for x in (d.dims or ())
+                         if isinstance(x, str) and x.isidentifier()}
+    definitions.sizes |= {n for n, d in decls.items() if d.kind == "dim"}
+    tree = PrintedParser(main, variables, functions, definitions, definitions.sizes).parse()
     stack = [tree]
     while stack:  # Greek letters back to the names they print
         n = stack.pop()
@@ -1210,7 +1225,10 @@ def declarations(expr) -> dict:
             raise MatdiffError(f"{node.name} has order {node.ndim}; the text dialects have "
                                f"scalars, vectors and matrices")
         out[node.name] = kind + (f"({dims})" if dims else "") + (" symmetric" if node.symmetric else "")
+    from . import dims as D
     for n in walk(lift(expr).node):
+        for name in sorted(D.names(n.shape) - set(out)):  # sizes the text may name: 2sn²
+            out[name] = "dim"
         if isinstance(n, Elementwise) and isinstance(n.fn, Function) and not n.fn.builtin:
             out[n.fn.name] = "function"
         elif isinstance(n, ScalarFn) and isinstance(n.fn, ScalarFunction):

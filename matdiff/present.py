@@ -304,7 +304,7 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
     if op == "leaf":
         m = data[1]
         if isinstance(m, N.Sym):  # a name read once more costs one more: (A + Aᵀ)x, not Ax + Aᵀx
-            return len(m.name) + 1 if m.role == "var" else 1
+            return len(m.name) + 1 if m.role in ("var", "dim") else 1
         if isinstance(m, N.Num):
             return _number_length(m.value) + (m.value < 0)
         return 40 + len(getattr(m, "text", ""))
@@ -550,6 +550,27 @@ def _trace_square(g, c, t):
         return []
     return [g.add("pow", ("s", 2.0), (g.add("call", ("s", "norm", 0, None, None), (x,)),))
             for x in _halves(g, t[2][0], "m")[:2]]  # ‖P‖_F and ‖Pᵀ‖_F: the cost picks
+
+
+def _dim_leaf(g, dim):
+    return g.add("leaf", ("s", N.Sym("s", D.fmt(dim), "dim", False, (dim,))))
+
+
+def _count(g, c, t):
+    """1ᵀ1 = n and tr(I) = n: the size of a dim."""
+    def ones(k, kind):
+        return [d[1] for op, d, _ in g.nodes[g.find(k)] if op == "leaf" and isinstance(d[1], N.Sym)
+                and d[1].role == kind]
+    if t[0] == "prod" and t[1][0] == "s" and t[1][1] == 1 and len(t[2]) == 2:
+        rows = [ones(kk[0], "one") for _, _, kk in g.terms(t[2][0], "T")]
+        col = ones(t[2][1], "one")
+        if any(rows) and col and col[0].kind == "c":
+            return [_dim_leaf(g, col[0].dims[0])]
+    if t[0] == "call" and t[1][1] == "tr":
+        eye = ones(t[2][0], "eye")
+        if eye:
+            return [_dim_leaf(g, eye[0].dims[0])]
+    return []
 
 
 def _positive(g, c) -> bool:
@@ -852,6 +873,8 @@ RULES = [
     Rule("(xᵀx)ᵖ = ‖x‖²ᵖ, tr(XᵀX)ᵖ = ‖X‖_F²ᵖ", "scalars", "pow", _norm),
     Rule("xᵀx = ‖x‖²", "scalars", "prod", _norm_square),
     Rule("tr(XᵀX) = ‖X‖_F²", "scalars", "call", _trace_square),
+    Rule("1ᵀ1 = n", "scalars", "prod", _count),
+    Rule("tr(I) = n", "scalars", "call", _count),
     Rule("sᵖsᵠ = sᵖ⁺ᵠ", "scalars", "prod", _scalar_powers),
     Rule("(sᵖ)ᵠ = sᵖᵠ", "scalars", "pow", _power_of_power),
     Rule("sP + sQ = s(P + Q)", "scalars", "add", _common_scalar),

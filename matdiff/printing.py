@@ -187,6 +187,8 @@ def _matpow(m: N.MatPow, style):
 
 
 def _sym(m: N.Sym, style):
+    if m.role == "dim":  # the size of a dim: n, m·n
+        return (m.name.replace("·", " ") if _tex(style) else m.name), (ATOM if "·" not in m.name else PROD)
     if m.role != "var":
         return style[m.role], ATOM
     shown = style.get("display", {}).get(m.name)  # differentials in derivations: d(XW)
@@ -491,6 +493,8 @@ def _py(m: N.M, functions: dict):
     if isinstance(m, N.Sym):
         if m.role == "var":
             return m.name, ATOM
+        if m.role == "dim":
+            return f"md.sum(md.ones({_py_dims(m.dims)}))", ATOM
         call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
         if call:
             return f"{call}({_py_dims(m.dims)})", ATOM

@@ -24,6 +24,8 @@ def evaluate(m, env, sizes, functions):
     ev = lambda x: evaluate(x, env, sizes, functions)  # noqa: E731
     if isinstance(m, N.Sym):
         shape = [D.resolve(d, sizes) for d in m.dims]
+        if m.role == "dim":
+            return float(shape[0])
         return {"var": lambda: env[m.name], "one": lambda: np.ones(shape),
                 "eye": lambda: np.eye(shape[0]), "zero": lambda: np.zeros(shape)}[m.role]()
     if isinstance(m, N.Num):

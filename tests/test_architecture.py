@@ -29,7 +29,7 @@ ALLOWED = {
     "tensors": {"build", "dims", "errors", "expr", "ir", "library"},
     "check": {"dims", "errors", "evaluate", "expr", "ir", "library"},
     "explicit": {"dims", "errors", "evaluate", "expr", "ir"},
-    "parse": {"errors", "expr", "functions", "ir", "library"},
+    "parse": {"dims", "errors", "expr", "functions", "ir", "library"},
     "generate": {"dims", "errors", "evaluate", "expr", "functions", "ir", "library", "printing",
                  "recognise", "show", "simplify"},
     "cli": {"__init__", "check", "derivation", "errors", "expr", "library", "parse"},

@@ -26,6 +26,7 @@ S = md.matrix("S", n, n, symmetric=True)
 M, W = md.matrix("M", n, "k"), md.matrix("W", "k", "p")
 x, y, a, b = (md.vector(s, n) for s in "xyab")
 w = md.vector("w", "k")
+s = md.scalar("s")
 SIZES = {"n": 3, "k": 2, "p": 2}
 
 
@@ -92,6 +93,9 @@ GOLDEN = [
     ("scalars", lambda: md.sqrt(x.T @ x) * x, None, None, "‖x‖x"),
     ("scalars", lambda: md.norm(M @ w - y) ** 2, w, "grad", "2Mᵀ(Mw − y)"),
     ("scalars", lambda: md.norm(M @ w - y), None, None, "‖Mw − y‖"),
+    ("scalars", lambda: md.sum(x - s), s, "grad", "−n"),
+    ("scalars", lambda: md.sum(s * md.ones(n)) ** 2, s, "grad", "2sn²"),
+    ("scalars", lambda: md.trace(md.eye(n)) * md.trace(md.eye(n)), None, None, "n²"),
     ("inverses", lambda: X @ md.inv(X @ X @ X), None, None, "X⁻²"),
     ("inverses", lambda: md.det(X @ X @ X), None, None, "det(X)³"),
     ("inverses", lambda: md.det(X @ X @ X), X, "grad", "3det(X)³X⁻ᵀ"),
@@ -209,6 +213,9 @@ IDENTITIES = {
     "(xᵀx)ᵖ = ‖x‖²ᵖ, tr(XᵀX)ᵖ = ‖X‖_F²ᵖ": (N.Pow("s", prod(T(nx), nx, kind="s"), -0.5),
                                           N.Pow("s", call("norm", nx), -1.0)),
     "xᵀx = ‖x‖²": (prod(T(nx), nx, kind="s"), N.Pow("s", call("norm", nx), 2.0)),
+    "1ᵀ1 = n": (prod(T(N.Sym("c", "1", "one", dims=("n",))), N.Sym("c", "1", "one", dims=("n",)), kind="s"),
+                N.Sym("s", "n", "dim", dims=("n",))),
+    "tr(I) = n": (call("tr", N.Sym("m", "I", "eye", dims=("n", "n"))), N.Sym("s", "n", "dim", dims=("n",))),
     "tr(XᵀX) = ‖X‖_F²": (call("tr", prod(T(nA), nA)), N.Pow("s", call("norm", nA), 2.0)),
     "sᵖsᵠ = sᵖ⁺ᵠ": (prod(N.Pow("s", ns, 2.0), N.Pow("s", ns, 3.0), kind="s"), N.Pow("s", ns, 5.0)),
     "(sᵖ)ᵠ = sᵖᵠ": (N.Pow("s", N.Pow("s", ns, 0.5), 4.0), N.Pow("s", ns, 2.0)),
