@@ -704,9 +704,50 @@ def _as_list(outputs) -> list:
     return [lift(e) for e in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
-def _variables_of(exprs: list) -> list:
-    """The variables a function computing ``exprs`` takes, sorted by name."""
-    return variables(*(simplify(e.node) for e in exprs), *(v for e in exprs for v in e.scope))
+def _variables_of(exprs: list, args=None) -> list:
+    """The variables a function computing ``exprs`` takes: in the order given by ``args``
+    (variables or their names; it must hold every one the outputs use, and may hold more),
+    else in the order they first appear in the expressions as written."""
+    used = variables(*(simplify(e.node) for e in exprs), *(v for e in exprs for v in e.scope))
+    if args is not None:
+        return _ordered_by(args, used, exprs)
+    seen, order = set(used), []
+    stack = [e.node for e in reversed(exprs)]
+    visited = set()
+    while stack:  # depth first, left to right: x.T @ A @ x takes (x, A)
+        n = stack.pop()
+        if n in visited:
+            continue
+        visited.add(n)
+        if n in seen:
+            order.append(n)
+            seen.discard(n)
+        stack.extend(reversed(n.children))
+    return order + [v for v in used if v in seen]
+
+
+def _ordered_by(args, used: list, exprs: list) -> list:
+    from .ir import Var
+    if isinstance(args, (str, Expr)) or not hasattr(args, "__iter__"):
+        raise MatdiffError(f"args must be a list of variables, such as [w, X, y], not {args!r}")
+    everything = {v.name: v for v in variables(*(e.node for e in exprs))}
+    everything.update({v.name: v for v in used})
+    out = []
+    for a in args:
+        node = lift(a).node if isinstance(a, Expr) else everything.get(a) if isinstance(a, str) else None
+        if isinstance(a, str) and node is None:
+            raise MatdiffError(f"args names {a!r}, which is no variable of the outputs; they use "
+                               f"{', '.join(v.name for v in used) or 'none'}")
+        if not isinstance(node, Var):
+            raise MatdiffError(f"args holds {a!r}, which is not a variable; list variables or names")
+        if node in out:
+            raise MatdiffError(f"args lists {node.name} twice")
+        out.append(node)
+    missing = [v.name for v in used if v not in out]
+    if missing:
+        raise MatdiffError(f"args leaves out {', '.join(missing)}, which the outputs use; list "
+                           f"every variable (extra ones are allowed and ignored)")
+    return out
 
 
 def _check_name(name) -> None:
@@ -716,9 +757,11 @@ def _check_name(name) -> None:
                            f"no name the generated code uses, not {name!r}")
 
 
-def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None = None) -> str:
+def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None = None,
+            args=None) -> str:
     """Source code of a function computing ``outputs`` (an expression or a list of them) from
-    the variables, passed by name; ``sizes`` (dims to ints) tunes the contraction order.
+    the variables, in the order they first appear in the outputs (or the order of ``args``,
+    a list of variables or names); ``sizes`` (dims to ints) tunes the contraction order.
 
     >>> x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
     >>> for line in md.codegen(md.grad(x.T @ A @ x, x)).splitlines()[5:]:
@@ -733,18 +776,18 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
                                 f"{', '.join(map(repr, BACKENDS))}")
     _check_name(name)
     try:
-        return _codegen(outputs, backend, name, sizes)
+        return _codegen(outputs, backend, name, sizes, args)
     except RecursionError:
         raise MatdiffError(f"codegen: the expression is nested too deeply for Python's recursion "
                            f"limit of {sys.getrecursionlimit()}; raise it with "
                            f"sys.setrecursionlimit") from None
 
 
-def _codegen(outputs, backend: str, name: str, sizes) -> str:
+def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
     roots = [simplify(e.node) for e in exprs]
-    vs = _variables_of(exprs)
+    vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
     args: dict = {}
     params = _parameters(vs, name)
@@ -844,9 +887,11 @@ def _backend_line(line: str, table: dict) -> str:
     return code + hash_ + comment
 
 
-def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa: A001
-    """A function of the variables (keyword arguments by name) computing ``outputs``;
-    shared subexpressions are computed once.
+def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=None):  # noqa: A001
+    """A function of the variables computing ``outputs``; shared subexpressions are computed
+    once. Its parameters are the variables in the order they first appear in the outputs,
+    or in the order of ``args`` (``md.compile(loss, args=[w, X, y])``); ``inspect.signature``
+    shows them, and each may also be passed by its variable's name.
 
     >>> x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
     >>> f = md.compile([x.T @ A @ x, md.grad(x.T @ A @ x, x)])
@@ -854,11 +899,11 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None):  # noqa
     >>> float(value), gradient.tolist()
     (2.0, [2.0, 2.0])
     """
-    source = codegen(outputs, backend, sizes=sizes)
+    source = codegen(outputs, backend, sizes=sizes, args=args)
     namespace: dict = {f"_{fn.name}": (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     exec(compile_source(source), namespace)  # our own generated code, never user text
-    vs = _variables_of(_as_list(outputs))
+    vs = _variables_of(_as_list(outputs), args)
     fn = _checked(namespace["f"], vs, _parameters(vs, "f"))
     fn.source = source
     return fn
