@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
+from pathlib import Path
 
 from . import __version__
 from . import library as L
@@ -28,6 +30,9 @@ EXAMPLES = """examples:
   matdiff "x'*A*x" --wrt x --json              everything as JSON
   matdiff "x.T @ A @ x" --numpy --wrt x        the NumPy dialect
   matdiff "x'*A*x" --var "A: matrix(n, n) symmetric" --wrt x
+  matdiff - --wrt x < expr.txt                 the expression from standard input
+  matdiff @expr.txt --wrt x --format numpy     from a file; the result as NumPy-dialect text
+  matdiff "x'*A*x" --wrt x --ascii             plain ASCII (chosen by itself on such terminals)
   matdiff "lambda(sigma(X*W))" --function sigma --scalar-function lambda --wrt W
 
 variables: a–g are scalars, h–z vectors, A–Z matrices unless declared with --var;
@@ -38,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="matdiff", description="Symbolic matrix calculus: derivatives in matrix notation, "
         "checked numerically.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("expression", nargs="?", help="the expression, e.g. \"x'*A*x\"")
+    p.add_argument("expression", nargs="?",
+                   help="the expression, e.g. \"x'*A*x\"; - reads it from standard input, "
+                        "@PATH from a file")
     p.add_argument("--wrt", action="append", default=[], metavar="VAR",
                    help="differentiate with respect to VAR (repeat for several)")
     p.add_argument("--hessian", action="store_true", help="the second derivative")
@@ -55,12 +62,64 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an abstract element-wise function (σ with derivative σ′)")
     p.add_argument("--scalar-function", action="append", default=[], metavar="NAME",
                    help="an abstract scalar function of a tensor (λ with gradient ∇λ)")
-    p.add_argument("--latex", action="store_true", help="print LaTeX")
+    p.add_argument("--latex", action="store_true", help="print only LaTeX (--format latex)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="the notation of the results: text (default), latex, mc (the "
+                        "matrixcalculus dialect) or numpy (the NumPy dialect), both valid input")
+    p.add_argument("--ascii", action="store_true",
+                   help="plain ASCII output (the default where standard output cannot encode ᵀ)")
     p.add_argument("--check", action="store_true", help="check each derivative numerically")
     p.add_argument("--steps", action="store_true", help="show the derivation step by step")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--version", action="version", version=f"matdiff {__version__}")
     return p
+
+
+FORMATS = ("text", "latex", "mc", "numpy")
+
+# the text notation in plain ASCII: each symbol as the matrixcalculus dialect (or words) write it
+ASCII = {"ᵀ": "'", "⁻ᵀ": "^-T", "⁻¹": "^-1", "⊙": ".*", "⊘": "./", "⊗": "(x)", "−": "-", "·": "*",
+         "√": "sqrt", "‖": "||", "∇": "grad ", "∂": "d", "⟨": "<", "⟩": ">", "⇒": "=>", "Σ": "sum",
+         "∘": "o", "′": "'", "″": "''", "‴": "'''", "²": "^2", "⁰": "^0", "¹": "^1",
+         "³": "^3", "⁴": "^4", "⁵": "^5", "⁶": "^6", "⁷": "^7", "⁸": "^8", "⁹": "^9",
+         "₀": "0", "₁": "1", "₂": "2", "₃": "3", "₄": "4", "₅": "5", "₆": "6", "₇": "7", "₈": "8",
+         "₉": "9", "×": "x", "…": "...", "\u0305": ""}
+GREEK_ASCII = dict(zip("αβγδεζηθικλμνξπρστφχψω",
+                       ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota",
+                        "kappa", "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi",
+                        "psi", "omega"]))
+SUPERSCRIPT_DIGITS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
+
+
+def to_ascii(text: str) -> str:
+    """matdiff's text output in plain ASCII: Xᵀ(σ(XW) ⊙ (1 − σ(XW))) becomes
+    X'(sigma(XW) .* (1 - sigma(XW)))."""
+    text = re.sub(r"⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]{2,}|⁻[⁰²³⁴⁵⁶⁷⁸⁹]",
+                  lambda m: "^" + m.group().translate(SUPERSCRIPT_DIGITS), text)
+    for k in sorted(ASCII, key=len, reverse=True):
+        text = text.replace(k, ASCII[k])
+    for k, v in GREEK_ASCII.items():
+        text = text.replace(k, v)
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def _read_expression(expr: str, stdin) -> str:
+    """The expression itself, or read from standard input (-) or a file (@path)."""
+    if expr == "-":
+        text = stdin.read()
+    elif expr.startswith("@") and len(expr) > 1:
+        try:
+            text = Path(expr[1:]).read_text(encoding="utf-8")
+        except OSError as e:
+            raise MatdiffError(f"cannot read the expression from {expr[1:]!r}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise MatdiffError(f"{expr[1:]!r} is not UTF-8 text") from None
+    else:
+        return expr
+    text = text.strip()
+    if not text:
+        raise MatdiffError(f"{'standard input' if expr == '-' else repr(expr[1:])} holds no expression")
+    return text
 
 
 def _declarations(args) -> dict:
@@ -86,7 +145,7 @@ def _kind(v: Expr) -> str:
     return f"{kind}({dims})" + (" symmetric" if node.symmetric else "") if dims else kind
 
 
-def run(argv, out=None) -> int:
+def run(argv, out=None, stdin=None) -> int:
     out = out or sys.stdout
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -96,6 +155,11 @@ def run(argv, out=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.expression is None:
         parser.error("the expression is missing, e.g. matdiff \"x'*A*x\" --wrt x")
+    args.expression = _read_expression(args.expression, stdin or sys.stdin)
+    fmt = args.format or ("latex" if args.latex else "text")
+    if args.latex and args.format not in (None, "latex"):
+        raise MatdiffError(f"--latex and --format {args.format} ask for two notations; keep one")
+    plain = args.ascii or not _encodes(out)
     f = parse(args.expression, dialect="numpy" if args.numpy else "matrixcalculus",
               **_declarations(args))
     variables = {v.node.name: v for v in f.variables}
@@ -130,15 +194,36 @@ def run(argv, out=None) -> int:
                   out, ensure_ascii=False, indent=2)
         out.write("\n")
         return 0
-    out.write(f"f = {f.latex() if args.latex else f}    where {shapes}\n")
-    for name, label, d, err, steps in results:
-        if steps is not None:
-            out.write((steps.latex() if args.latex else str(steps)) + "\n")
-        else:
-            out.write(f"{label} = {d.latex() if args.latex else d}\n")
-        if err is not None:
-            out.write(f"  checked: relative error {err:.1e} against finite differences\n")
+    lines = []
+    if fmt == "latex":  # only LaTeX: the expression and each result
+        lines.append(f"f = {f.latex()}")
+        for name, label, d, err, steps in results:
+            head = ("\\frac{\\partial^2 f}{\\partial " + name + "^2}" if args.hessian
+                    else "\\frac{\\partial f}{\\partial " + name + "}")
+            lines.append(steps.latex() if steps is not None else f"{head} = {d.latex()}")
+    else:
+        show = {"text": str, "mc": lambda e: e.text("matrixcalculus"),
+                "numpy": lambda e: e.text("numpy")}[fmt]
+        lines.append(f"f = {show(f)}    where {shapes}")
+        for name, label, d, err, steps in results:
+            lines.append(str(steps) if steps is not None and fmt == "text" else f"{label} = {show(d)}")
+            if err is not None:
+                lines.append(f"  checked: relative error {err:.1e} against finite differences")
+    text = "\n".join(lines) + "\n"
+    out.write(to_ascii(text) if plain and fmt != "latex" else text)
     return 0
+
+
+def _encodes(out) -> bool:
+    """Whether the stream can write matdiff's symbols (a cp1252 or ASCII terminal cannot)."""
+    encoding = getattr(out, "encoding", None)
+    if not encoding:
+        return True
+    try:
+        "ᵀ⊙⊗−‖σ∂⁻¹".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 RECURSION_LIMIT = 20_000  # the printers recurse once per level of nesting

@@ -19,7 +19,7 @@ from .evaluate import evaluate, variables
 from .ir import Const, Node, Var, free_vars
 from . import notation as N
 from .present import simplest
-from .printing import bracket, LATEX, TEXT, index_notation, python_code, render
+from .printing import bracket, dialect_code, LATEX, TEXT, index_notation, python_code, render
 from .recognise import recognise
 from .show import index_form
 from .simplify import simplify
@@ -65,6 +65,13 @@ class Expr:
     def __repr__(self):
         """Python code that rebuilds the expression: ``(A + A.T) @ x``."""
         return self.python()
+
+    def text(self, dialect: str = "matdiff") -> str:
+        """The expression as text of a dialect: "matdiff" (as ``str``), "matrixcalculus"
+        (x'*A*x) or "numpy" (x.T @ A @ x) — valid input to paste back."""
+        if dialect == "matdiff":
+            return str(self)
+        return _shallow(lambda: dialect_code(self.notation(), dialect))
 
     def python(self, functions: dict | None = None) -> str:
         """The expression as matdiff code, given the variables (and abstract functions,

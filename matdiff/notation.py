@@ -299,7 +299,7 @@ def add(terms) -> M:
     if not flat:
         kind = terms[0][1].kind
         return Sym(kind, "0", "zero")
-    flat.sort(key=lambda p: (p[0] < 0, isinstance(p[1], T), _constant(p[1])))
+    flat.sort(key=lambda p: (p[0] < 0, _constant(p[1]), isinstance(p[1], T)))
     if len(flat) == 1:
         return prod(flat[0][0], [flat[0][1]])
     common = {abs(c) for c, _ in flat}

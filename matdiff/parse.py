@@ -907,6 +907,13 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
         tree = _parse_printed(text, decls)
     else:
         tree = Parser(text, dialect).parse()
+        if dialect == "matrixcalculus":  # eye and I are the identity unless declared
+            stack = [tree]
+            while stack:
+                n = stack.pop()
+                if n.op == "var" and n.value in ("eye", "I") and n.value not in decls:
+                    n.op, n.value = "eye", None
+                stack.extend(n.args)
     b = Builder(text, dialect, decls)
     if dialect == "matrixcalculus":
         _rename_ops(tree)

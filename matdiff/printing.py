@@ -3,6 +3,7 @@ table of precedences deciding every parenthesis."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 from fractions import Fraction
 
@@ -629,3 +630,128 @@ def _overline(term: str, style) -> str:
     if _tex(style):
         return f"\\overline{{{term}}}"
     return "".join(ch + ("" if ch in SUBSCRIPTS else "\u0305") for ch in term)
+
+
+# --------------------------------------------------------------------------- the input dialects
+
+def dialect_code(m: N.M, dialect: str) -> str:
+    """The matrix notation as input of a text dialect ("matrixcalculus": x'*A*x, "numpy":
+    x.T @ A @ x), to paste back; NotSupportedError names what the dialect cannot write."""
+    if dialect == "numpy":
+        text = python_code(_broadcast_ones(m), {})
+        for bad, what in (("md.ones", "a ones vector"), ("md.zeros", "a zero"), ("md.eye", "I"),
+                          (".derivative(", "a derivative of an abstract function"),
+                          (".gradient(", "∇λ"), (".hessian(", "∇²λ"), ("<", "index notation")):
+            if bad in text:
+                raise NotSupportedError(f"the NumPy dialect has no way to write {what}; use "
+                                        f"the text or matrixcalculus form")
+        text = re.sub(r"md\.matrix_power\(", "matrix_power(", text)
+        if "matrix_power(" in text:
+            raise NotSupportedError("the NumPy dialect has no matrix power; use the text form")
+        return text.replace("md.", "")
+    if dialect in ("matrixcalculus", "mc"):
+        return _mc(m)[0]
+    raise NotSupportedError(f"no text dialect {dialect!r}; use 'matrixcalculus' or 'numpy'")
+
+
+def _is_one(m) -> bool:
+    return isinstance(m, N.Sym) and m.role == "one"
+
+
+def _broadcast_ones(m: N.M) -> N.M:
+    """The ones the NumPy dialect writes otherwise: 1 − s as the scalar 1 broadcast, 1ᵀx as
+    sum(x)."""
+    if isinstance(m, N.Add):
+        return N.Add(m.kind, tuple((c, N.Num("s", 1.0) if _is_one(t) else _broadcast_ones(t))
+                                   for c, t in m.terms))
+    if isinstance(m, N.Prod) and len(m.factors) == 2 and isinstance(m.factors[0], N.T) and \
+            _is_one(m.factors[0].arg) and m.factors[1].kind == "c":
+        return N.Call("s", "sum", _broadcast_ones(m.factors[1])) if m.coef == 1 else \
+            N.Prod("s", m.coef, (N.Call("s", "sum", _broadcast_ones(m.factors[1])),))
+    kids = N.children(m)
+    if not kids:
+        return m
+    new = [_broadcast_ones(k) for k in kids]
+    if all(a is b for a, b in zip(new, kids)):
+        return m
+    if isinstance(m, (N.Prod, N.Had, N.Kron)):
+        return type(m)(m.kind, m.coef, tuple(new)) if isinstance(m, N.Prod) else type(m)(m.kind, tuple(new))
+    return dataclasses.replace(m, arg=new[0])
+
+
+def _mc_wrap(m, prec):
+    text, p = _mc(m)
+    return f"({text})" if p < prec else text
+
+
+def _mc(m: N.M):
+    if isinstance(m, N.Sym):
+        if m.role == "var":
+            return m.name, ATOM
+        if m.role == "eye":
+            return "eye", ATOM
+        if m.role in ("one", "zero"):
+            value = "1" if m.role == "one" else "0"
+            return ({"c": f"vector({value})", "r": f"vector({value})'", "m": f"matrix({value})",
+                     "s": value}[m.kind]), (ATOM if m.kind != "r" else POSTFIX)
+        raise NotSupportedError("the matrixcalculus dialect cannot write the size of a dim; "
+                                "use the text form")
+    if isinstance(m, N.Num):
+        text = _mc_number(abs(m.value))
+        return (text if m.value >= 0 else "-" + text), (ATOM if m.value >= 0 else NEG)
+    if isinstance(m, N.T):
+        if isinstance(m.arg, N.Inv):
+            return f"inv({_mc(m.arg.arg)[0]})'", POSTFIX
+        return _mc_wrap(m.arg, POSTFIX + 1) + "'", POSTFIX
+    if isinstance(m, N.Inv):
+        return f"inv({_mc(m.arg)[0]})", ATOM
+    if isinstance(m, N.MatPow):
+        base = _mc_wrap(m.arg, ATOM) if m.k > 0 else f"inv({_mc(m.arg)[0]})"
+        return f"{base}^{abs(m.k)}", POSTFIX
+    if isinstance(m, N.Prod):
+        body = "*".join(_mc_wrap(f, PROD + 1) for f in m.factors)
+        if m.coef == 1:
+            return body, PROD
+        mag = "" if abs(m.coef) == 1 else _mc_number(abs(m.coef)) + "*"
+        return ("-" if m.coef < 0 else "") + mag + body, (NEG if m.coef < 0 else PROD)
+    if isinstance(m, N.Had):
+        parts = []
+        for i, f in enumerate(m.factors):
+            if isinstance(f, N.Pow) and f.p < 0 and f.kind != "s":
+                rest = f.arg if f.p == -1 else N.Pow(f.kind, f.arg, -f.p)
+                parts.append((" ./ " if parts else "vector(1) ./ " if m.kind == "c" else "matrix(1) ./ ")
+                             + _mc_wrap(rest, POSTFIX))
+            else:  # .* binds as * does in the dialect: a product inside it is bracketed
+                parts.append((" .* " if parts else "") + _mc_wrap(f, POSTFIX))
+        return "".join(parts), HAD
+    if isinstance(m, N.Kron):
+        return f"kron({', '.join(_mc(f)[0] for f in m.factors)})", ATOM
+    if isinstance(m, N.Add):
+        pieces = [(c, ("" if abs(c) == 1 else _mc_number(abs(c)) + "*") +
+                   _mc_wrap(t, PROD + 1 if abs(c) != 1 else ADD + 1)) for c, t in m.terms]
+        return _signed(pieces, "-", " - ", " + "), ADD
+    if isinstance(m, N.Pow):
+        p = f"({_mc_number(m.p)})" if m.p < 0 or not float(m.p).is_integer() else _mc_number(m.p)
+        if m.p == 0.5:
+            return f"sqrt({_mc(m.arg)[0]})", ATOM
+        return _mc_wrap(m.arg, POSTFIX + 1) + ("^" if m.kind == "s" else ".^") + p, POSTFIX
+    if isinstance(m, N.Call):
+        if m.order or isinstance(m.fn, ScalarFunction):
+            raise NotSupportedError(f"the matrixcalculus dialect cannot write {m.name} with "
+                                    f"derivatives (σ′, ∇λ); use the text form")
+        arg = _mc(m.arg)[0]
+        if m.name == "logdet":
+            return f"log(det({arg}))", ATOM
+        if m.name == "norm":
+            return f"norm2({arg})", ATOM
+        if m.name in ("softmax", "logsumexp") and m.arg.kind == "m":
+            raise NotSupportedError(f"the matrixcalculus dialect has no {m.name} along an axis")
+        return f"{m.name}({arg})", ATOM
+    raise NotSupportedError("the matrixcalculus dialect has no index notation; use the text form")
+
+
+def _mc_number(c: float) -> str:
+    if float(c).is_integer():
+        return str(int(c))
+    f = Fraction(c).limit_denominator(1000)
+    return f"{f.numerator}/{f.denominator}" if float(f) == c else repr(float(c))

@@ -15,8 +15,8 @@ GOLDEN = [
     (["X*W", "--wrt", "X", "--jacobian", "--layout", "vec"], 0,
      "f = XW    where W: matrix(m, k), X: matrix(n, m)\n∂f/∂X = Wᵀ ⊗ I\n", ""),
     (["norm2(X*w - y)^2", "--wrt", "w", "--latex"], 0,
-     "f = \\lVert X w - y \\rVert^{2}    where X: matrix(n, m), w: vector(m), "
-     "y: vector(n)\n∂f/∂w = 2 X^\\top \\left(X w - y\\right)\n", ""),
+     "f = \\lVert X w - y \\rVert^{2}\n\\frac{\\partial f}{\\partial w} = "
+     "2 X^\\top \\left(X w - y\\right)\n", ""),
     (["x'*A*x", "--wrt", "x", "--wrt", "A"], 0,
      "f = xᵀAx    where A: matrix(n, n), x: vector(n)\n∂f/∂x = (A + Aᵀ)x\n∂f/∂A = xxᵀ\n", ""),
     (["x'*A*x", "--var", "A: matrix(d, d) symmetric", "--wrt", "x"], 0,

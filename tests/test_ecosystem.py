@@ -44,3 +44,93 @@ def test_args_must_list_every_variable_once():
         md.compile(LOSS, args=[w, X, y, X @ w])
     extra = md.compile(md.grad(LOSS, w), args=[w, X, y, md.vector("b", "k")])  # extras allowed
     assert list(inspect.signature(extra).parameters) == ["w", "X", "y", "b"]
+
+
+# --------------------------------------------------------------------------- dialect output
+
+A, x = md.matrix("A", "n", "n"), md.vector("x", "n")
+RESULTS = [
+    md.grad(x.T @ A @ x, x), md.grad(md.sum(md.log(1 + md.exp(-y * (X @ w)))), w),
+    md.hessian(md.sum(md.softplus(X @ w)), w), md.grad(md.norm(A @ x - x), x),
+    md.grad(md.logdet(A), A), md.grad(md.sum(md.sigmoid(X @ w)), w), md.sum(md.log(1 + md.exp(x))),
+    md.grad(x.T @ md.inv(A) @ x, A), md.grad(md.det(A @ A), A), md.kron(A, A.T),
+    md.grad(md.sum(md.tanh(X @ w) ** 2), w), md.grad(md.sqrt(x.T @ x) + md.sum(x / (1 + x * x)), x),
+]
+
+
+@pytest.mark.parametrize("dialect", ["matrixcalculus", "numpy"])
+@pytest.mark.parametrize("k", range(len(RESULTS)))
+def test_results_print_as_input_of_each_dialect_and_read_back(dialect, k):
+    from matdiff.parse import declarations
+    e = RESULTS[k]
+    text = e.text(dialect)
+    decls = {n: d for n, d in declarations(e).items() if d != "dim"}
+    back = md.parse(text, dialect=dialect, **decls)
+    rng = np.random.default_rng(k)
+    values = {"A": rng.standard_normal((3, 3)) + 3 * np.eye(3), "x": rng.uniform(0.5, 1.5, 3),
+              "X": rng.standard_normal((3, 2)), "w": rng.standard_normal(2), "y": rng.standard_normal(3)}
+    used = {v.node.name for v in e.variables}
+    np.testing.assert_allclose(back.evaluate({n: values[n] for n in {v.node.name for v in back.variables}}),
+                               e.evaluate({n: values[n] for n in used}), rtol=1e-10)
+
+
+def test_a_dialect_without_a_form_says_so():
+    sigma = md.function("sigma")
+    with pytest.raises(md.NotSupportedError, match="matrixcalculus dialect"):
+        md.grad(md.sum(sigma(X @ w)), w).text("matrixcalculus")
+    with pytest.raises(md.NotSupportedError, match="no text dialect"):
+        RESULTS[0].text("fortran")
+
+
+# --------------------------------------------------------------------------- the command line
+
+def _cli(*argv, stdin=None, env=None):
+    import os
+    full = dict(os.environ, **(env or {}))
+    r = subprocess.run([sys.executable, "-m", "matdiff", *argv], input=stdin, capture_output=True,
+                       text=True, env=full, encoding="utf-8", errors="replace")
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_the_expression_comes_from_standard_input_or_a_file(tmp_path):
+    rc, out, _ = _cli("-", "--wrt", "x", stdin="x'*A*x\n")
+    assert rc == 0 and "∂f/∂x = (A + Aᵀ)x" in out
+    path = tmp_path / "loss.txt"
+    path.write_text("sum(log(1 + exp(-y.*(X*w))))\n", encoding="utf-8")
+    rc, out, _ = _cli(f"@{path}", "--wrt", "w")
+    assert rc == 0 and "−Xᵀ(y ⊙ σ(−(y ⊙ Xw)))" in out
+    rc, _, err = _cli(f"@{tmp_path / 'missing.txt'}", "--wrt", "w")
+    assert rc == 2 and "cannot read the expression" in err
+    rc, _, err = _cli("-", "--wrt", "x", stdin="  \n")
+    assert rc == 2 and "holds no expression" in err
+
+
+def test_ascii_output_by_flag_and_on_terminals_that_cannot_encode_unicode():
+    rc, out, _ = _cli("x'*A*x", "--wrt", "x", "--ascii")
+    assert rc == 0 and out.isascii() and "df/dx = (A + A')x" in out
+    rc, out, err = _cli("sum(sigmoid(X*w))", "--wrt", "w", env={"PYTHONIOENCODING": "ascii"})
+    assert rc == 0 and out.isascii() and "X'(sigma(Xw) .* (1 - sigma(Xw)))" in out, err
+    rc, out, _ = _cli("x'*inv(X)*x", "--wrt", "X", env={"PYTHONIOENCODING": "cp1252"})
+    assert rc == 0 and "X^-T" in out
+
+
+@pytest.mark.parametrize("fmt,want", [("mc", "df/dx = (A + A')*x"), ("numpy", "df/dx = (A + A.T) @ x")])
+def test_format_prints_pasteable_dialect_text(fmt, want):
+    rc, out, _ = _cli("x'*A*x", "--wrt", "x", "--format", fmt, "--ascii")
+    assert rc == 0 and want in out
+
+
+def test_latex_prints_only_latex():
+    rc, out, _ = _cli("x'*A*x", "--wrt", "x", "--latex")
+    assert rc == 0 and out.splitlines() == ["f = x^\\top A x",
+                                            "\\frac{\\partial f}{\\partial x} = \\left(A + A^\\top\\right) x"]
+    rc, _, err = _cli("x'*A*x", "--wrt", "x", "--latex", "--format", "mc")
+    assert rc == 2 and "keep one" in err
+
+
+def test_the_matrixcalculus_dialect_reads_eye_and_I_as_the_identity():
+    e = md.parse("x'*(A + eye)*x")
+    xv = next(v for v in e.variables if v.node.name == "x")
+    assert str(md.grad(e, xv)) == "(A + Aᵀ + 2I)x"
+    assert str(md.parse("tr(I*X)")) == "tr(X)"
+    assert md.parse("I*x", I="matrix(n, n)").shape == ("n",)  # declared: a variable

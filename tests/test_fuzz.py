@@ -66,8 +66,8 @@ def test_the_command_line_answers_or_refuses_every_mutated_input(dialect):
     flags = ["--numpy"] if dialect == "numpy" else []
     outcomes = {0: 0, 2: 0}
     for k, text in enumerate(_inputs(dialect)):
-        if not text.strip() or text.startswith("-") and text not in SEEDS[dialect]:
-            continue  # an argument starting with - is an option to argparse's eyes
+        if not text.strip() or text.startswith(("-", "@")) and text not in SEEDS[dialect]:
+            continue  # an argument starting with - is an option to argparse's eyes, @ a file
         code, out, err, seconds = _run([text] + flags)
         assert seconds < 10, text
         assert code in (0, 2), (text, err)
