@@ -914,10 +914,22 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
                 if n.op == "var" and n.value in ("eye", "I") and n.value not in decls:
                     n.op, n.value = "eye", None
                 stack.extend(n.args)
-    b = Builder(text, dialect, decls)
     if dialect == "matrixcalculus":
         _rename_ops(tree)
+    if dialect != "matdiff":  # what the syntax alone says: a' is a vector, tr(c) a matrix
+        decls = {**decls, **_promotions(tree, None, decls)}
+    b = Builder(text, dialect, decls)
     root = b.shape(tree)
+    for _ in range(3):  # a–g are scalars by name, unless their use says otherwise (a'*X*b)
+        promoted = _promotions(tree, b, decls) if dialect != "matdiff" else {}
+        if not promoted:
+            break
+        trial = Builder(text, dialect, {**decls, **promoted})
+        try:
+            trial_root = trial.shape(tree)
+        except (ParseError, ShapeError):
+            break  # the evidence does not make a consistent reading: keep the first
+        b, root, decls = trial, trial_root, {**decls, **promoted}
     if result_shape is not None:  # I or 1 alone take their size from the caller
         _expect_shape(b, root, result_shape)
     try:
@@ -957,6 +969,41 @@ def _expect_shape(b: "Builder", root: Shape, result_shape) -> None:
     if not fits:
         raise ShapeError(f"the expression is {b.fmt(root)}, but result_shape asks for "
                          f"{'a scalar' if not dims else '(' + ' × '.join(map(str, dims)) + ')'}")
+
+
+def _promotions(tree: Node, b: "Builder", decls: dict) -> dict:
+    """Names that matrixcalculus.org's convention makes scalars (a–g, undeclared) but whose
+    use gives evidence of more, as that site reads them: a transposed name is a vector (a'),
+    so is one added to a vector (A*x − b) or multiplied by a matrix or a row on its left
+    (X*b, a'*X*b); an
+    inverted, traced or determinant name is a matrix."""
+    out = {}
+
+    def kind(node):
+        if b is None:
+            return "scalar"
+        shape = b.shapes.get(id(node))
+        if shape is None or shape.scalar:
+            return "scalar"
+        text = b.fmt(shape)
+        return "row" if "row vector" in text else "vector" if "vector" in text else "matrix"
+
+    stack = [tree]
+    while stack:
+        n = stack.pop()
+        stack.extend(n.args)
+        for i, c in enumerate(n.args):
+            if c.op != "var" or c.value in decls or c.value in out or _kind_by_name(c.value) != "scalar":
+                continue
+            if n.op == "transpose":
+                out[c.value] = "vector"
+            elif n.op == "call" and n.value in ("inv", "det", "logdet", "tr", "trace"):
+                out[c.value] = "matrix"
+            elif n.op in ("+", "-") and len(n.args) == 2 and kind(n.args[1 - i]) != "scalar":
+                out[c.value] = {"row": "vector"}.get(kind(n.args[1 - i]), kind(n.args[1 - i]))
+            elif n.op in ("@mc", "@") and i == 1 and kind(n.args[0]) in ("matrix", "row"):
+                out[c.value] = "vector"  # X*b, a'*X*b: b a vector
+    return {name: Decl(k) for name, k in out.items()}
 
 
 def _rename_ops(tree: Node):

@@ -134,3 +134,26 @@ def test_the_matrixcalculus_dialect_reads_eye_and_I_as_the_identity():
     assert str(md.grad(e, xv)) == "(A + Aᵀ + 2I)x"
     assert str(md.parse("tr(I*X)")) == "tr(X)"
     assert md.parse("I*x", I="matrix(n, n)").shape == ("n",)  # declared: a variable
+
+
+@pytest.mark.parametrize("text,shapes", [
+    ("a'*inv(X)*b", {"a": ("n",), "b": ("n",), "X": ("n", "n")}),   # was a 4-index tensor
+    ("norm2(A*x - b)", {"A": ("n", "m"), "b": ("n",), "x": ("m",)}),
+    ("X*b", {"X": ("n", "m"), "b": ("m",)}),
+    ("tr(c)", {"c": ("n", "n")}),
+    ("a'*b", {"a": ("n",), "b": ("n",)}),
+    ("b*X", {"b": (), "X": ("n", "m")}),                             # nothing says otherwise
+    ("a*x + c*x", {"a": (), "c": (), "x": ("n",)}),
+    ("x'*A*x + c", {"c": (), "x": ("n",), "A": ("n", "n")}),
+])
+def test_the_matrixcalculus_dialect_follows_the_evidence_of_use(text, shapes):
+    e = md.parse(text)
+    assert {v.node.name: v.shape for v in e.variables} == shapes
+    wrt = e.variables[0]
+    kinds = {n: "invertible" for n, s in shapes.items() if len(s) == 2 and s[0] == s[1]}
+    md.check(e if e.ndim == 0 else md.sum(e), wrt, kinds=kinds)
+
+
+def test_declarations_still_decide():
+    e = md.parse("a'*inv(X)*b", b="scalar")
+    assert {v.node.name: v.shape for v in e.variables}["b"] == ()

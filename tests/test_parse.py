@@ -17,7 +17,7 @@ PARSED = [
     ("log(det(X))", "matrixcalculus", {}, "log(det(X))", {"X": ("n", "n")}),
     ("logdet(X) + tr(X) + 1", "matrixcalculus", {}, None, {"X": ("n", "n")}),
     ("x*y'", "matrixcalculus", {}, "xyᵀ", {"x": ("n",), "y": ("m",)}),
-    ("a*x + b", "matrixcalculus", {}, None, {"a": (), "b": (), "x": ("n",)}),
+    ("a*x + b", "matrixcalculus", {}, None, {"a": (), "b": ("n",), "x": ("n",)}),
     ("A^2", "matrixcalculus", {}, "A²", {"A": ("n", "n")}),
     ("x.^2 ./ (1 + x.^2)", "matrixcalculus", {}, None, {"x": ("n",)}),
     ("sigmoid(X*W)", "matrixcalculus", {}, "σ(XW)", {"X": ("n", "m"), "W": ("m", "k")}),
