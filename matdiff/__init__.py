@@ -11,7 +11,7 @@ from .errors import (CheckError, EvaluationError, MatdiffError, NotSupportedErro
 from .expr import Expr, lift
 from .library import (abs, arctan, cos, cosh, derivative, det, diag, exp, expm1, eye, function,
                       grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
-                      matrix_power, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
+                      matrix_power, mean, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
                       sin, sinh, softmax, softplus, sqrt, step, sum, tan, tanh, tensor, trace, vector,
                       zeros)
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
@@ -37,7 +37,7 @@ __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
     "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
-    "trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "kron", "outer", "dot", "norm", "einsum",
+    "trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "mean", "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "step", "cosh", "sinh", "log1p", "expm1", "arctan",

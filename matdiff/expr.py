@@ -269,11 +269,23 @@ def _mismatch(a: Expr, b: Expr, what: str) -> ShapeError:
 
 
 def _broadcast(a: Expr, b: Expr, what: str):
-    """Operands of an element-wise operation: equal shapes, or one of them a scalar."""
+    """Operands of an element-wise operation: equal shapes, one of them a scalar, or — as
+    NumPy broadcasts — a matrix and a vector as long as its rows, repeated over the rows
+    (X @ W + b is XW + 1bᵀ)."""
     if a.ndim == 0 and b.ndim > 0:
         return B.broadcast(a.node, b.shape), b.node, b.row
     if b.ndim == 0 and a.ndim > 0:
         return a.node, B.broadcast(b.node, a.shape), a.row
+    if {a.ndim, b.ndim} == {1, 2}:
+        m, v = (a, b) if a.ndim == 2 else (b, a)
+        if v.shape[0] != m.shape[1]:
+            raise ShapeError(f"{what}: {m.src} is {m.describe_shape()} and {v.src} is "
+                             f"{v.describe_shape()}; a vector is added to each row, as NumPy "
+                             f"broadcasts, so its length must be {D.fmt(m.shape[1])}"
+                             + (f" (to add it to each column, use md.outer({v.src}, "
+                                f"md.ones({D.fmt(m.shape[1])!r}))" if v.shape[0] == m.shape[0] else ""))
+        rows = B.contract([B.ones((m.shape[0],)), v.node], [(0,), (1,)], (0, 1))  # 1vᵀ
+        return (m.node, rows, False) if a.ndim == 2 else (rows, m.node, False)
     if a.shape != b.shape or a.row != b.row:
         raise _mismatch(a, b, what)
     return a.node, b.node, a.row
@@ -310,14 +322,15 @@ def matmul(a: Expr, b: Expr) -> Expr:
     kind = ("c" if not a.row else "r") if a.ndim == 1 else "m", \
            ("c" if not b.row else "r") if b.ndim == 1 else "m"
     specs = {("m", "m"): "ij,jk->ik", ("m", "c"): "ij,j->i", ("r", "m"): "i,ij->j",
-             ("r", "c"): "i,i->", ("c", "r"): "i,j->ij"}
+             ("r", "c"): "i,i->", ("c", "r"): "i,j->ij",
+             ("c", "c"): "i,i->", ("r", "r"): "i,i->"}  # x @ y of two vectors: NumPy's dot
     if kind not in specs:
         hint = (f"did you mean {a.src}.T @ {b.src}?" if kind[0] == "c"
                 else f"did you mean {a.src} @ {b.src}.T?")
         raise ShapeError(f"{src}: {a.src} is {a.describe_shape()} and {b.src} is "
                          f"{b.describe_shape()}, which @ cannot multiply; {hint}")
-    inner_a = a.shape[-1] if kind[0] != "c" else None
-    inner_b = b.shape[0] if kind[1] != "r" else None
+    inner_a = a.shape[-1] if kind[0] != "c" or kind[1] == "c" else None
+    inner_b = b.shape[0] if kind[1] != "r" or kind[0] == "r" else None
     if inner_a is not None and inner_b is not None and inner_a != inner_b:
         raise ShapeError(f"{src}: {a.src} is {a.describe_shape()} but {b.src} is "
                          f"{b.describe_shape()}: {D.fmt(inner_a)} ≠ {D.fmt(inner_b)}")

@@ -141,6 +141,39 @@ def sum(x, axis: Optional[int] = None) -> Expr:  # noqa: A001 - mirrors numpy.su
     return Expr(node, x.ndim == 2 and a == 0, f"sum({x.src}, axis={axis})")
 
 
+def mean(x, axis: Optional[int] = None) -> Expr:
+    """The mean of all entries, or along one axis (as ``numpy.mean``): Σ divided by the
+    number of entries summed."""
+    x = lift(x)
+    total = sum(x, axis)
+    count = D.size(x.shape) if axis is None else x.shape[_axis("mean", x, axis)]
+    out = total / _count(count)
+    out.src = f"mean({x.src})" if axis is None else f"mean({x.src}, axis={axis})"
+    return out
+
+
+def _sum_method(self, axis=None) -> Expr:
+    """Σ of all entries, or along ``axis`` (as ``md.sum``; NumPy's ``x.sum(axis)``)."""
+    return sum(self, axis)
+
+
+def _mean_method(self, axis=None) -> Expr:
+    """The mean of all entries, or along ``axis`` (as ``md.mean``; NumPy's ``x.mean(axis)``)."""
+    return mean(self, axis)
+
+
+Expr.sum, Expr.mean = _sum_method, _mean_method  # methods defined where the functions are
+
+
+def _count(d) -> Expr:
+    """A dim's size as an expression: an int, or 1ᵀ1 over a named dim (printed n)."""
+    out = lift(1.0)
+    for f in D.factors(d):
+        out = out * (lift(float(f)) if isinstance(f, int) else
+                     Expr(B.contract([B.ones((f,))], [(0,)], ()), src=f))
+    return out
+
+
 def _axis(name: str, x: Expr, axis) -> int:
     if x.ndim == 0:
         raise ShapeError(f"{name}({x.src}): a scalar has no axes")
@@ -421,9 +454,11 @@ def grad(f, x):
     return jacobian(f, x)
 
 
-def hessian(f, x) -> Expr:
-    """∂²f/∂x² with shape f.shape + x.shape + x.shape; for a scalar f, x.shape twice."""
+def hessian(f, x, layout: str = "numerator", vec: str = "column") -> Expr:
+    """∂²f/∂x² with shape f.shape + x.shape + x.shape; for a scalar f, x.shape twice.
+    ``layout`` and ``vec`` are md.jacobian's: ``layout="vec"`` gives the matrix
+    ∂vec(∇f)/∂vec(x) of a scalar f (for a matrix x, Kronecker products)."""
     if isinstance(x, (list, tuple)):
         raise MatdiffError("hessian takes one variable; for mixed second derivatives use "
                            "md.jacobian(md.grad(f, x), y)")
-    return jacobian(jacobian(f, x), x)
+    return jacobian(jacobian(f, x), x, layout=layout, vec=vec)

@@ -512,6 +512,9 @@ def _halves(g, c, kind):
         if d[0] != kind or d[1] != 1 or len(kk) % 2 or any(g.kind(k) == "s" for k in kk):
             continue
         h = len(kk) // 2
+        if any(op == "leaf" and isinstance(d2[1], N.Sym) and d2[1].role == "one"
+               for k in kk for op, d2, _ in g.nodes[g.find(k)]):
+            continue  # 1ᵀ1 is n, not ‖1‖²
         if all(_transposes(g, kk[i], kk[-1 - i]) for i in range(h)):
             left, right = kk[:h], kk[h:]
             for half in (right, left) if kind == "s" else (left, right):

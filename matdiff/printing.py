@@ -235,7 +235,9 @@ def _fraction(m: N.Prod, style):
     """A product with scalar factors to negative powers that print as symbols (‖x‖, det(X))
     is written as a quotient: Aᵀs/‖s‖, x/‖x‖³, (A + Aᵀ)x/‖x‖²."""
     den = [f for f in m.factors if isinstance(f, N.Pow) and f.kind == "s" and f.p < 0 and
-           isinstance(f.arg, (N.Call, N.Sym)) and style.get("names", {}).get(id(f)) is None]
+           (isinstance(f.arg, (N.Call, N.Sym)) or isinstance(f.arg, N.Prod) and f.arg.coef == 1 and
+            all(isinstance(x, (N.Call, N.Sym)) and x.kind == "s" for x in f.arg.factors))
+           and style.get("names", {}).get(id(f)) is None]
     num = [f for f in m.factors if not any(f is d for d in den)]
     if not den or not num:
         return None

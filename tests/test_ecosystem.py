@@ -157,3 +157,55 @@ def test_the_matrixcalculus_dialect_follows_the_evidence_of_use(text, shapes):
 def test_declarations_still_decide():
     e = md.parse("a'*inv(X)*b", b="scalar")
     assert {v.node.name: v.shape for v in e.variables}["b"] == ()
+
+
+# --------------------------------------------------------------------------- NumPy habits
+
+def test_a_vector_added_to_a_matrix_broadcasts_over_rows_as_numpy_does():
+    Xm, W, b = md.matrix("X", "n", "k"), md.matrix("W", "k", "m"), md.vector("b", "m")
+    h = Xm @ W + b
+    assert str(h) == "XW + 1bᵀ"
+    rng = np.random.default_rng(1)
+    v = {"X": rng.standard_normal((4, 3)), "W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    np.testing.assert_allclose(h.evaluate(v), v["X"] @ v["W"] + v["b"])
+    np.testing.assert_allclose((Xm @ W * b).evaluate(v), (v["X"] @ v["W"]) * v["b"])
+    loss = md.sum(md.tanh(h))
+    assert str(md.grad(loss, b)) == "(1 − tanh²(XW + 1bᵀ))ᵀ1"
+    md.check(loss, b)
+    md.check(loss, W)
+    with pytest.raises(md.ShapeError, match="added to each row"):
+        Xm + md.vector("c", "n")
+
+
+def test_matmul_of_two_vectors_is_their_dot_product():
+    a, b = md.vector("a", "n"), md.vector("b", "n")
+    rng = np.random.default_rng(2)
+    v = {"a": rng.standard_normal(3), "b": rng.standard_normal(3)}
+    assert (a @ b).shape == () and np.isclose((a @ b).evaluate(v), v["a"] @ v["b"])
+    assert str(md.grad(a @ b, a)) == "b"
+    with pytest.raises(md.ShapeError):
+        a @ md.vector("c", "m")
+
+
+def test_sum_and_mean_methods_and_md_mean():
+    Xm = md.matrix("X", "n", "k")
+    v = {"X": np.arange(6.0).reshape(2, 3)}
+    for got, want in [(Xm.sum(), v["X"].sum()), (Xm.sum(axis=0), v["X"].sum(axis=0)),
+                      (Xm.mean(), v["X"].mean()), (Xm.mean(axis=1), v["X"].mean(axis=1)),
+                      (md.mean(Xm, axis=0), v["X"].mean(axis=0))]:
+        np.testing.assert_allclose(got.evaluate(v), want)
+    assert str(Xm.mean()) == "1ᵀX1/(kn)"
+    md.check(md.mean(md.tanh(Xm)), Xm)
+
+
+def test_hessian_takes_a_layout():
+    xv, Am = md.vector("x", "n"), md.matrix("A", "n", "n")
+    f = xv.T @ Am @ Am.T @ xv + md.sum(md.exp(xv)) * md.sum(xv)
+    rng = np.random.default_rng(3)
+    v = {"x": rng.standard_normal(3), "A": rng.standard_normal((3, 3))}
+    numerator = md.hessian(f, xv).evaluate(v)
+    np.testing.assert_allclose(md.hessian(f, xv, layout="denominator").evaluate(v), numerator.T)
+    np.testing.assert_allclose(md.hessian(f, xv, layout="vec").evaluate(v), numerator)
+    md.check(f, xv, order=2)
+    with pytest.raises(md.MatdiffError, match="layout"):
+        md.hessian(f, xv, layout="sideways")
