@@ -108,11 +108,14 @@ def complex_value(name: str) -> EvaluationError:
 
 
 def as_real_array(name: str, value) -> np.ndarray:
-    """``value`` as a float array, refusing complex numbers (matdiff's calculus is real)."""
+    """``value`` as a float array, refusing complex numbers (matdiff's calculus is real):
+    float32 and float16 arrays keep their dtype, integers and booleans become float64 (as
+    NumPy promotes them)."""
     if np.iscomplexobj(value):
         raise complex_value(name)
     try:
-        return np.asarray(value, dtype=float)
+        a = np.asarray(value)
+        return a if a.dtype.kind == "f" else np.asarray(a, dtype=float)
     except (TypeError, ValueError):
         raise EvaluationError(f"the value for {name} is not an array of numbers") from None
 
@@ -299,4 +302,5 @@ def evaluate(node: Node, values: dict, functions: dict | None = None,
         out = interpret(node, arrays, sizes, numpy_ops(functions or {}))
     except np.linalg.LinAlgError as e:
         raise EvaluationError(f"a matrix function failed on these values: {e}") from None
-    return np.asarray(out, dtype=float)
+    inputs = [a for a in arrays.values() if isinstance(a, np.ndarray)]
+    return np.asarray(out, dtype=np.result_type(*inputs) if inputs else float)  # as the inputs

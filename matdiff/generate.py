@@ -40,13 +40,24 @@ LETTERS = string.ascii_letters
 SCATTER = "    <scatter {full}|{index}|{values}>"  # a backend's way to write entries (below)
 BACKENDS = {  # the backends differ only in this table
     "numpy": {"import": "import numpy as np", "module": "np",
-              "cast": "np.asarray({p}, dtype=float)", "scatter": "{full}[{index}] = {values}"},
+              "cast": "np.asarray({p})", "scatter": "{full}[{index}] = {values}",
+              # integers and booleans become float64, as NumPy promotes them; floats keep theirs
+              "floating": "{p} = {p} if {p}.dtype.kind == 'f' else {p}.astype(np.float64)",
+              "dtype": "np.result_type({ps})", "default_dtype": "np.float64",
+              "rewrites": [(r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
+                            r"np.\1(\2, dtype=_dtype)")]},
     "jax": {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
             "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
+            "floating": "{p} = {p} if jnp.issubdtype({p}.dtype, jnp.floating) else {p}.astype(float)",
+            "dtype": "jnp.result_type({ps})", "default_dtype": "float",
+            "rewrites": [(r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
+                          r"jnp.\1(\2, dtype=_dtype)")],
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})"},
             "distribute_transposes": True},
     "torch": {"import": "import torch", "module": "torch",
-              "cast": "torch.as_tensor({p}, dtype=torch.float64)",
+              "cast": "torch.as_tensor({p})",
+              "floating": "{p} = {p} if {p}.is_floating_point() else {p}.to(torch.float64)",
+              "dtype": "{promoted}", "default_dtype": "torch.float64",
               "scatter": "{full}[{index}] = {values}",
               "functions": {"sigmoid": "torch.sigmoid({})",
                             "softplus": "torch.nn.functional.softplus({})",
@@ -57,9 +68,9 @@ BACKENDS = {  # the backends differ only in this table
                   (r"torch\.tensordot\((.*), axes=", r"torch.tensordot(\1, dims="),
                   (r"torch\.transpose\(", "torch.permute("),
                   (r"\.max\(axis=(-?\d+), keepdims=True\)", r".amax(dim=\1, keepdim=True)"),
-                  (r"torch\.asarray\(1\.0\)", "torch.tensor(1.0, dtype=torch.float64)"),
+                  (r"torch\.asarray\(1\.0\)", "torch.tensor(1.0, dtype=_dtype)"),
                   (r"torch\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
-                   r"torch.\1(\2, dtype=torch.float64, device=_device)"),
+                   r"torch.\1(\2, dtype=_dtype, device=_device)"),
                   (r"torch\.arange\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                    r"torch.arange(\1, device=_device)"),
               ]},
@@ -682,7 +693,7 @@ def _distribute(w: _Writer, n: Contract, inlined: set, args: dict, size_of) -> s
 
 
 # names the generated code itself uses: a parameter never shadows them
-RESERVED = {"np", "jnp", "jax", "torch", "float", "_device"} | set(dir(builtins))
+RESERVED = {"np", "jnp", "jax", "torch", "float", "_device", "_dtype"} | set(dir(builtins))
 
 
 def _parameters(vs: list, fn_name: str) -> list:
@@ -766,8 +777,10 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     >>> x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
     >>> for line in md.codegen(md.grad(x.T @ A @ x, x)).splitlines()[5:]:
     ...     print(line)
-        A = np.asarray(A, dtype=float)
-        x = np.asarray(x, dtype=float)
+        A = np.asarray(A)
+        x = np.asarray(x)
+        A = A if A.dtype.kind == 'f' else A.astype(np.float64)
+        x = x if x.dtype.kind == 'f' else x.astype(np.float64)
         t1 = x @ A + A @ x  # (A + Aᵀ)x
         return t1
     """
@@ -868,9 +881,17 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
         f'    """{"; ".join(_comment(r) for r in roots)[:90]}"""',
     ]
     casts = [f"    {p} = {table['cast'].format(p=p)}" for p in params]
+    casts += [f"    {table['floating'].format(p=p)}" for p in params]
+    promoted = params[0] + ".dtype" if params else ""
+    for p in params[1:]:
+        promoted = f"torch.promote_types({promoted}, {p}.dtype)"
+    dtype_line = "    _dtype = " + (table["dtype"].format(ps=", ".join(params), promoted=promoted)
+                                   if params else table["default_dtype"])  # constants follow inputs
     if backend == "torch" and params:  # constants go where the arguments are (CPU or CUDA)
         casts.append(f"    _device = {params[0]}.device")
     body = [_backend_line(line, table) for line in lines]
+    if any("_dtype" in line for line in body):
+        casts.append(dtype_line)
     return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
 
 

@@ -209,3 +209,55 @@ def test_hessian_takes_a_layout():
     md.check(f, xv, order=2)
     with pytest.raises(md.MatdiffError, match="layout"):
         md.hessian(f, xv, layout="sideways")
+
+
+# --------------------------------------------------------------------------- dtypes
+
+def _cast(backend, a, dtype):
+    if backend == "torch":
+        import torch
+        return torch.as_tensor(a).to(getattr(torch, dtype))
+    if backend == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(a, dtype=dtype)
+    return np.asarray(a, dtype=dtype)
+
+
+def _dtype_name(a) -> str:
+    return str(a.dtype).replace("torch.", "")
+
+
+DTYPES = [("numpy", "float32"), ("numpy", "float16"), ("numpy", "float64"), ("numpy", "int64"),
+          ("jax", "float32"), ("jax", "bfloat16"), ("torch", "float32"), ("torch", "bfloat16"),
+          ("torch", "float64"), ("torch", "int64")]
+TOLERANCE = {"float16": 2e-2, "bfloat16": 5e-2, "float32": 1e-5, "float64": 1e-7, "int64": 1e-7}  # torch softplus: ~1e-8
+
+
+@pytest.mark.parametrize("backend,dtype", DTYPES, ids=[f"{b}-{d}" for b, d in DTYPES])
+def test_generated_code_follows_the_inputs_dtype(backend, dtype):
+    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
+    rng = np.random.default_rng(4)
+    Xv = rng.integers(-2, 3, (6, 3)) if dtype == "int64" else rng.standard_normal((6, 3)) / 2
+    wv = rng.integers(-2, 3, 3) if dtype == "int64" else rng.standard_normal(3)
+    yv = np.sign(rng.standard_normal(6))
+    f = md.compile([LOSS, md.grad(LOSS, w), md.hessian(LOSS, w)], backend=backend, args=[w, X, y])
+    out = f(*(_cast(backend, a, dtype) for a in (wv, Xv, yv)))
+    reference = md.compile([LOSS, md.grad(LOSS, w), md.hessian(LOSS, w)], args=[w, X, y])(
+        *(np.asarray(a, dtype=np.float64) for a in (wv, Xv, yv)))
+    want_dtype = "float64" if dtype == "int64" else dtype
+    for got, want in zip(out, reference):
+        assert _dtype_name(got) == want_dtype
+        np.testing.assert_allclose(np.asarray(got.float() if backend == "torch" else got, dtype=np.float64),
+                                   want, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int64"])
+def test_evaluate_follows_the_inputs_dtype(dtype):
+    rng = np.random.default_rng(5)
+    v = {"X": (rng.standard_normal((6, 3)) * 2).astype(dtype), "w": rng.standard_normal(3).astype(dtype),
+         "y": np.sign(rng.standard_normal(6)).astype(dtype)}
+    for e in (LOSS, md.grad(LOSS, w), md.hessian(LOSS, w)):
+        got = e.evaluate(v)
+        assert got.dtype == (np.float64 if dtype == "int64" else np.dtype(dtype))
+        want = e.evaluate({k: a.astype(np.float64) for k, a in v.items()})
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
