@@ -35,8 +35,9 @@ EXAMPLES = """examples:
   matdiff "x'*A*x" --wrt x --ascii             plain ASCII (chosen by itself on such terminals)
   matdiff "lambda(sigma(X*W))" --function sigma --scalar-function lambda --wrt W
 
-variables: a–g are scalars, h–z vectors, A–Z matrices unless declared with --var;
-dims are inferred from use.  The language: docs/language.md."""
+variables: a–g are scalars, h–z vectors, A–Z matrices unless declared with --var or
+their use says otherwise (a'*X*b: a and b are vectors); dims are inferred from use.
+The language: `python -m pydoc matdiff.parse`, and docs/language.md in the sources."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,9 @@ without evaluating any Python.  It runs in three steps:
 1. tokenise and parse into a small syntax tree (a Pratt parser; each dialect is a table of
    operators with their binding powers);
 2. infer every variable's kind and dims: kinds come from declarations or the naming
-   convention of matrixcalculus.org (a–g scalars, h–z vectors, A–Z matrices), dims are
-   unknowns unified by use, so ``x'*A*x`` makes A square;
+   convention of matrixcalculus.org (a–g scalars, h–z vectors, A–Z matrices) unless the
+   use of an a–g name says otherwise (``a'*X*b`` and ``A*x - b`` make vectors, ``tr(c)`` a
+   matrix), dims are unknowns unified by use, so ``x'*A*x`` makes A square;
 3. build the expression through the public API, which checks everything once more.
 
 Every error is a ``ParseError`` (or a ``ShapeError``) that quotes the input with a caret

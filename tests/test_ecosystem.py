@@ -292,3 +292,37 @@ def test_generated_torch_code_compiles_without_graph_breaks():
     compiled = torch.compile(f.unchecked, backend="aot_eager", fullgraph=True)  # fullgraph: no breaks
     for got, want in zip(compiled(*args), f(*args)):
         assert torch.allclose(got, want)
+
+
+def test_the_help_examples_work():
+    """Every example line of --help runs and answers (the --steps one printed no steps)."""
+    from matdiff.cli import EXAMPLES
+    rc, out, _ = _cli("a'*X*b", "--wrt", "X", "--steps")
+    assert rc == 0 and "= ⟨abᵀ, dX⟩" in out
+    for line in EXAMPLES.splitlines():
+        line = line.strip()
+        if not line.startswith("matdiff ") or "<" in line or "@" in line or " - " in line:
+            continue
+        import shlex
+        argv = shlex.split(line.split("   ")[0])[1:]
+        rc, out, err = _cli(*argv)
+        assert rc == 0, (line, err)
+
+
+# --------------------------------------------------------------------------- packaging
+
+def test_the_package_is_typed_and_described():
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    assert (root / "matdiff" / "py.typed").exists()
+    assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["matdiff"]
+    assert any(c.startswith("Typing ::") for c in meta["project"]["classifiers"])
+    torch_extra = meta["project"]["optional-dependencies"]["torch"]
+    assert torch_extra and "==" not in torch_extra[0]  # a range; CI pins through constraints
+    pinned = (root / ".ci" / "constraints.txt").read_text()
+    assert "torch==" in pinned
+    readme_test_command = (root / "README.md").read_text().split("```bash")[1].splitlines()[2]
+    assert "-c .ci/constraints.txt" in readme_test_command
+    assert readme_test_command.split("  #")[0].strip() in (root / ".ci" / "run").read_text()
