@@ -20,6 +20,7 @@ from .generate import codegen, compile, hvp
 from .derivation import derivation
 from .parse import ParseError, parse
 from .explicit import explicit
+from .sympy_io import from_sympy, to_sympy
 
 
 def latex(expr) -> str:
@@ -44,5 +45,5 @@ __all__ = [
     "sign", "step", "cosh", "sinh", "log1p", "expm1", "arctan",
     "softmax", "logsumexp", "function", "scalar_function",
     "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
-    "derivation", "parse", "ParseError", "codegen", "compile", "hvp",
+    "derivation", "parse", "ParseError", "codegen", "compile", "hvp", "to_sympy", "from_sympy",
 ]

@@ -165,6 +165,7 @@ def _mean_method(self, axis=None) -> Expr:
 Expr.sum, Expr.mean = _sum_method, _mean_method  # methods defined where the functions are
 
 
+
 def _count(d) -> Expr:
     """A dim's size as an expression: an int, or 1ᵀ1 over a named dim (printed n)."""
     out = lift(1.0)
