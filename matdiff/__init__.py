@@ -32,6 +32,29 @@ def to_index(expr) -> str:
     """An expression in index notation, with explicit sums: Σ_p A_ip x_p."""
     return lift(expr).index()
 
+def _latex_of_sequence(seq):
+    """LaTeX for a list or tuple of results, so Jupyter typesets [∇f, ∇²f] as it does one."""
+    if not seq or not all(isinstance(e, Expr) for e in seq):
+        return None  # anything else displays as Python prints it
+    body = ",\\; ".join(e.latex() for e in seq)
+    return f"$$\\left[{body}\\right]$$" if isinstance(seq, list) else f"$$\\left({body}\\right)$$"
+
+
+def _register_ipython() -> None:
+    """In IPython or Jupyter (already running: matdiff never imports IPython itself), lists
+    and tuples of results display typeset."""
+    import sys
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["text/latex"]
+    for kind in (list, tuple):
+        formatter.for_type(kind, _latex_of_sequence)
+
+
+_register_ipython()
+
 __version__ = "0.1.0"
 
 __all__ = [
