@@ -49,9 +49,11 @@ class Expr:
 
     @property
     def ndim(self) -> int:
+        """The number of axes: 0 for a scalar, 1 for a vector, 2 for a matrix."""
         return self.node.ndim
 
     def describe_shape(self) -> str:
+        """The shape in words, as error messages give it: "a column vector (n,)"."""
         kind = ""
         if self.ndim == 1:
             kind = "a row vector " if self.row else "a column vector "
@@ -134,6 +136,7 @@ class Expr:
                         max_bytes)
 
     def simplify(self) -> "Expr":
+        """The expression in matdiff's normal form (as every result already is)."""
         out = Expr(simplify(self.node), self.row, self.src, self.prec)
         out.scope = self.scope | free_vars(self.node)
         return out

@@ -55,6 +55,7 @@ def ones(*dims) -> Expr:
 
 
 def zeros(*dims) -> Expr:
+    """The zero scalar, vector, matrix or tensor of the given dims."""
     dims = tuple(D.check_dim(d) for d in dims)
     return Expr(B.zeros(dims), src=f"zeros{D.fmt_shape(dims)}")
 
