@@ -185,7 +185,7 @@ def run(argv, out=None, stdin=None) -> int:
     if args.json:
         json.dump({
             "input": args.expression, "dialect": "numpy" if args.numpy else "matrixcalculus",
-            "expression": str(f), "latex": f.latex(),
+            "expression": f.echo(), "latex": f.echo(latex=True),
             "variables": {n: _kind(v) for n, v in variables.items()},
             "derivatives": [{"wrt": n, "label": label, "shape": [str(s) for s in d.shape],
                              "text": str(d), "latex": d.latex(), "index": d.index(),
@@ -197,7 +197,7 @@ def run(argv, out=None, stdin=None) -> int:
         return 0
     lines = []
     if fmt == "latex":  # only LaTeX: the expression and each result
-        lines.append(f"f = {f.latex()}")
+        lines.append(f"f = {f.echo(latex=True)}")
         for name, label, d, err, steps in results:
             head = ("\\frac{\\partial^2 f}{\\partial " + name + "^2}" if args.hessian
                     else "\\frac{\\partial f}{\\partial " + name + "}")
@@ -205,7 +205,7 @@ def run(argv, out=None, stdin=None) -> int:
     else:
         show = {"text": str, "mc": lambda e: e.text("matrixcalculus"),
                 "numpy": lambda e: e.text("numpy")}[fmt]
-        lines.append(f"f = {show(f)}    where {shapes}")
+        lines.append(f"f = {f.echo() if fmt == 'text' else show(f)}    where {shapes}")
         for name, label, d, err, steps in results:
             lines.append(str(steps) if steps is not None and fmt == "text" else f"{label} = {show(d)}")
             if err is not None:

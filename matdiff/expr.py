@@ -84,6 +84,20 @@ class Expr:
         """Matrix notation: Xᵀ(σ(XW) ⊙ (1 − σ(XW))); index notation above order 2."""
         return _shallow(lambda: render(self.notation(), TEXT, self._names()))
 
+    def echo(self, latex: bool = False) -> str:
+        """The expression in the order it was typed or built — tr(AXB), not the normal
+        form's tr(BAX) — where that reads no longer than the normal form (which it is else)."""
+        style = LATEX if latex else TEXT
+        normal = render(self.notation(), style, self._names())
+        if self.node.ndim > 2:
+            return normal
+        raw = recognise(self.node)
+        if isinstance(raw, N.Index):
+            return normal
+        raw = simplest(N.transpose(raw) if self.row and raw.kind == "c" else raw)
+        typed = _shallow(lambda: render(raw, style, self._names()))
+        return typed if len(typed) <= len(normal) else normal
+
     def latex(self) -> str:
         """LaTeX of the matrix notation: X^\\top \\left(…\\right)."""
         return _shallow(lambda: render(self.notation(), LATEX, self._names()))

@@ -326,3 +326,13 @@ def test_the_package_is_typed_and_described():
     readme_test_command = (root / "README.md").read_text().split("```bash")[1].splitlines()[2]
     assert "-c .ci/constraints.txt" in readme_test_command
     assert readme_test_command.split("  #")[0].strip() in (root / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("text,echo", [
+    ("tr(A*X*B)", "tr(AXB)"), ("a'*b", "aᵀb"), ("x'*A*x + c", "xᵀAx + c"), ("det(X)*tr(X)", "det(X)tr(X)"),
+    ("a*x + b", "ax + b"), ("norm2(A*x - b)^2", "‖Ax − b‖²"),
+])
+def test_the_input_is_echoed_as_typed(text, echo):
+    assert md.parse(text).echo() == echo
+    rc, out, _ = _cli(text, "--wrt", md.parse(text).variables[0].node.name)
+    assert rc == 0 and out.startswith(f"f = {echo}    where")
