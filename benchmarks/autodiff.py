@@ -255,9 +255,9 @@ def _pair(f, g, sync=lambda r: r):
     return min(a), min(b)
 
 
-def _close(got, want):
+def _close(got, want, rtol=1e-8):
     got = np.asarray(got.cpu() if hasattr(got, "cpu") else got)
-    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8 * max(1.0, np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(1.0, np.abs(want).max()))
 
 
 class Runner:
@@ -300,6 +300,12 @@ class Runner:
             args = {q: v[q] for q in params}
             _close(fn(**args), want)
             out["md numpy"], out["cf numpy"] = _pair(lambda: fn(**args), lambda: closed(np, v))
+            v32 = {k: np.asarray(a, dtype=np.float32) for k, a in v.items()}  # results stay float32
+            args32 = {q: v32[q] for q in params}
+            got32 = fn(**args32)
+            assert np.asarray(got32).dtype == np.float32
+            _close(np.asarray(got32, dtype=np.float64), want, rtol=1e-3)
+            out["md numpy32"], out["cf numpy32"] = _pair(lambda: fn(**args32), lambda: closed(np, v32))
         if self.jax:
             out.update(self._jax(p, d, v, params, what, want, sizes))
         if self.torch:
@@ -352,7 +358,8 @@ class Runner:
 
 
 COLUMNS = [("derive", "derive + codegen"), ("md numpy", "matdiff NumPy"),
-           ("cf numpy", "closed form NumPy"), ("md jax", "matdiff JAX (jit)"), ("jit md", "its jit"),
+           ("cf numpy", "closed form NumPy"), ("md numpy32", "matdiff NumPy float32"),
+           ("cf numpy32", "closed form NumPy float32"), ("md jax", "matdiff JAX (jit)"), ("jit md", "its jit"),
            ("jax", "jax.grad / jax.hessian (jit)"), ("jit jax", "its jit"),
            ("md torch", "matdiff PyTorch"), ("cf torch", "closed form PyTorch"),
            ("torch.func", "torch.func.grad / hessian")]
