@@ -359,7 +359,8 @@ class Runner:
 
 COLUMNS = [("derive", "derive + codegen"), ("md numpy", "matdiff NumPy"),
            ("cf numpy", "closed form NumPy"), ("md numpy32", "matdiff NumPy float32"),
-           ("cf numpy32", "closed form NumPy float32"), ("md jax", "matdiff JAX (jit)"), ("jit md", "its jit"),
+           ("cf numpy32", "closed form NumPy float32"),
+           ("md jax", "matdiff JAX (jit)"), ("jit md", "its jit"),
            ("jax", "jax.grad / jax.hessian (jit)"), ("jit jax", "its jit"),
            ("md torch", "matdiff PyTorch"), ("cf torch", "closed form PyTorch"),
            ("torch.func", "torch.func.grad / hessian")]
