@@ -9,7 +9,8 @@
 from .errors import (CheckError, EvaluationError, MatdiffError, NotSupportedError, ShapeError,
                      UncheckableError)
 from .expr import Expr, lift
-from .library import (abs, arctan, cos, cosh, derivative, det, diag, exp, expm1, eye, function,
+from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, exp, expm, expm1, eye,
+                      function, logm, matrix_function, sqrtm,
                       grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
                       matrix_power, mean, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
                       sin, sinh, softmax, softplus, sqrt, step, sum, tan, tanh, tensor, trace, vector,
@@ -61,7 +62,8 @@ __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
     "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
-    "trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "mean",
+    "trace", "det", "logdet", "inv", "matrix_power", "expm", "logm", "sqrtm", "matrix_function",
+    "eigvalsh", "diag", "sum", "mean",
     "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",

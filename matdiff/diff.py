@@ -15,8 +15,9 @@ Jacobian is the same pass with an identity seed; a Hessian differentiates a Jaco
 from __future__ import annotations
 
 from . import build as B
-from .ir import (Contract, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node, Reshape,
-                 ScalarFn, Softmax, Sum, Var, free_vars)
+from .errors import NotSupportedError
+from .ir import (Contract, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp, MatFn, Node,
+                 Reshape, ScalarFn, Softmax, Sum, Var, free_vars)
 from .simplify import simplify
 
 RULES: dict = {}
@@ -78,6 +79,30 @@ def _d_scalar_fn(n, k, dx):
     p, m = n.ndim, dx.ndim
     return Contract((ScalarFn(n.fn, n.order + 1, n.arg), dx),
                     (tuple(range(p + m)), tuple(range(p, p + m))), tuple(range(p)))
+
+
+@rule(MatFn)  # Daleckii–Krein: d f(S) = U (F ⊙ (Uᵀ dS U)) Uᵀ, F the divided differences of f
+def _d_matfn(n, k, dx):
+    U, lam = Eigh("vectors", n.arg), Eigh("values", n.arg)
+    F = DivDiff(n.fn, lam)
+    i, a, b, j, kk, l_ = range(6)
+    return Contract((U, F, U, dx, U, U), ((i, a), (a, b), (j, a), (j, kk), (kk, b), (l_, b)), (i, l_))
+
+
+@rule(Eigh)  # dλᵢ = uᵢᵀ dS uᵢ (a simple eigenvalue); eigenvectors: not yet
+def _d_eigh(n, k, dx):
+    if n.part != "values":
+        raise NotSupportedError("second derivatives through an eigen-decomposition (Hessians of "
+                                "spectral functions, derivatives of eigenvectors) are not "
+                                "supported yet; first derivatives are")
+    U = Eigh("vectors", n.arg)
+    return Contract((U, dx, U), ((1, 0), (1, 2), (2, 0)), (0,))
+
+
+@rule(DivDiff)
+def _d_divdiff(n, k, dx):
+    raise NotSupportedError("second derivatives through a matrix function (the derivative of "
+                            "its divided differences) are not supported yet; first derivatives are")
 
 
 @rule(Reshape)  # d reshape(X) = reshape(dX)

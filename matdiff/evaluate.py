@@ -14,8 +14,8 @@ import opt_einsum as oe
 
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node,
-                 Reshape, ScalarFn, Softmax, Sum, free_vars, merge_deltas)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp,
+                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -232,6 +232,34 @@ def _scalar_fn(n: ScalarFn, x, functions):
     return out
 
 
+def _values_of(fn, order: int, x, functions):
+    """f(x) (order 0) or f′(x) (order 1) entry by entry, for a built-in or user function:
+    f′ as the function table builds it, then evaluated."""
+    from .ir import Var
+    x = np.asarray(x, dtype=float)
+    t = Var("_t", ("_n",), False)
+    node = fn.derivative(t) if order else Elementwise(fn, t)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = interpret(node, {t: x.ravel()}, {"_n": x.size}, numpy_ops(functions))
+    return np.broadcast_to(out, x.ravel().shape).reshape(x.shape)
+
+
+def _divided_differences(fn, lam, functions):
+    """F_ij = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), f′ at (λᵢ + λⱼ)/2 where they (nearly) coincide."""
+    f = _values_of(fn, 0, lam, functions)
+    gap = lam[:, None] - lam[None, :]
+    close = np.abs(gap) <= 1e-8 * max(1.0, float(np.abs(lam).max()))
+    middle = (lam[:, None] + lam[None, :]) / 2
+    slope = np.reshape(_values_of(fn, 1, middle.ravel(), functions), gap.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(close, slope, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
+
+
+def _matrix_function(fn, s, functions):
+    lam, u = np.linalg.eigh(s)
+    return (u * _values_of(fn, 0, lam, functions)) @ u.T
+
+
 def numpy_ops(functions: dict) -> dict:
     def elementwise(n, a, s):
         impl = n.fn.implementation()
@@ -259,6 +287,9 @@ def numpy_ops(functions: dict) -> dict:
         LogDet: lambda n, a, s: _logdet(a[0]),
         ScalarFn: lambda n, a, s: _scalar_fn(n, a[0], functions),
         Reshape: lambda n, a, s: np.reshape(a[0], [D.resolve(d, s) for d in n.shape]),
+        Eigh: lambda n, a, s: np.linalg.eigh(a[0])[0 if n.part == "values" else 1],
+        MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
+        DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
     }
 
 

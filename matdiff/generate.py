@@ -29,8 +29,8 @@ from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
-from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
-                 ScalarFn, Softmax, Sum, is_ones, merge_deltas, walk)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Inv, LogDet, LogSumExp, MatFn,
+                 Node, Reshape, ScalarFn, Softmax, Sum, free_vars, is_ones, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -156,7 +156,7 @@ def _references_over(node: Node, limit: int) -> bool:
 def _comment(node: Node) -> str:
     try:  # the notation of a large intermediate costs more than the 70 characters shown
         text = index_form(node, 80) if _references_over(node, COMMENT_REFERENCES) else \
-            render(recognise(node), TEXT)
+            render(recognise(node), TEXT, {v.name for v in free_vars(node) if hasattr(v, "name")})
     except Exception:  # noqa: BLE001 - a comment must never stop code generation
         text = index_form(node, 80)
     text = text if "\n" not in text else text.splitlines()[0]
@@ -524,6 +524,25 @@ def _elementwise(w: _Writer, n: Elementwise, a: str) -> str:
                             f"before generating code")
 
 
+SLOPES = {  # f′ of the functions a divided-difference matrix may need, as code
+    "exp": "np.exp({})", "log": "1.0 / {}", "sqrt": "0.5 / np.sqrt({})", "sin": "np.cos({})",
+    "cos": "-np.sin({})", "tanh": "1.0 - np.tanh({}) ** 2", "cosh": "np.sinh({})", "sinh": "np.cosh({})",
+}
+
+
+def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
+    """F_ij = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), with f′ at the midpoint where λᵢ ≈ λⱼ."""
+    if not n.fn.builtin or n.fn.name not in SLOPES:
+        raise NotSupportedError(f"codegen: the divided differences of {n.fn} are not generated "
+                                f"yet (functions: {', '.join(SLOPES)}); evaluate() computes them")
+    gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
+    values = w.emit(_elementwise(w, Elementwise(n.fn, n.arg), lam))
+    close = w.emit(f"np.abs({gap}) <= 1e-8 * (1.0 + np.abs({lam}).max())")
+    slope = SLOPES[n.fn.name].format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
+    return (f"np.where({close}, {slope}, ({values}[:, None] - {values}[None, :]) / "
+            f"np.where({close}, 1.0, {gap}))")
+
+
 def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     a = [args[c] for c in n.children if c in args]
     if isinstance(n, Contract):
@@ -546,6 +565,14 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     if isinstance(n, LogSumExp):
         m = w.emit(f"{a[0]}.max(axis={n.axis}, keepdims=True)")
         return f"np.squeeze({m}, {n.axis}) + np.log(np.exp({a[0]} - {m}).sum(axis={n.axis}))"
+    if isinstance(n, Eigh):  # one decomposition, its two parts
+        return f"{w.emit(f'np.linalg.eigh({a[0]})')}[{0 if n.part == 'values' else 1}]"
+    if isinstance(n, MatFn):  # U f(Λ) Uᵀ
+        e = w.emit(f"np.linalg.eigh({a[0]})")
+        values = _elementwise(w, Elementwise(n.fn, Eigh("values", n.arg)), f"{e}[0]")
+        return f"({e}[1] * {values}) @ {e}[1].T"
+    if isinstance(n, DivDiff):
+        return _divided_differences(w, n, a[0])
     if isinstance(n, Inv):
         return f"np.linalg.inv({a[0]})"
     if isinstance(n, Det):

@@ -425,6 +425,44 @@ class LogDet(Unary):
         return ()
 
 
+class Eigh(Unary):
+    """The eigen-decomposition S = U diag(λ) Uᵀ of a symmetric matrix: ``part`` "values"
+    (λ, ascending) or "vectors" (U, orthonormal columns)."""
+
+    fields = ("part", "arg")
+
+    @staticmethod
+    def _shape(part, arg):
+        _square("eigh", arg)
+        if part not in ("values", "vectors"):
+            raise ShapeError(f"eigh: part is 'values' or 'vectors', not {part!r}")
+        return arg.shape[:1] if part == "values" else arg.shape
+
+
+class MatFn(Unary):
+    """f(S) = U f(Λ) Uᵀ of a symmetric matrix S, for an element-wise f (expm, logm, sqrtm)."""
+
+    fields = ("fn", "arg")
+
+    @staticmethod
+    def _shape(fn, arg):
+        _square(f"matrix function {fn}", arg)
+        return arg.shape
+
+
+class DivDiff(Unary):
+    """The divided differences of f at a vector λ: F_ij = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), and
+    f′(λᵢ) where λᵢ = λⱼ — the Daleckii–Krein matrix of d f(S)."""
+
+    fields = ("fn", "arg")
+
+    @staticmethod
+    def _shape(fn, arg):
+        if arg.ndim != 1:
+            raise ShapeError(f"divided differences take a vector, got shape {D.fmt_shape(arg.shape)}")
+        return arg.shape * 2
+
+
 class ScalarFn(Unary):
     """The ``order``-th derivative tensor of an abstract scalar function λ of a tensor.
 

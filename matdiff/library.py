@@ -9,12 +9,13 @@ from typing import Callable, Optional
 from . import build as B
 from . import dims as D
 from . import functions as F
+from . import notation as N
 from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import variables
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
-from .ir import Det, Inv, LogDet, LogSumExp, Reshape, ScalarFn, Softmax, Var, free_vars
+from .ir import Det, Eigh, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Var, free_vars
 
 # --------------------------------------------------------------------------- variables
 
@@ -96,6 +97,79 @@ inv = _square_fn("inv", Inv, "The matrix inverse X⁻¹.")
 
 
 MAX_MATRIX_POWER = 100_000  # |k| in Xᵏ; a larger one is refused, not built
+
+
+def _symmetric_argument(name: str, s) -> Expr:
+    """s, if it is a symmetric matrix by declaration or by structure; else a clear error."""
+    s = lift(s)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ShapeError(f"{name}({s.src}): needs a square matrix, but {s.src} is {s.describe_shape()}")
+    if not N.symmetric(s.notation()):
+        raise NotSupportedError(
+            f"{name}({s.src}): {s.src} must be symmetric — declared (md.matrix(..., symmetric=True)) "
+            f"or by structure (XᵀX, A + Aᵀ, XSXᵀ); matdiff does not read one triangle of a "
+            f"general matrix as NumPy's eigh does")
+    return s
+
+
+def eigvalsh(s) -> Expr:
+    """The eigenvalues of a symmetric matrix, ascending (``numpy.linalg.eigvalsh``). Their
+    derivative dλᵢ = uᵢᵀ dS uᵢ holds where λᵢ is simple; Σf(λᵢ) is differentiable
+    everywhere for a smooth f (its gradient is U diag(f′(λ)) Uᵀ)."""
+    s = _symmetric_argument("eigvalsh", s)
+    return Expr(Eigh("values", s.node), src=f"eigvalsh({s.src})")
+
+
+def matrix_function(s, f) -> Expr:
+    """f(S) = U f(Λ) Uᵀ for a symmetric S and an element-wise f — a built-in name ("exp",
+    "log", "sqrt", "tanh", …), a function of the library (md.exp) or an ``md.function`` with
+    a derivative. Its differential is Daleckii–Krein's: d f(S) = U (F ⊙ (Uᵀ dS U)) Uᵀ, F the
+    divided differences of f at the eigenvalues (f′ on the diagonal)."""
+    s = _symmetric_argument("matrix_function", s)
+    fn = _elementwise_fn(f)
+    return Expr(MatFn(fn, s.node), src=f"matrix_function({s.src}, {fn.name})")
+
+
+def _elementwise_fn(f):
+    if isinstance(f, str):
+        if f not in F.TABLE or f == "pow":
+            raise MatdiffError(f"matrix_function: no element-wise function {f!r}; use one of "
+                               f"{', '.join(k for k in F.TABLE if k != 'pow')} or md.function(…)")
+        return F.fn(f)
+    if isinstance(f, F.Function):
+        return f
+    if callable(f) and getattr(f, "__name__", None) in F.TABLE:
+        return F.fn(f.__name__)
+    fn = getattr(f, "fn", None)  # md.function(...) objects
+    if isinstance(fn, F.Function):
+        return fn
+    raise MatdiffError(f"matrix_function: f must be an element-wise function (a name such as "
+                       f"'exp', md.exp, or md.function(...)), not {f!r}")
+
+
+def expm(s) -> Expr:
+    """The matrix exponential of a symmetric matrix; ∂tr(expm(S))/∂S = expm(S)."""
+    return _named_matrix_function("expm", "exp", s)
+
+
+def logm(s) -> Expr:
+    """The principal matrix logarithm of a symmetric positive definite matrix."""
+    return _named_matrix_function("logm", "log", s)
+
+
+def sqrtm(s) -> Expr:
+    """The principal square root of a symmetric positive semi-definite matrix."""
+    return _named_matrix_function("sqrtm", "sqrt", s)
+
+
+def _named_matrix_function(name, f, s):
+    s = lift(s)
+    try:
+        s = _symmetric_argument(name, s)
+    except NotSupportedError as e:
+        raise NotSupportedError(f"{e}. {name} of a general square matrix (the Fréchet "
+                                f"derivative) is not supported yet") from None
+    return Expr(MatFn(F.fn(f), s.node), src=f"{name}({s.src})")
 
 
 def matrix_power(x, k) -> Expr:

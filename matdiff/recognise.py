@@ -22,8 +22,8 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
-from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Node, Reshape,
-                 ScalarFn, Softmax, Sum, Var, is_ones)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Inv, LogDet, LogSumExp, MatFn,
+                 Node, Reshape, ScalarFn, Softmax, Sum, Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -83,6 +83,31 @@ def _unary(name, kind=None):
             return None
         return N.Call(kind or KIND[node.ndim], name, arg, axis=getattr(node, "axis", None))
     return rule
+
+
+MATRIX_FUNCTIONS = {"exp": "expm", "log": "logm", "sqrt": "sqrtm"}
+
+
+def _matfn(node: MatFn):
+    """expm(S), logm(S), sqrtm(S); another f as f(S) applied to the matrix: tanhₘ(S)."""
+    arg = recognise(node.arg)
+    if isinstance(arg, N.Index):
+        return None
+    return N.Call("m", MATRIX_FUNCTIONS.get(node.fn.name, f"{node.fn.name}ₘ"), arg)
+
+
+def _eigh(node: Eigh):
+    arg = recognise(node.arg)
+    if isinstance(arg, N.Index):
+        return None
+    return N.Call("c", "λ", arg) if node.part == "values" else N.Call("m", "U", arg)
+
+
+def _divdiff(node: DivDiff):
+    arg = recognise(node.arg)
+    if isinstance(arg, N.Index):
+        return None
+    return N.Call("m", f"Δ{node.fn.name}", arg)
 
 
 def _inv(node: Inv):
@@ -370,6 +395,9 @@ RULES = {
     Softmax: _unary("softmax"),
     LogSumExp: _unary("logsumexp"),
     Inv: _inv,
+    MatFn: _matfn,
+    Eigh: _eigh,
+    DivDiff: _divdiff,
     Det: _unary("det", "s"),
     LogDet: _unary("logdet", "s"),
     ScalarFn: _scalar_fn,

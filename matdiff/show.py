@@ -6,8 +6,8 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
-from .ir import (Const, Contract, Delta, Det, Elementwise, Hole, Inv, LogDet, LogSumExp, Node,
-                 Reshape, ScalarFn, Softmax, Sum, Var)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp,
+                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Var)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -72,6 +72,9 @@ FORMS = {
     LogDet: lambda n: f"logdet({_form(n.arg)})",
     ScalarFn: _scalar_fn,
     Reshape: lambda n: f"reshape({_form(n.arg)}, {D.fmt_shape(n.shape)})",
+    Eigh: lambda n: f"eigh({_form(n.arg)}).{'eigenvalues' if n.part == 'values' else 'eigenvectors'}",
+    MatFn: lambda n: f"matrix_function({_form(n.arg)}, {n.fn})",
+    DivDiff: lambda n: f"divided_differences({n.fn}, {_form(n.arg)})",
 }
 
 

@@ -21,7 +21,8 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
-from .ir import Const, Contract, Delta, Elementwise, Hole, Inv, Node, Reshape, Sum, Var, is_ones
+from .ir import (Const, Contract, Delta, DivDiff, Eigh, Elementwise, Hole, Inv, MatFn, Node, Reshape, Sum,
+                 Var, is_ones)
 
 FLATTEN_LIMIT = 6
 
@@ -101,7 +102,9 @@ def normalise_contract(c: Contract) -> Node:
     ops, labs = _merge_sigmoids(ops, labs)
     ops, labs = _merge_tanh(ops, labs)
     ops, labs = _cancel_inverses(ops, labs, c.out)
+    ops, labs = _orthonormal(ops, labs, c.out)
     ops, labs = _remove_deltas(ops, labs, c.out)
+    ops, labs = _spectral(ops, labs, c.out)
     if not ops:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
@@ -185,6 +188,45 @@ def _cancel_inverses(ops, labs, out):
                     keep = [k for k in range(len(ops)) if k not in (i, j)]
                     return ([ops[k] for k in keep] + [Delta(op.shape[0], 2)],
                             [labs[k] for k in keep] + [(a, cc)])
+    return ops, labs
+
+
+def _orthonormal(ops, labs, out):
+    """UᵀU = UUᵀ = I for the eigenvectors U of a symmetric matrix: U_ba U_bc → δ_ac (and
+    U_ab U_cb → δ_ac) where b is summed over these two only."""
+    if sum(isinstance(op, Eigh) and op.part == "vectors" for op in ops) < 2:
+        return ops, labs
+    everywhere = [x for lab in labs for x in lab] + list(out)
+    for i, j in ((i, j) for i in range(len(ops)) for j in range(i + 1, len(ops))):
+        if ops[i] is ops[j] and isinstance(ops[i], Eigh) and ops[i].part == "vectors":
+            for (b, a), (b2, cc) in ((labs[i], labs[j]), (labs[i][::-1], labs[j][::-1])):
+                if b == b2 and everywhere.count(b) == 2 and len({a, b, cc}) == 3:  # UᵀU, UUᵀ
+                    keep = [k for k in range(len(ops)) if k not in (i, j)]
+                    return ([ops[k] for k in keep] + [Delta(ops[i].shape[0], 2)],
+                            [labs[k] for k in keep] + [(a, cc)])
+    return ops, labs
+
+
+def _spectral(ops, labs, out):
+    """The diagonal of a divided-difference matrix is f′(λ); U diag(f(λ)) Uᵀ over the
+    eigen-decomposition of S is f(S) (expm(S) for f = exp)."""
+    if not any(isinstance(op, (DivDiff, Eigh)) for op in ops):
+        return ops, labs
+    ops, labs = list(ops), list(labs)
+    for k, (op, lab) in enumerate(zip(ops, labs)):
+        if isinstance(op, DivDiff) and lab[0] == lab[1]:
+            ops[k], labs[k] = simplify(op.fn.derivative(op.arg)), (lab[0],)
+    everywhere = [x for lab in labs for x in lab] + list(out)
+    for k, (op, lab) in enumerate(zip(ops, labs)):
+        if not (isinstance(op, Elementwise) and op.fn.builtin and op.fn.name != "pow" and
+                isinstance(op.arg, Eigh) and op.arg.part == "values" and everywhere.count(lab[0]) == 3):
+            continue
+        vectors = Eigh("vectors", op.arg.arg)
+        pair = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is vectors and lb[1] == lab[0]]
+        if len(pair) == 2 and labs[pair[0]][0] != labs[pair[1]][0]:
+            keep = [i for i in range(len(ops)) if i not in pair and i != k]
+            return ([ops[i] for i in keep] + [MatFn(op.fn, op.arg.arg)],
+                    [labs[i] for i in keep] + [(labs[pair[0]][0], labs[pair[1]][0])])
     return ops, labs
 
 
@@ -283,6 +325,9 @@ def _sort_symmetric(op, lab, key):
 
 def normalise_sum(s: Sum) -> Node:
     terms = _factor(_hyperbolic(_combine(s.terms)), s.shape)
+    if any(isinstance(t, Contract) and any(isinstance(o, (Eigh, DivDiff)) for o in t.operands)
+           for _, t in terms):  # a factored spectral product: UᵀU = I may apply to it now
+        terms = _combine([(c, normalise_contract(t) if isinstance(t, Contract) else t) for c, t in terms])
     if not terms:
         return B.zeros(s.shape)
     if len(terms) == 1:
