@@ -13,7 +13,8 @@ from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, e
                       function, logm, matrix_function, sqrtm,
                       grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
                       matrix_power, mean, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
-                      sin, sinh, softmax, softplus, sqrt, step, sum, tan, tanh, tensor, trace, vector,
+                      sin, sinh, softmax, softplus, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
+                      vector,
                       zeros)
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
 from .check import check
@@ -63,7 +64,7 @@ __all__ = [
     "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
     "trace", "det", "logdet", "inv", "matrix_power", "expm", "logm", "sqrtm", "matrix_function",
-    "eigvalsh", "diag", "sum", "mean",
+    "eigvalsh", "svdvals", "diag", "sum", "mean",
     "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",

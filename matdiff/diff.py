@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from . import build as B
 from .errors import NotSupportedError
-from .ir import (Contract, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp, MatFn, Node,
+from .ir import (Contract, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Svd,
                  Reshape, ScalarFn, Softmax, Sum, Var, free_vars)
 from .simplify import simplify
 
@@ -97,6 +97,18 @@ def _d_eigh(n, k, dx):
                                 "supported yet; first derivatives are")
     U = Eigh("vectors", n.arg)
     return Contract((U, dx, U), ((1, 0), (1, 2), (2, 0)), (0,))
+
+
+@rule(Svd)  # dσᵢ = uᵢᵀ dX vᵢ (simple, nonzero σᵢ); dσ₁ = u₁ᵀ dX v₁
+def _d_svd(n, k, dx):
+    if n.part == "values":
+        U, V = Svd("left", n.rank, n.arg), Svd("right", n.rank, n.arg)
+        return Contract((U, dx, V), ((1, 0), (1, 2), (2, 0)), (0,))
+    if n.part == "top":
+        u, v = Svd("top_left", n.rank, n.arg), Svd("top_right", n.rank, n.arg)
+        return Contract((u, dx, v), ((0,), (0, 1), (1,)), ())
+    raise NotSupportedError("second derivatives through singular vectors (Hessians of "
+                            "singular-value functions) are not supported yet; first derivatives are")
 
 
 @rule(DivDiff)

@@ -15,7 +15,7 @@ import opt_einsum as oe
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp,
-                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, free_vars, merge_deltas)
+                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -260,6 +260,23 @@ def _matrix_function(fn, s, functions):
     return (u * _values_of(fn, 0, lam, functions)) @ u.T
 
 
+def _svd_part(part: str, x):
+    """A part of the thin SVD; the singular vectors only where the singular values are
+    differentiable (simple and nonzero, or a simple largest one for u₁, v₁)."""
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    tol = 1e-10 * max(float(s[0]) if s.size else 0.0, 1e-300)
+    if part in ("left", "right") and s.size and (s[-1] <= tol or np.any(-np.diff(s) <= tol)):
+        raise EvaluationError("the singular values are not differentiable here: the matrix is "
+                              "rank-deficient or two singular values coincide (the nuclear norm "
+                              "and each σᵢ need distinct nonzero ones); matdiff returns no "
+                              "subgradient silently")
+    if part in ("top_left", "top_right") and s.size > 1 and s[0] - s[1] <= tol:
+        raise EvaluationError("the spectral norm is not differentiable here: its largest singular "
+                              "value is repeated; matdiff returns no subgradient silently")
+    return {"values": s, "left": u, "right": vt.T, "top": np.asarray(s[0]),
+            "top_left": u[:, 0], "top_right": vt[0]}[part]
+
+
 def numpy_ops(functions: dict) -> dict:
     def elementwise(n, a, s):
         impl = n.fn.implementation()
@@ -290,6 +307,7 @@ def numpy_ops(functions: dict) -> dict:
         Eigh: lambda n, a, s: np.linalg.eigh(a[0])[0 if n.part == "values" else 1],
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
+        Svd: lambda n, a, s: _svd_part(n.part, a[0]),
     }
 
 

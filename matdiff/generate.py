@@ -30,7 +30,7 @@ from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
 from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Inv, LogDet, LogSumExp, MatFn,
-                 Node, Reshape, ScalarFn, Softmax, Sum, free_vars, is_ones, merge_deltas, walk)
+                 Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, is_ones, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -573,6 +573,10 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return f"({e}[1] * {values}) @ {e}[1].T"
     if isinstance(n, DivDiff):
         return _divided_differences(w, n, a[0])
+    if isinstance(n, Svd):  # one thin SVD, its parts
+        e = w.emit(f"np.linalg.svd({a[0]}, full_matrices=False)")
+        return {"values": f"{e}[1]", "left": f"{e}[0]", "right": f"{e}[2].T", "top": f"{e}[1][0]",
+                "top_left": f"{e}[0][:, 0]", "top_right": f"{e}[2][0]"}[n.part]
     if isinstance(n, Inv):
         return f"np.linalg.inv({a[0]})"
     if isinstance(n, Det):

@@ -439,6 +439,24 @@ class Eigh(Unary):
         return arg.shape[:1] if part == "values" else arg.shape
 
 
+class Svd(Unary):
+    """The thin singular value decomposition X = U diag(σ) Vᵀ, r = ``rank`` (the smaller of
+    X's dims): ``part`` "values" (σ, descending, length r), "left" (U, m × r), "right"
+    (V, n × r), "top" (σ₁), "top_left" (u₁), "top_right" (v₁)."""
+
+    fields = ("part", "rank", "arg")
+
+    @staticmethod
+    def _shape(part, rank, arg):
+        if arg.ndim != 2:
+            raise ShapeError(f"svd needs a matrix, got shape {D.fmt_shape(arg.shape)}")
+        shapes = {"values": (rank,), "left": (arg.shape[0], rank), "right": (arg.shape[1], rank),
+                  "top": (), "top_left": arg.shape[:1], "top_right": arg.shape[1:]}
+        if part not in shapes:
+            raise ShapeError(f"svd: no part {part!r}")
+        return shapes[part]
+
+
 class MatFn(Unary):
     """f(S) = U f(Λ) Uᵀ of a symmetric matrix S, for an element-wise f (expm, logm, sqrtm)."""
 

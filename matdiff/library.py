@@ -15,7 +15,7 @@ from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import variables
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
-from .ir import Det, Eigh, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Var, free_vars
+from .ir import Det, Eigh, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Svd, Var, free_vars
 
 # --------------------------------------------------------------------------- variables
 
@@ -326,9 +326,44 @@ def dot(a, b) -> Expr:
     return _call("dot", B.contract([a.node, b.node], [lab, lab], ()), a, b)
 
 
-def norm(x, ord=None) -> Expr:  # noqa: A002 - mirrors numpy.linalg.norm
-    """‖x‖₂ of a vector or the Frobenius norm of a matrix; ``ord=1``: Σ|xᵢ| of a vector."""
+def _rank(name: str, x: Expr, smaller=None):
+    """The number of singular values, min(m, n), where the dims decide it."""
+    m, n = x.shape
+    if smaller is not None:
+        if smaller not in (m, n):
+            raise MatdiffError(f"{name}({x.src}, smaller={smaller!r}): smaller names one of "
+                               f"{x.src}'s dims, {D.fmt(m)} or {D.fmt(n)}")
+        return smaller
+    if m == n:
+        return m
+    if isinstance(m, int) and isinstance(n, int):
+        return min(m, n)
+    raise NotSupportedError(f"{name}({x.src}): {x.src} is {x.describe_shape()}, and which of "
+                            f"{D.fmt(m)} and {D.fmt(n)} is smaller is not known; say it with "
+                            f"smaller={D.fmt(n)!r} (or {D.fmt(m)!r}), or give integer dims")
+
+
+def svdvals(x, smaller=None) -> Expr:
+    """The singular values of a matrix, descending (``numpy.linalg.svd(x, compute_uv=False)``),
+    min(m, n) of them: ``smaller`` names the smaller dim where symbolic dims do not decide
+    it. dσᵢ = uᵢᵀ dX vᵢ where σᵢ is simple and nonzero; evaluation refuses other points."""
     x = lift(x)
+    if x.ndim != 2:
+        raise ShapeError(f"svdvals({x.src}): needs a matrix, but {x.src} is {x.describe_shape()}")
+    return Expr(Svd("values", _rank("svdvals", x, smaller), x.node), src=f"svdvals({x.src})")
+
+
+def norm(x, ord=None, smaller=None) -> Expr:  # noqa: A002 - mirrors numpy.linalg.norm
+    """‖x‖₂ of a vector or the Frobenius norm of a matrix; ``ord=1``: Σ|xᵢ| of a vector;
+    for a matrix, ``ord="nuc"`` the nuclear norm Σσᵢ (gradient UVᵀ) and ``ord=2`` the spectral
+    norm σ₁ (gradient u₁v₁ᵀ), as NumPy. Where a norm is not differentiable (a rank-deficient
+    X for the nuclear norm, a repeated σ₁ for the spectral norm) evaluating its derivative
+    says so."""
+    x = lift(x)
+    if x.ndim == 2 and ord == "nuc":
+        return Expr(sum(svdvals(x, smaller)).node, src=f"norm({x.src}, 'nuc')")
+    if x.ndim == 2 and ord == 2:
+        return Expr(Svd("top", None, x.node), src=f"norm({x.src}, 2)")
     if ord in (None, 2, "fro") and not (ord == 2 and x.ndim == 2):
         return Expr(F.power(dot(x, x).node, 0.5), src=f"norm({x.src})")
     if ord == 1 and x.ndim <= 1:

@@ -322,7 +322,7 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
         return kid_costs[0] + mark + (data[0] != "s") * 2 + wrap[0]
     if op == "call":
         name = data[1]
-        frame = 3 if name == "norm" else len(name) + 2  # ‖x‖ or ‖X‖_F
+        frame = 3 if name in ("norm", "nuclear", "spectral") else len(name) + 2  # ‖x‖, ‖X‖_F, ‖X‖_*
         return frame + NESTED * kid_costs[0]
     if op == "prod":
         coef = data[1]
@@ -574,6 +574,24 @@ def _count(g, c, t):
         if eye:
             return [_dim_leaf(g, eye[0].dims[0])]
     return []
+
+
+def _singular_values(g, c, t):
+    """1ᵀsvdvals(X) = ‖X‖_* and ‖svdvals(X)‖ = ‖X‖_F."""
+    kind = t[1][0]
+    out = []
+    if t[0] == "prod" and kind == "s" and t[1][1] == 1 and len(t[2]) == 2:
+        ones = [k for _, _, k in g.terms(t[2][0], "T")
+                if any(op == "leaf" and getattr(d[1], "role", None) == "one"
+                       for op, d, _ in g.nodes[g.find(k[0])])]
+        for _, d, kk in g.terms(t[2][1], "call"):
+            if ones and d[1] == "svdvals":
+                out.append(g.add("call", ("s", "nuclear", 0, None, None), kk))
+    if t[0] == "call" and t[1][1] == "norm":
+        for _, d, kk in g.terms(t[2][0], "call"):
+            if d[1] == "svdvals":
+                out.append(g.add("call", ("s", "norm", 0, None, None), kk))
+    return out
 
 
 def _positive(g, c) -> bool:
@@ -878,6 +896,8 @@ RULES = [
     Rule("tr(XᵀX) = ‖X‖_F²", "scalars", "call", _trace_square),
     Rule("1ᵀ1 = n", "scalars", "prod", _count),
     Rule("tr(I) = n", "scalars", "call", _count),
+    Rule("1ᵀsvdvals(X) = ‖X‖_*", "scalars", "prod", _singular_values),
+    Rule("‖svdvals(X)‖ = ‖X‖_F", "scalars", "call", _singular_values),
     Rule("sᵖsᵠ = sᵖ⁺ᵠ", "scalars", "prod", _scalar_powers),
     Rule("(sᵖ)ᵠ = sᵖᵠ", "scalars", "pow", _power_of_power),
     Rule("sP + sQ = s(P + Q)", "scalars", "add", _common_scalar),

@@ -315,6 +315,10 @@ def _call(m: N.Call, style):
         mark = (("′", "″", "‴")[m.order - 1] if not _tex(style) else "'" * m.order) \
             if 0 < m.order < 4 else ("" if m.order == 0 else f"^{{({m.order})}}")
         return f"{_name(m.name, style)}{mark}{lp}{arg}{rp}", ATOM
+    if m.name == "spectral":  # ‖X‖₂
+        return (f"\\lVert {arg} \\rVert_2" if _tex(style) else f"‖{arg}‖₂"), ATOM
+    if m.name == "nuclear":  # ‖X‖_*
+        return (f"\\lVert {arg} \\rVert_*" if _tex(style) else f"‖{arg}‖_*"), ATOM
     if m.name == "norm":  # ‖x‖, ‖X‖_F
         sub = "_F" if m.arg.kind == "m" else ""
         return (f"\\lVert {arg} \\rVert{sub}" if _tex(style) else f"‖{arg}‖{sub}"), ATOM

@@ -23,7 +23,7 @@ from . import dims as D
 from . import notation as N
 from .functions import Function
 from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Inv, LogDet, LogSumExp, MatFn,
-                 Node, Reshape, ScalarFn, Softmax, Sum, Var, is_ones)
+                 Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -100,7 +100,16 @@ def _eigh(node: Eigh):
     arg = recognise(node.arg)
     if isinstance(arg, N.Index):
         return None
-    return N.Call("c", "λ", arg) if node.part == "values" else N.Call("m", "U", arg)
+    return N.Call("c", "eigvalsh", arg) if node.part == "values" else N.Call("m", "Q", arg)
+
+
+def _svd(node: Svd):
+    arg = recognise(node.arg)
+    if isinstance(arg, N.Index):
+        return None
+    name, kind = {"values": ("svdvals", "c"), "left": ("U", "m"), "right": ("V", "m"),
+                  "top": ("spectral", "s"), "top_left": ("u₁", "c"), "top_right": ("v₁", "c")}[node.part]
+    return N.Call(kind, name, arg)
 
 
 def _divdiff(node: DivDiff):
@@ -398,6 +407,7 @@ RULES = {
     MatFn: _matfn,
     Eigh: _eigh,
     DivDiff: _divdiff,
+    Svd: _svd,
     Det: _unary("det", "s"),
     LogDet: _unary("logdet", "s"),
     ScalarFn: _scalar_fn,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import dims as D
 from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp,
-                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Var)
+                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -75,6 +75,7 @@ FORMS = {
     Eigh: lambda n: f"eigh({_form(n.arg)}).{'eigenvalues' if n.part == 'values' else 'eigenvectors'}",
     MatFn: lambda n: f"matrix_function({_form(n.arg)}, {n.fn})",
     DivDiff: lambda n: f"divided_differences({n.fn}, {_form(n.arg)})",
+    Svd: lambda n: f"svd({_form(n.arg)}).{n.part}",
 }
 
 

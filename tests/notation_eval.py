@@ -62,7 +62,9 @@ def evaluate(m, env, sizes, functions):
         if isinstance(m.fn, (ScalarFunction, Function)) and not getattr(m.fn, "builtin", False):
             return np.asarray(functions[m.name][m.order](np.asarray(v)))
         simple = {"tr": np.trace, "det": np.linalg.det, "logdet": lambda x: np.linalg.slogdet(x)[1],
-                  "diag": lambda x: np.diag(x), "norm": np.linalg.norm}
+                  "diag": lambda x: np.diag(x), "norm": np.linalg.norm,
+                  "svdvals": lambda x: np.linalg.svd(x, compute_uv=False),
+                  "nuclear": lambda x: np.linalg.norm(x, "nuc"), "spectral": lambda x: np.linalg.norm(x, 2)}
         if m.name in simple:
             return simple[m.name](v)
         if m.name in ("softmax", "logsumexp"):

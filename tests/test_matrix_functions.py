@@ -39,7 +39,7 @@ def test_values_equal_numpy(build, want):
 @pytest.mark.parametrize("f,wrt,text", [
     (lambda: md.trace(md.expm(S)), S, "expm(S)"),                  # ∂tr f(S)/∂S = f′(S)
     (lambda: md.trace(md.expm(X.T @ X)), X, "2X expm(XᵀX)"),
-    (lambda: md.sum(md.log(md.eigvalsh(S))), S, "U(S)diag(1 ⊘ λ(S))U(S)ᵀ"),
+    (lambda: md.sum(md.log(md.eigvalsh(S))), S, "Q(S)diag(1 ⊘ eigvalsh(S))Q(S)ᵀ"),
     (lambda: md.sum(md.eigvalsh(S)), S, None),
     (lambda: a.T @ md.sqrtm(S) @ a, S, None),
     (lambda: md.trace(md.logm(X @ X.T + S)), X, None),
@@ -101,3 +101,59 @@ def test_the_hessian_of_a_trace_function_is_daleckii_krein_again():
     assert md.check(md.trace(md.expm(S)), S, order=2, kinds={"S": "spd"}) < 1e-6
     with pytest.raises(md.MatdiffError, match="element-wise function"):
         md.matrix_function(S, "nope")
+
+
+# --------------------------------------------------------------------------- singular values
+
+Xs = md.matrix("X", "n", "n")
+M = md.matrix("M", "m", "n")
+
+
+def _general(shape=(4, 4), seed=5):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@pytest.mark.parametrize("f,wrt,text", [
+    (lambda: md.norm(Xs, "nuc"), Xs, "U(X)V(X)ᵀ"),            # ∂‖X‖_*/∂X = UVᵀ
+    (lambda: md.norm(Xs, 2), Xs, "u₁(X)v₁(X)ᵀ"),              # ∂‖X‖₂/∂X = u₁v₁ᵀ
+    (lambda: md.sum(md.svdvals(M, smaller="n") ** 2), M, None),
+    (lambda: md.norm(M @ Xs, "nuc", smaller="n"), Xs, "MᵀU(MX)V(MX)ᵀ"),
+])
+def test_singular_value_derivatives_check(f, wrt, text):
+    if text is not None:
+        assert str(md.grad(f(), wrt)) == text
+    assert md.check(f(), wrt) < 1e-6
+
+
+def test_singular_values_equal_numpy_and_their_norms_print_as_norms():
+    x = _general()
+    u, s, vt = np.linalg.svd(x)
+    np.testing.assert_allclose(md.svdvals(Xs).evaluate({"X": x}), s, rtol=1e-12)
+    np.testing.assert_allclose(md.grad(md.norm(Xs, "nuc"), Xs).evaluate({"X": x}), u @ vt, rtol=1e-9)
+    np.testing.assert_allclose(md.grad(md.norm(Xs, 2), Xs).evaluate({"X": x}), np.outer(u[:, 0], vt[0]), rtol=1e-9)
+    assert str(md.norm(Xs, "nuc")) == "‖X‖_*" and str(md.norm(Xs, 2)) == "‖X‖₂"
+    assert str(md.norm(md.svdvals(Xs))) == "‖X‖_F"  # ‖σ‖ is the Frobenius norm
+
+
+def test_non_smooth_points_are_reported_not_answered_with_a_subgradient():
+    with pytest.raises(md.EvaluationError, match="rank-deficient"):
+        md.grad(md.norm(Xs, "nuc"), Xs).evaluate({"X": np.diag([1.0, 2.0, 0.0, 3.0])})
+    with pytest.raises(md.EvaluationError, match="largest singular value is repeated"):
+        md.grad(md.norm(Xs, 2), Xs).evaluate({"X": np.diag([3.0, 3.0, 1.0, 2.0])})
+    with pytest.raises(md.NotSupportedError, match="smaller"):
+        md.svdvals(M)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_generated_code_computes_singular_value_derivatives(backend):
+    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
+    outputs = [md.norm(Xs, "nuc"), md.grad(md.norm(Xs, "nuc"), Xs), md.grad(md.norm(Xs, 2), Xs)]
+    x = _general(seed=6)
+    fn = md.compile(outputs, backend=backend)
+    if backend == "torch":
+        import torch
+        got = fn(torch.tensor(x))
+    else:
+        got = fn(x)
+    for g, e in zip(got, outputs):
+        np.testing.assert_allclose(np.asarray(g, dtype=float), e.evaluate({"X": x}), rtol=1e-5, atol=1e-6)

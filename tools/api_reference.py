@@ -20,7 +20,7 @@ GROUPS = [
     ("Derivatives", ["grad", "jacobian", "hessian", "derivative", "hvp", "derivation", "check"]),
     ("Matrix functions", ["trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "mean",
                           "kron", "outer", "dot", "norm"]),
-    ("Spectral functions", ["eigvalsh", "matrix_function", "expm", "logm", "sqrtm"]),
+    ("Spectral functions", ["eigvalsh", "svdvals", "matrix_function", "expm", "logm", "sqrtm"]),
     ("Element-wise functions", ["exp", "log", "sin", "cos", "tan", "tanh", "cosh", "sinh", "arctan",
                                 "log1p", "expm1", "sigmoid", "softplus", "relu", "abs", "sqrt", "sign",
                                 "step", "softmax", "logsumexp"]),
