@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from . import build as B
 from .errors import NotSupportedError
-from .ir import (Contract, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Svd,
-                 Reshape, ScalarFn, Softmax, Sum, Var, free_vars)
+from .ir import (Contract, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, LogDet, LogSumExp,
+                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
 from .simplify import simplify
 
 RULES: dict = {}
@@ -111,6 +111,17 @@ def _d_svd(n, k, dx):
                             "singular-value functions) are not supported yet; first derivatives are")
 
 
+@rule(Expm)  # d expm(X) = L(X, dX), the Fréchet derivative
+def _d_expm(n, k, dx):
+    return Frechet(n.arg, dx)
+
+
+@rule(Frechet)
+def _d_frechet(n, k, dx):
+    raise NotSupportedError("second derivatives through the matrix exponential of a general "
+                            "matrix are not supported yet; first derivatives are")
+
+
 @rule(DivDiff)
 def _d_divdiff(n, k, dx):
     raise NotSupportedError("second derivatives through a matrix function (the derivative of "
@@ -146,6 +157,11 @@ def transpose(lin: Node, hole: Hole, cot: Node, extra: tuple) -> Node:
         return transpose(lin.operands[k], hole, adj, extra)
     if isinstance(lin, Reshape):
         return transpose(lin.arg, hole, Reshape(cot, extra + lin.arg.shape), extra)
+    if isinstance(lin, Frechet):  # ⟨G, L(X, E)⟩ = ⟨L(Xᵀ, G), E⟩
+        if extra:
+            raise NotSupportedError("Jacobians through the matrix exponential of a general matrix "
+                                    "are not supported yet; gradients of scalars are")
+        return transpose(lin.args[1], hole, Frechet(B.transpose(lin.args[0]), cot), extra)
     raise AssertionError(f"not linear in the differential: {type(lin).__name__}")
 
 

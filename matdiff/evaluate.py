@@ -14,8 +14,8 @@ import opt_einsum as oe
 
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp,
-                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, merge_deltas)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, LogDet,
+                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -277,6 +277,15 @@ def _svd_part(part: str, x):
             "top_left": u[:, 0], "top_right": vt[0]}[part]
 
 
+def _scipy_linalg():
+    try:
+        import scipy.linalg
+    except ImportError:  # pragma: no cover - scipy comes with jax and the linalg extra
+        raise NotSupportedError("expm of a general matrix needs SciPy: pip install 'matdiff[linalg]'") \
+            from None
+    return scipy.linalg
+
+
 def numpy_ops(functions: dict) -> dict:
     def elementwise(n, a, s):
         impl = n.fn.implementation()
@@ -308,6 +317,8 @@ def numpy_ops(functions: dict) -> dict:
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
         Svd: lambda n, a, s: _svd_part(n.part, a[0]),
+        Expm: lambda n, a, s: _scipy_linalg().expm(a[0]),
+        Frechet: lambda n, a, s: _scipy_linalg().expm_frechet(a[0], a[1], compute_expm=False),
     }
 
 

@@ -29,8 +29,9 @@ from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Inv, LogDet, LogSumExp, MatFn,
-                 Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, is_ones, merge_deltas, walk)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Inv, LogDet,
+                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, is_ones,
+                 merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -52,7 +53,9 @@ BACKENDS = {  # the backends differ only in this table
             "dtype": "jnp.result_type({ps})", "default_dtype": "float",
             "rewrites": [(r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
-            "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})"},
+            "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
+                          "__expm": "jax.scipy.linalg.expm({})",
+                          "__expm_frechet": "jax.scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)"},
             "distribute_transposes": True},
     "torch": {"import": "import torch", "module": "torch",
               "cast": "torch.as_tensor({p})",
@@ -61,7 +64,11 @@ BACKENDS = {  # the backends differ only in this table
               "scatter": "{full}[{index}] = {values}",
               "functions": {"sigmoid": "torch.sigmoid({})",
                             "softplus": "torch.nn.functional.softplus({})",
-                            "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)"},
+                            "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)",
+                            "__expm": "torch.linalg.matrix_exp({})",  # L(X, E): the block [[X, E], [0, X]]
+                            "__expm_frechet": "torch.linalg.matrix_exp(torch.cat([torch.cat([{0}, {1}], 1), "
+                                              "torch.cat([torch.zeros_like({0}), {0}], 1)], 0))"
+                                              "[:{0}.shape[0], {0}.shape[0]:]"},
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
                   (r", optimize=True", ""),
@@ -82,6 +89,8 @@ NUMPY_FUNCTIONS = {
     "step": "({} > 0).astype(float)", "abs": "np.abs({})", "sign": "np.sign({})",
     "sqrt": "np.sqrt({})", "cosh": "np.cosh({})", "sinh": "np.sinh({})",
     "log1p": "np.log1p({})", "expm1": "np.expm1({})", "arctan": "np.arctan({})",
+    "__expm": "scipy.linalg.expm({})",
+    "__expm_frechet": "scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)",
 }
 
 
@@ -573,6 +582,10 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return f"({e}[1] * {values}) @ {e}[1].T"
     if isinstance(n, DivDiff):
         return _divided_differences(w, n, a[0])
+    if isinstance(n, Expm):
+        return w.functions["__expm"].format(a[0])
+    if isinstance(n, Frechet):
+        return w.functions["__expm_frechet"].format(args[n.args[0]], args[n.args[1]])
     if isinstance(n, Svd):  # one thin SVD, its parts
         e = w.emit(f"np.linalg.svd({a[0]}, full_matrices=False)")
         return {"values": f"{e}[1]", "left": f"{e}[0]", "right": f"{e}[2].T", "top": f"{e}[1][0]",
@@ -904,8 +917,11 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     lines, results = w.live_lines([args[r] for r in roots])
     results = ", ".join(results)
     needs = sorted(f"_{fn.name}" for fn in _user_functions(exprs))
+    body = [_backend_line(line, table) for line in lines]
+    scipy_used = any(re.search(r"(?<![\w.])scipy\.linalg\.", line) for line in body)
+    imports = table["import"] + ("\nimport scipy.linalg" if scipy_used else "")
     header = [
-        table["import"] + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
+        imports + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
         "",
         "",
         f"def {name}({', '.join(params)}):",
@@ -920,7 +936,6 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
                                    if params else table["default_dtype"])  # constants follow inputs
     if backend == "torch" and params:  # constants go where the arguments are (CPU or CUDA)
         casts.append(f"    _device = {params[0]}.device")
-    body = [_backend_line(line, table) for line in lines]
     if any("_dtype" in line for line in body):
         casts.append(dtype_line)
     return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"

@@ -457,6 +457,39 @@ class Svd(Unary):
         return shapes[part]
 
 
+class Expm(Unary):
+    """The matrix exponential of a general square matrix (scaling and squaring)."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        _square("expm", arg)
+        return arg.shape
+
+
+class Frechet(Node):
+    """L(X, E), the Fréchet derivative of expm at X in the direction E: linear in E, with
+    adjoint L(Xᵀ, ·)."""
+
+    fields = ("arg", "dir")
+
+    @staticmethod
+    def _shape(arg, dir):  # noqa: A002
+        _square("expm", arg)
+        if dir.shape != arg.shape:
+            raise ShapeError(f"expm's Fréchet derivative: direction {D.fmt_shape(dir.shape)} "
+                             f"for a matrix {D.fmt_shape(arg.shape)}")
+        return arg.shape
+
+    @property
+    def children(self):
+        return (self.args[0], self.args[1])
+
+    def with_children(self, children):
+        return Frechet(children[0], children[1])
+
+
 class MatFn(Unary):
     """f(S) = U f(Λ) Uᵀ of a symmetric matrix S, for an element-wise f (expm, logm, sqrtm)."""
 

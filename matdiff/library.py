@@ -15,7 +15,8 @@ from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import variables
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
-from .ir import Det, Eigh, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Svd, Var, free_vars
+from .ir import (Det, Eigh, Expm, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Svd, Var,
+                 free_vars)
 
 # --------------------------------------------------------------------------- variables
 
@@ -147,9 +148,14 @@ def _elementwise_fn(f):
                        f"'exp', md.exp, or md.function(...)), not {f!r}")
 
 
-def expm(s) -> Expr:
-    """The matrix exponential of a symmetric matrix; ∂tr(expm(S))/∂S = expm(S)."""
-    return _named_matrix_function("expm", "exp", s)
+def expm(x) -> Expr:
+    """The matrix exponential: of a symmetric matrix by its eigen-decomposition (with
+    Daleckii–Krein derivatives), of any other square matrix by scaling and squaring (SciPy),
+    whose derivative is the Fréchet derivative L(X, dX); ∂tr(expm(X))/∂X = expm(X)ᵀ."""
+    x = lift(x)
+    if x.ndim == 2 and x.shape[0] == x.shape[1] and not N.symmetric(x.notation()):
+        return Expr(Expm(x.node), src=f"expm({x.src})")
+    return _named_matrix_function("expm", "exp", x)
 
 
 def logm(s) -> Expr:

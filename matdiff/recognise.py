@@ -22,8 +22,8 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Inv, LogDet, LogSumExp, MatFn,
-                 Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Inv, LogDet,
+                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -110,6 +110,11 @@ def _svd(node: Svd):
     name, kind = {"values": ("svdvals", "c"), "left": ("U", "m"), "right": ("V", "m"),
                   "top": ("spectral", "s"), "top_left": ("u₁", "c"), "top_right": ("v₁", "c")}[node.part]
     return N.Call(kind, name, arg)
+
+
+def _expm(node: Expm):
+    arg = recognise(node.arg)
+    return None if isinstance(arg, N.Index) else N.Call("m", "expm", arg)
 
 
 def _divdiff(node: DivDiff):
@@ -408,6 +413,8 @@ RULES = {
     Eigh: _eigh,
     DivDiff: _divdiff,
     Svd: _svd,
+    Expm: _expm,
+    Frechet: lambda node: None,  # L(X, E): written in index notation, expm_frechet(X, E)_ij
     Det: _unary("det", "s"),
     LogDet: _unary("logdet", "s"),
     ScalarFn: _scalar_fn,

@@ -6,8 +6,8 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Hole, Inv, LogDet, LogSumExp,
-                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var)
+from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, LogDet,
+                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -76,6 +76,8 @@ FORMS = {
     MatFn: lambda n: f"matrix_function({_form(n.arg)}, {n.fn})",
     DivDiff: lambda n: f"divided_differences({n.fn}, {_form(n.arg)})",
     Svd: lambda n: f"svd({_form(n.arg)}).{n.part}",
+    Expm: lambda n: f"expm({_form(n.arg)})",
+    Frechet: lambda n: f"expm_frechet({_form(n.args[0])}, {_form(n.args[1])})",
 }
 
 

@@ -21,8 +21,8 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
-from .ir import (Const, Contract, Delta, DivDiff, Eigh, Elementwise, Hole, Inv, MatFn, Node, Reshape, Sum,
-                 Var, is_ones)
+from .ir import (Const, Contract, Delta, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, MatFn, Node,
+                 Reshape, Sum, Var, is_ones)
 
 FLATTEN_LIMIT = 6
 
@@ -629,10 +629,21 @@ def normalise_reshape(r: Reshape) -> Node:
     return r
 
 
+def normalise_frechet(n: Frechet) -> Node:
+    """L(X, I) = expm(X), and L(X, cI) = c·expm(X): expm(X) commutes with I."""
+    d = n.args[1]
+    if isinstance(d, Delta) and d.order == 2:
+        return Expm(n.args[0])
+    if B.is_zero(d):
+        return d
+    return n
+
+
 NORMALISE = {
     Contract: normalise_contract,
     Sum: normalise_sum,
     Elementwise: normalise_elementwise,
     Inv: normalise_inv,
     Reshape: normalise_reshape,
+    Frechet: normalise_frechet,
 }

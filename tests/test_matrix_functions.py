@@ -88,7 +88,7 @@ def test_generated_code_computes_spectral_derivatives(backend):
 
 def test_arguments_must_be_symmetric_and_second_derivatives_say_why_not():
     with pytest.raises(md.NotSupportedError, match="symmetric"):
-        md.expm(md.matrix("A", "n", "n"))
+        md.sqrtm(md.matrix("A", "n", "n"))
     with pytest.raises(md.NotSupportedError, match="symmetric"):
         md.eigvalsh(md.matrix("A", "n", "n"))
     assert md.expm(X.T @ X).shape == ("k", "k")  # symmetric by structure
@@ -157,3 +157,52 @@ def test_generated_code_computes_singular_value_derivatives(backend):
         got = fn(x)
     for g, e in zip(got, outputs):
         np.testing.assert_allclose(np.asarray(g, dtype=float), e.evaluate({"X": x}), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- expm of a general matrix
+
+G = md.matrix("A", "n", "n")
+v = md.vector("v", "n")
+scipy_linalg = pytest.importorskip("scipy.linalg")
+
+
+def test_expm_of_a_general_matrix_equals_scipy_and_its_trace_gradient_is_expm_transposed():
+    a = _general(seed=7) / 2
+    np.testing.assert_allclose(md.expm(G).evaluate({"A": a}), scipy_linalg.expm(a), rtol=1e-12)
+    g = md.grad(md.trace(md.expm(G)), G)
+    assert str(g) == "expm(Aᵀ)"                       # = expm(A)ᵀ
+    np.testing.assert_allclose(g.evaluate({"A": a}), scipy_linalg.expm(a).T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("f", [
+    lambda: v.T @ md.expm(G) @ v,
+    lambda: md.norm(md.expm(G)) ** 2,
+    lambda: md.trace(md.expm(G) @ md.expm(G.T)),
+])
+def test_frechet_gradients_check(f):
+    assert md.check(f(), G) < 1e-6
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_generated_code_computes_the_frechet_gradient(backend):
+    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
+    f = v.T @ md.expm(G) @ v
+    outputs = [f, md.grad(f, G)]
+    a, vv = _general(seed=8) / 2, np.random.default_rng(9).standard_normal(4)
+    fn = md.compile(outputs, backend=backend, args=[G, v])
+    if backend == "torch":
+        import torch
+        got = fn(torch.tensor(a), torch.tensor(vv))
+    else:
+        got = fn(a, vv)
+    for g, e in zip(got, outputs):
+        np.testing.assert_allclose(np.asarray(g, dtype=float), e.evaluate({"A": a, "v": vv}), rtol=1e-5)
+
+
+def test_what_the_frechet_derivative_cannot_do_yet_is_refused():
+    with pytest.raises(md.NotSupportedError, match="Jacobians"):
+        md.jacobian(md.expm(G), G)
+    with pytest.raises(md.NotSupportedError, match="second derivatives"):
+        md.hessian(v.T @ md.expm(G) @ v, G)
+    with pytest.raises(md.NotSupportedError, match="logm"):
+        md.logm(G)
