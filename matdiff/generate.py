@@ -541,13 +541,14 @@ SLOPES = {  # f′ of the functions a divided-difference matrix may need, as cod
 
 def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
     """F_ij = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), with f′ at the midpoint where λᵢ ≈ λⱼ."""
-    if not n.fn.builtin or n.fn.name not in SLOPES:
+    slopes = dict(SLOPES, pow=f"{n.fn.param!r} * np.power({{}}, {n.fn.param - 1 if n.fn.param else 0.0!r})")
+    if not n.fn.builtin or n.fn.name not in slopes:
         raise NotSupportedError(f"codegen: the divided differences of {n.fn} are not generated "
                                 f"yet (functions: {', '.join(SLOPES)}); evaluate() computes them")
     gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
     values = w.emit(_elementwise(w, Elementwise(n.fn, n.arg), lam))
     close = w.emit(f"np.abs({gap}) <= 1e-8 * (1.0 + np.abs({lam}).max())")
-    slope = SLOPES[n.fn.name].format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
+    slope = slopes[n.fn.name].format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
     return (f"np.where({close}, {slope}, ({values}[:, None] - {values}[None, :]) / "
             f"np.where({close}, 1.0, {gap}))")
 

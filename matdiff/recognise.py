@@ -93,6 +93,14 @@ def _matfn(node: MatFn):
     arg = recognise(node.arg)
     if isinstance(arg, N.Index):
         return None
+    if node.fn.name == "pow":  # S², S⁻¹, sqrtm(S): powers of a symmetric matrix
+        p = node.fn.param
+        if float(p).is_integer():
+            return N.prod(1.0, [N.Inv("m", arg)] * int(-p)) if p < 0 else N.prod(1.0, [arg] * int(p))
+        if p in (0.5, -0.5):  # sqrtm(S), sqrtm(S)⁻¹
+            root = N.Call("m", "sqrtm", arg)
+            return root if p > 0 else N.Inv("m", root)
+        return N.Call("m", f"pow{p:g}ₘ", arg)
     return N.Call("m", MATRIX_FUNCTIONS.get(node.fn.name, f"{node.fn.name}ₘ"), arg)
 
 

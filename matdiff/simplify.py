@@ -217,8 +217,16 @@ def _spectral(ops, labs, out):
         if isinstance(op, DivDiff) and lab[0] == lab[1]:
             ops[k], labs[k] = simplify(op.fn.derivative(op.arg)), (lab[0],)
     everywhere = [x for lab in labs for x in lab] + list(out)
+    for k, (op, lab) in enumerate(zip(ops, labs)):  # U diag(λ) Uᵀ = S
+        if isinstance(op, Eigh) and op.part == "values" and everywhere.count(lab[0]) == 3:
+            vectors = Eigh("vectors", op.arg)
+            pair = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is vectors and lb[1] == lab[0]]
+            if len(pair) == 2 and labs[pair[0]][0] != labs[pair[1]][0]:
+                keep = [i for i in range(len(ops)) if i not in pair and i != k]
+                return ([ops[i] for i in keep] + [op.arg],
+                        [labs[i] for i in keep] + [(labs[pair[0]][0], labs[pair[1]][0])])
     for k, (op, lab) in enumerate(zip(ops, labs)):
-        if not (isinstance(op, Elementwise) and op.fn.builtin and op.fn.name != "pow" and
+        if not (isinstance(op, Elementwise) and op.fn.builtin and
                 isinstance(op.arg, Eigh) and op.arg.part == "values" and everywhere.count(lab[0]) == 3):
             continue
         vectors = Eigh("vectors", op.arg.arg)

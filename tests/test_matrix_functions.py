@@ -39,7 +39,10 @@ def test_values_equal_numpy(build, want):
 @pytest.mark.parametrize("f,wrt,text", [
     (lambda: md.trace(md.expm(S)), S, "expm(S)"),                  # ∂tr f(S)/∂S = f′(S)
     (lambda: md.trace(md.expm(X.T @ X)), X, "2X expm(XᵀX)"),
-    (lambda: md.sum(md.log(md.eigvalsh(S))), S, "Q(S)diag(1 ⊘ eigvalsh(S))Q(S)ᵀ"),
+    (lambda: md.sum(md.log(md.eigvalsh(S))), S, "S⁻¹"),                # as ∂logdet(S)/∂S
+    (lambda: md.sum(md.eigvalsh(S) ** 3), S, "3S²"),
+    (lambda: md.sum(md.eigvalsh(S) ** 2), S, "2S"),
+    (lambda: md.sum(md.sqrt(md.eigvalsh(S))), S, "(1/2)sqrtm(S)⁻¹"),
     (lambda: md.sum(md.eigvalsh(S)), S, None),
     (lambda: a.T @ md.sqrtm(S) @ a, S, None),
     (lambda: md.trace(md.logm(X @ X.T + S)), X, None),
@@ -93,7 +96,17 @@ def test_arguments_must_be_symmetric_and_second_derivatives_say_why_not():
         md.eigvalsh(md.matrix("A", "n", "n"))
     assert md.expm(X.T @ X).shape == ("k", "k")  # symmetric by structure
     with pytest.raises(md.NotSupportedError, match="second derivatives"):
-        md.hessian(md.sum(md.eigvalsh(S) ** 3), S)  # needs dU: not yet
+        md.hessian(md.sum(md.sigmoid(md.eigvalsh(S)) * md.eigvalsh(S)), S)  # needs dU: not yet
+
+
+@pytest.mark.parametrize("f", [
+    lambda: md.sum(md.eigvalsh(S) ** 3), lambda: md.sum(md.log(md.eigvalsh(S))),
+    lambda: md.sum(md.sqrt(md.eigvalsh(S))), lambda: md.sum(md.exp(md.eigvalsh(S))),
+])
+def test_hessians_of_spectral_functions_are_daleckii_krein(f):
+    """∇Σf(λᵢ) = f′(S) is a matrix function again, so the Hessian is Daleckii–Krein's."""
+    assert "Δ" in str(md.hessian(f(), S))
+    assert md.check(f(), S, order=2, kinds={"S": "spd"}) < 1e-6
 
 
 def test_the_hessian_of_a_trace_function_is_daleckii_krein_again():
