@@ -13,7 +13,7 @@ from math import factorial, pi
 import numpy as np
 
 from . import dims as D
-from .errors import CheckError, MatdiffError, NotSupportedError, UncheckableError
+from .errors import CheckError, EvaluationError, MatdiffError, NotSupportedError, UncheckableError
 from .evaluate import bind, interpret, numpy_ops, variables
 from .expr import Expr, lift
 from .ir import Det, Elementwise, Inv, LogDet, ScalarFn, Var, walk
@@ -71,6 +71,11 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
     except np.linalg.LinAlgError as e:
         raise UncheckableError(f"check: could not check at this point ({e}: a matrix is "
                                f"singular between the finite-difference steps)") from None
+    except EvaluationError as e:
+        if "not differentiable here" not in str(e):
+            raise
+        raise UncheckableError(f"check: the point is degenerate, so there is no derivative to "
+                               f"compare: {e}") from None
     return worst
 
 

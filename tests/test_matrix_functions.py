@@ -219,3 +219,11 @@ def test_what_the_frechet_derivative_cannot_do_yet_is_refused():
         md.hessian(v.T @ md.expm(G) @ v, G)
     with pytest.raises(md.NotSupportedError, match="logm"):
         md.logm(G)
+
+
+def test_check_reports_a_degenerate_point_instead_of_a_wrong_derivative():
+    """xxᵀ has rank one: its nuclear norm has no derivative by the singular vectors there,
+    and md.check says the point is degenerate."""
+    xv = md.vector("x", "n")
+    with pytest.raises(md.UncheckableError, match="degenerate"):
+        md.check(md.norm(md.outer(xv, xv), "nuc"), xv)
