@@ -204,8 +204,7 @@ def _symmetric_term(g: EGraph, t) -> bool:
 def _transposed(g: EGraph, c: int) -> list:
     """Classes known to be cᵀ: the class of T(c), and a if c holds T(a)."""
     out = []
-    hit = g.memo.get(("T", (g.kind(c) == "m" and "m" or {"c": "r", "r": "c"}.get(g.kind(c), "s"),),
-                      (g.find(c),)))
+    hit = g.memo.get(("T", (_T[g.kind(c)],), (g.find(c),)))
     if hit is not None:
         out.append(g.find(hit))
     out.extend(g.find(k[0]) for _, _, k in g.terms(c, "T"))

@@ -8,6 +8,8 @@ naming it.  SymPy is imported only when these are called.
 """
 from __future__ import annotations
 
+from fractions import Fraction
+
 from . import dims as D
 from . import library as L
 from . import notation as N
@@ -61,8 +63,8 @@ def _to(sp, m):  # noqa: C901 - one case per notation node, as the printers' tab
         return cls(shape[0], sp.Integer(1)) if m.kind == "c" else \
             cls(sp.Integer(1), shape[0]) if m.kind == "r" else cls(*shape)
     if isinstance(m, N.Num):
-        return sp.nsimplify(m.value, rational=True) if float(m.value).is_integer() or \
-            abs(m.value * 1000 - round(m.value * 1000)) < 1e-12 else sp.Float(m.value)
+        f = Fraction(m.value).limit_denominator(1000)  # 1/2 as a rational, as the printers do
+        return sp.Rational(f.numerator, f.denominator) if float(f) == m.value else sp.Float(m.value)
     if isinstance(m, N.T):
         return sp.Transpose(go(m.arg))
     if isinstance(m, N.Inv):
@@ -92,8 +94,7 @@ def _to(sp, m):  # noqa: C901 - one case per notation node, as the printers' tab
         if m.kind == "s":
             return sp.Pow(_scalar(sp, go(m.arg)), sp.nsimplify(m.p))
         return sp.HadamardPower(go(m.arg), sp.nsimplify(m.p))
-    if isinstance(m, N.Call) and not m.order and m.fn is None or \
-            isinstance(m, N.Call) and not m.order and getattr(m.fn, "builtin", False):
+    if isinstance(m, N.Call) and not m.order and (m.fn is None or getattr(m.fn, "builtin", False)):
         arg = go(m.arg)
         if m.name == "tr":
             return sp.Trace(arg)
@@ -232,8 +233,9 @@ def _from(sp, e, memo):  # noqa: C901 - one case per SymPy class
             if probe == getattr(sp, name)(sp.Symbol("_t")):
                 return getattr(L, name)(go(e.expr))
         raise NotSupportedError(f"from_sympy: no matdiff function for the element-wise {f}")
-    for name in ELEMENTWISE:
-        if isinstance(e, getattr(sp, name, ())) if isinstance(getattr(sp, name, None), type) else False:
+    for name in ELEMENTWISE:  # a scalar function: exp(t), log(t), …
+        cls = getattr(sp, name, None)
+        if isinstance(cls, type) and isinstance(e, cls):
             return getattr(L, name)(go(e.args[0]))
     raise MatdiffError(f"from_sympy: cannot read {type(e).__name__} ({e}); matdiff reads "
                        f"MatrixSymbol expressions with products, sums, transposes, inverses, "

@@ -17,6 +17,19 @@ def _spd(n=4, seed=0):
     return q @ q.T + n * np.eye(n)
 
 
+def _compiled_matches(outputs, backend, args, values, rtol, atol=0.0):
+    """The outputs compiled for ``backend`` (arguments in the order of ``args``) give the
+    values ``evaluate`` gives."""
+    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
+    fn = md.compile(outputs, backend=backend, args=args)
+    arrays = [values[x.node.name] for x in args]
+    if backend == "torch":
+        import torch
+        arrays = [torch.tensor(x) for x in arrays]
+    for got, e in zip(fn(*arrays), outputs):
+        np.testing.assert_allclose(np.asarray(got, dtype=float), e.evaluate(values), rtol=rtol, atol=atol)
+
+
 def _funm(s, f):
     lam, u = np.linalg.eigh(s)
     return (u * f(lam)) @ u.T
@@ -74,19 +87,9 @@ def test_repeated_eigenvalues_are_handled_by_the_divided_differences():
 
 @pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
 def test_generated_code_computes_spectral_derivatives(backend):
-    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
     f = a.T @ md.sqrtm(S) @ a + md.trace(md.expm(S))
-    outputs = [f, md.grad(f, S)]
-    s, av = _spd(seed=2) / 4, np.random.default_rng(3).standard_normal(4)
-    fn = md.compile(outputs, backend=backend, args=[S, a])
-    if backend == "torch":
-        import torch
-        got = fn(torch.tensor(s), torch.tensor(av))
-    else:
-        got = fn(s, av)
-    for g, e in zip(got, outputs):
-        np.testing.assert_allclose(np.asarray(g, dtype=float), e.evaluate({"S": s, "a": av}),
-                                   rtol=1e-5 if backend == "jax" else 1e-9)
+    values = {"S": _spd(seed=2) / 4, "a": np.random.default_rng(3).standard_normal(4)}
+    _compiled_matches([f, md.grad(f, S)], backend, [S, a], values, 1e-5 if backend == "jax" else 1e-9)
 
 
 def test_arguments_must_be_symmetric_and_second_derivatives_say_why_not():
@@ -159,17 +162,8 @@ def test_non_smooth_points_are_reported_not_answered_with_a_subgradient():
 
 @pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
 def test_generated_code_computes_singular_value_derivatives(backend):
-    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
     outputs = [md.norm(Xs, "nuc"), md.grad(md.norm(Xs, "nuc"), Xs), md.grad(md.norm(Xs, 2), Xs)]
-    x = _general(seed=6)
-    fn = md.compile(outputs, backend=backend)
-    if backend == "torch":
-        import torch
-        got = fn(torch.tensor(x))
-    else:
-        got = fn(x)
-    for g, e in zip(got, outputs):
-        np.testing.assert_allclose(np.asarray(g, dtype=float), e.evaluate({"X": x}), rtol=1e-5, atol=1e-6)
+    _compiled_matches(outputs, backend, [Xs], {"X": _general(seed=6)}, 1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- expm of a general matrix
@@ -198,18 +192,9 @@ def test_frechet_gradients_check(f):
 
 @pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
 def test_generated_code_computes_the_frechet_gradient(backend):
-    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
     f = v.T @ md.expm(G) @ v
-    outputs = [f, md.grad(f, G)]
-    a, vv = _general(seed=8) / 2, np.random.default_rng(9).standard_normal(4)
-    fn = md.compile(outputs, backend=backend, args=[G, v])
-    if backend == "torch":
-        import torch
-        got = fn(torch.tensor(a), torch.tensor(vv))
-    else:
-        got = fn(a, vv)
-    for g, e in zip(got, outputs):
-        np.testing.assert_allclose(np.asarray(g, dtype=float), e.evaluate({"A": a, "v": vv}), rtol=1e-5)
+    values = {"A": _general(seed=8) / 2, "v": np.random.default_rng(9).standard_normal(4)}
+    _compiled_matches([f, md.grad(f, G)], backend, [G, v], values, 1e-5)
 
 
 def test_what_the_frechet_derivative_cannot_do_yet_is_refused():
