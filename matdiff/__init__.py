@@ -14,7 +14,7 @@ from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, e
                       grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
                       matrix_power, mean, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
                       sin, sinh, softmax, softplus, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
-                      vector,
+                      unit, vector,
                       zeros)
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
 from .check import check
@@ -62,7 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
     "UncheckableError",
-    "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
+    "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye", "unit",
     "trace", "det", "logdet", "inv", "matrix_power", "expm", "logm", "sqrtm", "matrix_function",
     "eigvalsh", "svdvals", "diag", "sum", "mean",
     "kron", "outer", "dot", "norm", "einsum",

@@ -146,7 +146,7 @@ def _inputs(node, vs, size, kinds, rng, functions):
             try:
                 ok = np.all(np.isfinite(interpret(node, arrays, s, ops))) and \
                     _well_conditioned(node, arrays, s, ops)
-            except np.linalg.LinAlgError:
+            except (np.linalg.LinAlgError, EvaluationError):  # outside logm's domain, say
                 ok = False
         if ok:
             return values

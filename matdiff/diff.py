@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from . import build as B
 from .errors import NotSupportedError
-from .ir import (Contract, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, LogDet, LogSumExp,
+from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp,
                  MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
 from .simplify import simplify
 
@@ -111,15 +111,16 @@ def _d_svd(n, k, dx):
                             "singular-value functions) are not supported yet; first derivatives are")
 
 
-@rule(Expm)  # d expm(X) = L(X, dX), the Fréchet derivative
-def _d_expm(n, k, dx):
-    return Frechet(n.arg, dx)
+@rule(Funm)  # d f(X) = L_f(X, dX), the Fréchet derivative
+def _d_funm(n, k, dx):
+    return Frechet(n.fn, n.arg, dx)
 
 
 @rule(Frechet)
 def _d_frechet(n, k, dx):
-    raise NotSupportedError("second derivatives through the matrix exponential of a general "
-                            "matrix are not supported yet; first derivatives are")
+    raise NotSupportedError(f"second derivatives through {GENERAL_FUNCTIONS[n.args[0]]} of a general "
+                            f"matrix (the derivative of its Fréchet derivative) are not supported yet; "
+                            f"first derivatives are")
 
 
 @rule(DivDiff)
@@ -158,10 +159,11 @@ def transpose(lin: Node, hole: Hole, cot: Node, extra: tuple) -> Node:
     if isinstance(lin, Reshape):
         return transpose(lin.arg, hole, Reshape(cot, extra + lin.arg.shape), extra)
     if isinstance(lin, Frechet):  # ⟨G, L(X, E)⟩ = ⟨L(Xᵀ, G), E⟩
+        fn, x, e = lin.args
         if extra:
-            raise NotSupportedError("Jacobians through the matrix exponential of a general matrix "
-                                    "are not supported yet; gradients of scalars are")
-        return transpose(lin.args[1], hole, Frechet(B.transpose(lin.args[0]), cot), extra)
+            raise NotSupportedError(f"Jacobians through {GENERAL_FUNCTIONS[fn]} of a general matrix "
+                                    f"are not supported yet; gradients of scalars are")
+        return transpose(e, hole, Frechet(fn, B.transpose(x), cot), extra)
     raise AssertionError(f"not linear in the differential: {type(lin).__name__}")
 
 

@@ -14,8 +14,8 @@ import opt_einsum as oe
 
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, LogDet,
-                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, merge_deltas)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole,
+                 Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -181,6 +181,15 @@ def _np_einsum(labels, arrays, out):
     return np.asarray(oe.contract(eq, *arrays))
 
 
+def _basis(n: Basis, sizes: dict):
+    k = D.resolve(n.dim, sizes)
+    if not -k <= n.pos < k:
+        raise EvaluationError(f"index {n.pos} is out of range for length {k}")
+    out = np.zeros(k)
+    out[n.pos] = 1.0
+    return out
+
+
 def _materialise(n: Node, sizes: dict):
     """A standalone delta (not inside a product), as an array."""
     k = D.resolve(n.dim, sizes)
@@ -281,9 +290,50 @@ def _scipy_linalg():
     try:
         import scipy.linalg
     except ImportError:  # pragma: no cover - scipy comes with jax and the linalg extra
-        raise NotSupportedError("expm of a general matrix needs SciPy: pip install 'matdiff[linalg]'") \
-            from None
+        raise NotSupportedError("expm, logm and sqrtm of a general matrix need SciPy: pip install "
+                                "'matdiff[linalg]'") from None
     return scipy.linalg
+
+
+def _principal_domain(fn: str, x, derivative: bool) -> None:
+    """Refuse X with an eigenvalue on the closed negative real axis for the principal logm
+    and sqrtm (sqrtm's value allows 0, its derivative does not)."""
+    if fn == "exp":
+        return
+    lam = np.linalg.eigvals(x)
+    tol = 1e-12 * max(1.0, float(np.abs(lam).max(initial=0.0)))
+    edge = tol if fn == "log" or derivative else -tol
+    bad = lam[(np.abs(lam.imag) <= tol) & (lam.real <= edge)]
+    if bad.size:
+        name = GENERAL_FUNCTIONS[fn]
+        what = "not differentiable here" if fn == "sqrt" and derivative and bad.real.min() > -tol \
+            else "not defined here"
+        raise EvaluationError(f"{name}(X) is {what}: X has the eigenvalue {bad.real.min():.6g} on "
+                              f"the closed negative real axis, where the principal "
+                              f"{'logarithm' if fn == 'log' else 'square root'} has no (real, "
+                              f"differentiable) value")
+
+
+def _general_function(fn: str, x):
+    """expm (scaling and squaring), logm (inverse scaling and squaring), sqrtm (Schur)."""
+    _principal_domain(fn, x, derivative=False)
+    linalg = _scipy_linalg()
+    return np.real_if_close({"exp": linalg.expm, "log": linalg.logm, "sqrt": linalg.sqrtm}[fn](x))
+
+
+def _frechet(fn: str, x, e):
+    """L_f(X, E): SciPy's expm_frechet; the (1, 2) block of logm([[X, E], [0, X]]); the
+    solution L of the Sylvester equation sqrtm(X) L + L sqrtm(X) = E."""
+    linalg = _scipy_linalg()
+    if fn == "exp":
+        return linalg.expm_frechet(x, e, compute_expm=False)
+    _principal_domain(fn, x, derivative=True)
+    if fn == "log":  # E scaled to 10⁻³‖X‖: then SciPy's error estimate stays quiet (and small)
+        n, s = x.shape[0], 1e-3 * np.linalg.norm(x) / max(np.linalg.norm(e), 1e-300)
+        block = np.block([[x, s * e], [np.zeros_like(x), x]])
+        return np.real_if_close(linalg.logm(block)[:n, n:] / s)
+    root = np.real_if_close(linalg.sqrtm(x))
+    return linalg.solve_sylvester(root, root, e)
 
 
 def numpy_ops(functions: dict) -> dict:
@@ -302,6 +352,7 @@ def numpy_ops(functions: dict) -> dict:
     return {
         Const: lambda n, a, s: np.asarray(n.value),
         Delta: lambda n, a, s: _materialise(n, s),
+        Basis: lambda n, a, s: _basis(n, s),
         Contract: lambda n, a, s: contract_with_deltas(n, a, s, _np_einsum, np.zeros),
         Sum: lambda n, a, s: (sum(c * v for (c, _), v in zip(n.terms, a)) if n.terms
                               else np.zeros([D.resolve(d, s) for d in n.shape])),
@@ -317,8 +368,8 @@ def numpy_ops(functions: dict) -> dict:
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
         Svd: lambda n, a, s: _svd_part(n.part, a[0]),
-        Expm: lambda n, a, s: _scipy_linalg().expm(a[0]),
-        Frechet: lambda n, a, s: _scipy_linalg().expm_frechet(a[0], a[1], compute_expm=False),
+        Funm: lambda n, a, s: _general_function(n.fn, a[0]),
+        Frechet: lambda n, a, s: _frechet(n.args[0], a[0], a[1]),
     }
 
 

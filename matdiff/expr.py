@@ -16,7 +16,7 @@ from . import dims as D
 from . import functions as F
 from .errors import MatdiffError, ShapeError
 from .evaluate import evaluate, variables
-from .ir import Const, Node, Var, free_vars
+from .ir import Basis, Const, Node, Var, free_vars
 from . import notation as N
 from .present import simplest
 from .printing import bracket, dialect_code, LATEX, TEXT, index_notation, python_code, render
@@ -218,6 +218,21 @@ class Expr:
 
     def __rmatmul__(self, other):
         return matmul(lift(other), self)
+
+    def __getitem__(self, i):
+        """x[i], an entry of a vector expression (i from 0; negative from the end):
+        md.eigvalsh(S)[-1] is λ_max.  It is eᵢᵀx, so it has a derivative."""
+        if self.ndim != 1 or isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            what = "a slice" if isinstance(i, slice) else repr(i)
+            raise MatdiffError(f"{self.src}[{what}]: indexing takes one integer into a vector "
+                               f"expression; {self.src} is {self.describe_shape()}. Write "
+                               f"md.unit(m, i) @ X for row i of a matrix, X @ md.unit(n, j) for "
+                               f"column j")
+        out = Expr(Basis(self.shape[0], int(i))) @ self
+        return Expr(out.node, False, f"{_wrap(self, ATOM)}[{int(i)}]", ATOM)
+
+    def __iter__(self):  # x[i] must not make an Expr iterable (its length may be a symbol)
+        raise TypeError(f"a matdiff expression is not iterable; index a vector with x[i]")
 
     __array_ufunc__ = None  # keep NumPy from broadcasting over an Expr
 

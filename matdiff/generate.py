@@ -29,7 +29,8 @@ from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Inv, LogDet,
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Inv,
+                 LogDet,
                  LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, is_ones,
                  merge_deltas, walk)
 from .printing import TEXT, render
@@ -46,7 +47,14 @@ BACKENDS = {  # the backends differ only in this table
               "floating": "{p} = {p} if {p}.dtype.kind == 'f' else {p}.astype(np.float64)",
               "dtype": "np.result_type({ps})", "default_dtype": "np.float64",
               "rewrites": [(r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
-                            r"np.\1(\2, dtype=_dtype)")]},
+                            r"np.\1(\2, dtype=_dtype)")],
+              # SciPy's; outside the principal branch its answer is complex, which the caller sees
+              "functions": {"__logm": "scipy.linalg.logm({})",
+                            # the block [[X, sE], [0, X]], E scaled to 10⁻³‖X‖ ({2} = s)
+                            "__logm_frechet": "scipy.linalg.logm(np.block([[{0}, {2} * {1}], [np.zeros_like({0}), "
+                                              "{0}]]))[:{0}.shape[0], {0}.shape[0]:] / {2}",
+                            "__sqrtm": "scipy.linalg.sqrtm({})",
+                            "__sqrtm_frechet": "scipy.linalg.solve_sylvester(*[scipy.linalg.sqrtm({0})] * 2, {1})"}},
     "jax": {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
             "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
             "floating": "{p} = {p} if jnp.issubdtype({p}.dtype, jnp.floating) else {p}.astype(float)",
@@ -553,6 +561,37 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
             f"np.where({close}, 1.0, {gap}))")
 
 
+def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
+    """f(X) and L_f(X, E) of a general matrix: the backend's own function where it has one
+    (SciPy's for NumPy; expm in JAX and PyTorch), else by the complex eigen-decomposition
+    X = V diag(λ) V⁻¹ — f(X) = V f(Λ) V⁻¹ and L_f(X, E) = V (F ⊙ (V⁻¹EV)) V⁻¹, F the
+    divided differences of f at λ — which needs a diagonalisable X and gives NaN where X has
+    an eigenvalue on the closed negative real axis (outside the principal branch)."""
+    fn, frechet = (n.args[0], True) if isinstance(n, Frechet) else (n.fn, False)
+    key = f"__{GENERAL_FUNCTIONS[fn]}{'_frechet' if frechet else ''}"
+    x = args[n.children[0]]
+    if key in w.functions:
+        template, operands = w.functions[key], [args[c] for c in n.children]
+        if "{2}" in template:
+            operands.append(w.emit(f"1e-3 * np.linalg.norm({x}) / max(np.linalg.norm({operands[1]}), 1e-300)"))
+        return template.format(*operands)
+    lam, vecs = (w.emit(f"np.linalg.eig({x})") + s for s in ("[0]", "[1]"))
+    inverse = w.emit(f"np.linalg.inv({vecs})")
+    outside = w.emit(f"np.where(np.any((np.abs({lam}.imag) <= 1e-12 * (1.0 + np.abs({lam}).max())) & "
+                     f"({lam}.real <= 0)), np.nan, 1.0)")
+    values = {"log": "np.log({})", "sqrt": "np.sqrt({})"}[fn]
+    if not frechet:
+        return f"np.real(({vecs} * {values.format(lam)}) @ {inverse}) * {outside}"
+    gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
+    close = w.emit(f"np.abs({gap}) <= 1e-8 * (1.0 + np.abs({lam}).max())")
+    f_lam = w.emit(values.format(lam))
+    slope = SLOPES[fn].format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
+    divided = w.emit(f"np.where({close}, {slope}, ({f_lam}[:, None] - {f_lam}[None, :]) / "
+                     f"np.where({close}, 1.0, {gap}))")
+    e = args[n.children[1]]
+    return f"np.real({vecs} @ ({divided} * ({inverse} @ ({e} + 0j) @ {vecs})) @ {inverse}) * {outside}"
+
+
 def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     a = [args[c] for c in n.children if c in args]
     if isinstance(n, Contract):
@@ -583,10 +622,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return f"({e}[1] * {values}) @ {e}[1].T"
     if isinstance(n, DivDiff):
         return _divided_differences(w, n, a[0])
-    if isinstance(n, Expm):
-        return w.functions["__expm"].format(a[0])
-    if isinstance(n, Frechet):
-        return w.functions["__expm_frechet"].format(args[n.args[0]], args[n.args[1]])
+    if isinstance(n, (Funm, Frechet)):
+        return _general_function(w, n, args)
     if isinstance(n, Svd):  # one thin SVD, its parts
         e = w.emit(f"np.linalg.svd({a[0]}, full_matrices=False)")
         return {"values": f"{e}[1]", "left": f"{e}[0]", "right": f"{e}[2].T", "top": f"{e}[1][0]",
@@ -608,6 +645,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         spec = "a," + ",".join("a" + LETTERS[i + 1] for i in range(n.order - 1))
         spec += "->a" + "".join(LETTERS[i + 1] for i in range(n.order - 1))  # δ_abc = 1_a I_ab I_ac
         return f"np.einsum({spec!r}, np.ones({k}), {', '.join([f'np.eye({k})'] * (n.order - 1))})"
+    if isinstance(n, Basis):
+        return f"np.eye({size_of(n.dim)})[{n.pos}]"
     raise AssertionError(type(n).__name__)
 
 

@@ -245,6 +245,27 @@ class Delta(Node):
         return (dim,) * order
 
 
+class Basis(Node):
+    """The unit vector e_pos of length ``dim``: 1 at ``pos`` (from the end where negative,
+    as in Python's indexing), 0 elsewhere; x[i] = eᵢᵀx."""
+
+    fields = ("dim", "pos")
+
+    @staticmethod
+    def _shape(dim, pos):
+        if isinstance(dim, int) and not -dim <= pos < dim:
+            raise ShapeError(f"index {pos} is out of range for length {dim}")
+        return (dim,)
+
+    def subscript(self) -> str:
+        """The printed index, counted from 1: 1, 2, …; n, n−1, … from the end."""
+        if self.pos >= 0:
+            return str(self.pos + 1)
+        if isinstance(self.dim, int):
+            return str(self.dim + self.pos + 1)
+        return D.fmt(self.dim) + (f"−{-self.pos - 1}" if self.pos < -1 else "")
+
+
 # --------------------------------------------------------------------------- multilinear
 
 
@@ -457,37 +478,44 @@ class Svd(Unary):
         return shapes[part]
 
 
-class Expm(Unary):
-    """The matrix exponential of a general square matrix (scaling and squaring)."""
+GENERAL_FUNCTIONS = {"exp": "expm", "log": "logm", "sqrt": "sqrtm"}  # fn → the printed name
 
-    fields = ("arg",)
+
+class Funm(Unary):
+    """f(X) of a general square matrix, for ``fn`` "exp" (scaling and squaring), "log" or
+    "sqrt" (principal branches: no eigenvalue of X on the closed negative real axis)."""
+
+    fields = ("fn", "arg")
 
     @staticmethod
-    def _shape(arg):
-        _square("expm", arg)
+    def _shape(fn, arg):
+        if fn not in GENERAL_FUNCTIONS:
+            raise ShapeError(f"matrix function of a general matrix: fn is one of "
+                             f"{', '.join(GENERAL_FUNCTIONS)}, not {fn!r}")
+        _square(GENERAL_FUNCTIONS[fn], arg)
         return arg.shape
 
 
 class Frechet(Node):
-    """L(X, E), the Fréchet derivative of expm at X in the direction E: linear in E, with
-    adjoint L(Xᵀ, ·)."""
+    """L_f(X, E), the Fréchet derivative of ``fn`` (as in Funm) at X in the direction E:
+    linear in E, with adjoint L_f(Xᵀ, ·) (f has real Taylor coefficients)."""
 
-    fields = ("arg", "dir")
+    fields = ("fn", "arg", "dir")
 
     @staticmethod
-    def _shape(arg, dir):  # noqa: A002
-        _square("expm", arg)
+    def _shape(fn, arg, dir):  # noqa: A002
+        Funm._shape(fn, arg)
         if dir.shape != arg.shape:
-            raise ShapeError(f"expm's Fréchet derivative: direction {D.fmt_shape(dir.shape)} "
-                             f"for a matrix {D.fmt_shape(arg.shape)}")
+            raise ShapeError(f"{GENERAL_FUNCTIONS[fn]}'s Fréchet derivative: direction "
+                             f"{D.fmt_shape(dir.shape)} for a matrix {D.fmt_shape(arg.shape)}")
         return arg.shape
 
     @property
     def children(self):
-        return (self.args[0], self.args[1])
+        return (self.args[1], self.args[2])
 
     def with_children(self, children):
-        return Frechet(children[0], children[1])
+        return Frechet(self.args[0], children[0], children[1])
 
 
 class MatFn(Unary):

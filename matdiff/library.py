@@ -15,7 +15,7 @@ from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import variables
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
-from .ir import (Det, Eigh, Expm, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Svd, Var,
+from .ir import (Basis, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Svd, Var,
                  free_vars)
 
 # --------------------------------------------------------------------------- variables
@@ -60,6 +60,15 @@ def zeros(*dims) -> Expr:
     """The zero scalar, vector, matrix or tensor of the given dims."""
     dims = tuple(D.check_dim(d) for d in dims)
     return Expr(B.zeros(dims), src=f"zeros{D.fmt_shape(dims)}")
+
+
+def unit(n, i: int) -> Expr:
+    """The unit vector eᵢ of length n: 1 at index i (counted from 0, and from the end where
+    negative, as in Python), 0 elsewhere. ``x[i]`` of a vector x is ``unit(n, i) @ x``."""
+    n = D.check_dim(n)
+    if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+        raise MatdiffError(f"unit({n}, {i!r}): the index must be an integer")
+    return Expr(Basis(n, int(i)), src=f"unit({n}, {i})")
 
 
 def eye(n) -> Expr:
@@ -153,29 +162,31 @@ def expm(x) -> Expr:
     Daleckii–Krein derivatives), of any other square matrix by scaling and squaring (SciPy),
     whose derivative is the Fréchet derivative L(X, dX); ∂tr(expm(X))/∂X = expm(X)ᵀ."""
     x = lift(x)
-    if x.ndim == 2 and x.shape[0] == x.shape[1] and not N.symmetric(x.notation()):
-        return Expr(Expm(x.node), src=f"expm({x.src})")
-    return _named_matrix_function("expm", "exp", x)
+    return _matrix_function_of("expm", "exp", x)
 
 
-def logm(s) -> Expr:
-    """The principal matrix logarithm of a symmetric positive definite matrix."""
-    return _named_matrix_function("logm", "log", s)
+def logm(x) -> Expr:
+    """The principal matrix logarithm: of a symmetric positive definite matrix by its
+    eigen-decomposition (Daleckii–Krein derivatives, Hessians included), of any other square
+    matrix with no eigenvalue on the closed negative real axis by inverse scaling and squaring
+    (SciPy), whose derivative is the Fréchet derivative L(X, dX); ∂tr(logm(X))/∂X = X⁻ᵀ."""
+    return _matrix_function_of("logm", "log", x)
 
 
-def sqrtm(s) -> Expr:
-    """The principal square root of a symmetric positive semi-definite matrix."""
-    return _named_matrix_function("sqrtm", "sqrt", s)
+def sqrtm(x) -> Expr:
+    """The principal matrix square root: of a symmetric positive semi-definite matrix by its
+    eigen-decomposition, of any other square matrix with no eigenvalue on the closed negative
+    real axis by the Schur method (SciPy); its Fréchet derivative solves the Sylvester equation
+    sqrtm(X) L + L sqrtm(X) = dX."""
+    return _matrix_function_of("sqrtm", "sqrt", x)
 
 
-def _named_matrix_function(name, f, s):
-    s = lift(s)
-    try:
-        s = _symmetric_argument(name, s)
-    except NotSupportedError as e:
-        raise NotSupportedError(f"{e}. {name} of a general square matrix (the Fréchet "
-                                f"derivative) is not supported yet") from None
-    return Expr(MatFn(F.fn(f), s.node), src=f"{name}({s.src})")
+def _matrix_function_of(name, f, x):
+    x = lift(x)
+    _square(name, x)
+    if not N.symmetric(x.notation()):
+        return Expr(Funm(f, x.node), src=f"{name}({x.src})")
+    return Expr(MatFn(F.fn(f), _symmetric_argument(name, x).node), src=f"{name}({x.src})")
 
 
 def matrix_power(x, k) -> Expr:

@@ -308,8 +308,8 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
             return _number_length(m.value) + (m.value < 0)
         return 40 + len(getattr(m, "text", ""))
     if op == "T":  # over a product one more: a reader distributes it, AᵀBᵀ rather than (BA)ᵀ
-        if kid_ops[0] == "inv":  # X⁻ᵀ: one mark, as X⁻¹
-            return kid_costs[0]
+        if kid_ops[0] == "inv":  # X⁻ᵀ: one mark, as X⁻¹ (a hair more: a symmetric S⁻¹'s class
+            return kid_costs[0] + 1e-6  # holds (S⁻¹)ᵀ, which must never be its own best term)
         return kid_costs[0] + MARK + wrap[0] + (kid_ops[0] == "prod")
     if op == "inv":
         return kid_costs[0] + 2 * MARK + wrap[0]
@@ -458,6 +458,21 @@ def _inverse_transpose(g, c, t):
 
 def _transpose_inverse(g, c, t):
     return [g.add("inv", ("m",), (g.add("T", ("m",), (k[0],)),)) for _, _, k in g.terms(t[2][0], "inv")]
+
+
+PRIMARY = ("expm", "logm", "sqrtm")  # matrix functions of a power series with real coefficients
+
+
+def _function_of_transpose(g, c, t):
+    """f(Aᵀ) = f(A)ᵀ for expm, logm, sqrtm."""
+    if t[1][1] not in PRIMARY:
+        return []
+    return [g.add("T", ("m",), (g.add("call", t[1], (k[0],)),)) for _, _, k in g.terms(t[2][0], "T")]
+
+
+def _transpose_of_function(g, c, t):
+    return [g.add("call", d, (g.add("T", ("m",), (k[0],)),)) for _, d, k in g.terms(t[2][0], "call")
+            if d[1] in PRIMARY]
 
 
 def _double_inverse(g, c, t):
@@ -885,6 +900,8 @@ RULES = [
     Rule("Aᵀ + Bᵀ = (A + B)ᵀ", "symmetry", "add", _sum_of_transposes),
     Rule("(Aᵀ)⁻¹ = (A⁻¹)ᵀ", "symmetry", "inv", _inverse_transpose),
     Rule("(A⁻¹)ᵀ = (Aᵀ)⁻¹", "symmetry", "T", _transpose_inverse),
+    Rule("f(Aᵀ) = f(A)ᵀ for expm, logm, sqrtm", "symmetry", "call", _function_of_transpose),
+    Rule("f(A)ᵀ = f(Aᵀ) for expm, logm, sqrtm", "symmetry", "T", _transpose_of_function),
     Rule("cA + dA = (c + d)A", "element-wise", "add", _like_terms),
     Rule("s ⊙ (y ⊘ s) = y", "element-wise", "had", _hadamard_cancel),
     Rule("diag(a)diag(b) = diag(a ⊙ b)", "element-wise", "prod", _diag_product),
@@ -953,7 +970,7 @@ def extract(g: EGraph, root: int, cost=length):
         for c, ts in g.nodes.items():
             for t in ts:
                 kids = [g.find(k) for k in t[2]]
-                if any(k not in best for k in kids):
+                if any(k not in best or k == c for k in kids):  # a term is never its own part
                     continue
                 value = round(cost(g, t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
                 key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else repr(t[1][1]),

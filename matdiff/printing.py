@@ -190,6 +190,14 @@ def _matpow(m: N.MatPow, style):
 def _sym(m: N.Sym, style):
     if m.role == "dim":  # the size of a dim: n, m·n
         return (m.name.replace("·", " ") if _tex(style) else m.name), (ATOM if "·" not in m.name else PROD)
+    if m.role == "basis":  # the unit vector e₁, eₙ, e_(n−1)
+        if _tex(style):
+            return f"e_{{{m.name.replace('−', '-')}}}", ATOM
+        if m.name.isdigit():
+            return "e" + m.name.translate(SUBSCRIPT_DIGITS), ATOM
+        if m.name in LETTER_SUBSCRIPTS:
+            return "e" + LETTER_SUBSCRIPTS[m.name], ATOM
+        return f"e_({m.name})", ATOM
     if m.role != "var":
         return style[m.role], ATOM
     shown = style.get("display", {}).get(m.name)  # differentials in derivations: d(XW)
@@ -496,12 +504,22 @@ def _py_dims(dims) -> str:
     return ", ".join(repr(str(d)) if not isinstance(d, int) else str(d) for d in dims)
 
 
+def _basis_position(m: N.Sym) -> int:
+    """The Python index of a unit vector from its printed subscript: 1 → 0, n → −1, n−2 → −3."""
+    if m.name.isdigit():
+        return int(m.name) - 1
+    head, _, back = m.name.partition("−")
+    return -(int(back) + 1) if back else -1
+
+
 def _py(m: N.M, functions: dict):
     if isinstance(m, N.Sym):
         if m.role == "var":
             return m.name, ATOM
         if m.role == "dim":
             return f"md.sum(md.ones({_py_dims(m.dims)}))", ATOM
+        if m.role == "basis":
+            return f"md.unit({_py_dims(m.dims)}, {_basis_position(m)})", ATOM
         call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
         if call:
             return f"{call}({_py_dims(m.dims)})", ATOM
@@ -588,6 +606,7 @@ def _py_index(node: Node, functions: dict) -> str:
 
 SUBSCRIPTS = "₀₁₂₃₄₅₆₇₈₉"
 SUBSCRIPT_DIGITS = str.maketrans("0123456789", SUBSCRIPTS)
+LETTER_SUBSCRIPTS = dict(zip("aehijklmnoprstuvx", "ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ"))
 
 
 def bracket(node: Node, style=TEXT) -> str:
@@ -700,8 +719,9 @@ def _mc(m: N.M):
             value = "1" if m.role == "one" else "0"
             return ({"c": f"vector({value})", "r": f"vector({value})'", "m": f"matrix({value})",
                      "s": value}[m.kind]), (ATOM if m.kind != "r" else POSTFIX)
-        raise NotSupportedError("the matrixcalculus dialect cannot write the size of a dim; "
-                                "use the text form")
+        raise NotSupportedError(f"the matrixcalculus dialect cannot write "
+                                f"{'a unit vector' if m.role == 'basis' else 'the size of a dim'}; "
+                                f"use the text form")
     if isinstance(m, N.Num):
         text = _mc_number(abs(m.value))
         return (text if m.value >= 0 else "-" + text), (ATOM if m.value >= 0 else NEG)

@@ -22,7 +22,7 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Inv, LogDet,
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Inv, LogDet,
                  LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
@@ -120,9 +120,9 @@ def _svd(node: Svd):
     return N.Call(kind, name, arg)
 
 
-def _expm(node: Expm):
+def _funm(node: Funm):
     arg = recognise(node.arg)
-    return None if isinstance(arg, N.Index) else N.Call("m", "expm", arg)
+    return None if isinstance(arg, N.Index) else N.Call("m", GENERAL_FUNCTIONS[node.fn], arg)
 
 
 def _divdiff(node: DivDiff):
@@ -411,6 +411,7 @@ RULES = {
     Var: _sym,
     Const: lambda n: N.Num("s", n.value),
     Delta: _delta,
+    Basis: lambda node: N.Sym("c", node.subscript(), "basis", dims=node.shape),
     Contract: _contract,
     Sum: _sum,
     Elementwise: _elementwise,
@@ -421,8 +422,8 @@ RULES = {
     Eigh: _eigh,
     DivDiff: _divdiff,
     Svd: _svd,
-    Expm: _expm,
-    Frechet: lambda node: None,  # L(X, E): written in index notation, expm_frechet(X, E)_ij
+    Funm: _funm,
+    Frechet: lambda node: None,  # L_f(X, E): written in index notation, expm_frechet(X, E)_ij
     Det: _unary("det", "s"),
     LogDet: _unary("logdet", "s"),
     ScalarFn: _scalar_fn,

@@ -6,7 +6,7 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
-from .ir import (Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, LogDet,
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet,
                  LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -62,6 +62,7 @@ FORMS = {
     Hole: lambda n: "d",
     Const: lambda n: _num(n.value),
     Delta: _delta,
+    Basis: lambda n: f"unit({D.fmt(n.dim)}, {n.pos})",
     Contract: _contract,
     Sum: _sum,
     Elementwise: _elementwise,
@@ -76,8 +77,8 @@ FORMS = {
     MatFn: lambda n: f"matrix_function({_form(n.arg)}, {n.fn})",
     DivDiff: lambda n: f"divided_differences({n.fn}, {_form(n.arg)})",
     Svd: lambda n: f"svd({_form(n.arg)}).{n.part}",
-    Expm: lambda n: f"expm({_form(n.arg)})",
-    Frechet: lambda n: f"expm_frechet({_form(n.args[0])}, {_form(n.args[1])})",
+    Funm: lambda n: f"{GENERAL_FUNCTIONS[n.fn]}({_form(n.arg)})",
+    Frechet: lambda n: f"{GENERAL_FUNCTIONS[n.args[0]]}_frechet({_form(n.args[1])}, {_form(n.args[2])})",
 }
 
 

@@ -21,7 +21,7 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
-from .ir import (Const, Contract, Delta, DivDiff, Eigh, Elementwise, Expm, Frechet, Hole, Inv, MatFn, Node,
+from .ir import (Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, MatFn, Node,
                  Reshape, Sum, Var, is_ones)
 
 FLATTEN_LIMIT = 6
@@ -295,13 +295,43 @@ def _is_identity_view(op, lab, out) -> bool:
 
 def _symmetric(op) -> bool:
     """Whether the factor is unchanged by any permutation of its axes."""
-    return isinstance(op, Delta) or (isinstance(op, (Var, Hole)) and op.symmetric) or (
-        isinstance(op, Inv) and _symmetric(op.arg))
+    return isinstance(op, (Delta, DivDiff, MatFn)) or (isinstance(op, (Var, Hole)) and op.symmetric) or (
+        isinstance(op, Inv) and _symmetric(op.arg)) or _symmetric_sum(op)
+
+
+def _symmetric_sum(op) -> bool:
+    """A square sum whose terms come in transposed pairs (or are symmetric): H + Hᵀ."""
+    if not (isinstance(op, Sum) and op.ndim == 2 and op.shape[0] == op.shape[1] and op.terms):
+        return False
+    terms = set(op.terms)
+    return all((c, simplify(B.transpose(t))) in terms for c, t in op.terms)
+
+
+SYMMETRIC_SWAPS = 4  # a product with up to this many symmetric matrices tries each reading
 
 
 def canonical(c: Contract):
     """A contraction with operands sorted and labels renumbered (output labels 0…k-1 first),
-    and the renumbering used.  Equal products written differently become one node."""
+    and the renumbering used.  Equal products written differently become one node: where
+    symmetric matrices are factors, each reading of them (Sᵢⱼ or Sⱼᵢ) is tried and the
+    least node kept."""
+    sym = [k for k, (op, lab) in enumerate(zip(c.operands, c.labels))
+           if op.ndim == 2 and op.shape[0] == op.shape[1] and len(set(lab)) == 2 and _symmetric(op)]
+    if not sym or len(sym) > SYMMETRIC_SWAPS:
+        return _canonical(c)
+    best = None
+    for mask in range(1 << len(sym)):
+        labels = list(c.labels)
+        for bit, k in enumerate(sym):
+            if mask >> bit & 1:
+                labels[k] = labels[k][::-1]
+        got = _canonical(Contract(c.operands, tuple(labels), c.out))
+        if best is None or got[0].skey < best[0].skey:
+            best = got
+    return best
+
+
+def _canonical(c: Contract):
     out_num = {x: i for i, x in enumerate(c.out)}
     pairs, num = list(zip(c.operands, c.labels)), out_num
     for _ in range(2):  # the second pass sorts with the first pass's numbers
@@ -638,10 +668,11 @@ def normalise_reshape(r: Reshape) -> Node:
 
 
 def normalise_frechet(n: Frechet) -> Node:
-    """L(X, I) = expm(X), and L(X, cI) = c·expm(X): expm(X) commutes with I."""
-    d = n.args[1]
+    """L_f(X, I) = f′(X), as I commutes with X: expm(X), X⁻¹, ½ sqrtm(X)⁻¹."""
+    fn, x, d = n.args
     if isinstance(d, Delta) and d.order == 2:
-        return Expm(n.args[0])
+        return {"exp": lambda: Funm("exp", x), "log": lambda: Inv(x),
+                "sqrt": lambda: B.scale(0.5, Inv(Funm("sqrt", x)))}[fn]()
     if B.is_zero(d):
         return d
     return n

@@ -57,6 +57,9 @@ def _to(sp, m):  # noqa: C901 - one case per notation node, as the printers' tab
             return sp.Identity(shape[0])
         if m.role == "dim":
             return shape[0]
+        if m.role == "basis":
+            raise NotSupportedError(f"to_sympy: the unit vector e_{m.name} (an indexed entry) has no "
+                                    f"SymPy matrix expression")
         cls = sp.OneMatrix if m.role == "one" else sp.ZeroMatrix
         if m.kind == "s":
             return sp.Integer(1 if m.role == "one" else 0)

@@ -93,8 +93,8 @@ def test_generated_code_computes_spectral_derivatives(backend):
 
 
 def test_arguments_must_be_symmetric_and_second_derivatives_say_why_not():
-    with pytest.raises(md.NotSupportedError, match="symmetric"):
-        md.sqrtm(md.matrix("A", "n", "n"))
+    with pytest.raises(md.ShapeError, match="square"):
+        md.sqrtm(md.matrix("A", "n", "k"))
     with pytest.raises(md.NotSupportedError, match="symmetric"):
         md.eigvalsh(md.matrix("A", "n", "n"))
     assert md.expm(X.T @ X).shape == ("k", "k")  # symmetric by structure
@@ -177,7 +177,7 @@ def test_expm_of_a_general_matrix_equals_scipy_and_its_trace_gradient_is_expm_tr
     a = _general(seed=7) / 2
     np.testing.assert_allclose(md.expm(G).evaluate({"A": a}), scipy_linalg.expm(a), rtol=1e-12)
     g = md.grad(md.trace(md.expm(G)), G)
-    assert str(g) == "expm(Aᵀ)"                       # = expm(A)ᵀ
+    assert str(g) == "expm(A)ᵀ"
     np.testing.assert_allclose(g.evaluate({"A": a}), scipy_linalg.expm(a).T, rtol=1e-12)
 
 
@@ -203,7 +203,70 @@ def test_what_the_frechet_derivative_cannot_do_yet_is_refused():
     with pytest.raises(md.NotSupportedError, match="second derivatives"):
         md.hessian(v.T @ md.expm(G) @ v, G)
     with pytest.raises(md.NotSupportedError, match="logm"):
-        md.logm(G)
+        md.hessian(md.trace(md.logm(G)) ** 2, G)
+
+
+# --------------------------------------------------------------------------- logm and sqrtm of a general matrix
+
+def _principal(seed=3, n=4):
+    """A non-symmetric matrix with its eigenvalues in the right half-plane."""
+    rng = np.random.default_rng(seed)
+    return n * np.eye(n) + rng.standard_normal((n, n))
+
+
+def test_logm_and_sqrtm_of_a_general_matrix_equal_scipy():
+    a = _principal()
+    assert np.all(np.linalg.eigvals(a).real > 0) and not np.allclose(a, a.T)
+    np.testing.assert_allclose(md.logm(G).evaluate({"A": a}), scipy_linalg.logm(a), rtol=1e-12)
+    np.testing.assert_allclose(md.sqrtm(G).evaluate({"A": a}), scipy_linalg.sqrtm(a), rtol=1e-12)
+    assert md.logm(G).evaluate({"A": a}).dtype == np.float64
+
+
+@pytest.mark.parametrize("f, text", [
+    (lambda: md.trace(md.logm(G)), "A⁻ᵀ"),                   # L_log(A, I) = A⁻¹
+    (lambda: md.trace(md.sqrtm(G)), "(1/2)sqrtm(A)⁻ᵀ"),      # L_sqrt(A, I) = ½ sqrtm(A)⁻¹
+    (lambda: md.trace(md.expm(G)), "expm(A)ᵀ"),
+])
+def test_trace_rules_print_f_prime_transposed(f, text):
+    g = md.grad(f(), G)
+    assert str(g) == text
+    assert md.check(f(), G) < 1e-6
+
+
+@pytest.mark.parametrize("f", [
+    lambda: v.T @ md.logm(G) @ v,
+    lambda: md.norm(md.logm(G)) ** 2,
+    lambda: md.trace(md.logm(G) @ md.logm(G)),
+    lambda: v.T @ md.sqrtm(G) @ v,
+    lambda: md.sum(md.sqrtm(G @ G.T + G)),
+    lambda: md.trace(md.sqrtm(G) @ md.expm(G / 4)),
+])
+def test_logm_and_sqrtm_frechet_gradients_check(f):
+    assert md.check(f(), G) < 1e-6
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("name", ["logm", "sqrtm"])
+def test_generated_code_computes_logm_and_sqrtm_and_their_gradients(backend, name):
+    f = v.T @ getattr(md, name)(G) @ v
+    values = {"A": _principal(seed=11), "v": np.random.default_rng(12).standard_normal(4)}
+    _compiled_matches([f, md.grad(f, G)], backend, [G, v], values, 1e-4 if backend == "jax" else 1e-8,
+                      1e-6 if backend == "jax" else 0.0)
+
+
+def test_outside_the_principal_branch_is_refused_and_check_avoids_it():
+    a = _principal()
+    a[0, 0] = -30.0  # a negative real eigenvalue
+    assert np.any((np.abs(np.linalg.eigvals(a).imag) < 1e-12) & (np.linalg.eigvals(a).real < 0))
+    for name in ("logm", "sqrtm"):
+        with pytest.raises(md.EvaluationError, match="negative real axis"):
+            getattr(md, name)(G).evaluate({"A": a})
+        f = v.T @ getattr(md, name)(G) @ v
+        with pytest.raises(md.EvaluationError, match="negative real axis"):
+            md.grad(f, G).evaluate({"A": a, "v": np.ones(4)})
+        assert md.check(f, G) < 1e-6  # it draws a point inside the branch
+    code = md.compile(md.logm(G), backend="numpy")
+    assert np.iscomplexobj(code(a))  # SciPy's answer is complex there; never silently real
 
 
 def test_check_reports_a_degenerate_point_instead_of_a_wrong_derivative():

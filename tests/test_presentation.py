@@ -203,6 +203,8 @@ IDENTITIES = {
     "BᵀAᵀ = (AB)ᵀ": (prod(T(nB), T(nA)), T(prod(nA, nB))),
     "(Aᵀ)⁻¹ = (A⁻¹)ᵀ": (N.Inv("m", T(nA)), T(N.Inv("m", nA))),
     "(A⁻¹)ᵀ = (Aᵀ)⁻¹": (T(N.Inv("m", nA)), N.Inv("m", T(nA))),
+    "f(Aᵀ) = f(A)ᵀ for expm, logm, sqrtm": (call("logm", T(nA), "m"), T(call("logm", nA, "m"))),
+    "f(A)ᵀ = f(Aᵀ) for expm, logm, sqrtm": (T(call("sqrtm", nA, "m")), call("sqrtm", T(nA), "m")),
     "cA + dA = (c + d)A": (plus((2.0, nA), (3.0, nA)), prod(nA, c=5.0)),
     "s ⊙ (y ⊘ s) = y": (N.Had("c", (nx, ny, N.Pow("c", nx, -1.0))), ny),
     "diag(a)diag(b) = diag(a ⊙ b)": (prod(call("diag", nx, "m"), call("diag", ny, "m")),

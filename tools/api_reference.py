@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 import matdiff as md  # noqa: E402
 
 GROUPS = [
-    ("Variables and constants", ["tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye",
+    ("Variables and constants", ["tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye", "unit",
                                  "function", "scalar_function"]),
     ("Derivatives", ["grad", "jacobian", "hessian", "derivative", "hvp", "derivation", "check"]),
     ("Matrix functions", ["trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "mean",
