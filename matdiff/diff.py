@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from . import build as B
 from .errors import NotSupportedError
-from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp,
-                 MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
+from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv,
+                 LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
 from .simplify import simplify
 
 RULES: dict = {}

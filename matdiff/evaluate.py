@@ -14,8 +14,9 @@ import opt_einsum as oe
 
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole,
-                 Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, merge_deltas)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
+                 Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd,
+                 free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 

@@ -232,7 +232,7 @@ class Expr:
         return Expr(out.node, False, f"{_wrap(self, ATOM)}[{int(i)}]", ATOM)
 
     def __iter__(self):  # x[i] must not make an Expr iterable (its length may be a symbol)
-        raise TypeError(f"a matdiff expression is not iterable; index a vector with x[i]")
+        raise TypeError("a matdiff expression is not iterable; index a vector with x[i]")
 
     __array_ufunc__ = None  # keep NumPy from broadcasting over an Expr
 

@@ -29,10 +29,9 @@ from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Inv,
-                 LogDet,
-                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars, is_ones,
-                 merge_deltas, walk)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
+                 Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars,
+                 is_ones, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -51,10 +50,12 @@ BACKENDS = {  # the backends differ only in this table
               # SciPy's; outside the principal branch its answer is complex, which the caller sees
               "functions": {"__logm": "scipy.linalg.logm({})",
                             # the block [[X, sE], [0, X]], E scaled to 10⁻³‖X‖ ({2} = s)
-                            "__logm_frechet": "scipy.linalg.logm(np.block([[{0}, {2} * {1}], [np.zeros_like({0}), "
-                                              "{0}]]))[:{0}.shape[0], {0}.shape[0]:] / {2}",
+                            "__logm_frechet": "scipy.linalg.logm(np.block([[{0}, {2} * {1}], "
+                                              "[np.zeros_like({0}), {0}]]))"
+                                              "[:{0}.shape[0], {0}.shape[0]:] / {2}",
                             "__sqrtm": "scipy.linalg.sqrtm({})",
-                            "__sqrtm_frechet": "scipy.linalg.solve_sylvester(*[scipy.linalg.sqrtm({0})] * 2, {1})"}},
+                            "__sqrtm_frechet": "scipy.linalg.solve_sylvester(*[scipy.linalg.sqrtm({0})] * 2, "
+                                               "{1})"}},
     "jax": {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
             "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
             "floating": "{p} = {p} if jnp.issubdtype({p}.dtype, jnp.floating) else {p}.astype(float)",
@@ -573,7 +574,8 @@ def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
     if key in w.functions:
         template, operands = w.functions[key], [args[c] for c in n.children]
         if "{2}" in template:
-            operands.append(w.emit(f"1e-3 * np.linalg.norm({x}) / max(np.linalg.norm({operands[1]}), 1e-300)"))
+            norm = f"max(np.linalg.norm({operands[1]}), 1e-300)"
+            operands.append(w.emit(f"1e-3 * np.linalg.norm({x}) / {norm}"))
         return template.format(*operands)
     lam, vecs = (w.emit(f"np.linalg.eig({x})") + s for s in ("[0]", "[1]"))
     inverse = w.emit(f"np.linalg.inv({vecs})")

@@ -180,8 +180,8 @@ def _symmetric_by_structure(m: M) -> bool:
         return m.symmetric or m.role == "eye" or (m.role in ("one", "zero") and
                                                   len(m.dims) == 2 and m.dims[0] == m.dims[1])
     if isinstance(m, Call):  # diag(v); Δf(λ), divided differences; f(S) of a symmetric S
-        return m.name == "diag" or m.name.startswith("Δ") or (m.name in ("expm", "logm", "sqrtm") or m.name.endswith("ₘ")) \
-            and symmetric(m.arg)
+        return m.name == "diag" or m.name.startswith("Δ") or (
+            m.name in ("expm", "logm", "sqrtm") or m.name.endswith("ₘ")) and symmetric(m.arg)
     if isinstance(m, (Inv, MatPow)):
         return symmetric(m.arg)
     if isinstance(m, Prod):

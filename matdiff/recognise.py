@@ -22,8 +22,9 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Inv, LogDet,
-                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
+                 Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var,
+                 is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 

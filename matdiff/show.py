@@ -6,8 +6,8 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet,
-                 LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
+                 Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
