@@ -60,7 +60,7 @@ class Problem:
     data: Callable  # (rng, size) -> {name: ndarray}
     value: Callable  # (lib, values) -> scalar, for autodiff
     grad: Callable  # (lib, values) -> closed-form gradient
-    hessian: Callable  # (lib, values) -> closed-form Hessian
+    hessian: Callable | None  # (lib, values) -> closed-form Hessian; None: gradients only
     grad_sizes: tuple
     hessian_sizes: tuple  # smaller where the Hessian is a 4-index tensor
     quick_sizes: tuple
@@ -222,8 +222,48 @@ def _trace_quadratic():
         ((100, 20), (400, 50), (1000, 100)), ((20, 5), (60, 10), (100, 20)), ((20, 4),))
 
 
+def _svd(lib, x):  # the thin SVD, in NumPy, JAX and PyTorch alike
+    return lib.linalg.svd(x, full_matrices=False)
+
+
+def _nuclear_norm():
+    """‖X‖_* = Σσᵢ, gradient UVᵀ (issue 14); no Hessian (it needs dU, not supported)."""
+    X = md.matrix("X", "m", "n")
+
+    def grad(lib, v):
+        u, _, vt = _svd(lib, v["X"])
+        return u @ vt
+
+    return Problem(
+        "nuclear norm ‖X‖_*", "X", lambda: md.norm(X, "nuc", smaller="n"),
+        lambda rng, s: {"X": rng.normal(size=s)},
+        lambda lib, v: _svd(lib, v["X"])[1].sum(),
+        grad, None,
+        ((100, 50), (400, 200), (1000, 500)), (), ((40, 20),))
+
+
+def _log_eigenvalues():
+    """Σ log λᵢ(S) of a symmetric S (= log det S, through eigvalsh; issue 14): gradient S⁻¹,
+    Hessian −½(S⁻¹_il S⁻¹_jk + S⁻¹_ik S⁻¹_jl) on symmetric directions, which autodiff
+    reproduces by differentiating f((S + Sᵀ)/2)."""
+    S = md.matrix("S", "n", "n", symmetric=True)
+
+    def hessian(lib, v):
+        Si = lib.linalg.inv(v["S"])
+        return -0.5 * (Si[:, None, None, :] * Si[None, :, :, None] + Si[:, None, :, None] * Si[None, :, None, :])
+
+    return Problem(
+        "Σ log λᵢ(S)", "S", lambda: md.sum(md.log(md.eigvalsh(S))),
+        lambda rng, n: {"S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))},
+        lambda lib, v: lib.sum(lib.log(lib.linalg.eigvalsh((v["S"] + v["S"].T) / 2))),
+        lambda lib, v: lib.linalg.inv(v["S"]),
+        hessian,
+        (100, 400, 1000), (10, 30, 60), (20,))
+
+
 PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_exp=True),
-            _factorisation, _network, _logdet, _trace_inverse, _trace_quadratic]
+            _factorisation, _network, _logdet, _trace_inverse, _trace_quadratic, _nuclear_norm,
+            _log_eigenvalues]
 
 
 # ----------------------------------------------------------------------------- timing
@@ -395,6 +435,8 @@ def main(argv=None):
         if a.only and a.only.lower() not in p.name.lower():
             continue
         for what, sizes in (("gradient", p.grad_sizes), ("Hessian", p.hessian_sizes)):
+            if what == "Hessian" and p.hessian is None:
+                continue
             for level, size in enumerate(p.quick_sizes if a.quick else sizes):
                 r = run.row(p, what, size, rng)
                 rows.append((p.name, what, level, r))

@@ -81,8 +81,9 @@ BACKENDS = {  # the backends differ only in this table
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
                   (r", optimize=True", ""),
-                  (r"torch\.tensordot\((.*), axes=", r"torch.tensordot(\1, dims="),
+                  (r", axes=\(\[", ", dims=(["),  # tensordot's keyword (no other call has axes=)
                   (r"torch\.transpose\(", "torch.permute("),
+                  (r"torch\.power\(", "torch.pow("),
                   (r"\.max\(axis=(-?\d+), keepdims=True\)", r".amax(dim=\1, keepdim=True)"),
                   (r"torch\.asarray\(1\.0\)", "torch.tensor(1.0, dtype=_dtype)"),
                   (r"torch\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",

@@ -112,6 +112,14 @@ def test_hessians_of_spectral_functions_are_daleckii_krein(f):
     assert md.check(f(), S, order=2, kinds={"S": "spd"}) < 1e-6
 
 
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_generated_code_computes_spectral_hessians(backend):
+    """The Hessian of Σ log λᵢ(S) needs the divided differences of a power (1/λ)."""
+    f = md.sum(md.log(md.eigvalsh(S)))
+    _compiled_matches([md.grad(f, S), md.hessian(f, S)], backend, [S], {"S": _spd()},
+                      1e-4 if backend == "jax" else 1e-9, 1e-6 if backend == "jax" else 0.0)
+
+
 def test_the_hessian_of_a_trace_function_is_daleckii_krein_again():
     """∇tr expm(S) = expm(S) is itself a matrix function, so its derivative is Daleckii–Krein's."""
     assert md.check(md.trace(md.expm(S)), S, order=2, kinds={"S": "spd"}) < 1e-6
