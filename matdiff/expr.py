@@ -14,7 +14,7 @@ import numpy as np
 from . import build as B
 from . import dims as D
 from . import functions as F
-from .errors import MatdiffError, ShapeError
+from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import evaluate, variables
 from .ir import Basis, Const, Node, Var, free_vars
 from . import notation as N
@@ -65,8 +65,12 @@ class Expr:
         return [Expr(v, src=v.name) for v in variables(self.node)]
 
     def __repr__(self):
-        """Python code that rebuilds the expression: ``(A + A.T) @ x``."""
-        return self.python()
+        """Python code that rebuilds the expression: ``(A + A.T) @ x``; where none can (a
+        result with the parts of a decomposition, U(X)V(X)ᵀ), the text in angle brackets."""
+        try:
+            return self.python()
+        except NotSupportedError:
+            return f"<{self}>"
 
     def text(self, dialect: str = "matdiff") -> str:
         """The expression as text of a dialect: "matdiff" (as ``str``), "matrixcalculus"

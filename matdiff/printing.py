@@ -137,8 +137,10 @@ def _repeated(m) -> list:
         if id(x) in seen:
             continue
         seen.add(id(x))
-        if x is not m and counts[id(x)] >= 2 and _size(x) >= 2 and not (
-                isinstance(x, (N.Inv, N.T)) and isinstance(x.arg, N.Sym)):  # S⁻¹ is as short as U
+        # S⁻¹ is as short as U; a transpose is never named (Uᵀ, not V where V = Uᵀ): its
+        # argument is, where repeated
+        if x is not m and counts[id(x)] >= 2 and _size(x) >= 2 and not isinstance(x, N.T) and not (
+                isinstance(x, N.Inv) and isinstance(x.arg, N.Sym)):
             order.append(x)
             continue
         stack.extend(N.children(x))
@@ -512,6 +514,9 @@ def _basis_position(m: N.Sym) -> int:
     return -(int(back) + 1) if back else -1
 
 
+NO_CONSTRUCTOR = {"Q", "U", "V", "u₁", "v₁"}  # the decompositions' parts, printed but not built
+
+
 def _py(m: N.M, functions: dict):
     if isinstance(m, N.Sym):
         if m.role == "var":
@@ -569,6 +574,11 @@ def _py(m: N.M, functions: dict):
         name = {"tr": "trace"}.get(m.name, m.name)
         if name == "norm":
             return f"md.norm({arg})", ATOM
+        if name in ("nuclear", "spectral"):
+            return f"md.norm({arg}, {'nuc' if name == 'nuclear' else 2!r})", ATOM
+        if name in NO_CONSTRUCTOR or name.startswith("Δ"):
+            raise NotSupportedError(f"{m.name}(·), a part of a decomposition, has no constructor "
+                                    f"to rebuild it with; use the text form")
         axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
         return f"md.{name}({arg}{axis})", ATOM
     return _py_index(m.node, functions), ATOM

@@ -22,7 +22,7 @@ from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
 from .ir import (Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, MatFn, Node,
-                 Reshape, Sum, Var, is_ones)
+                 Reshape, Sum, Svd, Var, is_ones)
 
 FLATTEN_LIMIT = 6
 
@@ -209,8 +209,9 @@ def _orthonormal(ops, labs, out):
 
 def _spectral(ops, labs, out):
     """The diagonal of a divided-difference matrix is f′(λ); U diag(f(λ)) Uᵀ over the
-    eigen-decomposition of S is f(S) (expm(S) for f = exp)."""
-    if not any(isinstance(op, (DivDiff, Eigh)) for op in ops):
+    eigen-decomposition of S is f(S) (expm(S) for f = exp); U diag(σ) Vᵀ over the thin SVD of
+    X is X."""
+    if not any(isinstance(op, (DivDiff, Eigh, Svd)) for op in ops):
         return ops, labs
     ops, labs = list(ops), list(labs)
     for k, (op, lab) in enumerate(zip(ops, labs)):
@@ -225,6 +226,15 @@ def _spectral(ops, labs, out):
                 keep = [i for i in range(len(ops)) if i not in pair and i != k]
                 return ([ops[i] for i in keep] + [op.arg],
                         [labs[i] for i in keep] + [(labs[pair[0]][0], labs[pair[1]][0])])
+    for k, (op, lab) in enumerate(zip(ops, labs)):  # U diag(σ) Vᵀ = X
+        if isinstance(op, Svd) and op.part == "values" and everywhere.count(lab[0]) == 3:
+            left, right = Svd("left", op.rank, op.arg), Svd("right", op.rank, op.arg)
+            u = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is left and lb[1] == lab[0]]
+            v = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is right and lb[1] == lab[0]]
+            if len(u) == 1 and len(v) == 1:
+                keep = [i for i in range(len(ops)) if i not in (u[0], v[0], k)]
+                return ([ops[i] for i in keep] + [op.arg],
+                        [labs[i] for i in keep] + [(labs[u[0]][0], labs[v[0]][0])])
     for k, (op, lab) in enumerate(zip(ops, labs)):
         if not (isinstance(op, Elementwise) and op.fn.builtin and
                 isinstance(op.arg, Eigh) and op.arg.part == "values" and everywhere.count(lab[0]) == 3):

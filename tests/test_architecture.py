@@ -87,7 +87,8 @@ def test_docstring_examples_run(module):
     assert result.failed == 0
 
 
-@pytest.mark.parametrize("doc", ["docs/conventions.md", "README.md", "docs/language.md", "docs/tensors.md"])
+@pytest.mark.parametrize("doc", ["docs/conventions.md", "README.md", "docs/language.md", "docs/tensors.md",
+                                 "docs/matrix-functions.md"])
 def test_doc_examples_run(doc):
     result = doctest.testfile(str(ROOT / doc), module_relative=False)
     assert result.failed == 0 and result.attempted > 0
