@@ -250,7 +250,8 @@ def _log_eigenvalues():
 
     def hessian(lib, v):
         Si = lib.linalg.inv(v["S"])
-        return -0.5 * (Si[:, None, None, :] * Si[None, :, :, None] + Si[:, None, :, None] * Si[None, :, None, :])
+        return -0.5 * (Si[:, None, None, :] * Si[None, :, :, None]
+                       + Si[:, None, :, None] * Si[None, :, None, :])
 
     return Problem(
         "Σ log λᵢ(S)", "S", lambda: md.sum(md.log(md.eigvalsh(S))),
