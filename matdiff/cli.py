@@ -17,8 +17,8 @@ from . import library as L
 from .check import check
 from .derivation import derivation
 from .errors import MatdiffError
-from .expr import Expr
 from .parse import parse, parse_declaration
+from .service import kind_of
 
 EXAMPLES = """examples:
   matdiff "x'*A*x" --wrt x                     gradient in matrix notation
@@ -37,7 +37,8 @@ EXAMPLES = """examples:
 
 variables: a–g are scalars, h–z vectors, A–Z matrices unless declared with --var or
 their use says otherwise (a'*X*b: a and b are vectors); dims are inferred from use.
-The language: `python -m pydoc matdiff.parse`, and docs/language.md in the sources."""
+The language: `python -m pydoc matdiff.parse`, and docs/language.md in the sources.
+The local web page: matdiff serve [--port N] [--open]  (pip install "matdiff[web]")."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,15 +140,12 @@ def _declarations(args) -> dict:
     return decls
 
 
-def _kind(v: Expr) -> str:
-    node = v.node
-    kind = {0: "scalar", 1: "vector", 2: "matrix"}.get(node.ndim, "tensor")
-    dims = ", ".join(str(d) for d in node.shape)
-    return f"{kind}({dims})" + (" symmetric" if node.symmetric else "") if dims else kind
-
-
 def run(argv, out=None, stdin=None) -> int:
     out = out or sys.stdout
+    if list(argv[:1]) == ["serve"]:  # matdiff serve [--port N] [--open]: the local web page
+        from .server import serve
+
+        return serve(list(argv[1:]), out)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.expression is None and len(extra) == 1:  # "-a" is an expression, not an option
@@ -164,7 +162,7 @@ def run(argv, out=None, stdin=None) -> int:
     f = parse(args.expression, dialect="numpy" if args.numpy else "matrixcalculus",
               **_declarations(args))
     variables = {v.node.name: v for v in f.variables}
-    shapes = ", ".join(f"{name}: {_kind(v)}" for name, v in variables.items())
+    shapes = ", ".join(f"{name}: {kind_of(v)}" for name, v in variables.items())
     if args.steps and (args.hessian or f.ndim != 0):
         raise MatdiffError("--steps shows the derivation of a gradient, d f = ⟨∇f, dX⟩ for a "
                            "scalar f; for a Jacobian or a Hessian there is no such one-line "
@@ -186,7 +184,7 @@ def run(argv, out=None, stdin=None) -> int:
         json.dump({
             "input": args.expression, "dialect": "numpy" if args.numpy else "matrixcalculus",
             "expression": f.echo(), "latex": f.echo(latex=True),
-            "variables": {n: _kind(v) for n, v in variables.items()},
+            "variables": {n: kind_of(v) for n, v in variables.items()},
             "derivatives": [{"wrt": n, "label": label, "shape": [str(s) for s in d.shape],
                              "text": str(d), "latex": d.latex(), "index": d.index(),
                              "python": repr(d), "check": err,

@@ -1,0 +1,369 @@
+// matdiff's local page: talks to the server's JSON API (docs/web.md); no other network use.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KINDS = ["scalar", "vector", "matrix", "symmetric matrix", "function", "scalar_function"];
+const state = {
+  expression: "", dialect: "matrixcalculus", wrt: [], order: 1, layout: "numerator",
+  index: false, steps: true, check: true, decls: {},   // decls: the user's own declarations
+};
+let inferred = {};        // name -> declaration the server inferred
+let code = {};            // backend -> {source} | {error}
+let backend = "numpy";
+let inspectTimer = null;
+let inspectSeq = 0;
+let deriveSeq = 0;
+
+async function api(path, body) {
+  const response = await fetch(path, {
+    method: body === undefined ? "GET" : "POST",
+    headers: {"Content-Type": "application/json"},
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data;
+  try { data = await response.json(); } catch (e) { data = {error: `the server answered ${response.status}`}; }
+  return {ok: response.ok, status: response.status, data};
+}
+
+function tex(el, latex, display = true) {
+  try {
+    katex.render(latex, el, {displayMode: display, throwOnError: false, output: "htmlAndMathml"});
+  } catch (e) {
+    el.textContent = latex;
+  }
+}
+
+// --------------------------------------------------------------------------- declarations
+
+function splitDecl(decl) {
+  const m = /^\s*(\w+)\s*(?:\(([^)]*)\))?\s*(symmetric)?\s*$/.exec(decl || "");
+  if (!m) return {kind: "matrix", dims: ""};
+  const kind = m[3] ? "symmetric matrix" : m[1];
+  return {kind, dims: (m[2] || "").trim()};
+}
+
+function joinDecl(kind, dims) {
+  dims = dims.trim();
+  if (kind === "scalar" || kind === "function" || kind === "scalar_function") return kind;
+  if (kind === "symmetric matrix") return `matrix(${dims || "n, n"}) symmetric`;
+  return dims ? `${kind}(${dims})` : kind;
+}
+
+function isFunction(decl) { return decl === "function" || decl === "scalar_function"; }
+
+function renderDeclarations() {
+  const body = $("declarations").querySelector("tbody");
+  body.textContent = "";
+  const names = Object.keys(inferred);
+  for (const name of names) {
+    const decl = state.decls[name] || inferred[name];
+    const {kind, dims} = splitDecl(decl);
+    const row = document.createElement("tr");
+    row.dataset.name = name;
+    const pick = document.createElement("td");
+    if (!isFunction(decl)) {
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.className = "wrt";
+      box.checked = state.wrt.includes(name);
+      box.setAttribute("aria-label", `differentiate by ${name}`);
+      box.addEventListener("change", () => {
+        state.wrt = box.checked ? [...new Set([...state.wrt, name])] : state.wrt.filter((w) => w !== name);
+      });
+      pick.appendChild(box);
+    }
+    const label = document.createElement("td");
+    label.textContent = name;
+    const kindCell = document.createElement("td");
+    const select = document.createElement("select");
+    select.className = "kind";
+    select.setAttribute("aria-label", `kind of ${name}`);
+    for (const k of KINDS) {
+      const option = document.createElement("option");
+      option.value = k;
+      option.textContent = k.replace("_", " ");
+      option.selected = k === kind;
+      select.appendChild(option);
+    }
+    const dimsCell = document.createElement("td");
+    const input = document.createElement("input");
+    input.type = "text";
+    input.className = "dims";
+    input.value = dims;
+    input.setAttribute("aria-label", `dims of ${name}`);
+    const changed = () => {
+      state.decls[name] = joinDecl(select.value, input.value);
+      scheduleInspect(0);
+    };
+    select.addEventListener("change", changed);
+    input.addEventListener("change", changed);
+    input.addEventListener("keydown", (e) => { if (e.key === "Enter") { changed(); derive(); } });
+    kindCell.appendChild(select);
+    dimsCell.appendChild(input);
+    row.append(pick, label, kindCell, dimsCell);
+    body.appendChild(row);
+  }
+}
+
+// --------------------------------------------------------------------------- parsing as one types
+
+function showParseError(error, column) {
+  const status = $("parse-status");
+  status.classList.remove("ok");
+  if (column === undefined || column === null) {
+    status.textContent = error;
+    return;
+  }
+  status.textContent = `${state.expression}\n${" ".repeat(column)}^\n${error}`;
+}
+
+function scheduleInspect(delay = 200) {
+  clearTimeout(inspectTimer);
+  inspectTimer = setTimeout(inspect, delay);
+}
+
+async function inspect() {
+  readControls();
+  const seq = ++inspectSeq;
+  if (!state.expression.trim()) {
+    $("parse-status").textContent = "";
+    $("echo").textContent = "";
+    return false;
+  }
+  const {ok, data} = await api("/api/inspect", request());
+  if (seq !== inspectSeq) return false;
+  if (!ok) {
+    showParseError(data.error, data.column);
+    return false;
+  }
+  $("parse-status").textContent = "";
+  $("parse-status").classList.add("ok");
+  tex($("echo"), `f = ${data.expression.latex}`);
+  inferred = data.declarations;
+  for (const name of Object.keys(state.decls)) if (!(name in inferred)) delete state.decls[name];
+  state.wrt = state.wrt.filter((w) => w in inferred && !isFunction(inferred[w]));
+  if (!state.wrt.length) {
+    const first = Object.keys(inferred).find((n) => !isFunction(inferred[n]));
+    if (first) state.wrt = [first];
+  }
+  renderDeclarations();
+  return true;
+}
+
+// --------------------------------------------------------------------------- deriving
+
+function readControls() {
+  state.expression = $("expression").value;
+  state.dialect = $("dialect").value;
+  state.order = Number($("order").value);
+  state.layout = $("layout").value;
+  state.index = $("index").checked;
+  state.steps = $("steps").checked;
+  state.check = $("check").checked;
+}
+
+function writeControls() {
+  $("expression").value = state.expression;
+  $("dialect").value = state.dialect;
+  $("order").value = String(state.order);
+  $("layout").value = state.layout;
+  $("index").checked = state.index;
+  $("steps").checked = state.steps;
+  $("check").checked = state.check;
+}
+
+function request() {
+  const body = {expression: state.expression, dialect: state.dialect, declarations: state.decls};
+  return body;
+}
+
+async function derive() {
+  readControls();
+  const seq = ++deriveSeq;
+  if (!(await inspect())) return;
+  const body = {...request(), wrt: state.wrt, order: state.order, layout: state.layout,
+                index: state.index, steps: state.steps, check: state.check, code: true};
+  $("error").textContent = "";
+  $("results").setAttribute("aria-busy", "true");
+  const {ok, data} = await api("/api/derive", body);
+  if (seq !== deriveSeq) return;
+  $("results").removeAttribute("aria-busy");
+  if (!ok) {
+    $("results").textContent = "";
+    $("code-section").hidden = true;
+    if (data.column !== undefined) showParseError(data.error, data.column);
+    $("error").textContent = data.error;
+    return;
+  }
+  saveHash();
+  renderResults(data.results);
+  code = data.code || {};
+  renderCode();
+  document.body.dataset.derived = String(seq);
+}
+
+function button(text, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function copy(text, b) {
+  try {
+    await navigator.clipboard.writeText(text);
+    const was = b.textContent;
+    b.textContent = "Copied";
+    setTimeout(() => { b.textContent = was; }, 1200);
+  } catch (e) {
+    $("error").textContent = `could not copy: ${e}`;
+  }
+}
+
+function renderResults(results) {
+  const host = $("results");
+  host.textContent = "";
+  for (const r of results) {
+    const card = document.createElement("div");
+    card.className = "result";
+    card.dataset.wrt = r.wrt;
+    const formula = document.createElement("div");
+    formula.className = "formula";
+    tex(formula, `${r.label_latex} = ${r.latex}`);
+    const actions = document.createElement("div");
+    actions.className = "row";
+    const copyLatex = button("Copy LaTeX", () => copy(r.latex, copyLatex));
+    copyLatex.className = "copy-latex";
+    const copyText = button("Copy text", () => copy(r.text, copyText));
+    copyText.className = "copy-text";
+    actions.append(copyLatex, copyText);
+    card.append(formula, actions);
+    if (r.check) {
+      const v = document.createElement("div");
+      v.className = "verdict";
+      if (r.check.ok === true) {
+        v.classList.add("good");
+        v.textContent = `✓ checked: relative error ${r.check.error.toExponential(1)} against finite differences`;
+      } else if (r.check.ok === false) {
+        v.classList.add("bad");
+        v.textContent = `✗ the numeric check failed: ${r.check.reason}`;
+      } else {
+        v.textContent = `not checked: ${r.check.reason}`;
+      }
+      card.appendChild(v);
+    }
+    if (r.index) {
+      const ix = document.createElement("div");
+      ix.className = "index";
+      ix.textContent = r.index.text;
+      card.appendChild(ix);
+    }
+    if (r.steps) {
+      const d = document.createElement("details");
+      const s = document.createElement("summary");
+      s.textContent = "Steps";
+      const body = document.createElement("div");
+      body.className = "steps";
+      if (r.steps.latex) tex(body, r.steps.latex); else body.textContent = r.steps.reason;
+      d.append(s, body);
+      card.appendChild(d);
+    }
+    host.appendChild(card);
+  }
+}
+
+function renderCode() {
+  const section = $("code-section");
+  section.hidden = !Object.keys(code).length;
+  for (const tab of section.querySelectorAll("[role=tab]")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.backend === backend));
+  }
+  const c = code[backend] || {};
+  $("code").textContent = c.source || `# ${c.error || ""}`;
+}
+
+// --------------------------------------------------------------------------- sharing
+
+function saveHash() {
+  const p = new URLSearchParams();
+  p.set("e", state.expression);
+  if (state.dialect !== "matrixcalculus") p.set("d", state.dialect);
+  p.set("w", state.wrt.join(","));
+  p.set("o", String(state.order));
+  if (state.layout !== "numerator") p.set("l", state.layout);
+  if (state.index) p.set("i", "1");
+  if (!state.steps) p.set("s", "0");
+  if (!state.check) p.set("c", "0");
+  if (Object.keys(state.decls).length) p.set("v", JSON.stringify(state.decls));
+  history.replaceState(null, "", "#" + p.toString());
+}
+
+function loadHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  if (!p.has("e")) return false;
+  state.expression = p.get("e");
+  state.dialect = p.get("d") || "matrixcalculus";
+  state.wrt = (p.get("w") || "").split(",").filter(Boolean);
+  state.order = Number(p.get("o") || 1);
+  state.layout = p.get("l") || "numerator";
+  state.index = p.get("i") === "1";
+  state.steps = p.get("s") !== "0";
+  state.check = p.get("c") !== "0";
+  try { state.decls = JSON.parse(p.get("v") || "{}"); } catch (e) { state.decls = {}; }
+  return true;
+}
+
+function loadExample(example) {
+  Object.assign(state, {
+    expression: example.expression, dialect: example.dialect || "matrixcalculus",
+    wrt: example.wrt || [], order: example.order || 1, layout: example.layout || "numerator",
+    decls: {...(example.declarations || {})},
+  });
+  writeControls();
+  derive();
+}
+
+// --------------------------------------------------------------------------- wiring
+
+async function main() {
+  const {data} = await api("/api/examples");
+  const examples = (data && data.examples) || [];
+  const menu = $("examples");
+  examples.forEach((ex, i) => {
+    const option = document.createElement("option");
+    option.value = String(i);
+    option.textContent = ex.name;
+    menu.appendChild(option);
+  });
+  menu.addEventListener("change", () => {
+    if (menu.value !== "") loadExample(examples[Number(menu.value)]);
+  });
+  $("expression").addEventListener("input", () => scheduleInspect());
+  $("expression").addEventListener("keydown", (e) => { if (e.key === "Enter") derive(); });
+  $("dialect").addEventListener("change", () => scheduleInspect(0));
+  $("derive").addEventListener("click", derive);
+  for (const id of ["order", "layout", "index", "steps", "check"]) $(id).addEventListener("change", derive);
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    tab.addEventListener("click", () => { backend = tab.dataset.backend; renderCode(); });
+  }
+  $("copy-code").addEventListener("click", () => copy($("code").textContent, $("copy-code")));
+  $("download-code").addEventListener("click", () => {
+    const blob = new Blob([$("code").textContent], {type: "text/x-python"});
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `matdiff_${backend}.py`;
+    a.click();
+    URL.revokeObjectURL(a.href);
+  });
+  window.addEventListener("hashchange", () => { if (loadHash()) { writeControls(); derive(); } });
+  if (!loadHash() && examples.length) {
+    loadExample(examples[0]);
+  } else {
+    writeControls();
+    derive();
+  }
+  $("expression").focus();
+}
+
+document.addEventListener("DOMContentLoaded", main);
