@@ -131,7 +131,7 @@ async function inspect() {
     return false;
   }
   const {ok, data} = await api("/api/inspect", request());
-  if (seq !== inspectSeq) return false;
+  if (seq !== inspectSeq) return ok;  // a newer inspection renders; this one only answers
   if (!ok) {
     showParseError(data.error, data.column);
     return false;
@@ -178,6 +178,7 @@ function request() {
 }
 
 async function derive() {
+  clearTimeout(inspectTimer);
   readControls();
   const seq = ++deriveSeq;
   if (!(await inspect())) return;
