@@ -34,11 +34,14 @@ ALLOWED = {
     "parse": {"dims", "errors", "expr", "functions", "ir", "library"},
     "generate": {"dims", "errors", "evaluate", "expr", "functions", "ir", "library", "printing",
                  "recognise", "show", "simplify"},
-    "cli": {"__init__", "check", "derivation", "errors", "expr", "library", "parse"},
+    "cli": {"__init__", "check", "derivation", "errors", "library", "parse", "server", "service"},
+    "service": {"check", "derivation", "errors", "expr", "generate", "library", "parse"},
+    "server": {"errors", "service"},
     "derivation": {"build", "diff", "errors", "expr", "ir", "library", "present", "printing",
                    "recognise", "simplify"},
 }
-THIRD_PARTY = {"numpy", "opt_einsum", "sympy", "scipy"}  # sympy and scipy: optional, imported when called
+THIRD_PARTY = {"numpy", "opt_einsum", "sympy", "scipy",  # sympy and scipy: optional, imported when called
+               "starlette", "uvicorn"}  # the web extra: server.py only, imported when serving
 
 
 def _imports(path):
@@ -69,6 +72,8 @@ def test_module_imports_follow_the_architecture(module):
         assert "sympy" not in external
     if module != "evaluate":  # SciPy: expm of a general matrix, imported when evaluated
         assert "scipy" not in external
+    if module != "server":  # the web extra
+        assert not external & {"starlette", "uvicorn"}
 
 
 def test_every_module_is_listed():

@@ -230,3 +230,31 @@ def test_service_answers_are_json_and_carry_no_arrays():
     assert json.loads(json.dumps(data)) == data
     assert isinstance(data["results"][0]["check"]["error"], float)
     assert np.isfinite(data["results"][0]["check"]["error"])
+
+
+def test_serve_without_the_web_extra_says_how_to_install(monkeypatch):
+    import sys
+
+    from matdiff.server import serve
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    with pytest.raises(md.MatdiffError, match=r"matdiff\[web\]"):
+        serve([])
+
+
+def test_matdiff_serve_prints_its_address_and_serves_the_page():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "matdiff", "serve", "--port", "0", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("matdiff is serving http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
+        address = line.split()[3]
+        assert httpx.get(address, timeout=30).status_code == 200
+        r = httpx.post(address + "api/derive", json={"expression": "x'*x", "wrt": ["x"], "code": False}, timeout=60)
+        assert r.json()["results"][0]["text"] == "2x"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
