@@ -121,7 +121,8 @@ def main(argv=None):
     url, stop = start_in_thread(create_app(workers=a.workers, time_limit=60))
     try:
         print(f"Machine: {platform.machine()}, {a.workers} workers; Python {platform.python_version()}; "
-              f"{time.strftime('%Y-%m-%d')}; {a.runs} runs after a warm-up, numeric check and code included\n")
+              f"{time.strftime('%Y-%m-%d')}; {a.runs} runs after a warm-up, numeric check and code "
+              f"included\n")
         page = browser_latency(url, a.runs, a.chromium)
         api = api_latency(url, a.runs)
         print("| example | page: median | page: p95 | API: median | API: p95 |")

@@ -569,6 +569,9 @@ def _merge_tanh(ops, labs):
 
 
 def normalise_inv(n: Inv) -> Node:
+    if B.is_zero(n.arg):  # inv(S − Sᵀ): no value to stand behind
+        raise MatdiffError("the inverse of a matrix that simplifies to 0 does not exist (its "
+                           "argument is the zero matrix for all values)")
     if isinstance(n.arg, Inv):  # (X⁻¹)⁻¹ → X
         return n.arg.arg
     if isinstance(n.arg, Delta):  # I⁻¹ → I

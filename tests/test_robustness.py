@@ -368,3 +368,11 @@ def test_names_past_the_pools_never_read_as_numbers():
     stand_in = {"sigma": [np.tanh, lambda z: 1 - np.tanh(z) ** 2]}
     np.testing.assert_allclose(back.evaluate({"s": 0.7}, stand_in), d.evaluate({"s": 0.7}, stand_in),
                                rtol=1e-12)
+
+
+def test_the_inverse_of_a_matrix_that_is_zero_for_all_values_is_refused():
+    S = md.matrix("S", "n", "n", symmetric=True)
+    with pytest.raises(md.MatdiffError, match="simplifies to 0"):
+        str(md.inv(S - S.T))
+    with pytest.raises(md.MatdiffError, match="simplifies to 0"):
+        md.inv(md.zeros("n", "n")).evaluate(sizes={"n": 2})
