@@ -519,6 +519,9 @@ class Builder:
             "softmax": (self._softmax, self._build_softmax),
             "logsumexp": (self._logsumexp, self._build_logsumexp),
             "kron": (self._kron, L.kron),
+            # matrix functions (docs/matrix-functions.md); eigvalsh needs a symmetric argument
+            "expm": (self._square_same, L.expm), "logm": (self._square_same, L.logm),
+            "sqrtm": (self._square_same, L.sqrtm), "eigvalsh": (self._eigenvalues, L.eigvalsh),
         })
         if self.dialect == "matdiff":
             fns.update({"tr": (self._square_scalar, L.trace), "step": (same, L.step),
@@ -570,6 +573,11 @@ class Builder:
         (s,) = self._args(node, 1)
         self._square(node, s)
         return s
+
+    def _eigenvalues(self, node):
+        (s,) = self._args(node, 1)
+        self._square(node, s)
+        return Shape(s.rows, ONE)
 
     def _diag(self, node):
         (s,) = self._args(node, 1)
@@ -998,7 +1006,8 @@ def _promotions(tree: Node, b: "Builder", decls: dict) -> dict:
                 continue
             if n.op == "transpose":
                 out[c.value] = "vector"
-            elif n.op == "call" and n.value in ("inv", "det", "logdet", "tr", "trace"):
+            elif n.op == "call" and n.value in ("inv", "det", "logdet", "tr", "trace", "expm", "logm",
+                                                "sqrtm", "eigvalsh"):
                 out[c.value] = "matrix"
             elif n.op in ("+", "-") and len(n.args) == 2 and kind(n.args[1 - i]) != "scalar":
                 out[c.value] = {"row": "vector"}.get(kind(n.args[1 - i]), kind(n.args[1 - i]))

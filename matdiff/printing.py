@@ -10,7 +10,7 @@ from fractions import Fraction
 from . import notation as N
 from .functions import Function, ScalarFunction
 from .errors import NotSupportedError
-from .ir import Const, Contract, Delta, Elementwise, Node, Sum, Var
+from .ir import GENERAL_FUNCTIONS, Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
 from .recognise import recognise
 from .show import index_form
 
@@ -469,6 +469,16 @@ def _factor(op, letters, style) -> str:
                 return f"{arg}^{{{p}}}" if _tex(style) else f"{arg}^{p}"
             head = _render(N.Call("s", op.fn.name, N.Sym("s", "·"), op.fn.order, fn=op.fn), style)[0]
             return head.replace("·", arg, 1)
+        if isinstance(op, Frechet):  # L_f(X, E), the Fréchet derivative of f at X along E
+            fn, x, e = op.args
+            parts = []
+            for c in (x, e):
+                cm = recognise(c)
+                parts.append(_render(cm, style)[0] if not isinstance(cm, N.Index) else f"[{index_form(c)}]")
+            name, args = GENERAL_FUNCTIONS[fn], ", ".join(parts)
+            if _tex(style):
+                return f"L_{{\\operatorname{{{name}}}}}\\left({args}\\right){sub}"
+            return f"L_{name}({args}){sub}"
         return f"[{index_form(op)}]{sub}"
     text, prec = _render(m, style)
     if not letters:
@@ -782,6 +792,10 @@ def _mc(m: N.M):
             return f"norm2({arg})", ATOM
         if m.name in ("softmax", "logsumexp") and m.arg.kind == "m":
             raise NotSupportedError(f"the matrixcalculus dialect has no {m.name} along an axis")
+        if m.name in NO_CONSTRUCTOR or m.name.startswith("Δ") or m.name in ("svdvals", "nuclear",
+                                                                             "spectral"):
+            raise NotSupportedError(f"the matrixcalculus dialect cannot write {m.name}(·); use the "
+                                    f"text form")
         return f"{m.name}({arg})", ATOM
     raise NotSupportedError("the matrixcalculus dialect has no index notation; use the text form")
 

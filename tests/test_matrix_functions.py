@@ -283,3 +283,37 @@ def test_check_reports_a_degenerate_point_instead_of_a_wrong_derivative():
     xv = md.vector("x", "n")
     with pytest.raises(md.UncheckableError, match="degenerate"):
         md.check(md.norm(md.outer(xv, xv), "nuc"), xv)
+
+
+def test_frechet_gradients_print_as_l_f_in_index_notation():
+    g = md.grad(v.T @ md.logm(G) @ v, G)
+    assert str(g) == "L_logm(Aᵀ, vvᵀ)_ij"
+    assert g.latex() == "L_{\\operatorname{logm}}\\left(A^\\top, v v^\\top\\right)_{ij}"
+
+
+@pytest.mark.parametrize("text, decls, wrt, printed", [
+    ("tr(expm(A))", {}, "A", "expm(A)ᵀ"),
+    ("tr(logm(A))", {}, "A", "A⁻ᵀ"),
+    ("a'*sqrtm(A)*a", {}, "A", None),
+    ("sum(log(eigvalsh(S)))", {"S": "matrix(n, n) symmetric"}, "S", "S⁻¹"),
+    ("sum(exp(eigvalsh(S)))", {"S": "matrix(n, n) symmetric"}, "S", "expm(S)"),
+])
+def test_the_dialects_read_matrix_functions(text, decls, wrt, printed):
+    f = md.parse(text, **decls)
+    x = next(u for u in f.variables if u.node.name == wrt)
+    if printed is not None:
+        assert str(md.grad(f, x)) == printed
+    kinds = {"S": "spd"} if decls else None
+    assert md.check(f, x, kinds=kinds) < 1e-6
+    numpy_text = text.replace("'", ".T").replace("*", " @ ").replace("tr(", "trace(")
+    assert str(md.parse(numpy_text, dialect="numpy", **decls)) == str(f)
+
+
+def test_dialect_output_of_spectral_results_reads_back_or_is_refused():
+    g = md.grad(md.trace(md.expm(S)), S)
+    assert g.text("matrixcalculus") == "expm(S)"
+    assert str(md.parse(g.text("matrixcalculus"), S="matrix(n, n) symmetric")) == "expm(S)"
+    with pytest.raises(md.NotSupportedError, match="cannot write U"):
+        md.grad(md.norm(X, "nuc", smaller="k"), X).text("matrixcalculus")
+    with pytest.raises(md.MatdiffError, match="must be symmetric"):
+        md.parse("sum(eigvalsh(A))")

@@ -197,3 +197,15 @@ def test_the_screenshot_of_the_readme(browser, url, tmp_path):
     if os.environ.get("MATDIFF_UPDATE_SCREENSHOT") == "1":
         shutil.copy(shot, ROOT / "docs" / "web.png")
     assert (ROOT / "docs" / "web.png").exists()
+
+
+def test_editing_a_declaration_in_the_table(page, url):
+    enter(page, "x'*A*x")
+    page.locator('#declarations tr[data-name="A"] select.kind').select_option("symmetric matrix")
+    n = counter(page)
+    page.locator("#expression").press("Enter")
+    derived(page, n)
+    want = api(url, {"expression": "x'*A*x", "wrt": ["x"],
+                     "declarations": {"A": "matrix(n, n) symmetric"}})["results"][0]
+    assert want["text"] == "2Ax" and typeset(page, "x").endswith(want["latex"])
+    assert "symmetric" in page.url  # the declaration is part of the shared link
