@@ -50,6 +50,9 @@ EXAMPLES = [
     {"name": "Jacobian of XW, vec layout", "expression": "X*W", "wrt": ["X"], "order": 1,
      "layout": "vec"},
     {"name": "Jacobian of a softmax", "expression": "softmax(x)", "wrt": ["x"], "order": 1},
+    {"name": "log det through eigenvalues, Σ log λᵢ(S)", "expression": "sum(log(eigvalsh(S)))",
+     "wrt": ["S"], "order": 1, "declarations": {"S": "matrix(n, n) symmetric"}},
+    {"name": "matrix exponential, tr expm(A)", "expression": "tr(expm(A))", "wrt": ["A"], "order": 1},
     {"name": "NumPy dialect: logistic loss", "expression": "sum(softplus(-y * (X @ w)))",
      "wrt": ["w"], "order": 1, "dialect": "numpy"},
 ]
