@@ -21,8 +21,8 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
-from .ir import (Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, MatFn, Node,
-                 Reshape, Sum, Svd, Var, is_ones)
+from .ir import (Basis, Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, MatFn,
+                 Node, Reshape, Sum, Svd, Var, is_ones)
 
 FLATTEN_LIMIT = 6
 
@@ -105,6 +105,7 @@ def normalise_contract(c: Contract) -> Node:
     ops, labs = _orthonormal(ops, labs, c.out)
     ops, labs = _remove_deltas(ops, labs, c.out)
     ops, labs = _spectral(ops, labs, c.out)
+    ops, labs = _split_unit_vectors(ops, labs, c.out)
     if not ops:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
@@ -245,6 +246,24 @@ def _spectral(ops, labs, out):
             keep = [i for i in range(len(ops)) if i not in pair and i != k]
             return ([ops[i] for i in keep] + [MatFn(op.fn, op.arg.arg)],
                     [labs[i] for i in keep] + [(labs[pair[0]][0], labs[pair[1]][0])])
+    return ops, labs
+
+
+def _split_unit_vectors(ops, labs, out):
+    """Σ_p A_ip e_p B_jp = (Σ_p A_ip e_p)(Σ_q B_jq e_q) for a unit vector e (e_p² = e_p): so
+    ∂λₙ/∂S = U diag(eₙ)Uᵀ is written (Ueₙ)(Ueₙ)ᵀ, the eigenvector's outer product."""
+    for k, (op, lab) in enumerate(zip(ops, labs)):
+        if not isinstance(op, Basis):
+            continue
+        p = lab[0]
+        sites = [(i, j) for i, lb in enumerate(labs) if i != k for j, x in enumerate(lb) if x == p]
+        if p in out or len(sites) != 2 or sites[0][0] == sites[1][0]:
+            continue
+        q = _fresh(out, *labs)
+        (i, j) = sites[1]
+        labs = list(labs)
+        labs[i] = labs[i][:j] + (q,) + labs[i][j + 1:]
+        return list(ops) + [op], labs + [(q,)]
     return ops, labs
 
 
