@@ -13,6 +13,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import socket
 import sys
 import threading
 import time
@@ -248,12 +249,21 @@ def serve(argv=None, out=None) -> int:
         from .errors import MatdiffError
 
         raise MatdiffError("matdiff serve needs the web extra: pip install 'matdiff[web]'") from None
-    if args.workers < 1 or args.time_limit <= 0:
-        from .errors import MatdiffError
+    from .errors import MatdiffError
 
+    if args.workers < 1 or args.time_limit <= 0:
         raise MatdiffError("--workers must be at least 1 and --time-limit positive")
-    config = uvicorn.Config(create_app(args.workers, args.time_limit), host=args.host,
-                            port=args.port, log_level="warning")
+    if not 0 <= args.port <= 65535:
+        raise MatdiffError(f"--port {args.port}: a port is 0 to 65535 (0: any free one)")
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as e:
+        sock.close()
+        raise MatdiffError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}; choose "
+                           f"another port with --port (0: any free one)") from None
+    config = uvicorn.Config(create_app(args.workers, args.time_limit), log_level="warning")
     server = uvicorn.Server(config)
 
     def announce():
@@ -269,5 +279,5 @@ def serve(argv=None, out=None) -> int:
             webbrowser.open(url)
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    server.run(sockets=[sock])
     return 0

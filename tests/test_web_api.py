@@ -258,3 +258,20 @@ def test_matdiff_serve_prints_its_address_and_serves_the_page():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_busy_or_invalid_port_is_a_clear_error():
+    import socket
+
+    from matdiff.server import serve
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(md.MatdiffError, match="cannot serve on 127.0.0.1:.*choose another port"):
+            serve(["--port", str(taken.getsockname()[1])])
+    finally:
+        taken.close()
+    with pytest.raises(md.MatdiffError, match="0 to 65535"):
+        serve(["--port", "70000"])
