@@ -38,7 +38,7 @@ class Derivation:
 
     def lines(self, style=TEXT) -> list:
         display = self._display(style)
-        shown = [render(recognise(s), style, display=display) for s in self.steps]
+        shown = [render(_chosen(recognise(s)), style, display=display) for s in self.steps]
         dx = display[_hole_name(0)]
         taken = {v.name for v in free_vars(self.f.node) if hasattr(v, "name")}
         g = render(simplest(recognise(self.gradient)), style, taken)  # as str(grad(f, X)) is
@@ -70,6 +70,11 @@ class Derivation:
 
     def __repr__(self):
         return str(self)
+
+
+def _chosen(m):
+    """A step as the presentation algebra writes it: ‖Xw − y‖⁻¹, not ((Xw − y)ᵀ(Xw − y))^(−1/2)."""
+    return simplest(m)
 
 
 def _hole_name(k: int) -> str:
