@@ -27,12 +27,15 @@ class M:
 
 @dataclass(frozen=True)
 class Sym(M):
-    """A variable, or a constant: ``one`` (1, of any shape), ``eye`` (I), ``zero`` (0)."""
+    """A variable, or a constant: ``one`` (1, of any shape), ``eye`` (I), ``zero`` (0),
+    ``commutation`` (K_{p,q}, the pq × pq matrix with K vec(A) = vec(Aᵀ) for a p × q A;
+    ``params`` = (p, q))."""
 
     name: str
     role: str = "var"
     symmetric: bool = False
     dims: tuple = ()
+    params: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ def transpose(a: M) -> M:
         return a
     if k == "m" and symmetric(a):  # Sᵀ = S: XᵀX, A + Aᵀ, (XᵀX)⁻¹, S⁻¹, diag(v)
         return a
+    if isinstance(a, Sym) and a.role == "commutation":  # K_{p,q}ᵀ = K_{q,p}
+        return Sym(k, a.name, a.role, False, a.dims, tuple(reversed(a.params)))
     if isinstance(a, Sym) and k == "m" and a.role in ("one", "zero"):  # 11ᵀ and 0 read alike
         return Sym(k, a.name, a.role, False, tuple(reversed(a.dims)))
     if isinstance(a, Prod):

@@ -192,6 +192,13 @@ def _matpow(m: N.MatPow, style):
 def _sym(m: N.Sym, style):
     if m.role == "dim":  # the size of a dim: n, m·n
         return (m.name.replace("·", " ") if _tex(style) else m.name), (ATOM if "·" not in m.name else PROD)
+    if m.role == "commutation":  # K_{p,q}
+        p, q = (str(d) for d in m.params)
+        if _tex(style):
+            return f"K_{{{p},{q}}}", ATOM
+        if p in LETTER_SUBSCRIPTS and q in LETTER_SUBSCRIPTS:
+            return "K" + LETTER_SUBSCRIPTS[p] + LETTER_SUBSCRIPTS[q], ATOM
+        return f"K_({p},{q})", ATOM
     if m.role == "basis":  # the unit vector e₁, eₙ, e_(n−1)
         if _tex(style):
             return f"e_{{{m.name.replace('−', '-')}}}", ATOM
@@ -535,6 +542,8 @@ def _py(m: N.M, functions: dict):
             return f"md.sum(md.ones({_py_dims(m.dims)}))", ATOM
         if m.role == "basis":
             return f"md.unit({_py_dims(m.dims)}, {_basis_position(m)})", ATOM
+        if m.role == "commutation":
+            raise NotSupportedError("the commutation matrix K has no constructor; use the text form")
         call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
         if call:
             return f"{call}({_py_dims(m.dims)})", ATOM
@@ -739,9 +748,9 @@ def _mc(m: N.M):
             value = "1" if m.role == "one" else "0"
             return ({"c": f"vector({value})", "r": f"vector({value})'", "m": f"matrix({value})",
                      "s": value}[m.kind]), (ATOM if m.kind != "r" else POSTFIX)
-        raise NotSupportedError(f"the matrixcalculus dialect cannot write "
-                                f"{'a unit vector' if m.role == 'basis' else 'the size of a dim'}; "
-                                f"use the text form")
+        what = {"basis": "a unit vector", "commutation": "the commutation matrix K"}.get(
+            m.role, "the size of a dim")
+        raise NotSupportedError(f"the matrixcalculus dialect cannot write {what}; use the text form")
     if isinstance(m, N.Num):
         text = _mc_number(abs(m.value))
         return (text if m.value >= 0 else "-" + text), (ATOM if m.value >= 0 else NEG)

@@ -159,21 +159,36 @@ def _reshape(node: Reshape):
 
 
 def _kron(c, shape):
-    """A contraction laid out as P ⊗ Q (or P ⊗ Q ⊗ R): the result's row axes, then its
-    column axes, each factor contributing at most one of each, in the factors' order
-    — xᵀ ⊗ I is x_a δ_bc laid out as (b, a, c)."""
+    """A contraction laid out as a matrix of Kronecker products: P ⊗ Q (or P ⊗ Q ⊗ R) — the
+    result's row axes, then its column axes, each factor contributing at most one of each, in
+    the factors' order (xᵀ ⊗ I is x_a δ_bc laid out as (b, a, c)); with the columns of two
+    factors swapped, (P ⊗ Q)K, K the commutation matrix (∂vec(Xᵀ)/∂vec(X) = K); and factors
+    carrying exactly the row axes on the left as diag(vec(V)) (∂vec(σ(XW))/∂vec(W) =
+    diag(vec(σ′(XW)))(I ⊗ X))."""
     ndim = len(shape)
     if not isinstance(c, Contract) or ndim not in (1, 2) or len(c.out) <= ndim:
         return None
     scalars = [op for op, lab in zip(c.operands, c.labels) if op.ndim == 0]
     pairs = [(op, lab) for op, lab in zip(c.operands, c.labels) if op.ndim > 0]
-    if not 2 <= len(pairs) <= 3 or any(len(set(lab)) != len(lab) or not set(lab) <= set(c.out)
-                                       for _, lab in pairs):
-        return None
-    if sum(len(lab) for _, lab in pairs) != len(c.out):
+    if any(len(set(lab)) != len(lab) or not set(lab) <= set(c.out) for _, lab in pairs):
         return None
     rows, cols = (c.out, ()) if ndim == 1 else _split_rows(c, shape)
     if rows is None:
+        return None
+    left = []
+    if ndim == 2 and len(rows) == 2:  # diag(vec(V)): V_ab over the rows (a, b), read column-wise
+        diag = [k for k, (_, lab) in enumerate(pairs) if len(lab) == 2 and set(lab) == set(rows)]
+        if diag and len(diag) < len(pairs):
+            vs = []
+            for k in diag:
+                op, lab = pairs[k]
+                m = recognise(op)
+                if isinstance(m, N.Index):
+                    return None
+                vs.append(m if tuple(lab) == (rows[1], rows[0]) else N.transpose(m))
+            pairs = [p for k, p in enumerate(pairs) if k not in diag]
+            left = [N.Call("m", "diag", N.Call("c", "vec", vs[0] if len(vs) == 1 else N.had(vs)))]
+    if not 2 <= len(pairs) <= 3 or sum(len(lab) for _, lab in pairs) != len(c.out):
         return None
     placed = []
     for op, lab in pairs:
@@ -183,10 +198,15 @@ def _kron(c, shape):
             return None
         placed.append((rows.index(r[0]) if r else None, cols.index(k[0]) if k else None, op, lab, r, k))
     order = sorted(placed, key=lambda p: (p[0] if p[0] is not None else p[1]))
+    right = []
     for key in (0, 1):  # rows and columns must both follow the factors' order
         seq = [p[key] for p in order if p[key] is not None]
-        if seq != sorted(seq):
+        if seq == sorted(seq):
+            continue
+        if key == 0 or len(order) != 2 or not all(p[4] and p[5] for p in order):
             return None
+        dims = c.label_dims()  # (P ⊗ Q)_(ac)(bd) read as (a c)(d b): (P ⊗ Q)K_{|b|,|d|}
+        right = [_commutation(dims[order[0][5][0]], dims[order[1][5][0]])]
     factors = []
     for _, _, op, lab, r, k in order:
         m = recognise(op)
@@ -199,7 +219,16 @@ def _kron(c, shape):
         else:
             factors.append(m)
     rest = [recognise(op) for op in scalars]
-    return N.prod(1.0, rest + [N.Kron(KIND[ndim], tuple(factors))])
+    if all(isinstance(f, N.Sym) and f.role == "eye" for f in factors):  # I ⊗ I = I
+        kron = N.Sym("m", "I", "eye", dims=(shape[1], shape[1]))
+        return N.prod(1.0, rest + left + right) if left or right else N.prod(1.0, rest + [kron])
+    return N.prod(1.0, rest + left + [N.Kron(KIND[ndim], tuple(factors))] + right)
+
+
+def _commutation(p, q):
+    """K_{p,q}: the pq × pq permutation with K vec(A) = vec(Aᵀ) for a p × q matrix A."""
+    n = D.mul(p, q)
+    return N.Sym("m", "K", "commutation", False, (n, n), (p, q))
 
 
 def _split_rows(c, shape):

@@ -57,6 +57,8 @@ def _to(sp, m):  # noqa: C901 - one case per notation node, as the printers' tab
             return sp.Identity(shape[0])
         if m.role == "dim":
             return shape[0]
+        if m.role == "commutation":
+            raise NotSupportedError("to_sympy: the commutation matrix K has no SymPy matrix expression")
         if m.role == "basis":
             raise NotSupportedError(f"to_sympy: the unit vector e_{m.name} (an indexed entry) has no "
                                     f"SymPy matrix expression")

@@ -26,6 +26,13 @@ def evaluate(m, env, sizes, functions):
         shape = [D.resolve(d, sizes) for d in m.dims]
         if m.role == "dim":
             return float(shape[0])
+        if m.role == "commutation":  # K_{p,q} vec(A) = vec(Aᵀ), vec stacking columns
+            p, q = (D.resolve(d, sizes) for d in m.params)
+            k = np.zeros((p * q, p * q))
+            for i in range(p):
+                for j in range(q):
+                    k[i * q + j, j * p + i] = 1.0
+            return k
         return {"var": lambda: env[m.name], "one": lambda: np.ones(shape),
                 "eye": lambda: np.eye(shape[0]), "zero": lambda: np.zeros(shape)}[m.role]()
     if isinstance(m, N.Num):
@@ -65,6 +72,8 @@ def evaluate(m, env, sizes, functions):
                   "diag": lambda x: np.diag(x), "norm": np.linalg.norm,
                   "svdvals": lambda x: np.linalg.svd(x, compute_uv=False),
                   "nuclear": lambda x: np.linalg.norm(x, "nuc"), "spectral": lambda x: np.linalg.norm(x, 2)}
+        if m.name == "vec":
+            return np.asarray(v).reshape(-1, order="F")
         if m.name in ("expm", "logm", "sqrtm"):
             import scipy.linalg
             simple[m.name] = getattr(scipy.linalg, m.name)

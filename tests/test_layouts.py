@@ -86,3 +86,50 @@ def test_layout_errors():
 def test_latex_and_index_functions():
     assert md.latex(md.jacobian(md.inv(Y), Y, layout="vec")) == r"-Y^{-\top} \otimes Y^{-1}"
     assert md.to_index(md.jacobian(x @ x.T, x)) == "δ_ik x_j + x_i δ_jk"
+
+
+# --------------------------------------------------------------------------- vec layout: K and diag(vec(·))
+
+from . import notation_eval  # noqa: E402
+
+VX, VW, VA, VB, VY = (md.matrix("X", "m", "n"), md.matrix("W", "n", "k"), md.matrix("A", "p", "m"),
+                      md.matrix("B", "n", "q"), md.matrix("Y", "n", "n"))
+VEC = [  # (f, wrt, printed with vec stacking columns, printed with vec stacking rows)
+    (lambda: VX.T, VX, "Kₘₙ", "Kₙₘ"),
+    (lambda: VX.T @ VX, VX, "(Xᵀ ⊗ I)Kₘₙ + I ⊗ Xᵀ", "Xᵀ ⊗ I + (I ⊗ Xᵀ)Kₙₘ"),
+    (lambda: VX @ VX.T, VX, "X ⊗ I + (I ⊗ X)Kₘₙ", "I ⊗ X + (X ⊗ I)Kₙₘ"),
+    (lambda: md.sigmoid(VX @ VW), VW, "diag(vec(σ(XW) ⊙ (1 − σ(XW))))(I ⊗ X)", None),
+    (lambda: md.sigmoid(VX @ VW), VX, "diag(vec(σ(XW) ⊙ (1 − σ(XW))))(Wᵀ ⊗ I)", None),
+    (lambda: VX * VX, VX, "2diag(vec(X))", "2diag(vec(Xᵀ))"),
+    (lambda: md.exp(VX).T, VX, "diag(vec(exp(X)ᵀ))Kₘₙ", None),
+    (lambda: VX.T @ VA.T, VX, "(A ⊗ I)Kₘₙ", None),
+    (lambda: VY @ VY, VY, "Yᵀ ⊗ I + I ⊗ Y", None),
+    (lambda: VA @ VX @ VB, VX, "Bᵀ ⊗ A", "A ⊗ Bᵀ"),
+]
+VSIZES = {"m": 2, "n": 3, "k": 4, "p": 2, "q": 3}
+
+
+@pytest.mark.parametrize("f, wrt, column, row", VEC, ids=[c[2] for c in VEC])
+def test_vec_jacobians_print_with_kronecker_commutation_and_diag_vec(f, wrt, column, row):
+    """Each printed form is read back by the independent evaluator (K_{p,q} built from its
+    definition K vec(A) = vec(Aᵀ)) and equals the Jacobian; the Jacobian itself is checked
+    by finite differences."""
+    rng = np.random.default_rng(2)
+    values = {v.node.name: rng.standard_normal([VSIZES[d] for d in v.node.shape])
+              for v in (VX, VW, VA, VB, VY)}
+    for vec, text in (("column", column), ("row", row)):
+        J = md.jacobian(f(), wrt, layout="vec", vec=vec)
+        if text is not None:
+            assert str(J) == text
+        want = J.evaluate({v.node.name: values[v.node.name] for v in J.variables}, sizes=VSIZES)
+        got = notation_eval.evaluate(J.notation(), values, VSIZES, {})
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert md.check(f(), wrt) < 1e-6
+
+
+def test_commutation_matrices_have_no_dialect_or_python_form():
+    J = md.jacobian(VX.T, VX, layout="vec")
+    assert J.latex() == "K_{m,n}"
+    with pytest.raises(md.NotSupportedError, match="commutation matrix"):
+        J.text("matrixcalculus")
+    assert repr(J) == "<Kₘₙ>"
