@@ -169,8 +169,8 @@ def _kron(c, shape):
     if not isinstance(c, Contract) or ndim not in (1, 2) or len(c.out) <= ndim:
         return None
     scalars = [op for op, lab in zip(c.operands, c.labels) if op.ndim == 0]
-    pairs = [(op, lab) for op, lab in zip(c.operands, c.labels) if op.ndim > 0]
-    if any(len(set(lab)) != len(lab) or not set(lab) <= set(c.out) for _, lab in pairs):
+    pairs = _summed_groups([(op, lab) for op, lab in zip(c.operands, c.labels) if op.ndim > 0], c.out)
+    if pairs is None or any(len(set(lab)) != len(lab) or not set(lab) <= set(c.out) for _, lab in pairs):
         return None
     rows, cols = (c.out, ()) if ndim == 1 else _split_rows(c, shape)
     if rows is None:
@@ -223,6 +223,40 @@ def _kron(c, shape):
         kron = N.Sym("m", "I", "eye", dims=(shape[1], shape[1]))
         return N.prod(1.0, rest + left + right) if left or right else N.prod(1.0, rest + [kron])
     return N.prod(1.0, rest + left + [N.Kron(KIND[ndim], tuple(factors))] + right)
+
+
+def _summed_groups(pairs, out):
+    """Factors tied by a summed label become one factor, their product: in the vec Hessian
+    of ‖XW − Y‖², δ_ab X_cd X_ce (c summed) is I ⊗ XᵀX. None where a group is not a matrix."""
+    summed = {x for _, lab in pairs for x in lab if x not in out}
+    if not summed:
+        return pairs
+    parent = list(range(len(pairs)))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for x in summed:
+        holders = [i for i, (_, lab) in enumerate(pairs) if x in lab]
+        for i in holders[1:]:
+            parent[find(i)] = find(holders[0])
+    groups: dict = {}
+    for i in range(len(pairs)):
+        groups.setdefault(find(i), []).append(i)
+    merged = []
+    for members in groups.values():
+        if len(members) == 1:
+            merged.append(pairs[members[0]])
+            continue
+        ops = tuple(pairs[i][0] for i in members)
+        labs = tuple(pairs[i][1] for i in members)
+        free = tuple(x for x in out if any(x in lab for lab in labs))
+        if not 1 <= len(free) <= 2:
+            return None
+        merged.append((Contract(ops, labs, free), free))
+    return merged
 
 
 def _commutation(p, q):

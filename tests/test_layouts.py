@@ -133,3 +133,21 @@ def test_commutation_matrices_have_no_dialect_or_python_form():
     with pytest.raises(md.NotSupportedError, match="commutation matrix"):
         J.text("matrixcalculus")
     assert repr(J) == "<Kₘₙ>"
+
+
+HW, HX, HY = md.matrix("W", "m", "k"), md.matrix("X", "n", "m"), md.matrix("Y", "n", "k")
+
+
+@pytest.mark.parametrize("f, text", [
+    (lambda: md.norm(HX @ HW - HY) ** 2, "2I ⊗ XᵀX"),
+    (lambda: md.trace(HW.T @ HW @ HW.T @ HW), "4((Wᵀ ⊗ W)Kₘₖ + WᵀW ⊗ I + I ⊗ WWᵀ)"),
+], ids=["‖XW − Y‖²", "tr((WᵀW)²)"])
+def test_vec_hessians_by_a_matrix_group_summed_factors_into_products(f, text):
+    sizes = {"n": 4, "m": 3, "k": 2}
+    rng = np.random.default_rng(5)
+    values = {v.node.name: rng.standard_normal([sizes[d] for d in v.node.shape]) for v in (HW, HX, HY)}
+    H = md.hessian(f(), HW, layout="vec")
+    assert str(H) == text
+    want = H.evaluate({v.node.name: values[v.node.name] for v in H.variables}, sizes=sizes)
+    np.testing.assert_allclose(notation_eval.evaluate(H.notation(), values, sizes, {}), want, rtol=1e-12)
+    assert md.check(f(), HW, order=2) < 1e-6
