@@ -176,8 +176,8 @@ def _kron(c, shape):
     if rows is None:
         return None
     left = []
-    if ndim == 2 and len(rows) == 2:  # diag(vec(V)): V_ab over the rows (a, b), read column-wise
-        diag = [k for k, (_, lab) in enumerate(pairs) if len(lab) == 2 and set(lab) == set(rows)]
+    if ndim == 2 and len(rows) in (1, 2):  # diag(v) over one row axis; diag(vec(V)) over two
+        diag = [k for k, (_, lab) in enumerate(pairs) if len(lab) == len(rows) and set(lab) == set(rows)]
         if diag and len(diag) < len(pairs):
             vs = []
             for k in diag:
@@ -185,9 +185,10 @@ def _kron(c, shape):
                 m = recognise(op)
                 if isinstance(m, N.Index):
                     return None
-                vs.append(m if tuple(lab) == (rows[1], rows[0]) else N.transpose(m))
+                vs.append(m if len(rows) == 1 or tuple(lab) == (rows[1], rows[0]) else N.transpose(m))
             pairs = [p for k, p in enumerate(pairs) if k not in diag]
-            left = [N.Call("m", "diag", N.Call("c", "vec", vs[0] if len(vs) == 1 else N.had(vs)))]
+            v = vs[0] if len(vs) == 1 else N.had(vs)
+            left = [N.Call("m", "diag", v if len(rows) == 1 else N.Call("c", "vec", v))]
     if not 2 <= len(pairs) <= 3 or sum(len(lab) for _, lab in pairs) != len(c.out):
         return None
     placed = []
@@ -197,11 +198,16 @@ def _kron(c, shape):
         if len(r) > 1 or len(k) > 1:
             return None
         placed.append((rows.index(r[0]) if r else None, cols.index(k[0]) if k else None, op, lab, r, k))
-    order = sorted(placed, key=lambda p: (p[0] if p[0] is not None else p[1]))
+    def follows(order, key):
+        seq = [p[key] for p in order if p[key] is not None]
+        return seq == sorted(seq)
+
+    orders = [sorted(placed, key=lambda p: (p[0] if p[0] is not None else p[1])),
+              sorted(placed, key=lambda p: (p[1] if p[1] is not None else p[0]))]
+    order = next((o for o in orders if follows(o, 0) and follows(o, 1)), orders[0])
     right = []
     for key in (0, 1):  # rows and columns must both follow the factors' order
-        seq = [p[key] for p in order if p[key] is not None]
-        if seq == sorted(seq):
+        if follows(order, key):
             continue
         if key == 0 or len(order) != 2 or not all(p[4] and p[5] for p in order):
             return None

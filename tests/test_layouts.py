@@ -151,3 +151,21 @@ def test_vec_hessians_by_a_matrix_group_summed_factors_into_products(f, text):
     want = H.evaluate({v.node.name: values[v.node.name] for v in H.variables}, sizes=sizes)
     np.testing.assert_allclose(notation_eval.evaluate(H.notation(), values, sizes, {}), want, rtol=1e-12)
     assert md.check(f(), HW, order=2) < 1e-6
+
+
+NW, nx = md.matrix("W", "m", "n"), md.vector("x", "n")
+
+
+@pytest.mark.parametrize("vec, text", [("column", "diag(1 − tanh²(Wx))(xᵀ ⊗ I)"),
+                                       ("row", "diag(1 − tanh²(Wx))(I ⊗ xᵀ)")])
+def test_the_handwritten_notes_vec_jacobian_of_f_of_wx(vec, text):
+    """z = f(Wx): ∂z/∂vec(W) = diag(f′(Wx))(xᵀ ⊗ I), as the handwritten notes derive it."""
+    sizes = {"m": 3, "n": 2}
+    rng = np.random.default_rng(8)
+    values = {"W": rng.standard_normal((3, 2)), "x": rng.standard_normal(2)}
+    J = md.jacobian(md.tanh(NW @ nx), NW, layout="vec", vec=vec)
+    assert str(J) == text
+    np.testing.assert_allclose(notation_eval.evaluate(J.notation(), values, sizes, {}),
+                               J.evaluate(values), rtol=1e-12)
+    f = md.function("f")
+    assert str(md.jacobian(f(NW @ nx), NW, layout="vec", vec=vec)) == text.replace("1 − tanh²(Wx)", "f′(Wx)")
