@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from . import build as B
 from .errors import NotSupportedError
-from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv,
-                 LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
+from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, EigGap, Eigh, Elementwise, Frechet, Funm, Hole,
+                 Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
 from .simplify import simplify
 
 RULES: dict = {}
@@ -89,14 +89,13 @@ def _d_matfn(n, k, dx):
     return Contract((U, F, U, dx, U, U), ((i, a), (a, b), (j, a), (j, kk), (kk, b), (l_, b)), (i, l_))
 
 
-@rule(Eigh)  # dλᵢ = uᵢᵀ dS uᵢ (a simple eigenvalue); eigenvectors: not yet
+@rule(Eigh)  # dλᵢ = uᵢᵀ dS uᵢ; dU = U (G ⊙ (Uᵀ dS U)), G_ij = 1/(λⱼ − λᵢ) (distinct λ)
 def _d_eigh(n, k, dx):
-    if n.part != "values":
-        raise NotSupportedError("second derivatives through an eigen-decomposition (Hessians of "
-                                "spectral functions, derivatives of eigenvectors) are not "
-                                "supported yet; first derivatives are")
     U = Eigh("vectors", n.arg)
-    return Contract((U, dx, U), ((1, 0), (1, 2), (2, 0)), (0,))
+    if n.part == "values":
+        return Contract((U, dx, U), ((1, 0), (1, 2), (2, 0)), (0,))
+    G = EigGap(Eigh("values", n.arg))  # dU_ij = Σ_k U_ik G_kj Σ_ab U_ak dS_ab U_bj
+    return Contract((U, G, U, dx, U), ((0, 2), (2, 1), (3, 2), (3, 4), (4, 1)), (0, 1))
 
 
 @rule(Svd)  # dσᵢ = uᵢᵀ dX vᵢ (simple, nonzero σᵢ); dσ₁ = u₁ᵀ dX v₁
@@ -121,6 +120,13 @@ def _d_frechet(n, k, dx):
     raise NotSupportedError(f"second derivatives through {GENERAL_FUNCTIONS[n.args[0]]} of a general "
                             f"matrix (the derivative of its Fréchet derivative) are not supported yet; "
                             f"first derivatives are")
+
+
+@rule(EigGap)  # G_ij = 1/(λⱼ − λᵢ): dG_ij = G_ij² (dλᵢ − dλⱼ)
+def _d_eiggap(n, k, dx):
+    square = ((0, 1), (0, 1))
+    return B.add(Contract((n, n, dx), square + ((0,),), (0, 1)),
+                 B.scale(-1.0, Contract((n, n, dx), square + ((1,),), (0, 1))))
 
 
 @rule(DivDiff)

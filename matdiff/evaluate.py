@@ -14,9 +14,9 @@ import opt_einsum as oe
 
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
-                 Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd,
-                 free_vars, merge_deltas)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
+                 Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
+                 Svd, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -265,6 +265,18 @@ def _divided_differences(fn, lam, functions):
         return np.where(close, slope, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
 
 
+def _eigenvalue_gaps(lam):
+    """G_ij = 1/(λⱼ − λᵢ), 0 on the diagonal; refused where two eigenvalues coincide, as the
+    eigenvectors have no derivative there."""
+    gap = lam[None, :] - lam[:, None]
+    off = ~np.eye(lam.size, dtype=bool)
+    if lam.size > 1 and np.abs(gap[off]).min() <= 1e-8 * max(1.0, float(np.abs(lam).max())):
+        raise EvaluationError("the eigenvectors are not differentiable here: two eigenvalues "
+                              "coincide (a second derivative through an eigen-decomposition needs "
+                              "distinct eigenvalues); matdiff returns no value silently")
+    return np.where(off, 1.0 / np.where(off, gap, 1.0), 0.0)
+
+
 def _matrix_function(fn, s, functions):
     lam, u = np.linalg.eigh(s)
     return (u * _values_of(fn, 0, lam, functions)) @ u.T
@@ -368,6 +380,7 @@ def numpy_ops(functions: dict) -> dict:
         Eigh: lambda n, a, s: np.linalg.eigh(a[0])[0 if n.part == "values" else 1],
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
+        EigGap: lambda n, a, s: _eigenvalue_gaps(a[0]),
         Svd: lambda n, a, s: _svd_part(n.part, a[0]),
         Funm: lambda n, a, s: _general_function(n.fn, a[0]),
         Frechet: lambda n, a, s: _frechet(n.args[0], a[0], a[1]),

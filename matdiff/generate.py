@@ -29,9 +29,9 @@ from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
-                 Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, free_vars,
-                 is_ones, merge_deltas, walk)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
+                 Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd,
+                 free_vars, is_ones, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -625,6 +625,9 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return f"({e}[1] * {values}) @ {e}[1].T"
     if isinstance(n, DivDiff):
         return _divided_differences(w, n, a[0])
+    if isinstance(n, EigGap):  # 1/(λⱼ − λᵢ) off the diagonal (inf where two coincide: unchecked)
+        off = w.emit(f"np.eye({a[0]}.shape[0]) == 0")
+        return f"np.where({off}, 1.0 / np.where({off}, {a[0]}[None, :] - {a[0]}[:, None], 1.0), 0.0)"
     if isinstance(n, (Funm, Frechet)):
         return _general_function(w, n, args)
     if isinstance(n, Svd):  # one thin SVD, its parts

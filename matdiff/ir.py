@@ -542,6 +542,19 @@ class DivDiff(Unary):
         return arg.shape * 2
 
 
+class EigGap(Unary):
+    """The eigenvector-derivative matrix of eigenvalues λ: G_ij = 1/(λⱼ − λᵢ) for i ≠ j, 0 on
+    the diagonal, so that dU = U (G ⊙ (Uᵀ dS U)) for distinct eigenvalues."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        if arg.ndim != 1:
+            raise ShapeError(f"eigenvalue gaps take a vector, got shape {D.fmt_shape(arg.shape)}")
+        return arg.shape * 2
+
+
 class ScalarFn(Unary):
     """The ``order``-th derivative tensor of an abstract scalar function λ of a tensor.
 

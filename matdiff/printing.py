@@ -531,7 +531,7 @@ def _basis_position(m: N.Sym) -> int:
     return -(int(back) + 1) if back else -1
 
 
-NO_CONSTRUCTOR = {"Q", "U", "V", "u₁", "v₁"}  # the decompositions' parts, printed but not built
+NO_CONSTRUCTOR = {"Q", "U", "V", "u₁", "v₁", "Γ"}  # the decompositions' parts, printed but not built
 
 
 def _py(m: N.M, functions: dict):

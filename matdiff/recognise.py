@@ -22,9 +22,9 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
-                 Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var,
-                 is_ones)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
+                 Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd,
+                 Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -124,6 +124,12 @@ def _svd(node: Svd):
 def _funm(node: Funm):
     arg = recognise(node.arg)
     return None if isinstance(arg, N.Index) else N.Call("m", GENERAL_FUNCTIONS[node.fn], arg)
+
+
+def _named(name: str, node):
+    """A matrix of a vector with no operator of its own: Γ(eigvalsh(S)), the eigenvalue gaps."""
+    arg = recognise(node.arg)
+    return None if isinstance(arg, N.Index) else N.Call("m", name, arg)
 
 
 def _divdiff(node: DivDiff):
@@ -491,6 +497,7 @@ RULES = {
     MatFn: _matfn,
     Eigh: _eigh,
     DivDiff: _divdiff,
+    EigGap: lambda node: _named("Γ", node),
     Svd: _svd,
     Funm: _funm,
     Frechet: lambda node: None,  # L_f(X, E): written in index notation, expm_frechet(X, E)_ij

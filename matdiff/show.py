@@ -6,8 +6,9 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, Eigh, Elementwise, Frechet,
-                 Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
+                 Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
+                 Svd, Var)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -76,6 +77,7 @@ FORMS = {
     Eigh: lambda n: f"eigh({_form(n.arg)}).{'eigenvalues' if n.part == 'values' else 'eigenvectors'}",
     MatFn: lambda n: f"matrix_function({_form(n.arg)}, {n.fn})",
     DivDiff: lambda n: f"divided_differences({n.fn}, {_form(n.arg)})",
+    EigGap: lambda n: f"eigenvalue_gaps({_form(n.arg)})",
     Svd: lambda n: f"svd({_form(n.arg)}).{n.part}",
     Funm: lambda n: f"{GENERAL_FUNCTIONS[n.fn]}({_form(n.arg)})",
     Frechet: lambda n: f"{GENERAL_FUNCTIONS[n.args[0]]}_frechet({_form(n.args[1])}, {_form(n.args[2])})",

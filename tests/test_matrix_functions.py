@@ -98,8 +98,8 @@ def test_arguments_must_be_symmetric_and_second_derivatives_say_why_not():
     with pytest.raises(md.NotSupportedError, match="symmetric"):
         md.eigvalsh(md.matrix("A", "n", "n"))
     assert md.expm(X.T @ X).shape == ("k", "k")  # symmetric by structure
-    with pytest.raises(md.NotSupportedError, match="second derivatives"):
-        md.hessian(md.sum(md.sigmoid(md.eigvalsh(S)) * md.eigvalsh(S)), S)  # needs dU: not yet
+    with pytest.raises(md.NotSupportedError, match="second derivatives through a matrix function"):
+        md.hessian(a.T @ md.expm(S) @ a, S)  # needs the divided differences' derivative: not yet
 
 
 @pytest.mark.parametrize("f", [
@@ -317,3 +317,45 @@ def test_dialect_output_of_spectral_results_reads_back_or_is_refused():
         md.grad(md.norm(X, "nuc", smaller="k"), X).text("matrixcalculus")
     with pytest.raises(md.MatdiffError, match="must be symmetric"):
         md.parse("sum(eigvalsh(A))")
+
+
+# --------------------------------------------------------------------------- second derivatives through eigenvectors
+
+LAM = md.eigvalsh(S)
+
+
+@pytest.mark.parametrize("f, wrt", [
+    (lambda: md.sum(md.sigmoid(LAM) * LAM), S),           # a gradient that is not a matrix function
+    (lambda: LAM[-1], S),                                 # λ_max: ∇ = uₙuₙᵀ
+    (lambda: LAM[-1] - LAM[0], S),                        # the spectral spread
+    (lambda: md.eigvalsh(X.T @ X)[-1], X),                # PCA's top variance, by the data
+    (lambda: a.T @ md.grad(LAM[-1], S) @ a, S),           # (aᵀuₙ)²: its Hessian differentiates the gaps
+], ids=["Σσ(λ)λ", "λ_max", "λ_max − λ_min", "λ_max(XᵀX)", "(aᵀuₙ)²"])
+def test_hessians_through_eigenvectors_check(f, wrt):
+    """dU = U (G ⊙ (Uᵀ dS U)) with G_ij = 1/(λⱼ − λᵢ), and dG_ij = G_ij²(dλᵢ − dλⱼ)."""
+    assert md.check(f(), wrt, order=2, kinds={"S": "spd"}) < 1e-6
+
+
+def test_the_hessian_of_lambda_max_matches_jax():
+    jax = pytest.importorskip("jax")
+    s = _spd()
+    H = md.hessian(LAM[-1], S).evaluate({"S": s})
+    with jax.enable_x64(True):
+        want = np.asarray(jax.hessian(lambda m: jax.numpy.linalg.eigvalsh((m + m.T) / 2)[-1])(s))
+    sym = lambda h: (h + h.transpose(1, 0, 2, 3) + h.transpose(0, 1, 3, 2) + h.transpose(1, 0, 3, 2)) / 4  # noqa: E731
+    np.testing.assert_allclose(sym(H), sym(want), rtol=1e-7, atol=1e-9)
+
+
+def test_eigenvectors_at_a_repeated_eigenvalue_are_refused():
+    H = md.hessian(LAM[-1], S)
+    with pytest.raises(md.EvaluationError, match="eigenvectors are not differentiable here"):
+        H.evaluate({"S": np.diag([1.0, 2.0, 2.0, 3.0])})
+    np.testing.assert_allclose(md.grad(LAM[-1], S).evaluate({"S": np.diag([1.0, 2.0, 2.0, 3.0])}),
+                               np.diag([0.0, 0.0, 0.0, 1.0]), atol=1e-12)  # λ_max itself is simple
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_generated_code_computes_hessians_through_eigenvectors(backend):
+    f = LAM[-1]
+    _compiled_matches([md.grad(f, S), md.hessian(f, S)], backend, [S], {"S": _spd()},
+                      1e-4 if backend == "jax" else 1e-9, 1e-6 if backend == "jax" else 0.0)
