@@ -15,6 +15,8 @@ the merge removes), so shared adjoints in deep networks stay shared.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import build as B
@@ -332,6 +334,11 @@ def _symmetric_sum(op) -> bool:
     """A square sum whose terms come in transposed pairs (or are symmetric): H + Hᵀ."""
     if not (isinstance(op, Sum) and op.ndim == 2 and op.shape[0] == op.shape[1] and op.terms):
         return False
+    return _pairs_with_transposes(op)
+
+
+@functools.lru_cache(maxsize=8192)  # nodes are hash-consed: the question is asked once per sum
+def _pairs_with_transposes(op) -> bool:
     terms = set(op.terms)
     return all((c, simplify(B.transpose(t))) in terms for c, t in op.terms)
 
@@ -344,8 +351,9 @@ def canonical(c: Contract):
     and the renumbering used.  Equal products written differently become one node: where
     symmetric matrices are factors, each reading of them (Sᵢⱼ or Sⱼᵢ) is tried and the
     least node kept."""
-    sym = [k for k, (op, lab) in enumerate(zip(c.operands, c.labels))
-           if op.ndim == 2 and op.shape[0] == op.shape[1] and len(set(lab)) == 2 and _symmetric(op)]
+    sym = [k for k, (op, lab) in enumerate(zip(c.operands, c.labels))  # summed S_ab: read either way
+           if op.ndim == 2 and not isinstance(op, Delta) and op.shape[0] == op.shape[1]
+           and len(set(lab)) == 2 and not set(lab) & set(c.out) and _symmetric(op)]
     if not sym or len(sym) > SYMMETRIC_SWAPS:
         return _canonical(c)
     best = None
