@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from . import build as B
 from .errors import NotSupportedError
-from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, EigGap, Eigh, Elementwise, Frechet, Funm, Hole,
-                 Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
+from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise, Frechet,
+                 Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var,
+                 free_vars, walk)
 from .simplify import simplify
 
 RULES: dict = {}
@@ -129,10 +130,38 @@ def _d_eiggap(n, k, dx):
                  B.scale(-1.0, Contract((n, n, dx), square + ((1,),), (0, 1))))
 
 
-@rule(DivDiff)
+@rule(DivDiff)  # dF_ij = A_ij dλᵢ + A_ji dλⱼ, A the confluent second divided differences
 def _d_divdiff(n, k, dx):
-    raise NotSupportedError("second derivatives through a matrix function (the derivative of "
-                            "its divided differences) are not supported yet; first derivatives are")
+    lam = n.arg
+    second = simplify(_along_ones(n.fn.derivative(lam), lam))  # f″(λ), entry by entry
+    A = DivDiff2(n.fn, lam, second)
+    return B.add(Contract((A, dx), ((0, 1), (0,)), (0, 1)), Contract((A, dx), ((1, 0), (1,)), (0, 1)))
+
+
+@rule(DivDiff2)
+def _d_divdiff2(n, k, dx):
+    raise NotSupportedError("third derivatives through a matrix function are not supported; "
+                            "first and second derivatives are")
+
+
+def _along_ones(node: Node, x: Node) -> Node:
+    """The derivative of an element-wise expression of the vector x along 1 (forward mode):
+    for node = g(x) entry by entry, g′(x)."""
+    memo: dict = {}
+
+    def go(n):
+        if n is x:
+            return B.ones(x.shape)
+        if n in memo:
+            return memo[n]
+        parts = []
+        for i, c in enumerate(n.children):
+            if c is x or any(d is x for d in walk(c)):
+                parts.append(RULES[type(n)](n, i, go(c)))
+        memo[n] = B.add(*parts) if parts else B.zeros(n.shape)
+        return memo[n]
+
+    return go(node)
 
 
 @rule(Reshape)  # d reshape(X) = reshape(dX)

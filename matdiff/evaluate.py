@@ -14,9 +14,9 @@ import opt_einsum as oe
 
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
-                 Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
-                 Svd, free_vars, merge_deltas)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
+                 Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
+                 Softmax, Sum, Svd, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -265,6 +265,17 @@ def _divided_differences(fn, lam, functions):
         return np.where(close, slope, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
 
 
+def _second_divided_differences(fn, lam, second, functions):
+    """A_ij = f[λᵢ, λᵢ, λⱼ] = (f′(λᵢ) − F_ij)/(λᵢ − λⱼ); (f″(λᵢ) + f″(λⱼ))/4 where λᵢ ≈ λⱼ."""
+    slope = _values_of(fn, 1, lam, functions)
+    F = _divided_differences(fn, lam, functions)
+    gap = lam[:, None] - lam[None, :]
+    close = np.abs(gap) <= 1e-5 * max(1.0, float(np.abs(lam).max()))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(close, (second[:, None] + second[None, :]) / 4,
+                        (slope[:, None] - F) / np.where(close, 1.0, gap))
+
+
 def _eigenvalue_gaps(lam):
     """G_ij = 1/(λⱼ − λᵢ), 0 on the diagonal; refused where two eigenvalues coincide, as the
     eigenvectors have no derivative there."""
@@ -381,6 +392,7 @@ def numpy_ops(functions: dict) -> dict:
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
         EigGap: lambda n, a, s: _eigenvalue_gaps(a[0]),
+        DivDiff2: lambda n, a, s: _second_divided_differences(n.args[0], a[0], a[1], functions),
         Svd: lambda n, a, s: _svd_part(n.part, a[0]),
         Funm: lambda n, a, s: _general_function(n.fn, a[0]),
         Frechet: lambda n, a, s: _frechet(n.args[0], a[0], a[1]),

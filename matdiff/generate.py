@@ -29,9 +29,9 @@ from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import check_shapes, complex_value, variables
 from .expr import Expr, lift
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
-                 Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd,
-                 free_vars, is_ones, merge_deltas, walk)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
+                 Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
+                 Sum, Svd, free_vars, is_ones, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
@@ -625,6 +625,16 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return f"({e}[1] * {values}) @ {e}[1].T"
     if isinstance(n, DivDiff):
         return _divided_differences(w, n, a[0])
+    if isinstance(n, DivDiff2):  # f[λᵢ, λᵢ, λⱼ]; (f″ᵢ + f″ⱼ)/4 where λᵢ ≈ λⱼ
+        lam, second = (args[c] for c in n.children)
+        F = w.emit(_divided_differences(w, DivDiff(n.args[0], n.children[0]), lam))
+        slopes = dict(SLOPES, pow=f"{n.args[0].param!r} * np.power({{}}, "
+                                  f"{n.args[0].param - 1 if n.args[0].param else 0.0!r})")
+        slope = w.emit(slopes[n.args[0].name].format(lam))
+        gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
+        close = w.emit(f"np.abs({gap}) <= 1e-5 * (1.0 + np.abs({lam}).max())")
+        return (f"np.where({close}, ({second}[:, None] + {second}[None, :]) / 4, "
+                f"({slope}[:, None] - {F}) / np.where({close}, 1.0, {gap}))")
     if isinstance(n, EigGap):  # 1/(λⱼ − λᵢ) off the diagonal (inf where two coincide: unchecked)
         off = w.emit(f"np.eye({a[0]}.shape[0]) == 0")
         return f"np.where({off}, 1.0 / np.where({off}, {a[0]}[None, :] - {a[0]}[:, None], 1.0), 0.0)"

@@ -542,6 +542,27 @@ class DivDiff(Unary):
         return arg.shape * 2
 
 
+class DivDiff2(Node):
+    """The confluent second divided differences of f at λ: A_ij = f[λᵢ, λᵢ, λⱼ] =
+    (f′(λᵢ) − F_ij)/(λᵢ − λⱼ), and f″/2 where λᵢ = λⱼ (``second`` is f″(λ)) — so that
+    dF_ij = A_ij dλᵢ + A_ji dλⱼ for the divided differences F."""
+
+    fields = ("fn", "arg", "second")
+
+    @staticmethod
+    def _shape(fn, arg, second):
+        if arg.ndim != 1 or second.shape != arg.shape:
+            raise ShapeError("second divided differences take a vector and f″ at it")
+        return arg.shape * 2
+
+    @property
+    def children(self):
+        return (self.args[1], self.args[2])
+
+    def with_children(self, children):
+        return DivDiff2(self.args[0], children[0], children[1])
+
+
 class EigGap(Unary):
     """The eigenvector-derivative matrix of eigenvalues λ: G_ij = 1/(λⱼ − λᵢ) for i ≠ j, 0 on
     the diagonal, so that dU = U (G ⊙ (Uᵀ dS U)) for distinct eigenvalues."""

@@ -22,9 +22,9 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
-                 Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd,
-                 Var, is_ones)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
+                 Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
+                 Sum, Svd, Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -498,6 +498,7 @@ RULES = {
     Eigh: _eigh,
     DivDiff: _divdiff,
     EigGap: lambda node: _named("Γ", node),
+    DivDiff2: lambda node: None,  # f[λᵢ, λᵢ, λⱼ]: index notation
     Svd: _svd,
     Funm: _funm,
     Frechet: lambda node: None,  # L_f(X, E): written in index notation, expm_frechet(X, E)_ij

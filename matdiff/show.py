@@ -6,9 +6,9 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, EigGap, Eigh, Elementwise,
-                 Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
-                 Svd, Var)
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
+                 Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
+                 Softmax, Sum, Svd, Var)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -78,6 +78,7 @@ FORMS = {
     MatFn: lambda n: f"matrix_function({_form(n.arg)}, {n.fn})",
     DivDiff: lambda n: f"divided_differences({n.fn}, {_form(n.arg)})",
     EigGap: lambda n: f"eigenvalue_gaps({_form(n.arg)})",
+    DivDiff2: lambda n: f"second_divided_differences({n.args[0]}, {_form(n.args[1])})",
     Svd: lambda n: f"svd({_form(n.arg)}).{n.part}",
     Funm: lambda n: f"{GENERAL_FUNCTIONS[n.fn]}({_form(n.arg)})",
     Frechet: lambda n: f"{GENERAL_FUNCTIONS[n.args[0]]}_frechet({_form(n.args[1])}, {_form(n.args[2])})",

@@ -98,8 +98,8 @@ def test_arguments_must_be_symmetric_and_second_derivatives_say_why_not():
     with pytest.raises(md.NotSupportedError, match="symmetric"):
         md.eigvalsh(md.matrix("A", "n", "n"))
     assert md.expm(X.T @ X).shape == ("k", "k")  # symmetric by structure
-    with pytest.raises(md.NotSupportedError, match="second derivatives through a matrix function"):
-        md.hessian(a.T @ md.expm(S) @ a, S)  # needs the divided differences' derivative: not yet
+    with pytest.raises(md.NotSupportedError, match="third derivatives through a matrix function"):
+        md.jacobian(md.hessian(a.T @ md.expm(S) @ a, S), S)
 
 
 @pytest.mark.parametrize("f", [
@@ -358,4 +358,41 @@ def test_eigenvectors_at_a_repeated_eigenvalue_are_refused():
 def test_generated_code_computes_hessians_through_eigenvectors(backend):
     f = LAM[-1]
     _compiled_matches([md.grad(f, S), md.hessian(f, S)], backend, [S], {"S": _spd()},
+                      1e-4 if backend == "jax" else 1e-9, 1e-6 if backend == "jax" else 0.0)
+
+
+# --------------------------------------------------------------------------- second derivatives through matrix functions
+
+T2 = md.matrix("T", "n", "n", symmetric=True)
+THROUGH_F = [
+    lambda: a.T @ md.expm(S) @ a,
+    lambda: a.T @ md.sqrtm(S) @ a,
+    lambda: md.trace(md.matrix_function(S, "tanh") @ T2),
+    lambda: md.trace(S + T2 - 2 * md.sqrtm(md.sqrtm(S) @ T2 @ md.sqrtm(S))),  # Wasserstein-2
+]
+
+
+@pytest.mark.parametrize("f", THROUGH_F, ids=["aᵀexpm(S)a", "aᵀsqrtm(S)a", "tr(tanh(S)T)", "W₂²"])
+def test_hessians_through_matrix_functions_check(f):
+    """dF_ij = A_ij dλᵢ + A_ji dλⱼ with A_ij = f[λᵢ, λᵢ, λⱼ], the confluent second divided
+    differences (f″ from the function table, differentiated once more)."""
+    assert md.check(f(), S, order=2, kinds={"S": "spd", "T": "spd"}) < 1e-6
+
+
+def test_the_hessian_through_expm_matches_jax():
+    jax = pytest.importorskip("jax")
+    jsl = pytest.importorskip("jax.scipy.linalg")
+    s, av = _spd(), np.random.default_rng(4).standard_normal(4)
+    H = md.hessian(a.T @ md.expm(S) @ a, S).evaluate({"S": s, "a": av})
+    with jax.enable_x64(True):
+        want = np.asarray(jax.hessian(lambda m: av @ jsl.expm((m + m.T) / 2) @ av)(s))
+    sym = lambda h: (h + h.transpose(1, 0, 2, 3) + h.transpose(0, 1, 3, 2) + h.transpose(1, 0, 3, 2)) / 4  # noqa: E731
+    np.testing.assert_allclose(sym(H), sym(want), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_generated_code_computes_hessians_through_matrix_functions(backend):
+    f = a.T @ md.expm(S) @ a
+    values = {"S": _spd(), "a": np.random.default_rng(4).standard_normal(4)}
+    _compiled_matches([md.grad(f, S), md.hessian(f, S)], backend, [S, a], values,
                       1e-4 if backend == "jax" else 1e-9, 1e-6 if backend == "jax" else 0.0)
