@@ -343,9 +343,23 @@ def _call(m: N.Call, style):
         return f"\\left|{arg}\\right|", ATOM
     if m.name == "abs" and not style.get("in_abs"):  # |x|; within bars abs(x), unambiguous
         return f"|{_render(m.arg, dict(style, in_abs=True))[0]}|", ATOM
-    name = style["functions"].get(m.name, m.name)
+    name = style["functions"].get(m.name) or (_tex_name(m.name, style) if _tex(style) else m.name)
     axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
     return f"{name}{lp}{arg}{axis}{rp}", ATOM
+
+
+def _tex_name(name: str, style) -> str:
+    """LaTeX of a name outside the function table: expm → \\operatorname{expm}, u₁ → u_{1},
+    Δexp (divided differences) → \\Delta_{\\exp}, Γ → \\Gamma."""
+    if name.startswith("Δ") and len(name) > 1:
+        inner = name[1:]
+        return f"\\Delta_{{{style['functions'].get(inner) or _tex_name(inner, style)}}}"
+    greek = {"Δ": "\\Delta", "Γ": "\\Gamma"}
+    if name in greek:
+        return greek[name]
+    if name[-1] in UNSUBSCRIPT:
+        return f"{name[:-1]}_{{{UNSUBSCRIPT[name[-1]]}}}"
+    return name if len(name) == 1 else f"\\operatorname{{{name}}}"
 
 
 def _pow(m: N.Pow, style):
@@ -490,6 +504,8 @@ def _factor(op, letters, style) -> str:
     text, prec = _render(m, style)
     if not letters:
         return text if prec >= ATOM else f"{style['lparen']}{text}{style['rparen']}"
+    if _tex(style) and isinstance(m, N.Sym) and text.endswith("}") and "_" in text:
+        text = f"{{{text}}}"  # {e_{n}}_{p}: LaTeX has no double subscript
     return (text if prec >= ATOM and isinstance(m, (N.Sym, N.Call)) else
             f"{style['lparen']}{text}{style['rparen']}") + sub
 
@@ -636,6 +652,7 @@ def _py_index(node: Node, functions: dict) -> str:
 SUBSCRIPTS = "₀₁₂₃₄₅₆₇₈₉"
 SUBSCRIPT_DIGITS = str.maketrans("0123456789", SUBSCRIPTS)
 LETTER_SUBSCRIPTS = dict(zip("aehijklmnoprstuvx", "ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ"))
+UNSUBSCRIPT = {v: k for k, v in {**dict(zip("0123456789", SUBSCRIPTS)), **LETTER_SUBSCRIPTS}.items()}
 
 
 def bracket(node: Node, style=TEXT) -> str:

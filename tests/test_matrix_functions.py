@@ -396,3 +396,19 @@ def test_generated_code_computes_hessians_through_matrix_functions(backend):
     values = {"S": _spd(), "a": np.random.default_rng(4).standard_normal(4)}
     _compiled_matches([md.grad(f, S), md.hessian(f, S)], backend, [S, a], values,
                       1e-4 if backend == "jax" else 1e-9, 1e-6 if backend == "jax" else 0.0)
+
+
+def test_latex_of_spectral_results_is_valid_tex():
+    r"""Names outside the function table print as operators (\operatorname{expm}), subscripts
+    as subscripts (u_{1}), divided differences as \Delta_{\exp}; no Unicode subscript and no
+    double subscript reaches LaTeX."""
+    Xs = md.matrix("X", "m", "k")
+    texts = [md.grad(md.norm(Xs, 2, smaller="k"), Xs).latex(),
+             md.grad(md.sum(md.log(md.eigvalsh(S))) + md.trace(md.expm(S) @ S), S).latex(),
+             md.hessian(md.eigvalsh(S)[-1], S).latex(),
+             md.grad(v.T @ md.logm(G) @ v, G).latex()]
+    assert texts[0] == r"u_{1}\left(X\right) v_{1}\left(X\right)^\top"
+    assert r"\Delta_{\exp}" in texts[1] and r"\operatorname{eigvalsh}" in texts[1]
+    assert r"{e_{n}}_{p}" in texts[2]
+    for t in texts:
+        assert not set(t) & set("₀₁₂₃₄₅₆₇₈₉ₙΔΓ"), t

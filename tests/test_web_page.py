@@ -209,3 +209,21 @@ def test_editing_a_declaration_in_the_table(page, url):
                      "declarations": {"A": "matrix(n, n) symmetric"}})["results"][0]
     assert want["text"] == "2Ax" and typeset(page, "x").endswith(want["latex"])
     assert "symmetric" in page.url  # the declaration is part of the shared link
+
+
+@pytest.mark.parametrize("fragment", [
+    "e=sum(log(eigvalsh(S)))&w=S&o=1&v=%7B%22S%22%3A%22matrix(n%2C%20n)%20symmetric%22%7D",
+    "e=tr(expm(A))&w=A&o=1",
+    "e=a'*logm(A)*a&w=A&o=1&i=1",
+    "e=X'*X&w=X&o=1&l=vec",
+    "e=sum(sigmoid(eigvalsh(S)) .* eigvalsh(S))&w=S&o=2&i=1"
+    "&v=%7B%22S%22%3A%22matrix(n%2C%20n)%20symmetric%22%7D",
+], ids=["Σ log λ", "tr expm", "Fréchet", "vec K", "spectral Hessian"])
+def test_katex_typesets_every_kind_of_result_without_errors(browser, url, fragment):
+    p = browser.new_page()
+    p.set_default_timeout(TIMEOUT)
+    p.goto(url + "/#" + fragment)
+    p.wait_for_selector(".result .katex")
+    assert p.locator(".katex-error").count() == 0, p.locator(".katex-error").first.get_attribute("title")
+    assert p.locator("#error").text_content() == ""
+    p.close()
