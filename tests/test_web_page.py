@@ -227,3 +227,10 @@ def test_katex_typesets_every_kind_of_result_without_errors(browser, url, fragme
     assert p.locator(".katex-error").count() == 0, p.locator(".katex-error").first.get_attribute("title")
     assert p.locator("#error").text_content() == ""
     p.close()
+
+
+def test_the_default_variable_is_the_usual_parameter(page):
+    enter(page, "norm2(X*w - y)^2")
+    assert page.locator(".result").get_attribute("data-wrt") == "w"  # not X, the first by name
+    enter(page, "log(det(X))")
+    assert page.locator(".result").get_attribute("data-wrt") == "X"  # else the first

@@ -142,9 +142,11 @@ async function inspect() {
   inferred = data.declarations;
   for (const name of Object.keys(state.decls)) if (!(name in inferred)) delete state.decls[name];
   state.wrt = state.wrt.filter((w) => w in inferred && !isFunction(inferred[w]));
-  if (!state.wrt.length) {
-    const first = Object.keys(inferred).find((n) => !isFunction(inferred[n]));
-    if (first) state.wrt = [first];
+  if (!state.wrt.length) {  // by default the usual parameter names: w, W1, x, θ; else the first
+    const names = Object.keys(inferred).filter((n) => !isFunction(inferred[n]));
+    const usual = [/^[wW]\d*$/, /^(theta|θ|beta|β)$/, /^x$/];
+    const pick = usual.map((re) => names.find((n) => re.test(n))).find(Boolean) || names[0];
+    if (pick) state.wrt = [pick];
   }
   renderDeclarations();
   return true;
