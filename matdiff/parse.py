@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import library as L
-from .errors import WINDOW, MatdiffError, ShapeError, with_caret
+from .errors import WINDOW, MatdiffError, NotSupportedError, ShapeError, with_caret
 from .expr import Expr, lift
 
 MAX_LENGTH = 10_000
@@ -789,7 +789,16 @@ class Builder:
         if build in (self._build_const, self._build_softmax, self._build_logsumexp,
                      self._build_sum, self._build_norm):  # these read the syntax (axis=, c)
             return build(node, names)
-        return build(*(self.build(a, names) for a in node.args))
+        args = [self.build(a, names) for a in node.args]
+        try:
+            return build(*args)
+        except NotSupportedError:
+            if node.value != "eigvalsh":
+                raise
+            raise ParseError("eigvalsh needs a symmetric matrix, and its argument is not one by "
+                             "structure: declare the variable symmetric (S: matrix(n, n) symmetric), "
+                             "or take it of a symmetric form such as X'*X or A + A'",
+                             self.text, node.col) from None
 
     def _derivative_call(self, node, names, order):
         fn = self.functions()[node.value][1]
