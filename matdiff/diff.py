@@ -15,10 +15,11 @@ Jacobian is the same pass with an identity seed; a Hessian differentiates a Jaco
 from __future__ import annotations
 
 from . import build as B
+from . import functions as F_
 from .errors import NotSupportedError
-from .ir import (GENERAL_FUNCTIONS, Contract, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise, Frechet,
-                 Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum, Svd, Var,
-                 free_vars, walk)
+from .ir import (GENERAL_FUNCTIONS, Basis, Contract, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise,
+                 Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
+                 Svd, Var, free_vars, walk)
 from .simplify import simplify
 
 RULES: dict = {}
@@ -107,8 +108,36 @@ def _d_svd(n, k, dx):
     if n.part == "top":
         u, v = Svd("top_left", n.rank, n.arg), Svd("top_right", n.rank, n.arg)
         return Contract((u, dx, v), ((0,), (0, 1), (1,)), ())
-    raise NotSupportedError("second derivatives through singular vectors (Hessians of "
-                            "singular-value functions) are not supported yet; first derivatives are")
+    if n.rank is None:
+        raise NotSupportedError("the second derivative of the spectral norm ‖X‖₂ needs the number "
+                                "of singular values: md.norm(X, 2, smaller='n'), or integer dims")
+    dU, dV = _singular_vectors_differentials(n.rank, n.arg, dx)
+    if n.part == "left":
+        return dU
+    if n.part == "right":
+        return dV
+    first = Basis(n.rank, 0)  # u₁ = U e₁, v₁ = V e₁
+    return Contract((dU if n.part == "top_left" else dV, first), ((0, 1), (1,)), (0,))
+
+
+def _singular_vectors_differentials(rank, x, dx):
+    """dU = U (F ⊙ (PΣ + ΣPᵀ)) + (I − UUᵀ) dX V Σ⁻¹ and dV = V (F ⊙ (ΣP + PᵀΣ)) +
+    (I − VVᵀ) dXᵀ U Σ⁻¹, with P = Uᵀ dX V and Fᵢⱼ = 1/(σⱼ² − σᵢ²) (distinct, nonzero σ)."""
+    U, V, s = Svd("left", rank, x), Svd("right", rank, x), Svd("values", rank, x)
+    F = EigGap(F_.apply("pow", s, 2.0))
+    inv = F_.apply("pow", s, -1.0)
+    i, k, m, p, q, a = range(6)
+    dU = B.add(
+        Contract((U, F, U, dx, V, s), ((i, k), (k, m), (p, k), (p, q), (q, m), (m,)), (i, m)),
+        Contract((U, F, s, U, dx, V), ((i, k), (k, m), (k,), (p, m), (p, q), (q, k)), (i, m)),
+        Contract((dx, V, inv), ((i, q), (q, m), (m,)), (i, m)),
+        B.scale(-1.0, Contract((U, U, dx, V, inv), ((i, a), (p, a), (p, q), (q, m), (m,)), (i, m))))
+    dV = B.add(
+        Contract((V, F, s, U, dx, V), ((i, k), (k, m), (k,), (p, k), (p, q), (q, m)), (i, m)),
+        Contract((V, F, U, dx, V, s), ((i, k), (k, m), (p, m), (p, q), (q, k), (m,)), (i, m)),
+        Contract((dx, U, inv), ((q, i), (q, m), (m,)), (i, m)),
+        B.scale(-1.0, Contract((V, V, dx, U, inv), ((i, a), (q, a), (p, q), (p, m), (m,)), (i, m))))
+    return dU, dV
 
 
 @rule(Funm)  # d f(X) = L_f(X, dX), the Fréchet derivative

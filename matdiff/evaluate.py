@@ -282,9 +282,10 @@ def _eigenvalue_gaps(lam):
     gap = lam[None, :] - lam[:, None]
     off = ~np.eye(lam.size, dtype=bool)
     if lam.size > 1 and np.abs(gap[off]).min() <= 1e-8 * max(1.0, float(np.abs(lam).max())):
-        raise EvaluationError("the eigenvectors are not differentiable here: two eigenvalues "
-                              "coincide (a second derivative through an eigen-decomposition needs "
-                              "distinct eigenvalues); matdiff returns no value silently")
+        raise EvaluationError("the eigenvectors (or singular vectors) are not differentiable here: "
+                              "two eigenvalues (or singular values) coincide, and a second "
+                              "derivative through the decomposition needs distinct ones; matdiff "
+                              "returns no value silently")
     return np.where(off, 1.0 / np.where(off, gap, 1.0), 0.0)
 
 

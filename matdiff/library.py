@@ -379,8 +379,11 @@ def norm(x, ord=None, smaller=None) -> Expr:  # noqa: A002 - mirrors numpy.linal
     x = lift(x)
     if x.ndim == 2 and ord == "nuc":
         return Expr(sum(svdvals(x, smaller)).node, src=f"norm({x.src}, 'nuc')")
-    if x.ndim == 2 and ord == 2:
-        return Expr(Svd("top", None, x.node), src=f"norm({x.src}, 2)")
+    if x.ndim == 2 and ord == 2:  # the rank, where known, serves second derivatives (u₁, v₁ move)
+        m, n = x.shape
+        known = smaller is not None or m == n or (isinstance(m, int) and isinstance(n, int))
+        rank = _rank("norm", x, smaller) if known else None
+        return Expr(Svd("top", rank, x.node), src=f"norm({x.src}, 2)")
     if ord in (None, 2, "fro") and not (ord == 2 and x.ndim == 2):
         return Expr(F.power(dot(x, x).node, 0.5), src=f"norm({x.src})")
     if ord == 1 and x.ndim <= 1:

@@ -349,7 +349,7 @@ def test_the_hessian_of_lambda_max_matches_jax():
 
 def test_eigenvectors_at_a_repeated_eigenvalue_are_refused():
     H = md.hessian(LAM[-1], S)
-    with pytest.raises(md.EvaluationError, match="eigenvectors are not differentiable here"):
+    with pytest.raises(md.EvaluationError, match="eigenvectors .or singular vectors. are not differentiable here"):
         H.evaluate({"S": np.diag([1.0, 2.0, 2.0, 3.0])})
     np.testing.assert_allclose(md.grad(LAM[-1], S).evaluate({"S": np.diag([1.0, 2.0, 2.0, 3.0])}),
                                np.diag([0.0, 0.0, 0.0, 1.0]), atol=1e-12)  # λ_max itself is simple
@@ -413,3 +413,43 @@ def test_latex_of_spectral_results_is_valid_tex():
     assert r"{e_{n}}_{p}" in texts[2]
     for t in texts:
         assert not set(t) & set("₀₁₂₃₄₅₆₇₈₉ₙΔΓ"), t
+
+
+# --------------------------------------------------------------------------- second derivatives through singular vectors
+
+@pytest.mark.parametrize("rows, cols", [("m", "n"), ("n", "m"), ("n", "n")], ids=["tall", "wide", "square"])
+@pytest.mark.parametrize("f", [
+    lambda Y: md.norm(Y, "nuc", smaller="n"),
+    lambda Y: md.norm(Y, 2, smaller="n"),
+    lambda Y: md.norm(Y, 2, smaller="n") ** 2,
+    lambda Y: md.sum(md.svdvals(Y, smaller="n") ** 3),
+], ids=["‖X‖_*", "‖X‖₂", "‖X‖₂²", "Σσ³"])
+def test_hessians_through_singular_vectors_check(f, rows, cols):
+    """dU = U(F ⊙ (PΣ + ΣPᵀ)) + (I − UUᵀ)dX VΣ⁻¹, dV likewise, P = UᵀdX V, Fᵢⱼ = 1/(σⱼ² − σᵢ²)."""
+    Y = md.matrix("X", rows, cols)
+    assert md.check(f(Y), Y, order=2, sizes={"m": 5, "n": 3}) < 1e-6
+
+
+def test_the_nuclear_norm_hessian_matches_jax():
+    jax = pytest.importorskip("jax")
+    Y = md.matrix("X", 5, 3)
+    x = np.random.default_rng(6).standard_normal((5, 3))
+    H = md.hessian(md.norm(Y, "nuc"), Y).evaluate({"X": x})
+    with jax.enable_x64(True):
+        want = np.asarray(jax.hessian(lambda m: jax.numpy.linalg.svd(m, compute_uv=False).sum())(x))
+    np.testing.assert_allclose(H, want, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_generated_code_computes_hessians_through_singular_vectors(backend):
+    Y = md.matrix("X", 5, 3)
+    f = md.norm(Y, "nuc")
+    _compiled_matches([md.grad(f, Y), md.hessian(f, Y)], backend, [Y],
+                      {"X": np.random.default_rng(6).standard_normal((5, 3))},
+                      1e-4 if backend == "jax" else 1e-9, 1e-6 if backend == "jax" else 0.0)
+
+
+def test_the_spectral_norms_second_derivative_needs_the_rank():
+    Y = md.matrix("X", "m", "n")
+    with pytest.raises(md.NotSupportedError, match="smaller="):
+        md.hessian(md.norm(Y, 2), Y)
