@@ -94,7 +94,7 @@ BACKENDS = {  # the backends differ only in this table
 }
 NUMPY_FUNCTIONS = {
     "exp": "np.exp({})", "log": "np.log({})", "sin": "np.sin({})", "cos": "np.cos({})",
-    "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "1.0 / (1.0 + np.exp(-{}))",
+    "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "_sigmoid({})",
     "softplus": "np.logaddexp(0.0, {})", "relu": "np.maximum({}, 0.0)",
     "step": "({} > 0).astype(float)", "abs": "np.abs({})", "sign": "np.sign({})",
     "sqrt": "np.sqrt({})", "cosh": "np.cosh({})", "sinh": "np.sinh({})",
@@ -102,6 +102,14 @@ NUMPY_FUNCTIONS = {
     "__expm": "scipy.linalg.expm({})",
     "__expm_frechet": "scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)",
 }
+
+
+SIGMOID_HELPER = """
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):  # exp(−x) is inf for x ≪ 0, and σ(x) = 0 as it should be
+        return 1.0 / (1.0 + np.exp(-x))"""
 
 
 class _Writer:
@@ -976,6 +984,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     body = [_backend_line(line, table) for line in lines]
     scipy_used = any(re.search(r"(?<![\w.])scipy\.linalg\.", line) for line in body)
     imports = table["import"] + ("\nimport scipy.linalg" if scipy_used else "")
+    if any(re.search(r"(?<![\w.])_sigmoid\(", line) for line in body):
+        imports += SIGMOID_HELPER
     header = [
         imports + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
         "",

@@ -300,3 +300,17 @@ def test_jax_code_reads_transposes_in_products_instead_of_building_a_plus_a_tran
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     _check_backend(Case("tr XᵀAX", md.trace(Xm.T @ A @ Xm), Xm, sizes={"m": 2}), "jax")
+
+
+def test_numpy_sigmoid_at_large_arguments_is_exact_and_quiet():
+    """σ(−1000) = 0 and σ(1000) = 1 with no overflow warning from exp(1000) (issue 12's note)."""
+    import warnings
+
+    x = md.vector("x", "n")
+    f = md.compile([md.sigmoid(x), md.grad(md.sum(md.log(md.sigmoid(x))), x)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grad = f(np.array([-1000.0, 0.0, 1000.0]))
+    np.testing.assert_array_equal(value, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(grad, [1.0, 0.5, 0.0])
+    assert "def _sigmoid(x):" in md.codegen(md.sigmoid(x)) and "_sigmoid" not in md.codegen(md.exp(x))
