@@ -557,16 +557,22 @@ SLOPES = {  # f′ of the functions a divided-difference matrix may need, as cod
 }
 
 
+def _slope(fn) -> str:
+    """f′ as code (a format string), for the divided differences of f."""
+    if fn.builtin and fn.name == "pow":
+        return f"{fn.param!r} * np.power({{}}, {fn.param - 1 if fn.param else 0.0!r})"
+    if not fn.builtin or fn.name not in SLOPES:
+        raise NotSupportedError(f"codegen: the divided differences of {fn} are not generated "
+                                f"yet (functions: {', '.join(SLOPES)}); evaluate() computes them")
+    return SLOPES[fn.name]
+
+
 def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
     """F_ij = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), with f′ at the midpoint where λᵢ ≈ λⱼ."""
-    slopes = dict(SLOPES, pow=f"{n.fn.param!r} * np.power({{}}, {n.fn.param - 1 if n.fn.param else 0.0!r})")
-    if not n.fn.builtin or n.fn.name not in slopes:
-        raise NotSupportedError(f"codegen: the divided differences of {n.fn} are not generated "
-                                f"yet (functions: {', '.join(SLOPES)}); evaluate() computes them")
     gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
     values = w.emit(_elementwise(w, Elementwise(n.fn, n.arg), lam))
     close = w.emit(f"np.abs({gap}) <= 1e-8 * (1.0 + np.abs({lam}).max())")
-    slope = slopes[n.fn.name].format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
+    slope = _slope(n.fn).format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
     return (f"np.where({close}, {slope}, ({values}[:, None] - {values}[None, :]) / "
             f"np.where({close}, 1.0, {gap}))")
 
@@ -635,10 +641,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return _divided_differences(w, n, a[0])
     if isinstance(n, DivDiff2):  # f[λᵢ, λᵢ, λⱼ]; (f″ᵢ + f″ⱼ)/4 where λᵢ ≈ λⱼ
         lam, second = (args[c] for c in n.children)
-        F = w.emit(_divided_differences(w, DivDiff(n.args[0], n.children[0]), lam))
-        slopes = dict(SLOPES, pow=f"{n.args[0].param!r} * np.power({{}}, "
-                                  f"{n.args[0].param - 1 if n.args[0].param else 0.0!r})")
-        slope = w.emit(slopes[n.args[0].name].format(lam))
+        F = w.emit(_divided_differences(w, DivDiff(n.args[0], n.children[0]), lam))  # written once
+        slope = w.emit(_slope(n.args[0]).format(lam))
         gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
         close = w.emit(f"np.abs({gap}) <= 1e-5 * (1.0 + np.abs({lam}).max())")
         return (f"np.where({close}, ({second}[:, None] + {second}[None, :]) / 4, "

@@ -371,6 +371,17 @@ class Unary(Node):
         return self.args[-1]
 
 
+class Binary(Node):
+    """A node with two tensor operands as its last two fields (and parameters before them)."""
+
+    @property
+    def children(self):
+        return self.args[-2:]
+
+    def with_children(self, children):
+        return type(self)(*self.args[:-2], *children)
+
+
 class Elementwise(Unary):
     """f(x) applied entry by entry; ``fn`` is a ``functions.Function``."""
 
@@ -496,7 +507,7 @@ class Funm(Unary):
         return arg.shape
 
 
-class Frechet(Node):
+class Frechet(Binary):
     """L_f(X, E), the Fréchet derivative of ``fn`` (as in Funm) at X in the direction E:
     linear in E, with adjoint L_f(Xᵀ, ·) (f has real Taylor coefficients)."""
 
@@ -509,13 +520,6 @@ class Frechet(Node):
             raise ShapeError(f"{GENERAL_FUNCTIONS[fn]}'s Fréchet derivative: direction "
                              f"{D.fmt_shape(dir.shape)} for a matrix {D.fmt_shape(arg.shape)}")
         return arg.shape
-
-    @property
-    def children(self):
-        return (self.args[1], self.args[2])
-
-    def with_children(self, children):
-        return Frechet(self.args[0], children[0], children[1])
 
 
 class MatFn(Unary):
@@ -542,7 +546,7 @@ class DivDiff(Unary):
         return arg.shape * 2
 
 
-class DivDiff2(Node):
+class DivDiff2(Binary):
     """The confluent second divided differences of f at λ: A_ij = f[λᵢ, λᵢ, λⱼ] =
     (f′(λᵢ) − F_ij)/(λᵢ − λⱼ), and f″/2 where λᵢ = λⱼ (``second`` is f″(λ)) — so that
     dF_ij = A_ij dλᵢ + A_ji dλⱼ for the divided differences F."""
@@ -554,13 +558,6 @@ class DivDiff2(Node):
         if arg.ndim != 1 or second.shape != arg.shape:
             raise ShapeError("second divided differences take a vector and f″ at it")
         return arg.shape * 2
-
-    @property
-    def children(self):
-        return (self.args[1], self.args[2])
-
-    def with_children(self, children):
-        return DivDiff2(self.args[0], children[0], children[1])
 
 
 class EigGap(Unary):

@@ -134,16 +134,16 @@ def create_app(workers: int = 2, time_limit: float = TIME_LIMIT):
     def error(status, message, **extra):
         return JSONResponse({"error": message, **extra}, status_code=status)
 
+    too_big = f"the request body is over {MAX_BODY // 1024} KiB; send a shorter expression"
+
     async def body(request: Request):
         if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            return None, error(413, f"the request body is over {MAX_BODY // 1024} KiB; send a "
-                                    f"shorter expression")
+            return None, error(413, too_big)
         raw = b""
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > MAX_BODY:
-                return None, error(413, f"the request body is over {MAX_BODY // 1024} KiB; send "
-                                        f"a shorter expression")
+                return None, error(413, too_big)
         try:
             payload = json.loads(raw or b"null")
         except (ValueError, UnicodeDecodeError) as e:

@@ -221,32 +221,28 @@ def _spectral(ops, labs, out):
         if isinstance(op, DivDiff) and lab[0] == lab[1]:
             ops[k], labs[k] = simplify(op.fn.derivative(op.arg)), (lab[0],)
     everywhere = [x for lab in labs for x in lab] + list(out)
-    for k, (op, lab) in enumerate(zip(ops, labs)):  # U diag(λ) Uᵀ = S
-        if isinstance(op, Eigh) and op.part == "values" and everywhere.count(lab[0]) == 3:
-            vectors = Eigh("vectors", op.arg)
-            pair = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is vectors and lb[1] == lab[0]]
-            if len(pair) == 2 and labs[pair[0]][0] != labs[pair[1]][0]:
-                keep = [i for i in range(len(ops)) if i not in pair and i != k]
-                return ([ops[i] for i in keep] + [op.arg],
-                        [labs[i] for i in keep] + [(labs[pair[0]][0], labs[pair[1]][0])])
-    for k, (op, lab) in enumerate(zip(ops, labs)):  # U diag(σ) Vᵀ = X
-        if isinstance(op, Svd) and op.part == "values" and everywhere.count(lab[0]) == 3:
-            left, right = Svd("left", op.rank, op.arg), Svd("right", op.rank, op.arg)
-            u = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is left and lb[1] == lab[0]]
-            v = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is right and lb[1] == lab[0]]
-            if len(u) == 1 and len(v) == 1:
-                keep = [i for i in range(len(ops)) if i not in (u[0], v[0], k)]
-                return ([ops[i] for i in keep] + [op.arg],
-                        [labs[i] for i in keep] + [(labs[u[0]][0], labs[v[0]][0])])
     for k, (op, lab) in enumerate(zip(ops, labs)):
-        if not (isinstance(op, Elementwise) and op.fn.builtin and
-                isinstance(op.arg, Eigh) and op.arg.part == "values" and everywhere.count(lab[0]) == 3):
+        if len(lab) != 1 or everywhere.count(lab[0]) != 3:
             continue
-        vectors = Eigh("vectors", op.arg.arg)
-        pair = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is vectors and lb[1] == lab[0]]
-        if len(pair) == 2 and labs[pair[0]][0] != labs[pair[1]][0]:
+        if isinstance(op, Eigh) and op.part == "values":  # U diag(λ) Uᵀ = S
+            left = right = Eigh("vectors", op.arg)
+            whole = op.arg
+        elif isinstance(op, Svd) and op.part == "values":  # U diag(σ) Vᵀ = X
+            left, right = Svd("left", op.rank, op.arg), Svd("right", op.rank, op.arg)
+            whole = op.arg
+        elif isinstance(op, Elementwise) and op.fn.builtin and isinstance(op.arg, Eigh) and \
+                op.arg.part == "values":  # U diag(f(λ)) Uᵀ = f(S)
+            left = right = Eigh("vectors", op.arg.arg)
+            whole = MatFn(op.fn, op.arg.arg)
+        else:
+            continue
+        ls = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is left and lb[1] == lab[0]]
+        rs = [i for i, (o, lb) in enumerate(zip(ops, labs)) if o is right and lb[1] == lab[0]]
+        pair = (ls if len(ls) == 2 and labs[ls[0]][0] != labs[ls[1]][0] else None) if left is right \
+            else ((ls[0], rs[0]) if len(ls) == 1 and len(rs) == 1 else None)
+        if pair:
             keep = [i for i in range(len(ops)) if i not in pair and i != k]
-            return ([ops[i] for i in keep] + [MatFn(op.fn, op.arg.arg)],
+            return ([ops[i] for i in keep] + [whole],
                     [labs[i] for i in keep] + [(labs[pair[0]][0], labs[pair[1]][0])])
     return ops, labs
 
