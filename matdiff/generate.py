@@ -45,7 +45,9 @@ BACKENDS = {  # the backends differ only in this table
               # integers and booleans become float64, as NumPy promotes them; floats keep theirs
               "floating": "{p} = {p} if {p}.dtype.kind == 'f' else {p}.astype(np.float64)",
               "dtype": "np.result_type({ps})", "default_dtype": "np.float64",
-              "rewrites": [(r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
+              "scalar": "np.asarray({p}, dtype=_dtype)",
+              "rewrites": [(r"np\.asarray\(1\.0\)", "np.asarray(1.0, dtype=_dtype)"),
+                           (r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                             r"np.\1(\2, dtype=_dtype)")],
               # SciPy's; outside the principal branch its answer is complex, which the caller sees
               "functions": {"__logm": "scipy.linalg.logm({})",
@@ -60,7 +62,9 @@ BACKENDS = {  # the backends differ only in this table
             "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
             "floating": "{p} = {p} if jnp.issubdtype({p}.dtype, jnp.floating) else {p}.astype(float)",
             "dtype": "jnp.result_type({ps})", "default_dtype": "float",
-            "rewrites": [(r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
+            "scalar": "jnp.asarray({p}, dtype=_dtype)",
+            "rewrites": [(r"jnp\.asarray\(1\.0\)", "jnp.asarray(1.0, dtype=_dtype)"),
+                         (r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                           "__expm": "jax.scipy.linalg.expm({})",
@@ -70,6 +74,7 @@ BACKENDS = {  # the backends differ only in this table
               "cast": "torch.as_tensor({p})",
               "floating": "{p} = {p} if {p}.is_floating_point() else {p}.to(torch.float64)",
               "dtype": "{promoted}", "default_dtype": "torch.float64",
+              "scalar": "torch.as_tensor({p}, dtype=_dtype, device=_device)",
               "scatter": "{full}[{index}] = {values}",
               "functions": {"sigmoid": "torch.sigmoid({})",
                             "softplus": "torch.nn.functional.softplus({})",
@@ -96,7 +101,7 @@ NUMPY_FUNCTIONS = {
     "exp": "np.exp({})", "log": "np.log({})", "sin": "np.sin({})", "cos": "np.cos({})",
     "tan": "np.tan({})", "tanh": "np.tanh({})", "sigmoid": "_sigmoid({})",
     "softplus": "np.logaddexp(0.0, {})", "relu": "np.maximum({}, 0.0)",
-    "step": "({} > 0).astype(float)", "abs": "np.abs({})", "sign": "np.sign({})",
+    "step": "np.heaviside({}, 0.0)", "abs": "np.abs({})", "sign": "np.sign({})",
     "sqrt": "np.sqrt({})", "cosh": "np.cosh({})", "sinh": "np.sinh({})",
     "log1p": "np.log1p({})", "expm1": "np.expm1({})", "arctan": "np.arctan({})",
     "__expm": "scipy.linalg.expm({})",
@@ -119,6 +124,9 @@ class _Writer:
         self.code_of: dict = {}  # name → its code, for terms written inline
         self.uses: dict = {}
         self.symmetric: set = set()  # names of symmetric matrices (Gram products)
+        # sums written without the coefficient all their terms share (2(a − b) as a − b):
+        # every product that reads one applies that factor itself (``_contract``)
+        self.common: dict = {}
         self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
 
     def fresh(self) -> str:
@@ -256,7 +264,11 @@ def _tensordot(a, la, b, lb, out, summed, symmetric=frozenset()) -> str:
 
 def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -> str:
     """Deltas merged into labels, then a pairwise plan, each step a line; ``coef`` scales
-    the entries before they are spread into a diagonal output."""
+    the entries before they are spread into a diagonal output.  A factor written without
+    its common coefficient (``_common_factors``) has it applied here, whichever path lowers
+    the product, so no caller can drop it."""
+    for op in n.operands:
+        coef *= w.common.get(op, 1.0)
     kept, out, uniq, summed_only = merge_deltas(n)
     ops, labs = [args[op] for op, _ in kept], [lab for _, lab in kept]
     dim = n.label_dims()
@@ -959,7 +971,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     inlined = _distributed_sums(order, roots, uses, set(order) | set(args), w.hint,
                                 table.get("distribute_transposes", False))
     scaled = _scaled_products(order, roots, uses)
-    common = _common_factors(order, roots, uses, inlined)
+    common = w.common = _common_factors(order, roots, uses, inlined)
     for n in order:
         if isinstance(n, Const):
             args[n] = repr(float(n.value))
@@ -977,10 +989,6 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
             args[n] = w.emit(_node_code(w, Sum(tuple((c / common[n], t) for c, t in n.terms),
                                                    n.shape), args, size_of))
             continue
-        if isinstance(n, Contract) and any(op in common for op in n.operands):
-            k = float(np.prod([common[op] for op in n.operands if op in common]))
-            args[n] = w.emit(_contract(w, n, args, size_of, coef=k), _comment(n))
-            continue
         args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
     lines, results = w.live_lines([args[r] for r in roots])
     results = ", ".join(results)
@@ -997,18 +1005,30 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
         f"def {name}({', '.join(params)}):",
         f'    """{"; ".join(_comment(r) for r in roots)[:90]}"""',
     ]
-    casts = [f"    {p} = {table['cast'].format(p=p)}" for p in params]
-    casts += [f"    {table['floating'].format(p=p)}" for p in params]
-    promoted = params[0] + ".dtype" if params else ""
-    for p in params[1:]:
-        promoted = f"torch.promote_types({promoted}, {p}.dtype)"
-    dtype_line = "    _dtype = " + (table["dtype"].format(ps=", ".join(params), promoted=promoted)
-                                   if params else table["default_dtype"])  # constants follow inputs
-    if backend == "torch" and params:  # constants go where the arguments are (CPU or CUDA)
-        casts.append(f"    _device = {params[0]}.device")
-    if any("_dtype" in line for line in body):
-        casts.append(dtype_line)
+    casts = _prelude(table, backend, params, [v.ndim == 0 for v in vs],
+                     any("_dtype" in line for line in body))
     return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
+
+
+def _prelude(table: dict, backend: str, params: list, scalar: list, constants: bool) -> list:
+    """The lines that cast the arguments.  Arrays become the backend's arrays, integers and
+    booleans float64; the arrays' promoted dtype is ``_dtype``, and scalar arguments and
+    constants take it, as Python numbers do in NumPy: float32 arrays with a scalar 0.5
+    compute and return float32."""
+    arrays = [p for p, s in zip(params, scalar) if not s] or params
+    scalars = [p for p in params if p not in arrays]
+    lines = [f"    {p} = {table['cast'].format(p=p)}" for p in arrays]
+    lines += [f"    {table['floating'].format(p=p)}" for p in arrays]
+    if backend == "torch" and params:  # constants go where the arguments are (CPU or CUDA)
+        lines.append(f"    _device = {arrays[0]}.device")
+    if scalars or constants:
+        promoted = arrays[0] + ".dtype" if arrays else ""
+        for p in arrays[1:]:
+            promoted = f"torch.promote_types({promoted}, {p}.dtype)"
+        lines.append("    _dtype = " + (table["dtype"].format(ps=", ".join(arrays), promoted=promoted)
+                                        if arrays else table["default_dtype"]))
+    lines += [f"    {p} = {table['scalar'].format(p=p)}" for p in scalars]
+    return lines
 
 
 def _backend_line(line: str, table: dict) -> str:

@@ -314,3 +314,65 @@ def test_numpy_sigmoid_at_large_arguments_is_exact_and_quiet():
     np.testing.assert_array_equal(value, [0.0, 0.5, 1.0])
     np.testing.assert_allclose(grad, [1.0, 0.5, 0.0])
     assert "def _sigmoid(x):" in md.codegen(md.sigmoid(x)) and "_sigmoid" not in md.codegen(md.exp(x))
+
+
+# A sum whose terms share a coefficient, 2(y − Xw), used once inside a scaled product
+# (−Xᵀ(2(y − Xw) ⊘ s)): the sum is written without its 2, which the product must apply on
+# every path that lowers it.  These losses returned half their gradient in all backends.
+_Xd, _wd, _yn, _sn = md.matrix("X", "n", "d"), md.vector("w", "d"), md.vector("y", "n"), md.vector("s", "n")
+_nu, _c = md.scalar("nu"), md.scalar("c")
+_r = _yn - _Xd @ _wd
+COMMON_COEFFICIENT_LOSSES = [
+    ("weighted least squares", md.sum(_r ** 2 / _sn), _wd),
+    ("Gaussian NLL, variance exp(s), by w", md.sum(_sn / 2 + _r ** 2 / (2 * md.exp(_sn))), _wd),
+    ("Gaussian NLL, variance exp(s), by s", md.sum(_sn / 2 + _r ** 2 / (2 * md.exp(_sn))), _sn),
+    ("Student-t NLL", md.sum((_nu + 1) / 2 * md.log(1 + _r ** 2 / _nu)), _wd),
+    ("pseudo-Huber", md.sum(_c ** 2 * (md.sqrt(1 + _r ** 2 / _c ** 2) - 1)), _wd),
+]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("name,loss,wrt", COMMON_COEFFICIENT_LOSSES,
+                         ids=[c[0] for c in COMMON_COEFFICIENT_LOSSES])
+def test_a_coefficient_common_to_a_sum_inside_a_scaled_product_is_kept(name, loss, wrt, backend):
+    if backend == "jax":
+        pytest.importorskip("jax").config.update("jax_enable_x64", True)
+    pytest.importorskip(backend)
+    g = md.grad(loss, wrt)
+    rng = np.random.default_rng(1)
+    values = {"X": rng.normal(size=(5, 3)), "w": rng.normal(size=3), "y": rng.normal(size=5),
+              "s": rng.uniform(0.5, 1.5, 5), "nu": 3.0, "c": 1.5}
+    fn = md.compile(g, backend=backend)
+    args = {p: values[p] for p in inspect.signature(fn).parameters}
+    got = np.asarray(fn(**args))
+    np.testing.assert_allclose(got, g.evaluate(args), rtol=1e-12, atol=1e-14)
+    # and the gradient is the gradient: a central difference of the loss along a direction
+    v = rng.normal(size=np.shape(values[wrt.node.name]))
+    f = md.compile(loss)
+    h = 1e-6
+    up, down = dict(args, **{wrt.node.name: args[wrt.node.name] + h * v}), \
+        dict(args, **{wrt.node.name: args[wrt.node.name] - h * v})
+    assert np.isclose(np.dot(got, v), (f(**up) - f(**down)) / (2 * h), rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_float32_arrays_with_python_number_scalars_compute_in_float32(backend):
+    """Scalars follow the arrays' dtype, as Python numbers do in NumPy: ν = 3.0 with float32
+    data gives a float32 gradient, and with float64 data 1/ν is not rounded to float32."""
+    if backend == "jax":
+        pytest.importorskip("jax").config.update("jax_enable_x64", True)
+    pytest.importorskip(backend)
+    name, loss, wrt = COMMON_COEFFICIENT_LOSSES[3]
+    g = md.grad(loss, wrt)
+    fn = md.compile(g, backend=backend)
+    rng = np.random.default_rng(2)
+    arrays = {"X": rng.normal(size=(5, 3)), "w": rng.normal(size=3), "y": rng.normal(size=5)}
+    for dtype in (np.float32, np.float64):
+        typed = {k: v.astype(dtype) for k, v in arrays.items()}
+        if backend == "torch":
+            import torch
+            typed = {k: torch.from_numpy(v) for k, v in typed.items()}
+        got = fn(nu=3.0, **typed)
+        assert str(got.dtype).endswith(np.dtype(dtype).name)
+        want = g.evaluate(nu=3.0, **{k: v.astype(dtype).astype(np.float64) for k, v in arrays.items()})
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5 if dtype == np.float32 else 1e-13)
