@@ -6,6 +6,7 @@ only an output that *is* diagonal (diag(v) itself) is written out as one.
 """
 from __future__ import annotations
 
+import functools
 import string
 from math import prod
 
@@ -179,7 +180,14 @@ def _np_einsum(labels, arrays, out):
     for x in [x for lab in labels for x in lab]:
         sym.setdefault(x, oe.get_symbol(len(sym)))
     eq = ",".join("".join(sym[x] for x in lab) for lab in labels) + "->" + "".join(sym[x] for x in out)
-    return np.asarray(oe.contract(eq, *arrays))
+    return np.asarray(oe.contract(eq, *arrays, optimize=_path(eq, tuple(np.shape(a) for a in arrays))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _path(eq: str, shapes: tuple) -> list:
+    """opt_einsum's contraction order for an equation at these shapes, searched once: checks
+    and the derivative tests evaluate one expression at many points of one size."""
+    return oe.contract_path(eq, *shapes, shapes=True)[0]
 
 
 def _basis(n: Basis, sizes: dict):

@@ -46,24 +46,24 @@ BACKENDS = {  # the backends differ only in this table
               "floating": "{p} = {p} if {p}.dtype.kind == 'f' else {p}.astype(np.float64)",
               "dtype": "np.result_type({ps})", "default_dtype": "np.float64",
               "scalar": "np.asarray({p}, dtype=_dtype)",
-              "rewrites": [(r"np\.asarray\(1\.0\)", "np.asarray(1.0, dtype=_dtype)"),
+              "rewrites": [(r"np\.asarray\(([-\d.e]+)\)", r"np.asarray(\1, dtype=_dtype)"),
                            (r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                             r"np.\1(\2, dtype=_dtype)")],
               # SciPy's; outside the principal branch its answer is complex, which the caller sees
-              "functions": {"__logm": "scipy.linalg.logm({})",
+              "functions": {"__logm": "_like(scipy.linalg.logm({0}), {0})",
                             # the block [[X, sE], [0, X]], E scaled to 10⁻³‖X‖ ({2} = s)
-                            "__logm_frechet": "scipy.linalg.logm(np.block([[{0}, {2} * {1}], "
+                            "__logm_frechet": "_like(scipy.linalg.logm(np.block([[{0}, {2} * {1}], "
                                               "[np.zeros_like({0}), {0}]]))"
-                                              "[:{0}.shape[0], {0}.shape[0]:] / {2}",
-                            "__sqrtm": "scipy.linalg.sqrtm({})",
-                            "__sqrtm_frechet": "scipy.linalg.solve_sylvester(*[scipy.linalg.sqrtm({0})] * 2, "
-                                               "{1})"}},
+                                              "[:{0}.shape[0], {0}.shape[0]:] / {2}, {0})",
+                            "__sqrtm": "_like(scipy.linalg.sqrtm({0}), {0})",
+                            "__sqrtm_frechet": "_like(scipy.linalg.solve_sylvester("
+                                               "*[scipy.linalg.sqrtm({0})] * 2, {1}), {0})"}},
     "jax": {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
             "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
             "floating": "{p} = {p} if jnp.issubdtype({p}.dtype, jnp.floating) else {p}.astype(float)",
             "dtype": "jnp.result_type({ps})", "default_dtype": "float",
             "scalar": "jnp.asarray({p}, dtype=_dtype)",
-            "rewrites": [(r"jnp\.asarray\(1\.0\)", "jnp.asarray(1.0, dtype=_dtype)"),
+            "rewrites": [(r"jnp\.asarray\(([-\d.e]+)\)", r"jnp.asarray(\1, dtype=_dtype)"),
                          (r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
@@ -90,7 +90,7 @@ BACKENDS = {  # the backends differ only in this table
                   (r"torch\.transpose\(", "torch.permute("),
                   (r"torch\.power\(", "torch.pow("),
                   (r"\.max\(axis=(-?\d+), keepdims=True\)", r".amax(dim=\1, keepdim=True)"),
-                  (r"torch\.asarray\(1\.0\)", "torch.tensor(1.0, dtype=_dtype)"),
+                  (r"torch\.asarray\(([-\d.e]+)\)", r"torch.tensor(\1, dtype=_dtype, device=_device)"),
                   (r"torch\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                    r"torch.\1(\2, dtype=_dtype, device=_device)"),
                   (r"torch\.arange\(([^()]*(?:\([^()]*\))?[^()]*)\)",
@@ -104,17 +104,25 @@ NUMPY_FUNCTIONS = {
     "step": "np.heaviside({}, 0.0)", "abs": "np.abs({})", "sign": "np.sign({})",
     "sqrt": "np.sqrt({})", "cosh": "np.cosh({})", "sinh": "np.sinh({})",
     "log1p": "np.log1p({})", "expm1": "np.expm1({})", "arctan": "np.arctan({})",
-    "__expm": "scipy.linalg.expm({})",
-    "__expm_frechet": "scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)",
+    "__expm": "_like(scipy.linalg.expm({0}), {0})",
+    "__expm_frechet": "_like(scipy.linalg.expm_frechet({0}, {1}, compute_expm=False), {0})",
 }
 
 
-SIGMOID_HELPER = """
+HELPERS = {  # functions a generated NumPy module defines where its code calls them
+    "_sigmoid": '''
 
 
 def _sigmoid(x):
     with np.errstate(over="ignore"):  # exp(−x) is inf for x ≪ 0, and σ(x) = 0 as it should be
-        return 1.0 / (1.0 + np.exp(-x))"""
+        return 1.0 / (1.0 + np.exp(-x))''',
+    "_like": '''
+
+
+def _like(result, x):
+    # SciPy computes in float64: its answer in x's precision (complex stays complex)
+    return result.astype(x.dtype) if result.dtype.kind == "f" else result''',
+}
 
 
 class _Writer:
@@ -127,6 +135,7 @@ class _Writer:
         # sums written without the coefficient all their terms share (2(a − b) as a − b):
         # every product that reads one applies that factor itself (``_contract``)
         self.common: dict = {}
+        self.inlined: set = set()  # sums a product is distributed over (``_product``)
         self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
 
     def fresh(self) -> str:
@@ -188,7 +197,10 @@ def _references_over(node: Node, limit: int) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=8192)
 def _comment(node: Node) -> str:
+    """A line's comment: the node's matrix notation (nodes are immutable and hash-consed, so
+    the three backends' code for one expression share it)."""
     try:  # the notation of a large intermediate costs more than the 70 characters shown
         text = index_form(node, 80) if _references_over(node, COMMENT_REFERENCES) else \
             render(recognise(node), TEXT, {v.name for v in free_vars(node) if hasattr(v, "name")})
@@ -806,18 +818,23 @@ def _is_transpose(n: Node) -> bool:
     return isinstance(n, Contract) and len(n.operands) == 1 and tuple(n.labels[0]) != tuple(n.out)
 
 
-def _distribute(w: _Writer, n: Contract, inlined: set, args: dict, size_of) -> str:
-    (k, s), = [(k, op) for k, op in enumerate(n.operands) if op in inlined][:1]
+def _product(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -> str:
+    """The code of a product scaled by ``coef``, whichever rewrites apply to it: the one
+    path every product is lowered by, so that none of them drops a coefficient."""
+    inlined = [(k, op) for k, op in enumerate(n.operands) if op in w.inlined]
+    if not inlined:
+        return _contract(w, n, args, size_of, coef)
+    (k, s), = inlined[:1]  # distributed over its sum: Σ cₜ·(n with t in the sum's place)
     codes = [_contract(w, _term_product(n, k, t, args), args, size_of) for _, t in s.terms]
     return _sum_text([_inline(c) if " + " in c or " - " in c else c for c in codes],
-                     [c for c, _ in s.terms])
+                     [coef * c for c, _ in s.terms])
 
 
 # --------------------------------------------------------------------------- entry points
 
 
 # names the generated code itself uses: a parameter never shadows them
-RESERVED = {"np", "jnp", "jax", "torch", "float", "_device", "_dtype"} | set(dir(builtins))
+RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype"} | set(HELPERS) | set(dir(builtins))
 
 
 def _parameters(vs: list, fn_name: str) -> list:
@@ -968,8 +985,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
     uses = _uses(order)
     w.uses = {n: k for n, k in uses.items() if n not in roots}
-    inlined = _distributed_sums(order, roots, uses, set(order) | set(args), w.hint,
-                                table.get("distribute_transposes", False))
+    inlined = w.inlined = _distributed_sums(order, roots, uses, set(order) | set(args), w.hint,
+                                            table.get("distribute_transposes", False))
     scaled = _scaled_products(order, roots, uses)
     common = w.common = _common_factors(order, roots, uses, inlined)
     for n in order:
@@ -980,24 +997,28 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
             continue
         if isinstance(n, Sum) and n.terms and n.terms[0][1] in scaled:
             (c, t), = n.terms
-            args[n] = w.emit(_contract(w, t, args, size_of, coef=c), _comment(n))
+            args[n] = w.emit(_product(w, t, args, size_of, coef=c), _comment(n))
             continue
-        if isinstance(n, Contract) and any(op in inlined for op in n.operands):
-            args[n] = w.emit(_distribute(w, n, inlined, args, size_of), _comment(n))
+        if isinstance(n, Contract):
+            args[n] = w.emit(_product(w, n, args, size_of), _comment(n))
             continue
         if n in common:  # 2(UVᵀ − T)V: the sum without its factor, which its product takes
             args[n] = w.emit(_node_code(w, Sum(tuple((c / common[n], t) for c, t in n.terms),
                                                    n.shape), args, size_of))
             continue
         args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
+    for r in roots:  # a constant result is an array of the arguments' dtype, not a Python float
+        if isinstance(r, Const):
+            args[r] = w.emit(f"np.asarray({args[r]})", _comment(r))
     lines, results = w.live_lines([args[r] for r in roots])
     results = ", ".join(results)
     needs = sorted(f"_{fn.name}" for fn in _user_functions(exprs))
     body = [_backend_line(line, table) for line in lines]
     scipy_used = any(re.search(r"(?<![\w.])scipy\.linalg\.", line) for line in body)
     imports = table["import"] + ("\nimport scipy.linalg" if scipy_used else "")
-    if any(re.search(r"(?<![\w.])_sigmoid\(", line) for line in body):
-        imports += SIGMOID_HELPER
+    for helper, source in HELPERS.items():
+        if any(re.search(rf"(?<![\w.]){helper}\(", line) for line in body):
+            imports += source
     header = [
         imports + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
         "",

@@ -526,6 +526,9 @@ class Builder:
         if self.dialect == "matdiff":
             fns.update({"tr": (self._square_scalar, L.trace), "step": (same, L.step),
                         "σ": (same, L.sigmoid)})
+            # tanhₘ(S): an element-wise function applied to a symmetric matrix (U tanh(Λ) Uᵀ)
+            fns.update({f + "ₘ": (self._square_same, lambda x, f=f: L.matrix_function(x, f))
+                        for f in MATRIX_FUNCTION_NAMES})
         if self.dialect == "matrixcalculus":
             fns.update({"tr": (self._square_scalar, L.trace), "sum": (scalar, L.sum),
                         "norm1": (scalar, lambda x: L.norm(x, 1) if x.ndim <= 1 else
@@ -1050,13 +1053,16 @@ PRINTED_TOKEN = re.compile(r"""
   | (?P<op>⁻ᵀ|⁻¹(?![⁰¹²³⁴⁵⁶⁷⁸⁹])|\^∘|\^\(|‖_F|[ᵀ⊙⊘⊗·√∇|‖+\-−/(),=])
   | (?P<sup>⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)
   | (?P<primes>[′″‴]+)
-  | (?P<name>[A-Za-zα-ωΑ-Ω_][A-Za-z0-9_α-ω]*)
+  | (?P<name>[A-Za-zα-ωΑ-Ω_][A-Za-z0-9_α-ω]*ₘ?)
 """, re.VERBOSE)
 GREEK_NAMES = {"σ": "sigma", "λ": "lambda", "α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta",
                "μ": "mu", "ν": "nu", "ρ": "rho", "τ": "tau", "φ": "phi", "ψ": "psi", "ω": "omega"}
+MATRIX_FUNCTION_NAMES = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "cosh",
+                         "sinh", "log1p", "expm1", "arctan", "abs", "sqrt", "relu", "sign", "step")
 PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",
                      "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid",
-                     "cosh", "sinh", "log1p", "expm1", "arctan"}
+                     "cosh", "sinh", "log1p", "expm1", "arctan", "expm", "logm", "sqrtm",
+                     "eigvalsh"} | {f + "ₘ" for f in MATRIX_FUNCTION_NAMES}
 
 
 def _superscript(text: str) -> int:
@@ -1090,6 +1096,9 @@ class PrintedParser(Parser):
             kind, word = m.lastgroup, m.group()
             if kind == "name" and text[m.end():].lstrip().startswith("="):
                 out.append(Tok("name", word, m.start()))  # axis=1: a keyword, not x·i·s
+            elif kind == "name" and word.endswith("ₘ"):  # tanhₘ: one name, after what precedes it
+                toks = self.split(word[:-1], m.start())
+                out.extend(toks[:-1] + [Tok("name", toks[-1].text + "ₘ", toks[-1].col)])
             elif kind == "name":
                 out.extend(self.split(word, m.start()))
             elif kind != "space":

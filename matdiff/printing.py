@@ -614,6 +614,11 @@ def _py(m: N.M, functions: dict):
         if name in NO_CONSTRUCTOR or name.startswith("Δ"):
             raise NotSupportedError(f"{m.name}(·), a part of a decomposition, has no constructor "
                                     f"to rebuild it with; use the text form")
+        if name.endswith("ₘ") and not name.startswith("pow"):  # tanhₘ(S): f applied to S
+            return f"md.matrix_function({arg}, {name[:-1]!r})", ATOM
+        if name.endswith("ₘ"):
+            raise NotSupportedError(f"{m.name}(·), a real power of a matrix, has no constructor "
+                                    f"to rebuild it with; use the text form")
         axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
         return f"md.{name}({arg}{axis})", ATOM
     return _py_index(m.node, functions), ATOM
