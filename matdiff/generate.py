@@ -860,7 +860,10 @@ def _variables_of(exprs: list, args=None) -> list:
     """The variables a function computing ``exprs`` takes: in the order given by ``args``
     (variables or their names; it must hold every one the outputs use, and may hold more),
     else in the order they first appear in the expressions as written."""
-    used = variables(*(simplify(e.node) for e in exprs), *(v for e in exprs for v in e.scope))
+    # every variable the outputs were written with, also one that simplifies away (a − a):
+    # the function's signature, dtype and device follow what the user wrote
+    used = variables(*(simplify(e.node) for e in exprs), *(e.node for e in exprs),
+                     *(v for e in exprs for v in e.scope))
     if args is not None:
         return _ordered_by(args, used, exprs)
     seen, order = set(used), []

@@ -322,6 +322,10 @@ ONE = 1
 class Builder:
     """Infers kinds and dims of a parsed tree, then builds it with the public API."""
 
+    # a printed 1 or 0 beside a scalar (b + 1, 1/a) is the number; where the caller says the
+    # result is a vector or matrix and that reading makes it a scalar, it is the ones tensor
+    scalar_ones = True
+
     def __init__(self, text, dialect, decls):
         self.text, self.dialect, self.decls = text, dialect, decls
         self.dims = _Dims()
@@ -373,7 +377,8 @@ class Builder:
             while other is not None and other.op == "neg" and other.args:
                 other = other.args[0]
             # b + 1 with b a scalar: the 1 is a scalar too
-            if other is not None and len(node.args) == 2 and other.op in ("ones", "zeros"):
+            if other is not None and len(node.args) == 2 and other.op in ("ones", "zeros") and \
+                    self.scalar_ones:
                 self.dims.unify(shape.rows, ONE)
                 self.dims.unify(shape.cols, ONE)
                 return Shape()
@@ -951,6 +956,15 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
         except (ParseError, ShapeError):
             break  # the evidence does not make a consistent reading: keep the first
         b, root, decls = trial, trial_root, {**decls, **promoted}
+    if result_shape is not None and root.scalar and tuple(result_shape):  # 1/a as 1ₙ/a
+        tensor = Builder(text, dialect, decls)
+        tensor.scalar_ones = False
+        try:
+            tensor_root = tensor.shape(tree)
+            if not tensor_root.scalar:
+                b, root = tensor, tensor_root
+        except (ParseError, ShapeError):
+            pass
     if result_shape is not None:  # I or 1 alone take their size from the caller
         _expect_shape(b, root, result_shape)
     try:

@@ -376,3 +376,41 @@ def test_float32_arrays_with_python_number_scalars_compute_in_float32(backend):
         assert str(got.dtype).endswith(np.dtype(dtype).name)
         want = g.evaluate(nu=3.0, **{k: v.astype(dtype).astype(np.float64) for k, v in arrays.items()})
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+# losses built on step, relu, abs and mean: float32 data gives float32 values and gradients
+_Xf, _wf, _yf = md.matrix("X", "n", "d"), md.vector("w", "d"), md.vector("y", "n")
+_af, _pf, _qf, _xf = (md.vector(n, "d") for n in "apqx")
+_zf = _Xf @ _wf
+_rf = _yf - _zf
+_cf = _xf - md.mean(_xf)
+FLOAT32_LOSSES = [
+    ("hinge", md.sum(md.relu(1 - _yf * _zf)), _wf),
+    ("squared hinge", md.sum(md.relu(1 - _yf * _zf) ** 2), _wf),
+    ("quantile", md.sum(0.3 * md.relu(_rf) + 0.7 * md.relu(-_rf)), _wf),
+    ("Huber", md.sum(md.step(1 - md.abs(_rf)) * _rf ** 2 / 2 + md.step(md.abs(_rf) - 1) * (md.abs(_rf) - 0.5)), _wf),
+    ("contrastive", md.sum(_yf * _zf ** 2 + (1 - _yf) * md.relu(1 - _zf) ** 2), _wf),
+    ("triplet", md.relu(md.norm(_af - _pf) ** 2 - md.norm(_af - _qf) ** 2 + 1), _af),
+    ("layer norm", md.sum(md.tanh(_cf / md.sqrt(md.mean(_cf * _cf) + 1e-5))), _xf),
+]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("name,loss,wrt", FLOAT32_LOSSES, ids=[c[0] for c in FLOAT32_LOSSES])
+def test_float32_losses_stay_float32(name, loss, wrt, backend):
+    if backend == "jax":
+        pytest.importorskip("jax").config.update("jax_enable_x64", True)
+    pytest.importorskip(backend)
+    outputs = [loss, md.grad(loss, wrt)]
+    fn = md.compile(outputs, backend=backend)
+    rng = np.random.default_rng(3)
+    values = {"X": rng.normal(size=(6, 3)), "w": rng.normal(size=3), "y": (rng.normal(size=6) > 0) * 1.0,
+              "a": rng.normal(size=3), "p": rng.normal(size=3), "q": rng.normal(size=3) * 2, "x": rng.normal(size=3)}
+    args = {p: values[p].astype(np.float32) for p in inspect.signature(fn).parameters}
+    if backend == "torch":
+        import torch
+        args = {p: torch.from_numpy(v) for p, v in args.items()}
+    for got, e in zip(fn(**args), outputs):
+        assert str(got.dtype).endswith("float32"), (name, backend, got.dtype)
+        point = {p: np.asarray(v, dtype=np.float64) for p, v in args.items()}
+        np.testing.assert_allclose(np.asarray(got), e.evaluate(point), rtol=1e-4, atol=1e-5)
