@@ -20,7 +20,7 @@ from .errors import NotSupportedError
 from .ir import (GENERAL_FUNCTIONS, Basis, Contract, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise,
                  Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
                  Svd, Var, free_vars, walk)
-from .simplify import simplify
+from .simplify import simplify, stable_forms
 
 RULES: dict = {}
 
@@ -242,7 +242,10 @@ def jacobian(f: Node, x: Var) -> Node:
 def jacobians(f: Node, xs: list) -> list:
     """[∂f/∂x for x in xs] from one reverse pass: cotangents of shared subexpressions are
     computed once for all variables, so the gradients of a deep network by each of its
-    layers cost as much together as the deepest one alone."""
+    layers cost as much together as the deepest one alone.  Logarithms of σ, 1 − σ and
+    softmax are first put in their log-space forms (``simplify.stable_forms``), so that the
+    derivative is finite wherever the function is."""
+    f = stable_forms(f)
     extra = f.shape
     wanted = {x for x in xs if _depends(f, {x})}
     found = {}

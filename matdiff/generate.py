@@ -834,7 +834,8 @@ def _product(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) ->
 
 
 # names the generated code itself uses: a parameter never shadows them
-RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype"} | set(HELPERS) | set(dir(builtins))
+RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype"} | set(HELPERS) | \
+    set(dir(builtins))
 
 
 def _parameters(vs: list, fn_name: str) -> list:

@@ -23,8 +23,8 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
-from .ir import (Basis, Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv, MatFn,
-                 Node, Reshape, Sum, Svd, Var, is_ones)
+from .ir import (Basis, Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv,
+                 LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, is_ones, walk)
 
 FLATTEN_LIMIT = 6
 
@@ -519,6 +519,9 @@ def normalise_elementwise(e: Elementwise) -> Node:
     u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "log" else None
     if u is not None:  # log(1 + exp(u)) → softplus(u), finite where exp(u) overflows
         return simplify(F.apply("softplus", u))
+    stable = _stable_log(x) if e.fn.builtin and e.fn.name == "log" else None
+    if stable is not None:
+        return simplify(stable)
     impl = e.fn.implementation()
     if impl is not None and is_ones(x) and x.ndim:  # f(1) entry by entry: 1^∘3 = 1
         with np.errstate(all="ignore"):
@@ -536,6 +539,52 @@ def normalise_elementwise(e: Elementwise) -> Node:
                            f"or takes a logarithm or negative power of zero (an argument that "
                            f"simplifies to the constant {shown:g})")
     return Const(value) if isinstance(x, Const) else simplify(B.const(value, x.shape))  # f(c) → value
+
+
+def stable_forms(root: Node) -> Node:
+    """root with each logarithm of σ(u), 1 − σ(u) or softmax(Z) in its log-space form
+    (``_stable_log``) and every other node as built: what the derivative is taken of, so
+    that the gradient of log σ(u) is σ(−u), never σ′(u) ⊘ σ(u), which is 0/0 at |u| ≈ 40."""
+    if not any(_is_builtin(n, "log") for n in walk(root)):
+        return root  # the common case: nothing to rewrite, and the DAG stays as it is
+    out: dict = {}
+    stack = [(root, False)]
+    while stack:  # children before parents, iteratively (deep expressions)
+        n, done = stack.pop()
+        if n in out:
+            continue
+        if not done:
+            stack.append((n, True))
+            stack.extend((c, False) for c in n.children if c not in out)
+            continue
+        kids = tuple(out[c] for c in n.children)
+        m = n if all(k is c for k, c in zip(kids, n.children)) else n.with_children(kids)
+        if _is_builtin(m, "log"):
+            m = _stable_log(simplify(m.arg)) or m
+        out[n] = m
+    return out[root]
+
+
+def _stable_log(x: Node):
+    """log of a quantity that underflows, in the log-space form that does not (all equal
+    wherever the left side is defined):
+    log σ(u) = −softplus(−u), log(1 − σ(u)) = −softplus(u), and
+    log softmax(Z) = Z − logsumexp(Z) along the softmax's axis (broadcast back over it)."""
+    if _is_builtin(x, "sigmoid"):
+        return B.scale(-1, F.apply("softplus", B.scale(-1, x.arg)))
+    if isinstance(x, Sum) and len(x.terms) == 2:
+        (ca, a), (cb, b) = x.terms
+        for (c1, one), (c2, other) in (((ca, a), (cb, b)), ((cb, b), (ca, a))):
+            if c1 == 1 and c2 == -1 and is_ones(one) and _is_builtin(other, "sigmoid"):
+                return B.scale(-1, F.apply("softplus", other.arg))
+    if isinstance(x, Softmax):
+        z, axis = x.arg, x.axis
+        labels = tuple(range(z.ndim))
+        lse = LogSumExp(axis, z)
+        spread = Contract((lse, Delta(z.shape[axis], 1)), (labels[:axis] + labels[axis + 1:], (axis,)),
+                          labels)
+        return B.linear([(1, z), (-1, spread)], z.shape)
+    return None
 
 
 def _one_plus_exp(x: Node):

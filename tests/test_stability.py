@@ -1,0 +1,132 @@
+"""Losses at extreme logits: finite where the mathematics is finite, and equal to the stable
+references of the ecosystem (jax.nn, optax).
+
+Each loss is typed as people type it — log(σ(Xw)), log(1 − σ(Xw)), log(softmax(XW)) —
+and evaluated at logits of about ±1000 in float64 and ±100 in float32, where σ and softmax
+underflow to 0 and a naive logarithm is −∞: the value, the gradient and a Hessian-vector
+product, by ``evaluate`` and by the generated NumPy, JAX and PyTorch code, against the
+same loss written with jax.nn and optax and differentiated by JAX.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+import matdiff as md
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+optax = pytest.importorskip("optax")
+pytest.importorskip("torch")
+
+X, w, y = md.matrix("X", "n", "d"), md.vector("w", "d"), md.vector("y", "n")
+W, Y = md.matrix("W", "d", "c"), md.matrix("Y", "n", "c")
+s = md.sigmoid(X @ w)
+Z = X @ W
+
+# name, loss, variable, reference(params: dict of jnp arrays) -> scalar, labels
+LOSSES = [
+    ("BCE via log σ", -(y.T @ md.log(s) + (1 - y).T @ md.log(1 - s)), w,
+     lambda v: optax.sigmoid_binary_cross_entropy(v["X"] @ v["w"], v["y"]).sum(), "binary"),
+    ("BCE via log σ, mean", -md.mean(y * md.log(s) + (1 - y) * md.log(1 - s)), w,
+     lambda v: optax.sigmoid_binary_cross_entropy(v["X"] @ v["w"], v["y"]).mean(), "binary"),
+    ("log σ", md.sum(md.log(s)), w, lambda v: jax.nn.log_sigmoid(v["X"] @ v["w"]).sum(), None),
+    ("log(1 − σ)", md.sum(md.log(1 - s)), w, lambda v: jax.nn.log_sigmoid(-v["X"] @ v["w"]).sum(), None),
+    ("logistic via softplus", md.sum(md.softplus(-y * (X @ w))), w,
+     lambda v: jax.nn.softplus(-v["y"] * (v["X"] @ v["w"])).sum(), "sign"),
+    ("focal, γ = 2", -md.sum(y * (1 - s) ** 2 * md.log(s) + (1 - y) * s ** 2 * md.log(1 - s)), w,
+     lambda v: optax.sigmoid_focal_loss(v["X"] @ v["w"], v["y"], gamma=2.0).sum(), "binary"),
+    ("softmax CE via log softmax", -md.sum(Y * md.log(md.softmax(Z, axis=1))), W,
+     lambda v: optax.softmax_cross_entropy(v["X"] @ v["W"], v["Y"]).sum(), "onehot"),
+    ("softmax CE via logsumexp", md.sum(md.logsumexp(Z, axis=1)) - md.sum(Y * Z), W,
+     lambda v: optax.softmax_cross_entropy(v["X"] @ v["W"], v["Y"]).sum(), "onehot"),
+    ("label-smoothed CE", -md.sum(Y * md.log(md.softmax(Z, axis=1))), W,
+     lambda v: optax.softmax_cross_entropy(v["X"] @ v["W"], v["Y"]).sum(), "smooth"),
+    ("log softmax of a vector", -(y.T @ md.log(md.softmax(X @ w))), w,
+     lambda v: -(v["y"] @ jax.nn.log_softmax(v["X"] @ v["w"])), "simplex"),
+    ("logsumexp", md.logsumexp(X @ w), w, lambda v: jax.nn.logsumexp(v["X"] @ v["w"]), None),
+]
+
+
+def _values(loss, wrt, labels, scale, rng):
+    """Inputs whose logits reach ±scale: X's rows normalised so that Xw spans the range."""
+    n, d, c = 6, 3, 4
+    values = {"X": rng.normal(size=(n, d)), "w": rng.normal(size=d), "W": rng.normal(size=(d, c))}
+    logits = values["X"] @ (values["w"] if wrt is w else values["W"])
+    values["X"] *= scale / np.abs(logits).max()
+    values["y"] = {"binary": (rng.normal(size=n) > 0) * 1.0, "sign": np.sign(rng.normal(size=n)),
+                   "simplex": rng.dirichlet(np.ones(n)), None: np.zeros(n)}[labels if wrt is w else None]
+    onehot = np.eye(c)[rng.integers(0, c, n)]
+    values["Y"] = onehot * 0.9 + 0.1 / c if labels == "smooth" else onehot
+    values["u"] = rng.normal(size=np.shape(values[wrt.node.name]))
+    return values
+
+
+def _reference(ref, wrt, values, dtype):
+    """The loss, its gradient and H·u by JAX on the jax.nn/optax form."""
+    name = wrt.node.name
+    v = {k: jnp.asarray(a, dtype=dtype) for k, a in values.items()}
+
+    def f(p):
+        return ref({**v, name: p})
+
+    grad = jax.grad(f)
+    hvp = jax.jvp(grad, (v[name],), (v["u"],))[1]
+    return [np.asarray(f(v[name]), dtype=np.float64), np.asarray(grad(v[name]), dtype=np.float64),
+            np.asarray(hvp, dtype=np.float64)]
+
+
+def _close(got, want, dtype, what, reference_error=0.0):
+    """got equals the float64 reference to 1e-9 (float64), or to 1e-4 relative to the
+    largest entry (float32) — or, where the quantity is ill-conditioned in float32 (an HVP
+    through logits of 100 cancels terms of that size), to 16 times the error of the same
+    quantity computed by JAX in float32."""
+    got = np.asarray(got.detach().cpu().numpy() if hasattr(got, "detach") else got, dtype=np.float64)
+    assert np.all(np.isfinite(got)), f"{what}: not finite: {got}"
+    scale = max(1.0, float(np.max(np.abs(want))))
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(got, want, rtol=tol, atol=max(tol * scale, 16 * reference_error),
+                               err_msg=what)
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.float64, 1000.0), (np.float32, 100.0)], ids=["float64", "float32"])
+@pytest.mark.parametrize("name,loss,wrt,ref,labels", LOSSES, ids=[c[0] for c in LOSSES])
+def test_losses_at_extreme_logits_are_finite_and_match_jax(name, loss, wrt, ref, labels, dtype, scale):
+    jax.config.update("jax_enable_x64", True)
+    values = _values(loss, wrt, labels, scale, np.random.default_rng(0))
+    values = {k: np.asarray(a, dtype=dtype) for k, a in values.items()}  # the point, in the dtype
+    outputs = [loss, md.grad(loss, wrt), md.hvp(loss, wrt, md.tensor("u", *wrt.shape))]
+    want = _reference(ref, wrt, {k: a.astype(np.float64) for k, a in values.items()}, jnp.float64)
+    errors = [0.0] * 3 if dtype == np.float64 else \
+        [float(np.max(np.abs(a - b))) for a, b in zip(_reference(ref, wrt, values, jnp.float32), want)]
+    for backend in ("numpy", "jax", "torch"):
+        fn = md.compile(outputs, backend=backend)
+        args = {p: values[p] for p in inspect.signature(fn).parameters}
+        if backend == "torch":
+            import torch
+            args = {p: torch.from_numpy(a) for p, a in args.items()}
+        for got, ref_value, error, what in zip(fn(**args), want, errors, ("value", "gradient", "Hessian·u")):
+            assert str(got.dtype).endswith(np.dtype(dtype).name), (backend, what, got.dtype)
+            _close(got, ref_value, dtype, f"{name}: {backend} {what}", error)
+    if dtype == np.float64:  # the evaluator computes in float64
+        point = {k: a.astype(np.float64) for k, a in values.items()}
+        for e, ref_value, what in zip(outputs, want, ("value", "gradient", "Hessian·u")):
+            used = {x.node.name for x in e.variables}
+            _close(e.evaluate({k: a for k, a in point.items() if k in used}), ref_value, dtype,
+                   f"{name}: evaluate {what}")
+
+
+def test_logarithms_of_sigmoid_and_softmax_are_taken_in_log_space():
+    """The identities that make the table finite, as the engine simplifies them."""
+    u = md.vector("u", "n")
+    assert str(md.log(md.sigmoid(u)).simplify()) == "−softplus(−u)"
+    assert str(md.log(1 - md.sigmoid(u)).simplify()) == "−softplus(u)"
+    assert "logsumexp" in str(md.log(md.softmax(u)).simplify())
+    rng = np.random.default_rng(1)
+    uv = rng.normal(size=5) * 3
+    for e, ref in [(md.log(md.sigmoid(u)), jax.nn.log_sigmoid(uv)),
+                   (md.log(1 - md.sigmoid(u)), jax.nn.log_sigmoid(-uv)),
+                   (md.log(md.softmax(u)), jax.nn.log_softmax(uv))]:
+        np.testing.assert_allclose(e.simplify().evaluate(u=uv), np.asarray(ref), rtol=1e-6)
