@@ -371,6 +371,9 @@ class Builder:
         raise _shape_error(message, self.text, node.col)
 
     def _same(self, node, a: Shape, b: Shape, what: str):
+        spread = self._numpy_broadcast(node, a, b)
+        if spread is not None:
+            return spread
         if a.scalar or b.scalar:
             args = node.args or [None]
             other, shape = (args[-1], b) if a.scalar else (args[0], a)
@@ -387,6 +390,35 @@ class Builder:
             left, right = (_source(x) for x in node.args[:2])
             self._fail(node, f"{what}: {left} is {self.fmt(a)} but {right} is {self.fmt(b)}")
         return a
+
+    def _numpy_broadcast(self, node, a: Shape, b: Shape):
+        """NumPy's rule for a matrix and a vector (X @ W + b): the vector meets each row, so
+        its length is the matrix's number of columns.  In the NumPy dialect only; the
+        matrixcalculus dialect adds like shapes (write b*ones(n)' or a rank-one update there)."""
+        if self.dialect != "numpy" or a.scalar or b.scalar:
+            return None
+        r = self.dims.resolve
+
+        def length(s):  # a vector's one dim (either orientation), else None
+            if r(s.cols) == ONE and r(s.rows) != ONE:
+                return s.rows
+            if r(s.rows) == ONE and r(s.cols) != ONE:
+                return s.cols
+            return None
+
+        def matrix(s):
+            return r(s.rows) != ONE and r(s.cols) != ONE and \
+                self.dims.find(s.rows) not in self.dims.flexible and \
+                self.dims.find(s.cols) not in self.dims.flexible
+        for m, v in ((a, b), (b, a)):
+            if matrix(m) and length(v) is not None and not matrix(v):
+                if self.dims.unify(length(v), m.cols):
+                    return m
+                left, right = (_source(x) for x in node.args[:2])
+                self._fail(node, f"{node.op!r}: {left} is {self.fmt(a)} and {right} is {self.fmt(b)}; "
+                                 f"a vector meets each row of a matrix, as NumPy broadcasts, so its "
+                                 f"length must be the matrix's number of columns")
+        return None
 
     def fmt(self, s: Shape) -> str:
         if s.scalar:
@@ -1036,7 +1068,10 @@ def _promotions(tree: Node, b: "Builder", decls: dict) -> dict:
                                                 "sqrtm", "eigvalsh"):
                 out[c.value] = "matrix"
             elif n.op in ("+", "-") and len(n.args) == 2 and kind(n.args[1 - i]) != "scalar":
-                out[c.value] = {"row": "vector"}.get(kind(n.args[1 - i]), kind(n.args[1 - i]))
+                # a bias added to a matrix: a vector over its rows in NumPy, as NumPy broadcasts
+                other = kind(n.args[1 - i])
+                out[c.value] = "vector" if other == "row" or (other == "matrix" and
+                                                              b.dialect == "numpy") else other
             elif n.op in ("@mc", "@") and i == 1 and kind(n.args[0]) in ("matrix", "row"):
                 out[c.value] = "vector"  # X*b, a'*X*b: b a vector
     return {name: Decl(k) for name, k in out.items()}

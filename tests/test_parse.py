@@ -165,3 +165,29 @@ def test_printed_dialect_reads_the_notation():
     assert md.parse("I", dialect="matdiff", result_shape=("n", "n")).shape == ("n", "n")
     with pytest.raises(md.ParseError, match="size of I is not fixed"):
         md.parse("I", dialect="matdiff")
+
+
+# NumPy's broadcasting of a 1-D array over a matrix's rows: a bias, in the NumPy dialect
+BIASES = [
+    ("sum(tanh(X @ W1 + b1))", {}, {"b1": ("k",), "W1": ("m", "k")}, "b1"),
+    ("sum(tanh(X @ W1 + b1))", {"b1": "vector(h)"}, {"b1": ("h",), "W1": ("m", "h")}, "b1"),
+    ("sum(relu(X @ W1 + b1) @ W2 + b2)", {}, {"b2": ("p",), "W2": ("k", "p")}, "W1"),
+    ("sum(sigmoid(b + X @ w2) * y)", {}, {"b": ("n",), "y": ("n",)}, "b"),
+    ("sum((X - mu) ** 2)", {}, {"mu": ("m",), "X": ("n", "m")}, "mu"),
+    ("sum(X * y)", {}, {"y": ("m",)}, "X"),
+]
+
+
+@pytest.mark.parametrize("text,decls,shapes,wrt", BIASES, ids=[b[0] for b in BIASES])
+def test_a_vector_meets_each_row_of_a_matrix_in_the_numpy_dialect(text, decls, shapes, wrt):
+    e = md.parse(text, dialect="numpy", **decls)
+    got = {v.node.name: v.shape for v in e.variables}
+    assert {k: got[k] for k in shapes} == shapes
+    v = next(x for x in e.variables if x.node.name == wrt)
+    assert md.check(e, v) < 1e-6
+
+
+def test_a_bias_is_refused_where_its_declared_length_is_not_the_columns():
+    with pytest.raises(md.ShapeError) as err:
+        md.parse("X @ W + b", dialect="numpy", X="matrix(n, m)", W="matrix(m, k)", b="vector(n)")
+    assert "(n × k)" in str(err.value) and "(n)" in str(err.value) and "number of columns" in str(err.value)
