@@ -892,6 +892,160 @@ def _distribute(g, c, t):
     return []
 
 
+MAX_MONOMIALS = 12  # an element-wise normal form with more terms is not offered
+MAX_DEGREE = 4      # nor one that raises a factor to a higher power
+
+
+def _negated(g, c):
+    """u where class c holds −u written as a product with a negative coefficient, else None."""
+    for _, d, kk in g.terms(c, "prod"):
+        if d[1] < 0:
+            return _prod(g, d[0], -d[1], kk)
+    return None
+
+
+def _poly(g, c, kind, ones, depth=0):
+    """Class c as a Laurent polynomial over atom classes, entry by entry: {monomial: coef}
+    with a monomial a tuple of (atom, exponent).  Sums, ⊙ and integer powers of c's kind
+    expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1 (noted in ``ones``); every other
+    class is an atom.  None where the form would grow past the limits."""
+    if depth > 6:
+        return {((g.find(c), 1),): 1.0}
+    for op, d, kk in sorted(g.nodes[g.find(c)], key=_order_key):
+        if d[0] != kind:
+            continue
+        if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one":
+            ones.append(g.find(c))
+            return {(): 1.0}
+        if op == "add":
+            out: dict = {}
+            for coef, k in zip(d[1], kk):
+                p = _poly(g, k, kind, ones, depth + 1)
+                if p is None:
+                    return None
+                for m, v in p.items():
+                    out[m] = out.get(m, 0.0) + coef * v
+            return out if len(out) <= MAX_MONOMIALS else None
+        if op == "had" or (op == "pow" and float(d[1]).is_integer() and 1 <= d[1] <= MAX_DEGREE):
+            factors = kk if op == "had" else kk * int(d[1])
+            out = {(): 1.0}
+            for k in factors:
+                p = _poly(g, k, kind, ones, depth + 1)
+                if p is None:
+                    return None
+                out = _poly_product(out, p)
+                if out is None:
+                    return None
+            return out
+        if op == "call" and d[1] == "sigmoid" and d[2] == 0:
+            u = _negated(g, kk[0])
+            if u is not None:  # σ(−u) = 1 − σ(u)
+                positive = g.add("call", d, (u,))
+                return {(): 1.0, ((positive, 1),): -1.0}
+    for _, d, kk in g.terms(c, "pow"):  # x⁻¹, x⁻²: atoms to negative powers, so that s ⊙ (y ⊘ s) = y
+        if d[0] == kind and float(d[1]).is_integer() and -MAX_DEGREE <= d[1] < 0:
+            p = _poly(g, kk[0], kind, ones, depth + 1)
+            if p is not None and len(p) == 1:  # 1 ⊘ ((x ⊘ z) ⊙ z) = x⁻¹: a monomial inverts
+                (m, v), = p.items()
+                if v != 0 and all(abs(e * d[1]) <= MAX_DEGREE for _, e in m):
+                    return {tuple((a, int(e * d[1])) for a, e in m): v ** d[1]}
+            return {((g.find(kk[0]), int(d[1])),): 1.0}
+    return {((g.find(c), 1),): 1.0}
+
+
+def _complement(g, t) -> bool:
+    """Whether term t is 1 − σ(v): the form σ′ = σ ⊙ (1 − σ) is written in, kept as it is."""
+    if t[0] != "add" or tuple(t[1][1]) != (1.0, -1.0):
+        return False
+    one, other = t[2]
+    return any(op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one" for op, d, _ in g.nodes[g.find(one)]) \
+        and bool(g.terms(other, "call")) and g.terms(other, "call")[0][1][1] == "sigmoid"
+
+
+def _ones_leaf(g, c, kind):
+    """The ones vector of class c's shape (a column), where the shape analysis knows it."""
+    dims = g.dims.get(g.find(c))
+    if kind == "c" and dims is not None and len(dims) == 1:
+        return g.add("leaf", ("c", N.Sym("c", "1", role="one", dims=tuple(dims))))
+    return None
+
+
+def _poly_product(a: dict, b: dict):
+    out: dict = {}
+    for ma, va in a.items():
+        for mb, vb in b.items():
+            powers = dict(ma)
+            for atom, e in mb:
+                powers[atom] = powers.get(atom, 0) + e
+            if any(abs(e) > MAX_DEGREE for e in powers.values()):
+                return None
+            m = tuple(sorted((x, e) for x, e in powers.items() if e != 0))
+            out[m] = out.get(m, 0.0) + va * vb
+    return out if len(out) <= MAX_MONOMIALS else None
+
+
+def _monomial(g, kind, m, one):
+    """The class of a monomial ∏ atomᵉ (⊙ and entry-wise powers); () is the ones leaf."""
+    if not m:
+        return one
+    factors = [a if e == 1 else g.add("pow", (kind, float(e)), (a,)) for a, e in m]
+    return factors[0] if len(factors) == 1 else g.add("had", (kind,), tuple(factors))
+
+
+def _polynomial(g, kind, poly, one):
+    """The class of Σ coef·monomial; None where it needs a 1 and none is at hand."""
+    items = [(v, m) for m, v in sorted(poly.items(), key=lambda p: (len(p[0]), p[0])) if abs(v) > 1e-12]
+    if any(not m for _, m in items) and one is None:
+        return None
+    if not items:
+        return None  # a zero: left to the engine's own simplification
+    terms = [_monomial(g, kind, m, one) for _, m in items]
+    if len(items) == 1 and items[0][0] == 1:
+        return terms[0]
+    if len(items) == 1:
+        return _prod(g, kind, items[0][0], terms)
+    return g.add("add", (kind, tuple(float(v) for v, _ in items)), tuple(terms))
+
+
+def _elementwise_normal(g, c, t):
+    """An element-wise part (⊙, ⊘, +, −, integer powers, σ(−u)) as a polynomial over its
+    atoms, expanded with like monomials merged, and with the factor common to every
+    monomial taken out: y ⊙ (1 − σ) − σ ⊙ (… ) collapses to σ(Xw) − y, and u − u² to
+    u ⊙ (1 − u).  Valid for all values where the input is defined (a factor cancels only
+    against its own reciprocal, which the input holds)."""
+    kind = t[1][0]
+    if kind == "s" or _complement(g, t):
+        return []
+    ones: list = []
+    poly = _poly(g, c, kind, ones)
+    if poly is None:
+        return []
+    if len(poly) == 1 and t[0] == "had" and next(iter(poly.values())) == 1 and \
+            sorted(next(iter(poly))) == sorted((g.find(k), 1) for k in t[2]):
+        return []  # a product of atoms, already as it is: nothing to expand or cancel
+    one = ones[0] if ones else _ones_leaf(g, c, kind)
+    atoms = [dict(m) for m in poly if poly[m] != 0]
+    common = {}
+    if len(atoms) > 1:
+        common = {a: min(p.get(a, 0) for p in atoms) for a in atoms[0]}
+        common = {a: e for a, e in common.items() if e > 0}
+    if not common:  # nothing common to every term: the expanded form, σ(Xw) − y
+        expanded = _polynomial(g, kind, poly, one)
+        return [] if expanded is None else [expanded]
+    # the largest monomial dividing every term, taken out: u − u² = u ⊙ (1 − u)
+    rest: dict = {}
+    for m, v in poly.items():
+        if v != 0:
+            key = tuple(sorted((a, e - common.get(a, 0)) for a, e in m if e - common.get(a, 0) != 0))
+            rest[key] = rest.get(key, 0.0) + v
+    inner = _polynomial(g, kind, rest, one)
+    if inner is None:
+        return []
+    factor = _monomial(g, kind, tuple(sorted(common.items())), one)
+    if t[0] == "had" and sorted(g.find(k) for k in (factor, inner)) == sorted(g.find(k) for k in t[2]):
+        return []  # the product as it was, its factors in another order
+    return [g.add("had", (kind,), (factor, inner))]
+
 RULES = [
     Rule("(Aᵀ)ᵀ = A", "symmetry", "T", _double_transpose),
     Rule("Sᵀ = S for symmetric S", "symmetry", "T", _symmetric_transpose),
@@ -904,6 +1058,9 @@ RULES = [
     Rule("f(A)ᵀ = f(Aᵀ) for expm, logm, sqrtm", "symmetry", "T", _transpose_of_function),
     Rule("cA + dA = (c + d)A", "element-wise", "add", _like_terms),
     Rule("s ⊙ (y ⊘ s) = y", "element-wise", "had", _hadamard_cancel),
+    Rule("element-wise normal form: expand, merge like monomials, σ(−u) = 1 − σ(u)",
+         "element-wise", "add", _elementwise_normal),
+    Rule("element-wise normal form of a product", "element-wise", "had", _elementwise_normal),
     Rule("diag(a)diag(b) = diag(a ⊙ b)", "element-wise", "prod", _diag_product),
     Rule("diag(a) + diag(b) = diag(a + b)", "element-wise", "add", _diag_sum),
     Rule("a(bc) = abc", "scalars", "prod", _flatten_product),

@@ -192,6 +192,8 @@ T = lambda m: N.T({"c": "r", "r": "c"}.get(m.kind, m.kind), m)  # noqa: E731
 call = lambda name, m, kind="s": N.Call(kind, name, m)  # noqa: E731
 prod = lambda *fs, c=1.0, kind="m": N.Prod(kind, c, tuple(fs))  # noqa: E731
 plus = lambda *ts, kind="m": N.Add(kind, tuple(ts))  # noqa: E731
+one = N.Sym("c", "1", "one", False, ("n",))
+sig = lambda m: N.Call("c", "sigmoid", m, fn=md.functions.fn("sigmoid"))  # noqa: E731
 
 # rule name -> (left, right): equal for all values, and united by that rule alone
 IDENTITIES = {
@@ -207,6 +209,14 @@ IDENTITIES = {
     "f(A)ᵀ = f(Aᵀ) for expm, logm, sqrtm": (T(call("sqrtm", nA, "m")), call("sqrtm", T(nA), "m")),
     "cA + dA = (c + d)A": (plus((2.0, nA), (3.0, nA)), prod(nA, c=5.0)),
     "s ⊙ (y ⊘ s) = y": (N.Had("c", (nx, ny, N.Pow("c", nx, -1.0))), ny),
+    # σ(x) ⊙ (1 − y) − y ⊙ σ(−x) = σ(x) − y: the gradient of binary cross-entropy
+    "element-wise normal form: expand, merge like monomials, σ(−u) = 1 − σ(u)": (
+        plus((1.0, N.Had("c", (sig(nx), plus((1.0, one), (-1.0, ny), kind="c")))),
+             (-1.0, N.Had("c", (ny, sig(N.Prod("c", -1.0, (nx,)))))), kind="c"),
+        plus((1.0, sig(nx)), (-1.0, ny), kind="c")),
+    "element-wise normal form of a product": (  # (x + y) ⊙ (x − y) = x² − y²
+        N.Had("c", (plus((1.0, nx), (1.0, ny), kind="c"), plus((1.0, nx), (-1.0, ny), kind="c"))),
+        plus((1.0, N.Pow("c", nx, 2.0)), (-1.0, N.Pow("c", ny, 2.0)), kind="c")),
     "diag(a)diag(b) = diag(a ⊙ b)": (prod(call("diag", nx, "m"), call("diag", ny, "m")),
                                      call("diag", N.Had("c", (nx, ny)), "m")),
     "diag(a) + diag(b) = diag(a + b)": (plus((1.0, call("diag", nx, "m")), (-1.0, call("diag", ny, "m"))),

@@ -94,7 +94,7 @@ GOLDEN = [
     ('x ** y (exponent an expression)', 'exp(y ⊙ log(x)) ⊙ log(x)'),
     ('2 ** x', '0.6931471805599453·exp(0.6931471805599453·x)'),
     ('logistic loss', '−Xᵀ(y ⊙ σ(−(y ⊙ Xw)))'),
-    ('logistic loss Hessian', 'Xᵀdiag(y^∘2 ⊙ σ(−(y ⊙ Xw)) ⊙ (1 − σ(−(y ⊙ Xw))))X'),
+    ('logistic loss Hessian', 'Xᵀdiag(y^∘2 ⊙ σ(y ⊙ Xw) ⊙ (1 − σ(y ⊙ Xw)))X'),
     ('∂softmax(x)/∂x', 'diag(s) − ssᵀ  where s = softmax(x)'),
     ('logsumexp x', 'softmax(x)'),
     ('∇² logsumexp x', 'diag(s) − ssᵀ  where s = softmax(x)'),
@@ -270,8 +270,8 @@ def test_repeated_subexpressions_are_named_in_long_results():
     w = md.vector("w", "k")
     H = md.hessian(md.sum(md.softplus(-y * (X @ w))) + md.sum(md.sigmoid(-y * (X @ w)) ** 2), w)
     text = str(H)
-    assert "  where s = σ(−(y ⊙ Xw))" in text
-    assert text.count("σ(−(y ⊙ Xw))") == 1
+    assert "  where s = σ(y ⊙ Xw)" in text
+    assert text.count("σ(y ⊙ Xw)") == 1
 
 
 @pytest.mark.parametrize("name,text", GOLDEN, ids=[g[0] for g in GOLDEN])
@@ -420,7 +420,7 @@ def test_powers_of_inverses_print_as_negative_powers_and_read_back(build, text):
 @pytest.mark.parametrize("build,text", [
     (lambda X, w, y, x: md.grad(md.sum(md.log(1 + md.exp(-y * (X @ w)))), w), "−Xᵀ(y ⊙ σ(−(y ⊙ Xw)))"),
     (lambda X, w, y, x: md.hessian(md.sum(md.log(1 + md.exp(-y * (X @ w)))), w),
-     "Xᵀdiag(y^∘2 ⊙ σ(−(y ⊙ Xw)) ⊙ (1 − σ(−(y ⊙ Xw))))X"),
+     "Xᵀdiag(y^∘2 ⊙ σ(y ⊙ Xw) ⊙ (1 − σ(y ⊙ Xw)))X"),
     (lambda X, w, y, x: md.exp(x) / (1 + md.exp(x)), "σ(x)"),
     (lambda X, w, y, x: 1 / (1 + md.exp(-x)), "σ(x)"),
 ])
