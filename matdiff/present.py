@@ -958,8 +958,10 @@ def _complement(g, t) -> bool:
     if t[0] != "add" or tuple(t[1][1]) != (1.0, -1.0):
         return False
     one, other = t[2]
-    return any(op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one" for op, d, _ in g.nodes[g.find(one)]) \
-        and bool(g.terms(other, "call")) and g.terms(other, "call")[0][1][1] == "sigmoid"
+    ones = any(op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one"
+               for op, d, _ in g.nodes[g.find(one)])
+    calls = g.terms(other, "call")
+    return ones and bool(calls) and calls[0][1][1] == "sigmoid"
 
 
 def _ones_leaf(g, c, kind):
