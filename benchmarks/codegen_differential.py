@@ -31,6 +31,7 @@ from tests.test_codegen_differential import EXAMPLES, check_draw  # noqa: E402
 
 
 def run(what: str, examples: int, seed: int, failures: list) -> collections.Counter:
+    """``examples`` draws of one kind of result, each checked; failures are collected."""
     count: collections.Counter = collections.Counter()
 
     @fixed_seed(seed)
@@ -46,7 +47,8 @@ def run(what: str, examples: int, seed: int, failures: list) -> collections.Coun
             raise
         except Exception as e:  # noqa: BLE001 - every failure is counted and shown
             count["failed"] += 1
-            failures.append(f"{what}: {type(e).__name__}: {e}\n"
+            failures.append(f"{what} of {dr.f!r} by {dr.wrt!r} at point {point}: {type(e).__name__}: "
+                            f"{str(e)[:2000]}\n"
                             f"{''.join(traceback.format_tb(e.__traceback__)[-3:])}")
 
     one()
@@ -57,6 +59,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=10_000, help="expressions in all (default 10,000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=list(EXAMPLES), help="one kind of result")
     args = ap.parse_args()
     import jax
     import numpy as np
@@ -71,6 +74,8 @@ def main() -> int:
     failures: list = []
     totals: collections.Counter = collections.Counter()
     for what, n in EXAMPLES.items():
+        if args.only and what != args.only:
+            continue
         t = time.perf_counter()
         count = run(what, max(1, round(args.examples * n / share)), args.seed, failures)
         totals.update(count)

@@ -287,13 +287,15 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
     carried = {x for lab in labs for x in lab}
     factors = [size_of(dim[r]) for r in summed_only]
     inner = tuple(x for x in uniq if x in carried)
+    # the Gram rewrite reads the factors' IR (a weight must be ≥ 0), so it comes before the
+    # scaling is moved onto a factor's code: −(1/3)Xdiag(w²)Xᵀ never takes √(−w²/3)
+    _weighted_gram(w, kept, ops, labs, inner)
     if coef != 1.0 and ops and len(uniq) == len(out):
         size = _sizes(w, dim)
         small = min(range(len(ops)), key=lambda k: np.prod([size[x] for x in set(labs[k])]))
         if np.prod([size[x] for x in set(labs[small])]) < np.prod([size[x] for x in inner]):
             ops[small] = f"({_scaled(coef, ops[small])})"
             coef = 1.0
-    _weighted_gram(w, kept, ops, labs, inner)
     if not ops:
         code = "np.asarray(1.0)"
     elif len(ops) == 1:

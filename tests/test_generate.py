@@ -414,3 +414,15 @@ def test_float32_losses_stay_float32(name, loss, wrt, backend):
         assert str(got.dtype).endswith("float32"), (name, backend, got.dtype)
         point = {p: np.asarray(v, dtype=np.float64) for p, v in args.items()}
         np.testing.assert_allclose(np.asarray(got), e.evaluate(point), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [-1 / 3, 2.0, -1.0])
+def test_a_scaled_weighted_gram_product_keeps_its_sign(c):
+    """cX diag(w²)Xᵀ: the square root of the weight is taken before the scaling moves onto a
+    factor (once √(−w²/3) gave NaN, found by the differential test)."""
+    X, w = md.matrix("X", "n", "k"), md.vector("w", "k")
+    e = c * X @ md.diag(w ** 2) @ X.T
+    rng = np.random.default_rng(0)
+    Xv, wv = rng.normal(size=(4, 3)), rng.normal(size=3)
+    got = md.compile(e)(X=Xv, w=wv)
+    np.testing.assert_allclose(got, c * Xv @ np.diag(wv ** 2) @ Xv.T, rtol=1e-12, atol=1e-14)
