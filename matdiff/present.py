@@ -634,11 +634,13 @@ def _scalar_powers(g, c, t):
 
 
 def _power_of_power(g, c, t):
-    """(sᵖ)ᵠ = sᵖᵠ for a scalar s and an integer q."""
+    """(sᵖ)ᵠ = sᵖᵠ for a scalar s and an integer q, or any q where s ≥ 0 by structure
+    ((‖x‖⁴)^(−1/2) = ‖x‖⁻²; not (x²)^(1/2), which is |x|)."""
     q = t[1][1]
-    if t[1][0] != "s" or not float(q).is_integer():
+    if t[1][0] != "s":
         return []
-    return [g.add("pow", ("s", d[1] * q), kk) for _, d, kk in g.terms(t[2][0], "pow") if d[0] == "s"]
+    return [g.add("pow", ("s", d[1] * q), kk) for _, d, kk in g.terms(t[2][0], "pow")
+            if d[0] == "s" and (float(q).is_integer() or _positive(g, kk[0]))]
 
 
 def _det_product(g, c, t):

@@ -396,3 +396,14 @@ def test_the_flop_cost_chooses_among_the_same_equal_forms():
                                notation_eval.evaluate(short, env, sizes, {}), rtol=1e-12)
     wide = P.flops({"m": 1000, "n": 800, "r": 2000})  # a wide rank: the residual is cheaper
     assert render(P.simplest(m, cost=wide)) == "2(UVᵀ − T)V"
+
+
+def test_powers_of_nonnegative_scalars_merge_and_others_keep_their_sign():
+    """(‖x‖⁴)^(−1/2) = ‖x‖⁻², so ∂‖xᵀx‖/∂x = 2x (the Cookbook's form); (a²)^(1/2) = |a| stays."""
+    x, a = md.vector("x", "n"), md.scalar("a")
+    assert str(md.grad(md.norm(x.T @ x), x)) == "2x"
+    assert str(md.grad(md.sqrt(a ** 2), a)) != "1"
+    rng = np.random.default_rng(0)
+    xv = rng.normal(size=4)
+    np.testing.assert_allclose(md.grad(md.norm(x.T @ x), x).evaluate(x=xv), 2 * xv)
+    np.testing.assert_allclose(md.grad(md.sqrt(a ** 2), a).evaluate(a=-1.5), -1.0)
