@@ -772,7 +772,8 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
         for k, op in enumerate(n.operands):
             others = [o for o in n.operands if o is not op]
             if not (isinstance(op, Sum) and op.ndim >= 2 and uses.get(op) == 1 and
-                    op not in roots and len(op.terms) > 1 and others):
+                    op not in roots and len(op.terms) > 1 and others and
+                    n.operands.count(op) == 1):  # (yᵀSv)² holds S twice: not distributed
                 continue
             if all(o.ndim <= 1 for o in others) or \
                     (transposes and any(_is_transpose(t) for _, t in op.terms)) or \

@@ -426,3 +426,18 @@ def test_a_scaled_weighted_gram_product_keeps_its_sign(c):
     Xv, wv = rng.normal(size=(4, 3)), rng.normal(size=3)
     got = md.compile(e)(X=Xv, w=wv)
     np.testing.assert_allclose(got, c * Xv @ np.diag(wv ** 2) @ Xv.T, rtol=1e-12, atol=1e-14)
+
+
+def test_a_sum_a_product_holds_twice_is_not_distributed():
+    """t ⊙ t for t = yᵀ(X − √(X^∘2 + 1))v: the square is one product holding the matrix sum
+    twice; distributing over one copy once left the other unwritten (KeyError), found by the
+    nightly differential run."""
+    X, y, w = md.matrix("X", "n", "k"), md.vector("y", "n"), md.vector("w", "k")
+    t = y.T @ (X - md.sqrt(X ** 2 + 1)) @ (w * md.relu(2 * w))
+    e = t * t
+    rng = np.random.default_rng(0)
+    v = {"X": rng.normal(size=(4, 3)), "y": rng.normal(size=4), "w": rng.normal(size=3)}
+    for backend in ("numpy", "torch"):
+        pytest.importorskip(backend)
+        fn = md.compile(e, backend=backend)
+        np.testing.assert_allclose(np.asarray(fn(**v)), e.evaluate(v), rtol=1e-12)
