@@ -262,7 +262,53 @@ def _log_eigenvalues():
         (100, 400, 1000), (10, 30, 60), (20,))
 
 
+def _binary_cross_entropy():
+    """BCE typed with logarithms, −(yᵀlog σ(Xw) + (1 − y)ᵀlog(1 − σ(Xw))), which matdiff takes in
+    log space (issue 20); closed forms Xᵀ(σ(Xw) − y) and Xᵀdiag(σ ⊙ (1 − σ))X."""
+    X, w, y = md.matrix("X", "n", "k"), md.vector("w", "k"), md.vector("y", "n")
+
+    def build():
+        s = md.sigmoid(X @ w)
+        return -(y.T @ md.log(s) + (1 - y).T @ md.log(1 - s))
+
+    def hessian(lib, v):
+        s = _sigmoid(lib, v["X"] @ v["w"])
+        return v["X"].T @ ((s * (1 - s))[:, None] * v["X"])
+
+    return Problem(
+        "binary cross-entropy, typed with log σ", "w", build,
+        lambda rng, s: {"X": rng.normal(size=s) / np.sqrt(s[1]), "w": rng.normal(size=s[1]),
+                        "y": (rng.random(s[0]) > 0.5) * 1.0},
+        lambda lib, v: lib.sum(_softplus(lib, v["X"] @ v["w"]) - v["y"] * (v["X"] @ v["w"])),
+        lambda lib, v: v["X"].T @ (_sigmoid(lib, v["X"] @ v["w"]) - v["y"]),
+        hessian,
+        ((500, 50), (2000, 200), (8000, 400)), ((500, 50), (2000, 200), (8000, 400)), ((200, 20),))
+
+
+def _log_softmax_rows(lib, Z):
+    if lib.__name__ == "torch":
+        return lib.log_softmax(Z, dim=1)
+    M = Z.max(axis=1, keepdims=True)
+    return Z - M - lib.log(lib.exp(Z - M).sum(axis=1, keepdims=True))
+
+
+def _softmax_cross_entropy():
+    """−Σ Y ⊙ log softmax(XW) (rows), typed with log; closed form Xᵀ(softmax(XW) − Y) for
+    one-hot Y (gradients only: the Hessian by W is a 4-index tensor)."""
+    X, W, Y = md.matrix("X", "n", "k"), md.matrix("W", "k", "c"), md.matrix("Y", "n", "c")
+    return Problem(
+        "softmax cross-entropy, typed with log softmax", "W",
+        lambda: -md.sum(Y * md.log(md.softmax(X @ W, axis=1))),
+        lambda rng, s: {"X": rng.normal(size=s[:2]), "W": rng.normal(size=s[1:]) / np.sqrt(s[1]),
+                        "Y": np.eye(s[2])[rng.integers(0, s[2], s[0])]},
+        lambda lib, v: -(v["Y"] * _log_softmax_rows(lib, v["X"] @ v["W"])).sum(),
+        lambda lib, v: v["X"].T @ (lib.exp(_log_softmax_rows(lib, v["X"] @ v["W"])) - v["Y"]),
+        None,
+        ((500, 50, 10), (2000, 200, 20), (8000, 400, 50)), (), ((200, 20, 5),))
+
+
 PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_exp=True),
+            _binary_cross_entropy, _softmax_cross_entropy,
             _factorisation, _network, _logdet, _trace_inverse, _trace_quadratic, _nuclear_norm,
             _log_eigenvalues]
 
