@@ -22,7 +22,7 @@ from .present import simplest
 from .printing import bracket, dialect_code, LATEX, TEXT, index_notation, python_code, render
 from .recognise import recognise
 from .show import index_form
-from .simplify import simplify
+from .simplify import numerical_forms, simplify
 
 # precedence of the source text, for parentheses in messages
 ATOM, POWER, UNARY, PRODUCT, SUM = 9, 8, 7, 6, 5
@@ -149,9 +149,9 @@ class Expr:
         array(25.)
         """
         # the normal form has its deltas merged into products, so none is materialised
-        e = self.simplify()
-        return evaluate(e.node, _keys({**(values or {}), **arrays}), functions, e.scope, sizes,
-                        max_bytes)
+        e = self.simplify()  # and 1 − σ(u) computed as σ(−u): exact where σ(u) rounds to 1
+        return evaluate(numerical_forms(e.node), _keys({**(values or {}), **arrays}), functions,
+                        e.scope, sizes, max_bytes)
 
     def simplify(self) -> "Expr":
         """The expression in matdiff's normal form (as every result already is)."""

@@ -35,7 +35,7 @@ from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff,
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import index_form
-from .simplify import simplify
+from .simplify import numerical_forms, simplify
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter {full}|{index}|{values}>"  # a backend's way to write entries (below)
@@ -947,7 +947,7 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
 def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
-    roots = [simplify(e.node) for e in exprs]
+    roots = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
     args: dict = {}

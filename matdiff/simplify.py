@@ -547,6 +547,33 @@ def stable_forms(root: Node) -> Node:
     that the gradient of log σ(u) is σ(−u), never σ′(u) ⊘ σ(u), which is 0/0 at |u| ≈ 40."""
     if not any(_is_builtin(n, "log") for n in walk(root)):
         return root  # the common case: nothing to rewrite, and the DAG stays as it is
+    return _rewrite(root, lambda m: (_stable_log(simplify(m.arg)) or m) if _is_builtin(m, "log") else m)
+
+
+def numerical_forms(root: Node) -> Node:
+    """root (simplified) with each 1 − σ(u) computed as σ(−u), equal but exact where σ(u)
+    rounds to 1 (u ≳ 17 in float32, 37 in float64): the form values are computed in, by
+    ``Expr.evaluate`` and the code generator; printing keeps 1 − σ(u)."""
+    if not any(_complement_of_sigmoid(n) is not None for n in walk(root)):
+        return root
+    def value_form(m):
+        u = _complement_of_sigmoid(m)
+        return m if u is None else simplify(F.apply("sigmoid", B.scale(-1, u)))
+    return _rewrite(root, value_form)
+
+
+def _complement_of_sigmoid(n: Node):
+    """u where n is 1 − σ(u), else None."""
+    if isinstance(n, Sum) and len(n.terms) == 2:
+        (ca, a), (cb, b) = n.terms
+        for (c1, one), (c2, other) in (((ca, a), (cb, b)), ((cb, b), (ca, a))):
+            if c1 == 1 and c2 == -1 and is_ones(one) and _is_builtin(other, "sigmoid"):
+                return other.arg
+    return None
+
+
+def _rewrite(root: Node, fn) -> Node:
+    """root with fn applied to every node after its children, iteratively (deep DAGs)."""
     out: dict = {}
     stack = [(root, False)]
     while stack:  # children before parents, iteratively (deep expressions)
@@ -559,9 +586,7 @@ def stable_forms(root: Node) -> Node:
             continue
         kids = tuple(out[c] for c in n.children)
         m = n if all(k is c for k, c in zip(kids, n.children)) else n.with_children(kids)
-        if _is_builtin(m, "log"):
-            m = _stable_log(simplify(m.arg)) or m
-        out[n] = m
+        out[n] = fn(m)
     return out[root]
 
 
@@ -572,11 +597,9 @@ def _stable_log(x: Node):
     log softmax(Z) = Z − logsumexp(Z) along the softmax's axis (broadcast back over it)."""
     if _is_builtin(x, "sigmoid"):
         return B.scale(-1, F.apply("softplus", B.scale(-1, x.arg)))
-    if isinstance(x, Sum) and len(x.terms) == 2:
-        (ca, a), (cb, b) = x.terms
-        for (c1, one), (c2, other) in (((ca, a), (cb, b)), ((cb, b), (ca, a))):
-            if c1 == 1 and c2 == -1 and is_ones(one) and _is_builtin(other, "sigmoid"):
-                return B.scale(-1, F.apply("softplus", other.arg))
+    u = _complement_of_sigmoid(x)
+    if u is not None:
+        return B.scale(-1, F.apply("softplus", u))
     if isinstance(x, Softmax):
         z, axis = x.arg, x.axis
         labels = tuple(range(z.ndim))
