@@ -80,9 +80,12 @@ BACKENDS = {  # the backends differ only in this table
                             "softplus": "torch.nn.functional.softplus({})",
                             "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)",
                             "__expm": "torch.linalg.matrix_exp({})",  # L(X, E): the block [[X, E], [0, X]]
-                            "__expm_frechet": "torch.linalg.matrix_exp(torch.cat([torch.cat([{0}, {1}], 1), "
+                            # E scaled to X's size ({3}), so that E does not set the
+                            # scaling and squaring of the block (float32 lost 1% there)
+                            "__expm_frechet": "torch.linalg.matrix_exp(torch.cat(["
+                                              "torch.cat([{0}, {3} * {1}], 1), "
                                               "torch.cat([torch.zeros_like({0}), {0}], 1)], 0))"
-                                              "[:{0}.shape[0], {0}.shape[0]:]"},
+                                              "[:{0}.shape[0], {0}.shape[0]:] / {3}"},
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
                   (r", optimize=True", ""),
@@ -614,9 +617,10 @@ def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
     x = args[n.children[0]]
     if key in w.functions:
         template, operands = w.functions[key], [args[c] for c in n.children]
-        if "{2}" in template:
+        if "{2}" in template or "{3}" in template:
             norm = f"max(np.linalg.norm({operands[1]}), 1e-300)"
-            operands.append(w.emit(f"1e-3 * np.linalg.norm({x}) / {norm}"))
+            operands.append(w.emit(f"1e-3 * np.linalg.norm({x}) / {norm}") if "{2}" in template else "")
+            operands.append(w.emit(f"max(np.linalg.norm({x}), 1.0) / {norm}") if "{3}" in template else "")
         return template.format(*operands)
     lam, vecs = (w.emit(f"np.linalg.eig({x})") + s for s in ("[0]", "[1]"))
     inverse = w.emit(f"np.linalg.inv({vecs})")

@@ -441,3 +441,19 @@ def test_a_sum_a_product_holds_twice_is_not_distributed():
         pytest.importorskip(backend)
         fn = md.compile(e, backend=backend)
         np.testing.assert_allclose(np.asarray(fn(**v)), e.evaluate(v), rtol=1e-12)
+
+
+def test_the_frechet_derivative_of_expm_is_accurate_when_the_direction_is_large():
+    """∇(xᵀexpm(M)y)⁴: L_exp(M, E) with ‖E‖ ≫ ‖M‖.  PyTorch's block exponential
+    [[M, E], [0, M]] is scaled by E's size unless E is first scaled to M's (linearity): it
+    lost 6% in float32 and 1e-8 in float64 before."""
+    torch = pytest.importorskip("torch")
+    A, x, y = md.matrix("A", "n", "n"), md.vector("x", "n"), md.vector("y", "n")
+    g = md.grad((x.T @ md.expm(0.5 * md.tanh(A)) @ y) ** 4, A)
+    rng = np.random.default_rng(0)
+    v = {"A": rng.normal(size=(3, 3)), "x": rng.normal(size=3) * 4, "y": rng.normal(size=3) * 4}
+    want = g.evaluate(v)
+    fn = md.compile(g, backend="torch")
+    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 1e-5)):
+        got = fn(**{k: torch.tensor(a, dtype=dtype) for k, a in v.items()}).numpy()
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()
