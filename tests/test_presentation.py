@@ -407,3 +407,28 @@ def test_powers_of_nonnegative_scalars_merge_and_others_keep_their_sign():
     xv = rng.normal(size=4)
     np.testing.assert_allclose(md.grad(md.norm(x.T @ x), x).evaluate(x=xv), 2 * xv)
     np.testing.assert_allclose(md.grad(md.sqrt(a ** 2), a).evaluate(a=-1.5), -1.0)
+
+
+_X, _w, _y = md.matrix("X", "n", "d"), md.vector("w", "d"), md.vector("y", "n")
+_s = md.sigmoid(_X @ _w)
+_bce = -(_y.T @ md.log(_s) + (1 - _y).T @ md.log(1 - _s))
+_p, _q = md.vector("p", "n"), md.vector("q", "n")
+EVERYDAY = [  # issue 20: results as a practitioner writes them, by the element-wise normal form
+    ("BCE gradient", lambda: md.grad(_bce, _w), "Xᵀ(σ(Xw) − y)"),
+    ("BCE Hessian", lambda: md.hessian(_bce, _w), "Xᵀdiag(σ(Xw) ⊙ (1 − σ(Xw)))X"),
+    ("KL divergence", lambda: md.grad(md.sum(_p * md.log(_p / _q)), _p), "log(p ⊘ q) + 1"),
+    ("‖xᵀx‖", lambda: md.grad(md.norm(_p.T @ _p), _p), "2p"),
+]
+
+
+@pytest.mark.parametrize("name,build,text", EVERYDAY, ids=[e[0] for e in EVERYDAY])
+def test_everyday_results_print_in_their_short_form_and_read_back(name, build, text):
+    d = build()
+    assert str(d) == text
+    back = md.parse(str(d), dialect="matdiff", result_shape=d.shape, **declarations(d))
+    rng = np.random.default_rng(2)
+    values = {"X": rng.normal(size=(5, 3)), "w": rng.normal(size=3), "y": (rng.random(5) > 0.5) * 1.0,
+              "p": rng.uniform(0.2, 1.0, 5), "q": rng.uniform(0.2, 1.0, 5)}
+    used = {v.node.name for v in d.variables}
+    np.testing.assert_allclose(back.evaluate({k: v for k, v in values.items() if k in {x.node.name for x in back.variables}}),
+                               d.evaluate({k: v for k, v in values.items() if k in used}), rtol=1e-12)
