@@ -594,12 +594,20 @@ def _stable_log(x: Node):
     """log of a quantity that underflows, in the log-space form that does not (all equal
     wherever the left side is defined):
     log σ(u) = −softplus(−u), log(1 − σ(u)) = −softplus(u), and
-    log softmax(Z) = Z − logsumexp(Z) along the softmax's axis (broadcast back over it)."""
+    log softmax(Z) = Z − logsumexp(Z) along the softmax's axis (broadcast back over it), and
+    log Σ exp(u) = logsumexp(u) (a vector, or a matrix along one axis)."""
     if _is_builtin(x, "sigmoid"):
         return B.scale(-1, F.apply("softplus", B.scale(-1, x.arg)))
     u = _complement_of_sigmoid(x)
     if u is not None:
         return B.scale(-1, F.apply("softplus", u))
+    if isinstance(x, Contract) and len(x.operands) == 1 and _is_builtin(x.operands[0], "exp") and \
+            len(x.labels[0]) == len(x.out) + 1 and x.operands[0].ndim in (1, 2):
+        # log Σ exp(u) = logsumexp(u), over a vector or along a matrix's rows or columns
+        lab = x.labels[0]
+        summed = next(i for i, a in enumerate(lab) if a not in x.out)
+        if tuple(a for a in lab if a != lab[summed]) == tuple(x.out):
+            return LogSumExp(summed, x.operands[0].arg)
     if isinstance(x, Softmax):
         z, axis = x.arg, x.axis
         labels = tuple(range(z.ndim))

@@ -47,6 +47,9 @@ LOSSES = [
     ("log softmax of a vector", -(y.T @ md.log(md.softmax(X @ w))), w,
      lambda v: -(v["y"] @ jax.nn.log_softmax(v["X"] @ v["w"])), "simplex"),
     ("logsumexp", md.logsumexp(X @ w), w, lambda v: jax.nn.logsumexp(v["X"] @ v["w"]), None),
+    ("log Σ exp, typed", md.log(md.sum(md.exp(X @ w))), w, lambda v: jax.nn.logsumexp(v["X"] @ v["w"]), None),
+    ("softmax CE via log Σ exp by rows", md.sum(md.log(md.sum(md.exp(Z), axis=1))) - md.sum(Y * Z), W,
+     lambda v: optax.softmax_cross_entropy(v["X"] @ v["W"], v["Y"]).sum(), "onehot"),
 ]
 
 
@@ -124,6 +127,7 @@ def test_logarithms_of_sigmoid_and_softmax_are_taken_in_log_space():
     assert str(md.log(md.sigmoid(u)).simplify()) == "−softplus(−u)"
     assert str(md.log(1 - md.sigmoid(u)).simplify()) == "−softplus(u)"
     assert "logsumexp" in str(md.log(md.softmax(u)).simplify())
+    assert str(md.log(md.sum(md.exp(u))).simplify()) == "logsumexp(u)"
     rng = np.random.default_rng(1)
     uv = rng.normal(size=5) * 3
     for e, ref in [(md.log(md.sigmoid(u)), jax.nn.log_sigmoid(uv)),
