@@ -55,7 +55,7 @@ def _spd(m):  # symmetric positive definite by structure: S + tanh(M)ᵀ tanh(M)
 # element-wise functions, each kept where its value and slope are moderate
 FUNCTIONS = [
     md.tanh, md.sigmoid, md.softplus, lambda e: md.exp(md.tanh(e)), lambda e: md.log(1 + e * e),
-    lambda e: md.sqrt(1 + e * e), lambda e: md.sin(md.tanh(e)), lambda e: md.cos(e / 2),
+    lambda e: md.sqrt(1 + e * e), lambda e: md.sin(md.tanh(e)), lambda e: md.cos(2 * md.tanh(e)),
     lambda e: md.arctan(e), lambda e: md.log1p(md.sigmoid(e)), lambda e: md.expm1(md.tanh(e)),
     lambda e: md.sinh(md.tanh(e)), lambda e: md.cosh(md.tanh(e)), lambda e: md.tan(md.tanh(e) / 2),
     lambda e: md.relu(e) * e, lambda e: md.abs(e) * e, lambda e: md.sign(e) * e ** 2,
