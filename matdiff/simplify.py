@@ -559,7 +559,7 @@ def numerical_forms(root: Node) -> Node:
     def value_form(m):
         u = _complement_of_sigmoid(m)
         return m if u is None else simplify(F.apply("sigmoid", B.scale(-1, u)))
-    return _rewrite(root, value_form)
+    return _rewrite(root, value_form, renormalise=True)
 
 
 def _complement_of_sigmoid(n: Node):
@@ -572,8 +572,10 @@ def _complement_of_sigmoid(n: Node):
     return None
 
 
-def _rewrite(root: Node, fn) -> Node:
-    """root with fn applied to every node after its children, iteratively (deep DAGs)."""
+def _rewrite(root: Node, fn, renormalise: bool = False) -> Node:
+    """root with fn applied to every node after its children, iteratively (deep DAGs); with
+    ``renormalise``, a node whose children changed is simplified again (its terms may now
+    merge: y ⊙ σ(u)σ(−u) + (1 − y) ⊙ σ(−u)σ(u) = σ(u)σ(−u))."""
     out: dict = {}
     stack = [(root, False)]
     while stack:  # children before parents, iteratively (deep expressions)
@@ -586,6 +588,8 @@ def _rewrite(root: Node, fn) -> Node:
             continue
         kids = tuple(out[c] for c in n.children)
         m = n if all(k is c for k, c in zip(kids, n.children)) else n.with_children(kids)
+        if renormalise and m is not n:
+            m = simplify(m)
         out[n] = fn(m)
     return out[root]
 
