@@ -51,10 +51,10 @@ BACKENDS = {  # the backends differ only in this table
                             r"np.\1(\2, dtype=_dtype)")],
               # SciPy's; outside the principal branch its answer is complex, which the caller sees
               "functions": {"__logm": "_like(scipy.linalg.logm({0}), {0})",
-                            # the block [[X, sE], [0, X]], E scaled to 10⁻³‖X‖ ({2} = s)
-                            "__logm_frechet": "_like(scipy.linalg.logm(np.block([[{0}, {2} * {1}], "
+                            # the block [[X, sE], [0, X]], E scaled to 10⁻³‖X‖ ({small} = s)
+                            "__logm_frechet": "_like(scipy.linalg.logm(np.block([[{0}, {small} * {1}], "
                                               "[np.zeros_like({0}), {0}]]))"
-                                              "[:{0}.shape[0], {0}.shape[0]:] / {2}, {0})",
+                                              "[:{0}.shape[0], {0}.shape[0]:] / {small}, {0})",
                             "__sqrtm": "_like(scipy.linalg.sqrtm({0}), {0})",
                             "__sqrtm_frechet": "_like(scipy.linalg.solve_sylvester("
                                                "*[scipy.linalg.sqrtm({0})] * 2, {1}), {0})"}},
@@ -80,12 +80,12 @@ BACKENDS = {  # the backends differ only in this table
                             "softplus": "torch.nn.functional.softplus({})",
                             "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)",
                             "__expm": "torch.linalg.matrix_exp({})",  # L(X, E): the block [[X, E], [0, X]]
-                            # E scaled to X's size ({3}), so that E does not set the
-                            # scaling and squaring of the block (float32 lost 1% there)
+                            # E scaled to X's size ({unit}), so that E does not set the
+                            # scaling and squaring of the block (float32 lost 6% there)
                             "__expm_frechet": "torch.linalg.matrix_exp(torch.cat(["
-                                              "torch.cat([{0}, {3} * {1}], 1), "
+                                              "torch.cat([{0}, {unit} * {1}], 1), "
                                               "torch.cat([torch.zeros_like({0}), {0}], 1)], 0))"
-                                              "[:{0}.shape[0], {0}.shape[0]:] / {3}"},
+                                              "[:{0}.shape[0], {0}.shape[0]:] / {unit}"},
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
                   (r", optimize=True", ""),
@@ -617,11 +617,13 @@ def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
     x = args[n.children[0]]
     if key in w.functions:
         template, operands = w.functions[key], [args[c] for c in n.children]
-        if "{2}" in template or "{3}" in template:
-            norm = f"max(np.linalg.norm({operands[1]}), 1e-300)"
-            operands.append(w.emit(f"1e-3 * np.linalg.norm({x}) / {norm}") if "{2}" in template else "")
-            operands.append(w.emit(f"max(np.linalg.norm({x}), 1.0) / {norm}") if "{3}" in template else "")
-        return template.format(*operands)
+        # a direction E rescaled before a block construction (L is linear in E): {small}
+        # makes it 10⁻³‖X‖ (logm's block), {unit} the size of X, at least 1 (expm's block)
+        norm = f"max(np.linalg.norm({operands[-1]}), 1e-300)"
+        scales = {name: w.emit(f"{factor} / {norm}") for name, factor in
+                  (("small", f"1e-3 * np.linalg.norm({x})"), ("unit", f"max(np.linalg.norm({x}), 1.0)"))
+                  if f"{{{name}}}" in template}
+        return template.format(*operands, **scales)
     lam, vecs = (w.emit(f"np.linalg.eig({x})") + s for s in ("[0]", "[1]"))
     inverse = w.emit(f"np.linalg.inv({vecs})")
     outside = w.emit(f"np.where(np.any((np.abs({lam}.imag) <= 1e-12 * (1.0 + np.abs({lam}).max())) & "

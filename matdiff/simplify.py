@@ -516,9 +516,6 @@ def normalise_elementwise(e: Elementwise) -> Node:
     u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "pow" and e.fn.param == -1 else None
     if u is not None:  # 1 ⊘ (1 + exp(u)) → σ(−u)
         return simplify(F.apply("sigmoid", B.scale(-1, u)))
-    u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "log" else None
-    if u is not None:  # log(1 + exp(u)) → softplus(u), finite where exp(u) overflows
-        return simplify(F.apply("softplus", u))
     stable = _stable_log(x) if e.fn.builtin and e.fn.name == "log" else None
     if stable is not None:
         return simplify(stable)
@@ -541,6 +538,7 @@ def normalise_elementwise(e: Elementwise) -> Node:
     return Const(value) if isinstance(x, Const) else simplify(B.const(value, x.shape))  # f(c) → value
 
 
+@functools.lru_cache(maxsize=4096)  # nodes are hash-consed: one rewrite per node
 def stable_forms(root: Node) -> Node:
     """root with each logarithm of σ(u), 1 − σ(u) or softmax(Z) in its log-space form
     (``_stable_log``) and every other node as built: what the derivative is taken of, so
@@ -550,6 +548,7 @@ def stable_forms(root: Node) -> Node:
     return _rewrite(root, lambda m: (_stable_log(simplify(m.arg)) or m) if _is_builtin(m, "log") else m)
 
 
+@functools.lru_cache(maxsize=4096)  # evaluate runs it once per node, not once per point
 def numerical_forms(root: Node) -> Node:
     """root (simplified) with each 1 − σ(u) computed as σ(−u), equal but exact where σ(u)
     rounds to 1 (u ≳ 17 in float32, 37 in float64): the form values are computed in, by
@@ -599,7 +598,11 @@ def _stable_log(x: Node):
     wherever the left side is defined):
     log σ(u) = −softplus(−u), log(1 − σ(u)) = −softplus(u), and
     log softmax(Z) = Z − logsumexp(Z) along the softmax's axis (broadcast back over it), and
-    log Σ exp(u) = logsumexp(u) (a vector, or a matrix along one axis)."""
+    log Σ exp(u) = logsumexp(u) (a vector, or a matrix along one axis), and
+    log(1 + exp(u)) = softplus(u), finite where exp(u) overflows."""
+    u = _one_plus_exp(x)
+    if u is not None:
+        return F.apply("softplus", u)
     if _is_builtin(x, "sigmoid"):
         return B.scale(-1, F.apply("softplus", B.scale(-1, x.arg)))
     u = _complement_of_sigmoid(x)

@@ -116,15 +116,22 @@ def _rules(kind):
 
 
 RULES = {kind: _rules(kind) for kind in LEAVES}
-KIND_OF_SHAPE = {(): "S", (n,): "Vn", (k,): "Vk", (n, n): "Mnn", (n, k): "Mnk"}
 
 
 @st.composite
-def expressions(draw, kind="S", depth=4):
-    if depth == 0 or draw(st.integers(0, 3)) == 0:
-        return draw(st.sampled_from(LEAVES[kind]))
-    rule = draw(st.sampled_from(RULES[kind]))
-    return rule(lambda sub: draw(expressions(sub, depth - 1)))
+def typed_expressions(draw, leaves: dict, rules: dict, kind: str, depth: int, leaf_odds: int):
+    """An expression of a kind, from a table of leaves and a table of rules (each a function
+    of a callback that draws a subexpression of a named kind): a leaf at depth 0, or one time
+    in ``leaf_odds + 1``, else a rule applied to drawn subexpressions.  The property tests
+    (tests/test_properties.py) draw from their own tables with it."""
+    if depth == 0 or draw(st.integers(0, leaf_odds)) == 0:
+        return draw(st.sampled_from(leaves[kind]))
+    rule = draw(st.sampled_from(rules[kind]))
+    return rule(lambda sub: draw(typed_expressions(leaves, rules, sub, depth - 1, leaf_odds)))
+
+
+def expressions(kind="S", depth=4):
+    return typed_expressions(LEAVES, RULES, kind, depth, 3)
 
 
 @dataclass

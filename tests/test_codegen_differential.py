@@ -14,6 +14,7 @@ runs the same check on a larger, random sample.
 """
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -49,7 +50,6 @@ def _as_numpy(a):
 def _call(fn, values: dict, backend: str, dtype, numbers=()):
     """fn at the values cast to the dtype (the backend's arrays), those named in ``numbers``
     given as Python floats."""
-    import inspect
     args = {}
     for p in inspect.signature(fn).parameters:
         if p in numbers:
@@ -128,7 +128,6 @@ def check_draw(dr, seed: int) -> None:
 def _differences_agree(dr, fn, values: dict, seed: int) -> None:
     """A directional derivative against a central difference of compiled code: ⟨∇f, v⟩ or
     J·v of the compiled value along a random v, H·u of the compiled gradient along u."""
-    import inspect
     name = dr.wrt.node.name
     if dr.what == "hvp":  # the gradient's difference along u is the Hessian times u
         v, fn = values["u"], md.compile(md.grad(dr.f, dr.wrt))

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 import matdiff as md
 
+from .codegen_draws import typed_expressions
+
 n, k = "n", "k"
 LEAVES = {
     "S": [md.scalar("s"), md.scalar("t")],
@@ -71,12 +73,8 @@ def _rules(kind):
 RULES = {kind: _rules(kind) for kind in SHAPES}
 
 
-@st.composite
-def expressions(draw, kind="S", depth=5):
-    if depth == 0 or draw(st.integers(0, 4)) == 0:
-        return draw(st.sampled_from(LEAVES[kind]))
-    rule = draw(st.sampled_from(RULES[kind]))
-    return rule(lambda sub: draw(expressions(sub, depth - 1)))
+def expressions(kind="S", depth=5):
+    return typed_expressions(LEAVES, RULES, kind, depth, 4)
 
 
 @settings(max_examples=300)
