@@ -10,7 +10,7 @@ from .errors import (CheckError, EvaluationError, MatdiffError, NotSupportedErro
                      UncheckableError)
 from .expr import Expr, lift
 from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, exp, expm, expm1, eye,
-                      function, logm, matrix_function, sqrtm,
+                      fact, function, logm, matrix_function, sqrtm,
                       grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
                       matrix_power, mean, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
                       sin, sinh, softmax, softplus, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
@@ -20,7 +20,7 @@ from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, 
 from .check import check
 from .generate import codegen, compile, hvp
 from .derivation import derivation
-from .parse import ParseError, parse
+from .parse import ParseError, parse, parse_fact
 from .explicit import explicit
 from .sympy_io import from_sympy, to_sympy
 
@@ -70,6 +70,6 @@ __all__ = [
     "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "relu", "abs", "sqrt",
     "sign", "step", "cosh", "sinh", "log1p", "expm1", "arctan",
     "softmax", "logsumexp", "function", "scalar_function",
-    "grad", "jacobian", "derivative", "hessian", "check", "explicit", "latex", "to_index",
-    "derivation", "parse", "ParseError", "codegen", "compile", "hvp", "to_sympy", "from_sympy",
+    "grad", "jacobian", "derivative", "hessian", "fact", "check", "explicit", "latex", "to_index",
+    "derivation", "parse", "parse_fact", "ParseError", "codegen", "compile", "hvp", "to_sympy", "from_sympy",
 ]

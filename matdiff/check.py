@@ -17,19 +17,22 @@ from .errors import CheckError, EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import bind, interpret, numpy_ops, variables
 from .expr import Expr, lift
 from .ir import Det, Elementwise, Inv, LogDet, ScalarFn, Var, walk
-from .library import jacobian
+from . import facts as FA
+from .library import _facts, jacobian
 
 KINDS = ("normal", "positive", "spd", "invertible", "symmetric")
 
 
 def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None = None,
-          order: int = 1, tol: float = 1e-6, step: float = 1e-5) -> float:
+          order: int = 1, tol: float = 1e-6, step: float = 1e-5, facts=None) -> float:
     """Compare the derivatives of ``f`` by each variable in ``wrt`` (all of f's variables if
     none is named) with finite differences; return the largest relative error, or raise
     ``md.CheckError`` if it exceeds ``tol``.  ``order=2`` checks the Hessians too.
 
     ``sizes`` fixes dims ({"n": 4}); ``kinds`` chooses inputs per variable name: "normal"
-    (default), "positive", "spd", "invertible" or "symmetric".
+    (default), "positive", "spd", "invertible" or "symmetric".  With ``facts`` (made with
+    md.fact) the derivatives are taken with them, and compared at random points moved onto
+    the set where the facts hold.
 
     >>> X, w = md.matrix("X", "n", "k"), md.vector("w", "k")
     >>> md.check(md.sum(md.sigmoid(X @ w)), w) < 1e-6
@@ -48,12 +51,17 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
     for name, kind in kinds.items():
         if kind not in KINDS:
             raise MatdiffError(f"check: unknown input kind {kind!r} for {name}; use one of {KINDS}")
+    facts = _facts(facts, f.node, *targets)
     functions = _stand_ins(f.node)
     for attempt in range(ATTEMPTS):  # sizes and values are redrawn where a point is singular
         size = _sizes(f.node, targets, sizes, rng)
         try:
             values = _inputs(f.node, vs + [t for t in targets if t not in vs], size, kinds, rng,
                              functions)
+            if facts:
+                values = _on_facts(facts, values, size, functions)
+                if not _finite(f.node, values, size, functions):
+                    raise UncheckableError("check: f is not finite where the facts hold")
             break
         except UncheckableError:
             if attempt == ATTEMPTS - 1:
@@ -61,11 +69,11 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
     worst = 0.0
     try:
         for x in targets:
-            J = jacobian(f, Expr(x))
+            J = jacobian(f, Expr(x), facts=facts)
             worst = max(worst, _compare(f.node, J.node, x, values, size, functions, rng, step,
                                         tol, "∂"))
             if order == 2:
-                H = jacobian(J, Expr(x))
+                H = jacobian(J, Expr(x), facts=facts)
                 worst = max(worst, _compare(J.node, H.node, x, values, size, functions, rng,
                                             step, tol, "∂²"))
     except np.linalg.LinAlgError as e:
@@ -92,6 +100,30 @@ def _well_conditioned(node, arrays, sizes, ops) -> bool:
             if not np.all(np.isfinite(m)) or np.linalg.cond(m) > CONDITION_LIMIT:
                 return False
     return True
+
+
+def _on_facts(facts, values, size, functions) -> dict:
+    """values moved onto the set where the facts hold (facts.satisfy); the variables the
+    facts name but f does not are drawn first."""
+    rng = np.random.default_rng(len(values))
+    values = dict(values)
+    for v in sorted(set().union(*(fa.variables for fa in facts)), key=lambda v: v.name):
+        if v.name not in values:
+            values[v.name] = _sample(v, "normal", size, rng)
+    return FA.satisfy(facts, values, size, lambda node, vals: _value(node, vals, size, functions),
+                      lambda node, v: jacobian(Expr(node), Expr(v)).node)
+
+
+def _value(node, values, size, functions):
+    used = variables(node)
+    names = {v.name for v in used}
+    arrays, s = bind(node, {k: a for k, a in values.items() if k in names}, frozenset(used), size)
+    return np.asarray(interpret(node, arrays, s, numpy_ops(functions)), dtype=float)
+
+
+def _finite(node, values, size, functions) -> bool:
+    with np.errstate(all="ignore"):
+        return bool(np.all(np.isfinite(_value(node, values, size, functions))))
 
 
 def _var(x) -> Var:

@@ -17,7 +17,7 @@ from . import library as L
 from .check import check
 from .derivation import derivation
 from .errors import MatdiffError
-from .parse import parse, parse_declaration
+from .parse import ParseError, parse, parse_declaration, parse_fact
 from .service import kind_of
 
 EXAMPLES = """examples:
@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   matdiff "x'*A*x" --wrt x --json              everything as JSON
   matdiff "x.T @ A @ x" --numpy --wrt x        the NumPy dialect
   matdiff "x'*A*x" --var "A: matrix(n, n) symmetric" --wrt x
+  matdiff "-sum(Y .* log(softmax(X*W)))" --fact "Y*vector(1) = 1" --wrt W
   matdiff - --wrt x < expr.txt                 the expression from standard input
   matdiff @expr.txt --wrt x --format numpy     from a file; the result as NumPy-dialect text
   matdiff "x'*A*x" --wrt x --ascii             plain ASCII (chosen by itself on such terminals)
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--numpy", action="store_true", help="read the NumPy dialect (@, *, **, .T)")
     p.add_argument("--var", action="append", default=[], metavar="DECL",
                    help="declare a variable: \"A: matrix(n, n) symmetric\", \"x: vector(n)\"")
+    p.add_argument("--fact", action="append", default=[], metavar="EQUATION",
+                   help="a fact the derivative may use: \"Y*vector(1) = 1\" (each row of Y sums "
+                        "to 1), \"y.*y = y\" (y in {0, 1}); also accepted by --var")
     p.add_argument("--function", action="append", default=[], metavar="NAME",
                    help="an abstract element-wise function (σ with derivative σ′)")
     p.add_argument("--scalar-function", action="append", default=[], metavar="NAME",
@@ -124,9 +128,29 @@ def _read_expression(expr: str, stdin) -> str:
     return text
 
 
+def _is_fact(text: str) -> bool:
+    """Whether a --var is an equation (a fact) rather than a declaration 'name: kind'."""
+    return "=" in text and ":" not in text.split("=", 1)[0]
+
+
+def _facts(args, f, dialect: str) -> list:
+    """The facts of --fact (and of a --var that is an equation), about f's variables."""
+    known = {v.node.name: kind_of(v) for v in f.variables}
+    decls = _declarations(args)
+    out = []
+    for text in args.fact + [t for t in args.var if _is_fact(t)]:
+        try:
+            out.append(parse_fact(text, dialect, **{**known, **decls}))
+        except ParseError as e:
+            raise ParseError(f"--fact: {e.message}", e.text, e.column) from None
+        except MatdiffError as e:
+            raise MatdiffError(f"--fact {text!r}: {e}") from None
+    return out
+
+
 def _declarations(args) -> dict:
     decls = {}
-    for text in args.var:
+    for text in (t for t in args.var if not _is_fact(t)):
         name, decl = parse_declaration(text)
         body = text.split(":", 1)[1] if ":" in text else text
         if name in decls and parse_declaration(decls[name], name)[1] != decl:
@@ -159,8 +183,9 @@ def run(argv, out=None, stdin=None) -> int:
     if args.latex and args.format not in (None, "latex"):
         raise MatdiffError(f"--latex and --format {args.format} ask for two notations; keep one")
     plain = args.ascii or not _encodes(out)
-    f = parse(args.expression, dialect="numpy" if args.numpy else "matrixcalculus",
-              **_declarations(args))
+    dialect = "numpy" if args.numpy else "matrixcalculus"
+    f = parse(args.expression, dialect=dialect, **_declarations(args))
+    facts = _facts(args, f, dialect)
     variables = {v.node.name: v for v in f.variables}
     shapes = ", ".join(f"{name}: {kind_of(v)}" for name, v in variables.items())
     if args.steps and (args.hessian or f.ndim != 0):
@@ -174,10 +199,11 @@ def run(argv, out=None, stdin=None) -> int:
                                f"(its variables: {', '.join(variables) or 'none'})")
         x = variables[name]
         if args.hessian:
-            d, label, order = L.hessian(f, x), f"∂²f/∂{name}²", 2
+            d, label, order = L.hessian(f, x, facts=facts), f"∂²f/∂{name}²", 2
         else:
-            d, label, order = L.jacobian(f, x, layout=args.layout, vec=args.vec), f"∂f/∂{name}", 1
-        err = check(f, x, order=order) if args.check else None
+            d, label, order = (L.jacobian(f, x, layout=args.layout, vec=args.vec, facts=facts),
+                               f"∂f/∂{name}", 1)
+        err = check(f, x, order=order, facts=facts) if args.check else None
         steps = derivation(f, x) if args.steps else None
         results.append((name, label, d, err, steps))
     if args.json:
@@ -185,6 +211,7 @@ def run(argv, out=None, stdin=None) -> int:
             "input": args.expression, "dialect": "numpy" if args.numpy else "matrixcalculus",
             "expression": f.echo(), "latex": f.echo(latex=True),
             "variables": {n: kind_of(v) for n, v in variables.items()},
+            "facts": [fa.text for fa in facts],
             "derivatives": [{"wrt": n, "label": label, "shape": [str(s) for s in d.shape],
                              "text": str(d), "latex": d.latex(), "index": d.index(),
                              "python": repr(d), "check": err,
@@ -204,6 +231,7 @@ def run(argv, out=None, stdin=None) -> int:
         show = {"text": str, "mc": lambda e: e.text("matrixcalculus"),
                 "numpy": lambda e: e.text("numpy")}[fmt]
         lines.append(f"f = {f.echo() if fmt == 'text' else show(f)}    where {shapes}")
+        lines.extend(f"given {fa.text}" for fa in facts)
         for name, label, d, err, steps in results:
             lines.append(str(steps) if steps is not None and fmt == "text" else f"{label} = {show(d)}")
             if err is not None:

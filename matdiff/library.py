@@ -10,6 +10,8 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from . import notation as N
+from . import facts as FA
+from .facts import Fact
 from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import variables
@@ -531,13 +533,56 @@ def _variable(x, what: str) -> Var:
 LAYOUTS = ("numerator", "denominator", "vec")
 
 
-def jacobian(f, x, layout: str = "numerator", vec: str = "column"):
+def fact(lhs, rhs) -> Fact:
+    """A declared fact lhs = rhs about variables, which derivatives may use to simplify:
+    ``md.fact(Y @ md.ones("k"), 1)`` (each row of Y sums to 1), ``md.fact(y * y, y)``
+    (y is in {0, 1}), ``md.fact(md.sum(w), 1)``, ``md.fact(X.T @ X, md.eye("k"))``.
+    A number on the right stands for a tensor of the left side's shape filled with it.
+
+    Pass facts to md.grad, md.jacobian, md.hessian and md.check with ``facts=[...]``. The
+    derivative is the ordinary one; a fact only rewrites it, so the result equals the
+    derivative wherever the facts hold (and md.check samples such points).
+
+    >>> X, W, Y = md.matrix("X", "m", "n"), md.matrix("W", "n", "k"), md.matrix("Y", "m", "k")
+    >>> loss = -md.sum(Y * md.log(md.softmax(X @ W, axis=1)))
+    >>> print(md.grad(loss, W, facts=[md.fact(Y @ md.ones("k"), 1)]))
+    Xᵀ(softmax(XW, axis=1) − Y)
+    """
+    lhs = lift(lhs)
+    if isinstance(rhs, numbers.Real) and not isinstance(rhs, bool) and lhs.ndim:
+        rhs = Expr(B.const(float(lift(rhs).node.value), lhs.shape), lhs.row, repr(rhs))
+    rhs = lift(rhs)
+    text = f"{lhs.src} = {rhs.src}"
+    if lhs.shape != rhs.shape:
+        raise ShapeError(f"md.fact({text}): {lhs.src} is {lhs.describe_shape()} but {rhs.src} is "
+                         f"{rhs.describe_shape()}; both sides of a fact need one shape")
+    variables(lhs.node, *variables(rhs.node))  # two different variables of one name are an error
+    return FA.Fact(lhs.node, rhs.node, text)
+
+
+def _facts(facts, *nodes) -> list:
+    """The facts as a list, each checked to be about the variables of these nodes."""
+    if facts is None:
+        return []
+    if isinstance(facts, FA.Fact):
+        facts = [facts]
+    facts = list(facts)
+    for f in facts:
+        if not isinstance(f, FA.Fact):
+            raise MatdiffError(f"facts: expected facts made with md.fact(lhs, rhs), not "
+                               f"{type(f).__name__} {f!r:.40}")
+        variables(*nodes, *f.variables)  # a variable of the same name must be the same
+    return facts
+
+
+def jacobian(f, x, layout: str = "numerator", vec: str = "column", facts=None):
     """∂f/∂x, with f's axes first and then x's (as jax.jacobian): shape f.shape + x.shape.
     With a list of variables, the list of derivatives, from one reverse pass.
 
     ``layout="denominator"`` puts x's axes first (rows indexed by x, as in the MIT 6.390
     notes); ``layout="vec"`` gives the matrix ∂vec(f)/∂vec(x) (column-major vec, as Magnus
-    and Neudecker; ``vec="row"`` for row-major), printed as Kronecker products."""
+    and Neudecker; ``vec="row"`` for row-major), printed as Kronecker products.
+    ``facts`` (made with md.fact) rewrite the result where they apply."""
     if layout not in LAYOUTS:
         raise MatdiffError(f"jacobian: layout must be one of {', '.join(map(repr, LAYOUTS))}, "
                            f"not {layout!r}")
@@ -550,8 +595,10 @@ def jacobian(f, x, layout: str = "numerator", vec: str = "column"):
         raise MatdiffError("jacobian: the list of variables is empty")
     vs = [_variable(v, "jacobian") for v in xs]
     variables(f.node, *vs)  # two different variables of one name are an error
+    facts = _facts(facts, f.node, *vs)
     out = []
     for v, var, node in zip(xs, vs, jacobians(f.node, vs)):
+        node = FA.apply(node, facts)
         node = _layout(node, f.ndim, var.ndim, layout, vec)
         row = (f.row if f.ndim == 1 else v.row) if node.ndim == 1 else False
         e = Expr(node, row, f"∂({f.src})/∂{var.name}", PRODUCT)
@@ -575,21 +622,23 @@ def _layout(node, p: int, q: int, layout: str, vec: str):
 derivative = jacobian
 
 
-def grad(f, x):
-    """∇ₓf of a scalar f: an expression of x's shape (a list of them for a list of x)."""
+def grad(f, x, facts=None):
+    """∇ₓf of a scalar f: an expression of x's shape (a list of them for a list of x).
+    ``facts`` (made with md.fact) rewrite the result where they apply."""
     f = lift(f)
     if f.ndim != 0:
         raise ShapeError(f"grad({f.src}, …): the gradient needs a scalar, but {f.src} is "
                          f"{f.describe_shape()}; use md.jacobian for the derivative of a "
                          f"vector or matrix")
-    return jacobian(f, x)
+    return jacobian(f, x, facts=facts)
 
 
-def hessian(f, x, layout: str = "numerator", vec: str = "column") -> Expr:
+def hessian(f, x, layout: str = "numerator", vec: str = "column", facts=None) -> Expr:
     """∂²f/∂x² with shape f.shape + x.shape + x.shape; for a scalar f, x.shape twice.
     ``layout`` and ``vec`` are md.jacobian's: ``layout="vec"`` gives the matrix
-    ∂vec(∇f)/∂vec(x) of a scalar f (for a matrix x, Kronecker products)."""
+    ∂vec(∇f)/∂vec(x) of a scalar f (for a matrix x, Kronecker products). ``facts`` (made
+    with md.fact) rewrite the gradient and the Hessian where they apply."""
     if isinstance(x, (list, tuple)):
         raise MatdiffError("hessian takes one variable; for mixed second derivatives use "
                            "md.jacobian(md.grad(f, x), y)")
-    return jacobian(jacobian(f, x), x, layout=layout, vec=vec)
+    return jacobian(jacobian(f, x, facts=facts), x, layout=layout, vec=vec, facts=facts)

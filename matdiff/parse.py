@@ -45,7 +45,7 @@ class ParseError(MatdiffError, SyntaxError):
 
 def _shape_error(message, text, column):
     err = ShapeError(message)
-    err.text, err.column = text, column
+    err.text, err.column, err.message = text, column, message
     err.args = (str(ParseError(message, text, column)),)
     return err
 
@@ -1009,6 +1009,82 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
                          f"for {len(tuple(result_shape))} axes; the text does not fix the size "
                          f"of every constant in it")
     return out
+
+
+def declaration_of(v: Expr) -> str:
+    """A variable's declaration as the parser reads it: 'matrix(n, k) symmetric'."""
+    node = v.node
+    kind = {0: "scalar", 1: "vector", 2: "matrix"}.get(node.ndim, "tensor")
+    dims = ", ".join(str(d) for d in node.shape)
+    return f"{kind}({dims})" + (" symmetric" if node.symmetric else "") if dims else kind
+
+
+def _equals(text: str, dialect: str) -> int:
+    """The column of the one '=' outside parentheses (not in axis=1), or a ParseError."""
+    depth, found = 0, []
+    for col, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "=" and depth == 0:
+            found.append(col)
+    if len(found) != 1:
+        example = "'sum(Y, axis=1) = 1' (each row of Y sums to 1) or 'y * y = y'" \
+            if dialect == "numpy" else "'Y*vector(1) = 1' (each row of Y sums to 1) or 'y.*y = y'"
+        raise ParseError(f"a fact is an equation with one '=', such as {example}" if not found else
+                         "a fact has one '=' between its two sides", text,
+                         found[1] if len(found) > 1 else None)
+    return found[0]
+
+
+def parse_fact(text: str, dialect: str = "matrixcalculus", **declarations):
+    """A declared fact ``lhs = rhs`` from text, read in the dialect with these declarations
+    (give the expression's variables' declarations, so the fact is about the same
+    variables); a number on the right fills the left side's shape, and ``I`` alone is the
+    identity.
+
+    >>> print(md.parse_fact("Y*vector(1) = 1", Y="matrix(m, k)").text)
+    Y1 = 1
+    """
+    if not isinstance(text, str):
+        raise ParseError(f"a fact must be a string, not {type(text).__name__}")
+    at = _equals(text, dialect)
+    sides = []
+    for start, part in ((0, text[:at]), (at + 1, text[at + 1:])):
+        if not part.strip():
+            raise ParseError("this side of the fact is empty", text, len(text) if sides else start)
+        try:
+            if sides:  # the right side: a number, or an expression of the left side's shape
+                rhs = part.strip()
+                if re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", rhs):
+                    sides.append(float(rhs))
+                    continue
+                if rhs == "I" and "I" not in declarations and sides[0].ndim == 2:
+                    sides.append(L.eye(sides[0].shape[0]))  # the identity, in either dialect
+                    continue
+                known = {v.node.name: declaration_of(v) for v in sides[0].variables}
+                try:
+                    sides.append(parse(part, dialect, result_shape=sides[0].shape,
+                                       **{**known, **declarations}))
+                except ShapeError as e:
+                    if getattr(e, "column", None) is not None:
+                        raise
+                    right = parse(part, dialect, **{**known, **declarations})
+                    raise ParseError(f"the two sides of a fact need one shape, but the left is "
+                                     f"{sides[0].describe_shape()} and the right "
+                                     f"{right.describe_shape()}", part,
+                                     len(part) - len(part.lstrip())) from None
+            else:
+                sides.append(parse(part, dialect, **declarations))
+        except (ParseError, ShapeError) as e:
+            column = getattr(e, "column", None)
+            message = getattr(e, "message", None) or str(e)
+            if column is None:
+                raise
+            raise ParseError(message, text, start + column) from None
+    lhs, rhs = sides
+    fact = L.fact(lhs, rhs)
+    fact.text = f"{lhs} = {rhs if isinstance(rhs, Expr) else f'{rhs:g}'}"
+    return fact
 
 
 def _expect_shape(b: "Builder", root: Shape, result_shape) -> None:

@@ -21,7 +21,7 @@ from .errors import CheckError, MatdiffError, NotSupportedError, UncheckableErro
 from .expr import Expr
 from .generate import codegen
 from .library import hessian, jacobian
-from .parse import ParseError, parse, parse_declaration
+from .parse import ParseError, declaration_of, parse, parse_declaration, parse_fact
 
 MAX_EXPRESSION = 2_000  # characters of an expression the server reads
 MAX_VARIABLES = 12      # derivatives one request may ask for
@@ -44,7 +44,7 @@ EXAMPLES = [
     {"name": "Hessian of the logistic loss", "expression": "sum(log(1 + exp(-y .* (X*w))))",
      "wrt": ["w"], "order": 2},
     {"name": "softmax cross-entropy", "expression": "-sum(Y .* log(softmax(X*W)))", "wrt": ["W"],
-     "order": 1},
+     "order": 1, "facts": ["Y*vector(1) = 1"]},
     {"name": "two-layer network", "expression": "-sum(Y .* log(softmax(tanh(X*W1)*W2)))",
      "wrt": ["W1", "W2"], "order": 1},
     {"name": "Jacobian of XW, vec layout", "expression": "X*W", "wrt": ["X"], "order": 1,
@@ -67,12 +67,7 @@ class RequestError(Exception):
         self.body = {"error": message, **({"column": column} if column is not None else {}), **extra}
 
 
-def kind_of(v: Expr) -> str:
-    """A variable's declaration as the parser reads it: 'matrix(n, k) symmetric'."""
-    node = v.node
-    kind = {0: "scalar", 1: "vector", 2: "matrix"}.get(node.ndim, "tensor")
-    dims = ", ".join(str(d) for d in node.shape)
-    return f"{kind}({dims})" + (" symmetric" if node.symmetric else "") if dims else kind
+kind_of = declaration_of  # a variable's declaration as the parser reads it
 
 
 # --------------------------------------------------------------------------- reading a request
@@ -131,6 +126,36 @@ def _expression(payload: dict):
     return f, text, DIALECTS[dialect], variables, decls
 
 
+MAX_FACTS = 16
+
+
+def _facts(payload: dict, f: Expr, dialect: str, variables: dict, decls: dict) -> list:
+    """The request's facts ("facts": ["Y*vector(1) = 1"]), about the expression's variables;
+    an error names the fact by its position ("fact": i) and its column."""
+    texts = _field(payload, "facts", list, [])
+    if len(texts) > MAX_FACTS:
+        raise RequestError(413, f"'facts' holds {len(texts)} facts; at most {MAX_FACTS}")
+    known = {n: kind_of(v) for n, v in variables.items()}
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise RequestError(400, f"a fact is a string such as 'Y*vector(1) = 1', not {text!r:.40}",
+                               fact=i)
+        if len(text) > MAX_EXPRESSION:
+            raise RequestError(413, f"fact {i + 1} has {len(text):,} characters; at most "
+                                    f"{MAX_EXPRESSION:,}", fact=i)
+        if not text.strip():
+            continue
+        try:
+            out.append(parse_fact(text, dialect, **{**known, **decls}))
+        except ParseError as e:
+            raise RequestError(400, f"fact {i + 1}: {e.message}", e.column, fact=i) from None
+        except MatdiffError as e:
+            raise RequestError(422, f"fact {i + 1}: {getattr(e, 'message', None) or e}",
+                               getattr(e, "column", None), fact=i) from None
+    return out
+
+
 def _functions(decls: dict) -> set:
     return {n for n, d in decls.items() if d.strip() in ("function", "scalar_function")}
 
@@ -146,8 +171,9 @@ def _summary(f: Expr, variables: dict, decls: dict) -> dict:
 def inspect(payload: dict) -> dict:
     """Parse the expression: its echo and the variables' inferred declarations, or a 4xx
     error with the column (the page calls this as the user types)."""
-    f, _, _, variables, decls = _expression(payload)
-    return _summary(f, variables, decls)
+    f, _, dialect, variables, decls = _expression(payload)
+    facts = _facts(payload, f, dialect, variables, decls)
+    return {**_summary(f, variables, decls), "facts": [fa.text for fa in facts]}
 
 
 def derive(payload: dict) -> dict:
@@ -156,9 +182,11 @@ def derive(payload: dict) -> dict:
 
     Fields: expression (required), wrt (list of names; all variables if absent), order
     (1 or 2), dialect ("matrixcalculus" or "numpy"), declarations ({name: "matrix(n, n)
-    symmetric"}), layout ("numerator", "denominator", "vec"), index, steps, check, code
-    (booleans; check and code default to true)."""
-    f, _, _, variables, decls = _expression(payload)
+    symmetric"}), facts (["Y*vector(1) = 1"]: equations the derivatives may use), layout
+    ("numerator", "denominator", "vec"), index, steps, check, code (booleans; check and code
+    default to true)."""
+    f, _, dialect, variables, decls = _expression(payload)
+    facts = _facts(payload, f, dialect, variables, decls)
     wrt = _field(payload, "wrt", list, list(variables))
     if not wrt:
         raise RequestError(400, "'wrt' is empty; name the variables to differentiate by")
@@ -184,18 +212,19 @@ def derive(payload: dict) -> dict:
         for name in wrt:
             x = variables[name]
             try:
-                d = hessian(f, x) if order == 2 else jacobian(f, x, layout=layout)
+                d = hessian(f, x, facts=facts) if order == 2 else \
+                    jacobian(f, x, layout=layout, facts=facts)
             except MatdiffError as e:
                 raise RequestError(422, f"∂/∂{name}: {e}") from None
             derivatives.append(d)
-            results.append(_result(f, x, name, d, order, flags))
-    out = {**_summary(f, variables, decls), "results": results}
+            results.append(_result(f, x, name, d, order, flags, facts))
+    out = {**_summary(f, variables, decls), "facts": [fa.text for fa in facts], "results": results}
     if flags["code"]:
         out["code"] = _code(derivatives)
     return out
 
 
-def _result(f, x, name, d, order, flags) -> dict:
+def _result(f, x, name, d, order, flags, facts) -> dict:
     label = f"∂²f/∂{name}²" if order == 2 else f"∂f/∂{name}"
     label_latex = (f"\\frac{{\\partial^2 f}}{{\\partial {name}^2}}" if order == 2
                    else f"\\frac{{\\partial f}}{{\\partial {name}}}")
@@ -204,9 +233,10 @@ def _result(f, x, name, d, order, flags) -> dict:
     if flags["index"]:
         r["index"] = {"text": d.index()}
     if flags["steps"]:
-        r["steps"] = _steps(f, x, order)
+        r["steps"] = _steps(f, x, order) if not facts else {
+            "reason": "steps show the engine's rules, which do not use facts; the result uses them"}
     if flags["check"]:
-        r["check"] = _check(f, x, order)
+        r["check"] = _check(f, x, order, facts)
     return r
 
 
@@ -221,9 +251,9 @@ def _steps(f, x, order) -> dict:
     return {"text": str(s), "latex": s.latex()}
 
 
-def _check(f, x, order) -> dict:
+def _check(f, x, order, facts=()) -> dict:
     try:
-        err = check(f, x, order=order)
+        err = check(f, x, order=order, facts=facts)
     except UncheckableError as e:
         return {"ok": None, "reason": str(e)}
     except CheckError as e:

@@ -234,3 +234,22 @@ def test_the_default_variable_is_the_usual_parameter(page):
     assert page.locator(".result").get_attribute("data-wrt") == "w"  # not X, the first by name
     enter(page, "log(det(X))")
     assert page.locator(".result").get_attribute("data-wrt") == "X"  # else the first
+
+
+def test_facts_typed_on_the_page_shorten_the_result_and_bad_ones_show_a_caret(page):
+    n = counter(page)
+    page.select_option("#examples", label="softmax cross-entropy")
+    derived(page, n)
+    assert page.input_value("#facts") == "Y*vector(1) = 1"
+    assert "diag" not in typeset(page, "W") and "softmax" in typeset(page, "W")
+    assert "✓ checked" in page.locator(".result .verdict").first.text_content()
+    page.fill("#facts", "")
+    n = counter(page)
+    page.locator("#derive").click()
+    derived(page, n)
+    assert "diag" in typeset(page, "W")  # without the fact: Xᵀ(diag(Y1)softmax(XW) − Y)
+    page.fill("#facts", "Y*vector(1) = 1 = 2")
+    page.locator("#derive").click()
+    page.wait_for_function("document.getElementById('facts-status').textContent.includes('^')")
+    status = page.locator("#facts-status").text_content().splitlines()
+    assert status[0] == "Y*vector(1) = 1 = 2" and status[1] == " " * 16 + "^"

@@ -17,7 +17,7 @@ import matdiff as md  # noqa: E402
 GROUPS = [
     ("Variables and constants", ["tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye", "unit",
                                  "function", "scalar_function"]),
-    ("Derivatives", ["grad", "jacobian", "hessian", "derivative", "hvp", "derivation", "check"]),
+    ("Derivatives", ["grad", "jacobian", "hessian", "derivative", "hvp", "derivation", "check", "fact"]),
     ("Matrix functions", ["trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "mean",
                           "kron", "outer", "dot", "norm"]),
     ("Spectral functions", ["eigvalsh", "svdvals", "matrix_function", "expm", "logm", "sqrtm"]),
@@ -25,7 +25,7 @@ GROUPS = [
                                 "log1p", "expm1", "sigmoid", "softplus", "relu", "abs", "sqrt", "sign",
                                 "step", "softmax", "logsumexp"]),
     ("Tensors", ["einsum", "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply"]),
-    ("Text, printing and interop", ["parse", "latex", "to_index", "explicit", "to_sympy", "from_sympy"]),
+    ("Text, printing and interop", ["parse", "parse_fact", "latex", "to_index", "explicit", "to_sympy", "from_sympy"]),
     ("Generated code", ["codegen", "compile"]),
     ("Expressions", ["Expr"]),
     ("Errors", ["MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",

@@ -6,6 +6,7 @@ const KINDS = ["scalar", "vector", "matrix", "symmetric matrix", "function", "sc
 const state = {
   expression: "", dialect: "matrixcalculus", wrt: [], order: 1, layout: "numerator",
   index: false, steps: true, check: true, decls: {},   // decls: the user's own declarations
+  facts: [],                                           // equations the derivative may use
 };
 let inferred = {};        // name -> declaration the server inferred
 let code = {};            // backend -> {source} | {error}
@@ -107,6 +108,14 @@ function renderDeclarations() {
 
 // --------------------------------------------------------------------------- parsing as one types
 
+function showError(error, column, fact) {
+  if (fact === undefined || fact === null) { showParseError(error, column); return; }
+  const status = $("facts-status");
+  const text = state.facts[fact] || "";
+  status.textContent = column === undefined || column === null
+    ? error : `${text}\n${" ".repeat(column)}^\n${error}`;
+}
+
 function showParseError(error, column) {
   const status = $("parse-status");
   status.classList.remove("ok");
@@ -133,10 +142,11 @@ async function inspect() {
   const {ok, data} = await api("/api/inspect", request());
   if (seq !== inspectSeq) return ok;  // a newer inspection renders; this one only answers
   if (!ok) {
-    showParseError(data.error, data.column);
+    showError(data.error, data.column, data.fact);
     return false;
   }
   $("parse-status").textContent = "";
+  $("facts-status").textContent = "";
   $("parse-status").classList.add("ok");
   tex($("echo"), `f = ${data.expression.latex}`);
   inferred = data.declarations;
@@ -162,6 +172,7 @@ function readControls() {
   state.index = $("index").checked;
   state.steps = $("steps").checked;
   state.check = $("check").checked;
+  state.facts = $("facts").value.split("\n").filter((line) => line.trim());
 }
 
 function writeControls() {
@@ -172,10 +183,12 @@ function writeControls() {
   $("index").checked = state.index;
   $("steps").checked = state.steps;
   $("check").checked = state.check;
+  $("facts").value = state.facts.join("\n");
 }
 
 function request() {
-  const body = {expression: state.expression, dialect: state.dialect, declarations: state.decls};
+  const body = {expression: state.expression, dialect: state.dialect, declarations: state.decls,
+                facts: state.facts};
   return body;
 }
 
@@ -194,7 +207,7 @@ async function derive() {
   if (!ok) {
     $("results").textContent = "";
     $("code-section").hidden = true;
-    if (data.column !== undefined) showParseError(data.error, data.column);
+    if (data.column !== undefined || data.fact !== undefined) showError(data.error, data.column, data.fact);
     $("error").textContent = data.error;
     return;
   }
@@ -299,6 +312,7 @@ function saveHash() {
   if (!state.steps) p.set("s", "0");
   if (!state.check) p.set("c", "0");
   if (Object.keys(state.decls).length) p.set("v", JSON.stringify(state.decls));
+  if (state.facts.length) p.set("f", JSON.stringify(state.facts));
   history.replaceState(null, "", "#" + p.toString());
 }
 
@@ -314,6 +328,8 @@ function loadHash() {
   state.steps = p.get("s") !== "0";
   state.check = p.get("c") !== "0";
   try { state.decls = JSON.parse(p.get("v") || "{}"); } catch (e) { state.decls = {}; }
+  try { state.facts = JSON.parse(p.get("f") || "[]"); } catch (e) { state.facts = []; }
+  if (!Array.isArray(state.facts)) state.facts = [];
   return true;
 }
 
@@ -321,7 +337,7 @@ function loadExample(example) {
   Object.assign(state, {
     expression: example.expression, dialect: example.dialect || "matrixcalculus",
     wrt: example.wrt || [], order: example.order || 1, layout: example.layout || "numerator",
-    decls: {...(example.declarations || {})},
+    decls: {...(example.declarations || {})}, facts: [...(example.facts || [])],
   });
   writeControls();
   derive();
@@ -345,6 +361,7 @@ async function main() {
   $("expression").addEventListener("input", () => scheduleInspect());
   $("expression").addEventListener("keydown", (e) => { if (e.key === "Enter") derive(); });
   $("dialect").addEventListener("change", () => scheduleInspect(0));
+  $("facts").addEventListener("input", () => scheduleInspect());
   $("derive").addEventListener("click", derive);
   for (const id of ["order", "layout", "index", "steps", "check"]) $(id).addEventListener("change", derive);
   for (const tab of document.querySelectorAll("[role=tab]")) {

@@ -1,0 +1,179 @@
+"""Declared facts: equalities among variables that the user knows and the algebra cannot see.
+
+A fact ``lhs = rhs`` (each row of Y sums to 1: Y1 = 1; y is in {0, 1}: y ⊙ y = y; 1ᵀw = 1;
+XᵀX = I) is a rewrite rule applied to a derivative after it is taken (``apply``): the
+derivative is the ordinary one, and a fact only changes how it is written, so the result
+equals the derivative wherever the facts hold.  ``satisfy`` moves random values onto the
+set where the facts hold, so that ``md.check`` compares at points where the rewritten
+result is meant to be right.
+
+Matching is structural, on the simplified IR:
+
+- a left side that is a contraction matches any sub-product of a contraction: its factors
+  among the product's factors, with labels that correspond one to one, and each axis the
+  left side sums over summed by those factors alone (Y_pq summed over q, in any product
+  where q appears nowhere else, is (Y1)_p = 1);
+- any other left side (y ⊙ y simplifies to y², a whole node) matches where that very node
+  occurs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .build import add, scale
+from .errors import MatdiffError
+from .ir import Contract, Node, Sum, free_vars
+from .simplify import _rewrite, simplify
+
+MAX_PASSES = 8  # rewriting stops at a fixed point, or after this many passes
+MAX_FACTORS = 8  # a left side with more factors is matched only as a whole node
+MAX_SUM = 4  # a sum of more terms is not distributed to find a match
+
+
+class Fact:
+    """lhs = rhs between two simplified nodes of one shape; ``text`` is how it is shown."""
+
+    __slots__ = ("lhs", "rhs", "text")
+
+    def __init__(self, lhs: Node, rhs: Node, text: str):
+        if lhs.shape != rhs.shape:
+            raise MatdiffError(f"the fact {text}: its two sides have different shapes")
+        if not free_vars(lhs):
+            raise MatdiffError(f"the fact {text}: its left side has no variable, so there is "
+                               f"nothing it could tell about one")
+        self.lhs, self.rhs, self.text = simplify(lhs), simplify(rhs), text
+        if self.lhs is self.rhs:
+            raise MatdiffError(f"the fact {text} holds for any values: it says nothing")
+
+    @property
+    def variables(self) -> frozenset:
+        return free_vars(self.lhs) | free_vars(self.rhs)
+
+    def __repr__(self):
+        return f"<fact {self.text}>"
+
+
+def apply(root: Node, facts) -> Node:
+    """root with every occurrence of a fact's left side replaced by its right side, then
+    simplified, until nothing changes."""
+    facts = list(facts or ())
+    for _ in range(MAX_PASSES):
+        new = root
+        for fact in facts:
+            new = _rewrite(new, lambda n, f=fact: _replace(n, f), renormalise=True)
+            new = simplify(new)
+        if new is root:
+            return root
+        root = new
+    return root
+
+
+def _replace(n: Node, fact: Fact) -> Node:
+    if n is fact.lhs:
+        return fact.rhs
+    if isinstance(n, Contract) and isinstance(fact.lhs, Contract) and \
+            len(fact.lhs.operands) <= MAX_FACTORS:
+        m = _match(fact.lhs, n)
+        if m is not None:
+            used, phi = m
+            keep = [k for k in range(len(n.operands)) if k not in used]
+            rhs_labels = tuple(phi[lab] for lab in fact.lhs.out)
+            ops = [n.operands[k] for k in keep] + [fact.rhs]
+            labs = [n.labels[k] for k in keep] + [rhs_labels]
+            return simplify(Contract(tuple(ops), tuple(labs), n.out))
+        return _distributed(n, fact)
+    return n
+
+
+def _distributed(n: Contract, fact: Fact) -> Node:
+    """n with one sum among its factors distributed, where the fact then matches a term:
+    Qᵀ(Qw − b) with QᵀQ = I is w − Qᵀb.  n itself where no term matches."""
+    for k, op in enumerate(n.operands):
+        if not isinstance(op, Sum) or len(op.terms) > MAX_SUM:
+            continue
+        terms, hit = [], False
+        for c, t in op.terms:
+            ops = n.operands[:k] + (t,) + n.operands[k + 1:]
+            term = simplify(Contract(ops, n.labels, n.out))
+            new = _replace(term, fact) if isinstance(term, Contract) and \
+                not any(isinstance(o, Sum) for o in term.operands) else term
+            hit = hit or new is not term
+            terms.append((c, new))
+        if hit:
+            return simplify(Sum(tuple(terms), n.shape))
+    return n
+
+
+def _match(pattern: Contract, target: Contract):
+    """(target operand positions, label map) where pattern is a sub-product of target, else
+    None."""
+    P, T = pattern.operands, target.operands
+    if len(P) > len(T):
+        return None
+    summed = set(lab for labs in pattern.labels for lab in labs) - set(pattern.out)
+
+    def extend(i, used, phi):
+        if i == len(P):
+            outside = [lab for k, labs in enumerate(target.labels) if k not in used for lab in labs]
+            outside += list(target.out)
+            if any(phi[lab] in outside for lab in summed):
+                return None
+            return used, phi
+        for k, op in enumerate(T):
+            if k in used or op is not P[i]:
+                continue
+            new = dict(phi)
+            ok = True
+            for a, b in zip(pattern.labels[i], target.labels[k]):
+                if new.setdefault(a, b) != b:
+                    ok = False
+                    break
+            if not ok or len(set(new.values())) != len(new):  # labels correspond one to one
+                continue
+            found = extend(i + 1, used + [k], new)
+            if found is not None:
+                return found
+        return None
+
+    return extend(0, [], {})
+
+
+# --------------------------------------------------------------------------- sampling
+
+def residual(facts) -> list:
+    """The nodes lhs − rhs of the facts, each zero where its fact holds."""
+    return [simplify(add(f.lhs, scale(-1.0, f.rhs))) for f in facts]
+
+
+def satisfy(facts, values: dict, sizes: dict, evaluate, jacobian, tol: float = 1e-12,
+            steps: int = 100) -> dict:
+    """values with the facts' variables moved to a nearby point where every fact holds, by
+    Gauss–Newton steps on Σ‖lhs − rhs‖² (the minimum-norm step: it moves the values as little
+    as the facts require).  ``evaluate(node, values)`` gives a node's value and
+    ``jacobian(node, var)`` its Jacobian node.  Raises MatdiffError where no such point is
+    found."""
+    facts = list(facts or ())
+    if not facts:
+        return values
+    rs = residual(facts)
+    vs = sorted(set().union(*(f.variables for f in facts)), key=lambda v: v.name)
+    js = [[jacobian(r, v) for v in vs] for r in rs]
+    values = dict(values)
+    shapes = [np.shape(values[v.name]) for v in vs]
+    sizes_ = [int(np.prod(s)) for s in shapes]
+    norm = np.inf
+    for _ in range(steps):
+        r = np.concatenate([np.ravel(evaluate(n, values)) for n in rs])
+        norm = float(np.abs(r).max(initial=0.0))
+        if norm <= tol:
+            return values
+        J = np.concatenate([np.concatenate(
+            [np.reshape(evaluate(j, values), (-1, size)) for j, size in zip(row, sizes_)], axis=1)
+            for row in js], axis=0)
+        step = np.linalg.lstsq(J, -r, rcond=None)[0]
+        for v, shape, part in zip(vs, shapes, np.split(step, np.cumsum(sizes_)[:-1])):
+            x = np.asarray(values[v.name], dtype=float) + part.reshape(shape)
+            values[v.name] = (x + x.T) / 2 if v.symmetric else x
+    raise MatdiffError(f"could not find values where {', '.join(f.text for f in facts)} "
+                       f"hold{'s' if len(facts) == 1 else ''} (the residual stays at {norm:.3g}); "
+                       f"check that the facts can hold together at these sizes")
