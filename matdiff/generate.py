@@ -224,6 +224,11 @@ def _pairwise(w: _Writer, a: str, la: tuple, b: str, lb: tuple, out: tuple) -> s
     """The code of Σ a_la b_lb → out for two operands, as a NumPy primitive where one fits."""
     sa, sb, so = set(la), set(lb), set(out)
     if len(sa) == len(la) and len(sb) == len(lb):
+        own_a, own_b = sa - sb - so, sb - sa - so
+        if own_a or own_b:  # a label one operand alone sums is summed there first (Y1 ⊙ …)
+            ka = tuple(x for x in la if x not in own_a)
+            kb = tuple(x for x in lb if x not in own_b)
+            return _pairwise(w, _single(a, la, ka), ka, _single(b, lb, kb), kb, out)
         summed = (sa & sb) - so
         batch = sa & sb & so
         if not summed and sa | sb == so:  # a broadcasting element-wise product

@@ -550,15 +550,117 @@ def stable_forms(root: Node) -> Node:
 
 @functools.lru_cache(maxsize=4096)  # evaluate runs it once per node, not once per point
 def numerical_forms(root: Node) -> Node:
-    """root (simplified) with each 1 − σ(u) computed as σ(−u), equal but exact where σ(u)
-    rounds to 1 (u ≳ 17 in float32, 37 in float64): the form values are computed in, by
-    ``Expr.evaluate`` and the code generator; printing keeps 1 − σ(u)."""
-    if not any(_complement_of_sigmoid(n) is not None for n in walk(root)):
+    """root (simplified) in the form values are computed in, by ``Expr.evaluate`` and the
+    code generator (printing keeps the form a person reads), each rewrite equal wherever the
+    original is defined:
+    1 − σ(u) as σ(−u), exact where σ(u) rounds to 1 (u ≳ 17 in float32, 37 in float64);
+    a ⊙ σ(u) + b ⊙ σ(−u) as (a − b) ⊙ σ(u) + b where a − b cancels to something smaller than
+    a and b (``_one_sigmoid``: BCE's gradient (1 − y) ⊙ σ(u) − y ⊙ σ(−u) is σ(u) − y);
+    log(1 + u) as log1p(u) and c·exp(u) − c as c·expm1(u), exact where u is small."""
+    if not any(_value_form(n, probe=True) for n in walk(root)):
         return root
-    def value_form(m):
-        u = _complement_of_sigmoid(m)
-        return m if u is None else simplify(F.apply("sigmoid", B.scale(-1, u)))
-    return _rewrite(root, value_form, renormalise=True)
+    return _rewrite(root, _value_form, renormalise=True)
+
+
+def _value_form(m: Node, probe: bool = False):
+    """m in its value form (``numerical_forms``); with ``probe``, only whether one may apply."""
+    u = _complement_of_sigmoid(m)
+    if u is not None:
+        return True if probe else simplify(F.apply("sigmoid", B.scale(-1, u)))
+    if _is_builtin(m, "log"):
+        rest = _one_plus(m.arg)
+        if rest is not None:
+            return True if probe else simplify(F.apply("log1p", rest))
+    if isinstance(m, Sum):
+        if probe:
+            return _exp_minus_one(m) is not None or _sigmoid_pair(m) is not None
+        m = _one_sigmoid(m)
+        if isinstance(m, Sum):
+            replaced = _exp_minus_one(m)
+            if replaced is not None:
+                return simplify(replaced)
+    return False if probe else m
+
+
+def _is_unit(n: Node) -> bool:
+    return is_ones(n) or (isinstance(n, Const) and n.value == 1)
+
+
+def _one_plus(x: Node):
+    """u where x is 1 + u (entry-wise, u not empty), else None."""
+    if not isinstance(x, Sum) or len(x.terms) < 2:
+        return None
+    units = [i for i, (c, t) in enumerate(x.terms) if c == 1 and _is_unit(t)]
+    if not units:
+        return None
+    return simplify(B.linear([p for i, p in enumerate(x.terms) if i != units[0]], x.shape))
+
+
+def _exp_minus_one(s: Sum):
+    """s with c·exp(u) − c·1 as c·expm1(u) (the first such pair), else None."""
+    units = {c: i for i, (c, t) in enumerate(s.terms) if _is_unit(t)}
+    for i, (c, t) in enumerate(s.terms):
+        if _is_builtin(t, "exp") and -c in units:
+            rest = [p for k, p in enumerate(s.terms) if k not in (i, units[-c])]
+            return B.linear(rest + [(c, F.apply("expm1", t.arg))], s.shape)
+    return None
+
+
+def _factors(t: Node) -> list:
+    """The entry-wise factors of a term of an entry-wise sum: a Hadamard product's operands,
+    else the term itself."""
+    if isinstance(t, Contract) and all(lab == t.out for lab in t.labels):
+        return list(t.operands)
+    return [t]
+
+
+def _sigmoid_pair(s: Sum):
+    """u where the terms of s hold σ(u) and σ(−u) as entry-wise factors, else None; u is the
+    argument of the two that is not written negated."""
+    args = {f.arg for _, t in s.terms for f in _factors(t) if _is_builtin(f, "sigmoid")}
+    if len(args) < 2:
+        return None
+    for u in args:
+        negated = simplify(B.scale(-1, u))
+        if negated in args:
+            plain = not (isinstance(u, Sum) and len(u.terms) == 1 and u.terms[0][0] < 0)
+            return u if plain else negated
+    return None
+
+
+def _size(n: Node) -> int:
+    return sum(1 for _ in walk(n))
+
+
+def _one_sigmoid(s: Sum) -> Node:
+    """a ⊙ σ(u) + b ⊙ σ(−u) + r → (a − b) ⊙ σ(u) + b + r, by σ(−u) = 1 − σ(u), where a − b is a
+    constant or smaller than a and than b: the coefficients cancel (BCE's gradient
+    (1 − y) ⊙ σ(u) − y ⊙ σ(−u) is σ(u) − y), so one sigmoid is computed where two were, as
+    the closed form does; else s.  Terms holding σ(±u) twice (σ(u) ⊙ σ(−u)) stay as they are."""
+    u = _sigmoid_pair(s)
+    if u is None:
+        return s
+    plus = simplify(F.apply("sigmoid", u))
+    minus = simplify(F.apply("sigmoid", B.scale(-1, u)))
+    a, b, rest = [], [], []
+    for c, t in s.terms:
+        fs = _factors(t)
+        hits = [k for k, f in enumerate(fs) if f is plus or f is minus]
+        if len(hits) != 1:
+            rest.append((c, t))
+            continue
+        others = [f for k, f in enumerate(fs) if k != hits[0]]
+        coef = B.hadamard(*others) if others else B.ones(s.shape)
+        (a if fs[hits[0]] is plus else b).append((c, coef))
+    if not a or not b:
+        return s
+    a, b = simplify(B.linear(a, s.shape)), simplify(B.linear(b, s.shape))
+    merged = simplify(B.linear([(1, a), (-1, b)], s.shape))
+    constant = isinstance(merged, Const) or B.is_zero(merged) or _is_unit(merged) or \
+        (isinstance(merged, Sum) and len(merged.terms) == 1 and _is_unit(merged.terms[0][1]))
+    if not constant and _size(merged) >= min(_size(a), _size(b)):
+        return s  # a − b does not cancel: two sigmoids cost less than the cancellation risks
+    return simplify(B.linear(rest + [(1, B.hadamard(merged, plus)), (1, b)], s.shape))
 
 
 def _complement_of_sigmoid(n: Node):

@@ -457,3 +457,33 @@ def test_the_frechet_derivative_of_expm_is_accurate_when_the_direction_is_large(
     for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 1e-5)):
         got = fn(**{k: torch.tensor(a, dtype=dtype) for k, a in v.items()}).numpy()
         assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_a_label_one_factor_alone_sums_is_summed_there_first(backend):
+    """diag(Y1)S (the softmax cross-entropy's gradient, Y's rows unknown to sum to 1): Y's
+    row sums are formed and broadcast, Y1[:, None] * S, not an einsum over Y and S."""
+    pytest.importorskip(backend)
+    if backend == "jax":
+        import jax
+        jax.config.update("jax_enable_x64", True)
+    X, W, Y = md.matrix("X", "n", "k"), md.matrix("W", "k", "c"), md.matrix("Y", "n", "c")
+    loss = -md.sum(Y * md.log(md.softmax(X @ W, axis=1)))
+    g = md.grad(loss, W)
+    body = md.codegen(g, backend=backend)
+    assert "einsum" not in body and "Y.sum(axis=1)[:, None]" in body, body
+    rng = np.random.default_rng(0)
+    v = {"X": rng.normal(size=(7, 4)), "W": rng.normal(size=(4, 3)), "Y": rng.random((7, 3))}
+    Z = v["X"] @ v["W"]
+    S = np.exp(Z - Z.max(axis=1, keepdims=True))
+    S /= S.sum(axis=1, keepdims=True)
+    want = v["X"].T @ (v["Y"].sum(axis=1)[:, None] * S - v["Y"])
+    fn = md.compile(g, backend=backend)
+    args = v
+    if backend == "torch":
+        import torch
+        args = {k: torch.from_numpy(a) for k, a in v.items()}
+    got = fn(**args)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
+    np.testing.assert_allclose(g.evaluate(v), want, rtol=1e-12)
+    assert md.check(loss, W) < 1e-6

@@ -134,3 +134,98 @@ def test_logarithms_of_sigmoid_and_softmax_are_taken_in_log_space():
                    (md.log(1 - md.sigmoid(u)), jax.nn.log_sigmoid(-uv)),
                    (md.log(md.softmax(u)), jax.nn.log_softmax(uv))]:
         np.testing.assert_allclose(e.simplify().evaluate(u=uv), np.asarray(ref), rtol=1e-6)
+
+
+# log(1 + u) and exp(u) − 1 at small u: computed as log1p and expm1 (simplify.numerical_forms)
+v, a = md.vector("v", "n"), md.scalar("a")
+SMALL = [  # name, expression, variable, value(x), gradient(x), by NumPy's log1p and expm1
+    ("log(1 + v)", md.log(1 + v), None, np.log1p, None),
+    ("exp(v) − 1", md.exp(v) - 1, None, np.expm1, None),
+    ("1 − exp(v)", 1 - md.exp(v), None, lambda x: -np.expm1(x), None),
+    ("‖log(1 + v)‖²", md.sum(md.log(1 + v) ** 2), v, lambda x: np.sum(np.log1p(x) ** 2),
+     lambda x: 2 * np.log1p(x) / (1 + x)),
+    ("‖exp(v) − 1‖²", md.sum((md.exp(v) - 1) ** 2), v, lambda x: np.sum(np.expm1(x) ** 2),
+     lambda x: 2 * np.expm1(x) * np.exp(x)),
+    ("vᵀlog(1 + v)", v.T @ md.log(1 + v), v, lambda x: x @ np.log1p(x),
+     lambda x: np.log1p(x) + x / (1 + x)),
+    ("log(1 + a)²", md.log(1 + a) ** 2, a, lambda x: np.log1p(x) ** 2, lambda x: 2 * np.log1p(x) / (1 + x)),
+    ("(exp(a) − 1)²", (md.exp(a) - 1) ** 2, a, lambda x: np.expm1(x) ** 2, lambda x: 2 * np.expm1(x) * np.exp(x)),
+]
+
+
+@pytest.mark.parametrize("dtype,size", [(np.float64, 1e-10), (np.float32, 1e-5)], ids=["float64", "float32"])
+@pytest.mark.parametrize("name,e,wrt,value,gradient", SMALL, ids=[c[0] for c in SMALL])
+def test_log1p_and_expm1_keep_small_arguments_exact(name, e, wrt, value, gradient, dtype, size):
+    """At |u| of 1e-10 (float64) or 1e-5 (float32), 1 + u keeps only the leading digits of u:
+    log(1 + u) and exp(u) − 1 computed as written err by 1e-6 (float64) and 1e-3 (float32)
+    relative to the answer.  Values and gradients, in evaluate and the three backends, agree
+    with NumPy's log1p and expm1 (computed in float64 at the same point) to a few units of the
+    dtype's rounding; the printed form stays the one typed."""
+    jax.config.update("jax_enable_x64", True)
+    assert "log1p" not in str(e) and "expm1" not in str(e)
+    rng = np.random.default_rng(3)
+    var = wrt if wrt is not None else v
+    x = rng.normal(size=() if var is a else 5) * size
+    x = np.asarray(x, dtype=dtype)
+    x64 = x.astype(np.float64)  # the same point, exactly
+    outputs = [e] if wrt is None else [e, md.grad(e, wrt)]
+    wants = [value(x64)] + ([] if wrt is None else [gradient(x64)])
+    rtol = 1e-14 if dtype == np.float64 else 4e-7
+    name_of = var.node.name
+    for backend in ("numpy", "jax", "torch"):
+        fn = md.compile(outputs, backend=backend)
+        arg = x
+        if backend == "torch":
+            import torch
+            arg = torch.from_numpy(np.atleast_1d(x)).reshape(np.shape(x))
+        got = fn(**{name_of: arg})
+        got = got if isinstance(got, (list, tuple)) else [got]
+        for out, want in zip(got, wants):
+            out = np.asarray(out.detach().numpy() if hasattr(out, "detach") else out)
+            assert out.dtype == dtype, (backend, out.dtype)
+            np.testing.assert_allclose(out.astype(np.float64), want, rtol=rtol, err_msg=f"{name}: {backend}")
+    if dtype == np.float64:
+        for out, want in zip(outputs, wants):
+            np.testing.assert_allclose(out.evaluate(**{name_of: x64}), want, rtol=rtol, err_msg=f"{name}: evaluate")
+    if wrt is not None:  # the derivative against central differences, away from the small point
+        assert md.check(e, wrt, kinds={name_of: "positive"}) < 1e-6
+
+
+def test_log1p_and_expm1_are_what_the_code_computes():
+    """The generated code calls log1p and expm1 where log(1 + u) and exp(u) − 1 were typed,
+    and keeps log and exp where there is no 1 to absorb."""
+    for e, has, lacks in [(md.log(1 + v), "log1p(", "log("), (md.exp(v) - 1, "expm1(", "exp("),
+                          (md.log(2 + v), "log(", "log1p("), (md.exp(v) - 2, "exp(", "expm1(")]:
+        source = md.codegen(e)
+        body = source[source.index("def f"):]
+        assert has in body and lacks not in body.replace(has, ""), body
+
+
+def test_bce_gradient_computes_one_sigmoid():
+    """(1 − y) ⊙ σ(u) − y ⊙ σ(−u) is computed as σ(u) − y, one sigmoid as in the closed form
+    (simplify._one_sigmoid); a ⊙ σ(u) + b ⊙ σ(−u) with a − b not cancelling keeps both, and
+    σ(u) + σ(−u) is 1.  Each against its value computed directly."""
+    bce = -(y.T @ md.log(s) + (1 - y).T @ md.log(1 - s))
+    source = md.codegen(md.grad(bce, w))
+    assert source.count("_sigmoid(") == 2, source  # the helper's definition and one call
+    b = md.vector("b", "n")
+    t = X @ w
+    rng = np.random.default_rng(4)
+    values = {"X": rng.normal(size=(6, 3)) * 20, "w": rng.normal(size=3), "y": rng.normal(size=6),
+              "b": rng.normal(size=6)}
+    u = values["X"] @ values["w"]
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    for e, calls, want in [
+            (y * md.sigmoid(t) + b * md.sigmoid(-t), 2, values["y"] * sig(u) + values["b"] * sig(-u)),
+            (md.sigmoid(t) + md.sigmoid(-t), 0, np.ones(6)),
+            ((1 - y) * md.sigmoid(t) - y * md.sigmoid(-t), 1, sig(u) - values["y"])]:
+        source = md.codegen(e)
+        body = source[source.index("def f"):]
+        assert body.count("_sigmoid(") == calls, body
+        fn = md.compile(e)
+        got = fn(**{p: values[p] for p in inspect.signature(fn).parameters})
+        np.testing.assert_allclose(np.broadcast_to(got, (6,)), want, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(e.evaluate(**{k: values[k] for k in ("X", "w", "y", "b")
+                                                  if k in {x.node.name for x in e.variables}}),
+                                   want, rtol=1e-12, atol=1e-15)
+    assert md.check(md.sum((1 - y) * md.sigmoid(t) - y * md.sigmoid(-t)), w) < 1e-6
