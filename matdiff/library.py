@@ -111,12 +111,23 @@ inv = _square_fn("inv", Inv, "The matrix inverse X⁻¹.")
 MAX_MATRIX_POWER = 100_000  # |k| in Xᵏ; a larger one is refused, not built
 
 
+def symmetric(x: Expr) -> bool:
+    """Whether the square matrix x is symmetric by declaration or by structure — the one
+    test wherever symmetry is required or exploited: the notation's analysis (XᵀX, XSXᵀ,
+    A + Aᵀ, diag(v), inverses and functions of those), or x's normal form equal to that of
+    xᵀ (A + tB for symmetric A and B, (A + tB)⁻¹, I + GᵀSG). Both are sound: equal normal
+    forms are equal for every value."""
+    if x.ndim != 2 or x.shape[0] != x.shape[1]:
+        return False
+    return N.symmetric(x.notation()) or simplify(B.transpose(x.node)) is simplify(x.node)
+
+
 def _symmetric_argument(name: str, s) -> Expr:
     """s, if it is a symmetric matrix by declaration or by structure; else a clear error."""
     s = lift(s)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
         raise ShapeError(f"{name}({s.src}): needs a square matrix, but {s.src} is {s.describe_shape()}")
-    if not N.symmetric(s.notation()):
+    if not symmetric(s):
         raise NotSupportedError(
             f"{name}({s.src}): {s.src} must be symmetric — declared (md.matrix(..., symmetric=True)) "
             f"or by structure (XᵀX, A + Aᵀ, XSXᵀ); matdiff does not read one triangle of a "
@@ -186,7 +197,7 @@ def sqrtm(x) -> Expr:
 def _matrix_function_of(name, f, x):
     x = lift(x)
     _square(name, x)
-    if not N.symmetric(x.notation()):
+    if not symmetric(x):
         return Expr(Funm(f, x.node), src=f"{name}({x.src})")
     return Expr(MatFn(F.fn(f), _symmetric_argument(name, x).node), src=f"{name}({x.src})")
 

@@ -453,3 +453,36 @@ def test_the_spectral_norms_second_derivative_needs_the_rank():
     Y = md.matrix("X", "m", "n")
     with pytest.raises(md.NotSupportedError, match="smaller="):
         md.hessian(md.norm(Y, 2), Y)
+
+
+_A = md.matrix("A", "n", "n", symmetric=True)
+_B = md.matrix("B", "n", "n", symmetric=True)
+_G, _t = md.matrix("G", "n", "n"), md.scalar("t")
+STRUCTURAL = [  # symmetric by structure, though the notation's analysis alone did not see it
+    _A + _t * _B, md.inv(_A + _t * _B), 2 * _A - _t * (_G @ _G.T), md.eye("n") + _G.T @ _A @ _G,
+    md.expm(_A) + _t * _A,
+]
+
+
+@pytest.mark.parametrize("s", STRUCTURAL, ids=lambda s: s.src)
+def test_spectral_functions_take_matrices_symmetric_by_structure(s):
+    """Issue 21: eigvalsh(A + tB) with A, B symmetric is accepted; its derivatives by the
+    scalar and by a symmetric variable check to second order, and the value is symmetric."""
+    rng = np.random.default_rng(0)
+    a, b, g = (rng.standard_normal((4, 4)) for _ in range(3))
+    values = {"A": a + a.T + 8 * np.eye(4), "B": (b + b.T) / 4, "G": g / 4, "t": 0.3}
+    used = {k: v for k, v in values.items() if k in {u.node.name for u in s.variables}}
+    m = s.evaluate(used)
+    np.testing.assert_allclose(m, m.T, rtol=1e-12, atol=1e-12)
+    assert md.library.symmetric(s)
+    for f in (md.sum(md.eigvalsh(s) ** 3), md.trace(md.expm(s / 10)), md.trace(md.matrix_function(s, "sin"))):
+        assert md.check(f, _t, order=2) < 1e-6
+        assert md.check(f, _A, sizes={"n": 3}) < 1e-6
+
+
+def test_a_matrix_not_symmetric_by_structure_is_still_refused():
+    for s in (_A @ _B, _G, _A + _t * _G):
+        assert not md.library.symmetric(s)
+        with pytest.raises(md.NotSupportedError, match="symmetric"):
+            md.eigvalsh(s)
+    assert isinstance(md.expm(_A @ _B).node, md.ir.Funm)  # the general-matrix path
