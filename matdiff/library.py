@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from typing import Callable, Optional
 
 from . import build as B
@@ -14,11 +16,11 @@ from . import facts as FA
 from .facts import Fact
 from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
-from .evaluate import variables
+from .evaluate import interpret, numpy_ops, variables
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
-from .ir import (Basis, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Reshape, ScalarFn, Softmax, Svd, Var,
-                 free_vars)
+from .ir import (Basis, Contract, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
+                 Softmax, Sum, Svd, Var, free_vars)
 
 # --------------------------------------------------------------------------- variables
 
@@ -145,9 +147,20 @@ def eigvalsh(s) -> Expr:
 
 def matrix_function(s, f) -> Expr:
     """f(S) = U f(Λ) Uᵀ for a symmetric S and an element-wise f — a built-in name ("exp",
-    "log", "sqrt", "tanh", …), a function of the library (md.exp) or an ``md.function`` with
-    a derivative. Its differential is Daleckii–Krein's: d f(S) = U (F ⊙ (Uᵀ dS U)) Uᵀ, F the
-    divided differences of f at the eigenvalues (f′ on the diagonal)."""
+    "log", "sqrt", "tanh", …), a function of the library (md.exp), an ``md.function`` with
+    a derivative, or a Python function of one scalar written with matdiff's operations
+    (``lambda u: u**3``), traced once on a placeholder. Its differential is
+    Daleckii–Krein's: d f(S) = U (F ⊙ (Uᵀ dS U)) Uᵀ, F the divided differences of f at the
+    eigenvalues (f′ on the diagonal).
+
+    >>> S = md.matrix("S", "n", "n", symmetric=True)
+    >>> def cube(u):
+    ...     return u**3
+    >>> print(md.matrix_function(S, cube))
+    cubeₘ(S)
+    >>> md.check(md.trace(md.matrix_function(S, cube)), S, order=2) < 1e-6
+    True
+    """
     s = _symmetric_argument("matrix_function", s)
     fn = _elementwise_fn(f)
     return Expr(MatFn(fn, s.node), src=f"matrix_function({s.src}, {fn.name})")
@@ -166,8 +179,90 @@ def _elementwise_fn(f):
     fn = getattr(f, "fn", None)  # md.function(...) objects
     if isinstance(fn, F.Function):
         return fn
+    if callable(f):
+        return _traced(f)
     raise MatdiffError(f"matrix_function: f must be an element-wise function (a name such as "
-                       f"'exp', md.exp, or md.function(...)), not {f!r}")
+                       f"'exp', md.exp, md.function(...), or a Python function of one scalar "
+                       f"such as lambda u: u**3), not {f!r}")
+
+
+class _Traced:
+    """A Python function f of one scalar, traced once on a placeholder u: its value and f′
+    at any tensor z are the traced expressions with u replaced entry by entry by z."""
+
+    def __init__(self, f, body: Node, u: Var):
+        self.f, self.body, self.u = f, body, u
+        self.slope = simplify(jacobians(body, [u])[0])
+
+    def __call__(self, z: Node) -> Node:  # f′(z), as a builder of the function table
+        return _vectorised(self.slope, self.u, z)
+
+    def values(self, x):
+        """f at the entries of the array x."""
+        x = np.asarray(x, dtype=float)
+        t = Var("_t", ("_n",), False)
+        node = simplify(_vectorised(self.body, self.u, t))
+        out = interpret(node, {t: x.ravel()}, {"_n": x.size}, numpy_ops({}))
+        return np.broadcast_to(out, x.ravel().shape).reshape(x.shape)
+
+
+_TRACED: dict = {}
+
+
+def _traced(f) -> F.Function:
+    """The element-wise function of a Python callable, traced on a scalar placeholder (as
+    jax.jit traces): ``lambda u: u**3`` is f(u) = u³ with f′(u) = 3u²."""
+    if f in _TRACED:
+        return _TRACED[f]
+    u = Var("u", (), False)
+    try:
+        out = lift(f(Expr(u, src="u")))
+    except MatdiffError as e:
+        raise MatdiffError(f"matrix_function: tracing {getattr(f, '__name__', f)!r} on a scalar u "
+                           f"failed: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's function may raise anything
+        raise MatdiffError(f"matrix_function: tracing {getattr(f, '__name__', f)!r} on a scalar u "
+                           f"raised {type(e).__name__}: {e}; write f with matdiff's functions "
+                           f"(md.exp, md.log, +, *, **)") from None
+    if out.ndim != 0 or free_vars(out.node) - {u}:
+        names = ", ".join(sorted(v.name for v in free_vars(out.node)))
+        raise MatdiffError(f"matrix_function: f(u) must be a scalar expression of u alone, but it "
+                           f"is {out.describe_shape()} in {names}")
+    body = simplify(out.node)
+    _vectorised(body, u, Var("_t", ("_n",), False))  # refuses what is not element-wise now
+    name = getattr(f, "__name__", "f")
+    name = name if name.isidentifier() and name not in F.TABLE else "f"
+    traced = _Traced(f, body, u)
+    fn = F.Function(name, numpy=traced.values, deriv=traced)
+    _TRACED[f] = fn
+    return fn
+
+
+def _vectorised(node: Node, u: Var, z: Node) -> Node:
+    """The scalar expression node of u applied entry by entry to the tensor z."""
+    memo: dict = {}
+
+    def go(n: Node) -> Node:
+        if n in memo:
+            return memo[n]
+        if n is u:
+            out = z
+        elif u not in free_vars(n):
+            out = B.broadcast(n, z.shape)
+        elif isinstance(n, Sum):
+            out = Sum(tuple((c, go(t)) for c, t in n.terms), z.shape)
+        elif isinstance(n, Contract) and all(not labs for labs in n.labels):
+            out = B.hadamard(*(go(op) for op in n.operands))
+        elif isinstance(n, F.Elementwise):
+            out = F.Elementwise(n.fn, go(n.arg))
+        else:
+            raise NotSupportedError(f"matrix_function: f must apply element-wise operations to "
+                                    f"its argument (+, −, *, /, **, md.exp, md.log, …); "
+                                    f"{type(n).__name__} is not one")
+        memo[n] = out
+        return out
+
+    return go(node)
 
 
 def expm(x) -> Expr:

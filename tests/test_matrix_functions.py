@@ -486,3 +486,38 @@ def test_a_matrix_not_symmetric_by_structure_is_still_refused():
         with pytest.raises(md.NotSupportedError, match="symmetric"):
             md.eigvalsh(s)
     assert isinstance(md.expm(_A @ _B).node, md.ir.Funm)  # the general-matrix path
+
+
+def _soft(u):
+    return md.log(1 + md.exp(u))
+
+
+@pytest.mark.parametrize("f,numpy_f", [
+    (lambda u: u ** 3, lambda lam: lam ** 3),
+    (lambda u: 2 * u ** 2 - u + 1, lambda lam: 2 * lam ** 2 - lam + 1),
+    (_soft, lambda lam: np.log1p(np.exp(lam))),
+    (lambda u: md.exp(-u / 2) * md.sin(u), lambda lam: np.exp(-lam / 2) * np.sin(lam)),
+], ids=["cube", "quadratic", "softplus", "damped sine"])
+def test_matrix_function_traces_a_python_callable(f, numpy_f):
+    """Issue 21: md.matrix_function(S, lambda u: u**3) traces the callable on a scalar
+    placeholder, as JAX users expect; its value is U f(Λ) Uᵀ and its derivatives check to
+    second order."""
+    M = md.matrix_function(S, f)
+    rng = np.random.default_rng(1)
+    s = rng.standard_normal((4, 4))
+    s = s + s.T
+    lam, U = np.linalg.eigh(s)
+    np.testing.assert_allclose(M.evaluate(S=s), U @ np.diag(numpy_f(lam)) @ U.T, atol=1e-12)
+    assert md.check(a.T @ M @ a, S, order=2) < 1e-6
+    assert md.check(md.trace(M), S, order=2) < 1e-6
+
+
+def test_matrix_function_refuses_a_callable_that_is_not_element_wise():
+    for f, words in [(lambda u: md.det(u), "tracing"), (lambda u: u * S, "scalar expression of u alone"),
+                     (lambda u: 1 / 0, "ZeroDivisionError"), (lambda u: md.norm(u, 1), "")]:
+        try:
+            md.matrix_function(S, f)
+        except md.MatdiffError as e:
+            assert words in str(e)
+        else:
+            assert words == ""  # |u| is element-wise: accepted
