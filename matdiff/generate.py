@@ -225,10 +225,11 @@ def _pairwise(w: _Writer, a: str, la: tuple, b: str, lb: tuple, out: tuple) -> s
     sa, sb, so = set(la), set(lb), set(out)
     if len(sa) == len(la) and len(sb) == len(lb):
         own_a, own_b = sa - sb - so, sb - sa - so
-        if own_a or own_b:  # a label one operand alone sums is summed there first (Y1 ⊙ …)
-            ka = tuple(x for x in la if x not in own_a)
+        if own_a or own_b:  # a label one operand alone sums is summed there first (Y1 ⊙ …),
+            ka = tuple(x for x in la if x not in own_a)  # on a line of its own, so shared
             kb = tuple(x for x in lb if x not in own_b)
-            return _pairwise(w, _single(a, la, ka), ka, _single(b, lb, kb), kb, out)
+            a, b = (w.emit(_single(a, la, ka)) if own_a else a), (w.emit(_single(b, lb, kb)) if own_b else b)
+            return _pairwise(w, a, ka, b, kb, out)
         summed = (sa & sb) - so
         batch = sa & sb & so
         if not summed and sa | sb == so:  # a broadcasting element-wise product

@@ -462,7 +462,7 @@ def test_the_frechet_derivative_of_expm_is_accurate_when_the_direction_is_large(
 @pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
 def test_a_label_one_factor_alone_sums_is_summed_there_first(backend):
     """diag(Y1)S (the softmax cross-entropy's gradient, Y's rows unknown to sum to 1): Y's
-    row sums are formed and broadcast, Y1[:, None] * S, not an einsum over Y and S."""
+    row sums are formed once and broadcast, t[:, None] * S, not an einsum over Y and S."""
     pytest.importorskip(backend)
     if backend == "jax":
         import jax
@@ -471,7 +471,7 @@ def test_a_label_one_factor_alone_sums_is_summed_there_first(backend):
     loss = -md.sum(Y * md.log(md.softmax(X @ W, axis=1)))
     g = md.grad(loss, W)
     body = md.codegen(g, backend=backend)
-    assert "einsum" not in body and "Y.sum(axis=1)[:, None]" in body, body
+    assert "einsum" not in body and body.count("Y.sum(axis=1)") == 1, body
     rng = np.random.default_rng(0)
     v = {"X": rng.normal(size=(7, 4)), "W": rng.normal(size=(4, 3)), "Y": rng.random((7, 3))}
     Z = v["X"] @ v["W"]
