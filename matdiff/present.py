@@ -51,6 +51,7 @@ class EGraph:
         self.memo: dict = {}      # e-node -> class
         self.dims: dict = {}      # class -> shape (tuple of dims), or None where unknown
         self.sym: dict = {}       # class -> symmetric by structure
+        self.range: dict = {}     # class -> the interval every entry lies in (``_interval``)
         self.size = 0
 
     def find(self, a: int) -> int:
@@ -71,6 +72,7 @@ class EGraph:
         self.memo[key] = cid
         self.dims[cid] = _dims(self, key)
         self.sym[cid] = False
+        self.range[cid] = _interval(self, key)
         self.size += 1
         return cid
 
@@ -84,6 +86,7 @@ class EGraph:
         self.nodes[a] |= self.nodes.pop(b)
         self.dims[a] = self.dims[a] or self.dims.pop(b)
         self.sym[a] = self.sym[a] or self.sym.pop(b, False)
+        self.range[a] = _meet(self.range[a], self.range.pop(b, FULL))
         return True
 
     def rebuild(self) -> None:
@@ -112,6 +115,18 @@ class EGraph:
             for c, terms in self.nodes.items():
                 if not self.sym[c] and any(_symmetric_term(self, t) for t in terms):
                     self.sym[c] = changed = True
+        for _ in range(RANGE_PASSES):  # ranges only narrow; a few passes carry them upwards
+            changed = False
+            for c, terms in self.nodes.items():
+                old = self.range[c]
+                new = old
+                for t in terms:
+                    new = _meet(new, _interval(self, t))
+                if new != old:
+                    self.range[c] = new
+                    changed = True
+            if not changed:
+                break
 
     def kind(self, c: int) -> str:
         return next(iter(self.nodes[self.find(c)]))[1][0]
@@ -217,6 +232,161 @@ def _transposes(g: EGraph, a: int, b: int) -> bool:
     if a == b and g.sym[a]:
         return True
     return b in _transposed(g, a) or a in _transposed(g, b)
+
+
+# --------------------------------------------------------------------------- the range analysis
+
+INF = float("inf")
+FULL = (-INF, False, INF, False)  # (low, low open, high, high open): every entry lies between
+RANGE_PASSES = 4                   # passes of rebuild that carry narrowed ranges upwards
+# the ranges of built-in element-wise functions (σ in (0, 1); exp, softplus, softmax > 0; …)
+FUNCTION_RANGES = {
+    "sigmoid": (0.0, True, 1.0, True), "softmax": (0.0, True, 1.0, True),
+    "exp": (0.0, True, INF, False), "softplus": (0.0, True, INF, False),
+    "tanh": (-1.0, True, 1.0, True), "cosh": (1.0, False, INF, False),
+    "relu": (0.0, False, INF, False), "step": (0.0, False, 1.0, False),
+    "abs": (0.0, False, INF, False), "sign": (-1.0, False, 1.0, False),
+    "sqrt": (0.0, False, INF, False), "norm": (0.0, False, INF, False),
+    "nuclear": (0.0, False, INF, False), "spectral": (0.0, False, INF, False),
+    "svdvals": (0.0, False, INF, False), "expm1": (-1.0, True, INF, False),
+    "arctan": (-1.5707963267948966, True, 1.5707963267948966, True),
+}
+
+
+def _meet(a, b):
+    """The intersection of two ranges of one value (both hold, so the narrower bounds do)."""
+    lo = max((a[0], a[1]), (b[0], b[1]))
+    hi = min((a[2], not a[3]), (b[2], not b[3]))
+    return (lo[0], lo[1], hi[0], not hi[1])
+
+
+def _hull(a, b):
+    """The smallest range holding both."""
+    lo = min((a[0], a[1]), (b[0], b[1]))
+    hi = max((a[2], not a[3]), (b[2], not b[3]))
+    return (lo[0], lo[1], hi[0], not hi[1])
+
+
+def _pw(x, p):
+    """xᵖ of a bound, ∞ where it overflows or divides by 0."""
+    try:
+        return x ** p
+    except (OverflowError, ZeroDivisionError):
+        return INF
+
+
+def _scale(c, r):
+    if c == 0:
+        return (0.0, False, 0.0, False)
+    lo, lo_open, hi, hi_open = r
+    return (c * lo, lo_open, c * hi, hi_open) if c > 0 else (c * hi, hi_open, c * lo, lo_open)
+
+
+def _sum(a, b):
+    return (a[0] + b[0], a[1] or b[1], a[2] + b[2], a[3] or b[3])
+
+
+def _times(x, y):
+    """x·y with 0·∞ read as 0: the bound of a product of bounds."""
+    return 0.0 if x == 0 or y == 0 else x * y
+
+
+def _product(a, b):
+    """The range of x·y for x in a and y in b: the extremes of the endpoints' products; an
+    extreme is attained where both its endpoints are, or where one of them is an attained 0."""
+    ends = []
+    for x, x_open in ((a[0], a[1]), (a[2], a[3])):
+        for y, y_open in ((b[0], b[1]), (b[2], b[3])):
+            v = _times(x, y)
+            shut = (not x_open and not y_open) or (not x_open and x == 0) or (not y_open and y == 0)
+            ends.append((v, shut and abs(v) != INF))
+    lo = min(v for v, _ in ends)
+    hi = max(v for v, _ in ends)
+    return (lo, not any(s for v, s in ends if v == lo), hi, not any(s for v, s in ends if v == hi))
+
+
+def _power_range(r, p):
+    """The range of xᵖ, where it is defined, for x in r."""
+    lo, lo_open, hi, hi_open = r
+    if p == 0:
+        return (1.0, False, 1.0, False)
+    integer = float(p).is_integer()
+    if not integer or lo >= 0:  # a non-integer power is defined for x ≥ 0 only
+        if lo < 0:
+            lo, lo_open = 0.0, False
+        if p > 0:
+            return (_pw(lo, p), lo_open, _pw(hi, p), hi_open)
+        if lo > 0 or lo_open:  # x > 0: xᵖ falls as x grows
+            return (0.0 if hi == INF else _pw(hi, p), True if hi == INF else hi_open,
+                    INF if lo == 0 else _pw(lo, p), False if lo == 0 else lo_open)
+        return (0.0, True, INF, False)
+    if int(p) % 2 == 0:  # an even power: ≥ 0, and > 0 where x ≠ 0 is known
+        nonzero = hi < 0 or (hi == 0 and hi_open)
+        return (0.0, nonzero or p < 0, INF, False)
+    if p > 0:  # an odd power is increasing
+        return (-INF if lo == -INF else -_pw(-lo, p) if lo < 0 else _pw(lo, p), lo_open, _pw(hi, p), hi_open)
+    return FULL
+
+
+def _interval(g, t):
+    """The range of term t's entries from its kids' ranges (FULL where nothing is known):
+    the sign analysis that licenses (sᵖ)ᵠ = sᵖᵠ, (st)ᵖ = sᵖtᵖ and |s| = s."""
+    op, data, kids = t
+    rs = [g.range.get(g.find(k), FULL) for k in kids]
+    if op == "leaf":
+        m = data[1]
+        if isinstance(m, N.Num):
+            return (m.value, False, m.value, False)
+        role = getattr(m, "role", "var")
+        return {"one": (1.0, False, 1.0, False), "zero": (0.0, False, 0.0, False),
+                "dim": (1.0, False, INF, False), "eye": (0.0, False, 1.0, False)}.get(role, FULL)
+    if op == "T":
+        return rs[0]
+    if op == "call":
+        name, order, fn = data[1], data[2], data[4]
+        if order != 0 or (fn is not None and not getattr(fn, "builtin", True)):
+            return FULL  # σ′, a user's function named like a built-in
+        if name == "sqrt":
+            return _power_range(rs[0], 0.5)
+        if name == "abs":  # > 0 where the argument is known to be ≠ 0
+            lo, lo_open, hi, hi_open = rs[0]
+            return (0.0, lo > 0 or (lo == 0 and lo_open) or hi < 0 or (hi == 0 and hi_open), INF, False)
+        if name == "diag":  # diag(A) holds A's entries; diag(v) v's and zeros
+            return rs[0] if data[0] == "c" else _hull(rs[0], (0.0, False, 0.0, False))
+        return FUNCTION_RANGES.get(name, FULL)
+    if op == "pow":
+        return _power_range(rs[0], data[1])
+    if op == "add":
+        out = (0.0, False, 0.0, False)
+        for c, r in zip(data[1], rs):
+            out = _sum(out, _scale(c, r))
+        return out
+    if op in ("had", "kron"):
+        out = (1.0, False, 1.0, False)
+        for r in rs:
+            out = _product(out, r)
+        return out
+    if op == "prod":
+        out = (data[1], False, data[1], False)
+        mats = [r for k, r in zip(kids, rs) if g.kind(k) != "s"]
+        for k, r in zip(kids, rs):
+            if g.kind(k) == "s" or len(mats) == 1:
+                out = _product(out, r)
+        if len(mats) > 1:  # a matrix product: sums of products, ≥ 0 where every factor is
+            out = _product(out, (0.0, False, INF, False)) if all(r[0] >= 0 for r in mats) else FULL
+        return out
+    return FULL
+
+
+def _nonnegative(g, c) -> bool:
+    """Whether every entry of class c is ≥ 0 by the range analysis."""
+    return g.range.get(g.find(c), FULL)[0] >= 0
+
+
+def _positive_range(g, c) -> bool:
+    """Whether every entry of class c is > 0 by the range analysis."""
+    lo, lo_open = g.range.get(g.find(c), FULL)[:2]
+    return lo > 0 or (lo == 0 and lo_open)
 
 
 # --------------------------------------------------------------------------- notation in and out
@@ -608,12 +778,6 @@ def _singular_values(g, c, t):
     return out
 
 
-def _positive(g, c) -> bool:
-    """Whether class c is ≥ 0 by structure: a norm, or an even power of one (xᵀx)."""
-    return any(d[1] == "norm" for _, d, _ in g.terms(c, "call")) or any(
-        float(d[1]).is_integer() and d[1] % 2 == 0 for _, d, _ in g.terms(c, "pow") if d[0] == "s")
-
-
 def _scalar_powers(g, c, t):
     """sᵖsᵠ = sᵖ⁺ᵠ among a product's scalar factors (integer powers, or s ≥ 0)."""
     kind, coef = t[1]
@@ -624,7 +788,7 @@ def _scalar_powers(g, c, t):
     out = []
     for i, j in itertools.combinations(range(len(options)), 2):
         for (b, p), (b2, q) in itertools.product(options[i], options[j]):
-            if b != b2 or not (float(p).is_integer() and float(q).is_integer() or _positive(g, b)):
+            if b != b2 or not (float(p).is_integer() and float(q).is_integer() or _nonnegative(g, b)):
                 continue
             merged = b if p + q == 1 else None if p + q == 0 else g.add("pow", ("s", p + q), (b,))
             rest = [k for n, k in enumerate(t[2]) if n not in (i, j)]
@@ -634,13 +798,12 @@ def _scalar_powers(g, c, t):
 
 
 def _power_of_power(g, c, t):
-    """(sᵖ)ᵠ = sᵖᵠ for a scalar s and an integer q, or any q where s ≥ 0 by structure
-    ((‖x‖⁴)^(−1/2) = ‖x‖⁻²; not (x²)^(1/2), which is |x|)."""
-    q = t[1][1]
-    if t[1][0] != "s":
-        return []
-    return [g.add("pow", ("s", d[1] * q), kk) for _, d, kk in g.terms(t[2][0], "pow")
-            if d[0] == "s" and (float(q).is_integer() or _positive(g, kk[0]))]
+    """(sᵖ)ᵠ = sᵖᵠ, entry by entry, for an integer q, or any q where s ≥ 0 by the range
+    analysis ((‖x‖⁴)^(−1/2) = ‖x‖⁻², √(σ(u)²) = σ(u); not (x²)^(1/2), which is |x|)."""
+    kind, q = t[1]
+    return [g.find(kk[0]) if d[1] * q == 1 else g.add("pow", (kind, d[1] * q), kk)
+            for _, d, kk in g.terms(t[2][0], "pow")
+            if d[0] == kind and d[1] * q != 0 and (float(q).is_integer() or _nonnegative(g, kk[0]))]
 
 
 def _det_product(g, c, t):
@@ -819,7 +982,7 @@ def _hadamard_cancel(g, c, t):
     kids = [g.find(k) for k in t[2]]
     for i, k in enumerate(kids):
         for _, d, kk in g.terms(k, "pow"):
-            if d[1] == -1 and g.find(kk[0]) in kids:
+            if d[1] == -1 and g.find(kk[0]) in kids and not _zero(g, kk[0]):
                 j = kids.index(g.find(kk[0]))
                 rest = [x for n, x in enumerate(kids) if n not in (i, j)]
                 if rest:
@@ -906,13 +1069,76 @@ def _negated(g, c):
     return None
 
 
+def _exponent(p):
+    """A power's exponent as a fraction (None where it is not a simple one)."""
+    f = Fraction(p).limit_denominator(12)
+    return f if float(f) == float(p) else None
+
+
+def _atom_power(g, base, e, kind, ones, depth):
+    """baseᵉ as a polynomial: positive integer powers expand, a monomial's negative or
+    fractional power distributes over its atoms (the fractional one only where every atom
+    is ≥ 0 by the range analysis: (ab)^½ = a^½b^½ needs a, b ≥ 0), and any other is an atom
+    to that power."""
+    if e == 1:
+        return _poly(g, base, kind, ones, depth + 1)
+    if e.denominator == 1 and 1 < e <= MAX_DEGREE:
+        p = _poly(g, base, kind, ones, depth + 1)
+        out = {(): 1.0}
+        for _ in range(int(e)):
+            if p is None or out is None:
+                return None
+            out = _poly_product(g, out, p)
+        return out
+    p = _poly(g, base, kind, ones, depth + 1)
+    if p is not None and all(abs(v) <= 1e-12 for v in p.values()) and e < 0:
+        return None  # a negative power of 0: left as it is, refused where it is evaluated
+    if p is not None and len(p) == 1:  # 1 ⊘ ((x ⊘ z) ⊙ z) = x⁻¹: a monomial inverts
+        (m, v), = p.items()
+        whole = e.denominator == 1
+        if v != 0 and (whole or (v > 0 and all(_nonnegative(g, a) for a, _ in m))) and \
+                all(abs(k * e) <= MAX_DEGREE for _, k in m):
+            return _reduced(g, {tuple(sorted((a, k * e) for a, k in m)): float(v) ** float(e)})
+    if abs(e) > MAX_DEGREE:
+        return None
+    return {((g.find(base), e),): 1.0}
+
+
+def _factors(g, kids, depth=0):
+    """A ⊙-product's factors as (base class, exponent), a factor and a power of it merged
+    before anything expands: s ⊙ s ⊘ s² has no factor left (the input held the reciprocal,
+    so nothing is cancelled where it was undefined)."""
+    plain = {g.find(k) for k in kids}
+    out: dict = {}
+    for k in kids:
+        base, e = g.find(k), Fraction(1)
+        for _, d, kk in g.terms(k, "pow"):
+            f = _exponent(d[1])
+            if f is not None and g.find(kk[0]) in plain | set(out) and not _zero(g, kk[0], depth):
+                base, e = g.find(kk[0]), f  # 0 ⊘ 0 stays as it is: refused, never 1
+                break
+        out[base] = out.get(base, Fraction(0)) + e
+    return [(b, e) for b, e in out.items() if e != 0]
+
+
+def _zero(g, c, depth=0) -> bool:
+    """Whether class c is 0 by structure: its range is {0}, or its polynomial has no term
+    (x − x)."""
+    if g.range.get(g.find(c), FULL)[::2] == (0.0, 0.0):
+        return True
+    kind = g.kind(c)
+    p = _poly(g, c, kind, [], depth + 1) if kind != "s" else None
+    return p is not None and all(abs(v) <= 1e-12 for v in p.values())
+
+
 def _poly(g, c, kind, ones, depth=0):
     """Class c as a Laurent polynomial over atom classes, entry by entry: {monomial: coef}
-    with a monomial a tuple of (atom, exponent).  Sums, ⊙ and integer powers of c's kind
-    expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1 (noted in ``ones``); every other
-    class is an atom.  None where the form would grow past the limits."""
+    with a monomial a tuple of (atom, exponent), exponents fractions.  Sums, ⊙, numeric
+    multiples and powers of c's kind expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1
+    (noted in ``ones``); every other class is an atom.  None where the form would grow past
+    the limits."""
     if depth > 6:
-        return {((g.find(c), 1),): 1.0}
+        return {((g.find(c), Fraction(1)),): 1.0}
     for op, d, kk in sorted(g.nodes[g.find(c)], key=_order_key):
         if d[0] != kind:
             continue
@@ -928,31 +1154,31 @@ def _poly(g, c, kind, ones, depth=0):
                 for m, v in p.items():
                     out[m] = out.get(m, 0.0) + coef * v
             return out if len(out) <= MAX_MONOMIALS else None
-        if op == "had" or (op == "pow" and float(d[1]).is_integer() and 1 <= d[1] <= MAX_DEGREE):
-            factors = kk if op == "had" else kk * int(d[1])
+        if op == "prod" and len(kk) == 1 and g.kind(kk[0]) == kind:  # 2(y − μ)
+            p = _poly(g, kk[0], kind, ones, depth + 1)
+            return None if p is None else {m: d[1] * v for m, v in p.items()}
+        if op == "prod" and d[1] != 1:  # 2Aᵀr: twice the atom Aᵀr
+            return {((_prod(g, kind, 1.0, kk), Fraction(1)),): d[1]}
+        if op == "had":
             out = {(): 1.0}
-            for k in factors:
-                p = _poly(g, k, kind, ones, depth + 1)
+            for base, e in _factors(g, kk, depth + 1):
+                p = _atom_power(g, base, e, kind, ones, depth)
                 if p is None:
                     return None
-                out = _poly_product(out, p)
+                out = _poly_product(g, out, p)
                 if out is None:
                     return None
             return out
+        if op == "pow":
+            e = _exponent(d[1])
+            if e is not None and e != 0:
+                return _atom_power(g, kk[0], e, kind, ones, depth)
         if op == "call" and d[1] == "sigmoid" and d[2] == 0:
             u = _negated(g, kk[0])
             if u is not None:  # σ(−u) = 1 − σ(u)
                 positive = g.add("call", d, (u,))
-                return {(): 1.0, ((positive, 1),): -1.0}
-    for _, d, kk in g.terms(c, "pow"):  # x⁻¹, x⁻²: atoms to negative powers, so that s ⊙ (y ⊘ s) = y
-        if d[0] == kind and float(d[1]).is_integer() and -MAX_DEGREE <= d[1] < 0:
-            p = _poly(g, kk[0], kind, ones, depth + 1)
-            if p is not None and len(p) == 1:  # 1 ⊘ ((x ⊘ z) ⊙ z) = x⁻¹: a monomial inverts
-                (m, v), = p.items()
-                if v != 0 and all(abs(e * d[1]) <= MAX_DEGREE for _, e in m):
-                    return {tuple((a, int(e * d[1])) for a, e in m): v ** d[1]}
-            return {((g.find(kk[0]), int(d[1])),): 1.0}
-    return {((g.find(c), 1),): 1.0}
+                return {(): 1.0, ((positive, Fraction(1)),): -1.0}
+    return {((g.find(c), Fraction(1)),): 1.0}
 
 
 def _complement(g, t) -> bool:
@@ -974,7 +1200,35 @@ def _ones_leaf(g, c, kind):
     return None
 
 
-def _poly_product(a: dict, b: dict):
+def _step_of(g, a):
+    """u where atom a is step(u), else None."""
+    for _, d, kk in g.terms(a, "call"):
+        if d[1] == "step" and d[2] == 0 and getattr(d[4], "builtin", True):
+            return g.find(kk[0])
+    return None
+
+
+def _reduced(g, poly):
+    """Each monomial with step(u)ᵏ = step(u) (k ≥ 1) and relu(u) ⊙ step(u) = relu(u): both
+    hold everywhere, 0 included."""
+    out: dict = {}
+    for m, v in poly.items():
+        powers = dict(m)
+        relus = {g.find(kk[0]) for a, e in m if e > 0 for _, d, kk in g.terms(a, "call")
+                 if d[1] == "relu" and d[2] == 0 and getattr(d[4], "builtin", True)}
+        for a, e in m:
+            u = _step_of(g, a)
+            if u is not None and e > 0 and e.denominator == 1:
+                if u in relus:
+                    del powers[a]
+                else:
+                    powers[a] = Fraction(1)
+        key = tuple(sorted(powers.items()))
+        out[key] = out.get(key, 0.0) + v
+    return out
+
+
+def _poly_product(g, a: dict, b: dict):
     out: dict = {}
     for ma, va in a.items():
         for mb, vb in b.items():
@@ -985,6 +1239,7 @@ def _poly_product(a: dict, b: dict):
                 return None
             m = tuple(sorted((x, e) for x, e in powers.items() if e != 0))
             out[m] = out.get(m, 0.0) + va * vb
+    out = _reduced(g, out)
     return out if len(out) <= MAX_MONOMIALS else None
 
 
@@ -997,28 +1252,34 @@ def _monomial(g, kind, m, one):
 
 
 def _polynomial(g, kind, poly, one):
-    """The class of Σ coef·monomial; None where it needs a 1 and none is at hand."""
+    """Σ coef·monomial as (scale, class of the sum divided by it): the terms with a positive
+    coefficient first and a coefficient common to every term taken out, 2(a − b);
+    None where it needs a 1 and none is at hand, or is 0."""
     items = [(v, m) for m, v in sorted(poly.items(), key=lambda p: (len(p[0]), p[0])) if abs(v) > 1e-12]
+    items = [i for i in items if i[0] > 0] + [i for i in items if i[0] < 0]
     if any(not m for _, m in items) and one is None:
         return None
     if not items:
         return None  # a zero: left to the engine's own simplification
     terms = [_monomial(g, kind, m, one) for _, m in items]
-    if len(items) == 1 and items[0][0] == 1:
-        return terms[0]
     if len(items) == 1:
-        return _prod(g, kind, items[0][0], terms)
-    return g.add("add", (kind, tuple(float(v) for v, _ in items)), tuple(terms))
+        return items[0][0], terms[0]
+    scale = abs(items[0][0])
+    if not all(abs(abs(v) - scale) <= 1e-12 * scale for v, _ in items):
+        scale = 1.0
+    scale = scale if items[0][0] > 0 else -scale  # 2(a − b), −2(a + b)
+    return scale, g.add("add", (kind, tuple(float(v / scale) for v, _ in items)), tuple(terms))
 
 
 def _elementwise_normal(g, c, t):
-    """An element-wise part (⊙, ⊘, +, −, integer powers, σ(−u)) as a polynomial over its
-    atoms, expanded with like monomials merged, and with the factor common to every
-    monomial taken out: y ⊙ (1 − σ) − σ ⊙ (… ) collapses to σ(Xw) − y, and u − u² to
-    u ⊙ (1 − u).  Valid for all values where the input is defined (a factor cancels only
-    against its own reciprocal, which the input holds)."""
+    """An element-wise part (⊙, ⊘, +, −, numeric multiples, powers, σ(−u)) as a polynomial
+    over its atoms, expanded with like monomials merged, and with the factor common to every
+    monomial taken out (a denominator common to every term too): y ⊙ (1 − σ) − σ ⊙ (… )
+    collapses to σ(Xw) − y, and u − u² to u ⊙ (1 − u).  Valid for all values where the
+    input is defined: a factor cancels only against its own reciprocal, which the input
+    holds, and a fractional power distributes only over factors ≥ 0."""
     kind = t[1][0]
-    if kind == "s" or _complement(g, t):
+    if kind == "s" or _complement(g, t) or (t[0] == "prod" and (len(t[2]) != 1 or g.kind(t[2][0]) != kind)):
         return []
     ones: list = []
     poly = _poly(g, c, kind, ones)
@@ -1030,25 +1291,104 @@ def _elementwise_normal(g, c, t):
     one = ones[0] if ones else _ones_leaf(g, c, kind)
     atoms = [dict(m) for m in poly if poly[m] != 0]
     common = {}
-    if len(atoms) > 1:
-        common = {a: min(p.get(a, 0) for p in atoms) for a in atoms[0]}
-        common = {a: e for a, e in common.items() if e > 0}
+    if len(atoms) > 1:  # the power of each atom that divides every term: u in u − u², v⁻¹ in (a − b) ⊘ v
+        for a in atoms[0]:
+            es = [p.get(a, 0) for p in atoms]
+            common[a] = min(es) if min(es) > 0 else max(es) if max(es) < 0 else 0
+        common = {a: e for a, e in common.items() if e != 0}
+    out = []
+    if t[0] == "had":  # the factors collected, nothing expanded: u ⊙ u = u², s ⊘ s = 1
+        collected = _factors(g, t[2])
+        if all(e.denominator == 1 for _, e in collected) and len(collected) < len(t[2]) and \
+                all(abs(e) <= MAX_DEGREE for _, e in collected):
+            out.append(_monomial(g, kind, tuple(sorted(collected)), one) if collected else one)
     if not common:  # nothing common to every term: the expanded form, σ(Xw) − y
-        expanded = _polynomial(g, kind, poly, one)
-        return [] if expanded is None else [expanded]
+        parts = _polynomial(g, kind, poly, one)
+        if parts is not None:
+            out.append(_prod(g, kind, parts[0], [parts[1]]))
+        return [k for k in out if k is not None]
     # the largest monomial dividing every term, taken out: u − u² = u ⊙ (1 − u)
     rest: dict = {}
     for m, v in poly.items():
         if v != 0:
             key = tuple(sorted((a, e - common.get(a, 0)) for a, e in m if e - common.get(a, 0) != 0))
             rest[key] = rest.get(key, 0.0) + v
-    inner = _polynomial(g, kind, rest, one)
-    if inner is None:
-        return []
+    parts = _polynomial(g, kind, rest, one)
+    if parts is None:
+        return [k for k in out if k is not None]
+    scale, inner = parts
     factor = _monomial(g, kind, tuple(sorted(common.items())), one)
-    if t[0] == "had" and sorted(g.find(k) for k in (factor, inner)) == sorted(g.find(k) for k in t[2]):
-        return []  # the product as it was, its factors in another order
-    return [g.add("had", (kind,), (factor, inner))]
+    if not (t[0] == "had" and scale == 1 and
+            sorted(g.find(k) for k in (factor, inner)) == sorted(g.find(k) for k in t[2])):
+        # the scale on the sum, 2(y − μ) ⊘ v, or in front, where a product's coefficient meets it
+        out.append(g.add("had", (kind,), (factor, _prod(g, kind, scale, [inner]))))
+        if scale != 1:
+            out.append(_prod(g, kind, scale, [g.add("had", (kind,), (factor, inner))]))
+    return [k for k in out if k is not None]
+
+
+
+def _common_coefficient(g, c, t):
+    """cA + cB − cC = c(A + B − C): a coefficient every term shares in size, its own or its
+    product's (2Aᵀr + 2h − 2g = 2(Aᵀr + h − g))."""
+    kind, coefs = t[1]
+    scaled = []
+    for coef, k in zip(coefs, t[2]):
+        own = [(d[1], kk) for _, d, kk in g.terms(k, "prod") if d[1] != 1]
+        scaled.append((coef * own[0][0], _prod(g, kind, 1.0, own[0][1])) if own else (coef, g.find(k)))
+    size = abs(scaled[0][0])
+    if size == 1 or any(abs(abs(v) - size) > 1e-12 * size for v, _ in scaled):
+        return []
+    size = size if scaled[0][0] > 0 else -size
+    return [_prod(g, kind, size, [g.add("add", (kind, tuple(v / size for v, _ in scaled)),
+                                        tuple(k for _, k in scaled))])]
+
+
+def _power_of_product(g, c, t):
+    """(st)ᵖ = sᵖtᵖ for scalars: for an integer p, or any p where every factor is ≥ 0 by
+    the range analysis ((‖a‖‖u‖)² = ‖a‖²‖u‖²)."""
+    kind, p = t[1]
+    if kind != "s":
+        return []
+    out = []
+    for _, d, kk in g.terms(t[2][0], "prod"):
+        if d[0] != "s" or any(g.kind(k) != "s" for k in kk):
+            continue
+        if not float(p).is_integer() and not (d[1] > 0 and all(_nonnegative(g, k) for k in kk)):
+            continue
+        if d[1] == 0 or (d[1] < 0 and not float(p).is_integer()):
+            continue
+        out.append(_prod(g, "s", d[1] ** p, [g.add("pow", ("s", p), (k,)) for k in kk]))
+    return out[:2]
+
+
+def _builtin_call(g, c, name):
+    """u where class c holds the built-in name(u), else None."""
+    for _, d, kk in g.terms(c, "call"):
+        if d[1] == name and d[2] == 0 and getattr(d[4], "builtin", True):
+            return g.find(kk[0])
+    return None
+
+
+def _relu_step(g, c, t):
+    """relu(s)step(s) = relu(s) among a product's scalar factors (at s = 0 both are 0)."""
+    kind, coef = t[1]
+    kids = [g.find(k) for k in t[2]]
+    relus = {_builtin_call(g, k, "relu") for k in kids if g.kind(k) == "s"} - {None}
+    for i, k in enumerate(kids):
+        if g.kind(k) == "s" and _builtin_call(g, k, "step") in relus:
+            return [_prod(g, kind, coef, kids[:i] + kids[i + 1:])]
+    return []
+
+
+def _nonnegative_argument(g, c, t):
+    """|s| = s and relu(s) = s where s ≥ 0 by the range analysis (|σ(u)| = σ(u))."""
+    name = t[1][1]
+    if name in ("abs", "relu") and t[1][2] == 0 and getattr(t[1][4], "builtin", True) and \
+            _nonnegative(g, t[2][0]):
+        return [t[2][0]]
+    return []
+
 
 RULES = [
     Rule("(Aᵀ)ᵀ = A", "symmetry", "T", _double_transpose),
@@ -1065,6 +1405,11 @@ RULES = [
     Rule("element-wise normal form: expand, merge like monomials, σ(−u) = 1 − σ(u)",
          "element-wise", "add", _elementwise_normal),
     Rule("element-wise normal form of a product", "element-wise", "had", _elementwise_normal),
+    Rule("element-wise normal form of a multiple", "element-wise", "prod", _elementwise_normal),
+    Rule("|s| = s, relu(s) = s for s ≥ 0", "element-wise", "call", _nonnegative_argument),
+    Rule("relu(s)step(s) = relu(s)", "scalars", "prod", _relu_step),
+    Rule("cA + cB = c(A + B)", "scalars", "add", _common_coefficient),
+    Rule("(st)ᵖ = sᵖtᵖ", "scalars", "pow", _power_of_product),
     Rule("diag(a)diag(b) = diag(a ⊙ b)", "element-wise", "prod", _diag_product),
     Rule("diag(a) + diag(b) = diag(a + b)", "element-wise", "add", _diag_sum),
     Rule("a(bc) = abc", "scalars", "prod", _flatten_product),

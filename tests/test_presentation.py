@@ -217,6 +217,17 @@ IDENTITIES = {
     "element-wise normal form of a product": (  # (x + y) ⊙ (x − y) = x² − y²
         N.Had("c", (plus((1.0, nx), (1.0, ny), kind="c"), plus((1.0, nx), (-1.0, ny), kind="c"))),
         plus((1.0, N.Pow("c", nx, 2.0)), (-1.0, N.Pow("c", ny, 2.0)), kind="c")),
+    "element-wise normal form of a multiple": (  # −½(2(y − x) ⊘ x) = 1 − y ⊘ x
+        N.Prod("c", -0.5, (N.Had("c", (N.Prod("c", 2.0, (plus((1.0, ny), (-1.0, nx), kind="c"),)),
+                                       N.Pow("c", nx, -1.0))),)),
+        plus((1.0, one), (-1.0, N.Had("c", (ny, N.Pow("c", nx, -1.0)))), kind="c")),
+    "|s| = s, relu(s) = s for s ≥ 0": (call("abs", N.Pow("s", call("norm", nx), 2.0)),  # |‖x‖²| = ‖x‖²
+                                       N.Pow("s", call("norm", nx), 2.0)),
+    "relu(s)step(s) = relu(s)": (prod(call("relu", ns), call("step", ns), nA),
+                                 prod(call("relu", ns), nA)),
+    "cA + cB = c(A + B)": (plus((2.0, nA), (-2.0, nB)), prod(plus((1.0, nA), (-1.0, nB)), c=2.0)),
+    "(st)ᵖ = sᵖtᵖ": (N.Pow("s", prod(call("norm", nx), call("norm", ny), kind="s"), -0.5),
+                     prod(N.Pow("s", call("norm", nx), -0.5), N.Pow("s", call("norm", ny), -0.5), kind="s")),
     "diag(a)diag(b) = diag(a ⊙ b)": (prod(call("diag", nx, "m"), call("diag", ny, "m")),
                                      call("diag", N.Had("c", (nx, ny)), "m")),
     "diag(a) + diag(b) = diag(a + b)": (plus((1.0, call("diag", nx, "m")), (-1.0, call("diag", ny, "m"))),
