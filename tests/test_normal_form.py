@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import matdiff as md
 from matdiff import notation as N
