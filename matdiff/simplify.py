@@ -609,7 +609,7 @@ def _exp_minus_one(s: Sum):
 def _factors(t: Node) -> list:
     """The entry-wise factors of a term of an entry-wise sum: a Hadamard product's operands,
     else the term itself."""
-    if isinstance(t, Contract) and all(lab == t.out for lab in t.labels):
+    if isinstance(t, Contract) and len(set(t.out)) == len(t.out) and all(lab == t.out for lab in t.labels):
         return list(t.operands)
     return [t]
 

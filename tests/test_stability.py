@@ -229,3 +229,28 @@ def test_bce_gradient_computes_one_sigmoid():
                                                   if k in {x.node.name for x in e.variables}}),
                                    want, rtol=1e-12, atol=1e-15)
     assert md.check(md.sum((1 - y) * md.sigmoid(t) - y * md.sigmoid(-t)), w) < 1e-6
+
+
+def test_weighted_and_multilabel_bce_gradients_compute_one_sigmoid():
+    """The cancellation is found through other factors and in matrices: weighted BCE's
+    gradient is Xᵀ(s ⊙ (σ(Xw) − y)), multi-label BCE's Xᵀ(σ(XW) − Y); each computes one
+    sigmoid, equals its closed form at logits of ±30, and passes the numerical check."""
+    sw = md.vector("s", "n")
+    p, P = md.sigmoid(X @ w), md.sigmoid(Z)
+    rng = np.random.default_rng(5)
+    vals = {"X": rng.normal(size=(6, 3)) * 10, "w": rng.normal(size=3), "W": rng.normal(size=(3, 4)),
+            "y": (rng.random(6) > 0.5) * 1.0, "s": rng.random(6), "Y": (rng.random((6, 4)) > 0.5) * 1.0}
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    cases = [(-md.sum(sw * (y * md.log(p) + (1 - y) * md.log(1 - p))), w,
+              vals["X"].T @ (vals["s"] * (sig(vals["X"] @ vals["w"]) - vals["y"]))),
+             (-md.sum(Y * md.log(P) + (1 - Y) * md.log(1 - P)), W,
+              vals["X"].T @ (sig(vals["X"] @ vals["W"]) - vals["Y"]))]
+    for loss, wrt, want in cases:
+        g = md.grad(loss, wrt)
+        body = md.codegen(g)
+        body = body[body.index("def f"):]
+        assert body.count("_sigmoid(") == 1, body
+        fn = md.compile(g)
+        np.testing.assert_allclose(fn(**{k: vals[k] for k in inspect.signature(fn).parameters}), want,
+                                   rtol=1e-12, atol=1e-12)
+        assert md.check(loss, wrt) < 1e-6
