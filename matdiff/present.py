@@ -23,6 +23,7 @@ Each has a numeric test in tests/test_presentation.py.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import weakref
 from dataclasses import dataclass
@@ -496,7 +497,8 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
     if op == "prod":
         coef = data[1]
         lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
-        return lead + sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
+        wrapped = ("add", "had", "kron")  # 4(r ⊘ s) is longer than 4r ⊘ s
+        return lead + sum(c + (2 * PAREN if o in wrapped else 0) for c, o in zip(kid_costs, kid_ops))
     if op in ("had", "kron"):
         body = sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
         return body + 3 * (len(kids) - 1)
@@ -1101,7 +1103,29 @@ def _atom_power(g, base, e, kind, ones, depth):
             return _reduced(g, {tuple(sorted((a, k * e) for a, k in m)): float(v) ** float(e)})
     if abs(e) > MAX_DEGREE:
         return None
+    for _, d, kk in g.terms(base, "add") if e < 0 and e.denominator == 1 else ():
+        content = _content(d[1])  # (x²/3 + 1)⁻¹ = 3(x² + 3)⁻¹: a denominator's common
+        if content is not None and content != 1:  # factor and fractions taken out
+            scaled = g.add("add", (d[0], tuple(v / content for v in d[1])), kk)
+            return {((scaled, e),): content ** float(e)}
     return {((g.find(base), e),): 1.0}
+
+
+def _content(coefs):
+    """The rational factor common to coefficients (gcd of numerators over lcm of
+    denominators, the sign of the first): (1/3, 1) → 1/3, (2, −4) → 2; None where one is
+    not a simple fraction."""
+    fs = []
+    for v in coefs:
+        f = Fraction(v).limit_denominator(1000)
+        if float(f) != v or f == 0:
+            return None
+        fs.append(f)
+    num, den = 0, 1
+    for f in fs:
+        num = math.gcd(num, f.numerator)
+        den = den * f.denominator // math.gcd(den, f.denominator)
+    return float(Fraction(num, den)) * (1 if fs[0] > 0 else -1)
 
 
 def _factors(g, kids, depth=0):

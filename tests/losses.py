@@ -166,7 +166,7 @@ TABLE = [
     Loss("Gaussian NLL, full covariance",
          lambda: 0.5 * md.logdet(S) + 0.5 * (y - mu).T @ md.inv(S) @ (y - mu), (mu, S), ("S⁻¹(μ − y)", "(1/2)(S⁻¹ − S⁻¹(y − μ)(y − μ)ᵀS⁻¹)"), "S⁻¹",
          numpy="0.5 * logdet(S) + 0.5 * (y - mu).T @ inv(S) @ (y - mu)"),
-    Loss("Student-t NLL, ν = 3", lambda: 2 * md.sum(md.log(1 + (y - mu) ** 2 / 3)), (mu,), ("(4/3)(μ − y) ⊘ ((1/3)(y − μ)^∘2 + 1)",), "diag((4/3)(1 ⊘ s) − (2/9)((2(y − μ))^∘2 ⊘ s^∘2))  where s = (1/3)(y − μ)^∘2 + 1",
+    Loss("Student-t NLL, ν = 3", lambda: 2 * md.sum(md.log(1 + (y - mu) ** 2 / 3)), (mu,), ("4(μ − y) ⊘ ((y − μ)^∘2 + 3·1)",), "diag((4/3)(1 ⊘ s) − (2/9)((2(y − μ))^∘2 ⊘ s^∘2))  where s = (1/3)(y − μ)^∘2 + 1",
          numpy="2 * sum(log(1 + (y - mu) ** 2 / 3))"),
     # ---------------------------------------------------------------- regression
     Loss("least squares", lambda: md.norm(X @ w - y) ** 2, (w,), ("2Xᵀ(Xw − y)",), "2XᵀX",
