@@ -81,8 +81,17 @@ def _calls_abstract(m, name: str) -> bool:
 
 def render(m: N.M, style: dict, taken=(), display=None) -> str:
     """The text of ``m``; subexpressions used three times or more, or twice in a long
-    result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw)."""
-    style = dict(style, names={}, display=display or {})
+    result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw).  The parts of one
+    decomposition are named as textbooks name them: uₙuₙᵀ  where S = UΛUᵀ."""
+    m, clause = _textbook(m, style, taken)
+    taken = set(taken) | ({"U", "V", "u", "v", "Λ", "Σ"} if clause else set())
+    return _render_named(m, dict(style, names={}, display=display or {}), taken,
+                         [clause] if clause else [])
+
+
+def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
+    """m's text with its repeated subtrees named, after the definitions in ``lead``."""
+    where = " \\quad\\text{where } " if _tex(style) else "  where "
     if _calls_abstract(m, "sigma"):  # σ is taken by the user's function: sigmoid is spelled out
         style["functions"] = dict(style["functions"], sigmoid="\\operatorname{sigmoid}"
                                   if _tex(style) else "sigmoid")
@@ -92,7 +101,8 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
     if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
         repeated = [r for r in repeated if _counts(m)[id(r)] >= 3]
     if not repeated:
-        return _render(m, style)[0]
+        text = _render(m, style)[0]
+        return text + where + ", ".join(lead) if lead else text
     free = {k: [c for c in v if c not in set(taken)] for k, v in NAMES.items()}
     for r in repeated:
         pool = free[r.kind]
@@ -112,11 +122,117 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
         queued = {id(x) for x in pending}
         pending.extend(x for x in repeated if id(x) in style["used"] and id(x) not in texts
                        and id(x) not in queued)
-    defs = [texts[id(r)] for r in repeated if id(r) in texts]
+    defs = lead + [texts[id(r)] for r in repeated if id(r) in texts]
     if not defs:
         return main
-    where = " \\quad\\text{where } " if _tex(style) else "  where "
     return main + where + ", ".join(defs)
+
+
+EIGEN_PARTS = {"Q": ("m", "U"), "eigvalsh": ("c", "λ")}  # S = UΛUᵀ, λ = diag(Λ)
+SVD_PARTS = {"U": ("m", "U"), "V": ("m", "V"), "svdvals": ("c", "σ"), "u₁": ("c", "u₁"),
+             "v₁": ("c", "v₁")}  # X = UΣVᵀ, σ = diag(Σ), u₁ and v₁ the first columns
+PART_TEX = {"λ": "\\lambda", "Λ": "\\Lambda", "σ": "\\sigma", "Σ": "\\Sigma", "u₁": "u_{1}",
+            "v₁": "v_{1}"}
+GREEK_PARTS = {"λ": "\\lambda", "σ": "\\sigma"}
+
+
+def _textbook(m: N.M, style: dict, taken):
+    """m with the parts of its one decomposition named as textbooks do — U and λ (Λ for
+    diag(λ)) for S = UΛUᵀ; U, V, σ (Σ), u₁, v₁ for X = UΣVᵀ; a column Ueₖ as uₖ — and the
+    clause that defines them; (m, None) where m decomposes no matrix, or two, or the names
+    are the user's."""
+    calls, stack, seen = [], [m], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, N.Index):
+            return m, None  # index notation writes Q(S)_ij: one notation per result
+        if isinstance(x, N.Call) and (x.name in EIGEN_PARTS or x.name in SVD_PARTS) and x.fn is None:
+            calls.append(x)
+        stack.extend(N.children(x))
+    eigen = {c.arg for c in calls if c.name in EIGEN_PARTS}
+    svd = {c.arg for c in calls if c.name in SVD_PARTS}
+    vectors = any(c.name in ("Q", "U", "V", "u₁", "v₁") for c in calls)  # λ alone stays eigvalsh(S)
+    names = {"U", "u", "lambda", "Lambda"} if eigen else {"U", "V", "u", "v", "sigma", "Sigma"}
+    if not vectors or len(eigen) + len(svd) != 1 or set(taken) & names:
+        return m, None
+    parts, diagonal, letter = (EIGEN_PARTS, "Λ", "u") if eigen else (SVD_PARTS, "Σ", "u")
+    arg = next(iter(eigen or svd))
+    vector = "eigvalsh" if eigen else "svdvals"
+
+    def part(name, kind):
+        return N.Sym(kind, name, "part", symmetric=name in ("Λ", "Σ"))
+
+    def go(x):
+        if isinstance(x, N.Call) and x.name in parts and x.fn is None and x.arg == arg:
+            return part(parts[x.name][1], parts[x.name][0])
+        if isinstance(x, N.Call) and x.name == "diag" and isinstance(x.arg, N.Call) and \
+                x.arg.name == vector and x.arg.arg == arg and x.kind == "m":
+            return part(diagonal, "m")
+        changes = {}
+        for f in dataclasses.fields(x):
+            v = getattr(x, f.name)
+            new = _map_tree(v, go)
+            if new is not v:
+                changes[f.name] = new
+        y = dataclasses.replace(x, **changes) if changes else x
+        return _columns(y, letter) if isinstance(y, N.Prod) else y
+
+    out = go(m)
+    if out is m:
+        return m, None
+    U = part("U", "m")
+    body = _render(arg, dict(style, names={}))[0]
+    if eigen:
+        rhs = [U, part("Λ", "m"), N.transpose(U)]
+    else:
+        rhs = [U, part("Σ", "m"), N.transpose(part("V", "m"))]
+    return out, f"{body} = {_render(N.prod(1.0, rhs), dict(style, names={}))[0]}"
+
+
+def _map_tree(v, go):
+    """v with go applied to each notation node in it (a node, or tuples of them)."""
+    if isinstance(v, N.M):
+        return go(v)
+    if isinstance(v, tuple):
+        new = tuple(_map_tree(x, go) for x in v)
+        return v if all(a is b for a, b in zip(new, v)) else new
+    return v
+
+
+def _columns(p: N.Prod, letter: str) -> N.Prod:
+    """Ueₖ as the column uₖ, and eₖᵀUᵀ as uₖᵀ, in a product's factors."""
+    def is_u(f):
+        return isinstance(f, N.Sym) and f.role == "part" and f.name == "U"
+
+    def entry(f, g):  # λᵀeₖ or eₖᵀλ: the entry λₖ
+        for x, y in ((f, g), (g, f)):
+            if isinstance(x, N.T) and isinstance(x.arg, N.Sym) and isinstance(y, N.Sym):
+                for v, e in ((x.arg, y), (y, x.arg)):
+                    if v.role == "part" and v.name in ("λ", "σ") and e.role == "basis":
+                        return N.Sym("s", v.name + e.name, "part")
+        return None
+
+    fs, out, i = p.factors, [], 0
+    if len(fs) == 2 and p.kind == "s":
+        single = entry(*fs)
+        if single is not None:
+            return single if p.coef == 1 else dataclasses.replace(p, factors=(single,))
+    while i < len(fs):
+        a, b = fs[i], fs[i + 1] if i + 1 < len(fs) else None
+        if is_u(a) and isinstance(b, N.Sym) and b.role == "basis":
+            out.append(N.Sym("c", letter + b.name, "part", dims=b.dims))
+            i += 2
+        elif isinstance(a, N.T) and isinstance(a.arg, N.Sym) and a.arg.role == "basis" and \
+                isinstance(b, N.T) and is_u(b.arg):
+            out.append(N.transpose(N.Sym("c", letter + a.arg.name, "part", dims=a.arg.dims)))
+            i += 2
+        else:
+            out.append(a)
+            i += 1
+    return p if len(out) == len(fs) else dataclasses.replace(p, factors=tuple(out))
 
 
 def _counts(m) -> dict:
@@ -207,6 +323,20 @@ def _sym(m: N.Sym, style):
         if m.name in LETTER_SUBSCRIPTS:
             return "e" + LETTER_SUBSCRIPTS[m.name], ATOM
         return f"e_({m.name})", ATOM
+    if m.role == "part":  # a decomposition's part: U, Λ, λ, u₁, uₙ
+        if not _tex(style):
+            head = m.name[:1]
+            sub = m.name[1:]
+            if sub and not sub.isdigit() and sub not in LETTER_SUBSCRIPTS and not \
+                    all(ch in "₀₁₂₃₄₅₆₇₈₉" for ch in sub):
+                return f"{head}_({sub})", ATOM
+            return head + sub.translate(SUBSCRIPT_DIGITS).translate(
+                str.maketrans(LETTER_SUBSCRIPTS)) if sub else head, ATOM
+        tex = PART_TEX.get(m.name)
+        if tex is None and len(m.name) > 1:
+            head = GREEK_PARTS.get(m.name[0], m.name[0])
+            tex = f"{head}_{{{m.name[1:].replace('−', '-')}}}"
+        return tex or m.name, ATOM
     if m.role != "var":
         return style[m.role], ATOM
     shown = style.get("display", {}).get(m.name)  # differentials in derivations: d(XW)

@@ -138,10 +138,10 @@ def _general(shape=(4, 4), seed=5):
 
 
 @pytest.mark.parametrize("f,wrt,text", [
-    (lambda: md.norm(Xs, "nuc"), Xs, "U(X)V(X)ᵀ"),            # ∂‖X‖_*/∂X = UVᵀ
-    (lambda: md.norm(Xs, 2), Xs, "u₁(X)v₁(X)ᵀ"),              # ∂‖X‖₂/∂X = u₁v₁ᵀ
+    (lambda: md.norm(Xs, "nuc"), Xs, "UVᵀ  where X = UΣVᵀ"),      # ∂‖X‖_*/∂X = UVᵀ
+    (lambda: md.norm(Xs, 2), Xs, "u₁v₁ᵀ  where X = UΣVᵀ"),        # ∂‖X‖₂/∂X = u₁v₁ᵀ
     (lambda: md.sum(md.svdvals(M, smaller="n") ** 2), M, None),
-    (lambda: md.norm(M @ Xs, "nuc", smaller="n"), Xs, "MᵀU(MX)V(MX)ᵀ"),
+    (lambda: md.norm(M @ Xs, "nuc", smaller="n"), Xs, "MᵀUVᵀ  where MX = UΣVᵀ"),
 ])
 def test_singular_value_derivatives_check(f, wrt, text):
     if text is not None:
@@ -408,8 +408,8 @@ def test_latex_of_spectral_results_is_valid_tex():
              md.grad(md.sum(md.log(md.eigvalsh(S))) + md.trace(md.expm(S) @ S), S).latex(),
              md.hessian(md.eigvalsh(S)[-1], S).latex(),
              md.grad(v.T @ md.logm(G) @ v, G).latex()]
-    assert texts[0] == r"u_{1}\left(X\right) v_{1}\left(X\right)^\top"
-    assert r"\Delta_{\exp}" in texts[1] and r"\operatorname{eigvalsh}" in texts[1]
+    assert texts[0] == r"u_{1} v_{1}^\top \quad\text{where } X = U \Sigma V^\top"
+    assert r"\Delta_{\exp}" in texts[1] and (r"\operatorname{eigvalsh}" in texts[1] or r"\lambda" in texts[1])
     assert r"{e_{n}}_{p}" in texts[2]
     for t in texts:
         assert not set(t) & set("₀₁₂₃₄₅₆₇₈₉ₙΔΓ"), t
@@ -521,3 +521,40 @@ def test_matrix_function_refuses_a_callable_that_is_not_element_wise():
             assert words in str(e)
         else:
             assert words == ""  # |u| is element-wise: accepted
+
+
+_Xn = md.matrix("X", "n", "n")
+TEXTBOOK = [  # issue 21: decomposition parts named once, as textbooks name them
+    (v.T @ md.eigvalsh(S), S, "U diag(v)Uᵀ  where S = UΛUᵀ",
+     r"U \operatorname{diag}\left(v\right) U^\top \quad\text{where } S = U \Lambda U^\top"),
+    (md.eigvalsh(S)[-1], S, "uₙuₙᵀ  where S = UΛUᵀ",
+     r"u_{n} u_{n}^\top \quad\text{where } S = U \Lambda U^\top"),
+    (md.eigvalsh(S)[-2], S, "u_(n−1)u_(n−1)ᵀ  where S = UΛUᵀ", r"u_{n-1} u_{n-1}^\top \quad\text{where } S = U \Lambda U^\top"),
+    (md.eigvalsh(S)[-1] ** 2, S, "2λₙuₙuₙᵀ  where S = UΛUᵀ",
+     r"2 \lambda_{n} u_{n} u_{n}^\top \quad\text{where } S = U \Lambda U^\top"),
+    (md.eigvalsh(S)[0] * md.eigvalsh(S)[-1], S, "U diag(λ₁eₙ + λₙe₁)Uᵀ  where S = UΛUᵀ", None),
+    (md.norm(_Xn, 2), _Xn, "u₁v₁ᵀ  where X = UΣVᵀ", r"u_{1} v_{1}^\top \quad\text{where } X = U \Sigma V^\top"),
+    (md.sum(md.svdvals(_Xn) ** 3), _Xn, "3U diag(σ^∘2)Vᵀ  where X = UΣVᵀ", None),
+    # the parts of two decompositions keep their calls, and so do names the user took
+    (md.eigvalsh(S)[-1] * md.eigvalsh(G + G.T)[-1], S, None, None),
+    (md.trace(md.matrix("U", "n", "n") @ md.expm(S)) + md.eigvalsh(S)[-1], S, None, None),
+]
+
+
+@pytest.mark.parametrize("f,wrt,text,latex", TEXTBOOK)
+def test_decomposition_parts_print_as_textbooks_write_them(f, wrt, text, latex):
+    g = md.grad(f, wrt)
+    shown = str(g)
+    if text is None:
+        assert "where S = UΛUᵀ" not in shown and "Q(S)" in shown, shown
+    else:
+        assert shown == text
+        assert "<" in repr(g)  # display-only: a where-clause of parts is not read back as input
+    if latex is not None:
+        assert g.latex() == latex
+    assert md.check(f, wrt, kinds={"G": "normal"}) < 1e-6
+
+
+def test_eigenvalues_alone_keep_their_name():
+    assert str(md.sum(md.log(md.eigvalsh(S)))) == "1ᵀlog(eigvalsh(S))"
+    assert str(md.grad(md.sum(md.eigvalsh(S) ** 3), S)) == "3S²"
