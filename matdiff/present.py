@@ -53,6 +53,7 @@ class EGraph:
         self.dims: dict = {}      # class -> shape (tuple of dims), or None where unknown
         self.sym: dict = {}       # class -> symmetric by structure
         self.range: dict = {}     # class -> the interval every entry lies in (``_interval``)
+        self.polys: dict = {}     # (class, kind) -> its element-wise polynomial, this round
         self.size = 0
 
     def find(self, a: int) -> int:
@@ -92,6 +93,7 @@ class EGraph:
 
     def rebuild(self) -> None:
         """Restore congruence (equal kids make equal terms) and recompute the analyses."""
+        self.polys = {}
         while True:
             memo, merges = {}, []
             for c in list(self.nodes):
@@ -1155,14 +1157,34 @@ def _zero(g, c, depth=0) -> bool:
     return p is not None and all(abs(v) <= 1e-12 for v in p.values())
 
 
+_BUSY = object()
+
+
 def _poly(g, c, kind, ones, depth=0):
+    """``_poly_of`` memoised per class for one round of matching (the graph's classes do
+    not change until the round's unions; ``rebuild`` clears the memo).  A class met again
+    inside its own expansion (a cycle of the graph) is an atom."""
+    key = (g.find(c), kind)
+    hit = g.polys.get(key)
+    if hit is _BUSY or depth > 60:
+        return {((key[0], Fraction(1)),): 1.0}
+    if hit is not None:
+        ones.extend(hit[1])
+        return None if hit[0] is None else dict(hit[0])
+    g.polys[key] = _BUSY
+    found: list = []
+    out = _poly_of(g, c, kind, found, depth)
+    g.polys[key] = (out, tuple(found))
+    ones.extend(found)
+    return None if out is None else dict(out)
+
+
+def _poly_of(g, c, kind, ones, depth=0):
     """Class c as a Laurent polynomial over atom classes, entry by entry: {monomial: coef}
     with a monomial a tuple of (atom, exponent), exponents fractions.  Sums, ⊙, numeric
     multiples and powers of c's kind expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1
     (noted in ``ones``); every other class is an atom.  None where the form would grow past
     the limits."""
-    if depth > 6:
-        return {((g.find(c), Fraction(1)),): 1.0}
     for op, d, kk in sorted(g.nodes[g.find(c)], key=_order_key):
         if d[0] != kind:
             continue
@@ -1295,6 +1317,57 @@ def _polynomial(g, kind, poly, one):
     return scale, g.add("add", (kind, tuple(float(v / scale) for v, _ in items)), tuple(terms))
 
 
+def _over_common_denominator(g, kind, poly, ones, one):
+    """Σ terms over different denominators as one fraction: every term multiplied by the
+    product D of the denominators' largest powers, the powers of D's bases that this leaves
+    in a numerator expanded through the bases, and the numerator over D — so that it can
+    cancel: 1 ⊘ √s − w² ⊘ s^(3/2) with s = w² + c is c ⊘ s^(3/2).  Defined exactly where
+    the input is (the input holds every reciprocal in D).  (scale, numerator class or None
+    for a constant, denominator class), or None."""
+    lowest: dict = {}
+    for m in poly:
+        for a, e in m:
+            if e < 0:
+                lowest[a] = min(lowest.get(a, 0), e)
+    if not lowest or len({tuple((a, e) for a, e in m if a in lowest) for m in poly}) < 2:
+        return None  # no denominator, or one every term shares (taken out elsewhere)
+    numerator: dict = {}
+    for m, v in poly.items():
+        powers = dict(m)
+        for a, e in lowest.items():
+            powers[a] = powers.get(a, 0) - e
+        term = {(): v}
+        for a, k in sorted(powers.items()):
+            if k == 0:
+                continue
+            p = {((a, k),): 1.0}
+            if a in lowest and k.denominator == 1 and 0 < k <= MAX_DEGREE:
+                base = _poly(g, a, kind, ones, 1)
+                if base is not None:
+                    p = {(): 1.0}
+                    for _ in range(int(k)):
+                        p = _poly_product(g, p, base) if p is not None else None
+                    if p is None:
+                        return None
+            term = _poly_product(g, term, p)
+            if term is None:
+                return None
+        for mm, vv in term.items():
+            numerator[mm] = numerator.get(mm, 0.0) + vv
+        if len(numerator) > 2 * MAX_MONOMIALS:
+            return None
+    numerator = {m: v for m, v in numerator.items() if abs(v) > 1e-12}
+    if not numerator or len(numerator) > MAX_MONOMIALS:
+        return None  # a zero numerator is left to the engine's own simplification
+    denominator = _monomial(g, kind, tuple(sorted(lowest.items())), one)
+    if list(numerator) == [()]:
+        return numerator[()], None, denominator
+    parts = _polynomial(g, kind, numerator, one)
+    if parts is None:
+        return None
+    return parts[0], parts[1], denominator
+
+
 def _elementwise_normal(g, c, t):
     """An element-wise part (⊙, ⊘, +, −, numeric multiples, powers, σ(−u)) as a polynomial
     over its atoms, expanded with like monomials merged, and with the factor common to every
@@ -1321,6 +1394,13 @@ def _elementwise_normal(g, c, t):
             common[a] = min(es) if min(es) > 0 else max(es) if max(es) < 0 else 0
         common = {a: e for a, e in common.items() if e != 0}
     out = []
+    combined = _over_common_denominator(g, kind, poly, ones, one)
+    if combined is not None:  # (1 − y) ⊘ (1 − p) − y ⊘ p = (p − y) ⊘ (p ⊙ (1 − p))
+        scale, numerator, denominator = combined
+        if numerator is None:
+            out.append(_prod(g, kind, scale, [denominator]))
+        else:
+            out.append(g.add("had", (kind,), (_prod(g, kind, scale, [numerator]), denominator)))
     if t[0] == "had":  # the factors collected, nothing expanded: u ⊙ u = u², s ⊘ s = 1
         collected = _factors(g, t[2])
         if all(e.denominator == 1 for _, e in collected) and len(collected) < len(t[2]) and \
