@@ -481,6 +481,10 @@ def _call(m: N.Call, style):
 def _tex_name(name: str, style) -> str:
     """LaTeX of a name outside the function table: expm → \\operatorname{expm}, u₁ → u_{1},
     Δexp (divided differences) → \\Delta_{\\exp}, Γ → \\Gamma."""
+    if name.startswith("Δ[u") and name.endswith("]"):  # Δ[u²]: the divided differences of u ↦ u²
+        power = name[3:-1].translate(str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻−", "0123456789--"))
+        power = power[2:-1] if power.startswith("^(") else power
+        return f"\\Delta_{{u^{{{power}}}}}"
     if name.startswith("Δ") and len(name) > 1:
         inner = name[1:]
         return f"\\Delta_{{{style['functions'].get(inner) or _tex_name(inner, style)}}}"

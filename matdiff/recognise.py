@@ -17,6 +17,8 @@ what the IR means; when no rule applies the result is ``Index``.
 """
 from __future__ import annotations
 
+from fractions import Fraction
+
 import weakref
 
 from . import dims as D
@@ -136,7 +138,23 @@ def _divdiff(node: DivDiff):
     arg = recognise(node.arg)
     if isinstance(arg, N.Index):
         return None
-    return N.Call("m", f"Δ{node.fn.name}", arg)
+    return N.Call("m", f"Δ{_divdiff_name(node.fn)}", arg)
+
+
+SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def _divdiff_name(fn) -> str:
+    """The function a divided-difference matrix is of: exp, or [u²] for the power u ↦ u²
+    (its exponent printed: Δ[u²](λ), not Δpow(λ))."""
+    if fn.name != "pow" or fn.param is None:
+        return fn.name
+    p = fn.param
+    if float(p).is_integer():
+        return f"[u{str(int(p)).translate(SUPERSCRIPTS)}]"
+    q = Fraction(p).limit_denominator(1000)
+    shown = f"{q.numerator}/{q.denominator}" if float(q) == p else repr(float(p))
+    return f"[u^({shown.replace('-', '−')})]"
 
 
 def _inv(node: Inv):

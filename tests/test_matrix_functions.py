@@ -558,3 +558,29 @@ def test_decomposition_parts_print_as_textbooks_write_them(f, wrt, text, latex):
 def test_eigenvalues_alone_keep_their_name():
     assert str(md.sum(md.log(md.eigvalsh(S)))) == "1ᵀlog(eigvalsh(S))"
     assert str(md.grad(md.sum(md.eigvalsh(S) ** 3), S)) == "3S²"
+
+
+_V = md.matrix("V", "n", "n", symmetric=True)
+
+
+@pytest.mark.parametrize("f,text", [
+    (md.sum(md.eigvalsh(S) ** 3), "3U(UᵀVU ⊙ Δ[u²](λ))Uᵀ  where S = UΛUᵀ"),
+    (md.sum(md.log(md.eigvalsh(S))), "U(Δ[u⁻¹](λ) ⊙ UᵀVU)Uᵀ  where S = UΛUᵀ"),
+    (md.sum(md.sqrt(md.eigvalsh(S))), "(1/2)U(UᵀVU ⊙ Δ[u^(−1/2)](λ))Uᵀ  where S = UΛUᵀ"),
+    (md.trace(md.expm(S)), "U(UᵀVU ⊙ Δexp(λ))Uᵀ  where S = UΛUᵀ"),
+])
+def test_spectral_hessians_print_as_the_daleckii_krein_linear_map(f, text):
+    """Issue 21: ∇²f[V] = U(F ⊙ UᵀVU)Uᵀ, F the divided differences of f′ (its power shown:
+    Δ[u²], never Δpow), and its value is the directional difference of the gradient."""
+    h = md.hvp(f, S, _V)
+    assert str(h) == text
+    assert "pow" not in h.latex()
+    rng = np.random.default_rng(2)
+    q = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    s = q @ np.diag([0.5, 1.0, 2.0, 3.5]) @ q.T
+    v = rng.standard_normal((4, 4))
+    v = (v + v.T) / 2
+    g = md.grad(f, S)
+    eps = 1e-5
+    fd = (g.evaluate(S=s + eps * v) - g.evaluate(S=s - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(h.evaluate(S=s, V=v), fd, rtol=1e-6, atol=1e-8)
