@@ -16,7 +16,8 @@ from . import dims as D
 from . import functions as F
 from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import evaluate, variables
-from .ir import Basis, Const, Node, Var, free_vars
+from .ir import (Basis, Const, DivDiff, DivDiff2, EigGap, Eigh, MatFn, Node, Sum, Svd, Var,
+                 free_vars, walk)
 from . import notation as N
 from .present import simplest
 from .printing import bracket, dialect_code, LATEX, TEXT, index_notation, python_code, render
@@ -27,6 +28,9 @@ from .simplify import numerical_forms, simplify
 # precedence of the source text, for parentheses in messages
 ATOM, POWER, UNARY, PRODUCT, SUM = 9, 8, 7, 6, 5
 MAX_SRC = 60
+
+
+SPECTRAL = (Eigh, MatFn, DivDiff, DivDiff2, EigGap, Svd)  # nodes of a decomposition
 
 
 class Expr:
@@ -85,8 +89,37 @@ class Expr:
         return _shallow(lambda: python_code(self.notation(), functions or {}))
 
     def __str__(self):
-        """Matrix notation: Xᵀ(σ(XW) ⊙ (1 − σ(XW))); index notation above order 2."""
-        return _shallow(lambda: render(self.notation(), TEXT, self._names()))
+        """Matrix notation: Xᵀ(σ(XW) ⊙ (1 − σ(XW))); index notation above order 2, except
+        for a second derivative through a decomposition, written as the linear map it is:
+        V ↦ U(Δ[u²](λ) ⊙ UᵀVU)Uᵀ  where S = UΛUᵀ."""
+        return _shallow(lambda: self._render(TEXT))
+
+    def _render(self, style) -> str:
+        linear = self._linear_map()
+        if linear is None:
+            return render(self.notation(), style, self._names())
+        name, m = linear
+        arrow = " \\mapsto " if style is LATEX else " ↦ "
+        return name + arrow + render(m, style, self._names() | {name})
+
+    def _linear_map(self):
+        """(V, the matrix notation of H[V]) for a 4-index H whose last two axes take a
+        matrix direction and which passes through an eigen- or singular-value decomposition
+        (a spectral Hessian) and has no matrix notation of its own; else None.  V is
+        symmetric where H is symmetric in those axes (then H[V] is meant for symmetric V)."""
+        n = self.node
+        if n.ndim != 4 or n.shape[:2] != n.shape[2:] or not isinstance(self.notation(), N.Index):
+            return None
+        if not any(isinstance(x, SPECTRAL) for x in walk(n)):
+            return None
+        name = next(c for c in ("V", "W", "E", "H", "Z") if c not in self._names())
+        h = simplify(n)
+        sym = simplify(B.transpose(h, (0, 1, 3, 2))) is h
+        v = Var(name, n.shape[2:], sym)
+        terms = h.terms if isinstance(h, Sum) else ((1.0, h),)  # H[V] term by term
+        m = recognise(simplify(B.linear([(c, B.einsum("ijkl,kl->ij", t, v)) for c, t in terms],
+                                        n.shape[:2])))
+        return None if isinstance(m, N.Index) else (name, simplest(m))
 
     def echo(self, latex: bool = False) -> str:
         """The expression in the order it was typed or built — tr(AXB), not the normal
@@ -104,7 +137,7 @@ class Expr:
 
     def latex(self) -> str:
         """LaTeX of the matrix notation: X^\\top \\left(…\\right)."""
-        return _shallow(lambda: render(self.notation(), LATEX, self._names()))
+        return _shallow(lambda: self._render(LATEX))
 
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"

@@ -575,6 +575,10 @@ def test_spectral_hessians_print_as_the_daleckii_krein_linear_map(f, text):
     h = md.hvp(f, S, _V)
     assert str(h) == text
     assert "pow" not in h.latex()
+    H = md.hessian(f, S)  # the Hessian itself prints as the same linear map of a direction V
+    assert str(H) == "V ↦ " + text and H.latex().startswith("V \\mapsto ")
+    assert "Σ_p" in H.index()  # the index form stays available
+    assert md.check(f, S, order=2, kinds={"S": "spd"}) < 1e-6
     rng = np.random.default_rng(2)
     q = np.linalg.qr(rng.standard_normal((4, 4)))[0]
     s = q @ np.diag([0.5, 1.0, 2.0, 3.5]) @ q.T
@@ -584,3 +588,4 @@ def test_spectral_hessians_print_as_the_daleckii_krein_linear_map(f, text):
     eps = 1e-5
     fd = (g.evaluate(S=s + eps * v) - g.evaluate(S=s - eps * v)) / (2 * eps)
     np.testing.assert_allclose(h.evaluate(S=s, V=v), fd, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(np.einsum("ijkl,kl->ij", H.evaluate(S=s), v), fd, rtol=1e-6, atol=1e-8)
