@@ -10,7 +10,7 @@ from fractions import Fraction
 from . import notation as N
 from .functions import Function, ScalarFunction
 from .errors import NotSupportedError
-from .ir import GENERAL_FUNCTIONS, Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
+from .ir import Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
 from .recognise import recognise
 from .show import index_form
 
@@ -323,6 +323,13 @@ def _sym(m: N.Sym, style):
         if m.name in LETTER_SUBSCRIPTS:
             return "e" + LETTER_SUBSCRIPTS[m.name], ATOM
         return f"e_({m.name})", ATOM
+    if m.role == "frechet":  # L_f(X, E), the Fréchet derivative of f at X along E
+        fn, x, e = m.params
+        args = f"{_render(x, style)[0]}, {_render(e, style)[0]}"
+        if _tex(style):
+            name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
+            return f"L_{{{name}}}\\left({args}\\right)", ATOM
+        return f"L_{fn}({args})", ATOM
     if m.role == "part":  # a decomposition's part: U, Λ, λ, u₁, uₙ
         if not _tex(style):
             head = m.name[:1]
@@ -630,10 +637,11 @@ def _factor(op, letters, style) -> str:
             for c in (x, e):
                 cm = recognise(c)
                 parts.append(_render(cm, style)[0] if not isinstance(cm, N.Index) else f"[{index_form(c)}]")
-            name, args = GENERAL_FUNCTIONS[fn], ", ".join(parts)
+            args = ", ".join(parts)
             if _tex(style):
-                return f"L_{{\\operatorname{{{name}}}}}\\left({args}\\right){sub}"
-            return f"L_{name}({args}){sub}"
+                name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
+                return f"L_{{{name}}}\\left({args}\\right){sub}"
+            return f"L_{fn}({args}){sub}"
         return f"[{index_form(op)}]{sub}"
     text, prec = _render(m, style)
     if not letters:
@@ -694,6 +702,9 @@ def _py(m: N.M, functions: dict):
             return f"md.unit({_py_dims(m.dims)}, {_basis_position(m)})", ATOM
         if m.role == "commutation":
             raise NotSupportedError("the commutation matrix K has no constructor; use the text form")
+        if m.role in ("frechet", "part"):
+            raise NotSupportedError(f"{m.name}, a part of a decomposition or a Fréchet derivative, "
+                                    f"has no constructor; use the text form")
         call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
         if call:
             return f"{call}({_py_dims(m.dims)})", ATOM
@@ -904,7 +915,8 @@ def _mc(m: N.M):
             value = "1" if m.role == "one" else "0"
             return ({"c": f"vector({value})", "r": f"vector({value})'", "m": f"matrix({value})",
                      "s": value}[m.kind]), (ATOM if m.kind != "r" else POSTFIX)
-        what = {"basis": "a unit vector", "commutation": "the commutation matrix K"}.get(
+        what = {"basis": "a unit vector", "commutation": "the commutation matrix K",
+                "frechet": "a Fréchet derivative L_f(X, E)", "part": "a part of a decomposition"}.get(
             m.role, "the size of a dim")
         raise NotSupportedError(f"the matrixcalculus dialect cannot write {what}; use the text form")
     if isinstance(m, N.Num):

@@ -128,6 +128,15 @@ def _funm(node: Funm):
     return None if isinstance(arg, N.Index) else N.Call("m", GENERAL_FUNCTIONS[node.fn], arg)
 
 
+def _frechet(node: Frechet):
+    """L_f(X, E), the Fréchet derivative of f at X along E, as one matrix: a leaf whose
+    ``params`` hold f and the notation of X and E (None where either has none)."""
+    x, e = recognise(node.arg), recognise(node.dir)
+    if isinstance(x, N.Index) or isinstance(e, N.Index):
+        return None
+    return N.Sym("m", f"L_{node.fn}", "frechet", dims=node.shape, params=(node.fn, x, e))
+
+
 def _named(name: str, node):
     """A matrix of a vector with no operator of its own: Γ(eigvalsh(S)), the eigenvalue gaps."""
     arg = recognise(node.arg)
@@ -519,7 +528,7 @@ RULES = {
     DivDiff2: lambda node: None,  # f[λᵢ, λᵢ, λⱼ]: index notation
     Svd: _svd,
     Funm: _funm,
-    Frechet: lambda node: None,  # L_f(X, E): written in index notation, expm_frechet(X, E)_ij
+    Frechet: _frechet,
     Det: _unary("det", "s"),
     LogDet: _unary("logdet", "s"),
     ScalarFn: _scalar_fn,

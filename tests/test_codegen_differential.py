@@ -154,7 +154,7 @@ def _differences_agree(dr, fn, values: dict, seed: int) -> None:
 
 def _display_only(d) -> bool:
     """Index notation, and the parts of a decomposition that have no constructor (Q(S), Δ,
-    L_expm), are printed for reading only: repr says so, and the text is not read back."""
+    L_exp), are printed for reading only: repr says so, and the text is not read back."""
     import dataclasses
 
     from matdiff.notation import Index

@@ -285,10 +285,22 @@ def test_check_reports_a_degenerate_point_instead_of_a_wrong_derivative():
         md.check(md.norm(md.outer(xv, xv), "nuc"), xv)
 
 
-def test_frechet_gradients_print_as_l_f_in_index_notation():
-    g = md.grad(v.T @ md.logm(G) @ v, G)
-    assert str(g) == "L_logm(Aᵀ, vvᵀ)_ij"
-    assert g.latex() == "L_{\\operatorname{logm}}\\left(A^\\top, v v^\\top\\right)_{ij}"
+@pytest.mark.parametrize("f,text,latex", [
+    (lambda: v.T @ md.logm(G) @ v, "L_log(Aᵀ, vvᵀ)", "L_{\\log}\\left(A^\\top, v v^\\top\\right)"),
+    (lambda: v.T @ md.expm(G) @ md.vector("b", "n"), "L_exp(Aᵀ, vbᵀ)",
+     "L_{\\exp}\\left(A^\\top, v b^\\top\\right)"),
+    (lambda: md.sum(md.sqrtm(G) * G), "sqrtm(A) + L_sqrt(Aᵀ, A)",
+     "\\operatorname{sqrtm}\\left(A\\right) + L_{\\operatorname{sqrt}}\\left(A^\\top, A\\right)"),
+])
+def test_frechet_gradients_print_as_l_f_matrices(f, text, latex):
+    """Issue 21: ∂aᵀexpm(X)b/∂X is the matrix L_exp(Xᵀ, abᵀ) (docs/matrix-functions.md defines
+    L_f), display-only (no input syntax), and checks numerically."""
+    g = md.grad(f(), G)
+    assert str(g) == text and g.latex() == latex
+    assert repr(g) == f"<{text}>"
+    with pytest.raises(md.NotSupportedError, match="Fréchet"):
+        g.text("matrixcalculus")
+    assert md.check(f(), G, kinds={"A": "spd"}) < 1e-6
 
 
 @pytest.mark.parametrize("text, decls, wrt, printed", [
