@@ -995,13 +995,14 @@ def _hadamard_cancel(g, c, t):
 
 
 def _common_scalar(g, c, t):
-    """sP + sQ = s(P + Q) for a scalar factor s of every term: det(M)P + det(M)Q."""
+    """sP + sQ = s(P + Q) for a scalar factor s of every term: det(M)P + det(M)Q; and of
+    some terms, the others beside them: A + λP − λQ = A + λ(P − Q)."""
     kind, coefs = t[1]
     prods = []
     for k in t[2]:
         ps = [(d[1], kk) for _, d, kk in g.terms(k, "prod")]
         if not ps:
-            return []
+            return _common_scalar_of_some(g, kind, coefs, t[2])
         prods.append(ps[0])
     shared = set(g.find(x) for x in prods[0][1] if g.kind(x) == "s")
     for _, kk in prods[1:]:
@@ -1014,7 +1015,36 @@ def _common_scalar(g, c, t):
             rest.remove(next(x for x in rest if g.find(x) == s))
             terms.append(_prod(g, kind, d, rest) if rest else g.add("leaf", ("s", N.Num("s", d))))
         out.append(_prod(g, kind, 1.0, [s, g.add("add", (kind, coefs), tuple(terms))]))
-    return out
+    return out or _common_scalar_of_some(g, kind, coefs, t[2])
+
+
+def _common_scalar_of_some(g, kind, coefs, kids):
+    """A + sP + sQ = A + s(P + Q): the terms of a sum (at most ``MAX_SUM`` + 2) that share a
+    scalar factor, grouped; the first such factor only."""
+    if len(kids) < 3 or len(kids) > MAX_SUM + 2:
+        return []
+    holders: dict = {}
+    for n, k in enumerate(kids):
+        for _, d, kk in g.terms(k, "prod")[:1]:
+            for x in {g.find(x) for x in kk if g.kind(x) == "s"}:
+                holders.setdefault(x, []).append(n)
+    for s_, ns in sorted(holders.items()):
+        if len(ns) < 2 or len(ns) == len(kids):
+            continue
+        inner = []
+        for n in ns:
+            d, kk = next((d[1], kk) for _, d, kk in g.terms(kids[n], "prod"))
+            rest = list(kk)
+            rest.remove(next(x for x in rest if g.find(x) == s_))
+            inner.append((coefs[n] * d, _prod(g, kind, 1.0, rest) if rest else None))
+        if any(k is None for _, k in inner):
+            continue
+        group = _prod(g, kind, 1.0, [s_, g.add("add", (kind, tuple(v for v, _ in inner)),
+                                               tuple(k for _, k in inner))])
+        others = [n for n in range(len(kids)) if n not in ns]
+        return [g.add("add", (kind, tuple(coefs[n] for n in others) + (1.0,)),
+                      tuple(kids[n] for n in others) + (group,))]
+    return []
 
 
 def _common_matrix(g, c, t):

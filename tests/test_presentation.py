@@ -443,3 +443,16 @@ def test_everyday_results_print_in_their_short_form_and_read_back(name, build, t
     used = {v.node.name for v in d.variables}
     np.testing.assert_allclose(back.evaluate({k: v for k, v in values.items() if k in {x.node.name for x in back.variables}}),
                                d.evaluate({k: v for k, v in values.items() if k in used}), rtol=1e-12)
+
+
+def test_terms_sharing_a_scalar_are_grouped_beside_the_others():
+    """A + sB − sC = A + s(B − C) (the rule sP + sQ = s(P + Q) on some of a sum's terms): so
+    the smoothed lasso's Hessian merges its two diagonal terms into one."""
+    left = plus((1.0, nA), (1.0, prod(ns, nB)), (-1.0, prod(ns, nC)))
+    right = plus((1.0, nA), (1.0, prod(ns, plus((1.0, nB), (-1.0, nC)))))
+    np.testing.assert_allclose(notation_eval.evaluate(left, _env(), {"n": 3}, {}),
+                               notation_eval.evaluate(right, _env(), {"n": 3}, {}), rtol=1e-12)
+    g = P.EGraph()
+    lc, rc = P.ingest(g, left, {}), P.ingest(g, right, {})
+    P.saturate(g, [r for r in P.RULES if r.name == "sP + sQ = s(P + Q)"])
+    assert g.find(lc) == g.find(rc)
