@@ -6,9 +6,9 @@ variables to differentiate by, and gives the golden printed gradient by each of 
 where one is used (Newton steps, Laplace approximations, GLMs), the printed Hessian by
 the first.  ``domain`` bounds a variable's random values where the loss is defined only
 there (probabilities in (0, 1), positive rates and variances); ``labels`` says what a
-label holds.  Rows with ``logits`` are also evaluated at logits of ±1000 (float64) and
-±100 (float32) against ``reference``, a jax.nn/optax/NumPy form of the same loss (a
-function of a dict of arrays, in ``jnp`` or ``np`` as given).
+label holds.  A loss of logits Xw or XW has a ``reference``, its jax.nn/optax form (a
+function of a dict of jnp arrays, jax.nn and optax), and is also evaluated at logits of
+±1000 (float64) and ±100 (float32) against it.
 
 tests/test_losses.py checks every row.
 """
@@ -21,7 +21,7 @@ import matdiff as md
 
 # the variables every row shares: n samples, d features, c classes
 X, W, Y = md.matrix("X", "n", "d"), md.matrix("W", "d", "c"), md.matrix("Y", "n", "c")
-w, y, b = md.vector("w", "d"), md.vector("y", "n"), md.vector("b", "n")
+w, y = md.vector("w", "d"), md.vector("y", "n")
 z, p, q, mu, v = (md.vector(s, "n") for s in ("z", "p", "q", "mu", "v"))
 lam = md.scalar("lam")
 S = md.matrix("S", "n", "n", symmetric=True)
@@ -33,7 +33,7 @@ Q, K, V, G = (md.matrix(s, "t", "e") for s in "QKVG")
 x = md.vector("x", "n")
 
 DECLS = {"X": "matrix(n, d)", "W": "matrix(d, c)", "Y": "matrix(n, c)", "w": "vector(d)",
-         "y": "vector(n)", "b": "vector(n)", "z": "vector(n)", "p": "vector(n)", "q": "vector(n)",
+         "y": "vector(n)", "z": "vector(n)", "p": "vector(n)", "q": "vector(n)",
          "mu": "vector(n)", "v": "vector(n)", "lam": "scalar", "S": "matrix(n, n) symmetric",
          "a": "vector(n)", "u": "vector(n)", "r": "vector(n)", "W1": "matrix(d, h)",
          "b1": "vector(h)", "w2": "vector(h)", "A": "matrix(h, h)", "U": "matrix(h, d)",
