@@ -16,7 +16,7 @@ from . import __version__
 from . import library as L
 from .check import check
 from .derivation import derivation
-from .errors import MatdiffError
+from .errors import ParseNote, MatdiffError
 from .parse import ParseError, parse, parse_declaration, parse_fact
 from .service import kind_of
 
@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   matdiff - --wrt x < expr.txt                 the expression from standard input
   matdiff @expr.txt --wrt x --format numpy     from a file; the result as NumPy-dialect text
   matdiff "x'*A*x" --wrt x --ascii             plain ASCII (chosen by itself on such terminals)
+  matdiff "x'*A*x" --wrt x --code jax          the derivative as a JAX function (numpy, jax, torch)
   matdiff "lambda(sigma(X*W))" --function sigma --scalar-function lambda --wrt W
 
 variables: a–g are scalars, h–z vectors, A–Z matrices unless declared with --var or
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "matrixcalculus dialect) or numpy (the NumPy dialect), both valid input")
     p.add_argument("--ascii", action="store_true",
                    help="plain ASCII output (the default where standard output cannot encode ᵀ)")
+    p.add_argument("--code", choices=("numpy", "jax", "torch"), default=None,
+                   help="print the Python module md.codegen writes for the derivatives")
     p.add_argument("--check", action="store_true", help="check each derivative numerically")
     p.add_argument("--steps", action="store_true", help="show the derivation step by step")
     p.add_argument("--json", action="store_true", help="print a JSON object")
@@ -85,15 +88,17 @@ FORMATS = ("text", "latex", "mc", "numpy")
 
 # the text notation in plain ASCII: each symbol as the matrixcalculus dialect (or words) write it
 ASCII = {"ᵀ": "'", "⁻ᵀ": "^-T", "⁻¹": "^-1", "⊙": ".*", "⊘": "./", "⊗": "(x)", "−": "-", "·": "*",
-         "√": "sqrt", "‖": "||", "∇": "grad ", "∂": "d", "⟨": "<", "⟩": ">", "⇒": "=>", "Σ": "sum",
+         "√": "sqrt", "‖": "||", "∇_": "grad_", "∇": "grad ", "∂": "d", "⟨": "<", "⟩": ">", "⇒": "=>",
+         "Σ": "sum",
          "∘": "o", "′": "'", "″": "''", "‴": "'''", "²": "^2", "⁰": "^0", "¹": "^1",
          "³": "^3", "⁴": "^4", "⁵": "^5", "⁶": "^6", "⁷": "^7", "⁸": "^8", "⁹": "^9",
          "₀": "0", "₁": "1", "₂": "2", "₃": "3", "₄": "4", "₅": "5", "₆": "6", "₇": "7", "₈": "8",
          "₉": "9", "×": "x", "…": "...", "\u0305": ""}
-GREEK_ASCII = dict(zip("αβγδεζηθικλμνξπρστφχψω",
+GREEK_ASCII = dict(zip("αβγδεζηθικλμνξπρστφχψωΓΔΘΛΞΠΦΨΩ",
                        ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota",
                         "kappa", "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi",
-                        "psi", "omega"]))
+                        "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Phi", "Psi",
+                        "Omega"]))  # Σ stays "sum", as index sums print it
 SUPERSCRIPT_DIGITS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
 
 
@@ -122,10 +127,17 @@ def _read_expression(expr: str, stdin) -> str:
             raise MatdiffError(f"{expr[1:]!r} is not UTF-8 text") from None
     else:
         return expr
-    text = text.strip()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
     if not text:
         raise MatdiffError(f"{'standard input' if expr == '-' else repr(expr[1:])} holds no expression")
     return text
+
+
+def _usual(variables: dict) -> str:
+    """The variable one most likely differentiates by, as the page picks it: w, W1, θ, x."""
+    usual = [n for pattern in (r"[wW]\d*", r"theta|θ|beta|β", r"x") for n in variables
+             if re.fullmatch(pattern, n)]
+    return (usual or list(variables) or ["x"])[0]
 
 
 def _is_fact(text: str) -> bool:
@@ -184,7 +196,12 @@ def run(argv, out=None, stdin=None) -> int:
         raise MatdiffError(f"--latex and --format {args.format} ask for two notations; keep one")
     plain = args.ascii or not _encodes(out)
     dialect = "numpy" if args.numpy else "matrixcalculus"
-    f = parse(args.expression, dialect=dialect, **_declarations(args))
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", ParseNote)
+        f = parse(args.expression, dialect=dialect, **_declarations(args))
+    for note in notes:
+        if issubclass(note.category, ParseNote):
+            sys.stderr.write(f"matdiff: note: {note.message}\n")
     facts = _facts(args, f, dialect)
     variables = {v.node.name: v for v in f.variables}
     shapes = ", ".join(f"{name}: {kind_of(v)}" for name, v in variables.items())
@@ -192,6 +209,11 @@ def run(argv, out=None, stdin=None) -> int:
         raise MatdiffError("--steps shows the derivation of a gradient, d f = ⟨∇f, dX⟩ for a "
                            "scalar f; for a Jacobian or a Hessian there is no such one-line "
                            "form: drop --steps, or derive a scalar (e.g. sum(...) or a'*f)")
+    if args.code and not args.wrt:
+        raise MatdiffError(f"--code writes the derivatives' code: add --wrt {_usual(variables)}")
+    if not args.wrt and not args.json and variables:
+        sys.stderr.write(f"matdiff: hint: add --wrt {_usual(variables)} to differentiate "
+                         f"(variables: {', '.join(variables)})\n")
     results = []
     for name in args.wrt:
         if name not in variables:
@@ -199,13 +221,18 @@ def run(argv, out=None, stdin=None) -> int:
                                f"(its variables: {', '.join(variables) or 'none'})")
         x = variables[name]
         if args.hessian:
-            d, label, order = L.hessian(f, x, facts=facts), f"∂²f/∂{name}²", 2
+            d, label, order = (L.hessian(f, x, layout=args.layout, vec=args.vec, facts=facts),
+                               f"∂²f/∂{name}²", 2)
         else:
             d, label, order = (L.jacobian(f, x, layout=args.layout, vec=args.vec, facts=facts),
                                f"∂f/∂{name}", 1)
         err = check(f, x, order=order, facts=facts) if args.check else None
         steps = derivation(f, x) if args.steps else None
         results.append((name, label, d, err, steps))
+    if args.code:
+        from . import codegen
+        out.write(codegen([d for _, _, d, _, _ in results], args.code, name="derivative"))
+        return 0
     if args.json:
         json.dump({
             "input": args.expression, "dialect": "numpy" if args.numpy else "matrixcalculus",

@@ -48,3 +48,9 @@ class CheckError(MatdiffError, AssertionError):
 class UncheckableError(MatdiffError):
     """``md.check`` found no point where a numeric check means anything (every random point
     it drew made a matrix singular or the expression not finite); nothing disagreed."""
+
+
+class ParseNote(UserWarning):
+    """A reading of text input that is valid but may not be what was meant (a scalar added to
+    every entry of a vector whose kind came from its name): the command line prints it on
+    standard error, the JSON API returns it under "notes"."""

@@ -260,11 +260,12 @@ class Expr:
         """x[i], an entry of a vector expression (i from 0; negative from the end):
         md.eigvalsh(S)[-1] is λ_max.  It is eᵢᵀx, so it has a derivative."""
         if self.ndim != 1 or isinstance(i, bool) or not isinstance(i, numbers.Integral):
-            what = "a slice" if isinstance(i, slice) else repr(i)
-            raise MatdiffError(f"{self.src}[{what}]: indexing takes one integer into a vector "
-                               f"expression; {self.src} is {self.describe_shape()}. Write "
-                               f"md.unit(m, i) @ X for row i of a matrix, X @ md.unit(n, j) for "
-                               f"column j")
+            parts = i if isinstance(i, tuple) else (i,)
+            what = ", ".join(":" if k == slice(None) else "a slice" if isinstance(k, slice) else
+                             repr(k) for k in parts)
+            raise MatdiffError(f"{_wrap(self, ATOM)}[{what}]: indexing takes one integer into a vector "
+                               f"expression; {self.src} is {self.describe_shape()}."
+                               f"{_index_hint(self, i)}")
         out = Expr(Basis(self.shape[0], int(i))) @ self
         return Expr(out.node, False, f"{_wrap(self, ATOM)}[{int(i)}]", ATOM)
 
@@ -272,6 +273,32 @@ class Expr:
         raise TypeError("a matdiff expression is not iterable; index a vector with x[i]")
 
     __array_ufunc__ = None  # keep NumPy from broadcasting over an Expr
+
+
+def _index_hint(x: "Expr", i) -> str:
+    """What to write instead of x[i], in the user's names, where a product with unit vectors
+    says it: Y[1, 2] is md.unit("m", 1).T @ Y @ md.unit("k", 2)."""
+    def unit(d, k):
+        return f"md.unit({d!r}, {k})"
+
+    def integer(k):
+        return isinstance(k, numbers.Integral) and not isinstance(k, bool)
+
+    every = slice(None)
+    name = _wrap(x, ATOM)
+    if x.ndim == 2:
+        rows, cols = x.shape
+        if isinstance(i, tuple) and len(i) == 2 and all(map(integer, i)):
+            return f" For the entry, write {unit(rows, i[0])}.T @ {name} @ {unit(cols, i[1])}"
+        if integer(i) or isinstance(i, tuple) and len(i) == 2 and integer(i[0]) and i[1] == every:
+            k = i if integer(i) else i[0]
+            return f" For row {k}, write {unit(rows, k)}.T @ {name}"
+        if isinstance(i, tuple) and len(i) == 2 and i[0] == every and integer(i[1]):
+            return f" For column {i[1]}, write {name} @ {unit(cols, i[1])}"
+    if x.ndim == 1 and isinstance(i, slice):
+        return (f" For entries, index one at a time ({name}[0]), or multiply by a selection "
+                f"matrix as a variable")
+    return " Write a product with md.unit(n, i) vectors for an entry, a row or a column"
 
 
 def _shallow(job):

@@ -14,6 +14,15 @@ from . import build as B
 from .ir import Elementwise, Node
 
 
+# names of Greek letters, as users spell variables and functions, and the letter each prints as
+# (the printers and the printed dialect's reader share this one table)
+GREEK = dict(zip(
+    ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+     "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega",
+     "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Phi", "Psi", "Omega"],
+    "αβγδεζηθικλμνξπρστφχψωΓΔΘΛΞΠΣΦΨΩ"))
+
+
 @dataclass(frozen=True)
 class Function:
     """An element-wise function: built in (``name`` in ``TABLE``), abstract, or user-defined.

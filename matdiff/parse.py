@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 
 from . import library as L
-from .errors import WINDOW, MatdiffError, NotSupportedError, ShapeError, with_caret
+from .errors import WINDOW, MatdiffError, NotSupportedError, ParseNote, ShapeError, with_caret
 from .expr import Expr, lift
+from .functions import GREEK
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
@@ -332,6 +334,7 @@ class Builder:
         self.vars: dict = {}  # name -> (Decl kind, [dim keys], symmetric)
         self.shapes: dict = {}  # id(node) -> Shape
         self.inner: list = []  # dim keys a product sums over
+        self.spread: list = []  # (name, its node, the scalar's node): a scalar added to each entry
 
     # ---- pass 1: shapes
     def var_shape(self, node) -> Shape:
@@ -385,6 +388,8 @@ class Builder:
                 self.dims.unify(shape.rows, ONE)
                 self.dims.unify(shape.cols, ONE)
                 return Shape()
+            if other is not None and other.op == "var" and len(node.args) == 2 and node.op in "+-":
+                self.spread.append((other.value, other, args[0] if a.scalar else args[-1]))
             return shape
         if not (self.dims.unify(a.rows, b.rows) and self.dims.unify(a.cols, b.cols)):
             left, right = (_source(x) for x in node.args[:2])
@@ -1003,12 +1008,31 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
         out = b.build(tree, b.dim_names())
     except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH
         raise ParseError("the expression is too deeply nested") from None
+    _note_spread(b, out, set(declarations), dialect)
     if result_shape is not None and out.ndim != len(tuple(result_shape)):
         # inference and building disagreed (a constant's size the text leaves open)
         raise ShapeError(f"the expression reads as {out.describe_shape()}, but result_shape asks "
                          f"for {len(tuple(result_shape))} axes; the text does not fix the size "
                          f"of every constant in it")
     return out
+
+
+def _note_spread(b: "Builder", out: Expr, declared: set, dialect: str) -> None:
+    """A ParseNote for each scalar added to every entry of a lone name the user did not
+    declare (x'*A*x + y, y a vector by its name): valid, but often a misspelt scalar."""
+    if dialect == "matdiff":
+        return
+    kinds = {v.node.name: v for v in out.variables}
+    for name, node, scalar in b.spread:
+        if name in declared or name not in kinds or kinds[name].ndim == 0:
+            continue
+        if scalar is None or _constant(scalar) is not None:
+            continue  # x + 1: a number added to each entry is meant
+        decl = declaration_of(kinds[name])
+        warnings.warn(ParseNote(
+            f"{name} is read as a {decl} by its name, so the scalar added to it goes to each of "
+            f"its entries; declare {name} (\"{name}: {decl}\", or \"{name}: scalar\") to silence "
+            f"this"), stacklevel=3)
 
 
 def declaration_of(v: Expr) -> str:
@@ -1180,8 +1204,7 @@ PRINTED_TOKEN = re.compile(r"""
   | (?P<primes>[′″‴]+)
   | (?P<name>[A-Za-zα-ωΑ-Ω_][A-Za-z0-9_α-ω]*ₘ?)
 """, re.VERBOSE)
-GREEK_NAMES = {"σ": "sigma", "λ": "lambda", "α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta",
-               "μ": "mu", "ν": "nu", "ρ": "rho", "τ": "tau", "φ": "phi", "ψ": "psi", "ω": "omega"}
+GREEK_NAMES = {letter: name for name, letter in GREEK.items()}  # σ → sigma, Σ → Sigma
 MATRIX_FUNCTION_NAMES = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "cosh",
                          "sinh", "log1p", "expm1", "arctan", "abs", "sqrt", "relu", "sign", "step")
 PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",

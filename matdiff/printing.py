@@ -8,7 +8,7 @@ import re
 from fractions import Fraction
 
 from . import notation as N
-from .functions import Function, ScalarFunction
+from .functions import GREEK as GREEK_LETTERS, Function, ScalarFunction
 from .errors import NotSupportedError
 from .ir import Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
 from .recognise import recognise
@@ -17,9 +17,8 @@ from .show import index_form
 # precedence: a child binding more loosely than its context is parenthesised
 ADD, NEG, HAD, PROD, POSTFIX, ATOM = 1, 2, 3, 4, 5, 6
 
-GREEK = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
-         "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega"]
-GREEK_TEXT = dict(zip(GREEK, "αβγδεζηθικλμνξπρστφχψω"))
+GREEK = list(GREEK_LETTERS)  # spelled-out Greek names print as their letters: Sigma → Σ, \Sigma
+GREEK_TEXT = GREEK_LETTERS
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 TEXT = {
@@ -387,9 +386,10 @@ def _prod(m: N.Prod, style):
 
 def _fraction(m: N.Prod, style):
     """A product with scalar factors to negative powers that print as symbols (‖x‖, det(X))
-    is written as a quotient: Aᵀs/‖s‖, x/‖x‖³, (A + Aᵀ)x/‖x‖²."""
+    or positive numbers is written as a quotient: Aᵀs/‖s‖, x/‖x‖³, (A + Aᵀ)x/‖x‖², xᵀx/2."""
     den = [f for f in m.factors if isinstance(f, N.Pow) and f.kind == "s" and f.p < 0 and
-           (isinstance(f.arg, (N.Call, N.Sym)) or isinstance(f.arg, N.Prod) and f.arg.coef == 1 and
+           (isinstance(f.arg, (N.Call, N.Sym)) or isinstance(f.arg, N.Num) and f.arg.value > 0 or
+            isinstance(f.arg, N.Prod) and f.arg.coef == 1 and
             all(isinstance(x, (N.Call, N.Sym)) and x.kind == "s" for x in f.arg.factors))
            and style.get("names", {}).get(id(f)) is None]
     num = [f for f in m.factors if not any(f is d for d in den)]
@@ -481,7 +481,8 @@ def _call(m: N.Call, style):
     if m.name == "abs" and not style.get("in_abs"):  # |x|; within bars abs(x), unambiguous
         return f"|{_render(m.arg, dict(style, in_abs=True))[0]}|", ATOM
     name = style["functions"].get(m.name) or (_tex_name(m.name, style) if _tex(style) else m.name)
-    axis = f", axis={m.axis}" if m.axis is not None and m.arg.kind == "m" else ""
+    axis = "" if m.axis is None or m.arg.kind != "m" else (
+        f", \\mathrm{{axis}}={m.axis}" if _tex(style) else f", axis={m.axis}")
     return f"{name}{lp}{arg}{axis}{rp}", ATOM
 
 
@@ -720,7 +721,14 @@ def _py(m: N.M, functions: dict):
         return f"md.matrix_power({_py(m.arg, functions)[0]}, {m.k})", ATOM
     if isinstance(m, N.Prod):
         parts, kind = [], None
-        for f in m.factors:
+        for i, f in enumerate(m.factors):
+            if functions.get(NUMPY_TEXT) and kind == "c" and f.kind == "r":
+                # a column times a row: NumPy's 1-D arrays need np.outer (x @ x.T is xᵀx there)
+                rest = N.Prod("r", 1.0, m.factors[i:]) if len(m.factors) - i > 1 else \
+                    f.arg if isinstance(f, N.T) else f  # xᵀ is x among 1-D arrays
+                parts = [f"outer({''.join(parts)}, {_py(rest, functions)[0]})"]
+                kind = "m"
+                break
             op = "" if kind is None else (" * " if "s" in (kind, f.kind) else " @ ")
             parts.append(op + _py_wrap(f, functions, PROD + 1))
             kind = N._product_kind([kind or "s", f.kind]) if kind else f.kind
@@ -855,11 +863,14 @@ def _overline(term: str, style) -> str:
 
 # --------------------------------------------------------------------------- the input dialects
 
+NUMPY_TEXT = "\0numpy"  # a flag among python_code's renames: write for NumPy's 1-D arrays
+
+
 def dialect_code(m: N.M, dialect: str) -> str:
     """The matrix notation as input of a text dialect ("matrixcalculus": x'*A*x, "numpy":
     x.T @ A @ x), to paste back; NotSupportedError names what the dialect cannot write."""
     if dialect == "numpy":
-        text = python_code(_broadcast_ones(m), {})
+        text = python_code(_broadcast_ones(m), {NUMPY_TEXT: True})
         for bad, what in (("md.ones", "a ones vector"), ("md.zeros", "a zero"), ("md.eye", "I"),
                           (".derivative(", "a derivative of an abstract function"),
                           (".gradient(", "∇λ"), (".hessian(", "∇²λ"), ("<", "index notation")):
