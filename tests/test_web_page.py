@@ -8,6 +8,7 @@ replaced when MATDIFF_UPDATE_SCREENSHOT=1). Where Chromium is missing the tests 
 under MATDIFF_REQUIRE_BROWSER=1 (set by .ci/run), where that is a failure."""
 import os
 import shutil
+from urllib.parse import quote
 from pathlib import Path
 
 import httpx
@@ -253,3 +254,71 @@ def test_facts_typed_on_the_page_shorten_the_result_and_bad_ones_show_a_caret(pa
     page.wait_for_function("document.getElementById('facts-status').textContent.includes('^')")
     status = page.locator("#facts-status").text_content().splitlines()
     assert status[0] == "Y*vector(1) = 1 = 2" and status[1] == " " * 16 + "^"
+
+
+def test_results_go_stale_as_one_types_and_go_when_the_input_breaks(page):
+    """Issue 23: the page never shows a result beside an input it does not belong to."""
+    enter(page, "x'*A*x")
+    box = page.locator("#expression")
+    box.press("End")
+    box.type(" +")  # typing: the old result is marked out of date at once
+    assert page.evaluate("document.getElementById('results').classList.contains('stale')")
+    page.wait_for_function("document.getElementById('parse-status').textContent.includes('^')")
+    assert page.locator(".result").count() == 0 and page.locator("#code-section").is_hidden()
+    assert page.locator("#echo").text_content() == ""
+    n = counter(page)
+    box.type(" y'*x")
+    box.press("Enter")
+    derived(page, n)
+    assert page.locator(".result").count() == 1
+    assert not page.evaluate("document.getElementById('results').classList.contains('stale')")
+
+
+def test_long_errors_wrap_and_long_formulas_scroll_with_a_cue(browser, url):
+    for width in (1280, 380):
+        p = browser.new_page(viewport={"width": width, "height": 900})
+        p.set_default_timeout(TIMEOUT)
+        p.goto(url + "/#e=" + "x*A*(B*C*D*E*F*G*H*J*K*L*M*N*P*Q*R)" + "&w=x&o=1")
+        p.wait_for_selector("#parse-status .message")
+        message = p.locator("#parse-status .message")
+        assert "transpose" in message.text_content()  # the whole message is there …
+        assert message.evaluate("e => e.scrollWidth <= e.clientWidth + 1")  # … and wraps
+        assert p.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        long = "+".join(f"sum(tanh(A{k}*x))" for k in range(1, 9))
+        p.goto(url + "/#e=" + quote(long) + "&w=x&o=1")
+        p.wait_for_selector(".result .katex")
+        formula = p.locator(".result .formula").first
+        assert formula.evaluate("e => e.scrollWidth > e.clientWidth")  # wider than the page:
+        assert "overflows" in formula.get_attribute("class")  # it scrolls, with a visible cue
+        assert p.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        p.close()
+
+
+def test_clicking_the_example_selects_it_so_typing_replaces_it(page):
+    n = counter(page)
+    page.select_option("#examples", label="softmax cross-entropy")
+    derived(page, n)
+    page.locator("#expression").click()
+    page.keyboard.type("x'*A*x")
+    assert page.input_value("#expression") == "x'*A*x"
+    page.locator("#expression").click()  # after an edit, a click places the cursor
+    page.keyboard.press("End")
+    page.keyboard.type("+1")
+    assert page.input_value("#expression") == "x'*A*x+1"
+
+
+def test_notes_about_the_reading_show_under_the_input(page):
+    enter(page, "x'*A*x + y")
+    assert "note: y is read as a vector" in page.locator("#parse-status").text_content()
+
+
+def test_the_hessian_takes_the_layout_and_the_vec_order(page, url):
+    enter(page, "logdet(X)")
+    for control, value in (("#order", "2"), ("#layout", "vec"), ("#vec", "row")):
+        n = counter(page)
+        page.select_option(control, value)
+        derived(page, n)
+    want = api(url, {"expression": "logdet(X)", "wrt": ["X"], "order": 2, "layout": "vec",
+                     "vec": "row"})["results"][0]
+    assert want["text"] == "−(X⁻ᵀ ⊗ X⁻¹)Kₙₙ" and typeset(page, "X").endswith(want["latex"])
+    assert "r=row" in page.url

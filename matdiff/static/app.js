@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const KINDS = ["scalar", "vector", "matrix", "symmetric matrix", "function", "scalar_function"];
 const state = {
-  expression: "", dialect: "matrixcalculus", wrt: [], order: 1, layout: "numerator",
+  expression: "", dialect: "matrixcalculus", wrt: [], order: 1, layout: "numerator", vec: "column",
   index: false, steps: true, check: true, decls: {},   // decls: the user's own declarations
   facts: [],                                           // equations the derivative may use
 };
@@ -14,6 +14,7 @@ let backend = "numpy";
 let inspectTimer = null;
 let inspectSeq = 0;
 let deriveSeq = 0;
+let pristine = false;     // the input holds an example no one has edited: a click selects it
 
 async function api(path, body) {
   const response = await fetch(path, {
@@ -119,11 +120,28 @@ function showError(error, column, fact) {
 function showParseError(error, column) {
   const status = $("parse-status");
   status.classList.remove("ok");
-  if (column === undefined || column === null) {
-    status.textContent = error;
-    return;
+  status.textContent = "";
+  if (column !== undefined && column !== null) {  // the input and a caret: one line, scrolls
+    const where = document.createElement("span");
+    where.className = "caret";
+    where.textContent = `${state.expression}\n${" ".repeat(column)}^\n`;
+    status.appendChild(where);
   }
-  status.textContent = `${state.expression}\n${" ".repeat(column)}^\n${error}`;
+  const message = document.createElement("span");
+  message.className = "message";  // the message wraps
+  message.textContent = error;
+  status.appendChild(message);
+}
+
+function clearResults() {  // results that no longer match the input are not shown
+  $("results").textContent = "";
+  $("results").classList.remove("stale");
+  $("code-section").hidden = true;
+  $("echo").textContent = "";
+}
+
+function markStale() {
+  if ($("results").childElementCount) $("results").classList.add("stale");
 }
 
 function scheduleInspect(delay = 200) {
@@ -142,10 +160,11 @@ async function inspect() {
   const {ok, data} = await api("/api/inspect", request());
   if (seq !== inspectSeq) return ok;  // a newer inspection renders; this one only answers
   if (!ok) {
+    clearResults();
     showError(data.error, data.column, data.fact);
     return false;
   }
-  $("parse-status").textContent = "";
+  $("parse-status").textContent = (data.notes || []).map((n) => `note: ${n}`).join("\n");
   $("facts-status").textContent = "";
   $("parse-status").classList.add("ok");
   tex($("echo"), `f = ${data.expression.latex}`);
@@ -169,6 +188,7 @@ function readControls() {
   state.dialect = $("dialect").value;
   state.order = Number($("order").value);
   state.layout = $("layout").value;
+  state.vec = $("vec").value;
   state.index = $("index").checked;
   state.steps = $("steps").checked;
   state.check = $("check").checked;
@@ -180,6 +200,7 @@ function writeControls() {
   $("dialect").value = state.dialect;
   $("order").value = String(state.order);
   $("layout").value = state.layout;
+  $("vec").value = state.vec;
   $("index").checked = state.index;
   $("steps").checked = state.steps;
   $("check").checked = state.check;
@@ -197,7 +218,7 @@ async function derive() {
   readControls();
   const seq = ++deriveSeq;
   if (!(await inspect())) return;
-  const body = {...request(), wrt: state.wrt, order: state.order, layout: state.layout,
+  const body = {...request(), wrt: state.wrt, order: state.order, layout: state.layout, vec: state.vec,
                 index: state.index, steps: state.steps, check: state.check, code: true};
   $("error").textContent = "";
   $("results").setAttribute("aria-busy", "true");
@@ -237,9 +258,14 @@ async function copy(text, b) {
   }
 }
 
+function fitFormula(el) {  // a formula wider than its box scrolls, with a visible cue
+  el.classList.toggle("overflows", el.scrollWidth > el.clientWidth + 1);
+}
+
 function renderResults(results) {
   const host = $("results");
   host.textContent = "";
+  host.classList.remove("stale");
   for (const r of results) {
     const card = document.createElement("div");
     card.className = "result";
@@ -247,6 +273,7 @@ function renderResults(results) {
     const formula = document.createElement("div");
     formula.className = "formula";
     tex(formula, `${r.label_latex} = ${r.latex}`);
+    formula.title = "scroll sideways to see the whole formula";
     const actions = document.createElement("div");
     actions.className = "row";
     const copyLatex = button("Copy LaTeX", () => copy(r.latex, copyLatex));
@@ -286,6 +313,7 @@ function renderResults(results) {
       card.appendChild(d);
     }
     host.appendChild(card);
+    fitFormula(formula);
   }
 }
 
@@ -308,6 +336,7 @@ function saveHash() {
   p.set("w", state.wrt.join(","));
   p.set("o", String(state.order));
   if (state.layout !== "numerator") p.set("l", state.layout);
+  if (state.vec !== "column") p.set("r", state.vec);
   if (state.index) p.set("i", "1");
   if (!state.steps) p.set("s", "0");
   if (!state.check) p.set("c", "0");
@@ -324,6 +353,7 @@ function loadHash() {
   state.wrt = (p.get("w") || "").split(",").filter(Boolean);
   state.order = Number(p.get("o") || 1);
   state.layout = p.get("l") || "numerator";
+  state.vec = p.get("r") === "row" ? "row" : "column";
   state.index = p.get("i") === "1";
   state.steps = p.get("s") !== "0";
   state.check = p.get("c") !== "0";
@@ -337,9 +367,11 @@ function loadExample(example) {
   Object.assign(state, {
     expression: example.expression, dialect: example.dialect || "matrixcalculus",
     wrt: example.wrt || [], order: example.order || 1, layout: example.layout || "numerator",
+    vec: example.vec || "column",
     decls: {...(example.declarations || {})}, facts: [...(example.facts || [])],
   });
   writeControls();
+  pristine = true;
   derive();
 }
 
@@ -358,12 +390,16 @@ async function main() {
   menu.addEventListener("change", () => {
     if (menu.value !== "") loadExample(examples[Number(menu.value)]);
   });
-  $("expression").addEventListener("input", () => scheduleInspect());
+  $("expression").addEventListener("input", () => { pristine = false; markStale(); scheduleInspect(); });
+  for (const event of ["focus", "click"]) {  // typing replaces an example, never appends to it
+    $("expression").addEventListener(event, () => { if (pristine) { $("expression").select(); pristine = false; } });
+  }
+  window.addEventListener("resize", () => document.querySelectorAll(".formula").forEach(fitFormula));
   $("expression").addEventListener("keydown", (e) => { if (e.key === "Enter") derive(); });
   $("dialect").addEventListener("change", () => scheduleInspect(0));
-  $("facts").addEventListener("input", () => scheduleInspect());
+  $("facts").addEventListener("input", () => { markStale(); scheduleInspect(); });
   $("derive").addEventListener("click", derive);
-  for (const id of ["order", "layout", "index", "steps", "check"]) $(id).addEventListener("change", derive);
+  for (const id of ["order", "layout", "vec", "index", "steps", "check"]) $(id).addEventListener("change", derive);
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.addEventListener("click", () => { backend = tab.dataset.backend; renderCode(); });
   }
