@@ -8,7 +8,7 @@ are replaced by fixed smooth stand-ins whose derivatives of every order are know
 from __future__ import annotations
 
 import zlib
-from math import factorial, pi
+from math import factorial, pi, prod
 
 import numpy as np
 
@@ -55,6 +55,7 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
     functions = _stand_ins(f.node)
     for attempt in range(ATTEMPTS):  # sizes and values are redrawn where a point is singular
         size = _sizes(f.node, targets, sizes, rng)
+        _refuse_huge(f.node, targets, size, order)  # vector(100000000): an error, not 800 MB
         try:
             values = _inputs(f.node, vs + [t for t in targets if t not in vs], size, kinds, rng,
                              functions)
@@ -70,10 +71,12 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
     try:
         for x in targets:
             J = jacobian(f, Expr(x), facts=facts)
+            _refuse_huge(J.node, [], size, 1, f"∂f/∂{x.name}")
             worst = max(worst, _compare(f.node, J.node, x, values, size, functions, rng, step,
                                         tol, "∂"))
             if order == 2:
                 H = jacobian(J, Expr(x), facts=facts)
+                _refuse_huge(H.node, [], size, 1, f"∂²f/∂{x.name}²")
                 worst = max(worst, _compare(J.node, H.node, x, values, size, functions, rng,
                                             step, tol, "∂²"))
     except np.linalg.LinAlgError as e:
@@ -85,6 +88,40 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
         raise UncheckableError(f"check: the point is degenerate, so there is no derivative to "
                                f"compare: {e}") from None
     return worst
+
+
+MAX_ENTRIES = 10_000_000  # entries of one array md.check makes (80 MB of float64)
+
+
+def _refuse_huge(node, targets, size, order, what="f"):
+    """A MatdiffError, before anything is allocated, where an array md.check would make (a
+    variable, a subexpression, f, or its derivatives of up to ``order``) has over MAX_ENTRIES
+    entries at these sizes: declared dims such as vector(100000000) are refused, not drawn."""
+    def entries(shape):
+        try:
+            dims = tuple(D.resolve(d, size) for d in shape)
+        except EvaluationError:  # a dim no size fixes is reported where it is evaluated
+            return 0, ()
+        return prod(dims), dims
+
+    def refuse(name, count, dims):
+        raise MatdiffError(
+            f"check: {name} would have {count:,} entries (shape {dims}); md.check makes arrays "
+            f"of at most {MAX_ENTRIES:,} entries, so check at smaller sizes (give the dims "
+            f"names and sizes={{name: n}})")
+
+    for n in walk(node, *targets):
+        count, dims = entries(n.shape)
+        if count > MAX_ENTRIES:
+            refuse(n.name if isinstance(n, Var) else what if n is node else
+                   f"a part of {what}", count, dims)
+    out, fdims = entries(node.shape)
+    for t in targets:  # the derivatives md.check compares entry by entry
+        xs, xdims = entries(t.shape)
+        for k in range(1, order + 1):
+            if out * xs ** k > MAX_ENTRIES:
+                refuse(f"∂{'²' if k == 2 else ''}f/∂{t.name}{'²' if k == 2 else ''}",
+                       out * xs ** k, fdims + xdims * k)
 
 
 ATTEMPTS = 8  # random points drawn before md.check says it cannot check

@@ -13,6 +13,7 @@ directly.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 from .check import check
@@ -25,6 +26,7 @@ from .parse import ParseError, declaration_of, parse, parse_declaration, parse_f
 
 MAX_EXPRESSION = 2_000  # characters of an expression the server reads
 MAX_VARIABLES = 12      # derivatives one request may ask for
+MAX_DECLARED = 1_000_000  # entries of a variable whose declaration gives its dims as numbers
 DIALECTS = {"matrixcalculus": "matrixcalculus", "mc": "matrixcalculus", "numpy": "numpy"}
 LAYOUTS = ("numerator", "denominator", "vec")
 BACKENDS = ("numpy", "jax", "torch")
@@ -106,10 +108,12 @@ def _expression(payload: dict):
         if not name.isidentifier():
             raise RequestError(400, f"{name!r} is not a variable name")
         if decl.strip():
+            _refuse_huge(name, decl)
             try:
-                parse_declaration(decl, name)
+                _, declared = parse_declaration(decl, name)
             except ParseError as e:
                 raise RequestError(400, f"declaration of {name}: {e.message}") from None
+            _refuse_huge(name, decl, declared.dims)
             decls[name] = decl
     try:
         f = parse(text, dialect=DIALECTS[dialect], **decls)
@@ -124,6 +128,21 @@ def _expression(payload: dict):
         raise RequestError(422, f"the declarations name {', '.join(unused)}, which the expression "
                                 f"does not use (its variables: {', '.join(variables) or 'none'})")
     return f, text, DIALECTS[dialect], variables, decls
+
+
+def _refuse_huge(name: str, decl: str, dims: tuple = ()) -> None:
+    """A 413 before any work where a declaration's number dims make a variable of over
+    MAX_DECLARED entries (the numeric check would draw vector(100000000)); without ``dims``,
+    where its text holds a number too long to read as one."""
+    longest = max((n.lstrip("0") for n in re.findall(r"\d+", decl)), key=len, default="")
+    entries = math.prod(d for d in dims if isinstance(d, int))
+    if len(longest) > len(str(MAX_DECLARED)) or entries > MAX_DECLARED:
+        size = (f"{entries:,} entries" if entries > MAX_DECLARED else
+                f"a dim of {int(longest):,}" if len(longest) < 30 else
+                f"a dim of {len(longest):,} digits")
+        raise RequestError(413, f"declaration of {name}: {decl.strip()[:40]} has {size}; the "
+                                f"server takes variables of at most {MAX_DECLARED:,} entries (name "
+                                f"the dims, as in vector(n), for a size the derivative leaves open)")
 
 
 MAX_FACTS = 16

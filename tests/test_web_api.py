@@ -162,7 +162,8 @@ def test_malformed_bodies_and_unknown_endpoints(url):
     r = httpx.post(url + "/api/derive", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "not JSON" in r.json()["error"]
     assert post(url, "/api/derive", ["x"]).status_code == 400
-    big = httpx.post(url + "/api/derive", content=b"{" + b" " * (MAX_BODY + 10) + b"}")
+    big = httpx.post(url + "/api/derive", content=b"{" + b" " * (MAX_BODY + 10) + b"}",
+                     headers={"Content-Type": "application/json"})
     assert big.status_code == 413 and "KiB" in big.json()["error"]
     missing = httpx.get(url + "/api/nothing")
     assert missing.status_code == 404 and "/api/derive" in missing.json()["error"]
@@ -185,7 +186,8 @@ def test_a_derivation_over_the_time_limit_is_stopped_and_the_server_goes_on():
         r = post(address, "/api/derive", HEAVY)
         assert r.status_code == 422 and r.json()["timeout"] is True and "limit of 0.05 s" in r.json()["error"]
         after = {p.pid for p, _ in pool.all}
-        assert before and not before & after  # the overrunning worker was killed and replaced
+        assert len(before - after) == 1  # the overrunning worker was killed (and is replaced)
+        pool.time_limit = 60  # a fresh worker's first answer may take over 0.05 s on a busy machine
         ok = post(address, "/api/inspect", {"expression": "x'*A*x"})
         assert ok.status_code == 200  # the next request is answered (an inspect is quick)
     finally:
@@ -196,7 +198,7 @@ def test_workers_kill_an_overrunning_job_directly():
     import asyncio
 
     async def go():
-        pool = Workers(1, 0.05)
+        pool = Workers(1, 0.05, fast=0)
         await pool.start()
         try:
             (p, _), = pool.all
