@@ -262,25 +262,87 @@ def _values_of(fn, order: int, x, functions):
     return np.broadcast_to(out, x.ravel().shape).reshape(x.shape)
 
 
+CLOSE = 1e-5  # λᵢ, λⱼ this close (relative to the larger) take a divided difference's limit
+
+
+def _c(kind: str, x):
+    """sinh(x)/x, sin(x)/x, tanh(x)/x or artanh(x)/x, with their limit 1 at x = 0 (a Taylor
+    term where |x| < 10⁻⁴, exact to rounding there)."""
+    small = np.abs(x) < 1e-4
+    safe = np.where(small, 0.5, x)  # any value the function takes well (artanh(1) = ∞)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        full = {"sinh": np.sinh, "sin": np.sin, "tanh": np.tanh, "artanh": np.arctanh}[kind](safe) / safe
+    x2 = x * x
+    taylor = {"sinh": x2 / 6, "sin": -x2 / 6, "tanh": -x2 / 3, "artanh": x2 / 3}[kind]
+    return np.where(small, 1.0 + taylor, full)
+
+
+def _exact_divided(name: str, param, a, b):
+    """f[a, b] = (f(a) − f(b))/(a − b) in a form accurate at every gap (no cancellation where
+    a ≈ b, or where f(a) ≈ f(b) ≈ f(0) at tiny eigenvalues), and f′(a) at a = b; None where f
+    has no such form here.  Higham, Functions of Matrices, §11 (and the identities of sinh,
+    sin and tanh of sums)."""
+    m, h = (a + b) / 2, (a - b) / 2
+    if name == "exp":
+        return np.exp(m) * _c("sinh", h)
+    if name == "log":  # log a − log b = 2 artanh((a − b)/(a + b)), near; the quotient, far
+        z = h / m
+        far = np.abs(z) > 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quotient = (np.log(a) - np.log(b)) / np.where(far, a - b, 1.0)
+        return np.where(far, quotient, _c("artanh", np.where(far, 0.0, z)) / m)
+    if name == "sqrt":
+        return 1.0 / (np.sqrt(a) + np.sqrt(b))
+    if name in ("sin", "cos", "sinh", "cosh"):
+        outer = {"sin": np.cos, "cos": lambda t: -np.sin(t), "sinh": np.cosh, "cosh": np.sinh}[name]
+        return outer(m) * _c("sin" if name in ("sin", "cos") else "sinh", h)
+    if name == "tanh":  # tanh a − tanh b = sinh(a − b)/(cosh a cosh b)
+        return _c("sinh", 2 * h) / (np.cosh(a) * np.cosh(b))
+    if name == "pow" and float(param).is_integer() and abs(param) <= 8:
+        p = int(param)
+        if p == 0:
+            return np.zeros_like(m)
+        q = abs(p)  # aᵖ − bᵖ = (a − b) Σ aᵏ bᵖ⁻¹⁻ᵏ; a⁻ᵠ − b⁻ᵠ = −(aᵠ − bᵠ)/(aᵠbᵠ)
+        total = sum(a ** k * b ** (q - 1 - k) for k in range(q))
+        return total if p > 0 else -total / (a ** q * b ** q)
+    if name == "pow":  # a, b > 0: b^(p−1) (rᵖ − 1)/(r − 1), r = a/b, through expm1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            L = np.log(a) - np.log(b)
+            ratio = np.where(L == 0, param, np.expm1(param * L) / np.where(L == 0, 1.0, np.expm1(L)))
+            return ratio * b ** (param - 1)
+    return None
+
+
 def _divided_differences(fn, lam, functions):
-    """F_ij = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), f′ at (λᵢ + λⱼ)/2 where they (nearly) coincide."""
-    f = _values_of(fn, 0, lam, functions)
-    gap = lam[:, None] - lam[None, :]
-    close = np.abs(gap) <= 1e-8 * max(1.0, float(np.abs(lam).max()))
-    middle = (lam[:, None] + lam[None, :]) / 2
-    slope = np.reshape(_values_of(fn, 1, middle.ravel(), functions), gap.shape)
+    """Fᵢⱼ = f[λᵢ, λⱼ] = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), f′(λᵢ) on the diagonal: for the built-in
+    functions in a form accurate at every gap (``_exact_divided``); for the others the
+    quotient, or f′ at the midpoint where λᵢ and λⱼ agree to CLOSE relative to the larger."""
+    lam = _in_domain(fn, lam)
+    a, b = lam[:, None], lam[None, :]
+    if fn.builtin:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            exact = _exact_divided(fn.name, fn.param, a, b)
+        if exact is not None:
+            return np.broadcast_to(exact, (lam.size, lam.size)).copy()
+    f = _at_eigenvalues(fn, lam, functions)
+    gap = a - b
+    close = np.abs(gap) <= CLOSE * np.maximum(np.abs(a), np.abs(b))
+    middle = (a + b) / 2
+    slope = np.reshape(_values_of(fn, 1, np.broadcast_to(middle, gap.shape).ravel(), functions), gap.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(close, slope, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
 
 
 def _second_divided_differences(fn, lam, second, functions):
-    """A_ij = f[λᵢ, λᵢ, λⱼ] = (f′(λᵢ) − F_ij)/(λᵢ − λⱼ); (f″(λᵢ) + f″(λⱼ))/4 where λᵢ ≈ λⱼ."""
+    """Aᵢⱼ = f[λᵢ, λᵢ, λⱼ] = (f′(λᵢ) − Fᵢⱼ)/(λᵢ − λⱼ); where λᵢ and λⱼ agree to CLOSE relative
+    to the larger, its limit to second order, (2f″(λᵢ) + f″(λⱼ))/6 (= f″ at (2λᵢ + λⱼ)/3, over 2)."""
     slope = _values_of(fn, 1, lam, functions)
     F = _divided_differences(fn, lam, functions)
-    gap = lam[:, None] - lam[None, :]
-    close = np.abs(gap) <= 1e-5 * max(1.0, float(np.abs(lam).max()))
+    a, b = lam[:, None], lam[None, :]
+    gap = a - b
+    close = np.abs(gap) <= CLOSE * np.maximum(np.abs(a), np.abs(b))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(close, (second[:, None] + second[None, :]) / 4,
+        return np.where(close, (2 * second[:, None] + second[None, :]) / 6,
                         (slope[:, None] - F) / np.where(close, 1.0, gap))
 
 
@@ -297,9 +359,38 @@ def _eigenvalue_gaps(lam):
     return np.where(off, 1.0 / np.where(off, gap, 1.0), 0.0)
 
 
+def _in_domain(fn, lam):
+    """lam, where f is defined at every eigenvalue — log needs λ > 0, a square root or a
+    fractional power λ ≥ 0 (−10⁻¹²·max|λ| from rounding counts as 0) — else an
+    EvaluationError naming the eigenvalue: f(S) of such an S is not real, and NaN is no answer."""
+    name = fn.name if fn.builtin else None
+    fractional = name == "pow" and not float(fn.param).is_integer()
+    if name not in ("log", "sqrt") and not fractional:
+        return lam
+    floor = 1e-12 * float(np.abs(lam).max(initial=0.0))
+    bad = lam <= 0 if name == "log" else lam < -floor
+    if np.any(bad):
+        what = {"log": "a logarithm (logm)", "sqrt": "a square root (sqrtm)"}.get(name) or \
+            f"the power {fn.param:g}"
+        raise EvaluationError(f"{what} of a symmetric matrix needs eigenvalues "
+                              f"{'> 0' if name == 'log' else '≥ 0'}, but this one has "
+                              f"λ = {float(lam[bad][0]):.6g}: f(S) is not real there")
+    return np.maximum(lam, 0.0) if name != "log" else lam
+
+
+def _at_eigenvalues(fn, lam, functions):
+    """f(λ) at the eigenvalues, or an EvaluationError naming one where f is not defined."""
+    values = _values_of(fn, 0, lam, functions)
+    bad = np.isnan(values) & np.isfinite(lam)
+    if np.any(bad):  # a user's f, undefined at an eigenvalue
+        raise EvaluationError(f"{fn.name}(S) needs f at each eigenvalue of S, but f is not defined "
+                              f"at λ = {float(lam[bad][0]):.6g}")
+    return values
+
+
 def _matrix_function(fn, s, functions):
     lam, u = np.linalg.eigh(s)
-    return (u * _values_of(fn, 0, lam, functions)) @ u.T
+    return (u * _at_eigenvalues(fn, _in_domain(fn, lam), functions)) @ u.T
 
 
 def _svd_part(part: str, x):

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
-from .evaluate import check_shapes, complex_value, variables
+from .evaluate import CLOSE, check_shapes, complex_value, variables
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
@@ -602,12 +602,68 @@ def _slope(fn) -> str:
     return SLOPES[fn.name]
 
 
+C_TAYLOR = {"sinh": "1.0 + {0} * {0} / 6.0", "sin": "1.0 - {0} * {0} / 6.0",
+            "artanh": "1.0 + {0} * {0} / 3.0"}
+C_FULL = {"sinh": "np.sinh({0})", "sin": "np.sin({0})", "artanh": "np.arctanh({0})"}
+
+
+def _c_code(w: _Writer, kind: str, x: str) -> str:
+    """sinh(x)/x, sin(x)/x or artanh(x)/x as code, 1 at x = 0 (evaluate's ``_c``)."""
+    x = w.emit(x)
+    small = w.emit(f"np.abs({x}) < 1e-4")
+    safe = w.emit(f"np.where({small}, 0.5, {x})")  # artanh(1) = ∞
+    return f"np.where({small}, {C_TAYLOR[kind].format(x)}, {C_FULL[kind].format(safe)} / {safe})"
+
+
+def _exact_divided_code(w: _Writer, fn, a: str, b: str):
+    """evaluate's ``_exact_divided`` as code: f[a, b] accurate at every gap; None where f
+    has no such form."""
+    name, param = fn.name, fn.param
+    if not fn.builtin:
+        return None
+    if name in ("exp", "log", "sin", "cos", "sinh", "cosh", "tanh"):
+        m, h = w.emit(f"({a} + {b}) / 2"), w.emit(f"({a} - {b}) / 2")
+    if name == "exp":
+        return f"np.exp({m}) * {_c_code(w, 'sinh', h)}"
+    if name == "log":
+        z = w.emit(f"{h} / {m}")
+        far = w.emit(f"np.abs({z}) > 0.5")
+        quotient = f"(np.log({a}) - np.log({b})) / np.where({far}, {a} - {b}, 1.0)"
+        near = f"{_c_code(w, 'artanh', f'np.where({far}, 0.0, {z})')} / {m}"
+        return f"np.where({far}, {quotient}, {near})"
+    if name == "sqrt":
+        return f"1.0 / (np.sqrt({a}) + np.sqrt({b}))"
+    if name in ("sin", "cos", "sinh", "cosh"):
+        outer = {"sin": "np.cos({})", "cos": "-np.sin({})", "sinh": "np.cosh({})", "cosh": "np.sinh({})"}
+        return f"{outer[name].format(m)} * {_c_code(w, 'sin' if name in ('sin', 'cos') else 'sinh', h)}"
+    if name == "tanh":
+        return f"{_c_code(w, 'sinh', f'2 * {h}')} / (np.cosh({a}) * np.cosh({b}))"
+    if name == "pow" and float(param).is_integer() and abs(param) <= 8:
+        p, q = int(param), abs(int(param))
+        if p == 0:
+            return f"0.0 * ({a} + {b})"
+        total = " + ".join(f"{a} ** {k} * {b} ** {q - 1 - k}" for k in range(q))
+        return f"({total})" if p > 0 else f"-({total}) / ({a} ** {q} * {b} ** {q})"
+    if name == "pow":
+        L = w.emit(f"np.log({a}) - np.log({b})")
+        same = w.emit(f"{L} == 0")
+        return (f"np.where({same}, {param!r}, np.expm1({param!r} * {L}) / "
+                f"np.where({same}, 1.0, np.expm1({L}))) * {b} ** {param - 1!r}")
+    return None
+
+
 def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
-    """F_ij = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), with f′ at the midpoint where λᵢ ≈ λⱼ."""
-    gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
+    """F_ij = f[λᵢ, λⱼ] as evaluate computes it: a form accurate at every gap for the
+    built-in functions, else the quotient with f′ at the midpoint where λᵢ, λⱼ agree to
+    CLOSE relative to the larger."""
+    a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
+    exact = _exact_divided_code(w, n.fn, a, b)
+    if exact is not None:
+        return f"{exact} + 0.0 * ({a} + {b})"  # broadcast to the full matrix
+    gap = w.emit(f"{a} - {b}")
     values = w.emit(_elementwise(w, Elementwise(n.fn, n.arg), lam))
-    close = w.emit(f"np.abs({gap}) <= 1e-8 * (1.0 + np.abs({lam}).max())")
-    slope = _slope(n.fn).format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
+    close = w.emit(f"np.abs({gap}) <= {CLOSE!r} * np.maximum(np.abs({a}), np.abs({b}))")
+    slope = _slope(n.fn).format(f"(({a} + {b}) / 2)")
     return (f"np.where({close}, {slope}, ({values}[:, None] - {values}[None, :]) / "
             f"np.where({close}, 1.0, {gap}))")
 
@@ -677,13 +733,14 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return f"({e}[1] * {values}) @ {e}[1].T"
     if isinstance(n, DivDiff):
         return _divided_differences(w, n, a[0])
-    if isinstance(n, DivDiff2):  # f[λᵢ, λᵢ, λⱼ]; (f″ᵢ + f″ⱼ)/4 where λᵢ ≈ λⱼ
+    if isinstance(n, DivDiff2):  # f[λᵢ, λᵢ, λⱼ]; (2f″ᵢ + f″ⱼ)/6 where λᵢ ≈ λⱼ (evaluate's)
         lam, second = (args[c] for c in n.children)
         F = w.emit(_divided_differences(w, DivDiff(n.args[0], n.children[0]), lam))  # written once
         slope = w.emit(_slope(n.args[0]).format(lam))
-        gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
-        close = w.emit(f"np.abs({gap}) <= 1e-5 * (1.0 + np.abs({lam}).max())")
-        return (f"np.where({close}, ({second}[:, None] + {second}[None, :]) / 4, "
+        a, b = f"{lam}[:, None]", f"{lam}[None, :]"
+        gap = w.emit(f"{a} - {b}")
+        close = w.emit(f"np.abs({gap}) <= {CLOSE!r} * np.maximum(np.abs({a}), np.abs({b}))")
+        return (f"np.where({close}, (2 * {second}[:, None] + {second}[None, :]) / 6, "
                 f"({slope}[:, None] - {F}) / np.where({close}, 1.0, {gap}))")
     if isinstance(n, EigGap):  # 1/(λⱼ − λᵢ) off the diagonal (inf where two coincide: unchecked)
         off = w.emit(f"np.eye({a[0]}.shape[0]) == 0")
