@@ -52,6 +52,7 @@ class Loss:
     numpy: Optional[str] = None        # the NumPy-dialect text of the same loss
     domain: dict = field(default_factory=dict)  # name -> (low, high) of uniform values
     labels: dict = field(default_factory=dict)  # name -> "binary", "sign", "onehot", "simplex"
+    facts: Callable = lambda: []       # declared facts the derivatives are taken with (md.fact)
     reference: Optional[Callable] = None  # (values, jax.nn, optax) -> the loss, stably; the
     # logits are X times wrt[0]
 
@@ -129,6 +130,17 @@ TABLE = [
          numpy="sum(logsumexp(X @ W, axis=1)) - sum(Y * (X @ W))", labels={"Y": "onehot"}, reference=R_CE),
     Loss("softmax cross-entropy of one sample", lambda: -(y.T @ md.log(md.softmax(X @ w))), (w,),
          ("Xᵀ((1ᵀy)softmax(Xw) − y)",), "(1ᵀy)Xᵀ(diag(s) − ssᵀ)X  where s = softmax(Xw)", labels={"y": "simplex"}, reference=R_CE_ONE),
+    Loss("softmax cross-entropy, rows of Y summing to 1", lambda: -md.sum(Y * md.log(md.softmax(X @ W, axis=1))),
+         (W,), ("Xᵀ(softmax(XW, axis=1) − Y)",), None, numpy="-sum(Y * log(softmax(X @ W, axis=1)))",
+         labels={"Y": "onehot"}, facts=lambda: [md.fact(Y @ md.ones("c"), 1)], reference=R_CE),
+    Loss("softmax cross-entropy of one sample, 1ᵀy = 1", lambda: -(y.T @ md.log(md.softmax(X @ w))), (w,),
+         ("Xᵀ(softmax(Xw) − y)",), "Xᵀ(diag(s) − ssᵀ)X  where s = softmax(Xw)",
+         numpy="-(y.T @ log(softmax(X @ w)))", labels={"y": "simplex"}, facts=lambda: [md.fact(md.sum(y), 1)],
+         reference=R_CE_ONE),
+    Loss("logistic loss, y ⊙ y = 1 declared", lambda: md.sum(md.softplus(-y * (X @ w))), (w,),
+         ("−Xᵀ(y ⊙ σ(−(y ⊙ Xw)))",), "Xᵀdiag(σ(y ⊙ Xw) ⊙ (1 − σ(y ⊙ Xw)))X",
+         numpy="sum(softplus(-y * (X @ w)))", labels={"y": "sign"}, facts=lambda: [md.fact(y * y, 1)],
+         reference=R_LOGISTIC),
     Loss("label smoothing, ε = 0.1",
          lambda: -md.sum((0.9 * Y + 0.025) * md.log(md.softmax(X @ W, axis=1))), (W,), ("Xᵀ(diag(((9/10)Y + (1/40)1)1)softmax(XW, axis=1) − (9/10)Y − (1/40)1)",), None,
          labels={"Y": "onehot"}, reference=R_SMOOTH),

@@ -77,23 +77,25 @@ def test_the_table_has_the_everyday_losses():
 def test_the_gradient_and_hessian_print_as_the_table_says(row):
     f = row.build()
     assert len(row.grads) == len(row.wrt)
+    facts = row.facts()
     for var, text in zip(row.wrt, row.grads):
-        assert str(md.grad(f, var)) == text, var.node.name
+        assert str(md.grad(f, var, facts=facts)) == text, var.node.name
     if row.hessian is not None:
-        assert str(md.hessian(f, row.wrt[0])) == row.hessian
+        assert str(md.hessian(f, row.wrt[0], facts=facts)) == row.hessian
 
 
 @pytest.mark.parametrize("row", TABLE, ids=IDS)
 def test_the_derivatives_equal_central_differences(row):
     """⟨∇f, V⟩ against (f(x + hV) − f(x − hV))/2h for random directions V (symmetric for
-    a symmetric variable), and H·V against the same differences of the gradient."""
-    f = row.build()
+    a symmetric variable), and H·V against the same differences of the gradient, at
+    points where the row's declared facts hold."""
+    f, facts = row.build(), row.facts()
     values = _values(row, seed=1)
     rng = np.random.default_rng(2)
     h = 1e-6
     for var in row.wrt:
         name = var.node.name
-        g = _evaluate(md.grad(f, var), values)
+        g = _evaluate(md.grad(f, var, facts=facts), values)
         for _ in range(3):
             d = _direction(var, values, rng)
             up, down = ({**values, name: values[name] + s * h * d} for s in (1, -1))
@@ -103,7 +105,7 @@ def test_the_derivatives_equal_central_differences(row):
     if row.hessian is not None:
         var = row.wrt[0]
         name = var.node.name
-        grad, hess = md.grad(f, var), _evaluate(md.hessian(f, var), values)
+        grad, hess = md.grad(f, var, facts=facts), _evaluate(md.hessian(f, var, facts=facts), values)
         for _ in range(3):
             d = _direction(var, values, rng)
             up, down = ({**values, name: values[name] + s * h * d} for s in (1, -1))
@@ -125,10 +127,10 @@ def _display_only(d) -> bool:
 
 @pytest.mark.parametrize("row", TABLE, ids=IDS)
 def test_the_printed_text_reads_back_to_the_same_value(row):
-    f = row.build()
+    f, facts = row.build(), row.facts()
     values = _values(row, seed=3)
-    results = [md.grad(f, var) for var in row.wrt] + \
-        ([md.hessian(f, row.wrt[0])] if row.hessian is not None else [])
+    results = [md.grad(f, var, facts=facts) for var in row.wrt] + \
+        ([md.hessian(f, row.wrt[0], facts=facts)] if row.hessian is not None else [])
     for d in results:
         assert not _display_only(d), str(d)  # every row prints in matrix notation
         text = str(d)
@@ -150,7 +152,7 @@ def test_the_numpy_dialect_text_is_the_same_loss(row):
     np.testing.assert_allclose(_evaluate(typed, values), _evaluate(f, values), rtol=1e-12)
     for var, text in zip(row.wrt, row.grads):
         mine = next(v for v in typed.variables if v.node.name == var.node.name)
-        assert str(md.grad(typed, mine)) == text
+        assert str(md.grad(typed, mine, facts=row.facts())) == text
 
 
 def test_at_least_the_issues_rows_are_typed_in_the_numpy_dialect():
@@ -160,6 +162,30 @@ def test_at_least_the_issues_rows_are_typed_in_the_numpy_dialect():
 # --------------------------------------------------------------------------- extreme logits
 
 STABLE = [row for row in TABLE if row.reference is not None]
+EXTREME = {"n": 6, "d": 3, "c": 4}
+
+
+def _extreme_values(row, scale, rng):
+    """Inputs whose logits X·wrt reach ±scale (X's rows scaled so that they span the range),
+    labels as the row says, and a direction u for the Hessian-vector product."""
+    n, d, c = EXTREME["n"], EXTREME["d"], EXTREME["c"]
+    values = {"X": rng.normal(size=(n, d)), "w": rng.normal(size=d), "W": rng.normal(size=(d, c))}
+    name = row.wrt[0].node.name
+    logits = values["X"] @ values[name]
+    values["X"] *= scale / np.abs(logits).max()
+    kind = row.labels.get("y")
+    values["y"] = {"binary": (rng.normal(size=n) > 0) * 1.0, "sign": np.sign(rng.normal(size=n)),
+                   "simplex": rng.dirichlet(np.ones(n)), None: rng.normal(size=n)}[kind]
+    values["Y"] = np.eye(c)[rng.integers(0, c, n)]
+    values["u"] = rng.normal(size=np.shape(values[name]))
+    return values
+
+
+def test_extreme_values_reach_the_scale_and_carry_the_labels():
+    row = next(r for r in STABLE if r.name == "BCE on probabilities σ(Xw)")
+    v = _extreme_values(row, 1000.0, np.random.default_rng(0))
+    assert np.isclose(np.abs(v["X"] @ v["w"]).max(), 1000.0)
+    assert set(np.unique(v["y"])) <= {0.0, 1.0} and v["y"].any()
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")
@@ -173,10 +199,9 @@ def test_losses_on_logits_are_finite_and_match_jax_at_extreme_logits(row, dtype,
     jax, jnp, optax = stability.jax, stability.jnp, stability.optax
     jax.config.update("jax_enable_x64", True)
     loss, wrt = row.build(), row.wrt[0]
-    labels = next(iter(row.labels.values()), None)
-    values = stability._values(loss, wrt, labels, scale, np.random.default_rng(0))
+    values = _extreme_values(row, scale, np.random.default_rng(0))
     values = {k: np.asarray(a, dtype=dtype) for k, a in values.items()}
-    outputs = [loss, md.grad(loss, wrt), md.hvp(loss, wrt, md.tensor("u", *wrt.shape))]
+    outputs = [loss, md.grad(loss, wrt, facts=row.facts()), md.hvp(loss, wrt, md.tensor("u", *wrt.shape))]
 
     def reference(v):
         return row.reference(v, jax.nn, optax)
@@ -195,6 +220,5 @@ def test_losses_on_logits_are_finite_and_match_jax_at_extreme_logits(row, dtype,
         point = {k: a.astype(np.float64) for k, a in values.items()}
         for e, ref, what in zip(outputs, want, ("value", "gradient", "Hessian·u")):
             used = {x.node.name for x in e.variables}
-            sizes = {"n": point["X"].shape[0], "d": point["X"].shape[1], "c": point["W"].shape[1]}
-            stability._close(e.evaluate({k: a for k, a in point.items() if k in used}, sizes=sizes), ref, dtype,
+            stability._close(e.evaluate({k: a for k, a in point.items() if k in used}, sizes=EXTREME), ref, dtype,
                              f"{row.name}: evaluate {what}")
