@@ -96,10 +96,27 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
         arrays[v] = as_real_array(v.name, values[v.name])
     sizes = check_shapes(list(arrays), {v: a.shape for v, a in arrays.items()}, sizes)
     for v, a in arrays.items():
-        if v.symmetric and not np.allclose(a, a.T, rtol=1e-10, atol=1e-12):
-            raise EvaluationError(f"{v.name} is declared symmetric but its array is not "
-                                  f"(largest |{v.name} − {v.name}ᵀ| is {np.abs(a - a.T).max():.3g})")
+        if v.symmetric:
+            check_symmetric(v.name, a)
     return arrays, sizes
+
+
+def check_symmetric(name: str, a) -> None:
+    """An EvaluationError where the array given for a variable declared symmetric is not
+    (to 100 units of its precision): an eigen-decomposition would read one triangle of it and
+    answer for a matrix the caller did not give."""
+    if "Tracer" in type(a).__name__:  # inside jax.jit: values are not known yet
+        return
+    m = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
+    if m.ndim != 2:
+        return
+    eps = np.finfo(m.dtype).eps if m.dtype.kind == "f" else np.finfo(float).eps
+    scale = float(np.abs(m).max(initial=0.0))
+    gap = float(np.abs(m - m.T).max(initial=0.0))
+    if not gap <= max(100 * eps * scale, 1e-12 * scale, 1e-300):
+        raise EvaluationError(f"{name} is declared symmetric but its array is not (largest "
+                              f"|{name} − {name}ᵀ| is {gap:.3g}); pass ({name} + {name}.T) / 2 if "
+                              f"that is the matrix meant")
 
 
 def complex_value(name: str) -> EvaluationError:

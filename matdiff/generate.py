@@ -27,7 +27,7 @@ import numpy as np
 
 from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
-from .evaluate import CLOSE, check_shapes, complex_value, variables
+from .evaluate import CLOSE, check_symmetric, check_shapes, complex_value, variables
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
@@ -1171,6 +1171,7 @@ def _checked(fn, vs: list, params: list):
     by_name = {v.name: p for v, p in zip(vs, params)}
     names = set(params)
     simple = all(isinstance(d, (str, int)) for v in vs for d in v.shape)
+    symmetric = [(v, p) for v, p in zip(vs, params) if v.symmetric]
 
     def arguments(args, kwargs):
         if not args and kwargs.keys() == names:
@@ -1199,6 +1200,8 @@ def _checked(fn, vs: list, params: list):
                     fits = False
         if not fits:
             check_shapes(vs, shapes)  # raises with evaluate's message, or passes (n·k dims)
+        for v, p in symmetric:  # the decompositions read one triangle: the other must agree
+            check_symmetric(v.name, given[p])
         return fn(**given)
 
     checked.unchecked = fn  # the generated function itself, for callers that check once
