@@ -1182,8 +1182,26 @@ def _checked(fn, vs: list, params: list):
         except TypeError as e:
             raise EvaluationError(f"the compiled function takes {', '.join(params)}: {e}") from None
 
+    spec = [(p, v.shape) for v, p in zip(vs, params)]
+    ndarray = np.ndarray
+
+    def fast(kwargs) -> bool:
+        """Whether NumPy arrays passed by keyword fit their declarations: the common call,
+        checked in about a microsecond."""
+        sizes: dict = {}
+        for p, dims in spec:
+            a = kwargs[p]
+            if type(a) is not ndarray or a.dtype.kind == "c" or a.ndim != len(dims):
+                return False
+            for d, n in zip(dims, a.shape):
+                if (sizes.setdefault(d, n) if type(d) is str else d) != n:
+                    return False
+        return True
+
     @functools.wraps(fn)
     def checked(*args, **kwargs):
+        if simple and not symmetric and not args and kwargs.keys() == names and fast(kwargs):
+            return fn(**kwargs)
         given = arguments(args, kwargs)
         shapes, sizes, fits = {}, {}, simple
         for v, p in zip(vs, params):
