@@ -130,10 +130,15 @@ def as_real_array(name: str, value) -> np.ndarray:
     """``value`` as a float array, refusing complex numbers (matdiff's calculus is real):
     float32 and float16 arrays keep their dtype, integers and booleans become float64 (as
     NumPy promotes them)."""
-    if np.iscomplexobj(value):
+    try:
+        complex_ = np.iscomplexobj(value)
+        a = np.asarray(value)
+    except (TypeError, ValueError):  # a ragged list: rows of different lengths
+        raise EvaluationError(f"the value for {name} is not an array of numbers (a nested list "
+                              f"whose rows differ in length?)") from None
+    if complex_:
         raise complex_value(name)
     try:
-        a = np.asarray(value)
         return a if a.dtype.kind == "f" else np.asarray(a, dtype=float)
     except (TypeError, ValueError):
         raise EvaluationError(f"the value for {name} is not an array of numbers") from None

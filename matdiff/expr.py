@@ -14,7 +14,7 @@ import numpy as np
 from . import build as B
 from . import dims as D
 from . import functions as F
-from .errors import MatdiffError, NotSupportedError, ShapeError
+from .errors import EvaluationError, MatdiffError, NotSupportedError, ShapeError
 from .evaluate import evaluate, variables
 from .ir import (Basis, Const, DivDiff, DivDiff2, EigGap, Eigh, MatFn, Node, Sum, Svd, Var,
                  free_vars, walk)
@@ -181,6 +181,9 @@ class Expr:
         >>> x = md.vector("x", "n"); (x.T @ x).evaluate({"x": [3.0, 4.0]})
         array(25.)
         """
+        if values is not None and not isinstance(values, dict):
+            raise EvaluationError(f"evaluate takes the values as a dict {{name: array}} or as "
+                                  f"keywords (x=...), not a {type(values).__name__}")
         # the normal form has its deltas merged into products, so none is materialised
         e = self.simplify()  # and 1 − σ(u) computed as σ(−u): exact where σ(u) rounds to 1
         return evaluate(numerical_forms(e.node), _keys({**(values or {}), **arrays}), functions,
@@ -344,7 +347,12 @@ def lift(x) -> Expr:
     if isinstance(x, Expr):
         return x
     if isinstance(x, numbers.Real) and not isinstance(x, bool):
-        if not np.isfinite(float(x)):
+        try:
+            value = float(x)
+        except OverflowError:
+            raise MatdiffError(f"the constant {x!r:.40} is too large for a float (over 1.8e308); "
+                               f"an expression with it has no value to differentiate") from None
+        if not np.isfinite(value):
             raise MatdiffError(f"the constant {x!r} is not a finite number; an expression with "
                                f"it has no value to differentiate")
         return Expr(Const(float(x)), src=repr(x) if not isinstance(x, np.generic) else str(x))

@@ -581,7 +581,7 @@ def _elementwise(w: _Writer, n: Elementwise, a: str) -> str:
     if fn.builtin:
         return w.functions[fn.name].format(a)
     if fn.numpy is not None and fn.order == 0:  # a user's function: compile() supplies it
-        return f"_{fn.name}({a})"
+        return f"{user_function_name(fn)}({a})"
     raise NotSupportedError(f"codegen: {fn} is abstract; give it values (md.function(..., numpy=…)) "
                             f"before generating code")
 
@@ -910,11 +910,17 @@ RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype"} 
     set(dir(builtins))
 
 
-def _parameters(vs: list, fn_name: str) -> list:
+def user_function_name(fn) -> str:
+    """The name generated code calls a user's function by: _ and its name as Python reads it
+    (NFKC: md.function("ｇ") is called as _g, and looked up under that name)."""
+    return "_" + unicodedata.normalize("NFKC", fn.name)
+
+
+def _parameters(vs: list, fn_name: str, functions=()) -> list:
     """One Python parameter per variable: its name as Python reads it (NFKC-normalised:
-    ｔ1 is t1), with _ appended until it is no keyword, no name the code uses, and no
-    other parameter's name."""
-    taken, out = set(RESERVED) | {fn_name}, []
+    ｔ1 is t1), with _ appended until it is no keyword, no name the code uses (the user's
+    functions' _g included), and no other parameter's name."""
+    taken, out = set(RESERVED) | {fn_name} | {user_function_name(f) for f in functions}, []
     for v in vs:
         p = unicodedata.normalize("NFKC", v.name)
         while keyword.iskeyword(p) or p in taken:
@@ -1020,7 +1026,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
     args: dict = {}
-    params = _parameters(vs, name)
+    params = _parameters(vs, name, _user_functions(exprs))
     while any(re.fullmatch(rf"{w.prefix}\d+", p) for p in params):
         w.prefix = "_" + w.prefix
     for v, p in zip(vs, params):
@@ -1088,7 +1094,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
             args[r] = w.emit(f"np.asarray({args[r]})", _comment(r))
     lines, results = w.live_lines([args[r] for r in roots])
     results = ", ".join(results)
-    needs = sorted(f"_{fn.name}" for fn in _user_functions(exprs))
+    needs = sorted(user_function_name(fn) for fn in _user_functions(exprs))
     body = [_backend_line(line, table) for line in lines]
     scipy_used = any(re.search(r"(?<![\w.])scipy\.linalg\.", line) for line in body)
     imports = table["import"] + ("\nimport scipy.linalg" if scipy_used else "")
@@ -1154,11 +1160,11 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     (2.0, [2.0, 2.0])
     """
     source = codegen(outputs, backend, sizes=sizes, args=args)
-    namespace: dict = {f"_{fn.name}": (fn.numpy if callable(fn.numpy) else fn.numpy[0])
+    namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     exec(compile_source(source), namespace)  # our own generated code, never user text
     vs = _variables_of(_as_list(outputs), args)
-    fn = _checked(namespace["f"], vs, _parameters(vs, "f"))
+    fn = _checked(namespace["f"], vs, _parameters(vs, "f", _user_functions(outputs)))
     fn.source = source
     return fn
 
@@ -1200,6 +1206,16 @@ def _checked(fn, vs: list, params: list):
 
     @functools.wraps(fn)
     def checked(*args, **kwargs):
+        try:
+            return call(args, kwargs)
+        except Exception as e:  # NumPy's and PyTorch's LinAlgError: a singular matrix
+            if "LinAlgError" not in type(e).__name__:
+                raise
+            raise EvaluationError(f"the compiled function met a singular matrix ({e}): an "
+                                  f"inverse, a solve or a logarithm is not defined at these "
+                                  f"values") from None
+
+    def call(args, kwargs):
         if simple and not symmetric and not args and kwargs.keys() == names and fast(kwargs):
             return fn(**kwargs)
         given = arguments(args, kwargs)

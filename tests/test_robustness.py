@@ -376,3 +376,46 @@ def test_the_inverse_of_a_matrix_that_is_zero_for_all_values_is_refused():
         str(md.inv(S - S.T))
     with pytest.raises(md.MatdiffError, match="simplifies to 0"):
         md.inv(md.zeros("n", "n")).evaluate(sizes={"n": 2})
+
+
+# --------------------------------------------------------------------------- issue 22, generated code and the API
+
+def _compile_user_function(name, variable):
+    import numpy as np
+    g = md.function(name, numpy=np.sin)
+    return md.compile(md.sum(g(md.vector(variable, "n"))))
+
+
+def test_generated_code_reserves_the_names_of_users_functions():
+    """md.function("ｇ") is called as _g (Python's NFKC reading), and a variable named _g
+    beside a function g gets a parameter of its own."""
+    import numpy as np
+    x = np.array([0.1, 0.2, 0.3])
+    assert _compile_user_function("ｇ", "x")(x=x) == pytest.approx(np.sin(x).sum())
+    f = _compile_user_function("g", "_g")
+    assert f(_g=x) == pytest.approx(np.sin(x).sum())
+    assert "def f(_g_):" in f.source
+
+
+RAW = [  # (call, error, words): each was a raw Python or NumPy exception
+    (lambda: md.vector("x", "n") + 10 ** 400, md.MatdiffError, "too large for a float"),
+    (lambda: md.sum(md.vector("x", "n")).evaluate([[1.0, 2.0]]), md.EvaluationError, "as a dict"),
+    (lambda: md.sum(md.vector("x", "n")).evaluate(x=[[1, 2], [3]]), md.EvaluationError, "differ in length"),
+    (lambda: md.compile(md.grad(md.trace(md.logm(md.matrix("A", "n", "n"))), md.matrix("A", "n", "n")))(
+        A=[[0.0, 0.0], [0.0, 0.0]]), md.EvaluationError, "singular matrix"),
+]
+
+
+@pytest.mark.parametrize("call,error,words", RAW)
+def test_raw_exceptions_become_matdiff_errors(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+def test_a_singular_matrix_in_compiled_torch_code_is_an_evaluation_error():
+    pytest.importorskip("torch")
+    import numpy as np
+    A = md.matrix("A", "n", "n")
+    f = md.compile(md.grad(md.logdet(A), A), backend="torch")
+    with pytest.raises(md.EvaluationError, match="singular matrix"):
+        f(A=np.zeros((3, 3)))
