@@ -783,22 +783,33 @@ def _singular_values(g, c, t):
 
 
 def _scalar_powers(g, c, t):
-    """sᵖsᵠ = sᵖ⁺ᵠ among a product's scalar factors (integer powers, or s ≥ 0)."""
+    """sᵖsᵠ = sᵖ⁺ᵠ among a product's scalar factors (integer powers, or s ≥ 0): every factor
+    on one base merged at once, one result per base (linear in the factors: a product of
+    100 a's is a¹⁰⁰ in one step, not 4,950 pairwise merges)."""
     kind, coef = t[1]
-    options = []
-    for k in t[2]:
-        own = [(g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "pow") if d[0] == "s"]
-        options.append(own + [(g.find(k), 1.0)] if g.kind(k) == "s" else [])
+    groups: dict = {}
+    for n, k in enumerate(t[2]):
+        if g.kind(k) != "s":
+            continue
+        readings = [(g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "pow") if d[0] == "s"]
+        for b, p in readings + [(g.find(k), 1.0)]:
+            items = groups.setdefault(b, {})
+            items.setdefault(n, p)  # each factor once per base, by its first reading
     out = []
-    for i, j in itertools.combinations(range(len(options)), 2):
-        for (b, p), (b2, q) in itertools.product(options[i], options[j]):
-            if b != b2 or not (float(p).is_integer() and float(q).is_integer() or _nonnegative(g, b)):
-                continue
-            merged = b if p + q == 1 else None if p + q == 0 else g.add("pow", ("s", p + q), (b,))
-            rest = [k for n, k in enumerate(t[2]) if n not in (i, j)]
-            rest += [merged] if merged is not None else []
-            out.append(_prod(g, kind, coef, rest) if rest else g.add("leaf", ("s", N.Num("s", coef))))
-    return out[:4]
+    for b, items in groups.items():
+        if len(items) < 2:
+            continue
+        powers = list(items.values())
+        if not (all(float(p).is_integer() for p in powers) or _nonnegative(g, b)):
+            continue
+        total = sum(powers)
+        merged = b if total == 1 else None if total == 0 else g.add("pow", ("s", total), (b,))
+        rest = [k for n, k in enumerate(t[2]) if n not in items]
+        rest += [merged] if merged is not None else []
+        out.append(_prod(g, kind, coef, rest) if rest else g.add("leaf", ("s", N.Num("s", coef))))
+        if len(out) == 4:
+            break
+    return out
 
 
 def _power_of_power(g, c, t):
