@@ -145,7 +145,13 @@ class Workers:
         await loop.run_in_executor(None, self._retire, w)
 
         async def fresh():
-            self._release(lane, await loop.run_in_executor(None, self._start))
+            while True:  # until it starts (the machine may be short of processes for a while)
+                try:
+                    w = await loop.run_in_executor(None, self._start)
+                except OSError:
+                    await asyncio.sleep(1)
+                    continue
+                return self._release(lane, w)
 
         task = asyncio.ensure_future(fresh())
         self.tasks.add(task)
@@ -214,7 +220,7 @@ def _allowed_hosts(scope, names) -> set:
     if not server:
         return set()
     address, port = server[0], server[1]
-    hosts = {f"[{address}]" if ":" in address else address, "localhost", *names}
+    hosts = {f"[{h}]" if ":" in h else h for h in (address, "localhost", *names)}
     out = {f"{h.lower()}:{port}" for h in hosts}
     return out | ({h.lower() for h in hosts} if port == 80 else set())
 
@@ -416,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--open", action="store_true", help="open the page in the browser")
     p.add_argument("--workers", type=int, default=max(2, min(4, os.cpu_count() or 2)),
-                   help="worker processes deriving in parallel")
+                   help="worker processes deriving in parallel (and one more, the fast lane, "
+                        "for cheap requests while they are busy)")
     p.add_argument("--time-limit", type=float, default=TIME_LIMIT,
                    help=f"seconds one derivation may take (default {TIME_LIMIT:g})")
     return p

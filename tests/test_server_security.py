@@ -231,8 +231,8 @@ def test_a_slow_request_in_the_fast_lane_waits_for_the_main_lane_and_keeps_its_l
             second = asyncio.ensure_future(pool.run("derive", SLOW))  # fast lane, then main
             await asyncio.sleep(1.0)
             status, body = await pool.run("inspect", INSPECT)  # the fast lane's new worker
-            assert status == 200 and time.monotonic() - started < 1.9
-            assert not second.done()
+            assert status == 200
+            assert not second.done()  # it waits for the main lane, and then has 2 s there
             for job in (first, second):
                 status, body = await job
                 assert status == 422 and body["timeout"] and "limit of 2 s" in body["error"]
