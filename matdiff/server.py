@@ -243,8 +243,9 @@ def _guard(app, names=()):
             refusal = 403, (f"the Host header {', '.join(map(repr, host)) or '(none)'} is not "
                             f"this server's; it answers {listed} only, so that a page on another "
                             f"site cannot reach it through DNS rebinding")
-        elif any(o.lower() not in {f"http://{h}" for h in allowed} for o in headers.get("origin", [])):
-            refusal = 403, (f"a request from the page at {headers['origin'][0]!r} is refused: this "
+        elif foreign := [o for o in headers.get("origin", []) if o.lower() not in
+                         {f"http://{h}" for h in allowed}]:
+            refusal = 403, (f"a request from the page at {foreign[0]!r} is refused: this "
                             f"server answers its own page (http://{host[0]}) and clients that "
                             f"are not web pages")
         elif scope["method"] == "POST" and \
