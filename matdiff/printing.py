@@ -256,9 +256,8 @@ def _repeated(m) -> list:
         # argument is, where repeated
         if x is not m and counts[id(x)] >= 2 and _size(x) >= 2 and not isinstance(x, N.T) and not (
                 isinstance(x, N.Inv) and isinstance(x.arg, N.Sym)):
-            order.append(x)
-            continue
-        stack.extend(N.children(x))
+            order.append(x)  # and what repeats inside it is named too: a definition may use
+        stack.extend(N.children(x))  # a name, so printed text grows linearly with nesting
     return order
 
 

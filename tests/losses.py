@@ -121,7 +121,7 @@ TABLE = [
          (z,), ("σ(z) − y",), "diag(σ(z) ⊙ (1 − σ(z)))", labels={"y": "binary"}),
     Loss("focal loss, γ = 2",
          lambda: -md.sum(y * (1 - _s()) ** 2 * md.log(_s()) + (1 - y) * _s() ** 2 * md.log(1 - _s())),
-         (w,), ("Xᵀ(s ⊙ u ⊙ (2(s ⊙ softplus(h) ⊙ v) − softplus(g) ⊙ y ⊙ 2(1 − s)) + s^∘3 ⊙ v − y ⊙ u^∘2 ⊙ σ(g))  where s = σ(h), u = 1 − s, v = 1 − y, g = −Xw, h = Xw",), None, labels={"y": "binary"}, reference=R_FOCAL),
+         (w,), ("Xᵀ(s ⊙ u ⊙ (2(s ⊙ softplus(g) ⊙ v) − softplus(h) ⊙ y ⊙ 2(1 − s)) + s^∘3 ⊙ v − y ⊙ u^∘2 ⊙ σ(h))  where s = σ(g), u = 1 − s, v = 1 − y, g = Xw, h = −Xw",), None, labels={"y": "binary"}, reference=R_FOCAL),
     Loss("softmax cross-entropy via log softmax", lambda: -md.sum(Y * md.log(md.softmax(X @ W, axis=1))),
          (W,), ("Xᵀ(diag(Y1)softmax(XW, axis=1) − Y)",), None, numpy="-sum(Y * log(softmax(X @ W, axis=1)))",
          labels={"Y": "onehot"}, reference=R_CE),
