@@ -18,7 +18,7 @@ import warnings
 
 from .check import check
 from .derivation import derivation
-from .errors import CheckError, MatdiffError, NotSupportedError, UncheckableError
+from .errors import CheckError, MatdiffError, NotSupportedError, ParseNote, UncheckableError
 from .expr import Expr
 from .generate import codegen
 from .library import hessian, jacobian
@@ -116,7 +116,10 @@ def _expression(payload: dict):
             _refuse_huge(name, decl, declared.dims)
             decls[name] = decl
     try:
-        f = parse(text, dialect=DIALECTS[dialect], **decls)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ParseNote)
+            f = parse(text, dialect=DIALECTS[dialect], **decls)
+        notes = [str(w.message) for w in caught if issubclass(w.category, ParseNote)]
     except ParseError as e:
         raise RequestError(400, e.message, e.column) from None
     except MatdiffError as e:  # a shape error names its column where it has one
@@ -127,7 +130,7 @@ def _expression(payload: dict):
     if unused:
         raise RequestError(422, f"the declarations name {', '.join(unused)}, which the expression "
                                 f"does not use (its variables: {', '.join(variables) or 'none'})")
-    return f, text, DIALECTS[dialect], variables, decls
+    return f, notes, DIALECTS[dialect], variables, decls
 
 
 def _refuse_huge(name: str, decl: str, dims: tuple = ()) -> None:
@@ -179,8 +182,8 @@ def _functions(decls: dict) -> set:
     return {n for n, d in decls.items() if d.strip() in ("function", "scalar_function")}
 
 
-def _summary(f: Expr, variables: dict, decls: dict) -> dict:
-    return {"expression": {"text": f.echo(), "latex": f.echo(latex=True)},
+def _summary(f: Expr, variables: dict, decls: dict, notes: list) -> dict:
+    return {"expression": {"text": f.echo(), "latex": f.echo(latex=True)}, "notes": notes,
             "declarations": {**{n: kind_of(v) for n, v in variables.items()},
                              **{n: decls[n].strip() for n in sorted(_functions(decls))}}}
 
@@ -190,9 +193,9 @@ def _summary(f: Expr, variables: dict, decls: dict) -> dict:
 def inspect(payload: dict) -> dict:
     """Parse the expression: its echo and the variables' inferred declarations, or a 4xx
     error with the column (the page calls this as the user types)."""
-    f, _, dialect, variables, decls = _expression(payload)
+    f, notes, dialect, variables, decls = _expression(payload)
     facts = _facts(payload, f, dialect, variables, decls)
-    return {**_summary(f, variables, decls), "facts": [fa.text for fa in facts]}
+    return {**_summary(f, variables, decls, notes), "facts": [fa.text for fa in facts]}
 
 
 def derive(payload: dict) -> dict:
@@ -202,9 +205,9 @@ def derive(payload: dict) -> dict:
     Fields: expression (required), wrt (list of names; all variables if absent), order
     (1 or 2), dialect ("matrixcalculus" or "numpy"), declarations ({name: "matrix(n, n)
     symmetric"}), facts (["Y*vector(1) = 1"]: equations the derivatives may use), layout
-    ("numerator", "denominator", "vec"), index, steps, check, code (booleans; check and code
-    default to true)."""
-    f, _, dialect, variables, decls = _expression(payload)
+    ("numerator", "denominator", "vec"), vec ("column" or "row": how layout "vec" stacks),
+    index, steps, check, code (booleans; check and code default to true)."""
+    f, notes, dialect, variables, decls = _expression(payload)
     facts = _facts(payload, f, dialect, variables, decls)
     wrt = _field(payload, "wrt", list, list(variables))
     if not wrt:
@@ -223,6 +226,9 @@ def derive(payload: dict) -> dict:
     layout = _field(payload, "layout", str, "numerator")
     if layout not in LAYOUTS:
         raise RequestError(400, f"'layout' is one of {', '.join(LAYOUTS)}, not {layout!r}")
+    vec = _field(payload, "vec", str, "column")
+    if vec not in ("column", "row"):
+        raise RequestError(400, f"'vec' is 'column' or 'row' (how vec stacks a matrix), not {vec!r}")
     flags = {k: _field(payload, k, bool, k in ("check", "code"))
              for k in ("index", "steps", "check", "code")}
     results, derivatives = [], []
@@ -231,13 +237,14 @@ def derive(payload: dict) -> dict:
         for name in wrt:
             x = variables[name]
             try:
-                d = hessian(f, x, facts=facts) if order == 2 else \
-                    jacobian(f, x, layout=layout, facts=facts)
+                d = hessian(f, x, layout=layout, vec=vec, facts=facts) if order == 2 else \
+                    jacobian(f, x, layout=layout, vec=vec, facts=facts)
             except MatdiffError as e:
                 raise RequestError(422, f"∂/∂{name}: {e}") from None
             derivatives.append(d)
             results.append(_result(f, x, name, d, order, flags, facts))
-    out = {**_summary(f, variables, decls), "facts": [fa.text for fa in facts], "results": results}
+    out = {**_summary(f, variables, decls, notes), "facts": [fa.text for fa in facts],
+           "results": results}
     if flags["code"]:
         out["code"] = _code(derivatives)
     return out
