@@ -373,7 +373,9 @@ def _eigenvalue_gaps(lam):
     eigenvectors have no derivative there."""
     gap = lam[None, :] - lam[:, None]
     off = ~np.eye(lam.size, dtype=bool)
-    if lam.size > 1 and np.abs(gap[off]).min() <= 1e-8 * max(1.0, float(np.abs(lam).max())):
+    larger = np.maximum(np.abs(lam[None, :]), np.abs(lam[:, None]))
+    # coincident to 10⁻¹⁰ of the larger (distinct eigenvalues of 10⁻⁹ are not refused)
+    if lam.size > 1 and np.any((np.abs(gap) <= 1e-10 * larger)[off]):
         raise EvaluationError("the eigenvectors (or singular vectors) are not differentiable here: "
                               "two eigenvalues (or singular values) coincide, and a second "
                               "derivative through the decomposition needs distinct ones; matdiff "

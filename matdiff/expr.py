@@ -399,6 +399,9 @@ def _combine(a, b, op: str, sign: int) -> Expr:
     a, b = lift(a), lift(b)
     src = _join(a, op, b, SUM)
     x, y, row = _broadcast(a, b, src)
+    if isinstance(x, Sum) and x is a.node and a.prec == SUM:  # a + b + c as one sum, typed so:
+        # a chain of n terms is then one node, not n nested ones (simplified in O(n), not O(n²))
+        return Expr(B.linear(list(x.terms) + [(sign, y)], x.shape), row, src, SUM)
     return Expr(B.linear([(1, x), (sign, y)], x.shape), row, src, SUM)
 
 

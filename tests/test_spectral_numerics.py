@@ -187,3 +187,21 @@ def test_compiled_functions_refuse_a_nonsymmetric_matrix_declared_symmetric(back
     if backend == "jax":  # under jit the values are not known: the check stands aside
         import jax
         np.testing.assert_allclose(np.asarray(jax.jit(f)(S=sym, a=np.ones(3))), want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1.0, 1e9])
+def test_hessians_through_eigenvectors_at_any_scale(scale):
+    """Distinct eigenvalues of 10⁻⁹ are not 'repeated' (the test is relative): the Hessian of
+    λ_max there is the directional difference of its gradient, as at scale 1."""
+    s = _matrix(np.array([1.0, 2.0, 3.0]) * scale, seed=3)
+    H = md.hessian(md.eigvalsh(S)[-1], S)
+    g = md.grad(md.eigvalsh(S)[-1], S)
+    rng = np.random.default_rng(4)
+    v = rng.standard_normal((3, 3))
+    v = (v + v.T) / 2
+    h = 1e-6 * scale
+    fd = (g.evaluate(S=s + h * v) - g.evaluate(S=s - h * v)) / (2 * h)
+    got = np.einsum("ijkl,kl->ij", H.evaluate(S=s), v)
+    np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+    with pytest.raises(md.EvaluationError, match="coincide"):
+        H.evaluate(S=np.diag([1.0, 2.0, 2.0]) * scale)
