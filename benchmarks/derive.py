@@ -95,6 +95,18 @@ def growth():
             e = md.sigmoid(e)
         return md.sum(e)
 
+    def softmaxes(d):
+        e = x
+        for _ in range(d):
+            e = md.softmax(e)
+        return e
+
+    def sum_of(k):
+        e = md.scalar("a0") * md.sum(md.exp(x))
+        for i in range(1, k):
+            e = e + md.scalar(f"a{i}") * md.sum(md.exp(x))
+        return e
+
     def chain(k):
         e = X
         for _ in range(k - 1):
@@ -114,8 +126,17 @@ def growth():
          lambda k: md.codegen(md.grad(chain(k), X))),
         ("md.derivation of Σσ(…σ(x)), depth d, printed", (50, 100, 200),
          lambda d: str(md.derivation(nested(d), x))),
+        # issue 22's families
+        ("the echo of a·a·…·a, k factors (parsed)", (50, 100, 200, 400),
+         lambda k: md.parse("*".join(["a"] * k)).echo()),
+        ("∇ yᵀsoftmax(…softmax(x)), depth d, printed", (5, 10, 20, 40),
+         lambda d: str(md.grad(md.vector("y", "n").T @ softmaxes(d), x))),
+        ("∇ of a sum of k terms aᵢ1ᵀexp(x), printed", (500, 1000, 2000, 4000),
+         lambda k: str(md.grad(sum_of(k), x))),
+        ("the Hessian of tr(Aᵏ), printed", (16, 32, 64, 128),
+         lambda k: str(md.hessian(md.trace(md.matrix_power(A, k)), A))),
     ]
-    print("## Growth of the families that once hung (issue 11)\n")
+    print("## Growth of the families that once hung (issues 11 and 22)\n")
     print("Each family at sizes growing geometrically, median of three runs; the slope b of")
     print("time ≈ a·sizeᵇ is fitted over all sizes (1 is linear).\n")
     print("The output column counts what the family produces (characters of text or code, or the")

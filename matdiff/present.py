@@ -1588,6 +1588,9 @@ RULES = [
 
 # --------------------------------------------------------------------------- saturation and extraction
 
+WITHOUT_NORMAL_FORM = [r for r in RULES if r.apply is not _elementwise_normal]
+
+
 def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) -> int:
     """Apply every rule to every term until nothing changes; returns the rounds run.  Each
     round matches on a snapshot, so the rules' order does not matter."""
@@ -1656,6 +1659,20 @@ _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
+NORMAL_FORM_LIMIT = 400  # a tree of more nodes (shared ones counted each time) is not expanded
+
+
+def _larger_than(m: N.M, limit: int) -> bool:
+    """Whether the tree of m, each use of a shared subtree counted, has over limit nodes."""
+    count, stack = 0, [m]
+    while stack:
+        count += 1
+        if count > limit:
+            return True
+        stack.extend(N.children(stack.pop()))
+    return False
+
+
 def simplest(m: N.M, rules=None, cost=None) -> N.M:
     """The shortest equal way to write m (m itself where nothing is shorter); with
     ``cost=flops(sizes)``, the equal form cheapest to compute at those sizes."""
@@ -1667,6 +1684,9 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
         if hit is not None:
             return hit
     cost = cost or length
+    if rules is None and _larger_than(m, NORMAL_FORM_LIMIT):
+        rules = WITHOUT_NORMAL_FORM  # a long result (a deep network's derivation step) is
+        # written without expanding its element-wise parts, whose cost grows with their size
     g = EGraph()
     root = ingest(g, m, {})
     saturate(g, rules)
