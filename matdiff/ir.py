@@ -116,19 +116,17 @@ def _stable_key(name, args) -> bytes:
 
 def free_vars(node: Node) -> frozenset:
     """The variables (and holes) a node depends on; cached on the node."""
-    if node._vars is None:
-        stack, order = [node], []
-        while stack:
-            n = stack.pop()
-            if n._vars is None:
-                order.append(n)
-                stack.extend(c for c in n.children if c._vars is None)
-        for n in reversed(order):
-            if isinstance(n, (Var, Hole)):
-                n._vars = frozenset((n,))
-            else:
-                n._vars = frozenset().union(*(c._vars if c._vars is not None else free_vars(c)
-                                              for c in n.children))
+    stack = [(node, False)]
+    while stack:  # children before parents, each node once: linear in the DAG, not its tree
+        n, ready = stack.pop()
+        if n._vars is not None:
+            continue
+        if ready:
+            n._vars = frozenset((n,)) if isinstance(n, (Var, Hole)) else \
+                frozenset().union(*(c._vars for c in n.children))
+            continue
+        stack.append((n, True))
+        stack.extend((c, False) for c in n.children if c._vars is None)
     return node._vars
 
 
