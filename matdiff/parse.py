@@ -233,7 +233,7 @@ def parse_declaration(text: str, name: str | None = None) -> tuple:
                          f"'A: matrix(n, n) symmetric', 'x: vector(n)' or 'sigma: function'")
     kind = m.group("kind").replace(" ", "_")
     dims = tuple(d.strip() for d in (m.group("dims") or "").split(",") if d.strip())
-    dims = tuple(int(d) if d.isdigit() else d for d in dims)
+    dims = tuple(int(d) if d.isascii() and d.isdigit() else d for d in dims)  # not "²"
     if kind in KIND_WORDS and dims and len(dims) != KIND_WORDS[kind]:
         raise ParseError(f"a {kind} has {KIND_WORDS[kind]} dims, but {text!r} gives {len(dims)}")
     if m.group("sym") and kind != "matrix":

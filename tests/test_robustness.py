@@ -419,3 +419,13 @@ def test_a_singular_matrix_in_compiled_torch_code_is_an_evaluation_error():
     f = md.compile(md.grad(md.logdet(A), A), backend="torch")
     with pytest.raises(md.EvaluationError, match="singular matrix"):
         f(A=np.zeros((3, 3)))
+
+
+def test_a_superscript_digit_in_a_declaration_is_refused_clearly():
+    """vector(²) passed str.isdigit and then failed int(): a 500 in the JSON API."""
+    from matdiff import service
+    with pytest.raises(md.ParseError, match="a dim must be a name or a number"):
+        md.parse("x", x="vector(²)")
+    with pytest.raises(service.RequestError) as e:
+        service.inspect({"expression": "x", "declarations": {"x": "vector(²)"}})
+    assert e.value.status == 400
