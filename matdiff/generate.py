@@ -1162,7 +1162,13 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     source = codegen(outputs, backend, sizes=sizes, args=args)
     namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
-    exec(compile_source(source), namespace)  # our own generated code, never user text
+    try:
+        exec(compile_source(source), namespace)  # our own generated code, never user text
+    except ImportError as e:  # the backend (or SciPy) is an optional extra
+        extra = {"jax": "jax", "torch": "torch", "scipy": "linalg"}.get((e.name or "").split(".")[0])
+        hint = f'pip install "matdiff[{extra}]"' if extra else f"install {e.name}"
+        raise NotSupportedError(f"md.compile(..., backend={backend!r}) needs {e.name}, which is not "
+                                f"installed: {hint}") from None
     vs = _variables_of(_as_list(outputs), args)
     fn = _checked(namespace["f"], vs, _parameters(vs, "f", _user_functions(outputs)))
     fn.source = source

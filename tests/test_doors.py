@@ -186,3 +186,11 @@ def test_the_installed_command_prints_code():
     exec(compile(r.stdout, "derivative.py", "exec"), namespace)  # noqa: S102 - our own output
     A, x = np.eye(3) * 2, np.arange(3.0)
     np.testing.assert_allclose(namespace["derivative"](A=A, x=x), 4 * x)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_compile_without_the_backend_says_which_extra_to_install(backend, monkeypatch):
+    monkeypatch.setitem(sys.modules, backend, None)  # as if it were not installed
+    x = md.vector("x", "n")
+    with pytest.raises(md.NotSupportedError, match=f'pip install "matdiff\\[{backend}\\]"'):
+        md.compile(md.sum(md.exp(x)), backend=backend)
