@@ -60,7 +60,7 @@ def check(f, *wrt, sizes: dict | None = None, seed: int = 0, kinds: dict | None 
             values = _inputs(f.node, vs + [t for t in targets if t not in vs], size, kinds, rng,
                              functions)
             if facts:
-                values = _on_facts(facts, values, size, functions)
+                values = _on_facts(facts, values, size, functions, rng)
                 if not _finite(f.node, values, size, functions):
                     raise UncheckableError("check: f is not finite where the facts hold")
             break
@@ -139,16 +139,15 @@ def _well_conditioned(node, arrays, sizes, ops) -> bool:
     return True
 
 
-def _on_facts(facts, values, size, functions) -> dict:
+def _on_facts(facts, values, size, functions, rng=None) -> dict:
     """values moved onto the set where the facts hold (facts.satisfy); the variables the
-    facts name but f does not are drawn first."""
-    rng = np.random.default_rng(len(values))
+    facts name but f does not are drawn first (from ``rng``: md.check's own)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
     values = dict(values)
     for v in sorted(set().union(*(fa.variables for fa in facts)), key=lambda v: v.name):
         if v.name not in values:
             values[v.name] = _sample(v, "normal", size, rng)
-    return FA.satisfy(facts, values, size, lambda node, vals: _value(node, vals, size, functions),
-                      lambda node, v: jacobian(Expr(node), Expr(v)).node)
+    return FA.satisfy(facts, values, lambda node, vals: _value(node, vals, size, functions))
 
 
 def _value(node, values, size, functions):

@@ -16,9 +16,8 @@ from . import __version__
 from . import library as L
 from .check import check
 from .derivation import derivation
-from .errors import ParseNote, MatdiffError
-from .parse import ParseError, parse, parse_declaration, parse_fact
-from .service import kind_of
+from .errors import MatdiffError
+from .parse import ParseError, declaration_of, parse_declaration, parse_fact, parse_noting
 
 EXAMPLES = """examples:
   matdiff "x'*A*x" --wrt x                     gradient in matrix notation
@@ -145,14 +144,12 @@ def _is_fact(text: str) -> bool:
     return "=" in text and ":" not in text.split("=", 1)[0]
 
 
-def _facts(args, f, dialect: str) -> list:
+def _facts(args, f, dialect: str, decls: dict) -> list:
     """The facts of --fact (and of a --var that is an equation), about f's variables."""
-    known = {v.node.name: kind_of(v) for v in f.variables}
-    decls = _declarations(args)
     out = []
     for text in args.fact + [t for t in args.var if _is_fact(t)]:
         try:
-            out.append(parse_fact(text, dialect, **{**known, **decls}))
+            out.append(parse_fact(text, dialect, about=f, **decls))
         except ParseError as e:
             raise ParseError(f"--fact: {e.message}", e.text, e.column) from None
         except MatdiffError as e:
@@ -196,15 +193,13 @@ def run(argv, out=None, stdin=None) -> int:
         raise MatdiffError(f"--latex and --format {args.format} ask for two notations; keep one")
     plain = args.ascii or not _encodes(out)
     dialect = "numpy" if args.numpy else "matrixcalculus"
-    with warnings.catch_warnings(record=True) as notes:
-        warnings.simplefilter("always", ParseNote)
-        f = parse(args.expression, dialect=dialect, **_declarations(args))
+    decls = _declarations(args)
+    f, notes = parse_noting(args.expression, dialect, **decls)
     for note in notes:
-        if issubclass(note.category, ParseNote):
-            sys.stderr.write(f"matdiff: note: {note.message}\n")
-    facts = _facts(args, f, dialect)
+        sys.stderr.write(f"matdiff: note: {note}\n")
+    facts = _facts(args, f, dialect, decls)
     variables = {v.node.name: v for v in f.variables}
-    shapes = ", ".join(f"{name}: {kind_of(v)}" for name, v in variables.items())
+    shapes = ", ".join(f"{name}: {declaration_of(v)}" for name, v in variables.items())
     if args.steps and (args.hessian or f.ndim != 0):
         raise MatdiffError("--steps shows the derivation of a gradient, d f = ⟨∇f, dX⟩ for a "
                            "scalar f; for a Jacobian or a Hessian there is no such one-line "
@@ -237,7 +232,7 @@ def run(argv, out=None, stdin=None) -> int:
         json.dump({
             "input": args.expression, "dialect": "numpy" if args.numpy else "matrixcalculus",
             "expression": f.echo(), "latex": f.echo(latex=True),
-            "variables": {n: kind_of(v) for n, v in variables.items()},
+            "variables": {n: declaration_of(v) for n, v in variables.items()},
             "facts": [fa.text for fa in facts],
             "derivatives": [{"wrt": n, "label": label, "shape": [str(s) for s in d.shape],
                              "text": str(d), "latex": d.latex(), "index": d.index(),

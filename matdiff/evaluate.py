@@ -287,6 +287,9 @@ def _values_of(fn, order: int, x, functions):
 CLOSE = 1e-5  # λᵢ, λⱼ this close (relative to the larger) take a divided difference's limit
 
 
+C_SERIES = {"sinh": 1 / 6, "sin": -1 / 6, "tanh": -1 / 3, "artanh": 1 / 3}  # g(x)/x ≈ 1 + c·x²
+
+
 def _c(kind: str, x):
     """sinh(x)/x, sin(x)/x, tanh(x)/x or artanh(x)/x, with their limit 1 at x = 0 (a Taylor
     term where |x| < 10⁻⁴, exact to rounding there)."""
@@ -294,9 +297,7 @@ def _c(kind: str, x):
     safe = np.where(small, 0.5, x)  # any value the function takes well (artanh(1) = ∞)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         full = {"sinh": np.sinh, "sin": np.sin, "tanh": np.tanh, "artanh": np.arctanh}[kind](safe) / safe
-    x2 = x * x
-    taylor = {"sinh": x2 / 6, "sin": -x2 / 6, "tanh": -x2 / 3, "artanh": x2 / 3}[kind]
-    return np.where(small, 1.0 + taylor, full)
+    return np.where(small, 1.0 + C_SERIES[kind] * (x * x), full)
 
 
 def _exact_divided(name: str, param, a, b):

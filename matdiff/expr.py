@@ -355,7 +355,7 @@ def lift(x) -> Expr:
         if not np.isfinite(value):
             raise MatdiffError(f"the constant {x!r} is not a finite number; an expression with "
                                f"it has no value to differentiate")
-        return Expr(Const(float(x)), src=repr(x) if not isinstance(x, np.generic) else str(x))
+        return Expr(Const(value), src=repr(x) if not isinstance(x, np.generic) else str(x))
     if isinstance(x, np.ndarray) and x.ndim == 0:
         return lift(float(x))
     raise MatdiffError(f"cannot use {type(x).__name__} {x!r:.40} in an expression: only "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .build import add, scale
+from .diff import jacobian
 from .errors import MatdiffError
 from .ir import Contract, Node, Sum, free_vars
 from .simplify import _rewrite, simplify
@@ -145,13 +146,11 @@ def residual(facts) -> list:
     return [simplify(add(f.lhs, scale(-1.0, f.rhs))) for f in facts]
 
 
-def satisfy(facts, values: dict, sizes: dict, evaluate, jacobian, tol: float = 1e-12,
-            steps: int = 100) -> dict:
+def satisfy(facts, values: dict, evaluate, tol: float = 1e-12, steps: int = 100) -> dict:
     """values with the facts' variables moved to a nearby point where every fact holds, by
     Gauss–Newton steps on Σ‖lhs − rhs‖² (the minimum-norm step: it moves the values as little
-    as the facts require).  ``evaluate(node, values)`` gives a node's value and
-    ``jacobian(node, var)`` its Jacobian node.  Raises MatdiffError where no such point is
-    found."""
+    as the facts require).  ``evaluate(node, values)`` gives a node's value.  Raises
+    MatdiffError where no such point is found."""
     facts = list(facts or ())
     if not facts:
         return values

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
-from .evaluate import CLOSE, check_symmetric, check_shapes, complex_value, variables
+from .evaluate import C_SERIES, CLOSE, check_symmetric, check_shapes, complex_value, variables
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
@@ -602,8 +602,6 @@ def _slope(fn) -> str:
     return SLOPES[fn.name]
 
 
-C_TAYLOR = {"sinh": "1.0 + {0} * {0} / 6.0", "sin": "1.0 - {0} * {0} / 6.0",
-            "artanh": "1.0 + {0} * {0} / 3.0"}
 C_FULL = {"sinh": "np.sinh({0})", "sin": "np.sin({0})", "artanh": "np.arctanh({0})"}
 
 
@@ -612,7 +610,8 @@ def _c_code(w: _Writer, kind: str, x: str) -> str:
     x = w.emit(x)
     small = w.emit(f"np.abs({x}) < 1e-4")
     safe = w.emit(f"np.where({small}, 0.5, {x})")  # artanh(1) = ∞
-    return f"np.where({small}, {C_TAYLOR[kind].format(x)}, {C_FULL[kind].format(safe)} / {safe})"
+    taylor = f"1.0 + {C_SERIES[kind]!r} * ({x} * {x})"
+    return f"np.where({small}, {taylor}, {C_FULL[kind].format(safe)} / {safe})"
 
 
 def _exact_divided_code(w: _Writer, fn, a: str, b: str):
@@ -658,8 +657,8 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
     CLOSE relative to the larger."""
     a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
     exact = _exact_divided_code(w, n.fn, a, b)
-    if exact is not None:
-        return f"{exact} + 0.0 * ({a} + {b})"  # broadcast to the full matrix
+    if exact is not None:  # each form takes both λᵢ and λⱼ: it is the full matrix already
+        return exact
     gap = w.emit(f"{a} - {b}")
     values = w.emit(_elementwise(w, Elementwise(n.fn, n.arg), lam))
     close = w.emit(f"np.abs({gap}) <= {CLOSE!r} * np.maximum(np.abs({a}), np.abs({b}))")

@@ -3,6 +3,7 @@ derivatives.  Each checks its operands' shapes and builds IR through ``build``."
 from __future__ import annotations
 
 import numbers
+import weakref
 
 import numpy as np
 
@@ -120,8 +121,8 @@ def symmetric(x: Expr) -> bool:
     xᵀ (A + tB for symmetric A and B, (A + tB)⁻¹, I + GᵀSG). Both are sound: equal normal
     forms are equal for every value."""
     if x.ndim != 2 or x.shape[0] != x.shape[1]:
-        return False
-    return N.symmetric(x.notation()) or simplify(B.transpose(x.node)) is simplify(x.node)
+        return False  # the normal form's test first: it does not run the presentation
+    return simplify(B.transpose(x.node)) is simplify(x.node) or N.symmetric(x.notation())
 
 
 def _symmetric_argument(name: str, s) -> Expr:
@@ -191,8 +192,11 @@ class _Traced:
     at any tensor z are the traced expressions with u replaced entry by entry by z."""
 
     def __init__(self, f, body: Node, u: Var):
-        self.f, self.body, self.u = f, body, u
+        self.f, self.u = f, u
         self.slope = simplify(jacobians(body, [u])[0])
+        self.t = Var("_t", ("_n",), False)  # f over a vector of entries, built once: its values
+        self.on_entries = simplify(_vectorised(body, u, self.t))  # (and a refusal if f is not
+        # element-wise, raised here)
 
     def __call__(self, z: Node) -> Node:  # f′(z), as a builder of the function table
         return _vectorised(self.slope, self.u, z)
@@ -200,20 +204,21 @@ class _Traced:
     def values(self, x):
         """f at the entries of the array x."""
         x = np.asarray(x, dtype=float)
-        t = Var("_t", ("_n",), False)
-        node = simplify(_vectorised(self.body, self.u, t))
-        out = interpret(node, {t: x.ravel()}, {"_n": x.size}, numpy_ops({}))
+        out = interpret(self.on_entries, {self.t: x.ravel()}, {"_n": x.size}, numpy_ops({}))
         return np.broadcast_to(out, x.ravel().shape).reshape(x.shape)
 
 
-_TRACED: dict = {}
+_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # a callable's Function
 
 
 def _traced(f) -> F.Function:
     """The element-wise function of a Python callable, traced on a scalar placeholder (as
     jax.jit traces): ``lambda u: u**3`` is f(u) = u³ with f′(u) = 3u²."""
-    if f in _TRACED:
-        return _TRACED[f]
+    try:
+        if f in _TRACED:
+            return _TRACED[f]
+    except TypeError:  # a callable that takes no weak reference is traced each time
+        pass
     u = Var("u", (), False)
     try:
         out = lift(f(Expr(u, src="u")))
@@ -228,13 +233,14 @@ def _traced(f) -> F.Function:
         names = ", ".join(sorted(v.name for v in free_vars(out.node)))
         raise MatdiffError(f"matrix_function: f(u) must be a scalar expression of u alone, but it "
                            f"is {out.describe_shape()} in {names}")
-    body = simplify(out.node)
-    _vectorised(body, u, Var("_t", ("_n",), False))  # refuses what is not element-wise now
+    traced = _Traced(f, simplify(out.node), u)
     name = getattr(f, "__name__", "f")
     name = name if name.isidentifier() and name not in F.TABLE else "f"
-    traced = _Traced(f, body, u)
     fn = F.Function(name, numpy=traced.values, deriv=traced)
-    _TRACED[f] = fn
+    try:
+        _TRACED[f] = fn
+    except TypeError:
+        pass
     return fn
 
 

@@ -334,7 +334,7 @@ class Builder:
         self.vars: dict = {}  # name -> (Decl kind, [dim keys], symmetric)
         self.shapes: dict = {}  # id(node) -> Shape
         self.inner: list = []  # dim keys a product sums over
-        self.spread: list = []  # (name, its node, the scalar's node): a scalar added to each entry
+        self.spread: list = []  # (name, the scalar's node): a scalar added to each entry
 
     # ---- pass 1: shapes
     def var_shape(self, node) -> Shape:
@@ -389,7 +389,7 @@ class Builder:
                 self.dims.unify(shape.cols, ONE)
                 return Shape()
             if other is not None and other.op == "var" and len(node.args) == 2 and node.op in "+-":
-                self.spread.append((other.value, other, args[0] if a.scalar else args[-1]))
+                self.spread.append((other.value, args[0] if a.scalar else args[-1]))
             return shape
         if not (self.dims.unify(a.rows, b.rows) and self.dims.unify(a.cols, b.cols)):
             left, right = (_source(x) for x in node.args[:2])
@@ -1023,7 +1023,7 @@ def _note_spread(b: "Builder", out: Expr, declared: set, dialect: str) -> None:
     if dialect == "matdiff":
         return
     kinds = {v.node.name: v for v in out.variables}
-    for name, node, scalar in b.spread:
+    for name, scalar in b.spread:
         if name in declared or name not in kinds or kinds[name].ndim == 0:
             continue
         if scalar is None or _constant(scalar) is not None:
@@ -1060,10 +1060,19 @@ def _equals(text: str, dialect: str) -> int:
     return found[0]
 
 
-def parse_fact(text: str, dialect: str = "matrixcalculus", **declarations):
-    """A declared fact ``lhs = rhs`` from text, read in the dialect with these declarations
-    (give the expression's variables' declarations, so the fact is about the same
-    variables); a number on the right fills the left side's shape, and ``I`` alone is the
+def parse_noting(text: str, dialect: str = "matrixcalculus", **declarations) -> tuple:
+    """``parse``, and the texts of the ParseNotes it raised (the command line writes them on
+    standard error, the JSON API returns them), instead of warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ParseNote)
+        expr = parse(text, dialect, **declarations)
+    return expr, [str(w.message) for w in caught if issubclass(w.category, ParseNote)]
+
+
+def parse_fact(text: str, dialect: str = "matrixcalculus", about=None, **declarations):
+    """A declared fact ``lhs = rhs`` from text, read in the dialect with these declarations;
+    ``about`` (an expression) declares its variables as they are, so the fact is about the
+    same ones. A number on the right fills the left side's shape, and ``I`` alone is the
     identity.
 
     >>> print(md.parse_fact("Y*vector(1) = 1", Y="matrix(m, k)").text)
@@ -1072,43 +1081,48 @@ def parse_fact(text: str, dialect: str = "matrixcalculus", **declarations):
     if not isinstance(text, str):
         raise ParseError(f"a fact must be a string, not {type(text).__name__}")
     at = _equals(text, dialect)
-    sides = []
-    for start, part in ((0, text[:at]), (at + 1, text[at + 1:])):
+    if about is not None:
+        declarations = {**{v.node.name: declaration_of(v) for v in about.variables}, **declarations}
+    left, right = text[:at], text[at + 1:]
+    for start, part in ((0, left), (at + 1, right)):
         if not part.strip():
-            raise ParseError("this side of the fact is empty", text, len(text) if sides else start)
-        try:
-            if sides:  # the right side: a number, or an expression of the left side's shape
-                rhs = part.strip()
-                if re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", rhs):
-                    sides.append(float(rhs))
-                    continue
-                if rhs == "I" and "I" not in declarations and sides[0].ndim == 2:
-                    sides.append(L.eye(sides[0].shape[0]))  # the identity, in either dialect
-                    continue
-                known = {v.node.name: declaration_of(v) for v in sides[0].variables}
-                try:
-                    sides.append(parse(part, dialect, result_shape=sides[0].shape,
-                                       **{**known, **declarations}))
-                except ShapeError as e:
-                    if getattr(e, "column", None) is not None:
-                        raise
-                    right = parse(part, dialect, **{**known, **declarations})
-                    raise ParseError(f"the two sides of a fact need one shape, but the left is "
-                                     f"{sides[0].describe_shape()} and the right "
-                                     f"{right.describe_shape()}", part,
-                                     len(part) - len(part.lstrip())) from None
-            else:
-                sides.append(parse(part, dialect, **declarations))
-        except (ParseError, ShapeError) as e:
-            column = getattr(e, "column", None)
-            message = getattr(e, "message", None) or str(e)
-            if column is None:
-                raise
-            raise ParseError(message, text, start + column) from None
-    lhs, rhs = sides
+            raise ParseError("this side of the fact is empty", text, start if start == 0 else len(text))
+    lhs = _fact_side(text, 0, lambda: parse(left, dialect, **declarations))
+    rhs = right.strip()
+    if re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", rhs):
+        rhs = float(rhs)
+    elif rhs == "I" and "I" not in declarations and lhs.ndim == 2:
+        rhs = L.eye(lhs.shape[0])  # the identity, in either dialect
+    else:  # an expression of the left side's shape, about the same variables
+        known = {**{v.node.name: declaration_of(v) for v in lhs.variables}, **declarations}
+        rhs = _fact_side(text, at + 1, lambda: _right_side(right, dialect, lhs, known))
     fact = L.fact(lhs, rhs)
     fact.text = f"{lhs} = {rhs if isinstance(rhs, Expr) else f'{rhs:g}'}"
     return fact
+
+
+def _fact_side(text: str, start: int, job):
+    """job() (the parse of one side of a fact), its errors placed in the whole fact's text."""
+    try:
+        return job()
+    except (ParseError, ShapeError) as e:
+        column = getattr(e, "column", None)
+        if column is None:
+            raise
+        raise ParseError(getattr(e, "message", None) or str(e), text, start + column) from None
+
+
+def _right_side(part: str, dialect: str, lhs: Expr, declarations: dict) -> Expr:
+    """A fact's right side, read with the left side's shape (1 is ones there)."""
+    try:
+        return parse(part, dialect, result_shape=lhs.shape, **declarations)
+    except ShapeError as e:
+        if getattr(e, "column", None) is not None:
+            raise
+        right = parse(part, dialect, **declarations)
+        raise ParseError(f"the two sides of a fact need one shape, but the left is "
+                         f"{lhs.describe_shape()} and the right {right.describe_shape()}", part,
+                         len(part) - len(part.lstrip())) from None
 
 
 def _expect_shape(b: "Builder", root: Shape, result_shape) -> None:
@@ -1448,13 +1462,10 @@ def declarations(expr) -> dict:
 
     out = {}
     for v in lift(expr).variables:
-        node = v.node
-        dims = ", ".join(str(d) for d in node.shape)
-        kind = {0: "scalar", 1: "vector", 2: "matrix"}.get(node.ndim)
-        if kind is None:
-            raise MatdiffError(f"{node.name} has order {node.ndim}; the text dialects have "
+        if v.ndim > 2:
+            raise MatdiffError(f"{v.node.name} has order {v.ndim}; the text dialects have "
                                f"scalars, vectors and matrices")
-        out[node.name] = kind + (f"({dims})" if dims else "") + (" symmetric" if node.symmetric else "")
+        out[v.node.name] = declaration_of(v)
     from . import dims as D
     for n in walk(lift(expr).node):
         for name in sorted(D.names(n.shape) - set(out)):  # sizes the text may name: 2sn²

@@ -18,11 +18,11 @@ import warnings
 
 from .check import check
 from .derivation import derivation
-from .errors import CheckError, MatdiffError, NotSupportedError, ParseNote, UncheckableError
+from .errors import CheckError, MatdiffError, NotSupportedError, UncheckableError
 from .expr import Expr
 from .generate import codegen
 from .library import hessian, jacobian
-from .parse import ParseError, declaration_of, parse, parse_declaration, parse_fact
+from .parse import ParseError, declaration_of, parse_declaration, parse_fact, parse_noting
 
 MAX_EXPRESSION = 2_000  # characters of an expression the server reads
 MAX_VARIABLES = 12      # derivatives one request may ask for
@@ -69,9 +69,6 @@ class RequestError(Exception):
         self.body = {"error": message, **({"column": column} if column is not None else {}), **extra}
 
 
-kind_of = declaration_of  # a variable's declaration as the parser reads it
-
-
 # --------------------------------------------------------------------------- reading a request
 
 def _field(payload: dict, name: str, kind, default=None, required=False):
@@ -116,10 +113,7 @@ def _expression(payload: dict):
             _refuse_huge(name, decl, declared.dims)
             decls[name] = decl
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ParseNote)
-            f = parse(text, dialect=DIALECTS[dialect], **decls)
-        notes = [str(w.message) for w in caught if issubclass(w.category, ParseNote)]
+        f, notes = parse_noting(text, DIALECTS[dialect], **decls)
     except ParseError as e:
         raise RequestError(400, e.message, e.column) from None
     except MatdiffError as e:  # a shape error names its column where it has one
@@ -151,13 +145,12 @@ def _refuse_huge(name: str, decl: str, dims: tuple = ()) -> None:
 MAX_FACTS = 16
 
 
-def _facts(payload: dict, f: Expr, dialect: str, variables: dict, decls: dict) -> list:
+def _facts(payload: dict, f: Expr, dialect: str, decls: dict) -> list:
     """The request's facts ("facts": ["Y*vector(1) = 1"]), about the expression's variables;
     an error names the fact by its position ("fact": i) and its column."""
     texts = _field(payload, "facts", list, [])
     if len(texts) > MAX_FACTS:
         raise RequestError(413, f"'facts' holds {len(texts)} facts; at most {MAX_FACTS}")
-    known = {n: kind_of(v) for n, v in variables.items()}
     out = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
@@ -169,7 +162,7 @@ def _facts(payload: dict, f: Expr, dialect: str, variables: dict, decls: dict) -
         if not text.strip():
             continue
         try:
-            out.append(parse_fact(text, dialect, **{**known, **decls}))
+            out.append(parse_fact(text, dialect, about=f, **decls))
         except ParseError as e:
             raise RequestError(400, f"fact {i + 1}: {e.message}", e.column, fact=i) from None
         except MatdiffError as e:
@@ -184,7 +177,7 @@ def _functions(decls: dict) -> set:
 
 def _summary(f: Expr, variables: dict, decls: dict, notes: list) -> dict:
     return {"expression": {"text": f.echo(), "latex": f.echo(latex=True)}, "notes": notes,
-            "declarations": {**{n: kind_of(v) for n, v in variables.items()},
+            "declarations": {**{n: declaration_of(v) for n, v in variables.items()},
                              **{n: decls[n].strip() for n in sorted(_functions(decls))}}}
 
 
@@ -194,7 +187,7 @@ def inspect(payload: dict) -> dict:
     """Parse the expression: its echo and the variables' inferred declarations, or a 4xx
     error with the column (the page calls this as the user types)."""
     f, notes, dialect, variables, decls = _expression(payload)
-    facts = _facts(payload, f, dialect, variables, decls)
+    facts = _facts(payload, f, dialect, decls)
     return {**_summary(f, variables, decls, notes), "facts": [fa.text for fa in facts]}
 
 
@@ -208,7 +201,7 @@ def derive(payload: dict) -> dict:
     ("numerator", "denominator", "vec"), vec ("column" or "row": how layout "vec" stacks),
     index, steps, check, code (booleans; check and code default to true)."""
     f, notes, dialect, variables, decls = _expression(payload)
-    facts = _facts(payload, f, dialect, variables, decls)
+    facts = _facts(payload, f, dialect, decls)
     wrt = _field(payload, "wrt", list, list(variables))
     if not wrt:
         raise RequestError(400, "'wrt' is empty; name the variables to differentiate by")

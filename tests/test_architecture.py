@@ -25,7 +25,7 @@ ALLOWED = {
     "printing": {"errors", "functions", "ir", "notation", "recognise", "show"},
     "expr": {"build", "dims", "errors", "evaluate", "functions", "ir", "notation", "present",
              "printing", "recognise", "show", "simplify"},
-    "facts": {"build", "errors", "ir", "simplify"},
+    "facts": {"build", "diff", "errors", "ir", "simplify"},
     "library": {"build", "diff", "dims", "errors", "evaluate", "expr", "facts", "functions", "ir",
                 "notation", "simplify"},
     "tensors": {"build", "dims", "errors", "expr", "ir", "library"},
