@@ -88,9 +88,20 @@ class Node:
         return self
 
     def __repr__(self):
-        from .show import index_form
+        text = _TEXT_FORM[0](self) if _TEXT_FORM else "…"
+        return f"<{type(self).__name__} {text} : {D.fmt_shape(self.shape)}>"
 
-        return f"<{type(self).__name__} {index_form(self)} : {D.fmt_shape(self.shape)}>"
+
+# The one-line text a repr shows (show.index_form), registered by show.py when it is
+# imported, so that ir imports nothing above it: show depends on ir, never the reverse.
+# Importing any part of matdiff runs the package's __init__, which imports show.
+_TEXT_FORM: list = []
+
+
+def register_text_form(form) -> None:
+    """Make ``form(node) -> str`` the text of every node's repr (show.py registers its
+    ``index_form``)."""
+    _TEXT_FORM[:] = [form]
 
 
 def _stable_key(name, args) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import dims as D
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
-                 Softmax, Sum, Svd, Var)
+                 Softmax, Sum, Svd, Var, register_text_form)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -106,3 +106,6 @@ def _form(n: Node) -> str:
     text = FORMS[type(n)](n)
     _Budget.left -= len(text) if not n.children else 8  # about a compound's own characters
     return text
+
+
+register_text_form(index_form)  # repr(node) shows this text (ir imports nothing of show)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "errors": set(),
     "dims": {"errors"},
-    "ir": {"dims", "errors", "show"},
+    "ir": {"dims", "errors"},
     "build": {"ir"},
     "functions": {"build", "ir"},
     "simplify": {"build", "dims", "errors", "functions", "ir"},
