@@ -12,12 +12,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
-from . import library as L
-from .check import check
-from .derivation import derivation
+from . import __version__, service
 from .errors import MatdiffError
-from .parse import ParseError, declaration_of, parse_declaration, parse_fact, parse_noting
+from .parse import ParseError, parse_declaration
+from .service import Refused, Request
 
 EXAMPLES = """examples:
   matdiff "x'*A*x" --wrt x                     gradient in matrix notation
@@ -26,6 +24,7 @@ EXAMPLES = """examples:
   matdiff "norm2(X*w - y)^2" --wrt w --latex   LaTeX
   matdiff "sum(log(1 + exp(-y.*(X*w))))" --wrt w --check
   matdiff "a'*X*b" --wrt X --steps             step-by-step derivation
+  matdiff "x*x'" --wrt x --index               the result in index notation too
   matdiff "x'*A*x" --wrt x --json              everything as JSON
   matdiff "x.T @ A @ x" --numpy --wrt x        the NumPy dialect
   matdiff "x'*A*x" --var "A: matrix(n, n) symmetric" --wrt x
@@ -78,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the Python module md.codegen writes for the derivatives")
     p.add_argument("--check", action="store_true", help="check each derivative numerically")
     p.add_argument("--steps", action="store_true", help="show the derivation step by step")
+    p.add_argument("--index", action="store_true", help="also print each result in index notation")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--version", action="version", version=f"matdiff {__version__}")
     return p
@@ -144,19 +144,6 @@ def _is_fact(text: str) -> bool:
     return "=" in text and ":" not in text.split("=", 1)[0]
 
 
-def _facts(args, f, dialect: str, decls: dict) -> list:
-    """The facts of --fact (and of a --var that is an equation), about f's variables."""
-    out = []
-    for text in args.fact + [t for t in args.var if _is_fact(t)]:
-        try:
-            out.append(parse_fact(text, dialect, about=f, **decls))
-        except ParseError as e:
-            raise ParseError(f"--fact: {e.message}", e.text, e.column) from None
-        except MatdiffError as e:
-            raise MatdiffError(f"--fact {text!r}: {e}") from None
-    return out
-
-
 def _declarations(args) -> dict:
     decls = {}
     for text in (t for t in args.var if not _is_fact(t)):
@@ -171,6 +158,36 @@ def _declarations(args) -> dict:
     for name in args.scalar_function:
         decls[name] = "scalar_function"
     return decls
+
+
+def request_of(args, fmt: str) -> Request:
+    """The command line's request, in the model every door shares (service.Request)."""
+    return Request(
+        expression=args.expression, dialect="numpy" if args.numpy else "matrixcalculus",
+        declarations=_declarations(args), wrt=tuple(args.wrt),
+        facts=tuple(args.fact) + tuple(t for t in args.var if _is_fact(t)),
+        order=2 if args.hessian else 1, layout=args.layout, vec=args.vec,
+        index=args.index or args.json,
+        steps=args.steps, check=args.check, format=fmt,
+        code=(args.code,) if args.code else (), function="derivative")
+
+
+def _answer(request: Request):
+    """service.answer, its refusals worded for the command line (the option at fault)."""
+    try:
+        return service.answer(request)
+    except Refused as e:
+        for note in e.notes:
+            sys.stderr.write(f"matdiff: note: {note}\n")
+        cause = e.cause
+        if e.where == "fact":
+            text = request.facts[e.name]
+            if isinstance(cause, ParseError):
+                raise ParseError(f"--fact: {cause.message}", cause.text, cause.column) from None
+            raise MatdiffError(f"--fact {text!r}: {cause}") from None
+        if e.where == "wrt":
+            raise MatdiffError(f"--wrt {e.name}: {cause}") from None
+        raise cause from None
 
 
 def run(argv, out=None, stdin=None) -> int:
@@ -192,75 +209,82 @@ def run(argv, out=None, stdin=None) -> int:
     if args.latex and args.format not in (None, "latex"):
         raise MatdiffError(f"--latex and --format {args.format} ask for two notations; keep one")
     plain = args.ascii or not _encodes(out)
-    dialect = "numpy" if args.numpy else "matrixcalculus"
-    decls = _declarations(args)
-    f, notes = parse_noting(args.expression, dialect, **decls)
-    for note in notes:
+    request = request_of(args, fmt)
+    a = _answer(request)
+    for note in a.notes:
         sys.stderr.write(f"matdiff: note: {note}\n")
-    facts = _facts(args, f, dialect, decls)
-    variables = {v.node.name: v for v in f.variables}
-    shapes = ", ".join(f"{name}: {declaration_of(v)}" for name, v in variables.items())
-    if args.steps and (args.hessian or f.ndim != 0):
+    if args.steps and (args.hessian or a.f.ndim != 0):
         raise MatdiffError("--steps shows the derivation of a gradient, d f = ⟨∇f, dX⟩ for a "
                            "scalar f; for a Jacobian or a Hessian there is no such one-line "
                            "form: drop --steps, or derive a scalar (e.g. sum(...) or a'*f)")
     if args.code and not args.wrt:
-        raise MatdiffError(f"--code writes the derivatives' code: add --wrt {_usual(variables)}")
-    if not args.wrt and not args.json and variables:
-        sys.stderr.write(f"matdiff: hint: add --wrt {_usual(variables)} to differentiate "
-                         f"(variables: {', '.join(variables)})\n")
-    results = []
-    for name in args.wrt:
-        if name not in variables:
-            raise MatdiffError(f"--wrt {name}: {name} is not a variable of the expression "
-                               f"(its variables: {', '.join(variables) or 'none'})")
-        x = variables[name]
-        if args.hessian:
-            d, label, order = (L.hessian(f, x, layout=args.layout, vec=args.vec, facts=facts),
-                               f"∂²f/∂{name}²", 2)
-        else:
-            d, label, order = (L.jacobian(f, x, layout=args.layout, vec=args.vec, facts=facts),
-                               f"∂f/∂{name}", 1)
-        err = check(f, x, order=order, facts=facts) if args.check else None
-        steps = derivation(f, x) if args.steps else None
-        results.append((name, label, d, err, steps))
+        raise MatdiffError(f"--code writes the derivatives' code: add --wrt {_usual(a.variables)}")
+    if not args.wrt and not args.json and a.variables:
+        sys.stderr.write(f"matdiff: hint: add --wrt {_usual(a.variables)} to differentiate "
+                         f"(variables: {', '.join(a.variables)})\n")
+    for r in a.results:
+        if isinstance(r.check, Exception):  # the check's verdict is an error here
+            raise r.check
+        if isinstance(r.steps, str):
+            sys.stderr.write(f"matdiff: note: no steps for {r.label}: {r.steps}\n")
     if args.code:
-        from . import codegen
-        out.write(codegen([d for _, _, d, _, _ in results], args.code, name="derivative"))
+        source = a.code[args.code]
+        if isinstance(source, Exception):
+            raise source
+        out.write(source)
         return 0
     if args.json:
-        json.dump({
-            "input": args.expression, "dialect": "numpy" if args.numpy else "matrixcalculus",
-            "expression": f.echo(), "latex": f.echo(latex=True),
-            "variables": {n: declaration_of(v) for n, v in variables.items()},
-            "facts": [fa.text for fa in facts],
-            "derivatives": [{"wrt": n, "label": label, "shape": [str(s) for s in d.shape],
-                             "text": str(d), "latex": d.latex(), "index": d.index(),
-                             "python": repr(d), "check": err,
-                             "steps": str(steps) if steps is not None else None}
-                            for n, label, d, err, steps in results]},
-                  out, ensure_ascii=False, indent=2)
+        json.dump(_json(a, args), out, ensure_ascii=False, indent=2)
         out.write("\n")
         return 0
-    lines = []
-    if fmt == "latex":  # only LaTeX: the expression and each result
-        lines.append(f"f = {f.echo(latex=True)}")
-        for name, label, d, err, steps in results:
-            head = ("\\frac{\\partial^2 f}{\\partial " + name + "^2}" if args.hessian
-                    else "\\frac{\\partial f}{\\partial " + name + "}")
-            lines.append(steps.latex() if steps is not None else f"{head} = {d.latex()}")
-    else:
-        show = {"text": str, "mc": lambda e: e.text("matrixcalculus"),
-                "numpy": lambda e: e.text("numpy")}[fmt]
-        lines.append(f"f = {f.echo() if fmt == 'text' else show(f)}    where {shapes}")
-        lines.extend(f"given {fa.text}" for fa in facts)
-        for name, label, d, err, steps in results:
-            lines.append(str(steps) if steps is not None and fmt == "text" else f"{label} = {show(d)}")
-            if err is not None:
-                lines.append(f"  checked: relative error {err:.1e} against finite differences")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(_lines(a, fmt)) + "\n"
     out.write(to_ascii(text) if plain and fmt != "latex" else text)
     return 0
+
+
+def _steps(r):
+    """The derivation of a result, where there is one (else its reason is a note)."""
+    return None if r.steps is None or isinstance(r.steps, str) else r.steps
+
+
+def _json(a, args) -> dict:
+    fmt = a.request.format
+    return {
+        "input": a.request.expression, "dialect": a.request.dialect,
+        "expression": a.output("text"), "latex": a.output("latex"),
+        **({"format": fmt, "output": a.output(fmt)} if fmt != "text" else {}),
+        "variables": {n: d for n, d in a.declarations.items() if n in a.variables},
+        "facts": [fa.text for fa in a.facts],
+        "derivatives": [{"wrt": r.wrt, "label": r.label, "shape": r.shape,
+                         "text": r.output("text"), "latex": r.output("latex"),
+                         **({"output": r.output(fmt)} if fmt != "text" else {}),
+                         "index": r.derivative.index(), "python": repr(r.derivative),
+                         "check": r.check,
+                         "steps": str(_steps(r)) if _steps(r) is not None else None}
+                        for r in a.results]}
+
+
+def _lines(a, fmt: str) -> list:
+    """The answer as the command line prints it, in the notation ``fmt``."""
+    if fmt == "latex":  # only LaTeX: the expression and each result
+        lines = [f"f = {a.output('latex')}"]
+        for r in a.results:
+            steps = _steps(r)
+            lines.append(steps.latex() if steps is not None else f"{r.label_latex} = {r.output('latex')}")
+            if a.request.index:
+                lines.append(f"% index form: {r.derivative.index()}")
+        return lines
+    shapes = ", ".join(f"{n}: {d}" for n, d in a.declarations.items() if n in a.variables)
+    lines = [f"f = {a.output(fmt)}    where {shapes}"]
+    lines.extend(f"given {fa.text}" for fa in a.facts)
+    for r in a.results:
+        steps = _steps(r)
+        lines.append(str(steps) if steps is not None and fmt == "text" else f"{r.label} = {r.output(fmt)}")
+        if a.request.index:
+            lines.append(f"  index form: {r.derivative.index()}")
+        if r.check is not None:
+            lines.append(f"  checked: relative error {r.check:.1e} against finite differences")
+    return lines
 
 
 def _encodes(out) -> bool:
