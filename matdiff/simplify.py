@@ -15,6 +15,8 @@ the merge removes), so shared adjoints in deep networks stay shared.
 """
 from __future__ import annotations
 
+import weakref
+
 import functools
 
 import numpy as np
@@ -100,7 +102,10 @@ def normalise_contract(c: Contract) -> Node:
         return simplify(B.linear(
             [(coef * w, Contract(tuple(ops[:k]) + (t,) + tuple(ops[k + 1:]), tuple(labs), c.out))
              for w, t in ops[k].terms], c.shape))
-    ops, labs = _merge_powers(ops, labs)
+    cancelled = _centred(ops, labs, coef, c)
+    if cancelled is not None:
+        return cancelled
+    ops, labs = _merge_powers(ops, labs, c.out)
     ops, labs = _merge_sigmoids(ops, labs)
     ops, labs = _merge_tanh(ops, labs)
     ops, labs = _cancel_inverses(ops, labs, c.out)
@@ -150,19 +155,100 @@ def _distributable(ops):
     return None
 
 
+def _centred(ops, labs, coef, c: Contract):
+    """A centred sum summed along its axis cancels: 1ᵀ(x − (1ᵀx/n)1) = 0 (a layer norm's
+    gradient).  Tried only where a sum or product that holds a centred sum (one with a term
+    that carries a vector of ones) is summed over an axis no other factor reads; the sum is
+    taken inside (distributed over a sum), and kept only when that leaves fewer terms and no
+    centred sum (so the rewrite cannot repeat)."""
+    uses: dict = {}
+    for lab in labs:
+        for x in lab:
+            uses[x] = uses.get(x, 0) + 1
+    for k, op in enumerate(ops):
+        if not isinstance(op, (Sum, Contract)):
+            continue
+        private = {x for x in labs[k] if uses[x] == 1 and x not in c.out}
+        if not private or not _holds_centring(op):
+            continue
+        if len(ops) == 1 and isinstance(op, Sum):
+            out = simplify(B.linear([(coef * w, Contract((t,), (labs[k],), c.out)) for w, t in op.terms],
+                                    c.shape))
+            if _term_count(out) < len(op.terms) and not _holds_centring(out):
+                return out
+            continue
+        kept = tuple(x for x in labs[k] if x not in private)
+        inner = simplify(Contract((op,), (labs[k],), kept))
+        if isinstance(inner, Sum) and not inner.terms:
+            return B.zeros(c.shape)
+        if isinstance(op, Sum) and _term_count(inner) < len(op.terms) and not _holds_centring(inner):
+            return simplify(B.scale(coef, Contract(tuple(ops[:k]) + (inner,) + tuple(ops[k + 1:]),
+                                                   tuple(labs[:k]) + (kept,) + tuple(labs[k + 1:]), c.out)))
+    return None
+
+
+def _term_count(n: Node) -> int:
+    return len(n.terms) if isinstance(n, Sum) else 1
+
+
+_CENTRING: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _centring(n: Node) -> bool:
+    return isinstance(n, Sum) and len(n.terms) >= 2 and any(
+        isinstance(t, Contract) and any(isinstance(o, Delta) and o.order == 1 for o in t.operands)
+        for _, t in n.terms)
+
+
+def _holds_centring(root: Node) -> bool:
+    """Whether a centred sum (a sum with a term that carries a vector of ones) is inside
+    root, through sums and products only; memoised per node."""
+    stack = [root]
+    while stack:
+        n = stack[-1]
+        if n in _CENTRING:
+            stack.pop()
+            continue
+        kids = [k for k in n.children if isinstance(k, (Sum, Contract))] \
+            if isinstance(n, (Sum, Contract)) else []
+        pending = [k for k in kids if k not in _CENTRING]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        _CENTRING[n] = _centring(n) or any(_CENTRING[k] for k in kids)
+    return _CENTRING[root]
+
+
 def _power_of(op):
     if isinstance(op, Elementwise) and op.fn.builtin and op.fn.name == "pow":
         return op.arg, op.fn.param
     return op, 1.0
 
 
-def _merge_powers(ops, labs):
-    """xᵃ ⊙ xᵇ → xᵃ⁺ᵇ for factors read with the same labels (x ⊙ x → x²)."""
+def _merge_powers(ops, labs, out=()):
+    """xᵃ ⊙ xᵇ → xᵃ⁺ᵇ for factors read with the same labels (x ⊙ x → x²); a vector of ones
+    summed alone is the count n of its dim, and meets a power of n written as 1ᵀ1."""
     exps: dict = {}
+    uses: dict = {}
+    for lab in labs:
+        for x in lab:
+            uses[x] = uses.get(x, 0) + 1
+    counted = []
     for op, lab in zip(ops, labs):
         base, p = _power_of(op)
         exps[(base, lab)] = exps.get((base, lab), 0.0) + p
-    if len(exps) == len(ops):
+        if isinstance(op, Delta) and op.order == 1 and uses[lab[0]] == 1 and lab[0] not in out:
+            counted.append((op, lab))
+    for op, lab in counted:
+        n = Contract((op,), ((0,),), ())
+        if (n, ()) in exps:  # (1ᵀ1)·n⁻¹ → 1
+            exps[(n, ())] += 1.0
+            if exps[(op, lab)] == 1.0:
+                del exps[(op, lab)]
+            else:
+                exps[(op, lab)] -= 1.0
+    if len(exps) == len(ops) and not counted:
         return ops, labs
     out_ops, out_labs, dims = [], [], {}
     for (base, lab), p in exps.items():

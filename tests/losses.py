@@ -225,6 +225,6 @@ TABLE = [
          ("softmax((1/2)QKᵀ, axis=1)ᵀG", "(1/2)(GVᵀ ⊙ S − diag((GVᵀ ⊙ S)1)S)K  where S = softmax((1/2)QKᵀ, axis=1)", "(1/2)(GVᵀ ⊙ S − diag((GVᵀ ⊙ S)1)S)ᵀQ  where S = softmax((1/2)QKᵀ, axis=1)"), None, numpy="sum(G * (softmax(Q @ K.T / 2.0, axis=1) @ V))"),
     Loss("layer norm",
          lambda: a.T @ ((x - md.mean(x)) / md.sqrt(md.mean((x - md.mean(x)) ** 2) + 0.001)), (x,),
-         ("αa + β(γ^(−3/2)(β(sᵀa)(1ᵀs)1 + (sᵀa)(u − x)) − (α1ᵀa)1)  where α = γ^(−1/2), β = n⁻¹, γ = β‖s‖² + 1/1000, s = x − u, u = β(1ᵀx)1",), None),
+         ("αa − β(α(1ᵀa)1 + γ^(−3/2)(sᵀa)s)  where α = γ^(−1/2), β = n⁻¹, γ = β‖s‖² + 1/1000, s = x − β(1ᵀx)1",), None),
     Loss("softmax layer", lambda: a.T @ md.softmax(x), (x,), ("s ⊙ a − (sᵀa)s  where s = softmax(x)",), None, numpy="a.T @ softmax(x)"),
 ]

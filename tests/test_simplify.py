@@ -38,6 +38,10 @@ SAME = [
     ("exp(0) → 1", md.exp(md.zeros("n")), md.ones("n")),
     ("Bx + Bᵀx → (B + Bᵀ)x", B @ x + B.T @ x, (B + B.T) @ x),
     ("Ax + Ay → A(x + y)", A @ x + A @ y, A @ (x + y)),
+    ("1ᵀ(x − x̄1) → 0", md.sum(x - md.mean(x)), 0 * md.sum(x)),
+    ("1ᵀ(x − x̄1 + y) → 1ᵀy", md.sum(x - md.mean(x) + y), md.sum(y)),
+    ("(1ᵀ(x − x̄1))(1ᵀy) → 0", md.sum(x - md.mean(x)) * md.sum(y), 0 * md.sum(y)),
+    ("column sums of A − 1āᵀ → 0", md.sum(A - md.mean(A, axis=0), axis=0), md.zeros("n")),
 ]
 
 
