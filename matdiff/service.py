@@ -221,8 +221,17 @@ class Answer:
     code: dict = field(default_factory=dict)
 
     def output(self, fmt: str = "text") -> str:
-        """The expression in a notation: the echo of the input (text, LaTeX), or the dialect's."""
-        return self.f.echo(latex=fmt == "latex") if fmt in ("text", "latex") else written(self.f, fmt)
+        """The expression in a notation: the echo of the input (text, LaTeX), or the dialect's
+        — where that dialect cannot write it (the NumPy dialect has no ones vector) and the
+        input is in that dialect, the input itself."""
+        if fmt in ("text", "latex"):
+            return self.f.echo(latex=fmt == "latex")
+        try:
+            return written(self.f, fmt)
+        except NotSupportedError:
+            if DIALECTS[fmt] != self.request.dialect:
+                raise
+            return " ".join(self.request.expression.split())
 
 
 def written(e: Expr, fmt: str) -> str:
@@ -401,7 +410,10 @@ def _answered(request: Request) -> Answer:
 def _summary(a: Answer) -> dict:
     expression = {"text": a.output("text"), "latex": a.output("latex")}
     if a.request.format != "text":
-        expression["output"] = a.output(a.request.format)
+        try:
+            expression["output"] = a.output(a.request.format)
+        except NotSupportedError as e:
+            expression["output"], expression["output_error"] = None, str(e)
     return {"expression": expression, "notes": a.notes, "declarations": a.declarations,
             "facts": [fa.text for fa in a.facts]}
 
@@ -419,7 +431,10 @@ def _result(request: Request, r: Result) -> dict:
     out = {"wrt": r.wrt, "label": r.label, "label_latex": r.label_latex, "shape": r.shape,
            "text": r.output("text"), "latex": r.output("latex")}
     if request.format != "text":
-        out["output"] = r.output(request.format)
+        try:
+            out["output"] = r.output(request.format)
+        except NotSupportedError as e:  # the dialect cannot write it: say why, keep the rest
+            out["output"], out["output_error"] = None, str(e)
     if request.index:
         out["index"] = {"text": r.derivative.index()}
     if request.steps:

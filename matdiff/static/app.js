@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const KINDS = ["scalar", "vector", "matrix", "symmetric matrix", "function", "scalar_function"];
 const state = {
   expression: "", dialect: "matrixcalculus", wrt: [], order: 1, layout: "numerator", vec: "column",
+  format: "text",                                      // the notation of each result's text line
   index: false, steps: true, check: true, decls: {},   // decls: the user's own declarations
   facts: [],                                           // equations the derivative may use
 };
@@ -189,6 +190,7 @@ function readControls() {
   state.order = Number($("order").value);
   state.layout = $("layout").value;
   state.vec = $("vec").value;
+  state.format = $("format").value;
   state.index = $("index").checked;
   state.steps = $("steps").checked;
   state.check = $("check").checked;
@@ -201,6 +203,7 @@ function writeControls() {
   $("order").value = String(state.order);
   $("layout").value = state.layout;
   $("vec").value = state.vec;
+  $("format").value = state.format;
   $("index").checked = state.index;
   $("steps").checked = state.steps;
   $("check").checked = state.check;
@@ -219,7 +222,7 @@ async function derive() {
   const seq = ++deriveSeq;
   if (!(await inspect())) return;
   const body = {...request(), wrt: state.wrt, order: state.order, layout: state.layout, vec: state.vec,
-                index: state.index, steps: state.steps, check: state.check, code: true};
+                format: state.format, index: state.index, steps: state.steps, check: state.check, code: true};
   $("error").textContent = "";
   $("results").setAttribute("aria-busy", "true");
   const {ok, data} = await api("/api/derive", body);
@@ -278,10 +281,27 @@ function renderResults(results) {
     actions.className = "row";
     const copyLatex = button("Copy LaTeX", () => copy(r.latex, copyLatex));
     copyLatex.className = "copy-latex";
-    const copyText = button("Copy text", () => copy(r.text, copyText));
+    // in the chosen notation; where that dialect cannot write it, the text and the reason
+    const written = r.output === undefined || r.output === null ? r.text : r.output;
+    const plain = document.createElement("div");
+    plain.className = "plain";
+    const line = document.createElement("code");
+    line.className = "output";
+    line.textContent = written;
+    const shape = document.createElement("span");
+    shape.className = "shape";
+    shape.textContent = r.shape.length ? `shape ${r.shape.join(" × ")}` : "a scalar";
+    plain.append(line, shape);
+    if (r.output_error) {
+      const why = document.createElement("span");
+      why.className = "output-error";
+      why.textContent = r.output_error;
+      plain.appendChild(why);
+    }
+    const copyText = button("Copy text", () => copy(written, copyText));
     copyText.className = "copy-text";
     actions.append(copyLatex, copyText);
-    card.append(formula, actions);
+    card.append(formula, plain, actions);
     if (r.check) {
       const v = document.createElement("div");
       v.className = "verdict";
@@ -337,6 +357,7 @@ function saveHash() {
   p.set("o", String(state.order));
   if (state.layout !== "numerator") p.set("l", state.layout);
   if (state.vec !== "column") p.set("r", state.vec);
+  if (state.format !== "text") p.set("n", state.format);
   if (state.index) p.set("i", "1");
   if (!state.steps) p.set("s", "0");
   if (!state.check) p.set("c", "0");
@@ -354,6 +375,7 @@ function loadHash() {
   state.order = Number(p.get("o") || 1);
   state.layout = p.get("l") || "numerator";
   state.vec = p.get("r") === "row" ? "row" : "column";
+  state.format = ["latex", "mc", "numpy"].includes(p.get("n")) ? p.get("n") : "text";
   state.index = p.get("i") === "1";
   state.steps = p.get("s") !== "0";
   state.check = p.get("c") !== "0";
@@ -399,7 +421,7 @@ async function main() {
   $("dialect").addEventListener("change", () => scheduleInspect(0));
   $("facts").addEventListener("input", () => { markStale(); scheduleInspect(); });
   $("derive").addEventListener("click", derive);
-  for (const id of ["order", "layout", "vec", "index", "steps", "check"]) $(id).addEventListener("change", derive);
+  for (const id of ["order", "layout", "vec", "format", "index", "steps", "check"]) $(id).addEventListener("change", derive);
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.addEventListener("click", () => { backend = tab.dataset.backend; renderCode(); });
   }
