@@ -87,3 +87,40 @@ def test_a_bias_in_the_numpy_dialect_is_a_vector_over_the_rows(capsys):
     assert "b1: vector(k)" in out and "∂f/∂b1 = (1 − tanh²(1 b1ᵀ + X W1))ᵀ1" in out and "checked" in out
     data = service.derive({"expression": "sum(tanh(X @ W1 + b1))", "wrt": ["b1"], "dialect": "numpy"})
     assert data["declarations"]["b1"] == "vector(k)" and data["results"][0]["check"]["ok"]
+
+
+def test_the_cli_and_the_json_api_share_one_request_model(capsys):
+    """Issue 23: the command line builds a service.Request and prints service.answer's Answer."""
+    from matdiff import cli, service
+    args = cli.build_parser().parse_args(["x'*A*x", "--wrt", "x", "--hessian", "--layout", "vec",
+                                          "--var", "A: matrix(n, n) symmetric", "--check"])
+    request = cli.request_of(args, "mc")
+    assert request == service.Request("x'*A*x", declarations={"A": " matrix(n, n) symmetric"},
+                                      wrt=("x",), order=2, layout="vec", check=True, format="mc",
+                                      function="derivative")
+    a = service.answer(request)
+    assert [r.output("mc") for r in a.results] == ["2*A"] and a.results[0].check < 1e-6
+    assert main(["x'*A*x", "--wrt", "x", "--hessian", "--layout", "vec", "--var",
+                 "A: matrix(n, n) symmetric", "--check", "--format", "mc"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "∂²f/∂x² = 2*A"
+
+
+def test_index_prints_the_index_form(capsys):
+    assert main(["x*x'", "--wrt", "x", "--index"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["∂f/∂x = δ_ik x_j + x_i δ_jk",
+                                                         "  index form: δ_ik x_j + x_i δ_jk"]
+
+
+def test_a_declaration_of_an_unused_name_is_refused_as_the_json_api_refuses_it(capsys):
+    assert main(["x'*x", "--var", "B: matrix(n, n)", "--wrt", "x"]) == 2
+    assert capsys.readouterr().err == ("matdiff: error: the declarations name B, which the expression "
+                                       "does not use (its variables: x)\n")
+
+
+def test_steps_with_facts_print_the_result_that_uses_them(capsys):
+    """The derivation shows the engine's rules, without the facts: the CLI prints the result
+    (which uses them) and says why there are no steps, as the JSON API does."""
+    assert main(["-sum(Y .* log(softmax(X*W)))", "--fact", "Y*vector(1) = 1", "--wrt", "W", "--steps"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "∂f/∂W = Xᵀ(softmax(XW, axis=1) − Y)"
+    assert err.startswith("matdiff: note: no steps for ∂f/∂W: steps show the engine's rules")

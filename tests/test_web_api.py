@@ -277,3 +277,20 @@ def test_a_busy_or_invalid_port_is_a_clear_error():
         taken.close()
     with pytest.raises(md.MatdiffError, match="0 to 65535"):
         serve(["--port", "70000"])
+
+
+def test_format_adds_the_output_in_that_notation():
+    """Issue 23: "format" (text, latex, mc, numpy), as the CLI's --format; a result the dialect
+    cannot write has output null and the reason, and the rest of the answer."""
+    data = service.derive({"expression": "x'*A*x", "wrt": ["x", "A"], "format": "numpy", "code": False,
+                           "check": False})
+    assert data["expression"]["output"] == "x.T @ A @ x"
+    assert [r["output"] for r in data["results"]] == ["(A + A.T) @ x", "outer(x, x)"]
+    assert "output" not in service.derive({"expression": "x'*x", "code": False})["results"][0]
+    data = service.derive({"expression": "tr(X'*X)", "wrt": ["X"], "order": 2, "layout": "vec",
+                           "format": "numpy", "code": False, "check": False})
+    (r,) = data["results"]
+    assert r["text"] == "2I" and r["output"] is None and "no way to write I" in r["output_error"]
+    with pytest.raises(service.RequestError) as e:
+        service.derive({"expression": "x'*x", "format": "fortran"})
+    assert e.value.status == 400 and "'format' is one of" in e.value.body["error"]
