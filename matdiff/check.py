@@ -14,7 +14,7 @@ import numpy as np
 
 from . import dims as D
 from .errors import CheckError, EvaluationError, MatdiffError, NotSupportedError, UncheckableError
-from .evaluate import bind, interpret, numpy_ops, variables
+from .evaluate import bind, interpret, interpret_checked, numpy_ops, variables
 from .expr import Expr, lift
 from .ir import Det, Elementwise, Inv, LogDet, ScalarFn, Var, walk
 from . import facts as FA
@@ -225,7 +225,6 @@ def _inputs(node, vs, size, kinds, rng, functions):
 
 
 def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
-    ops = numpy_ops(functions)
     all_vars = frozenset(v for v in variables(f) + variables(J) + [x])
 
     names = {v.name for v in all_vars}
@@ -233,7 +232,7 @@ def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
     def at(node, xval):  # values of variables a second derivative no longer uses are dropped
         vals = {k: a for k, a in dict(values, **{x.name: xval}).items() if k in names}
         arrays, s = bind(node, vals, all_vars, size)
-        return np.asarray(interpret(node, arrays, s, ops), dtype=float)
+        return np.asarray(interpret_checked(node, arrays, s, functions), dtype=float)
 
     x0 = np.asarray(values[x.name], dtype=float)
     jac = at(J, x0)

@@ -17,7 +17,7 @@ from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
-                 Softmax, Sum, Svd, free_vars, merge_deltas)
+                 Softmax, Sum, Svd, Var, free_vars, merge_deltas)
 
 LETTERS = string.ascii_letters
 
@@ -418,21 +418,163 @@ def _matrix_function(fn, s, functions):
     return (u * _at_eigenvalues(fn, _in_domain(fn, lam), functions)) @ u.T
 
 
-def _svd_part(part: str, x):
-    """A part of the thin SVD; the singular vectors only where the singular values are
-    differentiable (simple and nonzero, or a simple largest one for u₁, v₁)."""
-    u, s, vt = np.linalg.svd(x, full_matrices=False)
-    tol = 1e-10 * max(float(s[0]) if s.size else 0.0, 1e-300)
-    if part in ("left", "right") and s.size and (s[-1] <= tol or np.any(-np.diff(s) <= tol)):
-        raise EvaluationError("the singular values are not differentiable here: the matrix is "
-                              "rank-deficient or two singular values coincide (the nuclear norm "
-                              "and each σᵢ need distinct nonzero ones); matdiff returns no "
-                              "subgradient silently")
-    if part in ("top_left", "top_right") and s.size > 1 and s[0] - s[1] <= tol:
-        raise EvaluationError("the spectral norm is not differentiable here: its largest singular "
-                              "value is repeated; matdiff returns no subgradient silently")
-    return {"values": s, "left": u, "right": vt.T, "top": np.asarray(s[0]),
-            "top_left": u[:, 0], "top_right": vt[0]}[part]
+CLUSTER = 1e-11  # eigenvalues (singular values) this close, relative to the larger, are one
+
+
+def _clusters(values, scale: float) -> list:
+    """Index groups of (sorted) values that coincide: neighbours within CLUSTER of the larger,
+    or within 64ε of ``scale`` (the largest in magnitude: a repeated 0 computes as ±10⁻¹⁷)."""
+    groups, current = [], [0] if len(values) else []
+    floor = 64 * np.finfo(float).eps * scale
+    for i in range(1, len(values)):
+        a, b = float(values[i - 1]), float(values[i])
+        if abs(a - b) <= max(CLUSTER * max(abs(a), abs(b)), floor):
+            current.append(i)
+        else:
+            groups.append(current)
+            current = [i]
+    if current:
+        groups.append(current)
+    return [g for g in groups if len(g) > 1]
+
+
+def _shown(values, group) -> float:
+    """A repeated value as an error message shows it: the group's mean, 0 within rounding."""
+    mean = float(np.mean(values[group]))
+    return 0.0 if abs(mean) <= 64 * np.finfo(float).eps * float(np.abs(values).max()) else mean
+
+
+def _random_orthogonal(k: int, rng):
+    q, r = np.linalg.qr(rng.standard_normal((k, k)))
+    return q * np.sign(np.diag(r))
+
+
+def _complement_basis(kept, old, rng, sign: float):
+    """Random orthonormal columns, as many as ``old`` has, orthogonal to the columns of
+    ``kept``; where they span the space ``old`` spans, turned so that det(oldᵀ new) has
+    ``sign`` (so that a null space of one dimension is flipped on one side only)."""
+    g = rng.standard_normal(old.shape)
+    for _ in range(2):  # projected twice: orthogonal to rounding
+        g = g - kept @ (kept.T @ g)
+    new = np.linalg.qr(g)[0]
+    if kept.shape[1] + old.shape[1] == old.shape[0] and np.linalg.det(old.T @ new) * sign < 0:
+        new[:, -1] = -new[:, -1]
+    return new
+
+
+class _Spectra:
+    """The decompositions one evaluation uses, each matrix decomposed once for all its parts.
+
+    Eigenvectors at a repeated eigenvalue, and singular vectors at a repeated or zero singular
+    value, are not determined by the matrix: any rotation within the repeated group (and, for
+    σ = 0, any orthonormal basis of the null spaces, left and right apart) is as good.  Where
+    such vectors are used, ``degenerate`` says so; with ``rng`` the parts are computed with
+    such a rotation drawn at random, so that a second evaluation shows whether the result
+    depends on the choice (then the function is not differentiable there)."""
+
+    def __init__(self, rng=None):
+        self.rng, self.memo, self.degenerate = rng, {}, []
+
+    def _cached(self, node, x, compute):
+        hit = self.memo.get(node)
+        if hit is not None and hit[0] is x:  # the same array (kept alive here): the same values
+            return hit[1]
+        out = compute(x)
+        self.memo[node] = (x, out)
+        return out
+
+    def eigh(self, node, x, part: str):
+        lam, u, groups = self._cached(node, x, self._eigh)
+        if part == "values":
+            return lam
+        if groups:
+            self._note(node, "eigenvalue", [_shown(lam, g) for g in groups], [len(g) for g in groups])
+        return u
+
+    def _eigh(self, x):
+        lam, u = np.linalg.eigh(x)
+        groups = _clusters(lam, float(np.abs(lam).max(initial=0.0)))
+        if self.rng is not None and groups:
+            u = u.copy()
+            for g in groups:
+                u[:, g] = u[:, g] @ _random_orthogonal(len(g), self.rng)
+        return lam, u, groups
+
+    def svd(self, node, x, part: str, rank: int):
+        u, s, v, groups, zero = self._cached(node, x, self._svd)
+        if s.size != rank:  # smaller= named the larger dim
+            raise EvaluationError(f"{_short(node.arg)} is {x.shape[0]} × {x.shape[1]}, so it has "
+                                  f"{s.size} singular values, but its svdvals were declared of "
+                                  f"length {D.fmt(node.rank)} = {rank}: smaller= names the dim "
+                                  f"that is smaller (or leave it out)")
+        if part in ("values", "top"):
+            return s if part == "values" else np.asarray(s[0] if s.size else 0.0)
+        if zero or groups:
+            self._note(node, "singular value", [_shown(s, g) for g in groups], [len(g) for g in groups],
+                       zero, any(0 in g for g in groups))
+        return {"left": u, "right": v, "top_left": u[:, 0], "top_right": v[:, 0]}[part]
+
+    def _svd(self, x):
+        u, s, vt = np.linalg.svd(x, full_matrices=False)
+        v = vt.T
+        largest = float(s[0]) if s.size else 0.0
+        nonzero = s > CLUSTER * largest if largest > 0 else np.zeros(s.shape, bool)
+        zero = int(s.size - nonzero.sum())
+        groups = [g for g in _clusters(s[nonzero][::-1], largest)]
+        r = int(nonzero.sum())  # σ descending: the nonzero ones first
+        groups = [sorted(r - 1 - i for i in g) for g in groups]
+        if self.rng is not None and (groups or zero):
+            u, v = u.copy(), v.copy()
+            for g in groups:  # U and V turn together: X = UΣVᵀ is kept
+                q = _random_orthogonal(len(g), self.rng)
+                u[:, g], v[:, g] = u[:, g] @ q, v[:, g] @ q
+            if zero:  # any orthonormal bases of the two null spaces, drawn apart
+                u[:, r:] = _complement_basis(u[:, :r], u[:, r:], self.rng, -1.0)
+                v[:, r:] = _complement_basis(v[:, :r], v[:, r:], self.rng, 1.0)
+        return u, s, v, groups, zero
+
+    def _note(self, node, what, values, counts, zero=0, top=False):
+        self.degenerate.append((node, what, values, counts, zero, top))
+
+    def refusal(self, node: Node, finite: bool = True) -> EvaluationError:
+        """The error for a result that depends on the choice of eigen- or singular vectors (or,
+        not ``finite``, that divides by their coincidence)."""
+        parts = []
+        for arg, what, values, counts, zero, top in self.degenerate:
+            name = _short(arg.arg)
+            if what == "eigenvalue":
+                said = ", ".join(f"λ = {float(v):.6g} ({c} times)" for v, c in zip(values, counts))
+                parts.append(f"{name} has a repeated eigenvalue, {said}")
+            else:
+                said = [f"σ = {float(v):.6g} ({c} times)" for v, c in zip(values, counts)]
+                if zero:
+                    said.append(f"σ = 0 ({zero} time{'s' if zero > 1 else ''}: it is rank-deficient)")
+                parts.append(f"{name} has a repeated or zero singular value, {', '.join(said)}"
+                             + (" (its largest singular value is repeated)" if top else ""))
+        eigen = any(what == "eigenvalue" for _, what, *_ in self.degenerate)
+        singular = any(what != "eigenvalue" for _, what, *_ in self.degenerate)
+        examples = (["the gradient of one eigenvalue at a tie (λ_max at a repeated top eigenvalue)"]
+                    if eigen else []) + \
+            (["the spectral norm's at a repeated σ₁", "the nuclear norm's at a rank-deficient matrix"]
+             if singular else [])
+        vectors = " or ".join((["eigenvectors"] if eigen else []) +
+                              (["singular vectors"] if singular else []))
+        if not finite:
+            return EvaluationError(
+                f"{'; '.join(dict.fromkeys(parts))}: the {vectors} are not differentiable here, "
+                f"and this result, which differentiates them (dividing by σ or by the gaps between "
+                f"the values), is not finite; matdiff returns no value silently")
+        return EvaluationError(
+            f"not differentiable here: {'; '.join(dict.fromkeys(parts))}, and this result depends "
+            f"on which {vectors} are chosen for it, as {' or '.join(examples)} does; matdiff "
+            f"returns no subgradient silently")
+
+
+def _short(node: Node) -> str:
+    if isinstance(node, Var):
+        return node.name
+    text = repr(node)
+    return text if len(text) <= 40 else "the decomposed matrix"
 
 
 def _scipy_linalg():
@@ -485,7 +627,11 @@ def _frechet(fn: str, x, e):
     return linalg.solve_sylvester(root, root, e)
 
 
-def numpy_ops(functions: dict) -> dict:
+def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
+    """NumPy's operation for each node type; ``spectra`` keeps the decompositions (by default
+    a new one, with no rotation)."""
+    spectra = spectra if spectra is not None else _Spectra()
+
     def elementwise(n, a, s):
         impl = n.fn.implementation()
         if impl is None:
@@ -513,12 +659,13 @@ def numpy_ops(functions: dict) -> dict:
         LogDet: lambda n, a, s: _logdet(a[0]),
         ScalarFn: lambda n, a, s: _scalar_fn(n, a[0], functions),
         Reshape: lambda n, a, s: np.reshape(a[0], [D.resolve(d, s) for d in n.shape]),
-        Eigh: lambda n, a, s: np.linalg.eigh(a[0])[0 if n.part == "values" else 1],
+        Eigh: lambda n, a, s: spectra.eigh(Eigh("values", n.arg), a[0], n.part),
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
         EigGap: lambda n, a, s: _eigenvalue_gaps(a[0]),
         DivDiff2: lambda n, a, s: _second_divided_differences(n.args[0], a[0], a[1], functions),
-        Svd: lambda n, a, s: _svd_part(n.part, a[0]),
+        Svd: lambda n, a, s: spectra.svd(Svd("values", n.rank, n.arg), a[0], n.part,
+                                         min(np.shape(a[0])) if n.rank is None else D.resolve(n.rank, s)),
         Funm: lambda n, a, s: _general_function(n.fn, a[0]),
         Frechet: lambda n, a, s: _frechet(n.args[0], a[0], a[1]),
     }
@@ -553,6 +700,36 @@ def _bytes(b: float) -> str:
         b /= 1024
 
 
+CHOICE_TOLERANCE = 1e-8  # a result that moves this much (relative) with the vectors chosen is refused
+
+
+def interpret_checked(node: Node, arrays: dict, sizes: dict, functions: dict):
+    """``interpret`` with NumPy's operations, refusing a result that depends on a choice of
+    eigen- or singular vectors (``_refuse_choices``): evaluate's and md.check's evaluation."""
+    spectra = _Spectra()
+    out = interpret(node, arrays, sizes, numpy_ops(functions, spectra))
+    if spectra.degenerate:
+        _refuse_choices(node, out, arrays, sizes, functions, spectra)
+    return out
+
+
+def _refuse_choices(node, out, arrays, sizes, functions, spectra) -> None:
+    """Where eigen- or singular vectors at a repeated (or zero) value were used, evaluate again
+    with them rotated at random within their freedom: a result that moves depends on the
+    choice, so the function is not differentiable here (a subgradient, not a derivative), and
+    a result that is not finite there is no answer either.  A result that does not move is
+    the derivative (∇‖X‖₂² = 0 at X = 0, UVᵀ at a repeated σ of a full-rank X, any smooth
+    spectral function at a repeated eigenvalue)."""
+    rotated = _Spectra(np.random.default_rng(0))
+    again = interpret(node, arrays, sizes, numpy_ops(functions, rotated))
+    a, b = np.asarray(out, dtype=float), np.asarray(again, dtype=float)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise spectra.refusal(node, finite=False)
+    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
+    if float(np.abs(a - b).max(initial=0.0)) > CHOICE_TOLERANCE * scale:
+        raise spectra.refusal(node)
+
+
 def evaluate(node: Node, values: dict, functions: dict | None = None,
              scope=frozenset(), sizes: dict | None = None, max_bytes: int | None = None) -> np.ndarray:
     """The value of ``node`` for arrays keyed by variable name; ``sizes`` gives dims that
@@ -561,7 +738,7 @@ def evaluate(node: Node, values: dict, functions: dict | None = None,
     arrays, sizes = bind(node, values, scope, sizes)
     _check_memory(node, sizes, MAX_BYTES if max_bytes is None else max_bytes)
     try:
-        out = interpret(node, arrays, sizes, numpy_ops(functions or {}))
+        out = interpret_checked(node, arrays, sizes, functions or {})
     except np.linalg.LinAlgError as e:
         raise EvaluationError(f"a matrix function failed on these values: {e}") from None
     inputs = [a for a in arrays.values() if isinstance(a, np.ndarray)]

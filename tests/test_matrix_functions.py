@@ -278,11 +278,18 @@ def test_outside_the_principal_branch_is_refused_and_check_avoids_it():
 
 
 def test_check_reports_a_degenerate_point_instead_of_a_wrong_derivative():
-    """xxᵀ has rank one: its nuclear norm has no derivative by the singular vectors there,
-    and md.check says the point is degenerate."""
+    """xxᵀ has rank one. Its nuclear norm ‖x‖² is differentiable by x all the same — the
+    singular vectors of the zero singular values meet only vectors orthogonal to x — so the
+    gradient (2x, whichever null-space vectors are chosen) is given and checks; its Hessian
+    differentiates those singular vectors, which is not finite there, and md.check says the
+    point is degenerate."""
     xv = md.vector("x", "n")
+    f = md.norm(md.outer(xv, xv), "nuc")
+    assert md.check(f, xv) < 1e-6
+    x0 = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(md.grad(f, xv).evaluate(x=x0), 2 * x0, rtol=1e-12)
     with pytest.raises(md.UncheckableError, match="degenerate"):
-        md.check(md.norm(md.outer(xv, xv), "nuc"), xv)
+        md.check(f, xv, order=2)
 
 
 @pytest.mark.parametrize("f,text,latex", [

@@ -205,3 +205,142 @@ def test_hessians_through_eigenvectors_at_any_scale(scale):
     np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
     with pytest.raises(md.EvaluationError, match="coincide"):
         H.evaluate(S=np.diag([1.0, 2.0, 2.0]) * scale)
+
+
+# --------------------------------------------------------------------------- non-smooth points
+
+X = md.matrix("X", "m", "k")
+LAM = md.eigvalsh(S)
+
+
+def _directional(f, x, e, h=1e-6):
+    """(f(x + he) − f(x − he))/2h, Richardson-extrapolated: a one-sided kink shows as a
+    mismatch, a smooth f agrees to ~1e-9."""
+    d = lambda t: (f(x + t * e) - f(x - t * e)) / (2 * t)  # noqa: E731
+    return (4 * d(h / 2) - d(h)) / 3
+
+
+def _symmetric_direction(size, seed=1):
+    e = np.random.default_rng(seed).standard_normal((size, size))
+    return (e + e.T) / 2
+
+
+def _tall(singular, rows=5, seed=2):
+    """A rows × len(singular) matrix with exactly these singular values."""
+    rng = np.random.default_rng(seed)
+    u = np.linalg.qr(rng.standard_normal((rows, len(singular))))[0]
+    v = np.linalg.qr(rng.standard_normal((len(singular),) * 2))[0]
+    return (u * np.asarray(singular, float)) @ v.T
+
+
+@pytest.mark.parametrize("f, spectrum, what", [
+    (lambda: LAM[-1], [1.0, 2.0, 2.0], "λ = 2 "),                # λ_max at a repeated top eigenvalue
+    (lambda: LAM[0], [0.0, 0.0, 2.0], "λ = 0 "),                 # λ_min at a repeated zero one
+    (lambda: LAM[1], [1.0, 1.0, 1.0], "λ = 1 "),                 # any single eigenvalue at S = I
+    (lambda: md.vector("w", "n").T @ LAM, [1.0, 2.0, 2.0], "λ = 2 "),  # w differs on the repeated pair
+])
+def test_a_single_eigenvalue_at_a_tie_is_refused(f, spectrum, what):
+    """Issue 21: ∇λ_max(S) at diag(1, 2, 2) was e₃e₃ᵀ, one subgradient, silently."""
+    s = _matrix(spectrum)
+    values = {"S": s, "w": np.array([0.5, -1.0, 3.0])}
+    g = md.grad(f(), S)
+    used = {k: v for k, v in values.items() if k in {u.node.name for u in g.variables}}
+    with pytest.raises(md.EvaluationError, match="not differentiable here.*repeated eigenvalue, " + what):
+        g.evaluate(used)
+
+
+@pytest.mark.parametrize("f, numpy_f, spectrum, w", [
+    (lambda: LAM[-1] + LAM[-2], lambda m: np.linalg.eigvalsh(m)[-2:].sum(), [1.0, 2.0, 2.0], None),
+    (lambda: md.vector("w", "n").T @ LAM, lambda m: np.linalg.eigvalsh(m) @ [0.5, 3.0, 3.0],
+     [1.0, 2.0, 2.0], [0.5, 3.0, 3.0]),
+    (lambda: LAM[-1], lambda m: np.linalg.eigvalsh(m)[-1], [2.0, 2.0, 3.0], None),   # the tie is below
+    (lambda: a.T @ md.expm(S) @ a, lambda m: _av @ _funm(m, np.exp) @ _av, [0.5, 2.0, 2.0], None),
+    (lambda: md.trace(md.logm(S) @ md.logm(S)), lambda m: np.sum(_funm(m, np.log) ** 2), [1.0, 1.0, 1.0], None),
+], ids=["λ₂ + λ₃", "wᵀλ, w equal on the tie", "λ_max above a tie", "aᵀexpm(S)a", "‖logm(S)‖²"])
+def test_spectral_functions_symmetric_in_a_tie_are_differentiated_there(f, numpy_f, spectrum, w):
+    """A function of the eigenvalues that treats a repeated group alike is differentiable at
+    the tie; its gradient does not depend on the eigenvectors chosen, and is given."""
+    s = _matrix(spectrum, seed=4)
+    values = {"S": s, "a": _av}
+    if w is not None:
+        values["w"] = np.array(w)
+    g = md.grad(f(), S)
+    used = {k: v for k, v in values.items() if k in {u.node.name for u in g.variables}}
+    got = g.evaluate(used)
+    e = _symmetric_direction(3)
+    np.testing.assert_allclose(np.sum(got * e), _directional(numpy_f, s, e), rtol=1e-7, atol=1e-8)
+
+
+_av = np.array([0.3, -1.2, 0.8])
+
+
+def _funm(s, f):
+    lam, u = np.linalg.eigh(s)
+    return (u * f(lam)) @ u.T
+
+
+def test_nearly_repeated_eigenvalues_are_not_a_tie():
+    """A gap of 10⁻¹⁰ (relative) is a simple eigenvalue: ∇λ_max = uₙuₙᵀ, finite and right
+    to the eigenvectors' conditioning (ε/gap)."""
+    q = np.linalg.qr(np.random.default_rng(5).standard_normal((3, 3)))[0]
+    s = (q * [1.0, 2.0, 2.0 + 2e-10]) @ q.T
+    s = (s + s.T) / 2
+    got = md.grad(LAM[-1], S).evaluate(S=s)
+    np.testing.assert_allclose(got, np.outer(q[:, 2], q[:, 2]), atol=1e-5)
+
+
+def _nuclear(x):
+    return np.linalg.svd(x, compute_uv=False).sum()
+
+
+@pytest.mark.parametrize("f, numpy_f, singular", [
+    (lambda: md.norm(X, "nuc", smaller="k"), _nuclear, [2.0, 2.0, 1.0]),                 # repeated σ, full rank
+    (lambda: md.norm(X, "nuc", smaller="k"), _nuclear, [1.5, 1.5, 1.5]),
+    (lambda: md.sum(md.svdvals(X, smaller="k") ** 3), lambda x: np.sum(np.linalg.svd(x, compute_uv=False) ** 3),
+     [2.0, 2.0, 1.0]),
+    (lambda: md.sum(md.svdvals(X, smaller="k") ** 3), lambda x: np.sum(np.linalg.svd(x, compute_uv=False) ** 3),
+     [2.0, 1.0, 0.0]),                                                      # rank-deficient: σ³ is smooth
+    (lambda: md.norm(X, 2, smaller="k") ** 2, lambda x: np.linalg.norm(x, 2) ** 2, [0.0, 0.0, 0.0]),  # X = 0: ∇ = 0
+    (lambda: md.norm(X, 2, smaller="k"), lambda x: np.linalg.norm(x, 2), [3.0, 1.0, 1.0]),  # the tie is below σ₁
+], ids=["‖X‖_* at σ = (2, 2, 1)", "‖X‖_* at σ = 1.5(1, 1, 1)", "Σσ³ at σ = (2, 2, 1)", "Σσ³ at rank 2",
+        "‖X‖₂² at 0", "‖X‖₂ above a tie"])
+def test_singular_value_functions_at_ties_that_are_smooth(f, numpy_f, singular):
+    """Issue 21: the nuclear norm and Σσᵢ³ at repeated singular values of a full-rank X, and
+    ∇‖X‖₂² at X = 0 (which is 0: ‖hE‖₂² = O(h²)), were refused; they are differentiable."""
+    x = _tall(singular)
+    got = md.grad(f(), X).evaluate(X=x)
+    assert np.all(np.isfinite(got))
+    for seed in range(3):
+        e = np.random.default_rng(seed).standard_normal(x.shape)
+        np.testing.assert_allclose(np.sum(got * e), _directional(numpy_f, x, e), rtol=1e-7, atol=1e-8)
+    if not any(singular):
+        assert np.all(got == 0)
+
+
+@pytest.mark.parametrize("f, singular, words", [
+    (lambda: md.norm(X, "nuc", smaller="k"), [2.0, 1.0, 0.0], "rank-deficient"),
+    (lambda: md.norm(X, "nuc", smaller="k"), [0.0, 0.0, 0.0], "rank-deficient"),
+    (lambda: md.norm(X, 2, smaller="k"), [0.0, 0.0, 0.0], "rank-deficient"),            # ‖X‖₂ at X = 0
+    (lambda: md.norm(X, 2, smaller="k"), [3.0, 3.0, 1.0], "largest singular value is repeated"),
+    (lambda: md.norm(X, 2, smaller="k") ** 2, [3.0, 3.0, 1.0], "largest singular value is repeated"),
+    (lambda: md.svdvals(X, smaller="k")[1], [3.0, 2.0, 2.0], r"σ = 2 \(2 times\)"),
+])
+def test_non_smooth_singular_value_functions_are_refused(f, singular, words):
+    x = _tall(singular)
+    with pytest.raises(md.EvaluationError, match="not differentiable here.*" + words):
+        md.grad(f(), X).evaluate(X=x)
+
+
+def test_second_derivatives_through_singular_vectors_at_a_rank_deficient_x():
+    """At σ = 0 the nuclear norm has no derivative (refused); ‖X‖₂, ‖X‖₂² (σ₁ simple) and
+    Σσᵢ³ (a C² function of the singular values) have Hessians there, which do not depend on
+    the null-space vectors chosen: given, and equal to differences of the gradient."""
+    x = _tall([2.0, 1.0, 0.0])
+    with pytest.raises(md.EvaluationError, match="not differentiable here.*rank-deficient"):
+        md.hessian(md.norm(X, "nuc", smaller="k"), X).evaluate(X=x)
+    for f in (md.norm(X, 2, smaller="k"), md.norm(X, 2, smaller="k") ** 2,
+              md.sum(md.svdvals(X, smaller="k") ** 3)):
+        H, g = md.hessian(f, X).evaluate(X=x), md.grad(f, X)
+        e = np.random.default_rng(0).standard_normal(x.shape)
+        fd = _directional(lambda y: g.evaluate(X=y), x, e, h=1e-7)  # Σσ³ is C², not C³, at σ = 0:
+        np.testing.assert_allclose(np.einsum("ijkl,kl->ij", H, e), fd, rtol=1e-5, atol=1e-6)  # O(h)
