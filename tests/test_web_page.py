@@ -322,3 +322,28 @@ def test_the_hessian_takes_the_layout_and_the_vec_order(page, url):
                      "vec": "row"})["results"][0]
     assert want["text"] == "−(X⁻ᵀ ⊗ X⁻¹)Kₙₙ" and typeset(page, "X").endswith(want["latex"])
     assert "r=row" in page.url
+
+
+def test_the_text_line_follows_the_chosen_notation(page, url):
+    """Issue 23: "Text as" is the CLI's --format; the line, its shape and Copy text follow it,
+    and a result the dialect cannot write shows its text and why."""
+    enter(page, "x'*A*x")
+    card = page.locator('.result[data-wrt="x"]')
+    assert card.locator(".plain .output").text_content() == "(A + Aᵀ)x"
+    assert card.locator(".plain .shape").text_content() == "shape n"
+    n = counter(page)
+    page.select_option("#format", "numpy")
+    derived(page, n)
+    want = api(url, {"expression": "x'*A*x", "wrt": ["x"], "format": "numpy", "code": False})["results"][0]
+    assert want["output"] == "(A + A.T) @ x"
+    assert page.locator('.result[data-wrt="x"] .plain .output').text_content() == want["output"]
+    assert "n=numpy" in page.url
+    page.locator('.result[data-wrt="x"] .copy-text').click()
+    page.wait_for_function("document.querySelector('.result .copy-text').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == want["output"]
+    page.select_option("#order", "2")
+    page.select_option("#layout", "vec")
+    enter(page, "tr(X'*X)")
+    card = page.locator('.result[data-wrt="X"]')
+    assert card.locator(".plain .output").text_content() == "2I"
+    assert "no way to write I" in card.locator(".plain .output-error").text_content()
