@@ -1120,22 +1120,26 @@ def _exponent(p):
     return f if float(f) == float(p) else None
 
 
-def _atom_power(g, base, e, kind, ones, depth):
+def _atom_power(g, base, e, kind, ones, depth, shallow=False):
     """baseᵉ as a polynomial: positive integer powers expand, a monomial's negative or
     fractional power distributes over its atoms (the fractional one only where every atom
     is ≥ 0 by the range analysis: (ab)^½ = a^½b^½ needs a, b ≥ 0), and any other is an atom
     to that power."""
     if e == 1:
-        return _poly(g, base, kind, ones, depth + 1)
+        return _poly(g, base, kind, ones, depth + 1, shallow)
     if e.denominator == 1 and 1 < e <= MAX_DEGREE:
-        p = _poly(g, base, kind, ones, depth + 1)
+        p = _poly(g, base, kind, ones, depth + 1, shallow)
         out = {(): 1.0}
         for _ in range(int(e)):
             if p is None or out is None:
                 return None
             out = _poly_product(g, out, p)
         return out
-    p = _poly(g, base, kind, ones, depth + 1)
+    p = _poly(g, base, kind, ones, depth + 1, shallow)
+    if shallow and e < 0 and e.denominator == 1 and abs(e) <= MAX_DEGREE:
+        scaled = _without_content(g, base, e)
+        if scaled is not None:
+            return scaled
     if p is not None and all(abs(v) <= 1e-12 for v in p.values()) and e < 0:
         return None  # a negative power of 0: left as it is, refused where it is evaluated
     if p is not None and len(p) == 1:  # 1 ⊘ ((x ⊘ z) ⊙ z) = x⁻¹: a monomial inverts
@@ -1146,12 +1150,19 @@ def _atom_power(g, base, e, kind, ones, depth):
             return _reduced(g, {tuple(sorted((a, k * e) for a, k in m)): float(v) ** float(e)})
     if abs(e) > MAX_DEGREE:
         return None
-    for _, d, kk in g.terms(base, "add") if e < 0 and e.denominator == 1 else ():
-        content = _content(d[1])  # (x²/3 + 1)⁻¹ = 3(x² + 3)⁻¹: a denominator's common
-        if content is not None and content != 1:  # factor and fractions taken out
+    scaled = _without_content(g, base, e) if e < 0 and e.denominator == 1 else None
+    return scaled if scaled is not None else {((g.find(base), e),): 1.0}
+
+
+def _without_content(g, base, e):
+    """(x²/3 + 1)⁻¹ = 3(x² + 3)⁻¹: a denominator's common factor and fractions taken out
+    (None where base is not a sum with one)."""
+    for _, d, kk in g.terms(base, "add"):
+        content = _content(d[1])
+        if content is not None and content != 1:
             scaled = g.add("add", (d[0], tuple(v / content for v in d[1])), kk)
             return {((scaled, e),): content ** float(e)}
-    return {((g.find(base), e),): 1.0}
+    return None
 
 
 def _content(coefs):
@@ -1161,7 +1172,7 @@ def _content(coefs):
     fs = []
     for v in coefs:
         f = Fraction(v).limit_denominator(1000)
-        if float(f) != v or f == 0:
+        if abs(float(f) - v) > 1e-12 * abs(v) or f == 0:  # 8.000000000000004 is 8
             return None
         fs.append(f)
     num, den = 0, 1
@@ -1201,11 +1212,12 @@ def _zero(g, c, depth=0) -> bool:
 _BUSY = object()
 
 
-def _poly(g, c, kind, ones, depth=0):
+def _poly(g, c, kind, ones, depth=0, shallow=False):
     """``_poly_of`` memoised per class for one round of matching (the graph's classes do
     not change until the round's unions; ``rebuild`` clears the memo).  A class met again
-    inside its own expansion (a cycle of the graph) is an atom."""
-    key = (g.find(c), kind)
+    inside its own expansion (a cycle of the graph) is an atom.  ``shallow``: a sum inside
+    the top one is an atom, (y − μ)² stays a square of y − μ."""
+    key = (g.find(c), kind, 0 if not shallow else 1 if depth == 0 else 2)
     hit = g.polys.get(key)
     if hit is _BUSY or depth > 60:
         return {((key[0], Fraction(1)),): 1.0}
@@ -1214,13 +1226,13 @@ def _poly(g, c, kind, ones, depth=0):
         return None if hit[0] is None else dict(hit[0])
     g.polys[key] = _BUSY
     found: list = []
-    out = _poly_of(g, c, kind, found, depth)
+    out = _poly_of(g, c, kind, found, depth, shallow)
     g.polys[key] = (out, tuple(found))
     ones.extend(found)
     return None if out is None else dict(out)
 
 
-def _poly_of(g, c, kind, ones, depth=0):
+def _poly_of(g, c, kind, ones, depth=0, shallow=False):
     """Class c as a Laurent polynomial over atom classes, entry by entry: {monomial: coef}
     with a monomial a tuple of (atom, exponent), exponents fractions.  Sums, ⊙, numeric
     multiples and powers of c's kind expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1
@@ -1232,24 +1244,24 @@ def _poly_of(g, c, kind, ones, depth=0):
         if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one":
             ones.append(g.find(c))
             return {(): 1.0}
-        if op == "add":
+        if op == "add" and not (shallow and depth > 0):
             out: dict = {}
             for coef, k in zip(d[1], kk):
-                p = _poly(g, k, kind, ones, depth + 1)
+                p = _poly(g, k, kind, ones, depth + 1, shallow)
                 if p is None:
                     return None
                 for m, v in p.items():
                     out[m] = out.get(m, 0.0) + coef * v
             return out if len(out) <= MAX_MONOMIALS else None
         if op == "prod" and len(kk) == 1 and g.kind(kk[0]) == kind:  # 2(y − μ)
-            p = _poly(g, kk[0], kind, ones, depth + 1)
+            p = _poly(g, kk[0], kind, ones, depth + 1, shallow)
             return None if p is None else {m: d[1] * v for m, v in p.items()}
         if op == "prod" and d[1] != 1:  # 2Aᵀr: twice the atom Aᵀr
             return {((_prod(g, kind, 1.0, kk), Fraction(1)),): d[1]}
         if op == "had":
             out = {(): 1.0}
             for base, e in _factors(g, kk, depth + 1):
-                p = _atom_power(g, base, e, kind, ones, depth)
+                p = _atom_power(g, base, e, kind, ones, depth, shallow)
                 if p is None:
                     return None
                 out = _poly_product(g, out, p)
@@ -1259,7 +1271,7 @@ def _poly_of(g, c, kind, ones, depth=0):
         if op == "pow":
             e = _exponent(d[1])
             if e is not None and e != 0:
-                return _atom_power(g, kk[0], e, kind, ones, depth)
+                return _atom_power(g, kk[0], e, kind, ones, depth, shallow)
         if op == "call" and d[1] == "sigmoid" and d[2] == 0:
             u = _negated(g, kk[0])
             if u is not None:  # σ(−u) = 1 − σ(u)
@@ -1338,11 +1350,18 @@ def _monomial(g, kind, m, one):
     return factors[0] if len(factors) == 1 else g.add("had", (kind,), tuple(factors))
 
 
+def _snap(v: float) -> float:
+    """v as the simple fraction it differs from by rounding only (4.000000000000002 → 4)."""
+    f = float(Fraction(v).limit_denominator(1000))
+    return f if abs(f - v) <= 1e-12 * abs(v) else v
+
+
 def _polynomial(g, kind, poly, one):
     """Σ coef·monomial as (scale, class of the sum divided by it): the terms with a positive
     coefficient first and a coefficient common to every term taken out, 2(a − b);
     None where it needs a 1 and none is at hand, or is 0."""
-    items = [(v, m) for m, v in sorted(poly.items(), key=lambda p: (len(p[0]), p[0])) if abs(v) > 1e-12]
+    items = [(_snap(v), m) for m, v in sorted(poly.items(), key=lambda p: (len(p[0]), p[0]))
+             if abs(v) > 1e-12]
     items = [i for i in items if i[0] > 0] + [i for i in items if i[0] < 0]
     if any(not m for _, m in items) and one is None:
         return None
@@ -1358,13 +1377,13 @@ def _polynomial(g, kind, poly, one):
     return scale, g.add("add", (kind, tuple(float(v / scale) for v, _ in items)), tuple(terms))
 
 
-def _over_common_denominator(g, kind, poly, ones, one):
+def _over_common_denominator(g, kind, poly, ones, one, shallow=False):
     """Σ terms over different denominators as one fraction: every term multiplied by the
     product D of the denominators' largest powers, the powers of D's bases that this leaves
     in a numerator expanded through the bases, and the numerator over D — so that it can
     cancel: 1 ⊘ √s − w² ⊘ s^(3/2) with s = w² + c is c ⊘ s^(3/2).  Defined exactly where
     the input is (the input holds every reciprocal in D).  (scale, numerator class or None
-    for a constant, denominator class), or None."""
+    for a constant, denominator class, the numerator's number of terms), or None."""
     lowest: dict = {}
     for m in poly:
         for a, e in m:
@@ -1383,7 +1402,7 @@ def _over_common_denominator(g, kind, poly, ones, one):
                 continue
             p = {((a, k),): 1.0}
             if a in lowest and k.denominator == 1 and 0 < k <= MAX_DEGREE:
-                base = _poly(g, a, kind, ones, 1)
+                base = _poly(g, a, kind, ones, 0 if shallow else 1, shallow)
                 if base is not None:
                     p = {(): 1.0}
                     for _ in range(int(k)):
@@ -1402,11 +1421,12 @@ def _over_common_denominator(g, kind, poly, ones, one):
         return None  # a zero numerator is left to the engine's own simplification
     denominator = _monomial(g, kind, tuple(sorted(lowest.items())), one)
     if list(numerator) == [()]:
-        return numerator[()], None, denominator
-    parts = _polynomial(g, kind, numerator, one)
+        return numerator[()], None, denominator, 1
+    content = abs(_content(list(numerator.values())) or 1.0)  # 12 − 4u² = 4(3 − u²)
+    parts = _polynomial(g, kind, {m: v / content for m, v in numerator.items()}, one)
     if parts is None:
         return None
-    return parts[0], parts[1], denominator
+    return content * parts[0], parts[1], denominator, len(numerator)
 
 
 def _elementwise_normal(g, c, t):
@@ -1436,12 +1456,23 @@ def _elementwise_normal(g, c, t):
         common = {a: e for a, e in common.items() if e != 0}
     out = []
     combined = _over_common_denominator(g, kind, poly, ones, one)
-    if combined is not None:  # (1 − y) ⊘ (1 − p) − y ⊘ p = (p − y) ⊘ (p ⊙ (1 − p))
-        scale, numerator, denominator = combined
-        if numerator is None:
-            out.append(_prod(g, kind, scale, [denominator]))
-        else:
-            out.append(g.add("had", (kind,), (_prod(g, kind, scale, [numerator]), denominator)))
+    for shallow in (False, True):
+        if shallow:  # where the numerator over a common denominator came out long (the inner
+            # sums expanded), the same with them whole: (12 − 4(y − μ)²) ⊘ ((y − μ)² + 3)²
+            if combined is None or combined[3] < 3:
+                break
+            inner: list = []
+            shallow_poly = _poly(g, c, kind, inner, 0, True)
+            if shallow_poly is None or len(shallow_poly) >= len(poly):
+                break
+            one = one or (inner[0] if inner else None)
+            combined = _over_common_denominator(g, kind, shallow_poly, inner, one, True)
+        if combined is not None:  # (1 − y) ⊘ (1 − p) − y ⊘ p = (p − y) ⊘ (p ⊙ (1 − p))
+            scale, numerator, denominator, _ = combined
+            if numerator is None:
+                out.append(_prod(g, kind, scale, [denominator]))
+            else:
+                out.append(g.add("had", (kind,), (_prod(g, kind, scale, [numerator]), denominator)))
     if t[0] == "had":  # the factors collected, nothing expanded: u ⊙ u = u², s ⊘ s = 1
         collected = _factors(g, t[2])
         if all(e.denominator == 1 for _, e in collected) and len(collected) < len(t[2]) and \

@@ -201,3 +201,21 @@ def test_identities_that_need_a_sign_apply_where_the_sign_is_known(typed, text):
     uv = rng.normal(size=5)
     back = md.parse(text, dialect="matdiff", u="vector(n)", result_shape=e.shape)
     np.testing.assert_allclose(back.evaluate(u=uv), e.evaluate(u=uv), rtol=1e-12)
+
+
+@pytest.mark.parametrize("typed,text", [
+    # the inner sum u − v stays whole in the numerator: 4(u² − 2uv + v²) would be longer
+    (lambda u, v: 4 / 3 / (1 + (u - v) ** 2 / 3) - 8 / 9 * (u - v) ** 2 / (1 + (u - v) ** 2 / 3) ** 2,
+     "(12·1 − 4(u − v)^∘2) ⊘ ((u − v)^∘2 + 3·1)^∘2"),
+    (lambda u, v: 0.5 / v - 0.5 * u ** 2 / v ** 2, "(1/2)(v − u^∘2) ⊘ v^∘2"),
+    (lambda u, v: 2 / (u ** 2 + 4) - u ** 2 / (u ** 2 + 4) ** 2, "(u^∘2 + 8·1) ⊘ (u^∘2 + 4·1)^∘2"),
+])
+def test_terms_over_a_common_denominator_with_fractions_cleared(typed, text):
+    u, v = md.vector("u", "n"), md.vector("v", "n")
+    e = typed(u, v)
+    assert str(e) == text
+    rng = np.random.default_rng(1)
+    uv, vv = rng.normal(size=5), rng.uniform(0.5, 2, 5)
+    values = {k: x for k, x in {"u": uv, "v": vv}.items() if k in {w.node.name for w in e.variables}}
+    back = md.parse(text, dialect="matdiff", u="vector(n)", v="vector(n)", result_shape=e.shape)
+    np.testing.assert_allclose(back.evaluate(**values), e.evaluate(**values), rtol=1e-12)
