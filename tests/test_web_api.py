@@ -89,7 +89,7 @@ def test_optional_parts_index_steps_no_check_no_code(url):
 
 def test_check_reports_why_it_could_not_check():
     """The verdict is the reason where md.check cannot compare (a degenerate point)."""
-    got = service._check(md.norm(md.outer(x := md.vector("x", "n"), x), "nuc"), x, 1)
+    got = service._check(md.norm(md.outer(x := md.vector("x", "n"), x), "nuc"), x, 2)  # the Hessian
     assert got["ok"] is None and "degenerate" in got["reason"]
 
 
