@@ -14,7 +14,7 @@ import numpy as np
 
 from . import dims as D
 from .errors import CheckError, EvaluationError, MatdiffError, NotSupportedError, UncheckableError
-from .evaluate import bind, interpret, interpret_checked, numpy_ops, variables
+from .evaluate import Sizes, bind, interpret, interpret_checked, is_min_dim, numpy_ops, variables
 from .expr import Expr, lift
 from .ir import Det, Elementwise, Inv, LogDet, ScalarFn, Var, walk
 from . import facts as FA
@@ -171,8 +171,9 @@ def _var(x) -> Var:
 def _sizes(node, targets, given, rng) -> dict:
     """Random sizes for every symbolic dim of the expression (a dim may appear in no
     variable, as in ones(k)), overridden by the given ones."""
-    names = sorted(set().union(*(D.names(n.shape) for n in walk(node, *targets))))
-    out = {n: int(rng.integers(2, 5)) for n in names}
+    names = sorted(d for d in set().union(*(D.names(n.shape) for n in walk(node, *targets)))
+                   if not is_min_dim(d))  # min(k, n) follows from k and n
+    out = Sizes({n: int(rng.integers(2, 5)) for n in names})
     for k, v in (given or {}).items():
         if not isinstance(v, int) or v < 1:
             raise MatdiffError(f"check: sizes[{k!r}] must be a positive int, not {v!r}")

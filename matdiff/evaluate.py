@@ -35,16 +35,65 @@ def variables(*nodes: Node) -> list:
     return [found[k] for k in sorted(found)]
 
 
+def is_min_dim(d) -> bool:
+    """Whether d names the dim min(a, b, …), the number of singular values of a matrix whose
+    dims do not say which is smaller (``library.min_dim``)."""
+    return isinstance(d, str) and d.startswith("min(") and d.endswith(")")
+
+
+def min_arguments(d: str) -> list:
+    """The arguments of a min dim, as text: "min(k, n)" → ["k", "n"] (split where no
+    parenthesis is open)."""
+    parts, depth, current = [], 0, ""
+    for ch in d[4:-1]:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return parts + [current.strip()]
+
+
+class Sizes(dict):
+    """Dim name → size, where a min dim's size is the least of its arguments' (each a name,
+    an int, or their product "k·n"), found when first asked for."""
+
+    def __missing__(self, key):
+        if not is_min_dim(key):
+            raise KeyError(key)
+        values = []
+        for arg in min_arguments(key):
+            size = 1
+            for f in _top_level_factors(arg):
+                size *= int(f) if f.isdigit() else self[f]
+            values.append(size)
+        self[key] = min(values)
+        return self[key]
+
+
+def _top_level_factors(text: str) -> list:
+    out, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "·" and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += ch
+    return out + [current]
+
+
 def check_sizes(sizes) -> dict:
     """``sizes`` as a dict of dim name → positive int, or an error naming the bad entry."""
     if sizes is None:
-        return {}
+        return Sizes()
     if not isinstance(sizes, dict):
         raise EvaluationError(f"sizes must be a dict such as {{'n': 3}}, not {type(sizes).__name__}")
     for d, n in sizes.items():
         if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
             raise EvaluationError(f"sizes[{d!r}] is {n!r}; a size is a positive integer")
-    return {d: int(n) for d, n in sizes.items()}
+    return Sizes({d: int(n) for d, n in sizes.items()})
 
 
 def check_shapes(vs: list, shapes: dict, sizes: dict | None = None) -> dict:

@@ -17,7 +17,7 @@ from . import facts as FA
 from .facts import Fact
 from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
-from .evaluate import interpret, numpy_ops, variables
+from .evaluate import interpret, is_min_dim, min_arguments, numpy_ops, variables
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
 from .ir import (Basis, Contract, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
@@ -465,19 +465,30 @@ def _rank(name: str, x: Expr, smaller=None):
             raise MatdiffError(f"{name}({x.src}, smaller={smaller!r}): smaller names one of "
                                f"{x.src}'s dims, {D.fmt(m)} or {D.fmt(n)}")
         return smaller
+    return min_dim(m, n)
+
+
+def min_dim(m, n):
+    """The dim min(m, n): m where m = n, the int where both are ints, else a dim of its own,
+    named "min(k, n)" (its arguments flattened and sorted, so that X and Xᵀ, or min(m, min(k, n)),
+    name one dim), whose size evaluation takes from m's and n's (``evaluate.Sizes``)."""
     if m == n:
         return m
     if isinstance(m, int) and isinstance(n, int):
         return min(m, n)
-    raise NotSupportedError(f"{name}({x.src}): {x.src} is {x.describe_shape()}, and which of "
-                            f"{D.fmt(m)} and {D.fmt(n)} is smaller is not known; say it with "
-                            f"smaller={D.fmt(n)!r} (or {D.fmt(m)!r}), or give integer dims")
+    args = set()
+    for d in (m, n):
+        text = D.fmt(d)
+        args.update(min_arguments(text) if is_min_dim(text) else [text])
+    return "min(" + ", ".join(sorted(args)) + ")"
 
 
 def svdvals(x, smaller=None) -> Expr:
     """The singular values of a matrix, descending (``numpy.linalg.svd(x, compute_uv=False)``),
-    min(m, n) of them: ``smaller`` names the smaller dim where symbolic dims do not decide
-    it. dσᵢ = uᵢᵀ dX vᵢ where σᵢ is simple and nonzero; evaluation refuses other points."""
+    min(m, n) of them: their dim is ``smaller`` where given (the dim of X that is the smaller,
+    checked when evaluated), else min(m, n) itself — a dim of its own, "min(k, n)", where
+    symbolic dims do not decide it. dσᵢ = uᵢᵀ dX vᵢ where σᵢ is simple and nonzero;
+    evaluation refuses a result that depends on the singular vectors chosen at a tie."""
     x = lift(x)
     if x.ndim != 2:
         raise ShapeError(f"svdvals({x.src}): needs a matrix, but {x.src} is {x.describe_shape()}")
@@ -493,11 +504,8 @@ def norm(x, ord=None, smaller=None) -> Expr:  # noqa: A002 - mirrors numpy.linal
     x = lift(x)
     if x.ndim == 2 and ord == "nuc":
         return Expr(sum(svdvals(x, smaller)).node, src=f"norm({x.src}, 'nuc')")
-    if x.ndim == 2 and ord == 2:  # the rank, where known, serves second derivatives (u₁, v₁ move)
-        m, n = x.shape
-        known = smaller is not None or m == n or (isinstance(m, int) and isinstance(n, int))
-        rank = _rank("norm", x, smaller) if known else None
-        return Expr(Svd("top", rank, x.node), src=f"norm({x.src}, 2)")
+    if x.ndim == 2 and ord == 2:  # the rank serves second derivatives (u₁, v₁ move)
+        return Expr(Svd("top", _rank("norm", x, smaller), x.node), src=f"norm({x.src}, 2)")
     if ord in (None, 2, "fro") and not (ord == 2 and x.ndim == 2):
         return Expr(F.power(dot(x, x).node, 0.5), src=f"norm({x.src})")
     if ord == 1 and x.ndim <= 1:

@@ -164,8 +164,7 @@ def test_non_smooth_points_are_reported_not_answered_with_a_subgradient():
         md.grad(md.norm(Xs, "nuc"), Xs).evaluate({"X": np.diag([1.0, 2.0, 0.0, 3.0])})
     with pytest.raises(md.EvaluationError, match="largest singular value is repeated"):
         md.grad(md.norm(Xs, 2), Xs).evaluate({"X": np.diag([3.0, 3.0, 1.0, 2.0])})
-    with pytest.raises(md.NotSupportedError, match="smaller"):
-        md.svdvals(M)
+    assert md.svdvals(M).shape == ("min(m, n)",)  # a dim of its own (issue 21), no refusal
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
@@ -468,10 +467,43 @@ def test_generated_code_computes_hessians_through_singular_vectors(backend):
                       1e-4 if backend == "jax" else 1e-9, 1e-6 if backend == "jax" else 0.0)
 
 
-def test_the_spectral_norms_second_derivative_needs_the_rank():
+@pytest.mark.parametrize("rows, cols", [(5, 3), (3, 5)], ids=["tall", "wide"])
+@pytest.mark.parametrize("f, numpy_f", [
+    (lambda Y: md.norm(Y, "nuc"), lambda x: np.linalg.norm(x, "nuc")),
+    (lambda Y: md.norm(Y, 2), lambda x: np.linalg.norm(x, 2)),
+    (lambda Y: md.sum(md.svdvals(Y) ** 3), lambda x: np.sum(np.linalg.svd(x, compute_uv=False) ** 3)),
+    (lambda Y: md.svdvals(Y)[-1], lambda x: np.linalg.svd(x, compute_uv=False)[-1]),
+], ids=["‖X‖_*", "‖X‖₂", "Σσ³", "σ_min"])
+def test_thin_svds_of_symbolic_matrices_need_no_smaller(f, numpy_f, rows, cols):
+    """Issue 21: md.norm(X, "nuc") of an (m, n) X was refused ("say it with smaller="): the
+    singular values now have the dim min(m, n) of their own, sized when evaluated, and the
+    first and second derivatives check for tall and wide X."""
     Y = md.matrix("X", "m", "n")
-    with pytest.raises(md.NotSupportedError, match="smaller="):
-        md.hessian(md.norm(Y, 2), Y)
+    assert md.svdvals(Y).shape == ("min(m, n)",) == md.svdvals(Y.T).shape
+    x = np.random.default_rng(3).standard_normal((rows, cols))
+    np.testing.assert_allclose(f(Y).evaluate(X=x), numpy_f(x), rtol=1e-12)
+    assert md.check(f(Y), Y, order=2, sizes={"m": rows, "n": cols}) < 1e-6
+    H = md.hessian(f(Y), Y).evaluate(X=x)
+    assert H.shape == (rows, cols, rows, cols)
+
+
+def test_smaller_naming_the_larger_dim_is_an_error_when_evaluated():
+    """smaller='m' for a 5 × 3 X declared 3 values of length 5; evaluate returned them."""
+    Y = md.matrix("X", "m", "n")
+    x = np.random.default_rng(3).standard_normal((5, 3))
+    with pytest.raises(md.EvaluationError, match="3 singular values.*m = 5"):
+        md.svdvals(Y, smaller="m").evaluate(X=x)
+    np.testing.assert_allclose(md.svdvals(Y, smaller="n").evaluate(X=x), np.linalg.svd(x, compute_uv=False))
+
+
+def test_a_min_dim_takes_its_size_from_its_arguments():
+    from matdiff.evaluate import Sizes, min_arguments
+    sizes = Sizes({"k": 3, "n": 5, "p": 2})
+    assert sizes["min(k, n)"] == 3 and sizes["min(k·p, n)"] == 5 and sizes["min(2, min(k, n))"] == 2
+    assert min_arguments("min(k, min(m, n)·p)") == ["k", "min(m, n)·p"]
+    assert md.library.min_dim("m", "n") == "min(m, n)" == md.library.min_dim("n", "m")
+    assert md.library.min_dim("k", "min(m, n)") == "min(k, m, n)"
+    assert md.library.min_dim(3, 5) == 3 and md.library.min_dim("n", "n") == "n"
 
 
 _A = md.matrix("A", "n", "n", symmetric=True)
