@@ -42,7 +42,7 @@ class PrintedParser(Parser):
     or 0 takes the shape its use gives it.
     """
 
-    IMPLICIT = 20
+    IMPLICIT = 20  # juxtaposition (XW) binds as · does in the dialect's table
 
     def __init__(self, text, dialect, variables: set, functions: set, definitions: dict,
                  sizes=frozenset()):
