@@ -306,16 +306,28 @@ def _subprocess(args):
     return r.returncode, r.stdout, r.stderr
 
 
+def _cli_job(row: Row):
+    f = md.parse(row.expression, row.dialect, **dict(row.declarations))
+    return _subprocess(argv(row, steps=row.steps and row.order == 1 and f.ndim == 0))
+
+
 @pytest.fixture(scope="module")
 def cli_answers():
-    """Every row's `matdiff … --json` as a real subprocess, a few at a time."""
-    jobs = {}
+    """Each row's `matdiff … --json` as a real subprocess.  Run alone, the rows' subprocesses
+    start at once, a few at a time; under pytest-xdist (whose workers share the rows out)
+    each row runs its own when it comes."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        yield _Lazy()
+        return
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        for row in TABLE:
-            f = md.parse(row.expression, row.dialect, **dict(row.declarations))
-            jobs[row.id] = pool.submit(_subprocess, argv(row, steps=row.steps and row.order == 1
-                                                         and f.ndim == 0))
-        return {k: v.result() for k, v in jobs.items()}
+        jobs = {row.id: pool.submit(_cli_job, row) for row in TABLE}
+        yield {k: v.result() for k, v in jobs.items()}
+
+
+class _Lazy(dict):
+    def __missing__(self, key):
+        self[key] = _cli_job(next(r for r in TABLE if r.id == key))
+        return self[key]
 
 
 # --------------------------------------------------------------------------- the JSON API
