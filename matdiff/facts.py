@@ -29,6 +29,7 @@ from .simplify import _rewrite, simplify
 MAX_PASSES = 8  # rewriting stops at a fixed point, or after this many passes
 MAX_FACTORS = 8  # a left side with more factors is matched only as a whole node
 MAX_SUM = 4  # a sum of more terms is not distributed to find a match
+MAX_DEPTH = 2  # nor more than this many sums of one product at once
 
 
 class Fact:
@@ -69,7 +70,7 @@ def apply(root: Node, facts) -> Node:
     return root
 
 
-def _replace(n: Node, fact: Fact) -> Node:
+def _replace(n: Node, fact: Fact, depth: int = 0) -> Node:
     if n is fact.lhs:
         return fact.rhs
     if isinstance(n, Contract) and isinstance(fact.lhs, Contract) and \
@@ -82,13 +83,16 @@ def _replace(n: Node, fact: Fact) -> Node:
             ops = [n.operands[k] for k in keep] + [fact.rhs]
             labs = [n.labels[k] for k in keep] + [rhs_labels]
             return simplify(Contract(tuple(ops), tuple(labs), n.out))
-        return _distributed(n, fact)
+        return _distributed(n, fact, depth)
     return n
 
 
-def _distributed(n: Contract, fact: Fact) -> Node:
+def _distributed(n: Contract, fact: Fact, depth: int = 0) -> Node:
     """n with one sum among its factors distributed, where the fact then matches a term:
-    Qᵀ(Qw − b) with QᵀQ = I is w − Qᵀb.  n itself where no term matches."""
+    Qᵀ(Qw − b) with QᵀQ = I is w − Qᵀb; a term that still holds a sum (a coefficient 1 − ε)
+    is distributed in turn, up to MAX_DEPTH sums.  n itself where no term matches."""
+    if depth >= MAX_DEPTH:
+        return n
     for k, op in enumerate(n.operands):
         if not isinstance(op, Sum) or len(op.terms) > MAX_SUM:
             continue
@@ -96,8 +100,7 @@ def _distributed(n: Contract, fact: Fact) -> Node:
         for c, t in op.terms:
             ops = n.operands[:k] + (t,) + n.operands[k + 1:]
             term = simplify(Contract(ops, n.labels, n.out))
-            new = _replace(term, fact) if isinstance(term, Contract) and \
-                not any(isinstance(o, Sum) for o in term.operands) else term
+            new = _replace(term, fact, depth + 1) if isinstance(term, Contract) else term
             hit = hit or new is not term
             terms.append((c, new))
         if hit:

@@ -37,6 +37,7 @@ MAX_NODES = 2000     # saturation stops once the graph holds this many terms …
 MAX_ROUNDS = 8       # … or after this many rounds of applying every rule
 MAX_SUM = 4          # a sum of more terms is not distributed over a product
 NESTED = 1.1         # the weight of a character inside a function's parentheses
+COMPLEMENT = 8       # what σ(−u) costs more in a class that holds 1 − σ(u)
 
 
 # --------------------------------------------------------------------------- the e-graph
@@ -495,6 +496,9 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
     if op == "call":
         name = data[1]
         frame = 3 if name in ("norm", "nuclear", "spectral") else len(name) + 2  # ‖x‖, ‖X‖_F, ‖X‖_*
+        home = g.memo.get(t) if name == "sigmoid" else None
+        if home is not None and any(_complement(g, other) for other in g.nodes[g.find(home)]):
+            frame += COMPLEMENT  # σ(−u) beside σ(u): written 1 − σ(u)
         return frame + NESTED * kid_costs[0]
     if op == "prod":
         coef = data[1]
@@ -1546,6 +1550,34 @@ def _builtin_call(g, c, name):
     return None
 
 
+def _sigmoid_of_negation(g, c, t):
+    """σ(−u) = 1 − σ(u) (a column of them: the ones vector must be at hand), so that σ(−Xw)
+    and 1 − σ(Xw) are one class where the normal form is too large to say so.  The cost
+    then prefers 1 − σ(u), which reads against the σ(u) beside it (``length``)."""
+    d = t[1]
+    if d[1] != "sigmoid" or d[2] != 0 or not getattr(d[4], "builtin", True):
+        return []
+    u = _negated(g, t[2][0])
+    if u is None or g.memo.get(("call", d, (g.find(u),))) is None:
+        return []  # only where σ(u) is written too: the two then share one name
+    one = _ones_leaf(g, c, d[0])
+    if one is None:
+        return []
+    return [g.add("add", (d[0], (1.0, -1.0)), (one, g.add("call", d, (u,))))]
+
+
+def _coefficient_out_of_hadamard(g, c, t):
+    """a ⊙ (cb) = c(a ⊙ b): a factor's numeric multiple taken in front of the product."""
+    kind = t[1][0]
+    kids = [g.find(k) for k in t[2]]
+    for i, k in enumerate(kids):
+        for _, d, kk in g.terms(k, "prod"):
+            if d[1] != 1 and len(kk) == 1 and g.kind(kk[0]) == kind:
+                rest = kids[:i] + [g.find(kk[0])] + kids[i + 1:]
+                return [_prod(g, kind, d[1], [g.add("had", (kind,), tuple(rest))])]
+    return []
+
+
 def _relu_step(g, c, t):
     """relu(s)step(s) = relu(s) among a product's scalar factors (at s = 0 both are 0)."""
     kind, coef = t[1]
@@ -1583,6 +1615,8 @@ RULES = [
     Rule("element-wise normal form of a product", "element-wise", "had", _elementwise_normal),
     Rule("element-wise normal form of a multiple", "element-wise", "prod", _elementwise_normal),
     Rule("|s| = s, relu(s) = s for s ≥ 0", "element-wise", "call", _nonnegative_argument),
+    Rule("σ(−u) = 1 − σ(u)", "element-wise", "call", _sigmoid_of_negation),
+    Rule("a ⊙ (cb) = c(a ⊙ b)", "element-wise", "had", _coefficient_out_of_hadamard),
     Rule("relu(s)step(s) = relu(s)", "scalars", "prod", _relu_step),
     Rule("cA + cB = c(A + B)", "scalars", "add", _common_coefficient),
     Rule("(st)ᵖ = sᵖtᵖ", "scalars", "pow", _power_of_product),

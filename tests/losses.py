@@ -23,7 +23,7 @@ import matdiff as md
 X, W, Y = md.matrix("X", "n", "d"), md.matrix("W", "d", "c"), md.matrix("Y", "n", "c")
 w, y = md.vector("w", "d"), md.vector("y", "n")
 z, p, q, mu, v = (md.vector(s, "n") for s in ("z", "p", "q", "mu", "v"))
-lam = md.scalar("lam")
+lam, eps = md.scalar("lam"), md.scalar("epsilon")
 S = md.matrix("S", "n", "n", symmetric=True)
 a, u, r = md.vector("a", "n"), md.vector("u", "n"), md.vector("r", "n")
 W1, b1, w2 = md.matrix("W1", "d", "h"), md.vector("b1", "h"), md.vector("w2", "h")
@@ -39,7 +39,7 @@ DECLS = {"X": "matrix(n, d)", "W": "matrix(d, c)", "Y": "matrix(n, c)", "w": "ve
          "b1": "vector(h)", "w2": "vector(h)", "A": "matrix(h, h)", "U": "matrix(h, d)",
          "hs": "vector(h)", "xs": "vector(d)", "bh": "vector(h)", "g": "vector(h)",
          "Q": "matrix(t, e)", "K": "matrix(t, e)", "V": "matrix(t, e)", "G": "matrix(t, e)",
-         "x": "vector(n)"}
+         "x": "vector(n)", "epsilon": "scalar"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,11 @@ def R_SMOOTH(v, nn, optax):
     return optax.softmax_cross_entropy(v["X"] @ v["W"], 0.9 * v["Y"] + 0.025).sum()
 
 
+def R_SMOOTH_EPS(v, nn, optax):
+    c = v["Y"].shape[1]
+    return optax.softmax_cross_entropy(v["X"] @ v["W"], (1 - v["epsilon"]) * v["Y"] + v["epsilon"] / c).sum()
+
+
 def R_HINGE(v, nn, optax):
     return nn.relu(1 - v["y"] * (v["X"] @ v["w"])).sum()
 
@@ -121,7 +126,7 @@ TABLE = [
          (z,), ("σ(z) − y",), "diag(σ(z) ⊙ (1 − σ(z)))", labels={"y": "binary"}),
     Loss("focal loss, γ = 2",
          lambda: -md.sum(y * (1 - _s()) ** 2 * md.log(_s()) + (1 - y) * _s() ** 2 * md.log(1 - _s())),
-         (w,), ("Xᵀ(s ⊙ u ⊙ (2(s ⊙ softplus(g) ⊙ v) − softplus(h) ⊙ y ⊙ 2(1 − s)) + s^∘3 ⊙ v − y ⊙ u^∘2 ⊙ σ(h))  where s = σ(g), u = 1 − s, v = 1 − y, g = Xw, h = −Xw",), None, labels={"y": "binary"}, reference=R_FOCAL),
+         (w,), ("Xᵀ(u^∘3 ⊙ s + 2(u ⊙ v ⊙ (u ⊙ softplus(g) ⊙ s − softplus(−Xw) ⊙ y ⊙ v)) − v^∘3 ⊙ y)  where s = 1 − y, u = σ(g), v = 1 − u, g = Xw",), None, labels={"y": "binary"}, reference=R_FOCAL),
     Loss("softmax cross-entropy via log softmax", lambda: -md.sum(Y * md.log(md.softmax(X @ W, axis=1))),
          (W,), ("Xᵀ(diag(Y1)softmax(XW, axis=1) − Y)",), None, numpy="-sum(Y * log(softmax(X @ W, axis=1)))",
          labels={"Y": "onehot"}, reference=R_CE),
@@ -144,6 +149,10 @@ TABLE = [
     Loss("label smoothing, ε = 0.1",
          lambda: -md.sum((0.9 * Y + 0.025) * md.log(md.softmax(X @ W, axis=1))), (W,), ("Xᵀ(diag(((9/10)Y + (1/40)1)1)softmax(XW, axis=1) − (9/10)Y − (1/40)1)",), None,
          labels={"Y": "onehot"}, reference=R_SMOOTH),
+    Loss("label smoothing, ε and c classes, rows of Y summing to 1",
+         lambda: -md.sum(((1 - eps) * Y + eps / md.sum(md.ones("c"))) * md.log(md.softmax(X @ W, axis=1))), (W,),
+         ("Xᵀ(softmax(XW, axis=1) + ε(Y − 1·1ᵀ/c) − Y)",), None, domain={"epsilon": (0.05, 0.2)},
+         labels={"Y": "onehot"}, facts=lambda: [md.fact(Y @ md.ones("c"), 1)], reference=R_SMOOTH_EPS),
     Loss("exponential loss", lambda: md.sum(md.exp(-y * (X @ w))), (w,), ("−Xᵀ(y ⊙ exp(−(y ⊙ Xw)))",), "Xᵀdiag(y^∘2 ⊙ exp(−(y ⊙ Xw)))X",
          labels={"y": "sign"}),
     Loss("hinge", lambda: md.sum(md.relu(1 - y * (X @ w))), (w,), ("−Xᵀ(y ⊙ step(1 − y ⊙ Xw))",), None,

@@ -178,6 +178,7 @@ def _extreme_values(row, scale, rng):
                    "simplex": rng.dirichlet(np.ones(n)), None: rng.normal(size=n)}[kind]
     values["Y"] = np.eye(c)[rng.integers(0, c, n)]
     values["u"] = rng.normal(size=np.shape(values[name]))
+    values.update({k: rng.uniform(*bounds) for k, bounds in row.domain.items() if k not in values})
     return values
 
 

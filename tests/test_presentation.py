@@ -209,6 +209,9 @@ IDENTITIES = {
     "f(A)ᵀ = f(Aᵀ) for expm, logm, sqrtm": (T(call("sqrtm", nA, "m")), call("sqrtm", T(nA), "m")),
     "cA + dA = (c + d)A": (plus((2.0, nA), (3.0, nA)), prod(nA, c=5.0)),
     "s ⊙ (y ⊘ s) = y": (N.Had("c", (nx, ny, N.Pow("c", nx, -1.0))), ny),
+    "σ(−u) = 1 − σ(u)": (sig(prod(nx, c=-1.0, kind="c")), plus((1.0, one), (-1.0, sig(nx)), kind="c")),
+    "a ⊙ (cb) = c(a ⊙ b)": (N.Had("c", (nx, prod(ny, c=2.0, kind="c"))),
+                            prod(N.Had("c", (nx, ny)), c=2.0, kind="c")),
     # σ(x) ⊙ (1 − y) − y ⊙ σ(−x) = σ(x) − y: the gradient of binary cross-entropy
     "element-wise normal form: expand, merge like monomials, σ(−u) = 1 − σ(u)": (
         plus((1.0, N.Had("c", (sig(nx), plus((1.0, one), (-1.0, ny), kind="c")))),
