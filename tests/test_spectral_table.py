@@ -1,6 +1,8 @@
 """Issue 14's table: matrix powers, expm/logm/sqrtm, eigenvalue and singular-value functions,
 each derivative checked by finite differences (md.check) and compared with JAX's autodiff
-through jax.numpy.linalg (eigh, svd) and jax.scipy.linalg.expm, in float64.
+through jax.numpy.linalg (eigh, svd) and jax.scipy.linalg.expm, in float64. Issue 21's table
+(ISSUE21, below): 45 new cases, checked to second order, against jax.hessian, and read back
+from their printed form.
 
 For a symmetric variable S the derivative is compared on symmetric directions: JAX
 differentiates f((S + Sᵀ)/2), and both gradients are compared by their symmetric parts."""
@@ -214,3 +216,288 @@ def test_daleckii_krein_differential_matches_finite_differences(lam, name, seed)
     want = (objective(s + h * e) - objective(s - h * e)) / (2 * h)
     got = np.sum(GRADIENTS[name].evaluate({"S": s, "W": w}) * e)
     assert abs(got - want) <= 1e-6 * (1 + abs(want))
+
+
+# --------------------------------------------------------------------------- issue 21's table
+#
+# 40+ cases new to issue 21: matrices symmetric by structure, matrix_function of Python callables
+# and of more named functions, eigenvalue functions printed with the decomposition's parts, thin
+# SVDs of symbolic non-square matrices with no smaller=, and Fréchet derivatives printed as
+# L_f(Aᵀ, E). Each is checked by finite differences to second order where matdiff has its Hessian
+# (all but the four Fréchet ones, whose second derivatives matdiff refuses), against jax.grad and
+# jax.hessian where JAX differentiates it, and read back: its printed tree (the gradient's, and
+# the Hessian-vector product's where that prints in matrix notation) evaluated by an independent
+# reader of the notation, decomposition parts included, equals matdiff's value.
+
+from matdiff import dims as D  # noqa: E402
+from matdiff import notation as N  # noqa: E402
+from matdiff import recognise as R  # noqa: E402
+from matdiff.evaluate import Sizes, _values_of  # noqa: E402
+from matdiff.ir import DivDiff, DivDiff2, MatFn, walk  # noqa: E402
+
+from . import notation_eval  # noqa: E402
+
+A21 = md.matrix("A", n, n, symmetric=True)
+B21 = md.matrix("B", n, n, symmetric=True)
+X21 = md.matrix("X", "m", n)            # no smaller=: the singular values have the dim min(m, n)
+Y21 = md.matrix("Y", "p", "m")
+w21, t21 = md.vector("w", n), md.scalar("t")
+LAM = md.eigvalsh(S)
+
+
+def _softplus(u):
+    return md.log(1 + md.exp(u))
+
+
+def _jeig(m):
+    return jnp.linalg.eigvalsh(_sym(m))
+
+
+def _jsv(m):
+    return jnp.linalg.svd(m, compute_uv=False)
+
+
+# (id, matdiff expression, variable, JAX function of the values or None, order of the check)
+ISSUE21 = [
+    # symmetric by structure (refused before: "A + t * B must be symmetric")
+    ("Σλ(A + tB)³ by t", lambda: md.sum(md.eigvalsh(A21 + t21 * B21) ** 3), t21,
+     lambda v: jnp.sum(_jeig(v["A"] + v["t"] * v["B"]) ** 3), 2),
+    ("λ_max(A + tB) by t", lambda: md.eigvalsh(A21 + t21 * B21)[-1], t21,
+     lambda v: _jeig(v["A"] + v["t"] * v["B"])[-1], 2),
+    ("Σ exp λ(A + tB) by B", lambda: md.sum(md.exp(md.eigvalsh(A21 + t21 * B21))), B21,
+     lambda v: jnp.sum(jnp.exp(_jeig(v["A"] + v["t"] * v["B"]))), 2),
+    ("tr expm((A + tB)/4) by A", lambda: md.trace(md.expm((A21 + t21 * B21) / 4)), A21,
+     lambda v: jnp.trace(jsl.expm((v["A"] + v["t"] * v["B"]) / 4)), 2),
+    ("tr sqrtm(S + XᵀX) by X", lambda: md.trace(md.sqrtm(S + X21.T @ X21)), X21,
+     lambda v: jnp.trace(_jsqrtm(v["S"] + v["X"].T @ v["X"])), 2),
+    ("Σ log λ(S + XᵀX) by X", lambda: md.sum(md.log(md.eigvalsh(S + X21.T @ X21))), X21,
+     lambda v: jnp.sum(jnp.log(_jeig(v["S"] + v["X"].T @ v["X"]))), 2),
+    ("λ_max(S⁻¹) by S", lambda: md.eigvalsh(md.inv(S))[-1], S, lambda v: _jeig(jnp.linalg.inv(v["S"]))[-1], 2),
+    ("λ_max(XSXᵀ) by S", lambda: md.eigvalsh(X21 @ S @ X21.T)[-1], S,
+     lambda v: _jeig(v["X"] @ v["S"] @ v["X"].T)[-1], 2),
+    ("aᵀlogm(S⁻¹)a by S", lambda: a.T @ md.logm(md.inv(S)) @ a, S,
+     lambda v: v["a"] @ _jlogm(_sym(jnp.linalg.inv(v["S"]))) @ v["a"], 2),
+    ("aᵀsqrtm(XᵀX + S)a by X", lambda: a.T @ md.sqrtm(X21.T @ X21 + S) @ a, X21,
+     lambda v: v["a"] @ _jsqrtm(v["X"].T @ v["X"] + v["S"]) @ v["a"], 2),
+    # matrix_function of a Python callable (refused before), and more named functions
+    ("tr f(S), f = u³", lambda: md.trace(md.matrix_function(S, lambda u: u ** 3)), S,
+     lambda v: jnp.trace(_jfunm(v["S"], lambda x: x ** 3)), 2),
+    ("aᵀf(S)a, f = 2u² − u + 1", lambda: a.T @ md.matrix_function(S, lambda u: 2 * u ** 2 - u + 1) @ a, S,
+     lambda v: v["a"] @ _jfunm(v["S"], lambda x: 2 * x ** 2 - x + 1) @ v["a"], 2),
+    ("tr f(S), f = softplus", lambda: md.trace(md.matrix_function(S, _softplus)), S,
+     lambda v: jnp.trace(_jfunm(v["S"], jax.nn.softplus)), 2),
+    ("aᵀf(S)b, f = e^(−u/2) sin u",
+     lambda: a.T @ md.matrix_function(S, lambda u: md.exp(-u / 2) * md.sin(u)) @ b, S,
+     lambda v: v["a"] @ _jfunm(v["S"], lambda x: jnp.exp(-x / 2) * jnp.sin(x)) @ v["b"], 2),
+    ("aᵀcos(S)a", lambda: a.T @ md.matrix_function(S, "cos") @ a, S,
+     lambda v: v["a"] @ _jfunm(v["S"], jnp.cos) @ v["a"], 2),
+    ("tr cosh(S)", lambda: md.trace(md.matrix_function(S, "cosh")), S,
+     lambda v: jnp.trace(_jfunm(v["S"], jnp.cosh)), 2),
+    ("aᵀσ(S)b", lambda: a.T @ md.matrix_function(S, "sigmoid") @ b, S,
+     lambda v: v["a"] @ _jfunm(v["S"], jax.nn.sigmoid) @ v["b"], 2),
+    ("tr log1p(S)", lambda: md.trace(md.matrix_function(S, "log1p")), S,
+     lambda v: jnp.trace(_jfunm(v["S"], jnp.log1p)), 2),
+    ("‖expm1(S)‖_F²", lambda: md.norm(md.matrix_function(S, "expm1") / 4) ** 2, S,
+     lambda v: jnp.sum(_jfunm(v["S"], jnp.expm1) ** 2) / 16, 2),
+    ("tr(arctan(S)T)", lambda: md.trace(md.matrix_function(S, "arctan") @ T), S,
+     lambda v: jnp.trace(_jfunm(v["S"], jnp.arctan) @ v["T"]), 2),
+    ("tr(expm(S)T)", lambda: md.trace(md.expm(S / 4) @ T), S, lambda v: jnp.trace(jsl.expm(v["S"] / 4) @ v["T"]), 2),
+    ("tr(S logm(S))", lambda: md.trace(S @ md.logm(S)), S, lambda v: jnp.trace(v["S"] @ _jlogm(v["S"])), 2),
+    # functions of the eigenvalues, printed with the decomposition's parts
+    ("wᵀλ(S)", lambda: w21.T @ LAM, S, lambda v: v["w"] @ _jeig(v["S"]), 2),
+    ("λ_max(S)²", lambda: LAM[-1] ** 2, S, lambda v: _jeig(v["S"])[-1] ** 2, 2),
+    ("λ_max(S) − λ_min(S)", lambda: LAM[-1] - LAM[0], S, lambda v: _jeig(v["S"])[-1] - _jeig(v["S"])[0], 2),
+    ("λ₁(S)λₙ(S)", lambda: LAM[0] * LAM[-1], S, lambda v: _jeig(v["S"])[0] * _jeig(v["S"])[-1], 2),
+    ("λₙ₋₁(S)", lambda: LAM[-2], S, lambda v: _jeig(v["S"])[-2], 2),
+    ("Σσ(λᵢ)λᵢ", lambda: md.sum(md.sigmoid(LAM) * LAM), S,
+     lambda v: jnp.sum(jax.nn.sigmoid(_jeig(v["S"])) * _jeig(v["S"])), 2),
+    ("logsumexp λ(S)", lambda: md.logsumexp(LAM), S, lambda v: jax.scipy.special.logsumexp(_jeig(v["S"])), 2),
+    ("Σλ(S)⁴", lambda: md.sum(LAM ** 4), S, lambda v: jnp.sum(_jeig(v["S"]) ** 4), 2),
+    ("Σ 1/λ(S)", lambda: md.sum(1 / LAM), S, lambda v: jnp.sum(1 / _jeig(v["S"])), 2),
+    ("Σ λ log λ(S)", lambda: md.sum(LAM * md.log(LAM)), S,
+     lambda v: jnp.sum(_jeig(v["S"]) * jnp.log(_jeig(v["S"]))), 2),
+    # singular values of a symbolic (m, n) X with no smaller= (refused before)
+    ("‖X‖_*, X (m, n)", lambda: md.norm(X21, "nuc"), X21, lambda v: jnp.sum(_jsv(v["X"])), 2),
+    ("‖X‖₂, X (m, n)", lambda: md.norm(X21, 2), X21, lambda v: _jsv(v["X"])[0], 2),
+    ("‖X‖₂², X (m, n)", lambda: md.norm(X21, 2) ** 2, X21, lambda v: _jsv(v["X"])[0] ** 2, 2),
+    ("Σσ(X)³", lambda: md.sum(md.svdvals(X21) ** 3), X21, lambda v: jnp.sum(_jsv(v["X"]) ** 3), 2),
+    ("σ_min(X), X (m, n)", lambda: md.svdvals(X21)[-1], X21, lambda v: _jsv(v["X"])[-1], 2),
+    ("Σ log σ(X)", lambda: md.sum(md.log(md.svdvals(X21))), X21, lambda v: jnp.sum(jnp.log(_jsv(v["X"]))), 2),
+    ("Σ √(σ(X)² + 1)", lambda: md.sum(md.sqrt(md.svdvals(X21) ** 2 + 1)), X21,
+     lambda v: jnp.sum(jnp.sqrt(_jsv(v["X"]) ** 2 + 1)), 2),
+    ("‖YX‖_* by X", lambda: md.norm(Y21 @ X21, "nuc"), X21, lambda v: jnp.sum(_jsv(v["Y"] @ v["X"])), 2),
+    ("‖Xᵀ‖₂ by X", lambda: md.norm(X21.T, 2), X21, lambda v: _jsv(v["X"].T)[0], 2),
+    # general matrices: the Fréchet derivative printed as a matrix, L_f(Gᵀ, abᵀ); matdiff
+    # refuses their second derivatives, so first order
+    ("aᵀlogm(G)a", lambda: a.T @ md.logm(G) @ a, G, None, 1),
+    ("tr(logm(G)T)", lambda: md.trace(md.logm(G) @ T), G, None, 1),
+    ("‖sqrtm(G)‖_F²", lambda: md.norm(md.sqrtm(G)) ** 2, G, None, 1),
+    ("tr(expm(G)T)", lambda: md.trace(md.expm(G / 4) @ T), G, lambda v: jnp.trace(jsl.expm(v["G"] / 4) @ v["T"]), 1),
+]
+KINDS21 = {"S": "spd", "T": "spd", "A": "spd", "B": "symmetric"}
+IDS21 = [c[0] for c in ISSUE21]
+
+
+def _values21(seed=0, size=4, rows=3, p=2):
+    """A point for issue 21's table: S, T, A positive definite, B small (A + tB stays so), G with
+    its eigenvalues in the right half-plane, X wide (3 × 4: min(m, n) is m), YX of full rank."""
+    rng = np.random.default_rng(seed)
+    v = _values(seed, size)
+    r = rng.standard_normal((size, size))
+    v.update({"A": r @ r.T / size + np.diag(np.arange(1.0, size + 1)), "B": _sym(rng.standard_normal((size, size))) / 4,
+              "t": 0.3, "w": rng.standard_normal(size), "X": rng.standard_normal((rows, size)),
+              "Y": rng.standard_normal((p, rows))})
+    return v
+
+
+def test_issue_21s_table_has_forty_new_cases():
+    assert len(ISSUE21) >= 40 and len(set(IDS21)) == len(ISSUE21)
+    assert not set(IDS21) & {c[0] for c in CASES}
+    assert sum(c[4] == 2 for c in ISSUE21) >= 40 and sum(c[3] is not None for c in ISSUE21) >= 40
+
+
+@pytest.mark.parametrize("name, build, var, _, order", ISSUE21, ids=IDS21)
+def test_issue_21_case_matches_finite_differences(name, build, var, _, order):
+    assert md.check(build(), var, order=order, kinds=KINDS21) < 1e-6
+
+
+def _sym4(h):
+    """A Hessian by a symmetric matrix, compared on symmetric directions."""
+    return (h + h.transpose(1, 0, 2, 3) + h.transpose(0, 1, 3, 2) + h.transpose(1, 0, 3, 2)) / 4
+
+
+@pytest.mark.parametrize("name, build, var, reference, order", [c for c in ISSUE21 if c[3] is not None],
+                         ids=[c[0] for c in ISSUE21 if c[3] is not None])
+def test_issue_21_case_matches_jax_grad_and_hessian(name, build, var, reference, order):
+    values = _values21()
+    f = build()
+    used = {k: values[k] for k in (u.node.name for u in f.variables)}
+    key, symmetric = var.node.name, var.node.symmetric
+    got_g = md.grad(f, var).evaluate(used)
+    got_h = md.hessian(f, var).evaluate(used) if order == 2 else None
+    with jax.enable_x64(True):
+        def g(x):
+            v = {k: jnp.asarray(u) for k, u in values.items()}
+            v[key] = _sym(x) if symmetric else x
+            return reference(v)
+        x0 = jnp.asarray(values[key], dtype=jnp.float64)
+        np.testing.assert_allclose(float(f.evaluate(used)), float(g(x0)), rtol=1e-9)
+        want_g = np.asarray(jax.grad(g)(x0))
+        want_h = np.asarray(jax.hessian(g)(x0)) if order == 2 else None
+    if symmetric:
+        got_g, want_g = _sym(got_g), _sym(want_g)
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-7, atol=1e-9)
+    if order == 2:
+        if symmetric:
+            got_h, want_h = _sym4(got_h), _sym4(want_h)
+        np.testing.assert_allclose(got_h, want_h, rtol=1e-6, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- reading the printed tree back
+
+def _functions_by_printed_name(node):
+    """The element-wise functions of node's matrix functions and divided differences, by the
+    name their notation prints (tanhₘ(S), Δtanh(λ), Δ[u²](λ))."""
+    out = {}
+    for x in walk(node):
+        if isinstance(x, MatFn):
+            out[R.MATRIX_FUNCTIONS.get(x.fn.name, f"{x.fn.name}ₘ")] = x.fn
+        if isinstance(x, DivDiff):
+            out[f"Δ{R._divdiff_name(x.fn)}"] = x.fn
+    return out
+
+
+def _reader(fns):
+    """notation_eval's evaluator, taught the decomposition parts and the spectral calls: each
+    computed here with NumPy and SciPy, from the printed tree alone (matdiff's function table
+    only for f and f′ of a matrix function)."""
+    import scipy.linalg as sl
+    original = notation_eval.evaluate
+
+    def f_of(fn, x, order=0):
+        return np.asarray(_values_of(fn, order, np.asarray(x, float), {}), float)
+
+    def read(m, env, sizes, functions):
+        ev = lambda x: read(x, env, sizes, functions)  # noqa: E731
+        if isinstance(m, N.Sym) and m.role == "basis":
+            size = D.resolve(m.dims[0], sizes)
+            name = m.name
+            pos = int(name) - 1 if name.isdigit() else (-int(name.split("−")[1]) - 1 if "−" in name else -1)
+            e = np.zeros(size)
+            e[pos] = 1.0
+            return e
+        if isinstance(m, N.Sym) and m.role == "frechet":  # L_f(X, E): the block [[X, E], [0, X]]
+            fn, x, e = m.params
+            xv, ev_ = np.asarray(ev(x), float), np.asarray(ev(e), float)
+            k = xv.shape[0]
+            block = np.block([[xv, ev_], [np.zeros_like(xv), xv]])
+            return np.real({"exp": sl.expm, "log": sl.logm, "sqrt": sl.sqrtm}[fn](block)[:k, k:])
+        if isinstance(m, N.Call) and m.fn is None:
+            name = m.name
+            if name in ("Q", "eigvalsh", "Γ") or name in fns:
+                arg = ev(m.arg)
+                if name == "Γ":
+                    gap = arg[None, :] - arg[:, None]
+                    return np.where(np.eye(arg.size) > 0, 0.0, 1.0 / np.where(gap == 0, 1.0, gap))
+                if name.startswith("Δ"):
+                    fn, lam = fns[name], arg
+                    gap = lam[:, None] - lam[None, :]
+                    close = np.abs(gap) <= 1e-9 * np.maximum(np.abs(lam[:, None]), np.abs(lam[None, :]))
+                    fl, slope = f_of(fn, lam), f_of(fn, (lam[:, None] + lam[None, :]) / 2, 1)
+                    return np.where(close, slope, (fl[:, None] - fl[None, :]) / np.where(close, 1.0, gap))
+                lam, u = np.linalg.eigh(arg)
+                if name in fns:
+                    return (u * f_of(fns[name], lam)) @ u.T
+                return lam if name == "eigvalsh" else u
+            if name in ("U", "V", "svdvals", "u₁", "v₁", "spectral"):
+                u, s, vt = np.linalg.svd(ev(m.arg), full_matrices=False)
+                return {"U": u, "V": vt.T, "svdvals": s, "u₁": u[:, 0], "v₁": vt[0], "spectral": s[0]}[name]
+            if name in ("expm", "logm", "sqrtm"):
+                return np.real({"expm": sl.expm, "logm": sl.logm, "sqrtm": sl.sqrtm}[name](ev(m.arg)))
+        return original(m, env, sizes, functions)
+
+    return read
+
+
+def _read_back(e, values, sizes, monkeypatch):
+    """The printed tree of e, read by the reader, against matdiff's value; False where the
+    tree is index notation (printed as such, not read)."""
+    m = e.notation()
+    if _has_index(m):
+        return False
+    read = _reader(_functions_by_printed_name(e.node))
+    monkeypatch.setattr(notation_eval, "evaluate", read)  # its recursion comes back here
+    got = read(m, values, sizes, {})
+    monkeypatch.undo()
+    want = e.evaluate(values)
+    np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=1e-8, atol=1e-10)
+    return True
+
+
+def _has_index(m):
+    return isinstance(m, N.Index) or any(_has_index(k) for k in N.children(m))
+
+
+READ_BACK = {}
+
+
+@pytest.mark.parametrize("name, build, var, _, order", ISSUE21, ids=IDS21)
+def test_issue_21_case_reads_back_from_its_printed_form(name, build, var, _, order, monkeypatch):
+    values = _values21()
+    f = build()
+    g = md.grad(f, var)
+    sizes = Sizes({"n": 4, "m": 3, "p": 2})
+    used = {k: values[k] for k in (u.node.name for u in g.variables)}
+    assert _read_back(g, used, sizes, monkeypatch), str(g)  # every gradient prints in matrix notation
+    if order == 2:  # the Hessian as the linear map it applies to a direction: md.hvp
+        V = md.matrix("V", *var.shape, symmetric=var.node.symmetric) if var.ndim == 2 else md.scalar("V")
+        h = md.hvp(f, var, V)
+        rng = np.random.default_rng(7)
+        direction = rng.standard_normal(np.shape(values[var.node.name]))
+        if var.node.symmetric:
+            direction = _sym(direction)
+        hv = {k: v for k, v in {**values, "V": direction}.items() if k in {u.node.name for u in h.variables}}
+        READ_BACK[name] = _read_back(h, hv, sizes, monkeypatch)
+        if not READ_BACK[name]:  # only a Hessian through a matrix function's second divided
+            # differences f[λᵢ, λᵢ, λⱼ] prints in index notation (they have no matrix notation yet)
+            assert any(isinstance(x, DivDiff2) for x in walk(md.hvp(f, var, V).simplify().node)), str(h)
