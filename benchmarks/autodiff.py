@@ -33,7 +33,13 @@ import matdiff as md  # noqa: E402
 # the array module, and the few calls that differ go through these helpers.
 
 def _sigmoid(lib, z):
-    return z.sigmoid() if lib.__name__ == "torch" else 1.0 / (1.0 + lib.exp(-z))
+    if lib.__name__ == "torch":
+        return z.sigmoid()
+    if lib.__name__.startswith("jax"):
+        import jax
+
+        return jax.nn.sigmoid(z)  # what a JAX user writes
+    return 1.0 / (1.0 + lib.exp(-z))
 
 
 def _softplus(lib, z):
@@ -43,7 +49,22 @@ def _softplus(lib, z):
 def _zeros(lib, shape, like):
     if lib.__name__ == "torch":
         return lib.zeros(shape, dtype=like.dtype, device=like.device)
-    return lib.zeros(shape)
+    return lib.zeros(shape, dtype=like.dtype)  # float32 stays float32
+
+
+def _put(lib, H, index, values, add=False):
+    """H[index] = values (or += values), in place in NumPy and PyTorch, a new array in JAX."""
+    if lib.__name__.startswith("jax"):
+        return H.at[index].add(values) if add else H.at[index].set(values)
+    if add:
+        H[index] += values
+    else:
+        H[index] = values
+    return H
+
+
+def _permute(lib, a, axes):
+    return lib.permute(a, axes) if lib.__name__ == "torch" else a.transpose(axes)
 
 
 def _arange(lib, n, like):
@@ -118,8 +139,7 @@ def _factorisation():
         m, r = v["U"].shape
         H = _zeros(lib, (m, r, m, r), v["U"])
         i = _arange(lib, m, v["U"])
-        H[i, :, i, :] = 2 * (v["V"].T @ v["V"])
-        return H
+        return _put(lib, H, (i, slice(None), i, slice(None)), 2 * (v["V"].T @ v["V"]))
 
     return Problem(
         "factorisation ‖T − UVᵀ‖²", "U", lambda: md.norm(T - U @ V.T) ** 2,
@@ -154,8 +174,7 @@ def _network():
         Q = R * P * (1 - 2 * S)
         H2 = ((X[:, :, None] * Q[:, None, :]).reshape(n, d * h).T @ X).reshape(d, h, d)
         j = _arange(lib, h, X)
-        H[:, j, :, j] += lib.permute(H2, (1, 0, 2)) if lib.__name__ == "torch" else H2.transpose(1, 0, 2)
-        return H
+        return _put(lib, H, (slice(None), j, slice(None), j), _permute(lib, H2, (1, 0, 2)), add=True)
 
     return Problem(
         "network ‖σ(XW₁)W₂ − Y‖²", "W1", lambda: md.norm(md.sigmoid(X @ W1) @ W2 - Y) ** 2,
@@ -211,8 +230,7 @@ def _trace_quadratic():
         n, m = v["X"].shape
         H = _zeros(lib, (n, m, n, m), v["X"])
         j = _arange(lib, m, v["X"])
-        H[:, j, :, j] = v["A"] + v["A"].T
-        return H
+        return _put(lib, H, (slice(None), j, slice(None), j), v["A"] + v["A"].T)
 
     return Problem(
         "tr(XᵀAX)", "X", lambda: md.trace(X.T @ A @ X),
@@ -320,8 +338,7 @@ def _softmax_cross_entropy(declared: bool = False):
         H = -(Z.T @ Z).reshape(k, c, k, c)
         D = (X.T @ Z).reshape(k, k, c)  # Σ_p X_pi X_pk S_pj
         j = _arange(lib, c, X)
-        H[:, j, :, j] += lib.permute(D, (2, 0, 1)) if lib.__name__ == "torch" else D.transpose(2, 0, 1)
-        return H
+        return _put(lib, H, (slice(None), j, slice(None), j), _permute(lib, D, (2, 0, 1)), add=True)
 
     return Problem(
         "softmax cross-entropy, typed with log softmax" + (", Y1 = 1 declared" if declared else ""), "W",
@@ -366,19 +383,26 @@ def median_time(f, sync=lambda r: r, repeat=7, min_time=0.05):
 ROUNDS = 3  # alternations per pair (--rounds): more on a busy machine
 
 
-def _pair(f, g, sync=lambda r: r):
-    """Two timings to compare, taken in alternation (f, g, f, g, f, g) and the best of each:
-    on a shared machine a slow moment then falls on both, not on one."""
-    a, b = [], []
+def _pair(*fs, sync=lambda r: r):
+    """Timings to compare, taken in alternation (f, g, f, g, …) and the best of each: on a
+    shared machine a slow moment then falls on all of them, not on one."""
+    times = [[] for _ in fs]
     for _ in range(ROUNDS):
-        a.append(median_time(f, sync))
-        b.append(median_time(g, sync))
-    return min(a), min(b)
+        for f, t in zip(fs, times):
+            t.append(median_time(f, sync))
+    return tuple(min(t) for t in times)
 
 
-def _close(got, want, rtol=1e-8):
+def _close(got, want, dtype=None, rtol=1e-8):
     got = np.asarray(got.cpu() if hasattr(got, "cpu") else got)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(1.0, np.abs(want).max()))
+
+
+def _close32(got, want, dtype):
+    """A float32 result: float32 still (generated code follows its inputs' dtype), and
+    within 1e-3 of the float64 answer."""
+    assert str(got.dtype).endswith("float32"), got.dtype
+    _close(np.asarray(got.cpu() if hasattr(got, "cpu") else got, dtype=np.float64), want, rtol=1e-3)
 
 
 class Runner:
@@ -424,68 +448,86 @@ class Runner:
             out["md numpy"], out["cf numpy"] = _pair(lambda: fn(**args), lambda: closed(np, v))
             v32 = {k: np.asarray(a, dtype=np.float32) for k, a in v.items()}  # results stay float32
             args32 = {q: v32[q] for q in params}
-            got32 = fn(**args32)
-            assert np.asarray(got32).dtype == np.float32
-            _close(np.asarray(got32, dtype=np.float64), want, rtol=1e-3)
+            _close32(fn(**args32), want, np.float32)
             out["md numpy32"], out["cf numpy32"] = _pair(lambda: fn(**args32), lambda: closed(np, v32))
         if self.jax:
-            out.update(self._jax(p, d, v, params, what, want, sizes))
+            out.update(self._jax(p, d, v, params, closed, what, want, sizes))
         if self.torch:
             out.update(self._torch(p, d, v, params, closed, what, want, sizes))
         return out
 
-    def _jax(self, p, d, v, params, what, want, sizes):
+    def _jax(self, p, d, v, params, closed, what, want, sizes):
         jax, jnp, dev = self.jax
         ready = lambda r: r.block_until_ready()  # noqa: E731
-        vj = {k: jax.device_put(jnp.asarray(a), dev) for k, a in v.items()}
-        t0 = time.perf_counter()
-        fn = jax.jit(md.compile(d, backend="jax", sizes=sizes))
-        args = {q: vj[q] for q in params}
-        got = ready(fn(**args))
-        jit_md = time.perf_counter() - t0
-        _close(got, want)
+        out = {}
+        for suffix, dtype in (("", np.float64), ("32", np.float32)):
+            vj = {k: jax.device_put(jnp.asarray(np.asarray(a, dtype=dtype)), dev) for k, a in v.items()}
+            t0 = time.perf_counter()
+            fn = jax.jit(md.compile(d, backend="jax", sizes=sizes))
+            args = {q: vj[q] for q in params}
+            got = ready(fn(**args))
+            jit_md = time.perf_counter() - t0
+            cf = jax.jit(lambda **kw: closed(jnp, kw))  # the closed form in JAX, jitted alike
+            (_close32 if suffix else _close)(got, want, dtype)
+            (_close32 if suffix else _close)(ready(cf(**vj)), want, dtype)
+            if suffix:
+                out["md jax32"], out["cf jax32"] = _pair(lambda: fn(**args), lambda: cf(**vj), sync=ready)
+                continue
 
-        def f(x, rest):
-            return p.value(jnp, dict(rest, **{p.variable: x}))
+            def f(x, rest):
+                return p.value(jnp, dict(rest, **{p.variable: x}))
 
-        rest = {k: a for k, a in vj.items() if k != p.variable}
-        t0 = time.perf_counter()
-        g = jax.jit(jax.grad(f) if what == "gradient" else jax.hessian(f))
-        x = vj[p.variable]
-        got = ready(g(x, rest))
-        jit_ad = time.perf_counter() - t0
-        _close(got, want)
-        t_md, t_ad = _pair(lambda: fn(**args), lambda: g(x, rest), ready)
-        return {"md jax": t_md, "jit md": jit_md, "jax": t_ad, "jit jax": jit_ad}
+            rest = {k: a for k, a in vj.items() if k != p.variable}
+            t0 = time.perf_counter()
+            g = jax.jit(jax.grad(f) if what == "gradient" else jax.hessian(f))
+            x = vj[p.variable]
+            got = ready(g(x, rest))
+            jit_ad = time.perf_counter() - t0
+            _close(got, want)
+            out["md jax"], out["cf jax"], out["jax"] = _pair(
+                lambda: fn(**args), lambda: cf(**vj), lambda: g(x, rest), sync=ready)
+            out["jit md"], out["jit jax"] = jit_md, jit_ad
+        return out
 
     def _torch(self, p, d, v, params, closed, what, want, sizes):
         torch = self.torch
         from torch.func import grad, hessian
 
         sync = (lambda r: torch.cuda.synchronize()) if self.device == "cuda" else (lambda r: r)
-        vt = {k: torch.as_tensor(a, dtype=torch.float64, device=self.device) for k, a in v.items()}
         fn = md.compile(d, backend="torch", sizes=sizes)
-        args = {q: vt[q] for q in params}
-        _close(fn(**args), want)
-        _close(closed(torch, vt), want)
+        out = {}
+        for suffix, dtype in (("", torch.float64), ("32", torch.float32)):
+            vt = {k: torch.as_tensor(a, dtype=dtype, device=self.device) for k, a in v.items()}
+            args = {q: vt[q] for q in params}
+            check = _close32 if suffix else _close
+            check(fn(**args), want, dtype)
+            check(closed(torch, vt), want, dtype)
+            out["md torch" + suffix], out["cf torch" + suffix] = _pair(
+                lambda: fn(**args), lambda: closed(torch, vt), sync=sync)
+            if suffix:
+                continue
 
-        def f(x):
-            return p.value(torch, dict(vt, **{p.variable: x}))
+            def f(x):
+                return p.value(torch, dict(vt, **{p.variable: x}))
 
-        g = grad(f) if what == "gradient" else hessian(f)
-        x = vt[p.variable]
-        _close(g(x), want)
-        t_md, t_cf = _pair(lambda: fn(**args), lambda: closed(torch, vt), sync)
-        return {"md torch": t_md, "cf torch": t_cf, "torch.func": median_time(lambda: g(x), sync)}
+            g = grad(f) if what == "gradient" else hessian(f)
+            x = vt[p.variable]
+            _close(g(x), want)
+            out["torch.func"] = median_time(lambda: g(x), sync)
+        return out
 
 
 COLUMNS = [("derive", "derive + codegen"), ("md numpy", "matdiff NumPy"),
            ("cf numpy", "closed form NumPy"), ("md numpy32", "matdiff NumPy float32"),
            ("cf numpy32", "closed form NumPy float32"),
-           ("md jax", "matdiff JAX (jit)"), ("jit md", "its jit"),
+           ("md jax", "matdiff JAX (jit)"), ("jit md", "its jit"), ("cf jax", "closed form JAX (jit)"),
+           ("md jax32", "matdiff JAX float32"), ("cf jax32", "closed form JAX float32"),
            ("jax", "jax.grad / jax.hessian (jit)"), ("jit jax", "its jit"),
            ("md torch", "matdiff PyTorch"), ("cf torch", "closed form PyTorch"),
+           ("md torch32", "matdiff PyTorch float32"), ("cf torch32", "closed form PyTorch float32"),
            ("torch.func", "torch.func.grad / hessian")]
+RATIOS = [("NumPy", "numpy"), ("NumPy float32", "numpy32"), ("JAX", "jax"), ("JAX float32", "jax32"),
+          ("PyTorch", "torch"), ("PyTorch float32", "torch32")]  # matdiff / closed form
 
 
 def _fmt(t):
@@ -498,25 +540,43 @@ def _size(s):
     return "×".join(map(str, s)) if isinstance(s, tuple) else f"n={s}"
 
 
+def _median_row(rs: list) -> dict:
+    """Several measurements of one row: each time the median, and each ratio of matdiff to
+    the closed form the median of the runs' own ratios (keys "ratio <backend>")."""
+    out = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    for _, b in RATIOS:
+        if "md " + b in rs[0] and "cf " + b in rs[0]:
+            out["ratio " + b] = statistics.median(r["md " + b] / r["cf " + b] for r in rs)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one small size per problem")
     ap.add_argument("--only", help="problems whose name contains this text")
+    ap.add_argument("--what", choices=["gradient", "Hessian"], help="only gradients or only Hessians")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternations of each timed pair, the best kept (more on a busy machine)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="measure each row this many times; cells are medians over the runs")
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="cpu: time by the process's CPU time (with one BLAS thread, e.g. "
                          "OMP_NUM_THREADS=1, on a machine other work shares)")
+    ap.add_argument("--spectral", action="store_true",
+                    help="the spectral rows of issue 21 (matdiff against jax.grad / jax.hessian "
+                         "through eigh) instead of the closed-form table")
     a = ap.parse_args(argv)
     global ROUNDS, CLOCK
     ROUNDS = a.rounds
     CLOCK = time.process_time if a.clock == "cpu" else time.perf_counter
     run = Runner(a.device)
     rng = np.random.default_rng(0)
-    cols = [c for c in COLUMNS if a.device == "cpu" or "numpy" not in c[0]]
     print(f"Machine: {platform.machine()}, {a.device}; {run.versions()}; "
-          f"{time.strftime('%Y-%m-%d')}; float64, medians; {a.clock} clock\n")
+          f"{time.strftime('%Y-%m-%d')}; medians; {a.clock} clock\n")
+    if a.spectral:
+        return spectral(run, a)
+    cols = [c for c in COLUMNS if a.device == "cpu" or "numpy" not in c[0]]
     print("| problem | size | what | " + " | ".join(h for _, h in cols) + " |")
     print("|---|---|---|" + "---|" * len(cols))
     rows = []
@@ -525,14 +585,131 @@ def main(argv=None):
         if a.only and a.only.lower() not in p.name.lower():
             continue
         for what, sizes in (("gradient", p.grad_sizes), ("Hessian", p.hessian_sizes)):
-            if what == "Hessian" and p.hessian is None:
+            if what == "Hessian" and p.hessian is None or a.what not in (None, what):
                 continue
             for level, size in enumerate(p.quick_sizes if a.quick else sizes):
-                r = run.row(p, what, size, rng)
-                rows.append((p.name, what, level, r))
+                r = _median_row([run.row(p, what, size, rng) for _ in range(a.runs)])
+                rows.append((p.name, what, level, r, size))
                 print(f"| {p.name} | {_size(size)} | {what} | "
                       + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |", flush=True)
-    summary(rows, a.quick)
+    ratio_cols = [(h, "ratio " + b) for h, b in RATIOS if a.device == "cpu" or "numpy" not in b]
+    runs = f" (median of {a.runs} runs)" if a.runs > 1 else ""
+    print(f"\nmatdiff / closed form, same backend and dtype{runs}:\n")
+    print("| problem | size | what | " + " | ".join(h for h, _ in ratio_cols) + " |")
+    print("|---|---|---|" + "---:|" * len(ratio_cols))
+    for name, what, _, r, size in rows:
+        print(f"| {name} | {_size(size)} | {what} | "
+              + " | ".join(f"{r[k]:.2f}" if k in r else "—" for _, k in ratio_cols) + " |")
+    summary([row[:4] for row in rows], a.quick)
+
+
+# ----------------------------------------------------------------------------- spectral rows
+# Issue 21: gradients, Hessians and Hessian-vector products of spectral functions of a
+# symmetric S, matdiff's generated NumPy and JAX code against jax.grad / jax.hessian (and
+# jax.jvp of jax.grad) of the same function written with jnp.linalg.eigh.  Autodiff takes
+# f((S + Sᵀ)/2), so that its derivatives are those on symmetric matrices, as matdiff's are.
+
+SPECTRAL_SIZES = (50, 200, 500)
+HESSIAN_BYTES = 2 ** 30  # full Hessians (n⁴ float64 entries) up to 1 GiB: n = 50 (50 MB), not 200 (12.8 GB)
+
+
+def _spectral_problems():
+    import jax.numpy as jnp
+
+    S, a = md.matrix("S", "n", "n", symmetric=True), md.vector("a", "n")
+
+    def eigh(v):
+        return jnp.linalg.eigh((v["S"] + v["S"].T) / 2)
+
+    def a_expm_a(v):
+        lam, U = eigh(v)
+        return jnp.exp(lam) @ (U.T @ v["a"]) ** 2
+
+    return [
+        ("Σ log λᵢ(S)", lambda: md.sum(md.log(md.eigvalsh(S))), lambda v: jnp.sum(jnp.log(eigh(v)[0]))),
+        ("tr expm(S)", lambda: md.trace(md.matrix_function(S, "exp")),
+         lambda v: jnp.sum(jnp.exp(eigh(v)[0]))),
+        ("λ_max(S)", lambda: md.eigvalsh(S)[-1], lambda v: eigh(v)[0][-1]),
+        ("aᵀexpm(S)a", lambda: a.T @ md.matrix_function(S, "exp") @ a, a_expm_a),
+    ]
+
+
+def _spectral_data(rng, n):
+    q = rng.normal(size=(n, n))
+    V = rng.normal(size=(n, n))
+    # positive definite with distinct eigenvalues in about [1, 5], so that exp stays moderate
+    return {"S": q @ q.T / n + np.eye(n), "a": rng.normal(size=n) / np.sqrt(n), "V": (V + V.T) / 2}
+
+
+def spectral(run: Runner, a) -> None:
+    if not run.jax:
+        raise SystemExit("the spectral rows compare against JAX: pip install 'matdiff[jax]'")
+    S, V = md.matrix("S", "n", "n", symmetric=True), md.matrix("V", "n", "n", symmetric=True)
+    print("| function | n | what | derive + codegen | matdiff NumPy | matdiff JAX (jit) | its jit | "
+          "JAX autodiff (jit) | its jit | autodiff / matdiff NumPy | autodiff / matdiff JAX |")
+    print("|---|---|---|---|---|---|---|---|---|---:|---:|")
+    rng = np.random.default_rng(0)
+    for name, build, value in _spectral_problems():
+        if a.only and a.only.lower() not in name.lower():
+            continue
+        for n in (SPECTRAL_SIZES[:1] if a.quick else SPECTRAL_SIZES):
+            v = _spectral_data(rng, n)
+            for what in ("gradient", "Hessian", "HVP"):
+                if a.what and not what.startswith(a.what):
+                    continue
+                if what == "Hessian" and 8 * n ** 4 > HESSIAN_BYTES:
+                    print(f"| {name} | {n} | {what} | infeasible: n⁴ = {n ** 4:.3g} entries, "
+                          f"{8 * n ** 4 / 2 ** 30:.3g} GiB in float64 (see the HVP row) |"
+                          + " |" * 6, flush=True)
+                    continue
+                print(_spectral_row(run, name, build, value, v, what, n, S, V), flush=True)
+
+
+def _spectral_row(run, name, build, value, v, what, n, S, V) -> str:
+    jax, jnp, dev = run.jax
+    ready = lambda r: r.block_until_ready()  # noqa: E731
+    t0 = time.perf_counter()
+    f = build()
+    d = {"gradient": lambda: md.grad(f, S), "Hessian": lambda: md.hessian(f, S),
+         "HVP": lambda: md.hvp(f, S, V)}[what]()
+    sizes = {"n": n}
+    fn = md.compile(d, sizes=sizes)
+    derive = time.perf_counter() - t0
+    params = list(inspect.signature(fn).parameters)
+    args = {q: v[q] for q in params}
+    got = fn(**args)
+    vj = {k: jax.device_put(jnp.asarray(x), dev) for k, x in v.items()}
+    argsj = {q: vj[q] for q in params}
+    t0 = time.perf_counter()
+    fj = jax.jit(md.compile(d, backend="jax", sizes=sizes))
+    got_j = ready(fj(**argsj))
+    jit_md = time.perf_counter() - t0
+
+    def g(x, rest):
+        return value(dict(rest, S=x))
+
+    rest = {k: x for k, x in vj.items() if k in ("a",)}
+    t0 = time.perf_counter()
+    if what == "gradient":
+        ad = jax.jit(jax.grad(g))
+        call = lambda: ad(vj["S"], rest)  # noqa: E731
+    elif what == "Hessian":
+        ad = jax.jit(jax.hessian(g))
+        call = lambda: ad(vj["S"], rest)  # noqa: E731
+    else:
+        ad = jax.jit(lambda x, t, rest: jax.jvp(lambda y: jax.grad(g)(y, rest), (x,), (t,))[1])
+        call = lambda: ad(vj["S"], vj["V"], rest)  # noqa: E731
+    want = np.asarray(ready(call()))
+    jit_ad = time.perf_counter() - t0
+    _close(got, want, rtol=1e-6)
+    _close(got_j, want, rtol=1e-6)
+    t_np, t_jax, t_ad = _pair(lambda: fn(**args), lambda: fj(**argsj), call, sync=ready_any)
+    return (f"| {name} | {n} | {what} | {_fmt(derive)} | {_fmt(t_np)} | {_fmt(t_jax)} | {_fmt(jit_md)} | "
+            f"{_fmt(t_ad)} | {_fmt(jit_ad)} | {t_ad / t_np:.2f} | {t_ad / t_jax:.2f} |")
+
+
+def ready_any(r):
+    return r.block_until_ready() if hasattr(r, "block_until_ready") else r
 
 
 def summary(rows, quick):

@@ -487,3 +487,110 @@ def test_a_label_one_factor_alone_sums_is_summed_there_first(backend):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
     np.testing.assert_allclose(g.evaluate(v), want, rtol=1e-12)
     assert md.check(loss, W) < 1e-6
+
+
+def test_numpy_sigmoid_helper_computes_the_same_values_in_one_buffer():
+    """The helper's in-place 1 / (1 + exp(−x)) gives the same bits as the plain formula, in
+    every float dtype, for arrays, 0-d arrays and scalars, with no overflow warning."""
+    import warnings
+
+    x, s = md.vector("x", "n"), md.scalar("s")
+    vector, scalar = md.compile(md.sigmoid(x)), md.compile(md.sigmoid(s))
+    rng = np.random.default_rng(0)
+    for dtype, big in ((np.float64, 1000.0), (np.float32, 100.0), (np.float16, 60000.0)):
+        a = (rng.normal(size=200) * 40).astype(dtype)
+        a[:3] = [-big, 0.0, big]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = vector(a)
+            got_scalar = [scalar(dtype(t)) for t in a[:5]]
+        with np.errstate(over="ignore"):
+            want = 1.0 / (1.0 + np.exp(-a))
+        assert got.dtype == dtype and got is not a
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.asarray(got_scalar, dtype=dtype), want[:5])
+    assert float(scalar(2.0)) == 1.0 / (1.0 + np.exp(-2.0))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_the_wrapper_fast_path_checks_what_the_general_path_checks(backend):
+    """Arrays of the backend passed by keyword or in order take a straight-line check; every
+    call it does not accept (a wrong shape, a complex or integer array, a list, a name of the
+    variable's own) takes the general path, with the same answers and the same errors."""
+    lib = pytest.importorskip({"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}[backend])
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    X, w, y = md.matrix("X", "n", 3), md.vector("w", 3), md.vector("y", "n")
+    g = md.grad(md.sum(md.softplus(-y * (X @ w))), w)
+    fn = md.compile(g, backend=backend)
+    params = list(inspect.signature(fn).parameters)
+    rng = np.random.default_rng(1)
+    values = {"X": rng.normal(size=(5, 3)), "w": rng.normal(size=3), "y": np.sign(rng.normal(size=5))}
+    want = g.evaluate(values)
+
+    def arr(a, dtype=np.float64):
+        return lib.asarray(np.asarray(a, dtype=dtype)) if backend != "torch" else lib.as_tensor(np.asarray(a, dtype))
+
+    def out(r):
+        return np.asarray(r.cpu() if hasattr(r, "cpu") else r)
+
+    args = {k: arr(a) for k, a in values.items()}
+    np.testing.assert_allclose(out(fn(**args)), want, rtol=1e-12)
+    np.testing.assert_allclose(out(fn(*(args[p] for p in params))), want, rtol=1e-12)
+    got32 = fn(**{k: arr(a, np.float32) for k, a in values.items()})
+    assert str(got32.dtype).endswith("float32")
+    np.testing.assert_allclose(out(got32), want, rtol=1e-5)
+    np.testing.assert_allclose(out(fn(**dict(args, y=values["y"].astype(int)))), want, rtol=1e-12)  # cast
+    np.testing.assert_allclose(out(fn(**dict(args, w=list(values["w"])))), want, rtol=1e-12)
+    with pytest.raises(md.ShapeError):
+        fn(**dict(args, y=arr(np.ones(4))))  # n is 5 from X but 4 from y
+    with pytest.raises(md.ShapeError):
+        fn(**dict(args, X=arr(np.ones((5, 4)))))  # a declared integer dim
+    with pytest.raises(md.ShapeError):
+        fn(**dict(args, w=arr(np.ones((3, 1)))))
+    with pytest.raises(md.EvaluationError, match="complex"):
+        fn(**dict(args, w=arr(values["w"], np.complex128)))
+    with pytest.raises(md.EvaluationError, match="takes"):
+        fn(*(args[p] for p in params[:2]))
+
+
+def test_the_wrapper_fast_path_takes_any_parameter_name():
+    """The straight-line check names its own locals apart from the parameters, so variables
+    named like them (or like the builtins it calls) are checked and passed as they are."""
+    names = ["type", "len", "_fits_", "_fits_T", "_fits_s0", "fits"]
+    vs = [md.vector(n, "n") for n in names]
+    e = vs[0].T @ vs[1] + sum((float(i) * md.sum(v) for i, v in enumerate(vs[2:])), 0.0)
+    fn = md.compile(e)
+    params = list(inspect.signature(fn).parameters)
+    assert {"_fits_", "_fits_T", "_fits_s0", "fits"} <= set(params)
+    rng = np.random.default_rng(2)
+    values = {n: rng.normal(size=4) for n in names}
+    want = e.evaluate(values)
+    np.testing.assert_allclose(fn(**values), want, rtol=1e-12)  # by the variables' names
+    in_order = [values[p] if p in values else values[p.rstrip("_")] for p in params]  # type_, len_
+    np.testing.assert_allclose(fn(*in_order), want, rtol=1e-12)
+    np.testing.assert_allclose(fn(**dict(zip(params, in_order))), want, rtol=1e-12)
+    with pytest.raises(md.ShapeError):
+        fn(**dict(values, len=np.ones(3)))
+
+
+def test_compiled_sigmoid_matches_its_printed_source_and_the_callers_error_state():
+    """md.compile runs the helper _sigmoid with the error state set directly rather than
+    through np.errstate: the values are those of the printed source, overflow is quiet, and
+    the caller's other settings (here underflow raising) hold as they do in the source."""
+    x = md.vector("x", "n")
+    e = md.sigmoid(x)
+    fn = md.compile(e)
+    namespace: dict = {}
+    exec(md.codegen(e), namespace)  # the printed module, with np.errstate
+    a = np.array([-1000.0, -30.0, 0.0, 2.5, 1000.0])
+    np.testing.assert_array_equal(fn(a), namespace["f"](a))
+    np.testing.assert_array_equal(fn(a.astype(np.float32)), namespace["f"](a.astype(np.float32)))
+    for f in (fn, fn.unchecked, namespace["f"]):
+        with np.errstate(under="raise"), pytest.raises(FloatingPointError):
+            f(a)  # exp(−1000) underflows
+        with np.errstate(over="raise"):
+            np.testing.assert_array_equal(f(a[:1]), [0.0])  # overflow stays ignored inside
+    assert np.geterr()["over"] == "warn"  # and the caller's state is restored
