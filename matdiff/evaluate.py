@@ -418,18 +418,35 @@ def _second_divided_differences(fn, lam, second, functions):
                         (slope[:, None] - F) / np.where(close, 1.0, gap))
 
 
+class Coincident(EvaluationError):
+    """Two eigenvalues (or singular values) coincide where a second derivative through the
+    decomposition divides by their gap (``EigGap``)."""
+
+
+GAP_COINCIDE = 1e-10  # eigenvalues this close, relative to the larger, are one for EigGap
+
+
+def _coinciding(lam):
+    """Pairs (i, j), i ≠ j, of eigenvalues that coincide for the eigenvectors' derivative: within
+    GAP_COINCIDE of the larger (distinct eigenvalues of 10⁻⁹ are not refused), or within 64ε of
+    the largest |λ| (a repeated 0)."""
+    gap = np.abs(lam[None, :] - lam[:, None])
+    larger = np.maximum(np.abs(lam[None, :]), np.abs(lam[:, None]))
+    floor = 64 * np.finfo(float).eps * float(np.abs(lam).max(initial=0.0))
+    return (gap <= np.maximum(GAP_COINCIDE * larger, floor)) & ~np.eye(lam.size, dtype=bool)
+
+
 def _eigenvalue_gaps(lam):
-    """G_ij = 1/(λⱼ − λᵢ), 0 on the diagonal; refused where two eigenvalues coincide, as the
-    eigenvectors have no derivative there."""
+    """G_ij = 1/(λⱼ − λᵢ), 0 on the diagonal; ``Coincident`` where two eigenvalues coincide, as
+    the eigenvectors have no derivative there (``evaluate`` then takes the limit where the
+    result has one: ``_split_limit``)."""
     gap = lam[None, :] - lam[:, None]
     off = ~np.eye(lam.size, dtype=bool)
-    larger = np.maximum(np.abs(lam[None, :]), np.abs(lam[:, None]))
-    # coincident to 10⁻¹⁰ of the larger (distinct eigenvalues of 10⁻⁹ are not refused)
-    if lam.size > 1 and np.any((np.abs(gap) <= 1e-10 * larger)[off]):
-        raise EvaluationError("the eigenvectors (or singular vectors) are not differentiable here: "
-                              "two eigenvalues (or singular values) coincide, and a second "
-                              "derivative through the decomposition needs distinct ones; matdiff "
-                              "returns no value silently")
+    if lam.size > 1 and np.any(_coinciding(lam)):
+        raise Coincident("the eigenvectors (or singular vectors) are not differentiable here: "
+                         "two eigenvalues (or singular values) coincide, and a second "
+                         "derivative through the decomposition needs distinct ones; matdiff "
+                         "returns no value silently")
     return np.where(off, 1.0 / np.where(off, gap, 1.0), 0.0)
 
 
@@ -752,14 +769,141 @@ def _bytes(b: float) -> str:
 CHOICE_TOLERANCE = 1e-8  # a result that moves this much (relative) with the vectors chosen is refused
 
 
-def interpret_checked(node: Node, arrays: dict, sizes: dict, functions: dict):
+def interpret_checked(node: Node, arrays: dict, sizes: dict, functions: dict, split: bool = True):
     """``interpret`` with NumPy's operations, refusing a result that depends on a choice of
-    eigen- or singular vectors (``_refuse_choices``): evaluate's and md.check's evaluation."""
+    eigen- or singular vectors (``_refuse_choices``), and taking the limit of a second
+    derivative through a decomposition at coinciding eigenvalues where it has one
+    (``_split_limit``): evaluate's and md.check's evaluation."""
     spectra = _Spectra()
-    out = interpret(node, arrays, sizes, numpy_ops(functions, spectra))
+    try:
+        out = interpret(node, arrays, sizes, numpy_ops(functions, spectra))
+    except Coincident as e:
+        if not split:
+            raise
+        return _split_limit(node, arrays, sizes, functions, e)
     if spectra.degenerate:
         _refuse_choices(node, out, arrays, sizes, functions, spectra)
     return out
+
+
+SPLIT = 1e-4  # the relative spread _split_limit gives a repeated eigenvalue (and then twice that)
+SPLIT_AGREE = 1e-5  # the two estimates must agree this well (relative) for a limit to exist
+
+
+def _scaled_variable(m: Node):
+    """(V, c) where m is the variable V times a constant c (S, S/2), else None."""
+    if isinstance(m, Var):
+        return m, 1.0
+    if isinstance(m, Sum) and len(m.terms) == 1 and isinstance(m.terms[0][1], Var) and m.terms[0][0] != 0:
+        return m.terms[0][1], float(m.terms[0][0])
+    return None
+
+
+def _decomposed_variables(node: Node):
+    """The variables whose eigenvalue (or singular value) gaps node divides by, each with the
+    decomposition ("eigh" or "svd") and the constant c of the matrix decomposed, cV; None where
+    a gap is of a matrix that is not a multiple of a variable."""
+    found = {}
+    for x in _walk(node):
+        if isinstance(x, EigGap):
+            lam = x.arg
+            args = {c.arg for c in _walk(lam) if isinstance(c, Svd)}
+            kind = "eigh" if isinstance(lam, Eigh) else "svd"
+            m = lam.arg if kind == "eigh" else (next(iter(args)) if len(args) == 1 else None)
+            scaled = _scaled_variable(m) if m is not None else None
+            if scaled is None or found.get(scaled[0], (kind, scaled[1])) != (kind, scaled[1]):
+                return None
+            found[scaled[0]] = (kind, scaled[1])
+    return found or None
+
+
+def _walk(node: Node):
+    seen, stack = set(), [node]
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        yield x
+        stack.extend(x.children)
+
+
+def _split_direction(kind: str, m):
+    """A direction P that splits each group of coinciding eigenvalues (singular values) of m,
+    moving nothing else: U diag(p) Uᵀ (U diag(p) Vᵀ), p spread evenly within each group (above
+    0 for a group of zero singular values); and the spread the others leave room for."""
+    if kind == "eigh":
+        lam, u = np.linalg.eigh(m)
+        v = u
+    else:
+        u, lam, vt = np.linalg.svd(m, full_matrices=False)
+        v = vt.T
+    together = _coinciding(np.asarray(lam, float))
+    p = np.zeros(lam.size)
+    done = np.zeros(lam.size, dtype=bool)
+    scale = float(np.abs(lam).max(initial=0.0)) or 1.0
+    room = np.inf
+    for i in range(lam.size):
+        if done[i] or not together[i].any():
+            continue
+        group = np.flatnonzero(together[i] | (np.arange(lam.size) == i))
+        done[group] = True
+        zero = kind == "svd" and abs(float(lam[group].mean())) <= GAP_COINCIDE * scale
+        offsets = np.arange(1.0, group.size + 1) if zero else np.arange(group.size) - (group.size - 1) / 2
+        p[group] = offsets
+        others = np.delete(lam, group)
+        if others.size:
+            room = min(room, float(np.abs(others - lam[group].mean()).min()) / (4 * group.size))
+    return (u * p) @ v.T, min(SPLIT * scale, room)
+
+
+def _split_limit(node, arrays, sizes, functions, refusal):
+    """A second derivative through a decomposition where eigenvalues (singular values) coincide:
+    the eigenvectors have no derivative there, yet the result may have a limit (the Hessian of
+    aᵀexpm(S)a at S = I does: a smooth function of a symmetric matrix is twice differentiable
+    at any S). It is evaluated at M ± hP, P splitting each group of coinciding values, for
+    h = δ and 2δ; the averages c(h) = H(S) + O(h²) agree where the limit exists (they grow as
+    1/h where it does not: the Hessian of λ_max at a repeated top eigenvalue) and give it by
+    Richardson's extrapolation, (4c(δ) − c(2δ))/3, to about 10⁻¹⁰ relative."""
+    found = _decomposed_variables(node)
+    if found is None:
+        raise refusal
+    directions = {}
+    for v, (kind, c) in found.items():  # split cV's values; V moves by that over c
+        direction, room = _split_direction(kind, c * arrays[v])
+        directions[v] = (direction / c, room)
+    delta = min(h for _, h in directions.values())
+    if not delta > 0:
+        raise refusal
+
+    def average(h):
+        total = 0
+        for sign in (1.0, -1.0):
+            moved = dict(arrays)
+            for v, (direction, _) in directions.items():
+                moved[v] = arrays[v] + sign * h * direction
+                if v.symmetric:
+                    moved[v] = (moved[v] + moved[v].T) / 2
+            try:
+                total = total + np.asarray(interpret_checked(node, moved, sizes, functions, split=False),
+                                           dtype=float)
+            except Coincident:
+                raise refusal from None
+        return total / 2
+
+    near, far = average(delta), average(2 * delta)
+    scale = max(float(np.abs(near).max(initial=0.0)), float(np.abs(far).max(initial=0.0)), 1e-300)
+    if not (np.all(np.isfinite(near)) and np.all(np.isfinite(far))) or \
+            float(np.abs(near - far).max(initial=0.0)) > SPLIT_AGREE * scale:
+        names = ", ".join(v.name for v in directions)
+        raise EvaluationError(f"the eigenvectors (or singular vectors) are not differentiable here: "
+                              f"two eigenvalues (or singular values) of {names} coincide, and this "
+                              f"second derivative has no limit there (it grows as they split "
+                              f"apart), as the Hessian of one eigenvalue at a tie does; matdiff "
+                              f"returns no value silently") from None
+    return (4 * near - far) / 3
+
+
 
 
 def _refuse_choices(node, out, arrays, sizes, functions, spectra) -> None:

@@ -366,11 +366,22 @@ def test_the_hessian_of_lambda_max_matches_jax():
 
 
 def test_eigenvectors_at_a_repeated_eigenvalue_are_refused():
+    """The Hessian of λ_max at a repeated top eigenvalue has no limit: refused. Where the tie
+    is below a simple λ_max (diag(1, 2, 2, 3)) the Hessian exists; it divides by the tie's gap,
+    so evaluate takes its limit from split spectra (issue 21), and it equals differences of the
+    gradient."""
     H = md.hessian(LAM[-1], S)
     with pytest.raises(md.EvaluationError, match="eigenvectors .or singular vectors. are not differentiable here"):
-        H.evaluate({"S": np.diag([1.0, 2.0, 2.0, 3.0])})
-    np.testing.assert_allclose(md.grad(LAM[-1], S).evaluate({"S": np.diag([1.0, 2.0, 2.0, 3.0])}),
-                               np.diag([0.0, 0.0, 0.0, 1.0]), atol=1e-12)  # λ_max itself is simple
+        H.evaluate({"S": np.diag([1.0, 2.0, 3.0, 3.0])})
+    q = np.linalg.qr(np.random.default_rng(8).standard_normal((4, 4)))[0]
+    s = q @ np.diag([1.0, 2.0, 2.0, 3.0]) @ q.T
+    s = (s + s.T) / 2
+    g = md.grad(LAM[-1], S)
+    np.testing.assert_allclose(g.evaluate({"S": s}), np.outer(q[:, 3], q[:, 3]), atol=1e-12)  # λ_max is simple
+    e = np.random.default_rng(9).standard_normal((4, 4))
+    e = (e + e.T) / 2
+    fd = (g.evaluate({"S": s + 1e-6 * e}) - g.evaluate({"S": s - 1e-6 * e})) / 2e-6
+    np.testing.assert_allclose(np.einsum("ijkl,kl->ij", H.evaluate({"S": s}), e), fd, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])

@@ -344,3 +344,87 @@ def test_second_derivatives_through_singular_vectors_at_a_rank_deficient_x():
         e = np.random.default_rng(0).standard_normal(x.shape)
         fd = _directional(lambda y: g.evaluate(X=y), x, e, h=1e-7)  # Σσ³ is C², not C³, at σ = 0:
         np.testing.assert_allclose(np.einsum("ijkl,kl->ij", H, e), fd, rtol=1e-5, atol=1e-6)  # O(h)
+
+
+# --------------------------------------------------------------------------- Hessians at repeated eigenvalues
+
+jax = pytest.importorskip("jax")
+jsl = pytest.importorskip("jax.scipy.linalg")
+T = md.matrix("T", "n", "n", symmetric=True)
+
+
+def _sym4(h):
+    return (h + h.transpose(1, 0, 2, 3) + h.transpose(0, 1, 3, 2) + h.transpose(1, 0, 3, 2)) / 4
+
+
+@pytest.mark.parametrize("spectrum", [[1.0, 2.0, 2.0], [1.0, 1.0, 1.0], [0.5, 0.5, 3.0], [1.0, 1.0 + 1e-12, 2.0]],
+                         ids=["(1, 2, 2)", "I", "(0.5, 0.5, 3)", "gap 1e-12"])
+@pytest.mark.parametrize("build, jax_f", [
+    (lambda: a.T @ md.expm(S) @ a, lambda m, v: v["a"] @ jsl.expm(m) @ v["a"]),
+    (lambda: md.trace(md.expm(S / 2) @ T), lambda m, v: jax.numpy.trace(jsl.expm(m / 2) @ v["T"])),
+], ids=["aᵀexpm(S)a", "tr(expm(S/2)T)"])
+def test_the_hessian_through_a_matrix_function_at_a_repeated_eigenvalue(spectrum, build, jax_f):
+    """Issue 21: the Hessian of aᵀexpm(S)a exists at a repeated eigenvalue (a smooth function
+    of a symmetric matrix is twice differentiable everywhere) but was refused ("coincide"), and
+    generated code gave 15.8, 21.1 or 16.4 for 24.1. evaluate now takes its limit from split
+    spectra; it equals jax.hessian through jax.scipy.linalg.expm (Padé, no eigenvectors)."""
+    s = _matrix(spectrum, seed=6)
+    t_ = _matrix([0.7, 1.3, 2.1], seed=7)
+    values = {"S": s, "a": _av, "T": t_}
+    f = build()
+    used = {k: v for k, v in values.items() if k in {u.node.name for u in f.variables}}
+    got = md.hessian(f, S).evaluate(used)
+    with jax.enable_x64(True):
+        want = np.asarray(jax.hessian(lambda m: jax_f((m + m.T) / 2, {k: jax.numpy.asarray(v) for k, v in values.items()}))(s))
+    np.testing.assert_allclose(_sym4(got), _sym4(want), rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+def test_the_issue_s_example_hessian_at_a_repeated_eigenvalue():
+    """⟨V, ∇²[aᵀexpm(S)a] V⟩ at S = diag(1, 2, 2) against second differences of the value."""
+    s, av = np.diag([1.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0])
+    H = md.hessian(a.T @ md.expm(S) @ a, S).evaluate(S=s, a=av)
+    v = _symmetric_direction(3, seed=3)
+    f = lambda m: av @ _funm(m, np.exp) @ av  # noqa: E731
+    h = 1e-4
+    second = (f(s + h * v) - 2 * f(s) + f(s - h * v)) / h ** 2
+    np.testing.assert_allclose(np.einsum("ij,ijkl,kl->", v, H, v), second, rtol=1e-6)
+
+
+@pytest.mark.parametrize("f, spectrum", [
+    (lambda: md.vector("w", "n").T @ LAM, [1.0, 2.0, 2.0]),     # w equal on the tie: Σ over it is smooth
+    (lambda: LAM[-1] + LAM[-2], [1.0, 2.0, 2.0]),
+    (lambda: md.sum(md.sigmoid(LAM) * LAM), [1.0, 1.0, 1.0]),   # a gradient that is not a matrix function
+], ids=["wᵀλ", "λ₂ + λ₃", "Σσ(λ)λ at I"])
+def test_hessians_through_eigenvectors_that_exist_at_a_tie(f, spectrum):
+    s = _matrix(spectrum, seed=2)
+    values = {"S": s, "w": np.array([0.5, 3.0, 3.0])}
+    g = md.grad(f(), S)
+    used = {k: v for k, v in values.items() if k in {u.node.name for u in g.variables}}
+    H = md.hessian(f(), S).evaluate(used)
+    e = _symmetric_direction(3, seed=5)
+    fd = _directional(lambda m: g.evaluate({**used, "S": m}), s, e, h=1e-5)
+    np.testing.assert_allclose(np.einsum("ijkl,kl->ij", H, e), fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("f, spectrum", [
+    (lambda: LAM[-1], [1.0, 2.0, 2.0]),
+    (lambda: LAM[0] * LAM[-1], [1.0, 1.0, 2.0]),
+    (lambda: md.vector("w", "n").T @ LAM, [1.0, 2.0, 2.0]),     # w differs on the tie
+], ids=["λ_max", "λ₁λₙ", "wᵀλ"])
+def test_hessians_with_no_limit_at_a_tie_are_refused(f, spectrum):
+    values = {"S": _matrix(spectrum, seed=2), "w": np.array([0.5, 1.0, 3.0])}
+    H = md.hessian(f(), S)
+    used = {k: v for k, v in values.items() if k in {u.node.name for u in H.variables}}
+    with pytest.raises(md.EvaluationError, match="not differentiable here"):
+        H.evaluate(used)
+
+
+def test_the_nuclear_norm_hessian_at_a_repeated_singular_value():
+    """A full-rank X with σ = (2, 2, 1): ‖X‖_* = tr((XᵀX)^½) is smooth there; its Hessian equals
+    differences of the gradient."""
+    x = _tall([2.0, 2.0, 1.0])
+    f = md.norm(X, "nuc")
+    H, g = md.hessian(f, X).evaluate(X=x), md.grad(f, X)
+    e = np.random.default_rng(4).standard_normal(x.shape)
+    fd = _directional(lambda y: g.evaluate(X=y), x, e, h=1e-5)
+    np.testing.assert_allclose(np.einsum("ijkl,kl->ij", H, e), fd, rtol=1e-6, atol=1e-8)
