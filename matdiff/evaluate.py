@@ -409,8 +409,8 @@ def _second_divided_differences(fn, lam, second, functions):
     """Aᵢⱼ = f[λᵢ, λᵢ, λⱼ] = (f′(λᵢ) − Fᵢⱼ)/(λᵢ − λⱼ); where λᵢ and λⱼ agree to CLOSE relative
     to the larger, its limit to second order, (2f″(λᵢ) + f″(λⱼ))/6 (= f″ at (2λᵢ + λⱼ)/3, over 2)."""
     slope = _values_of(fn, 1, lam, functions)
-    F = _divided_differences(fn, lam, functions)
     a, b = lam[:, None], lam[None, :]
+    F = _divided_differences(fn, lam, functions)
     gap = a - b
     close = np.abs(gap) <= CLOSE * np.maximum(np.abs(a), np.abs(b))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -426,17 +426,20 @@ class Coincident(EvaluationError):
 GAP_COINCIDE = 1e-10  # eigenvalues this close, relative to the larger, are one for EigGap
 
 
-def _coinciding(lam):
+GAP_NEAR = 1e-7  # closer than this, 1/(λⱼ − λᵢ) times a difference loses ε/gap: evaluate takes the limit
+
+
+def _coinciding(lam, tol: float = GAP_COINCIDE):
     """Pairs (i, j), i ≠ j, of eigenvalues that coincide for the eigenvectors' derivative: within
-    GAP_COINCIDE of the larger (distinct eigenvalues of 10⁻⁹ are not refused), or within 64ε of
-    the largest |λ| (a repeated 0)."""
+    ``tol`` of the larger (distinct eigenvalues of 10⁻⁹ are not refused), or within 64ε of the
+    largest |λ| (a repeated 0)."""
     gap = np.abs(lam[None, :] - lam[:, None])
     larger = np.maximum(np.abs(lam[None, :]), np.abs(lam[:, None]))
     floor = 64 * np.finfo(float).eps * float(np.abs(lam).max(initial=0.0))
-    return (gap <= np.maximum(GAP_COINCIDE * larger, floor)) & ~np.eye(lam.size, dtype=bool)
+    return (gap <= np.maximum(tol * larger, floor)) & ~np.eye(lam.size, dtype=bool)
 
 
-def _eigenvalue_gaps(lam):
+def _eigenvalue_gaps(lam, spectra=None):
     """G_ij = 1/(λⱼ − λᵢ), 0 on the diagonal; ``Coincident`` where two eigenvalues coincide, as
     the eigenvectors have no derivative there (``evaluate`` then takes the limit where the
     result has one: ``_split_limit``)."""
@@ -447,6 +450,8 @@ def _eigenvalue_gaps(lam):
                          "two eigenvalues (or singular values) coincide, and a second "
                          "derivative through the decomposition needs distinct ones; matdiff "
                          "returns no value silently")
+    if spectra is not None and lam.size > 1 and np.any(_coinciding(lam, GAP_NEAR)):
+        spectra.near = True  # finite, but ε/gap off: evaluate tries the limit (_split_limit)
     return np.where(off, 1.0 / np.where(off, gap, 1.0), 0.0)
 
 
@@ -539,7 +544,7 @@ class _Spectra:
     depends on the choice (then the function is not differentiable there)."""
 
     def __init__(self, rng=None):
-        self.rng, self.memo, self.degenerate = rng, {}, []
+        self.rng, self.memo, self.degenerate, self.near = rng, {}, [], False
 
     def _cached(self, node, x, compute):
         hit = self.memo.get(node)
@@ -728,7 +733,7 @@ def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
         Eigh: lambda n, a, s: spectra.eigh(Eigh("values", n.arg), a[0], n.part),
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
-        EigGap: lambda n, a, s: _eigenvalue_gaps(a[0]),
+        EigGap: lambda n, a, s: _eigenvalue_gaps(a[0], spectra),
         DivDiff2: lambda n, a, s: _second_divided_differences(n.args[0], a[0], a[1], functions),
         Svd: lambda n, a, s: spectra.svd(Svd("values", n.rank, n.arg), a[0], n.part,
                                          min(np.shape(a[0])) if n.rank is None else D.resolve(n.rank, s)),
@@ -783,6 +788,11 @@ def interpret_checked(node: Node, arrays: dict, sizes: dict, functions: dict, sp
         return _split_limit(node, arrays, sizes, functions, e)
     if spectra.degenerate:
         _refuse_choices(node, out, arrays, sizes, functions, spectra)
+    if spectra.near and split:  # gaps below GAP_NEAR: the limit is more accurate, where it exists
+        try:
+            return _split_limit(node, arrays, sizes, functions, None)
+        except EvaluationError:  # no limit (λ_max's Hessian near a tie): the formula's value
+            return out
     return out
 
 
@@ -838,7 +848,7 @@ def _split_direction(kind: str, m):
     else:
         u, lam, vt = np.linalg.svd(m, full_matrices=False)
         v = vt.T
-    together = _coinciding(np.asarray(lam, float))
+    together = _coinciding(np.asarray(lam, float), GAP_NEAR)
     p = np.zeros(lam.size)
     done = np.zeros(lam.size, dtype=bool)
     scale = float(np.abs(lam).max(initial=0.0)) or 1.0
@@ -866,6 +876,7 @@ def _split_limit(node, arrays, sizes, functions, refusal):
     1/h where it does not: the Hessian of λ_max at a repeated top eigenvalue) and give it by
     Richardson's extrapolation, (4c(δ) − c(2δ))/3, to about 10⁻¹⁰ relative."""
     found = _decomposed_variables(node)
+    refusal = refusal or EvaluationError("no limit")
     if found is None:
         raise refusal
     directions = {}
