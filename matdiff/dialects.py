@@ -118,7 +118,7 @@ def _scalar(node) -> str:
 # --------------------------------------------------------------------------- functions
 
 ELEMENTWISE = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "softplus", "cosh",
-               "sinh", "log1p", "expm1", "arctan", "abs", "sqrt", "sign")
+               "sinh", "log1p", "expm1", "arctan", "abs", "sqrt", "sign", "step")
 COMMON = {
     **{n: Fn("same", getattr(L, n)) for n in ELEMENTWISE},
     "det": Fn("square_scalar", L.det), "logdet": Fn("square_scalar", L.logdet),
@@ -182,6 +182,8 @@ MATDIFF = Dialect(  # read by printed.py: juxtaposition is the product, as ·
     postfix={"ᵀ": (50, "transpose"), "⁻¹": (50, "inverse"), "⁻ᵀ": (50, "inverse_t")},
     functions={**COMMON, "tr": Fn("square_scalar", L.trace), "step": Fn("same", L.step),
                "σ": Fn("same", L.sigmoid),
+               "nuclear": Fn("scalar", lambda x: L.norm(x, "nuc")),  # ‖X‖_*
+               "spectral": Fn("scalar", lambda x: L.norm(x, 2)),  # ‖X‖₂
                # tanhₘ(S): an element-wise function of a symmetric matrix (U tanh(Λ) Uᵀ)
                **{f + "ₘ": Fn("square_same", _matrix_function(f)) for f in MATRIX_FUNCTION_NAMES},
                **NUMPY_FUNCTIONS},

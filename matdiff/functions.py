@@ -122,3 +122,12 @@ TABLE = {
     "arctan": (np.arctan, lambda x, f: power(B.add(B.ones(x.shape), power(x, 2)), -1)),
     "pow": (None, lambda x, f: B.scale(f.param, power(x, f.param - 1))),
 }
+
+# the names the reader of matdiff's own text takes as functions where a "(", a power or a
+# prime follows; printing keeps a variable of such a name apart from a "(" after it
+MATRIX_FUNCTION_NAMES = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "cosh",
+                         "sinh", "log1p", "expm1", "arctan", "abs", "sqrt", "relu", "sign", "step")
+PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",
+                     "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid",
+                     "cosh", "sinh", "log1p", "expm1", "arctan", "expm", "logm", "sqrtm",
+                     "eigvalsh"} | {f + "ₘ" for f in MATRIX_FUNCTION_NAMES}

@@ -118,6 +118,14 @@ class Builder:
             return out.T
         return out
 
+    def _b_unit(self, node, names):
+        shape = self.shapes[id(node)]
+        d = self.dims.resolve(shape.rows)
+        d = names.get(self.dims.find(shape.rows), d) if isinstance(d, tuple) else d
+        if isinstance(d, tuple):
+            raise ParseError("the length of this unit vector is not fixed by its use", self.text, node.col)
+        return L.unit(d, node.value[1])
+
     def _b_eye(self, node, names):
         shape = self.shapes[id(node)]
         d = self.dims.resolve(shape.rows)

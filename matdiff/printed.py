@@ -9,25 +9,44 @@ from __future__ import annotations
 
 import re
 
-from .functions import GREEK
+from .functions import GREEK, MATRIX_FUNCTION_NAMES, PRINTED_FUNCTIONS  # noqa: F401 (dialects)
 from .syntax import KIND_WORDS, Node, ParseError, Parser, Tok
 
 SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 PRINTED_TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<number>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
-  | (?P<op>⁻ᵀ|⁻¹(?![⁰¹²³⁴⁵⁶⁷⁸⁹])|\^∘|\^\(|‖_F|[ᵀ⊙⊘⊗·√∇|‖+\-−/(),=])
+  | (?P<op>⁻ᵀ|⁻¹(?![⁰¹²³⁴⁵⁶⁷⁸⁹])|\^∘|\^\(|‖_F|‖_\*|‖₂|[ᵀ⊙⊘⊗·√∇|‖+\-−/(),=])
   | (?P<sup>⁻?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)
   | (?P<primes>[′″‴]+)
   | (?P<name>[A-Za-zα-ωΑ-Ω_][A-Za-z0-9_α-ω]*ₘ?)
 """, re.VERBOSE)
 GREEK_NAMES = {letter: name for name, letter in GREEK.items()}  # σ → sigma, Σ → Sigma
-MATRIX_FUNCTION_NAMES = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "softplus", "cosh",
-                         "sinh", "log1p", "expm1", "arctan", "abs", "sqrt", "relu", "sign", "step")
-PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",
-                     "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid",
-                     "cosh", "sinh", "log1p", "expm1", "arctan", "expm", "logm", "sqrtm",
-                     "eigvalsh"} | {f + "ₘ" for f in MATRIX_FUNCTION_NAMES}
+# the subscript of a unit vector e₁, e₁₂, eₙ (the last of n), e_(n−1) (printing: Basis.subscript)
+UNIT_SUBSCRIPT = re.compile(r"[₀₁₂₃₄₅₆₇₈₉]+|[ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ]|_\(([^)]*)\)")
+SUBSCRIPT_LETTERS = dict(zip("ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ", "aehijklmnoprstuvx"))
+
+
+NORMS = {"‖": "norm", "‖_F": "norm", "‖_*": "nuclear", "‖₂": "spectral"}  # ‖x‖, ‖X‖_F, ‖X‖_*, ‖X‖₂
+FRECHET = re.compile(r"L_(exp|log|sqrt)")  # L_exp(X, E), printed for a Fréchet derivative
+
+
+def unit_index(sub: str):
+    """A unit vector's subscript as (dim or None, index from 0, negative from the end):
+    ₃ → (None, 2), ₙ → ("n", −1), _(n−2) → ("n", −3)."""
+    if sub[0] in "₀₁₂₃₄₅₆₇₈₉":
+        k = int(sub.translate(str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")))
+        return (None, k - 1) if k >= 1 else None
+    if sub in SUBSCRIPT_LETTERS:
+        return SUBSCRIPT_LETTERS[sub], -1
+    inner = sub[2:-1]
+    if re.fullmatch(r"[1-9][0-9]*", inner):
+        return None, int(inner) - 1
+    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:−([1-9][0-9]*))?", inner)
+    if m is None:
+        return None  # not a subscript printing writes
+    return m.group(1), -1 - int(m.group(2) or 0)
+
 
 
 def _superscript(text: str) -> int:
@@ -61,6 +80,24 @@ class PrintedParser(Parser):
             if m is None:
                 raise ParseError(f"unexpected character {text[pos]!r}", text, pos)
             kind, word = m.lastgroup, m.group()
+            end = m.end()
+            if kind == "name" and FRECHET.fullmatch(word) and text[end:end + 1] == "(":
+                raise ParseError(f"{word}(X, E) is a Fréchet derivative, which no expression builds: "
+                                 f"this text is for reading only. Differentiate the function itself, "
+                                 f"or read its index form (Expr.index)", text, pos)
+            if kind == "name" and word.endswith("ₘ") and word[:-1].endswith("e"):
+                word, end = word[:-1], end - 1  # eₘ: the last unit vector of m, not e as a function
+            if kind == "name" and word.endswith("e_") and text[end:end + 1] == "(":
+                word, end = word[:-1], end - 1  # e_(n−1)
+            sub = UNIT_SUBSCRIPT.match(text, end) if kind == "name" and word.endswith("e") else None
+            if sub is not None and unit_index(sub.group()) is None:
+                raise ParseError(f"e{sub.group()} is not a unit vector's subscript (e₁, eₙ, e_(n−1))",
+                                 text, end - 1)
+            if sub is not None and (word == "e" or "e" not in self.known):  # e₁, eₙ, Xeₙ, e_(n−1)
+                out.extend(self.split(word[:-1], m.start()) if len(word) > 1 else [])
+                out.append(Tok("unit", sub.group(), end - 1))
+                pos = sub.end()
+                continue
             if kind == "name" and text[m.end():].lstrip().startswith("="):
                 out.append(Tok("name", word, m.start()))  # axis=1: a keyword, not x·i·s
             elif kind == "name" and word.endswith("ₘ"):  # tanhₘ: one name, after what precedes it
@@ -100,7 +137,7 @@ class PrintedParser(Parser):
         return best[len(word)][2]
 
     def starts_atom(self, tok) -> bool:
-        return tok.kind in ("number", "name") or tok.text in ("(", "√", "∇", "|") or \
+        return tok.kind in ("number", "name", "unit") or tok.text in ("(", "√", "∇", "|") or \
             (tok.text == "‖" and not self.norms)
 
     def expression(self, min_bp: int) -> Node:
@@ -156,9 +193,13 @@ class PrintedParser(Parser):
             inner = self.expression(0)
             self.norms -= 1
             end = self.take()
-            if end.text not in ("‖", "‖_F"):
+            if end.text not in NORMS:
                 raise ParseError("a norm ‖…‖ is not closed", self.text, end.col)
-            return Node("call", tok.col, [inner], "norm")
+            return Node("call", tok.col, [inner], NORMS[end.text])
+
+        if tok.kind == "unit":
+            self.take()
+            return Node("unit", tok.col, value=unit_index(tok.text))
         if tok.text == "∇":
             self.take()
             order = _superscript(self.take().text) if self.peek().kind == "sup" else 1
@@ -175,8 +216,9 @@ class PrintedParser(Parser):
             self.take()
             return Node("eye", tok.col)
         nxt = self.toks[min(self.i + 1, len(self.toks) - 1)]
-        if tok.kind == "name" and tok.text in self.fns and (
-                nxt.kind in ("primes", "sup") or nxt.text == "(" or
+        after = self.toks[min(self.i + 2, len(self.toks) - 1)]
+        if tok.kind == "name" and tok.text in self.fns and (  # cos²(x) and σ′(x) are calls;
+                nxt.kind in ("primes", "sup") and after.text == "(" or nxt.text == "(" or  # cos²·x is not
                 (tok.text == "log" and nxt.text == "det")):
             self.take()
             if tok.text == "log" and self.peek().text == "det":  # log det(X)
@@ -230,6 +272,11 @@ class _Definitions(dict):
         return dict.__getitem__(self, name)
 
 
+# the "where" clauses that name a decomposition's parts (printing._textbook): display only
+DECOMPOSITIONS = {"UΛUᵀ": "its eigenvectors U and eigenvalues λ", "UΣVᵀ": "its singular vectors U, V "
+                  "and singular values σ"}
+
+
 def read(text: str, dialect, decls: dict) -> Node:
     """The syntax tree of matdiff's text output, its "  where s = …" definitions included."""
     main, _, where = text.partition("  where ")
@@ -240,6 +287,11 @@ def read(text: str, dialect, decls: dict) -> Node:
     bodies = {}
     for part in filter(None, (p.strip() for p in re.split(r",\s(?=\S+ = )", where))):
         name, _, body = part.partition(" = ")
+        if body.strip() in DECOMPOSITIONS:
+            raise ParseError(f"{part} names the parts of a decomposition ({DECOMPOSITIONS[body.strip()]}), "
+                             f"which no expression builds: this text is for reading only. Differentiate "
+                             f"the function itself, or read its index form (Expr.index)",
+                             text, text.index(part))
         bodies[name.strip()] = body
     definitions = _Definitions(bodies, dialect, variables, functions)
     definitions.sizes = {x for d in decls.values() if d.kind in KIND_WORDS for x in (d.dims or ())

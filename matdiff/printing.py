@@ -8,7 +8,7 @@ import re
 from fractions import Fraction
 
 from . import notation as N
-from .functions import GREEK as GREEK_LETTERS, Function, ScalarFunction
+from .functions import GREEK as GREEK_LETTERS, PRINTED_FUNCTIONS, Function, ScalarFunction
 from .errors import NotSupportedError
 from .ir import Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
 from .recognise import recognise
@@ -371,9 +371,11 @@ def _prod(m: N.Prod, style):
     else:  # a differential stands apart from its neighbours: aᵀ dX b
         shown = style.get("display", {})
         apart = [_is_differential(f, shown) for f in factors]
-        body = "".join((" " if i and (apart[i] or apart[i - 1] or _run_together(parts[i - 1], p)) else
-                        "·" if i and parts[i - 1][-1:].isdigit() and p[:1].isdigit() else "") + p
-                       for i, p in enumerate(parts))  # 1·1ᵀ, never the number 11
+        body = "".join((" " if i and (apart[i] or apart[i - 1]) else
+                        "·" if i and (parts[i - 1][-1:].isdigit() and p[:1].isdigit() or
+                                      _reads_as_call(parts[i - 1])) else
+                        " " if i and _run_together(parts[i - 1], p) else "") + p
+                       for i, p in enumerate(parts))  # 1·1ᵀ, never the number 11; cos·(x + y)
     c = m.coef
     if c == 1:
         return body, PROD
@@ -416,6 +418,17 @@ def _run_together(left: str, right: str) -> bool:
     name of more than one character next to another name (Xw and xᵀx stay as they are)."""
     a, b = _WORD_END.search(left), _WORD_START.match(right)
     return bool(a and b) and (len(a.group()) > 1 or len(b.group()) > 1)
+
+
+_NAME_AT_END = re.compile(r"([A-Za-z_α-ωΑ-Ω][A-Za-z0-9_α-ω]*ₘ?)[⁻⁰¹²³⁴⁵⁶⁷⁸⁹′″‴]*$")
+
+
+def _reads_as_call(left: str) -> bool:
+    """Whether ``left`` ends with a variable named like a function (cos, exp, tr, σ), which
+    juxtaposed with what follows would read back as a call: cos·(x + y), not cos(x + y)."""
+    m = _NAME_AT_END.search(left)
+    return bool(m) and m.group(1) in PRINTED_FUNCTIONS and \
+        (m.start() == 0 or not left[m.start() - 1].isalnum())
 
 
 def _is_differential(f, shown) -> bool:
@@ -872,7 +885,8 @@ def dialect_code(m: N.M, dialect: str) -> str:
         text = python_code(_broadcast_ones(m), {NUMPY_TEXT: True})
         for bad, what in (("md.ones", "a ones vector"), ("md.zeros", "a zero"), ("md.eye", "I"),
                           (".derivative(", "a derivative of an abstract function"),
-                          (".gradient(", "∇λ"), (".hessian(", "∇²λ"), ("<", "index notation")):
+                          (".gradient(", "∇λ"), (".hessian(", "∇²λ"), ("<", "index notation"),
+                          ("md.unit(", "a unit vector eₖ"), ("'nuc'", "the nuclear norm")):
             if bad in text:
                 raise NotSupportedError(f"the NumPy dialect has no way to write {what}; use "
                                         f"the text or matrixcalculus form")
@@ -973,8 +987,8 @@ def _mc(m: N.M):
             raise NotSupportedError(f"the matrixcalculus dialect cannot write {m.name} with "
                                     f"derivatives (σ′, ∇λ); use the text form")
         arg = _mc(m.arg)[0]
-        if m.name == "logdet":
-            return f"log(det({arg}))", ATOM
+        if m.name == "logdet":  # log|det X|: log(det(X)) would be NaN where det X < 0
+            return f"logdet({arg})", ATOM
         if m.name == "norm":
             return f"norm2({arg})", ATOM
         if m.name in ("softmax", "logsumexp") and m.arg.kind == "m":

@@ -289,6 +289,13 @@ class Inference:
     def _s_ones(self, node):
         return Shape(self.dims.fresh(True), self.dims.fresh(True))
 
+    def _s_unit(self, node):  # e₃, eₙ (printed dialect): a column, its length fixed by use
+        dim, _ = node.value
+        d = self.dims.fresh()
+        if dim is not None:
+            self.dims.unify(d, dim)
+        return Shape(d, ONE)
+
     def _s_eye(self, node):
         d = self.dims.fresh()
         return Shape(d, d)
@@ -449,9 +456,13 @@ class Inference:
         return Shape()
 
     def _f_outer(self, node):
-        a, b = self._args(node, 2)
-        return Shape(a.rows if not a.scalar else self.dims.fresh(),
-                     b.rows if not b.scalar else self.dims.fresh())
+        a, b = self._args(node, 2)  # NumPy's 1-D arrays: a row vector's length is its columns
+
+        def length(s):
+            if s.scalar:
+                return self.dims.fresh()
+            return s.cols if self.dims.resolve(s.rows) == ONE else s.rows
+        return Shape(length(a), length(b))
 
     # ---- what the other steps ask
     def kind(self, node) -> str:

@@ -86,7 +86,7 @@ class Node:
 # (parse.py).  Binary nodes keep their dialect's operator, so that messages quote it.
 OPERATIONS = {
     "num": "num", "size": "size", "var": "var", "neg": "neg", "transpose": "transpose",
-    "call": "call", "ones": "ones", "zeros": "ones", "eye": "eye", "inverse": "inverse",
+    "call": "call", "ones": "ones", "zeros": "ones", "eye": "eye", "unit": "unit", "inverse": "inverse",
     "inverse_t": "inverse", "sup": "sup", "kron": "kronop",
     "+": "add", "-": "add", ".*": "hadamard", "./": "hadamard", "*": "hadamard", "/": "hadamard",
     "^": "power", ".^": "power", "**": "power", "@": "matmul", "@mc": "matmul",
@@ -105,6 +105,8 @@ def source(node: Node, limit: int = 40) -> str:
         text = source(node.args[0]) + "'"
     elif node.op == "neg":
         text = "-" + source(node.args[0])
+    elif node.op == "unit":
+        text = "e" + str(node.value[1] + 1 if node.value[1] >= 0 else node.value[0])
     elif node.op in ("ones", "zeros", "eye"):
         text = {"ones": "1", "zeros": "0", "eye": "I"}[node.op]
     elif len(node.args) == 2:

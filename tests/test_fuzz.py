@@ -129,11 +129,15 @@ def _reads_back(d):
                                err_msg=text)
 
 
-PRINTED_ALPHABET = "XWxyAσλ∇′ᵀ⁻¹⊙⊘⊗·√|()12/−+ ^∘,=²"
+PRINTED_ALPHABET = "XWxyASσλ∇′ᵀ⁻¹⊙⊘⊗·√|()12/−+ ^∘,=²eₙ₁UΛΔ‖_*₂"
 PRINTED_DECLS = dict(X="matrix(n, k)", W="matrix(k, m)", x="vector(n)", y="vector(n)",
-                     A="matrix(n, n)", sigma="function", **{"lambda": "scalar_function"})
+                     A="matrix(n, n)", S="matrix(n, n) symmetric", sigma="function",
+                     **{"lambda": "scalar_function"})
 PRINTED_SEEDS = ["Xᵀ(∇λ(σ(XW)) ⊙ σ′(XW))", "diag(s) − ssᵀ  where s = softmax(x)", "(A + Aᵀ)x",
-                 "−A⁻ᵀxyᵀA⁻ᵀ", "|x|^∘(3/4) ⊘ x", "2Xᵀ(XW − 1·1ᵀ)", "tr(A²)I", "(1/2)√(xᵀx)"]
+                 "−A⁻ᵀxyᵀA⁻ᵀ", "|x|^∘(3/4) ⊘ x", "2Xᵀ(XW − 1·1ᵀ)", "tr(A²)I", "(1/2)√(xᵀx)",
+                 # printed spectral results: some read back, the decomposition's parts are display only
+                 "eₙᵀeigvalsh(S)", "uₙuₙᵀ  where S = UΛUᵀ", "U(UᵀxxᵀU ⊙ Δexp(λ))Uᵀ  where S = UΛUᵀ",
+                 "‖A‖_* + ‖A‖₂", "L_sqrt(Aᵀ, xyᵀ)", "expm(A)ᵀ + logm(S)⁻¹", "Se₁ + xᵀe_(n−1)x"]
 
 
 def test_md_parse_answers_or_refuses_every_mutated_printed_input():

@@ -116,21 +116,23 @@ def _values(e, sizes, seed):
     return values, _stand_ins(e.node)
 
 
-def _read_back_agrees(d, back, sizes, seed):
+def _read_back_agrees(d, back, sizes, seed, text=""):
     from matdiff.evaluate import variables as node_vars
 
     values, functions = _values(d, sizes, seed)
     used = {v.name for v in node_vars(back.node)}
     want = d.evaluate(values, functions, sizes=sizes)
     got = back.evaluate({k: v for k, v in values.items() if k in used}, functions, sizes=sizes)
-    np.testing.assert_allclose(np.asarray(got).reshape(np.shape(want)), want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(got).reshape(np.shape(want)), want, rtol=1e-8, atol=1e-10,
+                               err_msg=f"{d} read back from {text or 'its repr'}")
 
 
 @settings(max_examples=80, deadline=None)
 @given(f=expressions(), pick=st.integers(0, 100), seed=st.integers(0, 2 ** 16))
 def test_printed_text_and_repr_of_results_read_back_to_the_same_value(f, pick, seed):
     """Every printed notation that can be read is read back: the text by the matdiff dialect,
-    repr as Python; both give the value of the expression and of its gradient."""
+    the matrixcalculus and NumPy dialects' texts by those dialects, repr as Python; each gives
+    the value of the expression and of its gradient."""
     from matdiff.parse import declarations
     variables = f.variables
     if not variables:
@@ -150,7 +152,18 @@ def test_printed_text_and_repr_of_results_read_back_to_the_same_value(f, pick, s
                 re.search(CONSTANT_ARGUMENT, text), (text, e)
             back = None
         if back is not None:
-            _read_back_agrees(d, back, sizes, seed)
+            _read_back_agrees(d, back, sizes, seed, text)
+        for short, dialect in (("mc", "matrixcalculus"), ("numpy", "numpy")):
+            try:  # the input dialects: written where they can say it, and then read back
+                written = d.text(short)
+            except md.NotSupportedError:
+                continue
+            try:
+                back = md.parse(written, dialect=dialect, result_shape=d.shape, **declarations(d))
+            except md.MatdiffError as e:  # as above: a constant whose size the text leaves open
+                assert "not fixed by its use" in str(e) or "size" in str(e), (written, e)
+                continue
+            _read_back_agrees(d, back, sizes, seed, written)
         scope = {"md": md, "sigma": sigma, "lambda_": lam}
         for x in d.variables:
             scope[x.node.name] = x
