@@ -124,7 +124,7 @@ COMMON = {
     "det": Fn("square_scalar", L.det), "logdet": Fn("square_scalar", L.logdet),
     "inv": Fn("square_same", L.inv), "diag": Fn("diag", L.diag),
     "softmax": Fn("softmax", "softmax"), "logsumexp": Fn("logsumexp", "logsumexp"),
-    "kron": Fn("kron", L.kron),
+    "kron": Fn("kron", L.kron), "eye": Fn("eye", "eye"),  # eye(n), eye(n*k): I of that size
     # matrix functions (docs/matrix-functions.md); eigvalsh needs a symmetric argument
     "expm": Fn("square_same", L.expm), "logm": Fn("square_same", L.logm),
     "sqrtm": Fn("square_same", L.sqrtm), "eigvalsh": Fn("eigenvalues", L.eigvalsh),

@@ -186,6 +186,9 @@ class Builder:
                              self.text, node.col)
         return float(value) * L.ones(*dims)
 
+    def _build_eye(self, node, names):
+        return L.eye(self.inferred.sized(node))
+
     def _build_softmax(self, node, names):
         x = self.build(node.args[0], names)
         if x.ndim == 1:  # a vector's axis= is not read
@@ -216,9 +219,9 @@ class Builder:
 # each node's builder, by its operation (syntax.OPERATIONS), and the builders of the
 # functions that read their syntax (axis=, a constant's value), named in the dialects' tables
 BUILDERS = {op: getattr(Builder, "_b_" + operation) for op, operation in OPERATIONS.items()}
-SYNTAX_BUILDERS = {"const": Builder._build_const, "softmax": Builder._build_softmax,
-                   "logsumexp": Builder._build_logsumexp, "sum": Builder._build_sum,
-                   "norm": Builder._build_norm}
+SYNTAX_BUILDERS = {"const": Builder._build_const, "eye": Builder._build_eye,
+                   "softmax": Builder._build_softmax, "logsumexp": Builder._build_logsumexp,
+                   "sum": Builder._build_sum, "norm": Builder._build_norm}
 
 
 def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **declarations) -> Expr:

@@ -690,6 +690,11 @@ def _py_wrap(m, functions, prec):
     return f"({text})" if p < prec else text
 
 
+def _text_dim(d) -> str:
+    """A dim as the input dialects write it inside eye(…): n, 3, n*k."""
+    return "*".join(str(f) for f in getattr(d, "factors", (d,)))
+
+
 def _py_dims(dims) -> str:
     return ", ".join(repr(str(d)) if not isinstance(d, int) else str(d) for d in dims)
 
@@ -721,6 +726,8 @@ def _py(m: N.M, functions: dict):
         call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
         if call:
             return f"{call}({_py_dims(m.dims)})", ATOM
+        if functions.get(NUMPY_TEXT):
+            return f"eye({_text_dim(m.dims[0])})", ATOM
         return f"md.eye({_py_dims(m.dims[:1])})", ATOM
     if isinstance(m, N.Num):
         return repr(float(m.value)) if not float(m.value).is_integer() else str(int(m.value)), \
@@ -883,7 +890,7 @@ def dialect_code(m: N.M, dialect: str) -> str:
     x.T @ A @ x), to paste back; NotSupportedError names what the dialect cannot write."""
     if dialect == "numpy":
         text = python_code(_broadcast_ones(m), {NUMPY_TEXT: True})
-        for bad, what in (("md.ones", "a ones vector"), ("md.zeros", "a zero"), ("md.eye", "I"),
+        for bad, what in (("md.ones", "a ones vector"), ("md.zeros", "a zero"),
                           (".derivative(", "a derivative of an abstract function"),
                           (".gradient(", "∇λ"), (".hessian(", "∇²λ"), ("<", "index notation"),
                           ("md.unit(", "a unit vector eₖ"), ("'nuc'", "the nuclear norm")):
@@ -933,8 +940,8 @@ def _mc(m: N.M):
     if isinstance(m, N.Sym):
         if m.role == "var":
             return m.name, ATOM
-        if m.role == "eye":
-            return "eye", ATOM
+        if m.role == "eye":  # sized: a lone or Kronecker factor's I has no use to size it
+            return f"eye({_text_dim(m.dims[0])})", ATOM
         if m.role in ("one", "zero"):
             value = "1" if m.role == "one" else "0"
             return ({"c": f"vector({value})", "r": f"vector({value})'", "m": f"matrix({value})",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dialects import functions, kind_by_name
+from . import dims as D
 from .errors import MatdiffError, ShapeError
 from .syntax import KIND_WORDS, OPERATIONS, Node, ParseError, shape_error, source
 
@@ -420,6 +421,26 @@ class Inference:
         if a.scalar or b.scalar:
             return b if a.scalar else a
         return Shape(self.dims.fresh(), self.dims.fresh())  # the API computes product dims
+
+    def _f_eye(self, node):  # eye(n), eye(n*k), eye(3): the identity of that size
+        d = self.dims.fresh()
+        self.dims.unify(d, self.sized(node))
+        return Shape(d, d)
+
+    def sized(self, node):
+        """The dim written as eye's argument: a dim's name, a positive integer, or a product."""
+        def dim(a):
+            if a.op == "var" and (a.value not in self.decls or self.decls[a.value].kind == "dim"):
+                return a.value
+            if a.op == "num" and float(a.value).is_integer() and a.value >= 1:
+                return int(a.value)
+            if a.op in ("*", "@mc", "@", "·") and len(a.args) == 2:
+                return D.mul(dim(a.args[0]), dim(a.args[1]))
+            raise ParseError("eye(…) takes a size: a dim's name (n), a positive integer, or a "
+                             "product of them (n*k)", self.text, a.col)
+        if len(node.args) != 1:
+            raise ParseError("eye(…) takes one size, as in eye(n)", self.text, node.col)
+        return dim(node.args[0])
 
     def _f_const_vector(self, node):
         self._const_arg(node)

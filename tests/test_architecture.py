@@ -35,7 +35,7 @@ ALLOWED = {
     "syntax": {"errors"},
     "printed": {"functions", "syntax"},
     "dialects": {"library", "printed", "syntax"},
-    "shapes": {"dialects", "errors", "syntax"},
+    "shapes": {"dialects", "dims", "errors", "syntax"},
     "parse": {"dialects", "dims", "errors", "expr", "functions", "ir", "library", "shapes", "syntax"},
     "generate": {"dims", "errors", "evaluate", "expr", "functions", "ir", "library", "printing",
                  "recognise", "show", "simplify"},

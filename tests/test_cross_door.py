@@ -149,19 +149,7 @@ TABLE = [
 
 # Rows whose doors disagree where the cause lies outside the doors (parse.py, printing.py,
 # present.py): kept in the table, marked, and reported so that they are fixed.
-XFAIL: dict = {
-    "X @ W W o1 np vec-row mc":
-        "printing.py (dialect_code, matrixcalculus): ∂vec(XW)/∂vec(W) = X ⊗ I is written "
-        "kron(X, eye), which does not read back: the size of eye inside kron is not fixed by its "
-        "use (ParseError), so --format mc is not valid input here",
-    "tr(X'*X) X o2 vec-row mc":
-        "printing.py (dialect_code, matrixcalculus): the vec Hessian 2I is written 2*eye, which "
-        "does not read back (ParseError: the size of I is not fixed by its use)",
-    "trace(X.T @ X) X o2 np vec-row numpy":
-        "printing.py (dialect_code, numpy): the vec Hessian 2I cannot be written in the NumPy "
-        "dialect (NotSupportedError: no way to write I), so `--format numpy` exits 2 and the JSON "
-        "API answers output null with output_error",
-}
+XFAIL: dict = {}  # rows a door is known to answer differently, with the reason (none now)
 
 PAGE_ROWS = {  # the subset also driven through the page in Chromium
     "x'*A*x A o1 numpy", "sum(sigmoid(X*W)) W o1 steps", "tanh(A*x) A o1 vec",

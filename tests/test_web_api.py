@@ -289,8 +289,11 @@ def test_format_adds_the_output_in_that_notation():
     assert "output" not in service.derive({"expression": "x'*x", "code": False})["results"][0]
     data = service.derive({"expression": "tr(X'*X)", "wrt": ["X"], "order": 2, "layout": "vec",
                            "format": "numpy", "code": False, "check": False})
+    assert data["results"][0]["output"] == "2 * eye(m*n)"  # I, sized: it reads back
+    data = service.derive({"expression": "sum(x)", "wrt": ["x"], "format": "numpy", "code": False,
+                           "check": False})
     (r,) = data["results"]
-    assert r["text"] == "2I" and r["output"] is None and "no way to write I" in r["output_error"]
+    assert r["text"] == "1" and r["output"] is None and "no way to write a ones vector" in r["output_error"]
     with pytest.raises(service.RequestError) as e:
         service.derive({"expression": "x'*x", "format": "fortran"})
     assert e.value.status == 400 and "'format' is one of" in e.value.body["error"]
