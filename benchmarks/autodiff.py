@@ -660,7 +660,7 @@ def spectral(run: Runner, a) -> None:
                 if what == "Hessian" and 8 * n ** 4 > HESSIAN_BYTES:
                     print(f"| {name} | {n} | {what} | infeasible: n⁴ = {n ** 4:.3g} entries, "
                           f"{8 * n ** 4 / 2 ** 30:.3g} GiB in float64 (see the HVP row) |"
-                          + " |" * 6, flush=True)
+                          + " |" * 7, flush=True)
                     continue
                 print(_spectral_row(run, name, build, value, v, what, n, S, V), flush=True)
 

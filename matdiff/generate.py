@@ -1189,7 +1189,9 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
 try:  # NumPy's floating-point error state, the context variable np.errstate sets (NumPy 2)
     from numpy._core._ufunc_config import _extobj_contextvar as _ERROR_STATE
     from numpy._core.umath import _make_extobj
-except ImportError:  # pragma: no cover - another NumPy: compiled code keeps np.errstate
+
+    _ERROR_STATE.reset(_ERROR_STATE.set(_make_extobj(over="ignore")))  # works as np.errstate uses it
+except Exception:  # noqa: BLE001  # pragma: no cover - another NumPy: compiled code keeps np.errstate
     _ERROR_STATE = _make_extobj = None
 _overflow_ignored = (None, None)  # the last error state met, and it with overflow ignored
 
