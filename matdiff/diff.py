@@ -15,9 +15,10 @@ Jacobian is the same pass with an identity seed; a Hessian differentiates a Jaco
 from __future__ import annotations
 
 from . import build as B
+from . import dims as D_
 from . import functions as F_
 from .errors import NotSupportedError
-from .ir import (GENERAL_FUNCTIONS, Basis, Contract, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise,
+from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise,
                  Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
                  Svd, Var, free_vars, walk)
 from .simplify import simplify, stable_forms
@@ -145,11 +146,47 @@ def _d_funm(n, k, dx):
     return Frechet(n.fn, n.arg, dx)
 
 
-@rule(Frechet)
+@rule(Frechet)  # linear in E; in X, the block-triangular identity (below)
 def _d_frechet(n, k, dx):
-    raise NotSupportedError(f"second derivatives through {GENERAL_FUNCTIONS[n.args[0]]} of a general "
-                            f"matrix (the derivative of its Fréchet derivative) are not supported yet; "
-                            f"first derivatives are")
+    fn, x, e = n.args
+    if k == 1:  # the children are X and E
+        return Frechet(fn, x, dx)
+    return _second_frechet(fn, x, e, dx)
+
+
+def _batched_frechet(fn, x, cot, extra):
+    """[L_f(X, Gₑ) for each index e of ``extra``], Gₑ = cot[e], as one Fréchet derivative of a
+    block-diagonal matrix: L_f(I ⊗ X, blockdiag(Gₑ)) = blockdiag(L_f(X, Gₑ)), f(I ⊗ X) being
+    I ⊗ f(X). Its size is (m·d)², m the number of entries of ``extra``: a Jacobian or Hessian
+    through a general matrix function costs that (md.hvp does not)."""
+    d = x.shape[0]
+    m = D_.size(extra)
+    big = D_.mul(m, d)
+    dims = {0: m, 2: m, 1: d, 3: d}
+    g = Reshape(cot, (m, d, d))
+    blocks = Reshape(B.contract((g, Delta(m, 2)), ((0, 1, 3), (0, 2)), (0, 1, 2, 3), dims), (big, big))
+    copies = Reshape(B.contract((Delta(m, 2), x), ((0, 2), (1, 3)), (0, 1, 2, 3), dims), (big, big))
+    out = Reshape(Frechet(fn, copies, blocks), (m, d, m, d))
+    return Reshape(B.contract((out,), ((0, 1, 0, 2),), (0, 1, 2), {0: m, 1: d, 2: d}), extra + (d, d))
+
+
+def _second_frechet(fn, x, e, dx):
+    """d L_f(X, E)[dX], the second Fréchet derivative, as the (1, 2) block of
+    L_f([[X, E], [0, X]], [[dX, 0], [0, dX]]): f of a block upper-triangular matrix has
+    f(X) on its diagonal and L_f(X, E) above it, so differentiating it along dX on both
+    diagonal blocks differentiates L_f(X, E) (Higham, Functions of Matrices, §3.2)."""
+    d = x.shape[0]
+    two = B.contract  # 2 × 2 block matrices, as (2, d, 2, d) arrays laid out as (2d, 2d)
+    first, second = Basis(2, 0), Basis(2, 1)
+    big, dims = D_.mul(2, d), {0: 2, 2: 2, 1: d, 3: d}
+
+    def block(row, col, m):
+        return two((row, col, m), ((0,), (2,), (1, 3)), (0, 1, 2, 3), dims)
+
+    y = Reshape(B.add(block(first, first, x), block(first, second, e), block(second, second, x)), (big, big))
+    diag = Reshape(two((Delta(2, 2), dx), ((0, 2), (1, 3)), (0, 1, 2, 3), dims), (big, big))
+    out = Reshape(Frechet(fn, y, diag), (2, d, 2, d))
+    return two((out, first, second), ((0, 1, 2, 3), (0,), (2,)), (1, 3))
 
 
 @rule(EigGap)  # G_ij = 1/(λⱼ − λᵢ): dG_ij = G_ij² (dλᵢ − dλⱼ)
@@ -224,9 +261,8 @@ def transpose(lin: Node, hole: Hole, cot: Node, extra: tuple) -> Node:
         return transpose(lin.arg, hole, Reshape(cot, extra + lin.arg.shape), extra)
     if isinstance(lin, Frechet):  # ⟨G, L(X, E)⟩ = ⟨L(Xᵀ, G), E⟩
         fn, x, e = lin.args
-        if extra:
-            raise NotSupportedError(f"Jacobians through {GENERAL_FUNCTIONS[fn]} of a general matrix "
-                                    f"are not supported yet; gradients of scalars are")
+        if extra:  # one adjoint per entry of the output: L(Xᵀ, Gₑ) for every e, all at once
+            return transpose(e, hole, _batched_frechet(fn, B.transpose(x), cot, extra), extra)
         return transpose(e, hole, Frechet(fn, B.transpose(x), cot), extra)
     raise AssertionError(f"not linear in the differential: {type(lin).__name__}")
 

@@ -204,13 +204,34 @@ def test_generated_code_computes_the_frechet_gradient(backend):
     _compiled_matches([f, md.grad(f, G)], backend, [G, v], values, 1e-5)
 
 
-def test_what_the_frechet_derivative_cannot_do_yet_is_refused():
-    with pytest.raises(md.NotSupportedError, match="Jacobians"):
-        md.jacobian(md.expm(G), G)
-    with pytest.raises(md.NotSupportedError, match="second derivatives"):
-        md.hessian(v.T @ md.expm(G) @ v, G)
-    with pytest.raises(md.NotSupportedError, match="logm"):
-        md.hessian(md.trace(md.logm(G)) ** 2, G)
+@pytest.mark.parametrize("f", [
+    lambda: v.T @ md.expm(G / 2) @ v, lambda: md.trace(md.logm(G)) ** 2, lambda: v.T @ md.logm(G) @ v,
+    lambda: md.norm(md.sqrtm(G)) ** 2, lambda: md.trace(md.expm(G / 4) @ md.expm(G.T / 4)),
+], ids=["vᵀexpm(A)v", "(tr logm(A))²", "vᵀlogm(A)v", "‖sqrtm(A)‖²", "tr(expm(A)expm(Aᵀ))"])
+def test_second_derivatives_through_a_general_matrix_function(f):
+    """Issue 21: refused before. d L_f(X, E)[dX] is the (1, 2) block of
+    L_f([[X, E], [0, X]], [[dX, 0], [0, dX]]); a Jacobian's adjoints L_f(Xᵀ, Gₑ), one per output
+    entry, are one Fréchet derivative of the block-diagonal I ⊗ Xᵀ. Checked to second order."""
+    assert md.check(f(), G, order=2, kinds={"A": "invertible"}) < 1e-6
+
+
+def test_jacobians_through_a_general_matrix_function():
+    assert md.check(md.expm(G / 2) @ v, G) < 1e-6
+    assert md.check(md.sqrtm(G) @ v, v, order=2) < 1e-6
+    assert md.jacobian(md.logm(G), G).shape == ("n",) * 4
+
+
+def test_the_hessian_through_a_general_expm_matches_jax_and_generated_code():
+    jax = pytest.importorskip("jax")
+    jsl = pytest.importorskip("jax.scipy.linalg")
+    a, vv = _general(seed=8) / 2, np.random.default_rng(9).standard_normal(4)
+    f = v.T @ md.expm(G) @ v
+    H = md.hessian(f, G).evaluate({"A": a, "v": vv})
+    with jax.enable_x64(True):
+        want = np.asarray(jax.hessian(lambda m: vv @ jsl.expm(m) @ vv)(a))
+    np.testing.assert_allclose(H, want, rtol=1e-8, atol=1e-10)
+    for backend in ("numpy", "jax", "torch"):
+        _compiled_matches([f, md.hessian(f, G)], backend, [G, v], {"A": a, "v": vv}, 1e-5, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- logm and sqrtm of a general matrix
