@@ -590,15 +590,18 @@ def _subscript(letters, style) -> str:
     return f"_{{{text}}}" if _tex(style) else f"_{text}"
 
 
-def index_notation(node: Node, style=TEXT, free=None) -> str:
-    """Index notation, with explicit sums: xxᵀ by x is δ_ik x_j + x_i δ_jk."""
+def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
+    """Index notation, with explicit sums: xxᵀ by x is δ_ik x_j + x_i δ_jk.  The factors of
+    the outermost products are grouped into the matrix products their indices chain
+    (``_chained``); a bracketed inner sum is written as it is."""
     free = list(free) if free is not None else [_letter(FREE, BOUND, i) for i in range(node.ndim)]
     if isinstance(node, Sum):
         if not node.terms:
             return "0"
         fake = N.Add("s", tuple((c, N.Index("s", t, "")) for c, t in node.terms))
-        return _add_terms(fake, style, free)
+        return _add_terms(fake, style, free, nested)
     if isinstance(node, Contract):
+        node = node if nested else _chained(node)
         letters = dict(zip(node.out, free))
         summed = sorted({x for lab in node.labels for x in lab} - set(node.out))
         pool = [c for c in BOUND if c not in free]  # a nested sum's letters differ from its parent's
@@ -620,6 +623,53 @@ def index_notation(node: Node, style=TEXT, free=None) -> str:
     return _factor(node, free, style)
 
 
+def _chained(node: Contract) -> Contract:
+    """The factors of an index-form product grouped into matrix products wherever their
+    indices chain, as the Cookbook writes index formulas: Σ_p X_pi B_pk is (XᵀB)_ik, and
+    Σ_q Σ_r A_lq A_qr A_rs is (A³)_ls.  An index summed by exactly two factors of at most two
+    indices each (matrices, vectors), and by nothing else, joins them into one factor."""
+    ops, labs = list(node.operands), [tuple(lab) for lab in node.labels]
+    order = list(node.out) + sorted({y for lab in labs for y in lab} - set(node.out))
+
+    def rank(y):
+        return order.index(y)
+    while True:
+        uses: dict = {}
+        for k, lab in enumerate(labs):
+            for x in lab:
+                uses.setdefault(x, []).append(k)
+        pair = next(((x, ks) for x, ks in sorted(uses.items())
+                     if x not in node.out and len(ks) == 2 and ks[0] != ks[1] and
+                     all(len(labs[k]) <= 2 and len(set(labs[k])) == len(labs[k]) and
+                         not isinstance(ops[k], (Delta, Const, Sum)) and _small(ops[k])
+                         for k in ks)), None)
+        if pair is None:
+            break
+        x, (i, j) = pair  # the joined factor's indices in the result's order: (XB)_ik, not (BᵀXᵀ)_ki
+        out = tuple(sorted((y for y in labs[i] + labs[j] if y != x), key=rank))
+        joined = Contract((ops[i], ops[j]), (labs[i], labs[j]), out)
+        ops = [o for k, o in enumerate(ops) if k not in (i, j)] + [joined]
+        labs = [lab for k, lab in enumerate(labs) if k not in (i, j)] + [out]
+    if len(ops) == len(node.operands) or len(ops) == 1:  # Σ_p X_pi Y_pj stays: (XᵀY)_ij would
+        return node  # say nothing an index form is asked for
+    return Contract(tuple(ops), tuple(labs), node.out)
+
+
+def _small(op: Node) -> bool:
+    """Whether op is small enough to join at little cost (a product of a few variables):
+    recognising a joined product of large ones would cost more than the text it saves."""
+    count, stack = 0, [op]
+    while stack:  # the tree, shared nodes counted at each use: A⁶⁴ is 64 factors
+        count += 1
+        if count > CHAIN_NODES:
+            return False
+        stack.extend(stack.pop().children)
+    return True
+
+
+CHAIN_NODES = 12
+
+
 def _letter(pool, other, n):
     return pool[n] if n < len(pool) else f"{pool[0]}{n}"
 
@@ -636,7 +686,7 @@ def _factor(op, letters, style) -> str:
     m = recognise(op)
     if isinstance(m, N.Index):
         if isinstance(op, (Sum, Contract)):
-            return f"[{index_notation(op, style, letters)}]"
+            return f"[{index_notation(op, style, letters, nested=True)}]"
         if isinstance(op, Elementwise):  # f(T)_ijk = f(T_ijk)
             arg = _factor(op.arg, letters, style)
             if op.fn.builtin and op.fn.name == "pow":
@@ -665,9 +715,9 @@ def _factor(op, letters, style) -> str:
             f"{style['lparen']}{text}{style['rparen']}") + sub
 
 
-def _add_terms(fake: N.Add, style, free) -> str:
+def _add_terms(fake: N.Add, style, free, nested=False) -> str:
     pieces = [(c, ("" if abs(c) == 1 else _number(abs(c), style) + " ")
-               + index_notation(t.node, style, free)) for c, t in fake.terms]
+               + index_notation(t.node, style, free, nested)) for c, t in fake.terms]
     return _signed(pieces, style["minus"], style["sub"], style["plus"])
 
 

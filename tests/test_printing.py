@@ -259,6 +259,25 @@ def test_index_notation():
     assert (x.T @ A @ x).index() == "Σ_p Σ_q x_p A_qp x_q"
 
 
+CHAINED = [  # index results whose factors chain print as the matrices inside, as the Cookbook does
+    ("∂(XᵀBX)/∂X", lambda X, B, A: (md.jacobian(X.T @ B @ X, X), X), "(XᵀB)_ik δ_jl + δ_il (XᵀBᵀ)_jk"),
+    ("∂(XBX)/∂X", lambda X, B, A: (md.jacobian(X @ B @ X, X), X), "δ_ik (XᵀBᵀ)_jl + (XB)_ik δ_jl"),
+    ("∇²tr(A⁴)", lambda X, B, A: (md.hessian(md.trace(md.matrix_power(A, 4)), A), A),
+     "4 ((Aᵀ)²)_il δ_jk + 4 A_li A_jk + 4 δ_il (A²)_jk"),
+    ("∂X⁻¹/∂X", lambda X, B, A: (md.jacobian(md.inv(X), X), X), "−(X⁻¹)_ik (X⁻¹)_lj"),
+]
+
+
+@pytest.mark.parametrize("name,build,text", CHAINED, ids=[c[0] for c in CHAINED])
+def test_index_forms_group_the_factors_whose_indices_chain(name, build, text):
+    X, B, A = (md.matrix(s, "n", "n") for s in "XBA")
+    d, wrt = build(X, B, A)
+    assert d.index() == text
+    f = {"∂(XᵀBX)/∂X": X.T @ B @ X, "∂(XBX)/∂X": X @ B @ X, "∇²tr(A⁴)": md.trace(md.matrix_power(A, 4)),
+         "∂X⁻¹/∂X": md.inv(X)}[name]
+    assert md.check(f, wrt, kinds={"X": "invertible"}, order=2 if "∇²" in name else 1) < 1e-5
+
+
 def test_rows_print_transposed():
     A, x = SYMBOLS["A"], SYMBOLS["x"]
     assert str(x.T @ A) == "xᵀA"
