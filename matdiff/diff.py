@@ -15,7 +15,7 @@ Jacobian is the same pass with an identity seed; a Hessian differentiates a Jaco
 from __future__ import annotations
 
 from . import build as B
-from . import dims as D_
+from . import dims as D_  # the sizes 2n and mn of the Fréchet derivatives' block matrices
 from . import functions as F_
 from .errors import NotSupportedError
 from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise,
