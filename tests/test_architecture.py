@@ -16,7 +16,7 @@ ALLOWED = {
     "build": {"ir"},
     "functions": {"build", "ir"},
     "simplify": {"build", "dims", "errors", "functions", "ir"},
-    "diff": {"build", "errors", "functions", "ir", "simplify"},
+    "diff": {"build", "dims", "errors", "functions", "ir", "simplify"},
     "evaluate": {"dims", "errors", "ir"},
     "show": {"dims", "ir"},
     "notation": {"ir"},
