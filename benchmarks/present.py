@@ -3,9 +3,23 @@ our own e-graph against the egglog package on the same rule subset.
 
 Run: python benchmarks/present.py        (prints markdown tables; see docs/benchmarks.md)
 Needs `pip install egglog` for the comparison (skipped without it).
+
+The same file checks that a change to present.py changes no result (issue 24):
+
+    python benchmarks/present.py --record before.json    # at the commit you start from
+    python benchmarks/present.py --compare before.json   # after the change: exit 1 on a difference
+
+record every ``simplest(m)`` call (its input and output trees, dumped structurally) and the
+printed text and LaTeX of a large corpus: every derivative of the test table (first and, for
+scalars, second), their derivations, every gradient and Hessian of tests/losses.py, the
+golden rows of tests/test_presentation.py, the issue's slow cases, and 300 random
+expressions of the property test's grammar.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import random
 import statistics
 import sys
 import time
@@ -142,7 +156,166 @@ def versus_egglog(trees):
     print()
 
 
+def dump(m) -> str:
+    """A notation tree as text that differs wherever two trees differ (fn by its name)."""
+    if isinstance(m, N.Index):
+        return f"Index({m.text!r})"
+    if isinstance(m, (N.Sym, N.Num)):
+        return repr(m)
+    fields = []
+    for f in m.__dataclass_fields__:
+        v = getattr(m, f)
+        if isinstance(v, N.M):
+            v = dump(v)
+        elif isinstance(v, tuple) and f == "factors":
+            v = "(" + ", ".join(dump(x) for x in v) + ")"
+        elif isinstance(v, tuple) and f == "terms":
+            v = "(" + ", ".join(f"{c!r}·{dump(t)}" for c, t in v) + ")"
+        elif f == "fn":
+            v = getattr(v, "name", v) if v is not None else None
+        fields.append(f"{f}={v}")
+    return f"{type(m).__name__}({', '.join(map(str, fields))})"
+
+
+def _random_expressions(count=300, seed=11):
+    """Expressions of the property test's grammar, drawn with a fixed seed."""
+    rng = random.Random(seed)
+    A, B, X = (md.matrix(s, "n", "n") for s in "ABX")
+    S = md.matrix("S", "n", "n", symmetric=True)
+    x, a = md.vector("x", "n"), md.vector("a", "n")
+
+    def inverse(p):
+        try:
+            return md.inv(p).simplify()
+        except md.MatdiffError:
+            return p
+
+    def draw(depth):
+        if depth == 0 or rng.randint(0, 3) == 0:
+            return rng.choice([A, B, S, X]), rng.choice([x, a])
+        (p, u), (q, v) = draw(depth - 1), draw(depth - 1)
+        mat = rng.choice([lambda: p @ q, lambda: p + q, lambda: p - q.T, lambda: inverse(p), lambda: p.T,
+                          lambda: md.outer(u, v) + p, lambda: p @ p @ q])()
+        vec = rng.choice([lambda: p @ u, lambda: u - v, lambda: u * v, lambda: q.T @ v])()
+        return mat, vec
+
+    out = []
+    for n in range(count):
+        mat, vec = draw(3)
+        shape = rng.choice(["det", "norm", "quad", "tr", "logdet", "grad", "mat"])
+        try:
+            f = {"det": lambda: md.det(mat), "norm": lambda: md.norm(vec), "quad": lambda: vec.T @ mat @ vec,
+                 "tr": lambda: md.trace(mat @ mat.T), "logdet": lambda: md.logdet(mat @ mat.T + S),
+                 "grad": lambda: md.norm(mat @ vec), "mat": lambda: mat}[shape]()
+        except md.MatdiffError:
+            continue
+        out.append((f"random {n} {shape}", f, x if shape == "grad" else None))
+    return out
+
+
+def slow_cases():
+    """The results issue 24 names as slow (12–135 ms each before it)."""
+    X, A = md.matrix("X", "n", "n"), md.matrix("A", "n", "n")
+    S = md.matrix("Sigma", "p", "p", symmetric=True)
+    x, a = md.vector("x", "n"), md.vector("a", "n")
+    xp, mu = md.vector("x", "p"), md.vector("mu", "p")
+    nu = md.scalar("nu")
+    r = xp - mu
+    t_nll = 0.5 * md.logdet(S) + (nu + 3) / 2 * md.log(1 + r.T @ md.inv(S) @ r / nu)  # p = 3
+    return [
+        ("multivariate-t NLL by Σ", lambda: md.grad(t_nll, S)),
+        ("multivariate-t NLL by μ, Hessian", lambda: md.hessian(t_nll, mu)),
+        ("det(X³) by X", lambda: md.grad(md.det(X @ X @ X), X)),
+        ("det(X³) Hessian", lambda: md.hessian(md.det(X @ X @ X), X)),
+        ("Hessian of ‖x − a‖", lambda: md.hessian(md.norm(x - a), x)),
+        ("det(XᵀAX) by X", lambda: md.grad(md.det(X.T @ A @ X), X)),
+    ]
+
+
+def corpus():
+    """(label, thunk giving the result's texts) for every result of the corpus."""
+    import importlib
+
+    import tests.cases
+    import tests.losses
+    import tests.test_presentation as TP
+    out = []
+
+    def texts(r):
+        return [str(r), r.latex()]
+    for c in importlib.reload(tests.cases).CASES:
+        out.append((f"case {c.name}", lambda c=c: texts(md.jacobian(c.f, c.wrt))))
+        if md.expr.lift(c.f).ndim == 0:
+            out.append((f"case {c.name} Hessian", lambda c=c: texts(md.hessian(c.f, c.wrt))))
+            out.append((f"case {c.name} derivation", lambda c=c: [str(md.derivation(c.f, c.wrt))]))
+    for row in tests.losses.TABLE:
+        for v in row.wrt:
+            out.append((f"loss {row.name} by {v.node.name}",
+                        lambda row=row, v=v: texts(md.grad(row.build(), v, facts=row.facts()))))
+        if row.hessian is not None:
+            out.append((f"loss {row.name} Hessian",
+                        lambda row=row: texts(md.hessian(row.build(), row.wrt[0], facts=row.facts()))))
+    for n, (_, f, wrt, how, _) in enumerate(TP.GOLDEN):
+        out.append((f"golden {n}", lambda f=f, wrt=wrt, how=how: texts(TP._result(f, wrt, how)) +
+                    [TP._result(f, wrt, how).echo()]))
+    for n, (name, build, _) in enumerate(TP.EVERYDAY):
+        out.append((f"everyday {name}", lambda build=build: texts(build())))
+    for name, job in slow_cases():
+        out.append((f"slow {name}", lambda job=job: texts(job())))
+    for name, f, wrt in _random_expressions():
+        out.append((name, lambda f=f, wrt=wrt: texts(md.grad(f, wrt) if wrt is not None else f) + [f.echo()]))
+    return out
+
+
+def record() -> dict:
+    """Every result's texts and every simplest() call's input → output, over the corpus."""
+    import matdiff.derivation
+    import matdiff.expr
+    calls: dict = {}
+    original = P.simplest
+
+    def spy(m, rules=None, cost=None):
+        out = original(m, rules, cost)
+        calls[dump(m) + (f" rules={len(rules)}" if rules is not None else "")] = dump(out)
+        return out
+    matdiff.expr.simplest = matdiff.derivation.simplest = spy
+    results = {}
+    try:
+        for label, job in corpus():
+            try:
+                results[label] = job()
+            except (md.MatdiffError, RecursionError) as e:  # what the engine refuses, recorded
+                results[label] = [f"error: {type(e).__name__}: {str(e)[:200]}"]
+    finally:
+        matdiff.expr.simplest = matdiff.derivation.simplest = original
+    return {"results": results, "simplest": calls}
+
+
+def compare(path: str) -> int:
+    want = json.loads(Path(path).read_text())
+    got = record()
+    bad = 0
+    for part in ("results", "simplest"):
+        for key in sorted(set(want[part]) | set(got[part])):
+            if want[part].get(key) != got[part].get(key):
+                bad += 1
+                if bad <= 20:
+                    print(f"{part} differ: {key[:200]}\n  before: {str(want[part].get(key))[:300]}"
+                          f"\n  after:  {str(got[part].get(key))[:300]}")
+    print(f"{len(got['results'])} results, {len(got['simplest'])} simplest() calls; {bad} differ")
+    return 1 if bad else 0
+
+
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--record", metavar="FILE")
+    parser.add_argument("--compare", metavar="FILE")
+    args = parser.parse_args()
+    if args.record:
+        Path(args.record).write_text(json.dumps(record(), ensure_ascii=False, indent=0))
+        return
+    if args.compare:
+        sys.exit(compare(args.compare))
     trees = [m for m in (notation_of(c) for c in CASES) if m is not None]
     own_full(trees)
     versus_egglog(trees)

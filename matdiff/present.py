@@ -45,38 +45,58 @@ COMPLEMENT = 8       # what σ(−u) costs more in a class that holds 1 − σ(u
 class EGraph:
     """Classes of equal terms.  A term (an e-node) is ``(op, data, kids)``: ``data`` holds
     the kind (s, c, r, m) first, then what the op needs (a coefficient, a function name);
-    ``kids`` are class ids.  ``find`` gives a class's representative id."""
+    ``kids`` are class ids.  ``find`` gives a class's representative id.
+
+    Kept cheap (issue 24): each class's terms are indexed by operator, sorted once until the
+    class changes (``terms``); each id knows its kind; each class knows the classes that use
+    it as a kid (``uses``), so that ``rebuild`` re-keys only the terms above a merge and
+    recomputes the analyses only where an input changed."""
 
     def __init__(self):
         self.parent: list = []
+        self.kinds: list = []     # id -> the kind of the term that made it (a class's kind)
+        self.uses: list = []      # id -> ids of classes holding a term with it as a kid
         self.nodes: dict = {}     # class -> set of e-nodes
         self.memo: dict = {}      # e-node -> class
         self.dims: dict = {}      # class -> shape (tuple of dims), or None where unknown
         self.sym: dict = {}       # class -> symmetric by structure
         self.range: dict = {}     # class -> the interval every entry lies in (``_interval``)
         self.polys: dict = {}     # (class, kind) -> its element-wise polynomial, this round
+        self.index: dict = {}     # class -> {op: its terms of op, sorted}, until it changes
+        self.mixed: set = set()   # classes whose terms differ in kind (see ``kind``)
+        self.touched: list = []   # ids made or merged since the last rebuild
+        self.merged: list = []    # classes merged since the last rebuild (their users re-key)
+        self.stale: set = set()   # classes whose range the last rebuild's passes left to redo
         self.size = 0
+        self.unions = 0
 
     def find(self, a: int) -> int:
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
         return a
 
     def add(self, op: str, data: tuple, kids=()) -> int:
-        kids = tuple(self.find(k) for k in kids)
+        find = self.find
+        kids = tuple(find(k) for k in kids)
         key = (op, data, kids)
         hit = self.memo.get(key)
         if hit is not None:
-            return self.find(hit)
+            return find(hit)
         cid = len(self.parent)
         self.parent.append(cid)
+        self.kinds.append(data[0])
+        self.uses.append([])
+        for k in kids:
+            self.uses[k].append(cid)
         self.nodes[cid] = {key}
         self.memo[key] = cid
         self.dims[cid] = _dims(self, key)
         self.sym[cid] = False
         self.range[cid] = _interval(self, key)
         self.size += 1
+        self.touched.append(cid)
         return cid
 
     def union(self, a: int, b: int) -> bool:
@@ -86,58 +106,136 @@ class EGraph:
         if a > b:
             a, b = b, a
         self.parent[b] = a
+        if self.kinds[a] != self.kinds[b] or a in self.mixed or b in self.mixed:
+            self.mixed.add(a)
+            self.mixed.discard(b)
         self.nodes[a] |= self.nodes.pop(b)
         self.dims[a] = self.dims[a] or self.dims.pop(b)
         self.sym[a] = self.sym[a] or self.sym.pop(b, False)
         self.range[a] = _meet(self.range[a], self.range.pop(b, FULL))
+        self.uses[a].extend(self.uses[b])
+        self.uses[b] = []
+        self.index.pop(a, None)
+        self.index.pop(b, None)
+        self.touched.append(a)
+        self.merged.append(a)
+        self.unions += 1
         return True
 
+    def _users(self, c: int) -> set:
+        find = self.find
+        return {find(p) for p in self.uses[c]}
+
     def rebuild(self) -> None:
-        """Restore congruence (equal kids make equal terms) and recompute the analyses."""
+        """Restore congruence (equal kids make equal terms) and bring the analyses up to
+        date.  Only the terms above a merged class are re-keyed, and an analysis is
+        recomputed only for a class whose terms or whose kids' analyses changed: the same
+        result as re-keying and recomputing everything (ranges in the same class order and
+        number of passes), without the cost."""
         self.polys = {}
-        while True:
-            memo, merges = {}, []
-            for c in list(self.nodes):
-                fresh = set()
-                for op, data, kids in self.nodes[c]:
-                    key = (op, data, tuple(self.find(k) for k in kids))
+        find, nodes, memo = self.find, self.nodes, self.memo
+        changed = set(self.touched)
+        self.touched = []
+        while self.merged:
+            todo = set()
+            for m in self.merged:
+                todo |= self._users(find(m))
+            self.merged = []
+            merges = []
+            for c in sorted(todo):
+                fresh, moved = set(), False
+                for key in nodes[c]:
+                    op, data, kids = key
+                    canon = tuple(find(k) for k in kids)
+                    if canon != kids:
+                        moved = True
+                        if memo.get(key) is not None:
+                            del memo[key]
+                        key = (op, data, canon)
                     fresh.add(key)
+                if not moved:
+                    continue
+                nodes[c] = fresh
+                self.index.pop(c, None)
+                changed.add(c)
+                for key in fresh:
                     other = memo.get(key)
-                    if other is not None and self.find(other) != c:
+                    if other is not None and find(other) != c:
                         merges.append((other, c))
                     else:
                         memo[key] = c
-                self.nodes[c] = fresh
-            if not merges:
-                self.memo = memo
-                break
             for a, b in merges:
                 self.union(a, b)
-        changed = True
-        while changed:  # symmetry is a least fixpoint: a class is symmetric once one term is
-            changed = False
-            for c, terms in self.nodes.items():
-                if not self.sym[c] and any(_symmetric_term(self, t) for t in terms):
-                    self.sym[c] = changed = True
-        for _ in range(RANGE_PASSES):  # ranges only narrow; a few passes carry them upwards
-            changed = False
-            for c, terms in self.nodes.items():
+        changed = {find(c) for c in changed} | set(self.touched)
+        self.touched = []
+        changed = {find(c) for c in changed}
+        # symmetry, a least fixpoint: a class becomes symmetric once one term is; a term's
+        # verdict reads its kids' symmetry and transposes, so the classes to look at are the
+        # changed ones, their users, and the users of a class whose transpose changed
+        look = set(changed)
+        for c in changed:
+            look |= self._users(c)
+            for op, _, kids in nodes[c]:
+                if op == "T":
+                    look |= self._users(find(kids[0]))
+        work = sorted(c for c in look if not self.sym[c])
+        while work:
+            c = work.pop()
+            if not self.sym[c] and any(_symmetric_term(self, t) for t in nodes[c]):
+                self.sym[c] = True
+                work.extend(u for u in self._users(c) if not self.sym[u])
+        # ranges only narrow: passes in class order carry them upwards, as many as before,
+        # each visiting only the classes whose terms or kids' ranges changed since their last
+        stale = {find(c) for c in self.stale} | changed
+        for c in changed:
+            stale |= self._users(c)
+        for _ in range(RANGE_PASSES):
+            moved = False
+            for c in nodes:
+                if c not in stale:
+                    continue
+                stale.discard(c)
                 old = self.range[c]
                 new = old
-                for t in terms:
+                for t in nodes[c]:
                     new = _meet(new, _interval(self, t))
                 if new != old:
                     self.range[c] = new
-                    changed = True
-            if not changed:
+                    moved = True
+                    stale |= self._users(c)
+            if not moved:
                 break
+        self.stale = stale
 
     def kind(self, c: int) -> str:
-        return next(iter(self.nodes[self.find(c)]))[1][0]
+        """The kind of class c's terms (a class whose terms differ in kind — a matrix rule
+        merged with a scalar — answers with one of its terms', as it always has)."""
+        if self.mixed:
+            r = self.find(c)
+            if r in self.mixed:
+                return next(iter(self.nodes[r]))[1][0]
+        return self.kinds[c]
+
+    def ordered(self, c: int) -> list:
+        """All terms of class c, in a fixed order."""
+        return self._index(self.find(c))[None]
 
     def terms(self, c: int, op: str) -> list:
         """The terms of class c with operator op, in a fixed order."""
-        return sorted((t for t in self.nodes[self.find(c)] if t[0] == op), key=_order_key)
+        return self._index(self.find(c)).get(op, _NONE)
+
+    def _index(self, c: int) -> dict:
+        idx = self.index.get(c)
+        if idx is None:
+            everything = sorted(self.nodes[c], key=_order_key)
+            idx = {None: everything}
+            for t in everything:
+                idx.setdefault(t[0], []).append(t)
+            self.index[c] = idx
+        return idx
+
+
+_NONE: list = []  # no terms (never mutated)
 
 
 def _order_key(t):
@@ -1242,7 +1340,7 @@ def _poly_of(g, c, kind, ones, depth=0, shallow=False):
     multiples and powers of c's kind expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1
     (noted in ``ones``); every other class is an atom.  None where the form would grow past
     the limits."""
-    for op, d, kk in sorted(g.nodes[g.find(c)], key=_order_key):
+    for op, d, kk in g.ordered(c):
         if d[0] != kind:
             continue
         if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one":
@@ -1754,10 +1852,16 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
         # written without expanding its element-wise parts, whose cost grows with their size
     g = EGraph()
     root = ingest(g, m, {})
+    g.rebuild()
+    written = extract(g, root, cost)[1]  # m's own cost (``cost_of``), on the graph as ingested
+    size = g.size
     saturate(g, rules)
-    out, value = extract(g, root, cost)
-    if value > cost_of(m, cost) - 1e-9:  # never costlier than what came in
+    if g.size == size and not g.unions:  # no rule changed anything: m is its simplest form
         out = m
+    else:
+        out, value = extract(g, root, cost)
+        if value > written - 1e-9:  # never costlier than what came in
+            out = m
     if plain:
         with _LOCK:
             out = _CACHE.setdefault(m, out)
