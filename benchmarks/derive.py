@@ -1,7 +1,8 @@
 """Derivation speed: build, differentiate and simplify every case of the test table, the
 growth with depth of a deep network's gradient, and SymPy on the cases it can do.
 
-Run: python benchmarks/derive.py        (prints markdown tables; see docs/benchmarks.md)
+Run: python benchmarks/derive.py [table] [slow] [scaling] [growth] [sympy]
+                                        (prints markdown tables; see docs/benchmarks.md)
 """
 from __future__ import annotations
 
@@ -38,30 +39,90 @@ def timed(f, repeat=7, clear=clear_caches):
     return statistics.median(times)
 
 
-def table_cases():
+def _clear_all():
+    clear_caches()
+    _clear_printing()
+
+
+PHASES = ("derive", "recognise", "presentation", "text + LaTeX")
+
+
+def _phases(job, repeat=5):
+    """CPU seconds (``time.process_time``) of each phase of one result, each the median over
+    ``repeat`` runs with every memo cache cleared: derive (``job()``), recognise the matrix
+    notation, choose its form (``present.simplest``, the e-graph), and print text and LaTeX
+    (which then find the notation and the chosen form in their caches)."""
+    from matdiff.recognise import recognise
+    from matdiff.simplify import simplify
+    runs = []
+    for _ in range(repeat):
+        _clear_all()
+        t0 = time.process_time()
+        d = job()
+        t1 = time.process_time()
+        recognise(simplify(d.node))
+        t2 = time.process_time()
+        d.notation()
+        t3 = time.process_time()
+        str(d)
+        d.latex()
+        t4 = time.process_time()
+        runs.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
+    return [statistics.median(r[i] for r in runs) for i in range(len(PHASES))]
+
+
+def _quantiles(xs) -> str:
+    q = np.percentile(xs, [50, 90, 100]) * 1e3
+    return " | ".join(f"{v:.2f} ms" for v in q)
+
+
+def table_cases(repeat=5):
+    """Every case of the test table, one result each (its first derivative) and, for scalar
+    cases, its Hessian: build + derive + text + LaTeX, the presentation phase apart."""
     import importlib
 
     import tests.cases
-    t = time.perf_counter()
+    t = time.process_time()
     CASES = importlib.reload(tests.cases).CASES  # building every expression of the table
-    build = (time.perf_counter() - t) / len(CASES)
-    grads, hessians, printing = [], [], []
+    build = (time.process_time() - t) / len(CASES)
+    rows = {"first derivative": [], "Hessian (scalar cases)": []}
     for c in CASES:
-        scalar = md.expr.lift(c.f).ndim == 0
-        grads.append(timed(lambda: md.jacobian(c.f, c.wrt)))
-        if scalar:
-            hessians.append(timed(lambda: md.hessian(c.f, c.wrt)))
-        d = md.jacobian(c.f, c.wrt)
-        printing.append(timed(lambda: (str(d), d.latex()), clear=_clear_printing))
-    print("## Derivation time over the test table\n")
-    print(f"{len(CASES)} cases; building an expression takes {build * 1e3:.3f} ms on average.\n")
-    print("| what | cases | median | 90th percentile | max |")
-    print("|---|---|---|---|---|")
-    for name, ts in (("first derivative", grads), ("Hessian (scalar cases)", hessians),
-                     ("matrix notation: recognise, choose the form (e-graph), print text and LaTeX",
-                      printing)):
-        q = np.percentile(ts, [50, 90, 100]) * 1e3
-        print(f"| {name} | {len(ts)} | {q[0]:.2f} ms | {q[1]:.2f} ms | {q[2]:.2f} ms |")
+        rows["first derivative"].append((c.name, _phases(lambda: md.jacobian(c.f, c.wrt), repeat)))
+        if md.expr.lift(c.f).ndim == 0:
+            rows["Hessian (scalar cases)"].append((c.name, _phases(lambda: md.hessian(c.f, c.wrt), repeat)))
+    rows["all results"] = rows["first derivative"] + rows["Hessian (scalar cases)"]
+    print("## Time per result over the test table\n")
+    print(f"{len(CASES)} cases; building an expression takes {build * 1e3:.3f} ms on average (CPU time),")
+    print("counted in every result's total. Each phase is the median of")
+    print(f"{repeat} runs with every memo cache cleared; CPU time (`time.process_time`).\n")
+    print("| results | count | what | median | 90th percentile | max |")
+    print("|---|---|---|---|---|---|")
+    for name, results in rows.items():
+        totals = [build + sum(p) for _, p in results]
+        print(f"| {name} | {len(results)} | build + derive + text + LaTeX | {_quantiles(totals)} |")
+        for i, phase in enumerate(PHASES):
+            print(f"| | | {phase} | {_quantiles([p[i] for _, p in results])} |")
+    results = rows["all results"]
+    share = sum(p[2] for _, p in results) / sum(build + sum(p) for _, p in results)
+    print(f"\nThe presentation phase is {share:.0%} of the total time over all results.\n")
+    print("The slowest results (build + derive + text + LaTeX; presentation):\n")
+    kinds = [(k, r) for k in ("first derivative", "Hessian (scalar cases)") for r in rows[k]]
+    for kind, (name, p) in sorted(kinds, key=lambda x: -sum(x[1][1]))[:8]:
+        print(f"- {name} ({'Hessian' if kind.startswith('H') else 'first derivative'}): "
+              f"{(build + sum(p)) * 1e3:.2f} ms; {p[2] * 1e3:.2f} ms")
+    print()
+
+
+def slow_results(repeat=3):
+    """The results issue 24 names as slow, phase by phase."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from present import slow_cases
+    print("## The results issue 24 names as slow\n")
+    print("| result | " + " | ".join(PHASES) + " |")
+    print("|---|" + "---|" * len(PHASES))
+    for name, job in slow_cases():
+        p = _phases(job, repeat)
+        print(f"| {name} | " + " | ".join(f"{v * 1e3:.2f} ms" for v in p) + " |")
     print()
 
 
@@ -215,11 +276,12 @@ def machine() -> str:
 
 
 def main():
+    parts = {"table": table_cases, "slow": slow_results, "scaling": scaling, "growth": growth,
+             "sympy": sympy_comparison}
+    chosen = sys.argv[1:] or list(parts)  # e.g. python benchmarks/derive.py table slow
     print(f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}\n")
-    table_cases()
-    scaling()
-    growth()
-    sympy_comparison()
+    for name in chosen:
+        parts[name]()
 
 
 if __name__ == "__main__":

@@ -123,8 +123,11 @@ class EGraph:
         return True
 
     def _users(self, c: int) -> set:
+        """The classes holding a term with class c as a kid (c a representative)."""
         find = self.find
-        return {find(p) for p in self.uses[c]}
+        out = {find(p) for p in self.uses[c]}
+        self.uses[c] = list(out)
+        return out
 
     def rebuild(self) -> None:
         """Restore congruence (equal kids make equal terms) and bring the analyses up to
@@ -134,30 +137,32 @@ class EGraph:
         number of passes), without the cost."""
         self.polys = {}
         find, nodes, memo = self.find, self.nodes, self.memo
-        changed = set(self.touched)
+        made = self.touched     # made or merged since the last rebuild
         self.touched = []
+        moved: set = set()      # merged, or holding a term re-keyed
         while self.merged:
             todo = set()
             for m in self.merged:
+                moved.add(m)
                 todo |= self._users(find(m))
             self.merged = []
             merges = []
             for c in sorted(todo):
-                fresh, moved = set(), False
+                fresh, rekeyed = set(), False
                 for key in nodes[c]:
                     op, data, kids = key
                     canon = tuple(find(k) for k in kids)
                     if canon != kids:
-                        moved = True
+                        rekeyed = True
                         if memo.get(key) is not None:
                             del memo[key]
                         key = (op, data, canon)
                     fresh.add(key)
-                if not moved:
+                if not rekeyed:
                     continue
                 nodes[c] = fresh
                 self.index.pop(c, None)
-                changed.add(c)
+                moved.add(c)
                 for key in fresh:
                     other = memo.get(key)
                     if other is not None and find(other) != c:
@@ -166,31 +171,30 @@ class EGraph:
                         memo[key] = c
             for a, b in merges:
                 self.union(a, b)
-        changed = {find(c) for c in changed} | set(self.touched)
+        made = {find(c) for c in made} | {find(c) for c in self.touched}
         self.touched = []
-        changed = {find(c) for c in changed}
-        # symmetry, a least fixpoint: a class becomes symmetric once one term is; a term's
-        # verdict reads its kids' symmetry and transposes, so the classes to look at are the
-        # changed ones, their users, and the users of a class whose transpose changed
-        look = set(changed)
-        for c in changed:
-            look |= self._users(c)
-            for op, _, kids in nodes[c]:
-                if op == "T":
-                    look |= self._users(find(kids[0]))
-        work = sorted(c for c in look if not self.sym[c])
+        moved = {find(c) for c in moved}
+        above: set = set()      # the classes using a moved one
+        for c in moved:
+            above |= self._users(c)
+        # symmetry, a least fixpoint: a class becomes symmetric once one term is.  A term's
+        # verdict reads its kids' symmetry and their transposes (the class of T(kid), the
+        # T-terms of a kid's class), which change only where a class is made, merged or
+        # re-keyed, or for the classes above those; so only these are looked at
+        mixed = self.mixed
+        work = sorted(c for c in made | moved | above
+                      if not self.sym[c] and (self.kinds[c] == "m" or c in mixed))
         while work:
             c = work.pop()
             if not self.sym[c] and any(_symmetric_term(self, t) for t in nodes[c]):
                 self.sym[c] = True
                 work.extend(u for u in self._users(c) if not self.sym[u])
         # ranges only narrow: passes in class order carry them upwards, as many as before,
-        # each visiting only the classes whose terms or kids' ranges changed since their last
-        stale = {find(c) for c in self.stale} | changed
-        for c in changed:
-            stale |= self._users(c)
+        # each visiting only the classes whose terms or kids' ranges changed since they were
+        # last computed (a class made since the last rebuild was computed when it was made)
+        stale = {find(c) for c in self.stale} | moved | above
         for _ in range(RANGE_PASSES):
-            moved = False
+            narrowed = False
             for c in nodes:
                 if c not in stale:
                     continue
@@ -201,9 +205,9 @@ class EGraph:
                     new = _meet(new, _interval(self, t))
                 if new != old:
                     self.range[c] = new
-                    moved = True
+                    narrowed = True
                     stale |= self._users(c)
-            if not moved:
+            if not narrowed:
                 break
         self.stale = stale
 
@@ -1782,20 +1786,34 @@ def extract(g: EGraph, root: int, cost=length):
     """The cheapest term of every class (ties broken by a structural key): the chosen
     notation tree of ``root`` and its cost."""
     best: dict = {}
+    # the terms in the order of the passes, and for each class the terms using it: a pass
+    # looks again only at the terms whose kids' best changed since they were last looked at
+    # (the others would find what they found then), so the passes end as they always have
+    entries, users = [], {}
+    for c, ts in g.nodes.items():
+        for t in ts:
+            kids = [g.find(k) for k in t[2]]
+            for k in set(kids):
+                users.setdefault(k, []).append(len(entries))
+            entries.append((c, t, kids))
+    dirty = [True] * len(entries)
     for _ in range(len(g.nodes) + 2):  # costs only fall; a pass without change ends it
         changed = False
-        for c, ts in g.nodes.items():
-            for t in ts:
-                kids = [g.find(k) for k in t[2]]
-                if any(k not in best or k == c for k in kids):  # a term is never its own part
-                    continue
-                value = round(cost(g, t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
-                key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else repr(t[1][1]),
-                       tuple(best[k][1] for k in kids))
-                old = best.get(c)
-                if old is None or (value, key) < old[:2]:
-                    best[c] = (value, key, t[0], t)
-                    changed = True
+        for i, (c, t, kids) in enumerate(entries):
+            if not dirty[i]:
+                continue
+            dirty[i] = False
+            if any(k not in best or k == c for k in kids):  # a term is never its own part
+                continue
+            value = round(cost(g, t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
+            key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else repr(t[1][1]),
+                   tuple(best[k][1] for k in kids))
+            old = best.get(c)
+            if old is None or (value, key) < old[:2]:
+                best[c] = (value, key, t[0], t)
+                changed = True
+                for j in users.get(c, ()):
+                    dirty[j] = True
         if not changed:
             break
     built: dict = {}
