@@ -79,7 +79,7 @@ class EGraph:
 
     def add(self, op: str, data: tuple, kids=()) -> int:
         find = self.find
-        kids = tuple(find(k) for k in kids)
+        kids = tuple(map(find, kids))
         key = (op, data, kids)
         hit = self.memo.get(key)
         if hit is not None:
@@ -151,7 +151,7 @@ class EGraph:
                 fresh, rekeyed = set(), False
                 for key in nodes[c]:
                     op, data, kids = key
-                    canon = tuple(find(k) for k in kids)
+                    canon = tuple(map(find, kids))
                     if canon != kids:
                         rekeyed = True
                         if memo.get(key) is not None:
@@ -226,7 +226,13 @@ class EGraph:
 
     def terms(self, c: int, op: str) -> list:
         """The terms of class c with operator op, in a fixed order."""
-        return self._index(self.find(c)).get(op, _NONE)
+        parent = self.parent
+        while parent[c] != c:
+            c = parent[c]
+        idx = self.index.get(c)
+        if idx is None:
+            idx = self._index(c)
+        return idx.get(op, _NONE)
 
     def _index(self, c: int) -> dict:
         idx = self.index.get(c)
@@ -960,8 +966,12 @@ def _matrix_powers(g, c, t):
 
     results = []
     kids = t[2]
+    bases: dict = {}  # each factor's readings, once (reading adds nothing to the graph)
     for i in range(len(kids) - 1):
-        for (a, p), (b, q) in itertools.product(base(kids[i]), base(kids[i + 1])):
+        for j in (i, i + 1):
+            if j not in bases:
+                bases[j] = base(kids[j])
+        for (a, p), (b, q) in itertools.product(bases[i], bases[i + 1]):
             if a != b:
                 continue
             n = p + q

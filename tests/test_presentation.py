@@ -459,3 +459,45 @@ def test_terms_sharing_a_scalar_are_grouped_beside_the_others():
     lc, rc = P.ingest(g, left, {}), P.ingest(g, right, {})
     P.saturate(g, [r for r in P.RULES if r.name == "sP + sQ = s(P + Q)"])
     assert g.find(lc) == g.find(rc)
+
+
+# --------------------------------------------------------------------------- the fast e-graph (issue 24)
+
+def _golden_trees():
+    for _, f, wrt, how, _ in GOLDEN:
+        r = _result(f, wrt, how)
+        m = recognise(simplify(r.node))
+        if not isinstance(m, N.Index):
+            yield m
+
+
+def test_the_incremental_rebuild_leaves_the_graph_as_a_full_one_would():
+    """After saturation (rebuilt incrementally: only terms above a merge re-keyed, analyses
+    recomputed only where an input changed) every term is canonical and in the memo, each
+    class's operator index is its terms sorted, symmetry is a fixpoint over every class, and
+    a range pass over every class narrows nothing the last rebuild left settled."""
+    for m in _golden_trees():
+        g = P.EGraph()
+        P.ingest(g, m, {})
+        P.saturate(g)
+        for c, ts in g.nodes.items():
+            assert g.find(c) == c
+            for t in ts:
+                assert all(g.find(k) == k for k in t[2]), t
+                assert g.find(g.memo[t]) == c
+            assert len({t[1][0] for t in ts}) > 1 or g.kind(c) == next(iter(ts))[1][0]
+            for op in {t[0] for t in ts}:
+                assert list(g.terms(c, op)) == sorted((t for t in ts if t[0] == op), key=P._order_key)
+            if not g.sym[c]:
+                assert not any(P._symmetric_term(g, t) for t in ts), c
+            if not g.stale:
+                new = g.range[c]
+                for t in ts:
+                    new = P._meet(new, P._interval(g, t))
+                assert new == g.range[c], c
+
+
+def test_a_result_no_rule_changes_is_returned_as_it_is():
+    m = prod(T(nx), nA, kind="r")  # xᵀA: nothing to rewrite
+    assert P.simplest(m) is m
+    assert P.simplest(nA) is nA
