@@ -38,10 +38,23 @@ from .show import index_form
 from .simplify import numerical_forms, simplify
 
 LETTERS = string.ascii_letters
-SCATTER = "    <scatter {full}|{index}|{values}>"  # a backend's way to write entries (below)
+SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
+# PyTorch's fused softmax is one kernel, stable (it subtracts the row's maximum) and on a GPU
+# always the faster; on the CPU (PyTorch 2.13, one thread) its float32 kernel is 2–3× faster
+# than exp(Z − max Z) / Σ along 16 or more entries but 1.4–4× slower along fewer, and its
+# float64 kernel 1.3–3.5× slower up to 50 entries: the helper chooses per call
+TORCH_SOFTMAX = '''
+
+
+def _softmax(x, dim):
+    if not x.is_cpu or (x.dtype != torch.float64 and x.shape[dim] >= 16):
+        return torch.softmax(x, dim)
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)'''
 BACKENDS = {  # the backends differ only in this table
     "numpy": {"import": "import numpy as np", "module": "np",
               "cast": "np.asarray({p})", "scatter": "{full}[{index}] = {values}",
+              "scatter_add": "{full}[{index}] += {values}",
               # integers and booleans become float64, as NumPy promotes them; floats keep theirs
               "floating": "{p} = {p} if {p}.dtype.kind == 'f' else {p}.astype(np.float64)",
               "dtype": "np.result_type({ps})", "default_dtype": "np.float64",
@@ -60,6 +73,7 @@ BACKENDS = {  # the backends differ only in this table
                                                "*[scipy.linalg.sqrtm({0})] * 2, {1}), {0})"}},
     "jax": {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
             "cast": "jnp.asarray({p})", "scatter": "{full} = {full}.at[{index}].set({values})",
+            "scatter_add": "{full} = {full}.at[{index}].add({values})",
             "floating": "{p} = {p} if jnp.issubdtype({p}.dtype, jnp.floating) else {p}.astype(float)",
             "dtype": "jnp.result_type({ps})", "default_dtype": "float",
             "scalar": "jnp.asarray({p}, dtype=_dtype)",
@@ -75,7 +89,7 @@ BACKENDS = {  # the backends differ only in this table
               "floating": "{p} = {p} if {p}.is_floating_point() else {p}.to(torch.float64)",
               "dtype": "{promoted}", "default_dtype": "torch.float64",
               "scalar": "torch.as_tensor({p}, dtype=_dtype, device=_device)",
-              "scatter": "{full}[{index}] = {values}",
+              "scatter": "{full}[{index}] = {values}", "scatter_add": "{full}[{index}] += {values}",
               "functions": {"sigmoid": "torch.sigmoid({})",
                             "softplus": "torch.nn.functional.softplus({})",
                             "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)",
@@ -85,7 +99,9 @@ BACKENDS = {  # the backends differ only in this table
                             "__expm_frechet": "torch.linalg.matrix_exp(torch.cat(["
                                               "torch.cat([{0}, {unit} * {1}], 1), "
                                               "torch.cat([torch.zeros_like({0}), {0}], 1)], 0))"
-                                              "[:{0}.shape[0], {0}.shape[0]:] / {unit}"},
+                                              "[:{0}.shape[0], {0}.shape[0]:] / {unit}",
+                            "__softmax": "_softmax({0}, {1})"},
+              "helpers": {"_softmax": TORCH_SOFTMAX},
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
                   (r", optimize=True", ""),
@@ -143,6 +159,10 @@ class _Writer:
         # every product that reads one applies that factor itself (``_contract``)
         self.common: dict = {}
         self.inlined: set = set()  # sums a product is distributed over (``_product``)
+        # diagonal outputs a sum adds onto its other terms (``_sum_onto``), and the array
+        # that the one being lowered adds into (None: zeros, its own)
+        self.folded: set = set()
+        self.into: str | None = None
         self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
 
     def fresh(self) -> str:
@@ -346,14 +366,14 @@ def _spread(w: _Writer, code: str, inner: tuple, out: list, dim: dict, size_of) 
         order = order[1:]
     values = _expand(w.emit(code), inner, tuple(order))
     shape = ", ".join(size_of(dim[x]) for x in out)
-    full = w.emit(f"np.zeros(({shape},))", pure=False)
+    full = w.into or w.emit(f"np.zeros(({shape},))", pure=False)
     index = {}
     for k, x in enumerate(rep):
         axes = "" if len(rep) == 1 else \
             "[" + ", ".join(":" if j == k else "None" for j in range(len(rep))) + "]"
         index[x] = w.emit(f"np.arange({size_of(dim[x])}){axes}")
-    w.lines.append(SCATTER.format(full=full, index=", ".join(index.get(x, ":") for x in out),
-                                  values=values))
+    w.lines.append(SCATTER.format(op="_add" if w.into else "", full=full,
+                                  index=", ".join(index.get(x, ":") for x in out), values=values))
     return full
 
 
@@ -713,6 +733,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     if isinstance(n, Sum):
         if not n.terms:
             return f"np.zeros(({', '.join(size_of(d) for d in n.shape)}{',' if n.shape else ''}))"
+        if any(t in w.folded for _, t in n.terms):
+            return _sum_onto(w, n, args, size_of)
         # a term used only here is written inline, so that NumPy adds into its temporary
         # instead of keeping it alive (an n⁴ Hessian is then one allocation, not three)
         names = [_inline(w.code_of[args[t]]) if w.uses.get(t) == 1 and args[t] in w.code_of
@@ -723,6 +745,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     if isinstance(n, Elementwise):
         return _elementwise(w, n, a[0])
     if isinstance(n, Softmax):
+        if "__softmax" in w.functions:  # the backend's own, where it is as stable and faster
+            return w.functions["__softmax"].format(a[0], n.axis)
         e = w.emit(f"np.exp({a[0]} - {a[0]}.max(axis={n.axis}, keepdims=True))")
         return f"{e} / {e}.sum(axis={n.axis}, keepdims=True)"
     if isinstance(n, LogSumExp):
@@ -774,6 +798,48 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     if isinstance(n, Basis):
         return f"np.eye({size_of(n.dim)})[{n.pos}]"
     raise AssertionError(type(n).__name__)
+
+
+def _is_spread(n: Node) -> bool:
+    """Whether n is a product whose output is itself diagonal (δ_jl D_ijk), lowered by
+    ``_spread`` as zeros with its entries written on the diagonal."""
+    if not isinstance(n, Contract):
+        return False
+    _, out, uniq, _ = merge_deltas(n)
+    return len(uniq) < len(out)
+
+
+def _folded_spreads(order, roots, uses, inlined) -> set:
+    """Diagonal outputs (``_is_spread``) used once, by a sum whose other terms make a new
+    array (two or more of them, or one with a negative coefficient: −ZᵀZ): the sum adds
+    their entries onto that array in place (``_sum_onto``), rather than writing them into
+    zeros and adding the dense terms in one more pass over the whole output (the softmax
+    cross-entropy's Hessian δ_jl D − ZᵀZ is −ZᵀZ, then D added on its diagonal)."""
+    out = set()
+    for n in order:
+        if not isinstance(n, Sum) or n in inlined or len(n.terms) < 2:
+            continue
+        spreads = {t for _, t in n.terms if _is_spread(t) and uses.get(t) == 1 and t not in roots
+                   and not any(o in inlined for o in t.operands)}
+        rest = [c for c, t in n.terms if t not in spreads]
+        if spreads and (len(rest) >= 2 or (len(rest) == 1 and rest[0] < 0)):
+            out |= spreads
+    return out
+
+
+def _sum_onto(w: _Writer, n: Sum, args: dict, size_of) -> str:
+    """A sum holding diagonal outputs (``_folded_spreads``): its other terms computed into a
+    new array, then each diagonal's entries added where its repeated labels agree."""
+    rest = Sum(tuple((c, t) for c, t in n.terms if t not in w.folded), n.shape)
+    full = w.emit(_node_code(w, rest, args, size_of), _comment(n), pure=False)
+    for c, t in n.terms:
+        if t in w.folded:
+            w.into = full
+            try:
+                _product(w, t, args, size_of, coef=c)
+            finally:
+                w.into = None
+    return full
 
 
 def _sum_text(codes: list, coefs: list) -> str:
@@ -910,6 +976,7 @@ def _product(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) ->
 
 # names the generated code itself uses: a parameter never shadows them
 RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype"} | set(HELPERS) | \
+    {h for table in BACKENDS.values() for h in table.get("helpers", ())} | \
     set(dir(builtins))
 
 
@@ -1074,11 +1141,12 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
                                             table.get("distribute_transposes", False))
     scaled = _scaled_products(order, roots, uses)
     common = w.common = _common_factors(order, roots, uses, inlined)
+    folded = w.folded = _folded_spreads(order, roots, uses, inlined)
     for n in order:
         if isinstance(n, Const):
             args[n] = repr(float(n.value))
             continue
-        if n in inlined or n in scaled:
+        if n in inlined or n in scaled or n in folded:
             continue
         if isinstance(n, Sum) and n.terms and n.terms[0][1] in scaled:
             (c, t), = n.terms
@@ -1101,7 +1169,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     body = [_backend_line(line, table) for line in lines]
     scipy_used = any(re.search(r"(?<![\w.])scipy\.linalg\.", line) for line in body)
     imports = table["import"] + ("\nimport scipy.linalg" if scipy_used else "")
-    for helper, source in HELPERS.items():
+    for helper, source in {**HELPERS, **table.get("helpers", {})}.items():
         if any(re.search(rf"(?<![\w.]){helper}\(", line) for line in body):
             imports += source
     header = [
@@ -1112,20 +1180,22 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
         f'    """{"; ".join(_comment(r) for r in roots)[:90]}"""',
     ]
     casts = _prelude(table, backend, params, [v.ndim == 0 for v in vs],
-                     any("_dtype" in line for line in body))
+                     any("_dtype" in line for line in body), any("_device" in line for line in body))
     return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
 
 
-def _prelude(table: dict, backend: str, params: list, scalar: list, constants: bool) -> list:
+def _prelude(table: dict, backend: str, params: list, scalar: list, constants: bool,
+             device: bool = True) -> list:
     """The lines that cast the arguments.  Arrays become the backend's arrays, integers and
     booleans float64; the arrays' promoted dtype is ``_dtype``, and scalar arguments and
     constants take it, as Python numbers do in NumPy: float32 arrays with a scalar 0.5
-    compute and return float32."""
+    compute and return float32.  PyTorch's ``_device`` is read only where the body (or a
+    scalar's cast) uses it: reading ``X.device`` costs a tenth of a microsecond a call."""
     arrays = [p for p, s in zip(params, scalar) if not s] or params
     scalars = [p for p in params if p not in arrays]
     lines = [f"    {p} = {table['cast'].format(p=p)}" for p in arrays]
     lines += [f"    {table['floating'].format(p=p)}" for p in arrays]
-    if backend == "torch" and params:  # constants go where the arguments are (CPU or CUDA)
+    if backend == "torch" and params and (device or scalars):  # constants go where the arguments are
         lines.append(f"    _device = {arrays[0]}.device")
     if scalars or constants:
         promoted = arrays[0] + ".dtype" if arrays else ""
@@ -1139,10 +1209,10 @@ def _prelude(table: dict, backend: str, params: list, scalar: list, constants: b
 
 def _backend_line(line: str, table: dict) -> str:
     """A generated line in a backend's names: np. → jnp., and its way to write entries."""
-    m = re.fullmatch(r"(\s*)<scatter (.*)\|(.*)\|(.*)>", line)
+    m = re.fullmatch(r"(\s*)<scatter(_add)? (.*)\|(.*)\|(.*)>", line)
     if m:
-        line = m.group(1) + table["scatter"].format(full=m.group(2), index=m.group(3),
-                                                   values=m.group(4))
+        line = m.group(1) + table["scatter" + (m.group(2) or "")].format(
+            full=m.group(3), index=m.group(4), values=m.group(5))
     code, hash_, comment = line.partition("  # ")
     code = re.sub(r"\bnp\.", table["module"] + ".", code)
     for pattern, replacement in table.get("rewrites", ()):
