@@ -1763,6 +1763,14 @@ RULES = [
 ]
 
 
+# the functions a rule on calls can rewrite: on any other it returns nothing and adds
+# nothing to the graph, so saturation does not call it there
+CALL_NAMES = {_function_of_transpose: PRIMARY, _nonnegative_argument: ("abs", "relu"),
+              _sigmoid_of_negation: ("sigmoid",), _trace_square: ("tr",), _count: ("tr",),
+              _singular_values: ("norm",), _det_product: ("det",), _trace_rotation: ("tr",),
+              _kron_call: ("tr",)}
+
+
 # --------------------------------------------------------------------------- saturation and extraction
 
 WITHOUT_NORMAL_FORM = [r for r in RULES if r.apply is not _elementwise_normal]
@@ -1775,13 +1783,24 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
     by_op: dict = {}
     for r in rules:
         by_op.setdefault(r.op, []).append(r)
+    by_call: dict = {}
+
+    def call_rules(name):  # the rules on calls that can apply to this function, in order
+        hit = by_call.get(name)
+        if hit is None:
+            hit = by_call[name] = [r for r in by_op.get("call", ())
+                                   if name in CALL_NAMES.get(r.apply, (name,))]
+        return hit
     g.rebuild()
     for n in range(max_rounds):
         snapshot = [(c, t) for c, ts in g.nodes.items() for t in ts]
         found = []
         for c, t in snapshot:
-            for r in by_op.get(t[0], ()):
-                found.extend((c, x) for x in r.apply(g, c, t))
+            op = t[0]
+            for r in call_rules(t[1][1]) if op == "call" else by_op.get(op, ()):
+                out = r.apply(g, c, t)
+                if out:
+                    found.extend((c, x) for x in out)
         size = g.size
         changed = False
         for c, x in found:
