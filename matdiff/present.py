@@ -564,6 +564,24 @@ def build(t, kids: list) -> N.M:
 
 # --------------------------------------------------------------------------- costs
 
+def _memo_by_value(f):
+    """f memoised on its numeric argument (and its type, which repr shows): the costs and the
+    element-wise normal form ask for the same few numbers again and again."""
+    table: dict = {}
+
+    def memo(v):
+        key = (type(v), v)
+        hit = table.get(key, table)
+        if hit is table:
+            if len(table) > 4096:
+                table.clear()
+            hit = table[key] = f(v)
+        return hit
+    memo.__doc__ = f.__doc__
+    return memo
+
+
+@_memo_by_value
 def _number_length(c: float) -> int:
     if float(c).is_integer():
         return len(str(int(abs(c))))
@@ -1230,6 +1248,7 @@ def _negated(g, c):
     return None
 
 
+@_memo_by_value
 def _exponent(p):
     """A power's exponent as a fraction (None where it is not a simple one)."""
     f = Fraction(p).limit_denominator(12)
@@ -1466,6 +1485,7 @@ def _monomial(g, kind, m, one):
     return factors[0] if len(factors) == 1 else g.add("had", (kind,), tuple(factors))
 
 
+@_memo_by_value
 def _snap(v: float) -> float:
     """v as the simple fraction it differs from by rounding only (4.000000000000002 → 4)."""
     f = float(Fraction(v).limit_denominator(1000))
