@@ -16,7 +16,7 @@ from . import dims as D
 from . import functions as F
 from .errors import EvaluationError, MatdiffError, NotSupportedError, ShapeError
 from .evaluate import evaluate, variables
-from .ir import (Basis, Const, DivDiff, DivDiff2, EigGap, Eigh, MatFn, Node, Sum, Svd, Var,
+from .ir import (Basis, Const, DivDiff, DivDiff2, EigGap, Eigh, MatFn, Node, Sum, Svd, Var, extended,
                  free_vars, walk)
 from . import notation as N
 from .present import simplest
@@ -37,24 +37,40 @@ class Expr:
     """A matrix or tensor expression.  Build with ``md.matrix``, ``md.vector``, operators
     and functions; differentiate with ``md.grad``, ``md.jacobian``, ``md.hessian``."""
 
-    __slots__ = ("node", "row", "src", "prec", "scope")
+    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope")
     __array_priority__ = 1000  # NumPy scalars defer to Expr's operators
 
     def __init__(self, node: Node, row: bool = False, src: str | None = None, prec: int = ATOM):
-        self.node, self.row, self.prec = node, bool(row and node.ndim == 1), prec
+        self._node, self._chain, self._dims = node, None, node.shape
+        self.row, self.prec = bool(row and node.ndim == 1), prec
         self.scope = frozenset()  # variables a derivative came from, accepted at evaluation
         self.src = src if src is not None else _short(node)
+
+    @property
+    def node(self) -> Node:
+        """The expression's IR node (``matdiff.ir``).
+
+        A sum typed as a chain a + b + c + … is built once, when first asked for: each +
+        only links its term, so a chain of k terms costs O(k), not O(k²)."""
+        if self._node is None:
+            links, e = [], self
+            while e._node is None:
+                links.append(e._chain[1:])
+                e = e._chain[0]
+            self._node = extended(e._node, reversed(links))
+            self._chain = None
+        return self._node
 
     # ------------------------------------------------------------------ description
     @property
     def shape(self) -> tuple:
         """The dims of the expression (ints or names); a vector is (n,), row or column."""
-        return self.node.shape
+        return self._dims
 
     @property
     def ndim(self) -> int:
         """The number of axes: 0 for a scalar, 1 for a vector, 2 for a matrix."""
-        return self.node.ndim
+        return len(self._dims)
 
     def describe_shape(self) -> str:
         """The shape in words, as error messages give it: "a column vector (n,)"."""
@@ -398,10 +414,16 @@ def _broadcast(a: Expr, b: Expr, what: str):
 def _combine(a, b, op: str, sign: int) -> Expr:
     a, b = lift(a), lift(b)
     src = _join(a, op, b, SUM)
+    if a.prec == SUM and (a._node is None or isinstance(a._node, Sum)) and a._dims == b._dims and \
+            a.row == b.row:  # the next term of a typed chain: linked, built once
+        out = Expr.__new__(Expr)
+        out._node, out._chain, out._dims = None, (a, sign, b.node), a._dims
+        out.row, out.prec, out.scope, out.src = a.row, SUM, frozenset(), src
+        return out
     x, y, row = _broadcast(a, b, src)
     if isinstance(x, Sum) and x is a.node and a.prec == SUM:  # a + b + c as one sum, typed so:
         # a chain of n terms is then one node, not n nested ones (simplified in O(n), not O(n²))
-        return Expr(B.linear(list(x.terms) + [(sign, y)], x.shape), row, src, SUM)
+        return Expr(extended(x, [(sign, y)]), row, src, SUM)
     return Expr(B.linear([(1, x), (sign, y)], x.shape), row, src, SUM)
 
 

@@ -325,7 +325,7 @@ class Sum(Node):
 
     @staticmethod
     def _shape(terms, dims):
-        for c, t in terms:
+        for c, t in terms[_CHECKED.__dict__.get("prefix", 0):]:  # a checked sum's terms: once
             if not math.isfinite(c):
                 raise MatdiffError(f"a coefficient of the expression is {c}: it overflowed "
                                    f"(as in 1e200·1e200·x), and an expression with it has no "
@@ -341,6 +341,19 @@ class Sum(Node):
 
     def with_children(self, children):
         return Sum(tuple((c, t) for (c, _), t in zip(self.terms, children)), self.dims)
+
+
+_CHECKED = threading.local()  # the number of leading terms of a Sum being built that are checked
+
+
+def extended(s: Sum, more) -> Sum:
+    """s with more (c, term) pairs after its own: a + b + c typed as a chain builds one flat
+    sum, and each step checks only the terms it adds (a chain of k terms: O(k) checks)."""
+    _CHECKED.prefix = len(s.terms)
+    try:
+        return Sum(s.terms + tuple((float(c), t) for c, t in more), s.dims)
+    finally:
+        _CHECKED.prefix = 0
 
 
 class Reshape(Node):

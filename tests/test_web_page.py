@@ -345,5 +345,10 @@ def test_the_text_line_follows_the_chosen_notation(page, url):
     page.select_option("#layout", "vec")
     enter(page, "tr(X'*X)")
     card = page.locator('.result[data-wrt="X"]')
-    assert card.locator(".plain .output").text_content() == "2I"
-    assert "no way to write I" in card.locator(".plain .output-error").text_content()
+    assert card.locator(".plain .output").text_content() == "2 * eye(m*n)"  # I, sized
+    page.select_option("#order", "1")
+    page.select_option("#layout", "numerator")
+    enter(page, "sum(x)")
+    card = page.locator('.result[data-wrt="x"]')
+    assert card.locator(".plain .output").text_content() == "1"  # the text, where NumPy cannot say it
+    assert "no way to write a ones vector" in card.locator(".plain .output-error").text_content()
