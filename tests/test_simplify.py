@@ -104,3 +104,24 @@ def test_gradients_by_several_variables_at_once_equal_one_by_one():
     together = md.grad(f, Ws)
     for W, g in zip(Ws, together):
         assert simplify(md.grad(f, W).node) is g.node
+
+
+def test_a_typed_chain_of_sums_builds_one_flat_sum_and_keeps_each_step():
+    """a + b + c + … links its terms and builds one flat Sum when asked (O(k), not O(k²)); a
+    step of the chain, used again later, is still the sum of its own terms."""
+    xs = [md.vector(f"x{i}", "n") for i in range(6)]
+    e = xs[0] + xs[1]
+    steps = [e]
+    for v in xs[2:]:
+        e = e - v if len(steps) % 2 else e + v
+        steps.append(e)
+    from matdiff.ir import Sum
+    assert isinstance(e.node, Sum) and len(e.node.terms) == 6
+    rng = np.random.default_rng(3)
+    values = {f"x{i}": rng.normal(size=4) for i in range(6)}
+    signs = [1, 1, -1, 1, -1, 1]
+    for k, s in enumerate(steps):  # each step built after the last: its own terms only
+        want = sum(signs[i] * values[f"x{i}"] for i in range(k + 2))
+        np.testing.assert_allclose(s.evaluate({f"x{i}": values[f"x{i}"] for i in range(k + 2)}), want)
+    assert str(steps[1]) == "x0 + x1 − x2"
+    assert md.check(e.T @ e, xs[3]) < 1e-6
