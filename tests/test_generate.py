@@ -83,13 +83,14 @@ def test_every_line_is_needed_and_numbered_in_order(case):
 
 
 def test_a_gram_product_is_formed_once_and_agrees():
-    """Σ_p X_pi P_pj M_jl X_pk P_pl: Z = X ⊙ P formed once, then ZᵀZ (a symmetric update)."""
+    """Σ_p X_pi P_pj M_jl X_pk P_pl: Z = X ⊙ P formed once, then ZᵀZ (a symmetric update),
+    as the matrix product of Z reshaped (``_lead_dot``, np.tensordot less its Python)."""
     X, W1, W2, Y = (md.matrix("X", "n", "d"), md.matrix("W1", "d", "h"), md.matrix("W2", "h", "c"),
                     md.matrix("Y", "n", "c"))
     loss = md.norm(md.sigmoid(X @ W1) @ W2 - Y) ** 2
     H = md.hessian(loss, W1)
     src = md.codegen(H, sizes={"n": 2000, "d": 40, "h": 20, "c": 5})
-    assert re.search(r"np\.tensordot\((t\d+), \1, axes=\(\[0\], \[0\]\)\)", src), src
+    assert re.search(r"_lead_dot\((t\d+), \1\)", src), src
     _check_backend(Case("net", loss, W1, sizes={"d": 3, "h": 2, "c": 2}), "numpy", hessian=True)
 
 
