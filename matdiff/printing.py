@@ -103,9 +103,14 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
         text = _render(m, style)[0]
         return text + where + ", ".join(lead) if lead else text
     free = {k: [c for c in v if c not in set(taken)] for k, v in NAMES.items()}
+    parts = any(_part_name(r) for r in repeated)
     for r in repeated:
         pool = free[r.kind]
-        name = pool.pop(0) if pool else _spare_name(len(style["names"]), taken)
+        own = _part_name(r)  # U(X) is U where U is free; beside parts, no name a part prints as
+        picks = [c for c in pool if c == own] or [c for c in pool if not (parts and c in PART_LETTERS)]
+        name = picks[0] if picks else _spare_name(len(style["names"]), taken)
+        if name in pool:
+            pool.remove(name)
         for other in free.values():  # columns and rows share letters: each name once
             if name in other:
                 other.remove(name)
@@ -125,6 +130,16 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
     if not defs:
         return main
     return main + where + ", ".join(defs)
+
+
+PART_LETTERS = {"U", "V", "Q"}  # what a decomposition's part call prints as: U(X), V(X), Q(S)
+
+
+def _part_name(r) -> str | None:
+    """The letter a decomposition's part is known by (U for Q(S) and U(X), V for V(X))."""
+    if isinstance(r, N.Call) and r.fn is None and r.name in PART_LETTERS:
+        return "U" if r.name == "Q" else r.name
+    return None
 
 
 EIGEN_PARTS = {"Q": ("m", "U"), "eigvalsh": ("c", "λ")}  # S = UΛUᵀ, λ = diag(Λ)

@@ -480,3 +480,13 @@ def test_the_inverse_of_a_product_of_square_matrices_is_split(build, text):
                 "2det(X)²X⁻ᵀ": lambda: 2 * np.linalg.det(x @ x) * np.linalg.inv(x).T,
                 "−X⁻ᵀA⁻ᵀX⁻ᵀ": lambda: -(np.linalg.inv(x) @ np.linalg.inv(a) @ np.linalg.inv(x)).T}
     np.testing.assert_allclose(e.evaluate(values), expected[text](), rtol=1e-9)
+
+
+def test_the_parts_of_a_decomposition_are_named_apart_from_the_users_names():
+    """With the user's V beside X = UΣVᵀ, the textbook names cannot all be used; U(X) is then
+    U and V(X) a letter no part prints as — never U = V(X) (read as the other factor)."""
+    X, V = md.matrix("X", "n", "k"), md.matrix("V", "n", "k")
+    h = md.hvp(md.norm(X, "nuc"), X, V)
+    text = str(h)
+    assert "U = U(X)" in text and "U = V(X)" not in text and "V = V(X)" not in text
+    assert md.check(md.norm(X, "nuc"), X, order=2) < 1e-5
