@@ -468,9 +468,19 @@ def _signed(pieces, minus, sub, plus) -> str:
                    for i, (c, text) in enumerate(pieces))
 
 
+def _bias_last(terms):
+    """A sum's terms with each broadcast bias 1bᵀ after the others, as it is written
+    (XW + 1bᵀ), unless that would lead with a minus sign."""
+    def bias(t):
+        return isinstance(t, N.Prod) and t.kind == "m" and len(t.factors) >= 2 and \
+            isinstance(t.factors[0], N.Sym) and t.factors[0].role == "one"
+    order = [p for p in terms if not bias(p[1])] + [p for p in terms if bias(p[1])]
+    return order if order and (order[0][0] > 0 or terms[0][0] < 0) else terms
+
+
 def _add(m: N.Add, style):
     pieces = []
-    for c, t in m.terms:
+    for c, t in _bias_last(m.terms):
         mag = abs(c)
         term = _wrap(t, style, PROD if mag != 1 else ADD + 1)
         coef = "" if mag == 1 else _coefficient(mag, term, style)

@@ -223,9 +223,9 @@ TABLE = [
     Loss("cosine embedding loss", lambda: 1 - a.T @ u / (md.norm(a) * md.norm(u)), (a,), ("(aᵀu)a/(‖u‖‖a‖³) − u/(‖a‖‖u‖)",), None),
     # ---------------------------------------------------------------- layers
     Loss("MLP with biases",
-         lambda: md.norm(md.tanh(X @ W1 + b1) @ w2 - y) ** 2, (W1, b1, w2), ("Xᵀdiag(2(S w2 − y))(1 − S^∘2)diag(w2)  where S = tanh(1 b1ᵀ + X W1)", "2(1 − tanh²(1 b1ᵀ + X W1))ᵀ(tanh(1 b1ᵀ + X W1)w2 − y) ⊙ w2", "2tanh(1 b1ᵀ + X W1)ᵀ(tanh(1 b1ᵀ + X W1)w2 − y)"), None,
+         lambda: md.norm(md.tanh(X @ W1 + b1) @ w2 - y) ** 2, (W1, b1, w2), ("Xᵀdiag(2(S w2 − y))(1 − S^∘2)diag(w2)  where S = tanh(X W1 + 1 b1ᵀ)", "2(1 − tanh²(X W1 + 1 b1ᵀ))ᵀ(tanh(X W1 + 1 b1ᵀ)w2 − y) ⊙ w2", "2tanh(X W1 + 1 b1ᵀ)ᵀ(tanh(X W1 + 1 b1ᵀ)w2 − y)"), None,
          numpy="norm(tanh(X @ W1 + b1) @ w2 - y) ** 2"),
-    Loss("tanh layer", lambda: md.sum(md.tanh(X @ W1 + b1)), (b1,), ("(1 − tanh²(1 b1ᵀ + X W1))ᵀ1",), None,
+    Loss("tanh layer", lambda: md.sum(md.tanh(X @ W1 + b1)), (b1,), ("(1 − tanh²(X W1 + 1 b1ᵀ))ᵀ1",), None,
          numpy="sum(tanh(X @ W1 + b1))"),
     Loss("residual block", lambda: md.norm(hs + A @ md.tanh(hs) - g) ** 2, (A, hs), ("2(hs + A tanh(hs) − g)tanh(hs)ᵀ", "2(Aᵀ(hs + s − g) ⊙ (1 − u^∘2) + hs + s − g)  where s = Au, u = tanh(hs)"), None),
     Loss("RNN step", lambda: g.T @ md.tanh(A @ hs + U @ xs + bh), (A, U, bh), ("(g ⊙ (1 − tanh²(U xs + bh + A hs)))hsᵀ", "(g ⊙ (1 − tanh²(U xs + bh + A hs)))xsᵀ", "g ⊙ (1 − tanh²(U xs + bh + A hs))"), None,
