@@ -29,6 +29,8 @@ def check_dim(d):
         raise MatdiffError(f"a dimension must be an int or a name, not {d!r}")
     if isinstance(d, int) and d < 1:
         raise MatdiffError(f"a dimension must be positive, not {d}")
+    if isinstance(d, str) and ("*" in d or "·" in d):  # "k·n", as a product prints: that product
+        return parse(d)
     if isinstance(d, str) and not d.isidentifier():
         raise MatdiffError(f"a dimension name must be an identifier such as 'n', not {d!r}")
     return d

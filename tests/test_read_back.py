@@ -118,3 +118,18 @@ def test_a_decomposition_clause_is_refused_as_display_only_with_a_caret():
     with pytest.raises(md.ParseError, match="for reading only") as err:
         md.parse(text, dialect="matdiff", **declarations(g))
     assert str(err.value).rstrip().endswith("^")
+
+
+def test_a_product_dim_in_a_repr_rebuilds_the_same_dim():
+    """repr writes a product dim as "k·n"; md.ones("k·n") (or "k*n") is that product, not a
+    new dim named k·n (which 1ᵀ(A ⊗ w)1 could not be rebuilt with: k·n ≠ k·n)."""
+    A, w = md.matrix("A", "n", "n"), md.vector("w", "k")
+    e = md.sum(md.kron(A, w))
+    back = eval(repr(e), {"md": md, "A": A, "w": w})
+    assert back.shape == e.shape and md.ones("k·n").shape == md.ones("n*k").shape == md.kron(A, w).shape[:1]
+    rng = np.random.default_rng(0)
+    values = {"A": rng.normal(size=(3, 3)), "w": rng.normal(size=2)}
+    np.testing.assert_allclose(back.evaluate(values), e.evaluate(values))
+    assert md.check(e, A) < 1e-8
+    with pytest.raises(md.MatdiffError, match="identifier"):
+        md.ones("k··n")
