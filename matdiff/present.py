@@ -67,6 +67,7 @@ class EGraph:
         self.touched: list = []   # ids made or merged since the last rebuild
         self.merged: list = []    # classes merged since the last rebuild (their users re-key)
         self.stale: set = set()   # classes whose range the last rebuild's passes left to redo
+        self.changed: set = set()  # … and the classes whose range changed before they were redone
         self.size = 0
         self.unions = 0
 
@@ -192,7 +193,10 @@ class EGraph:
         # ranges only narrow: passes in class order carry them upwards, as many as before,
         # each visiting only the classes whose terms or kids' ranges changed since they were
         # last computed (a class made since the last rebuild was computed when it was made)
+        # (and of such a class only the terms with a kid whose range changed: the others'
+        # intervals are already met into its range)
         stale = {find(c) for c in self.stale} | moved | above
+        changed = {find(c) for c in self.changed} | moved
         for _ in range(RANGE_PASSES):
             narrowed = False
             for c in nodes:
@@ -202,14 +206,19 @@ class EGraph:
                 old = self.range[c]
                 new = old
                 for t in nodes[c]:
-                    new = _meet(new, _interval(self, t))
+                    for k in t[2]:
+                        if k in changed:
+                            new = _meet(new, _interval(self, t))
+                            break
                 if new != old:
                     self.range[c] = new
                     narrowed = True
+                    changed.add(c)
                     stale |= self._users(c)
             if not narrowed:
                 break
         self.stale = stale
+        self.changed = changed if stale else set()  # what the classes left stale must see
 
     def kind(self, c: int) -> str:
         """The kind of class c's terms (a class whose terms differ in kind — a matrix rule
