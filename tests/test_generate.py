@@ -595,3 +595,35 @@ def test_compiled_sigmoid_matches_its_printed_source_and_the_callers_error_state
         with np.errstate(over="raise"):
             np.testing.assert_array_equal(f(a[:1]), [0.0])  # overflow stays ignored inside
     assert np.geterr()["over"] == "warn"  # and the caller's state is restored
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_the_sigmoids_slope_is_one_exponential_and_keeps_its_relative_accuracy(backend):
+    """σ(u) ⊙ σ(−u) (the gradient of Σσ(XW), the BCE Hessian's weight) is one _dsigmoid(u)
+    in NumPy and JAX, e / (1 + e)² for e = exp(−|u|): at u = ±40 in float64 it keeps the
+    product's relative accuracy (s(1 − s) would give 0), and it is finite at ±1000 (float64)
+    and ±100 (float32).  PyTorch, whose kernels do not fuse, keeps the two sigmoids."""
+    pytest.importorskip(backend)
+    if backend == "jax":
+        import jax
+        jax.config.update("jax_enable_x64", True)
+    X, W = md.matrix("X", "n", "k"), md.matrix("W", "k", "c")
+    g = md.grad(md.sum(md.sigmoid(X @ W)), W)
+    src = md.codegen(g, backend=backend)
+    assert (src.count("_dsigmoid(") == 2) == (backend != "torch"), src  # defined and called once
+    fn = md.compile(g, backend=backend)
+    z = np.array([[-1000.0, -100.0, -40.0, -3.0, 0.0, 1e-9, 2.5, 40.0, 100.0, 1000.0]])
+    e = np.exp(-np.abs(z))
+    want = e / (1 + e) ** 2  # σ(z)σ(−z), accurate in relative terms (and 0 past underflow)
+    for dtype, rtol in ((np.float64, 4e-16), (np.float32, 4e-7)):
+        zz = z.astype(dtype) if dtype == np.float64 else np.clip(z, -100, 100).astype(dtype)
+        w = np.exp(-np.abs(zz.astype(np.float64)))
+        w = w / (1 + w) ** 2
+        args = {"X": np.ones((1, 1), dtype=dtype), "W": zz}
+        if backend == "torch":
+            import torch
+            args = {k: torch.from_numpy(a) for k, a in args.items()}
+        got = np.asarray(fn(**args), dtype=np.float64)
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, w, rtol=8 * rtol, atol=np.finfo(dtype).tiny)  # below: subnormal
+    assert want[0, 2] > 0 and want[0, 7] == want[0, 2]
