@@ -1122,6 +1122,47 @@ def _diag_product(g, c, t):
     return []
 
 
+def _is_ones(g, c) -> bool:
+    return any(op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one"
+               for op, d, _ in g.nodes[g.find(c)])
+
+
+def _diag_of(g, c):
+    """u where class c holds diag(u) (a matrix from a vector), else None."""
+    return next((kk[0] for _, d, kk in g.terms(c, "call") if d[1] == "diag" and d[0] == "m"), None)
+
+
+def _diag_ones(g, c, t):
+    """diag(u)1 = u and 1ᵀdiag(u) = uᵀ among a product's factors (1ᵀdiag(uₙ)B diag(uₙ)1 is
+    uₙᵀBuₙ)."""
+    kind, coef = t[1]
+    kids = list(t[2])
+    for i in range(len(kids) - 1):
+        u = _diag_of(g, kids[i])
+        if u is not None and g.kind(kids[i + 1]) == "c" and _is_ones(g, kids[i + 1]):
+            return [_prod(g, kind, coef, kids[:i] + [u] + kids[i + 2:])]
+        v = _diag_of(g, kids[i + 1])
+        if v is not None and g.kind(kids[i]) == "r" and any(
+                _is_ones(g, kk[0]) for _, _, kk in g.terms(kids[i], "T")):
+            return [_prod(g, kind, coef, kids[:i] + [_T_of(g, v)] + kids[i + 2:])]
+    return []
+
+
+def _diag_sandwich(g, c, t):
+    """diag(u)M diag(v) = (uvᵀ) ⊙ M for a matrix M: the two forms of one Daleckii–Krein
+    term (UᵀaaᵀU ⊙ Δ and diag(Uᵀa)Δdiag(Uᵀa)) become like terms."""
+    kind, coef = t[1]
+    kids = list(t[2])
+    for i in range(len(kids) - 2):
+        u, v = _diag_of(g, kids[i]), _diag_of(g, kids[i + 2])
+        if u is None or v is None or g.kind(kids[i + 1]) != "m":
+            continue
+        outer = g.add("prod", ("m", 1.0), (u, _T_of(g, v)))
+        had = g.add("had", ("m",), (outer, kids[i + 1]))
+        return [_prod(g, kind, coef, kids[:i] + [had] + kids[i + 3:])]
+    return []
+
+
 def _diag_sum(g, c, t):
     """diag(a) ± diag(b) = diag(a ± b)."""
     if t[1][0] != "m":
@@ -1763,6 +1804,8 @@ RULES = [
     Rule("(st)ᵖ = sᵖtᵖ", "scalars", "pow", _power_of_product),
     Rule("diag(a)diag(b) = diag(a ⊙ b)", "element-wise", "prod", _diag_product),
     Rule("diag(a) + diag(b) = diag(a + b)", "element-wise", "add", _diag_sum),
+    Rule("diag(u)1 = u, 1ᵀdiag(u) = uᵀ", "element-wise", "prod", _diag_ones),
+    Rule("diag(u)M diag(v) = (uvᵀ) ⊙ M", "element-wise", "prod", _diag_sandwich),
     Rule("a(bc) = abc", "scalars", "prod", _flatten_product),
     Rule("(xᵀx)ᵖ = ‖x‖²ᵖ, tr(XᵀX)ᵖ = ‖X‖_F²ᵖ", "scalars", "pow", _norm),
     Rule("xᵀx = ‖x‖²", "scalars", "prod", _norm_square),

@@ -223,7 +223,7 @@ TABLE = [
     Loss("cosine embedding loss", lambda: 1 - a.T @ u / (md.norm(a) * md.norm(u)), (a,), ("(aᵀu)a/(‖u‖‖a‖³) − u/(‖a‖‖u‖)",), None),
     # ---------------------------------------------------------------- layers
     Loss("MLP with biases",
-         lambda: md.norm(md.tanh(X @ W1 + b1) @ w2 - y) ** 2, (W1, b1, w2), ("Xᵀdiag(2(S w2 − y))(1 − S^∘2)diag(w2)  where S = tanh(X W1 + 1 b1ᵀ)", "2(1 − tanh²(X W1 + 1 b1ᵀ))ᵀ(tanh(X W1 + 1 b1ᵀ)w2 − y) ⊙ w2", "2tanh(X W1 + 1 b1ᵀ)ᵀ(tanh(X W1 + 1 b1ᵀ)w2 − y)"), None,
+         lambda: md.norm(md.tanh(X @ W1 + b1) @ w2 - y) ** 2, (W1, b1, w2), ("Xᵀ(2(S w2 − y)w2ᵀ ⊙ (1 − S^∘2))  where S = tanh(X W1 + 1 b1ᵀ)", "2(1 − tanh²(X W1 + 1 b1ᵀ))ᵀ(tanh(X W1 + 1 b1ᵀ)w2 − y) ⊙ w2", "2tanh(X W1 + 1 b1ᵀ)ᵀ(tanh(X W1 + 1 b1ᵀ)w2 − y)"), None,
          numpy="norm(tanh(X @ W1 + b1) @ w2 - y) ** 2"),
     Loss("tanh layer", lambda: md.sum(md.tanh(X @ W1 + b1)), (b1,), ("(1 − tanh²(X W1 + 1 b1ᵀ))ᵀ1",), None,
          numpy="sum(tanh(X @ W1 + b1))"),

@@ -210,6 +210,9 @@ IDENTITIES = {
     "cA + dA = (c + d)A": (plus((2.0, nA), (3.0, nA)), prod(nA, c=5.0)),
     "s ⊙ (y ⊘ s) = y": (N.Had("c", (nx, ny, N.Pow("c", nx, -1.0))), ny),
     "σ(−u) = 1 − σ(u)": (sig(prod(nx, c=-1.0, kind="c")), plus((1.0, one), (-1.0, sig(nx)), kind="c")),
+    "diag(u)1 = u, 1ᵀdiag(u) = uᵀ": (prod(call("diag", nx, "m"), one, kind="c"), nx),
+    "diag(u)M diag(v) = (uvᵀ) ⊙ M": (prod(call("diag", nx, "m"), nA, call("diag", ny, "m")),
+                                     N.Had("m", (prod(nx, T(ny)), nA))),
     "a ⊙ (cb) = c(a ⊙ b)": (N.Had("c", (nx, prod(ny, c=2.0, kind="c"))),
                             prod(N.Had("c", (nx, ny)), c=2.0, kind="c")),
     # σ(x) ⊙ (1 − y) − y ⊙ σ(−x) = σ(x) − y: the gradient of binary cross-entropy
