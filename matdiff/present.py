@@ -1163,6 +1163,42 @@ def _diag_sandwich(g, c, t):
     return []
 
 
+def _eigen_power(g, h, arg):
+    """(coefficient, k) where class h is c·λᵏ with λ = eigvalsh(arg) and k a positive
+    integer (λ itself is k = 1), else None."""
+    coef = 1.0
+    for _, d, kk in g.terms(h, "prod"):
+        if len(kk) == 1 and g.kind(kk[0]) == "c":
+            coef, h = d[1], kk[0]
+            break
+    for _, d, kk in g.terms(h, "pow"):
+        if float(d[1]).is_integer() and 1 <= d[1] <= MAX_DEGREE and _is_eigenvalues(g, kk[0], arg):
+            return coef, int(d[1])
+    return (coef, 1) if _is_eigenvalues(g, h, arg) else None
+
+
+def _is_eigenvalues(g, c, arg) -> bool:
+    return any(d[1] == "eigvalsh" and g.find(kk[0]) == g.find(arg) for _, d, kk in g.terms(c, "call"))
+
+
+def _spectral_power(g, c, t):
+    """U diag(c·λᵏ) Uᵀ = c·Sᵏ where S = UΛUᵀ (a polynomial of S written through its
+    eigendecomposition: ∇tr(S³) is 3S², not (3/2)S² + (1/2)U diag(3λ^∘2)Uᵀ)."""
+    kind, coef = t[1]
+    kids = list(t[2])
+    for i in range(len(kids) - 2):
+        qs = [kk[0] for _, d, kk in g.terms(kids[i], "call") if d[1] == "Q"]
+        if not qs or not any(g.find(kk[0]) == g.find(kids[i]) for _, _, kk in g.terms(kids[i + 2], "T")):
+            continue
+        h = _diag_of(g, kids[i + 1])
+        found = _eigen_power(g, h, qs[0]) if h is not None else None
+        if found is None:
+            continue
+        power = qs[0] if found[1] == 1 else g.add("matpow", ("m", found[1]), (qs[0],))
+        return [_prod(g, kind, coef * found[0], kids[:i] + [power] + kids[i + 3:])]
+    return []
+
+
 def _diag_sum(g, c, t):
     """diag(a) ± diag(b) = diag(a ± b)."""
     if t[1][0] != "m":
@@ -1806,6 +1842,7 @@ RULES = [
     Rule("diag(a) + diag(b) = diag(a + b)", "element-wise", "add", _diag_sum),
     Rule("diag(u)1 = u, 1ᵀdiag(u) = uᵀ", "element-wise", "prod", _diag_ones),
     Rule("diag(u)M diag(v) = (uvᵀ) ⊙ M", "element-wise", "prod", _diag_sandwich),
+    Rule("U diag(cλᵏ)Uᵀ = cSᵏ for S = UΛUᵀ", "inverses", "prod", _spectral_power),
     Rule("a(bc) = abc", "scalars", "prod", _flatten_product),
     Rule("(xᵀx)ᵖ = ‖x‖²ᵖ, tr(XᵀX)ᵖ = ‖X‖_F²ᵖ", "scalars", "pow", _norm),
     Rule("xᵀx = ‖x‖²", "scalars", "prod", _norm_square),

@@ -71,7 +71,8 @@ def evaluate(m, env, sizes, functions):
         simple = {"tr": np.trace, "det": np.linalg.det, "logdet": lambda x: np.linalg.slogdet(x)[1],
                   "diag": lambda x: np.diag(x), "norm": np.linalg.norm,
                   "svdvals": lambda x: np.linalg.svd(x, compute_uv=False),
-                  "nuclear": lambda x: np.linalg.norm(x, "nuc"), "spectral": lambda x: np.linalg.norm(x, 2)}
+                  "nuclear": lambda x: np.linalg.norm(x, "nuc"), "spectral": lambda x: np.linalg.norm(x, 2),
+                  "eigvalsh": np.linalg.eigvalsh, "Q": lambda x: np.linalg.eigh(x)[1]}
         if m.name == "vec":
             return np.asarray(v).reshape(-1, order="F")
         if m.name in ("expm", "logm", "sqrtm"):

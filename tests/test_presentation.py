@@ -213,6 +213,10 @@ IDENTITIES = {
     "diag(u)1 = u, 1ᵀdiag(u) = uᵀ": (prod(call("diag", nx, "m"), one, kind="c"), nx),
     "diag(u)M diag(v) = (uvᵀ) ⊙ M": (prod(call("diag", nx, "m"), nA, call("diag", ny, "m")),
                                      N.Had("m", (prod(nx, T(ny)), nA))),
+    "U diag(cλᵏ)Uᵀ = cSᵏ for S = UΛUᵀ": (
+        prod(call("Q", nS, "m"), call("diag", prod(N.Pow("c", call("eigvalsh", nS, "c"), 2.0), c=3.0, kind="c"),
+                                      "m"), T(call("Q", nS, "m"))),
+        prod(N.MatPow("m", nS, 2), c=3.0)),
     "a ⊙ (cb) = c(a ⊙ b)": (N.Had("c", (nx, prod(ny, c=2.0, kind="c"))),
                             prod(N.Had("c", (nx, ny)), c=2.0, kind="c")),
     # σ(x) ⊙ (1 − y) − y ⊙ σ(−x) = σ(x) − y: the gradient of binary cross-entropy
