@@ -19,6 +19,8 @@ under the offending column.
 """
 from __future__ import annotations
 
+import sys
+
 import re
 import warnings
 
@@ -249,7 +251,16 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
     for name, d in declarations.items():
         _, decl = parse_declaration(d if isinstance(d, str) else str(d), name)
         decls[name] = decl
-    table = TABLES[dialect]
+    try:
+        return _parse(text, TABLES[dialect], result_shape, decls, declarations)
+    except RecursionError:  # a chain a*a*…*a is a tree as deep as it is long
+        raise ParseError(f"the expression is too long to read within Python's recursion limit "
+                         f"of {sys.getrecursionlimit()} (each operator of a chain adds a level); "
+                         f"raise it with sys.setrecursionlimit (the command line allows 20,000), "
+                         f"or write the chain in parts", text, 0) from None
+
+
+def _parse(text, table, result_shape, decls, declarations) -> Expr:
     tree = read(table, text, decls)
     if table.evidence:  # what the syntax alone says: a' is a vector, tr(c) a matrix
         decls = {**decls, **evidence(table, tree, None, decls)}
@@ -275,10 +286,7 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
             pass
     if result_shape is not None:  # I or 1 alone take their size from the caller
         b.expect(root, result_shape)
-    try:
-        out = Builder(b).build(tree, b.dim_names())
-    except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH
-        raise ParseError("the expression is too deeply nested") from None
+    out = Builder(b).build(tree, b.dim_names())
     _note_spread(b, out, set(declarations), table)
     if result_shape is not None and out.ndim != len(tuple(result_shape)):
         # inference and building disagreed (a constant's size the text leaves open)

@@ -429,3 +429,14 @@ def test_a_superscript_digit_in_a_declaration_is_refused_clearly():
     with pytest.raises(service.RequestError) as e:
         service.inspect({"expression": "x", "declarations": {"x": "vector(²)"}})
     assert e.value.status == 400
+
+
+def test_a_chain_longer_than_the_recursion_limit_is_refused_with_a_caret_not_a_traceback():
+    """a*a*…*a is a tree as deep as it is long: past what Python's recursion limit allows,
+    md.parse says so (the command line raises the limit and reads it)."""
+    long_chain = "*".join(["a"] * (sys.getrecursionlimit() + 50))
+    with pytest.raises(md.ParseError, match="recursion limit") as err:
+        md.parse(long_chain)
+    assert str(err.value).rstrip().endswith("^")
+    e = md.parse("*".join(["a"] * 200))
+    assert str(e) == "a²⁰⁰" and str(md.grad(e, e.variables[0])) == "200a¹⁹⁹"
