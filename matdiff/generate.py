@@ -27,7 +27,8 @@ import numpy as np
 
 from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
-from .evaluate import C_SERIES, CLOSE, check_symmetric, check_shapes, complex_value, variables
+from .evaluate import (C_SERIES, CLOSE, check_shapes, check_symmetric, complex_value, is_min_dim,
+                       min_arguments, variables)
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
@@ -1198,6 +1199,9 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
                 parts.append(str(f))
             elif f in dim_source:
                 parts.append(dim_source[f])
+            elif is_min_dim(f):  # min(k, n): the singular values of a matrix whose dims do not
+                # say which is smaller, sized from the arguments' own sizes
+                parts.append(f"min({', '.join(size_of(D.parse(a)) for a in min_arguments(f))})")
             else:
                 raise MatdiffError(f"codegen: no argument fixes the size of {f!r}")
         return " * ".join(parts)

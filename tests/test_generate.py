@@ -627,3 +627,20 @@ def test_the_sigmoids_slope_is_one_exponential_and_keeps_its_relative_accuracy(b
         assert np.all(np.isfinite(got))
         np.testing.assert_allclose(got, w, rtol=8 * rtol, atol=np.finfo(dtype).tiny)  # below: subnormal
     assert want[0, 2] > 0 and want[0, 7] == want[0, 2]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_a_min_dim_of_singular_values_is_sized_from_the_arguments(backend):
+    """svdvals of an (n, k) X has min(k, n) entries: compiled code sizes it from X's shape,
+    for tall and wide X alike (σ_min's gradient, ‖X‖₂'s Hessian; codegen refused them)."""
+    pytest.importorskip(backend)
+    X = md.matrix("X", "n", "k")
+    outputs = [md.grad(md.svdvals(X)[-1], X), md.hessian(md.norm(X, 2), X)]
+    fn = md.compile(outputs, backend=backend)
+    rng = np.random.default_rng(5)
+    tol = 1e-5 if backend == "jax" else 1e-10  # JAX computes in float32 unless x64 is enabled
+    for shape in ((5, 3), (3, 5)):
+        Xv = rng.normal(size=shape)
+        for got, e in zip(fn(X=Xv), outputs):
+            np.testing.assert_allclose(np.asarray(got, dtype=float), e.evaluate(X=Xv), rtol=tol, atol=tol)
+    assert md.check(md.svdvals(X)[-1], X) < 1e-5
