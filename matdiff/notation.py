@@ -249,6 +249,8 @@ def prod(coef: float, factors) -> M:
     items = scalars + _powers(mats)
     if not items:
         return Num("s", coef)
+    if coef == 0 or any(isinstance(x, Sym) and x.role == "zero" for x in items):  # 2·0·C⁻¹ is 0
+        return Sym(_product_kind([f.kind for f in items]), "0", "zero")
     if coef == 1 and len(items) == 1:
         return items[0]
     return Prod(_product_kind([f.kind for f in items]), coef, tuple(items))

@@ -490,3 +490,18 @@ def test_the_parts_of_a_decomposition_are_named_apart_from_the_users_names():
     text = str(h)
     assert "U = U(X)" in text and "U = V(X)" not in text and "V = V(X)" not in text
     assert md.check(md.norm(X, "nuc"), X, order=2) < 1e-5
+
+
+def test_a_result_that_cancels_to_zero_prints_0_not_a_product_with_0():
+    """For square X, tr((XᵀCX)⁻¹XᵀBX) = tr(C⁻¹B) does not depend on X: the presentation finds
+    its gradient's terms cancel, and a product with a 0 factor is 0 (it printed 2·0C⁻¹X⁻ᵀ)."""
+    X = md.matrix("X", "n", "n")
+    C, B = md.matrix("C", "n", "n", symmetric=True), md.matrix("B", "n", "n", symmetric=True)
+    f = md.trace(md.inv(X.T @ C @ X) @ (X.T @ B @ X))
+    g = md.grad(f, X)
+    assert str(g) == "0"
+    rng = np.random.default_rng(2)
+    q = rng.normal(size=(4, 4))
+    values = {"X": rng.normal(size=(4, 4)) + 4 * np.eye(4), "C": q @ q.T + np.eye(4), "B": q + q.T}
+    assert np.max(np.abs(g.evaluate(values))) < 1e-10
+    assert md.check(f, X, kinds={"C": "spd", "X": "invertible"}) < 1e-5
