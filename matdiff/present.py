@@ -1071,6 +1071,25 @@ def _trace_rotation(g, c, t):
     return out
 
 
+def _trace_linear(g, c, t):
+    """tr(sA) = s·tr(A) for scalar factors s (and numbers), tr(A + B) = tr(A) + tr(B): a
+    scalar stays outside a trace, as the Cookbook writes det(Y)(tr(Y⁻¹B)² − tr(Y⁻¹BY⁻¹B))."""
+    if t[1][1] != "tr" or t[1][2] != 0:
+        return []
+    out = []
+    arg = t[2][0]
+    for _, d, kk in g.terms(arg, "prod"):
+        scalars = [k for k in kk if g.kind(k) == "s"]
+        rest = [k for k in kk if g.kind(k) != "s"]
+        if (scalars or d[1] != 1) and rest:
+            inner = g.add("call", t[1], (_prod(g, N._product_kind([g.kind(k) for k in rest]), 1.0, rest),))
+            out.append(_prod(g, "s", d[1], scalars + [inner]))
+    for _, d, kk in g.terms(arg, "add"):
+        if len(kk) <= MAX_SUM:
+            out.append(g.add("add", ("s", d[1]), tuple(g.add("call", t[1], (k,)) for k in kk)))
+    return out
+
+
 def _kron_call(g, c, t):
     """tr(A ⊗ B) = tr(A)tr(B); det of a Kronecker product is not written (its powers are
     dims)."""
@@ -1865,6 +1884,7 @@ RULES = [
     Rule("BᵀAᵀ = (AB)ᵀ", "symmetry", "prod", _product_of_transposes),
     Rule("(AB)⁻¹ = B⁻¹A⁻¹", "inverses", "inv", _inverse_of_product),
     Rule("tr(AB) = tr(BA)", "scalars", "call", _trace_rotation),
+    Rule("tr(sA) = s tr(A), tr(A + B) = tr(A) + tr(B)", "scalars", "call", _trace_linear),
     Rule("tr(A ⊗ B) = tr(A)tr(B)", "kronecker", "call", _kron_call),
     Rule("(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ", "kronecker", "T", _kron_transpose),
     Rule("(A ⊗ B)⁻¹ = A⁻¹ ⊗ B⁻¹", "kronecker", "inv", _kron_inverse),
@@ -1877,7 +1897,7 @@ RULES = [
 CALL_NAMES = {_function_of_transpose: PRIMARY, _nonnegative_argument: ("abs", "relu"),
               _sigmoid_of_negation: ("sigmoid",), _trace_square: ("tr",), _count: ("tr",),
               _singular_values: ("norm",), _det_product: ("det",), _trace_rotation: ("tr",),
-              _kron_call: ("tr",)}
+              _trace_linear: ("tr",), _kron_call: ("tr",)}
 
 
 # --------------------------------------------------------------------------- saturation and extraction

@@ -217,6 +217,8 @@ IDENTITIES = {
         prod(call("Q", nS, "m"), call("diag", prod(N.Pow("c", call("eigvalsh", nS, "c"), 2.0), c=3.0, kind="c"),
                                       "m"), T(call("Q", nS, "m"))),
         prod(N.MatPow("m", nS, 2), c=3.0)),
+    "tr(sA) = s tr(A), tr(A + B) = tr(A) + tr(B)": (call("tr", prod(ns, nA, c=2.0)),
+                                                   prod(ns, call("tr", nA), c=2.0, kind="s")),
     "a ⊙ (cb) = c(a ⊙ b)": (N.Had("c", (nx, prod(ny, c=2.0, kind="c"))),
                             prod(N.Had("c", (nx, ny)), c=2.0, kind="c")),
     # σ(x) ⊙ (1 − y) − y ⊙ σ(−x) = σ(x) − y: the gradient of binary cross-entropy

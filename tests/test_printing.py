@@ -505,3 +505,12 @@ def test_a_result_that_cancels_to_zero_prints_0_not_a_product_with_0():
     values = {"X": rng.normal(size=(4, 4)) + 4 * np.eye(4), "C": q @ q.T + np.eye(4), "B": q + q.T}
     assert np.max(np.abs(g.evaluate(values))) < 1e-10
     assert md.check(f, X, kinds={"C": "spd", "X": "invertible"}) < 1e-5
+
+
+def test_a_scalar_stays_outside_a_trace_as_the_cookbook_writes_it():
+    """∂²det(A + xB)/∂x² = det(Y)(tr(Y⁻¹B)² − tr(Y⁻¹BY⁻¹B)), Y = A + xB (Matrix Cookbook,
+    the second derivative of a determinant): tr(sM) = s·tr(M) and tr(M + N) = tr M + tr N."""
+    A, B, x = md.matrix("A", "n", "n"), md.matrix("B", "n", "n"), md.scalar("x")
+    f = md.det(A + x * B)
+    assert str(md.hessian(f, x)) == "det(S)(tr(S⁻¹B)² − tr(S⁻¹BS⁻¹B))  where S = xB + A"
+    assert md.check(f, x, order=2) < 1e-5
