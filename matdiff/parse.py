@@ -251,6 +251,10 @@ def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **decla
     for name, d in declarations.items():
         _, decl = parse_declaration(d if isinstance(d, str) else str(d), name)
         decls[name] = decl
+    if result_shape is not None and (isinstance(result_shape, (str, int)) or
+                                     not hasattr(result_shape, "__iter__")):
+        raise MatdiffError(f"parse: result_shape must be a tuple of dims, such as ('n',) or "
+                           f"('n', 'k'), not {result_shape!r}")
     try:
         return _parse(text, TABLES[dialect], result_shape, decls, declarations)
     except RecursionError:  # a chain a*a*…*a is a tree as deep as it is long

@@ -440,3 +440,12 @@ def test_a_chain_longer_than_the_recursion_limit_is_refused_with_a_caret_not_a_t
     assert str(err.value).rstrip().endswith("^")
     e = md.parse("*".join(["a"] * 200))
     assert str(e) == "a²⁰⁰" and str(md.grad(e, e.variables[0])) == "200a¹⁹⁹"
+
+
+@pytest.mark.parametrize("shape", [3, "n", 2.5])
+def test_a_result_shape_that_is_not_a_tuple_of_dims_is_refused_with_a_message(shape):
+    with pytest.raises(md.MatdiffError, match="result_shape must be a tuple of dims"):
+        md.parse("a", result_shape=shape)
+    e = md.parse("x'*x", result_shape=())  # a tuple of dims is read as before
+    assert e.shape == () and str(md.grad(e, e.variables[0])) == "2x"
+    assert md.check(e, e.variables[0]) < 1e-6
