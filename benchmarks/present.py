@@ -124,6 +124,22 @@ def own_full(trees):
     print()
 
 
+def _jobs(m, rules, eb):
+    """The two timed jobs on one notation tree: our saturate-and-extract, and egglog's."""
+    def own():
+        g = P.EGraph()
+        root = P.ingest(g, m, {})
+        P.saturate(g, rules)
+        P.extract(g, root)
+
+    program = EGGLOG_RULES + f"(let $root {_egglog_term(m)})\n(run 8)\n(extract $root)\n"
+
+    def egg():
+        e = eb.EGraph()
+        e.run_program(*e.parse_program(program))
+    return own, egg
+
+
 def versus_egglog(trees):
     try:
         import egglog.bindings as eb
@@ -133,17 +149,7 @@ def versus_egglog(trees):
     rules = [r for r in P.RULES if r.name in SUBSET]
     ours, theirs = [], []
     for m in trees:
-        def own():
-            g = P.EGraph()
-            root = P.ingest(g, m, {})
-            P.saturate(g, rules)
-            P.extract(g, root)
-
-        program = EGGLOG_RULES + f"(let $root {_egglog_term(m)})\n(run 8)\n(extract $root)\n"
-
-        def egg():
-            e = eb.EGraph()
-            e.run_program(*e.parse_program(program))
+        own, egg = _jobs(m, rules, eb)
         ours.append(_median(own))
         theirs.append(_median(egg))
     print("## Our e-graph against egglog, on the same rules\n")
@@ -325,17 +331,7 @@ def versus_egglog_large():
         g = P.EGraph()
         P.ingest(g, m, {})
         P.saturate(g, rules)
-
-        def own():
-            g2 = P.EGraph()
-            root = P.ingest(g2, m, {})
-            P.saturate(g2, rules)
-            P.extract(g2, root)
-        program = EGGLOG_RULES + f"(let $root {_egglog_term(m)})\n(run 8)\n(extract $root)\n"
-
-        def egg():
-            e = eb.EGraph()
-            e.run_program(*e.parse_program(program))
+        own, egg = _jobs(m, rules, eb)
         print(f"| {name} | {g.size} | {_median(own) * 1e3:.2f} ms | {_median(egg, 3) * 1e3:.2f} ms |")
     print()
 

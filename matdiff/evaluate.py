@@ -17,7 +17,7 @@ from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
-                 Softmax, Sum, Svd, Var, free_vars, merge_deltas)
+                 Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
 
 LETTERS = string.ascii_letters
 
@@ -814,10 +814,10 @@ def _decomposed_variables(node: Node):
     decomposition ("eigh" or "svd") and the constant c of the matrix decomposed, cV; None where
     a gap is of a matrix that is not a multiple of a variable."""
     found = {}
-    for x in _walk(node):
+    for x in walk(node):
         if isinstance(x, EigGap):
             lam = x.arg
-            args = {c.arg for c in _walk(lam) if isinstance(c, Svd)}
+            args = {c.arg for c in walk(lam) if isinstance(c, Svd)}
             kind = "eigh" if isinstance(lam, Eigh) else "svd"
             m = lam.arg if kind == "eigh" else (next(iter(args)) if len(args) == 1 else None)
             scaled = _scaled_variable(m) if m is not None else None
@@ -825,17 +825,6 @@ def _decomposed_variables(node: Node):
                 return None
             found[scaled[0]] = (kind, scaled[1])
     return found or None
-
-
-def _walk(node: Node):
-    seen, stack = set(), [node]
-    while stack:
-        x = stack.pop()
-        if x in seen:
-            continue
-        seen.add(x)
-        yield x
-        stack.extend(x.children)
 
 
 def _split_direction(kind: str, m):

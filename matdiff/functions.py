@@ -131,3 +131,8 @@ PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "ta
                      "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid",
                      "cosh", "sinh", "log1p", "expm1", "arctan", "expm", "logm", "sqrtm",
                      "eigvalsh"} | {f + "ₘ" for f in MATRIX_FUNCTION_NAMES}
+
+# subscripts as printing writes them (e₁, eₙ, Kₘₙ) and the reader reads them back
+SUBSCRIPTS = "₀₁₂₃₄₅₆₇₈₉"
+LETTER_SUBSCRIPTS = dict(zip("aehijklmnoprstuvx", "ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ"))
+UNSUBSCRIPT = {v: k for k, v in {**dict(zip("0123456789", SUBSCRIPTS)), **LETTER_SUBSCRIPTS}.items()}

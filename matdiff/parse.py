@@ -120,21 +120,20 @@ class Builder:
             return out.T
         return out
 
-    def _b_unit(self, node, names):
-        shape = self.shapes[id(node)]
-        d = self.dims.resolve(shape.rows)
-        d = names.get(self.dims.find(shape.rows), d) if isinstance(d, tuple) else d
+    def _rows_fixed(self, node, names, what: str):
+        """The dim of a constant's rows (I, eₖ) as its use fixed it, or a ParseError."""
+        rows = self.shapes[id(node)].rows
+        d = self.dims.resolve(rows)
+        d = names.get(self.dims.find(rows), d) if isinstance(d, tuple) else d
         if isinstance(d, tuple):
-            raise ParseError("the length of this unit vector is not fixed by its use", self.text, node.col)
-        return L.unit(d, node.value[1])
+            raise ParseError(f"the {what} is not fixed by its use", self.text, node.col)
+        return d
+
+    def _b_unit(self, node, names):
+        return L.unit(self._rows_fixed(node, names, "length of this unit vector"), node.value[1])
 
     def _b_eye(self, node, names):
-        shape = self.shapes[id(node)]
-        d = self.dims.resolve(shape.rows)
-        d = names.get(self.dims.find(shape.rows), d) if isinstance(d, tuple) else d
-        if isinstance(d, tuple):
-            raise ParseError("the size of I is not fixed by its use", self.text, node.col)
-        return L.eye(d)
+        return L.eye(self._rows_fixed(node, names, "size of I"))
 
     def _b_inverse(self, node, names):
         x = self.build(node.args[0], names)

@@ -839,8 +839,7 @@ def _halves(g, c, kind):
         if d[0] != kind or d[1] != 1 or len(kk) % 2 or any(g.kind(k) == "s" for k in kk):
             continue
         h = len(kk) // 2
-        if any(op == "leaf" and isinstance(d2[1], N.Sym) and d2[1].role == "one"
-               for k in kk for op, d2, _ in g.nodes[g.find(k)]):
+        if any(_is_ones(g, k) for k in kk):
             continue  # 1ᵀ1 is n, not ‖1‖²
         if all(_transposes(g, kk[i], kk[-1 - i]) for i in range(h)):
             left, right = kk[:h], kk[h:]
@@ -1133,10 +1132,9 @@ def _diag_product(g, c, t):
     kind, coef = t[1]
     kids = t[2]
     for i in range(len(kids) - 1):
-        da = [kk[0] for _, d, kk in g.terms(kids[i], "call") if d[1] == "diag" and d[0] == "m"]
-        db = [kk[0] for _, d, kk in g.terms(kids[i + 1], "call") if d[1] == "diag" and d[0] == "m"]
-        if da and db:
-            merged = g.add("call", ("m", "diag", 0, None, None), (g.add("had", ("c",), (da[0], db[0])),))
+        da, db = _diag_of(g, kids[i]), _diag_of(g, kids[i + 1])
+        if da is not None and db is not None:
+            merged = g.add("call", ("m", "diag", 0, None, None), (g.add("had", ("c",), (da, db)),))
             return [_prod(g, kind, coef, kids[:i] + (merged,) + kids[i + 2:])]
     return []
 
@@ -1525,10 +1523,8 @@ def _complement(g, t) -> bool:
     if t[0] != "add" or tuple(t[1][1]) != (1.0, -1.0):
         return False
     one, other = t[2]
-    ones = any(op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one"
-               for op, d, _ in g.nodes[g.find(one)])
     calls = g.terms(other, "call")
-    return ones and bool(calls) and calls[0][1][1] == "sigmoid"
+    return _is_ones(g, one) and bool(calls) and calls[0][1][1] == "sigmoid"
 
 
 def _ones_leaf(g, c, kind):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from .functions import GREEK, MATRIX_FUNCTION_NAMES, PRINTED_FUNCTIONS  # noqa: F401 (dialects)
+from .functions import (GREEK, LETTER_SUBSCRIPTS, MATRIX_FUNCTION_NAMES,  # noqa: F401 (dialects)
+                        PRINTED_FUNCTIONS, SUBSCRIPTS, UNSUBSCRIPT)
 from .syntax import KIND_WORDS, Node, ParseError, Parser, Tok
 
 SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
@@ -23,8 +24,7 @@ PRINTED_TOKEN = re.compile(r"""
 """, re.VERBOSE)
 GREEK_NAMES = {letter: name for name, letter in GREEK.items()}  # σ → sigma, Σ → Sigma
 # the subscript of a unit vector e₁, e₁₂, eₙ (the last of n), e_(n−1) (printing: Basis.subscript)
-UNIT_SUBSCRIPT = re.compile(r"[₀₁₂₃₄₅₆₇₈₉]+|[ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ]|_\(([^)]*)\)")
-SUBSCRIPT_LETTERS = dict(zip("ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ", "aehijklmnoprstuvx"))
+UNIT_SUBSCRIPT = re.compile(rf"[{SUBSCRIPTS}]+|[{''.join(LETTER_SUBSCRIPTS.values())}]|_\(([^)]*)\)")
 
 
 NORMS = {"‖": "norm", "‖_F": "norm", "‖_*": "nuclear", "‖₂": "spectral"}  # ‖x‖, ‖X‖_F, ‖X‖_*, ‖X‖₂
@@ -34,11 +34,11 @@ FRECHET = re.compile(r"L_(exp|log|sqrt)")  # L_exp(X, E), printed for a Fréchet
 def unit_index(sub: str):
     """A unit vector's subscript as (dim or None, index from 0, negative from the end):
     ₃ → (None, 2), ₙ → ("n", −1), _(n−2) → ("n", −3)."""
-    if sub[0] in "₀₁₂₃₄₅₆₇₈₉":
-        k = int(sub.translate(str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")))
+    if sub[0] in SUBSCRIPTS:
+        k = int("".join(UNSUBSCRIPT[c] for c in sub))
         return (None, k - 1) if k >= 1 else None
-    if sub in SUBSCRIPT_LETTERS:
-        return SUBSCRIPT_LETTERS[sub], -1
+    if sub in LETTER_SUBSCRIPTS.values():
+        return UNSUBSCRIPT[sub], -1
     inner = sub[2:-1]
     if re.fullmatch(r"[1-9][0-9]*", inner):
         return None, int(inner) - 1

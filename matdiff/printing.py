@@ -8,7 +8,8 @@ import re
 from fractions import Fraction
 
 from . import notation as N
-from .functions import GREEK as GREEK_LETTERS, PRINTED_FUNCTIONS, Function, ScalarFunction
+from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS, UNSUBSCRIPT,
+                        Function, ScalarFunction)
 from .errors import NotSupportedError
 from .ir import Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
 from .recognise import recognise
@@ -901,10 +902,7 @@ def _py_index(node: Node, functions: dict) -> str:
 
 # --------------------------------------------------------------------------- bracket notation
 
-SUBSCRIPTS = "₀₁₂₃₄₅₆₇₈₉"
 SUBSCRIPT_DIGITS = str.maketrans("0123456789", SUBSCRIPTS)
-LETTER_SUBSCRIPTS = dict(zip("aehijklmnoprstuvx", "ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ"))
-UNSUBSCRIPT = {v: k for k, v in {**dict(zip("0123456789", SUBSCRIPTS)), **LETTER_SUBSCRIPTS}.items()}
 
 
 def bracket(node: Node, style=TEXT) -> str:

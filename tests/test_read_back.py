@@ -69,6 +69,9 @@ def test_a_variable_named_like_a_function_reads_back_as_the_variable(name):
     c = md.scalar(name)
     for e in _uses(c):
         assert "matdiff" in _reads_back_or_refuses(e), str(e)
+    x = md.vector("x", "n")  # the derivatives among the uses, checked numerically
+    assert md.check(c ** 3 * md.sum(md.sigmoid(x * c)), x) < 1e-6
+    assert md.check(md.sum(md.tanh(c * md.matrix("A", "n", "n") @ x)), c) < 1e-6
     assert str(c * (md.vector("x", "n") + md.vector("y", "n"))).endswith("·(y + x)") == \
         (name in PRINTED_FUNCTIONS or name == "sigma")
 
