@@ -328,16 +328,19 @@ def _softmax_rows(lib, Z):
 
 
 def _softmax_cross_entropy(declared: bool = False):
-    """−Σ Y ⊙ log softmax(XW) (rows), typed with log; closed form Xᵀ(softmax(XW) − Y) for
-    one-hot Y.  With ``declared`` the derivatives are taken given Y1 = 1 (md.fact), as the
+    """−Σ Y ⊙ log softmax(XW) (rows), typed with log; closed form Xᵀ(diag(Y1)softmax(XW) − Y),
+    and Xᵀ(softmax(XW) − Y) for one-hot Y.  With ``declared`` the derivatives are taken given Y1 = 1 (md.fact), as the
     closed form assumes, and the Hessian Σ_p X_pi X_pk (δ_jl S_pj − S_pj S_pl) is timed too:
     the block diagonal Xᵀdiag(S_:j)X less ZᵀZ for Z_p(ij) = X_pi S_pj."""
     X, W, Y = md.matrix("X", "n", "k"), md.matrix("W", "k", "c"), md.matrix("Y", "n", "c")
 
     def grad(lib, v):
-        if declared:
-            return v["X"].T @ (_softmax_rows(lib, v["X"] @ v["W"]) - v["Y"])
-        return v["X"].T @ (lib.exp(_log_softmax_rows(lib, v["X"] @ v["W"])) - v["Y"])
+        S = _softmax_rows(lib, v["X"] @ v["W"])
+        if declared:  # one-hot (or probability) rows: Y1 = 1
+            return v["X"].T @ (S - v["Y"])
+        # Any Y: the gradient of −Σ Y ⊙ log softmax(XW) is Xᵀ(diag(Y1)S − Y); the one-hot form
+        # above is another function's gradient wherever a row of Y does not sum to 1
+        return v["X"].T @ (S * v["Y"].sum(axis=1, keepdims=True) - v["Y"])
 
     def hessian(lib, v):
         X = v["X"]
