@@ -33,6 +33,11 @@ class Node:
 
     def __new__(cls, *args):
         key = (cls, args)
+        ref = _REFS.get(key)  # the table's own dict: a C-level look-up, not the mapping's get
+        if ref is not None:
+            node = ref()
+            if node is not None:
+                return node
         with _TABLE_LOCK:  # look-up and insertion in one step: threads share equal nodes
             node = Node._table.get(key)
             if node is not None:
@@ -90,6 +95,11 @@ class Node:
     def __repr__(self):
         text = _TEXT_FORM[0](self) if _TEXT_FORM else "…"
         return f"<{type(self).__name__} {text} : {D.fmt_shape(self.shape)}>"
+
+
+# the weak references of Node._table, keyed alike: a live node is found without a lock
+# (a node once in the table stays there while it lives, so any thread finds the same one)
+_REFS = Node._table.data
 
 
 # The one-line text a repr shows (show.index_form), registered by show.py when it is
@@ -293,10 +303,12 @@ class Contract(Node):
             raise ShapeError("contract: one label tuple per operand is needed")
         size = {}
         for op, labs in zip(operands, labels):
-            if len(labs) != op.ndim:
+            shape = op.shape
+            if len(labs) != len(shape):
                 raise ShapeError(f"contract: {len(labs)} labels for an operand of order {op.ndim}")
-            for lab, d in zip(labs, op.shape):
-                if size.setdefault(lab, d) != d:
+            for lab, d in zip(labs, shape):
+                e = size.setdefault(lab, d)
+                if e is not d and e != d:
                     raise ShapeError(f"contract: axis {lab} is {D.fmt(size[lab])} in one operand "
                                      f"and {D.fmt(d)} in another")
         if len(set(out)) != len(out):

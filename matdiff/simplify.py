@@ -121,7 +121,7 @@ def normalise_contract(c: Contract) -> Node:
             len(set(labs[0])) == len(labs[0]):  # (A + B)ᵀ → Aᵀ + Bᵀ: sums stay outermost
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
-    return B.scale(coef, canonical(Contract(tuple(ops), tuple(labs), tuple(c.out)))[0])
+    return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), tuple(c.out))[0])
 
 
 def _deltas_apart(inner: Contract) -> Contract:
@@ -433,44 +433,66 @@ def canonical(c: Contract):
     and the renumbering used.  Equal products written differently become one node: where
     symmetric matrices are factors, each reading of them (Sᵢⱼ or Sⱼᵢ) is tried and the
     least node kept."""
-    sym = [k for k, (op, lab) in enumerate(zip(c.operands, c.labels))  # summed S_ab: read either way
-           if op.ndim == 2 and not isinstance(op, Delta) and op.shape[0] == op.shape[1]
-           and len(set(lab)) == 2 and not set(lab) & set(c.out) and _symmetric(op)]
+    return _canonical_parts(c.operands, c.labels, c.out)
+
+
+def _canonical_parts(operands, labels, out):
+    """``canonical`` of the contraction of these parts, without building it first."""
+    sym = [k for k, (op, lab) in enumerate(zip(operands, labels))  # summed S_ab: read either way
+           if len(op.shape) == 2 and op.shape[0] == op.shape[1] and not isinstance(op, Delta)
+           and len(set(lab)) == 2 and not set(lab) & set(out) and _symmetric(op)]
     if not sym or len(sym) > SYMMETRIC_SWAPS:
-        return _canonical(c)
+        return _canonical(operands, labels, out)
     best = None
     for mask in range(1 << len(sym)):
-        labels = list(c.labels)
+        read = list(labels)
         for bit, k in enumerate(sym):
             if mask >> bit & 1:
-                labels[k] = labels[k][::-1]
-        got = _canonical(Contract(c.operands, tuple(labels), c.out))
+                read[k] = read[k][::-1]
+        got = _canonical(operands, tuple(read), out)
         if best is None or got[0].skey < best[0].skey:
             best = got
     return best
 
 
-def _canonical(c: Contract):
-    out_num = {x: i for i, x in enumerate(c.out)}
-    pairs, num = list(zip(c.operands, c.labels)), out_num
-    for _ in range(2):  # the second pass sorts with the first pass's numbers
-        pairs.sort(key=lambda p: (p[0].skey, tuple(num.get(x, -1) for x in p[1])))
+def _canonical(operands, labels, out):
+    out_num = {x: i for i, x in enumerate(out)}
+    pairs = [(op.skey, op, lab, _symmetric(op)) for op, lab in zip(operands, labels)]
+    num = out_num
+    # the second pass sorts with the first pass's numbers; where no two operands are equal,
+    # the structural keys alone decide the order, and the second pass would change nothing
+    # (labels are numbered by first appearance, which sorting a symmetric factor's labels
+    # by those numbers keeps), so one pass does
+    distinct = len({p[0] for p in pairs}) == len(pairs)
+    for _ in range(1 if distinct else 2):
+        if distinct:
+            pairs.sort(key=_first)
+        else:
+            pairs.sort(key=lambda p: (p[0], tuple(num.get(x, -1) for x in p[2])))
         num = dict(out_num)
-        for _, lab in pairs:
-            for x in lab:
+        for p in pairs:
+            for x in p[2]:
                 num.setdefault(x, len(num))
-        pairs = [(op, _sort_symmetric(op, lab, num.get) if _symmetric(op) else lab)
-                 for op, lab in pairs]
-    node = Contract(tuple(op for op, _ in pairs),
-                    tuple(tuple(num[x] for x in lab) for _, lab in pairs),
-                    tuple(range(len(c.out))))
+        pairs = [(k, op, _sort_symmetric(op, lab, num.get), True) if sym else (k, op, lab, False)
+                 for k, op, lab, sym in pairs]
+    node = Contract(tuple(p[1] for p in pairs),
+                    tuple(tuple(num[x] for x in p[2]) for p in pairs),
+                    tuple(range(len(out))))
     return node, num
+
+
+def _first(p):
+    return p[0]
 
 
 def _sort_symmetric(op, lab, key):
     """The labels of a symmetric factor in canonical order (axes of one dim only swap)."""
+    shape = op.shape
+    if len(shape) == 2 and shape[0] == shape[1]:  # a square matrix: its two labels in order
+        a, b = lab
+        return (b, a) if key(b) < key(a) else lab
     lab = list(lab)
-    for d in set(op.shape):
+    for d in set(shape):
         pos = [i for i, e in enumerate(op.shape) if e == d]
         for i, x in zip(pos, sorted((lab[i] for i in pos), key=key)):
             lab[i] = x
@@ -542,8 +564,7 @@ def _factor(terms, shape):
             if (i, k) not in candidates or len(set(lab)) != len(lab) or isinstance(op, Delta):
                 continue
             hole = Hole(op.shape, True)  # a factor read in any axis order
-            rest = Contract(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
-            key, mapping = canonical(rest)
+            key, mapping = _canonical_parts(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
             groups.setdefault(key, []).append((i, k, mapping))
     used, merged = set(), []
     for key, members in groups.items():
