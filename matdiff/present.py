@@ -602,6 +602,8 @@ COMPOUND = {"prod", "add", "had", "kron"}
 PAREN = 0.5          # a parenthesis (half a character: (x − a)ᵀ is preferred to xᵀ − aᵀ,
                      # but a transpose of a product costs one more: AᵀBᵀ, not (BA)ᵀ)
 MARK = 1.25          # a ᵀ or ⁻¹ mark
+OUTSIDE = 0.01       # a power of a transpose, a hair more than the transpose of the power:
+                     # (X²)ᵀ, as the Matrix Cookbook writes ∂tr(Xᵏ)/∂X = k(Xᵏ⁻¹)ᵀ (121)
 
 
 def length(g, t, kid_costs: list, kid_ops: list) -> float:
@@ -623,7 +625,7 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
     if op == "inv":
         return kid_costs[0] + 2 * MARK + wrap[0]
     if op == "matpow":
-        return kid_costs[0] + len(str(data[1])) + wrap[0]
+        return kid_costs[0] + len(str(data[1])) + wrap[0] + (kid_ops[0] == "T") * OUTSIDE
     if op == "pow":
         p = data[1]
         mark = 1 if p == 0.5 else (len(str(int(p))) if float(p).is_integer() else 2 + _number_length(p))

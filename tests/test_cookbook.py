@@ -214,7 +214,6 @@ MISSES = {
     ("113", "XBᵀ + XB"): FACTORED,
     ("114", "AᵀXᵀBᵀ + BᵀXᵀAᵀ"): "(AXB + BXA)ᵀ is shorter",
     ("116", "CᵀXBBᵀ + CXBBᵀ"): FACTORED,
-    ("121", "3(X²)ᵀ"): "(Xᵀ)² and (X²)ᵀ cost the same",
     ("126", "−2CX(XᵀCX)⁻¹XᵀBX(XᵀCX)⁻¹ + 2BX(XᵀCX)⁻¹"):
         "the common 2(…)X(XᵀCX)⁻¹ is taken out: 2(B − CX(XᵀCX)⁻¹XᵀB)X(XᵀCX)⁻¹ is shorter",
 }
@@ -345,5 +344,5 @@ def test_nine_rows_in_ten_print_as_the_cookbook():
     assert _share() >= 0.9, f"{_share():.0%} of {len(ROWS)} rows print as the Cookbook"
 
 
-def test_the_share_printed_as_the_cookbook_does_not_fall():
-    assert _share() >= 0.66
+def test_the_rows_printed_as_the_cookbook_do_not_fall():
+    assert round(_share() * len(ROWS)) >= 53

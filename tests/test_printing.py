@@ -26,7 +26,7 @@ GOLDEN = [
     ('tr XXᵀ', '2X'),
     ('tr XᵀAX', '(A + Aᵀ)X'),
     ('tr X²', '2Xᵀ'),
-    ('tr X³', '3(Xᵀ)²'),
+    ('tr X³', '3(X²)ᵀ'),  # the Matrix Cookbook's k(Xᵏ⁻¹)ᵀ (121)
     ('tr AX⁻¹B', '−X⁻ᵀAᵀBᵀX⁻ᵀ'),
     ('tr (AB−C)(AB−C)ᵀ', '2Aᵀ(AB − C)'),
     ('tr kron(A,B)', 'tr(B)I'),
