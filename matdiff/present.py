@@ -604,6 +604,8 @@ PAREN = 0.5          # a parenthesis (half a character: (x − a)ᵀ is preferre
 MARK = 1.25          # a ᵀ or ⁻¹ mark
 OUTSIDE = 0.01       # a power of a transpose, a hair more than the transpose of the power:
                      # (X²)ᵀ, as the Matrix Cookbook writes ∂tr(Xᵏ)/∂X = k(Xᵏ⁻¹)ᵀ (121)
+SIGN = 0.01          # a sum whose terms are all negative, a hair more than the sum with the
+                     # sign taken out: the sign leads a product, −AX(B + C), not AX(−B − C)
 
 
 def length(g, t, kid_costs: list, kid_ops: list) -> float:
@@ -648,7 +650,8 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
     if op == "add":
         coefs = data[1]
         return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
-            0 if abs(c) == 1 else _number_length(c) for c in coefs) + (coefs[0] < 0)
+            0 if abs(c) == 1 else _number_length(c) for c in coefs) + (coefs[0] < 0) + \
+            SIGN * all(c < 0 for c in coefs)
     raise AssertionError(op)
 
 
@@ -1328,6 +1331,27 @@ def _common_matrix(g, c, t):
     return out
 
 
+def _sign_leads(g, c, t):
+    """A(−B − C)D = −A(B + C)D: a sum whose terms are all negative gives its sign to the
+    product it stands in, which the cost (``SIGN``) then writes first, as the Matrix
+    Cookbook writes −Y⁻¹(∂Y/∂x)Y⁻¹ (59) and −(CX(XᵀCX)⁻¹)(A + Aᵀ)(XᵀCX)⁻¹ (125)."""
+    kind, coef = t[1]
+    out = []
+    for i, k in enumerate(t[2]):
+        for _, d, kk in g.terms(k, "add"):
+            if all(e < 0 for e in d[1]):
+                inner = g.add("add", (d[0], tuple(-e for e in d[1])), kk)
+                out.append(_prod(g, kind, -coef, t[2][:i] + (inner,) + t[2][i + 1:]))
+                break
+    return out[:2]
+
+
+def _sign_out_of_transpose(g, c, t):
+    """(−A − B)ᵀ = −(A + B)ᵀ: the sign leads, as in −(X⁻¹BAX⁻¹)ᵀ (Matrix Cookbook, 63)."""
+    return [_prod(g, t[1][0], -1.0, [_T_of(g, g.add("add", (d[0], tuple(-e for e in d[1])), kk))])
+            for _, d, kk in g.terms(t[2][0], "add") if all(e < 0 for e in d[1])][:1]
+
+
 def _distribute(g, c, t):
     """A(P + Q) = AP + AQ: the inverse of the last rule, so that a cost can choose."""
     kind, coef = t[1]
@@ -1873,6 +1897,8 @@ RULES = [
     Rule("sP + sQ = s(P + Q)", "scalars", "add", _common_scalar),
     Rule("AP + AQ = A(P + Q)", "scalars", "add", _common_matrix),
     Rule("A(P + Q) = AP + AQ", "scalars", "prod", _distribute),
+    Rule("A(−B − C)D = −A(B + C)D", "scalars", "prod", _sign_leads),
+    Rule("(−A − B)ᵀ = −(A + B)ᵀ", "scalars", "T", _sign_out_of_transpose),
     Rule("(A⁻¹)⁻¹ = A", "inverses", "inv", _double_inverse),
     Rule("det(AB) = det(A)det(B), det(Aᵏ) = det(A)ᵏ", "inverses", "call", _det_product),
     Rule("AʲAᵏ = Aʲ⁺ᵏ", "inverses", "prod", _matrix_powers),
