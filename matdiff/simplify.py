@@ -44,7 +44,10 @@ def simplify(root: Node) -> Node:
             stack.extend(pending)
             continue
         stack.pop()
-        rebuilt = n.with_children([c._simple for c in n.children])
+        kids = n.children
+        simple = [c._simple for c in kids]
+        # the same operands build the same node (hash-consing): n itself, without the look-up
+        rebuilt = n if all(a is b for a, b in zip(simple, kids)) else n.with_children(simple)
         out = rebuilt._simple or NORMALISE.get(type(rebuilt), _keep)(rebuilt)
         n._simple = rebuilt._simple = out
         out._simple = out
@@ -102,17 +105,17 @@ def normalise_contract(c: Contract) -> Node:
         return simplify(B.linear(
             [(coef * w, Contract(tuple(ops[:k]) + (t,) + tuple(ops[k + 1:]), tuple(labs), c.out))
              for w, t in ops[k].terms], c.shape))
-    cancelled = _centred(ops, labs, coef, c)
-    if cancelled is not None:
-        return cancelled
-    ops, labs = _merge_powers(ops, labs, c.out)
-    ops, labs = _merge_sigmoids(ops, labs)
-    ops, labs = _merge_tanh(ops, labs)
-    ops, labs = _cancel_inverses(ops, labs, c.out)
-    ops, labs = _orthonormal(ops, labs, c.out)
-    ops, labs = _remove_deltas(ops, labs, c.out)
-    ops, labs = _spectral(ops, labs, c.out)
-    ops, labs = _split_unit_vectors(ops, labs, c.out)
+    kinds = {type(op) for op in ops}  # each step below changes nothing without its node type
+    if Sum in kinds or Contract in kinds:
+        cancelled = _centred(ops, labs, coef, c)
+        if cancelled is not None:
+            return cancelled
+    for step, needs in _STEPS:
+        if needs is None or not needs.isdisjoint(kinds):
+            before = ops
+            ops, labs = step(ops, labs, c.out)
+            if ops is not before:
+                kinds = {type(op) for op in ops}
     if not ops:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
@@ -122,6 +125,19 @@ def normalise_contract(c: Contract) -> Node:
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
     return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), tuple(c.out))[0])
+
+
+def _steps():
+    """The rewrites of a product's factors, in order, each with the node types one of which
+    it needs among the factors to change anything (None: it is always tried)."""
+    return [(_merge_powers, None),
+            (lambda ops, labs, out: _merge_sigmoids(ops, labs), {Elementwise}),
+            (lambda ops, labs, out: _merge_tanh(ops, labs), {Elementwise}),
+            (_cancel_inverses, {Inv}),
+            (_orthonormal, {Eigh}),
+            (_remove_deltas, {Delta}),
+            (_spectral, {DivDiff, Eigh, Svd}),
+            (_split_unit_vectors, {Basis})]
 
 
 def _deltas_apart(inner: Contract) -> Contract:
@@ -230,16 +246,19 @@ def _merge_powers(ops, labs, out=()):
     """xᵃ ⊙ xᵇ → xᵃ⁺ᵇ for factors read with the same labels (x ⊙ x → x²); a vector of ones
     summed alone is the count n of its dim, and meets a power of n written as 1ᵀ1."""
     exps: dict = {}
+    ones = False
+    for op, lab in zip(ops, labs):
+        base, p = _power_of(op)
+        exps[(base, lab)] = exps.get((base, lab), 0.0) + p
+        ones = ones or (isinstance(op, Delta) and op.order == 1)
+    if not ones and len(exps) == len(ops):  # nothing to merge, and no vector of ones
+        return ops, labs
     uses: dict = {}
     for lab in labs:
         for x in lab:
             uses[x] = uses.get(x, 0) + 1
-    counted = []
-    for op, lab in zip(ops, labs):
-        base, p = _power_of(op)
-        exps[(base, lab)] = exps.get((base, lab), 0.0) + p
-        if isinstance(op, Delta) and op.order == 1 and uses[lab[0]] == 1 and lab[0] not in out:
-            counted.append((op, lab))
+    counted = [(op, lab) for op, lab in zip(ops, labs)
+               if isinstance(op, Delta) and op.order == 1 and uses[lab[0]] == 1 and lab[0] not in out]
     for op, lab in counted:
         n = Contract((op,), ((0,),), ())
         if (n, ()) in exps:  # (1ᵀ1)·n⁻¹ → 1
@@ -1009,6 +1028,8 @@ def normalise_frechet(n: Frechet) -> Node:
         return d
     return n
 
+
+_STEPS = _steps()
 
 NORMALISE = {
     Contract: normalise_contract,
