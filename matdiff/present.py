@@ -70,6 +70,7 @@ class EGraph:
         self.changed: set = set()  # … and the classes whose range changed before they were redone
         self.size = 0
         self.unions = 0
+        self.kind = self.kinds.__getitem__  # while no class is mixed (``kind``): a list look-up
 
     def find(self, a: int) -> int:
         parent = self.parent
@@ -110,6 +111,7 @@ class EGraph:
         if self.kinds[a] != self.kinds[b] or a in self.mixed or b in self.mixed:
             self.mixed.add(a)
             self.mixed.discard(b)
+            self.kind = self._kind
         self.nodes[a] |= self.nodes.pop(b)
         self.dims[a] = self.dims[a] or self.dims.pop(b)
         self.sym[a] = self.sym[a] or self.sym.pop(b, False)
@@ -220,14 +222,17 @@ class EGraph:
         self.stale = stale
         self.changed = changed if stale else set()  # what the classes left stale must see
 
-    def kind(self, c: int) -> str:
+    def _kind(self, c: int) -> str:
         """The kind of class c's terms (a class whose terms differ in kind — a matrix rule
-        merged with a scalar — answers with one of its terms', as it always has)."""
+        merged with a scalar — answers with one of its terms', as it always has).  Each graph
+        answers ``kind`` with its list of kinds until a class is mixed, then with this."""
         if self.mixed:
             r = self.find(c)
             if r in self.mixed:
                 return next(iter(self.nodes[r]))[1][0]
         return self.kinds[c]
+
+    kind = _kind
 
     def ordered(self, c: int) -> list:
         """All terms of class c, in a fixed order."""
@@ -1933,16 +1938,16 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
     """Apply every rule to every term until nothing changes; returns the rounds run.  Each
     round matches on a snapshot, so the rules' order does not matter."""
     rules = RULES if rules is None else rules
-    by_op: dict = {}
+    by_op: dict = {}  # op -> the rules' functions, in order
     for r in rules:
-        by_op.setdefault(r.op, []).append(r)
+        by_op.setdefault(r.op, []).append(r.apply)
+    calls = by_op.pop("call", [])
     by_call: dict = {}
 
     def call_rules(name):  # the rules on calls that can apply to this function, in order
         hit = by_call.get(name)
         if hit is None:
-            hit = by_call[name] = [r for r in by_op.get("call", ())
-                                   if name in CALL_NAMES.get(r.apply, (name,))]
+            hit = by_call[name] = [f for f in calls if name in CALL_NAMES.get(f, (name,))]
         return hit
     g.rebuild()
     for n in range(max_rounds):
@@ -1950,8 +1955,8 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
         found = []
         for c, t in snapshot:
             op = t[0]
-            for r in call_rules(t[1][1]) if op == "call" else by_op.get(op, ()):
-                out = r.apply(g, c, t)
+            for apply in call_rules(t[1][1]) if op == "call" else by_op.get(op, _NONE):
+                out = apply(g, c, t)
                 if out:
                     found.extend((c, x) for x in out)
         size = g.size
@@ -1967,6 +1972,21 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
 def extract(g: EGraph, root: int, cost=length):
     """The cheapest term of every class (ties broken by a structural key): the chosen
     notation tree of ``root`` and its cost."""
+    best = _best(g, cost)
+    built: dict = {}
+
+    def tree(c):
+        c = g.find(c)
+        if c not in built:
+            t = best[c][3]
+            built[c] = build(t, [tree(k) for k in t[2]])
+        return built[c]
+
+    return tree(root), best[g.find(root)][0]
+
+
+def _best(g: EGraph, cost) -> dict:
+    """class -> (cost, tie-break key, op, term) of its cheapest term."""
     best: dict = {}
     # the terms in the order of the passes, and for each class the terms using it: a pass
     # looks again only at the terms whose kids' best changed since they were last looked at
@@ -1988,7 +2008,7 @@ def extract(g: EGraph, root: int, cost=length):
             if any(k not in best or k == c for k in kids):  # a term is never its own part
                 continue
             value = round(cost(g, t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
-            key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else repr(t[1][1]),
+            key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else _leaf_text(t[1][1]),
                    tuple(best[k][1] for k in kids))
             old = best.get(c)
             if old is None or (value, key) < old[:2]:
@@ -1998,16 +2018,19 @@ def extract(g: EGraph, root: int, cost=length):
                     dirty[j] = True
         if not changed:
             break
-    built: dict = {}
+    return best
 
-    def tree(c):
-        c = g.find(c)
-        if c not in built:
-            t = best[c][3]
-            built[c] = build(t, [tree(k) for k in t[2]])
-        return built[c]
 
-    return tree(root), best[g.find(root)][0]
+_LEAF_TEXT: dict = {}  # id(leaf) -> (leaf, its repr): a leaf's tie-break text, written once
+
+
+def _leaf_text(m: N.M) -> str:
+    hit = _LEAF_TEXT.get(id(m))
+    if hit is None or hit[0] is not m:
+        if len(_LEAF_TEXT) > 4096:
+            _LEAF_TEXT.clear()
+        hit = _LEAF_TEXT[id(m)] = (m, repr(m))
+    return hit[1]
 
 
 def cost_of(m: N.M, cost=length) -> float:
@@ -2015,7 +2038,7 @@ def cost_of(m: N.M, cost=length) -> float:
     g = EGraph()
     root = ingest(g, m, {})
     g.rebuild()
-    return extract(g, root, cost)[1]
+    return _best(g, cost)[g.find(root)][0]
 
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -2053,7 +2076,7 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     g = EGraph()
     root = ingest(g, m, {})
     g.rebuild()
-    written = extract(g, root, cost)[1]  # m's own cost (``cost_of``), on the graph as ingested
+    written = _best(g, cost)[g.find(root)][0]  # m's own cost (``cost_of``), on the graph as ingested
     size = g.size
     saturate(g, rules)
     if g.size == size and not g.unions:  # no rule changed anything: m is its simplest form
