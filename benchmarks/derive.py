@@ -1,7 +1,7 @@
 """Derivation speed: build, differentiate and simplify every case of the test table, the
 growth with depth of a deep network's gradient, and SymPy on the cases it can do.
 
-Run: python benchmarks/derive.py [table] [slow] [scaling] [growth] [sympy]
+Run: python benchmarks/derive.py [table] [slow] [scaling] [growth] [sympy] [sympy-table] [-v]
                                         (prints markdown tables; see docs/benchmarks.md)
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import matdiff as md  # noqa: E402
+from matdiff.build import is_zero  # noqa: E402
 from matdiff.ir import clear_caches, dag_size  # noqa: E402
 from tests.cases import tanh_network  # noqa: E402
 
@@ -190,15 +191,16 @@ def growth(issue22_only=False):
         # issue 22's families
         ("the echo of a·a·…·a, k factors (parsed)", (50, 100, 200, 400),
          lambda k: md.parse("*".join(["a"] * k)).echo()),
-        ("∇ yᵀsoftmax(…softmax(x)), depth d, printed", (5, 10, 20, 40),
+        ("∇ yᵀsoftmax(…softmax(x)), depth d, printed", (10, 20, 40, 80),
          lambda d: str(md.grad(md.vector("y", "n").T @ softmaxes(d), x))),
         ("∇ of a sum of k terms aᵢ1ᵀexp(x), printed", (500, 1000, 2000, 4000),
          lambda k: str(md.grad(sum_of(k), x))),
         ("the Hessian of tr(Aᵏ), printed", (16, 32, 64, 128),
          lambda k: str(md.hessian(md.trace(md.matrix_power(A, k)), A))),
     ]
+    first22 = len(families) - 4  # issue 22's rows are timed with the printing caches cleared too
     if issue22_only:
-        families = families[-4:]
+        families, first22 = families[-4:], 0
     print("## Growth of the families that once hung (issues 11 and 22)\n")
     print("Each family at sizes growing geometrically, median of three runs; the slope b of")
     print("time ≈ a·sizeᵇ is fitted over all sizes (1 is linear).\n")
@@ -206,8 +208,9 @@ def growth(issue22_only=False):
     print("operand references of the result's DAG); the last slope is time against it.\n")
     print("| family | sizes | times | slope | output | slope against output |")
     print("|---|---|---|---|---|---|")
-    for name, sizes, job in families:
-        times = [timed(lambda k=k: job(k), repeat=3) for k in sizes]
+    for row, (name, sizes, job) in enumerate(families):
+        clear = _clear_all if row >= first22 else clear_caches
+        times = [timed(lambda k=k: job(k), repeat=3, clear=clear) for k in sizes]
         outs = [_output_size(job(k)) for k in sizes]
         shown = ", ".join(f"{t:.2f} s" if t >= 0.1 else f"{t * 1e3:.0f} ms" for t in times)
         print(f"| {name} | {', '.join(map(str, sizes))} | {shown} | {_slope(sizes, times):.2f} | "
@@ -261,6 +264,97 @@ def sympy_comparison():
     print(f"\nMedian ratio: {_ratio(statistics.median(ratios))}.\n")
 
 
+def _sympy_result(f, x, hessian: bool):
+    """A thunk deriving f by x (twice for the Hessian) with SymPy's matrix expressions and
+    printing the result as text and LaTeX, or None where SymPy has no form for f or fails
+    (or takes over 10 s) on it."""
+    import signal
+
+    import sympy as sp
+    from sympy.core.cache import clear_cache
+    try:
+        fs, xs = md.expr.lift(f).to_sympy(), md.expr.lift(x).to_sympy()
+    except Exception:  # no SymPy form (abstract or element-wise functions, index results)
+        return None
+
+    def run():
+        clear_cache()
+        d = fs.diff(xs)
+        if hessian:
+            d = d.diff(xs)
+        str(d)
+        sp.latex(d)
+        return d
+
+    def timeout(*_):
+        raise TimeoutError
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(10)
+    try:
+        d = run()
+    except Exception:  # SymPy's own failures: NotImplementedError, RecursionError, …
+        return None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    from sympy.tensor.array.array_derivatives import ArrayDerivative
+    if d.has(sp.Derivative, ArrayDerivative):
+        return None  # left unevaluated (det X by X)
+    mine = (md.hessian(f, x) if hessian else md.jacobian(f, x)).node
+    if (d == 0 or isinstance(d, (sp.ZeroMatrix,)) or getattr(d, "is_zero_matrix", False)) and \
+            not is_zero(mine):
+        return None  # a wrong 0 (∂ log det X/∂X, ∂(tr X + 1)/∂X in SymPy 1.14)
+    return run
+
+
+def sympy_table(repeat=3):
+    """SymPy against matdiff on every result of the test table that SymPy can derive:
+    derive and print text and LaTeX, caches cleared, CPU time, median of ``repeat`` runs."""
+    try:
+        import sympy  # noqa: F401
+    except ImportError:
+        print("SymPy is not installed: no comparison.\n")
+        return
+    import importlib
+    import warnings
+
+    import tests.cases
+    warnings.filterwarnings("ignore")  # SymPy's deprecation notes on its own internals
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 5000))
+    rows, tried = [], 0
+    for c in importlib.reload(tests.cases).CASES:
+        kinds = [("first derivative", False)] + \
+            ([("Hessian", True)] if md.expr.lift(c.f).ndim == 0 else [])
+        for kind, hessian in kinds:
+            tried += 1
+            sym = _sympy_result(c.f, c.wrt, hessian)
+            if sym is None:
+                continue
+            ts = timed(sym, repeat, clear=lambda: None)
+            job = (lambda c=c: md.hessian(c.f, c.wrt)) if hessian else (lambda c=c: md.jacobian(c.f, c.wrt))
+            tm = sum(_phases(job, repeat))
+            rows.append((c.name, kind, ts, tm))
+    ratios = [ts / tm for _, _, ts, tm in rows]
+    print("## Against SymPy over the test table\n")
+    print(f"SymPy derives {len(rows)} of the table's {tried} results (first derivatives, and Hessians")
+    print("of scalars) with its matrix expressions; the others it has no form for (element-wise")
+    print("functions, index results), fails on, leaves unevaluated or gets wrong as 0. Each side")
+    print("derives and prints text and LaTeX")
+    print(f"with its caches cleared; CPU time, median of {repeat} runs (matdiff: derive, recognise,")
+    print("presentation, text and LaTeX; the build is left out on both sides).\n")
+    print("| | SymPy | matdiff | ratio |")
+    print("|---|---|---|---|")
+    for q, name in ((50, "median"), (10, "10th percentile"), (90, "90th percentile")):
+        print(f"| {name} | {np.percentile([r[2] for r in rows], q) * 1e3:.2f} ms | "
+              f"{np.percentile([r[3] for r in rows], q) * 1e3:.2f} ms | {_ratio(np.percentile(ratios, q))} |")
+    print(f"\nMedian per-case ratio: {_ratio(statistics.median(ratios))} "
+          f"(lowest {_ratio(min(ratios))}, highest {_ratio(max(ratios))}).\n")
+    if "-v" in sys.argv:
+        for name, kind, ts, tm in rows:
+            print(f"- {name} ({kind}): SymPy {ts * 1e3:.2f} ms, matdiff {tm * 1e3:.2f} ms, {_ratio(ts / tm)}")
+        print()
+
+
 def _ratio(r: float) -> str:
     return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×"
 
@@ -279,8 +373,9 @@ def machine() -> str:
 
 def main():
     parts = {"table": table_cases, "slow": slow_results, "scaling": scaling, "growth": growth,
-             "growth22": lambda: growth(issue22_only=True), "sympy": sympy_comparison}
-    chosen = sys.argv[1:] or list(parts)  # e.g. python benchmarks/derive.py table slow
+             "growth22": lambda: growth(issue22_only=True), "sympy": sympy_comparison,
+             "sympy-table": sympy_table}
+    chosen = [a for a in sys.argv[1:] if a != "-v"] or list(parts)  # e.g. derive.py table slow
     print(f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}\n")
     for name in chosen:
         parts[name]()
