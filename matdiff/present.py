@@ -1054,6 +1054,16 @@ def _inverse_of_power(g, c, t):
     return [g.add("matpow", ("m", -d[1]), kk) for _, d, kk in g.terms(t[2][0], "matpow") if d[1] > 0]
 
 
+def _power_of_inverse(g, c, t):
+    """(A⁻¹)ᵏ = A⁻ᵏ: with (Aᵀ)ᵏ = (Aᵏ)ᵀ, −(X⁻ᵀ)² is also −(X⁻²)ᵀ, which the cost (``OUTSIDE``)
+    writes as the Matrix Cookbook writes −((X + A)⁻¹(X + A)⁻¹)ᵀ (64)."""
+    k = t[1][1]
+    out = []
+    for _, _, kk in g.terms(t[2][0], "inv"):
+        out.append(g.find(kk[0]) if k == -1 else g.add("matpow", ("m", -k), kk))
+    return out
+
+
 def _inverse_of_product(g, c, t):
     """(AB)⁻¹ = B⁻¹A⁻¹ for square A and B."""
     out = []
@@ -1908,6 +1918,7 @@ RULES = [
     Rule("det(AB) = det(A)det(B), det(Aᵏ) = det(A)ᵏ", "inverses", "call", _det_product),
     Rule("AʲAᵏ = Aʲ⁺ᵏ", "inverses", "prod", _matrix_powers),
     Rule("(Aᵏ)⁻¹ = A⁻ᵏ", "inverses", "inv", _inverse_of_power),
+    Rule("(A⁻¹)ᵏ = A⁻ᵏ", "inverses", "matpow", _power_of_inverse),
     Rule("(Aᵏ)ᵀ = (Aᵀ)ᵏ", "inverses", "T", _transpose_power),
     Rule("(Aᵀ)ᵏ = (Aᵏ)ᵀ", "inverses", "matpow", _power_transpose),
     Rule("BᵀAᵀ = (AB)ᵀ", "symmetry", "prod", _product_of_transposes),

@@ -32,7 +32,7 @@ GOLDEN = [
     ('tr kron(A,B)', 'tr(B)I'),
     ('tr Xᵀ X by sum', '2X'),
     ('aᵀX⁻¹b', '−X⁻ᵀabᵀX⁻ᵀ'),
-    ('tr X⁻¹', '−(X⁻ᵀ)²'),
+    ('tr X⁻¹', '−(X⁻²)ᵀ'),  # the Matrix Cookbook's −((X + A)⁻¹(X + A)⁻¹)ᵀ at A = 0 (64)
     ('sum X⁻¹', '−X⁻ᵀ1·1ᵀX⁻ᵀ'),
     ('∂X⁻¹/∂X', '−(X⁻¹)_ik (X⁻¹)_lj'),
     ('logdet X⁻¹', '−X⁻ᵀ'),
