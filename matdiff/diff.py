@@ -296,9 +296,26 @@ def jacobians(f: Node, xs: list) -> list:
             for k, child in enumerate(n.children):
                 if _depends(child, wanted):
                     hole = Hole(child.shape, False)
-                    lin = RULES[type(n)](n, k, hole)
-                    cotangents.setdefault(child, []).append(transpose(lin, hole, cot, extra))
+                    if type(n) is Contract and hole not in free_vars(n):
+                        # the transposition of n with dX in place of operand k, without
+                        # building that linear expression first
+                        adj = _contract_adjoint(n, k, cot, extra)
+                    else:
+                        adj = transpose(RULES[type(n)](n, k, hole), hole, cot, extra)
+                    cotangents.setdefault(child, []).append(adj)
     return [found[x] if x in found else B.zeros(extra + x.shape) for x in xs]
+
+
+def _contract_adjoint(n: Contract, k: int, cot: Node, extra: tuple) -> Node:
+    """``transpose`` of ``_d_contract(n, k, dX)``: the cotangent contracted with every
+    operand of n but the k-th, onto that operand's labels."""
+    first = max([x for lab in n.labels for x in lab] + [-1]) + 1
+    ext = tuple(range(first, first + len(extra)))
+    others = [i for i in range(len(n.operands)) if i != k]
+    dims = {**n.label_dims(), **dict(zip(ext, extra))}
+    return B.contract((cot,) + tuple(n.operands[i] for i in others),
+                      (ext + n.out,) + tuple(n.labels[i] for i in others),
+                      ext + n.labels[k], dims)
 
 
 def _symmetrise(g: Node, extra: tuple) -> Node:

@@ -39,7 +39,8 @@ class Node:
             if node is not None:
                 return node
         with _TABLE_LOCK:  # look-up and insertion in one step: threads share equal nodes
-            node = Node._table.get(key)
+            ref = _REFS.get(key)
+            node = ref() if ref is not None else None
             if node is not None:
                 return node
             node = object.__new__(cls)
@@ -48,7 +49,9 @@ class Node:
             node._skey = None
             node._vars = None
             node._simple = None
-            Node._table[key] = node
+            # the table's own entry, as its __setitem__ writes it (a removal it deferred while
+            # iterating deletes only a dead reference, so it cannot remove this one)
+            _REFS[key] = weakref.KeyedRef(node, _REMOVE, key)
             return node
 
     def __init_subclass__(cls, **kw):
@@ -100,6 +103,7 @@ class Node:
 # the weak references of Node._table, keyed alike: a live node is found without a lock
 # (a node once in the table stays there while it lives, so any thread finds the same one)
 _REFS = Node._table.data
+_REMOVE = Node._table._remove
 
 
 # The one-line text a repr shows (show.index_form), registered by show.py when it is

@@ -427,8 +427,14 @@ def _is_identity_view(op, lab, out) -> bool:
 
 def _symmetric(op) -> bool:
     """Whether the factor is unchanged by any permutation of its axes."""
-    return isinstance(op, (Delta, DivDiff, MatFn)) or (isinstance(op, (Var, Hole)) and op.symmetric) or (
-        isinstance(op, Inv) and _symmetric(op.arg)) or _symmetric_sum(op)
+    kind = type(op)  # (none of these node types has a subclass)
+    if kind is Delta or kind is DivDiff or kind is MatFn:
+        return True
+    if kind is Var or kind is Hole:
+        return bool(op.symmetric)
+    if kind is Inv:
+        return _symmetric(op.arg)
+    return kind is Sum and _symmetric_sum(op)
 
 
 def _symmetric_sum(op) -> bool:
@@ -476,7 +482,7 @@ def _canonical_parts(operands, labels, out):
 
 def _canonical(operands, labels, out):
     out_num = {x: i for i, x in enumerate(out)}
-    pairs = [(op.skey, op, lab, _symmetric(op)) for op, lab in zip(operands, labels)]
+    pairs = [(op._skey or op.skey, op, lab, _symmetric(op)) for op, lab in zip(operands, labels)]
     num = out_num
     # the second pass sorts with the first pass's numbers; where no two operands are equal,
     # the structural keys alone decide the order, and the second pass would change nothing
