@@ -329,9 +329,10 @@ def _softmax_rows(lib, Z):
 
 def _softmax_cross_entropy(declared: bool = False):
     """−Σ Y ⊙ log softmax(XW) (rows), typed with log; closed form Xᵀ(diag(Y1)softmax(XW) − Y),
-    and Xᵀ(softmax(XW) − Y) for one-hot Y.  With ``declared`` the derivatives are taken given Y1 = 1 (md.fact), as the
-    closed form assumes, and the Hessian Σ_p X_pi X_pk (δ_jl S_pj − S_pj S_pl) is timed too:
-    the block diagonal Xᵀdiag(S_:j)X less ZᵀZ for Z_p(ij) = X_pi S_pj."""
+    and Xᵀ(softmax(XW) − Y) for one-hot Y.  With ``declared`` the derivatives are taken given
+    Y1 = 1 (md.fact), as the closed form assumes, and the Hessian
+    Σ_p X_pi X_pk (δ_jl S_pj − S_pj S_pl) is timed too: the block diagonal Xᵀdiag(S_:j)X
+    less ZᵀZ for Z_p(ij) = X_pi S_pj."""
     X, W, Y = md.matrix("X", "n", "k"), md.matrix("W", "k", "c"), md.matrix("Y", "n", "c")
 
     def grad(lib, v):
@@ -364,10 +365,90 @@ def _softmax_cross_entropy(declared: bool = False):
         (lambda: [md.fact(Y @ md.ones("c"), 1)]) if declared else None)
 
 
+# --- solves (issue 25): closed forms written with a factorisation, as a numerical analyst would
+
+def _lu(lib, x):
+    """x's LU factorisation in the backend: SciPy's, jax.scipy's or torch.linalg's."""
+    if lib.__name__ == "torch":
+        return lib.linalg.lu_factor(x)
+    if lib.__name__ == "numpy":
+        import scipy.linalg
+
+        return scipy.linalg.lu_factor(x, check_finite=False)
+    import jax.scipy.linalg
+
+    return jax.scipy.linalg.lu_factor(x)
+
+
+def _lu_solve(lib, f, b, trans=0):
+    """X⁻¹b (X⁻ᵀb with trans=1) from X's factorisation ``f``."""
+    if lib.__name__ == "torch":
+        column = b if b.ndim > 1 else b[:, None]
+        x = lib.linalg.lu_solve(f[0], f[1], column, adjoint=bool(trans))
+        return x if b.ndim > 1 else x[:, 0]
+    if lib.__name__ == "numpy":
+        import scipy.linalg
+
+        return scipy.linalg.lu_solve(f, b, trans=trans, check_finite=False)
+    import jax.scipy.linalg
+
+    return jax.scipy.linalg.lu_solve(f, b, trans=trans)
+
+
+def _bilinear_inverse():
+    """aᵀX⁻¹b by X: −X⁻ᵀabᵀX⁻ᵀ, two solves with one LU of X."""
+    a, X, b = md.vector("a", "n"), md.matrix("X", "n", "n"), md.vector("b", "n")
+
+    def grad(lib, v):
+        f = _lu(lib, v["X"])
+        return -_lu_solve(lib, f, v["a"], 1)[:, None] * _lu_solve(lib, f, v["b"])[None, :]
+
+    return Problem(
+        "aᵀX⁻¹b", "X", lambda: a.T @ md.inv(X) @ b,
+        lambda rng, n: {"a": rng.normal(size=n), "X": _square(rng, n), "b": rng.normal(size=n)},
+        lambda lib, v: v["a"] @ lib.linalg.solve(v["X"], v["b"]),
+        grad, None, (100, 400, 1000), (), (20,))
+
+
+def _gaussian_mean():
+    """The Gaussian NLL by μ: Σ⁻¹(μ − x), one solve."""
+    x, mu, S = md.vector("x", "n"), md.vector("mu", "n"), md.matrix("S", "n", "n", symmetric=True)
+    return Problem(
+        "Gaussian NLL by μ", "mu", lambda: (x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2,
+        lambda rng, n: {"x": rng.normal(size=n), "mu": rng.normal(size=n),
+                        "S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))},
+        lambda lib, v: (v["x"] - v["mu"]) @ lib.linalg.solve(v["S"], v["x"] - v["mu"]) / 2
+        + lib.linalg.slogdet(v["S"])[1] / 2,
+        lambda lib, v: lib.linalg.solve(v["S"], v["mu"] - v["x"]),
+        None, (100, 400, 1000), (), (20,))
+
+
+def _ridge():
+    """zᵀM(MᵀM + λI)⁻¹Mᵀz by z: 2M(MᵀM + λI)⁻¹Mᵀz, one solve with the k × k Gram matrix."""
+    M, z, lam = md.matrix("M", "m", "k"), md.vector("z", "m"), md.scalar("lam")
+
+    def grad(lib, v):
+        m = v["M"]
+        return 2 * (m @ lib.linalg.solve(m.T @ m + v["lam"] * _eye(lib, m.shape[1], m), m.T @ v["z"]))
+
+    return Problem(
+        "ridge zᵀM(MᵀM + λI)⁻¹Mᵀz", "z", lambda: z.T @ M @ md.inv(M.T @ M + lam * md.eye("k")) @ M.T @ z,
+        lambda rng, s: {"M": rng.normal(size=s), "z": rng.normal(size=s[0]), "lam": 0.5},
+        lambda lib, v: v["z"] @ v["M"] @ lib.linalg.solve(
+            v["M"].T @ v["M"] + v["lam"] * _eye(lib, v["M"].shape[1], v["M"]), v["M"].T @ v["z"]),
+        grad, None, ((500, 50), (2000, 200), (8000, 400)), (), ((200, 20),))
+
+
+def _eye(lib, n, like):
+    if lib.__name__ == "torch":
+        return lib.eye(n, dtype=like.dtype, device=like.device)
+    return lib.eye(n, dtype=like.dtype)
+
+
 PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_exp=True),
             _binary_cross_entropy, _softmax_cross_entropy, lambda: _softmax_cross_entropy(declared=True),
             _factorisation, _network, _logdet, _trace_inverse, _trace_quadratic, _nuclear_norm,
-            _log_eigenvalues]
+            _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _ridge]
 
 
 # ----------------------------------------------------------------------------- timing

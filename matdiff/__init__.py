@@ -13,7 +13,7 @@ from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, e
                       fact, function, logm, matrix_function, sqrtm,
                       grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
                       matrix_power, mean, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
-                      sin, sinh, softmax, softplus, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
+                      sin, sinh, softmax, softplus, solve, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
                       unit, vector,
                       zeros)
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
@@ -63,7 +63,7 @@ __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
     "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye", "unit",
-    "trace", "det", "logdet", "inv", "matrix_power", "expm", "logm", "sqrtm", "matrix_function",
+    "trace", "det", "logdet", "inv", "solve", "matrix_power", "expm", "logm", "sqrtm", "matrix_function",
     "eigvalsh", "svdvals", "diag", "sum", "mean",
     "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",

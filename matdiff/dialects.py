@@ -85,6 +85,9 @@ EVIDENCE = (
     # X*b, a'*X*b: a name multiplied by a matrix or a row on its left is a vector
     lambda n, i, kind, d: "vector" if n.op in ("@mc", "@") and i == 1
     and kind(n.args[0]) in ("matrix", "row") else None,
+    # A \ b, solve(A, b): the square matrix first, the right-hand side a vector
+    lambda n, i, kind, d: ("matrix" if i == 0 else "vector") if n.op == "\\"
+    or (n.op == "call" and n.value == "solve") else None,
 )
 
 
@@ -122,7 +125,7 @@ ELEMENTWISE = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "so
 COMMON = {
     **{n: Fn("same", getattr(L, n)) for n in ELEMENTWISE},
     "det": Fn("square_scalar", L.det), "logdet": Fn("square_scalar", L.logdet),
-    "inv": Fn("square_same", L.inv), "diag": Fn("diag", L.diag),
+    "inv": Fn("square_same", L.inv), "solve": Fn("solve", L.solve), "diag": Fn("diag", L.diag),
     "softmax": Fn("softmax", "softmax"), "logsumexp": Fn("logsumexp", "logsumexp"),
     "kron": Fn("kron", L.kron), "eye": Fn("eye", "eye"),  # eye(n), eye(n*k): I of that size
     # matrix functions (docs/matrix-functions.md); eigvalsh needs a symmetric argument
@@ -149,7 +152,8 @@ MATRIXCALCULUS = Dialect(
     "matrixcalculus",
     infix={"+": (10, 11, "+"), "-": (10, 11, "-"), "*": (20, 21, "@mc"),  # * is the matrix product
            ".*": (20, 21, ".*"), "./": (20, 21, "./"), "/": (20, 21, "/"),
-           "^": (41, 40, "^"), ".^": (41, 40, ".^")},  # ^ of a matrix is its power
+           "^": (41, 40, "^"), ".^": (41, 40, ".^"),  # ^ of a matrix is its power
+           "\\": (20, 21, "\\")},  # A \\ B = A⁻¹B, MATLAB's left division
     postfix={"'": (50, "transpose")},
     functions={**COMMON, "tr": Fn("square_scalar", L.trace), "sum": Fn("scalar", L.sum),
                "norm1": Fn("scalar", _norm1), "norm2": Fn("scalar", L.norm),

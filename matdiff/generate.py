@@ -80,6 +80,31 @@ JAX_DSIGMOID = '''
 def _dsigmoid(x):
     e = jnp.exp(-jnp.abs(x))
     return e / (1 + e) ** 2'''
+# One LU factorisation shared by the solves with one matrix (X⁻ᵀa and X⁻¹b in ∇aᵀX⁻¹b): an
+# exactly singular matrix is refused as np.linalg.solve and np.linalg.inv refuse it
+NUMPY_LU = '''
+
+
+def _lu_factor(a):
+    getrf, = scipy.linalg.get_lapack_funcs(("getrf",), (a,))
+    lu, pivots, info = getrf(a)
+    if info:  # scipy.linalg.lu_factor would warn, and its solves give inf
+        raise np.linalg.LinAlgError("Singular matrix")
+    return lu, pivots'''
+TORCH_LU = '''
+
+
+def _lu_factor(a):
+    lu, pivots, info = torch.linalg.lu_factor_ex(a)
+    if info.item():
+        raise torch.linalg.LinAlgError("Singular matrix")
+    return lu, pivots
+
+
+def _lu_solve(f, b, trans):
+    if b.ndim > 1:
+        return torch.linalg.lu_solve(f[0], f[1], b, adjoint=bool(trans))
+    return torch.linalg.lu_solve(f[0], f[1], b[:, None], adjoint=bool(trans))[:, 0]'''
 BACKENDS = {  # the backends differ only in this table
     "numpy": {"import": "import numpy as np", "module": "np",
               "cast": "np.asarray({p})", "scatter": "{full}[{index}] = {values}",
@@ -92,7 +117,9 @@ BACKENDS = {  # the backends differ only in this table
                            (r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                             r"np.\1(\2, dtype=_dtype)")],
               # SciPy's; outside the principal branch its answer is complex, which the caller sees
-              "helpers": {"_lead_dot": NUMPY_LEAD_DOT},
+              "helpers": {"_lead_dot": NUMPY_LEAD_DOT, "_lu_factor": NUMPY_LU},
+              # SciPy's LU, where SciPy is installed (else each solve factorises on its own)
+              "lu": ("_lu_factor({0})", "scipy.linalg.lu_solve({0}, {1}, trans={2}, check_finite=False)"),
               "functions": {"__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
                             "__logm": "_like(scipy.linalg.logm({0}), {0})",
                             # the block [[X, sE], [0, X]], E scaled to 10⁻³‖X‖ ({small} = s)
@@ -112,6 +139,7 @@ BACKENDS = {  # the backends differ only in this table
                          (r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
             "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID},
+            "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                           "__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
                           "__expm": "jax.scipy.linalg.expm({})",
@@ -134,7 +162,8 @@ BACKENDS = {  # the backends differ only in this table
                                               "torch.cat([torch.zeros_like({0}), {0}], 1)], 0))"
                                               "[:{0}.shape[0], {0}.shape[0]:] / {unit}",
                             "__softmax": "_softmax({0}, {1})"},
-              "helpers": {"_softmax": TORCH_SOFTMAX},
+              "helpers": {"_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU},
+              "lu": ("_lu_factor({0})", "_lu_solve({0}, {1}, {2})"),
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
                   (r", optimize=True", ""),
@@ -211,6 +240,11 @@ class _Writer:
         self.folded: set = set()
         self.into: str | None = None
         self.functions = {**NUMPY_FUNCTIONS, **functions}  # the backend's element-wise ones
+        # inverses a product may use as solves: the inverse's name → the matrix's; how many
+        # products read each Inv node; the backend's (factorise, solve) templates, or None
+        self.inverses: dict = {}
+        self.inverse_uses: dict = {}
+        self.lu: tuple | None = None
 
     def fresh(self) -> str:
         self.count += 1
@@ -480,13 +514,45 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     for i, j, keep, _ in _pair_steps(labs, out, size):
         lb, la = labs.pop(j), labs.pop(i)
         b, a = ops.pop(j), ops.pop(i)
+        keep = keep if ops else tuple(out)
+        solved = _solve_step(w, a, la, b, lb, keep) or _solve_step(w, b, lb, a, la, keep)
+        step = _single(*solved, keep) if solved else _pairwise(w, a, la, b, lb, keep)
         if not ops:
-            return _pairwise(w, a, la, b, lb, tuple(out))
-        ops.append(w.emit(_pairwise(w, a, la, b, lb, keep)))
+            return step
+        ops.append(w.emit(step))
         labs.append(keep)
         if a == b and _is_gram(la, lb, keep):
             w.symmetric.add(ops[-1])  # read either way round, without .T
     return _single(ops[0], labs[0], tuple(out))
+
+
+def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
+    """Σ (X⁻¹)_pq b_q… as a solve, X⁻¹b (or X⁻ᵀb, summing over p), where ``a`` is an
+    inverse and b a vector or matrix: (the solution's code, its labels), or None.  The
+    inverse itself is then never formed unless another line reads it.  Where products read
+    the same inverse twice or more, one LU factorisation serves every solve."""
+    if a not in w.inverses or len(la) != 2 or la[0] == la[1] or len(lb) > 2:
+        return None
+    x, inv = w.inverses[a]
+    p, q = la
+    for summed, other, trans in ((q, p, 0), (p, q, 1)):
+        if summed in keep or lb.count(summed) != 1:
+            continue
+        rhs = b if lb[0] == summed else f"{b}.T"
+        rest = tuple(y for y in lb if y != summed)
+        if w.lu is not None and w.inverse_uses.get(inv, 0) > 1:
+            factor = w.emit(w.lu[0].format(x), f"LU of {_comment(inv.arg)}")
+            code = w.lu[1].format(factor, rhs, trans)
+        else:
+            code = f"np.linalg.solve({x}.T, {rhs})" if trans else f"np.linalg.solve({x}, {rhs})"
+        return w.emit(code), (other,) + rest
+    return None
+
+
+def _has_scipy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("scipy") is not None
 
 
 def _is_gram(la: tuple, lb: tuple, keep: tuple) -> bool:
@@ -1222,6 +1288,12 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
     uses = _uses(order)
     w.uses = {n: k for n, k in uses.items() if n not in roots}
+    w.lu = table.get("lu") if backend != "numpy" or _has_scipy() else None
+    for n in order:
+        if isinstance(n, Contract):
+            for op in n.operands:
+                if isinstance(op, Inv):
+                    w.inverse_uses[op] = w.inverse_uses.get(op, 0) + 1
     inlined = w.inlined = _distributed_sums(order, roots, uses, set(order) | set(args), w.hint,
                                             table.get("distribute_transposes", False))
     scaled = _scaled_products(order, roots, uses)
@@ -1245,6 +1317,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
                                                    n.shape), args, size_of))
             continue
         args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
+        if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
+            w.inverses[args[n]] = (args[n.arg], n)
     for r in roots:  # a constant result is an array of the arguments' dtype, not a Python float
         if isinstance(r, Const):
             args[r] = w.emit(f"np.asarray({args[r]})", _comment(r))
@@ -1252,11 +1326,12 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     results = ", ".join(results)
     needs = sorted(user_function_name(fn) for fn in _user_functions(exprs))
     body = [_backend_line(line, table) for line in lines]
-    scipy_used = any(re.search(r"(?<![\w.])scipy\.linalg\.", line) for line in body)
+    helpers = {helper: source for helper, source in {**HELPERS, **table.get("helpers", {})}.items()
+               if any(re.search(rf"(?<![\w.]){helper}\(", line) for line in body)}
+    scipy_used = any(re.search(r"(?<![\w.])scipy\.linalg\.", line) for line in body + list(helpers.values()))
     imports = table["import"] + ("\nimport scipy.linalg" if scipy_used else "")
-    for helper, source in {**HELPERS, **table.get("helpers", {})}.items():
-        if any(re.search(rf"(?<![\w.]){helper}\(", line) for line in body):
-            imports += source
+    for source in helpers.values():
+        imports += source
     header = [
         imports + (f"  # and the user functions {', '.join(needs)}" if needs else ""),
         "",

@@ -111,6 +111,31 @@ logdet = _square_fn("logdet", LogDet, "log |det X|: log det X wherever det X > 0
 inv = _square_fn("inv", Inv, "The matrix inverse X⁻¹.")
 
 
+def solve(a, b) -> Expr:
+    """A⁻¹B: the solution X of AX = B (``numpy.linalg.solve``), for a square matrix A and a
+    vector or matrix B with as many rows. It is printed A⁻¹B and differentiated as such;
+    generated code computes it with a solve (one LU factorisation shared by every solve with
+    A), never forming A⁻¹.
+
+    >>> A, b = md.matrix("A", "n", "n"), md.vector("b", "n")
+    >>> md.solve(A, b)
+    A⁻¹b
+    >>> print(md.codegen(md.solve(A, b)).splitlines()[-2].strip())
+    t1 = np.linalg.solve(A, b)  # A⁻¹b
+    """
+    a, b = lift(a), lift(b)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ShapeError(f"solve({a.src}, {b.src}): solve needs a square matrix first, but {a.src} is "
+                         f"{a.describe_shape()}")
+    if b.ndim not in (1, 2) or b.shape[0] != a.shape[0]:
+        raise ShapeError(f"solve({a.src}, {b.src}): needs a vector or matrix with as many rows as "
+                         f"{a.src} ({D.fmt(a.shape[0])}), but {b.src} is {b.describe_shape()}")
+    if b.row:
+        raise ShapeError(f"solve({a.src}, {b.src}): {b.src} is a row vector; solve takes a column "
+                         f"vector or a matrix")
+    return Expr((inv(a) @ b).node, src=f"solve({a.src}, {b.src})")
+
+
 MAX_MATRIX_POWER = 100_000  # |k| in Xᵏ; a larger one is refused, not built
 
 

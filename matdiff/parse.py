@@ -147,6 +147,9 @@ class Builder:
             return L.matrix_power(base, int(node.value))
         return base ** node.value
 
+    def _b_solve(self, node, names):  # A \ B
+        return L.solve(*(self.build(a, names) for a in node.args))
+
     def _b_kronop(self, node, names):
         return L.kron(*(self.build(a, names) for a in node.args))
 

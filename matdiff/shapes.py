@@ -310,6 +310,21 @@ class Inference:
     def _s_sup(self, node):
         return self.shape(node.args[0])
 
+    def _s_solve(self, node):  # A \ B = A⁻¹B
+        return self._solve(node, self.shape(node.args[0]), self.shape(node.args[1]))
+
+    def _f_solve(self, node):  # solve(A, B) = A⁻¹B
+        return self._solve(node, *self._args(node, 2))
+
+    def _solve(self, node, a, b):
+        name = "solve(A, B)" if node.op == "call" else "A \\ B"
+        if a.scalar or not self.dims.unify(a.rows, a.cols) or self.dims.resolve(a.cols) == ONE:
+            self._fail(node, f"{name} needs a square matrix A, but A is {self.fmt(a)}")
+        if b.scalar or not self.dims.unify(a.cols, b.rows):
+            self._fail(node, f"{name} needs a vector or matrix with as many rows as the square matrix "
+                             f"{self.fmt(a)}, but the right-hand side is {self.fmt(b)}")
+        return b
+
     def _s_kronop(self, node):
         self.shape(node.args[0])
         self.shape(node.args[1])

@@ -46,7 +46,7 @@ TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
-  | (?P<op>\.\*|\./|\.\^|\*\*|\.T\b|[-+*/^@'(),=])
+  | (?P<op>\.\*|\./|\.\^|\*\*|\.T\b|[-+*/^@'(),=\\])
 """, re.VERBOSE)
 
 
@@ -90,6 +90,7 @@ OPERATIONS = {
     "inverse_t": "inverse", "sup": "sup", "kron": "kronop",
     "+": "add", "-": "add", ".*": "hadamard", "./": "hadamard", "*": "hadamard", "/": "hadamard",
     "^": "power", ".^": "power", "**": "power", "@": "matmul", "@mc": "matmul",
+    "\\": "solve",
 }
 
 

@@ -18,7 +18,7 @@ GROUPS = [
     ("Variables and constants", ["tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye", "unit",
                                  "function", "scalar_function"]),
     ("Derivatives", ["grad", "jacobian", "hessian", "derivative", "hvp", "derivation", "check", "fact"]),
-    ("Matrix functions", ["trace", "det", "logdet", "inv", "matrix_power", "diag", "sum", "mean",
+    ("Matrix functions", ["trace", "det", "logdet", "inv", "solve", "matrix_power", "diag", "sum", "mean",
                           "kron", "outer", "dot", "norm"]),
     ("Spectral functions", ["eigvalsh", "svdvals", "matrix_function", "expm", "logm", "sqrtm"]),
     ("Element-wise functions", ["exp", "log", "sin", "cos", "tan", "tanh", "cosh", "sinh", "arctan",
