@@ -509,6 +509,7 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     meet first and no step builds a tensor larger than it must (XᵀDX never makes n×k×k)."""
     size = _sizes(w, dim)
     ops, labs = list(ops), [tuple(lab) for lab in labs]
+    _inverse_sums(w, ops, labs, out)
     if gram:
         _gram(w, ops, labs, out, dim)
     for i, j, keep, _ in _pair_steps(labs, out, size):
@@ -547,6 +548,23 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
             code = f"np.linalg.solve({x}.T, {rhs})" if trans else f"np.linalg.solve({x}, {rhs})"
         return w.emit(code), (other,) + rest
     return None
+
+
+def _inverse_sums(w: _Writer, ops: list, labs: list, out) -> None:
+    """An inverse summed over a label no other factor holds (1ᵀX⁻¹, X⁻¹1: a ones vector the
+    labels merged away) as a solve with ones, in place in ``ops`` and ``labs``."""
+    for k, (a, la) in enumerate(zip(ops, labs)):
+        if a not in w.inverses or len(la) != 2 or la[0] == la[1]:
+            continue
+        others = {x for j, lab in enumerate(labs) if j != k for x in lab} | set(out)
+        for summed, kept in ((la[1], la[0]), (la[0], la[1])):
+            if summed not in others:
+                x = w.inverses[a][0]
+                ones = f"np.ones({x}.shape[0])"
+                solved = _solve_step(w, a, la, ones, (summed,), (kept,))
+                if solved:
+                    ops[k], labs[k] = solved
+                break
 
 
 def _has_scipy() -> bool:

@@ -219,3 +219,32 @@ def test_solve_text_errors_point_at_the_column(text, dialect, words, column):
     with pytest.raises(md.MatdiffError, match=words) as info:
         md.parse(text, dialect=dialect)
     assert str(info.value).splitlines()[-1].index("^") - 2 == column
+
+
+# --------------------------------------------------------------------------- the derivative table
+
+# (case, "d" or "H"): results that hold the inverse itself — X⁻ᵀ, det(X)X⁻ᵀ, X⁻² (a power of
+# it), tr of it, or an entry (X⁻¹)_jk of an outer product — so the code forms it once
+INVERSE_RESULTS = {
+    ("aᵀX⁻¹b", "H"), ("tr X⁻¹", "d"), ("sum X⁻¹", "H"), ("∂X⁻¹/∂X", "d"), ("logdet X⁻¹", "d"),
+    ("det X", "d"), ("det X", "H"), ("log det X", "d"), ("log det X", "H"), ("log det S (symmetric)", "d"),
+    ("log det S (symmetric)", "H"), ("log det (A + sI)", "d"),
+}
+# still formed though the result multiplies it: 2X(XᵀX)⁻¹ is X((XᵀX)⁻¹ + (XᵀX)⁻ᵀ) in the IR, a
+# sum of the inverse and its transpose that the product reads whole
+KNOWN = {("log det XᵀX", "d")}
+
+
+def test_generated_code_for_the_derivative_table_forms_no_inverse_it_does_not_need():
+    from .test_generate import CONCRETE
+
+    formed, checked = set(), 0
+    for case in CONCRETE:
+        f = md.expr.lift(case.f)
+        results = [("d", md.jacobian(f, case.wrt))] + ([("H", md.hessian(f, case.wrt))] if case.order == 2 else [])
+        for label, d in results:
+            checked += 1
+            if re.search(r"\binv\(", md.codegen(d)):
+                formed.add((case.name, label))
+    assert checked > 150
+    assert formed == INVERSE_RESULTS | KNOWN
