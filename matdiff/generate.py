@@ -27,15 +27,15 @@ import numpy as np
 
 from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
-from .evaluate import (C_SERIES, CLOSE, check_shapes, check_symmetric, complex_value, is_min_dim,
-                       min_arguments, variables)
+from .evaluate import (C_SERIES, CLOSE, GAP_COINCIDE, _scaled_variable, check_shapes, check_symmetric,
+                       complex_value, is_min_dim, min_arguments, variables)
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
-                 Sum, Svd, free_vars, is_ones, merge_deltas, walk)
+                 Sum, Svd, Unary, free_vars, is_ones, merge_deltas, walk)
 from .printing import TEXT, render
 from .recognise import recognise
-from .show import index_form
+from .show import FORMS, index_form
 from .simplify import numerical_forms, simplify
 
 LETTERS = string.ascii_letters
@@ -567,6 +567,41 @@ def _inverse_sums(w: _Writer, ops: list, labs: list, out) -> None:
                 break
 
 
+def _integer_power(n: Node) -> int | None:
+    """k, where n is the matrix function Sᵏ of a small nonzero integer k (S⁻¹, S², S³)."""
+    if isinstance(n, MatFn) and n.fn.builtin and n.fn.name == "pow" and n.fn.param is not None:
+        k = float(n.fn.param)
+        if k.is_integer() and 0 < abs(k) <= 8:
+            return int(k)
+    return None
+
+
+def _rational_functions(roots: list) -> list:
+    """A matrix function of S that is an integer power (∇Σ log λᵢ(S) = S⁻¹, ∇Σλᵢ³ = 3S²) as
+    products of S or of its inverse, not through eigh: an inverse that products then read as
+    solves, or a few matrix products, instead of a symmetric eigendecomposition."""
+    if not any(_integer_power(n) is not None for n in walk(*roots)):
+        return roots
+    from .library import matrix_power
+
+    new: dict = {}
+    for r in roots:  # children before parents, each node once
+        stack = [(r, False)]
+        while stack:
+            n, ready = stack.pop()
+            if n in new:
+                continue
+            if not ready:
+                stack.append((n, True))
+                stack.extend((c, False) for c in n.children if c not in new)
+                continue
+            kids = tuple(new[c] for c in n.children)
+            m = n if kids == n.children else n.with_children(kids)
+            k = _integer_power(m)
+            new[n] = simplify(matrix_power(Expr(m.arg), k).node) if k is not None else m
+    return [new[r] for r in roots]
+
+
 def _has_scipy() -> bool:
     import importlib.util
 
@@ -892,6 +927,232 @@ def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
     return f"np.real({vecs} @ ({divided} * ({inverse} @ ({e} + 0j) @ {vecs})) @ {inverse}) * {outside}"
 
 
+# --------------------------------------------------------------------------- repeated eigenvalues
+
+TIE_AGREE = 1e-6  # |L(T)| above this, relative to the limit's scale: no limit at the tie
+
+
+class _Tied(Unary):
+    """What generated code needs of eigenvalues λ at a tie (``_tie_limits``): "split", the
+    direction p = (1, 2, …, n) that moves each eigenvalue apart from those it coincides with;
+    "tie", T_ij = 1/(p_j − p_i) where λᵢ and λⱼ are tied (i ≠ j), else 0; "regular", EigGap's
+    1/(λⱼ − λᵢ) where they are not, else 0; "near", EigGap's where they are.  Eigenvalues are
+    tied where they are within √ε of the larger (or 64ε of the largest |λ|, a repeated 0):
+    there a difference over the gap loses ε/gap, and the limit is off by about the gap."""
+
+    fields = ("part", "arg")
+
+    @staticmethod
+    def _shape(part, arg):
+        return arg.shape if part == "split" else arg.shape * 2
+
+
+class _Limit(Node):
+    """``regular`` + ``slope`` (the limit) where ``lin``, the part of a second derivative
+    through eigenvectors that is linear in the tie gaps, vanishes (the derivative has a limit
+    at the tie); where it does not, the formula (``regular`` + ``near``) for eigenvalues that
+    are distinct as evaluate counts them (``GAP_COINCIDE``), else NaN: no limit, no value.
+    ``slope`` may be left out (0)."""
+
+    @staticmethod
+    def _shape(regular, lin, lam, near, *slope):
+        return regular.shape
+
+    @property
+    def children(self):
+        return self.args
+
+    def with_children(self, children):
+        return _Limit(*children)
+
+
+def _children_first(root: Node) -> list:
+    """The nodes below root, each once, every one after its operands."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+        elif n not in seen:
+            seen.add(n)
+            stack.append((n, True))
+            stack.extend((c, False) for c in n.children if c not in seen)
+    return order
+
+
+def _gap_degree(root: Node, gaps: set):
+    """How many factors of the EigGap nodes ``gaps`` each term of root holds at most, or None
+    where one sits inside a node that is not a product or a sum (not a polynomial in them)."""
+    degree: dict = {}
+    for n in _children_first(root):
+        if n in gaps:
+            degree[n] = 1
+            continue
+        kids = [degree[c] for c in n.children]
+        if any(k is None for k in kids):
+            degree[n] = None
+        elif isinstance(n, Contract):
+            degree[n] = sum(kids)
+        elif isinstance(n, Sum):
+            degree[n] = max(kids, default=0)
+        else:
+            degree[n] = None if any(kids) else 0
+    return degree[root]
+
+
+def _substituted(root: Node, swap: dict) -> Node:
+    memo: dict = {}
+    for n in _children_first(root):
+        memo[n] = swap[n] if n in swap else n.with_children([memo[c] for c in n.children])
+    return memo[root]
+
+
+def _hadamard(a: Node, b: Node) -> Node:
+    labels = tuple(range(a.ndim))
+    return Contract((a, b), (labels, labels), labels)
+
+
+def _tangent(root: Node, seeds: dict):
+    """The derivative of root along the directions ``seeds`` gives its leaves (node → tangent;
+    None: held fixed), forward, by the product, sum and chain rules: None where it is 0, and
+    NotSupportedError at a node with no rule here."""
+    memo: dict = dict(seeds)
+    for n in _children_first(root):
+        if n in memo:
+            continue
+        kids = [memo.get(c) for c in n.children]
+        if not any(k is not None for k in kids):
+            memo[n] = None
+        elif isinstance(n, Contract):
+            memo[n] = Sum(tuple((1.0, Contract(n.operands[:k] + (d,) + n.operands[k + 1:], n.labels, n.out))
+                                for k, d in enumerate(kids) if d is not None), n.shape)
+        elif isinstance(n, Sum):
+            memo[n] = Sum(tuple((c, d) for (c, _), d in zip(n.terms, kids) if d is not None), n.shape)
+        elif isinstance(n, Elementwise):
+            slope = n.fn.derivative(n.arg)
+            if slope.shape != n.shape:
+                raise NotSupportedError("a slope of another shape")
+            memo[n] = _hadamard(slope, kids[0])
+        elif isinstance(n, DivDiff):  # dF_ij = A_ij dλᵢ + A_ji dλⱼ (A: f[λᵢ, λᵢ, λⱼ])
+            second = _tangent(n.fn.derivative(n.arg), {n.arg: Delta(n.arg.shape[0], 1)})
+            A = DivDiff2(n.fn, n.arg, simplify(second) if second is not None else Sum((), n.arg.shape))
+            memo[n] = Sum(((1.0, Contract((A, kids[0]), ((0, 1), (0,)), (0, 1))),
+                           (1.0, Contract((A, kids[0]), ((1, 0), (1,)), (0, 1)))), n.shape)
+        elif isinstance(n, MatFn):  # Daleckii–Krein: U (F ⊙ (Uᵀ dS U)) Uᵀ
+            U, F = Eigh("vectors", n.arg), DivDiff(n.fn, Eigh("values", n.arg))
+            i, a, b, j, k, m = range(6)
+            memo[n] = Contract((U, F, U, kids[0], U, U),
+                               ((i, a), (a, b), (j, a), (j, k), (k, b), (m, b)), (i, m))
+        else:
+            raise NotSupportedError(f"no forward rule for {type(n).__name__} here")
+    return memo[root]
+
+
+def _tie_limits(roots: list) -> list:
+    """Second derivatives through eigenvectors, written so that they keep their limit where
+    eigenvalues coincide.  Such a result R is affine in G = EigGap(λ) (1/(λⱼ − λᵢ)); split G
+    into its regular part and the tie pairs', which along S(h) = U diag(λ + hp) Uᵀ (U fixed: the
+    path evaluate's split limit takes) are T/h.  Then R(h) = R[G_reg] + L(T)/h + O(h), where
+    L(T) = R[T] − R[0] is the part linear in the gaps; the limit exists where L(T) = 0 at the
+    tie, and is R[G_reg] + d/dh L(T), the last a forward derivative that moves λ by p and S by
+    U diag(p) Uᵀ and holds U and T fixed.  Results where that does not apply (a gap of a matrix
+    that is not a multiple of a variable, several decomposed matrices, a gap squared) are kept
+    as they are."""
+    out = []
+    for r in roots:
+        gaps = {n for n in walk(r) if isinstance(n, EigGap) and isinstance(n.arg, Eigh)}
+        ms = {g.arg.arg for g in gaps}
+        if len(ms) != 1 or _gap_degree(r, gaps) != 1:
+            out.append(r)
+            continue
+        (m,) = ms
+        scaled = _scaled_variable(m)
+        if scaled is None:
+            out.append(r)
+            continue
+        v, c = scaled
+        lam, U = Eigh("values", m), Eigh("vectors", m)
+        p = _Tied("split", lam)
+        regular = simplify(_substituted(r, {g: _Tied("regular", lam) for g in gaps}))
+        zero = simplify(_substituted(r, {g: Sum((), g.shape) for g in gaps}))
+        lin, near = (simplify(Sum(((1.0, simplify(_substituted(r, {g: _Tied(part, lam) for g in gaps}))),
+                                   (-1.0, zero)), r.shape)) for part in ("tie", "near"))
+        moved = Contract((U, p, U), ((0, 2), (2,), (1, 2)), (0, 1))
+        seeds = {lam: p, U: None, v: Sum(((1.0 / c, moved),), v.shape), **{t: None for t in walk(lin)
+                 if isinstance(t, _Tied)}}
+        try:
+            slope = _tangent(lin, seeds)
+        except NotSupportedError:
+            out.append(r)
+            continue
+        out.append(_Limit(regular, lin, lam, near, *([simplify(slope)] if slope is not None else [])))
+    return out
+
+
+def _tied_code(w: _Writer, lam: str, tol: str) -> str:
+    """Where λᵢ and λⱼ (i ≠ j) are within ``tol`` of the larger, or 64ε of the largest |λ|, as
+    a boolean matrix: tied (tol √ε, ``_Tied``) or coinciding (evaluate's ``_coinciding``)."""
+    a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
+    off = w.emit(f"np.eye({lam}.shape[0]) == 0")
+    eps = w.emit(f"np.finfo({lam}.dtype).eps")
+    return w.emit(f"(np.abs({a} - {b}) <= np.maximum({tol} * np.maximum(np.abs({a}), np.abs({b})), "
+                  f"64 * {eps} * np.abs({lam}).max())) & {off}")
+
+
+def _tie_code(w: _Writer, n: Node, args: dict) -> str:
+    if isinstance(n, _Limit):
+        regular, lin, lam, near, *slope = (args[c] for c in n.children)
+        value = w.emit(f"{regular} + {slope[0]}") if slope else regular
+        eps = w.emit(f"np.finfo({lam}.dtype).eps")
+        bad = w.emit(f"np.abs({lin}).max() > max({TIE_AGREE!r}, 64 * {eps}) * np.abs({value}).max() * "
+                     f"np.abs({lam}).max()")
+        coincide = w.emit(f"{_tied_code(w, lam, repr(GAP_COINCIDE))}.any()", NO_LIMIT_COMMENT)
+        return f"np.where({bad}, np.where({coincide}, np.nan, {regular} + {near}), {value})"
+    lam = args[n.arg]
+    if n.part == "split":
+        return f"(0.0 * {lam} + 1.0).cumsum(0)"
+    tied = _tied_code(w, lam, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
+    if n.part == "tie":
+        p = w.emit(_tie_code(w, _Tied("split", n.arg), args))
+        return f"np.where({tied}, 1.0 / np.where({tied}, {p}[None, :] - {p}[:, None], 1.0), 0.0)"
+    if n.part == "near":  # used only where no pair coincides: those are 0, not inf
+        tied = w.emit(f"{tied} & ~{_tied_code(w, lam, repr(GAP_COINCIDE))}")
+    else:
+        tied = w.emit(f"(np.eye({lam}.shape[0]) == 0) & ~{tied}")
+    return f"np.where({tied}, 1.0 / np.where({tied}, {lam}[None, :] - {lam}[:, None], 1.0), 0.0)"
+
+
+NO_LIMIT_COMMENT = "no limit at a repeated eigenvalue: NaN"
+
+
+def _refusing_no_limit(fn, source: str, backend: str):
+    """``fn``, raising evaluate's error where its code found that a second derivative through
+    eigenvectors has no limit at a repeated eigenvalue (there the code returns NaN: JAX's
+    functions do, as under jit no value can raise)."""
+    if fn is None or backend == "jax" or NO_LIMIT_COMMENT not in source:
+        return fn
+
+    @functools.wraps(fn)
+    def refusing(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        for r in out if isinstance(out, tuple) else (out,):
+            nan = r != r
+            if bool(nan.any() if hasattr(nan, "any") else nan):
+                raise EvaluationError(
+                    "not differentiable here: a decomposed matrix has a repeated eigenvalue, and "
+                    "this second derivative through its eigenvectors has no limit there (it grows "
+                    "as they split apart), as the Hessian of one eigenvalue at a tie does; the "
+                    "compiled function returns no value silently")
+        return out
+    return refusing
+
+
+SHOWN = {"split": "tie_split", "tie": "tie_gaps", "regular": "eigenvalue_gaps_apart",
+         "near": "eigenvalue_gaps_tied"}
+FORMS[_Tied] = lambda n: f"{SHOWN[n.part]}({index_form(n.arg, 40)})"  # the code's comments
+FORMS[_Limit] = lambda n: index_form(Sum(tuple((1.0, t) for t in (n.args[:1] + n.args[4:])), n.shape), 80)
+
+
 def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
     a = [args[c] for c in n.children if c in args]
     if isinstance(n, Contract):
@@ -935,6 +1196,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         close = w.emit(f"np.abs({gap}) <= {CLOSE!r} * np.maximum(np.abs({a}), np.abs({b}))")
         return (f"np.where({close}, (2 * {second}[:, None] + {second}[None, :]) / 6, "
                 f"({slope}[:, None] - {F}) / np.where({close}, 1.0, {gap}))")
+    if isinstance(n, (_Tied, _Limit)):  # at repeated eigenvalues (_tie_limits)
+        return _tie_code(w, n, args)
     if isinstance(n, EigGap):  # 1/(λⱼ − λᵢ) off the diagonal (inf where two coincide: unchecked)
         off = w.emit(f"np.eye({a[0]}.shape[0]) == 0")
         return f"np.where({off}, 1.0 / np.where({off}, {a[0]}[None, :] - {a[0]}[:, None], 1.0), 0.0)"
@@ -1258,7 +1521,8 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
 def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
-    roots = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
+    roots = _tie_limits([numerical_forms(simplify(e.node)) for e in exprs])  # 1 − σ(u) as σ(−u)
+    roots = _rational_functions(roots)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
     args: dict = {}
@@ -1429,6 +1693,7 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
         exec(compile_source(lean), lean_namespace)  # the same generated code, less its casts
         _runtime_helpers(lean_namespace, backend)
         fast = lean_namespace["f"]
+    namespace["f"], fast = (_refusing_no_limit(g, source, backend) for g in (namespace["f"], fast))
     fn = _checked(namespace["f"], vs, params, fast, _native_types(backend))
     fn.source = source
     return fn
