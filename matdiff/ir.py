@@ -119,24 +119,37 @@ def register_text_form(form) -> None:
 
 
 def _stable_key(name, args) -> bytes:
-    """A digest independent of object ids, so that sorting by it is reproducible."""
-    h = hashlib.blake2b(name.encode(), digest_size=8)
+    """A digest independent of object ids, so that sorting by it is reproducible.  The text
+    hashed: the name, then each argument — a node's own key, a tuple as ( … ), anything else
+    as its repr (a function as its name) and a comma — written out first and hashed at once."""
+    parts = [name.encode()]
+    append = parts.append
 
     def feed(a):
-        if isinstance(a, Node):
-            h.update(a.skey)
+        if type(a) is int:
+            append(b"%d," % a)
+        elif isinstance(a, Node):
+            append(a.skey)
         elif isinstance(a, tuple):
-            h.update(b"(")
+            append(b"(")
             for x in a:
-                feed(x)
-            h.update(b")")
+                if type(x) is int:
+                    append(b"%d," % x)  # repr(x) and a comma
+                else:
+                    feed(x)
+            append(b")")
         else:
-            h.update(repr(a).encode() if not callable(a) else getattr(a, "__name__", "f").encode())
-            h.update(b",")
+            append(repr(a).encode() if not callable(a) else getattr(a, "__name__", "f").encode())
+            append(b",")
 
     for a in args:
         feed(a)
-    return h.digest()
+    return hashlib.blake2b(b"".join(parts), digest_size=8).digest()
+
+
+def contract_key(operands: tuple, labels: tuple, out: tuple) -> bytes:
+    """The ``skey`` that ``Contract(operands, labels, out)`` has, without building it."""
+    return _stable_key("Contract", (operands, labels, out))
 
 
 def free_vars(node: Node) -> frozenset:

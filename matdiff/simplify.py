@@ -26,7 +26,7 @@ from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
 from .ir import (Basis, Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv,
-                 LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, is_ones, walk)
+                 LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, contract_key, is_ones, walk)
 
 FLATTEN_LIMIT = 6
 
@@ -462,48 +462,60 @@ def canonical(c: Contract):
 
 
 def _canonical_parts(operands, labels, out):
-    """``canonical`` of the contraction of these parts, without building it first."""
+    """``canonical`` of the contraction of these parts, without building it first (nor the
+    readings that lose: they are compared by the structural key they would have)."""
+    info = [(op._skey or op.skey, _symmetric(op)) for op in operands]
     sym = [k for k, (op, lab) in enumerate(zip(operands, labels))  # summed S_ab: read either way
-           if len(op.shape) == 2 and op.shape[0] == op.shape[1] and not isinstance(op, Delta)
-           and len(set(lab)) == 2 and not set(lab) & set(out) and _symmetric(op)]
+           if info[k][1] and len(op.shape) == 2 and op.shape[0] == op.shape[1]
+           and not isinstance(op, Delta) and len(set(lab)) == 2 and not set(lab) & set(out)]
     if not sym or len(sym) > SYMMETRIC_SWAPS:
-        return _canonical(operands, labels, out)
+        parts = _canonical(operands, labels, out, info)
+        return Contract(*parts[:3]), parts[3]
     best = None
     for mask in range(1 << len(sym)):
         read = list(labels)
         for bit, k in enumerate(sym):
             if mask >> bit & 1:
                 read[k] = read[k][::-1]
-        got = _canonical(operands, tuple(read), out)
-        if best is None or got[0].skey < best[0].skey:
-            best = got
-    return best
+        parts = _canonical(operands, tuple(read), out, info)
+        key = contract_key(*parts[:3])  # the skey of the node these parts make
+        if best is None or key < best[0]:
+            best = key, parts
+    key, parts = best
+    node = Contract(*parts[:3])
+    if node._skey is None:
+        node._skey = key
+    return node, parts[3]
 
 
-def _canonical(operands, labels, out):
+def _canonical(operands, labels, out, info):
+    """The canonical parts (operands, labels, out) and the renumbering, given each
+    operand's structural key and symmetry (``info``)."""
     out_num = {x: i for i, x in enumerate(out)}
-    pairs = [(op._skey or op.skey, op, lab, _symmetric(op)) for op, lab in zip(operands, labels)]
+    pairs = [(k, op, lab, sym) for (k, sym), op, lab in zip(info, operands, labels)]
     num = out_num
     # the second pass sorts with the first pass's numbers; where no two operands are equal,
     # the structural keys alone decide the order, and the second pass would change nothing
     # (labels are numbered by first appearance, which sorting a symmetric factor's labels
-    # by those numbers keeps), so one pass does
-    distinct = len({p[0] for p in pairs}) == len(pairs)
+    # by those numbers keeps), so one pass does; and where some are equal, only those need
+    # their labels' numbers to break the tie
+    seen: dict = {}
+    for p in pairs:
+        seen[p[0]] = seen.get(p[0], 0) + 1
+    distinct = len(seen) == len(pairs)
     for _ in range(1 if distinct else 2):
         if distinct:
             pairs.sort(key=_first)
         else:
-            pairs.sort(key=lambda p: (p[0], tuple(num.get(x, -1) for x in p[2])))
+            pairs.sort(key=lambda p: (p[0], tuple(num.get(x, -1) for x in p[2]) if seen[p[0]] > 1 else ()))
         num = dict(out_num)
         for p in pairs:
             for x in p[2]:
                 num.setdefault(x, len(num))
         pairs = [(k, op, _sort_symmetric(op, lab, num.get), True) if sym else (k, op, lab, False)
                  for k, op, lab, sym in pairs]
-    node = Contract(tuple(p[1] for p in pairs),
-                    tuple(tuple(num[x] for x in p[2]) for p in pairs),
-                    tuple(range(len(out))))
-    return node, num
+    return (tuple(p[1] for p in pairs), tuple(tuple(num[x] for x in p[2]) for p in pairs),
+            tuple(range(len(out))), num)
 
 
 def _first(p):
