@@ -150,6 +150,21 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
     return arrays, sizes
 
 
+def _asymmetry(m) -> float:
+    """max |M − Mᵀ| over the upper triangle's blocks against the lower's: each block of rows
+    read against the same columns, cache-friendly (M − M.T reads one operand across rows;
+    3–6× slower at n = 400–3000, which beside a solve made a compiled function 1.5× slower)."""
+    if m.dtype.kind != "f":  # booleans do not subtract, and unsigned integers wrap around
+        m = m.astype(np.float64)
+    if m.shape[0] != m.shape[1]:
+        return float(np.abs(m - m.T).max(initial=0.0))
+    gap, step = 0.0, 64
+    for i in range(0, m.shape[0], step):
+        d = m[i:i + step, i:] - m[i:, i:i + step].T
+        gap = max(gap, float(np.abs(d, out=d).max(initial=0.0)))
+    return gap
+
+
 def check_symmetric(name: str, a) -> None:
     """An EvaluationError where the array given for a variable declared symmetric is not
     (to 100 units of its precision): an eigen-decomposition would read one triangle of it and
@@ -160,8 +175,8 @@ def check_symmetric(name: str, a) -> None:
     if m.ndim != 2:
         return
     eps = np.finfo(m.dtype).eps if m.dtype.kind == "f" else np.finfo(float).eps
-    scale = float(np.abs(m).max(initial=0.0))
-    gap = float(np.abs(m - m.T).max(initial=0.0))
+    scale = max(float(m.max(initial=0.0)), -float(m.min(initial=0.0)))
+    gap = _asymmetry(m)
     if not gap <= max(100 * eps * scale, 1e-12 * scale, 1e-300):
         raise EvaluationError(f"{name} is declared symmetric but its array is not (largest "
                               f"|{name} − {name}ᵀ| is {gap:.3g}); pass ({name} + {name}.T) / 2 if "

@@ -248,3 +248,26 @@ def test_generated_code_for_the_derivative_table_forms_no_inverse_it_does_not_ne
                 formed.add((case.name, label))
     assert checked > 150
     assert formed == INVERSE_RESULTS | KNOWN
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("build, printed", [
+    (lambda: md.sum(md.log(md.eigvalsh(S))), "S⁻¹"),
+    (lambda: md.sum(md.eigvalsh(S) ** 3), "3S²"),
+    (lambda: md.trace(md.inv(S) @ md.inv(S)), None),
+    (lambda: md.sum(md.eigvalsh(S) ** -1) * 2, None),
+], ids=["Σ log λ", "Σ λ³", "tr S⁻²", "2Σ 1/λ"])
+def test_rational_spectral_results_compute_without_eigh(build, printed, backend):
+    """∇Σ log λᵢ(S) = S⁻¹ and ∇Σλᵢ³ = 3S² are rational functions of S: generated code forms
+    the inverse or the products, not a symmetric eigendecomposition (issue 25)."""
+    _backend(backend)
+    g = md.grad(build(), S)
+    if printed:
+        assert str(g) == printed
+    source = md.codegen(g, backend=backend)
+    assert "eigh(" not in source, source
+    values = _values(np.random.default_rng(5))
+    fn = md.compile(g, backend=backend)
+    np.testing.assert_allclose(_run(fn, backend, _arguments(fn, values)), g.evaluate(S=values["S"]),
+                               rtol=1e-10, atol=1e-12)
+    assert md.check(build(), S, kinds={"S": "spd"}) < 1e-6
