@@ -22,6 +22,7 @@ Each has a numeric test in tests/test_presentation.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import threading
@@ -2070,6 +2071,78 @@ def _larger_than(m: N.M, limit: int) -> bool:
     return False
 
 
+def _shared(m: N.M) -> list:
+    """The subtrees of m used more than once (the ones printing names), innermost first: not
+    a transpose (its argument is named) nor the inverse of a variable (S⁻¹ is as short as a
+    name, and rules such as S⁻¹S = I must see it)."""
+    counts, stack = {}, [m]
+    while stack:
+        x = stack.pop()
+        counts[id(x)] = counts.get(id(x), 0) + 1
+        if counts[id(x)] == 1:
+            stack.extend(N.children(x))
+    order, seen, stack = [], set(), [(m, False)]
+    while stack:  # post-order: a subtree after everything inside it
+        x, done = stack.pop()
+        if done:
+            order.append(x)
+        elif id(x) not in seen:
+            seen.add(id(x))
+            stack.append((x, True))
+            stack.extend((k, False) for k in N.children(x))
+    return [x for x in order if x is not m and counts[id(x)] >= 2 and N.children(x) and
+            not isinstance(x, N.T) and not (isinstance(x, N.Inv) and isinstance(x.arg, N.Sym))]
+
+
+def _substituted(m: N.M, table: dict, memo: dict) -> N.M:
+    """m with each subtree whose id (or, for a stand-in, name) ``table`` holds replaced; the
+    nodes above a replacement are rebuilt as they were written, the rest kept (shared)."""
+    hit = table.get(id(m)) or (table.get(m.name) if isinstance(m, N.Sym) else None)
+    if hit is not None:
+        return hit
+    if id(m) in memo:
+        return memo[id(m)]
+    kids = N.children(m)
+    new = [_substituted(k, table, memo) for k in kids]
+    if all(a is b for a, b in zip(kids, new)):
+        out = m
+    elif isinstance(m, N.Prod):
+        out = N.Prod(m.kind, m.coef, tuple(new))
+    elif isinstance(m, (N.Had, N.Kron)):
+        out = type(m)(m.kind, tuple(new))
+    elif isinstance(m, N.Add):
+        out = N.Add(m.kind, tuple((c, t) for (c, _), t in zip(m.terms, new)))
+    else:  # T, Call, Inv, Pow, MatPow: one argument
+        out = dataclasses.replace(m, arg=new[0])
+    memo[id(m)] = out
+    return out
+
+
+def _by_parts(m: N.M, rules) -> N.M:
+    """m written part by part: each subtree used more than once is chosen on its own, with
+    the shared subtrees inside it standing as opaque variables of their shape and symmetry,
+    then put back, so each is still one object that printing names once.  For long results
+    with repeated parts (a derivative through a chain of softmaxes), whose graph as a whole
+    would grow with the result until ``MAX_NODES`` stops it (time, and forms that depend on
+    where it stopped), the work is linear in the parts."""
+    stand, back = {}, {}  # id(shared subtree) -> its stand-in; stand-in's name -> chosen form
+    for r in _shared(m):
+        piece = _substituted(r, stand, {})
+        g = EGraph()
+        root = ingest(g, piece, {})
+        g.rebuild()
+        root = g.find(root)
+        name = f"\x00{len(stand)}"  # no name a user can write
+        stand[id(r)] = N.Sym(r.kind, name, "var", bool(g.sym.get(root)), tuple(g.dims.get(root) or ()))
+        back[name] = _substituted(simplest(piece, rules), back, {})
+    return _substituted(simplest(_substituted(m, stand, {}), rules), back, {})
+
+
+PARTS_LIMIT = 10 * MAX_NODES  # a tree with repeated subtrees that, written out (shared ones
+# counted each time), has ten times the nodes the graph may hold is written part by part
+# (``_by_parts``); below it, the whole tree's graph also finds equalities between the parts
+
+
 def simplest(m: N.M, rules=None, cost=None) -> N.M:
     """The shortest equal way to write m (m itself where nothing is shorter); with
     ``cost=flops(sizes)``, the equal form cheapest to compute at those sizes."""
@@ -2084,6 +2157,10 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     if rules is None and _larger_than(m, NORMAL_FORM_LIMIT):
         rules = WITHOUT_NORMAL_FORM  # a long result (a deep network's derivation step) is
         # written without expanding its element-wise parts, whose cost grows with their size
+        if plain and _larger_than(m, PARTS_LIMIT) and _shared(m):
+            out = _by_parts(m, rules)
+            with _LOCK:
+                return _CACHE.setdefault(m, out)
     g = EGraph()
     root = ingest(g, m, {})
     g.rebuild()

@@ -621,6 +621,13 @@ def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
     the outermost products are grouped into the matrix products their indices chain
     (``_chained``); a bracketed inner sum is written as it is."""
     free = list(free) if free is not None else [_letter(FREE, BOUND, i) for i in range(node.ndim)]
+    names = style.get("index_names")
+    if names is None and not nested:
+        repeated = _index_repeated(node)
+        if repeated:
+            return _index_named(node, style, free, repeated)
+    elif names and node in names and style.get("defining") is not node:
+        return _name(names[node], style) + _subscript(free, style)
     if isinstance(node, Sum):
         if not node.terms:
             return "0"
@@ -647,6 +654,72 @@ def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
                        for x in summed)
         return sums + (" " if _tex(style) else " ").join(factors) if factors else sums + "1"
     return _factor(node, free, style)
+
+
+def _bracketed(op) -> bool:
+    """Whether op is written as a bracketed index sum where it stands (it has no matrix
+    notation: a product or a sum of order three or more, say)."""
+    return isinstance(op, (Sum, Contract)) and isinstance(recognise(op), N.Index)
+
+
+def _index_repeated(node) -> list:
+    """The bracketed sums and products written more than once in node's index form,
+    outermost first: a term of a sum, or a factor of a product, that another place shares.
+    Written out at each use, the Hessian of tr(Aᵏ), whose DAG holds O(k) nodes through the
+    repeated squaring, printed O(k²) characters."""
+    counts, order, stack = {}, [], [node]
+    while stack:
+        x = stack.pop()
+        parts = [t for _, t in x.terms] if isinstance(x, Sum) else \
+            list(x.operands) if isinstance(x, Contract) else []
+        for op in parts:
+            if not _bracketed(op):
+                continue
+            counts[op] = counts.get(op, 0) + 1
+            if counts[op] == 1:
+                order.append(op)
+                stack.append(op)
+    return [op for op in order if counts[op] >= 2 and op is not node]
+
+
+INDEX_NAMES = "TRQPZYW"  # the names of repeated index sums: T_ijkl, then R, Q, …, T2, T3, …
+
+
+def _index_named(node, style, free, repeated) -> str:
+    """node's index form with each repeated bracketed part named once, as the matrix
+    notation names its repeated subtrees: … + Σ_p Σ_q T_ijpq A_pk A_lq  where T_ijkl = …"""
+    taken = {v.name for v in _vars(node)}
+    pool = [c for c in INDEX_NAMES if c not in taken]
+    names, n = {}, 2
+    for r in repeated:
+        if pool:
+            names[r] = pool.pop(0)
+        else:
+            while f"T{n}" in taken:
+                n += 1
+            names[r], n = f"T{n}", n + 1
+    style = dict(style, index_names=names)
+    main = index_notation(node, style, free)
+    defs = []
+    for r in repeated:
+        letters = [_letter(FREE, BOUND, i) for i in range(r.ndim)]
+        body = index_notation(r, dict(style, defining=r), letters, nested=True)
+        defs.append(f"{_name(names[r], style)}{_subscript(letters, style)} = {body}")
+    where = " \\quad\\text{where } " if _tex(style) else "  where "
+    return main + where + ", ".join(defs)
+
+
+def _vars(node) -> list:
+    seen, stack, out = set(), [node], []
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, Var):
+            out.append(x)
+        stack.extend(x.children)
+    return out
 
 
 def _chained(node: Contract) -> Contract:
@@ -709,6 +782,9 @@ def _factor(op, letters, style) -> str:
             style["one"] + sub
     if isinstance(op, Const):
         return _number(op.value, style)
+    names = style.get("index_names")
+    if names and op in names:
+        return _name(names[op], style) + sub
     m = recognise(op)
     if isinstance(m, N.Index):
         if isinstance(op, (Sum, Contract)):

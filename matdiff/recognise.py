@@ -349,6 +349,12 @@ def _contract(c: Contract):
     dims = c.label_dims()
     everywhere = [x for lab in c.labels for x in lab]
     for op, lab in zip(c.operands, c.labels):
+        if op.ndim == 0 and _scalar_product(op):  # a·a·…·a typed: its leaves, not each level
+            leaves = [recognise(x) for x in _scalar_leaves(op)]
+            if any(isinstance(x, N.Index) for x in leaves):
+                return None
+            scalars.extend(N.fewest_transposes(x) for x in leaves)
+            continue
         m = recognise(op)
         if isinstance(m, N.Index):
             return None
@@ -384,6 +390,25 @@ def _contract(c: Contract):
     else:
         m = it.m
     return N.prod(1.0, scalars + [m])
+
+
+def _scalar_product(node) -> bool:
+    """A product of scalars alone (einsum(',->', a, b)), such as a nested chain a·a·…·a."""
+    return isinstance(node, Contract) and all(op.ndim == 0 for op in node.operands)
+
+
+def _scalar_leaves(node) -> list:
+    """The factors of nested products of scalars, left to right, read without recursion: a
+    chain of k products is read in O(k), where recognising each level built a flat product
+    of every level's factors again (O(k²))."""
+    leaves, stack = [], [node]
+    while stack:
+        x = stack.pop()
+        if _scalar_product(x):
+            stack.extend(reversed(x.operands))
+        else:
+            leaves.append(x)
+    return leaves
 
 
 def _squared(m):
