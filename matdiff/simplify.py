@@ -71,11 +71,12 @@ def _flattenable(inner: Contract, outer_size: int) -> bool:
 
 
 def normalise_contract(c: Contract) -> Node:
-    lifted = _lift_reshape(c)
-    if lifted is not None:
-        return lifted
+    if any(type(op) is Reshape for op in c.operands):  # (no other node is a Reshape)
+        lifted = _lift_reshape(c)
+        if lifted is not None:
+            return lifted
     coef, ops, labs = 1.0, [], []
-    fresh = _fresh(c.out, *c.labels)
+    fresh = None  # the first label no factor uses, found when a nested product needs it
     work = list(zip(c.operands, c.labels))
     while work:
         op, lab = work.pop()
@@ -92,6 +93,8 @@ def normalise_contract(c: Contract) -> Node:
                 op = _deltas_apart(op)  # only the deltas join: the rest stays one shared factor
             # (A_ij B_jk)_ik C_kl → A_ij B_jk C_kl, the inner summed labels made fresh
             rename = dict(zip(op.out, lab))
+            if fresh is None:
+                fresh = _fresh(c.out, *c.labels)
             for inner_lab in {x for ls in op.labels for x in ls} - set(op.out):
                 rename[inner_lab], fresh = fresh, fresh + 1
             work.extend((o, tuple(rename[x] for x in ls)) for o, ls in zip(op.operands, op.labels))
