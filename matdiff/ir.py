@@ -154,6 +154,8 @@ def contract_key(operands: tuple, labels: tuple, out: tuple) -> bytes:
 
 def free_vars(node: Node) -> frozenset:
     """The variables (and holes) a node depends on; cached on the node."""
+    if node._vars is not None:
+        return node._vars
     stack = [(node, False)]
     while stack:  # children before parents, each node once: linear in the DAG, not its tree
         n, ready = stack.pop()

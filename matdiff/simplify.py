@@ -33,6 +33,8 @@ FLATTEN_LIMIT = 6
 
 def simplify(root: Node) -> Node:
     """The normal form of ``root``; memoised on each node, so shared subgraphs cost once."""
+    if root._simple is not None:
+        return root._simple
     stack = [root]
     while stack:
         n = stack[-1]
@@ -103,12 +105,12 @@ def normalise_contract(c: Contract) -> Node:
             labs.append(tuple(lab))
     if coef == 0:
         return B.zeros(c.shape)
-    k = _distributable(ops)
+    kinds = {type(op) for op in ops}  # each step below changes nothing without its node type
+    k = _distributable(ops) if Sum in kinds else None
     if k is not None:  # (δ_iq P + Q)_jq R_q… → δ_iq P R_q… + Q R_q…: the delta meets R
         return simplify(B.linear(
             [(coef * w, Contract(tuple(ops[:k]) + (t,) + tuple(ops[k + 1:]), tuple(labs), c.out))
              for w, t in ops[k].terms], c.shape))
-    kinds = {type(op) for op in ops}  # each step below changes nothing without its node type
     if Sum in kinds or Contract in kinds:
         cancelled = _centred(ops, labs, coef, c)
         if cancelled is not None:
