@@ -20,7 +20,7 @@ from .ir import (Basis, Const, DivDiff, DivDiff2, EigGap, Eigh, MatFn, Node, Sum
                  free_vars, walk)
 from . import notation as N
 from .present import simplest
-from .printing import bracket, dialect_code, LATEX, TEXT, index_notation, python_code, render
+from .printing import bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, python_code, render
 from .recognise import recognise
 from .show import index_form
 from .simplify import numerical_forms, simplify
@@ -37,13 +37,14 @@ class Expr:
     """A matrix or tensor expression.  Build with ``md.matrix``, ``md.vector``, operators
     and functions; differentiate with ``md.grad``, ``md.jacobian``, ``md.hessian``."""
 
-    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope")
+    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope", "source")
     __array_priority__ = 1000  # NumPy scalars defer to Expr's operators
 
     def __init__(self, node: Node, row: bool = False, src: str | None = None, prec: int = ATOM):
         self._node, self._chain, self._dims = node, None, node.shape
         self.row, self.prec = bool(row and node.ndim == 1), prec
         self.scope = frozenset()  # variables a derivative came from, accepted at evaluation
+        self.source = None  # the input node a derivative was taken of: its sums print in its order
         self.src = src if src is not None else _short(node)
 
     @property
@@ -171,7 +172,8 @@ class Expr:
     def notation(self):
         """The matrix-notation tree the printers render (``matdiff.notation``)."""
         m = recognise(simplify(self.node))
-        return simplest(N.transpose(m) if self.row and m.kind == "c" else m)
+        m = simplest(N.transpose(m) if self.row and m.kind == "c" else m)
+        return m if self.source is None else in_input_order(m, self.source)
 
     def _names(self):
         return {v.name for v in free_vars(self.node) if hasattr(v, "name")}
@@ -418,7 +420,7 @@ def _combine(a, b, op: str, sign: int) -> Expr:
             a.row == b.row:  # the next term of a typed chain: linked, built once
         out = Expr.__new__(Expr)
         out._node, out._chain, out._dims = None, (a, sign, b.node), a._dims
-        out.row, out.prec, out.scope, out.src = a.row, SUM, frozenset(), src
+        out.row, out.prec, out.scope, out.src, out.source = a.row, SUM, frozenset(), src, None
         return out
     x, y, row = _broadcast(a, b, src)
     if isinstance(x, Sum) and x is a.node and a.prec == SUM:  # a + b + c as one sum, typed so:

@@ -748,6 +748,7 @@ def jacobian(f, x, layout: str = "numerator", vec: str = "column", facts=None):
         row = (f.row if f.ndim == 1 else v.row) if node.ndim == 1 else False
         e = Expr(node, row, f"∂({f.src})/∂{var.name}", PRODUCT)
         e.scope = f.scope | free_vars(f.node) | {var}
+        e.source = f.source if f.source is not None else f.node  # the input, whose order it prints in
         out.append(e)
     return out if many else out[0]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import re
 from fractions import Fraction
 
@@ -477,6 +478,200 @@ def _bias_last(terms):
             isinstance(t.factors[0], N.Sym) and t.factors[0].role == "one"
     order = [p for p in terms if not bias(p[1])] + [p for p in terms if bias(p[1])]
     return order if order and (order[0][0] > 0 or terms[0][0] < 0) else terms
+
+
+READ = 16  # how many of a term's variables its order reads
+
+
+@functools.lru_cache(maxsize=512)  # text and LaTeX of one result read one tree
+def in_input_order(m: N.M, source: Node) -> N.M:
+    """m, the notation of a derivative of ``source``, with its sums in the order the input
+    reads (issue 24), so that the result reads against the input:
+
+    - a sum the input wrote (the same terms, with the same signs or all signs flipped) is
+      written in the input's order: det(A + xB), not det(xB + A), for det(A + xB); where
+      that order leads with a minus sign, a product standing first in a term takes the sign
+      out (2W(s − x) is −2W(x − s) for (x − s)ᵀW(x − s)), and elsewhere the sum keeps the
+      presentation's order;
+    - a sum whose terms read the same variables the same number of times (bcᵀ + cbᵀ, the
+      terms the product rule makes of one input product) puts first the term whose variables
+      read in the input's order, each variable numbered where it first appears in the input,
+      read left to right;
+    - a trace of a product is turned cyclically to read in that order (``rotated``).
+
+    Any other sum, and ties, keep the presentation's order (Xᵀ(σ(Xw) − y)). Deterministic:
+    the same input and result always print the same text (docs/conventions.md)."""
+    rank, typed = _reading(source)
+    if not rank:
+        return m
+    keys: dict = {}
+    held: dict = {}
+    counts: dict = {}
+
+    def key(x):
+        """x's variables as read, by number; the first READ of them (a tree that shares
+        subtrees reads exponentially many)."""
+        got = keys.get(id(x))
+        if got is None:
+            if isinstance(x, N.Sym):
+                k = (rank.get(x.name, len(rank)),) if x.role == "var" else ()
+            else:
+                k = tuple(r for c in N.children(x) for r in key(c))[:READ]
+            got = keys[id(x)] = (k, x)  # x kept, so that its id stays its own
+        return got[0]
+
+    def names(x) -> frozenset:
+        """The variables in x, by number."""
+        got = held.get(id(x))
+        if got is None:
+            h = frozenset(key(x)) if isinstance(x, N.Sym) else \
+                frozenset().union(*(names(c) for c in N.children(x)))
+            got = held[id(x)] = (h, x)
+        return got[0]
+
+    def tally(x) -> tuple:
+        """How many times x reads each variable, by number."""
+        got = counts.get(id(x))
+        if got is None:
+            c = collections.Counter(key(x)) if isinstance(x, N.Sym) else \
+                sum((collections.Counter(dict(tally(k))) for k in N.children(x)), collections.Counter())
+            got = counts[id(x)] = (tuple(sorted(c.items())), x)
+        return got[0]
+
+    def written(terms):
+        """The terms in the order of the input's sum with them, or None where the input wrote
+        no such sum: terms match by their variables, the signs all alike or all flipped."""
+        if len(terms) not in typed:
+            return None
+        sets = [names(t) for _, t in terms]
+        order = typed[len(terms)].get(frozenset((c > 0, h) for (c, _), h in zip(terms, sets)))
+        if order is None or len(set(sets)) != len(sets):
+            return None
+        return tuple(p for _, p in sorted(zip((order.index(h) for h in sets), terms), key=lambda q: q[0]))
+
+    def ordered(terms):
+        """The terms in the input's order, or None where no rule orders them."""
+        order = written(terms)
+        if order is None and len({tally(t) for _, t in terms}) == 1 and names(terms[0][1]):
+            order = tuple(sorted(terms, key=lambda p: key(p[1])))
+        return order
+
+    def rotated(p: N.Prod) -> N.Prod:
+        """A trace's product turned cyclically to read in the input's order: tr((A + xB)⁻¹B),
+        not tr(B(A + xB)⁻¹), for det(A + xB); where a turn would join equal factors (A²),
+        or the factors tie, it stays."""
+        mats = [f for f in p.factors if f.kind != "s"]
+        lead = [f for f in p.factors if f.kind == "s"]
+        if len(mats) < 2 or any(f.kind != "m" for f in mats) or \
+                any(a == b for a, b in zip(mats, mats[1:] + mats[:1])):
+            return p
+        turns = [mats[i:] + mats[:i] for i in range(len(mats))]
+        best = min(range(len(turns)), key=lambda i: (tuple(r for f in turns[i] for r in key(f)), i))
+        return p if best == 0 else dataclasses.replace(p, factors=tuple(lead) + tuple(turns[best]))
+
+    done: dict = {}  # by the original subtree: what it shares, the new tree shares (named once)
+    turned: dict = {}
+
+    def go(x):
+        y = done.get(id(x))
+        if y is None:
+            kids = N.children(x)
+            y = done[id(x)] = place(x, kids, tuple(go(c) for c in kids)) if kids else x
+        return y
+
+    def place(x, old, new):
+        if isinstance(x, N.Add):
+            terms = tuple(signed(c, t) if isinstance(t, N.Prod) else (c, t)
+                          for (c, _), t in zip(x.terms, new))
+            order = ordered(terms)
+            if order is not None and (order[0][0] > 0 or terms[0][0] < 0):
+                terms = order
+            same = all(a[1] is b[1] and a[0] == b[0] for a, b in zip(terms, x.terms))
+            return x if same else dataclasses.replace(x, terms=terms)
+        if any(a is not b for a, b in zip(new, old)):
+            x = dataclasses.replace(x, factors=new) if isinstance(x, (N.Prod, N.Had, N.Kron)) \
+                else dataclasses.replace(x, arg=new[0])
+        if isinstance(x, N.Call) and x.name == "tr" and isinstance(x.arg, N.Prod):
+            arg = rotated(x.arg)
+            if arg is not x.arg:
+                x = dataclasses.replace(x, arg=arg)
+        return x
+
+    def signed(c, t):
+        """A term c·t of a sum, with the sign its product t takes out of a sum in it."""
+        t = flipped(t)
+        return (-c, dataclasses.replace(t, coef=-t.coef)) if t.coef < 0 else (c, t)
+
+    def flipped(p):
+        """The product p where a sign can lead it (a term of a sum, the whole result), with
+        each sum in it that the input wrote with the other signs written as the input wrote
+        it, the sign taken out: −2W(x − s) for 2W(s − x)."""
+        q = turned.get(id(p))
+        if q is None:
+            q = turned[id(p)] = flip(p)
+        return q
+
+    def flip(p):
+        coef, factors = p.coef, list(p.factors)
+        for i, f in enumerate(factors):
+            if isinstance(f, N.Add) and f.terms[0][0] > 0:
+                order = ordered(f.terms)
+                if order is not None and order[0][0] < 0:
+                    coef, factors[i] = -coef, dataclasses.replace(f, terms=tuple((-c, t) for c, t in order))
+        return p if coef == p.coef else dataclasses.replace(p, coef=coef, factors=tuple(factors))
+
+    out = go(m)
+    return flipped(out) if isinstance(out, N.Prod) else out
+
+
+@functools.lru_cache(maxsize=256)
+def _reading(source: Node):
+    """What ``in_input_order`` reads of an input (memoised: one input, many prints): its
+    variables numbered in the order of their first appearance, read left to right, and its
+    sums, by number of terms, as {their terms' signed variable sets: those sets in order},
+    each also with all signs flipped."""
+    rank: dict = {}
+    stack, seen = [source], set()
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        if isinstance(x, Var):
+            rank.setdefault(x.name, len(rank))
+        stack.extend(reversed(x.children))
+    typed: dict = {}
+    cache: dict = {}
+    for a in _sums(source):
+        held = [frozenset(rank[v.name] for v in _vars_of(t, cache)) for _, t in a.terms]
+        if len(set(held)) == len(held):
+            signs = [c > 0 for c, _ in a.terms]
+            for flip in (False, True):
+                typed.setdefault(len(held), {}).setdefault(
+                    frozenset((p != flip, h) for p, h in zip(signs, held)), held)
+    return rank, typed
+
+
+def _sums(node: Node):
+    """The sums in an IR node, each once."""
+    stack, seen = [node], set()
+    while stack:
+        x = stack.pop()
+        if x not in seen:
+            seen.add(x)
+            if isinstance(x, Sum):
+                yield x
+            stack.extend(reversed(x.children))  # read left to right
+
+
+def _vars_of(node: Node, cache: dict) -> frozenset:
+    """The variables in an IR node (memoised in ``cache``)."""
+    out = cache.get(node)
+    if out is None:
+        out = frozenset((node,)) if isinstance(node, Var) else \
+            frozenset().union(*(_vars_of(c, cache) for c in node.children))
+        cache[node] = out
+    return out
 
 
 def _add(m: N.Add, style):

@@ -182,27 +182,16 @@ def _derivative(how, f, v):
 
 
 # rows whose print differs from the Cookbook's, with the reason (docs/conventions.md)
-ORDER = ("a sum's terms in the order the input wrote them: the index form orders them by "
-         "structure before the presentation, which sees the result alone")
 FACTORED = ("(B + Bᵀ)X, factored, as the Cookbook writes (81) and (83): the length cost "
             "prefers a factor read once; the Cookbook distributes (108)–(113) and (116)")
 MISSES = {
-    ("46", "det(A + xB)tr((A + xB)⁻¹B)"): ORDER + "; and tr(B(…)⁻¹) for tr((…)⁻¹B), equal length",
-    ("48", "det(S)(tr(S⁻¹B)² − tr(S⁻¹BS⁻¹B))  where S = A + xB"): ORDER,
     ("54", "det(XᵀAX)(AX(XᵀAX)⁻¹ + AᵀX(XᵀAᵀX)⁻¹)"):
         "(XᵀAᵀX)⁻¹ is written (XᵀAX)⁻ᵀ, shorter, and the repeated XᵀAX is named S",
     ("58", "3det(X³)X⁻ᵀ"): "det(Aᵏ) = det(A)ᵏ, which the cost prefers (det(X)² to det(X²))",
-    ("59", "−(A + xB)⁻¹B(A + xB)⁻¹"): ORDER,
     ("62", "−det(X⁻¹)X⁻ᵀ"): "det(A⁻¹) = det(A)⁻¹: −X⁻ᵀ/det(X) is shorter",
     ("76", "2(1ᵀX1)11ᵀ"): "two vectors of ones are printed 1·1ᵀ, since 11ᵀ reads back as eleven",
-    ("77", "X(bcᵀ + cbᵀ)"): ORDER,
-    ("78", "BᵀC(Dx + d) + DᵀCᵀ(Bx + b)"): ORDER,
     ("79", "δ_jl (XᵀB)_ik + δ_il (BX)_kj"):
         "index notation joins (BX)_kj as (XᵀBᵀ)_jk, in the result's index order",
-    ("83", "(D + Dᵀ)(Xb + c)bᵀ"): ORDER,
-    ("84", "−2AᵀW(x − As)"): ORDER + ": 2AᵀW(As − x), one sign shorter",
-    ("86", "−2W(x − s)"): ORDER + ": 2W(s − x), one sign shorter",
-    ("88", "−2W(x − As)sᵀ"): ORDER + ": 2W(As − x)sᵀ, one sign shorter",
     ("93", "2AᵀAx/(xᵀBᵀBx) − 2xᵀAᵀAxBᵀBx/(xᵀBᵀBx)²"):
         "xᵀAᵀAx = ‖Ax‖² and the common 2(…)x are taken out: the shorter form",
     ("108", "BX + BᵀX"): FACTORED,
@@ -344,4 +333,4 @@ def test_nine_rows_in_ten_print_as_the_cookbook():
 
 
 def test_the_rows_printed_as_the_cookbook_do_not_fall():
-    assert round(_share() * len(ROWS)) >= 54
+    assert round(_share() * len(ROWS)) >= 63
