@@ -1251,16 +1251,33 @@ def _folded_spreads(order, roots, uses, inlined, common) -> set:
         spreads = {t for _, t in n.terms if _is_spread(t) and uses.get(t) == 1 and t not in roots
                    and not any(o in inlined for o in t.operands)}
         rest = [c / common.get(n, 1.0) for c, t in n.terms if t not in spreads]
-        if spreads and (len(rest) >= 2 or (len(rest) == 1 and rest[0] != 1.0)):
+        others = [t for _, t in n.terms if t not in spreads]
+        # one unscaled term is a new array where it is a product of two or more factors that
+        # only this sum reads (λI + MᵀM: MᵀM, then λ added on its diagonal); a bare name is not
+        fresh = len(others) == 1 and isinstance(others[0], Contract) and _new_array(others[0]) \
+            and uses.get(others[0]) == 1 and others[0] not in roots and others[0] not in inlined
+        if spreads and (len(rest) >= 2 or (len(rest) == 1 and (rest[0] != 1.0 or fresh))):
             out |= spreads
     return out
+
+
+def _new_array(t: Contract) -> bool:
+    """Whether a product's code makes a new, writable array: two or more factors once its
+    deltas merge, and no label that only a ones vector carries (np.broadcast_to is a view)."""
+    kept, _, uniq, _ = merge_deltas(t)
+    carried = {x for _, lab in kept for x in lab}
+    return len(kept) >= 2 and all(x in carried for x in uniq)
 
 
 def _sum_onto(w: _Writer, n: Sum, args: dict, size_of) -> str:
     """A sum holding diagonal outputs (``_folded_spreads``): its other terms computed into a
     new array, then each diagonal's entries added where its repeated labels agree."""
     rest = Sum(tuple((c, t) for c, t in n.terms if t not in w.folded), n.shape)
-    full = w.emit(_node_code(w, rest, args, size_of), _comment(n), pure=False)
+    code = _node_code(w, rest, args, size_of)
+    if re.fullmatch(r"\(*\w+(\.T)?\)*", code) or \
+            code.lstrip("(").startswith("np.broadcast_to("):  # another line's array, or a view,
+        code = f"1.0 * {code}"  # which adding in place would change or refuse: add onto a copy
+    full = w.emit(code, _comment(n), pure=False)
     for c, t in n.terms:
         if t in w.folded:
             w.into = full

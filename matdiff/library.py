@@ -118,10 +118,10 @@ def solve(a, b) -> Expr:
     A), never forming A⁻¹.
 
     >>> A, b = md.matrix("A", "n", "n"), md.vector("b", "n")
-    >>> md.solve(A, b)
+    >>> print(md.solve(A, b))
     A⁻¹b
     >>> print(md.codegen(md.solve(A, b)).splitlines()[-2].strip())
-    t1 = np.linalg.solve(A, b)  # A⁻¹b
+    t1 = np.linalg.solve(A, b)
     """
     a, b = lift(a), lift(b)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:

@@ -271,3 +271,12 @@ def test_rational_spectral_results_compute_without_eigh(build, printed, backend)
     np.testing.assert_allclose(_run(fn, backend, _arguments(fn, values)), g.evaluate(S=values["S"]),
                                rtol=1e-10, atol=1e-12)
     assert md.check(build(), S, kinds={"S": "spd"}) < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_scaled_identity_is_added_onto_the_gram_matrix_in_place(backend):
+    """λI + MᵀM: MᵀM, then λ added on its diagonal — no n × n zeros, no second pass."""
+    _backend(backend)
+    g = md.grad(_ridge(), z)
+    source = md.codegen(g, backend=backend)
+    assert "zeros(" not in source and re.search(r"\+= lam|\.add\(lam\)", source), source
