@@ -2152,7 +2152,7 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     if plain:
         hit = _CACHE.get(m)
         if hit is not None:
-            return hit
+            return m if hit is _SAME else hit
     cost = cost or length
     if rules is None and _larger_than(m, NORMAL_FORM_LIMIT):
         rules = WITHOUT_NORMAL_FORM  # a long result (a deep network's derivation step) is
@@ -2160,7 +2160,7 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
         if plain and _larger_than(m, PARTS_LIMIT) and _shared(m):
             out = _by_parts(m, rules)
             with _LOCK:
-                return _CACHE.setdefault(m, out)
+                return _cached(m, out)
     g = EGraph()
     root = ingest(g, m, {})
     g.rebuild()
@@ -2175,5 +2175,17 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
             out = m
     if plain:
         with _LOCK:
-            out = _CACHE.setdefault(m, out)
+            out = _cached(m, out)
     return out
+
+
+_SAME = object()  # in _CACHE: the tree is its own simplest form
+
+
+def _cached(m: N.M, out: N.M) -> N.M:
+    """``out`` for m, stored (the first answer stored wins, so threads agree); an m that is
+    its own simplest form is stored as _SAME and answered with the caller's m itself, the
+    same object (an equal tree cached earlier is another object, and a value that held its
+    weak key would keep it alive)."""
+    hit = _CACHE.setdefault(m, _SAME if out is m else out)
+    return m if hit is _SAME else hit
