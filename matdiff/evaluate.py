@@ -150,6 +150,9 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
     return arrays, sizes
 
 
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float16, np.float32, np.float64)}
+
+
 def _asymmetry(m) -> float:
     """max |M − Mᵀ| over the upper triangle's blocks against the lower's: each block of rows
     read against the same columns, cache-friendly (M − M.T reads one operand across rows;
@@ -174,7 +177,7 @@ def check_symmetric(name: str, a) -> None:
     m = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
     if m.ndim != 2:
         return
-    eps = np.finfo(m.dtype).eps if m.dtype.kind == "f" else np.finfo(float).eps
+    eps = _EPS.get(m.dtype) or (np.finfo(m.dtype).eps if m.dtype.kind == "f" else _EPS[np.dtype(float)])
     scale = max(float(m.max(initial=0.0)), -float(m.min(initial=0.0)))
     gap = _asymmetry(m)
     if not gap <= max(100 * eps * scale, 1e-12 * scale, 1e-300):

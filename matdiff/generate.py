@@ -1793,7 +1793,7 @@ def _singular(e: Exception) -> None:
                               f"a solve or a logarithm is not defined at these values") from None
 
 
-def _entry(vs: list, params: list, types: frozenset, floats: frozenset, fast, general):
+def _entry(vs: list, params: list, types: frozenset, floats: frozenset, fast, general, symmetric=()):
     """The compiled function's entry point: for arguments passed by parameter name or in
     order that are arrays of ``types`` with dtypes in ``floats`` and the declared shapes
     (the common call), ``fast`` on them; for any other call ``general(args, kwargs)``.
@@ -1827,14 +1827,16 @@ def _entry(vs: list, params: list, types: frozenset, floats: frozenset, fast, ge
             else:
                 first[d] = f"{q}s{i}[{j}]"
     lines += [f"    if not ({' and '.join(checks)}):",
-              f"        return {q}general({q}args, {q}kwargs)",
-              "    try:",
+              f"        return {q}general({q}args, {q}kwargs)"]
+    lines += [f"    {q}symmetric({v.name!r}, {p})" for v, p in symmetric]  # one triangle is read
+    lines += ["    try:",
               f"        return {q}fast({', '.join(params)})",
               f"    except Exception as {q}e:",
               f"        {q}singular({q}e)",
               "        raise"]
     namespace = {q + "T": types, q + "F": floats, q + "type": type, q + "len": len, q + "fast": fast,
-                 q + "general": general, q + "singular": _singular, q + "missing": object()}
+                 q + "general": general, q + "singular": _singular, q + "missing": object(),
+                 q + "symmetric": check_symmetric}
     exec(builtins.compile("\n".join(lines) + "\n", "<matdiff-entry>", "exec"), namespace)  # our own text
     return namespace[q]
 
@@ -1888,8 +1890,8 @@ def _checked(fn, vs: list, params: list, fast=None, native=(frozenset(), frozens
             check_symmetric(v.name, given[p])
         return fn(**given)
 
-    if fast is not None and native[0] and params and simple and not symmetric:
-        checked = _entry(vs, params, *native, fast, general)
+    if fast is not None and native[0] and params and simple:
+        checked = _entry(vs, params, *native, fast, general, symmetric)
     else:
         def checked(*args, **kwargs):
             return general(args, kwargs)

@@ -280,3 +280,18 @@ def test_a_scaled_identity_is_added_onto_the_gram_matrix_in_place(backend):
     g = md.grad(_ridge(), z)
     source = md.codegen(g, backend=backend)
     assert "zeros(" not in source and re.search(r"\+= lam|\.add\(lam\)", source), source
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_compiled_function_still_refuses_an_asymmetric_array_for_a_symmetric_variable(backend):
+    """The solve reads all of S, but the gradient's formula assumes S = Sᵀ: the common call's
+    fast path checks the declaration as the general path does."""
+    _backend(backend)
+    g = md.grad((x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2, mu)
+    fn = md.compile(g, backend=backend)
+    values = _values(np.random.default_rng(8))
+    good = _arguments(fn, values)
+    np.testing.assert_allclose(_run(fn, backend, good), g.evaluate(_used(g, values)), rtol=1e-10)
+    bad = dict(good, S=good["S"] + np.triu(np.ones_like(good["S"]), 1))
+    with pytest.raises(md.EvaluationError, match="declared symmetric but its array is not"):
+        _run(fn, backend, bad)
