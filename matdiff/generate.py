@@ -1538,7 +1538,8 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
 def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
-    roots = _tie_limits([numerical_forms(simplify(e.node)) for e in exprs])  # 1 − σ(u) as σ(−u)
+    written = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
+    roots = _tie_limits(written)
     roots = _rational_functions(roots)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
@@ -1636,7 +1637,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
         "",
         "",
         f"def {name}({', '.join(params)}):",
-        f'    """{"; ".join(_comment(r) for r in roots)[:90]}"""',
+        f'    """{"; ".join(_comment(r) for r in written)[:90]}"""',  # as the user's results read
     ]
     casts = _prelude(table, backend, params, [v.ndim == 0 for v in vs],
                      any("_dtype" in line for line in body), any("_device" in line for line in body))
