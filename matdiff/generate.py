@@ -85,6 +85,12 @@ def _dsigmoid(x):
 NUMPY_LU = '''
 
 
+def _lu_inverse(f):
+    getri, = scipy.linalg.get_lapack_funcs(("getri",), (f[0],))
+    inverse, info = getri(f[0], f[1])
+    return inverse
+
+
 def _lu_factor(a):
     getrf, = scipy.linalg.get_lapack_funcs(("getrf",), (a,))
     lu, pivots, info = getrf(a)
@@ -141,6 +147,7 @@ BACKENDS = {  # the backends differ only in this table
             "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID},
             "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
+                          "__lu_inverse": "np.linalg.inv({1})",
                           "__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
                           "__expm": "jax.scipy.linalg.expm({})",
                           "__expm_frechet": "jax.scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)"},
@@ -151,7 +158,7 @@ BACKENDS = {  # the backends differ only in this table
               "dtype": "{promoted}", "default_dtype": "torch.float64",
               "scalar": "torch.as_tensor({p}, dtype=_dtype, device=_device)",
               "scatter": "{full}[{index}] = {values}", "scatter_add": "{full}[{index}] += {values}",
-              "functions": {"sigmoid": "torch.sigmoid({})",
+              "functions": {"sigmoid": "torch.sigmoid({})", "__lu_inverse": "np.linalg.inv({1})",
                             "softplus": "torch.nn.functional.softplus({})",
                             "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)",
                             "__expm": "torch.linalg.matrix_exp({})",  # L(X, E): the block [[X, E], [0, X]]
@@ -185,6 +192,7 @@ NUMPY_FUNCTIONS = {
     "step": "np.heaviside({}, 0.0)", "abs": "np.abs({})", "sign": "np.sign({})",
     "sqrt": "np.sqrt({})", "cosh": "np.cosh({})", "sinh": "np.sinh({})",
     "log1p": "np.log1p({})", "expm1": "np.expm1({})", "arctan": "np.arctan({})",
+    "__lu_inverse": "_lu_inverse({0})",  # X⁻¹ from X's LU factors ({0}); X is {1}
     "__expm": "_like(scipy.linalg.expm({0}), {0})",
     "__expm_frechet": "_like(scipy.linalg.expm_frechet({0}, {1}, compute_expm=False), {0})",
 }
@@ -245,6 +253,7 @@ class _Writer:
         self.inverses: dict = {}
         self.inverse_uses: dict = {}
         self.lu: tuple | None = None
+        self.shared_lu: set = set()  # matrices whose log-determinant and inverse share one LU
 
     def fresh(self) -> str:
         self.count += 1
@@ -548,6 +557,16 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
             code = f"np.linalg.solve({x}.T, {rhs})" if trans else f"np.linalg.solve({x}, {rhs})"
         return w.emit(code), (other,) + rest
     return None
+
+
+def _from_lu(w: _Writer, n: Inv | LogDet, args: dict) -> str:
+    """log |det X| as Σ log |Uᵢᵢ| of X's LU factorisation, and X⁻¹ from the same factors
+    (LAPACK's getri in NumPy; elsewhere the backend's inverse, as fast as solving for I)."""
+    x = args[n.arg]
+    factor = w.emit(w.lu[0].format(x), f"LU of {_comment(n.arg)}")
+    if isinstance(n, LogDet):
+        return f"np.log(np.abs(np.diagonal({factor}[0]))).sum()"
+    return w.functions["__lu_inverse"].format(factor, x)
 
 
 def _inverse_sums(w: _Writer, ops: list, labs: list, out) -> None:
@@ -1589,6 +1608,9 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     uses = _uses(order)
     w.uses = {n: k for n, k in uses.items() if n not in roots}
     w.lu = table.get("lu") if backend != "numpy" or _has_scipy() else None
+    if w.lu is not None:  # log|det X| beside X⁻¹ (or solves with X): one LU serves both
+        w.shared_lu = {n.arg for n in order if isinstance(n, LogDet)} & \
+            {n.arg for n in order if isinstance(n, Inv)}
     for n in order:
         if isinstance(n, Contract):
             for op in n.operands:
@@ -1616,7 +1638,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
             args[n] = w.emit(_node_code(w, Sum(tuple((c / common[n], t) for c, t in n.terms),
                                                    n.shape), args, size_of))
             continue
-        args[n] = w.emit(_node_code(w, n, args, size_of), _comment(n))
+        shared = isinstance(n, (Inv, LogDet)) and n.arg in w.shared_lu
+        args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
         if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
             w.inverses[args[n]] = (args[n.arg], n)
     for r in roots:  # a constant result is an array of the arguments' dtype, not a Python float
