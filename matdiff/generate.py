@@ -1067,7 +1067,7 @@ def _tangent(root: Node, seeds: dict):
     return memo[root]
 
 
-def _tie_limits(roots: list) -> list:
+def _tie_limits(roots: list, found: set | None = None) -> list:
     """Second derivatives through eigenvectors, written so that they keep their limit where
     eigenvalues coincide.  Such a result R is affine in G = EigGap(λ) (1/(λⱼ − λᵢ)); split G
     into its regular part and the tie pairs', which along S(h) = U diag(λ + hp) Uᵀ (U fixed: the
@@ -1105,6 +1105,8 @@ def _tie_limits(roots: list) -> list:
             out.append(r)
             continue
         out.append(_Limit(regular, lin, lam, near, *([simplify(slope)] if slope is not None else [])))
+        if found is not None:
+            found.add(v)
     return out
 
 
@@ -1554,11 +1556,11 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
                            f"sys.setrecursionlimit") from None
 
 
-def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
+def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: bool = True) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
     written = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
-    roots = _tie_limits(written)
+    roots = _tie_limits(written) if ties else written
     roots = _rational_functions(roots)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
@@ -1716,6 +1718,55 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     (2.0, [2.0, 2.0])
     """
     source = codegen(outputs, backend, sizes=sizes, args=args)
+    fn = _compiled(source, outputs, backend, args)
+    tied: set = set()
+    if backend != "jax":  # under jit no value can choose the code: JAX keeps the one function
+        _tie_limits([numerical_forms(simplify(e.node)) for e in _as_list(outputs)], tied)
+    if tied:
+        plain = _compiled(_codegen(outputs, backend, "f", sizes, args, ties=False), outputs, backend, args)
+        fn = _by_ties(fn, plain, tied)
+    fn.source = source
+    return fn
+
+
+def _by_ties(tied, plain, variables: set):
+    """``tied`` (second derivatives through eigenvectors that keep their limit at repeated
+    eigenvalues) where a decomposed variable has two eigenvalues within 4√ε of each other
+    (relative), else ``plain``: the same formula without the tie terms, which cost 2–5× the
+    rest of the code on every call. ``eigvalsh`` of the variable decides, before the call."""
+    params = list(inspect.signature(tied).parameters)
+    where = {v: (params.index(v.name) if v.name in params else None, v.name) for v in variables}
+
+    def pick(*args, **kwargs):
+        for v, (i, name) in where.items():
+            a = kwargs.get(name) if name in kwargs else args[i] if i is not None and i < len(args) else None
+            if a is None or _near_ties(a):
+                return tied(*args, **kwargs)
+        return plain(*args, **kwargs)
+    functools.update_wrapper(pick, tied)
+    pick.unchecked = tied.unchecked
+    return pick
+
+
+def _near_ties(a) -> bool:
+    """Whether a square matrix has two eigenvalues close enough that the generated code's tie
+    terms matter (or cannot be told: not a finite real square matrix)."""
+    try:
+        m = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
+        if m.dtype.kind != "f" or m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all(np.isfinite(m)):
+            return True
+        lam = np.linalg.eigvalsh(m)
+    except Exception:  # noqa: BLE001 - the tied function gives the error, as it would have
+        return True
+    if lam.size < 2:
+        return False
+    eps = float(np.finfo(m.dtype).eps)
+    near = np.maximum(np.abs(lam[1:]), np.abs(lam[:-1]))
+    return bool(np.any(np.diff(lam) <= np.maximum(4 * np.sqrt(eps) * near, 256 * eps * np.abs(lam).max())))
+
+
+def _compiled(source: str, outputs, backend: str, args):
+    """The checked function that ``source`` (generated for ``outputs``) defines."""
     namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     try:

@@ -249,3 +249,37 @@ def test_float32_at_a_tie(backend, spectrum):
     got = md.compile(H, backend=backend)(S=s.astype(np.float32), a=AV.astype(np.float32))
     assert str(got.dtype).endswith("float32")
     np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("spectrum, dtype, tied", [
+    ([1.0, 2.0, 3.0], np.float64, False),
+    ([1.0, 2.0, 2.0], np.float64, True),
+    ([1.0, 2.0, 2.0 + 1e-9], np.float64, True),       # within 4√ε: the tie terms matter
+    ([1.0, 2.0, 2.0 + 1e-6], np.float64, False),
+    ([1.0, 2.0, 2.0 + 1e-6], np.float32, True),       # float32's √ε is 3.5e-4
+    ([1.0, 1.0 + 1e-2, 5.0], np.float32, False),
+    ([1e-300, 2e-300, 3e-300], np.float64, False),    # the test is relative: scale does not tie
+    ([float("nan"), 1.0, 2.0], np.float64, True),     # cannot tell: the tied code answers
+], ids=["apart", "tie", "near", "split", "float32 near", "float32 apart", "tiny apart", "nan"])
+def test_compiled_functions_take_the_tie_terms_only_near_a_tie(spectrum, dtype, tied):
+    """The tie terms cost 2–5× the rest of a Hessian through eigenvectors, so NumPy and
+    PyTorch code runs them only where the variable has two eigenvalues within 4√ε."""
+    from matdiff.generate import _near_ties
+
+    q = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0]
+    m = (q * np.asarray(spectrum)) @ q.T if np.all(np.isfinite(spectrum)) else np.diag(spectrum)
+    assert _near_ties(((m + m.T) / 2).astype(dtype)) is tied
+
+
+def test_the_compiled_hessian_is_right_on_either_side_of_the_dispatch():
+    S = md.matrix("S", "n", "n", symmetric=True)
+    a = md.vector("a", "n")
+    h = md.hessian(a.T @ md.expm(S) @ a, S)
+    fn = md.compile(h)
+    q = np.linalg.qr(np.random.default_rng(1).standard_normal((4, 4)))[0]
+    av = np.array([0.3, -1.0, 0.7, 0.2])
+    for spectrum in ([0.5, 1.0, 2.0, 3.0], [0.5, 2.0, 2.0, 3.0]):
+        m = (q * spectrum) @ q.T
+        m = (m + m.T) / 2
+        np.testing.assert_allclose(fn(a=av, S=m), h.evaluate(a=av, S=m), rtol=1e-9, atol=1e-9)
+    assert fn.__wrapped__ is not fn and callable(fn.unchecked)
