@@ -175,6 +175,7 @@ NUMPY = Dialect(
     keywords=frozenset({"softmax", "logsumexp", "sum"}),
     broadcast_rows=True,
     bias={"row": "vector", "vector": "vector", "matrix": "vector"},  # a bias over the rows
+    transpose_hint=" (a vector is a column: transpose it with .T, as in x.T @ A)",
     fact_example="'sum(Y, axis=1) = 1' (each row of Y sums to 1) or 'y * y = y'",
 )
 

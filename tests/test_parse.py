@@ -191,3 +191,14 @@ def test_a_bias_is_refused_where_its_declared_length_is_not_the_columns():
     with pytest.raises(md.ShapeError) as err:
         md.parse("X @ W + b", dialect="numpy", X="matrix(n, m)", W="matrix(m, k)", b="vector(n)")
     assert "(n × k)" in str(err.value) and "(n)" in str(err.value) and "number of columns" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["x @ A @ x", "x @ y"])
+def test_a_vector_on_the_left_of_at_is_told_to_transpose_in_the_numpy_dialect(text):
+    """Vectors are columns, as in the Python API (whose message says x.T @ A): NumPy's 1-D
+    reading of x @ A is refused with the fix, and the caret under the operator."""
+    with pytest.raises(md.ShapeError, match=r"inner dims differ \(a vector is a column: transpose it with \.T") as e:
+        md.parse(text, dialect="numpy")
+    assert str(e.value).splitlines()[-1] == "    ^"
+    fixed = text.replace("x @", "x.T @", 1)
+    assert md.check(md.parse(fixed, dialect="numpy")) < 1e-6
