@@ -24,7 +24,7 @@ from .build import add, scale
 from .diff import jacobian
 from .errors import MatdiffError
 from .ir import Contract, Node, Sum, free_vars
-from .simplify import _rewrite, simplify
+from .simplify import rewrite, simplify
 
 MAX_PASSES = 8  # rewriting stops at a fixed point, or after this many passes
 MAX_FACTORS = 8  # a left side with more factors is matched only as a whole node
@@ -62,7 +62,7 @@ def apply(root: Node, facts) -> Node:
     for _ in range(MAX_PASSES):
         new = root
         for fact in facts:
-            new = _rewrite(new, lambda n, f=fact: _replace(n, f), renormalise=True)
+            new = rewrite(new, lambda n, f=fact: _replace(n, f), renormalise=True)
             new = simplify(new)
         if new is root:
             return root

@@ -36,7 +36,7 @@ from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff,
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import FORMS, index_form
-from .simplify import numerical_forms, simplify
+from .simplify import numerical_forms, rewrite, simplify
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -603,22 +603,10 @@ def _rational_functions(roots: list) -> list:
         return roots
     from .library import matrix_power
 
-    new: dict = {}
-    for r in roots:  # children before parents, each node once
-        stack = [(r, False)]
-        while stack:
-            n, ready = stack.pop()
-            if n in new:
-                continue
-            if not ready:
-                stack.append((n, True))
-                stack.extend((c, False) for c in n.children if c not in new)
-                continue
-            kids = tuple(new[c] for c in n.children)
-            m = n if kids == n.children else n.with_children(kids)
-            k = _integer_power(m)
-            new[n] = simplify(matrix_power(Expr(m.arg), k).node) if k is not None else m
-    return [new[r] for r in roots]
+    def product(m: Node) -> Node:
+        k = _integer_power(m)
+        return simplify(matrix_power(Expr(m.arg), k).node) if k is not None else m
+    return [rewrite(r, product) for r in roots]
 
 
 def _has_scipy() -> bool:
@@ -1544,23 +1532,30 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
         t1 = x @ A + A @ x  # (A + Aᵀ)x
         return t1
     """
+    return _source(outputs, backend, name, sizes, args)
+
+
+def _source(outputs, backend: str, name: str, sizes, args, ties: bool = True, tied: set | None = None) -> str:
+    """``codegen``'s source; without ``ties`` the tie terms are left out, and ``tied`` collects
+    the variables whose repeated eigenvalues they are written for."""
     if backend not in BACKENDS:
         raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use one of "
                                 f"{', '.join(map(repr, BACKENDS))}")
     _check_name(name)
     try:
-        return _codegen(outputs, backend, name, sizes, args)
+        return _codegen(outputs, backend, name, sizes, args, ties, tied)
     except RecursionError:
         raise MatdiffError(f"codegen: the expression is nested too deeply for Python's recursion "
                            f"limit of {sys.getrecursionlimit()}; raise it with "
                            f"sys.setrecursionlimit") from None
 
 
-def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: bool = True) -> str:
+def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: bool = True,
+             tied: set | None = None) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
     written = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
-    roots = _tie_limits(written) if ties else written
+    roots = _tie_limits(written, tied) if ties else written
     roots = _rational_functions(roots)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
@@ -1717,13 +1712,11 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     >>> float(value), gradient.tolist()
     (2.0, [2.0, 2.0])
     """
-    source = codegen(outputs, backend, sizes=sizes, args=args)
-    fn = _compiled(source, outputs, backend, args)
     tied: set = set()
-    if backend != "jax":  # under jit no value can choose the code: JAX keeps the one function
-        _tie_limits([numerical_forms(simplify(e.node)) for e in _as_list(outputs)], tied)
-    if tied:
-        plain = _compiled(_codegen(outputs, backend, "f", sizes, args, ties=False), outputs, backend, args)
+    source = _source(outputs, backend, "f", sizes, args, tied=tied)
+    fn = _compiled(source, outputs, backend, args)
+    if tied and backend != "jax":  # under jit no value can choose the code: JAX keeps one function
+        plain = _compiled(_source(outputs, backend, "f", sizes, args, ties=False), outputs, backend, args)
         fn = _by_ties(fn, plain, tied)
     fn.source = source
     return fn

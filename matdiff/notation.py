@@ -335,6 +335,18 @@ def children(m: M) -> tuple:
     return ()
 
 
+def occurrences(m: M) -> dict:
+    """How many times each subtree (by id) is written in m: a shared subtree counts once per
+    place that holds it."""
+    counts, stack = {}, [m]
+    while stack:
+        x = stack.pop()
+        counts[id(x)] = counts.get(id(x), 0) + 1
+        if counts[id(x)] == 1:
+            stack.extend(children(x))
+    return counts
+
+
 def _transposes(m) -> int:
     """The number of transposed matrices written in m (memoised on the node: subtrees are
     shared, and a walk per call made printing deep results quadratic)."""

@@ -2075,12 +2075,7 @@ def _shared(m: N.M) -> list:
     """The subtrees of m used more than once (the ones printing names), innermost first: not
     a transpose (its argument is named) nor the inverse of a variable (S⁻¹ is as short as a
     name, and rules such as S⁻¹S = I must see it)."""
-    counts, stack = {}, [m]
-    while stack:
-        x = stack.pop()
-        counts[id(x)] = counts.get(id(x), 0) + 1
-        if counts[id(x)] == 1:
-            stack.extend(N.children(x))
+    counts = N.occurrences(m)
     order, seen, stack = [], set(), [(m, False)]
     while stack:  # post-order: a subtree after everything inside it
         x, done = stack.pop()

@@ -100,7 +100,7 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
     # short results name only triples; a tree of over 120 nodes prints over 60 characters
     # (every node but a juxtaposition writes one at least, and those have two children)
     if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
-        repeated = [r for r in repeated if _counts(m)[id(r)] >= 3]
+        repeated = [r for r in repeated if N.occurrences(m)[id(r)] >= 3]
     if not repeated:
         text = _render(m, style)[0]
         return text + where + ", ".join(lead) if lead else text
@@ -251,19 +251,9 @@ def _columns(p: N.Prod, letter: str) -> N.Prod:
     return p if len(out) == len(fs) else dataclasses.replace(p, factors=tuple(out))
 
 
-def _counts(m) -> dict:
-    counts, stack = {}, [m]
-    while stack:
-        x = stack.pop()
-        counts[id(x)] = counts.get(id(x), 0) + 1
-        if counts[id(x)] == 1:
-            stack.extend(N.children(x))
-    return counts
-
-
 def _repeated(m) -> list:
     """Non-trivial subtrees printed more than once, outermost first."""
-    counts, order, seen, stack = _counts(m), [], set(), collections.deque([m])
+    counts, order, seen, stack = N.occurrences(m), [], set(), collections.deque([m])
     while stack:
         x = stack.popleft()
         if id(x) in seen:

@@ -694,7 +694,7 @@ def stable_forms(root: Node) -> Node:
     that the gradient of log σ(u) is σ(−u), never σ′(u) ⊘ σ(u), which is 0/0 at |u| ≈ 40."""
     if not any(_is_builtin(n, "log") for n in walk(root)):
         return root  # the common case: nothing to rewrite, and the DAG stays as it is
-    return _rewrite(root, lambda m: (_stable_log(simplify(m.arg)) or m) if _is_builtin(m, "log") else m)
+    return rewrite(root, lambda m: (_stable_log(simplify(m.arg)) or m) if _is_builtin(m, "log") else m)
 
 
 @functools.lru_cache(maxsize=4096)  # evaluate runs it once per node, not once per point
@@ -708,7 +708,7 @@ def numerical_forms(root: Node) -> Node:
     log(1 + u) as log1p(u) and c·exp(u) − c as c·expm1(u), exact where u is small."""
     if not any(_value_form(n, probe=True) for n in walk(root)):
         return root
-    return _rewrite(root, _value_form, renormalise=True)
+    return rewrite(root, _value_form, renormalise=True)
 
 
 def _value_form(m: Node, probe: bool = False):
@@ -822,7 +822,7 @@ def _complement_of_sigmoid(n: Node):
     return None
 
 
-def _rewrite(root: Node, fn, renormalise: bool = False) -> Node:
+def rewrite(root: Node, fn, renormalise: bool = False) -> Node:
     """root with fn applied to every node after its children, iteratively (deep DAGs); with
     ``renormalise``, a node whose children changed is simplified again (its terms may now
     merge: y ⊙ σ(u)σ(−u) + (1 − y) ⊙ σ(−u)σ(u) = σ(u)σ(−u))."""
