@@ -209,6 +209,13 @@ class PrintedParser(Parser):
             node = self.call(name)
             node.kwargs["__order"] = order
             return node
+        if tok.kind == "number" and tok.text == "11" and not self.numeric and \
+                self.toks[self.i + 1].text == "ᵀ" and self.toks[self.i + 1].col == tok.col + 2:
+            # 11ᵀ, printed for the ones vector times the ones row as the Matrix Cookbook
+            # writes it (76): a numeral followed by ᵀ, which as a scalar would be meaningless,
+            # is 1·1ᵀ; 11 alone, 11 ᵀ apart, or in an exponent stays eleven
+            self.toks[self.i] = Tok("number", "1", tok.col + 1)
+            return Node("ones", tok.col)
         if tok.kind == "number" and tok.text in ("1", "0") and not self.numeric:
             self.take()
             return Node("ones" if tok.text == "1" else "zeros", tok.col)

@@ -379,10 +379,11 @@ def _prod(m: N.Prod, style):
         shown = style.get("display", {})
         apart = [_is_differential(f, shown) for f in factors]
         body = "".join((" " if i and (apart[i] or apart[i - 1]) else
-                        "·" if i and (parts[i - 1][-1:].isdigit() and p[:1].isdigit() or
+                        "·" if i and (parts[i - 1][-1:].isdigit() and p[:1].isdigit() and
+                                      not _ones_outer(parts[i - 1], p) or
                                       _reads_as_call(parts[i - 1])) else
                         " " if i and _run_together(parts[i - 1], p) else "") + p
-                       for i, p in enumerate(parts))  # 1·1ᵀ, never the number 11; cos·(x + y)
+                       for i, p in enumerate(parts))  # 2·1ᵀx, never 21ᵀx; cos·(x + y); but 11ᵀ
     c = m.coef
     if c == 1:
         return body, PROD
@@ -390,6 +391,12 @@ def _prod(m: N.Prod, style):
     if lead and not _tex(style) and _is_differential(m.factors[0], style.get("display", {})):
         lead += " "
     return (style["minus"] if c < 0 else "") + lead + body, (NEG if c < 0 else PROD)
+
+
+def _ones_outer(left: str, right: str) -> bool:
+    """A ones vector before a ones row, 11ᵀ, as the Matrix Cookbook writes it (76): the
+    reader takes a numeral followed by ᵀ, which as a scalar would be meaningless, as 1·1ᵀ."""
+    return left == "1" and right.startswith("1ᵀ")
 
 
 def _fraction(m: N.Prod, style):
@@ -802,7 +809,7 @@ def _subscript(letters, style) -> str:
 
 
 def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
-    """Index notation, with explicit sums: xxᵀ by x is δ_ik x_j + x_i δ_jk.  The factors of
+    """Index notation, with explicit sums: xxᵀ by x is δ_ik x_j + δ_jk x_i.  The factors of
     the outermost products are grouped into the matrix products their indices chain
     (``_chained``); a bracketed inner sum is written as it is."""
     free = list(free) if free is not None else [_letter(FREE, BOUND, i) for i in range(node.ndim)]
@@ -829,8 +836,11 @@ def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
         carried = [x for op, lab in zip(node.operands, node.labels) if not isinstance(op, Delta)
                    for x in lab]
         rank = {x: n for n, x in enumerate(list(node.out) + summed)}
-        pairs = sorted(zip(node.operands, node.labels),  # factors in the order of their indices
-                       key=lambda p: min((rank[x] for x in p[1]), default=-1))
+        # δs first, as the Matrix Cookbook writes δ_ik A_lj (74) and δ_jl (XᵀB)_ik (79); then
+        # the factors in the order of their indices
+        pairs = sorted(zip(node.operands, node.labels),
+                       key=lambda p: (not (isinstance(p[0], Delta) and p[0].order > 1),
+                                      min((rank[x] for x in p[1]), default=-1)))
         for op, lab in pairs:
             if isinstance(op, Delta) and op.order == 1 and lab[0] in carried:
                 continue
@@ -929,14 +939,25 @@ def _chained(node: Contract) -> Contract:
                          for k in ks)), None)
         if pair is None:
             break
-        x, (i, j) = pair  # the joined factor's indices in the result's order: (XB)_ik, not (BᵀXᵀ)_ki
+        x, (i, j) = pair
         out = tuple(sorted((y for y in labs[i] + labs[j] if y != x), key=rank))
-        joined = Contract((ops[i], ops[j]), (labs[i], labs[j]), out)
+        joined = _fewest_transposes(Contract((ops[i], ops[j]), (labs[i], labs[j]), out))
+        out = joined.out
         ops = [o for k, o in enumerate(ops) if k not in (i, j)] + [joined]
         labs = [lab for k, lab in enumerate(labs) if k not in (i, j)] + [out]
     if len(ops) == len(node.operands) or len(ops) == 1:  # Σ_p X_pi Y_pj stays: (XᵀY)_ij would
         return node  # say nothing an index form is asked for
     return Contract(tuple(ops), tuple(labs), node.out)
+
+
+def _fewest_transposes(c: Contract) -> Contract:
+    """A joined product of two factors, (P)_ab or (Pᵀ)_ba: the one whose matrix notation
+    writes fewer transposes, as the Matrix Cookbook writes (BX)_kj (79), not (XᵀBᵀ)_jk; on a
+    tie, its indices in the result's order: (XᵀB)_ik, not (BᵀX)_ki."""
+    if len(c.out) != 2:
+        return c
+    flipped = Contract(c.operands, c.labels, c.out[::-1])
+    return min((c, flipped), key=lambda x: N._transposes(recognise(x)))
 
 
 def _small(op: Node) -> bool:

@@ -151,7 +151,7 @@ TABLE = [
          labels={"Y": "onehot"}, reference=R_SMOOTH),
     Loss("label smoothing, ε and c classes, rows of Y summing to 1",
          lambda: -md.sum(((1 - eps) * Y + eps / md.sum(md.ones("c"))) * md.log(md.softmax(X @ W, axis=1))), (W,),
-         ("Xᵀ(softmax(XW, axis=1) + ε(Y − 1·1ᵀ/c) − Y)",), None, domain={"epsilon": (0.05, 0.2)},
+         ("Xᵀ(softmax(XW, axis=1) + ε(Y − 11ᵀ/c) − Y)",), None, domain={"epsilon": (0.05, 0.2)},
          labels={"Y": "onehot"}, facts=lambda: [md.fact(Y @ md.ones("c"), 1)], reference=R_SMOOTH_EPS),
     Loss("exponential loss", lambda: md.sum(md.exp(-y * (X @ w))), (w,), ("−Xᵀ(y ⊙ exp(−(y ⊙ Xw)))",), "Xᵀdiag(y^∘2 ⊙ exp(−(y ⊙ Xw)))X",
          labels={"y": "sign"}),

@@ -107,8 +107,8 @@ def test_the_cli_and_the_json_api_share_one_request_model(capsys):
 
 def test_index_prints_the_index_form(capsys):
     assert main(["x*x'", "--wrt", "x", "--index"]) == 0
-    assert capsys.readouterr().out.splitlines()[1:] == ["∂f/∂x = δ_ik x_j + x_i δ_jk",
-                                                         "  index form: δ_ik x_j + x_i δ_jk"]
+    assert capsys.readouterr().out.splitlines()[1:] == ["∂f/∂x = δ_ik x_j + δ_jk x_i",
+                                                         "  index form: δ_ik x_j + δ_jk x_i"]
 
 
 def test_a_declaration_of_an_unused_name_is_refused_as_the_json_api_refuses_it(capsys):

@@ -189,9 +189,6 @@ MISSES = {
         "(XᵀAᵀX)⁻¹ is written (XᵀAX)⁻ᵀ, shorter, and the repeated XᵀAX is named S",
     ("58", "3det(X³)X⁻ᵀ"): "det(Aᵏ) = det(A)ᵏ, which the cost prefers (det(X)² to det(X²))",
     ("62", "−det(X⁻¹)X⁻ᵀ"): "det(A⁻¹) = det(A)⁻¹: −X⁻ᵀ/det(X) is shorter",
-    ("76", "2(1ᵀX1)11ᵀ"): "two vectors of ones are printed 1·1ᵀ, since 11ᵀ reads back as eleven",
-    ("79", "δ_jl (XᵀB)_ik + δ_il (BX)_kj"):
-        "index notation joins (BX)_kj as (XᵀBᵀ)_jk, in the result's index order",
     ("93", "2AᵀAx/(xᵀBᵀBx) − 2xᵀAᵀAxBᵀBx/(xᵀBᵀBx)²"):
         "xᵀAᵀAx = ‖Ax‖² and the common 2(…)x are taken out: the shorter form",
     ("108", "BX + BᵀX"): FACTORED,
@@ -247,15 +244,14 @@ def _central(f, v, values, h=1e-6):
     return out
 
 
-# rows whose Cookbook form the text reader cannot read (index forms; 11ᵀ, which reads as
-# eleven), built with the API instead
+# rows whose Cookbook form the text reader cannot read (index forms), built with the API
+# instead
 _I = md.eye(n)
 BUILT = {
     ("60", "−(X⁻¹)_ik (X⁻¹)_lj"): md.einsum("ik,lj->ijkl", -inv(X), inv(X)),
     ("73", "δ_ik δ_jl"): md.einsum("ik,jl->ijkl", _I, _I),
     ("74", "δ_ik A_lj"): md.einsum("ik,lj->ijkl", _I, A),
     ("75", "δ_il A_kj"): md.einsum("il,kj->ijkl", _I, A),
-    ("76", "2(1ᵀX1)11ᵀ"): 2 * md.sum(X) * md.outer(md.ones(n), md.ones(n)),
     ("79", "δ_jl (XᵀB)_ik + δ_il (BX)_kj"): md.einsum("jl,ik->ijkl", _I, X.T @ B) +
     md.einsum("il,kj->ijkl", _I, B @ X),
 }
@@ -333,4 +329,4 @@ def test_nine_rows_in_ten_print_as_the_cookbook():
 
 
 def test_the_rows_printed_as_the_cookbook_do_not_fall():
-    assert round(_share() * len(ROWS)) >= 63
+    assert round(_share() * len(ROWS)) >= 65

@@ -25,7 +25,7 @@ SOFTMAX_CE = -md.sum(Y * md.log(md.softmax(X @ W, axis=1)))
 CASES = [
     ("softmax CE, rows of Y sum to 1", SOFTMAX_CE, W, [ROWS],
      "Xᵀ(softmax(XW, axis=1) − Y)",
-     "Σ_p X_pi δ_jl softmax(XW, axis=1)_pj X_pk − Σ_p X_pi softmax(XW, axis=1)_pj X_pk "
+     "Σ_p δ_jl X_pi softmax(XW, axis=1)_pj X_pk − Σ_p X_pi softmax(XW, axis=1)_pj X_pk "
      "softmax(XW, axis=1)_pl"),
     ("softmax CE by the inputs", SOFTMAX_CE, X, [ROWS], "(softmax(XW, axis=1) − Y)Wᵀ", None),
     ("logistic loss, labels ±1", md.sum(md.softplus(-y * (X @ w))), w, [md.fact(y * y, 1)],

@@ -85,7 +85,7 @@ def test_layout_errors():
 
 def test_latex_and_index_functions():
     assert md.latex(md.jacobian(md.inv(Y), Y, layout="vec")) == r"-Y^{-\top} \otimes Y^{-1}"
-    assert md.to_index(md.jacobian(x @ x.T, x)) == "δ_ik x_j + x_i δ_jk"
+    assert md.to_index(md.jacobian(x @ x.T, x)) == "δ_ik x_j + δ_jk x_i"
 
 
 # --------------------------------------------------------------------------- vec layout: K and diag(vec(·))

@@ -113,7 +113,7 @@ GOLDEN = [
     ("kronecker", lambda: md.kron(A, B) @ md.kron(C, X), None, None, "AC ⊗ BX"),
     ("kronecker", lambda: md.trace(md.kron(A, B @ X)), X, "grad", "tr(A)Bᵀ"),
     ("kronecker", lambda: md.trace(md.kron(X, B)), X, "grad", "tr(B)I"),
-    ("kronecker", lambda: md.sum(md.kron(A, B)), A, "grad", "(1ᵀB1)1·1ᵀ"),
+    ("kronecker", lambda: md.sum(md.kron(A, B)), A, "grad", "(1ᵀB1)11ᵀ"),
     ("kronecker", lambda: A @ x, x, "vec", "A"),
     ("kronecker", lambda: A @ X @ B, X, "vec", "Bᵀ ⊗ A"),
     ("kronecker", lambda: X @ A, X, "vec", "Aᵀ ⊗ I"),

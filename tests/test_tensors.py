@@ -71,7 +71,7 @@ BRACKETS = [
     ("²³⊙³²", md.hadamard(A, C, [1, 2], [2, 1]), "A₁[A₂ C₃][A₃ C₂]C₁", "A_ijk C_lkj"),
     ("outer", md.outer(X, x), "X₁X₂x₁", "X_ij x_k"),
     ("permute", md.permute(A, (2, 0, 1)), "A₃A₁A₂", "A_jki"),
-    ("∂xxᵀ/∂x", md.jacobian(x @ x.T, x), "I₁x₁I₂ + x₁I₁I₂", "δ_ik x_j + x_i δ_jk"),
+    ("∂xxᵀ/∂x", md.jacobian(x @ x.T, x), "I₁x₁I₂ + x₁I₁I₂", "δ_ik x_j + δ_jk x_i"),
     ("trace", md.trace(Q), "[Q̅₁ Q₂]", "Σ_p Q_pp"),
 ]
 
