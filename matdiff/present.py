@@ -69,6 +69,8 @@ class EGraph:
         self.merged: list = []    # classes merged since the last rebuild (their users re-key)
         self.stale: set = set()   # classes whose range the last rebuild's passes left to redo
         self.changed: set = set()  # … and the classes whose range changed before they were redone
+        self.features: set = set()  # what the graph's terms hold (``_features``): rules whose
+        # ``NEEDS`` are missing cannot match anywhere and are not run
         self.size = 0
         self.unions = 0
         self.kind = self.kinds.__getitem__  # while no class is mixed (``kind``): a list look-up
@@ -95,6 +97,8 @@ class EGraph:
             self.uses[k].append(cid)
         self.nodes[cid] = {key}
         self.memo[key] = cid
+        if op == "call" or op == "leaf" or op not in self.features:
+            self.features.update(_features(key))
         self.dims[cid] = _dims(self, key)
         self.sym[cid] = False
         self.range[cid] = _interval(self, key)
@@ -140,6 +144,9 @@ class EGraph:
         result as re-keying and recomputing everything (ranges in the same class order and
         number of passes), without the cost."""
         self.polys = {}
+        if not (self.touched or self.merged or self.stale):  # nothing to bring up to date
+            self.changed = set()
+            return
         find, nodes, memo = self.find, self.nodes, self.memo
         made = self.touched     # made or merged since the last rebuild
         self.touched = []
@@ -261,6 +268,17 @@ class EGraph:
 
 
 _NONE: list = []  # no terms (never mutated)
+
+
+def _features(t) -> tuple:
+    """What term t brings to the graph for ``NEEDS``: its operator, a call's function name,
+    a symbol's role (a vector of ones, the identity)."""
+    op, data, _ = t
+    if op == "call":
+        return op, ("call", data[1])
+    if op == "leaf" and isinstance(data[1], N.Sym):
+        return op, ("role", data[1].role)
+    return op,
 
 
 def _order_key(t):
@@ -1941,6 +1959,64 @@ CALL_NAMES = {_function_of_transpose: PRIMARY, _nonnegative_argument: ("abs", "r
               _trace_linear: ("tr",), _kron_call: ("tr",)}
 
 
+# what a rule cannot match without (the operator index, issue 24): alternatives, each a set
+# of ``_features`` that must all be in the graph; a rule not listed may match anything.
+# Read off each rule's function: it returns nothing unless it finds such terms (a rule on
+# ⊙-products, say, only runs on ⊙-products anyway).  The graph's features only grow, and
+# ``saturate`` looks again whenever they do, so a rule is skipped only where it would
+# return nothing.
+_KRON = [("kron",)]
+_TRANSPOSE = [("T",)]
+NEEDS = {
+    _relu_step: [(("call", "relu"), ("call", "step"))],
+    _diag_product: [(("call", "diag"),)],
+    _diag_ones: [(("call", "diag"), ("role", "one"))],
+    _diag_sandwich: [(("call", "diag"),)],
+    _diag_sum: [(("call", "diag"),)],
+    _spectral_power: [(("call", "Q"), ("call", "diag"), ("call", "eigvalsh"))],
+    _kron_call: _KRON, _kron_transpose: _KRON, _kron_inverse: _KRON, _kron_mixed: _KRON,
+    _singular_values: [(("call", "svdvals"),)],
+    _count: [(("role", "one"),), (("role", "eye"),)],
+    _transpose_of_function: [(("call", f),) for f in PRIMARY],
+    _function_of_transpose: _TRANSPOSE,
+    _sum_of_transposes: _TRANSPOSE,
+    _product_of_transposes: _TRANSPOSE,
+    _power_of_inverse: [("inv",)],
+}
+
+
+def _can_match(apply, features) -> bool:
+    needs = NEEDS.get(apply)
+    return needs is None or any(all(f in features for f in alt) for alt in needs)
+
+
+_LISTS: dict = {}  # (id of RULES or WITHOUT_NORMAL_FORM, features) -> ``_rule_lists``
+
+
+def _rule_lists(rules, features) -> tuple:
+    """The functions of the rules that can match in a graph with these features: by
+    operator, in order, and for calls by function name (``CALL_NAMES``)."""
+    shared = rules is RULES or rules is WITHOUT_NORMAL_FORM
+    if shared:
+        key = (id(rules), len(rules), frozenset(features))
+        hit = _LISTS.get(key)
+        if hit is not None:
+            return hit
+    by_op: dict = {}
+    for r in rules:
+        if _can_match(r.apply, features):
+            by_op.setdefault(r.op, []).append(r.apply)
+    calls = by_op.pop("call", [])
+    by_call = {name: [f for f in calls if name in CALL_NAMES.get(f, (name,))]
+               for name in {f[1] for f in features if f[0] == "call"}}
+    out = by_op, by_call
+    if shared:
+        if len(_LISTS) > 1024:
+            _LISTS.clear()
+        _LISTS[key] = out
+    return out
+
+
 # --------------------------------------------------------------------------- saturation and extraction
 
 WITHOUT_NORMAL_FORM = [r for r in RULES if r.apply is not _elementwise_normal]
@@ -1948,26 +2024,22 @@ WITHOUT_NORMAL_FORM = [r for r in RULES if r.apply is not _elementwise_normal]
 
 def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) -> int:
     """Apply every rule to every term until nothing changes; returns the rounds run.  Each
-    round matches on a snapshot, so the rules' order does not matter."""
+    round matches on a snapshot, so the rules' order does not matter.  A rule whose
+    ``NEEDS`` the graph lacks is not run (it would return nothing); the list of rules that
+    can run is made again whenever a term brings something new."""
     rules = RULES if rules is None else rules
-    by_op: dict = {}  # op -> the rules' functions, in order
-    for r in rules:
-        by_op.setdefault(r.op, []).append(r.apply)
-    calls = by_op.pop("call", [])
-    by_call: dict = {}
-
-    def call_rules(name):  # the rules on calls that can apply to this function, in order
-        hit = by_call.get(name)
-        if hit is None:
-            hit = by_call[name] = [f for f in calls if name in CALL_NAMES.get(f, (name,))]
-        return hit
+    features = g.features
+    seen = -1        # len(features) the lists were made for
     g.rebuild()
     for n in range(max_rounds):
         snapshot = [(c, t) for c, ts in g.nodes.items() for t in ts]
         found = []
         for c, t in snapshot:
+            if len(features) != seen:
+                by_op, by_call = _rule_lists(rules, features)
+                seen = len(features)
             op = t[0]
-            for apply in call_rules(t[1][1]) if op == "call" else by_op.get(op, _NONE):
+            for apply in by_call[t[1][1]] if op == "call" else by_op.get(op, _NONE):
                 out = apply(g, c, t)
                 if out:
                     found.extend((c, x) for x in out)
@@ -2011,6 +2083,7 @@ def _best(g: EGraph, cost) -> dict:
                 users.setdefault(k, []).append(len(entries))
             entries.append((c, t, kids))
     dirty = [True] * len(entries)
+    heads: list = [None] * len(entries)  # each term's own part of the tie-break key, made once
     for _ in range(len(g.nodes) + 2):  # costs only fall; a pass without change ends it
         changed = False
         for i, (c, t, kids) in enumerate(entries):
@@ -2020,8 +2093,10 @@ def _best(g: EGraph, cost) -> dict:
             if any(k not in best or k == c for k in kids):  # a term is never its own part
                 continue
             value = round(cost(g, t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
-            key = (t[0], repr(t[1][:2]) if t[0] != "leaf" else _leaf_text(t[1][1]),
-                   tuple(best[k][1] for k in kids))
+            head = heads[i]
+            if head is None:
+                head = heads[i] = repr(t[1][:2]) if t[0] != "leaf" else _leaf_text(t[1][1])
+            key = (t[0], head, tuple(best[k][1] for k in kids))
             old = best.get(c)
             if old is None or (value, key) < old[:2]:
                 best[c] = (value, key, t[0], t)
@@ -2159,15 +2234,14 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     g = EGraph()
     root = ingest(g, m, {})
     g.rebuild()
-    written = _best(g, cost)[g.find(root)][0]  # m's own cost (``cost_of``), on the graph as ingested
     size = g.size
     saturate(g, rules)
     if g.size == size and not g.unions:  # no rule changed anything: m is its simplest form
         out = m
     else:
         out, value = extract(g, root, cost)
-        if value > written - 1e-9:  # never costlier than what came in
-            out = m
+        if value > cost_of(m, cost) - 1e-9:  # never costlier than what came in (m's own cost,
+            out = m                          # on a graph of m as ingested)
     if plain:
         with _LOCK:
             out = _cached(m, out)
