@@ -16,6 +16,7 @@ from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, e
                       sin, sinh, softmax, softplus, solve, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
                       unit, vector,
                       zeros)
+from .library import cholesky, phi, positive_definite
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
 from .check import check
 from .generate import codegen, compile, hvp
@@ -64,6 +65,7 @@ __all__ = [
     "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye", "unit",
     "trace", "det", "logdet", "inv", "solve", "matrix_power", "expm", "logm", "sqrtm", "matrix_function",
+    "cholesky", "phi", "positive_definite",
     "eigvalsh", "svdvals", "diag", "sum", "mean",
     "kron", "outer", "dot", "norm", "einsum",
     "hadamard", "permute", "transpose", "tensordot", "reshape", "vec", "apply",

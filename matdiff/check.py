@@ -207,8 +207,8 @@ def _inputs(node, vs, size, kinds, rng, functions):
             kind = kinds.get(v.name, fallback)
             if kind == "spd" and not (v.ndim == 2 and v.shape[0] == v.shape[1]):
                 kind = "positive"
-            if v.symmetric and kind == "positive":
-                kind = "spd"
+            if v.symmetric and kind == "positive" or v.symmetric == "spd":
+                kind = "spd"  # a positive-definite declaration is drawn so
             values[v.name] = _sample(v, kind, size, rng)
         arrays, s = bind(node, values, frozenset(vs), size)
         with np.errstate(all="ignore"):

@@ -131,6 +131,10 @@ COMMON = {
     # matrix functions (docs/matrix-functions.md); eigvalsh needs a symmetric argument
     "expm": Fn("square_same", L.expm), "logm": Fn("square_same", L.logm),
     "sqrtm": Fn("square_same", L.sqrtm), "eigvalsh": Fn("eigenvalues", L.eigvalsh),
+    # the Cholesky factor (chol(S) as printed, cholesky(S) as NumPy names it) and Φ(X), the
+    # lower triangle with the diagonal halved, of its differential
+    "chol": Fn("square_same", L.cholesky), "cholesky": Fn("square_same", L.cholesky),
+    "phi": Fn("square_same", L.phi),
 }
 NUMPY_FUNCTIONS = {
     "trace": Fn("square_scalar", L.trace), "sum": Fn("np_sum", "sum"), "norm": Fn("np_norm", "norm"),
@@ -186,7 +190,7 @@ MATDIFF = Dialect(  # read by printed.py: juxtaposition is the product, as ·
            "^∘": (41, 40, ".^"), "^(": (41, 40, "**")},
     postfix={"ᵀ": (50, "transpose"), "⁻¹": (50, "inverse"), "⁻ᵀ": (50, "inverse_t")},
     functions={**COMMON, "tr": Fn("square_scalar", L.trace), "step": Fn("same", L.step),
-               "σ": Fn("same", L.sigmoid),
+               "σ": Fn("same", L.sigmoid), "Φ": Fn("square_same", L.phi),
                "nuclear": Fn("scalar", lambda x: L.norm(x, "nuc")),  # ‖X‖_*
                "spectral": Fn("scalar", lambda x: L.norm(x, 2)),  # ‖X‖₂
                # tanhₘ(S): an element-wise function of a symmetric matrix (U tanh(Λ) Uᵀ)

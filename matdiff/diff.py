@@ -21,6 +21,7 @@ from .errors import NotSupportedError
 from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise,
                  Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
                  Svd, Var, free_vars, walk)
+from .ir import Cholesky, Phi
 from .simplify import simplify, stable_forms
 
 RULES: dict = {}
@@ -230,6 +231,22 @@ def _along_ones(node: Node, x: Node) -> Node:
     return go(node)
 
 
+@rule(Cholesky)  # S = LLᵀ: dL = L Φ(L⁻¹ dS L⁻ᵀ), Φ the lower triangle with the diagonal halved
+def _d_cholesky(n, k, dx):
+    inv = Inv(n)
+    return B.einsum("ia,aj->ij", n, phi(B.einsum("ab,bc,dc->ad", inv, dx, inv)))
+
+
+@rule(Phi)  # linear: d Φ(X) = Φ(dX)
+def _d_phi(n, k, dx):
+    return phi(dx)
+
+
+def phi(x: Node) -> Node:
+    """Φ(x) over x's last two axes; Φ(0) = 0."""
+    return x if B.is_zero(x) else Phi(x)
+
+
 @rule(Reshape)  # d reshape(X) = reshape(dX)
 def _d_reshape(n, k, dx):
     return Reshape(dx, n.shape)
@@ -259,6 +276,8 @@ def transpose(lin: Node, hole: Hole, cot: Node, extra: tuple) -> Node:
         return transpose(lin.operands[k], hole, adj, extra)
     if isinstance(lin, Reshape):
         return transpose(lin.arg, hole, Reshape(cot, extra + lin.arg.shape), extra)
+    if isinstance(lin, Phi):  # Φ is its own adjoint, entry by entry over the last two axes
+        return transpose(lin.arg, hole, phi(cot), extra)
     if isinstance(lin, Frechet):  # ⟨G, L(X, E)⟩ = ⟨L(Xᵀ, G), E⟩
         fn, x, e = lin.args
         if extra:  # one adjoint per entry of the output: L(Xᵀ, Gₑ) for every e, all at once

@@ -18,6 +18,7 @@ from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
+from .ir import Cholesky, Phi
 
 LETTERS = string.ascii_letters
 
@@ -675,6 +676,34 @@ def _scipy_linalg():
     return scipy.linalg
 
 
+def cholesky(s):
+    """The lower Cholesky factor of a symmetric positive-definite s; a matrix that is not
+    positive definite is an EvaluationError naming the first leading minor that fails."""
+    s = np.asarray(s)
+    if not np.all(np.isfinite(s)):
+        raise EvaluationError("cholesky: the matrix has a NaN or infinite entry")
+    try:
+        return np.linalg.cholesky(s)
+    except np.linalg.LinAlgError:
+        pass
+    n = s.shape[-1]
+    for k in range(1, n + 1):  # the first leading principal submatrix that is not definite
+        try:
+            np.linalg.cholesky(s[..., :k, :k])
+        except np.linalg.LinAlgError:
+            minor = np.linalg.det(s[..., :k, :k])
+            raise EvaluationError(
+                f"cholesky: the matrix is not positive definite — its leading {k} × {k} minor "
+                f"is {np.min(minor):.3g}{' (not > 0)' if np.min(minor) > 0 else ''}, and a "
+                f"Cholesky factor S = LLᵀ exists only where every leading minor is positive") from None
+    raise EvaluationError("cholesky: the matrix is not positive definite")
+
+
+def phi(x):
+    """Φ(x): the lower triangle of x's last two axes with the diagonal halved."""
+    return 0.5 * (np.tril(x) + np.tril(x, -1))
+
+
 def _principal_domain(fn: str, x, derivative: bool) -> None:
     """Refuse X with an eigenvalue on the closed negative real axis for the principal logm
     and sqrtm (sqrtm's value allows 0, its derivative does not)."""
@@ -744,6 +773,8 @@ def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
         Softmax: lambda n, a, s: _softmax(a[0], n.axis),
         LogSumExp: lambda n, a, s: _logsumexp(a[0], n.axis),
         Inv: lambda n, a, s: np.linalg.inv(a[0]),
+        Cholesky: lambda n, a, s: cholesky(a[0]),
+        Phi: lambda n, a, s: phi(a[0]),
         Det: lambda n, a, s: np.asarray(np.linalg.det(a[0])),
         LogDet: lambda n, a, s: _logdet(a[0]),
         ScalarFn: lambda n, a, s: _scalar_fn(n, a[0], functions),

@@ -18,12 +18,14 @@ Matching is structural, on the simplified IR:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .build import add, scale
 from .diff import jacobian
 from .errors import MatdiffError
-from .ir import Contract, Node, Sum, free_vars
+from .ir import Const, Contract, Delta, Elementwise, Inv, Node, Sum, Var, free_vars
 from .simplify import rewrite, simplify
 
 MAX_PASSES = 8  # rewriting stops at a fixed point, or after this many passes
@@ -179,3 +181,84 @@ def satisfy(facts, values: dict, evaluate, tol: float = 1e-12, steps: int = 100)
     raise MatdiffError(f"could not find values where {', '.join(f.text for f in facts)} "
                        f"hold{'s' if len(facts) == 1 else ''} (the residual stays at {norm:.3g}); "
                        f"check that the facts can hold together at these sizes")
+
+
+# --------------------------------------------------------------------------- definiteness
+
+POSITIVE_FUNCTIONS = {"exp", "softplus", "sigmoid", "cosh"}  # f(u) > 0 for every real u
+
+
+def positive_definite(node: Node) -> bool:
+    """Whether the square matrix ``node`` is symmetric positive definite for every value of
+    its variables (where it is defined): by declaration (``md.matrix(..., spd=True)``) or by
+    structure (``definiteness``)."""
+    return node.ndim == 2 and node.shape[0] == node.shape[1] and definiteness(simplify(node)) == 2
+
+
+@functools.lru_cache(maxsize=4096)  # nodes are hash-consed: each is asked about once
+def definiteness(n: Node) -> int:
+    """2 where the simplified square matrix n is positive definite by structure, 1 where it is
+    positive semidefinite, 0 where neither is known. Conservative: a Gram XᵀX and a
+    congruence XᵀSX are only semidefinite (X need not have full column rank); adding a
+    positive-definite term (λI with λ > 0 known positive, an spd variable) makes a sum
+    definite. Positive definite: an spd variable, I, the inverse of one, a positive multiple
+    or a sum with positive coefficients of semidefinite terms one of which is definite."""
+    if n.ndim != 2 or n.shape[0] != n.shape[1]:
+        return 0
+    if isinstance(n, Var):
+        return 2 if n.symmetric == "spd" else 0
+    if isinstance(n, Delta):
+        return 2
+    if isinstance(n, Inv):
+        return 2 if definiteness(n.arg) == 2 else 0
+    if isinstance(n, Sum):
+        if not n.terms:
+            return 0
+        kinds = [definiteness(t) if c > 0 else 0 for c, t in n.terms]
+        return 0 if min(kinds) == 0 else max(kinds)
+    if isinstance(n, Contract):
+        return _contract_definiteness(n)
+    return 0
+
+
+def _contract_definiteness(n: Contract) -> int:
+    scalars = [op for op in n.operands if op.ndim == 0]
+    if not all(_positive_scalar(s) for s in scalars):
+        return 0
+    ops = [(op, lab) for op, lab in zip(n.operands, n.labels) if op.ndim != 0]
+    i, j = n.out
+    if len(ops) == 1:  # cS or cSᵀ: c > 0 and S definite
+        op, lab = ops[0]
+        return definiteness(op) if set(lab) == {i, j} and len(set(lab)) == 2 else 0
+    if len(ops) == 2:  # XᵀX (or XXᵀ): the summed label at the same axis of both
+        (a, la), (b, lb) = ops
+        if a is b and a.ndim == 2 and len(set(la) | set(lb)) == 3:
+            summed = [x for x in la if x not in (i, j)]
+            if len(summed) == 1 and summed[0] in lb and la.index(summed[0]) == lb.index(summed[0]) \
+                    and set(la + lb) == {i, j, summed[0]} and la != lb:
+                return 1
+        return 0
+    if len(ops) == 3:  # XᵀSX with S semidefinite (symmetric): semidefinite, in any operand order
+        for m in range(3):
+            (a, la), (b, lb) = [ops[k] for k in range(3) if k != m]
+            s, ls = ops[m]
+            if a is not b or a.ndim != 2 or len(set(ls)) != 2 or definiteness(s) == 0:
+                continue
+            for ax in (0, 1):  # x_{p i} s_{p q} y_{q j}, p and q summed (or X's axes swapped)
+                p, q, i2, j2 = la[ax], lb[ax], la[1 - ax], lb[1 - ax]
+                if {p, q} == set(ls) and p != q and {i2, j2} == {i, j} and i2 != j2:
+                    return 1
+        return 0
+    return 0
+
+
+def _positive_scalar(s: Node) -> bool:
+    """Whether the scalar s is positive for every value: a positive constant, exp, softplus,
+    σ or cosh of anything, a product of such."""
+    if isinstance(s, Const):
+        return s.value > 0
+    if isinstance(s, Elementwise):
+        return s.fn.builtin and s.fn.name in POSITIVE_FUNCTIONS
+    if isinstance(s, Contract):
+        return all(_positive_scalar(o) for o in s.operands)
+    return False

@@ -37,6 +37,8 @@ from .printing import TEXT, render
 from .recognise import recognise
 from .show import FORMS, index_form
 from .simplify import numerical_forms, rewrite, simplify
+from .ir import Cholesky, Phi
+from .library import positive_definite
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -80,6 +82,49 @@ JAX_DSIGMOID = '''
 def _dsigmoid(x):
     e = jnp.exp(-jnp.abs(x))
     return e / (1 + e) ** 2'''
+# Cholesky where the matrix is symmetric positive definite (declared spd, or XᵀX + λI): half
+# LU's flops, and log det X = 2 Σ log Lᵢᵢ from the same factor; a matrix that is not positive
+# definite raises, as np.linalg.cholesky does
+TORCH_CHOLESKY = '''
+
+
+def _cho_factor(a):
+    factor, info = torch.linalg.cholesky_ex(a)
+    if info.item():
+        raise torch.linalg.LinAlgError("Matrix is not positive definite")
+    return factor
+
+
+def _cho_solve(f, b):
+    if b.ndim > 1:
+        return torch.cholesky_solve(b, f)
+    return torch.cholesky_solve(b[:, None], f)[:, 0]'''
+# L⁻¹b and L⁻ᵀb with a Cholesky factor L (lower triangular): a triangular solve
+TORCH_TRIANGULAR = '''
+
+
+def _tri_solve(a, b, trans):
+    m = b if b.ndim > 1 else b[:, None]
+    x = torch.linalg.solve_triangular(a.mT if trans else a, m, upper=bool(trans))
+    return x if b.ndim > 1 else x[:, 0]'''
+CHOLESKY = {  # (factorise, solve with factor {0} for {1}, inverse from {0} of {1}, log det from {0})
+    "numpy": ("scipy.linalg.cho_factor({0}, check_finite=False)",
+              "scipy.linalg.cho_solve({0}, {1}, check_finite=False)",
+              "scipy.linalg.cho_solve({0}, np.eye({1}.shape[0]), check_finite=False)",
+              "2.0 * np.log(np.diagonal({0}[0])).sum()"),
+    "jax": ("jax.scipy.linalg.cho_factor({0})", "jax.scipy.linalg.cho_solve({0}, {1})",
+            "jax.scipy.linalg.cho_solve({0}, np.eye({1}.shape[0]))",
+            "2.0 * np.log(np.diagonal({0}[0])).sum()"),
+    "torch": ("_cho_factor({0})", "_cho_solve({0}, {1})", "torch.cholesky_inverse({0})",
+              "2.0 * np.log(np.diagonal({0})).sum()"),
+}
+TRIANGULAR = {  # L⁻¹{1} (trans {2} = 0) or L⁻ᵀ{1} (1) for a lower-triangular L = {0}
+    "numpy": "scipy.linalg.solve_triangular({0}, {1}, lower=True, trans={2}, check_finite=False)",
+    "jax": "jax.scipy.linalg.solve_triangular({0}, {1}, lower=True, trans={2})",
+    "torch": "_tri_solve({0}, {1}, {2})",
+}
+
+
 # One LU factorisation shared by the solves with one matrix (X⁻ᵀa and X⁻¹b in ∇aᵀX⁻¹b): an
 # exactly singular matrix is refused as np.linalg.solve and np.linalg.inv refuse it
 NUMPY_LU = '''
@@ -169,7 +214,8 @@ BACKENDS = {  # the backends differ only in this table
                                               "torch.cat([torch.zeros_like({0}), {0}], 1)], 0))"
                                               "[:{0}.shape[0], {0}.shape[0]:] / {unit}",
                             "__softmax": "_softmax({0}, {1})"},
-              "helpers": {"_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU},
+              "helpers": {"_cho_factor": TORCH_CHOLESKY, "_tri_solve": TORCH_TRIANGULAR,
+                          "_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU},
               "lu": ("_lu_factor({0})", "_lu_solve({0}, {1}, {2})"),
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
@@ -254,6 +300,12 @@ class _Writer:
         self.inverse_uses: dict = {}
         self.lu: tuple | None = None
         self.shared_lu: set = set()  # matrices whose log-determinant and inverse share one LU
+        # Cholesky instead of LU for the symmetric positive-definite matrices (``spd``, nodes)
+        # that are inverted, solved with or under a log det; triangular solves with a Cholesky
+        # factor: the backend's templates (CHOLESKY, TRIANGULAR), or None
+        self.cho: tuple | None = None
+        self.tri: str | None = None
+        self.spd: set = set()
 
     def fresh(self) -> str:
         self.count += 1
@@ -550,7 +602,12 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
             continue
         rhs = b if lb[0] == summed else f"{b}.T"
         rest = tuple(y for y in lb if y != summed)
-        if w.lu is not None and w.inverse_uses.get(inv, 0) > 1:
+        if w.cho is not None and inv.arg in w.spd:  # S⁻¹b = S⁻ᵀb by Cholesky, S = LLᵀ
+            factor = w.emit(w.cho[0].format(x), f"Cholesky of {_comment(inv.arg)}")
+            code = w.cho[1].format(factor, rhs)
+        elif w.tri is not None and isinstance(inv.arg, Cholesky):  # L⁻¹b, L⁻ᵀb: triangular
+            code = w.tri.format(x, rhs, trans)
+        elif w.lu is not None and w.inverse_uses.get(inv, 0) > 1:
             factor = w.emit(w.lu[0].format(x), f"LU of {_comment(inv.arg)}")
             code = w.lu[1].format(factor, rhs, trans)
         else:
@@ -563,6 +620,9 @@ def _from_lu(w: _Writer, n: Inv | LogDet, args: dict) -> str:
     """log |det X| as Σ log |Uᵢᵢ| of X's LU factorisation, and X⁻¹ from the same factors
     (LAPACK's getri in NumPy; elsewhere the backend's inverse, as fast as solving for I)."""
     x = args[n.arg]
+    if w.cho is not None and n.arg in w.spd:  # S = LLᵀ: log det S = 2 Σ log Lᵢᵢ, S⁻¹ from L
+        factor = w.emit(w.cho[0].format(x), f"Cholesky of {_comment(n.arg)}")
+        return w.cho[3].format(factor) if isinstance(n, LogDet) else w.cho[2].format(factor, x)
     factor = w.emit(w.lu[0].format(x), f"LU of {_comment(n.arg)}")
     if isinstance(n, LogDet):
         return f"np.log(np.abs(np.diagonal({factor}[0]))).sum()"
@@ -1218,6 +1278,10 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
                 "top_left": f"{e}[0][:, 0]", "top_right": f"{e}[2][0]"}[n.part]
     if isinstance(n, Inv):
         return f"np.linalg.inv({a[0]})"
+    if isinstance(n, Cholesky):  # lower triangular, S = LLᵀ
+        return f"np.linalg.cholesky({a[0]})"
+    if isinstance(n, Phi):  # the lower triangle, the diagonal halved
+        return f"0.5 * (np.tril({a[0]}) + np.tril({a[0]}, -1))"
     if isinstance(n, Det):
         return f"np.linalg.det({a[0]})"
     if isinstance(n, LogDet):
@@ -1608,6 +1672,10 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: boo
     if w.lu is not None:  # log|det X| beside X⁻¹ (or solves with X): one LU serves both
         w.shared_lu = {n.arg for n in order if isinstance(n, LogDet)} & \
             {n.arg for n in order if isinstance(n, Inv)}
+    if backend != "numpy" or _has_scipy():  # Cholesky where the matrix is positive definite
+        w.cho, w.tri = CHOLESKY[backend], TRIANGULAR[backend]
+        w.spd = {n.arg for n in order if isinstance(n, (Inv, LogDet)) and
+                 positive_definite(Expr(n.arg))}
     for n in order:
         if isinstance(n, Contract):
             for op in n.operands:
@@ -1635,7 +1703,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: boo
             args[n] = w.emit(_node_code(w, Sum(tuple((c / common[n], t) for c, t in n.terms),
                                                    n.shape), args, size_of))
             continue
-        shared = isinstance(n, (Inv, LogDet)) and n.arg in w.shared_lu
+        shared = isinstance(n, (Inv, LogDet)) and (n.arg in w.shared_lu or n.arg in w.spd)
         args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
         if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
             w.inverses[args[n]] = (args[n.arg], n)
@@ -1856,6 +1924,9 @@ def _without_casts(source: str, backend: str, params: list) -> str | None:
 def _singular(e: Exception) -> None:
     """NumPy's and PyTorch's LinAlgError (a singular matrix) as an EvaluationError; any
     other exception is left to propagate."""
+    if "LinAlgError" in type(e).__name__ and re.search("positive.definite", str(e)):
+        raise EvaluationError(f"the compiled function met a matrix that is not positive definite "
+                              f"({e}): its Cholesky factor does not exist") from None
     if "LinAlgError" in type(e).__name__:
         raise EvaluationError(f"the compiled function met a singular matrix ({e}): an inverse, "
                               f"a solve or a logarithm is not defined at these values") from None

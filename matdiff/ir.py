@@ -234,14 +234,16 @@ def clear_caches() -> None:
 
 
 class Var(Node):
-    """A named input tensor. ``symmetric`` tags a square matrix equal to its transpose."""
+    """A named input tensor. ``symmetric`` tags a square matrix equal to its transpose: True,
+    or "spd" where it is also declared positive definite."""
 
     fields = ("name", "dims", "symmetric")
 
     @staticmethod
     def _shape(name, dims, symmetric):
         if symmetric and (len(dims) != 2 or dims[0] != dims[1]):
-            raise ShapeError(f"symmetric=True needs a square matrix, but {name} is {D.fmt_shape(dims)}")
+            raise ShapeError(f"{'spd' if symmetric == 'spd' else 'symmetric'}=True needs a square "
+                             f"matrix, but {name} is {D.fmt_shape(dims)}")
         return tuple(dims)
 
 
@@ -508,6 +510,33 @@ class LogDet(Unary):
     def _shape(arg):
         _square("logdet", arg)
         return ()
+
+
+class Cholesky(Unary):
+    """The Cholesky factor L of a symmetric positive-definite matrix S = LLᵀ: lower
+    triangular, with a positive diagonal."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        _square("cholesky", arg)
+        return arg.shape
+
+
+class Phi(Unary):
+    """Φ(X), the lower triangle of X with its diagonal halved, over the last two axes (a
+    square pair): linear, and its own adjoint, ⟨Φ(X), Y⟩ = ⟨X, Φ(Y)⟩. The Cholesky
+    factor's differential is dL = L Φ(L⁻¹ dS L⁻ᵀ)."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        if arg.ndim < 2 or arg.shape[-1] != arg.shape[-2]:
+            raise ShapeError(f"Φ (the lower triangle, diagonal halved) needs square last axes, "
+                             f"got shape {D.fmt_shape(arg.shape)}")
+        return arg.shape
 
 
 class Eigh(Unary):

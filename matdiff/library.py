@@ -18,6 +18,7 @@ from .facts import Fact
 from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import interpret, is_min_dim, min_arguments, numpy_ops, variables
+from .ir import Cholesky, Phi
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
 from .ir import (Basis, Contract, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
@@ -37,9 +38,19 @@ def tensor(name: str, *dims, symmetric: bool = False) -> Expr:
     return Expr(Var(name, _dims(name, dims), bool(symmetric)), src=name)
 
 
-def matrix(name: str, rows, cols, symmetric: bool = False) -> Expr:
-    """A variable matrix: ``md.matrix("X", "n", "k")``; ``symmetric=True`` for X = Xᵀ."""
-    return tensor(name, rows, cols, symmetric=symmetric)
+def matrix(name: str, rows, cols, symmetric: bool = False, spd: bool = False) -> Expr:
+    """A variable matrix: ``md.matrix("X", "n", "k")``; ``symmetric=True`` for X = Xᵀ;
+    ``spd=True`` for a symmetric positive-definite X (it implies ``symmetric``): its
+    Cholesky factor exists, and generated code solves with it by Cholesky, not LU.
+
+    >>> S = md.matrix("S", "n", "n", spd=True)
+    >>> print(md.grad(md.logdet(S), S))
+    S⁻¹
+    """
+    if not spd:
+        return tensor(name, rows, cols, symmetric=symmetric)
+    dims = _dims(name, (rows, cols))
+    return Expr(Var(name, dims, "spd"), src=name)
 
 
 def vector(name: str, n) -> Expr:
@@ -134,6 +145,53 @@ def solve(a, b) -> Expr:
         raise ShapeError(f"solve({a.src}, {b.src}): {b.src} is a row vector; solve takes a column "
                          f"vector or a matrix")
     return Expr((inv(a) @ b).node, src=f"solve({a.src}, {b.src})")
+
+
+def positive_definite(x) -> bool:
+    """Whether the square matrix x is symmetric positive definite by declaration
+    (``spd=True``) or by structure: XᵀX + λI and XᵀX + S for λ > 0 known positive and S
+    known positive definite, S⁻¹ and positive multiples of such an S, I, sums of
+    positive-definite and semidefinite terms with positive coefficients. A Gram XᵀX or
+    congruence XᵀSX alone is only semidefinite (X may lack full column rank), so it is not
+    counted (``facts.definiteness``)."""
+    x = lift(x)
+    return x.ndim == 2 and x.shape[0] == x.shape[1] and FA.positive_definite(x.node)
+
+
+def cholesky(s) -> Expr:
+    """The Cholesky factor L of a symmetric positive-definite S: lower triangular with a
+    positive diagonal, S = LLᵀ (``numpy.linalg.cholesky``), printed chol(S). S must be
+    symmetric by declaration or by structure; its value must be positive definite where it
+    is evaluated. The differential is dL = L Φ(L⁻¹ dS L⁻ᵀ), Φ taking the lower triangle with
+    the diagonal halved (``md.phi``).
+
+    >>> S = md.matrix("S", "n", "n", spd=True)
+    >>> print(md.cholesky(S))
+    chol(S)
+    >>> print(md.grad(md.trace(md.cholesky(S)), S))
+    (1/2)L⁻ᵀ(Φ(Lᵀ) + Φ(Lᵀ)ᵀ)L⁻¹  where L = chol(S)
+    >>> md.check(md.trace(md.cholesky(S)), S, order=2) < 1e-6
+    True
+    """
+    s = lift(s)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ShapeError(f"cholesky({s.src}): needs a square matrix, but {s.src} is {s.describe_shape()}")
+    if not symmetric(s):
+        raise NotSupportedError(
+            f"cholesky({s.src}): {s.src} must be symmetric positive definite — declared "
+            f"(md.matrix(..., spd=True) or symmetric=True) or by structure (XᵀX + λI); matdiff "
+            f"does not read one triangle of a general matrix as NumPy's cholesky does")
+    return Expr(Cholesky(s.node), src=f"cholesky({s.src})")
+
+
+def phi(x) -> Expr:
+    """Φ(X): the lower triangle of a square matrix X with its diagonal halved, the
+    projection in the Cholesky factor's differential dL = L Φ(L⁻¹ dS L⁻ᵀ). Linear, and its
+    own adjoint: ⟨Φ(X), Y⟩ = ⟨X, Φ(Y)⟩."""
+    x = lift(x)
+    if x.ndim != 2 or x.shape[0] != x.shape[1]:
+        raise ShapeError(f"phi({x.src}): needs a square matrix, but {x.src} is {x.describe_shape()}")
+    return Expr(Phi(x.node), src=f"phi({x.src})")
 
 
 MAX_MATRIX_POWER = 100_000  # |k| in Xᵏ; a larger one is refused, not built

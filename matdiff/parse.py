@@ -54,7 +54,7 @@ class Builder:
             return L.scalar(name)
         if kind == "vector":
             return L.vector(name, dims[0])
-        return L.matrix(name, dims[0], dims[1], symmetric=symmetric)
+        return L.matrix(name, dims[0], dims[1], symmetric=bool(symmetric), spd=symmetric == "spd")
 
     def _b_num(self, node, names):
         return lift(node.value)
@@ -325,7 +325,8 @@ def declaration_of(v: Expr) -> str:
     node = v.node
     kind = {0: "scalar", 1: "vector", 2: "matrix"}.get(node.ndim, "tensor")
     dims = ", ".join(str(d) for d in node.shape)
-    return f"{kind}({dims})" + (" symmetric" if node.symmetric else "") if dims else kind
+    sym = " spd" if node.symmetric == "spd" else " symmetric" if node.symmetric else ""
+    return f"{kind}({dims})" + sym if dims else kind
 
 
 def _equals(text: str, dialect: str) -> int:

@@ -141,6 +141,8 @@ def _part_name(r) -> str | None:
     """The letter a decomposition's part is known by (U for Q(S) and U(X), V for V(X))."""
     if isinstance(r, N.Call) and r.fn is None and r.name in PART_LETTERS:
         return "U" if r.name == "Q" else r.name
+    if isinstance(r, N.Call) and r.fn is None and r.name == "chol":  # S = LLᵀ
+        return "L"
     return None
 
 
@@ -1136,7 +1138,7 @@ def _py(m: N.M, functions: dict):
             return (f"{name}({arg})" if m.order == 0 else
                     f"{name}.derivative({arg}, {m.order})" if m.order > 1 else
                     f"{name}.derivative({arg})"), ATOM
-        name = {"tr": "trace"}.get(m.name, m.name)
+        name = {"tr": "trace", "chol": "cholesky", "Φ": "phi"}.get(m.name, m.name)
         if name == "norm":
             return f"md.norm({arg})", ATOM
         if name in ("nuclear", "spectral"):
@@ -1359,7 +1361,7 @@ def _mc(m: N.M):
                                                                              "spectral"):
             raise NotSupportedError(f"the matrixcalculus dialect cannot write {m.name}(·); use the "
                                     f"text form")
-        return f"{m.name}({arg})", ATOM
+        return f"{'phi' if m.name == 'Φ' else m.name}({arg})", ATOM
     raise NotSupportedError("the matrixcalculus dialect has no index notation; use the text form")
 
 

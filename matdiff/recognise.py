@@ -24,6 +24,7 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
+from .ir import Cholesky, Phi
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
                  Sum, Svd, Var, is_ones)
@@ -554,6 +555,8 @@ RULES = {
     Svd: _svd,
     Funm: _funm,
     Frechet: _frechet,
+    Cholesky: _unary("chol"),  # chol(S), MATLAB's name: S = LLᵀ with L lower triangular
+    Phi: _unary("Φ"),  # Φ(X): the lower triangle, diagonal halved
     Det: _unary("det", "s"),
     LogDet: _unary("logdet", "s"),
     ScalarFn: _scalar_fn,

@@ -139,7 +139,8 @@ class Inference:
                     self.dims.unify(k, d)
                 if decl.symmetric:
                     self.dims.unify(keys[0], keys[1])
-            self.vars[name] = (kind, keys, bool(decl and decl.symmetric))
+            self.vars[name] = (kind, keys, decl.symmetric if decl and decl.symmetric == "spd"
+                               else bool(decl and decl.symmetric))
         kind, keys, _ = self.vars[name]
         if kind == "scalar":
             return Shape()

@@ -6,6 +6,7 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
+from .ir import Cholesky, Phi
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, register_text_form)
@@ -82,6 +83,8 @@ FORMS = {
     Svd: lambda n: f"svd({_form(n.arg)}).{n.part}",
     Funm: lambda n: f"{GENERAL_FUNCTIONS[n.fn]}({_form(n.arg)})",
     Frechet: lambda n: f"{GENERAL_FUNCTIONS[n.args[0]]}_frechet({_form(n.args[1])}, {_form(n.args[2])})",
+    Cholesky: lambda n: f"cholesky({_form(n.arg)})",
+    Phi: lambda n: f"tril_half({_form(n.arg)})",
 }
 
 

@@ -246,21 +246,23 @@ class Parser:
 KIND_WORDS = {"scalar": 0, "vector": 1, "matrix": 2}
 DECL = re.compile(r"^\s*(?:(?P<name>[A-Za-z_]\w*)\s*:)?\s*(?P<kind>scalar|vector|matrix|function|"
                   r"scalar_function|scalar function|dim)\s*(?:\((?P<dims>[^)]*)\))?\s*"
-                  r"(?P<sym>symmetric)?\s*$")
+                  r"(?P<sym>symmetric|spd|positive definite|symmetric positive definite)?\s*$")
 
 
 @dataclass
 class Decl:
     kind: str  # scalar, vector, matrix, function, scalar_function
     dims: tuple = ()
-    symmetric: bool = False
+    symmetric: bool | str = False  # True, or "spd": symmetric positive definite
 
 
 def parse_declaration(text: str, name: str | None = None) -> tuple:
     """'A: matrix(n, n) symmetric' (or 'symmetric matrix', 'vector(n)') → (name, Decl)."""
-    words = text.strip()
-    if words.startswith("symmetric "):
-        words = words[len("symmetric "):] + " symmetric"
+    words = " ".join(text.split())
+    for lead in ("symmetric positive definite ", "positive definite ", "spd ", "symmetric "):
+        if words.startswith(lead):  # 'spd matrix(n, n)' as 'matrix(n, n) spd'
+            words = words[len(lead):] + " " + lead.strip()
+            break
     m = DECL.match(words)
     if m is None or (name is None and m.group("name") is None):
         raise ParseError(f"cannot read the declaration {text!r}; write e.g. "
@@ -271,8 +273,9 @@ def parse_declaration(text: str, name: str | None = None) -> tuple:
     if kind in KIND_WORDS and dims and len(dims) != KIND_WORDS[kind]:
         raise ParseError(f"a {kind} has {KIND_WORDS[kind]} dims, but {text!r} gives {len(dims)}")
     if m.group("sym") and kind != "matrix":
-        raise ParseError(f"only a matrix can be symmetric: {text!r}")
+        raise ParseError(f"only a matrix can be {m.group('sym')}: {text!r}")
     for d in dims:
         if isinstance(d, str) and not d.isidentifier():
             raise ParseError(f"a dim must be a name or a number, not {d!r}, in {text!r}")
-    return (m.group("name") or name), Decl(kind, dims, bool(m.group("sym")))
+    sym = m.group("sym")
+    return (m.group("name") or name), Decl(kind, dims, "spd" if sym and sym != "symmetric" else bool(sym))
