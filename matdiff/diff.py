@@ -18,7 +18,7 @@ from . import build as B
 from . import dims as D_  # the sizes 2n and mn of the Fréchet derivatives' block matrices
 from . import functions as F_
 from .errors import NotSupportedError
-from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh, Elementwise,
+from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, EigGap, Eigh, Elementwise,
                  Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
                  Svd, Var, free_vars, walk)
 from .ir import Cholesky, Phi
@@ -206,6 +206,7 @@ def _d_divdiff(n, k, dx):
 
 
 @rule(DivDiff2)
+@rule(DivDiff3)
 def _d_divdiff2(n, k, dx):
     raise NotSupportedError("third derivatives through a matrix function are not supported; "
                             "first and second derivatives are")
@@ -307,12 +308,21 @@ def jacobians(f: Node, xs: list) -> list:
     if wanted:
         cotangents = {f: [B.identity_tensor(f.shape)]}
         for n in _parents_first(f, wanted):
-            parts = cotangents.pop(n)
+            parts = cotangents.pop(n, None)
+            if parts is None:  # U or F whose only use was a Daleckii–Krein group (below)
+                continue
             cot = simplify(parts[0] if len(parts) == 1 else B.add(*parts))
             if isinstance(n, Var):
                 found[n] = simplify(_symmetrise(cot, extra) if n.symmetric else cot)
                 continue
+            groups = _daleckii_krein_groups(n) if type(n) is Contract else ()
+            for g in groups:  # the second-order Daleckii–Krein rule, straight to S
+                if _depends(g[-1], wanted):
+                    cotangents.setdefault(g[-1], []).append(_daleckii_krein_adjoint(n, g, cot, extra))
+            grouped = {k for g in groups for k in g[:-1]}
             for k, child in enumerate(n.children):
+                if k in grouped:
+                    continue
                 if _depends(child, wanted):
                     hole = Hole(child.shape, False)
                     if type(n) is Contract and hole not in free_vars(n):
@@ -323,6 +333,60 @@ def jacobians(f: Node, xs: list) -> list:
                         adj = transpose(RULES[type(n)](n, k, hole), hole, cot, extra)
                     cotangents.setdefault(child, []).append(adj)
     return [found[x] if x in found else B.zeros(extra + x.shape) for x in xs]
+
+
+def _daleckii_krein_groups(n: Contract) -> list:
+    """The groups (F, U₁, U₂, U₃, U₄, S) of n's operands that read U (F ⊙ (Uᵀ · U)) Uᵀ, the
+    first derivative of a matrix function f(S) = U f(Λ) Uᵀ: a divided-difference matrix
+    F_pq = f[λ_p, λ_q] of S's eigenvalues, each of its labels p and q read by exactly two
+    more operands, S's eigenvectors, in their column — the projectors uₚuₚᵀ and u_qu_qᵀ — and
+    by nothing else (positions in n's operands, then S)."""
+    groups = []
+    ops, labs = n.operands, n.labels
+    for kf, (op, lab) in enumerate(zip(ops, labs)):
+        if type(op) is not DivDiff or lab[0] == lab[1] or not isinstance(op.arg, Eigh) \
+                or op.arg.part != "values" or lab[0] in n.out or lab[1] in n.out:
+            continue
+        s, pairs = op.arg.arg, []
+        for p in lab:
+            readers = [k for k, lb in enumerate(labs) if k != kf and p in lb]
+            if len(readers) != 2 or not all(
+                    type(ops[k]) is Eigh and ops[k].part == "vectors" and ops[k].arg is s
+                    and labs[k][1] == p and labs[k][0] != p for k in readers):
+                break
+            pairs += readers
+        else:
+            groups.append((kf, *pairs, s))
+    return groups
+
+
+def _daleckii_krein_adjoint(n: Contract, group: tuple, cot: Node, extra: tuple) -> Node:
+    """⟨cot, dn⟩ as a function of dS for the operands of one ``_daleckii_krein_groups``
+    group, differentiated together: d Σ_pq F_pq P_p C P_q = Σ_pqk f[λ_p, λ_q, λ_k]
+    (P_p dS P_k C P_q + P_p C P_k dS P_q), P_p = uₚuₚᵀ — the second-order Daleckii–Krein
+    rule, with the second divided differences T = DivDiff3 in place of the eigenvectors'
+    1/(λ_k − λ_p) times differences of F, which cancel to ε/gap where eigenvalues are close
+    in absolute terms (Hessians of aᵀexpm(S)a at eigenvalues 1e-9 apart)."""
+    kf, k1, k2, k3, k4, s = group
+    ops, labs = list(n.operands), list(n.labels)
+    p, q = labs[kf]
+    U, T = ops[k1], DivDiff3(ops[kf].fn, ops[kf].arg)
+    first = max([x for lab in labs for x in lab] + [-1]) + 1
+    ext = tuple(range(first, first + len(extra)))
+    a, b, c = first + len(extra), first + len(extra) + 1, first + len(extra) + 2  # dS_ab, the new k
+    dims = {**n.label_dims(), **dict(zip(ext, extra)), a: s.shape[0], b: s.shape[1], c: s.shape[0]}
+    rest = [k for k in range(len(ops)) if k not in group[:-1]]
+    base_ops = [cot] + [ops[k] for k in rest]
+    base_labs = [ext + n.out] + [labs[k] for k in rest]
+    terms = []
+    for (m1, m2), (o1, o2), col in (((k1, k2), (k3, k4), p), ((k3, k4), (k1, k2), q)):
+        # P_col dS P_c in place of P_col: U(r₁, col) U(a, col) dS_ab U(b, c) U(r₂, c)
+        r1, r2 = labs[m1][0], labs[m2][0]
+        terms.append(B.contract(
+            tuple(base_ops) + (U, U, U, U, ops[o1], ops[o2], T),
+            tuple(base_labs) + ((r1, col), (a, col), (b, c), (r2, c), labs[o1], labs[o2], (p, q, c)),
+            ext + (a, b), dims))
+    return B.add(*terms)
 
 
 def _contract_adjoint(n: Contract, k: int, cot: Node, extra: tuple) -> Node:

@@ -15,7 +15,8 @@ import opt_einsum as oe
 
 from . import dims as D
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
+                 EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
 from .ir import Cholesky, Phi
@@ -437,6 +438,151 @@ def _second_divided_differences(fn, lam, second, functions):
                         (slope[:, None] - F) / np.where(close, 1.0, gap))
 
 
+TAYLOR_CLOSE = 1e-2  # three points this close (relative to f's scale) take f[x, y, z]'s Taylor series
+TAYLOR_ORDER = 10  # up to f⁽¹⁰⁾: the series' error (1e-2)⁹ relative, the quotient's ε/1e-2
+_ENTIRE = ("exp", "sin", "cos", "sinh", "cosh", "tanh")  # scale 1 (tanh's poles are π/2 away)
+_SCALE_ONE = ("sigmoid", "softplus", "arctan", "expm1")  # no singularity within 1 of the real line
+
+
+def _taylor_scale(fn):
+    """f's scale for the Taylor series of f[x, y, z] about x: the distance within which the
+    series converges fast, as a function of x — 1 for exp, sin, cos, sinh, cosh and tanh,
+    |x| for log and the powers (a singularity at 0); None for a polynomial (the series is
+    finite: always exact) and for the functions with no such table (then |x|, the relative
+    test)."""
+    if not fn.builtin:
+        return None
+    if fn.name in _ENTIRE or fn.name in _SCALE_ONE:
+        return "one"
+    if fn.name == "pow" and float(fn.param).is_integer() and 0 <= fn.param <= 8:
+        return "polynomial"
+    if fn.name in ("log", "sqrt", "pow"):
+        return "relative"
+    return None
+
+
+def _tanh_polynomials(order: int) -> list:
+    """Coefficients (lowest first) of Pₙ with tanh⁽ⁿ⁾(x) = Pₙ(tanh x), n ≤ order:
+    P₀ = t, Pₙ₊₁ = Pₙ′ (1 − t²)."""
+    out = [np.array([0.0, 1.0])]
+    for _ in range(order):
+        p = out[-1]
+        d = np.array([k * p[k] for k in range(1, len(p))] or [0.0])
+        out.append(np.convolve(d, [1.0, 0.0, -1.0]))
+    return out
+
+
+def _in_units(fn) -> bool:
+    """Whether f's series is taken in units of x (log and the powers): f⁽ⁿ⁾(x)/n! =
+    x^(p−n) cₙ (x⁻ⁿ for log), so T = x^(p−2) Σ cₙ hₙ₋₂(u/x, v/x), finite where xⁿ is not
+    (x = 1e-150)."""
+    return fn.builtin and fn.name in ("log", "sqrt", "pow")
+
+
+def _taylor_prefactor(fn, x):
+    """x^(p−2) for a power (x^(−3/2) for sqrt), x⁻² for log: the factor of a series in units of x."""
+    p = -2.0 if fn.name == "log" else (0.5 if fn.name == "sqrt" else float(fn.param)) - 2.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.power(x, p) if p != -2.0 else (1.0 / x) * (1.0 / x)
+
+
+def _taylor_coefficients(fn, x, functions) -> list:
+    """[f⁽ⁿ⁾(x)/n! for n = 2 … TAYLOR_ORDER], entry by entry (in units of x for log and the
+    powers: ``_in_units``): closed forms for the built-in functions, else from the function
+    table's derivatives."""
+    from math import factorial
+    name, p = (fn.name, fn.param) if fn.builtin else (None, None)
+    orders = range(2, TAYLOR_ORDER + 1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if name == "exp":
+            e = np.exp(x)
+            return [e / factorial(n) for n in orders]
+        if name in ("sin", "cos", "sinh", "cosh"):
+            cycle = {"sin": (np.sin, np.cos, lambda t: -np.sin(t), lambda t: -np.cos(t)),
+                     "cos": (np.cos, lambda t: -np.sin(t), lambda t: -np.cos(t), np.sin),
+                     "sinh": (np.sinh, np.cosh) * 2, "cosh": (np.cosh, np.sinh) * 2}[name]
+            return [cycle[n % 4](x) / factorial(n) for n in orders]
+        if name == "tanh":
+            t = np.tanh(x)
+            polys = _tanh_polynomials(TAYLOR_ORDER)
+            return [np.polynomial.polynomial.polyval(t, polys[n]) / factorial(n) for n in orders]
+        if name == "log":  # x⁻² (−1)ⁿ⁻¹/n in units of x (see _divided_differences3)
+            return [np.full_like(x, (-1.0) ** (n - 1) / n) for n in orders]
+        if name in ("sqrt", "pow"):  # x^(p−2) (p choose n) in units of x
+            p = 0.5 if name == "sqrt" else float(p)
+            return [np.full_like(x, np.prod([(p - k) / (k + 1) for k in range(n)])) for n in orders]
+    return [_values_of_order(fn, n, x, functions) / factorial(n) for n in orders]
+
+
+@functools.lru_cache(maxsize=64)
+def _derivative_node(fn, order: int):
+    """f⁽ᵒʳᵈᵉʳ⁾ at a vector _t, as the function table's derivatives build it (order ≥ 1)."""
+    from .diff import _along_ones
+    from .ir import Var
+    from .simplify import simplify
+    t = Var("_t", ("_n",), False)
+    if order == 1:
+        return fn.derivative(t), t
+    node, _ = _derivative_node(fn, order - 1)
+    return simplify(_along_ones(node, t)), t
+
+
+def _values_of_order(fn, order: int, x, functions):
+    """f⁽ᵒʳᵈᵉʳ⁾(x) entry by entry, from the function table's derivatives."""
+    node, t = _derivative_node(fn, order)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = interpret(node, {t: np.ravel(x)}, {"_n": np.size(x)}, numpy_ops(functions))
+    return np.broadcast_to(out, np.shape(np.ravel(x))).reshape(np.shape(x))
+
+
+def _divided_differences3(fn, lam, functions):
+    """Tᵢⱼₖ = f[λᵢ, λⱼ, λₖ], accurate at every gap: the quotient of first divided differences
+    (``_divided_differences``, accurate themselves) over the two points farthest apart, and
+    where the three lie within TAYLOR_CLOSE of f's scale (``_taylor_scale``: 1 for exp, the
+    size of λ for log), the Taylor series about λᵢ, Σₙ f⁽ⁿ⁾(λᵢ)/n! hₙ₋₂(λⱼ − λᵢ, λₖ − λᵢ) with
+    hₘ the complete homogeneous polynomials — which is f″/2 where all three agree, and has
+    no cancellation where they are close in absolute terms (1e-9 apart for exp)."""
+    lam = _in_domain(fn, np.asarray(lam, dtype=float))
+    F = _divided_differences(fn, lam, functions)
+    x, y, z = lam[:, None, None], lam[None, :, None], lam[None, None, :]
+    u, v = y - x, z - x
+    w = np.abs(u - v)
+    spread = np.maximum(np.maximum(np.abs(u), np.abs(v)), w)
+    xz = np.abs(v) >= np.maximum(np.abs(u), w)  # the pair farthest apart: (i, k), (j, k) or (i, j)
+    yz = ~xz & (w >= np.abs(u))
+    Fij, Fik, Fjk = F[:, :, None], F[:, None, :], F[None, :, :]
+    num = np.where(xz, Fij - Fjk, np.where(yz, Fij - Fik, Fik - Fjk))
+    den = np.where(xz, x - z, np.where(yz, y - z, x - y))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = num / np.where(den == 0, 1.0, den)
+    scale = _taylor_scale(fn)
+    size = np.broadcast_to(np.abs(lam)[:, None, None], spread.shape)
+    if scale == "polynomial":
+        close = np.ones(spread.shape, dtype=bool)
+    elif scale == "one":
+        close = spread <= TAYLOR_CLOSE
+    else:
+        close = spread <= TAYLOR_CLOSE * size
+    close |= spread == 0
+    where = np.nonzero(close)
+    if where[0].size:
+        coefficients = _taylor_coefficients(fn, lam, functions)
+        i = where[0]
+        uu, vv = np.broadcast_to(u, spread.shape)[where], np.broadcast_to(v, spread.shape)[where]
+        if _in_units(fn):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                uu, vv = uu / lam[i], vv / lam[i]
+        h, vm = np.ones_like(uu), np.ones_like(uu)
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = coefficients[0][i] * h
+            for c in coefficients[1:]:  # hₘ(u, v) = u hₘ₋₁ + vᵐ
+                vm = vm * vv
+                h = uu * h + vm
+                total = total + c[i] * h
+        out[where] = total * _taylor_prefactor(fn, lam[i]) if _in_units(fn) else total
+    return out
+
+
 class Coincident(EvaluationError):
     """Two eigenvalues (or singular values) coincide where a second derivative through the
     decomposition divides by their gap (``EigGap``)."""
@@ -782,6 +928,7 @@ def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
         Eigh: lambda n, a, s: spectra.eigh(Eigh("values", n.arg), a[0], n.part),
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
+        DivDiff3: lambda n, a, s: _divided_differences3(n.fn, a[0], functions),
         EigGap: lambda n, a, s: _eigenvalue_gaps(a[0], spectra),
         DivDiff2: lambda n, a, s: _second_divided_differences(n.args[0], a[0], a[1], functions),
         Svd: lambda n, a, s: spectra.svd(Svd("values", n.rank, n.arg), a[0], n.part,

@@ -39,6 +39,8 @@ from .show import FORMS, index_form
 from .simplify import numerical_forms, rewrite, simplify
 from .ir import Cholesky, Phi
 from .library import positive_definite
+from .ir import DivDiff3
+from .evaluate import TAYLOR_CLOSE, TAYLOR_ORDER, _in_units, _taylor_scale, _tanh_polynomials
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -959,6 +961,80 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
             f"np.where({close}, 1.0, {gap}))")
 
 
+def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
+    """evaluate's ``_taylor_coefficients`` as code: [f⁽ⁿ⁾(λ)/n! for n = 2 … TAYLOR_ORDER]."""
+    name = fn.name if fn.builtin else None
+    orders = range(2, TAYLOR_ORDER + 1)
+    if name == "exp":
+        e = w.emit(f"np.exp({lam})")
+        return [f"{e} * {1 / math.factorial(n)!r}" for n in orders]
+    if name in ("sin", "cos", "sinh", "cosh"):
+        first, second = {"sin": ("sin", "cos"), "cos": ("cos", "sin"),
+                         "sinh": ("sinh", "cosh"), "cosh": ("cosh", "sinh")}[name]
+        f0, f1 = w.emit(f"np.{first}({lam})"), w.emit(f"np.{second}({lam})")
+        signs = {"sin": (1, 1, -1, -1), "cos": (1, -1, -1, 1)}.get(name, (1, 1, 1, 1))
+        return [f"{f0 if n % 2 == 0 else f1} * {signs[n % 4] / math.factorial(n)!r}" for n in orders]
+    if name == "tanh":
+        t = w.emit(f"np.tanh({lam})")
+        out = []
+        for n, poly in zip(orders, _tanh_polynomials(TAYLOR_ORDER)[2:]):
+            code = repr(float(poly[-1]) / math.factorial(n))
+            for c in poly[-2::-1]:  # Horner
+                code = f"({code}) * {t} + {float(c) / math.factorial(n)!r}"
+            out.append(code)
+        return out
+    if name == "log":  # in units of λ (evaluate's _in_units): constants
+        return [f"{(-1.0) ** (n - 1) / n!r} + 0.0 * {lam}" for n in orders]
+    if name in ("sqrt", "pow"):
+        p = 0.5 if name == "sqrt" else float(fn.param)
+        return [f"{math.prod((p - k) / (k + 1) for k in range(n))!r} + 0.0 * {lam}" for n in orders]
+    raise NotSupportedError(f"codegen: the second divided differences of {fn} are not generated "
+                            f"(functions: exp, log, sqrt, powers, sin, cos, sinh, cosh, tanh); "
+                            f"evaluate() computes them")
+
+
+def _divided_differences3(w: _Writer, n: DivDiff3, lam: str) -> str:
+    """T_ijk = f[λᵢ, λⱼ, λₖ] as evaluate computes it (``_divided_differences3``): the quotient
+    of first divided differences over the two points farthest apart, and the Taylor series
+    about λᵢ where the three lie within TAYLOR_CLOSE of f's scale."""
+    coefficients = _taylor_coefficients_code(w, n.fn, lam)  # refuses what has no series first
+    F = w.emit(_divided_differences(w, DivDiff(n.fn, n.arg), lam))  # written once
+    x, y, z = (w.emit(f"{lam}[{i}]") for i in (":, None, None", "None, :, None", "None, None, :"))
+    u, v = w.emit(f"{y} - {x}"), w.emit(f"{z} - {x}")
+    au, av, aw = w.emit(f"np.abs({u})"), w.emit(f"np.abs({v})"), w.emit(f"np.abs({u} - {v})")
+    spread = w.emit(f"np.maximum(np.maximum({au}, {av}), {aw})")
+    xz = w.emit(f"{av} >= np.maximum({au}, {aw})")  # the pair farthest apart
+    yz = w.emit(f"~{xz} & ({aw} >= {au})")
+    Fij, Fik, Fjk = f"{F}[:, :, None]", f"{F}[:, None, :]", f"{F}[None, :, :]"
+    num = w.emit(f"np.where({xz}, {Fij} - {Fjk}, np.where({yz}, {Fij} - {Fik}, {Fik} - {Fjk}))")
+    den = w.emit(f"np.where({xz}, {x} - {z}, np.where({yz}, {y} - {z}, {x} - {y}))")
+    scale = _taylor_scale(n.fn)
+    if scale == "polynomial":  # a finite series: exact everywhere
+        close = None
+    elif scale == "one":
+        close = w.emit(f"{spread} <= {TAYLOR_CLOSE!r}")
+    else:
+        close = w.emit(f"({spread} <= {TAYLOR_CLOSE!r} * np.abs({x})) | ({spread} == 0)")
+    uu = w.emit(f"np.where({close}, {u}, 0.0)") if close else u  # no overflow where unused
+    vv = w.emit(f"np.where({close}, {v}, 0.0)") if close else v
+    units = _in_units(n.fn)  # log and the powers: the series in units of λᵢ, times λᵢ^(p−2)
+    if units:
+        uu, vv = w.emit(f"{uu} / {x}"), w.emit(f"{vv} / {x}")
+    c = [w.emit(code) for code in coefficients]
+    total, h, power = w.emit(f"{c[0]}[:, None, None] + 0.0 * ({uu} + {vv})"), None, None
+    for coefficient in c[1:]:  # hₘ(u, v) = u hₘ₋₁ + vᵐ
+        power = vv if power is None else w.emit(f"{power} * {vv}")
+        h = w.emit(f"{uu} + {vv}") if h is None else w.emit(f"{uu} * {h} + {power}")
+        total = w.emit(f"{total} + {coefficient}[:, None, None] * {h}")
+    if units:
+        p = -2.0 if n.fn.name == "log" else (0.5 if n.fn.name == "sqrt" else float(n.fn.param)) - 2.0
+        r = w.emit(f"1.0 / {x}")
+        total = w.emit(f"{total} * {r} * {r}" if p == -2.0 else f"{total} * {x} ** {p!r}")
+    if close is None:
+        return total
+    return f"np.where({close}, {total}, {num} / np.where({close}, 1.0, {den}))"
+
+
 def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
     """f(X) and L_f(X, E) of a general matrix: the backend's own function where it has one
     (SciPy's for NumPy; expm in JAX and PyTorch), else by the complex eigen-decomposition
@@ -1256,6 +1332,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return f"({e}[1] * {values}) @ {e}[1].T"
     if isinstance(n, DivDiff):
         return _divided_differences(w, n, a[0])
+    if isinstance(n, DivDiff3):  # f[λᵢ, λⱼ, λₖ] (the second-order Daleckii–Krein rule)
+        return _divided_differences3(w, n, a[0])
     if isinstance(n, DivDiff2):  # f[λᵢ, λᵢ, λⱼ]; (2f″ᵢ + f″ⱼ)/6 where λᵢ ≈ λⱼ (evaluate's)
         lam, second = (args[c] for c in n.children)
         F = w.emit(_divided_differences(w, DivDiff(n.args[0], n.children[0]), lam))  # written once

@@ -642,6 +642,21 @@ class DivDiff2(Binary):
         return arg.shape * 2
 
 
+class DivDiff3(Unary):
+    """The second divided differences of f at λ over every three points: T_ijk =
+    f[λᵢ, λⱼ, λₖ] = (f[λᵢ, λⱼ] − f[λⱼ, λₖ])/(λᵢ − λₖ), with its confluent limits (f″(λᵢ)/2
+    where all three agree) — fully symmetric.  The second-order Daleckii–Krein rule:
+    d²f(S)[V, W] = U (Σₖ T_ijk (V̂ᵢₖŴₖⱼ + ŴᵢₖV̂ₖⱼ)) Uᵀ with V̂ = UᵀVU, Ŵ = UᵀWU."""
+
+    fields = ("fn", "arg")
+
+    @staticmethod
+    def _shape(fn, arg):
+        if arg.ndim != 1:
+            raise ShapeError(f"divided differences take a vector, got shape {D.fmt_shape(arg.shape)}")
+        return arg.shape * 3
+
+
 class EigGap(Unary):
     """The eigenvector-derivative matrix of eigenvalues λ: G_ij = 1/(λⱼ − λᵢ) for i ≠ j, 0 on
     the diagonal, so that dU = U (G ⊙ (Uᵀ dS U)) for distinct eigenvalues."""

@@ -14,6 +14,8 @@ from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCT
 from .errors import NotSupportedError
 from .ir import Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
 from .recognise import recognise
+from .recognise import _divdiff_name
+from .ir import DivDiff3
 from .show import index_form
 
 # precedence: a child binding more loosely than its context is parenthesised
@@ -1015,6 +1017,11 @@ def _factor(op, letters, style) -> str:
                 name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
                 return f"L_{{{name}}}\\left({args}\\right){sub}"
             return f"L_{fn}({args}){sub}"
+        if isinstance(op, DivDiff3):  # Δ²f(λ)_pqr = f[λ_p, λ_q, λ_r] (docs/matrix-functions.md)
+            lam = recognise(op.arg)
+            arg = _render(lam, style)[0] if not isinstance(lam, N.Index) else f"[{index_form(op.arg)}]"
+            head = "\\Delta^{2}" if _tex(style) else "Δ²"
+            return f"{head}{_divdiff_name(op.fn)}({arg}){sub}"
         return f"[{index_form(op)}]{sub}"
     text, prec = _render(m, style)
     if not letters:

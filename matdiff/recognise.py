@@ -25,7 +25,8 @@ from . import dims as D
 from . import notation as N
 from .functions import Function
 from .ir import Cholesky, Phi
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
+from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
+                 EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
                  Sum, Svd, Var, is_ones)
 
@@ -552,6 +553,7 @@ RULES = {
     DivDiff: _divdiff,
     EigGap: lambda node: _named("Γ", node),
     DivDiff2: lambda node: None,  # f[λᵢ, λᵢ, λⱼ]: index notation
+    DivDiff3: lambda node: None,  # f[λᵢ, λⱼ, λₖ]: index notation, Δ²f(λ)_ijk (printing)
     Svd: _svd,
     Funm: _funm,
     Frechet: _frechet,

@@ -25,8 +25,8 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
-from .ir import (Basis, Const, Contract, Delta, DivDiff, Eigh, Elementwise, Frechet, Funm, Hole, Inv,
-                 LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, contract_key, is_ones, walk)
+from .ir import (Basis, Const, Contract, Delta, DivDiff, DivDiff3, Eigh, Elementwise, Frechet, Funm, Hole,
+                 Inv, LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, contract_key, is_ones, walk)
 
 FLATTEN_LIMIT = 6
 
@@ -433,7 +433,7 @@ def _is_identity_view(op, lab, out) -> bool:
 def _symmetric(op) -> bool:
     """Whether the factor is unchanged by any permutation of its axes."""
     kind = type(op)  # (none of these node types has a subclass)
-    if kind is Delta or kind is DivDiff or kind is MatFn:
+    if kind is Delta or kind is DivDiff or kind is MatFn or kind is DivDiff3:  # T: f[λᵢ, λⱼ, λₖ]
         return True
     if kind is Var or kind is Hole:
         return bool(op.symmetric)
