@@ -290,9 +290,20 @@ def had(factors) -> M:
     return fs[0] if len(fs) == 1 else Had(fs[0].kind, tuple(fs))
 
 
+LONG = 4  # a product of this many matrices is long: a sum holding one keeps its numbers
+
+
+def _long(m: M) -> bool:
+    """Whether m is a product of ``LONG`` matrices or more: the terms of the product rule,
+    written apart with their numbers, −2CX(XᵀCX)⁻¹XᵀBX(XᵀCX)⁻¹ + 2BX(XᵀCX)⁻¹ (Matrix
+    Cookbook, 126); the presentation may still take the number out where that is cheaper."""
+    return isinstance(m, Prod) and sum(f.kind == "m" for f in m.factors) >= LONG
+
+
 def add(terms) -> M:
     """Σ cₖ termₖ: nested sums flattened, equal terms merged, a common factor pulled out
-    (2Xw − 2y → 2(Xw − y)), positive terms first and B before Bᵀ."""
+    (2Xw − 2y → 2(Xw − y)) unless a term is long (``_long``), positive terms first and B
+    before Bᵀ."""
     acc: dict = {}
     for c, t in terms:
         if isinstance(t, Add):
@@ -311,7 +322,7 @@ def add(terms) -> M:
     if len(flat) == 1:
         return prod(flat[0][0], [flat[0][1]])
     common = {abs(c) for c, _ in flat}
-    if len(common) == 1 and (c := common.pop()) != 1:
+    if len(common) == 1 and (c := common.pop()) != 1 and not any(map(_long, (t for _, t in flat))):
         return Prod(flat[0][1].kind, c, (Add(flat[0][1].kind, tuple((k / c, t) for k, t in flat)),))
     return Add(flat[0][1].kind, tuple(flat))
 

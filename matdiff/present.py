@@ -7,7 +7,9 @@ class its cheapest member by a cost:
 
 - ``length``: the printed length, each variable counted once more (so a factored
   (A + Aᵀ)x is preferred to Ax + Aᵀx) and each character inside a function's parentheses
-  weighing 1.1 (so det(X)² is preferred to det(X²));
+  weighing 1.1 (so det(X)² is preferred to det(X²)), with the Matrix Cookbook's conventions
+  as cost terms (``REVERSE``: AᵀXᵀBᵀ + BᵀXᵀAᵀ; ``SPREAD``: BX + BᵀX; ``EXPAND``: the
+  product rule's long terms apart; docs/conventions.md);
 - ``flops(sizes)``: the multiply-adds to compute it at the given sizes (100 per unknown
   dim), products in their best order.
 
@@ -630,6 +632,69 @@ OUTSIDE = 0.01       # a power of a transpose, a hair more than the transpose of
                      # (X²)ᵀ, as the Matrix Cookbook writes ∂tr(Xᵏ)/∂X = k(Xᵏ⁻¹)ᵀ (121)
 SIGN = 0.01          # a sum whose terms are all negative, a hair more than the sum with the
                      # sign taken out: the sign leads a product, −AX(B + C), not AX(−B − C)
+REVERSE = 3          # a transpose over a product of k > 2 matrices, (k − 2)·REVERSE more (over
+                     # a sum, its terms' sum): the reader reverses the product to read it, so it
+                     # is distributed, AᵀXᵀBᵀ + BᵀXᵀAᵀ, not (AXB + BXA)ᵀ (Matrix Cookbook, 114),
+                     # while two stay transposed, (XB + BX)ᵀ (107)
+SPREAD = 8           # M + Mᵀ beside a matrix in a product: the Cookbook writes BX + BᵀX and
+                     # CᵀXBBᵀ + CXBBᵀ (108)–(113), (116), but (B + Bᵀ)x beside a vector (81), (83),
+                     # and keeps the sum where distributing would repeat more, (125)
+EXPAND = 16          # a sum holding a product of ``notation.LONG`` matrices or more, as a factor of a
+                     # product or under a number: the terms of the product rule are written
+                     # apart, −2CX(XᵀCX)⁻¹XᵀBX(XᵀCX)⁻¹ + 2BX(XᵀCX)⁻¹ (126), but 2Aᵀ(AXB + C)Bᵀ (119)
+
+
+def _matrices(g, kids) -> int:
+    return sum(g.kind(k) != "s" for k in kids)
+
+
+def _reversed_matrices(g, c) -> int:
+    """The matrices beyond two of a product in class c (the longest reading)."""
+    return max((_matrices(g, kk) - 2 for _, _, kk in g.terms(c, "prod")), default=0) if \
+        g.terms(c, "prod") else 0
+
+
+def _reversal(g, c, op: str) -> int:
+    """What a reader reverses to read class c, written with head op, transposed: a product's
+    matrices beyond two, or the sum of those of a sum's terms."""
+    if op == "prod":
+        return max(0, _reversed_matrices(g, c))
+    if op == "add":
+        return min((sum(max(0, _reversed_matrices(g, k)) for k in kk) for _, _, kk in g.terms(c, "add")),
+                   default=0)
+    return 0
+
+
+def _transpose_pair(g, c) -> bool:
+    """Whether class c holds M + Mᵀ (or −M − Mᵀ), or a product with such a factor,
+    (C + Cᵀ)X = CX + CᵀX."""
+    return any(len(kk) == 2 and d[1][0] == d[1][1] and _transposes(g, kk[0], kk[1])
+               for _, d, kk in g.terms(c, "add")) or \
+        any(any(len(k2) == 2 and d2[1][0] == d2[1][1] and _transposes(g, k2[0], k2[1])
+                for k in kk for _, d2, k2 in g.terms(k, "add"))
+            for _, _, kk in g.terms(c, "prod"))
+
+
+def _long_terms(g, c) -> bool:
+    """Whether class c holds a sum with a term that is a product of ``notation.LONG`` or more
+    matrices (vectors and scalars not counted)."""
+    return any(sum(g.kind(x) == "m" for x in k2) >= N.LONG
+               for _, _, kk in g.terms(c, "add") for k in kk for _, _, k2 in g.terms(k, "prod"))
+
+
+def _sum_factors(g, coef, kids, kid_ops) -> float:
+    """The textbook terms of a product's factors that are sums (``SPREAD``, ``EXPAND``)."""
+    extra = 0.0
+    for i, (k, o) in enumerate(zip(kids, kid_ops)):
+        if o != "add" or g.kind(k) == "s":
+            continue
+        others = [x for n, x in enumerate(kids) if n != i and g.kind(x) != "s"]
+        beside = [kids[n] for n in (i - 1, i + 1) if 0 <= n < len(kids)]
+        if any(g.kind(x) == "m" for x in beside) and g.kind(k) == "m" and _transpose_pair(g, k):
+            extra += SPREAD
+        if (others or abs(coef) != 1) and _long_terms(g, k):
+            extra += EXPAND
+    return extra
 
 
 def length(g, t, kid_costs: list, kid_ops: list) -> float:
@@ -646,8 +711,12 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
         return 40 + len(getattr(m, "text", ""))
     if op == "T":  # over a product one more: a reader distributes it, AᵀBᵀ rather than (BA)ᵀ
         if kid_ops[0] == "inv":  # X⁻ᵀ: one mark, as X⁻¹ (a hair more: a symmetric S⁻¹'s class
-            return kid_costs[0] + 1e-6  # holds (S⁻¹)ᵀ, which must never be its own best term)
-        return kid_costs[0] + MARK + wrap[0] + (kid_ops[0] == "prod")
+            # holds (S⁻¹)ᵀ, which must never be its own best term); over a long product, what
+            # the reader reverses: (XᵀAᵀX)⁻¹, not (XᵀAX)⁻ᵀ (Matrix Cookbook, 54)
+            return kid_costs[0] + 1e-6 + REVERSE * sum(
+                max(0, _reversed_matrices(g, k[0])) for _, _, k in g.terms(kids[0], "inv")[:1])
+        return kid_costs[0] + MARK + wrap[0] + (kid_ops[0] == "prod") + \
+            REVERSE * _reversal(g, kids[0], kid_ops[0])
     if op == "inv":
         return kid_costs[0] + 2 * MARK + wrap[0]
     if op == "matpow":
@@ -667,7 +736,8 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
         coef = data[1]
         lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
         wrapped = ("add", "had", "kron")  # 4(r ⊘ s) is longer than 4r ⊘ s
-        return lead + sum(c + (2 * PAREN if o in wrapped else 0) for c, o in zip(kid_costs, kid_ops))
+        return lead + sum(c + (2 * PAREN if o in wrapped else 0) for c, o in zip(kid_costs, kid_ops)) + \
+            (_sum_factors(g, coef, kids, kid_ops) if "add" in kid_ops else 0)
     if op in ("had", "kron"):
         body = sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
         return body + 3 * (len(kids) - 1)

@@ -101,8 +101,10 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
     repeated = _repeated(m)
     # short results name only triples; a tree of over 120 nodes prints over 60 characters
     # (every node but a juxtaposition writes one at least, and those have two children)
+    # (and not a product of a few variables, which reads as itself: the Matrix Cookbook
+    # writes (XᵀCX)⁻¹ three times in (126))
     if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
-        repeated = [r for r in repeated if N.occurrences(m)[id(r)] >= 3]
+        repeated = [r for r in repeated if N.occurrences(m)[id(r)] >= 3 and not _few_variables(r)]
     if not repeated:
         text = _render(m, style)[0]
         return text + where + ", ".join(lead) if lead else text
@@ -134,6 +136,13 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
     if not defs:
         return main
     return main + where + ", ".join(defs)
+
+
+def _few_variables(r) -> bool:
+    """Whether r is a product of at most three variables, each maybe transposed: XᵀCX."""
+    return isinstance(r, N.Prod) and r.coef == 1 and len(r.factors) <= 3 and all(
+        isinstance(f.arg if isinstance(f, N.T) else f, N.Sym) and
+        (f.arg if isinstance(f, N.T) else f).role == "var" for f in r.factors)
 
 
 PART_LETTERS = {"U", "V", "Q"}  # what a decomposition's part call prints as: U(X), V(X), Q(S)
@@ -497,7 +506,8 @@ def in_input_order(m: N.M, source: Node) -> N.M:
     - a sum whose terms read the same variables the same number of times (bcᵀ + cbᵀ, the
       terms the product rule makes of one input product) puts first the term whose variables
       read in the input's order, each variable numbered where it first appears in the input,
-      read left to right;
+      read left to right, and of products that read them alike the one with fewer
+      transposes, AX(XᵀAX)⁻¹ + AᵀX(XᵀAᵀX)⁻¹ (Matrix Cookbook, 54);
     - a trace of a product is turned cyclically to read in that order (``rotated``).
 
     Any other sum, and ties, keep the presentation's order (Xᵀ(σ(Xw) − y)). Deterministic:
@@ -554,7 +564,8 @@ def in_input_order(m: N.M, source: Node) -> N.M:
         """The terms in the input's order, or None where no rule orders them."""
         order = written(terms)
         if order is None and len({tally(t) for _, t in terms}) == 1 and names(terms[0][1]):
-            order = tuple(sorted(terms, key=lambda p: key(p[1])))
+            prods = all(isinstance(t, N.Prod) for _, t in terms)  # of products, fewer ᵀ first
+            order = tuple(sorted(terms, key=lambda p: (key(p[1]), N._transposes(p[1]) if prods else 0)))
         return order
 
     def rotated(p: N.Prod) -> N.Prod:

@@ -24,7 +24,7 @@ GOLDEN = [
     ('tr AXB', 'AᵀBᵀ'),
     ('tr XᵀA', 'A'),
     ('tr XXᵀ', '2X'),
-    ('tr XᵀAX', '(A + Aᵀ)X'),
+    ('tr XᵀAX', 'AX + AᵀX'),
     ('tr X²', '2Xᵀ'),
     ('tr X³', '3(X²)ᵀ'),  # the Matrix Cookbook's k(Xᵏ⁻¹)ᵀ (121)
     ('tr AX⁻¹B', '−X⁻ᵀAᵀBᵀX⁻ᵀ'),
