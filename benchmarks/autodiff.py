@@ -423,6 +423,46 @@ def _gaussian_mean():
         None, (100, 400, 1000), (), (20,))
 
 
+def _cho(lib, x):
+    """x's Cholesky factorisation in the backend, as cho_solve takes it (torch: the factor)."""
+    if lib.__name__ == "torch":
+        return lib.linalg.cholesky(x)
+    if lib.__name__ == "numpy":
+        import scipy.linalg
+
+        return scipy.linalg.cho_factor(x, check_finite=False)
+    import jax.scipy.linalg
+
+    return jax.scipy.linalg.cho_factor(x)
+
+
+def _cho_solve(lib, f, b):
+    """S⁻¹b from S's Cholesky factorisation ``f``."""
+    if lib.__name__ == "torch":
+        return lib.cholesky_solve(b[:, None], f)[:, 0]
+    if lib.__name__ == "numpy":
+        import scipy.linalg
+
+        return scipy.linalg.cho_solve(f, b, check_finite=False)
+    import jax.scipy.linalg
+
+    return jax.scipy.linalg.cho_solve(f, b)
+
+
+def _gaussian_mean_spd():
+    """The Gaussian NLL by μ with Σ declared positive definite: Σ⁻¹(μ − x) by Cholesky, against
+    the hand-written cho_factor/cho_solve form."""
+    x, mu, S = md.vector("x", "n"), md.vector("mu", "n"), md.matrix("S", "n", "n", spd=True)
+    return Problem(
+        "Gaussian NLL by μ (Σ spd)", "mu", lambda: (x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2,
+        lambda rng, n: {"x": rng.normal(size=n), "mu": rng.normal(size=n),
+                        "S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))},
+        lambda lib, v: (v["x"] - v["mu"]) @ lib.linalg.solve(v["S"], v["x"] - v["mu"]) / 2
+        + lib.linalg.slogdet(v["S"])[1] / 2,
+        lambda lib, v: _cho_solve(lib, _cho(lib, v["S"]), v["mu"] - v["x"]),
+        None, (100, 400, 1000), (), (20,))
+
+
 def _ridge():
     """zᵀM(MᵀM + λI)⁻¹Mᵀz by z: 2M(MᵀM + λI)⁻¹Mᵀz, one solve with the k × k Gram matrix."""
     M, z, lam = md.matrix("M", "m", "k"), md.vector("z", "m"), md.scalar("lam")
@@ -448,7 +488,7 @@ def _eye(lib, n, like):
 PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_exp=True),
             _binary_cross_entropy, _softmax_cross_entropy, lambda: _softmax_cross_entropy(declared=True),
             _factorisation, _network, _logdet, _trace_inverse, _trace_quadratic, _nuclear_norm,
-            _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _ridge]
+            _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_mean_spd, _ridge]
 
 
 # ----------------------------------------------------------------------------- timing
