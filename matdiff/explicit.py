@@ -16,6 +16,7 @@ from . import dims as D
 from .errors import MatdiffError, NotSupportedError
 from .evaluate import contract_with_deltas, interpret, variables
 from .expr import lift
+from .ir import Cholesky, Phi
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Reshape,
                  ScalarFn, Softmax, Sum)
 
@@ -103,6 +104,8 @@ def _ops(sp):
         Inv: lambda n, a, s: np.array(sp.Matrix(a[0]).inv(), dtype=object),
         Det: matrix_fn(lambda m: np.asarray(m.det(), dtype=object)),
         LogDet: matrix_fn(lambda m: np.asarray(sp.log(m.det()), dtype=object)),
+        Cholesky: lambda n, a, s: np.array(sp.Matrix(a[0]).cholesky(hermitian=False), dtype=object),
+        Phi: lambda n, a, s: _phi(a[0]),
         ScalarFn: scalar_fn,
         Reshape: lambda n, a, s: np.reshape(a[0], [D.resolve(d, s) for d in n.shape]),
     }
@@ -159,3 +162,12 @@ def explicit(expr, sizes: dict | None = None):
     if value.ndim == 2:
         return sp.Matrix(value.tolist())
     return sp.Array(value.tolist())
+
+
+def _phi(x):
+    """Φ(x) entry by entry: the lower triangle of x's last two axes, the diagonal halved."""
+    out = np.array(x, dtype=object)
+    for idx in np.ndindex(*out.shape):
+        i, j = idx[-2:]
+        out[idx] = 0 if j > i else out[idx] / 2 if i == j else out[idx]
+    return out

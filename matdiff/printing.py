@@ -741,7 +741,7 @@ def _tex_name(name: str, style) -> str:
     if name.startswith("Δ") and len(name) > 1:
         inner = name[1:]
         return f"\\Delta_{{{style['functions'].get(inner) or _tex_name(inner, style)}}}"
-    greek = {"Δ": "\\Delta", "Γ": "\\Gamma"}
+    greek = {"Δ": "\\Delta", "Γ": "\\Gamma", "Φ": "\\Phi"}
     if name in greek:
         return greek[name]
     if name[-1] in UNSUBSCRIPT:

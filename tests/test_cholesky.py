@@ -418,3 +418,24 @@ def test_no_gradient_of_the_table_forms_an_inverse(backend):
         assert not re.search(r"\binv\(|lu_factor|slogdet", source), (name, source)
         if name == "Gaussian NLL by Σ":
             assert re.search(r"cho_solve\(\w+, \w+\.eye|cholesky_inverse\(", source), source
+
+
+def test_symbolic_entries_agree_with_sympy():
+    """md.explicit writes chol(S) and Φ entry by entry; the gradient's entries are SymPy's
+    derivatives of tr chol(S) (halved off the diagonal, S being symmetric)."""
+    sp = pytest.importorskip("sympy")
+    S2 = md.matrix("S", 2, 2, spd=True)
+    f = md.explicit(md.trace(md.cholesky(S2)))
+    g = md.explicit(md.grad(md.trace(md.cholesky(S2)), S2))
+    s11, s12, s22 = sp.symbols("S_11 S_12 S_22")
+    assert sp.simplify(f - (sp.sqrt(s11) + sp.sqrt(s22 - s12 ** 2 / s11))) == 0
+    at = {s11: 2.0, s12: 0.5, s22: 3.0}
+    want = [[sp.diff(f, s11), sp.diff(f, s12) / 2], [sp.diff(f, s12) / 2, sp.diff(f, s22)]]
+    for i in range(2):
+        for j in range(2):
+            assert abs(float(g[i, j].subs(at)) - float(want[i][j].subs(at))) < 1e-12
+
+
+def test_phi_prints_in_latex_as_a_greek_capital():
+    text = md.latex(md.grad(md.trace(L), S))
+    assert "\\Phi\\left(" in text and "Φ" not in text and "\\operatorname{chol}" in text
