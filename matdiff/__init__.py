@@ -16,6 +16,7 @@ from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, e
                       sin, sinh, softmax, softplus, solve, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
                       unit, vector,
                       zeros)
+from .library import lstsq, pinv
 from .library import cholesky, phi, positive_definite
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
 from .check import check
@@ -64,7 +65,8 @@ __all__ = [
     "Expr", "MatdiffError", "ShapeError", "NotSupportedError", "EvaluationError", "CheckError",
     "UncheckableError",
     "tensor", "matrix", "vector", "scalar", "ones", "zeros", "eye", "unit",
-    "trace", "det", "logdet", "inv", "solve", "matrix_power", "expm", "logm", "sqrtm", "matrix_function",
+    "trace", "det", "logdet", "inv", "solve", "pinv", "lstsq", "matrix_power", "expm", "logm", "sqrtm",
+    "matrix_function",
     "cholesky", "phi", "positive_definite",
     "eigvalsh", "svdvals", "diag", "sum", "mean",
     "kron", "outer", "dot", "norm", "einsum",

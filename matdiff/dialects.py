@@ -68,7 +68,7 @@ def kind_by_name(name: str) -> str:
 
 # --------------------------------------------------------------------------- evidence of use
 
-MATRIX_ARGUMENT = ("inv", "det", "logdet", "tr", "trace", "expm", "logm", "sqrtm", "eigvalsh")
+MATRIX_ARGUMENT = ("inv", "det", "logdet", "tr", "trace", "expm", "logm", "sqrtm", "eigvalsh", "pinv")
 
 # Where an undeclared a–g name stands in the tree, and what that place reads it as, in
 # matrixcalculus.org's manner; the first rule that applies decides.  A rule is given the
@@ -85,9 +85,9 @@ EVIDENCE = (
     # X*b, a'*X*b: a name multiplied by a matrix or a row on its left is a vector
     lambda n, i, kind, d: "vector" if n.op in ("@mc", "@") and i == 1
     and kind(n.args[0]) in ("matrix", "row") else None,
-    # A \ b, solve(A, b): the square matrix first, the right-hand side a vector
+    # A \ b, solve(A, b), lstsq(A, b): the matrix first, the right-hand side a vector
     lambda n, i, kind, d: ("matrix" if i == 0 else "vector") if n.op == "\\"
-    or (n.op == "call" and n.value == "solve") else None,
+    or (n.op == "call" and n.value in ("solve", "lstsq")) else None,
 )
 
 
@@ -125,7 +125,8 @@ ELEMENTWISE = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "so
 COMMON = {
     **{n: Fn("same", getattr(L, n)) for n in ELEMENTWISE},
     "det": Fn("square_scalar", L.det), "logdet": Fn("square_scalar", L.logdet),
-    "inv": Fn("square_same", L.inv), "solve": Fn("solve", L.solve), "diag": Fn("diag", L.diag),
+    "inv": Fn("square_same", L.inv), "solve": Fn("solve", L.solve),
+    "pinv": Fn("pinv", L.pinv), "lstsq": Fn("lstsq", L.lstsq), "diag": Fn("diag", L.diag),
     "softmax": Fn("softmax", "softmax"), "logsumexp": Fn("logsumexp", "logsumexp"),
     "kron": Fn("kron", L.kron), "eye": Fn("eye", "eye"),  # eye(n), eye(n*k): I of that size
     # matrix functions (docs/matrix-functions.md); eigvalsh needs a symmetric argument
@@ -188,7 +189,8 @@ MATDIFF = Dialect(  # read by printed.py: juxtaposition is the product, as ·
     infix={"+": (10, 11, "+"), "-": (10, 11, "-"), "⊙": (15, 16, ".*"), "⊘": (15, 16, "./"),
            "⊗": (15, 16, "kron"), "·": (20, 21, "@mc"), "/": (20, 21, "./"),
            "^∘": (41, 40, ".^"), "^(": (41, 40, "**")},
-    postfix={"ᵀ": (50, "transpose"), "⁻¹": (50, "inverse"), "⁻ᵀ": (50, "inverse_t")},
+    postfix={"ᵀ": (50, "transpose"), "⁻¹": (50, "inverse"), "⁻ᵀ": (50, "inverse_t"),
+             "⁺": (50, "pinv")},
     functions={**COMMON, "tr": Fn("square_scalar", L.trace), "step": Fn("same", L.step),
                "σ": Fn("same", L.sigmoid), "Φ": Fn("square_same", L.phi),
                "nuclear": Fn("scalar", lambda x: L.norm(x, "nuc")),  # ‖X‖_*

@@ -21,6 +21,7 @@ from .errors import NotSupportedError
 from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, EigGap, Eigh, Elementwise,
                  Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
                  Svd, Var, free_vars, walk)
+from .ir import Pinv
 from .ir import Cholesky, Phi
 from .simplify import simplify, stable_forms
 
@@ -52,6 +53,18 @@ def _d_elementwise(n, k, dx):
 @rule(Inv)  # d(X⁻¹) = −X⁻¹ dX X⁻¹
 def _d_inv(n, k, dx):
     return B.scale(-1, B.einsum("ij,jk,kl->il", n, dx, n))
+
+
+@rule(Pinv)  # Golub–Pereyra, at constant (full) rank; P = X⁺
+def _d_pinv(n, k, dx):
+    """dP = −P dX P + PPᵀdXᵀ(I − XP) + (I − PX)dXᵀPᵀP, written out term by term."""
+    x = n.arg
+    return B.linear([
+        (-1, B.einsum("ia,ab,bj->ij", n, dx, n)),
+        (1, B.einsum("ia,ba,jb->ij", n, n, dx)),
+        (-1, B.einsum("ia,ba,cb,cd,dj->ij", n, n, dx, x, n)),
+        (1, B.einsum("ai,ba,bj->ij", dx, n, n)),
+        (-1, B.einsum("ia,ab,cb,dc,dj->ij", n, x, dx, n, n))], n.shape)
 
 
 @rule(Det)  # d det X = det X · tr(X⁻¹ dX)

@@ -19,6 +19,7 @@ from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff,
                  EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
+from .ir import Pinv
 from .ir import Cholesky, Phi
 
 LETTERS = string.ascii_letters
@@ -822,6 +823,29 @@ def _scipy_linalg():
     return scipy.linalg
 
 
+def full_rank_tolerance(shape) -> float:
+    """σ_min at or below this times σ_max counts as a rank deficiency (NumPy's matrix_rank)."""
+    return max(shape[-2:]) * np.finfo(float).eps
+
+
+def _pinv(x):
+    """X⁺ at full rank: where σ_min ≤ max(n, k)·ε·σ_max the rank is not min(n, k), X⁺ jumps
+    under a perturbation, and neither it nor its derivative is a number to stand behind."""
+    x = np.asarray(x, dtype=float)
+    if not np.all(np.isfinite(x)):
+        raise EvaluationError("pinv: the matrix has a NaN or infinite entry")
+    s = np.linalg.svd(x, compute_uv=False)
+    if np.any(s[..., -1] <= full_rank_tolerance(x.shape) * s[..., 0]):
+        rank = int(np.min(np.sum(s > full_rank_tolerance(x.shape) * s[..., :1], axis=-1)))
+        raise EvaluationError(
+            f"pinv of a rank-deficient matrix: rank {rank} < min{x.shape[-2:]} "
+            f"(σ_min/σ_max = {s[..., -1].min() / max(s[..., 0].max(), 1e-300):.1e}); there the "
+            f"pseudo-inverse jumps under any perturbation that restores the rank, so matdiff "
+            f"evaluates pinv and its derivatives only at full rank; for a truncated pseudo-inverse "
+            f"call numpy.linalg.pinv with rcond= yourself")
+    return np.linalg.pinv(x)
+
+
 def cholesky(s):
     """The lower Cholesky factor of a symmetric positive-definite s; a matrix that is not
     positive definite is an EvaluationError naming the first leading minor that fails."""
@@ -919,6 +943,7 @@ def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
         Softmax: lambda n, a, s: _softmax(a[0], n.axis),
         LogSumExp: lambda n, a, s: _logsumexp(a[0], n.axis),
         Inv: lambda n, a, s: np.linalg.inv(a[0]),
+        Pinv: lambda n, a, s: _pinv(a[0]),
         Cholesky: lambda n, a, s: cholesky(a[0]),
         Phi: lambda n, a, s: phi(a[0]),
         Det: lambda n, a, s: np.asarray(np.linalg.det(a[0])),

@@ -19,6 +19,7 @@ from .expr import lift
 from .ir import Cholesky, Phi
 from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Reshape,
                  ScalarFn, Softmax, Sum)
+from .ir import Pinv
 
 
 def _sympy():
@@ -102,6 +103,7 @@ def _ops(sp):
         Softmax: lambda n, a, s: along(n, a[0], softmax),
         LogSumExp: lambda n, a, s: along(n, a[0], lambda v: sp.log(sum(sp.exp(t) for t in v))),
         Inv: lambda n, a, s: np.array(sp.Matrix(a[0]).inv(), dtype=object),
+        Pinv: lambda n, a, s: np.array(_full_rank_pinv(sp.Matrix(a[0])), dtype=object),
         Det: matrix_fn(lambda m: np.asarray(m.det(), dtype=object)),
         LogDet: matrix_fn(lambda m: np.asarray(sp.log(m.det()), dtype=object)),
         Cholesky: lambda n, a, s: np.array(sp.Matrix(a[0]).cholesky(hermitian=False), dtype=object),
@@ -162,6 +164,11 @@ def explicit(expr, sizes: dict | None = None):
     if value.ndim == 2:
         return sp.Matrix(value.tolist())
     return sp.Array(value.tolist())
+
+
+def _full_rank_pinv(m):
+    """X⁺ as matdiff takes it, at full rank: (XᵀX)⁻¹Xᵀ for a tall X, Xᵀ(XXᵀ)⁻¹ for a wide one."""
+    return (m.T * m).inv() * m.T if m.rows >= m.cols else m.T * (m * m.T).inv()
 
 
 def _phi(x):

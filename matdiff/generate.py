@@ -39,6 +39,7 @@ from .show import FORMS, index_form
 from .simplify import numerical_forms, rewrite, simplify
 from .ir import Cholesky, Phi
 from .library import positive_definite
+from .ir import Pinv
 from .ir import DivDiff3
 from .evaluate import TAYLOR_CLOSE, TAYLOR_ORDER, _in_units, _taylor_scale, _tanh_polynomials
 
@@ -158,6 +159,36 @@ def _lu_solve(f, b, trans):
     if b.ndim > 1:
         return torch.linalg.lu_solve(f[0], f[1], b, adjoint=bool(trans))
     return torch.linalg.lu_solve(f[0], f[1], b[:, None], adjoint=bool(trans))[:, 0]'''
+# X⁺ at full rank from one thin SVD X = UΣVᵀ, as evaluate takes it: a rank-deficient X (σ_min
+# at or below max(n, k)·ε·σ_max) raises in NumPy and PyTorch and gives NaN under JAX's jit.
+# X⁺ = VΣ⁻¹Uᵀ is formed only where a line reads it; X⁺b is V(Σ⁻¹(Uᵀb)) (``_pinv_step``)
+RANK_MESSAGE = ("pinv of a rank-deficient matrix: matdiff takes X⁺ and its derivatives at full "
+                "rank only, where the rank cannot jump")
+NUMPY_PINV = f'''
+
+
+def _pinv_factors(a):
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    if not s[-1] > max(a.shape) * np.finfo(a.dtype).eps * s[0]:
+        raise np.linalg.LinAlgError("{RANK_MESSAGE}")
+    return u, s, vt'''
+JAX_PINV = '''
+
+
+def _pinv_factors(a):
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    full = s[-1] > max(a.shape) * jnp.finfo(a.dtype).eps * s[0]
+    return u, jnp.where(full, s, jnp.nan), vt'''
+TORCH_PINV = f'''
+
+
+def _pinv_factors(a):
+    u, s, vt = torch.linalg.svd(a, full_matrices=False)
+    if not (s[-1] > max(a.shape) * torch.finfo(a.dtype).eps * s[0]).item():
+        raise torch.linalg.LinAlgError("{RANK_MESSAGE}")
+    return u, s, vt'''
+
+
 BACKENDS = {  # the backends differ only in this table
     "numpy": {"import": "import numpy as np", "module": "np",
               "cast": "np.asarray({p})", "scatter": "{full}[{index}] = {values}",
@@ -170,7 +201,7 @@ BACKENDS = {  # the backends differ only in this table
                            (r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                             r"np.\1(\2, dtype=_dtype)")],
               # SciPy's; outside the principal branch its answer is complex, which the caller sees
-              "helpers": {"_lead_dot": NUMPY_LEAD_DOT, "_lu_factor": NUMPY_LU},
+              "helpers": {"_lead_dot": NUMPY_LEAD_DOT, "_lu_factor": NUMPY_LU, "_pinv_factors": NUMPY_PINV},
               # SciPy's LU, where SciPy is installed (else each solve factorises on its own)
               "lu": ("_lu_factor({0})", "scipy.linalg.lu_solve({0}, {1}, trans={2}, check_finite=False)"),
               "functions": {"__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
@@ -191,7 +222,8 @@ BACKENDS = {  # the backends differ only in this table
             "rewrites": [(r"jnp\.asarray\(([-\d.e]+)\)", r"jnp.asarray(\1, dtype=_dtype)"),
                          (r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
-            "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID},
+            "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID,
+                        "_pinv_factors": JAX_PINV},
             "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                           "__lu_inverse": "np.linalg.inv({1})",
@@ -217,7 +249,7 @@ BACKENDS = {  # the backends differ only in this table
                                               "[:{0}.shape[0], {0}.shape[0]:] / {unit}",
                             "__softmax": "_softmax({0}, {1})"},
               "helpers": {"_cho_factor": TORCH_CHOLESKY, "_tri_solve": TORCH_TRIANGULAR,
-                          "_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU},
+                          "_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU, "_pinv_factors": TORCH_PINV},
               "lu": ("_lu_factor({0})", "_lu_solve({0}, {1}, {2})"),
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
@@ -300,6 +332,7 @@ class _Writer:
         # products read each Inv node; the backend's (factorise, solve) templates, or None
         self.inverses: dict = {}
         self.inverse_uses: dict = {}
+        self.pinvs: dict = {}  # X⁺'s name → the name of X's thin SVD (``_pinv_step``)
         self.lu: tuple | None = None
         self.shared_lu: set = set()  # matrices whose log-determinant and inverse share one LU
         # Cholesky instead of LU for the symmetric positive-definite matrices (``spd``, nodes)
@@ -595,6 +628,8 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
     inverse and b a vector or matrix: (the solution's code, its labels), or None.  The
     inverse itself is then never formed unless another line reads it.  Where products read
     the same inverse twice or more, one LU factorisation serves every solve."""
+    if a in w.pinvs:
+        return _pinv_step(w, a, la, b, lb, keep)
     if a not in w.inverses or len(la) != 2 or la[0] == la[1] or len(lb) > 2:
         return None
     x, inv = w.inverses[a]
@@ -615,6 +650,25 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
         else:
             code = f"np.linalg.solve({x}.T, {rhs})" if trans else f"np.linalg.solve({x}, {rhs})"
         return w.emit(code), (other,) + rest
+    return None
+
+
+def _pinv_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
+    """Σ (X⁺)_pq b_q… as V(Σ⁻¹(Uᵀb)) from X's thin SVD (or X⁺ᵀb = U(Σ⁻¹(Vᵀb)), summing
+    over p): with b in X's range this is as accurate as a least-squares solve, where the
+    product with a formed X⁺ loses what its large entries cancel."""
+    if len(la) != 2 or la[0] == la[1] or len(lb) > 2:
+        return None
+    f = w.pinvs[a]
+    p, q = la
+    for summed, other, trans in ((q, p, 0), (p, q, 1)):
+        if summed in keep or lb.count(summed) != 1:
+            continue
+        rhs = b if lb[0] == summed else f"{b}.T"
+        s = f"{f}[1]" if len(lb) == 1 else f"{f}[1][:, None]"
+        code = f"{f}[2].T @ (({f}[0].T @ {rhs}) / {s})" if not trans else \
+            f"{f}[0] @ (({f}[2] @ {rhs}) / {s})"
+        return w.emit(code), (other,) + tuple(y for y in lb if y != summed)
     return None
 
 
@@ -1356,6 +1410,9 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
                 "top_left": f"{e}[0][:, 0]", "top_right": f"{e}[2][0]"}[n.part]
     if isinstance(n, Inv):
         return f"np.linalg.inv({a[0]})"
+    if isinstance(n, Pinv):  # VΣ⁻¹Uᵀ
+        f = w.emit(f"_pinv_factors({a[0]})", f"SVD of {_comment(n.arg)}")
+        return f"({f}[2].T / {f}[1]) @ {f}[0].T"
     if isinstance(n, Cholesky):  # lower triangular, S = LLᵀ
         return f"np.linalg.cholesky({a[0]})"
     if isinstance(n, Phi):  # the lower triangle, the diagonal halved
@@ -1785,6 +1842,9 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: boo
         args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
         if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
             w.inverses[args[n]] = (args[n.arg], n)
+        if isinstance(n, Pinv):
+            w.pinvs[args[n]] = w.emit(f"_pinv_factors({args[n.arg]})")
+
     for r in roots:  # a constant result is an array of the arguments' dtype, not a Python float
         if isinstance(r, Const):
             args[r] = w.emit(f"np.asarray({args[r]})", _comment(r))
@@ -2002,6 +2062,8 @@ def _without_casts(source: str, backend: str, params: list) -> str | None:
 def _singular(e: Exception) -> None:
     """NumPy's and PyTorch's LinAlgError (a singular matrix) as an EvaluationError; any
     other exception is left to propagate."""
+    if "LinAlgError" in type(e).__name__ and str(e).startswith(RANK_MESSAGE):
+        raise EvaluationError(f"the compiled function took the {e}") from None
     if "LinAlgError" in type(e).__name__ and re.search("positive.definite", str(e)):
         raise EvaluationError(f"the compiled function met a matrix that is not positive definite "
                               f"({e}): its Cholesky factor does not exist") from None

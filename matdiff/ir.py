@@ -490,6 +490,20 @@ class Inv(Unary):
         return arg.shape
 
 
+class Pinv(Unary):
+    """The Moore–Penrose pseudo-inverse X⁺ of an (n, k) matrix, (k, n). matdiff evaluates and
+    differentiates it at full rank, min(n, k), where the rank is locally constant (the
+    Golub–Pereyra derivative); a rank-deficient X is refused, since there X⁺ jumps."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        if arg.ndim != 2:
+            raise ShapeError(f"pinv needs a matrix, got shape {D.fmt_shape(arg.shape)}")
+        return arg.shape[::-1]
+
+
 class Det(Unary):
     """The determinant det X."""
 

@@ -23,6 +23,7 @@ from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
 from .ir import (Basis, Contract, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, free_vars)
+from .ir import Pinv
 
 # --------------------------------------------------------------------------- variables
 
@@ -145,6 +146,46 @@ def solve(a, b) -> Expr:
         raise ShapeError(f"solve({a.src}, {b.src}): {b.src} is a row vector; solve takes a column "
                          f"vector or a matrix")
     return Expr((inv(a) @ b).node, src=f"solve({a.src}, {b.src})")
+
+
+def pinv(x) -> Expr:
+    """The Moore–Penrose pseudo-inverse X⁺ of an (n, k) matrix: (XᵀX)⁻¹Xᵀ for a tall X of full
+    column rank, Xᵀ(XXᵀ)⁻¹ for a wide one of full row rank, whichever of n and k is smaller.
+    Differentiated by the Golub–Pereyra formula, dX⁺ = −X⁺dX X⁺ + X⁺X⁺ᵀdXᵀ(I − XX⁺) +
+    (I − X⁺X)dXᵀX⁺ᵀX⁺, which holds where the rank is constant: matdiff evaluates X⁺ and its
+    derivatives only at full rank, min(n, k), and refuses a rank-deficient X (there X⁺ jumps).
+
+    >>> X, y = md.matrix("X", "n", "k"), md.vector("y", "n")
+    >>> print(md.pinv(X))
+    X⁺
+    >>> md.check(md.norm(md.pinv(X) @ y) ** 2, X, order=2) < 1e-6
+    True
+    """
+    x = lift(x)
+    if x.ndim != 2:
+        raise ShapeError(f"pinv({x.src}): pinv takes a matrix, but {x.src} is {x.describe_shape()}"
+                         + ("; for a vector write it as a one-column matrix, or use xᵀ/‖x‖²"
+                            if x.ndim == 1 else ""))
+    return Expr(Pinv(x.node), src=f"pinv({x.src})")
+
+
+def lstsq(x, y) -> Expr:
+    """X⁺y: the least-squares solution of Xb ≈ y of least norm (``numpy.linalg.lstsq``), for an
+    (n, k) matrix X of full rank and a vector or matrix y with n rows. Printed X⁺y and
+    differentiated as such (see ``md.pinv``).
+
+    >>> X, y = md.matrix("X", "n", "k"), md.vector("y", "n")
+    >>> print(md.grad(md.sum(md.lstsq(X, y)), y))
+    X⁺ᵀ1
+    """
+    x, y = lift(x), lift(y)
+    if x.ndim != 2:
+        raise ShapeError(f"lstsq({x.src}, {y.src}): lstsq needs a matrix first, but {x.src} is "
+                         f"{x.describe_shape()}")
+    if y.ndim not in (1, 2) or y.shape[0] != x.shape[0] or y.row:
+        raise ShapeError(f"lstsq({x.src}, {y.src}): needs a column vector or a matrix with as many "
+                         f"rows as {x.src} ({D.fmt(x.shape[0])}), but {y.src} is {y.describe_shape()}")
+    return Expr((pinv(x) @ y).node, src=f"lstsq({x.src}, {y.src})")
 
 
 def positive_definite(x) -> bool:

@@ -150,6 +150,9 @@ class Builder:
     def _b_solve(self, node, names):  # A \ B
         return L.solve(*(self.build(a, names) for a in node.args))
 
+    def _b_pinv(self, node, names):  # X⁺
+        return L.pinv(self.build(node.args[0], names))
+
     def _b_kronop(self, node, names):
         return L.kron(*(self.build(a, names) for a in node.args))
 

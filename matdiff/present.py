@@ -302,7 +302,7 @@ def _dims(g: EGraph, key) -> tuple | None:
             return tuple(m.node.shape)
         return None
     ks = [g.dims.get(g.find(k)) for k in kids]
-    if op in ("T",):
+    if op == "T" or op == "call" and data[1] == "pinv":  # Xᵀ and X⁺ are (k, n) for an (n, k) X
         return tuple(reversed(ks[0])) if ks[0] is not None else None
     if op in ("inv", "matpow", "pow", "had") or (op == "call" and data[1] not in ("diag", "tr", "det")):
         return next((k for k in ks if k is not None), None)

@@ -27,6 +27,7 @@ SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 TEXT = {
     "T": "ᵀ", "inv": "⁻¹", "invT": "⁻ᵀ", "had": " ⊙ ", "kron": " ⊗ ", "div": " ⊘ ",
+    "pinv": "⁺", "pinvT": "⁺ᵀ",
     "minus": "−", "plus": " + ", "sub": " − ", "one": "1", "eye": "I", "zero": "0",
     "lparen": "(", "rparen": ")", "sqrt": "√", "nabla": "∇", "prime": "′",
     "functions": {"tr": "tr", "det": "det", "logdet": "log det", "diag": "diag", "sigmoid": "σ",
@@ -39,6 +40,7 @@ TEXT = {
 LATEX = {
     "latex": True,
     "T": "^\\top", "inv": "^{-1}", "invT": "^{-\\top}", "had": " \\odot ", "kron": " \\otimes ",
+    "pinv": "^{+}", "pinvT": "^{+\\top}",
     "div": " \\oslash ", "minus": "-", "plus": " + ", "sub": " - ", "one": "\\mathbf{1}",
     "eye": "I", "zero": "0", "lparen": "\\left(", "rparen": "\\right)", "sqrt": "\\sqrt",
     "nabla": "\\nabla ", "prime": "'",
@@ -272,13 +274,18 @@ def _repeated(m) -> list:
         if id(x) in seen:
             continue
         seen.add(id(x))
-        # S⁻¹ is as short as U; a transpose is never named (Uᵀ, not V where V = Uᵀ): its
-        # argument is, where repeated
+        # S⁻¹ and X⁺ are as short as U; a transpose is never named (Uᵀ, not V where V = Uᵀ):
+        # its argument is, where repeated
         if x is not m and counts[id(x)] >= 2 and _size(x) >= 2 and not isinstance(x, N.T) and not (
-                isinstance(x, N.Inv) and isinstance(x.arg, N.Sym)):
+                _marked_symbol(x)):
             order.append(x)  # and what repeats inside it is named too: a definition may use
         stack.extend(N.children(x))  # a name, so printed text grows linearly with nesting
     return order
+
+
+def _marked_symbol(x) -> bool:
+    """S⁻¹ or X⁺: a symbol and one mark, never given a name of its own."""
+    return (isinstance(x, N.Inv) or isinstance(x, N.Call) and x.name == "pinv") and isinstance(x.arg, N.Sym)
 
 
 def _size(m) -> int:
@@ -371,6 +378,8 @@ def _sym(m: N.Sym, style):
 def _transpose(m: N.T, style):
     if isinstance(m.arg, N.Inv):
         return _wrap(m.arg.arg, style, POSTFIX + 1) + style["invT"], POSTFIX
+    if isinstance(m.arg, N.Call) and m.arg.name == "pinv":  # X⁺ᵀ, one superscript in LaTeX
+        return _wrap(m.arg.arg, style, POSTFIX + 1) + style["pinvT"], POSTFIX
     return _wrap(m.arg, style, POSTFIX + 1) + style["T"], POSTFIX
 
 
@@ -714,6 +723,8 @@ def _call(m: N.Call, style):
         mark = (("′", "″", "‴")[m.order - 1] if not _tex(style) else "'" * m.order) \
             if 0 < m.order < 4 else ("" if m.order == 0 else f"^{{({m.order})}}")
         return f"{_name(m.name, style)}{mark}{lp}{arg}{rp}", ATOM
+    if m.name == "pinv":  # X⁺, a mark as X⁻¹
+        return _wrap(m.arg, style, POSTFIX + 1) + style["pinv"], POSTFIX
     if m.name == "spectral":  # ‖X‖₂
         return (f"\\lVert {arg} \\rVert_2" if _tex(style) else f"‖{arg}‖₂"), ATOM
     if m.name == "nuclear":  # ‖X‖_*

@@ -29,6 +29,7 @@ from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff,
                  EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
                  Sum, Svd, Var, is_ones)
+from .ir import Pinv
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -548,6 +549,7 @@ RULES = {
     Softmax: _unary("softmax"),
     LogSumExp: _unary("logsumexp"),
     Inv: _inv,
+    Pinv: _unary("pinv"),
     MatFn: _matfn,
     Eigh: _eigh,
     DivDiff: _divdiff,

@@ -326,6 +326,25 @@ class Inference:
                              f"{self.fmt(a)}, but the right-hand side is {self.fmt(b)}")
         return b
 
+    def _s_pinv(self, node):  # X⁺
+        return self._pinv(node, self.shape(node.args[0]))
+
+    def _f_pinv(self, node):  # pinv(X)
+        return self._pinv(node, *self._args(node, 1))
+
+    def _pinv(self, node, s):
+        if s.scalar or ONE in (self.dims.resolve(s.rows), self.dims.resolve(s.cols)):
+            self._fail(node, f"pinv needs a matrix, but its argument is {self.fmt(s)}")
+        return Shape(s.cols, s.rows)
+
+    def _f_lstsq(self, node):  # lstsq(X, y) = X⁺y
+        x, y = self._args(node, 2)
+        self._pinv(node, x)
+        if y.scalar or not self.dims.unify(x.rows, y.rows):
+            self._fail(node, f"lstsq(X, y) needs a vector or matrix y with as many rows as X, "
+                             f"{self.fmt(x)}, but y is {self.fmt(y)}")
+        return Shape(x.cols, y.cols)
+
     def _s_kronop(self, node):
         self.shape(node.args[0])
         self.shape(node.args[1])

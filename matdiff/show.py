@@ -11,6 +11,7 @@ from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff,
                  EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, register_text_form)
+from .ir import Pinv
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -72,6 +73,7 @@ FORMS = {
     Softmax: lambda n: f"softmax({_form(n.arg)}, axis={n.axis})",
     LogSumExp: lambda n: f"logsumexp({_form(n.arg)}, axis={n.axis})",
     Inv: lambda n: f"inv({_form(n.arg)})",
+    Pinv: lambda n: f"pinv({_form(n.arg)})",
     Det: lambda n: f"det({_form(n.arg)})",
     LogDet: lambda n: f"logdet({_form(n.arg)})",
     ScalarFn: _scalar_fn,

@@ -90,7 +90,7 @@ OPERATIONS = {
     "inverse_t": "inverse", "sup": "sup", "kron": "kronop",
     "+": "add", "-": "add", ".*": "hadamard", "./": "hadamard", "*": "hadamard", "/": "hadamard",
     "^": "power", ".^": "power", "**": "power", "@": "matmul", "@mc": "matmul",
-    "\\": "solve",
+    "\\": "solve", "pinv": "pinv",
 }
 
 
