@@ -86,11 +86,12 @@ class EGraph:
 
     def add(self, op: str, data: tuple, kids=()) -> int:
         find = self.find
-        kids = tuple(map(find, kids))
+        parent = self.parent
+        kids = tuple([k if parent[k] == k else find(k) for k in kids])
         key = (op, data, kids)
         hit = self.memo.get(key)
         if hit is not None:
-            return find(hit)
+            return hit if parent[hit] == hit else find(hit)
         cid = len(self.parent)
         self.parent.append(cid)
         self.kinds.append(data[0])
@@ -2160,19 +2161,24 @@ def _best(g: EGraph, cost) -> dict:
             if not dirty[i]:
                 continue
             dirty[i] = False
-            if any(k not in best or k == c for k in kids):  # a term is never its own part
-                continue
-            value = round(cost(g, t, [best[k][0] for k in kids], [best[k][2] for k in kids]), 9)
-            head = heads[i]
-            if head is None:
-                head = heads[i] = repr(t[1][:2]) if t[0] != "leaf" else _leaf_text(t[1][1])
-            key = (t[0], head, tuple(best[k][1] for k in kids))
-            old = best.get(c)
-            if old is None or (value, key) < old[:2]:
-                best[c] = (value, key, t[0], t)
-                changed = True
-                for j in users.get(c, ()):
-                    dirty[j] = True
+            parts = []
+            for k in kids:
+                b = best.get(k)
+                if b is None or k == c:  # a term is never its own part
+                    break
+                parts.append(b)
+            else:
+                value = round(cost(g, t, [b[0] for b in parts], [b[2] for b in parts]), 9)
+                head = heads[i]
+                if head is None:
+                    head = heads[i] = repr(t[1][:2]) if t[0] != "leaf" else _leaf_text(t[1][1])
+                key = (t[0], head, tuple([b[1] for b in parts]))
+                old = best.get(c)
+                if old is None or (value, key) < old[:2]:
+                    best[c] = (value, key, t[0], t)
+                    changed = True
+                    for j in users.get(c, ()):
+                        dirty[j] = True
         if not changed:
             break
     return best
