@@ -27,8 +27,8 @@ import numpy as np
 
 from . import dims as D
 from .errors import EvaluationError, MatdiffError, NotSupportedError
-from .evaluate import (C_SERIES, CLOSE, GAP_COINCIDE, _scaled_variable, check_shapes, check_symmetric,
-                       complex_value, is_min_dim, min_arguments, variables)
+from .evaluate import (C_SERIES, CHOICE_TOLERANCE, CLOSE, CLUSTER, GAP_COINCIDE, _scaled_variable, _shown,
+                       check_shapes, check_symmetric, complex_value, is_min_dim, min_arguments, variables)
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
@@ -85,6 +85,16 @@ JAX_DSIGMOID = '''
 def _dsigmoid(x):
     e = jnp.exp(-jnp.abs(x))
     return e / (1 + e) ** 2'''
+# The tie terms of a second derivative through eigenvectors (``_tie_branch``) run only where two
+# eigenvalues are tied: under jit (a traced condition) lax.cond runs one branch; outside jit,
+# where the condition is a value, Python's if does, as lax.cond would trace both branches
+JAX_TIE_COND = '''
+
+
+def _tie_cond(tied, with_ties, without):
+    if isinstance(tied, jax.core.Tracer):
+        return jax.lax.cond(tied, with_ties, without)
+    return with_ties() if tied else without()'''
 # Cholesky where the matrix is symmetric positive definite (declared spd, or XᵀX + λI): half
 # LU's flops, and log det X = 2 Σ log Lᵢᵢ from the same factor; a matrix that is not positive
 # definite raises, as np.linalg.cholesky does
@@ -222,7 +232,7 @@ BACKENDS = {  # the backends differ only in this table
             "rewrites": [(r"jnp\.asarray\(([-\d.e]+)\)", r"jnp.asarray(\1, dtype=_dtype)"),
                          (r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
-            "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID,
+            "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID, "_tie_cond": JAX_TIE_COND,
                         "_pinv_factors": JAX_PINV},
             "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
@@ -375,7 +385,7 @@ class _Writer:
         new: dict = {}
         for line in reversed(kept):
             m = assigned.match(line)
-            if m:
+            if m and m.group(1) not in new:  # a name the tie branch assigns in both arms: one number
                 new[m.group(1)] = f"{self.prefix}{len(new) + 1}"
 
         def rename(text):
@@ -1163,6 +1173,23 @@ class _Limit(Node):
         return _Limit(*children)
 
 
+class _TieBranch(Node):
+    """A second derivative through eigenvectors as generated code computes it: ``limit`` (a
+    ``_Limit``: the formula with its tie terms) where two eigenvalues of λ are tied (within
+    √ε), else ``plain``, the formula as written, which costs 2–5× less (``_tie_branch``)."""
+
+    @staticmethod
+    def _shape(limit, plain, lam):
+        return plain.shape
+
+    @property
+    def children(self):
+        return self.args
+
+    def with_children(self, children):
+        return _TieBranch(*children)
+
+
 def _children_first(root: Node) -> list:
     """The nodes below root, each once, every one after its operands."""
     order, seen, stack = [], set(), [(root, False)]
@@ -1245,7 +1272,7 @@ def _tangent(root: Node, seeds: dict):
     return memo[root]
 
 
-def _tie_limits(roots: list, found: set | None = None) -> list:
+def _tie_limits(roots: list) -> list:
     """Second derivatives through eigenvectors, written so that they keep their limit where
     eigenvalues coincide.  Such a result R is affine in G = EigGap(λ) (1/(λⱼ − λᵢ)); split G
     into its regular part and the tie pairs', which along S(h) = U diag(λ + hp) Uᵀ (U fixed: the
@@ -1282,9 +1309,8 @@ def _tie_limits(roots: list, found: set | None = None) -> list:
         except NotSupportedError:
             out.append(r)
             continue
-        out.append(_Limit(regular, lin, lam, near, *([simplify(slope)] if slope is not None else [])))
-        if found is not None:
-            found.add(v)
+        limit = _Limit(regular, lin, lam, near, *([simplify(slope)] if slope is not None else []))
+        out.append(_TieBranch(limit, r, lam))  # r itself away from ties: the tie terms cost 2–5×
     return out
 
 
@@ -1322,6 +1348,71 @@ def _tie_code(w: _Writer, n: Node, args: dict) -> str:
 
 
 NO_LIMIT_COMMENT = "no limit at a repeated eigenvalue: NaN"
+TIE_BRANCH_COMMENT = "two eigenvalues within √ε: the tie terms"
+
+
+def _tie_branch_order(order: list, roots: list) -> tuple:
+    """``order`` (children before parents) in four parts, for ``_tie_branch``: the nodes computed
+    before the branch (what the results need apart from the branches, and what both arms of
+    one need), the nodes only the arms with tie terms need, those only the plain arms need,
+    and the nodes that read a branch (none where the branches are the results)."""
+    branches = [n for n in order if isinstance(n, _TieBranch)]
+    if not branches:
+        return order, [], [], []
+
+    def below(starts, stop):
+        found, stack = set(), list(starts)
+        while stack:
+            n = stack.pop()
+            if n not in found and n not in stop:
+                found.add(n)
+                stack.extend((n.children[2],) if isinstance(n, _TieBranch) else n.children)
+        return found
+    main = below(roots, set())
+    tied = below([b.children[0] for b in branches], main)
+    plain = below([b.children[1] for b in branches], main)
+    late: set = set()
+    for n in order:
+        if isinstance(n, _TieBranch) or any(c in late for c in n.children):
+            late.add(n)
+    before = [n for n in order if (n in main or (n in tied and n in plain)) and n not in late]
+    return (before, [n for n in order if n in tied and n not in plain], [n for n in order if n in plain
+            and n not in tied], [n for n in order if n in late and not isinstance(n, _TieBranch)])
+
+
+def _tie_branch(w: _Writer, branches: list, arms: tuple, args: dict, lower, backend: str) -> None:
+    """The ``_TieBranch`` nodes as one branch on "two eigenvalues of a decomposed matrix are
+    tied" (within √ε, ``_tied_code``): one arm computes the nodes only their limits need (the
+    tie terms), the other those only the plain formulas need, so that away from ties the code
+    costs what it costs without the tie terms.  NumPy and PyTorch get an if block; JAX two
+    functions of which ``_tie_cond`` runs one (``lax.cond`` under jit), so that the code stays
+    traceable and differentiable."""
+    tied = []
+    for lam in dict.fromkeys(args[b.children[2]] for b in branches):
+        eps = w.emit(f"np.finfo({lam}.dtype).eps")
+        tied.append(w.emit(f"{_tied_code(w, lam, f'{eps} ** 0.5')}.any()", TIE_BRANCH_COMMENT))
+    condition = tied[0] if len(tied) == 1 else w.emit(" | ".join(tied))
+    names = [w.fresh() for _ in branches]
+    written, code_of = dict(w.written), dict(w.code_of)  # what an arm writes stays in it
+    for arm, (nodes, header) in enumerate(zip(arms, ("    def _tie_terms():" if backend == "jax" else
+                                                     f"    if {condition}:", "    def _plain_terms():"
+                                                     if backend == "jax" else "    else:"))):
+        w.lines.append(header)
+        start = len(w.lines)
+        for n in nodes:
+            lower(n)
+        results = [args[b.children[arm]] for b in branches]
+        if backend == "jax":
+            w.lines.append(f"    return {', '.join(results)}")
+        else:
+            w.lines += [f"    {name} = {result}" for name, result in zip(names, results)]
+        w.lines[start:] = ["    " + line for line in w.lines[start:]]
+        w.written, w.code_of = dict(written), dict(code_of)
+    if backend == "jax":
+        w.lines.append(f"    {', '.join(names)}{',' if len(names) > 1 else ''} = "
+                       f"_tie_cond({condition}, _tie_terms, _plain_terms)")
+    for b, name in zip(branches, names):
+        args[b] = name
 
 
 def _refusing_no_limit(fn, source: str, backend: str):
@@ -1344,6 +1435,252 @@ def _refusing_no_limit(fn, source: str, backend: str):
                     "compiled function returns no value silently")
         return out
     return refusing
+
+
+# ------------------------------------------------------------------ checks: a choice of vectors at a tie
+
+DECOMPOSITION_CALL = re.compile(r"\b(?:np|jnp|torch)\.linalg\.(eigh|svd)\((\w+)(?:, full_matrices=False)?\)")
+
+
+class _Decompositions:
+    """eigh and the thin SVD as compiled functions with ``checks`` compute them: each notes
+    whether its values have a tie (neighbours within CLUSTER of the larger, or 64ε of the
+    largest; for the SVD also σ = 0).  With ``snap`` each tied group of values is made one
+    (its mean; σ = 0 exactly), so that a function of them is constant on it, not different
+    by rounding; with ``turn`` also the vectors are turned within each tie (U ← UR,
+    R = (I − K)⁻¹(I + K) orthogonal for K skew and zero outside the tied pairs; for σ = 0 the
+    left and right null vectors apart, the left ones flipped), as evaluate's
+    ``_refuse_choices`` draws them.  Array operations only, so that JAX can trace them."""
+
+    def __init__(self, backend: str, snap: bool = False, turn: bool = False):
+        self.backend, self.snap, self.turn, self.ties, self.seen = backend, snap or turn, turn, [], []
+        # the backend's module, which the generated code has imported
+        self.xp = np if backend == "numpy" else sys.modules["jax.numpy" if backend == "jax" else "torch"]
+
+    def _eps(self, v) -> float:
+        return float(self.xp.finfo(v.dtype).eps)
+
+    def _close(self, a, b, v, rel):
+        xp = self.xp
+        floor = 64 * self._eps(v) * xp.abs(v).max()
+        return xp.abs(a - b) <= xp.maximum(rel * xp.maximum(xp.abs(a), xp.abs(b)), floor)
+
+    def _tolerance(self, v) -> float:
+        return max(CLUSTER, 256 * self._eps(v))
+
+    def _like(self, a, v):
+        if self.backend == "torch":
+            return self.xp.as_tensor(a, dtype=v.dtype, device=v.device)
+        return self.xp.asarray(a, dtype=v.dtype)
+
+    def _rotation(self, mask, v, seed: int, flip=None):
+        """Cayley's orthogonal matrix of a fixed random skew K kept where ``mask``, times a
+        sign flip of the columns where ``flip``."""
+        xp, n = self.xp, v.shape[0]
+        k = np.random.default_rng(seed).standard_normal((n, n))
+        k = self._like((k - k.T) / 2, v)
+        k = xp.where(mask, k, xp.zeros_like(k))
+        eye = self._like(np.eye(n), v)
+        r = xp.linalg.solve(eye - k, eye + k)
+        if flip is not None:
+            r = r * xp.where(flip, -xp.ones_like(v), xp.ones_like(v))[None, :]
+        return r
+
+    def _pairs(self, v, rel):
+        off = self._like(np.eye(v.shape[0]) == 0, v) > 0
+        return self._close(v[:, None], v[None, :], v, rel) & off
+
+    def eigh(self, x, label: str):
+        lam, u = self.xp.linalg.eigh(x)
+        rel = self._tolerance(lam)
+        self.ties.append(self._close(lam[1:], lam[:-1], lam, rel).any())
+        self.seen.append((label, "eigenvalue", lam))
+        if self.snap:
+            pairs = self._pairs(lam, rel)
+            lam = self._snapped(lam, pairs)
+            if self.turn:
+                u = u @ self._rotation(pairs, lam, 0)
+        return lam, u
+
+    def svd(self, x, label: str):
+        u, s, vt = self.xp.linalg.svd(x, full_matrices=False)
+        if s.shape[0] == 0:
+            return u, s, vt
+        rel = self._tolerance(s)
+        zero = s <= rel * s[0]
+        self.ties.append(self._close(s[1:], s[:-1], s, rel).any() | zero.any())
+        self.seen.append((label, "singular value", s))
+        if self.snap:
+            both = zero[:, None] & zero[None, :]
+            tied = self._pairs(s, rel) & ~zero[:, None] & ~zero[None, :]
+            s = self.xp.where(zero, self.xp.zeros_like(s), self._snapped(s, tied))
+            if self.turn:
+                u = u @ self._rotation(tied | both, s, 0, flip=zero)
+                vt = self._rotation(tied, s, 0).T @ vt
+                vt = self._rotation(both, s, 1).T @ vt
+        return u, s, vt
+
+    def _snapped(self, v, pairs):
+        """Each value the mean of those it is tied with (and itself)."""
+        xp = self.xp
+        w = xp.where(pairs, xp.ones_like(pairs, dtype=v.dtype), xp.zeros_like(pairs, dtype=v.dtype)) + \
+            self._like(np.eye(v.shape[0]), v)
+        return (w @ v) / w.sum(1)
+
+    def tied(self):
+        out = False
+        for t in self.ties:
+            out = out | t
+        return out
+
+    def refusal(self, finite: bool = True) -> EvaluationError:
+        """evaluate's error (``_Spectra.refusal``) for the ties this call met."""
+        parts, kinds = [], set()
+        for label, what, values in self.seen:
+            v, eps = np.sort(_as_numpy(values).astype(float)), float(self.xp.finfo(values.dtype).eps)
+            rel, scale = max(CLUSTER, 256 * eps), float(np.abs(v).max(initial=0.0))
+            zero = v <= rel * scale if what != "eigenvalue" else np.zeros(v.shape, bool)
+            said = [f"{'λ' if what == 'eigenvalue' else 'σ'} = {_shown(v[~zero], g):.6g} ({len(g)} times)"
+                    for g in _groups(v[~zero], rel, 64 * eps * scale)]
+            if zero.any():
+                said.append(f"σ = 0 ({int(zero.sum())} time{'s' if zero.sum() > 1 else ''}: "
+                            f"it is rank-deficient)")
+            if said:
+                kinds.add(what)
+                parts.append(f"{label} has a repeated {'or zero ' if what != 'eigenvalue' else ''}{what}, "
+                             f"{', '.join(said)}")
+        vectors = " or ".join((["eigenvectors"] if "eigenvalue" in kinds else []) +
+                              (["singular vectors"] if "singular value" in kinds else [])) or "vectors"
+        where = "; ".join(dict.fromkeys(parts)) or "a decomposed matrix has a repeated value"
+        if not finite:
+            return EvaluationError(f"{where}: the {vectors} are not differentiable here, and this result, "
+                                   f"which differentiates them, is not finite; the compiled function "
+                                   f"returns no value silently")
+        examples = (["the gradient of one eigenvalue at a tie (λ_max at a repeated top eigenvalue)"]
+                    if "eigenvalue" in kinds else []) + \
+            (["the spectral norm's at a repeated σ₁", "the nuclear norm's at a rank-deficient matrix"]
+             if "singular value" in kinds else [])
+        return EvaluationError(
+            f"not differentiable here: {where}, and this result depends on which {vectors} are "
+            f"chosen for it, as {' or '.join(examples) or 'a subgradient'} does; the compiled function "
+            f"returns no subgradient silently (md.compile(..., checks=False) returns one)")
+
+
+def _groups(v, rel: float, floor: float) -> list:
+    """Index groups of sorted values whose neighbours are within ``rel`` of the larger or
+    ``floor`` (evaluate's ``_clusters``, at a tolerance of the dtype's)."""
+    groups, current = [], [0] if v.size else []
+    for i in range(1, v.size):
+        if abs(v[i] - v[i - 1]) <= max(rel * max(abs(v[i]), abs(v[i - 1])), floor):
+            current.append(i)
+        else:
+            groups, current = groups + [current], [i]
+    return [g for g in groups + [current] if len(g) > 1]
+
+
+def _checking_choices(variant, fn, backend: str, compared: list, single: bool, limits: bool = False):
+    """``fn`` (the generated function) as ``variant`` (its source with each decomposition
+    through ``_Decompositions``) computes it, refusing a result that depends on the choice of
+    eigen- or singular vectors where values tie, as evaluate does: where a call met a tie, the
+    outputs ``compared`` (those that do not divide by eigenvalue gaps, which take their limit
+    or are NaN) are computed again with the vectors turned within the ties, and one that moves
+    (relative CHOICE_TOLERANCE, or 4096ε in float32) is refused; an output that is not finite
+    at a tie is refused too.  NumPy and PyTorch raise EvaluationError; JAX raises outside jit
+    and gives NaN under it (no value can raise there), and runs the second computation only at
+    a tie (``lax.cond``).  With ``limits`` (the code has tie terms) an output that does not
+    divide by gaps is left to ``_refusing_no_limit`` where it is NaN."""
+
+    @functools.wraps(fn)
+    def checking(*args, **kwargs):
+        noted = _Decompositions(backend)
+        out = variant(*args, _spectra=noted, **kwargs)
+        tied = noted.tied()
+        if backend == "jax":
+            return _jax_choices(variant, args, kwargs, out, tied, noted, compared, single)
+        if not bool(tied):
+            return out
+        snapped, turned = (variant(*args, _spectra=_Decompositions(backend, snap=True, turn=turn), **kwargs)
+                           for turn in (False, True))
+        for o, a, b, c in zip(*((x,) if single else tuple(x) for x in (out, snapped, turned)), compared):
+            if (not limits or c) and not _all_finite(o) or c and not (_all_finite(a) and _all_finite(b)):
+                raise noted.refusal(finite=False)  # (the tie terms' NaN: _refusing_no_limit's error)
+            if c and _moved(a, b):
+                raise noted.refusal()
+        return out
+    return checking
+
+
+def _as_numpy(a):
+    return np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
+
+
+def _all_finite(a) -> bool:
+    return bool(np.all(np.isfinite(_as_numpy(a))))
+
+
+def _moved(a, b) -> bool:
+    a, b = _as_numpy(a), _as_numpy(b)
+    eps = float(np.finfo(a.dtype).eps) if a.dtype.kind == "f" else 0.0
+    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
+    return float(np.abs(a.astype(float) - b).max(initial=0.0)) > max(CHOICE_TOLERANCE, 4096 * eps) * scale
+
+
+def _jax_choices(variant, args, kwargs, out, tied, noted, compared, single):
+    jax, jnp = sys.modules["jax"], sys.modules["jax.numpy"]  # as the generated code imported them
+
+    def again():
+        return tuple(variant(*args, _spectra=_Decompositions("jax", snap=True, turn=turn), **kwargs)
+                     for turn in (False, True))
+    if isinstance(tied, jax.core.Tracer):  # under jit: computed only at a tie
+        snapped, turned = jax.lax.cond(tied, again, lambda: (out, out))
+    else:
+        snapped, turned = again() if bool(tied) else (out, out)
+    kept = []
+    for o, a, b, c in zip(*((x,) if single else tuple(x) for x in (out, snapped, turned)), compared):
+        if not c:
+            kept.append(o)
+            continue
+        eps = jnp.finfo(o.dtype).eps
+        scale = jnp.maximum(jnp.abs(a).max(), jnp.abs(b).max())
+        bad = tied & ~(jnp.abs(a - b).max() <= jnp.maximum(CHOICE_TOLERANCE, 4096 * eps) * scale)
+        if not isinstance(bad, jax.core.Tracer):
+            if bool(bad):
+                raise noted.refusal(finite=bool(jnp.all(jnp.isfinite(a)) & jnp.all(jnp.isfinite(b))))
+            kept.append(o)
+            continue
+        kept.append(jnp.where(bad, jnp.nan, o))  # under jit: NaN, as the tie terms give
+    return kept[0] if single else tuple(kept)
+
+
+def _choices_checked(namespace: dict, source: str, fast, lean, outputs, backend: str, vs: list,
+                     params: list) -> tuple:
+    """The generated function and its cast-less version (``fast``, from the source ``lean``),
+    each refusing a result that depends on a choice of vectors at a tie."""
+    labels = {p: v.name for v, p in zip(vs, params)}
+    exprs = _as_list(outputs)
+    compared = [not any(isinstance(n, EigGap) for n in walk(numerical_forms(simplify(e.node))))
+                for e in exprs]  # a result that divides by gaps takes its limit, or is NaN
+    out = []
+    for fn, text in ((namespace["f"], source), (fast, lean)):
+        if fn is None:
+            out.append(None)
+            continue
+        scope = {k: v for k, v in namespace.items() if k != "f" and not k.startswith("__")}
+        exec(compile_source(_with_choices_noted(text, labels)), scope)  # our own generated code
+        _runtime_helpers(scope, backend)
+        out.append(_checking_choices(scope["f"], fn, backend, compared, len(exprs) == 1,
+                                     NO_LIMIT_COMMENT in source))
+    return tuple(out)
+
+
+def _with_choices_noted(source: str, labels: dict) -> str:
+    """The generated source with each eigh and thin SVD through ``_spectra``
+    (``_Decompositions``), a parameter added to the function."""
+    head, sep, body = source.partition("\ndef f(")
+    body = body.replace("):\n", ", _spectra=None):\n", 1)
+    body = DECOMPOSITION_CALL.sub(lambda m: f"_spectra.{m.group(1)}({m.group(2)}, "
+                                            f"{labels.get(m.group(2), 'a decomposed matrix')!r})", body)
+    return head + sep + body
 
 
 SHOWN = {"split": "tie_split", "tie": "tie_gaps", "regular": "eigenvalue_gaps_apart",
@@ -1629,7 +1966,8 @@ def _product(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) ->
 
 
 # names the generated code itself uses: a parameter never shadows them
-RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype"} | set(HELPERS) | \
+RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype", "_tie_terms",
+            "_plain_terms"} | set(HELPERS) | \
     {h for table in BACKENDS.values() for h in table.get("helpers", ())} | \
     set(dir(builtins))
 
@@ -1734,27 +2072,25 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
     return _source(outputs, backend, name, sizes, args)
 
 
-def _source(outputs, backend: str, name: str, sizes, args, ties: bool = True, tied: set | None = None) -> str:
-    """``codegen``'s source; without ``ties`` the tie terms are left out, and ``tied`` collects
-    the variables whose repeated eigenvalues they are written for."""
+def _source(outputs, backend: str, name: str, sizes, args) -> str:
+    """``codegen``'s source."""
     if backend not in BACKENDS:
         raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use one of "
                                 f"{', '.join(map(repr, BACKENDS))}")
     _check_name(name)
     try:
-        return _codegen(outputs, backend, name, sizes, args, ties, tied)
+        return _codegen(outputs, backend, name, sizes, args)
     except RecursionError:
         raise MatdiffError(f"codegen: the expression is nested too deeply for Python's recursion "
                            f"limit of {sys.getrecursionlimit()}; raise it with "
                            f"sys.setrecursionlimit") from None
 
 
-def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: bool = True,
-             tied: set | None = None) -> str:
+def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
     written = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
-    roots = _tie_limits(written, tied) if ties else written
+    roots = _tie_limits(written)
     roots = _rational_functions(roots)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
@@ -1802,6 +2138,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: boo
             kids = [c for c in n.children if not (isinstance(n, Contract) and isinstance(c, Delta))]
             stack.extend((c, False) for c in reversed(kids) if c not in seen and c not in args)
     uses = _uses(order)
+    ends = roots  # the results, and the results of each arm of a tie branch
+    roots = [x for r in roots for x in (r.args[:2] if isinstance(r, _TieBranch) else (r,))]
     w.uses = {n: k for n, k in uses.items() if n not in roots}
     w.lu = table.get("lu") if backend != "numpy" or _has_scipy() else None
     if w.lu is not None:  # log|det X| beside X⁻¹ (or solves with X): one LU serves both
@@ -1821,23 +2159,24 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: boo
     scaled = _scaled_products(order, roots, uses)
     common = w.common = _common_factors(order, roots, uses, inlined)
     folded = w.folded = _folded_spreads(order, roots, uses, inlined, common)
-    for n in order:
+
+    def lower(n) -> None:
         if isinstance(n, Const):
             args[n] = repr(float(n.value))
-            continue
+            return
         if n in inlined or n in scaled or n in folded:
-            continue
+            return
         if isinstance(n, Sum) and n.terms and n.terms[0][1] in scaled:
             (c, t), = n.terms
             args[n] = w.emit(_product(w, t, args, size_of, coef=c), _comment(n))
-            continue
+            return
         if isinstance(n, Contract):
             args[n] = w.emit(_product(w, n, args, size_of), _comment(n))
-            continue
+            return
         if n in common:  # 2(UVᵀ − T)V: the sum without its factor, which its product takes
             args[n] = w.emit(_node_code(w, Sum(tuple((c / common[n], t) for c, t in n.terms),
                                                    n.shape), args, size_of))
-            continue
+            return
         shared = isinstance(n, (Inv, LogDet)) and (n.arg in w.shared_lu or n.arg in w.spd)
         args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
         if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
@@ -1845,10 +2184,18 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, ties: boo
         if isinstance(n, Pinv):
             w.pinvs[args[n]] = w.emit(f"_pinv_factors({args[n.arg]})")
 
-    for r in roots:  # a constant result is an array of the arguments' dtype, not a Python float
+    before, tie_terms, plain_terms, after = _tie_branch_order(order, ends)
+    for n in before:
+        lower(n)
+    if tie_terms or plain_terms:
+        _tie_branch(w, [n for n in order if isinstance(n, _TieBranch)], (tie_terms, plain_terms), args, lower,
+                    backend)
+    for n in after:
+        lower(n)
+    for r in ends:  # a constant result is an array of the arguments' dtype, not a Python float
         if isinstance(r, Const):
             args[r] = w.emit(f"np.asarray({args[r]})", _comment(r))
-    lines, results = w.live_lines([args[r] for r in roots])
+    lines, results = w.live_lines([args[r] for r in ends])
     results = ", ".join(results)
     needs = sorted(user_function_name(fn) for fn in _user_functions(exprs))
     body = [_backend_line(line, table) for line in lines]
@@ -1906,7 +2253,8 @@ def _backend_line(line: str, table: dict) -> str:
     return code + hash_ + comment
 
 
-def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=None):  # noqa: A001
+def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=None,  # noqa: A001
+            checks: bool = True):
     """A function of the variables computing ``outputs``; shared subexpressions are computed
     once. Its parameters are the variables in the order they first appear in the outputs,
     or in the order of ``args`` (``md.compile(loss, args=[w, X, y])``); ``inspect.signature``
@@ -1917,55 +2265,34 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     >>> value, gradient = f(x=[1.0, 1.0], A=[[1.0, 0.0], [0.0, 1.0]])
     >>> float(value), gradient.tolist()
     (2.0, [2.0, 2.0])
+
+    With ``checks`` (the default), code that decomposes a matrix (eigh, svd) refuses, as
+    ``evaluate`` does, a result that depends on which eigen- or singular vectors are chosen
+    where values repeat: the gradient of λ_max at a repeated top eigenvalue, of ‖X‖₂ at a
+    repeated σ₁. NumPy and PyTorch raise EvaluationError; JAX raises outside jit and returns
+    NaN under it. A call with no repeated value costs what it would without checks; one with
+    a repeated value computes its result again with the vectors turned. ``checks=False``
+    returns the value the decomposition's own vectors give (there, a subgradient).
+
+    >>> S = md.matrix("S", "n", "n", symmetric=True)
+    >>> g = md.compile(md.grad(md.eigvalsh(S)[-1], S))
+    >>> g(S=np.diag([1.0, 2.0, 2.0]))
+    Traceback (most recent call last):
+    ...
+    matdiff.errors.EvaluationError: not differentiable here: S has a repeated eigenvalue, λ = 2 (2 times), ...
+    >>> md.compile(md.grad(md.eigvalsh(S)[-1], S), checks=False)(S=np.diag([1.0, 2.0, 2.0])).shape
+    (3, 3)
     """
-    tied: set = set()
-    source = _source(outputs, backend, "f", sizes, args, tied=tied)
-    fn = _compiled(source, outputs, backend, args)
-    if tied and backend != "jax":  # under jit no value can choose the code: JAX keeps one function
-        plain = _compiled(_source(outputs, backend, "f", sizes, args, ties=False), outputs, backend, args)
-        fn = _by_ties(fn, plain, tied)
+    source = _source(outputs, backend, "f", sizes, args)
+    fn = _compiled(source, outputs, backend, args, checks)
     fn.source = source
     return fn
 
 
-def _by_ties(tied, plain, variables: set):
-    """``tied`` (second derivatives through eigenvectors that keep their limit at repeated
-    eigenvalues) where a decomposed variable has two eigenvalues within 4√ε of each other
-    (relative), else ``plain``: the same formula without the tie terms, which cost 2–5× the
-    rest of the code on every call. ``eigvalsh`` of the variable decides, before the call."""
-    params = list(inspect.signature(tied).parameters)
-    where = {v: (params.index(v.name) if v.name in params else None, v.name) for v in variables}
-
-    def pick(*args, **kwargs):
-        for v, (i, name) in where.items():
-            a = kwargs.get(name) if name in kwargs else args[i] if i is not None and i < len(args) else None
-            if a is None or _near_ties(a):
-                return tied(*args, **kwargs)
-        return plain(*args, **kwargs)
-    functools.update_wrapper(pick, tied)
-    pick.unchecked = tied.unchecked
-    return pick
-
-
-def _near_ties(a) -> bool:
-    """Whether a square matrix has two eigenvalues close enough that the generated code's tie
-    terms matter (or cannot be told: not a finite real square matrix)."""
-    try:
-        m = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
-        if m.dtype.kind != "f" or m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all(np.isfinite(m)):
-            return True
-        lam = np.linalg.eigvalsh(m)
-    except Exception:  # noqa: BLE001 - the tied function gives the error, as it would have
-        return True
-    if lam.size < 2:
-        return False
-    eps = float(np.finfo(m.dtype).eps)
-    near = np.maximum(np.abs(lam[1:]), np.abs(lam[:-1]))
-    return bool(np.any(np.diff(lam) <= np.maximum(4 * np.sqrt(eps) * near, 256 * eps * np.abs(lam).max())))
-
-
-def _compiled(source: str, outputs, backend: str, args):
-    """The checked function that ``source`` (generated for ``outputs``) defines."""
+def _compiled(source: str, outputs, backend: str, args, checks: bool = True):
+    """The checked function that ``source`` (generated for ``outputs``) defines; with
+    ``checks``, where it decomposes a matrix, refusing a result that depends on a choice of
+    vectors at a tie (``_checking_choices``)."""
     namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     try:
@@ -1984,6 +2311,8 @@ def _compiled(source: str, outputs, backend: str, args):
         exec(compile_source(lean), lean_namespace)  # the same generated code, less its casts
         _runtime_helpers(lean_namespace, backend)
         fast = lean_namespace["f"]
+    if checks and DECOMPOSITION_CALL.search(source.partition("\ndef f(")[2]):
+        namespace["f"], fast = _choices_checked(namespace, source, fast, lean, outputs, backend, vs, params)
     namespace["f"], fast = (_refusing_no_limit(g, source, backend) for g in (namespace["f"], fast))
     fn = _checked(namespace["f"], vs, params, fast, _native_types(backend))
     fn.source = source

@@ -3,7 +3,10 @@ through eigenvectors divides by eigenvalue gaps; where the derivative has a limi
 generated code computes it (the same value as ``evaluate``, and as differences of the gradient
 or as jax.hessian through jax.scipy.linalg.expm); where it has none (one eigenvalue of a
 repeated group), NumPy and PyTorch functions raise ``EvaluationError`` as ``evaluate`` does,
-and JAX's return NaN (under jit no value can raise: JAX's own convention)."""
+and JAX's return NaN (under jit no value can raise: JAX's own convention).  The tie terms run
+under a branch (an if block; lax.cond in JAX), only at a tie.  With checks (md.compile's
+default) a result that depends on which vectors a decomposition chose at a tie (∇λ_max at a
+repeated top eigenvalue) is refused, as evaluate refuses it."""
 import os
 import warnings
 
@@ -251,27 +254,186 @@ def test_float32_at_a_tie(backend, spectrum):
     np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("spectrum, dtype, tied", [
+TIE_SPECTRA = [
     ([1.0, 2.0, 3.0], np.float64, False),
     ([1.0, 2.0, 2.0], np.float64, True),
-    ([1.0, 2.0, 2.0 + 1e-9], np.float64, True),       # within 4√ε: the tie terms matter
+    ([1.0, 2.0, 2.0 + 1e-9], np.float64, True),       # within √ε: the tie terms matter
     ([1.0, 2.0, 2.0 + 1e-6], np.float64, False),
     ([1.0, 2.0, 2.0 + 1e-6], np.float32, True),       # float32's √ε is 3.5e-4
     ([1.0, 1.0 + 1e-2, 5.0], np.float32, False),
     ([1e-300, 2e-300, 3e-300], np.float64, False),    # the test is relative: scale does not tie
-    ([float("nan"), 1.0, 2.0], np.float64, True),     # cannot tell: the tied code answers
-], ids=["apart", "tie", "near", "split", "float32 near", "float32 apart", "tiny apart", "nan"])
-def test_compiled_functions_take_the_tie_terms_only_near_a_tie(spectrum, dtype, tied):
-    """The tie terms cost 2–5× the rest of a Hessian through eigenvectors, so NumPy and
-    PyTorch code runs them only where the variable has two eigenvalues within 4√ε."""
-    from matdiff.generate import _near_ties
-
-    q = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0]
-    m = (q * np.asarray(spectrum)) @ q.T if np.all(np.isfinite(spectrum)) else np.diag(spectrum)
-    assert _near_ties(((m + m.T) / 2).astype(dtype)) is tied
+]
+TIE_SPECTRA_IDS = ["apart", "tie", "near", "split", "float32 near", "float32 apart", "tiny apart"]
 
 
-def test_the_compiled_hessian_is_right_on_either_side_of_the_dispatch():
+def _spying(source, backend):
+    """The function ``source`` defines, and the list of the branches its calls took (True:
+    the tie terms): a line is added to each arm of NumPy's and PyTorch's if block, JAX's
+    ``_tie_cond`` is wrapped."""
+    taken = []
+    if backend == "jax":
+        namespace = {}
+        exec(source, namespace)
+        cond = namespace["_tie_cond"]
+
+        def spy(tied, with_ties, without):
+            taken.append(bool(tied))
+            return cond(tied, with_ties, without)
+        namespace["_tie_cond"] = spy
+        return namespace["f"], taken
+    lines = source.splitlines()
+    at = [k for k, line in enumerate(lines) if line.startswith("    if ") and line.endswith(":")]
+    assert len(at) == 1 and lines.count("    else:") == 1, source
+    lines.insert(at[0] + 1, "        _taken.append(True)")
+    lines.insert(lines.index("    else:") + 1, "        _taken.append(False)")
+    namespace = {"_taken": taken}
+    exec("\n".join(lines), namespace)
+    return namespace["f"], taken
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("spectrum, dtype, tied", TIE_SPECTRA, ids=TIE_SPECTRA_IDS)
+def test_the_tie_terms_run_only_at_a_tie(backend, spectrum, dtype, tied):
+    """The tie terms cost 2–5× the rest of a Hessian through eigenvectors, so the generated
+    code (md.codegen's source, and md.compile's function, one and the same) runs them under a
+    branch on "two eigenvalues within √ε": an if block in NumPy and PyTorch, lax.cond in JAX.
+    Either arm gives evaluate's value."""
+    _module(backend)
+    H = md.hessian(md.sum(md.sigmoid(LAM) * LAM), S)  # its gradient is no matrix function to matdiff
+    source = md.codegen(H, backend=backend)
+    assert ("_tie_cond(" in source and "def _tie_terms():" in source) if backend == "jax" else \
+        ("    else:" in source and "_tie_cond" not in source)
+    assert md.compile(H, backend=backend).source == source
+    f, taken = _spying(source, backend)
+    s = _matrix(spectrum, seed=6)
+    got = f(S=s.astype(dtype))
+    assert taken == [tied]
+    assert str(got.dtype).endswith("float32" if dtype == np.float32 else "float64")
+    want = H.evaluate(S=s)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("spectrum", [[1.0, 2.0, 2.0], [1.0, 2.0, 3.0]], ids=["tie", "apart"])
+def test_jax_s_branch_is_traced_and_differentiated(spectrum):
+    """Under jit (and under jax.jvp) the branch is lax.cond: the compiled Hessian of wᵀλ(S)
+    (w equal on the tie: it has a limit there) differentiated along w, against central
+    differences of the same function."""
+    jax = _module("jax")
+    H = md.hessian(w.T @ LAM, S)
+    f = md.compile(H, backend="jax")
+    s, wv, b = _matrix(spectrum, seed=6), np.array([0.5, 3.0, 3.0]), np.array([0.4, 0.1, 0.1])
+    jitted = jax.jit(lambda S, w: f(S=S, w=w))
+    np.testing.assert_allclose(np.asarray(jitted(s, wv)), H.evaluate(S=s, w=wv), rtol=1e-8, atol=1e-9)
+    _, tangent = jax.jvp(lambda x: jitted(s, x), (wv,), (b,))
+    fd = _directional(lambda x: np.asarray(jitted(s, x)), wv, b)
+    np.testing.assert_allclose(np.asarray(tangent), fd, rtol=1e-7, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- checks: a choice of vectors
+
+X = md.matrix("X", "n", "k")
+
+
+def _singular(values, seed=5):
+    """A square matrix with these singular values."""
+    rng = np.random.default_rng(seed)
+    u, v = (np.linalg.qr(rng.standard_normal((len(values),) * 2))[0] for _ in range(2))
+    return (u * np.asarray(values, float)) @ v.T
+
+
+CHOICES = [  # f, its NumPy twin, a point where ∇f depends on the vectors chosen, +1 convex / −1 concave
+    (lambda: LAM[-1], lambda m: np.linalg.eigvalsh(m)[-1], lambda: {"S": _matrix([1.0, 2.0, 2.0], 3)}, 1.0),
+    (lambda: LAM[0], lambda m: np.linalg.eigvalsh(m)[0], lambda: {"S": _matrix([-1.0, -1.0, 2.0], 3)}, -1.0),
+    (lambda: md.norm(X, 2), lambda m: np.linalg.norm(m, 2),
+     lambda: {"X": _singular([2.0, 2.0, 1.0])}, 1.0),
+    (lambda: md.norm(X, "nuc"), lambda m: np.linalg.norm(m, "nuc"), lambda: {"X": _matrix([0.0, 1.0, 2.0], 3)}, 1.0),
+]
+CHOICE_IDS = ["∇λ_max", "∇λ_min", "∇‖X‖₂ at a repeated σ₁", "∇‖X‖_* at rank 2"]
+
+
+@pytest.mark.parametrize("with_value", [False, True], ids=["", "with its value"])
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("build, twin, point, convex", CHOICES, ids=CHOICE_IDS)
+def test_compiled_code_refuses_a_choice_of_vectors_as_evaluate_does(backend, build, twin, point, convex,
+                                                                    with_value):
+    """evaluate refuses these gradients (a subgradient, not a derivative); so does compiled code
+    with checks (the default where it decomposes): NumPy and PyTorch raise evaluate's error,
+    JAX raises outside jit and gives NaN under it.  checks=False gives the subgradient the
+    decomposition's own vectors make, which the subgradient inequality checks."""
+    _module(backend)
+    values = point()
+    (name, m), = values.items()
+    g = md.grad(build(), S if name == "S" else X)
+    result = [build(), g] if with_value else g
+    with pytest.raises(md.EvaluationError, match="not differentiable here"):
+        g.evaluate(values)
+    f = md.compile(result, backend=backend)
+    with pytest.raises(md.EvaluationError, match="not differentiable here: .* depends on which"):
+        f(**values)
+    if backend == "jax":
+        import jax
+        out = jax.jit(f)(**values)
+        assert np.all(np.isnan(np.asarray(out[1] if with_value else out)))
+        if with_value:  # the value does not depend on the vectors
+            np.testing.assert_allclose(np.asarray(out[0]), twin(m), rtol=1e-12)
+    out = md.compile(result, backend=backend, checks=False)(**values)
+    sub = np.asarray(out[1] if with_value else out, dtype=float)
+    assert np.all(np.isfinite(sub))
+    rng = np.random.default_rng(8)
+    for _ in range(8):  # f(x + e) ≥ f(x) + ⟨g, e⟩ for a convex f (≤ for a concave one)
+        e = rng.standard_normal(m.shape) * 1e-2
+        e = (e + e.T) / 2 if name == "S" else e
+        assert convex * (twin(m + e) - twin(m) - np.sum(sub * e)) >= -1e-12
+    # away from the tie the same checked function answers: evaluate's value, and differences'
+    apart = {name: m + np.diag([0.0, 0.3, 0.7])}
+    got = np.asarray(f(**apart)[1] if with_value else f(**apart), dtype=float)
+    np.testing.assert_allclose(got, g.evaluate(apart), rtol=1e-10, atol=1e-12)
+    e = rng.standard_normal(m.shape)
+    e = (e + e.T) / 2 if name == "S" else e
+    np.testing.assert_allclose(np.sum(got * e), _directional(twin, apart[name], e), rtol=1e-7, atol=1e-9)
+
+
+NO_CHOICE = [  # differentiable at a repeated (or zero) value: the vectors' choice cancels
+    (lambda: LAM[-1] + LAM[-2], lambda m: np.linalg.eigvalsh(m)[-2:].sum(), {"S": _matrix([1.0, 2.0, 2.0], 3)}),
+    (lambda: md.trace(md.logm(S) @ md.logm(S)), lambda m: np.sum(_funm(m, np.log) ** 2),
+     {"S": _matrix([1.0, 1.0, 1.0], 3)}),
+    (lambda: md.norm(X, "nuc"), lambda m: np.linalg.norm(m, "nuc"),
+     {"X": _singular([2.0, 2.0, 1.0])}),
+    (lambda: md.norm(X, 2) ** 2, lambda m: np.linalg.norm(m, 2) ** 2, {"X": np.zeros((3, 3))}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("build, twin, values", NO_CHOICE,
+                         ids=["λ₂ + λ₃ at a tie", "‖logm(S)‖² at I", "‖X‖_* at a repeated σ", "‖X‖₂² at 0"])
+def test_checks_pass_a_derivative_that_exists_at_a_tie(backend, build, twin, values, dtype):
+    """Where the gradient exists at a repeated value, checked code answers, as evaluate does,
+    in both dtypes: turning the vectors within the tie does not move it."""
+    _module(backend)
+    (name, m), = values.items()
+    g = md.grad(build(), S if name == "S" else X)
+    got = md.compile(g, backend=backend)(**{name: m.astype(dtype)})
+    want = g.evaluate(values)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+    e = np.random.default_rng(2).standard_normal(m.shape)
+    e = (e + e.T) / 2 if name == "S" else e
+    if name == "X" and not m.any():
+        return  # ‖X‖₂² at 0: its gradient 0, from differences of a quadratic below
+    np.testing.assert_allclose(np.sum(want * e), _directional(twin, m, e), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_float32_at_a_tie_is_refused_too(backend):
+    _module(backend)
+    f = md.compile(md.grad(LAM[-1], S), backend=backend)
+    with pytest.raises(md.EvaluationError, match="S has a repeated eigenvalue, λ = 2 \\(2 times\\)"):
+        f(S=_matrix([1.0, 2.0, 2.0], 3).astype(np.float32))
+
+
+def test_the_compiled_hessian_is_right_on_either_side_of_the_branch():
     S = md.matrix("S", "n", "n", symmetric=True)
     a = md.vector("a", "n")
     h = md.hessian(a.T @ md.expm(S) @ a, S)
