@@ -150,7 +150,19 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
     for v, a in arrays.items():
         if v.symmetric:
             check_symmetric(v.name, a)
+        if v.symmetric == "spd":
+            check_positive_definite(v.name, a)
     return arrays, sizes
+
+
+def check_positive_definite(name: str, a) -> None:
+    """An EvaluationError where the array given for a variable declared positive definite
+    (spd=True) is not: its Cholesky factor, which generated code solves with, does not exist."""
+    try:
+        cholesky(a)
+    except EvaluationError as e:
+        raise EvaluationError(f"{name} is declared positive definite (spd=True) but its array is "
+                              f"not: {str(e).partition(' — ')[2] or e}") from None
 
 
 _EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float16, np.float32, np.float64)}
@@ -864,7 +876,8 @@ def cholesky(s):
             minor = np.linalg.det(s[..., :k, :k])
             raise EvaluationError(
                 f"cholesky: the matrix is not positive definite — its leading {k} × {k} minor "
-                f"is {np.min(minor):.3g}{' (not > 0)' if np.min(minor) > 0 else ''}, and a "
+                f"is {np.min(minor):.3g}{', positive only by rounding' if np.min(minor) > 0 else ''}"
+                f", and a "
                 f"Cholesky factor S = LLᵀ exists only where every leading minor is positive") from None
     raise EvaluationError("cholesky: the matrix is not positive definite")
 

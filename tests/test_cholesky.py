@@ -335,10 +335,18 @@ def test_cholesky_of_a_matrix_not_known_symmetric_is_refused():
 
 def test_a_value_that_is_not_positive_definite_names_the_leading_minor():
     bad = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0], [0.0, 3.0, 1.0]])
-    with pytest.raises(md.EvaluationError, match="leading 3 × 3 minor"):
-        L.evaluate(S=bad)
+    T = md.matrix("T", n, n, symmetric=True)  # symmetric only: cholesky's own refusal
+    with pytest.raises(md.EvaluationError, match="cholesky: the matrix is not positive definite — its "
+                                                  "leading 3 × 3 minor is -16"):
+        md.cholesky(T).evaluate(T=bad)
     with pytest.raises(md.EvaluationError, match="leading 1 × 1 minor is -1"):
-        md.grad(md.trace(L), S).evaluate(S=-np.eye(3))
+        md.grad(md.trace(md.cholesky(T)), T).evaluate(T=-np.eye(3))
+    np.testing.assert_allclose(md.cholesky(T).evaluate(T=np.diag([4.0, 9.0])), np.diag([2.0, 3.0]))
+    # an spd declaration is checked as a symmetric one is, whatever the expression does with S
+    with pytest.raises(md.EvaluationError, match="S is declared positive definite .* leading 3 × 3 minor"):
+        (a.T @ md.inv(S) @ a).evaluate(S=bad, a=np.ones(3))
+    with pytest.raises(md.EvaluationError, match="S is declared positive definite"):
+        L.evaluate(S=-np.eye(2))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
