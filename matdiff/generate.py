@@ -1596,11 +1596,15 @@ def _checking_choices(variant, fn, backend: str, compared: list, single: bool, l
         out = variant(*args, _spectra=noted, **kwargs)
         tied = noted.tied()
         if backend == "jax":
-            return _jax_choices(variant, args, kwargs, out, tied, noted, compared, single)
+            return _jax_choices(variant, args, kwargs, out, tied, noted, compared, single) if any(compared) \
+                else out
         if not bool(tied):
             return out
-        snapped, turned = (variant(*args, _spectra=_Decompositions(backend, snap=True, turn=turn), **kwargs)
-                           for turn in (False, True))
+        if not any(compared):  # every result divides by gaps: only its finiteness is checked
+            snapped = turned = out
+        else:
+            snapped, turned = (variant(*args, _spectra=_Decompositions(backend, snap=True, turn=turn),
+                                       **kwargs) for turn in (False, True))
         for o, a, b, c in zip(*((x,) if single else tuple(x) for x in (out, snapped, turned)), compared):
             if (not limits or c) and not _all_finite(o) or c and not (_all_finite(a) and _all_finite(b)):
                 raise noted.refusal(finite=False)  # (the tie terms' NaN: _refusing_no_limit's error)
