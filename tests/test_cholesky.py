@@ -447,3 +447,18 @@ def test_symbolic_entries_agree_with_sympy():
 def test_phi_prints_in_latex_as_a_greek_capital():
     text = md.latex(md.grad(md.trace(L), S))
     assert "\\Phi\\left(" in text and "Φ" not in text and "\\operatorname{chol}" in text
+
+
+@pytest.mark.parametrize("name, build, wrt", [c for c in CASES if c[2] is S], ids=[c[0] for c in CASES if c[2] is S])
+def test_hessian_vector_products_in_matrix_notation(name, build, wrt):
+    """md.hvp through chol(S) is matrix notation (Φ of products, L where it repeats), equal to
+    the Hessian applied to a symmetric V, and reads back."""
+    V = md.matrix("V", n, n, symmetric=True)
+    h = md.hvp(build(), S, V)
+    values = _values(11)
+    v = np.random.default_rng(12).standard_normal((4, 4))
+    values["V"] = (v + v.T) / 2
+    H = np.asarray(md.hessian(build(), S).evaluate(_used(build(), values)))
+    np.testing.assert_allclose(h.evaluate(_used(h, values)), np.tensordot(H, values["V"], 2),
+                               rtol=1e-9, atol=1e-11)
+    assert "_ij" not in str(h) and "matdiff" in _reads_back_or_refuses(h, seed=4), str(h)
