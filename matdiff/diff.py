@@ -353,12 +353,14 @@ def _daleckii_krein_groups(n: Contract) -> list:
     first derivative of a matrix function f(S) = U f(Λ) Uᵀ: a divided-difference matrix
     F_pq = f[λ_p, λ_q] of S's eigenvalues, each of its labels p and q read by exactly two
     more operands, S's eigenvectors, in their column — the projectors uₚuₚᵀ and u_qu_qᵀ — and
-    by nothing else (positions in n's operands, then S)."""
+    by nothing else (positions in n's operands, then S); for the functions whose second divided
+    differences are computed accurately (``DivDiff3.has_series``; others keep the rules of U and F)."""
     groups = []
     ops, labs = n.operands, n.labels
     for kf, (op, lab) in enumerate(zip(ops, labs)):
         if type(op) is not DivDiff or lab[0] == lab[1] or not isinstance(op.arg, Eigh) \
-                or op.arg.part != "values" or lab[0] in n.out or lab[1] in n.out:
+                or op.arg.part != "values" or lab[0] in n.out or lab[1] in n.out \
+                or not DivDiff3.has_series(op.fn):
             continue
         s, pairs = op.arg.arg, []
         for p in lab:

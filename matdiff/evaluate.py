@@ -454,18 +454,16 @@ def _second_divided_differences(fn, lam, second, functions):
 TAYLOR_CLOSE = 1e-2  # three points this close (relative to f's scale) take f[x, y, z]'s Taylor series
 TAYLOR_ORDER = 10  # up to f⁽¹⁰⁾: the series' error (1e-2)⁹ relative, the quotient's ε/1e-2
 _ENTIRE = ("exp", "sin", "cos", "sinh", "cosh", "tanh")  # scale 1 (tanh's poles are π/2 away)
-_SCALE_ONE = ("sigmoid", "softplus", "arctan", "expm1")  # no singularity within 1 of the real line
 
 
 def _taylor_scale(fn):
     """f's scale for the Taylor series of f[x, y, z] about x: the distance within which the
     series converges fast, as a function of x — 1 for exp, sin, cos, sinh, cosh and tanh,
-    |x| for log and the powers (a singularity at 0); None for a polynomial (the series is
-    finite: always exact) and for the functions with no such table (then |x|, the relative
-    test)."""
+    |x| for log and the powers (a singularity at 0), and "polynomial" for the integer powers
+    0 … 8 (a finite series: exact everywhere)."""
     if not fn.builtin:
         return None
-    if fn.name in _ENTIRE or fn.name in _SCALE_ONE:
+    if fn.name in _ENTIRE:
         return "one"
     if fn.name == "pow" and float(fn.param).is_integer() and 0 <= fn.param <= 8:
         return "polynomial"
@@ -501,8 +499,7 @@ def _taylor_prefactor(fn, x):
 
 def _taylor_coefficients(fn, x, functions) -> list:
     """[f⁽ⁿ⁾(x)/n! for n = 2 … TAYLOR_ORDER], entry by entry (in units of x for log and the
-    powers: ``_in_units``): closed forms for the built-in functions, else from the function
-    table's derivatives."""
+    powers: ``_in_units``), in closed form for the functions of ``DivDiff3.SERIES``."""
     from math import factorial
     name, p = (fn.name, fn.param) if fn.builtin else (None, None)
     orders = range(2, TAYLOR_ORDER + 1)
@@ -524,28 +521,9 @@ def _taylor_coefficients(fn, x, functions) -> list:
         if name in ("sqrt", "pow"):  # x^(p−2) (p choose n) in units of x
             p = 0.5 if name == "sqrt" else float(p)
             return [np.full_like(x, np.prod([(p - k) / (k + 1) for k in range(n)])) for n in orders]
-    return [_values_of_order(fn, n, x, functions) / factorial(n) for n in orders]
-
-
-@functools.lru_cache(maxsize=64)
-def _derivative_node(fn, order: int):
-    """f⁽ᵒʳᵈᵉʳ⁾ at a vector _t, as the function table's derivatives build it (order ≥ 1)."""
-    from .diff import _along_ones
-    from .ir import Var
-    from .simplify import simplify
-    t = Var("_t", ("_n",), False)
-    if order == 1:
-        return fn.derivative(t), t
-    node, _ = _derivative_node(fn, order - 1)
-    return simplify(_along_ones(node, t)), t
-
-
-def _values_of_order(fn, order: int, x, functions):
-    """f⁽ᵒʳᵈᵉʳ⁾(x) entry by entry, from the function table's derivatives."""
-    node, t = _derivative_node(fn, order)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = interpret(node, {t: np.ravel(x)}, {"_n": np.size(x)}, numpy_ops(functions))
-    return np.broadcast_to(out, np.shape(np.ravel(x))).reshape(np.shape(x))
+    raise NotSupportedError(f"the second divided differences of {fn} are not computed (functions: "
+                            f"{', '.join(DivDiff3.SERIES)}); its second derivatives go through the "
+                            f"eigenvectors instead")
 
 
 def _divided_differences3(fn, lam, functions):
@@ -555,6 +533,8 @@ def _divided_differences3(fn, lam, functions):
     size of λ for log), the Taylor series about λᵢ, Σₙ f⁽ⁿ⁾(λᵢ)/n! hₙ₋₂(λⱼ − λᵢ, λₖ − λᵢ) with
     hₘ the complete homogeneous polynomials — which is f″/2 where all three agree, and has
     no cancellation where they are close in absolute terms (1e-9 apart for exp)."""
+    if not DivDiff3.has_series(fn):
+        _taylor_coefficients(fn, lam, functions)  # raises: no closed-form series
     lam = _in_domain(fn, np.asarray(lam, dtype=float))
     F = _divided_differences(fn, lam, functions)
     x, y, z = lam[:, None, None], lam[None, :, None], lam[None, None, :]

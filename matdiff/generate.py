@@ -791,7 +791,6 @@ def _pair_steps(labs: list, out, size: dict):
         else:  # no two factors share a label: every pair is a candidate
             _, i, j = min((score(i, j)[0], i, j) for n, i in enumerate(order) for j in order[n + 1:])
             _, keep, cost = score(i, j)
-        keep = _read_order(keep, [labs[k] for k in order if k not in (i, j)], out)
         yield order.index(i), order.index(j), keep, cost
         changed = sets[i] | sets[j]
         for k in (i, j):
@@ -809,20 +808,6 @@ def _pair_steps(labs: list, out, size: dict):
         for a in affected:
             push_neighbours(a)
         fresh += 1
-
-
-def _read_order(keep: tuple, others: list, out) -> tuple:
-    """The labels of a step's result in the order its reader holds them: the other factor
-    that holds them all (then the result is read contiguously: (σ(XW)W₂ − Y)W₂ᵀ ⊙ P as
-    R @ W2.T, not the transpose of W2 @ R.T, which a Hadamard product reads strided), else
-    the output's order, else as the step found them."""
-    kept = set(keep)
-    for lab in others:
-        if kept <= set(lab) and len(set(lab)) == len(lab):
-            return tuple(x for x in lab if x in kept)
-    if kept <= set(out):
-        return tuple(x for x in out if x in kept)
-    return keep
 
 
 def _flops(n: Contract, size_hint: dict) -> float:
@@ -1094,24 +1079,44 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str) -> str:
         close = w.emit(f"{spread} <= {TAYLOR_CLOSE!r}")
     else:
         close = w.emit(f"({spread} <= {TAYLOR_CLOSE!r} * np.abs({x})) | ({spread} == 0)")
+    c = [w.emit(code) for code in coefficients]
+    if close is not None and not w.functions.get("__expm", "").startswith("jax."):
+        # NumPy and PyTorch: the series only where the three are close (a few of n³ entries,
+        # λᵢ = λⱼ = λₖ at least), written into the quotient; JAX (under jit: static shapes)
+        # computes it everywhere, in one fused pass
+        out = w.emit(f"{num} / np.where({close}, 1.0, {den})", pure=False)
+        where = w.emit(f"np.where({close})", pure=False)
+        i, j, k = (w.emit(f"{where}[{m}]", pure=False) for m in range(3))
+        lam_i = w.emit(f"{lam}[{i}]", pure=False)
+        u1, v1 = w.emit(f"{lam}[{j}] - {lam_i}", pure=False), w.emit(f"{lam}[{k}] - {lam_i}", pure=False)
+        total = _taylor_series_code(w, n.fn, [w.emit(f"{x_}[{i}]", pure=False) for x_ in c], u1, v1, lam_i,
+                                    pure=False)
+        w.lines.append(SCATTER.format(op="", full=out, index=where, values=total))
+        return out
     uu = w.emit(f"np.where({close}, {u}, 0.0)") if close else u  # no overflow where unused
     vv = w.emit(f"np.where({close}, {v}, 0.0)") if close else v
-    units = _in_units(n.fn)  # log and the powers: the series in units of λᵢ, times λᵢ^(p−2)
-    if units:
-        uu, vv = w.emit(f"{uu} / {x}"), w.emit(f"{vv} / {x}")
-    c = [w.emit(code) for code in coefficients]
-    total, h, power = w.emit(f"{c[0]}[:, None, None] + 0.0 * ({uu} + {vv})"), None, None
-    for coefficient in c[1:]:  # hₘ(u, v) = u hₘ₋₁ + vᵐ
-        power = vv if power is None else w.emit(f"{power} * {vv}")
-        h = w.emit(f"{uu} + {vv}") if h is None else w.emit(f"{uu} * {h} + {power}")
-        total = w.emit(f"{total} + {coefficient}[:, None, None] * {h}")
-    if units:
-        p = -2.0 if n.fn.name == "log" else (0.5 if n.fn.name == "sqrt" else float(n.fn.param)) - 2.0
-        r = w.emit(f"1.0 / {x}")
-        total = w.emit(f"{total} * {r} * {r}" if p == -2.0 else f"{total} * {x} ** {p!r}")
+    total = _taylor_series_code(w, n.fn, [f"{x_}[:, None, None]" for x_ in c], uu, vv, x, pure=True)
     if close is None:
         return total
     return f"np.where({close}, {total}, {num} / np.where({close}, 1.0, {den}))"
+
+
+def _taylor_series_code(w: _Writer, fn, c: list, u: str, v: str, x: str, pure: bool) -> str:
+    """Σₙ cₙ hₙ₋₂(u, v) about x (hₘ(u, v) = u hₘ₋₁ + vᵐ), in units of x for log and the powers;
+    ``pure``: lines that other code may share (not the arrays gathered for one scatter)."""
+    units = _in_units(fn)
+    if units:
+        u, v = w.emit(f"{u} / {x}", pure=pure), w.emit(f"{v} / {x}", pure=pure)
+    total, h, power = w.emit(f"{c[0]} + 0.0 * ({u} + {v})", pure=pure), None, None
+    for coefficient in c[1:]:
+        power = v if power is None else w.emit(f"{power} * {v}", pure=pure)
+        h = w.emit(f"{u} + {v}", pure=pure) if h is None else w.emit(f"{u} * {h} + {power}", pure=pure)
+        total = w.emit(f"{total} + {coefficient} * {h}", pure=pure)
+    if units:
+        p = -2.0 if fn.name == "log" else (0.5 if fn.name == "sqrt" else float(fn.param)) - 2.0
+        r = w.emit(f"1.0 / {x}", pure=pure)
+        total = w.emit(f"{total} * {r} * {r}" if p == -2.0 else f"{total} * {x} ** {p!r}", pure=pure)
+    return total
 
 
 def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:

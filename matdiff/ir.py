@@ -663,6 +663,13 @@ class DivDiff3(Unary):
     d²f(S)[V, W] = U (Σₖ T_ijk (V̂ᵢₖŴₖⱼ + ŴᵢₖV̂ₖⱼ)) Uᵀ with V̂ = UᵀVU, Ŵ = UᵀWU."""
 
     fields = ("fn", "arg")
+    # the built-in functions whose derivatives of every order evaluate and codegen know in
+    # closed form (the Taylor series of f[λᵢ, λⱼ, λₖ] where the three are close)
+    SERIES = ("exp", "log", "sqrt", "pow", "sin", "cos", "sinh", "cosh", "tanh")
+
+    @staticmethod
+    def has_series(fn) -> bool:
+        return fn.builtin and fn.name in DivDiff3.SERIES
 
     @staticmethod
     def _shape(fn, arg):
