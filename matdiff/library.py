@@ -24,6 +24,7 @@ from .expr import ATOM, PRODUCT, Expr, lift
 from .ir import (Basis, Contract, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, free_vars)
 from .ir import Pinv
+from .ir import GENERAL_FUNCTIONS
 
 # --------------------------------------------------------------------------- variables
 
@@ -285,10 +286,44 @@ def matrix_function(s, f) -> Expr:
     cubeₘ(S)
     >>> md.check(md.trace(md.matrix_function(S, cube)), S, order=2) < 1e-6
     True
+
+    A general square X (not symmetric) takes the analytic functions of the table (exp, log,
+    sqrt, sin, cos, tan, tanh, sinh, cosh, sigmoid, softplus, log1p, expm1, arctan), computed
+    without diagonalising X; the derivative is the Fréchet derivative L_f(X, dX)
+    (docs/matrix-functions.md):
+
+    >>> X = md.matrix("X", "n", "n")
+    >>> a, b = md.vector("a", "n"), md.vector("b", "n")
+    >>> print(md.matrix_function(X, "sin"))
+    sinₘ(X)
+    >>> print(md.grad(a.T @ md.matrix_function(X, "sin") @ b, X))
+    L_sin(Xᵀ, abᵀ)
     """
-    s = _symmetric_argument("matrix_function", s)
+    s = lift(s)
     fn = _elementwise_fn(f)
+    if s.ndim == 2 and s.shape[0] == s.shape[1] and not symmetric(s):
+        return Expr(Funm(_general_fn("matrix_function", fn, s), s.node),
+                    src=f"matrix_function({s.src}, {fn.name})")
+    s = _symmetric_argument("matrix_function", s)
     return Expr(MatFn(fn, s.node), src=f"matrix_function({s.src}, {fn.name})")
+
+
+def _general_fn(name: str, fn, x) -> str:
+    """fn's name, if it is an analytic function of the table that a general (not symmetric)
+    square matrix takes; else a clear error saying why not."""
+    if fn.builtin and fn.name in GENERAL_FUNCTIONS:
+        return fn.name
+    if fn.builtin and fn.name != "pow":
+        why = (f"{fn.name} is not analytic, so it has no primary matrix function off the "
+               f"symmetric path (there it is U {fn.name}(Λ) Uᵀ)")
+    elif fn.builtin:
+        why = "for a power use md.matrix_power (integer) or md.sqrtm"
+    else:
+        why = (f"{fn.name} is not a built-in function; a general matrix needs a built-in analytic "
+               f"one ({', '.join(GENERAL_FUNCTIONS)})")
+    raise NotSupportedError(f"{name}({x.src}, {fn.name}): {x.src} is not symmetric (by declaration "
+                            f"or structure) and {why}; declare a symmetric matrix with "
+                            f"md.matrix(..., symmetric=True)")
 
 
 def _elementwise_fn(f):

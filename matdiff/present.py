@@ -873,7 +873,9 @@ def _transpose_inverse(g, c, t):
     return [g.add("inv", ("m",), (g.add("T", ("m",), (k[0],)),)) for _, _, k in g.terms(t[2][0], "inv")]
 
 
-PRIMARY = ("expm", "logm", "sqrtm")  # matrix functions of a power series with real coefficients
+# matrix functions of a power series with real coefficients: f(Aᵀ) = f(A)ᵀ
+PRIMARY = ("expm", "logm", "sqrtm") + tuple(f + "ₘ" for f in (
+    "sin", "cos", "tan", "tanh", "sinh", "cosh", "sigmoid", "softplus", "log1p", "expm1", "arctan"))
 
 
 def _function_of_transpose(g, c, t):

@@ -28,7 +28,8 @@ UNIT_SUBSCRIPT = re.compile(rf"[{SUBSCRIPTS}]+|[{''.join(LETTER_SUBSCRIPTS.value
 
 
 NORMS = {"‖": "norm", "‖_F": "norm", "‖_*": "nuclear", "‖₂": "spectral"}  # ‖x‖, ‖X‖_F, ‖X‖_*, ‖X‖₂
-FRECHET = re.compile(r"L_(exp|log|sqrt)")  # L_exp(X, E), printed for a Fréchet derivative
+# L_exp(X, E), printed for a Fréchet derivative (of any general matrix function)
+FRECHET = re.compile(r"L_(exp|log|sqrt|sin|cos|tan|tanh|sinh|cosh|sigmoid|softplus|log1p|expm1|arctan)")
 
 
 def unit_index(sub: str):

@@ -1279,7 +1279,8 @@ def dialect_code(m: N.M, dialect: str) -> str:
         for bad, what in (("md.ones", "a ones vector"), ("md.zeros", "a zero"),
                           (".derivative(", "a derivative of an abstract function"),
                           (".gradient(", "∇λ"), (".hessian(", "∇²λ"), ("<", "index notation"),
-                          ("md.unit(", "a unit vector eₖ"), ("'nuc'", "the nuclear norm")):
+                          ("md.unit(", "a unit vector eₖ"), ("'nuc'", "the nuclear norm"),
+                          ("md.matrix_function(", "a matrix function f(X) other than expm, logm, sqrtm")):
             if bad in text:
                 raise NotSupportedError(f"the NumPy dialect has no way to write {what}; use "
                                         f"the text or matrixcalculus form")
@@ -1387,7 +1388,8 @@ def _mc(m: N.M):
         if m.name in ("softmax", "logsumexp") and m.arg.kind == "m":
             raise NotSupportedError(f"the matrixcalculus dialect has no {m.name} along an axis")
         if m.name in NO_CONSTRUCTOR or m.name.startswith("Δ") or m.name in ("svdvals", "nuclear",
-                                                                             "spectral"):
+                                                                             "spectral") \
+                or m.name.endswith("ₘ"):  # tanhₘ(X): no matrix function but expm, logm, sqrtm there
             raise NotSupportedError(f"the matrixcalculus dialect cannot write {m.name}(·); use the "
                                     f"text form")
         return f"{'phi' if m.name == 'Φ' else m.name}({arg})", ATOM

@@ -1041,12 +1041,28 @@ def normalise_reshape(r: Reshape) -> Node:
     return r
 
 
+def _square_of(m: Node) -> Node:
+    """The matrix product m m."""
+    return B.contract((m, m), ((0, 1), (1, 2)), (0, 2))
+
+
 def normalise_frechet(n: Frechet) -> Node:
-    """L_f(X, I) = f′(X), as I commutes with X: expm(X), X⁻¹, ½ sqrtm(X)⁻¹."""
+    """L_f(X, I) = f′(X), as I commutes with X: expm(X), X⁻¹, ½ sqrtm(X)⁻¹, cosₘ(X), …
+    (where f′ is a general matrix function itself; else L_f(X, I) stays)."""
     fn, x, d = n.args
-    if isinstance(d, Delta) and d.order == 2:
-        return {"exp": lambda: Funm("exp", x), "log": lambda: Inv(x),
-                "sqrt": lambda: B.scale(0.5, Inv(Funm("sqrt", x)))}[fn]()
+    prime = {"exp": lambda: Funm("exp", x), "log": lambda: Inv(x),
+             "sqrt": lambda: B.scale(0.5, Inv(Funm("sqrt", x))), "sin": lambda: Funm("cos", x),
+             "cos": lambda: B.scale(-1.0, Funm("sin", x)), "sinh": lambda: Funm("cosh", x),
+             "cosh": lambda: Funm("sinh", x), "expm1": lambda: Funm("exp", x),
+             "softplus": lambda: Funm("sigmoid", x),
+             "tanh": lambda: B.linear([(1, d), (-1, _square_of(Funm("tanh", x)))], x.shape),
+             "tan": lambda: B.linear([(1, d), (1, _square_of(Funm("tan", x)))], x.shape),
+             "sigmoid": lambda: B.linear([(1, Funm("sigmoid", x)), (-1, _square_of(Funm("sigmoid", x)))],
+                                         x.shape),
+             "log1p": lambda: Inv(B.add(d, x)),
+             "arctan": lambda: Inv(B.add(d, _square_of(x)))}
+    if isinstance(d, Delta) and d.order == 2 and fn in prime:
+        return prime[fn]()
     if B.is_zero(d):
         return d
     return n

@@ -644,3 +644,18 @@ def test_a_min_dim_of_singular_values_is_sized_from_the_arguments(backend):
         for got, e in zip(fn(X=Xv), outputs):
             np.testing.assert_allclose(np.asarray(got, dtype=float), e.evaluate(X=Xv), rtol=tol, atol=tol)
     assert md.check(md.svdvals(X)[-1], X) < 1e-5
+
+
+def test_an_element_wise_product_reads_its_operands_in_their_stored_order():
+    """Issue 25: in ∇_W₁‖σ(XW₁)W₂ − Y‖² = Xᵀ(2(σ(XW₁)W₂ − Y)W₂ᵀ ⊙ σ′(XW₁)) the product RW₂ᵀ is
+    computed as R @ W2.T, in the order the Hadamard product reads it, not as W2 @ R.T read
+    through a transpose (a strided pass over n × h entries)."""
+    X, W1, W2, Y = (md.matrix("X", "n", "d"), md.matrix("W1", "d", "h"), md.matrix("W2", "h", "c"),
+                    md.matrix("Y", "n", "c"))
+    g = md.grad(md.norm(md.sigmoid(X @ W1) @ W2 - Y) ** 2, W1)
+    source = md.codegen(g)
+    assert not re.search(r"\* t\d+\.T\b|\bt\d+\.T \*", source), source
+    rng = np.random.default_rng(0)
+    v = {"X": rng.normal(size=(7, 4)), "W1": rng.normal(size=(4, 3)), "W2": rng.normal(size=(3, 2)),
+         "Y": rng.normal(size=(7, 2))}
+    np.testing.assert_allclose(md.compile(g)(**v), g.evaluate(v), rtol=1e-12)

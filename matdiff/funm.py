@@ -1,0 +1,212 @@
+"""Analytic functions of a general square matrix X and their Fréchet derivatives, computed
+without diagonalising X (so defective matrices are fine), from the matrix exponential, the
+principal logarithm and linear solves (docs/matrix-functions.md):
+
+    expm1(X) = X φ₁(X), φ₁(X) = Σ Xᵏ/(k+1)! the (1, 2) block of expm([[X, I], [0, 0]])
+    sin X = Im expm1(iX), cos X = I + Re expm1(iX), tan X = (cos X)⁻¹ sin X      (X real)
+    sinh X = (expm1(X) − expm1(−X))/2, cosh X = (expm(X) + expm(−X))/2
+    tanh X = (expm1(2X) + 2I)⁻¹ expm1(2X), σ(X) = (I + tanh(X/2))/2
+    log1p(X) = logm(I + X) (a series where X is small), softplus(X) = log1p(expm(X)),
+    arctan X = Im log1p(iX)                                                       (X real)
+
+and L_f(X, E) as the (1, 2) block of f([[X, sE], [0, X]]) divided by s (E scaled to X's
+size; Higham, Functions of Matrices, §3.2). The generic functions below (``_mf_*`` other
+than the primitives) are also written into generated code, with each backend's primitives
+(``PRIMITIVES``) in front of them: one implementation for evaluate and all three backends.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+# the analytic functions of the function table that a general matrix takes; exp, log and sqrt
+# keep their own methods (SciPy's expm, logm and sqrtm) in evaluate and generated code
+ANALYTIC = ("exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "sigmoid", "softplus",
+            "log1p", "expm1", "arctan")
+NEEDS_LOGM = ("log1p", "softplus", "arctan")  # through the principal matrix logarithm
+
+
+def _linalg():
+    import scipy.linalg  # evaluate's caller checks that SciPy is there
+    return scipy.linalg
+
+
+# ----------------------------------------------------------------------- NumPy's primitives
+
+def _mf_eye(x):
+    return np.eye(x.shape[0], dtype=x.dtype)
+
+
+def _mf_block(a, b, c, d):
+    return np.block([[a, b], [c, d]])
+
+
+def _mf_expm(z):  # in double precision (float32 in, float32 out: _mf_like)
+    return _linalg().expm(z.astype(np.promote_types(z.dtype, np.float64)))
+
+
+def _mf_solve(a, b):
+    return np.linalg.solve(a, b)
+
+
+def _mf_logm(z):
+    return _linalg().logm(z.astype(np.promote_types(z.dtype, np.float64)))
+
+
+def _mf_like(r, x):
+    return np.real(r).astype(x.dtype)
+
+
+def _mf_small(x):  # ‖X‖₁ ≤ 1/2 (NumPy only: a branch on a value)
+    return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
+
+
+# ----------------------------------------------------------------------- generic
+
+def _mf_expm1(x):
+    n = x.shape[0]
+    eye = _mf_eye(x)
+    zero = 0 * eye
+    return x @ _mf_expm(_mf_block(x, eye, zero, zero))[:n, n:]
+
+
+def _mf_log1p(x):
+    eye = _mf_eye(x)
+    if not _mf_small(x):
+        return _mf_logm(eye + x)
+    z = _mf_solve(2 * eye + x, x)  # log(I + X) = 2 artanh(Z), Z = X(2I + X)⁻¹, ‖Z‖₁ ≤ 1/3
+    z2, term, total = z @ z, z, z
+    for k in range(3, 37, 2):  # 3⁻ᵏ/k < 2⁻⁶⁰ from k = 37 on
+        term = term @ z2
+        total = total + term / k
+    return 2 * total
+
+
+def _mf_value(name, x):
+    eye = _mf_eye(x)
+    if name == "expm1":
+        return _mf_expm1(x)
+    if name == "sinh":
+        return (_mf_expm1(x) - _mf_expm1(-x)) / 2
+    if name == "cosh":
+        return (_mf_expm(x) + _mf_expm(-x)) / 2
+    if name == "tanh":
+        e = _mf_expm1(2 * x)
+        return _mf_solve(e + 2 * eye, e)
+    if name == "sigmoid":
+        e = _mf_expm1(x)
+        return (eye + _mf_solve(e + 2 * eye, e)) / 2
+    if name in ("sin", "cos", "tan"):
+        c = _mf_expm1(1j * x)
+        if name == "sin":
+            return c.imag
+        if name == "cos":
+            return eye + c.real
+        return _mf_solve(eye + c.real, c.imag)
+    if name == "log1p":
+        return _mf_log1p(x)
+    if name == "softplus":
+        return _mf_log1p(_mf_expm(x))
+    if name == "arctan":
+        return _mf_log1p(1j * x).imag
+    raise ValueError(f"no general matrix function {name!r}")
+
+
+def _matfun(name, x, e=None):
+    """f(X), or L_f(X, E), the (1, 2) block of f([[X, sE], [0, X]]) over s, for ``name``."""
+    if e is None:
+        return _mf_like(_mf_value(name, x), x)
+    n = x.shape[0]
+    nx, ne = ((x * x).sum()) ** 0.5, ((e * e).sum()) ** 0.5
+    big = (nx + 1 + abs(nx - 1)) / 2  # max(‖X‖, 1): E scaled to X's size
+    floor = 1e-30 * big
+    s = big / ((ne + floor + abs(ne - floor)) / 2)
+    return _mf_like(_mf_value(name, _mf_block(x, s * e, 0 * x, x))[:n, n:] / s, x)
+
+
+GENERIC = (_mf_expm1, _mf_log1p, _mf_value, _matfun)
+
+PRIMITIVES = {  # each backend's primitives, as generated code defines them
+    "numpy": '''
+
+def _mf_eye(x):
+    return np.eye(x.shape[0], dtype=x.dtype)
+
+
+def _mf_block(a, b, c, d):
+    return np.block([[a, b], [c, d]])
+
+
+def _mf_expm(z):  # in double precision (float32 in, float32 out: _mf_like)
+    return scipy.linalg.expm(z.astype(np.promote_types(z.dtype, np.float64)))
+
+
+def _mf_solve(a, b):
+    return np.linalg.solve(a, b)
+
+
+def _mf_logm(z):
+    return scipy.linalg.logm(z.astype(np.promote_types(z.dtype, np.float64)))
+
+
+def _mf_like(r, x):
+    return np.real(r).astype(x.dtype)
+
+
+def _mf_small(x):
+    return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
+''',
+    "jax": '''
+
+def _mf_eye(x):
+    return jnp.eye(x.shape[0], dtype=x.dtype)
+
+
+def _mf_block(a, b, c, d):
+    return jnp.block([[a, b], [c, d]])
+
+
+def _mf_expm(z):
+    return jax.scipy.linalg.expm(z)
+
+
+def _mf_solve(a, b):
+    return jnp.linalg.solve(a, b)
+
+
+def _mf_like(r, x):
+    return r.astype(x.dtype)
+''',
+    "torch": '''
+
+def _mf_eye(x):
+    return torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
+
+
+def _mf_block(a, b, c, d):
+    return torch.cat([torch.cat([a, b], 1), torch.cat([c, d], 1)], 0)
+
+
+def _mf_expm(z):
+    return torch.linalg.matrix_exp(z)
+
+
+def _mf_solve(a, b):
+    return torch.linalg.solve(a, b)
+
+
+def _mf_like(r, x):
+    return r.to(x.dtype)
+''',
+}
+
+
+def source(backend: str) -> str:
+    """The helper ``_matfun(name, x, e=None)`` of generated code for ``backend``."""
+    functions = GENERIC if backend == "numpy" else [f for f in GENERIC if f is not _mf_log1p]
+    body = "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in functions)
+    if backend != "numpy":  # no matrix logarithm there: the functions through one are refused
+        start, end = body.index('    if name == "log1p":'), body.index("    raise ValueError")
+        body = body[:start] + body[end:]
+    return PRIMITIVES[backend] + "\n\n" + body.rstrip()
