@@ -2037,7 +2037,8 @@ CALL_NAMES = {_function_of_transpose: PRIMARY, _nonnegative_argument: ("abs", "r
 # Read off each rule's function: it returns nothing unless it finds such terms (a rule on
 # ⊙-products, say, only runs on ⊙-products anyway).  The graph's features only grow, and
 # ``saturate`` looks again whenever they do, so a rule is skipped only where it would
-# return nothing.
+# return nothing (rules that would return something for a term without kids — Aᵀ + Bᵀ =
+# (A + B)ᵀ, diag(a) + diag(b), BᵀAᵀ over no factors — are left out, however odd such a term).
 _KRON = [("kron",)]
 _TRANSPOSE = [("T",)]
 NEEDS = {
@@ -2045,15 +2046,12 @@ NEEDS = {
     _diag_product: [(("call", "diag"),)],
     _diag_ones: [(("call", "diag"), ("role", "one"))],
     _diag_sandwich: [(("call", "diag"),)],
-    _diag_sum: [(("call", "diag"),)],
     _spectral_power: [(("call", "Q"), ("call", "diag"), ("call", "eigvalsh"))],
     _kron_call: _KRON, _kron_transpose: _KRON, _kron_inverse: _KRON, _kron_mixed: _KRON,
     _singular_values: [(("call", "svdvals"),)],
     _count: [(("role", "one"),), (("role", "eye"),)],
     _transpose_of_function: [(("call", f),) for f in PRIMARY],
     _function_of_transpose: _TRANSPOSE,
-    _sum_of_transposes: _TRANSPOSE,
-    _product_of_transposes: _TRANSPOSE,
     _power_of_inverse: [("inv",)],
 }
 
