@@ -14,6 +14,7 @@ import numpy as np
 import opt_einsum as oe
 
 from . import dims as D
+from . import funm
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  EigGap, Eigh,
@@ -869,10 +870,15 @@ def phi(x):
 
 def _principal_domain(fn: str, x, derivative: bool) -> None:
     """Refuse X with an eigenvalue on the closed negative real axis for the principal logm
-    and sqrtm (sqrtm's value allows 0, its derivative does not)."""
+    and sqrtm (sqrtm's value allows 0, its derivative does not), and X with an eigenvalue
+    where another general matrix function has a pole or leaves its principal branch
+    (``_general_domain``)."""
     if fn == "exp":
         return
-    lam = np.linalg.eigvals(x)
+    if fn not in ("log", "sqrt"):
+        _general_domain(fn, x)
+        return
+    lam = _eigenvalues(x)
     tol = 1e-12 * max(1.0, float(np.abs(lam).max(initial=0.0)))
     edge = tol if fn == "log" or derivative else -tol
     bad = lam[(np.abs(lam.imag) <= tol) & (lam.real <= edge)]
@@ -886,10 +892,68 @@ def _principal_domain(fn: str, x, derivative: bool) -> None:
                               f"differentiable) value")
 
 
+# where each general matrix function is not defined, as a test on X's eigenvalues λ (given
+# the tolerance t): the poles of tan, tanh and σ (cos λ = 0, cosh λ = 0, 1 + e^−λ = 0), and
+# the eigenvalues the principal logarithm inside log1p, softplus and arctan cannot take
+_OUTSIDE = {
+    "tan": (lambda lam, t: np.abs(np.cos(lam)) <= t, "where cos λ = 0 (a pole of tan)"),
+    "tanh": (lambda lam, t: np.abs(np.cosh(lam)) <= t, "where cosh λ = 0 (a pole of tanh)"),
+    "sigmoid": (lambda lam, t: np.abs(np.cosh(lam / 2)) <= t, "where 1 + e^(−λ) = 0 (a pole of σ)"),
+    "log1p": (lambda lam, t: (np.abs(lam.imag) <= t) & (lam.real <= -1 + t),
+              "where 1 + λ is on the closed negative real axis (outside the principal log)"),
+    "softplus": (lambda lam, t: (np.abs(np.imag(1 + np.exp(lam))) <= t) & (np.real(1 + np.exp(lam)) <= t),
+                 "where 1 + e^λ is on the closed negative real axis (outside the principal log)"),
+    "arctan": (lambda lam, t: (np.abs(lam.real) <= t) & (np.abs(lam.imag) >= 1 - t),
+               "on the imaginary axis at or beyond ±i (outside arctan's principal branch)"),
+}
+
+
+def _eigenvalues(x):
+    """X's eigenvalues, from the diagonal blocks of its block-triangular form by a permutation
+    (the strongly connected parts of its nonzero pattern): exact on a triangular X, and as
+    accurate as X's own on the block matrices [[X, E], [0, X]] and I ⊗ X of second and batched
+    Fréchet derivatives, whose repeated eigenvalues eigvals would spread by √ε."""
+    from scipy.sparse.csgraph import connected_components
+    x = np.asarray(x)
+    count, labels = connected_components(x != 0, directed=True, connection="strong")
+    if count == 1:
+        return np.linalg.eigvals(x)
+    return np.concatenate([np.linalg.eigvals(x[np.ix_(part, part)])
+                           for part in (np.flatnonzero(labels == k) for k in range(count))])
+
+
+def _general_domain(fn: str, x) -> None:
+    """Refuse X with an eigenvalue where f has a pole or leaves its principal branch."""
+    if fn not in _OUTSIDE:
+        return
+    lam = _eigenvalues(x)
+    test, where = _OUTSIDE[fn]
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = lam[test(lam, 1e-12 * max(1.0, float(np.abs(lam).max(initial=0.0))))]
+    if bad.size:
+        raise EvaluationError(f"{GENERAL_FUNCTIONS[fn]}(X) is not defined here: X has the "
+                              f"eigenvalue {_complex_text(bad[0])}, {where}")
+
+
+def _complex_text(z) -> str:
+    z = complex(z)
+    return f"{z.real:.6g}" if z.imag == 0 else f"{z.real:.6g} {'+-'[z.imag < 0]} {abs(z.imag):.6g}i"
+
+
+def _finite(fn: str, out):
+    if not np.all(np.isfinite(out)):
+        raise EvaluationError(f"{GENERAL_FUNCTIONS[fn]}(X) overflowed: X's eigenvalues are too large "
+                              f"for the method (through expm) in float64")
+    return out
+
+
 def _general_function(fn: str, x):
-    """expm (scaling and squaring), logm (inverse scaling and squaring), sqrtm (Schur)."""
+    """expm (scaling and squaring), logm (inverse scaling and squaring), sqrtm (Schur); the
+    other analytic functions from those and solves (``funm``)."""
     _principal_domain(fn, x, derivative=False)
     linalg = _scipy_linalg()
+    if fn not in ("exp", "log", "sqrt"):  # the others through expm, logm and solves
+        return _finite(fn, funm._matfun(fn, np.asarray(x, dtype=float)))
     return np.real_if_close({"exp": linalg.expm, "log": linalg.logm, "sqrt": linalg.sqrtm}[fn](x))
 
 
@@ -900,6 +964,8 @@ def _frechet(fn: str, x, e):
     if fn == "exp":
         return linalg.expm_frechet(x, e, compute_expm=False)
     _principal_domain(fn, x, derivative=True)
+    if fn not in ("log", "sqrt"):  # the (1, 2) block of f([[X, sE], [0, X]]), over s
+        return _finite(fn, funm._matfun(fn, np.asarray(x, dtype=float), np.asarray(e, dtype=float)))
     if fn == "log":  # E scaled to 10⁻³‖X‖: then SciPy's error estimate stays quiet (and small)
         n, s = x.shape[0], 1e-3 * np.linalg.norm(x) / max(np.linalg.norm(e), 1e-300)
         block = np.block([[x, s * e], [np.zeros_like(x), x]])

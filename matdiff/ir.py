@@ -585,12 +585,16 @@ class Svd(Unary):
         return shapes[part]
 
 
-GENERAL_FUNCTIONS = {"exp": "expm", "log": "logm", "sqrt": "sqrtm"}  # fn → the printed name
+# fn → the printed name: the analytic functions of the function table (funm.ANALYTIC)
+GENERAL_FUNCTIONS = {"exp": "expm", "log": "logm", "sqrt": "sqrtm",
+                     **{f: f + "ₘ" for f in ("sin", "cos", "tan", "tanh", "sinh", "cosh", "sigmoid",
+                                             "softplus", "log1p", "expm1", "arctan")}}
 
 
 class Funm(Unary):
     """f(X) of a general square matrix, for ``fn`` "exp" (scaling and squaring), "log" or
-    "sqrt" (principal branches: no eigenvalue of X on the closed negative real axis)."""
+    "sqrt" (principal branches: no eigenvalue of X on the closed negative real axis), or
+    another analytic function of the table computed from those and solves (``funm``)."""
 
     fields = ("fn", "arg")
 
