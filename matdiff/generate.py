@@ -794,6 +794,7 @@ def _pair_steps(labs: list, out, size: dict):
         else:  # no two factors share a label: every pair is a candidate
             _, i, j = min((score(i, j)[0], i, j) for n, i in enumerate(order) for j in order[n + 1:])
             _, keep, cost = score(i, j)
+        keep = _read_order(keep, [labs[k] for k in order if k not in (i, j)], out)
         yield order.index(i), order.index(j), keep, cost
         changed = sets[i] | sets[j]
         for k in (i, j):
@@ -811,6 +812,20 @@ def _pair_steps(labs: list, out, size: dict):
         for a in affected:
             push_neighbours(a)
         fresh += 1
+
+
+def _read_order(keep: tuple, others: list, out) -> tuple:
+    """The labels of a step's result in the order its reader holds them: the other factor
+    that holds them all (then the result is read contiguously: (σ(XW)W₂ − Y)W₂ᵀ ⊙ P as
+    R @ W2.T, not the transpose of W2 @ R.T, which a Hadamard product reads strided), else
+    the output's order, else as the step found them."""
+    kept = set(keep)
+    for lab in others:
+        if kept <= set(lab) and len(set(lab)) == len(lab):
+            return tuple(x for x in lab if x in kept)
+    if kept <= set(out):
+        return tuple(x for x in out if x in kept)
+    return keep
 
 
 def _flops(n: Contract, size_hint: dict) -> float:
