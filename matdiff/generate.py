@@ -1688,27 +1688,34 @@ def _moved(a, b) -> bool:
 def _jax_choices(variant, args, kwargs, out, tied, noted, compared, single):
     jax, jnp = sys.modules["jax"], sys.modules["jax.numpy"]  # as the generated code imported them
 
-    def again():
-        return tuple(variant(*args, _spectra=_Decompositions("jax", snap=True, turn=turn), **kwargs)
-                     for turn in (False, True))
-    if isinstance(tied, jax.core.Tracer):  # under jit: computed only at a tie
-        snapped, turned = jax.lax.cond(tied, again, lambda: (out, out))
+    def verdicts():  # per result compared: (moved with the vectors turned, finite)
+        a, b = (variant(*args, _spectra=_Decompositions("jax", snap=True, turn=turn), **kwargs)
+                for turn in (False, True))
+        out = []
+        for x, y, c in zip(*((r,) if single else tuple(r) for r in (a, b)), compared):
+            if c:
+                tol = jnp.maximum(CHOICE_TOLERANCE, 4096 * jnp.finfo(x.dtype).eps)
+                finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
+                out.append((~(jnp.abs(x - y).max() <= tol * jnp.maximum(jnp.abs(x).max(), jnp.abs(y).max())),
+                            finite))
+        return tuple(out)
+    calm = tuple((jnp.asarray(False), jnp.asarray(True)) for c in compared if c)
+    if isinstance(tied, jax.core.Tracer):  # under jit: computed only at a tie, and only verdicts
+        found = iter(jax.lax.cond(tied, verdicts, lambda: calm))  # come out (no copies of a result)
     else:
-        snapped, turned = again() if bool(tied) else (out, out)
+        found = iter(verdicts() if bool(tied) else calm)
     kept = []
-    for o, a, b, c in zip(*((x,) if single else tuple(x) for x in (out, snapped, turned)), compared):
+    for o, c in zip((out,) if single else tuple(out), compared):
         if not c:
             kept.append(o)
             continue
-        eps = jnp.finfo(o.dtype).eps
-        scale = jnp.maximum(jnp.abs(a).max(), jnp.abs(b).max())
-        bad = tied & ~(jnp.abs(a - b).max() <= jnp.maximum(CHOICE_TOLERANCE, 4096 * eps) * scale)
-        if not isinstance(bad, jax.core.Tracer):
-            if bool(bad):
-                raise noted.refusal(finite=bool(jnp.all(jnp.isfinite(a)) & jnp.all(jnp.isfinite(b))))
+        moved, finite = next(found)
+        if isinstance(moved, jax.core.Tracer):
+            kept.append(jnp.where(moved, jnp.nan, o))  # under jit: NaN, as the tie terms give
+        elif bool(moved):
+            raise noted.refusal(finite=bool(finite))
+        else:
             kept.append(o)
-            continue
-        kept.append(jnp.where(bad, jnp.nan, o))  # under jit: NaN, as the tie terms give
     return kept[0] if single else tuple(kept)
 
 
