@@ -20,7 +20,7 @@ GROUPS = [
     ("Derivatives", ["grad", "jacobian", "hessian", "derivative", "hvp", "derivation", "check", "fact"]),
     ("Matrix functions", ["trace", "det", "logdet", "inv", "solve", "matrix_power", "diag", "sum", "mean",
                           "kron", "outer", "dot", "norm"]),
-    ("Factorisations", ["cholesky", "phi", "positive_definite"]),
+    ("Factorisations", ["cholesky", "phi", "positive_definite", "pinv", "lstsq"]),
     ("Spectral functions", ["eigvalsh", "svdvals", "matrix_function", "expm", "logm", "sqrtm"]),
     ("Element-wise functions", ["exp", "log", "sin", "cos", "tan", "tanh", "cosh", "sinh", "arctan",
                                 "log1p", "expm1", "sigmoid", "softplus", "relu", "abs", "sqrt", "sign",
