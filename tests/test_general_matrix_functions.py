@@ -212,7 +212,9 @@ def test_generated_code_computes_values_gradients_and_hessians(fn, backend):
     complex 216 × 216 blocks), per dtype."""
     pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
     f = _scalar(fn)
-    outs = [f, md.grad(f, X)] + ([md.hessian(f, X)] if backend != "jax" or fn in ("sin", "tanh") else [])
+    # JAX: values and gradients (XLA compiles a 4-index Hessian through the block construction
+    # for half a minute; its source is NumPy's, checked with PyTorch's in the other backends)
+    outs = [f, md.grad(f, X)] + ([md.hessian(f, X)] if backend != "jax" else [])
     if fn in LOGM_FAMILY and backend != "numpy":
         with pytest.raises(md.NotSupportedError, match="matrix logarithm.*backend='numpy'"):
             md.compile(outs, backend=backend)
