@@ -16,10 +16,8 @@ from . import dims as D
 from .errors import MatdiffError, NotSupportedError
 from .evaluate import contract_with_deltas, interpret, variables
 from .expr import lift
-from .ir import Cholesky, Phi
-from .ir import (Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Reshape,
-                 ScalarFn, Softmax, Sum)
-from .ir import Pinv
+from .ir import (Cholesky, Const, Contract, Delta, Det, Elementwise, Inv, LogDet, LogSumExp, Phi, Pinv,
+                 Reshape, ScalarFn, Softmax, Sum, walk)
 
 
 def _sympy():
@@ -135,6 +133,12 @@ def _delta(n, s):
     return out
 
 
+# what the node types ``explicit`` does not write are, in a message
+UNWRITTEN = {"Funm": "a matrix function of a general matrix", "Frechet": "a Fréchet derivative",
+             "Eigh": "an eigen-decomposition", "Svd": "a singular value decomposition",
+             "MatFn": "a matrix function of a symmetric matrix", "Basis": "a unit vector"}
+
+
 def explicit(expr, sizes: dict | None = None):
     """The expression entry by entry on explicit sizes, as a SymPy ``Matrix`` (scalars as
     a SymPy expression, tensors of order 3 and more as a SymPy ``Array``).
@@ -154,7 +158,13 @@ def explicit(expr, sizes: dict | None = None):
     if prod(D.resolve(d, sizes) for v in vs for d in v.shape) > 10 ** 6:
         raise MatdiffError("explicit: these sizes are too large to expand symbolically")
     leaves = {v: _symbols(sp, v, sizes) for v in vs}
-    value = interpret(e.node, leaves, sizes, _ops(sp))
+    ops = _ops(sp)
+    unwritten = sorted({UNWRITTEN.get(type(n).__name__, type(n).__name__) for n in walk(e.node)
+                        if type(n) not in ops and type(n).__name__ != "Var"})
+    if unwritten:
+        raise NotSupportedError(f"explicit: {' and '.join(unwritten)} has no entry-by-entry SymPy "
+                                f"form here; evaluate it numerically (.evaluate, md.compile)")
+    value = interpret(e.node, leaves, sizes, ops)
     value = np.asarray(value, dtype=object)
     if value.ndim == 0:
         return sp.sympify(value.item())

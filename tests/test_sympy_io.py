@@ -78,3 +78,15 @@ def test_what_has_no_sympy_form_says_so():
         md.grad(md.sum(sigma(X @ w)), w).to_sympy()
     with pytest.raises(md.MatdiffError, match="from_sympy"):
         md.from_sympy(sp.Symbol("t") < 1)
+
+
+@pytest.mark.parametrize("build, what", [
+    (lambda: md.trace(md.expm(md.matrix("X", 2, 2))), "a matrix function of a general matrix"),
+    (lambda: md.eigvalsh(md.matrix("S", 2, 2, symmetric=True))[0], "an eigen-decomposition"),
+])
+def test_explicit_names_what_it_cannot_write(build, what):
+    """A node with no entry-by-entry SymPy form is a NotSupportedError naming it (it was a
+    KeyError naming an IR class)."""
+    pytest.importorskip("sympy")
+    with pytest.raises(md.NotSupportedError, match=what):
+        md.explicit(build())
