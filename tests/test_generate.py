@@ -2,6 +2,7 @@
 shares subexpressions, never builds deltas, and stands alone."""
 import inspect
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -659,3 +660,77 @@ def test_an_element_wise_product_reads_its_operands_in_their_stored_order():
     v = {"X": rng.normal(size=(7, 4)), "W1": rng.normal(size=(4, 3)), "W2": rng.normal(size=(3, 2)),
          "Y": rng.normal(size=(7, 2))}
     np.testing.assert_allclose(md.compile(g)(**v), g.evaluate(v), rtol=1e-12)
+
+
+def _network_gradient():
+    X, W1, W2, Y = (md.matrix("X", "n", "d"), md.matrix("W1", "d", "h"), md.matrix("W2", "h", "c"),
+                    md.matrix("Y", "n", "c"))
+    return md.grad(md.norm(md.sigmoid(X @ W1) @ W2 - Y) ** 2, W1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_a_sigmoid_and_its_slope_share_one_exponential(backend):
+    """Issue 25: ∇_W₁‖σ(XW₁)W₂ − Y‖² needs σ(u) and σ′(u) = σ(u) ⊙ σ(−u) of u = XW₁; NumPy
+    computes σ(u) and σ(−u) together, ``_sigmoids(u)``, from one exponential (not two
+    sigmoids); JAX and PyTorch keep their own sigmoid twice, faster there.  The values are
+    evaluate's."""
+    pytest.importorskip(backend)
+    if backend == "jax":
+        import jax
+        jax.config.update("jax_enable_x64", True)
+    g = _network_gradient()
+    source = md.codegen(g, backend=backend)
+    body = source.partition("\ndef f(")[2]
+    if backend != "numpy":
+        assert body.count({"jax": "jax.nn.sigmoid(", "torch": "torch.sigmoid("}[backend]) == 2, source
+    else:
+        assert body.count("_sigmoids(") == 1 and "sigmoid(" not in body.replace("_sigmoids(", ""), source
+        assert source.count("exp(") == 1, source  # the helper's one exponential
+    rng = np.random.default_rng(1)
+    v = {"X": rng.normal(size=(7, 4)), "W1": 3 * rng.normal(size=(4, 3)), "W2": rng.normal(size=(3, 2)),
+         "Y": rng.normal(size=(7, 2))}
+    args = v
+    if backend == "torch":
+        import torch
+        args = {k: torch.from_numpy(a) for k, a in v.items()}
+    np.testing.assert_allclose(np.asarray(md.compile(g, backend=backend)(**args)), g.evaluate(v), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_sigmoids_of_u_and_minus_u_keep_their_relative_accuracy(backend):
+    """σ(u), σ(−u) and σ(u)σ(−u) + σ(u) computed together (``_sigmoids``) are accurate in
+    relative terms where σ(−u) is tiny (u = 40: 1 − σ(u) would be 0), 1 and 0 where exp(−u)
+    overflows or underflows (u = ±1000, float32 ±100), with no warning, in float64 and
+    float32; NumPy's helper in the generated module (np.errstate) and as compiled code runs it."""
+    pytest.importorskip(backend)
+    if backend == "jax":
+        import jax
+        jax.config.update("jax_enable_x64", True)
+    X, W = md.matrix("X", "n", "k"), md.matrix("W", "k", "c")
+    u = X @ W
+    outputs = [md.sigmoid(u), md.sigmoid(-u), md.sigmoid(u) * md.sigmoid(-u) + md.sigmoid(u)]
+    source = md.codegen(outputs, backend=backend)
+    assert (source.partition("\ndef f(")[2].count("_sigmoids(") == 1) == (backend == "numpy"), source
+    module: dict = {}
+    exec(source, module)  # noqa: S102  # the module as codegen writes it
+    compiled = md.compile(outputs, backend=backend)
+    convert = np.asarray
+    if backend == "torch":
+        import torch
+        convert = torch.from_numpy
+    z = np.array([[-1000.0, -709.5, -100.0, -40.0, -3.0, 0.0, 1e-9, 2.5, 40.0, 100.0, 709.5, 1000.0]])
+    for dtype in (np.float64, np.float32):
+        zz = (z if dtype == np.float64 else np.clip(z, -100, 100)).astype(dtype)
+        exact = zz.astype(np.longdouble)
+        s, t = 1 / (1 + np.exp(-exact)), 1 / (1 + np.exp(exact))
+        want = [s, t, s * t + s]
+        tiny = np.finfo(dtype).tiny  # below it subnormal (XLA's CPU code flushes them to 0)
+        for fn in (module["f"], compiled):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                got = fn(X=convert(np.ones((1, 1), dtype=dtype)), W=convert(zz))
+            for g, w in zip(got, want):
+                g = np.asarray(g)
+                assert g.dtype == dtype and np.all(np.isfinite(g))
+                np.testing.assert_allclose(g.astype(np.longdouble), w, rtol=4 * np.finfo(dtype).eps, atol=tiny)
+    assert want[1][0, 8] > 0  # σ(−40), relative accuracy checked above
