@@ -18,7 +18,8 @@ from . import build as B
 from . import dims as D_  # the sizes 2n and mn of the Fréchet derivatives' block matrices
 from . import functions as F_
 from .errors import NotSupportedError
-from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, EigGap, Eigh, Elementwise,
+from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh,
+                 Elementwise,
                  Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
                  Svd, Var, free_vars, walk)
 from .ir import Pinv
@@ -220,6 +221,7 @@ def _d_divdiff(n, k, dx):
 
 @rule(DivDiff2)
 @rule(DivDiff3)
+@rule(DivDiff3Apply)
 def _d_divdiff2(n, k, dx):
     raise NotSupportedError("third derivatives through a matrix function are not supported; "
                             "first and second derivatives are")
@@ -397,11 +399,49 @@ def _daleckii_krein_adjoint(n: Contract, group: tuple, cot: Node, extra: tuple) 
     for (m1, m2), (o1, o2), col in (((k1, k2), (k3, k4), p), ((k3, k4), (k1, k2), q)):
         # P_col dS P_c in place of P_col: U(r₁, col) U(a, col) dS_ab U(b, c) U(r₂, c)
         r1, r2 = labs[m1][0], labs[m2][0]
+        if not extra:  # where the rest splits in two, M = Σ_y T_xyc X_xy Y_yc without T (n³)
+            split = _split_rest(base_ops, base_labs, r1, r2, (labs[o1][0], labs[o2][0]))
+            if split is not None:
+                x, y = c + 1, c + 2  # the points λ_col (x) and λ_other (y); c as above
+                dims2 = {**dims, x: s.shape[0], y: s.shape[0]}
+                sides = ([(U, (r1, x))], [(U, (r2, c))])
+                for side, r in zip(split[2], (labs[o1][0], labs[o2][0])):
+                    sides[side].append((U, (r, y)))
+                X, Y = (B.contract(tuple(o for o, _ in part) + tuple(o for o, _ in extra_),
+                                   tuple(lb for _, lb in part) + tuple(lb for _, lb in extra_), out, dims2)
+                        for part, extra_, out in ((split[0], sides[0], (x, y)), (split[1], sides[1], (y, c))))
+                M = DivDiff3Apply(ops[kf].fn, ops[kf].arg, X, Y)
+                terms.append(B.contract((U, M, U), ((a, x), (x, c), (b, c)), (a, b), dims2))
+                continue
         terms.append(B.contract(
             tuple(base_ops) + (U, U, U, U, ops[o1], ops[o2], T),
             tuple(base_labs) + ((r1, col), (a, col), (b, c), (r2, c), labs[o1], labs[o2], (p, q, c)),
             ext + (a, b), dims))
     return B.add(*terms)
+
+
+def _split_rest(ops: list, labs: list, r1, r2, others: tuple):
+    """The operands (ops, labs) of a Daleckii–Krein term other than its eigenvectors, in two
+    parts — ([(op, lab)] with r1, [(op, lab)] with r2) — that share no label, and for each of
+    ``others`` (the labels at the other point) the part it is in (0 or 1); None where r1 and
+    r2 are joined (the term needs T itself)."""
+    parent: dict = {}
+
+    def find(u):
+        while parent.setdefault(u, u) != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for lab in labs:
+        for u in lab[1:]:
+            parent[find(u)] = find(lab[0])
+    if find(r1) == find(r2):
+        return None
+    xs, ys = [], []
+    for op, lab in zip(ops, labs):
+        (ys if lab and find(lab[0]) == find(r2) else xs).append((op, lab))
+    return xs, ys, tuple(1 if find(r) == find(r2) else 0 for r in others)
 
 
 def _contract_adjoint(n: Contract, k: int, cot: Node, extra: tuple) -> Node:

@@ -17,7 +17,7 @@ from . import dims as D
 from . import funm
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
-                 EigGap, Eigh,
+                 DivDiff3Apply, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
 from .ir import Pinv
@@ -453,6 +453,7 @@ def _second_divided_differences(fn, lam, second, functions):
 
 
 TAYLOR_CLOSE = 1e-2  # three points this close (relative to f's scale) take f[x, y, z]'s Taylor series
+PAIR_CLOSE = 1e-3  # λ_p, λ_c this close (relative to f's scale) take T's own values in DivDiff3Apply
 TAYLOR_ORDER = 10  # up to f⁽¹⁰⁾: the series' error (1e-2)⁹ relative, the quotient's ε/1e-2
 _ENTIRE = ("exp", "sin", "cos", "sinh", "cosh", "tanh")  # scale 1 (tanh's poles are π/2 away)
 
@@ -538,19 +539,28 @@ def _divided_differences3(fn, lam, functions):
         _taylor_coefficients(fn, lam, functions)  # raises: no closed-form series
     lam = _in_domain(fn, np.asarray(lam, dtype=float))
     F = _divided_differences(fn, lam, functions)
-    x, y, z = lam[:, None, None], lam[None, :, None], lam[None, None, :]
+    r = np.arange(lam.size)
+    return _divided_differences3_at(fn, lam, F, r[:, None, None], r[None, :, None], r[None, None, :],
+                                    functions)
+
+
+def _divided_differences3_at(fn, lam, F, i, j, k, functions):
+    """f[λᵢ, λⱼ, λₖ] for index arrays i, j and k (broadcast together), as
+    ``_divided_differences3`` computes it, from the first divided differences F."""
+    i, j, k = np.broadcast_arrays(i, j, k)
+    x, y, z = lam[i], lam[j], lam[k]
     u, v = y - x, z - x
     w = np.abs(u - v)
     spread = np.maximum(np.maximum(np.abs(u), np.abs(v)), w)
     xz = np.abs(v) >= np.maximum(np.abs(u), w)  # the pair farthest apart: (i, k), (j, k) or (i, j)
     yz = ~xz & (w >= np.abs(u))
-    Fij, Fik, Fjk = F[:, :, None], F[:, None, :], F[None, :, :]
+    Fij, Fik, Fjk = F[i, j], F[i, k], F[j, k]
     num = np.where(xz, Fij - Fjk, np.where(yz, Fij - Fik, Fik - Fjk))
     den = np.where(xz, x - z, np.where(yz, y - z, x - y))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = num / np.where(den == 0, 1.0, den)
     scale = _taylor_scale(fn)
-    size = np.broadcast_to(np.abs(lam)[:, None, None], spread.shape)
+    size = np.abs(x)
     if scale == "polynomial":
         close = np.ones(spread.shape, dtype=bool)
     elif scale == "one":
@@ -561,20 +571,55 @@ def _divided_differences3(fn, lam, functions):
     where = np.nonzero(close)
     if where[0].size:
         coefficients = _taylor_coefficients(fn, lam, functions)
-        i = where[0]
-        uu, vv = np.broadcast_to(u, spread.shape)[where], np.broadcast_to(v, spread.shape)[where]
+        ii = i[where]
+        uu, vv = u[where], v[where]
         if _in_units(fn):
             with np.errstate(divide="ignore", invalid="ignore"):
-                uu, vv = uu / lam[i], vv / lam[i]
+                uu, vv = uu / lam[ii], vv / lam[ii]
         h, vm = np.ones_like(uu), np.ones_like(uu)
         with np.errstate(invalid="ignore", over="ignore"):
-            total = coefficients[0][i] * h
+            total = coefficients[0][ii] * h
             for c in coefficients[1:]:  # hₘ(u, v) = u hₘ₋₁ + vᵐ
                 vm = vm * vv
                 h = uu * h + vm
-                total = total + c[i] * h
-        out[where] = total * _taylor_prefactor(fn, lam[i]) if _in_units(fn) else total
+                total = total + c[ii] * h
+        out[where] = total * _taylor_prefactor(fn, lam[ii]) if _in_units(fn) else total
     return out
+
+
+def _divided_differences3_apply(fn, lam, X, Y, functions):
+    """M_pc = Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc in O(n²) memory (``DivDiff3Apply``): for λ_p, λ_c
+    apart, f[λ_p, λ_q, λ_c] = (F_pq − F_qc)/(λ_p − λ_c), so that M = G ⊙ ((F ⊙ X)Y − X(F ⊙ Y)),
+    G_pc = 1/(λ_p − λ_c); on the pairs within PAIR_CLOSE of f's scale (p = c among them),
+    where that quotient loses digits, the sum over q of ``_divided_differences3_at``'s values."""
+    if not DivDiff3.has_series(fn):
+        _taylor_coefficients(fn, lam, functions)  # raises: no closed-form series
+    lam = _in_domain(fn, np.asarray(lam, dtype=float))
+    X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
+    F = _divided_differences(fn, lam, functions)
+    near = _near_pairs(fn, lam)
+    gap = lam[:, None] - lam[None, :]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        G = np.where(near, 0.0, 1.0 / np.where(near, 1.0, gap))
+        M = G * ((F * X) @ Y - X @ (F * Y))
+    p, c = np.nonzero(near)
+    q = np.arange(lam.size)[None, :]
+    step = max(1, (1 << 22) // max(lam.size, 1))  # T in blocks of ≤ 4M entries: O(n²) memory
+    for s in range(0, p.size, step):
+        pp, cc = p[s:s + step], c[s:s + step]
+        T = _divided_differences3_at(fn, lam, F, pp[:, None], q, cc[:, None], functions)
+        M[pp, cc] = np.einsum("kq,kq,qk->k", T, X[pp], Y[:, cc])
+    return M
+
+
+def _near_pairs(fn, lam):
+    """The pairs (p, c) whose quotient (F_pq − F_qc)/(λ_p − λ_c) may lose digits: within
+    PAIR_CLOSE of f's scale (1 for exp …, |λ| for log and the powers) — p = c among them.
+    Apart, the quotient's error is ε(|F_pq| + |F_qc|)/|λ_p − λ_c|: at most 10³ε|F|."""
+    gap = np.abs(lam[:, None] - lam[None, :])
+    larger = np.maximum(np.abs(lam[:, None]), np.abs(lam[None, :]))
+    return (gap <= PAIR_CLOSE * np.maximum(larger, 1.0 if _taylor_scale(fn) != "relative" else 0.0)) \
+        | (gap == 0)
 
 
 class Coincident(EvaluationError):
@@ -1013,6 +1058,7 @@ def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
         MatFn: lambda n, a, s: _matrix_function(n.fn, a[0], functions),
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
         DivDiff3: lambda n, a, s: _divided_differences3(n.fn, a[0], functions),
+        DivDiff3Apply: lambda n, a, s: _divided_differences3_apply(n.fn, a[0], a[1], a[2], functions),
         EigGap: lambda n, a, s: _eigenvalue_gaps(a[0], spectra),
         DivDiff2: lambda n, a, s: _second_divided_differences(n.args[0], a[0], a[1], functions),
         Svd: lambda n, a, s: spectra.svd(Svd("values", n.rank, n.arg), a[0], n.part,

@@ -41,8 +41,8 @@ from .simplify import numerical_forms, rewrite, simplify
 from .ir import Cholesky, Phi
 from .library import positive_definite
 from .ir import Pinv
-from .ir import DivDiff3
-from .evaluate import TAYLOR_CLOSE, TAYLOR_ORDER, _in_units, _taylor_scale, _tanh_polynomials
+from .ir import DivDiff3, DivDiff3Apply
+from .evaluate import PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _in_units, _taylor_scale, _tanh_polynomials
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -1109,19 +1109,34 @@ def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
                             f"evaluate() computes them")
 
 
-def _divided_differences3(w: _Writer, n: DivDiff3, lam: str) -> str:
+def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = False, pairs=None) -> str:
     """T_ijk = f[λᵢ, λⱼ, λₖ] as evaluate computes it (``_divided_differences3``): the quotient
     of first divided differences over the two points farthest apart, and the Taylor series
-    about λᵢ where the three lie within TAYLOR_CLOSE of f's scale."""
+    about λᵢ where the three lie within TAYLOR_CLOSE of f's scale; ``diagonal``: only
+    T_iji = f[λᵢ, λⱼ, λᵢ], a matrix; ``pairs`` (index arrays P and C): T_PₘjCₘ, a matrix
+    (``DivDiff3Apply``'s close pairs)."""
     coefficients = _taylor_coefficients_code(w, n.fn, lam)  # refuses what has no series first
     F = w.emit(_divided_differences(w, DivDiff(n.fn, n.arg), lam))  # written once
-    x, y, z = (w.emit(f"{lam}[{i}]") for i in (":, None, None", "None, :, None", "None, None, :"))
+    if diagonal:
+        x, y = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
+        z, pad, corner = x, "[:, None]", ("{0}[0]", "{0}[1]", "{0}[0]")
+    elif pairs:
+        P, C = pairs
+        x, y, z = w.emit(f"{lam}[{P}][:, None]"), w.emit(f"{lam}[None, :]"), w.emit(f"{lam}[{C}][:, None]")
+        pad, corner = f"[{P}][:, None]", (f"{P}[{{0}}[0]]", "{0}[1]", f"{C}[{{0}}[0]]")
+    else:
+        x, y, z = (w.emit(f"{lam}[{i}]") for i in (":, None, None", "None, :, None", "None, None, :"))
+        pad, corner = "[:, None, None]", ("{0}[0]", "{0}[1]", "{0}[2]")
     u, v = w.emit(f"{y} - {x}"), w.emit(f"{z} - {x}")
     au, av, aw = w.emit(f"np.abs({u})"), w.emit(f"np.abs({v})"), w.emit(f"np.abs({u} - {v})")
     spread = w.emit(f"np.maximum(np.maximum({au}, {av}), {aw})")
     xz = w.emit(f"{av} >= np.maximum({au}, {aw})")  # the pair farthest apart
     yz = w.emit(f"~{xz} & ({aw} >= {au})")
     Fij, Fik, Fjk = f"{F}[:, :, None]", f"{F}[:, None, :]", f"{F}[None, :, :]"
+    if diagonal:
+        Fij, Fik, Fjk = F, w.emit(f"{F}.diagonal()[:, None]"), f"{F}.T"
+    elif pairs:  # F symmetric: F[j, Cₘ] = F[Cₘ, j]
+        Fij, Fik, Fjk = f"{F}[{P}]", w.emit(f"{F}[{P}, {C}][:, None]"), f"{F}[{C}]"
     num = w.emit(f"np.where({xz}, {Fij} - {Fjk}, np.where({yz}, {Fij} - {Fik}, {Fik} - {Fjk}))")
     den = w.emit(f"np.where({xz}, {x} - {z}, np.where({yz}, {y} - {z}, {x} - {y}))")
     scale = _taylor_scale(n.fn)
@@ -1138,7 +1153,7 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str) -> str:
         # computes it everywhere, in one fused pass
         out = w.emit(f"{num} / np.where({close}, 1.0, {den})", pure=False)
         where = w.emit(f"np.where({close})", pure=False)
-        i, j, k = (w.emit(f"{where}[{m}]", pure=False) for m in range(3))
+        i, j, k = (w.emit(m.format(where), pure=False) for m in corner)
         lam_i = w.emit(f"{lam}[{i}]", pure=False)
         u1, v1 = w.emit(f"{lam}[{j}] - {lam_i}", pure=False), w.emit(f"{lam}[{k}] - {lam_i}", pure=False)
         total = _taylor_series_code(w, n.fn, [w.emit(f"{x_}[{i}]", pure=False) for x_ in c], u1, v1, lam_i,
@@ -1147,10 +1162,57 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str) -> str:
         return out
     uu = w.emit(f"np.where({close}, {u}, 0.0)") if close else u  # no overflow where unused
     vv = w.emit(f"np.where({close}, {v}, 0.0)") if close else v
-    total = _taylor_series_code(w, n.fn, [f"{x_}[:, None, None]" for x_ in c], uu, vv, x, pure=True)
+    total = _taylor_series_code(w, n.fn, [f"{x_}{pad}" for x_ in c], uu, vv, x, pure=True)
     if close is None:
         return total
     return f"np.where({close}, {total}, {num} / np.where({close}, 1.0, {den}))"
+
+
+def _divided_differences3_apply(w: _Writer, n: DivDiff3Apply, args: dict) -> str:
+    """M_pc = Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc as evaluate computes it
+    (``_divided_differences3_apply``): G ⊙ ((F ⊙ X)Y − X(F ⊙ Y)) on the pairs (p, c) apart,
+    and on the close pairs T's rows T_p:c — in NumPy and PyTorch gathered (a row per close
+    pair, p = c among them); in JAX, with static shapes, the diagonal's rows, and T itself
+    (n³) under ``_tie_cond`` (lax.cond) only where two positions p ≠ c hold close eigenvalues."""
+    lam, X, Y = (args[c] for c in n.children)
+    node = DivDiff3(n.fn, n.arg)
+    _taylor_coefficients_code(w, n.fn, lam)  # refuses what has no series
+    F = w.emit(_divided_differences(w, DivDiff(n.fn, n.arg), lam))
+    a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
+    gap = w.emit(f"{a} - {b}")
+    larger = w.emit(f"np.maximum(np.abs({a}), np.abs({b}))")
+    if _taylor_scale(n.fn) != "relative":  # f's scale is 1 (or f a polynomial): at least 1
+        larger = w.emit(f"np.where({larger} > 1.0, {larger}, 1.0)")
+    near = w.emit(f"(np.abs({gap}) <= {PAIR_CLOSE!r} * {larger}) | ({gap} == 0)")
+    G = w.emit(f"np.where({near}, 0.0, 1.0 / np.where({near}, 1.0, {gap}))")
+    far = w.emit(f"{G} * (({F} * {X}) @ {Y} - {X} @ ({F} * {Y}))")
+    if not w.functions.get("__expm", "").startswith("jax."):
+        # NumPy and PyTorch: T's rows T_p:c on the close pairs (p, c) alone — p = c among them
+        out = w.emit(f"{far} + 0.0", pure=False)
+        where = w.emit(f"np.where({near})", "the close pairs (p, c): T's rows there", pure=False)
+        P, C = (w.emit(f"{where}[{m}]", pure=False) for m in range(2))
+        rows = _divided_differences3(w, node, lam, pairs=(P, C))
+        values = w.emit(f"({rows} * {X}[{P}] * {Y}.T[{C}]).sum(1)", pure=False)
+        w.lines.append(SCATTER.format(op="", full=out, index=where, values=values))
+        return out
+    # JAX (under jit: static shapes): T's rows T_p:p on the diagonal, and T itself (n³) under
+    # lax.cond where two distinct positions p ≠ c hold close eigenvalues
+    D = w.emit(_divided_differences3(w, node, lam, diagonal=True))
+    plain = w.emit(f"{far} + np.diag(({D} * {X} * {Y}.T).sum(1))")
+    r = w.emit(f"np.arange({lam}.shape[0])")
+    off = w.emit(f"{near} & ({r}[:, None] != {r}[None, :])")
+    close = w.emit(f"{off}.any()", "two eigenvalues close: T (n³) on those pairs", pure=False)
+    name, arm = w.fresh(), w.fresh()
+    written, code_of = dict(w.written), dict(w.code_of)
+    w.lines.append(f"    def _{arm}():")
+    start = len(w.lines)
+    T = w.emit(_divided_differences3(w, node, lam))
+    exact = f"np.einsum('pqc,pq,qc->pc', {T}, {X}, {Y}, optimize=True)"
+    w.lines.append(f"    return np.where({off}, {exact}, {plain})")
+    w.lines[start:] = ["    " + line for line in w.lines[start:]]
+    w.written, w.code_of = written, code_of
+    w.lines.append(f"    {name} = _tie_cond({close}, _{arm}, lambda: {plain})")
+    return name
 
 
 def _taylor_series_code(w: _Writer, fn, c: list, u: str, v: str, x: str, pure: bool) -> str:
@@ -1829,6 +1891,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return _divided_differences(w, n, a[0])
     if isinstance(n, DivDiff3):  # f[λᵢ, λⱼ, λₖ] (the second-order Daleckii–Krein rule)
         return _divided_differences3(w, n, a[0])
+    if isinstance(n, DivDiff3Apply):  # Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc without T where it can
+        return _divided_differences3_apply(w, n, args)
     if isinstance(n, DivDiff2):  # f[λᵢ, λᵢ, λⱼ]; (2f″ᵢ + f″ⱼ)/6 where λᵢ ≈ λⱼ (evaluate's)
         lam, second = (args[c] for c in n.children)
         F = w.emit(_divided_differences(w, DivDiff(n.args[0], n.children[0]), lam))  # written once

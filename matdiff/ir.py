@@ -682,6 +682,31 @@ class DivDiff3(Unary):
         return arg.shape * 3
 
 
+class DivDiff3Apply(Node):
+    """M_pc = Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc: the second divided differences T = DivDiff3
+    contracted over their middle index with two matrices, without T (n³): for λ_p, λ_c apart
+    T_pqc = (F_pq − F_qc)/(λ_p − λ_c), so M = G ⊙ ((F ⊙ X)Y − X(F ⊙ Y)) with G_pc =
+    1/(λ_p − λ_c) (F the first divided differences); T's own values on the pairs (p, c) that
+    are close (p = c among them).  A Hessian-vector product's second-order Daleckii–Krein rule."""
+
+    fields = ("fn", "arg", "x", "y")
+
+    @property
+    def children(self):
+        return self.args[-3:]
+
+    def with_children(self, children):
+        return type(self)(self.args[0], *children)
+
+    @staticmethod
+    def _shape(fn, arg, x, y):
+        if arg.ndim != 1:
+            raise ShapeError(f"divided differences take a vector, got shape {D.fmt_shape(arg.shape)}")
+        if x.shape != arg.shape * 2 or y.shape != arg.shape * 2:
+            raise ShapeError("DivDiff3Apply takes two square matrices of λ's length")
+        return arg.shape * 2
+
+
 class EigGap(Unary):
     """The eigenvector-derivative matrix of eigenvalues λ: G_ij = 1/(λⱼ − λᵢ) for i ≠ j, 0 on
     the diagonal, so that dU = U (G ⊙ (Uᵀ dS U)) for distinct eigenvalues."""

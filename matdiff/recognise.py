@@ -26,7 +26,7 @@ from . import notation as N
 from .functions import Function
 from .ir import Cholesky, Phi
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
-                 EigGap, Eigh,
+                 DivDiff3Apply, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
                  Sum, Svd, Var, is_ones)
 from .ir import Pinv
@@ -556,6 +556,7 @@ RULES = {
     EigGap: lambda node: _named("Γ", node),
     DivDiff2: lambda node: None,  # f[λᵢ, λᵢ, λⱼ]: index notation
     DivDiff3: lambda node: None,  # f[λᵢ, λⱼ, λₖ]: index notation, Δ²f(λ)_ijk (printing)
+    DivDiff3Apply: lambda node: None,  # Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc: index notation
     Svd: _svd,
     Funm: _funm,
     Frechet: _frechet,

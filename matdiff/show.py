@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import dims as D
 from .ir import Cholesky, Phi
 from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
-                 EigGap, Eigh,
+                 DivDiff3Apply, EigGap, Eigh,
                  Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
                  Softmax, Sum, Svd, Var, register_text_form)
 from .ir import Pinv
@@ -84,6 +84,7 @@ FORMS = {
     EigGap: lambda n: f"eigenvalue_gaps({_form(n.arg)})",
     DivDiff2: lambda n: f"second_divided_differences({n.args[0]}, {_form(n.args[1])})",
     DivDiff3: lambda n: f"divided_differences3({n.fn}, {_form(n.arg)})",
+    DivDiff3Apply: lambda n: f"divided_differences3_apply({n.fn}, {', '.join(_form(c) for c in n.children)})",
     Svd: lambda n: f"svd({_form(n.arg)}).{n.part}",
     Funm: lambda n: f"{GENERAL_FUNCTIONS[n.fn]}({_form(n.arg)})",
     Frechet: lambda n: f"{GENERAL_FUNCTIONS[n.args[0]]}_frechet({_form(n.args[1])}, {_form(n.args[2])})",
