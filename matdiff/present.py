@@ -1799,23 +1799,9 @@ def _over_common_denominator(g, kind, poly, ones, one, shallow=False):
     return content * parts[0], parts[1], denominator, len(numerator)
 
 
-def _elementwise_normal(g, c, t):
-    """An element-wise part (⊙, ⊘, +, −, numeric multiples, powers, σ(−u)) as a polynomial
-    over its atoms, expanded with like monomials merged, and with the factor common to every
-    monomial taken out (a denominator common to every term too): y ⊙ (1 − σ) − σ ⊙ (… )
-    collapses to σ(Xw) − y, and u − u² to u ⊙ (1 − u).  Valid for all values where the
-    input is defined: a factor cancels only against its own reciprocal, which the input
-    holds, and a fractional power distributes only over factors ≥ 0."""
-    kind = t[1][0]
-    if kind == "s" or _complement(g, t) or (t[0] == "prod" and (len(t[2]) != 1 or g.kind(t[2][0]) != kind)):
-        return []
-    ones: list = []
-    poly = _poly(g, c, kind, ones)
-    if poly is None:
-        return []
-    if len(poly) == 1 and t[0] == "had" and next(iter(poly.values())) == 1 and \
-            sorted(next(iter(poly))) == sorted((g.find(k), 1) for k in t[2]):
-        return []  # a product of atoms, already as it is: nothing to expand or cancel
+def _normal_head(g, c, kind, poly, ones):
+    """``_elementwise_normal``'s work on class c's polynomial before a term's own: the 1 at
+    hand, the monomial common to every term, and the forms over a common denominator."""
     one = ones[0] if ones else _ones_leaf(g, c, kind)
     atoms = [dict(m) for m in poly if poly[m] != 0]
     common = {}
@@ -1843,16 +1829,16 @@ def _elementwise_normal(g, c, t):
                 out.append(_prod(g, kind, scale, [denominator]))
             else:
                 out.append(g.add("had", (kind,), (_prod(g, kind, scale, [numerator]), denominator)))
-    if t[0] == "had":  # the factors collected, nothing expanded: u ⊙ u = u², s ⊘ s = 1
-        collected = _factors(g, t[2])
-        if all(e.denominator == 1 for _, e in collected) and len(collected) < len(t[2]) and \
-                all(abs(e) <= MAX_DEGREE for _, e in collected):
-            out.append(_monomial(g, kind, tuple(sorted(collected)), one) if collected else one)
+    return one, common, tuple(out)
+
+
+def _normal_tail(g, kind, poly, one, common):
+    """``_elementwise_normal``'s expanded form of a class's polynomial: with nothing common to
+    every term, the class of the whole (None where there is none); else (scale, the sum left
+    when the common monomial is taken out, that monomial's class), or None."""
     if not common:  # nothing common to every term: the expanded form, σ(Xw) − y
         parts = _polynomial(g, kind, poly, one)
-        if parts is not None:
-            out.append(_prod(g, kind, parts[0], [parts[1]]))
-        return [k for k in out if k is not None]
+        return None if parts is None else _prod(g, kind, parts[0], [parts[1]])
     # the largest monomial dividing every term, taken out: u − u² = u ⊙ (1 − u)
     rest: dict = {}
     for m, v in poly.items():
@@ -1861,9 +1847,55 @@ def _elementwise_normal(g, c, t):
             rest[key] = rest.get(key, 0.0) + v
     parts = _polynomial(g, kind, rest, one)
     if parts is None:
-        return [k for k in out if k is not None]
+        return None
     scale, inner = parts
-    factor = _monomial(g, kind, tuple(sorted(common.items())), one)
+    return scale, inner, _monomial(g, kind, tuple(sorted(common.items())), one)
+
+
+def _elementwise_normal(g, c, t):
+    """An element-wise part (⊙, ⊘, +, −, numeric multiples, powers, σ(−u)) as a polynomial
+    over its atoms, expanded with like monomials merged, and with the factor common to every
+    monomial taken out (a denominator common to every term too): y ⊙ (1 − σ) − σ ⊙ (… )
+    collapses to σ(Xw) − y, and u − u² to u ⊙ (1 − u).  Valid for all values where the
+    input is defined: a factor cancels only against its own reciprocal, which the input
+    holds, and a fractional power distributes only over factors ≥ 0."""
+    kind = t[1][0]
+    if kind == "s" or _complement(g, t) or (t[0] == "prod" and (len(t[2]) != 1 or g.kind(t[2][0]) != kind)):
+        return []
+    # the work that reads the class and not the term, done once per class and round: the
+    # terms of a class share its polynomial, and the graph's classes do not change until the
+    # round's unions (``rebuild`` clears ``g.polys``, and with it this memo).  Each part is
+    # computed where the unmemoised code computed it, so the classes it adds get the same ids
+    key = (g.find(c), kind, "normal")
+    memo = g.polys.get(key)
+    if memo is None:
+        ones: list = []
+        memo = g.polys[key] = {"poly": _poly(g, c, kind, ones), "ones": ones}
+    poly = memo["poly"]
+    if poly is None:
+        return []
+    if len(poly) == 1 and t[0] == "had" and next(iter(poly.values())) == 1 and \
+            sorted(next(iter(poly))) == sorted((g.find(k), 1) for k in t[2]):
+        return []  # a product of atoms, already as it is: nothing to expand or cancel
+    head = memo.get("head")
+    if head is None:
+        head = memo["head"] = _normal_head(g, c, kind, poly, memo["ones"])
+    one, common, combined_out = head
+    out = list(combined_out)
+    if t[0] == "had":  # the factors collected, nothing expanded: u ⊙ u = u², s ⊘ s = 1
+        collected = _factors(g, t[2])
+        if all(e.denominator == 1 for _, e in collected) and len(collected) < len(t[2]) and \
+                all(abs(e) <= MAX_DEGREE for _, e in collected):
+            out.append(_monomial(g, kind, tuple(sorted(collected)), one) if collected else one)
+    if "tail" not in memo:
+        memo["tail"] = _normal_tail(g, kind, poly, one, common)
+    if not common:  # nothing common to every term: the expanded form, σ(Xw) − y
+        if memo["tail"] is not None:
+            out.append(memo["tail"])
+        return [k for k in out if k is not None]
+    if memo["tail"] is None:
+        return [k for k in out if k is not None]
+    scale, inner, factor = memo["tail"]
     if not (t[0] == "had" and scale == 1 and
             sorted(g.find(k) for k in (factor, inner)) == sorted(g.find(k) for k in t[2])):
         # the scale on the sum, 2(y − μ) ⊘ v, or in front, where a product's coefficient meets it
