@@ -89,3 +89,12 @@ def test_the_printed_lines_were_read_back():
     for case in SCALAR[:10]:
         test_every_line_is_the_directional_derivative(case)
     assert len(CHECKED) >= 20
+
+
+def test_a_function_of_a_variable_that_cancels_has_a_zero_gradient():
+    """Σ√(x − x) is 0 for every x: its gradient is 0, not √0's infinite slope. Differentiation
+    asks whether the simplified expression depends on x (diff._depends), not whether x occurs."""
+    x = md.vector("x", "n")
+    g = md.grad(md.sum(md.sqrt(x - x)), x)
+    assert str(g) == "0"
+    np.testing.assert_array_equal(g.evaluate(x=np.array([1.0, 4.0, 9.0])), np.zeros(3))
