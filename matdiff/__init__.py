@@ -9,15 +9,12 @@
 from .errors import (CheckError, EvaluationError, MatdiffError, NotSupportedError, ShapeError,
                      UncheckableError)
 from .expr import Expr, lift
-from .library import (abs, arctan, cos, cosh, derivative, det, diag, eigvalsh, exp, expm, expm1, eye,
-                      fact, function, logm, matrix_function, sqrtm,
-                      grad, hessian, inv, jacobian, kron, log, log1p, logdet, logsumexp, matrix,
-                      matrix_power, mean, norm, ones, outer, relu, scalar, scalar_function, sigmoid, sign,
-                      sin, sinh, softmax, softplus, solve, sqrt, step, sum, svdvals, tan, tanh, tensor, trace,
-                      unit, vector,
-                      zeros)
-from .library import lstsq, pinv
-from .library import cholesky, phi, positive_definite
+from .library import (abs, arctan, cholesky, cos, cosh, derivative, det, diag, eigvalsh, exp, expm, expm1,
+                      eye, fact, function, grad, hessian, inv, jacobian, kron, log, log1p, logdet,
+                      logm, logsumexp, lstsq, matrix, matrix_function, matrix_power, mean, norm, ones,
+                      outer, phi, pinv, positive_definite, relu, scalar, scalar_function, sigmoid, sign,
+                      sin, sinh, softmax, softplus, solve, sqrt, sqrtm, step, sum, svdvals, tan, tanh,
+                      tensor, trace, unit, vector, zeros)
 from .tensors import apply, dot, einsum, hadamard, permute, reshape, tensordot, transpose, vec
 from .check import check
 from .generate import codegen, compile, hvp

@@ -18,12 +18,9 @@ from . import build as B
 from . import dims as D_  # the sizes 2n and mn of the Fréchet derivatives' block matrices
 from . import functions as F_
 from .errors import NotSupportedError
-from .ir import (Basis, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh,
-                 Elementwise,
-                 Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax, Sum,
-                 Svd, Var, free_vars, walk)
-from .ir import Pinv
-from .ir import Cholesky, Phi
+from .ir import (Basis, Cholesky, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap,
+                 Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Phi, Pinv,
+                 Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, walk)
 from .simplify import simplify, stable_forms
 
 RULES: dict = {}

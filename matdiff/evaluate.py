@@ -16,12 +16,9 @@ import opt_einsum as oe
 from . import dims as D
 from . import funm
 from .errors import EvaluationError, NotSupportedError, ShapeError
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
-                 DivDiff3Apply, EigGap, Eigh,
-                 Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
-                 Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
-from .ir import Pinv
-from .ir import Cholesky, Phi
+from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
+                 DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn,
+                 Node, Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
 
 LETTERS = string.ascii_letters
 
@@ -872,7 +869,7 @@ def _pinv(x):
     x = np.asarray(x, dtype=float)
     if not np.all(np.isfinite(x)):
         raise EvaluationError("pinv: the matrix has a NaN or infinite entry")
-    s = np.linalg.svd(x, compute_uv=False)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)  # one SVD: the check and X⁺ = VΣ⁻¹Uᵀ
     if np.any(s[..., -1] <= full_rank_tolerance(x.shape) * s[..., 0]):
         rank = int(np.min(np.sum(s > full_rank_tolerance(x.shape) * s[..., :1], axis=-1)))
         raise EvaluationError(
@@ -881,7 +878,7 @@ def _pinv(x):
             f"pseudo-inverse jumps under any perturbation that restores the rank, so matdiff "
             f"evaluates pinv and its derivatives only at full rank; for a truncated pseudo-inverse "
             f"call numpy.linalg.pinv with rcond= yourself")
-    return np.linalg.pinv(x)
+    return np.swapaxes(vt, -1, -2) / s[..., None, :] @ np.swapaxes(u, -1, -2)
 
 
 def cholesky(s):

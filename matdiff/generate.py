@@ -31,17 +31,15 @@ from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import (C_SERIES, CHOICE_TOLERANCE, CLOSE, CLUSTER, GAP_COINCIDE, _scaled_variable, _shown,
                        check_shapes, check_symmetric, complex_value, is_min_dim, min_arguments, variables)
 from .expr import Expr, lift
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, EigGap, Eigh,
-                 Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
-                 Sum, Svd, Unary, free_vars, is_ones, merge_deltas, walk)
+from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
+                 DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
+                 Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Unary, free_vars, is_ones, merge_deltas,
+                 walk)
 from .printing import TEXT, render
 from .recognise import recognise
 from .show import FORMS, index_form
 from .simplify import numerical_forms, rewrite, simplify
-from .ir import Cholesky, Phi
 from .library import positive_definite
-from .ir import Pinv
-from .ir import DivDiff3, DivDiff3Apply
 from .evaluate import PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _in_units, _taylor_scale, _tanh_polynomials
 
 LETTERS = string.ascii_letters
@@ -1297,7 +1295,18 @@ class _Tied(Unary):
         return arg.shape if part == "split" else arg.shape * 2
 
 
-class _Limit(Node):
+class _AllChildren(Node):
+    """A node of generated code's own whose arguments are all nodes, its children."""
+
+    @property
+    def children(self):
+        return self.args
+
+    def with_children(self, children):
+        return type(self)(*children)
+
+
+class _Limit(_AllChildren):
     """``regular`` + ``slope`` (the limit) where ``lin``, the part of a second derivative
     through eigenvectors that is linear in the tie gaps, vanishes (the derivative has a limit
     at the tie); where it does not, the formula (``regular`` + ``near``) for eigenvalues that
@@ -1308,15 +1317,8 @@ class _Limit(Node):
     def _shape(regular, lin, lam, near, *slope):
         return regular.shape
 
-    @property
-    def children(self):
-        return self.args
 
-    def with_children(self, children):
-        return _Limit(*children)
-
-
-class _TieBranch(Node):
+class _TieBranch(_AllChildren):
     """A second derivative through eigenvectors as generated code computes it: ``limit`` (a
     ``_Limit``: the formula with its tie terms) where two eigenvalues of λ are tied (within
     √ε), else ``plain``, the formula as written, which costs 2–5× less (``_tie_branch``)."""
@@ -1324,13 +1326,6 @@ class _TieBranch(Node):
     @staticmethod
     def _shape(limit, plain, lam):
         return plain.shape
-
-    @property
-    def children(self):
-        return self.args
-
-    def with_children(self, children):
-        return _TieBranch(*children)
 
 
 def _children_first(root: Node) -> list:

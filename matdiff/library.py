@@ -18,13 +18,10 @@ from .facts import Fact
 from .diff import jacobians
 from .errors import MatdiffError, NotSupportedError, ShapeError
 from .evaluate import interpret, is_min_dim, min_arguments, numpy_ops, variables
-from .ir import Cholesky, Phi
 from .simplify import simplify
 from .expr import ATOM, PRODUCT, Expr, lift
-from .ir import (Basis, Contract, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
-                 Softmax, Sum, Svd, Var, free_vars)
-from .ir import Pinv
-from .ir import GENERAL_FUNCTIONS
+from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Contract, Det, Eigh, Funm, Inv, LogDet, LogSumExp, MatFn,
+                 Node, Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars)
 
 # --------------------------------------------------------------------------- variables
 
@@ -215,14 +212,8 @@ def cholesky(s) -> Expr:
     >>> md.check(md.trace(md.cholesky(S)), S, order=2) < 1e-6
     True
     """
-    s = lift(s)
-    if s.ndim != 2 or s.shape[0] != s.shape[1]:
-        raise ShapeError(f"cholesky({s.src}): needs a square matrix, but {s.src} is {s.describe_shape()}")
-    if not symmetric(s):
-        raise NotSupportedError(
-            f"cholesky({s.src}): {s.src} must be symmetric positive definite — declared "
-            f"(md.matrix(..., spd=True) or symmetric=True) or by structure (XᵀX + λI); matdiff "
-            f"does not read one triangle of a general matrix as NumPy's cholesky does")
+    s = _symmetric_argument("cholesky", s, "symmetric positive definite",
+                            "md.matrix(..., spd=True) or symmetric=True", "XᵀX + λI", "cholesky")
     return Expr(Cholesky(s.node), src=f"cholesky({s.src})")
 
 
@@ -250,16 +241,19 @@ def symmetric(x: Expr) -> bool:
     return simplify(B.transpose(x.node)) is simplify(x.node) or N.symmetric(x.notation())
 
 
-def _symmetric_argument(name: str, s) -> Expr:
-    """s, if it is a symmetric matrix by declaration or by structure; else a clear error."""
+def _symmetric_argument(name: str, s, need="symmetric", declared="md.matrix(..., symmetric=True)",
+                        structure="XᵀX, A + Aᵀ, XSXᵀ", numpy="eigh") -> Expr:
+    """s, if it is a symmetric matrix by declaration or by structure; else a clear error
+    saying what ``name`` needs, how to declare it, and NumPy's function that reads one
+    triangle instead."""
     s = lift(s)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
         raise ShapeError(f"{name}({s.src}): needs a square matrix, but {s.src} is {s.describe_shape()}")
     if not symmetric(s):
         raise NotSupportedError(
-            f"{name}({s.src}): {s.src} must be symmetric — declared (md.matrix(..., symmetric=True)) "
-            f"or by structure (XᵀX, A + Aᵀ, XSXᵀ); matdiff does not read one triangle of a "
-            f"general matrix as NumPy's eigh does")
+            f"{name}({s.src}): {s.src} must be {need} — declared ({declared}) or by structure "
+            f"({structure}); matdiff does not read one triangle of a general matrix as NumPy's "
+            f"{numpy} does")
     return s
 
 

@@ -12,10 +12,9 @@ from . import notation as N
 from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS, UNSUBSCRIPT,
                         Function, ScalarFunction)
 from .errors import NotSupportedError
-from .ir import Const, Contract, Delta, Elementwise, Frechet, Node, Sum, Var
+from .ir import Const, Contract, Delta, DivDiff3, Elementwise, Frechet, Node, Sum, Var
 from .recognise import recognise
 from .recognise import _divdiff_name
-from .ir import DivDiff3
 from .show import index_form
 
 # precedence: a child binding more loosely than its context is parenthesised

@@ -24,12 +24,9 @@ import weakref
 from . import dims as D
 from . import notation as N
 from .functions import Function
-from .ir import Cholesky, Phi
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
-                 DivDiff3Apply, EigGap, Eigh,
-                 Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn, Softmax,
-                 Sum, Svd, Var, is_ones)
-from .ir import Pinv
+from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
+                 DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
+                 Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
 
 KIND = {0: "s", 1: "c", 2: "m"}
 

@@ -6,12 +6,9 @@ notation is recognised and printed by a later stage of the pipeline.
 from __future__ import annotations
 
 from . import dims as D
-from .ir import Cholesky, Phi
-from .ir import (GENERAL_FUNCTIONS, Basis, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
-                 DivDiff3Apply, EigGap, Eigh,
-                 Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Reshape, ScalarFn,
-                 Softmax, Sum, Svd, Var, register_text_form)
-from .ir import Pinv
+from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
+                 DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn,
+                 Node, Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, register_text_form)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -16,6 +16,7 @@ from matdiff import service
 from matdiff.cli import main
 
 from .test_read_back import _reads_back_or_refuses
+from .test_solves import _exact_solve  # the exact solution of the float64 system (mpmath)
 
 n = "n"
 S = md.matrix("S", n, n, spd=True)
@@ -263,13 +264,6 @@ def _spd_with_condition(cond, size=12, seed=0):
     q = np.linalg.qr(rng.standard_normal((size, size)))[0]
     m = (q * np.logspace(0, -np.log10(cond), size)) @ q.T
     return (m + m.T) / 2
-
-
-def _exact_solve(m, rhs):
-    mpmath = pytest.importorskip("mpmath")
-    with mpmath.workdps(60):
-        sol = mpmath.lu_solve(mpmath.matrix(m.tolist()), mpmath.matrix(rhs.tolist()))
-        return np.array([float(sol[i]) for i in range(len(rhs))])
 
 
 @pytest.mark.parametrize("cond", [1e8, 1e12])
