@@ -188,6 +188,26 @@ def _pinv_factors(a):
     u, s, vt = jnp.linalg.svd(a, full_matrices=False)
     full = s[-1] > max(a.shape) * jnp.finfo(a.dtype).eps * s[0]
     return u, jnp.where(full, s, jnp.nan), vt'''
+# DivDiff3Apply's close pairs in JAX, by offset d = |p − c| in the sorted eigenvalues: add(m, d)
+# writes the pairs (p, p + d) and (p + d, p), n of each (n² work, O(n²) memory), and runs
+# only for the offsets that hold a close pair (near): under jit a lax.scan over d = 1, …, n − 1
+# with a lax.cond in each step, else a loop over those offsets alone
+JAX_BY_OFFSETS = '''
+
+
+def _by_offsets(add, m, near):
+    n = near.shape[0]
+    r = jnp.arange(n)
+    gaps = jnp.abs(r[:, None] - r[None, :])
+    if isinstance(near, jax.core.Tracer):
+        held = jnp.zeros(n, jnp.int32).at[gaps].max(near.astype(jnp.int32))
+
+        def step(m, dh):
+            return jax.lax.cond(dh[1] > 0, add, lambda m, d: m, m, dh[0]), None
+        return jax.lax.scan(step, m, (r[1:], held[1:]))[0]
+    for d in sorted(set(gaps[near & (gaps > 0)].tolist())):
+        m = add(m, d)
+    return m'''
 TORCH_PINV = f'''
 
 
@@ -233,7 +253,7 @@ BACKENDS = {  # the backends differ only in this table
                          (r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
             "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID, "_tie_cond": JAX_TIE_COND,
-                        "_pinv_factors": JAX_PINV},
+                        "_pinv_factors": JAX_PINV, "_by_offsets": JAX_BY_OFFSETS},
             "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                           "__lu_inverse": "np.linalg.inv({1})",
@@ -1170,8 +1190,9 @@ def _divided_differences3_apply(w: _Writer, n: DivDiff3Apply, args: dict) -> str
     """M_pc = Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc as evaluate computes it
     (``_divided_differences3_apply``): G ⊙ ((F ⊙ X)Y − X(F ⊙ Y)) on the pairs (p, c) apart,
     and on the close pairs T's rows T_p:c — in NumPy and PyTorch gathered (a row per close
-    pair, p = c among them); in JAX, with static shapes, the diagonal's rows, and T itself
-    (n³) under ``_tie_cond`` (lax.cond) only where two positions p ≠ c hold close eigenvalues."""
+    pair, p = c among them); in JAX, with static shapes, the diagonal's rows, and the rows of
+    the pairs (p, p ± d) for each offset d that holds a close pair (``_by_offsets``: under jit a
+    lax.scan over d with a lax.cond in each step): O(n²) memory, exact at every gap."""
     lam, X, Y = (args[c] for c in n.children)
     node = DivDiff3(n.fn, n.arg)
     _taylor_coefficients_code(w, n.fn, lam)  # refuses what has no series
@@ -1193,23 +1214,29 @@ def _divided_differences3_apply(w: _Writer, n: DivDiff3Apply, args: dict) -> str
         values = w.emit(f"({rows} * {X}[{P}] * {Y}.T[{C}]).sum(1)", pure=False)
         w.lines.append(SCATTER.format(op="", full=out, index=where, values=values))
         return out
-    # JAX (under jit: static shapes): T's rows T_p:p on the diagonal, and T itself (n³) under
-    # lax.cond where two distinct positions p ≠ c hold close eigenvalues
+    # JAX (under jit: static shapes): T's rows T_p:p on the diagonal; then, for each offset
+    # d = |p − c| that holds a close pair (the eigenvalues are sorted: close pairs lie near the
+    # diagonal), the rows of the 2n pairs (p, p + d) and (p + d, p) (indices clipped, and
+    # nothing added off the matrix or where the pair is not close): n² work per such offset
     D = w.emit(_divided_differences3(w, node, lam, diagonal=True))
     plain = w.emit(f"{far} + np.diag(({D} * {X} * {Y}.T).sum(1))")
+    for code in _taylor_coefficients_code(w, n.fn, lam):  # written once, outside the steps
+        w.emit(code)
     r = w.emit(f"np.arange({lam}.shape[0])")
-    off = w.emit(f"{near} & ({r}[:, None] != {r}[None, :])")
-    close = w.emit(f"{off}.any()", "two eigenvalues close: T (n³) on those pairs", pure=False)
-    name, arm = w.fresh(), w.fresh()
+    name, add, m, d = w.fresh(), *(f"_{w.fresh()}" for _ in range(3))
     written, code_of = dict(w.written), dict(w.code_of)
-    w.lines.append(f"    def _{arm}():")
+    w.lines.append(f"    def {add}({m}, {d}):  # the close pairs (p, p ± d): T's rows there")
     start = len(w.lines)
-    T = w.emit(_divided_differences3(w, node, lam))
-    exact = f"np.einsum('pqc,pq,qc->pc', {T}, {X}, {Y}, optimize=True)"
-    w.lines.append(f"    return np.where({off}, {exact}, {plain})")
+    c = w.emit(f"np.minimum({r} + {d}, {r}.shape[0] - 1)", pure=False)
+    P, C = (w.emit(f"np.concatenate([{u}, {v}])", pure=False) for u, v in ((r, c), (c, r)))
+    ok = w.emit(f"np.concatenate([{r} + {d} < {r}.shape[0]] * 2) & {near}[{P}, {C}]", pure=False)
+    rows = _divided_differences3(w, node, lam, pairs=(P, C))
+    values = w.emit(f"np.where({ok}, ({rows} * {X}[{P}] * {Y}.T[{C}]).sum(1), 0.0)", pure=False)
+    w.lines.append(SCATTER.format(op="_add", full=m, index=f"{P}, {C}", values=values))
+    w.lines.append(f"    return {m}")
     w.lines[start:] = ["    " + line for line in w.lines[start:]]
     w.written, w.code_of = written, code_of
-    w.lines.append(f"    {name} = _tie_cond({close}, _{arm}, lambda: {plain})")
+    w.lines.append(f"    {name} = _by_offsets({add}, {plain}, {near})")
     return name
 
 

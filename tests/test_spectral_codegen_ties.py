@@ -445,3 +445,45 @@ def test_the_compiled_hessian_is_right_on_either_side_of_the_branch():
         m = (m + m.T) / 2
         np.testing.assert_allclose(fn(a=av, S=m), h.evaluate(a=av, S=m), rtol=1e-9, atol=1e-9)
     assert fn.__wrapped__ is not fn and callable(fn.unchecked)
+
+
+# --------------------------------------------------------------------------- JAX's HVP in O(n²) memory
+
+CLUSTERED = {  # sorted spectra whose close pairs (within 10⁻³) lie 0 to 5 places apart
+    "apart": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0],
+    "chain": [0.5, 1.0, 1.0002, 1.0004, 1.0006, 1.0008, 1.001, 2.0, 2.5, 3.0, 3.5, 4.0],
+    "repeated": [0.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.5, 4.0, 4.5],
+    "gap 1e-10": [-1.0, -1.0 + 1e-10, 0.0, 1e-10, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.0 + 1e-10, 4.0],
+}
+
+
+@pytest.mark.parametrize("spectrum", CLUSTERED.values(), ids=CLUSTERED.keys())
+def test_jax_hvp_through_second_divided_differences_holds_no_n3_array(spectrum):
+    """md.hvp of aᵀexpm(S)a in generated JAX code applies the second divided differences
+    T = f[λ_p, λ_q, λ_c] without forming T (n³), under jit as well: the close pairs' rows are
+    computed by offset |p − c| in the sorted eigenvalues, only for the offsets that hold one
+    (lax.scan with lax.cond).  Checked against central differences of the compiled NumPy
+    gradient along V, eager and jitted, and jax.grad through the jitted HVP against central
+    differences of it; no array in the jitted program has three axes of n."""
+    jax = _module("jax")
+    import jax.numpy as jnp
+    V = md.matrix("V", "n", "n", symmetric=True)
+    f = a.T @ md.expm(S) @ a
+    h = md.hvp(f, S, V)
+    source = md.codegen(h, backend="jax")
+    assert "_by_offsets(" in source and "[:, None, None]" not in source
+    n = len(spectrum)
+    s, v = _matrix(spectrum, seed=3), _symmetric_direction(n, seed=5)
+    av = np.random.default_rng(2).standard_normal(n)
+    grad = md.compile(md.grad(f, S))
+    want = _directional(lambda m: grad(S=m, a=av), s, v, h=1e-4)
+    fj = md.compile(h, backend="jax")
+    jitted = jax.jit(fj.unchecked)
+    for got in (fj(S=s, a=av, V=v), jitted(S=s, a=av, V=v)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-7, atol=1e-7 * np.abs(want).max())
+    program = str(jax.make_jaxpr(lambda m, x, d: jitted(S=m, a=x, V=d))(s, av, v))
+    assert "scan[" in program and f"[{n},{n},{n}]" not in program
+    b = np.random.default_rng(4).standard_normal(n)
+    loss = jax.jit(jax.grad(lambda x: jnp.sum(jitted(S=s, a=x, V=v) ** 2)))
+    g = lambda x: float(np.sum(np.asarray(jitted(S=s, a=x, V=v)) ** 2))  # noqa: E731
+    np.testing.assert_allclose(float(np.asarray(loss(av)) @ b), _directional(g, av, b, h=1e-4), rtol=1e-7)
