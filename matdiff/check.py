@@ -207,7 +207,9 @@ def _inputs(node, vs, size, kinds, rng, functions):
             kind = kinds.get(v.name, fallback)
             if kind == "spd" and not (v.ndim == 2 and v.shape[0] == v.shape[1]):
                 kind = "positive"
-            if v.symmetric and kind == "positive" or v.symmetric == "spd":
+            if v.symmetric == "positive":
+                kind = "positive"  # a positive scalar is drawn so
+            elif v.symmetric and kind == "positive" or v.symmetric == "spd":
                 kind = "spd"  # a positive-definite declaration is drawn so
             values[v.name] = _sample(v, kind, size, rng)
         arrays, s = bind(node, values, frozenset(vs), size)
@@ -241,21 +243,22 @@ def _compare(f, J, x, values, size, functions, rng, h, tol, what) -> float:
     # on that scale rather than their own
     floor = 1e-3 * max(1.0, float(np.abs(at(f, x0)).max(initial=0.0)))
     fd = np.zeros_like(jac)
+    sym = bool(x.symmetric) and x.ndim == 2  # a positive scalar is tagged, but has no transpose
     fshape = jac.shape[:jac.ndim - x0.ndim]
     for idx in np.ndindex(*x0.shape):
         e = np.zeros_like(x0)
         e[idx] = 1.0
-        if x.symmetric:
+        if sym:
             e[idx[::-1]] = 1.0
         d = _difference(lambda t: at(f, x0 + t * e), h * max(1.0, abs(x0[idx])))
-        if x.symmetric and idx[0] != idx[1]:
+        if sym and idx[0] != idx[1]:
             d = d / 2  # a symmetric direction moves two entries; the gradient is their mean
         fd[(Ellipsis,) + idx] = d
     err = _relative(jac, fd, floor)
     # dot-product test: ⟨u, J v⟩ against the directional difference
     u = rng.standard_normal(fshape)
     v = rng.standard_normal(x0.shape)
-    if x.symmetric:
+    if sym:
         v = (v + v.T) / 2
     jv = np.tensordot(jac, v, axes=x0.ndim)
     dv = _difference(lambda t: at(f, x0 + t * v), h * max(1.0, float(np.abs(x0).max(initial=0.0))))

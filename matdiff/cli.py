@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--numpy", action="store_true", help="read the NumPy dialect (@, *, **, .T)")
     p.add_argument("--var", action="append", default=[], metavar="DECL",
                    help="declare a variable: \"A: matrix(n, n) symmetric\", \"S: matrix(n, n) spd\" "
-                        "(symmetric positive definite), \"x: vector(n)\"")
+                        "(symmetric positive definite), \"x: vector(n)\", \"lam: scalar positive\"")
     p.add_argument("--fact", action="append", default=[], metavar="EQUATION",
                    help="a fact the derivative may use: \"Y*vector(1) = 1\" (each row of Y sums "
                         "to 1), \"y.*y = y\" (y in {0, 1}); also accepted by --var")

@@ -325,7 +325,7 @@ def jacobians(f: Node, xs: list) -> list:
                 continue
             cot = simplify(parts[0] if len(parts) == 1 else B.add(*parts))
             if isinstance(n, Var):
-                found[n] = simplify(_symmetrise(cot, extra) if n.symmetric else cot)
+                found[n] = simplify(_symmetrise(cot, extra) if n.symmetric in (True, "spd") else cot)
                 continue
             groups = _daleckii_krein_groups(n) if type(n) is Contract else ()
             for g in groups:  # the second-order Daleckii–Krein rule, straight to S

@@ -150,6 +150,9 @@ def bind(node: Node, values: dict, scope=frozenset(), sizes=None) -> tuple[dict,
             check_symmetric(v.name, a)
         if v.symmetric == "spd":
             check_positive_definite(v.name, a)
+        if v.symmetric == "positive" and not a > 0:
+            raise EvaluationError(f"{v.name} is declared positive (positive=True) but its value "
+                                  f"is {float(a)!r}")
     return arrays, sizes
 
 

@@ -253,10 +253,13 @@ def _contract_definiteness(n: Contract) -> int:
 
 
 def _positive_scalar(s: Node) -> bool:
-    """Whether the scalar s is positive for every value: a positive constant, exp, softplus,
-    σ or cosh of anything, a product of such."""
+    """Whether the scalar s is positive for every value: a positive constant, a variable
+    declared positive (``md.scalar(..., positive=True)``), exp, softplus, σ or cosh of
+    anything, a product of such."""
     if isinstance(s, Const):
         return s.value > 0
+    if isinstance(s, Var):
+        return s.symmetric == "positive"
     if isinstance(s, Elementwise):
         return s.fn.builtin and s.fn.name in POSITIVE_FUNCTIONS
     if isinstance(s, Contract):

@@ -235,12 +235,18 @@ def clear_caches() -> None:
 
 class Var(Node):
     """A named input tensor. ``symmetric`` tags a square matrix equal to its transpose: True,
-    or "spd" where it is also declared positive definite."""
+    or "spd" where it is also declared positive definite; on a scalar, "positive" declares
+    it positive (a 1 × 1 positive-definite matrix)."""
 
     fields = ("name", "dims", "symmetric")
 
     @staticmethod
     def _shape(name, dims, symmetric):
+        if symmetric == "positive":
+            if dims:
+                raise ShapeError(f"positive=True is for a scalar, but {name} is {D.fmt_shape(dims)}; "
+                                 f"declare a matrix positive definite with spd=True")
+            return ()
         if symmetric and (len(dims) != 2 or dims[0] != dims[1]):
             raise ShapeError(f"{'spd' if symmetric == 'spd' else 'symmetric'}=True needs a square "
                              f"matrix, but {name} is {D.fmt_shape(dims)}")

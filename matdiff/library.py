@@ -57,9 +57,18 @@ def vector(name: str, n) -> Expr:
     return tensor(name, n)
 
 
-def scalar(name: str) -> Expr:
-    """A variable scalar."""
-    return tensor(name)
+def scalar(name: str, positive: bool = False) -> Expr:
+    """A variable scalar; ``positive=True`` declares it positive, so that XᵀX + λI is known
+    positive definite (``md.positive_definite``) and generated code solves with it by
+    Cholesky. Evaluation refuses a value that is not positive.
+
+    >>> lam, X = md.scalar("lam", positive=True), md.matrix("X", "n", "k")
+    >>> md.positive_definite(X.T @ X + lam * md.eye("k"))
+    True
+    """
+    if not positive:
+        return tensor(name)
+    return Expr(Var(name, _dims(name, ()), "positive"), src=name)
 
 
 # --------------------------------------------------------------------------- constants

@@ -51,7 +51,7 @@ class Builder:
         dims = [names.get(self.dims.find(k), d) if isinstance(d, tuple) else d
                 for k, d in zip(keys, dims)]
         if kind == "scalar":
-            return L.scalar(name)
+            return L.scalar(name, positive=symmetric == "positive")
         if kind == "vector":
             return L.vector(name, dims[0])
         return L.matrix(name, dims[0], dims[1], symmetric=bool(symmetric), spd=symmetric == "spd")
@@ -328,8 +328,8 @@ def declaration_of(v: Expr) -> str:
     node = v.node
     kind = {0: "scalar", 1: "vector", 2: "matrix"}.get(node.ndim, "tensor")
     dims = ", ".join(str(d) for d in node.shape)
-    sym = " spd" if node.symmetric == "spd" else " symmetric" if node.symmetric else ""
-    return f"{kind}({dims})" + sym if dims else kind
+    sym = {"spd": " spd", "positive": " positive", True: " symmetric"}.get(node.symmetric, "")
+    return (f"{kind}({dims})" if dims else kind) + sym
 
 
 def _equals(text: str, dialect: str) -> int:

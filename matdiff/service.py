@@ -38,7 +38,8 @@ LAYOUTS = ("numerator", "denominator", "vec")
 VECS = ("column", "row")
 FORMATS = ("text", "latex", "mc", "numpy")  # the notations a result is written in
 BACKENDS = ("numpy", "jax", "torch")
-KINDS = ("scalar", "vector", "matrix", "symmetric matrix", "spd matrix", "function", "scalar_function")
+KINDS = ("scalar", "positive scalar", "vector", "matrix", "symmetric matrix", "spd matrix", "function",
+         "scalar_function")
 
 # the seed documents' cases, for the page's menu
 EXAMPLES = [

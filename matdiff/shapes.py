@@ -137,9 +137,9 @@ class Inference:
                                          f"dialects read as a vector's orientation; declare a "
                                          f"vector, or a scalar, instead", self.text, node.col)
                     self.dims.unify(k, d)
-                if decl.symmetric:
+                if decl.symmetric in (True, "spd"):  # square ("positive" is a scalar's)
                     self.dims.unify(keys[0], keys[1])
-            self.vars[name] = (kind, keys, decl.symmetric if decl and decl.symmetric == "spd"
+            self.vars[name] = (kind, keys, decl.symmetric if decl and decl.symmetric in ("spd", "positive")
                                else bool(decl and decl.symmetric))
         kind, keys, _ = self.vars[name]
         if kind == "scalar":

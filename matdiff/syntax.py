@@ -246,20 +246,20 @@ class Parser:
 KIND_WORDS = {"scalar": 0, "vector": 1, "matrix": 2}
 DECL = re.compile(r"^\s*(?:(?P<name>[A-Za-z_]\w*)\s*:)?\s*(?P<kind>scalar|vector|matrix|function|"
                   r"scalar_function|scalar function|dim)\s*(?:\((?P<dims>[^)]*)\))?\s*"
-                  r"(?P<sym>symmetric|spd|positive definite|symmetric positive definite)?\s*$")
+                  r"(?P<sym>symmetric|spd|positive definite|symmetric positive definite|positive)?\s*$")
 
 
 @dataclass
 class Decl:
     kind: str  # scalar, vector, matrix, function, scalar_function
     dims: tuple = ()
-    symmetric: bool | str = False  # True, or "spd": symmetric positive definite
+    symmetric: bool | str = False  # True, "spd" (symmetric positive definite), "positive" (a scalar)
 
 
 def parse_declaration(text: str, name: str | None = None) -> tuple:
     """'A: matrix(n, n) symmetric' (or 'symmetric matrix', 'vector(n)') → (name, Decl)."""
     words = " ".join(text.split())
-    for lead in ("symmetric positive definite ", "positive definite ", "spd ", "symmetric "):
+    for lead in ("symmetric positive definite ", "positive definite ", "spd ", "symmetric ", "positive "):
         if words.startswith(lead):  # 'spd matrix(n, n)' as 'matrix(n, n) spd'
             words = words[len(lead):] + " " + lead.strip()
             break
@@ -272,10 +272,14 @@ def parse_declaration(text: str, name: str | None = None) -> tuple:
     dims = tuple(int(d) if d.isascii() and d.isdigit() else d for d in dims)  # not "²"
     if kind in KIND_WORDS and dims and len(dims) != KIND_WORDS[kind]:
         raise ParseError(f"a {kind} has {KIND_WORDS[kind]} dims, but {text!r} gives {len(dims)}")
-    if m.group("sym") and kind != "matrix":
+    if m.group("sym") == "positive" and kind != "scalar":
+        raise ParseError(f"only a scalar can be positive: {text!r}; a matrix is 'spd' (symmetric "
+                         f"positive definite)")
+    if m.group("sym") and m.group("sym") != "positive" and kind != "matrix":
         raise ParseError(f"only a matrix can be {m.group('sym')}: {text!r}")
     for d in dims:
         if isinstance(d, str) and not d.isidentifier():
             raise ParseError(f"a dim must be a name or a number, not {d!r}, in {text!r}")
     sym = m.group("sym")
-    return (m.group("name") or name), Decl(kind, dims, "spd" if sym and sym != "symmetric" else bool(sym))
+    tag = sym if sym in ("symmetric", "positive", None) else "spd"
+    return (m.group("name") or name), Decl(kind, dims, {"symmetric": True, None: False}.get(tag, tag))

@@ -14,6 +14,7 @@ import pytest
 import matdiff as md
 from matdiff import service
 from matdiff.cli import main
+from matdiff.ir import Var
 
 from .test_read_back import _reads_back_or_refuses
 from .test_solves import _exact_solve  # the exact solution of the float64 system (mpmath)
@@ -456,3 +457,85 @@ def test_hessian_vector_products_in_matrix_notation(name, build, wrt):
     np.testing.assert_allclose(h.evaluate(_used(h, values)), np.tensordot(H, values["V"], 2),
                                rtol=1e-9, atol=1e-11)
     assert "_ij" not in str(h) and "matdiff" in _reads_back_or_refuses(h, seed=4), str(h)
+
+
+# --- positive scalars: XᵀX + λI with λ declared positive is known positive definite (issue 25)
+
+LAM, MU, Z = md.scalar("lam", positive=True), md.scalar("mu"), md.vector("z", "k")
+XK = md.matrix("X", "n", "k")
+GRAM = XK.T @ XK
+
+
+@pytest.mark.parametrize("build, definite", [
+    (lambda: GRAM + LAM * md.eye("k"), True),
+    (lambda: GRAM + MU * md.eye("k"), False),  # μ's sign is not known
+    (lambda: GRAM - LAM * md.eye("k"), False),
+    (lambda: LAM * S + S, True),
+    (lambda: LAM * md.exp(MU) * md.eye("k") + GRAM, True),  # a product of positive scalars
+    (lambda: GRAM, False),  # only semidefinite: X may lack full column rank
+], ids=["XᵀX + λI", "XᵀX + μI", "XᵀX − λI", "λS + S", "λe^μ I + XᵀX", "XᵀX"])
+def test_a_positive_scalar_makes_a_gram_matrix_definite(build, definite):
+    assert md.positive_definite(build()) is definite
+
+
+RIDGE = Z.T @ md.inv(GRAM + LAM * md.eye("k")) @ Z
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ridge_with_a_positive_lambda_solves_by_cholesky(backend):
+    """zᵀ(XᵀX + λI)⁻¹z by z, X and λ: Cholesky solves in every backend, values equal to the
+    evaluator's, and the derivatives checked by differences to second order."""
+    if backend != "numpy":
+        pytest.importorskip(backend)
+    rng = np.random.default_rng(3)
+    values = {"X": rng.normal(size=(5, 3)), "z": rng.normal(size=3), "lam": 0.7}
+    for v in (Z, XK, LAM):
+        g = md.grad(RIDGE, v)
+        source = md.codegen(g, backend=backend)
+        assert "cho" in source and "inv(" not in source, source
+        used = {u.node.name for u in g.variables}
+        got = _run(md.compile(g, backend=backend), backend, {k: a for k, a in values.items() if k in used},
+                   np.float64)
+        np.testing.assert_allclose(got, g.evaluate(values), rtol=1e-10, atol=1e-12)
+        assert md.check(RIDGE, v, order=2) < 1e-6
+
+
+def test_a_value_that_is_not_positive_is_refused():
+    with pytest.raises(md.EvaluationError, match=r"lam is declared positive \(positive=True\) but its value is -0.5"):
+        RIDGE.evaluate(X=np.ones((4, 2)), z=np.ones(2), lam=-0.5)
+
+
+@pytest.mark.parametrize("decl, message", [
+    ("positive matrix(n, n)", "only a scalar can be positive"),
+    ("vector(n) positive", "only a scalar can be positive"),
+])
+def test_positive_is_for_scalars(decl, message):
+    with pytest.raises(md.ParseError, match=message):
+        md.parse("x'*x", x=decl)
+    with pytest.raises(md.ShapeError, match="positive=True is for a scalar"):
+        Var("A", ("n", "n"), "positive")
+
+
+def test_every_door_accepts_a_positive_scalar(capsys):
+    text = "z'*inv(X'*X + lam*eye(k))*z"
+    decls = {"z": "vector(k)", "X": "matrix(n, k)"}
+    want = md.grad(RIDGE, LAM)
+    for decl in ("scalar positive", "positive scalar"):
+        e = md.parse(text, lam=decl, **decls)
+        assert e.variables[[v.node.name for v in e.variables].index("lam")].node.symmetric == "positive"
+        assert str(md.grad(e, md.scalar("lam", positive=True))) == str(want)
+    code = main([text, "--var", "lam: scalar positive", "--var", "z: vector(k)", "--var", "X: matrix(n, k)",
+                 "--wrt", "lam"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.splitlines()[-1].endswith(str(want)), out
+    r = service.derive({"expression": text, "wrt": ["z"], "check": True, "code": True,
+                        "declarations": dict(decls, lam="scalar positive")})
+    assert all("cho_solve(" in r["code"][b]["source"] for b in ("numpy", "jax", "torch")), r["code"]
+    assert "positive scalar" in service.KINDS
+    # the declaration prints, and the printed result reads back with it
+    from matdiff.parse import declarations
+    assert declarations(want)["lam"] == "scalar positive"
+    back = md.parse(str(want), dialect="matdiff", **declarations(want))
+    assert [v.node.symmetric for v in back.variables if v.node.name == "lam"] == ["positive"]
+    values = {"X": np.eye(3, 2) + 0.1, "z": np.array([0.3, -0.4]), "lam": 0.9}
+    np.testing.assert_allclose(back.evaluate(values), want.evaluate(values), rtol=1e-12)

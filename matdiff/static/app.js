@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const KINDS = ["scalar", "vector", "matrix", "symmetric matrix", "spd matrix", "function", "scalar_function"];
+const KINDS = ["scalar", "positive scalar", "vector", "matrix", "symmetric matrix", "spd matrix", "function",
+               "scalar_function"];
 const state = {
   expression: "", dialect: "matrixcalculus", wrt: [], order: 1, layout: "numerator", vec: "column",
   format: "text",                                      // the notation of each result's text line
@@ -39,15 +40,16 @@ function tex(el, latex, display = true) {
 // --------------------------------------------------------------------------- declarations
 
 function splitDecl(decl) {
-  const m = /^\s*(\w+)\s*(?:\(([^)]*)\))?\s*(symmetric|spd)?\s*$/.exec(decl || "");
+  const m = /^\s*(\w+)\s*(?:\(([^)]*)\))?\s*(symmetric|spd|positive)?\s*$/.exec(decl || "");
   if (!m) return {kind: "matrix", dims: ""};
-  const kind = m[3] ? `${m[3]} matrix` : m[1];
+  const kind = m[3] ? `${m[3]} ${m[1]}` : m[1];
   return {kind, dims: (m[2] || "").trim()};
 }
 
 function joinDecl(kind, dims) {
   dims = dims.trim();
   if (kind === "scalar" || kind === "function" || kind === "scalar_function") return kind;
+  if (kind === "positive scalar") return "scalar positive";
   if (kind === "symmetric matrix") return `matrix(${dims || "n, n"}) symmetric`;
   if (kind === "spd matrix") return `matrix(${dims || "n, n"}) spd`;  // symmetric positive definite
   return dims ? `${kind}(${dims})` : kind;
