@@ -16,8 +16,8 @@ from . import dims as D
 from . import functions as F
 from .errors import EvaluationError, MatdiffError, NotSupportedError, ShapeError
 from .evaluate import evaluate, variables
-from .ir import (Basis, Const, DivDiff, DivDiff2, EigGap, Eigh, MatFn, Node, Sum, Svd, Var, extended,
-                 free_vars, walk)
+from .ir import (Basis, Const, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh, MatFn, Node, Sum,
+                 Svd, Var, extended, free_vars, walk)
 from . import notation as N
 from .present import simplest
 from .printing import bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, python_code, render
@@ -30,7 +30,7 @@ ATOM, POWER, UNARY, PRODUCT, SUM = 9, 8, 7, 6, 5
 MAX_SRC = 60
 
 
-SPECTRAL = (Eigh, MatFn, DivDiff, DivDiff2, EigGap, Svd)  # nodes of a decomposition
+SPECTRAL = (Eigh, MatFn, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Svd)  # nodes of a decomposition
 
 
 class Expr:
@@ -129,13 +129,24 @@ class Expr:
             return None
         if not any(isinstance(x, SPECTRAL) for x in walk(n)):
             return None
-        name = next(c for c in ("V", "W", "E", "H", "Z") if c not in self._names())
+        svd = any(isinstance(x, Svd) for x in walk(n))  # V is X = UΣVᵀ's: the direction is W
+        name = next(c for c in ("V", "W", "E", "H", "Z") if c not in self._names() and not (svd and c == "V"))
         h = simplify(n)
         sym = simplify(B.transpose(h, (0, 1, 3, 2))) is h
         v = Var(name, n.shape[2:], sym)
         terms = h.terms if isinstance(h, Sum) else ((1.0, h),)  # H[V] term by term
         m = recognise(simplify(B.linear([(c, B.einsum("ijkl,kl->ij", t, v)) for c, t in terms],
                                         n.shape[:2])))
+        if isinstance(m, N.Index) and len(terms) > 1:  # simplified together, the terms may share
+            # a factor no product writes (T_ijkl + T_ijlk with V as one bracket): term by term
+            acc: dict = {}  # each simplified alone, in its canonical form: equal ones merge
+            for c, t in terms:
+                x = simplify(B.einsum("ijkl,kl->ij", t, v))
+                for k, y in (x.terms if isinstance(x, Sum) else ((1.0, x),)):
+                    acc[y] = acc.get(y, 0.0) + c * k
+            parts = [(c, recognise(y)) for y, c in acc.items() if c != 0]
+            if parts and not any(isinstance(p, N.Index) for _, p in parts):
+                m = N.add(parts)
         return None if isinstance(m, N.Index) else (name, simplest(m))
 
     def echo(self, latex: bool = False) -> str:

@@ -29,7 +29,9 @@ class M:
 class Sym(M):
     """A variable, or a constant: ``one`` (1, of any shape), ``eye`` (I), ``zero`` (0),
     ``commutation`` (K_{p,q}, the pq × pq matrix with K vec(A) = vec(Aᵀ) for a p × q A;
-    ``params`` = (p, q))."""
+    ``params`` = (p, q)); ``frechet`` (L_f(X, E); ``params`` = (f, X, E)); ``divdiff3``
+    (Δ²f(λ)[X, Y], M_pc = Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc; ``params`` = (f's printed name, λ,
+    X, Y))."""
 
     name: str
     role: str = "var"
@@ -149,6 +151,9 @@ def transpose(a: M) -> M:
         return a
     if k == "m" and symmetric(a):  # Sᵀ = S: XᵀX, A + Aᵀ, (XᵀX)⁻¹, S⁻¹, diag(v)
         return a
+    if isinstance(a, Sym) and a.role == "divdiff3":  # Δ²f(λ)[X, Y]ᵀ = Δ²f(λ)[Yᵀ, Xᵀ] (T symmetric)
+        fn, lam, x, y = a.params
+        return Sym(k, a.name, a.role, False, a.dims, (fn, lam, transpose(y), transpose(x)))
     if isinstance(a, Sym) and a.role == "commutation":  # K_{p,q}ᵀ = K_{q,p}
         return Sym(k, a.name, a.role, False, a.dims, tuple(reversed(a.params)))
     if isinstance(a, Sym) and k == "m" and a.role in ("one", "zero"):  # 11ᵀ and 0 read alike
@@ -181,6 +186,8 @@ def symmetric(m: M) -> bool:
 
 
 def _symmetric_by_structure(m: M) -> bool:
+    if isinstance(m, Sym) and m.role == "divdiff3":  # Δ²f(λ)[X, Xᵀ]
+        return m.params[3] == transpose(m.params[2])
     if isinstance(m, Sym):
         return m.symmetric or m.role == "eye" or (m.role in ("one", "zero") and
                                                   len(m.dims) == 2 and m.dims[0] == m.dims[1])

@@ -12,7 +12,8 @@ from . import notation as N
 from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS, UNSUBSCRIPT,
                         Function, ScalarFunction)
 from .errors import NotSupportedError
-from .ir import Const, Contract, Delta, DivDiff3, Elementwise, Frechet, Node, Sum, Var
+from .ir import (Const, Contract, Delta, DivDiff3, DivDiff3Apply, Eigh, Elementwise, Frechet, Node, Sum, Svd,
+                 Var, walk)
 from .recognise import recognise
 from .recognise import _divdiff_name
 from .show import index_form
@@ -178,29 +179,51 @@ def _textbook(m: N.M, style: dict, taken):
             continue
         seen.add(id(x))
         if isinstance(x, N.Index):
-            return m, None  # index notation writes Q(S)_ij: one notation per result
+            return m, None  # index notation names the parts itself (index_notation)
         if isinstance(x, N.Call) and (x.name in EIGEN_PARTS or x.name in SVD_PARTS) and x.fn is None:
             calls.append(x)
-        stack.extend(N.children(x))
+        stack.extend(_inside(x))
     eigen = {c.arg for c in calls if c.name in EIGEN_PARTS}
     svd = {c.arg for c in calls if c.name in SVD_PARTS}
     vectors = any(c.name in ("Q", "U", "V", "u₁", "v₁") for c in calls)  # λ alone stays eigvalsh(S)
-    names = {"U", "u", "lambda", "Lambda"} if eigen else {"U", "V", "u", "v", "sigma", "Sigma"}
-    if not vectors or len(eigen) + len(svd) != 1 or set(taken) & names:
+    if not vectors or len(eigen) + len(svd) != 1 or set(taken) & _part_names(bool(eigen)):
         return m, None
-    parts, diagonal, letter = (EIGEN_PARTS, "Λ", "u") if eigen else (SVD_PARTS, "Σ", "u")
     arg = next(iter(eigen or svd))
-    vector = "eigvalsh" if eigen else "svdvals"
+    out = _parts_renamer(arg, bool(eigen))(m)
+    if out is m:
+        return m, None
+    return out, _parts_clause(arg, bool(eigen), style)
 
-    def part(name, kind):
-        return N.Sym(kind, name, "part", symmetric=name in ("Λ", "Σ"))
+
+def _inside(x: N.M) -> tuple:
+    """The notation nodes inside x: its children, and the arguments a leaf carries
+    (Δ²f(λ)[X, Y]'s λ, X and Y; L_f(X, E)'s X and E)."""
+    if isinstance(x, N.Sym) and x.params:
+        return N.children(x) + tuple(p for p in x.params if isinstance(p, N.M))
+    return N.children(x)
+
+
+def _part_names(eigen: bool) -> set:
+    """The variable names that keep a decomposition's parts from printing as U, Λ, …"""
+    return {"U", "u", "lambda", "Lambda"} if eigen else {"U", "V", "u", "v", "sigma", "Sigma"}
+
+
+def _part(name, kind):
+    return N.Sym(kind, name, "part", symmetric=name in ("Λ", "Σ"))
+
+
+def _parts_renamer(arg: N.M, eigen: bool):
+    """The function that writes the parts of the decomposition of ``arg`` in a tree as
+    textbooks name them: Q(S) as U, eigvalsh(S) as λ, diag(eigvalsh(S)) as Λ, Ueₖ as uₖ."""
+    parts, diagonal, letter = (EIGEN_PARTS, "Λ", "u") if eigen else (SVD_PARTS, "Σ", "u")
+    vector = "eigvalsh" if eigen else "svdvals"
 
     def go(x):
         if isinstance(x, N.Call) and x.name in parts and x.fn is None and x.arg == arg:
-            return part(parts[x.name][1], parts[x.name][0])
+            return _part(parts[x.name][1], parts[x.name][0])
         if isinstance(x, N.Call) and x.name == "diag" and isinstance(x.arg, N.Call) and \
                 x.arg.name == vector and x.arg.arg == arg and x.kind == "m":
-            return part(diagonal, "m")
+            return _part(diagonal, "m")
         changes = {}
         for f in dataclasses.fields(x):
             v = getattr(x, f.name)
@@ -210,16 +233,18 @@ def _textbook(m: N.M, style: dict, taken):
         y = dataclasses.replace(x, **changes) if changes else x
         return _columns(y, letter) if isinstance(y, N.Prod) else y
 
-    out = go(m)
-    if out is m:
-        return m, None
-    U = part("U", "m")
+    return go
+
+
+def _parts_clause(arg: N.M, eigen: bool, style) -> str:
+    """S = UΛUᵀ, or X = UΣVᵀ: the clause that defines the parts."""
+    U = _part("U", "m")
     body = _render(arg, dict(style, names={}))[0]
     if eigen:
-        rhs = [U, part("Λ", "m"), N.transpose(U)]
+        rhs = [U, _part("Λ", "m"), N.transpose(U)]
     else:
-        rhs = [U, part("Σ", "m"), N.transpose(part("V", "m"))]
-    return out, f"{body} = {_render(N.prod(1.0, rhs), dict(style, names={}))[0]}"
+        rhs = [U, _part("Σ", "m"), N.transpose(_part("V", "m"))]
+    return f"{body} = {_render(N.prod(1.0, rhs), dict(style, names={}))[0]}"
 
 
 def _map_tree(v, go):
@@ -354,6 +379,8 @@ def _sym(m: N.Sym, style):
             name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
             return f"L_{{{name}}}\\left({args}\\right)", ATOM
         return f"L_{fn}({args})", ATOM
+    if m.role == "divdiff3":  # Δ²f(λ)[X, Y]: f's second divided differences applied to X and Y
+        return _divdiff3(m.params[0], *(_render(x, style)[0] for x in m.params[1:]), style), ATOM
     if m.role == "part":  # a decomposition's part: U, Λ, λ, u₁, uₙ
         if not _tex(style):
             head = m.name[:1]
@@ -372,6 +399,22 @@ def _sym(m: N.Sym, style):
         return style[m.role], ATOM
     shown = style.get("display", {}).get(m.name)  # differentials in derivations: d(XW)
     return (shown if shown is not None else _name(m.name, style)), ATOM
+
+
+def _divdiff2_head(fn: str, style) -> str:
+    """Δ²exp, Δ²[u³]: the second divided differences of f (\\Delta^{2}_{\\exp} in LaTeX)."""
+    if not _tex(style):
+        return f"Δ²{fn}"
+    return _tex_name(f"Δ{fn}", style).replace("\\Delta", "\\Delta^{2}", 1)
+
+
+def _divdiff3(fn: str, lam: str, x: str | None, y: str | None, style) -> str:
+    """Δ²f(λ)[X, Y] (docs/matrix-functions.md), or Δ²f(λ) alone where x and y are None."""
+    lp, rp = style["lparen"], style["rparen"]
+    head = f"{_divdiff2_head(fn, style)}{lp}{lam}{rp}"
+    if x is None:
+        return head
+    return head + (f"\\left[{x}, {y}\\right]" if _tex(style) else f"[{x}, {y}]")
 
 
 def _transpose(m: N.T, style):
@@ -836,14 +879,52 @@ def _subscript(letters, style) -> str:
 def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
     """Index notation, with explicit sums: xxᵀ by x is δ_ik x_j + δ_jk x_i.  The factors of
     the outermost products are grouped into the matrix products their indices chain
-    (``_chained``); a bracketed inner sum is written as it is."""
+    (``_chained``); a bracketed inner sum is written as it is.  The parts of one
+    decomposition are named as in matrix notation: Σ_p U_ip Δ²exp(λ)_pqr …  where S = UΛUᵀ."""
     free = list(free) if free is not None else [_letter(FREE, BOUND, i) for i in range(node.ndim)]
+    if nested or style.get("index_names") is not None:
+        return _index_form(node, style, free, nested)
+    found = _index_parts(node)
+    style = dict(style, spectral=found[0] if found else None)
+    lead = [found[1](style)] if found else []
+    repeated = _index_repeated(node)
+    if repeated:
+        return _index_named(node, style, free, repeated, lead)
+    text = _index_form(node, dict(style, index_names={}), free, nested)
+    where = " \\quad\\text{where } " if _tex(style) else "  where "
+    return text + where + ", ".join(lead) if lead else text
+
+
+def _index_parts(node: Node):
+    """(the renamer of ``_parts_renamer``, the clause S = UΛUᵀ as a function of the style)
+    for an index form through one decomposition whose vectors it uses; None otherwise."""
+    eigen, svd, vectors, names = set(), set(), False, set()
+    for x in walk(node):
+        if isinstance(x, Eigh):
+            eigen.add(x.arg)
+            vectors = vectors or x.part == "vectors"
+        elif isinstance(x, Svd):
+            svd.add(x.arg)
+            vectors = vectors or x.part != "values"
+        elif isinstance(x, Var):
+            names.add(x.name)
+    if not vectors or len(eigen) + len(svd) != 1 or names & _part_names(bool(eigen)):
+        return None
+    arg = recognise(next(iter(eigen or svd)))
+    if isinstance(arg, N.Index):
+        return None
+    return _parts_renamer(arg, bool(eigen)), lambda style: _parts_clause(arg, bool(eigen), style)
+
+
+def _spectral_names(m: N.M, style) -> N.M:
+    """m with a decomposition's parts named as the index form being written names them."""
+    go = style.get("spectral")
+    return m if go is None or isinstance(m, N.Index) else go(m)
+
+
+def _index_form(node: Node, style, free, nested) -> str:
     names = style.get("index_names")
-    if names is None and not nested:
-        repeated = _index_repeated(node)
-        if repeated:
-            return _index_named(node, style, free, repeated)
-    elif names and node in names and style.get("defining") is not node:
+    if names and node in names and style.get("defining") is not node:
         return _name(names[node], style) + _subscript(free, style)
     if isinstance(node, Sum):
         if not node.terms:
@@ -905,7 +986,7 @@ def _index_repeated(node) -> list:
 INDEX_NAMES = "TRQPZYW"  # the names of repeated index sums: T_ijkl, then R, Q, …, T2, T3, …
 
 
-def _index_named(node, style, free, repeated) -> str:
+def _index_named(node, style, free, repeated, lead=()) -> str:
     """node's index form with each repeated bracketed part named once, as the matrix
     notation names its repeated subtrees: … + Σ_p Σ_q T_ijpq A_pk A_lq  where T_ijkl = …"""
     taken = {v.name for v in _vars(node)}
@@ -920,7 +1001,7 @@ def _index_named(node, style, free, repeated) -> str:
             names[r], n = f"T{n}", n + 1
     style = dict(style, index_names=names)
     main = index_notation(node, style, free)
-    defs = []
+    defs = list(lead)
     for r in repeated:
         letters = [_letter(FREE, BOUND, i) for i in range(r.ndim)]
         body = index_notation(r, dict(style, defining=r), letters, nested=True)
@@ -1016,7 +1097,7 @@ def _factor(op, letters, style) -> str:
     names = style.get("index_names")
     if names and op in names:
         return _name(names[op], style) + sub
-    m = recognise(op)
+    m = _spectral_names(recognise(op), style)
     if isinstance(m, N.Index):
         if isinstance(op, (Sum, Contract)):
             return f"[{index_notation(op, style, letters, nested=True)}]"
@@ -1038,11 +1119,14 @@ def _factor(op, letters, style) -> str:
                 name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
                 return f"L_{{{name}}}\\left({args}\\right){sub}"
             return f"L_{fn}({args}){sub}"
-        if isinstance(op, DivDiff3):  # Δ²f(λ)_pqr = f[λ_p, λ_q, λ_r] (docs/matrix-functions.md)
-            lam = recognise(op.arg)
-            arg = _render(lam, style)[0] if not isinstance(lam, N.Index) else f"[{index_form(op.arg)}]"
-            head = "\\Delta^{2}" if _tex(style) else "Δ²"
-            return f"{head}{_divdiff_name(op.fn)}({arg}){sub}"
+        if isinstance(op, (DivDiff3, DivDiff3Apply)):  # Δ²f(λ)_pqr = f[λ_p, λ_q, λ_r] and
+            parts = []  # Δ²f(λ)[X, Y]_pr = Σ_q f[λ_p, λ_q, λ_r] X_pq Y_qr (docs/matrix-functions.md)
+            for c in op.children:
+                cm = _spectral_names(recognise(c), style)
+                parts.append(_render(cm, style)[0] if not isinstance(cm, N.Index) else f"[{index_form(c)}]")
+            if isinstance(op, DivDiff3):
+                parts += [None, None]
+            return _divdiff3(_divdiff_name(op.fn), *parts, style) + sub
         return f"[{index_form(op)}]{sub}"
     text, prec = _render(m, style)
     if not letters:
@@ -1108,9 +1192,9 @@ def _py(m: N.M, functions: dict):
             return f"md.unit({_py_dims(m.dims)}, {_basis_position(m)})", ATOM
         if m.role == "commutation":
             raise NotSupportedError("the commutation matrix K has no constructor; use the text form")
-        if m.role in ("frechet", "part"):
-            raise NotSupportedError(f"{m.name}, a part of a decomposition or a Fréchet derivative, "
-                                    f"has no constructor; use the text form")
+        if m.role in ("frechet", "part", "divdiff3"):
+            raise NotSupportedError(f"{m.name}, a part of a decomposition, a Fréchet derivative or "
+                                    f"second divided differences, has no constructor; use the text form")
         call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
         if call:
             return f"{call}({_py_dims(m.dims)})", ATOM
@@ -1333,7 +1417,8 @@ def _mc(m: N.M):
             return ({"c": f"vector({value})", "r": f"vector({value})'", "m": f"matrix({value})",
                      "s": value}[m.kind]), (ATOM if m.kind != "r" else POSTFIX)
         what = {"basis": "a unit vector", "commutation": "the commutation matrix K",
-                "frechet": "a Fréchet derivative L_f(X, E)", "part": "a part of a decomposition"}.get(
+                "frechet": "a Fréchet derivative L_f(X, E)", "part": "a part of a decomposition",
+                "divdiff3": "second divided differences Δ²f(λ)[X, Y]"}.get(
             m.role, "the size of a dim")
         raise NotSupportedError(f"the matrixcalculus dialect cannot write {what}; use the text form")
     if isinstance(m, N.Num):

@@ -166,6 +166,186 @@ def _divdiff_name(fn) -> str:
     return f"[u^({shown.replace('-', '−')})]"
 
 
+def _divdiff3_apply(node: DivDiff3Apply):
+    """Δ²f(λ)[X, Y], the matrix M_pc = Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc (docs/matrix-functions.md):
+    a leaf whose ``params`` hold f's printed name and the notation of λ, X and Y.  It is
+    bilinear in X and Y, so their numeric coefficients stand in front: Δ²f(λ)[½X, Y] is
+    ½Δ²f(λ)[X, Y]; and a factor of X or Y on q alone may move to the other side
+    (``_placed``): Δ²f(λ)[X diag(d), 1bᵀ] is Δ²f(λ)[X, dbᵀ]."""
+    node = _rebalanced(node)
+    lam, x, y = recognise(node.arg), recognise(node.x), recognise(node.y)
+    if any(isinstance(m, N.Index) for m in (lam, x, y)):
+        return None
+    coef = 1.0
+    parts = []
+    for m in (x, y):
+        if isinstance(m, N.Prod) and m.coef != 1:
+            coef *= m.coef
+            m = N.prod(1.0, m.factors)
+        parts.append(m)
+    leaf = N.Sym("m", f"Δ²{_divdiff_name(node.fn)}", "divdiff3", dims=node.shape,
+                 params=(_divdiff_name(node.fn), lam, *parts))
+    return N.prod(coef, [leaf])
+
+
+def _factors(node: Node, labels: tuple, fresh: int):
+    """node as the factors of a product over ``labels`` — its operands where it is a
+    contraction (summed labels renamed from ``fresh`` on), else itself — and the next fresh."""
+    if isinstance(node, Sum) and len(node.terms) == 1:  # cX: the constant and X's factors
+        (coef, term), = node.terms
+        inner, fresh = _factors(term, labels, fresh)
+        return [(Const(coef), ())] + inner, fresh
+    if not isinstance(node, Contract):
+        return [(node, labels)], fresh
+    names = dict(zip(node.out, labels))
+    for x in sorted({x for lab in node.labels for x in lab} - set(node.out)):
+        names[x], fresh = fresh, fresh + 1
+    return [(op, tuple(names[x] for x in lab)) for op, lab in zip(node.operands, node.labels)], fresh
+
+
+def _rebalanced(node: DivDiff3Apply) -> DivDiff3Apply:
+    """node with the factors of X and Y placed as ``_placed`` places them (an equal node)."""
+    xs, fresh = _factors(node.x, (0, 1), 3)
+    ys, fresh = _factors(node.y, (1, 2), fresh)
+    groups = _groups(xs + ys, {0, 1, 2})
+    side = {id(f): k for k, fs in enumerate((xs, ys)) for f in fs}
+    placed = _placed([(ends, members, side[id(members[0])]) for ends, members in groups], 0, 1, 2)
+    if placed is None:
+        return node
+    dims = {x: d for op, lab in xs + ys for x, d in zip(lab, op.shape)}
+    x, y = (_product(part, need, dims) for part, need in zip(placed, ((0, 1), (1, 2))))
+    return DivDiff3Apply(node.fn, node.arg, x, y)
+
+
+def _product(part: list, need: tuple, dims: dict) -> Node:
+    """The product of the factors ``part`` over the labels ``need`` (a missing one by 1)."""
+    held = {x for _, lab in part for x in lab}
+    part = list(part) + [(Delta(dims[x], 1), (x,)) for x in need if x not in held]  # X = x1ᵀ
+    if len(part) == 1 and part[0][1] == need:
+        return part[0][0]
+    return Contract(tuple(op for op, _ in part), tuple(lab for _, lab in part), need)
+
+
+def _groups(factors: list, edge: set) -> list:
+    """The factors (op, labels) in groups tied by the labels not in ``edge``: [(the edge
+    labels a group holds, its factors)]."""
+    parent = list(range(len(factors)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict = {}
+    for i, (_, lab) in enumerate(factors):
+        for x in lab:
+            if x not in edge:
+                if x in first:
+                    parent[find(i)] = find(first[x])
+                else:
+                    first[x] = i
+    groups: dict = {}
+    for i in range(len(factors)):
+        groups.setdefault(find(i), []).append(factors[i])
+    return [({x for _, lab in members for x in lab} & edge, members) for members in groups.values()]
+
+
+def _placed(groups: list, o1, mid, o2):
+    """The factor groups of Σ_q T_pqr X_pq Y_qr — (edge labels, factors, side: 0 X, 1 Y,
+    None free) — placed in X or Y: those on p in X, on r in Y; those on q alone (and free
+    scalars) where the other side's q is only a vector of ones, so that Δ²f(λ)[X diag(d), 1bᵀ]
+    reads Δ²f(λ)[X, dbᵀ]; 1s dropped (``_product`` puts back those still needed).  None
+    where a group holds both p and r."""
+    xs, ys, loose = [], [], []
+    for ends, members, side in groups:
+        if len(members) == 1 and isinstance(members[0][0], Delta) and members[0][0].order == 1 and ends:
+            continue  # 1 on p, q or r (never a 1 summed alone: that is a dim)
+        if o1 in ends and o2 in ends:
+            return None
+        if o1 in ends:
+            xs.append(members)
+        elif o2 in ends:
+            ys.append(members)
+        else:
+            loose.append((ends, members, side))
+    real = [any(mid in {x for _, lab in m for x in lab} for m in side) for side in (xs, ys)]
+    for ends, members, side in loose:
+        if real[0] != real[1]:
+            side = 1 if real[0] else 0
+        (ys if side == 1 else xs).append(members)
+    return [f for m in xs for f in m], [f for m in ys for f in m]
+
+
+def _with_divdiff3_applied(c: Contract):
+    """A product holding the second divided differences T_pqr = f[λ_p, λ_q, λ_r] (DivDiff3),
+    written with T applied to two matrices over one summed index: Σ_q T_pqr X_pq Y_qr is
+    Δ²f(λ)[X, Y]_pr (T is symmetric in its three indices, so any of them may be the middle
+    one).  The other factors are grouped by the labels that tie them: a group on p and q
+    alone (or p alone) joins X, one on q and r (or r) alone Y; the rest, with no q, stay
+    outside with the new factor M_pr.  The rewritten product (equal to c), or None where no
+    index splits them."""
+    ks = [k for k, op in enumerate(c.operands) if isinstance(op, DivDiff3)]
+    if len(ks) != 1 or len(set(c.labels[ks[0]])) != 3:
+        return None
+    t, tlab = c.operands[ks[0]], c.labels[ks[0]]
+    rest = [(op, lab) for k, (op, lab) in enumerate(zip(c.operands, c.labels)) if k != ks[0]]
+    dims = c.label_dims()
+    for mid in tlab:
+        if mid in c.out:
+            continue
+        o1, o2 = (x for x in tlab if x != mid)
+        inner, outside = [], []
+        for ends, members in _groups(rest, {o1, mid, o2} | set(c.out)):
+            if ends & set(c.out) or not ends & {o1, mid, o2}:
+                if mid in ends:
+                    break  # q beside a result label: no split at this q
+                outside.extend(members)
+            else:
+                inner.append((ends, members, None))
+        else:
+            placed = _placed(inner, o1, mid, o2)
+            if placed is None:
+                continue
+            x, y = (_product(part, need, dims) for part, need in zip(placed, ((o1, mid), (mid, o2))))
+            m = DivDiff3Apply(t.fn, t.arg, x, y)
+            return Contract(tuple(op for op, _ in outside) + (m,),
+                            tuple(lab for _, lab in outside) + ((o1, o2),), c.out)
+    return None
+
+
+def _inlinable(op) -> bool:
+    return isinstance(op, Contract) and (op.ndim > 2 or _holds_divdiff3(op))
+
+
+def _holds_divdiff3(op) -> bool:
+    """Whether op is T = DivDiff3, or a product holding one among its (nested) factors."""
+    return isinstance(op, DivDiff3) or isinstance(op, Contract) and any(map(_holds_divdiff3, op.operands))
+
+
+def _inlined(c: Contract) -> Contract:
+    """c with the products among its factors that hold T, or have more than two axes (no
+    matrix notation writes them as factors), written out as its own factors (their summed
+    labels renamed apart): a Hessian applied to a direction V is V_kl (Σ … T_pqr …)_ijkl,
+    one product only once flattened."""
+    if not any(_inlinable(op) for op in c.operands):
+        return c
+    fresh = max([x for lab in c.labels for x in lab] + list(c.out) + [-1]) + 1
+    ops, labs = [], []
+    for op, lab in zip(c.operands, c.labels):
+        if not _inlinable(op):
+            ops.append(op)
+            labs.append(lab)
+            continue
+        inner = _inlined(op)
+        names = dict(zip(inner.out, lab))
+        for x in sorted({x for il in inner.labels for x in il} - set(inner.out)):
+            names[x], fresh = fresh, fresh + 1
+        ops.extend(inner.operands)
+        labs.extend(tuple(names[x] for x in il) for il in inner.labels)
+    return Contract(tuple(ops), tuple(labs), c.out)
+
+
 def _inv(node: Inv):
     arg = recognise(node.arg)
     return None if isinstance(arg, N.Index) else N.Inv("m", arg)
@@ -343,6 +523,10 @@ class _Item:
 
 
 def _contract(c: Contract):
+    c = _inlined(c)  # V_kl (Σ … T_pqr …)_ijkl: a product of order above 2 among the factors
+    if any(isinstance(op, DivDiff3) for op in c.operands):  # Σ_q T_pqr X_pq Y_qr = Δ²f(λ)[X, Y]
+        applied = _with_divdiff3_applied(c)
+        return None if applied is None else recognise(applied)
     if is_ones(c) and c.ndim == 2:
         return N.Sym("m", "1", "one", dims=c.shape)  # 11ᵀ, the all-ones matrix
     scalars, items = [], []
@@ -553,7 +737,7 @@ RULES = {
     EigGap: lambda node: _named("Γ", node),
     DivDiff2: lambda node: None,  # f[λᵢ, λᵢ, λⱼ]: index notation
     DivDiff3: lambda node: None,  # f[λᵢ, λⱼ, λₖ]: index notation, Δ²f(λ)_ijk (printing)
-    DivDiff3Apply: lambda node: None,  # Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc: index notation
+    DivDiff3Apply: _divdiff3_apply,  # Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc: Δ²f(λ)[X, Y]
     Svd: _svd,
     Funm: _funm,
     Frechet: _frechet,
