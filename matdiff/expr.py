@@ -16,8 +16,8 @@ from . import dims as D
 from . import functions as F
 from .errors import EvaluationError, MatdiffError, NotSupportedError, ShapeError
 from .evaluate import evaluate, variables
-from .ir import (Basis, Const, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh, MatFn, Node, Sum,
-                 Svd, Var, extended, free_vars, walk)
+from .ir import (Basis, Const, Contract, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh, MatFn,
+                 Node, Sum, Svd, Var, extended, free_vars, walk)
 from . import notation as N
 from .present import simplest
 from .printing import bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, python_code, render
@@ -137,12 +137,12 @@ class Expr:
         terms = h.terms if isinstance(h, Sum) else ((1.0, h),)  # H[V] term by term
         m = recognise(simplify(B.linear([(c, B.einsum("ijkl,kl->ij", t, v)) for c, t in terms],
                                         n.shape[:2])))
-        if isinstance(m, N.Index) and len(terms) > 1:  # simplified together, the terms may share
-            # a factor no product writes (T_ijkl + T_ijlk with V as one bracket): term by term
+        if isinstance(m, N.Index):  # simplified together, the terms may share a factor no
+            # product writes (T_ijkl + T_ijlk with V as one bracket): term by term, each product
+            # of a sum of order above 2 distributed over it
             acc: dict = {}  # each simplified alone, in its canonical form: equal ones merge
             for c, t in terms:
-                x = simplify(B.einsum("ijkl,kl->ij", t, v))
-                for k, y in (x.terms if isinstance(x, Sum) else ((1.0, x),)):
+                for k, y in _distributed(simplify(B.einsum("ijkl,kl->ij", t, v))):
                     acc[y] = acc.get(y, 0.0) + c * k
             parts = [(c, recognise(y)) for y, c in acc.items() if c != 0]
             if parts and not any(isinstance(p, N.Index) for _, p in parts):
@@ -331,6 +331,29 @@ def _index_hint(x: "Expr", i) -> str:
         return (f" For entries, index one at a time ({name}[0]), or multiply by a selection "
                 f"matrix as a variable")
     return " Write a product with md.unit(n, i) vectors for an entry, a row or a column"
+
+
+def _distributed(node: Node, limit: int = 64) -> list:
+    """node as Σ cₖ termₖ with no sum of order above 2 among a product's factors (a product
+    holding one is distributed over it, each product simplified again): [(cₖ, termₖ)], or
+    [(1, node)] where that takes more than ``limit`` terms."""
+    out, stack = [], [(1.0, node)]
+    while stack:
+        c, x = stack.pop()
+        if isinstance(x, Sum):
+            stack.extend((c * k, t) for k, t in reversed(x.terms))
+            continue
+        at = next((i for i, op in enumerate(x.operands) if isinstance(op, Sum) and op.ndim > 2), None) \
+            if isinstance(x, Contract) else None
+        if at is None:
+            out.append((c, x))
+        else:
+            for k, t in reversed(x.operands[at].terms):
+                ops = x.operands[:at] + (t,) + x.operands[at + 1:]
+                stack.append((c * k, simplify(Contract(ops, x.labels, x.out))))
+        if len(out) + len(stack) > limit:
+            return [(1.0, node)]
+    return out
 
 
 def _shallow(job):

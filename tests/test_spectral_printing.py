@@ -27,7 +27,8 @@ V = md.matrix("V", n, n, symmetric=True)
 a, b, w = md.vector("a", n), md.vector("b", n), md.vector("w", n)
 
 MP = {"exp": mp.exp, "log": mp.log, "sqrt": mp.sqrt, "sin": mp.sin, "tanh": mp.tanh,
-      "sigmoid": lambda u: 1 / (1 + mp.exp(-u)), "f": lambda u: u ** 3, "[u⁻¹]": lambda u: 1 / u}
+      "sigmoid": lambda u: 1 / (1 + mp.exp(-u)), "f": lambda u: u ** 3, "[u⁻¹]": lambda u: 1 / u,
+      "[u^(−1/2)]": lambda u: 1 / mp.sqrt(u)}
 W = "  where S = UΛUᵀ"
 
 # (id, f of S, f's printed name (MP's key), md.hvp(f, S, V) printed, md.hessian(f, S) printed)
@@ -131,6 +132,17 @@ def _read(m, env):
             return np.where(np.eye(lam.size) > 0, 0.0, 1.0 / np.where(gap == 0, 1.0, gap))
         if isinstance(x, N.Call) and x.fn is None and x.name.startswith("Δ"):
             return _divided_differences(x.name[1:], ev(x.arg))[0]
+        if isinstance(x, N.Call) and x.fn is None and x.name in ("U", "V", "svdvals"):  # X = UΣVᵀ
+            u, sv, vt = np.linalg.svd(ev(x.arg), full_matrices=False)
+            return {"U": u, "V": vt.T, "svdvals": sv}[x.name]
+        if isinstance(x, N.Call) and x.fn is None and x.name == "sqrtm":  # of a symmetric matrix
+            lam, u = np.linalg.eigh(ev(x.arg))
+            return (u * np.sqrt(lam)) @ u.T
+        if isinstance(x, N.Sym) and x.role == "basis":  # e₁, eₙ
+            e = np.zeros(sizes["n"])
+            e[0 if x.name == "1" else -1] = 1.0
+            assert x.name in ("1", "n"), x.name
+            return e
         return original(x, env, sizes, functions)
 
     notation_eval.evaluate = read  # its recursion comes back here
@@ -231,6 +243,36 @@ def test_the_reader_catches_a_misprint():
     sine = _read(edit(h.notation(), lambda m: N.Sym(m.kind, m.name, m.role, False, m.dims, ("sin",) + m.params[1:])),
                  values)
     assert not np.allclose(fewer, right, rtol=1e-3) and not np.allclose(sine, right, rtol=1e-3)
+
+
+Xn = md.matrix("X", n, n)
+LAM = md.eigvalsh(S)
+# Hessians through a decomposition that printed in index form before: as the linear map
+LINEAR = [
+    ("tr sqrtm(S + XᵀX) by X", lambda: md.trace(md.sqrtm(S + Xn.T @ Xn)), Xn),
+    ("λ₁(S)λₙ(S)", lambda: LAM[0] * LAM[-1], S),
+    ("logsumexp λ(S)", lambda: md.logsumexp(LAM), S),
+    ("Σσ(λᵢ)λᵢ", lambda: md.sum(md.sigmoid(LAM) * LAM), S),
+    ("‖X‖_*", lambda: md.norm(Xn, "nuc"), Xn),
+    ("PCA: λ_max(XᵀX)", lambda: md.eigvalsh(Xn.T @ Xn)[-1], Xn),
+]
+
+
+@pytest.mark.parametrize("name, build, var", LINEAR, ids=[c[0] for c in LINEAR])
+def test_spectral_hessians_print_as_linear_maps_that_mean_them(name, build, var):
+    values = _point(3)
+    values["X"] = np.random.default_rng(5).standard_normal((4, 4)) + 2 * np.eye(4)
+    hess = md.hessian(build(), var)
+    text = str(hess)
+    assert " ↦ " in text and "Q(" not in text and "eigvalsh" not in text, text
+    letter, m = hess._linear_map()
+    assert text.startswith(letter + " ↦ ")
+    rng = np.random.default_rng(9)
+    direction = rng.standard_normal((4, 4))
+    if var.node.symmetric:
+        direction = (direction + direction.T) / 2
+    want = np.einsum("ijkl,kl->ij", hess.evaluate(_used(hess, values)), direction)
+    np.testing.assert_allclose(_read(m, {**values, letter: direction}), want, rtol=1e-8, atol=1e-10)
 
 
 # --------------------------------------------------------------------------- LaTeX, index form, refusals
