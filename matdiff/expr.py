@@ -21,7 +21,7 @@ from .ir import (Basis, Const, Contract, DivDiff, DivDiff2, DivDiff3, DivDiff3Ap
 from . import notation as N
 from .present import simplest
 from .printing import bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, python_code, render
-from .recognise import recognise
+from .recognise import _inlined as inlined, recognise
 from .show import index_form
 from .simplify import numerical_forms, simplify
 
@@ -343,6 +343,8 @@ def _distributed(node: Node, limit: int = 64) -> list:
         if isinstance(x, Sum):
             stack.extend((c * k, t) for k, t in reversed(x.terms))
             continue
+        if isinstance(x, Contract):
+            x = inlined(x)  # (Σ … (T + R)_ijts …)_ijkl: the product that holds the sum, written out
         at = next((i for i, op in enumerate(x.operands) if isinstance(op, Sum) and op.ndim > 2), None) \
             if isinstance(x, Contract) else None
         if at is None:

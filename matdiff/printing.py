@@ -123,6 +123,7 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
             if name in other:
                 other.remove(name)
         style["names"][id(r)] = name
+    style["named"] = {r: r for r in repeated}  # by value: the arguments a leaf carries
     style["used"] = set()  # names the text refers to: one written inside x ⊘ y may not be
     main = _render(m, style)[0]
     texts, pending = {}, [r for r in repeated if id(r) in style["used"]]
@@ -380,7 +381,8 @@ def _sym(m: N.Sym, style):
             return f"L_{{{name}}}\\left({args}\\right)", ATOM
         return f"L_{fn}({args})", ATOM
     if m.role == "divdiff3":  # Δ²f(λ)[X, Y]: f's second divided differences applied to X and Y
-        return _divdiff3(m.params[0], *(_render(x, style)[0] for x in m.params[1:]), style), ATOM
+        inner = dict(style, in_leaf=True)
+        return _divdiff3(m.params[0], *(_render(x, inner)[0] for x in m.params[1:]), style), ATOM
     if m.role == "part":  # a decomposition's part: U, Λ, λ, u₁, uₙ
         if not _tex(style):
             head = m.name[:1]
@@ -859,6 +861,9 @@ RENDER = {
 
 def _render(m: N.M, style):
     name = style.get("names", {}).get(id(m))
+    if name is None and style.get("in_leaf") and m in style.get("named", {}):
+        m = style["named"][m]  # Δ²f(λ)[X, Y]'s X, a tree of its own, equal to one named
+        name = style["names"].get(id(m))
     if name is not None:
         style.get("used", set()).add(id(m))
         return (_name(name, style) if style is not TEXT and "latex" in style else name), ATOM
