@@ -143,6 +143,9 @@ NUMPY_LU = '''
 
 
 def _lu_inverse(f):
+    if f[0].shape[0] > 560:  # past ~560, LAPACK's getri is slower than solving for I (2–4×
+        # at n = 1000, float32 most): getrs with the identity, the same factors
+        return scipy.linalg.lu_solve(f, np.eye(f[0].shape[0], dtype=f[0].dtype), check_finite=False)
     getri, = scipy.linalg.get_lapack_funcs(("getri",), (f[0],))
     inverse, info = getri(f[0], f[1])
     return inverse
@@ -167,7 +170,19 @@ def _lu_factor(a):
 def _lu_solve(f, b, trans):
     if b.ndim > 1:
         return torch.linalg.lu_solve(f[0], f[1], b, adjoint=bool(trans))
-    return torch.linalg.lu_solve(f[0], f[1], b[:, None], adjoint=bool(trans))[:, 0]'''
+    return torch.linalg.lu_solve(f[0], f[1], b[:, None], adjoint=bool(trans))[:, 0]
+
+
+def _lu_inverse(f):
+    eye = torch.eye(f[0].shape[0], dtype=f[0].dtype, device=f[0].device)
+    return torch.linalg.lu_solve(f[0], f[1], eye)'''
+# X⁻¹ from the LU factors jax.scipy.linalg.lu_factor gave: solving for I, a third faster than
+# a second factorisation in jnp.linalg.inv
+JAX_LU_INVERSE = '''
+
+
+def _lu_inverse(f):
+    return jax.scipy.linalg.lu_solve(f, jnp.identity(f[0].shape[0], f[0].dtype))'''
 # X⁺ at full rank from one thin SVD X = UΣVᵀ, as evaluate takes it: a rank-deficient X (σ_min
 # at or below max(n, k)·ε·σ_max) raises in NumPy and PyTorch and gives NaN under JAX's jit.
 # X⁺ = VΣ⁻¹Uᵀ is formed only where a line reads it; X⁺b is V(Σ⁻¹(Uᵀb)) (``_pinv_step``)
@@ -253,10 +268,11 @@ BACKENDS = {  # the backends differ only in this table
                          (r"jnp\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                           r"jnp.\1(\2, dtype=_dtype)")],
             "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID, "_tie_cond": JAX_TIE_COND,
-                        "_pinv_factors": JAX_PINV, "_by_offsets": JAX_BY_OFFSETS},
+                        "_pinv_factors": JAX_PINV, "_by_offsets": JAX_BY_OFFSETS,
+                        "_finite_value": JAX_FINITE_VALUE, "_lu_inverse": JAX_LU_INVERSE},
             "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
-                          "__lu_inverse": "np.linalg.inv({1})",
+                          "__lu_inverse": "_lu_inverse({0})",
                           "__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
                           "__expm": "jax.scipy.linalg.expm({})",
                           "__expm_frechet": "jax.scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)"},
@@ -267,7 +283,7 @@ BACKENDS = {  # the backends differ only in this table
               "dtype": "{promoted}", "default_dtype": "torch.float64",
               "scalar": "torch.as_tensor({p}, dtype=_dtype, device=_device)",
               "scatter": "{full}[{index}] = {values}", "scatter_add": "{full}[{index}] += {values}",
-              "functions": {"sigmoid": "torch.sigmoid({})", "__lu_inverse": "np.linalg.inv({1})",
+              "functions": {"sigmoid": "torch.sigmoid({})", "__lu_inverse": "_lu_inverse({0})",
                             "softplus": "torch.nn.functional.softplus({})",
                             "relu": "torch.clamp({}, min=0.0)", "step": "({0} > 0).to({0}.dtype)",
                             "__expm": "torch.linalg.matrix_exp({})",  # L(X, E): the block [[X, E], [0, X]]
@@ -739,7 +755,8 @@ def _pinv_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
 
 def _from_lu(w: _Writer, n: Inv | LogDet, args: dict) -> str:
     """log |det X| as Σ log |Uᵢᵢ| of X's LU factorisation, and X⁻¹ from the same factors
-    (LAPACK's getri in NumPy; elsewhere the backend's inverse, as fast as solving for I)."""
+    (LAPACK's getri in NumPy, or getrs for I past n ≈ 560 where that is faster; JAX and
+    PyTorch solve for I with the factors, a third faster than their inverse's second LU)."""
     x = args[n.arg]
     if w.cho is not None and n.arg in w.spd:  # S = LLᵀ: log det S = 2 Σ log Lᵢᵢ, S⁻¹ from L
         factor = w.emit(w.cho[0].format(x), f"Cholesky of {_comment(n.arg)}")
