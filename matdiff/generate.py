@@ -269,7 +269,7 @@ BACKENDS = {  # the backends differ only in this table
                           r"jnp.\1(\2, dtype=_dtype)")],
             "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID, "_tie_cond": JAX_TIE_COND,
                         "_pinv_factors": JAX_PINV, "_by_offsets": JAX_BY_OFFSETS,
-                        "_finite_value": JAX_FINITE_VALUE, "_lu_inverse": JAX_LU_INVERSE},
+                        "_lu_inverse": JAX_LU_INVERSE},
             "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                           "__lu_inverse": "_lu_inverse({0})",
