@@ -999,6 +999,8 @@ def _general_function(fn: str, x):
     linalg = _scipy_linalg()
     if fn not in ("exp", "log", "sqrt"):  # the others through expm, logm and solves
         return _finite(fn, funm._matfun(fn, np.asarray(x, dtype=float)))
+    if fn == "exp":  # past λ ≈ 709 e^λ overflows float64: an error, not inf
+        return _finite(fn, linalg.expm(x))
     return np.real_if_close({"exp": linalg.expm, "log": linalg.logm, "sqrt": linalg.sqrtm}[fn](x))
 
 

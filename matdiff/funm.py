@@ -5,7 +5,8 @@ principal logarithm and linear solves (docs/matrix-functions.md):
     expm1(X) = X φ₁(X), φ₁(X) = Σ Xᵏ/(k+1)! the (1, 2) block of expm([[X, I], [0, 0]])
     sin X = Im expm1(iX), cos X = I + Re expm1(iX), tan X = (cos X)⁻¹ sin X      (X real)
     sinh X = (expm1(X) − expm1(−X))/2, cosh X = (expm(X) + expm(−X))/2
-    tanh X = (expm1(2X) + 2I)⁻¹ expm1(2X), σ(X) = (I + tanh(X/2))/2
+    tanh X by double angles: T = tanh(Y) = (expm1(2Y) + 2I)⁻¹ expm1(2Y) at Y = X/2ˢ, ‖Y‖₁ ≤ 1,
+    then s times T ← (I + T²)⁻¹ 2T (tanh 2Y = 2 tanh Y (I + tanh² Y)⁻¹); σ(X) = (I + tanh(X/2))/2
     log1p(X) = logm(I + X) (a series where X is small), softplus(X) = log1p(expm(X)),
     arctan X = Im log1p(iX)                                                       (X real)
 
@@ -62,6 +63,19 @@ def _mf_small(x):  # ‖X‖₁ ≤ 1/2 (NumPy only: a branch on a value)
     return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
 
 
+def _mf_halvings(x):  # the s with ‖X/2ˢ‖₁ ≤ 1 (at most 1100; 0 where ‖X‖₁ is not finite)
+    norm, s = float(np.abs(x).sum(axis=0).max(initial=0.0)), 0
+    while 1.0 < norm < float("inf") and s < 1100:
+        norm, s = norm / 2, s + 1
+    return s
+
+
+def _mf_repeat(step, t, s):  # step applied s times
+    for _ in range(s):
+        t = step(t)
+    return t
+
+
 # ----------------------------------------------------------------------- generic
 
 def _mf_expm1(x):
@@ -69,6 +83,17 @@ def _mf_expm1(x):
     eye = _mf_eye(x)
     zero = 0 * eye
     return x @ _mf_expm(_mf_block(x, eye, zero, zero))[:n, n:]
+
+
+def _mf_tanh(x):
+    # tanh X = (expm1(2X) + 2I)⁻¹ expm1(2X) overflows past λ ≈ 355 and, where X has eigenvalues
+    # of both signs or large ones (|λ| ≳ 20), solves a system as ill conditioned as e^(2|λ|): so
+    # at Y = X/2ˢ (‖Y‖₁ ≤ 1), then s double angles, each a solve with I + T², whose eigenvalues
+    # 1 + tanh²(λ/2ᵏ) lie in [1, 2] for real λ
+    eye = _mf_eye(x)
+    s = _mf_halvings(x)
+    e = _mf_expm1(2 * (x / 2.0 ** s))
+    return _mf_repeat(lambda t: _mf_solve(eye + t @ t, 2 * t), _mf_solve(e + 2 * eye, e), s)
 
 
 def _mf_log1p(x):
@@ -92,11 +117,9 @@ def _mf_value(name, x):
     if name == "cosh":
         return (_mf_expm(x) + _mf_expm(-x)) / 2
     if name == "tanh":
-        e = _mf_expm1(2 * x)
-        return _mf_solve(e + 2 * eye, e)
+        return _mf_tanh(x)
     if name == "sigmoid":
-        e = _mf_expm1(x)
-        return (eye + _mf_solve(e + 2 * eye, e)) / 2
+        return (eye + _mf_tanh(x / 2)) / 2
     if name in ("sin", "cos", "tan"):
         c = _mf_expm1(1j * x)
         if name == "sin":
@@ -125,7 +148,7 @@ def _matfun(name, x, e=None):
     return _mf_like(_mf_value(name, _mf_block(x, s * e, 0 * x, x))[:n, n:] / s, x)
 
 
-GENERIC = (_mf_expm1, _mf_log1p, _mf_value, _matfun)
+GENERIC = (_mf_expm1, _mf_tanh, _mf_log1p, _mf_value, _matfun)
 
 PRIMITIVES = {  # each backend's primitives, as generated code defines them
     "numpy": '''
@@ -156,6 +179,19 @@ def _mf_like(r, x):
 
 def _mf_small(x):
     return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
+
+
+def _mf_halvings(x):
+    norm, s = float(np.abs(x).sum(axis=0).max(initial=0.0)), 0
+    while 1.0 < norm < float("inf") and s < 1100:
+        norm, s = norm / 2, s + 1
+    return s
+
+
+def _mf_repeat(step, t, s):
+    for _ in range(s):
+        t = step(t)
+    return t
 ''',
     "jax": '''
 
@@ -177,6 +213,19 @@ def _mf_solve(a, b):
 
 def _mf_like(r, x):
     return r.astype(x.dtype)
+
+
+def _mf_halvings(x):  # under jit a traced count, at most 64 (‖X‖₁ up to 2⁶⁴)
+    norm = jax.lax.stop_gradient(jnp.abs(x).sum(axis=0).max(initial=0.0))
+    return jnp.where(jnp.isfinite(norm), jnp.clip(jnp.ceil(jnp.log2(norm)), 0, 64), 0)
+
+
+def _mf_repeat(step, t, s):  # under jit 64 steps, each a lax.cond: differentiable
+    if isinstance(s, jax.core.Tracer):
+        return jax.lax.fori_loop(0, 64, lambda k, t: jax.lax.cond(k < s, step, lambda t: t, t), t)
+    for _ in range(int(s)):
+        t = step(t)
+    return t
 ''',
     "torch": '''
 
@@ -198,6 +247,19 @@ def _mf_solve(a, b):
 
 def _mf_like(r, x):
     return r.to(x.dtype)
+
+
+def _mf_halvings(x):
+    norm, s = float(x.abs().sum(0).max()) if x.numel() else 0.0, 0
+    while 1.0 < norm < float("inf") and s < 1100:
+        norm, s = norm / 2, s + 1
+    return s
+
+
+def _mf_repeat(step, t, s):
+    for _ in range(s):
+        t = step(t)
+    return t
 ''',
 }
 

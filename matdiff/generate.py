@@ -203,6 +203,26 @@ def _pinv_factors(a):
     u, s, vt = jnp.linalg.svd(a, full_matrices=False)
     full = s[-1] > max(a.shape) * jnp.finfo(a.dtype).eps * s[0]
     return u, jnp.where(full, s, jnp.nan), vt'''
+# md.codegen's checks on f(X) of a general X: NumPy and PyTorch raise where it is not finite;
+# JAX raises outside jit and gives NaN under it
+NOT_FINITE = "; the compiled function returns no value silently"  # the checks' FloatingPointError
+FINITE_VALUE = '''
+
+
+def _finite_value(r, why):
+    if not bool({module}.isfinite(r).all()):
+        raise FloatingPointError(f"{{why}} in {{r.dtype}}''' + NOT_FINITE + '''")
+    return r'''
+JAX_FINITE_VALUE = '''
+
+
+def _finite_value(r, why):
+    finite = jnp.isfinite(r).all()
+    if isinstance(finite, jax.core.Tracer):  # under jit: NaN, as no value can raise
+        return jnp.where(finite, r, jnp.nan)
+    if not bool(finite):
+        raise FloatingPointError(f"{why} in {r.dtype}''' + NOT_FINITE + '''")
+    return r'''
 # DivDiff3Apply's close pairs in JAX, by offset d = |p − c| in the sorted eigenvalues: add(m, d)
 # writes the pairs (p, p + d) and (p + d, p), n of each (n² work, O(n²) memory), and runs
 # only for the offsets that hold a close pair (near): under jit a lax.scan over d = 1, …, n − 1
@@ -245,7 +265,8 @@ BACKENDS = {  # the backends differ only in this table
                            (r"np\.(ones|zeros|eye)\(([^()]*(?:\([^()]*\))?[^()]*)\)",
                             r"np.\1(\2, dtype=_dtype)")],
               # SciPy's; outside the principal branch its answer is complex, which the caller sees
-              "helpers": {"_lead_dot": NUMPY_LEAD_DOT, "_lu_factor": NUMPY_LU, "_pinv_factors": NUMPY_PINV},
+              "helpers": {"_lead_dot": NUMPY_LEAD_DOT, "_lu_factor": NUMPY_LU, "_pinv_factors": NUMPY_PINV,
+                          "_finite_value": FINITE_VALUE.format(module="np")},
               # SciPy's LU, where SciPy is installed (else each solve factorises on its own)
               "lu": ("_lu_factor({0})", "scipy.linalg.lu_solve({0}, {1}, trans={2}, check_finite=False)"),
               "functions": {"__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
@@ -269,7 +290,7 @@ BACKENDS = {  # the backends differ only in this table
                           r"jnp.\1(\2, dtype=_dtype)")],
             "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID, "_tie_cond": JAX_TIE_COND,
                         "_pinv_factors": JAX_PINV, "_by_offsets": JAX_BY_OFFSETS,
-                        "_lu_inverse": JAX_LU_INVERSE},
+                        "_finite_value": JAX_FINITE_VALUE, "_lu_inverse": JAX_LU_INVERSE},
             "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
             "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                           "__lu_inverse": "_lu_inverse({0})",
@@ -295,7 +316,8 @@ BACKENDS = {  # the backends differ only in this table
                                               "[:{0}.shape[0], {0}.shape[0]:] / {unit}",
                             "__softmax": "_softmax({0}, {1})"},
               "helpers": {"_cho_factor": TORCH_CHOLESKY, "_tri_solve": TORCH_TRIANGULAR,
-                          "_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU, "_pinv_factors": TORCH_PINV},
+                          "_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU, "_pinv_factors": TORCH_PINV,
+                          "_finite_value": FINITE_VALUE.format(module="torch")},
               "lu": ("_lu_factor({0})", "_lu_solve({0}, {1}, {2})"),
               # NumPy's names and keywords in PyTorch's: (pattern, replacement), in order
               "rewrites": [
@@ -409,6 +431,7 @@ class _Writer:
         self.cho: tuple | None = None
         self.tri: str | None = None
         self.spd: set = set()
+        self.checks = False  # md.codegen's checks: f(X) of a general X that is not finite refused
 
     def fresh(self) -> str:
         self.count += 1
@@ -1319,6 +1342,21 @@ def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
     return f"np.real({vecs} @ ({divided} * ({inverse} @ ({e} + 0j) @ {vecs})) @ {inverse}) * {outside}"
 
 
+ENTIRE = ("exp", "expm1", "sinh", "cosh", "sin", "cos")  # not finite only where they overflow
+
+
+def _finite_code(w: _Writer, n: Funm | Frechet, code: str) -> str:
+    """f(X) or L_f(X, E) of a general matrix through ``_finite_value`` (md.codegen's checks):
+    where it is not finite, NumPy and PyTorch raise FloatingPointError (md.compile's functions
+    evaluate's EvaluationError, ``_singular``), JAX raises outside jit and gives NaN under it."""
+    fn = n.args[0] if isinstance(n, Frechet) else n.fn
+    what = f"L_{fn}(X, E)" if isinstance(n, Frechet) else f"{GENERAL_FUNCTIONS[fn]}(X)"
+    why = (f"{what} overflowed: X's eigenvalues are too large for the method (through expm)" if fn in ENTIRE
+           else f"{what} is not finite here: X has an eigenvalue at a pole, outside the principal "
+                f"branch, or too large for the method")
+    return f"_finite_value({w.emit(code)}, {why!r})"
+
+
 # --------------------------------------------------------------------------- repeated eigenvalues
 
 TIE_AGREE = 1e-6  # |L(T)| above this, relative to the limit's scale: no limit at the tie
@@ -1854,35 +1892,63 @@ def _jax_choices(variant, args, kwargs, out, tied, noted, compared, single):
     return kept[0] if single else tuple(kept)
 
 
-def _choices_checked(namespace: dict, source: str, fast, lean, outputs, backend: str, vs: list,
-                     params: list) -> tuple:
-    """The generated function and its cast-less version (``fast``, from the source ``lean``),
-    each refusing a result that depends on a choice of vectors at a tie."""
-    labels = {p: v.name for v, p in zip(vs, params)}
-    exprs = _as_list(outputs)
-    compared = [not any(isinstance(n, EigGap) for n in walk(numerical_forms(simplify(e.node))))
-                for e in exprs]  # a result that divides by gaps takes its limit, or is NaN
-    out = []
-    for fn, text in ((namespace["f"], source), (fast, lean)):
-        if fn is None:
-            out.append(None)
-            continue
-        scope = {k: v for k, v in namespace.items() if k != "f" and not k.startswith("__")}
-        exec(compile_source(_with_choices_noted(text, labels)), scope)  # our own generated code
-        _runtime_helpers(scope, backend)
-        out.append(_checking_choices(scope["f"], fn, backend, compared, len(exprs) == 1,
-                                     NO_LIMIT_COMMENT in source))
-    return tuple(out)
-
-
-def _with_choices_noted(source: str, labels: dict) -> str:
+def _with_choices_noted(source: str, labels: dict, name: str = "f") -> str:
     """The generated source with each eigh and thin SVD through ``_spectra``
     (``_Decompositions``), a parameter added to the function."""
-    head, sep, body = source.partition("\ndef f(")
+    head, sep, body = source.partition(f"\ndef {name}(")
     body = body.replace("):\n", ", _spectra=None):\n", 1)
     body = DECOMPOSITION_CALL.sub(lambda m: f"_spectra.{m.group(1)}({m.group(2)}, "
                                             f"{labels.get(m.group(2), 'a decomposed matrix')!r})", body)
     return head + sep + body
+
+
+# what a checked module (``_with_checks``) defines ahead of its function: these, written out
+# (their text read once, at import, as funm's helper is: the file may change under a long run)
+CHECKS_RUNTIME = "".join("\n\n\n" + inspect.getsource(f).rstrip() for f in (
+    _shown, _Decompositions, _groups, _checking_choices, _as_numpy, _all_finite, _moved, _jax_choices,
+    _refusing_no_limit))
+
+
+def _checks_runtime(backend: str) -> str:
+    """The checks' code as generated code defines it (``CHECKS_RUNTIME`` and their constants):
+    the same functions md.compile ran before, for one code printed and run."""
+    imports = ["import functools", "import sys"] + (["import numpy as np"] if backend != "numpy" else [])
+    lines = ["", ""] + imports + [
+        "try:  # matdiff's error where matdiff is installed",
+        "    from matdiff.errors import EvaluationError",
+        "except ImportError:  # pragma: no cover - the module run on its own",
+        "    class EvaluationError(ValueError):",
+        "        pass",
+        "",
+        f"CLUSTER = {CLUSTER!r}  # values this close (relative) are one",
+        f"CHOICE_TOLERANCE = {CHOICE_TOLERANCE!r}  # a result that moves this much with the vectors: refused",
+        f"NO_LIMIT_COMMENT = {NO_LIMIT_COMMENT!r}"]
+    return "\n".join(lines) + CHECKS_RUNTIME
+
+
+def _with_checks(source: str, name: str, backend: str, exprs: list, vs: list, params: list) -> str:
+    """``source`` with md.compile's checks written into it (``checks=True``, code that decomposes
+    a matrix): its function, renamed, takes each eigh and thin SVD through ``_spectra``
+    (``_Decompositions``), and ``name`` calls it through ``_checking_choices`` (and, in NumPy and
+    PyTorch, ``_refusing_no_limit`` where tie terms can find no limit)."""
+    q = f"_{name}"
+    while any(p.startswith(q) for p in params):
+        q += "_"
+    head, sep, body = source.partition(f"\ndef {name}(")
+    signature, _, rest = body.partition("\n")
+    doc = rest.split("\n", 1)[0]
+    noted = _with_choices_noted(source.replace(f"\ndef {name}(", f"\ndef {q}_spectra(", 1),
+                                {p: v.name for v, p in zip(vs, params)}, f"{q}_spectra")
+    head, sep, body = noted.partition(f"\ndef {q}_spectra(")
+    compared = [not any(isinstance(n, EigGap) for n in walk(numerical_forms(simplify(e.node))))
+                for e in exprs]  # a result that divides by gaps takes its limit, or is NaN
+    limits = NO_LIMIT_COMMENT in source
+    wrap = [f"{q}_checked = _checking_choices({q}_spectra, {q}_spectra, {backend!r}, {compared!r}, "
+            f"{len(exprs) == 1!r}, {limits!r})"]
+    if limits and backend != "jax":
+        wrap.append(f"{q}_checked = _refusing_no_limit({q}_checked, {NO_LIMIT_COMMENT!r}, {backend!r})")
+    return (head + _checks_runtime(backend) + "\n\n" + sep + body + "\n\n" + "\n".join(wrap) + "\n\n\n" +
+            f"def {name}({signature}\n{doc}\n    return {q}_checked({', '.join(params)})\n")
 
 
 SHOWN = {"split": "tie_split", "tie": "tie_gaps", "regular": "eigenvalue_gaps_apart",
@@ -1947,7 +2013,8 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         off = w.emit(f"np.eye({a[0]}.shape[0]) == 0")
         return f"np.where({off}, 1.0 / np.where({off}, {a[0]}[None, :] - {a[0]}[:, None], 1.0), 0.0)"
     if isinstance(n, (Funm, Frechet)):
-        return _general_function(w, n, args)
+        code = _general_function(w, n, args)
+        return _finite_code(w, n, code) if w.checks else code
     if isinstance(n, Svd):  # one thin SVD, its parts
         e = w.emit(f"np.linalg.svd({a[0]}, full_matrices=False)")
         return {"values": f"{e}[1]", "left": f"{e}[0]", "right": f"{e}[2].T", "top": f"{e}[1][0]",
@@ -2261,10 +2328,16 @@ def _check_name(name) -> None:
 
 
 def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None = None,
-            args=None) -> str:
+            args=None, checks: bool = True) -> str:
     """Source code of a function computing ``outputs`` (an expression or a list of them) from
     the variables, in the order they first appear in the outputs (or the order of ``args``,
     a list of variables or names); ``sizes`` (dims to ints) tunes the contraction order.
+    ``checks`` (the default, as md.compile's) writes md.compile's checks into the code: a
+    result that depends on which eigen- or singular vectors a decomposition chose where values
+    tie is refused, and so is f(X) of a general matrix that is not finite (an overflow);
+    NumPy and PyTorch raise (matdiff's EvaluationError where matdiff is installed), JAX raises
+    outside jit and gives NaN under it. The printed module is the code md.compile runs, and runs
+    on its own; ``checks=False`` prints the code without them.
 
     >>> x, A = md.vector("x", "n"), md.matrix("A", "n", "n")
     >>> for line in md.codegen(md.grad(x.T @ A @ x, x)).splitlines()[5:]:
@@ -2275,25 +2348,31 @@ def codegen(outputs, backend: str = "numpy", name: str = "f", sizes: dict | None
         x = x if x.dtype.kind == 'f' else x.astype(np.float64)
         t1 = x @ A + A @ x  # (A + Aᵀ)x
         return t1
+    >>> S = md.matrix("S", "n", "n", symmetric=True)
+    >>> source = md.codegen(md.grad(md.eigvalsh(S)[-1], S))
+    >>> "_checking_choices(" in source, source == md.compile(md.grad(md.eigvalsh(S)[-1], S)).source
+    (True, True)
+    >>> "_checking_choices(" in md.codegen(md.grad(md.eigvalsh(S)[-1], S), checks=False)
+    False
     """
-    return _source(outputs, backend, name, sizes, args)
+    return _source(outputs, backend, name, sizes, args, checks)
 
 
-def _source(outputs, backend: str, name: str, sizes, args) -> str:
+def _source(outputs, backend: str, name: str, sizes, args, checks: bool = True) -> str:
     """``codegen``'s source."""
     if backend not in BACKENDS:
         raise NotSupportedError(f"codegen: backend {backend!r} is not available yet; use one of "
                                 f"{', '.join(map(repr, BACKENDS))}")
     _check_name(name)
     try:
-        return _codegen(outputs, backend, name, sizes, args)
+        return _codegen(outputs, backend, name, sizes, args, checks)
     except RecursionError:
         raise MatdiffError(f"codegen: the expression is nested too deeply for Python's recursion "
                            f"limit of {sys.getrecursionlimit()}; raise it with "
                            f"sys.setrecursionlimit") from None
 
 
-def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
+def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: bool = True) -> str:
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
     written = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
@@ -2301,6 +2380,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     roots = _rational_functions(roots)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))
+    w.checks = checks
     args: dict = {}
     params = _parameters(vs, name, _user_functions(exprs))
     while any(re.fullmatch(rf"{w.prefix}\d+", p) for p in params):
@@ -2423,7 +2503,10 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None) -> str:
     ]
     casts = _prelude(table, backend, params, [v.ndim == 0 for v in vs],
                      any("_dtype" in line for line in body), any("_device" in line for line in body))
-    return "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
+    source = "\n".join(header + casts + body + [f"    return {results}"]) + "\n"
+    if checks and DECOMPOSITION_CALL.search(source.partition(f"\ndef {name}(")[2]):
+        return _with_checks(source, name, backend, exprs, vs, params)
+    return source
 
 
 def _prelude(table: dict, backend: str, params: list, scalar: list, constants: bool,
@@ -2480,8 +2563,11 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     where values repeat: the gradient of λ_max at a repeated top eigenvalue, of ‖X‖₂ at a
     repeated σ₁. NumPy and PyTorch raise EvaluationError; JAX raises outside jit and returns
     NaN under it. A call with no repeated value costs what it would without checks; one with
-    a repeated value computes its result again with the vectors turned. ``checks=False``
-    returns the value the decomposition's own vectors give (there, a subgradient).
+    a repeated value computes its result again with the vectors turned. f(X) of a general
+    matrix that is not finite (e^800 overflows) is refused too, and so is a second derivative
+    through eigenvectors that has no limit at a tie. The checks are in the code (``.source``,
+    md.codegen's with the same ``checks``). ``checks=False`` returns the value the
+    decomposition's own vectors give (there, a subgradient), inf or NaN where those are.
 
     >>> S = md.matrix("S", "n", "n", symmetric=True)
     >>> g = md.compile(md.grad(md.eigvalsh(S)[-1], S))
@@ -2492,16 +2578,16 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     >>> md.compile(md.grad(md.eigvalsh(S)[-1], S), checks=False)(S=np.diag([1.0, 2.0, 2.0])).shape
     (3, 3)
     """
-    source = _source(outputs, backend, "f", sizes, args)
+    source = _source(outputs, backend, "f", sizes, args, checks)
     fn = _compiled(source, outputs, backend, args, checks)
     fn.source = source
     return fn
 
 
 def _compiled(source: str, outputs, backend: str, args, checks: bool = True):
-    """The checked function that ``source`` (generated for ``outputs``) defines; with
-    ``checks``, where it decomposes a matrix, refusing a result that depends on a choice of
-    vectors at a tie (``_checking_choices``)."""
+    """The function that ``source`` (generated for ``outputs``) defines, behind a check of its
+    arguments (``_checked``); the checks of what it computes (``checks``: a result that depends
+    on a choice of vectors at a tie refused, f(X) that is not finite) are in the source."""
     namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     try:
@@ -2520,9 +2606,7 @@ def _compiled(source: str, outputs, backend: str, args, checks: bool = True):
         exec(compile_source(lean), lean_namespace)  # the same generated code, less its casts
         _runtime_helpers(lean_namespace, backend)
         fast = lean_namespace["f"]
-    if checks and DECOMPOSITION_CALL.search(source.partition("\ndef f(")[2]):
-        namespace["f"], fast = _choices_checked(namespace, source, fast, lean, outputs, backend, vs, params)
-    namespace["f"], fast = (_refusing_no_limit(g, source, backend) for g in (namespace["f"], fast))
+    # with checks, the source checks what it computes (``_with_checks``): nothing is added here
     fn = _checked(namespace["f"], vs, params, fast, _native_types(backend))
     fn.source = source
     return fn
@@ -2626,6 +2710,8 @@ def _without_casts(source: str, backend: str, params: list) -> str | None:
 def _singular(e: Exception) -> None:
     """NumPy's and PyTorch's LinAlgError (a singular matrix) as an EvaluationError; any
     other exception is left to propagate."""
+    if isinstance(e, FloatingPointError) and str(e).endswith(NOT_FINITE):  # checks: f(X) not finite
+        raise EvaluationError(str(e)) from None
     if "LinAlgError" in type(e).__name__ and str(e).startswith(RANK_MESSAGE):
         raise EvaluationError(f"the compiled function took the {e}") from None
     if "LinAlgError" in type(e).__name__ and re.search("positive.definite", str(e)):

@@ -310,13 +310,72 @@ def test_outside_the_domain_is_refused_for_the_value_and_its_derivatives(fn, x, 
     assert md.check(_scalar(fn), X) < 1e-6  # check draws a point inside the domain
 
 
-@pytest.mark.parametrize("fn", ["sinh", "tanh", "sigmoid"])
-def test_an_overflow_is_an_error_not_a_nan(fn):
-    x = np.array([[800.0, 1.0], [0.0, -800.0]])  # e^800 overflows in float64
-    with pytest.raises(md.EvaluationError, match="overflowed"):
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            md.matrix_function(X, fn).evaluate(X=x)
+def _quiet(f, *args, **kwargs):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return f(*args, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["evaluate", "numpy", "jax", "torch"])
+@pytest.mark.parametrize("fn", ["sinh", "cosh", "exp"])
+def test_an_overflow_is_an_error_not_a_nan(fn, backend):
+    """e^800 overflows float64: evaluate raises, and so does compiled code with checks (md.compile's
+    default; JAX outside jit, and NaN under it, where no value can raise); checks=False gives inf."""
+    x = np.array([[800.0, 1.0], [0.0, -800.0]])
+    e = md.matrix_function(X, fn)
+    if backend == "evaluate":
+        with pytest.raises(md.EvaluationError, match="overflowed"):
+            _quiet(e.evaluate, X=x)
+        return
+    module = pytest.importorskip(backend)
+    if backend == "jax":
+        module.config.update("jax_enable_x64", True)
+    f = md.compile(e, backend=backend)
+    assert "_finite_value(" in f.source == md.codegen(e, backend=backend)
+    with pytest.raises(md.EvaluationError, match=f"{md.ir.GENERAL_FUNCTIONS[fn]}\\(X\\) overflowed.*float64"):
+        _quiet(f, X=x)
+    if backend == "jax":
+        assert np.isnan(np.asarray(_quiet(module.jit(f.unchecked), X=x))).all()
+    unchecked = md.compile(e, backend=backend, checks=False)
+    assert "_finite_value(" not in unchecked.source == md.codegen(e, backend=backend, checks=False)
+    assert not np.isfinite(np.asarray(_quiet(unchecked, X=x))).all()
+    small = np.array([[1.0, 2.0], [0.5, -1.0]])
+    want = _reference(fn, small)
+    np.testing.assert_allclose(np.asarray(f(X=small)), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+
+
+LARGE = {  # eigenvalues past tanh's overflow (355 through expm1(2X)), of both signs, and large
+    # ones beside small ones, where (expm1(2X) + 2I)⁻¹ expm1(2X) solved a system as ill
+    # conditioned as e^(2|λ|) (wrong by 10⁰ at λ = 20 and −20)
+    "800, −800": [800.0, -800.0, 0.5], "400, −300": [400.0, -300.0, 1.0], "20, −20": [20.0, -20.0, 1.0],
+    "40 beside 0.1": [40.0, 0.5, 0.1],
+}
+
+
+@pytest.mark.parametrize("backend", ["evaluate", "numpy", "jax", "torch"])
+@pytest.mark.parametrize("fn", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("spectrum", LARGE.values(), ids=LARGE.keys())
+def test_tanh_and_sigmoid_of_large_eigenvalues_are_finite_and_right(spectrum, fn, backend):
+    """tanh X and σ(X) are bounded however large X's eigenvalues: computed by double angles
+    from tanh(X/2ˢ) (funm), they equal mpmath's V f(Λ) V⁻¹ (40 digits) in evaluate and in every
+    backend, with no error; the gradient of aᵀf(X)b equals central differences of the value."""
+    v = np.eye(3) + 0.3 * np.random.default_rng(3).standard_normal((3, 3))  # not normal
+    x = v @ np.diag(spectrum) @ np.linalg.inv(v)
+    want = _reference(fn, x)
+    e = md.matrix_function(X, fn)
+    if backend == "evaluate":
+        got = e.evaluate(X=x)
+    else:
+        module = pytest.importorskip(backend)
+        if backend == "jax":
+            module.config.update("jax_enable_x64", True)
+        got = np.asarray(md.compile(e, backend=backend)(X=x), dtype=float)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11 * np.abs(want).max())
+    if backend == "evaluate":
+        values = _values(x)
+        grad = md.grad(_scalar(fn), X).evaluate(values)
+        fd = _central_gradient(lambda m: float(_scalar(fn).evaluate(dict(values, X=m))), x, h=1e-6)
+        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7 * np.abs(grad).max())
 
 
 @pytest.mark.parametrize("fn", ["relu", "step", "abs", "sign"])

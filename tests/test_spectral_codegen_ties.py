@@ -269,7 +269,7 @@ TIE_SPECTRA_IDS = ["apart", "tie", "near", "split", "float32 near", "float32 apa
 def _spying(source, backend):
     """The function ``source`` defines, and the list of the branches its calls took (True:
     the tie terms): a line is added to each arm of NumPy's and PyTorch's if block, JAX's
-    ``_tie_cond`` is wrapped."""
+    ``_tie_cond`` is wrapped.  (With checks the function's body is ``_f_spectra``'s.)"""
     taken = []
     if backend == "jax":
         namespace = {}
@@ -282,10 +282,12 @@ def _spying(source, backend):
         namespace["_tie_cond"] = spy
         return namespace["f"], taken
     lines = source.splitlines()
-    at = [k for k, line in enumerate(lines) if line.startswith("    if ") and line.endswith(":")]
-    assert len(at) == 1 and lines.count("    else:") == 1, source
+    body = next(k for k, line in enumerate(lines) if line.startswith(("def _f_spectra(", "def f(")))
+    at = [k for k, line in enumerate(lines) if k > body and line.startswith("    if ") and line.endswith(":")]
+    otherwise = [k for k, line in enumerate(lines) if k > body and line == "    else:"]
+    assert len(at) == 1 and len(otherwise) == 1, source
+    lines.insert(otherwise[0] + 1, "        _taken.append(False)")
     lines.insert(at[0] + 1, "        _taken.append(True)")
-    lines.insert(lines.index("    else:") + 1, "        _taken.append(False)")
     namespace = {"_taken": taken}
     exec("\n".join(lines), namespace)
     return namespace["f"], taken
@@ -392,6 +394,38 @@ def test_compiled_code_refuses_a_choice_of_vectors_as_evaluate_does(backend, bui
     e = rng.standard_normal(m.shape)
     e = (e + e.T) / 2 if name == "S" else e
     np.testing.assert_allclose(np.sum(got * e), _directional(twin, apart[name], e), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_codegen_prints_the_checked_function_that_compile_runs(backend):
+    """md.codegen takes md.compile's checks (default True): the printed module is the code the
+    compiled function runs, checks included, and runs on its own — exec'd in a fresh namespace
+    it refuses ∇λ_max at a repeated top eigenvalue as md.compile's function does (JAX: raises
+    outside jit, NaN under it), and away from the tie answers central differences' gradient.
+    checks=False prints (and compiles) the code without them, which returns a subgradient."""
+    module = _module(backend)
+    g = md.grad(LAM[-1], S)
+    source = md.codegen(g, backend=backend)
+    assert source == md.compile(g, backend=backend).source
+    assert "_checking_choices(" in source and "_spectra.eigh(S, 'S')" in source
+    bare = md.codegen(g, backend=backend, checks=False)
+    assert bare == md.compile(g, backend=backend, checks=False).source
+    assert "_checking_choices" not in bare and "_spectra" not in bare
+    printed, plain = {}, {}
+    exec(source, printed)
+    exec(bare, plain)
+    tie, apart = _matrix([1.0, 2.0, 2.0], 3), _matrix([1.0, 2.0, 3.0], 3)
+    arg = (lambda m: module.tensor(m)) if backend == "torch" else (lambda m: m)
+    with pytest.raises(md.EvaluationError, match="S has a repeated eigenvalue, λ = 2 \\(2 times\\)"):
+        printed["f"](arg(tie))
+    if backend == "jax":
+        assert np.isnan(np.asarray(module.jit(printed["f"])(tie))).all()
+    assert np.isfinite(np.asarray(plain["f"](arg(tie)))).all()
+    got = np.asarray(printed["f"](arg(apart)), dtype=float)
+    np.testing.assert_array_equal(got, np.asarray(md.compile(g, backend=backend)(S=apart), dtype=float))
+    e = _symmetric_direction(3, seed=9)
+    np.testing.assert_allclose(np.sum(got * e), _directional(lambda m: np.linalg.eigvalsh(m)[-1], apart, e),
+                               rtol=1e-7, atol=1e-9)
 
 
 NO_CHOICE = [  # differentiable at a repeated (or zero) value: the vectors' choice cancels
