@@ -387,17 +387,23 @@ def _softmax_cross_entropy(declared: bool = False):
 
 # --- solves (issue 25): closed forms written with a factorisation, as a numerical analyst would
 
+def _scipy_linalg(lib):
+    """SciPy's linalg for NumPy arrays, jax.scipy's for JAX's, with the keywords each takes."""
+    if lib.__name__ == "numpy":
+        import scipy.linalg
+
+        return scipy.linalg, {"check_finite": False}
+    import jax.scipy.linalg
+
+    return jax.scipy.linalg, {}
+
+
 def _lu(lib, x):
     """x's LU factorisation in the backend: SciPy's, jax.scipy's or torch.linalg's."""
     if lib.__name__ == "torch":
         return lib.linalg.lu_factor(x)
-    if lib.__name__ == "numpy":
-        import scipy.linalg
-
-        return scipy.linalg.lu_factor(x, check_finite=False)
-    import jax.scipy.linalg
-
-    return jax.scipy.linalg.lu_factor(x)
+    linalg, kw = _scipy_linalg(lib)
+    return linalg.lu_factor(x, **kw)
 
 
 def _lu_solve(lib, f, b, trans=0):
@@ -406,13 +412,8 @@ def _lu_solve(lib, f, b, trans=0):
         column = b if b.ndim > 1 else b[:, None]
         x = lib.linalg.lu_solve(f[0], f[1], column, adjoint=bool(trans))
         return x if b.ndim > 1 else x[:, 0]
-    if lib.__name__ == "numpy":
-        import scipy.linalg
-
-        return scipy.linalg.lu_solve(f, b, trans=trans, check_finite=False)
-    import jax.scipy.linalg
-
-    return jax.scipy.linalg.lu_solve(f, b, trans=trans)
+    linalg, kw = _scipy_linalg(lib)
+    return linalg.lu_solve(f, b, trans=trans, **kw)
 
 
 def _bilinear_inverse():
@@ -447,26 +448,16 @@ def _cho(lib, x):
     """x's Cholesky factorisation in the backend, as cho_solve takes it (torch: the factor)."""
     if lib.__name__ == "torch":
         return lib.linalg.cholesky(x)
-    if lib.__name__ == "numpy":
-        import scipy.linalg
-
-        return scipy.linalg.cho_factor(x, check_finite=False)
-    import jax.scipy.linalg
-
-    return jax.scipy.linalg.cho_factor(x)
+    linalg, kw = _scipy_linalg(lib)
+    return linalg.cho_factor(x, **kw)
 
 
 def _cho_solve(lib, f, b):
     """S⁻¹b from S's Cholesky factorisation ``f``."""
     if lib.__name__ == "torch":
         return lib.cholesky_solve(b[:, None], f)[:, 0]
-    if lib.__name__ == "numpy":
-        import scipy.linalg
-
-        return scipy.linalg.cho_solve(f, b, check_finite=False)
-    import jax.scipy.linalg
-
-    return jax.scipy.linalg.cho_solve(f, b)
+    linalg, kw = _scipy_linalg(lib)
+    return linalg.cho_solve(f, b, **kw)
 
 
 def _gaussian_mean_spd():
