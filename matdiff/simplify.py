@@ -15,9 +15,10 @@ the merge removes), so shared adjoints in deep networks stay shared.
 """
 from __future__ import annotations
 
-import weakref
-
 import functools
+import itertools
+import math
+import weakref
 
 import numpy as np
 
@@ -497,34 +498,146 @@ def _canonical(operands, labels, out, info):
     """The canonical parts (operands, labels, out) and the renumbering, given each
     operand's structural key and symmetry (``info``)."""
     out_num = {x: i for i, x in enumerate(out)}
-    pairs = [(k, op, lab, sym) for (k, sym), op, lab in zip(info, operands, labels)]
-    num = out_num
-    # the second pass sorts with the first pass's numbers; where no two operands are equal,
-    # the structural keys alone decide the order, and the second pass would change nothing
-    # (labels are numbered by first appearance, which sorting a symmetric factor's labels
-    # by those numbers keeps), so one pass does; and where some are equal, only those need
-    # their labels' numbers to break the tie
     seen: dict = {}
+    for k, _ in info:
+        seen[k] = seen.get(k, 0) + 1
+    if len(seen) < len(info):  # equal operands: their order needs the labels' structure
+        return _canonical_tied(operands, labels, out, info, out_num, seen)
+    # where no two operands are equal, the structural keys alone decide the order, and the
+    # labels are numbered by first appearance (a symmetric factor's labels then sorted by
+    # those numbers, which keeps them numbered by first appearance)
+    pairs = sorted(zip(info, operands, labels), key=_first)
+    num = dict(out_num)
     for p in pairs:
-        seen[p[0]] = seen.get(p[0], 0) + 1
-    distinct = len(seen) == len(pairs)
-    for _ in range(1 if distinct else 2):
-        if distinct:
-            pairs.sort(key=_first)
-        else:
-            pairs.sort(key=lambda p: (p[0], tuple(num.get(x, -1) for x in p[2]) if seen[p[0]] > 1 else ()))
-        num = dict(out_num)
-        for p in pairs:
-            for x in p[2]:
-                num.setdefault(x, len(num))
-        pairs = [(k, op, _sort_symmetric(op, lab, num.get), True) if sym else (k, op, lab, False)
-                 for k, op, lab, sym in pairs]
-    return (tuple(p[1] for p in pairs), tuple(tuple(num[x] for x in p[2]) for p in pairs),
+        for x in p[2]:
+            num.setdefault(x, len(num))
+    return (tuple(p[1] for p in pairs),
+            tuple(tuple(num[x] for x in (_sort_symmetric(p[1], p[2], num.get) if p[0][1] else p[2]))
+                  for p in pairs),
             tuple(range(len(out))), num)
 
 
 def _first(p):
-    return p[0]
+    return p[0][0]
+
+
+CANONICAL_ORDERINGS = 120  # orderings of equal operands tried, at most
+
+
+def _canonical_tied(operands, labels, out, info, out_num, seen):
+    """``_canonical`` where some operands are equal: every ordering of the equal ones is
+    numbered (labels by first appearance) and the least labels win, so equal contractions —
+    up to the order of their operands and the naming of their labels — get equal parts
+    (the readings of summed symmetric matrices are ``_canonical_parts``' to try).  Where
+    that would be more than ``CANONICAL_ORDERINGS`` orderings, the orderings tried are those
+    ``_refined_orderings`` reaches, the equal operands told apart by their labels' structure
+    (past that bound too, the first ones only: a correct, perhaps not the least, form)."""
+    n = len(operands)
+    keys = [k for k, _ in info]
+    order = sorted(range(n), key=keys.__getitem__)
+    cells = _cells(order, keys)
+    if _orderings(cells) <= CANONICAL_ORDERINGS:
+        orderings = ([i for cell in perm for i in cell]
+                     for perm in itertools.product(*map(itertools.permutations, cells)))
+    else:
+        orderings = _refined_orderings(operands, labels, out_num, info, seen)
+    best = None
+    for seq in orderings:
+        num = dict(out_num)
+        for i in seq:
+            for x in labels[i]:
+                if x not in num:
+                    num[x] = len(num)
+        labs = tuple(tuple(num[x] for x in (_sort_symmetric(operands[i], labels[i], num.get)
+                                            if info[i][1] else labels[i])) for i in seq)
+        if best is None or labs < best[0]:
+            best = labs, seq, num
+    labs, seq, num = best
+    return tuple(operands[i] for i in seq), labs, tuple(range(len(out))), num
+
+
+def _cells(order, keys):
+    """``order`` cut into runs of equal keys."""
+    cells, last = [], object()
+    for i in order:
+        if keys[i] != last:
+            cells.append([])
+            last = keys[i]
+        cells[-1].append(i)
+    return cells
+
+
+def _orderings(cells) -> int:
+    total = 1
+    for c in cells:
+        total *= math.factorial(len(c))
+    return total
+
+
+def _refined_orderings(operands, labels, out_num, info, seen):
+    """Orderings of the operands where equal ones are told apart by their labels' structure
+    (Weisfeiler–Lehman refinement with individualisation): operands and labels, the two
+    sides of a graph (a label joined to the operands that carry it, at an axis), start
+    coloured by structural key and by output position; then, to a fixed point, a label is
+    coloured by the colours and axes of the operands that carry it, and an operand by its
+    labels' colours in axis order (a symmetric operand's: as a multiset over its axes of one
+    dim).  Where equal operands keep one colour (tr(A⁶): a cycle), each of the first such
+    class is singled out in turn and the colours refined again, until every operand has its
+    own; each ordering reached is yielded, at most ``CANONICAL_ORDERINGS``.  Equal
+    contractions reach the same orderings, operand for operand."""
+    n = len(operands)
+    rank = {k: r for r, k in enumerate(sorted(seen))}
+    axes = []  # per operand: each axis's class (its position; for a symmetric one, its dim)
+    for op, (_, sym) in zip(operands, info):
+        first: dict = {}
+        axes.append(tuple(first.setdefault(d, len(first)) for d in op.shape) if sym
+                    else tuple(range(op.ndim)))
+    occ: dict = {}
+    for i, lab in enumerate(labels):
+        for x, a in zip(lab, axes[i]):
+            occ.setdefault(x, []).append((i, a))
+    names = list(occ)
+    index = {x: j for j, x in enumerate(names)}
+    ops_labs = [[index[x] for x in lab] for lab in labels]
+    occ_idx = [occ[x] for x in names]
+    budget = [CANONICAL_ORDERINGS]
+
+    def refine(op_col, lab_col):
+        counts = (len(set(op_col)), len(set(lab_col)))
+        while True:  # the labels by their operands, then the operands by those labels
+            lab_col = _ranks([(lab_col[j], tuple(sorted([(op_col[i], a) for i, a in occ_idx[j]])))
+                              for j in range(len(names))])
+            op_col = _ranks([(op_col[i], tuple(sorted(zip(axes[i], [lab_col[j] for j in ops_labs[i]]))))
+                             for i in range(n)])
+            new = (len(set(op_col)), len(set(lab_col)))
+            if new == counts or new[0] == n:  # stable, or every operand apart
+                return op_col, lab_col
+            counts = new
+
+    def search(op_col, lab_col):
+        op_col, lab_col = refine(op_col, lab_col)
+        count: dict = {}
+        for c in op_col:
+            count[c] = count.get(c, 0) + 1
+        tied = [c for c, k in count.items() if k > 1]
+        if not tied:
+            budget[0] -= 1
+            yield sorted(range(n), key=op_col.__getitem__)
+            return
+        least = min(tied)
+        for m in [i for i in range(n) if op_col[i] == least]:
+            if budget[0] <= 0:
+                return
+            yield from search([2 * c + (i != m) for i, c in enumerate(op_col)], lab_col)
+
+    yield from search([rank[k] for k, _ in info], [out_num.get(x, len(out_num)) for x in names])
+
+
+def _ranks(sigs):
+    """Each signature's rank among the distinct ones (so a refined colour keeps the order of
+    the colour it refines: every signature starts with it)."""
+    order = {s: r for r, s in enumerate(sorted(set(sigs)))}
+    return [order[s] for s in sigs]
 
 
 def _sort_symmetric(op, lab, key):
@@ -545,7 +658,7 @@ def _sort_symmetric(op, lab, key):
 
 
 def normalise_sum(s: Sum) -> Node:
-    terms = _factor(_hyperbolic(_combine(s.terms)), s.shape)
+    terms = _factor(_hyperbolic(_merge_products(_combine(s.terms))), s.shape)
     if any(isinstance(t, Contract) and any(isinstance(o, (Eigh, DivDiff)) for o in t.operands)
            for _, t in terms):  # a factored spectral product: UᵀU = I may apply to it now
         terms = _combine([(c, normalise_contract(t) if isinstance(t, Contract) else t) for c, t in terms])
@@ -559,6 +672,66 @@ def normalise_sum(s: Sum) -> Node:
             return t
     terms.sort(key=lambda p: p[1].skey)
     return Sum(tuple(terms), s.shape)
+
+
+def _merge_products(terms):
+    """Like terms merged where one is a product nested in a product and another the same
+    product flat (a product past ``FLATTEN_LIMIT`` keeps a nested factor, and a sum may hold
+    it both ways): c₁·(A(ab)ᵀB) + c₂·(A a bᵀ B) → (c₁ + c₂)·(A a bᵀ B).  Only terms whose
+    innermost factors are one multiset (hashed as a sum of node hashes) are flattened and
+    put in canonical order; the flattest of equal ones stays."""
+    if sum(type(t) is Contract for _, t in terms) < 2 or not any(
+            type(t) is Contract and any(type(o) is Contract for o in t.operands) for _, t in terms):
+        return terms
+    leaves: dict = {}
+    for i, (c, t) in enumerate(terms):
+        if type(t) is Contract:
+            ops = _leaves(t)
+            leaves.setdefault((t.shape, len(ops), sum(map(hash, ops))), []).append(i)
+    groups: dict = {}
+    for members in leaves.values():
+        if len(members) > 1:
+            for i in members:
+                groups.setdefault(_flat_canonical(terms[i][1]), []).append(i)
+    merged, used = [], set()
+    for members in groups.values():
+        if len(members) > 1:
+            keep = min((terms[i][1] for i in members), key=lambda t: (-len(t.operands), t.skey))
+            merged.append((sum(terms[i][0] for i in members), keep))
+            used.update(members)
+    if not merged:
+        return terms
+    return [(c, t) for c, t in [p for i, p in enumerate(terms) if i not in used] + merged if c != 0.0]
+
+
+def _leaves(t: Contract) -> list:
+    """The factors of a product, nested products opened."""
+    out, work = [], list(t.operands)
+    while work:
+        op = work.pop()
+        if type(op) is Contract:
+            work.extend(op.operands)
+        else:
+            out.append(op)
+    return out
+
+
+def _flat_canonical(t: Contract) -> Contract:
+    """A product with its nested products opened, in canonical order: equal products,
+    nested alike or not, are one node."""
+    fresh = _fresh(t.out, *t.labels)
+    ops, labs, work = [], [], list(zip(t.operands, t.labels))
+    while work:
+        op, lab = work.pop()
+        if type(op) is Contract:
+            rename = dict(zip(op.out, lab))
+            for x in sorted({x for ls in op.labels for x in ls} - set(op.out)):
+                rename[x], fresh = fresh, fresh + 1
+            work.extend((o, tuple(rename[x] for x in ls)) for o, ls in zip(op.operands, op.labels))
+        else:
+            ops.append(op)
+            labs.append(lab)
+    return _canonical_parts(tuple(ops), tuple(labs), t.out)[0]
 
 
 def _is_builtin(n: Node, name: str) -> bool:

@@ -256,7 +256,7 @@ def test_index_notation():
     A, x = SYMBOLS["A"], SYMBOLS["x"]
     assert (A @ x).index() == "Σ_p A_ip x_p"
     assert md.jacobian(x @ x.T, x).index() == "δ_ik x_j + δ_jk x_i"
-    assert (x.T @ A @ x).index() == "Σ_p Σ_q x_p A_qp x_q"
+    assert (x.T @ A @ x).index() == "Σ_p Σ_q x_p A_pq x_q"  # Σ x_p A_pq x_q = xᵀAx
 
 
 CHAINED = [  # index results whose factors chain print as the matrices inside, as the Cookbook does

@@ -125,3 +125,152 @@ def test_a_typed_chain_of_sums_builds_one_flat_sum_and_keeps_each_step():
         np.testing.assert_allclose(s.evaluate({f"x{i}": values[f"x{i}"] for i in range(k + 2)}), want)
     assert str(steps[1]) == "x0 + x1 − x2"
     assert md.check(e.T @ e, xs[3]) < 1e-6
+
+
+# --------------------------------------------------------------------------- issue 21: equal
+# contractions written differently (operands reordered, labels renamed, symmetric factors read
+# the other way) are one node; a sum then merges them as like terms.
+
+def _vars():
+    from matdiff.ir import Var
+    return {"A": Var("A", ("n", "n"), False), "B": Var("B", ("n", "n"), False),
+            "S": Var("S", ("n", "n"), True), "U": Var("U", ("n", "n"), False),
+            "D": Var("D", ("n", "n"), True), "x": Var("x", ("n",), False), "a": Var("a", ("n",), False)}
+
+
+def _cycle(names, start=0):
+    """tr of the product of ``names``, its labels a cycle starting at ``start``."""
+    k = len(names)
+    return names, tuple((start + i, start + (i + 1) % k) for i in range(k)), ()
+
+
+# each row: two (operand names, labels, output labels) of one contraction
+EQUAL_CONTRACTIONS = [
+    ("xᵀAᵀAx, factors reordered", (("A", "x", "A", "x"), ((0, 1), (1,), (0, 2), (2,)), ()),
+     (("x", "A", "x", "A"), ((5,), (7, 5), (9,), (7, 9)), ())),
+    ("tr ABAB = tr BABA", _cycle(("A", "B", "A", "B")), _cycle(("B", "A", "B", "A"))),
+    ("tr AAᵀAAᵀ = tr AᵀAAᵀA", (("A",) * 4, ((0, 1), (2, 1), (2, 3), (0, 3)), ()),
+     (("A",) * 4, ((1, 0), (1, 2), (3, 2), (3, 0)), ())),
+    ("tr A³ rotated", _cycle(("A",) * 3), (("A",) * 3, ((4, 2), (3, 4), (2, 3)), ())),
+    ("tr A⁶ rotated (past the orderings' bound: refined)", _cycle(("A",) * 6),
+     (("A",) * 6, ((13, 14), (11, 12), (15, 10), (10, 11), (12, 13), (14, 15)), ())),
+    ("(xᵀAx)(xᵀAx), the two products interleaved",
+     (("x", "A", "x", "x", "A", "x"), ((0,), (0, 1), (1,), (2,), (2, 3), (3,)), ()),
+     (("A", "A", "x", "x", "x", "x"), ((8, 9), (6, 7), (9,), (6,), (8,), (7,)), ())),
+    ("(AᵀB)ᵢⱼ(AᵀB)ₖₗ, the factors of the two products swapped",
+     (("A", "B", "A", "B"), ((4, 0), (4, 1), (5, 2), (5, 3)), (0, 1, 2, 3)),
+     (("B", "A", "B", "A"), ((5, 3), (5, 2), (4, 1), (4, 0)), (0, 1, 2, 3))),
+    ("xᵀSASx, S read either way", (("x", "S", "A", "S", "x"), ((0,), (0, 1), (1, 2), (2, 3), (3,)), ()),
+     (("S", "x", "S", "A", "x"), ((1, 0), (0,), (3, 2), (1, 2), (3,)), ())),
+    ("the Daleckii–Krein term Uᵢₚ Uⱼ_q U_kq U_lp a_k a_l D_pq, its U's paired two ways",
+     (("U", "U", "U", "U", "a", "a", "D"), ((0, 4), (1, 5), (2, 5), (3, 4), (2,), (3,), (4, 5)), (0, 1)),
+     (("U", "U", "U", "U", "a", "a", "D"), ((0, 4), (1, 5), (2, 4), (3, 5), (3,), (2,), (5, 4)), (0, 1))),
+]
+
+NOT_EQUAL = [  # alike operands, a different contraction: never merged
+    ("tr ABAB ≠ tr AABB", _cycle(("A", "B", "A", "B")), _cycle(("A", "A", "B", "B"))),
+    ("xᵀAᵀAx ≠ xᵀAAx", (("A", "x", "A", "x"), ((0, 1), (1,), (0, 2), (2,)), ()),
+     (("A", "A", "x", "x"), ((0, 1), (1, 2), (0,), (2,)), ())),
+    ("tr AAᵀAAᵀ ≠ tr A⁴", (("A",) * 4, ((0, 1), (2, 1), (2, 3), (0, 3)), ()), _cycle(("A",) * 4)),
+]
+
+
+def _contract(spec, nodes):
+    from matdiff.ir import Contract
+    names, labels, out = spec
+    return Contract(tuple(nodes[v] for v in names), labels, out)
+
+
+def _einsum(spec, values):
+    """The contraction in NumPy, from its spec: independent of matdiff."""
+    names, labels, out = spec
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    text = ",".join("".join(letters[x] for x in lab) for lab in labels) + "->" + "".join(letters[x] for x in out)
+    return np.einsum(text, *(values[v] for v in names))
+
+
+def _values(rng, n=4):
+    s = rng.normal(size=(n, n))
+    d = rng.normal(size=(n, n))
+    return {"A": rng.normal(size=(n, n)), "B": rng.normal(size=(n, n)), "S": s + s.T,
+            "U": rng.normal(size=(n, n)), "D": d + d.T, "x": rng.normal(size=n), "a": rng.normal(size=n)}
+
+
+def _close(got, want):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.max(np.abs(want)))
+
+
+def _value(node, values):
+    from matdiff.expr import Expr
+    e = Expr(node)
+    return np.asarray(e.evaluate({v.node.name: values[v.node.name] for v in e.variables}, sizes={"n": 4}))
+
+
+@pytest.mark.parametrize("name,one,other", EQUAL_CONTRACTIONS, ids=[r[0] for r in EQUAL_CONTRACTIONS])
+def test_equal_contractions_are_one_node(name, one, other):
+    nodes, values = _vars(), _values(np.random.default_rng(21))
+    _close(_einsum(one, values), _einsum(other, values))  # the row is right
+    p, q = simplify(_contract(one, nodes)), simplify(_contract(other, nodes))
+    assert p is q
+    _close(_value(p, values), _einsum(one, values))
+    # as terms of a sum they merge: p − q = 0 and p + q = 2p, whichever form each term has
+    from matdiff import build as B
+    assert simplify(B.linear([(1.0, _contract(one, nodes)), (-1.0, _contract(other, nodes))], p.shape)) \
+        is simplify(B.zeros(p.shape))
+    assert simplify(B.linear([(1.0, _contract(one, nodes)), (1.0, _contract(other, nodes))], p.shape)) \
+        is simplify(B.scale(2.0, p))
+
+
+@pytest.mark.parametrize("name,one,other", NOT_EQUAL, ids=[r[0] for r in NOT_EQUAL])
+def test_different_contractions_stay_apart(name, one, other):
+    nodes, values = _vars(), _values(np.random.default_rng(22))
+    assert abs(_einsum(one, values) - _einsum(other, values)) > 1e-6  # the row is right
+    p, q = simplify(_contract(one, nodes)), simplify(_contract(other, nodes))
+    assert p is not q
+    _close(_value(p, values), _einsum(one, values))
+    _close(_value(q, values), _einsum(other, values))
+
+
+def test_a_nested_product_and_its_flat_form_merge_in_a_sum():
+    """U(aaᵀ)… holds the outer product as one factor (the product is past FLATTEN_LIMIT),
+    U…a a… holds it flat: as terms of one sum they are like terms."""
+    from matdiff import build as B
+    from matdiff.ir import Contract
+    v = _vars()
+    aa = Contract((v["a"], v["a"]), ((0,), (1,)), (0, 1))
+    nested = Contract((v["U"], v["U"], v["U"], v["U"], aa, v["D"]),
+                      ((0, 2), (1, 3), (4, 2), (5, 3), (4, 5), (2, 3)), (0, 1))
+    flat = ("U", "U", "U", "U", "a", "a", "D"), ((0, 4), (1, 5), (2, 5), (3, 4), (2,), (3,), (4, 5)), (0, 1)
+    total = simplify(B.linear([(0.5, nested), (0.5, _contract(flat, v))], (("n"), ("n"))))
+    assert isinstance(total, Contract) and len(total.operands) == 7  # one term, the flat one
+    values = _values(np.random.default_rng(23))
+    _close(_value(total, values), _einsum(flat, values))
+    assert simplify(B.linear([(0.5, nested), (-0.5, _contract(flat, v))], ("n", "n"))) \
+        is simplify(B.zeros(("n", "n")))
+
+
+def test_spectral_gradient_computes_its_daleckii_krein_term_once():
+    """∇ aᵀexpm(S)a was ½U(UᵀaaᵀU ⊙ Δexp(λ))Uᵀ + ½U diag(Uᵀa)Δexp(λ)diag(Uᵀa)Uᵀ, one
+    matrix written two ways (issue 21): now one term, whose NumPy code forms Uᵀa and two
+    n×n products; its value is the central difference of aᵀexpm(S)a."""
+    from scipy.linalg import expm
+
+    from matdiff.ir import Contract, DivDiff
+    Sm, a = md.matrix("S", "n", "n", symmetric=True), md.vector("a", "n")
+    g = md.grad(a.T @ md.matrix_function(Sm, "exp") @ a, Sm)
+    terms = [t for t in walk(g.node) if isinstance(t, Contract) and any(isinstance(o, DivDiff) for o in t.operands)]
+    assert len(terms) == 1  # the Daleckii–Krein product, once
+    source = md.codegen(g, sizes={"n": 5})
+    assert source.count(" @ ") <= 3, source  # Uᵀa, then two n×n products (there were six)
+    rng = np.random.default_rng(24)
+    q = rng.normal(size=(5, 5))
+    s, av = q @ q.T / 5 + np.eye(5), rng.normal(size=5)
+    got = md.compile(g, sizes={"n": 5})(S=s, a=av)
+    np.testing.assert_allclose(got, g.evaluate({"S": s, "a": av}), rtol=1e-12)
+    f = lambda m: av @ expm(m) @ av  # noqa: E731
+    h = 1e-5
+    for _ in range(3):
+        v = rng.normal(size=(5, 5))
+        v = v + v.T
+        fd = (f(s + h * v) - f(s - h * v)) / (2 * h)
+        assert abs(np.sum(got * v) - fd) <= 1e-7 * max(1.0, abs(fd))
