@@ -403,7 +403,29 @@ def _exact_divided(name: str, param, a, b):
         outer = {"sin": np.cos, "cos": lambda t: -np.sin(t), "sinh": np.cosh, "cosh": np.sinh}[name]
         return outer(m) * _c("sin" if name in ("sin", "cos") else "sinh", h)
     if name == "tanh":  # tanh a − tanh b = sinh(a − b)/(cosh a cosh b)
-        return _c("sinh", 2 * h) / (np.cosh(a) * np.cosh(b))
+        return _tanh_divided(a, b)
+    if name == "sigmoid":  # σ(x) = (1 + tanh(x/2))/2
+        return _tanh_divided(a / 2, b / 2) / 4
+    if name == "expm1":  # expm1 a − expm1 b = exp a − exp b
+        return np.exp(m) * _c("sinh", h)
+    if name == "log1p":  # log1p a − log1p b = 2 artanh(h/(1 + m)), near; the quotient, far
+        one = 1.0 + m
+        z = h / one
+        far = np.abs(z) > 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quotient = (np.log1p(a) - np.log1p(b)) / np.where(far, a - b, 1.0)
+        return np.where(far, quotient, _c("artanh", np.where(far, 0.0, z)) / one)
+    if name == "arctan":  # arctan a − arctan b = arctan((a − b)/(1 + ab)) where 1 + ab > 0
+        p = 1.0 + a * b
+        ok = p > 0  # elsewhere a, b have opposite signs and |a − b| ≥ 2: the quotient
+        w = (a - b) / np.where(ok, p, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quotient = (np.arctan(a) - np.arctan(b)) / np.where(ok, 1.0, a - b)
+        return np.where(ok, _ratio(np.arctan, w) / np.where(ok, p, 1.0), quotient)
+    if name == "tan":  # tan a − tan b = sin(a − b)/(cos a cos b)
+        return _c("sin", 2 * h) / (np.cos(a) * np.cos(b))
+    if name == "softplus":
+        return _softplus_divided(a, b)
     if name == "pow" and float(param).is_integer() and abs(param) <= 8:
         p = int(param)
         if p == 0:
@@ -419,15 +441,55 @@ def _exact_divided(name: str, param, a, b):
     return None
 
 
+def _ratio(g, x):
+    """g(x)/x with its limit 1 at x = 0, for g = log1p or arctan (relatively accurate at tiny x)."""
+    zero = x == 0
+    return np.where(zero, 1.0, g(np.where(zero, 1.0, x)) / np.where(zero, 1.0, x))
+
+
+def _tanh_divided(a, b):
+    """tanh[a, b] = sinh(a − b)/((a − b) cosh a cosh b), numerator and denominator scaled by
+    e^(−|a|−|b|): relatively accurate at every gap, and finite where cosh overflows (|a| > 710)."""
+    s, d = np.abs(a) + np.abs(b), a - b
+    near = np.abs(d) <= 1
+    dn = np.where(near, d, 0.0)
+    num = np.where(near, _c("sinh", dn) * np.exp(-s),
+                   (np.exp(d - s) - np.exp(-d - s)) / (2 * np.where(near, 1.0, d)))
+    return num * 4 / ((1 + np.exp(-2 * np.abs(a))) * (1 + np.exp(-2 * np.abs(b))))
+
+
+def _softplus_divided(a, b):
+    """softplus[a, b]: within 2 of each other, softplus a − softplus b = log1p(σ(b) expm1(a − b))
+    (each factor relatively accurate: σ(b) e^(d/2) sinh(d/2)/(d/2) · log1p(y)/y); farther apart
+    the quotient — of 1 − σ's integral from the other side where a + b ≥ 0, so that neither
+    cancels (softplus x = x + softplus(−x))."""
+    from .functions import _sigmoid
+    d = a - b
+    near = np.abs(d) <= 2
+    dn = np.where(near, d, 0.0)
+    sb = _sigmoid(b)
+    close = _ratio(np.log1p, sb * np.expm1(dn)) * sb * np.exp(dn / 2) * _c("sinh", dn / 2)
+    dd = np.where(near, 1.0, d)
+    sp = lambda t: np.logaddexp(0.0, t)  # noqa: E731
+    far = np.where(a + b >= 0, 1.0 - (sp(-b) - sp(-a)) / dd, (sp(a) - sp(b)) / dd)
+    return np.where(near, close, far)
+
+
 def _divided_differences(fn, lam, functions):
     """Fᵢⱼ = f[λᵢ, λⱼ] = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), f′(λᵢ) on the diagonal: for the built-in
-    functions in a form accurate at every gap (``_exact_divided``); for the others the
-    quotient, or f′ at the midpoint where λᵢ and λⱼ agree to CLOSE relative to the larger."""
+    functions in a form accurate at every gap (``_exact_divided``), for a traced callable by
+    the chain rule of divided differences (``_traced_divided``); for the others (md.function,
+    callables with relu, |·|, step or sign) the quotient, or f′ at the midpoint where λᵢ and λⱼ
+    agree to CLOSE relative to the larger."""
     lam = _in_domain(fn, lam)
+    _refuse_kinks(fn, lam, functions)
     a, b = lam[:, None], lam[None, :]
-    if fn.builtin:
+    if fn.builtin or (_trace(fn) is not None and DivDiff3.has_series(fn)):
+        if not fn.builtin:
+            _at_eigenvalues(fn, lam, functions)  # an EvaluationError where f is not defined
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            exact = _exact_divided(fn.name, fn.param, a, b)
+            exact = _exact_divided(fn.name, fn.param, a, b) if fn.builtin else \
+                _traced_divided(fn, (a, b), functions)[2]
         if exact is not None:
             return np.broadcast_to(exact, (lam.size, lam.size)).copy()
     f = _at_eigenvalues(fn, lam, functions)
@@ -437,6 +499,31 @@ def _divided_differences(fn, lam, functions):
     slope = np.reshape(_values_of(fn, 1, np.broadcast_to(middle, gap.shape).ravel(), functions), gap.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(close, slope, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
+
+
+KINKS = ("relu", "abs", "step", "sign")  # not differentiable at 0
+
+
+def _refuse_kinks(fn, lam, functions):
+    """An EvaluationError where f(S) has no derivative: an eigenvalue at a kink of relu, |·|,
+    step or sign (0 to 64ε of the largest |λ|, how a zero eigenvalue computes), for f itself or
+    for such a function inside a traced callable (at the eigenvalues where its argument is 0).
+    Between kinks their divided differences are exact, and f(S) is smooth."""
+    floor = 64 * np.finfo(float).eps * float(np.abs(lam).max(initial=0.0))
+    if fn.builtin:
+        parts = [(fn, lam)] if fn.name in KINKS else []
+    elif _trace(fn) is not None:
+        node, t = _trace(fn)
+        parts = [(n.fn, interpret(n.arg, {t: lam}, {"_n": lam.size}, numpy_ops(functions)))
+                 for n in walk(node) if type(n) is Elementwise and n.fn.builtin and n.fn.name in KINKS]
+    else:
+        parts = []
+    for g, arg in parts:
+        at = np.abs(np.broadcast_to(arg, lam.shape)) <= floor
+        if np.any(at):
+            raise EvaluationError(f"{fn.name}(S) is not differentiable here: {g.name} has a kink at 0, "
+                                  f"and the eigenvalue λ = {float(lam[at][0]):.6g} puts its argument "
+                                  f"there; matdiff returns no value silently")
 
 
 def _second_divided_differences(fn, lam, second, functions):
@@ -455,14 +542,18 @@ def _second_divided_differences(fn, lam, second, functions):
 TAYLOR_CLOSE = 1e-2  # three points this close (relative to f's scale) take f[x, y, z]'s Taylor series
 PAIR_CLOSE = 1e-3  # λ_p, λ_c this close (relative to f's scale) take T's own values in DivDiff3Apply
 TAYLOR_ORDER = 10  # up to f⁽¹⁰⁾: the series' error (1e-2)⁹ relative, the quotient's ε/1e-2
-_ENTIRE = ("exp", "sin", "cos", "sinh", "cosh", "tanh")  # scale 1 (tanh's poles are π/2 away)
+_ENTIRE = ("exp", "sin", "cos", "sinh", "cosh", "tanh", "sigmoid", "softplus", "expm1")
+# scale 1: entire, or the nearest singularity at least π/2 away in the complex plane (tanh's
+# poles at iπ/2, σ's at iπ, softplus's branch points at iπ)
 
 
 def _taylor_scale(fn):
     """f's scale for the Taylor series of f[x, y, z] about x: the distance within which the
-    series converges fast, as a function of x — 1 for exp, sin, cos, sinh, cosh and tanh,
-    |x| for log and the powers (a singularity at 0), and "polynomial" for the integer powers
-    0 … 8 (a finite series: exact everywhere)."""
+    series converges fast, as a function of x — "one" (1) for exp, sin, cos, sinh, cosh,
+    tanh, σ, softplus and expm1; "relative" (|x|) for log and the powers (a singularity at
+    0); "unit" (``_taylor_unit``: |1 + x| for log1p, √(1 + x²) for arctan, the distance to
+    the singularities at −1 and ±i); "pole" (min(1, the distance to tan's nearest pole));
+    and "polynomial" for the integer powers 0 … 8 (a finite series: exact everywhere)."""
     if not fn.builtin:
         return None
     if fn.name in _ENTIRE:
@@ -471,42 +562,92 @@ def _taylor_scale(fn):
         return "polynomial"
     if fn.name in ("log", "sqrt", "pow"):
         return "relative"
+    if fn.name in ("log1p", "arctan"):
+        return "unit"
+    if fn.name == "tan":
+        return "pole"
     return None
+
+
+def _taylor_unit(fn, x):
+    """The unit of f's series about x (``_in_units``): x for log and the powers, 1 + x for
+    log1p, √(1 + x²) for arctan — each the distance to f's nearest singularity."""
+    if fn.name == "log1p":
+        return 1.0 + x
+    if fn.name == "arctan":
+        return np.hypot(1.0, x)
+    return x
+
+
+def _pole_distance(x):
+    """The distance from x to tan's nearest pole (k + ½)π."""
+    return np.abs(x - (np.round(x / np.pi - 0.5) + 0.5) * np.pi)
 
 
 def _tanh_polynomials(order: int) -> list:
     """Coefficients (lowest first) of Pₙ with tanh⁽ⁿ⁾(x) = Pₙ(tanh x), n ≤ order:
     P₀ = t, Pₙ₊₁ = Pₙ′ (1 − t²)."""
+    return _derivative_polynomials(order, -1.0)
+
+
+def _derivative_polynomials(order: int, sign: float) -> list:
+    """Pₙ with g⁽ⁿ⁾(x) = Pₙ(g(x)) for g′ = 1 + sign·g² (tanh: −1; tan: +1), n ≤ order."""
     out = [np.array([0.0, 1.0])]
     for _ in range(order):
         p = out[-1]
         d = np.array([k * p[k] for k in range(1, len(p))] or [0.0])
-        out.append(np.convolve(d, [1.0, 0.0, -1.0]))
+        out.append(np.convolve(d, [1.0, 0.0, sign]))
     return out
 
 
+def _sech2_polynomials(order: int) -> list:
+    """Rₙ (lowest first) with tanh⁽ⁿ⁾(x) = sech²(x) Rₙ(tanh x), 1 ≤ n ≤ order (index n; R₀
+    unused): R₁ = 1, Rₙ₊₁ = −2t Rₙ + (1 − t²) Rₙ′. Relatively accurate where tanh x rounds
+    to ±1 (Pₙ(t) = (1 − t²) Rₙ(t) is 0 there), with sech² from e^(−2|x|)."""
+    out = [np.array([0.0]), np.array([1.0])]
+    for _ in range(1, order):
+        r = out[-1]
+        d = np.array([k * r[k] for k in range(1, len(r))] or [0.0])
+        nxt = np.zeros(len(r) + 2)
+        nxt[1:len(r) + 1] -= 2 * r
+        nxt[:len(d)] += d
+        nxt[2:len(d) + 2] -= d
+        out.append(nxt)
+    return out
+
+
+def _sech2(x):
+    """sech²(x) = 4e/(1 + e)², e = e^(−2|x|): no overflow, relatively accurate at any x."""
+    e = np.exp(-2 * np.abs(x))
+    return 4 * e / ((1 + e) * (1 + e))
+
+
 def _in_units(fn) -> bool:
-    """Whether f's series is taken in units of x (log and the powers): f⁽ⁿ⁾(x)/n! =
-    x^(p−n) cₙ (x⁻ⁿ for log), so T = x^(p−2) Σ cₙ hₙ₋₂(u/x, v/x), finite where xⁿ is not
-    (x = 1e-150)."""
-    return fn.builtin and fn.name in ("log", "sqrt", "pow")
+    """Whether f's series is taken in units of ``_taylor_unit`` (log, log1p, arctan and the
+    powers): f⁽ⁿ⁾(x)/n! = x^(p−n) cₙ (x⁻ⁿ for log), so T = x^(p−2) Σ cₙ hₙ₋₂(u/x, v/x), finite
+    where xⁿ is not (x = 1e-150)."""
+    return fn.builtin and fn.name in ("log", "sqrt", "pow", "log1p", "arctan")
 
 
 def _taylor_prefactor(fn, x):
-    """x^(p−2) for a power (x^(−3/2) for sqrt), x⁻² for log: the factor of a series in units of x."""
-    p = -2.0 if fn.name == "log" else (0.5 if fn.name == "sqrt" else float(fn.param)) - 2.0
+    """x^(p−2) for a power (x^(−3/2) for sqrt), x⁻² for log (and the unit⁻² of log1p and
+    arctan): the factor of a series in units of x."""
+    p = -2.0 if fn.name in ("log", "log1p", "arctan") else \
+        (0.5 if fn.name == "sqrt" else float(fn.param)) - 2.0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.power(x, p) if p != -2.0 else (1.0 / x) * (1.0 / x)
 
 
 def _taylor_coefficients(fn, x, functions) -> list:
     """[f⁽ⁿ⁾(x)/n! for n = 2 … TAYLOR_ORDER], entry by entry (in units of x for log and the
-    powers: ``_in_units``), in closed form for the functions of ``DivDiff3.SERIES``."""
+    powers: ``_in_units``), in closed form for the functions of ``DivDiff3.SERIES``: σ and
+    softplus through tanh (σ⁽ⁿ⁾(x) = tanh⁽ⁿ⁾(x/2)/2ⁿ⁺¹), tan by its own polynomials in tan x,
+    arctan as (−1)ⁿ⁻¹ sin(nφ)/n in units of r = √(1 + x²), φ = atan2(1, x) (arctan′ = Im 1/(x − i))."""
     from math import factorial
     name, p = (fn.name, fn.param) if fn.builtin else (None, None)
     orders = range(2, TAYLOR_ORDER + 1)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if name == "exp":
+        if name in ("exp", "expm1"):
             e = np.exp(x)
             return [e / factorial(n) for n in orders]
         if name in ("sin", "cos", "sinh", "cosh"):
@@ -514,18 +655,29 @@ def _taylor_coefficients(fn, x, functions) -> list:
                      "cos": (np.cos, lambda t: -np.sin(t), lambda t: -np.cos(t), np.sin),
                      "sinh": (np.sinh, np.cosh) * 2, "cosh": (np.cosh, np.sinh) * 2}[name]
             return [cycle[n % 4](x) / factorial(n) for n in orders]
-        if name == "tanh":
-            t = np.tanh(x)
-            polys = _tanh_polynomials(TAYLOR_ORDER)
+        if name == "tan":
+            t, polys = np.tan(x), _derivative_polynomials(TAYLOR_ORDER, 1.0)
             return [np.polynomial.polynomial.polyval(t, polys[n]) / factorial(n) for n in orders]
-        if name == "log":  # x⁻² (−1)ⁿ⁻¹/n in units of x (see _divided_differences3)
+        if name in ("tanh", "sigmoid", "softplus"):  # tanh⁽ᵏ⁾ = sech² Rₖ(tanh); σ⁽ᵏ⁾(x) =
+            y = x if name == "tanh" else x / 2  # tanh⁽ᵏ⁾(x/2)/2ᵏ⁺¹; softplus⁽ⁿ⁾ = σ⁽ⁿ⁻¹⁾
+            t, s2, polys = np.tanh(y), _sech2(y), _sech2_polynomials(TAYLOR_ORDER)
+            k = {"tanh": lambda n: n, "sigmoid": lambda n: n, "softplus": lambda n: n - 1}[name]
+            div = (lambda n: 1.0) if name == "tanh" else (lambda n: 2.0 ** (k(n) + 1))
+            return [s2 * np.polynomial.polynomial.polyval(t, polys[k(n)]) / (div(n) * factorial(n))
+                    for n in orders]
+        if name in ("log", "log1p"):  # unit⁻² (−1)ⁿ⁻¹/n in units (see _divided_differences3)
             return [np.full_like(x, (-1.0) ** (n - 1) / n) for n in orders]
+        if name == "arctan":  # sin(nφ) = sin(nπ/2 − nψ), ψ = arctan x, where |x| < 1 (φ near π/2)
+            phi, psi, small = np.arctan2(1.0, x), np.arctan(x), np.abs(x) < 1
+            turn = {0: lambda t: -np.sin(t), 1: np.cos, 2: np.sin, 3: lambda t: -np.cos(t)}
+            return [(-1.0) ** (n - 1) * np.where(small, turn[n % 4](n * psi), np.sin(n * phi)) / n
+                    for n in orders]
         if name in ("sqrt", "pow"):  # x^(p−2) (p choose n) in units of x
             p = 0.5 if name == "sqrt" else float(p)
             return [np.full_like(x, np.prod([(p - k) / (k + 1) for k in range(n)])) for n in orders]
     raise NotSupportedError(f"the second divided differences of {fn} are not computed (functions: "
-                            f"{', '.join(DivDiff3.SERIES)}); its second derivatives go through the "
-                            f"eigenvectors instead")
+                            f"{', '.join(DivDiff3.SERIES)}, and Python functions built from them); "
+                            f"its second derivatives go through the eigenvectors instead")
 
 
 def _divided_differences3(fn, lam, functions):
@@ -534,7 +686,8 @@ def _divided_differences3(fn, lam, functions):
     where the three lie within TAYLOR_CLOSE of f's scale (``_taylor_scale``: 1 for exp, the
     size of λ for log), the Taylor series about λᵢ, Σₙ f⁽ⁿ⁾(λᵢ)/n! hₙ₋₂(λⱼ − λᵢ, λₖ − λᵢ) with
     hₘ the complete homogeneous polynomials — which is f″/2 where all three agree, and has
-    no cancellation where they are close in absolute terms (1e-9 apart for exp)."""
+    no cancellation where they are close in absolute terms (1e-9 apart for exp). A traced
+    callable's by the chain rule of divided differences (``_traced_divided``)."""
     if not DivDiff3.has_series(fn):
         _taylor_coefficients(fn, lam, functions)  # raises: no closed-form series
     lam = _in_domain(fn, np.asarray(lam, dtype=float))
@@ -548,43 +701,156 @@ def _divided_differences3_at(fn, lam, F, i, j, k, functions):
     """f[λᵢ, λⱼ, λₖ] for index arrays i, j and k (broadcast together), as
     ``_divided_differences3`` computes it, from the first divided differences F."""
     i, j, k = np.broadcast_arrays(i, j, k)
-    x, y, z = lam[i], lam[j], lam[k]
+    if not fn.builtin:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return _traced_divided(fn, (lam[i], lam[j], lam[k]), functions)[-1]
+    coefficients = []
+
+    def at(where):  # f's Taylor coefficients at λᵢ, for the entries ``where``
+        if not coefficients:
+            coefficients.extend(_taylor_coefficients(fn, lam, functions))
+        return [c[i[where]] for c in coefficients]
+
+    return _three_points(fn, lam[i], lam[j], lam[k], F[i, j], F[i, k], F[j, k], at)
+
+
+def _three_points(fn, x, y, z, Fij, Fik, Fjk, coefficients):
+    """f[x, y, z] (arrays of one shape) from f[x, y], f[x, z] and f[y, z]: their quotient over
+    the pair farthest apart, and the Taylor series about x where the three are within
+    TAYLOR_CLOSE of f's scale (``coefficients(where)``: f⁽ⁿ⁾(x)/n! at those entries)."""
+    if fn.builtin and fn.name == "softplus":  # softplus[x, y, z] = softplus[−x, −y, −z]
+        # (softplus t = t + softplus(−t)): where the points lie mostly above 0 their F ≈ 1
+        # would cancel in the quotient; at −x, −y, −z it is ≈ 0, and relatively accurate
+        sign = np.where(x + y + z > 0, -1.0, 1.0)
+        x, y, z = sign * x, sign * y, sign * z
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            Fij, Fik, Fjk = (_softplus_divided(p, q) for p, q in ((x, y), (x, z), (y, z)))
+        coefficients = (lambda x_: lambda where: _taylor_coefficients(fn, x_[where], {}))(x)
     u, v = y - x, z - x
     w = np.abs(u - v)
     spread = np.maximum(np.maximum(np.abs(u), np.abs(v)), w)
     xz = np.abs(v) >= np.maximum(np.abs(u), w)  # the pair farthest apart: (i, k), (j, k) or (i, j)
     yz = ~xz & (w >= np.abs(u))
-    Fij, Fik, Fjk = F[i, j], F[i, k], F[j, k]
     num = np.where(xz, Fij - Fjk, np.where(yz, Fij - Fik, Fik - Fjk))
     den = np.where(xz, x - z, np.where(yz, y - z, x - y))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = num / np.where(den == 0, 1.0, den)
+        out = np.asarray(num / np.where(den == 0, 1.0, den), dtype=float)
     scale = _taylor_scale(fn)
-    size = np.abs(x)
     if scale == "polynomial":
         close = np.ones(spread.shape, dtype=bool)
     elif scale == "one":
         close = spread <= TAYLOR_CLOSE
+    elif scale == "pole":
+        close = spread <= TAYLOR_CLOSE * np.minimum(1.0, _pole_distance(x))
     else:
-        close = spread <= TAYLOR_CLOSE * size
+        close = spread <= TAYLOR_CLOSE * np.abs(_taylor_unit(fn, x))
     close |= spread == 0
     where = np.nonzero(close)
     if where[0].size:
-        coefficients = _taylor_coefficients(fn, lam, functions)
-        ii = i[where]
-        uu, vv = u[where], v[where]
+        c = coefficients(where)
+        xx, uu, vv = x[where], u[where], v[where]
         if _in_units(fn):
+            unit = _taylor_unit(fn, xx)
             with np.errstate(divide="ignore", invalid="ignore"):
-                uu, vv = uu / lam[ii], vv / lam[ii]
+                uu, vv = uu / unit, vv / unit
         h, vm = np.ones_like(uu), np.ones_like(uu)
         with np.errstate(invalid="ignore", over="ignore"):
-            total = coefficients[0][ii] * h
-            for c in coefficients[1:]:  # hₘ(u, v) = u hₘ₋₁ + vᵐ
+            total = c[0] * h
+            for cn in c[1:]:  # hₘ(u, v) = u hₘ₋₁ + vᵐ
                 vm = vm * vv
                 h = uu * h + vm
-                total = total + c[ii] * h
-        out[where] = total * _taylor_prefactor(fn, lam[ii]) if _in_units(fn) else total
+                total = total + cn * h
+        out[where] = total * _taylor_prefactor(fn, _taylor_unit(fn, xx)) if _in_units(fn) else total
     return out
+
+
+def _trace(fn):
+    """(node, t) for a Python function traced by md.matrix_function (library._traced): its
+    expression of the vector t, entry by entry; None for any other function."""
+    d = fn.deriv
+    node, t = getattr(d, "on_entries", None), getattr(d, "t", None)
+    return (node, t) if isinstance(node, Node) and isinstance(t, Node) else None
+
+
+def _traced_divided(fn, points, functions):
+    """f and its divided differences at two points (x, y) — (f(x), f(y), f[x, y]) — or three
+    (x, y, z) — (f(x), f(y), f(z), f[x, y], f[y, z], f[x, y, z]) — for a traced callable f,
+    by the chain rule of divided differences.
+
+    Why this is exact: for the bidiagonal M with x, y, z on its diagonal and ones above it,
+    g(M) is upper triangular with g(x), g(y), g(z) on its diagonal, g[x, y] and g[y, z] above
+    it and g[x, y, z] in its corner (Opitz). A traced f is built from u, constants, sums,
+    products and functions of the table (library._traced), and f(M) follows its expression
+    with matrix operations on such triangular matrices (functions of one M commute): a sum
+    adds them, a product multiplies them (Leibniz's rule, (gh)[x, y] = g(x)h[x, y] + g[x, y]h(y)),
+    and h(G) of G = g(M) has h[a, b]·g[x, y] above its diagonal and h[a, c]·g[x, y, z] +
+    h[a, b, c]·g[x, y]·g[y, z] in its corner (a, b, c = g(x), g(y), g(z)): the chain rule,
+    with each table function's own divided differences, accurate at every gap
+    (``_exact_divided``, ``_three_points``). Divided differences are smooth in their points,
+    so the rounding of a, b and c costs ε relative, never ε/gap: no quotient of close values
+    is formed anywhere. Every operation is entry by entry, over arrays of points."""
+    node, t = _trace(fn)
+    three = len(points) == 3
+    zero = np.zeros(np.broadcast(*points).shape)
+    width = 6 if three else 3
+    memo: dict = {}
+
+    def constant(c):
+        return (zero + c,) * len(points) + (zero,) * (width - len(points))
+
+    def compose(g, G):  # g(G), G = (a, b[, c], G12[, G23, G13]), G13 the corner g[x, y, z]
+        f = tuple(g.implementation()(v) for v in G[:len(points)])
+        if not three:
+            return (*f, G[2] * _pair(g, G[0], G[1]))
+        a, b, c, g12, g23, g13 = G
+        F12, F23, F13 = (_pair(g, p, q) for p, q in ((a, b), (b, c), (a, c)))
+        T = _three_points(g, a, b, c, F12, F13, F23,
+                          lambda where: _taylor_coefficients(g, a[where], functions))
+        return (*f, g12 * F12, g23 * F23, g13 * F13 + g12 * g23 * T)
+
+    def product(G, H):
+        if not three:
+            return (G[0] * H[0], G[1] * H[1], G[0] * H[2] + G[2] * H[1])
+        a, b, c, g12, g23, g13 = G
+        p, q, r, h12, h23, h13 = H
+        return (a * p, b * q, c * r, a * h12 + g12 * q, b * h23 + g23 * r, a * h13 + g12 * h23 + g13 * r)
+
+    def go(n):
+        if n in memo:
+            return memo[n]
+        if n is t:  # u itself: M
+            out = (*(zero + p for p in points), zero + 1.0) + ((zero + 1.0, zero) if three else ())
+        elif isinstance(n, Const):
+            out = constant(float(n.value))
+        elif isinstance(n, Delta) and n.order == 1:
+            out = constant(1.0)
+        elif isinstance(n, Sum):
+            parts = [(c, go(term)) for c, term in n.terms]
+            out = tuple(sum((c * part[m] for c, part in parts), zero) for m in range(width))
+        elif isinstance(n, Contract) and all(lab in ((), n.out) for lab in n.labels):
+            out = constant(1.0)
+            for op in n.operands:
+                out = product(out, go(op))
+        elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in DivDiff3.SERIES:
+            out = compose(n.fn, go(n.arg))
+        else:
+            what = n.fn if isinstance(n, Elementwise) else type(n).__name__
+            raise NotSupportedError(f"the divided differences of {fn.name} are not computed: {what} "
+                                    f"in it has no exact divided differences here (functions: "
+                                    f"{', '.join(DivDiff3.SERIES)}, constants, +, ·, powers)")
+        memo[n] = out
+        return out
+
+    return go(node)
+
+
+def _pair(fn, a, b):
+    """f[a, b] for a function of the table, accurate at every gap (``_exact_divided``)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = _exact_divided(fn.name, fn.param, a, b)
+    if out is None:
+        raise NotSupportedError(f"the divided differences of {fn} are not computed exactly")
+    return np.broadcast_to(out, np.broadcast(a, b).shape)
 
 
 def _divided_differences3_apply(fn, lam, X, Y, functions):
@@ -618,8 +884,18 @@ def _near_pairs(fn, lam):
     Apart, the quotient's error is ε(|F_pq| + |F_qc|)/|λ_p − λ_c|: at most 10³ε|F|."""
     gap = np.abs(lam[:, None] - lam[None, :])
     larger = np.maximum(np.abs(lam[:, None]), np.abs(lam[None, :]))
+    if _grows(fn):
+        larger = np.maximum(larger, float(np.abs(lam).max(initial=0.0)))
     return (gap <= PAIR_CLOSE * np.maximum(larger, 1.0 if _taylor_scale(fn) != "relative" else 0.0)) \
         | (gap == 0)
+
+
+def _grows(fn) -> bool:
+    """Whether F_pq may grow with a third point λ_q far from λ_p and λ_c (powers above 1, and
+    Python functions, which may hold one): then F_pq − F_qc cancels to ε|λ_q|/|λ_p − λ_c|
+    (u³ at {1, 50, 10¹⁰}: 10⁻⁸), and DivDiff3Apply's pairs are near within PAIR_CLOSE of the
+    largest |λ|, not of their own."""
+    return (not fn.builtin and _trace(fn) is not None) or (fn.builtin and fn.name == "pow" and fn.param > 1)
 
 
 class Coincident(EvaluationError):
@@ -665,6 +941,9 @@ def _in_domain(fn, lam):
     EvaluationError naming the eigenvalue: f(S) of such an S is not real, and NaN is no answer."""
     name = fn.name if fn.builtin else None
     fractional = name == "pow" and not float(fn.param).is_integer()
+    if name == "log1p" and np.any(lam <= -1):
+        raise EvaluationError(f"log1p of a symmetric matrix needs eigenvalues > −1, but this one has "
+                              f"λ = {float(lam[lam <= -1][0]):.6g}: f(S) is not real there")
     if name not in ("log", "sqrt") and not fractional:
         return lam
     floor = 1e-12 * float(np.abs(lam).max(initial=0.0))

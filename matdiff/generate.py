@@ -40,7 +40,8 @@ from .recognise import recognise
 from .show import FORMS, index_form
 from .simplify import numerical_forms, rewrite, simplify
 from .library import positive_definite
-from .evaluate import PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _in_units, _taylor_scale, _tanh_polynomials
+from .evaluate import (PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _derivative_polynomials, _in_units,
+                       _grows, _sech2_polynomials, _taylor_scale, _trace)
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -1087,11 +1088,14 @@ def _exact_divided_code(w: _Writer, fn, a: str, b: str):
     has no such form."""
     name, param = fn.name, fn.param
     if not fn.builtin:
-        return None
-    if name in ("exp", "log", "sin", "cos", "sinh", "cosh", "tanh"):
+        return _traced_divided_code(w, fn, (a, b))[2] if DivDiff3.has_series(fn) else None
+    if name in ("exp", "log", "sin", "cos", "sinh", "cosh", "tanh", "expm1", "log1p", "tan"):
         m, h = w.emit(f"({a} + {b}) / 2"), w.emit(f"({a} - {b}) / 2")
-    if name == "exp":
+    if name in ("exp", "expm1"):
         return f"np.exp({m}) * {_c_code(w, 'sinh', h)}"
+    if name in ("tanh", "sigmoid", "softplus", "log1p", "arctan", "tan"):
+        return _more_divided_code(w, name, a, b, m if name in ("log1p", "tan") else None,
+                                  h if name in ("log1p", "tan") else None)
     if name == "log":
         z = w.emit(f"{h} / {m}")
         far = w.emit(f"np.abs({z}) > 0.5")
@@ -1103,8 +1107,6 @@ def _exact_divided_code(w: _Writer, fn, a: str, b: str):
     if name in ("sin", "cos", "sinh", "cosh"):
         outer = {"sin": "np.cos({})", "cos": "-np.sin({})", "sinh": "np.cosh({})", "cosh": "np.sinh({})"}
         return f"{outer[name].format(m)} * {_c_code(w, 'sin' if name in ('sin', 'cos') else 'sinh', h)}"
-    if name == "tanh":
-        return f"{_c_code(w, 'sinh', f'2 * {h}')} / (np.cosh({a}) * np.cosh({b}))"
     if name == "pow" and float(param).is_integer() and abs(param) <= 8:
         p, q = int(param), abs(int(param))
         if p == 0:
@@ -1139,32 +1141,27 @@ def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
     """evaluate's ``_taylor_coefficients`` as code: [f⁽ⁿ⁾(λ)/n! for n = 2 … TAYLOR_ORDER]."""
     name = fn.name if fn.builtin else None
     orders = range(2, TAYLOR_ORDER + 1)
-    if name == "exp":
+    if name is None and DivDiff3.has_series(fn):
+        return []  # a traced callable: the chain rule (_traced_divided_code), no series of its own
+    if name in ("exp", "expm1"):
         e = w.emit(f"np.exp({lam})")
         return [f"{e} * {1 / math.factorial(n)!r}" for n in orders]
+    if name in ("tanh", "sigmoid", "softplus", "tan", "log1p", "arctan"):
+        return _more_coefficients_code(w, name, lam)
     if name in ("sin", "cos", "sinh", "cosh"):
         first, second = {"sin": ("sin", "cos"), "cos": ("cos", "sin"),
                          "sinh": ("sinh", "cosh"), "cosh": ("cosh", "sinh")}[name]
         f0, f1 = w.emit(f"np.{first}({lam})"), w.emit(f"np.{second}({lam})")
         signs = {"sin": (1, 1, -1, -1), "cos": (1, -1, -1, 1)}.get(name, (1, 1, 1, 1))
         return [f"{f0 if n % 2 == 0 else f1} * {signs[n % 4] / math.factorial(n)!r}" for n in orders]
-    if name == "tanh":
-        t = w.emit(f"np.tanh({lam})")
-        out = []
-        for n, poly in zip(orders, _tanh_polynomials(TAYLOR_ORDER)[2:]):
-            code = repr(float(poly[-1]) / math.factorial(n))
-            for c in poly[-2::-1]:  # Horner
-                code = f"({code}) * {t} + {float(c) / math.factorial(n)!r}"
-            out.append(code)
-        return out
     if name == "log":  # in units of λ (evaluate's _in_units): constants
         return [f"{(-1.0) ** (n - 1) / n!r} + 0.0 * {lam}" for n in orders]
     if name in ("sqrt", "pow"):
         p = 0.5 if name == "sqrt" else float(fn.param)
         return [f"{math.prod((p - k) / (k + 1) for k in range(n))!r} + 0.0 * {lam}" for n in orders]
     raise NotSupportedError(f"codegen: the second divided differences of {fn} are not generated "
-                            f"(functions: exp, log, sqrt, powers, sin, cos, sinh, cosh, tanh); "
-                            f"evaluate() computes them")
+                            f"(functions: {', '.join(DivDiff3.SERIES)}, and Python functions built "
+                            f"from them); evaluate() computes them")
 
 
 def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = False, pairs=None) -> str:
@@ -1172,9 +1169,9 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
     of first divided differences over the two points farthest apart, and the Taylor series
     about λᵢ where the three lie within TAYLOR_CLOSE of f's scale; ``diagonal``: only
     T_iji = f[λᵢ, λⱼ, λᵢ], a matrix; ``pairs`` (index arrays P and C): T_PₘjCₘ, a matrix
-    (``DivDiff3Apply``'s close pairs)."""
+    (``DivDiff3Apply``'s close pairs). A traced callable's by the chain rule of divided
+    differences, and softplus's at the points themselves (``_three_points_code``)."""
     coefficients = _taylor_coefficients_code(w, n.fn, lam)  # refuses what has no series first
-    F = w.emit(_divided_differences(w, DivDiff(n.fn, n.arg), lam))  # written once
     if diagonal:
         x, y = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
         z, pad, corner = x, "[:, None]", ("{0}[0]", "{0}[1]", "{0}[0]")
@@ -1185,6 +1182,11 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
     else:
         x, y, z = (w.emit(f"{lam}[{i}]") for i in (":, None, None", "None, :, None", "None, None, :"))
         pad, corner = "[:, None, None]", ("{0}[0]", "{0}[1]", "{0}[2]")
+    if not n.fn.builtin:
+        return _traced_divided_code(w, n.fn, (x, y, z))[-1]
+    if n.fn.name == "softplus":
+        return _three_points_code(w, n.fn, x, y, z)
+    F = w.emit(_divided_differences(w, DivDiff(n.fn, n.arg), lam))  # written once
     u, v = w.emit(f"{y} - {x}"), w.emit(f"{z} - {x}")
     au, av, aw = w.emit(f"np.abs({u})"), w.emit(f"np.abs({v})"), w.emit(f"np.abs({u} - {v})")
     spread = w.emit(f"np.maximum(np.maximum({au}, {av}), {aw})")
@@ -1197,13 +1199,7 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
         Fij, Fik, Fjk = f"{F}[{P}]", w.emit(f"{F}[{P}, {C}][:, None]"), f"{F}[{C}]"
     num = w.emit(f"np.where({xz}, {Fij} - {Fjk}, np.where({yz}, {Fij} - {Fik}, {Fik} - {Fjk}))")
     den = w.emit(f"np.where({xz}, {x} - {z}, np.where({yz}, {y} - {z}, {x} - {y}))")
-    scale = _taylor_scale(n.fn)
-    if scale == "polynomial":  # a finite series: exact everywhere
-        close = None
-    elif scale == "one":
-        close = w.emit(f"{spread} <= {TAYLOR_CLOSE!r}")
-    else:
-        close = w.emit(f"({spread} <= {TAYLOR_CLOSE!r} * np.abs({x})) | ({spread} == 0)")
+    close = _close_code(w, n.fn, spread, x)
     c = [w.emit(code) for code in coefficients]
     if close is not None and not w.functions.get("__expm", "").startswith("jax."):
         # NumPy and PyTorch: the series only where the three are close (a few of n³ entries,
@@ -1214,16 +1210,217 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
         i, j, k = (w.emit(m.format(where), pure=False) for m in corner)
         lam_i = w.emit(f"{lam}[{i}]", pure=False)
         u1, v1 = w.emit(f"{lam}[{j}] - {lam_i}", pure=False), w.emit(f"{lam}[{k}] - {lam_i}", pure=False)
-        total = _taylor_series_code(w, n.fn, [w.emit(f"{x_}[{i}]", pure=False) for x_ in c], u1, v1, lam_i,
+        unit = w.emit(_unit_code(n.fn, lam_i), pure=False)
+        total = _taylor_series_code(w, n.fn, [w.emit(f"{x_}[{i}]", pure=False) for x_ in c], u1, v1, unit,
                                     pure=False)
         w.lines.append(SCATTER.format(op="", full=out, index=where, values=total))
         return out
     uu = w.emit(f"np.where({close}, {u}, 0.0)") if close else u  # no overflow where unused
     vv = w.emit(f"np.where({close}, {v}, 0.0)") if close else v
-    total = _taylor_series_code(w, n.fn, [f"{x_}{pad}" for x_ in c], uu, vv, x, pure=True)
+    total = _taylor_series_code(w, n.fn, [f"{x_}{pad}" for x_ in c], uu, vv, w.emit(_unit_code(n.fn, x)),
+                                pure=True)
     if close is None:
         return total
     return f"np.where({close}, {total}, {num} / np.where({close}, 1.0, {den}))"
+
+
+def _unit_code(fn, x: str) -> str:
+    """evaluate's ``_taylor_unit`` as code: 1 + x for log1p, √(1 + x²) for arctan, else x."""
+    return {"log1p": f"(1.0 + {x})", "arctan": f"np.sqrt(1.0 + {x} * {x})"}.get(fn.name, x)
+
+
+def _close_code(w: _Writer, fn, spread: str, x: str):
+    """Where three points with this spread about x take f's Taylor series (evaluate's
+    ``_three_points``); None for a polynomial (everywhere)."""
+    scale = _taylor_scale(fn)
+    if scale == "polynomial":  # a finite series: exact everywhere
+        return None
+    if scale == "one":
+        return w.emit(f"{spread} <= {TAYLOR_CLOSE!r}")
+    if scale == "pole":  # min(1, the distance to tan's nearest pole)
+        d = w.emit(f"np.abs({x} - (np.round({x} / {math.pi!r} - 0.5) + 0.5) * {math.pi!r})")
+        size = w.emit(f"np.where({d} < 1.0, {d}, 1.0)")
+    else:
+        size = w.emit(f"np.abs({_unit_code(fn, x)})")
+    return w.emit(f"({spread} <= {TAYLOR_CLOSE!r} * {size}) | ({spread} == 0)")
+
+
+def _three_points_code(w: _Writer, fn, x: str, y: str, z: str) -> str:
+    """evaluate's ``_three_points`` as code at any points x, y, z (broadcast together): the
+    quotient of the pairs' ``_exact_divided_code`` over the pair farthest apart, the series
+    about x where the three are close (computed everywhere, chosen by np.where); softplus
+    at −x, −y, −z where x + y + z > 0 (its F ≈ 1 would cancel there)."""
+    if fn.name == "softplus":
+        flip = w.emit(f"np.where({x} + {y} + {z} > 0, -1.0, 1.0)")
+        x, y, z = (w.emit(f"{flip} * {p}") for p in (x, y, z))
+    Fij, Fik, Fjk = (w.emit(_exact_divided_code(w, fn, p, q)) for p, q in ((x, y), (x, z), (y, z)))
+    u, v = w.emit(f"{y} - {x}"), w.emit(f"{z} - {x}")
+    au, av, aw = w.emit(f"np.abs({u})"), w.emit(f"np.abs({v})"), w.emit(f"np.abs({u} - {v})")
+    spread = w.emit(f"np.maximum(np.maximum({au}, {av}), {aw})")
+    xz = w.emit(f"{av} >= np.maximum({au}, {aw})")
+    yz = w.emit(f"~{xz} & ({aw} >= {au})")
+    num = w.emit(f"np.where({xz}, {Fij} - {Fjk}, np.where({yz}, {Fij} - {Fik}, {Fik} - {Fjk}))")
+    den = w.emit(f"np.where({xz}, {x} - {z}, np.where({yz}, {y} - {z}, {x} - {y}))")
+    close = _close_code(w, fn, spread, x)
+    c = [w.emit(code) for code in _taylor_coefficients_code(w, fn, x)]
+    uu = w.emit(f"np.where({close}, {u}, 0.0)") if close else u
+    vv = w.emit(f"np.where({close}, {v}, 0.0)") if close else v
+    total = _taylor_series_code(w, fn, c, uu, vv, w.emit(_unit_code(fn, x)), pure=True)
+    if close is None:
+        return total
+    return w.emit(f"np.where({close}, {total}, {num} / np.where({close}, 1.0, {den}))")
+
+
+def _traced_divided_code(w: _Writer, fn, points: tuple) -> tuple:
+    """evaluate's ``_traced_divided`` as code: a traced callable's values and divided
+    differences at two points — (f(x), f(y), f[x, y]) — or three — (f(x), f(y), f(z), f[x, y],
+    f[y, z], f[x, y, z]) — by the chain rule of divided differences on its expression (its
+    justification there), entry by entry: the same lines in every backend."""
+    node, t = _trace(fn)
+    three = len(points) == 3
+    width = 6 if three else 3
+    zero = w.emit(f"0.0 * ({' + '.join(points)})")
+    memo: dict = {}
+
+    def constant(c):
+        value = w.emit(f"{zero} + {float(c)!r}")
+        return (value,) * len(points) + (zero,) * (width - len(points))
+
+    def go(n):
+        if n in memo:
+            return memo[n]
+        if n is t:
+            one = w.emit(f"{zero} + 1.0")
+            out = tuple(w.emit(f"{zero} + {p}") for p in points) + ((one, one, zero) if three else (one,))
+        elif isinstance(n, Const):
+            out = constant(n.value)
+        elif isinstance(n, Delta) and n.order == 1:
+            out = constant(1.0)
+        elif isinstance(n, Sum):
+            parts = [(c, go(term)) for c, term in n.terms]
+            out = tuple(w.emit(" + ".join(f"{float(c)!r} * {part[m]}" for c, part in parts))
+                        for m in range(width))
+        elif isinstance(n, Contract) and all(lab in ((), n.out) for lab in n.labels):
+            out = None
+            for op in n.operands:
+                G = go(op)
+                out = G if out is None else _product_code(w, out, G, three)
+        elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in DivDiff3.SERIES:
+            G = go(n.arg)
+            f = tuple(w.emit(_elementwise(w, n, v)) for v in G[:len(points)])
+            if not three:
+                out = (*f, w.emit(f"{G[2]} * {_exact_divided_code(w, n.fn, G[0], G[1])}"))
+            else:
+                a, b, c, g12, g23, g13 = G
+                F12, F23, F13 = (w.emit(_exact_divided_code(w, n.fn, p, q))
+                                 for p, q in ((a, b), (b, c), (a, c)))
+                T = _three_points_code(w, n.fn, a, b, c)
+                out = (*f, w.emit(f"{g12} * {F12}"), w.emit(f"{g23} * {F23}"),
+                       w.emit(f"{g13} * {F13} + {g12} * {g23} * {T}"))
+        else:
+            what = n.fn if isinstance(n, Elementwise) else type(n).__name__
+            raise NotSupportedError(f"codegen: the divided differences of {fn.name} are not generated: "
+                                    f"{what} in it has no exact divided differences (functions: "
+                                    f"{', '.join(DivDiff3.SERIES)}, constants, +, ·, powers)")
+        memo[n] = out
+        return out
+
+    return go(node)
+
+
+def _product_code(w: _Writer, G: tuple, H: tuple, three: bool) -> tuple:
+    """The product of two triangular matrices of values and divided differences (Leibniz's rule)."""
+    if not three:
+        return (w.emit(f"{G[0]} * {H[0]}"), w.emit(f"{G[1]} * {H[1]}"),
+                w.emit(f"{G[0]} * {H[2]} + {G[2]} * {H[1]}"))
+    a, b, c, g12, g23, g13 = G
+    p, q, r, h12, h23, h13 = H
+    return (w.emit(f"{a} * {p}"), w.emit(f"{b} * {q}"), w.emit(f"{c} * {r}"),
+            w.emit(f"{a} * {h12} + {g12} * {q}"), w.emit(f"{b} * {h23} + {g23} * {r}"),
+            w.emit(f"{a} * {h13} + {g12} * {h23} + {g13} * {r}"))
+
+
+def _more_divided_code(w: _Writer, name: str, a: str, b: str, m, h) -> str:
+    """f[a, b] as code for tanh, σ, softplus, log1p, arctan and tan (evaluate's ``_exact_divided``)."""
+    if name in ("tanh", "sigmoid"):  # tanh[a, b] scaled by e^(−|a|−|b|) (evaluate's _tanh_divided)
+        if name == "sigmoid":
+            a, b = w.emit(f"{a} / 2"), w.emit(f"{b} / 2")
+        s, d = w.emit(f"np.abs({a}) + np.abs({b})"), w.emit(f"{a} - {b}")
+        near = w.emit(f"np.abs({d}) <= 1.0")
+        dn = w.emit(f"np.where({near}, {d}, 0.0)")
+        num = w.emit(f"np.where({near}, {_c_code(w, 'sinh', dn)} * np.exp(-{s}), (np.exp({d} - {s}) - "
+                     f"np.exp(-{d} - {s})) / (2 * np.where({near}, 1.0, {d})))")
+        out = f"{num} * 4.0 / ((1.0 + np.exp(-2 * np.abs({a}))) * (1.0 + np.exp(-2 * np.abs({b}))))"
+        return out if name == "tanh" else f"{w.emit(out)} / 4"
+    if name == "log1p":
+        one = w.emit(f"1.0 + {m}")
+        z = w.emit(f"{h} / {one}")
+        far = w.emit(f"np.abs({z}) > 0.5")
+        quotient = f"(np.log1p({a}) - np.log1p({b})) / np.where({far}, {a} - {b}, 1.0)"
+        return f"np.where({far}, {quotient}, {_c_code(w, 'artanh', f'np.where({far}, 0.0, {z})')} / {one})"
+    if name == "tan":
+        return f"{_c_code(w, 'sin', f'2 * {h}')} / (np.cos({a}) * np.cos({b}))"
+    if name == "arctan":
+        p = w.emit(f"1.0 + {a} * {b}")
+        ok = w.emit(f"{p} > 0")
+        safe = w.emit(f"np.where({ok}, {p}, 1.0)")
+        r = w.emit(f"({a} - {b}) / {safe}")
+        quotient = f"(np.arctan({a}) - np.arctan({b})) / np.where({ok}, 1.0, {a} - {b})"
+        return f"np.where({ok}, {_ratio_code(w, 'arctan', r)} / {safe}, {quotient})"
+    # softplus (evaluate's _softplus_divided)
+    d = w.emit(f"{a} - {b}")
+    near = w.emit(f"np.abs({d}) <= 2.0")
+    dn = w.emit(f"np.where({near}, {d}, 0.0)")
+    sb = w.emit(w.functions["sigmoid"].format(b))
+    half = w.emit(f"{dn} / 2")
+    close = (f"{_ratio_code(w, 'log1p', f'{sb} * np.expm1({dn})')} * {sb} * np.exp({half}) * "
+             f"{_c_code(w, 'sinh', half)}")
+    dd = w.emit(f"np.where({near}, 1.0, {d})")
+    sp = w.functions["softplus"]
+    far = (f"np.where({a} + {b} >= 0, 1.0 - ({sp.format(f'-{b}')} - {sp.format(f'-{a}')}) / {dd}, "
+           f"({sp.format(a)} - {sp.format(b)}) / {dd})")
+    return f"np.where({near}, {close}, {far})"
+
+
+def _ratio_code(w: _Writer, g: str, x: str) -> str:
+    """g(x)/x with its limit 1 at 0, g = log1p or arctan (evaluate's ``_ratio``)."""
+    x = w.emit(x)
+    zero = w.emit(f"{x} == 0")
+    safe = w.emit(f"np.where({zero}, 1.0, {x})")
+    return f"np.where({zero}, 1.0, np.{g}({safe}) / {safe})"
+
+
+def _more_coefficients_code(w: _Writer, name: str, lam: str) -> list:
+    """evaluate's ``_taylor_coefficients`` as code for tanh, σ, softplus, tan, log1p and arctan."""
+    orders = range(2, TAYLOR_ORDER + 1)
+    if name == "log1p":  # in units of 1 + λ: constants
+        return [f"{(-1.0) ** (n - 1) / n!r} + 0.0 * {lam}" for n in orders]
+    if name == "arctan":  # (−1)ⁿ⁻¹ sin(nφ)/n in units of √(1 + λ²); sin(nπ/2 − nψ) where |λ| < 1
+        small = w.emit(f"np.abs({lam}) < 1.0")
+        psi = w.emit(f"np.arctan({lam})")
+        phi = w.emit(f"np.arctan(1.0 / np.where({small}, 1.0, {lam})) + "
+                     f"np.where({lam} < 0, {math.pi!r} + 0.0 * {lam}, 0.0 * {lam})")  # float64 in torch
+        turn = {0: "-np.sin({})", 1: "np.cos({})", 2: "np.sin({})", 3: "-np.cos({})"}
+        return [f"np.where({small}, {turn[n % 4].format(f'{n} * {psi}')}, np.sin({n} * {phi})) * "
+                f"{(-1.0) ** (n - 1) / n!r}" for n in orders]
+
+    def horner(poly, t, scale):
+        code = repr(float(poly[-1]) / scale)
+        for c in poly[-2::-1]:
+            code = f"({code}) * {t} + {float(c) / scale!r}"
+        return code
+
+    if name == "tan":
+        t = w.emit(f"np.tan({lam})")
+        polys = _derivative_polynomials(TAYLOR_ORDER, 1.0)
+        return [horner(polys[n], t, math.factorial(n)) for n in orders]
+    y = lam if name == "tanh" else w.emit(f"{lam} / 2")  # tanh⁽ᵏ⁾ = sech² Rₖ(tanh)
+    t, e = w.emit(f"np.tanh({y})"), w.emit(f"np.exp(-2 * np.abs({y}))")
+    s2 = w.emit(f"4.0 * {e} / ((1.0 + {e}) * (1.0 + {e}))")
+    polys = _sech2_polynomials(TAYLOR_ORDER)
+    k = (lambda n: n - 1) if name == "softplus" else (lambda n: n)
+    div = (lambda n: 1.0) if name == "tanh" else (lambda n: 2.0 ** (k(n) + 1))
+    return [f"{s2} * ({horner(polys[k(n)], t, div(n) * math.factorial(n))})" for n in orders]
 
 
 def _divided_differences3_apply(w: _Writer, n: DivDiff3Apply, args: dict) -> str:
@@ -1242,6 +1439,8 @@ def _divided_differences3_apply(w: _Writer, n: DivDiff3Apply, args: dict) -> str
     larger = w.emit(f"np.maximum(np.abs({a}), np.abs({b}))")
     if _taylor_scale(n.fn) != "relative":  # f's scale is 1 (or f a polynomial): at least 1
         larger = w.emit(f"np.where({larger} > 1.0, {larger}, 1.0)")
+    if _grows(n.fn):  # F_pq − F_qc cancels to ε|λ_q|/gap: near within 10⁻³ of the largest |λ|
+        larger = w.emit(f"np.maximum({larger}, np.abs({lam}).max())")
     near = w.emit(f"(np.abs({gap}) <= {PAIR_CLOSE!r} * {larger}) | ({gap} == 0)")
     G = w.emit(f"np.where({near}, 0.0, 1.0 / np.where({near}, 1.0, {gap}))")
     far = w.emit(f"{G} * (({F} * {X}) @ {Y} - {X} @ ({F} * {Y}))")
@@ -1291,8 +1490,9 @@ def _taylor_series_code(w: _Writer, fn, c: list, u: str, v: str, x: str, pure: b
         power = v if power is None else w.emit(f"{power} * {v}", pure=pure)
         h = w.emit(f"{u} + {v}", pure=pure) if h is None else w.emit(f"{u} * {h} + {power}", pure=pure)
         total = w.emit(f"{total} + {coefficient} * {h}", pure=pure)
-    if units:
-        p = -2.0 if fn.name == "log" else (0.5 if fn.name == "sqrt" else float(fn.param)) - 2.0
+    if units:  # x: the unit (_unit_code)
+        p = -2.0 if fn.name in ("log", "log1p", "arctan") else \
+            (0.5 if fn.name == "sqrt" else float(fn.param)) - 2.0
         r = w.emit(f"1.0 / {x}", pure=pure)
         total = w.emit(f"{total} * {r} * {r}" if p == -2.0 else f"{total} * {x} ** {p!r}", pure=pure)
     return total

@@ -675,11 +675,19 @@ class DivDiff3(Unary):
     fields = ("fn", "arg")
     # the built-in functions whose derivatives of every order evaluate and codegen know in
     # closed form (the Taylor series of f[λᵢ, λⱼ, λₖ] where the three are close)
-    SERIES = ("exp", "log", "sqrt", "pow", "sin", "cos", "sinh", "cosh", "tanh")
+    SERIES = ("exp", "log", "sqrt", "pow", "sin", "cos", "sinh", "cosh", "tanh", "sigmoid",
+              "softplus", "log1p", "expm1", "arctan", "tan")
 
     @staticmethod
     def has_series(fn) -> bool:
-        return fn.builtin and fn.name in DivDiff3.SERIES
+        """Whether f's divided differences of first and second order are computed exactly at
+        every gap: a function of SERIES, or a traced callable (library._traced) built from
+        them, constants, sums and products (by the chain rule of divided differences)."""
+        if fn.builtin:
+            return fn.name in DivDiff3.SERIES
+        trace = getattr(fn.deriv, "on_entries", None)
+        return isinstance(trace, Node) and all(
+            n.fn.builtin and n.fn.name in DivDiff3.SERIES for n in walk(trace) if type(n) is Elementwise)
 
     @staticmethod
     def _shape(fn, arg):
