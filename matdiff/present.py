@@ -65,6 +65,9 @@ class EGraph:
         self.sym: dict = {}       # class -> symmetric by structure
         self.range: dict = {}     # class -> the interval every entry lies in (``_interval``)
         self.polys: dict = {}     # (class, kind) -> its element-wise polynomial, this round
+        self.readings: dict = {}  # (rule, class) -> what a rule reads off a class, this round:
+        # a class keeps its terms, kind and analyses while a round matches (rules only add new
+        # classes; unions wait for the round's end), and ``rebuild`` clears it
         self.index: dict = {}     # class -> {op: its terms of op, sorted}, until it changes
         self.mixed: set = set()   # classes whose terms differ in kind (see ``kind``)
         self.touched: list = []   # ids made or merged since the last rebuild
@@ -128,6 +131,8 @@ class EGraph:
         self.uses[b] = []
         self.index.pop(a, None)
         self.index.pop(b, None)
+        if self.readings:
+            self.readings = {}
         self.touched.append(a)
         self.merged.append(a)
         self.unions += 1
@@ -147,6 +152,7 @@ class EGraph:
         result as re-keying and recomputing everything (ranges in the same class order and
         number of passes), without the cost."""
         self.polys = {}
+        self.readings = {}
         if not (self.touched or self.merged or self.stale):  # nothing to bring up to date
             self.changed = set()
             return
@@ -379,7 +385,15 @@ def _transposes(g: EGraph, a: int, b: int) -> bool:
     a, b = g.find(a), g.find(b)
     if a == b and g.sym[a]:
         return True
-    return b in _transposed(g, a) or a in _transposed(g, b)
+    return _transpose_of(g, a, b) or _transpose_of(g, b, a)
+
+
+def _transpose_of(g: EGraph, c: int, x: int) -> bool:
+    """Whether x is among ``_transposed(g, c)``, without making the list (c a representative)."""
+    hit = g.memo.get(("T", (_T[g.kind(c)],), (c,)))
+    if hit is not None and g.find(hit) == x:
+        return True
+    return any(g.find(k[0]) == x for _, _, k in g.terms(c, "T"))
 
 
 # --------------------------------------------------------------------------- the range analysis
@@ -855,8 +869,15 @@ def _transpose_sum(g, c, t):
 
 def _sum_of_transposes(g, c, t):
     """Aᵀ + Bᵀ = (A + B)ᵀ: (x − a)ᵀ rather than xᵀ − aᵀ."""
-    options = [[k2[0] for _, _, k2 in g.terms(k, "T")] for k in t[2]]
-    if t[1][0] == "s" or not all(options) or len(list(itertools.product(*options))) > 8:
+    if t[1][0] == "s":
+        return []
+    options = []
+    for k in t[2]:
+        ts = g.terms(k, "T")
+        if not ts:
+            return []
+        options.append([k2[0] for _, _, k2 in ts])
+    if math.prod(map(len, options)) > 8:
         return []
     inner = _T[t[1][0]]
     return [g.add("T", (t[1][0],), (g.add("add", (inner, t[1][1]), combo),))
@@ -901,9 +922,9 @@ def _like_terms(g, c, t):
     changed = False
     for coef, k in zip(coefs, t[2]):
         k = g.find(k)
-        scaled = [(d[1], kk) for _, d, kk in g.terms(k, "prod") if d[1] != 1]
-        if scaled and not changed:
-            (s, kk) = scaled[0]
+        scaled = None if changed else next(((d[1], kk) for _, d, kk in g.terms(k, "prod") if d[1] != 1), None)
+        if scaled is not None:
+            (s, kk) = scaled
             k = _prod(g, kind, 1.0, kk)
             coef *= s
             changed = True
@@ -1031,8 +1052,11 @@ def _scalar_powers(g, c, t):
     for n, k in enumerate(t[2]):
         if g.kind(k) != "s":
             continue
-        readings = [(g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "pow") if d[0] == "s"]
-        for b, p in readings + [(g.find(k), 1.0)]:
+        readings = g.readings.get((_scalar_powers, k))
+        if readings is None:
+            readings = g.readings[(_scalar_powers, k)] = [
+                (g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "pow") if d[0] == "s"] + [(g.find(k), 1.0)]
+        for b, p in readings:
             items = groups.setdefault(b, {})
             items.setdefault(n, p)  # each factor once per base, by its first reading
     out = []
@@ -1082,14 +1106,22 @@ def _matrix_powers(g, c, t):
     """AʲAᵏ = Aʲ⁺ᵏ for neighbours of a product (A⁻¹ is A to the −1): X(X³)⁻¹ = X⁻²."""
     kind, coef = t[1]
 
+    readings = g.readings
+
     def base(k):
+        key = (_matrix_powers, k)
+        out = readings.get(key)
+        if out is not None:
+            return out
         if g.kind(k) != "m":
-            return []
-        out = [(g.find(k), 1)]
-        out += [(g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "matpow")]
-        out += [(g.find(kk[0]), -1) for _, _, kk in g.terms(k, "inv")]
-        for _, _, kk in g.terms(k, "inv"):
-            out += [(g.find(k2[0]), -d[1]) for _, d, k2 in g.terms(kk[0], "matpow")]
+            out = []
+        else:
+            out = [(g.find(k), 1)]
+            out += [(g.find(kk[0]), d[1]) for _, d, kk in g.terms(k, "matpow")]
+            out += [(g.find(kk[0]), -1) for _, _, kk in g.terms(k, "inv")]
+            for _, _, kk in g.terms(k, "inv"):
+                out += [(g.find(k2[0]), -d[1]) for _, d, k2 in g.terms(kk[0], "matpow")]
+        readings[key] = out
         return out
 
     results = []
@@ -1129,8 +1161,16 @@ def _product_of_transposes(g, c, t):
     kind, coef = t[1]
     if kind not in ("m", "c", "r"):
         return []
-    options = [[kk[0] for _, _, kk in g.terms(k, "T")] if g.kind(k) != "s" else [k] for k in t[2]]
-    if not all(options) or len(list(itertools.product(*options))) > 8:
+    options = []
+    for k in t[2]:
+        if g.kind(k) == "s":
+            options.append([k])
+            continue
+        ts = g.terms(k, "T")
+        if not ts:
+            return []
+        options.append([kk[0] for _, _, kk in ts])
+    if math.prod(map(len, options)) > 8:
         return []
     out = []
     for combo in itertools.product(*options):
@@ -1360,10 +1400,10 @@ def _common_scalar(g, c, t):
     kind, coefs = t[1]
     prods = []
     for k in t[2]:
-        ps = [(d[1], kk) for _, d, kk in g.terms(k, "prod")]
+        ps = g.terms(k, "prod")
         if not ps:
             return _common_scalar_of_some(g, kind, coefs, t[2])
-        prods.append(ps[0])
+        prods.append((ps[0][1][1], ps[0][2]))
     shared = set(g.find(x) for x in prods[0][1] if g.kind(x) == "s")
     for _, kk in prods[1:]:
         shared &= {g.find(x) for x in kk}
@@ -1411,19 +1451,24 @@ def _common_matrix(g, c, t):
     """AP + AQ = A(P + Q) and PA + QA = (P + Q)A."""
     kind, coefs = t[1]
     prods = []
+    readings = g.readings
     for k in t[2]:
-        ps = [(d[1], kk) for _, d, kk in g.terms(k, "prod") if len([x for x in kk if g.kind(x) != "s"]) >= 2]
-        if not ps:
+        first = readings.get((_common_matrix, k))
+        if first is None:  # the first product of two matrices or more in k, and its matrices
+            first = readings[(_common_matrix, k)] = next(
+                ((d[1], kk, mats) for _, d, kk in g.terms(k, "prod")
+                 for mats in ([x for x in kk if g.kind(x) != "s"],) if len(mats) >= 2), ())
+        if not first:
             return []
-        prods.append(ps[0])
+        prods.append(first)
     out = []
     for side in (0, -1):
-        ends = {g.find([x for x in kk if g.kind(x) != "s"][side]) for _, kk in prods}
+        ends = {g.find(mats[side]) for _, _, mats in prods}
         if len(ends) != 1:
             continue
         end = ends.pop()
         terms = []
-        for d, kk in prods:
+        for d, kk, _ in prods:
             rest = list(kk)
             idx = max(n for n, x in enumerate(rest) if g.find(x) == end) if side == -1 else \
                 min(n for n, x in enumerate(rest) if g.find(x) == end)
