@@ -9,6 +9,10 @@ The same file checks that a change to present.py changes no result (issue 24):
     python benchmarks/present.py --record before.json    # at the commit you start from
     python benchmarks/present.py --compare before.json   # after the change: exit 1 on a difference
 
+    python benchmarks/present.py --graphs             # saturation with and without skipping
+                                                      # LOCAL rules' repeated matches: exit 1
+                                                      # where any graph differs
+
 record every ``simplest(m)`` call (its input and output trees, dumped structurally) and the
 printed text and LaTeX of a large corpus: every derivative of the test table (first and, for
 scalars, second), their derivations, every gradient and Hessian of tests/losses.py, the
@@ -313,6 +317,60 @@ def compare(path: str) -> int:
     return 1 if bad else 0
 
 
+def _graph_state(g: P.EGraph, rounds: int):
+    """Everything saturation leaves in a graph: its classes (representatives), their terms, the
+    term index, and the analyses (NaN bounds written as text, so that equal graphs compare
+    equal)."""
+    def bound(v):
+        return "nan" if isinstance(v, float) and v != v else v
+    return (rounds, [g.find(i) for i in range(len(g.parent))],
+            {c: frozenset(ts) for c, ts in g.nodes.items()}, dict(g.memo), dict(g.sym),
+            {c: tuple(map(bound, r)) for c, r in g.range.items()}, dict(g.dims))
+
+
+def graphs() -> int:
+    """Saturate the graph of every ``simplest`` call of the corpus twice, skipping the
+    ``LOCAL`` rules' repeated matches (``present.saturate``) and matching everything each
+    round: the graphs must be the same, class ids included (issue 24)."""
+    import matdiff.derivation
+    import matdiff.expr
+    trees: dict = {}
+    original = P.simplest
+
+    def spy(m, rules=None, cost=None):
+        if not isinstance(m, N.Index) and N.children(m):
+            if rules is None and P._larger_than(m, P.NORMAL_FORM_LIMIT):
+                rules = P.WITHOUT_NORMAL_FORM
+            trees.setdefault((id(m), id(rules)), (m, rules))
+        return original(m, rules, cost)
+    matdiff.expr.simplest = matdiff.derivation.simplest = spy
+    try:
+        for _, job in corpus():
+            try:
+                job()
+            except (md.MatdiffError, RecursionError):
+                pass
+    finally:
+        matdiff.expr.simplest = matdiff.derivation.simplest = original
+    local, bad = P.LOCAL, 0
+    try:
+        for m, rules in trees.values():
+            states = []
+            for skip in (local, frozenset()):
+                P.LOCAL = skip
+                g = P.EGraph()
+                P.ingest(g, m, {})
+                g.rebuild()
+                states.append(_graph_state(g, P.saturate(g, rules)))
+            if states[0] != states[1]:
+                bad += 1
+                print(f"graphs differ: {dump(m)[:200]}")
+    finally:
+        P.LOCAL = local
+    print(f"{len(trees)} graphs; {bad} differ")
+    return 1 if bad else 0
+
+
 def versus_egglog_large():
     """The same comparison on the larger graphs of the issue's slow results (issue 24: does
     a compiled engine pay off once ours is indexed?)."""
@@ -340,7 +398,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--record", metavar="FILE")
     parser.add_argument("--compare", metavar="FILE")
+    parser.add_argument("--graphs", action="store_true")
     args = parser.parse_args()
+    if args.graphs:
+        sys.exit(graphs())
     if args.record:
         Path(args.record).write_text(json.dumps(record(), ensure_ascii=False, indent=0))
         return

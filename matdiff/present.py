@@ -74,6 +74,7 @@ class EGraph:
         self.merged: list = []    # classes merged since the last rebuild (their users re-key)
         self.stale: set = set()   # classes whose range the last rebuild's passes left to redo
         self.changed: set = set()  # … and the classes whose range changed before they were redone
+        self.moved: set = set()   # classes the last rebuild merged or re-keyed (``saturate``)
         self.features: set = set()  # what the graph's terms hold (``_features``): rules whose
         # ``NEEDS`` are missing cannot match anywhere and are not run
         self.size = 0
@@ -155,6 +156,7 @@ class EGraph:
         self.readings = {}
         if not (self.touched or self.merged or self.stale):  # nothing to bring up to date
             self.changed = set()
+            self.moved = set()
             return
         find, nodes, memo = self.find, self.nodes, self.memo
         made = self.touched     # made or merged since the last rebuild
@@ -193,7 +195,7 @@ class EGraph:
                 self.union(a, b)
         made = {find(c) for c in made} | {find(c) for c in self.touched}
         self.touched = []
-        moved = {find(c) for c in moved}
+        moved = self.moved = {find(c) for c in moved}
         above: set = set()      # the classes using a moved one
         for c in moved:
             above |= self._users(c)
@@ -2169,28 +2171,50 @@ def _rule_lists(rules, features) -> tuple:
 
 WITHOUT_NORMAL_FORM = [r for r in RULES if r.apply is not _elementwise_normal]
 
+# the rules whose matches read only the term, the terms of its kids' classes, and the kinds
+# and classes of those terms' kids — no analysis, no lookup of a term elsewhere, no decision
+# on the class of a term they make.  Between rounds a class's terms change only where the
+# round's unions or the rebuild merge or re-key it (``EGraph.moved``), and a kid of a kid
+# merged re-keys the kid's term; kinds change only where a class is mixed.  Such a match on a
+# term the round before matched, none of whose kids has moved, reads what it read then, so
+# it makes the same terms (all in the graph: every key it added is still in ``memo``, re-keyed
+# where its kids merged) and finds classes already merged with the term's: skipping it
+# leaves the graph as it would be, ids included (issue 24)
+LOCAL = frozenset({_distribute, _common_matrix, _common_scalar, _flatten_product, _sign_leads,
+                   _product_of_transposes, _sum_of_transposes, _common_coefficient})
+
 
 def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) -> int:
     """Apply every rule to every term until nothing changes; returns the rounds run.  Each
     round matches on a snapshot, so the rules' order does not matter.  A rule whose
     ``NEEDS`` the graph lacks is not run (it would return nothing); the list of rules that
-    can run is made again whenever a term brings something new."""
+    can run is made again whenever a term brings something new.  A ``LOCAL`` rule is not run
+    again on a term it matched the round before where none of the term's kids' classes has
+    changed since (see ``LOCAL``): it would make the same terms, all in the graph already,
+    and find the classes it found then, merged with the term's already."""
     rules = RULES if rules is None else rules
     features = g.features
     seen = -1        # len(features) the lists were made for
     g.rebuild()
+    before: set = set()  # the terms the last round matched
     for n in range(max_rounds):
         snapshot = [(c, t) for c, ts in g.nodes.items() for t in ts]
         found = []
+        moved = g.moved
+        again = not g.mixed  # a mixed class's kind may change: no rule is skipped then
         for c, t in snapshot:
             if len(features) != seen:
                 by_op, by_call = _rule_lists(rules, features)
                 seen = len(features)
             op = t[0]
+            old = again and t in before and moved.isdisjoint(t[2])
             for apply in by_call[t[1][1]] if op == "call" else by_op.get(op, _NONE):
+                if old and apply in LOCAL:
+                    continue
                 out = apply(g, c, t)
                 if out:
                     found.extend((c, x) for x in out)
+        before = {t for _, t in snapshot}
         size = g.size
         changed = False
         for c, x in found:
