@@ -1251,8 +1251,8 @@ def _three_points_code(w: _Writer, fn, x: str, y: str, z: str) -> str:
     about x where the three are close (computed everywhere, chosen by np.where); softplus
     at −x, −y, −z where x + y + z > 0 (its F ≈ 1 would cancel there)."""
     if fn.name == "softplus":
-        flip = w.emit(f"np.where({x} + {y} + {z} > 0, -1.0, 1.0)")
-        x, y, z = (w.emit(f"{flip} * {p}") for p in (x, y, z))
+        flip = w.emit(f"{x} + {y} + {z} > 0")
+        x, y, z = (w.emit(f"np.where({flip}, -{p}, {p})") for p in (x, y, z))
     Fij, Fik, Fjk = (w.emit(_exact_divided_code(w, fn, p, q)) for p, q in ((x, y), (x, z), (y, z)))
     u, v = w.emit(f"{y} - {x}"), w.emit(f"{z} - {x}")
     au, av, aw = w.emit(f"np.abs({u})"), w.emit(f"np.abs({v})"), w.emit(f"np.abs({u} - {v})")
