@@ -7,7 +7,9 @@ principal logarithm and linear solves (docs/matrix-functions.md):
     sinh X = (expm1(X) − expm1(−X))/2, cosh X = (expm(X) + expm(−X))/2
     tanh X by double angles: T = tanh(Y) = (expm1(2Y) + 2I)⁻¹ expm1(2Y) at Y = X/2ˢ, ‖Y‖₁ ≤ 1,
     then s times T ← (I + T²)⁻¹ 2T (tanh 2Y = 2 tanh Y (I + tanh² Y)⁻¹); σ(X) = (I + tanh(X/2))/2
-    log1p(X) = logm(I + X) (a series where X is small), softplus(X) = log1p(expm(X)),
+    log1p(X) = logm(I + X) (a series where X is small; in JAX and PyTorch, which have no logm,
+    2ᵏ log1p(W) with W ← (I + W)^(1/2) − I from W = X until ‖W‖₁ ≤ 1/2, square roots by
+    Denman–Beavers), softplus(X) = log1p(expm(X)),
     arctan X = Im log1p(iX)                                                       (X real)
 
 and L_f(X, E) as the (1, 2) block of f([[X, sE], [0, X]]) divided by s (E scaled to X's
@@ -25,7 +27,6 @@ import numpy as np
 # keep their own methods (SciPy's expm, logm and sqrtm) in evaluate and generated code
 ANALYTIC = ("exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "sigmoid", "softplus",
             "log1p", "expm1", "arctan")
-NEEDS_LOGM = ("log1p", "softplus", "arctan")  # through the principal matrix logarithm
 
 
 def _linalg():
@@ -76,6 +77,26 @@ def _mf_repeat(step, t, s):  # step applied s times
     return t
 
 
+def _mf_until(step, state, done, most):  # step until done(state), at most ``most`` times
+    for _ in range(most):
+        if done(state):
+            break
+        state = step(state)
+    return state
+
+
+def _mf_norm1(x):
+    return np.abs(x).sum(axis=0).max(initial=0.0)
+
+
+def _mf_eps(x):
+    return float(np.finfo(np.real(x).dtype).eps)
+
+
+def _mf_unless(bad, x):  # NaN where ``bad``
+    return x * np.nan if bad else x
+
+
 # ----------------------------------------------------------------------- generic
 
 def _mf_expm1(x):
@@ -96,16 +117,46 @@ def _mf_tanh(x):
     return _mf_repeat(lambda t: _mf_solve(eye + t @ t, 2 * t), _mf_solve(e + 2 * eye, e), s)
 
 
-def _mf_log1p(x):
+def _mf_log1p_series(x):  # ‖X‖₁ ≤ 1/2
     eye = _mf_eye(x)
-    if not _mf_small(x):
-        return _mf_logm(eye + x)
     z = _mf_solve(2 * eye + x, x)  # log(I + X) = 2 artanh(Z), Z = X(2I + X)⁻¹, ‖Z‖₁ ≤ 1/3
     z2, term, total = z @ z, z, z
     for k in range(3, 37, 2):  # 3⁻ᵏ/k < 2⁻⁶⁰ from k = 37 on
         term = term @ z2
         total = total + term / k
     return 2 * total
+
+
+def _mf_log1p(x):  # NumPy: SciPy's logm, the series where X is small
+    if not _mf_small(x):
+        return _mf_logm(_mf_eye(x) + x)
+    return _mf_log1p_series(x)
+
+
+def _mf_sqrtm(a):
+    # the principal square root by Denman–Beavers, Y ← (Y + Z⁻¹)/2, Z ← (Z + Y⁻¹)/2 from
+    # Y = A, Z = I (Y → A^(1/2), quadratically wherever no eigenvalue lies on the closed
+    # negative real axis, defective A too), until a step moves Y by 16nε; NaN where the last
+    # step moved it by more than √ε (no convergence: outside the principal branch)
+    eye = _mf_eye(a)
+
+    def step(s):
+        y, z, _ = s
+        y1 = (y + _mf_solve(z, eye)) / 2
+        return y1, (z + _mf_solve(y, eye)) / 2, _mf_norm1(y1 - y) / _mf_norm1(y1)
+    settled = 16 * a.shape[0] * _mf_eps(a)
+    y, _, moved = _mf_until(step, (a, eye, 1 + 0 * _mf_norm1(a)), lambda s: s[2] <= settled, 64)
+    return _mf_unless(moved > _mf_eps(a) ** 0.5, y)
+
+
+def _mf_log1p_roots(x):
+    # log(I + X) by inverse scaling and squaring (JAX, PyTorch): W ← (I + W)^(1/2) − I, each
+    # step halving the logarithm, until ‖W‖₁ ≤ 1/2 (so ‖W‖₁ ≥ 1/4 or W = X: no cancellation),
+    # then 2ᵏ log(I + W) by the series
+    eye = _mf_eye(x)
+    w, k = _mf_until(lambda s: (_mf_sqrtm(eye + s[0]) - eye, s[1] + 1), (x, 0 * _mf_norm1(x)),
+                     lambda s: _mf_norm1(s[0]) <= 0.5, 64)
+    return 2.0 ** k * _mf_log1p_series(w)
 
 
 def _mf_value(name, x):
@@ -148,7 +199,8 @@ def _matfun(name, x, e=None):
     return _mf_like(_mf_value(name, _mf_block(x, s * e, 0 * x, x))[:n, n:] / s, x)
 
 
-GENERIC = (_mf_expm1, _mf_tanh, _mf_log1p, _mf_value, _matfun)
+GENERIC = (_mf_expm1, _mf_tanh, _mf_log1p_series, _mf_log1p, _mf_sqrtm, _mf_log1p_roots, _mf_value, _matfun)
+ROOTS = (_mf_sqrtm, _mf_log1p_roots)  # JAX's and PyTorch's log1p (NumPy's: SciPy's logm)
 
 PRIMITIVES = {  # each backend's primitives, as generated code defines them
     "numpy": '''
@@ -226,6 +278,32 @@ def _mf_repeat(step, t, s):  # under jit 64 steps, each a lax.cond: differentiab
     for _ in range(int(s)):
         t = step(t)
     return t
+
+
+def _mf_until(step, state, done, most):  # under jit ``most`` steps, each a lax.cond
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(state)):
+        return jax.lax.fori_loop(0, most, lambda k, s: jax.lax.cond(done(s), lambda s: s, step, s), state)
+    for _ in range(most):
+        if bool(done(state)):
+            break
+        state = step(state)
+    return state
+
+
+def _mf_norm1(x):
+    return jnp.abs(x).sum(axis=0).max(initial=0.0)
+
+
+def _mf_eps(x):
+    return jnp.finfo(x.real.dtype).eps
+
+
+def _mf_unless(bad, x):
+    return jnp.where(bad, jnp.nan, x)
+
+
+def _mf_log1p(x):
+    return _mf_log1p_roots(x)
 ''',
     "torch": '''
 
@@ -260,15 +338,36 @@ def _mf_repeat(step, t, s):
     for _ in range(s):
         t = step(t)
     return t
+
+
+def _mf_until(step, state, done, most):
+    for _ in range(most):
+        if bool(done(state)):
+            break
+        state = step(state)
+    return state
+
+
+def _mf_norm1(x):
+    return x.abs().sum(0).max()
+
+
+def _mf_eps(x):
+    return torch.finfo(x.real.dtype).eps
+
+
+def _mf_unless(bad, x):
+    return x * float("nan") if bool(bad) else x
+
+
+def _mf_log1p(x):
+    return _mf_log1p_roots(x)
 ''',
 }
 
 
 def source(backend: str) -> str:
     """The helper ``_matfun(name, x, e=None)`` of generated code for ``backend``."""
-    functions = GENERIC if backend == "numpy" else [f for f in GENERIC if f is not _mf_log1p]
+    functions = [f for f in GENERIC if (f not in ROOTS if backend == "numpy" else f is not _mf_log1p)]
     body = "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in functions)
-    if backend != "numpy":  # no matrix logarithm there: the functions through one are refused
-        start, end = body.index('    if name == "log1p":'), body.index("    raise ValueError")
-        body = body[:start] + body[end:]
     return PRIMITIVES[backend] + "\n\n" + body.rstrip()

@@ -1500,20 +1500,16 @@ def _taylor_series_code(w: _Writer, fn, c: list, u: str, v: str, x: str, pure: b
 
 def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
     """f(X) and L_f(X, E) of a general matrix. Other than exp, log and sqrt, by funm's helper
-    ``_matfun`` (from expm, logm and solves; L_f by the block [[X, E], [0, X]]), refused where
-    it needs a logarithm the backend lacks. For exp, log and sqrt: the backend's own function
-    where it has one (SciPy's for NumPy; expm in JAX and PyTorch), else by the complex eigen-decomposition
-    X = V diag(λ) V⁻¹ — f(X) = V f(Λ) V⁻¹ and L_f(X, E) = V (F ⊙ (V⁻¹EV)) V⁻¹, F the
+    ``_matfun`` (from expm, logm and solves; L_f by the block [[X, E], [0, X]]; in JAX and
+    PyTorch, log1p by square roots and a series, funm's ``_mf_log1p_roots``). For exp, log
+    and sqrt: the backend's own function where it has one (SciPy's for NumPy; expm in JAX and
+    PyTorch), else by the complex eigen-decomposition X = V diag(λ) V⁻¹ — f(X) = V f(Λ) V⁻¹
+    and L_f(X, E) = V (F ⊙ (V⁻¹EV)) V⁻¹, F the
     divided differences of f at λ — which needs a diagonalisable X and gives NaN where X has
     an eigenvalue on the closed negative real axis (outside the principal branch)."""
     fn, frechet = (n.args[0], True) if isinstance(n, Frechet) else (n.fn, False)
     x = args[n.children[0]]
     if fn not in ("exp", "log", "sqrt"):  # funm's helper _matfun: from expm, logm and solves
-        if fn in funm.NEEDS_LOGM and "__logm" not in w.functions:
-            raise NotSupportedError(
-                f"{GENERAL_FUNCTIONS[fn]}(X) of a general matrix needs a matrix logarithm that "
-                f"holds for every X (defective ones too), which this backend does not have; "
-                f"compile it with backend='numpy' (SciPy's logm)")
         return f"_matfun({fn!r}, {', '.join(args[c] for c in n.children)})"
     key = f"__{GENERAL_FUNCTIONS[fn]}{'_frechet' if frechet else ''}"
     if key in w.functions:

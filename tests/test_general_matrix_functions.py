@@ -23,7 +23,7 @@ mp = pytest.importorskip("mpmath")
 pytest.importorskip("scipy.linalg")
 
 FUNCTIONS = ["sin", "cos", "tan", "tanh", "sinh", "cosh", "sigmoid", "softplus", "log1p", "expm1", "arctan"]
-LOGM_FAMILY = ["softplus", "log1p", "arctan"]  # through the principal logarithm: NumPy only
+LOGM_FAMILY = ["softplus", "log1p", "arctan"]  # through the principal logarithm (JAX, PyTorch: funm's roots)
 
 X = md.matrix("X", "n", "n")
 a, b = md.vector("a", "n"), md.vector("b", "n")
@@ -207,18 +207,14 @@ def _call(code, backend, values, dtype):
 @pytest.mark.parametrize("fn", FUNCTIONS)
 def test_generated_code_computes_values_gradients_and_hessians(fn, backend):
     """float64 to 1e-10 and float32 to 1e-4 of evaluate, at a random and at a defective
-    point; the logarithm's family refused in JAX and PyTorch, which have no matrix log.
-    JAX's Hessians for two functions only: XLA takes about 25 s to compile one (expm of
-    complex 216 × 216 blocks), per dtype."""
+    point; the logarithm's family in JAX and PyTorch by square roots (funm's
+    ``_mf_log1p_roots``), which have no matrix log. No Hessians in JAX: XLA takes about 25 s
+    to compile one (expm of complex 216 × 216 blocks), per dtype."""
     pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend])
     f = _scalar(fn)
     # JAX: values and gradients (XLA compiles a 4-index Hessian through the block construction
     # for half a minute; its source is NumPy's, checked with PyTorch's in the other backends)
     outs = [f, md.grad(f, X)] + ([md.hessian(f, X)] if backend != "jax" else [])
-    if fn in LOGM_FAMILY and backend != "numpy":
-        with pytest.raises(md.NotSupportedError, match="matrix logarithm.*backend='numpy'"):
-            md.compile(outs, backend=backend)
-        return
     code = md.compile(outs, backend=backend)
     for x in (_random(3, seed=6), SIMILAR):  # 3 × 3: a Hessian's blocks have 8n³ rows
         values = _values(x)
@@ -234,6 +230,49 @@ def test_generated_code_computes_values_gradients_and_hessians(fn, backend):
             scale = max(1.0, np.abs(w).max())
             np.testing.assert_allclose(g64, w, rtol=1e-10, atol=1e-10 * scale)
             np.testing.assert_allclose(g32, w, rtol=1e-4, atol=1e-4 * scale)
+
+
+LOG_POINTS = {**POINTS, "large": 30 * _random() + 40 * np.eye(4)}  # ‖X‖ ≈ 60: six square roots
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("fn", LOGM_FAMILY)
+def test_the_logarithm_s_family_without_a_matrix_log(fn, backend):
+    """JAX and PyTorch have no matrix logarithm: log1p, softplus and arctan go through funm's
+    ``_mf_log1p_roots`` — square roots by Denman–Beavers until ‖W‖₁ ≤ 1/2, then the artanh
+    series — which needs no diagonalisable X.  Values against mpmath (40 digits) at random,
+    defective and large X, in float64 (1e-12) and float32 (1e-4), eager and (JAX) under jit,
+    and gradients of aᵀf(X)b against central differences of the value; outside the principal
+    branch checked code refuses (the roots do not settle) where evaluate does."""
+    module = pytest.importorskip(backend)
+    if backend == "jax":
+        module.config.update("jax_enable_x64", True)
+    for name, x in LOG_POINTS.items():
+        if fn == "softplus" and name == "large":
+            continue  # e^(40 + …): mpmath's reference by eigenvalues is not the point here
+        want = _reference(fn, x)
+        f = md.compile(md.matrix_function(X, fn), backend=backend)
+        runs = [f] + ([module.jit(f.unchecked)] if backend == "jax" else [])
+        for g in runs:
+            got = np.asarray(g(X=x), dtype=float)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(), err_msg=name)
+        arg = module.tensor(x.astype(np.float32)) if backend == "torch" else x.astype(np.float32)
+        got32 = np.asarray(f(X=arg), dtype=float)
+        np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)
+    x = POINTS["similar jordan"]
+    values = _values(x)
+    grad = md.compile(md.grad(_scalar(fn), X), backend=backend)
+    got = np.asarray(grad(**values), dtype=float)
+    fd = _central_gradient(lambda m: float(_scalar(fn).evaluate(dict(values, X=m))), x)
+    np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-8 * np.abs(fd).max())
+    if fn == "softplus":  # its real X outside the branch make I + e^X a multiple of I: rounding decides
+        return
+    outside = {"log1p": np.array([[-2.0, 1.0], [0.0, 0.5]]),  # 1 + λ = −1; 1 + iλ = −1 (λ = ±2i)
+               "arctan": np.array([[0.0, 2.0], [-2.0, 0.0]])}[fn]
+    with pytest.raises(md.EvaluationError):
+        _quiet(md.matrix_function(X, fn).evaluate, X=outside)
+    with pytest.raises(md.EvaluationError):
+        _quiet(f, X=outside)
 
 
 def test_generated_code_is_one_helper_for_every_function():
