@@ -504,31 +504,54 @@ def _divided_differences(fn, lam, functions):
 KINKS = ("relu", "abs", "step", "sign")  # not differentiable at 0
 
 
-def _refuse_kinks(fn, lam, functions):
-    """An EvaluationError where f(S) has no derivative: an eigenvalue at a kink of relu, |·|,
-    step or sign (0 to 64ε of the largest |λ|, how a zero eigenvalue computes), for f itself or
-    for such a function inside a traced callable (at the eigenvalues where its argument is 0).
-    Between kinks their divided differences are exact, and f(S) is smooth."""
+def _refuse_kinks(fn, lam, functions, order: int = 1):
+    """An EvaluationError where f(S) has no derivative of this order: an eigenvalue at a kink
+    of relu, |·|, step or sign (0 to 64ε of the largest |λ|, how a zero eigenvalue computes)
+    — for f itself, or inside a traced callable where an eigenvalue puts the kink's argument
+    at 0 and f or its first ``order`` derivatives differ on the two sides (relu(u)·u is C¹:
+    its gradient exists there, its Hessian does not). Between kinks their divided differences
+    are exact, and f(S) is smooth."""
     floor = 64 * np.finfo(float).eps * float(np.abs(lam).max(initial=0.0))
     if fn.builtin:
-        parts = [(fn, lam)] if fn.name in KINKS else []
+        at = (np.abs(lam) <= floor) if fn.name in KINKS else np.zeros(lam.shape, dtype=bool)
+        kind = fn.name
     elif _trace(fn) is not None:
         node, t = _trace(fn)
-        parts = [(n.fn, interpret(n.arg, {t: lam}, {"_n": lam.size}, numpy_ops(functions)))
-                 for n in walk(node) if type(n) is Elementwise and n.fn.builtin and n.fn.name in KINKS]
+        at, kind = np.zeros(lam.shape, dtype=bool), None
+        for n in walk(node):
+            if type(n) is Elementwise and n.fn.builtin and n.fn.name in KINKS:
+                arg = np.broadcast_to(interpret(n.arg, {t: lam}, {"_n": lam.size}, numpy_ops(functions)),
+                                      lam.shape)
+                hit = np.abs(arg) <= floor
+                kind, at = (n.fn.name if np.any(hit & ~at) else kind), at | hit
+        at &= _one_sided_differ(fn, lam, functions, order)
     else:
-        parts = []
-    for g, arg in parts:
-        at = np.abs(np.broadcast_to(arg, lam.shape)) <= floor
-        if np.any(at):
-            raise EvaluationError(f"{fn.name}(S) is not differentiable here: {g.name} has a kink at 0, "
-                                  f"and the eigenvalue λ = {float(lam[at][0]):.6g} puts its argument "
-                                  f"there; matdiff returns no value silently")
+        return
+    if np.any(at):
+        raise EvaluationError(f"{fn.name}(S) is not differentiable here{' twice' if order > 1 else ''}: "
+                              f"{kind} has a kink at 0, and the eigenvalue λ = {float(lam[at][0]):.6g} "
+                              f"puts its argument there; matdiff returns no value silently")
+
+
+def _one_sided_differ(fn, lam, functions, order: int):
+    """Whether f, f′ (and, for order 2, f″ by one-sided differences of f′) differ to the left and
+    right of each λ, 10⁻⁷·max(1, |λ|) away: a jump of O(1) against a smooth f's O(10⁻⁷)."""
+    d = 1e-7 * np.maximum(1.0, np.abs(lam))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        value, slope = ((lambda k, m=m: _values_of(fn, m, lam + k * d, functions)) for m in (0, 1))
+        jumps = [(value(1), value(-1)), (slope(1), slope(-1))]
+        if order > 1:
+            jumps.append(((slope(2) - slope(1)) / d, (slope(-1) - slope(-2)) / d))
+    out = np.zeros(lam.shape, dtype=bool)
+    for right, left in jumps:
+        out |= ~(np.abs(right - left) <= 1e-4 * (np.abs(right) + np.abs(left)) + 1e-6 * (1 + np.abs(right)))
+    return out
 
 
 def _second_divided_differences(fn, lam, second, functions):
     """Aᵢⱼ = f[λᵢ, λᵢ, λⱼ] = (f′(λᵢ) − Fᵢⱼ)/(λᵢ − λⱼ); where λᵢ and λⱼ agree to CLOSE relative
     to the larger, its limit to second order, (2f″(λᵢ) + f″(λⱼ))/6 (= f″ at (2λᵢ + λⱼ)/3, over 2)."""
+    _refuse_kinks(fn, lam, functions, order=2)
     slope = _values_of(fn, 1, lam, functions)
     a, b = lam[:, None], lam[None, :]
     F = _divided_differences(fn, lam, functions)

@@ -664,6 +664,15 @@ def test_every_analytic_function_takes_the_second_divided_differences():
         kink = np.diag([0.0, 0.5, 2.0]) if not callable(f) else np.diag([1.0, 0.5, 2.0])
         with pytest.raises(md.EvaluationError, match="not differentiable here.*kink"):
             g.evaluate(S=kink, a=_av)
+    # relu(u)·u is C¹ and not C² at 0: its gradient exists at a zero eigenvalue, its Hessian not
+    f = a.T @ md.matrix_function(S, lambda u: md.relu(u) * u) @ a
+    kink, g = _matrix([0.0, 0.5, 2.0], seed=5), md.grad(f, S)
+    kink[np.diag_indices(3)] -= np.linalg.eigvalsh(kink)[0]  # λ = 0 to rounding
+    numeric = lambda m: _av @ _funm(m, lambda t: np.maximum(t, 0) * t) @ _av  # noqa: E731
+    np.testing.assert_allclose(np.sum(g.evaluate(S=kink, a=_av) * v), _directional(numeric, kink, v),
+                               rtol=1e-7, atol=1e-9)
+    with pytest.raises(md.EvaluationError, match="not differentiable here twice.*kink"):
+        md.hessian(f, S).evaluate(S=kink, a=_av)
     with pytest.raises(md.NotSupportedError, match="exp, log, sqrt"):
         _divided_differences3(F.fn("relu"), np.array([0.1, 0.2]), {})
 
