@@ -69,8 +69,8 @@ def _fresh(*label_lists) -> int:
 
 
 def _flattenable(inner: Contract, outer_size: int) -> bool:
-    has_delta = any(isinstance(o, Delta) for o in inner.operands)
-    return has_delta or outer_size - 1 + len(inner.operands) <= FLATTEN_LIMIT
+    return outer_size - 1 + len(inner.operands) <= FLATTEN_LIMIT or \
+        any(type(o) is Delta for o in inner.operands)
 
 
 def normalise_contract(c: Contract) -> Node:
@@ -83,15 +83,16 @@ def normalise_contract(c: Contract) -> Node:
     work = list(zip(c.operands, c.labels))
     while work:
         op, lab = work.pop()
-        if isinstance(op, Const):  # c·(…) → coefficient
+        kind = type(op)  # (none of these node types has a subclass)
+        if kind is Const:  # c·(…) → coefficient
             coef *= op.value
-        elif isinstance(op, Sum) and len(op.terms) <= 1:
+        elif kind is Sum and len(op.terms) <= 1:
             if not op.terms:  # 0·(…) → 0
                 return B.zeros(c.shape)
             k, t = op.terms[0]  # (k·A)B → k·(AB)
             coef *= k
             work.append((t, lab))
-        elif isinstance(op, Contract) and _flattenable(op, len(c.operands)):
+        elif kind is Contract and _flattenable(op, len(c.operands)):
             if len(c.operands) - 1 + len(op.operands) > FLATTEN_LIMIT:
                 op = _deltas_apart(op)  # only the deltas join: the rest stays one shared factor
             # (A_ij B_jk)_ik C_kl → A_ij B_jk C_kl, the inner summed labels made fresh
@@ -251,6 +252,9 @@ def _power_of(op):
 def _merge_powers(ops, labs, out=()):
     """xᵃ ⊙ xᵇ → xᵃ⁺ᵇ for factors read with the same labels (x ⊙ x → x²); a vector of ones
     summed alone is the count n of its dim, and meets a power of n written as 1ᵀ1."""
+    if len(set(zip(ops, labs))) == len(ops) and not any(
+            type(op) is Elementwise or type(op) is Delta for op in ops):
+        return ops, labs  # no power, no vector of ones, no factor twice with one reading
     exps: dict = {}
     ones = False
     for op, lab in zip(ops, labs):
@@ -470,13 +474,22 @@ def canonical(c: Contract):
 def _canonical_parts(operands, labels, out):
     """``canonical`` of the contraction of these parts, without building it first (nor the
     readings that lose: they are compared by the structural key they would have)."""
+    parts, key = _canonical_order(operands, labels, out)
+    node = Contract(*parts[:3])
+    if key is not None and node._skey is None:
+        node._skey = key
+    return node, parts[3]
+
+
+def _canonical_order(operands, labels, out):
+    """The parts of ``_canonical_parts``' node (operands, labels, out), the renumbering, and
+    the node's structural key where it was computed to choose a reading (else None)."""
     info = [(op._skey or op.skey, _symmetric(op)) for op in operands]
     sym = [k for k, (op, lab) in enumerate(zip(operands, labels))  # summed S_ab: read either way
            if info[k][1] and len(op.shape) == 2 and op.shape[0] == op.shape[1]
            and not isinstance(op, Delta) and len(set(lab)) == 2 and not set(lab) & set(out)]
     if not sym or len(sym) > SYMMETRIC_SWAPS:
-        parts = _canonical(operands, labels, out, info)
-        return Contract(*parts[:3]), parts[3]
+        return _canonical(operands, labels, out, info), None
     best = None
     for mask in range(1 << len(sym)):
         read = list(labels)
@@ -487,22 +500,16 @@ def _canonical_parts(operands, labels, out):
         key = contract_key(*parts[:3])  # the skey of the node these parts make
         if best is None or key < best[0]:
             best = key, parts
-    key, parts = best
-    node = Contract(*parts[:3])
-    if node._skey is None:
-        node._skey = key
-    return node, parts[3]
+    return best[1], best[0]
 
 
 def _canonical(operands, labels, out, info):
     """The canonical parts (operands, labels, out) and the renumbering, given each
     operand's structural key and symmetry (``info``)."""
     out_num = {x: i for i, x in enumerate(out)}
-    seen: dict = {}
-    for k, _ in info:
-        seen[k] = seen.get(k, 0) + 1
-    if len(seen) < len(info):  # equal operands: their order needs the labels' structure
-        return _canonical_tied(operands, labels, out, info, out_num, seen)
+    keys = [k for k, _ in info]
+    if len(set(keys)) < len(info):  # equal operands: their order needs the labels' structure
+        return _canonical_tied(operands, labels, out, info, out_num, set(keys))
     # where no two operands are equal, the structural keys alone decide the order, and the
     # labels are numbered by first appearance (a symmetric factor's labels then sorted by
     # those numbers, which keeps them numbered by first appearance)
@@ -511,8 +518,9 @@ def _canonical(operands, labels, out, info):
     for p in pairs:
         for x in p[2]:
             num.setdefault(x, len(num))
+    get = num.__getitem__
     return (tuple(p[1] for p in pairs),
-            tuple(tuple(num[x] for x in (_sort_symmetric(p[1], p[2], num.get) if p[0][1] else p[2]))
+            tuple(tuple(map(get, _sort_symmetric(p[1], p[2], num.get) if p[0][1] else p[2]))
                   for p in pairs),
             tuple(range(len(out))), num)
 
@@ -763,12 +771,15 @@ def _factor(terms, shape):
     # A cheap necessary condition first: two terms can share a factored form only if their
     # other operands are one multiset, so only (term, factor) pairs whose multiset (hashed as
     # a sum of node hashes) another term shares are canonicalised — linear, not T·F sorts.
+    # (A factor that cannot be taken out — a delta, or one read with a repeated label — is
+    # left out, and the factor's shape is part of the key: the hole that stands for it is.)
     coarse: dict = {}
     for i, (c, t) in enumerate(terms):
         if isinstance(t, Contract) and len(t.operands) >= 2:
             total = sum(hash(op) for op in t.operands)
-            for k, op in enumerate(t.operands):
-                coarse.setdefault((total - hash(op), len(t.operands)), []).append((i, k))
+            for k, (op, lab) in enumerate(zip(t.operands, t.labels)):
+                if type(op) is not Delta and len(set(lab)) == len(lab):
+                    coarse.setdefault((total - hash(op), len(t.operands), op.shape), []).append((i, k))
     candidates = {pair for members in coarse.values() if len({i for i, _ in members}) > 1
                   for pair in members}
     groups: dict = {}
@@ -779,15 +790,15 @@ def _factor(terms, shape):
             if (i, k) not in candidates or len(set(lab)) != len(lab) or isinstance(op, Delta):
                 continue
             hole = Hole(op.shape, True)  # a factor read in any axis order
-            key, mapping = _canonical_parts(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
-            groups.setdefault(key, []).append((i, k, mapping))
+            parts, _ = _canonical_order(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
+            groups.setdefault(parts[:3], []).append((i, k, parts[3]))  # the parts: no node built
     used, merged = set(), []
-    for key, members in groups.items():
+    for (key_ops, key_labs, key_out), members in groups.items():
         members = [m for m in members if m[0] not in used]
         if len({m[0] for m in members}) < 2:
             continue
-        hole_pos = next(j for j, o in enumerate(key.operands) if isinstance(o, Hole))
-        target = key.labels[hole_pos]
+        hole_pos = next(j for j, o in enumerate(key_ops) if isinstance(o, Hole))
+        target = key_labs[hole_pos]
         parts = []
         for i, k, mapping in members:
             if i in used:
@@ -796,9 +807,9 @@ def _factor(terms, shape):
             c, t = terms[i]
             src = tuple(mapping[x] for x in t.labels[k])
             parts.append((c, Contract((t.operands[k],), (src,), target)))
-        factor = simplify(B.linear(parts, key.operands[hole_pos].shape))
-        ops = key.operands[:hole_pos] + (factor,) + key.operands[hole_pos + 1:]
-        merged.append((1.0, simplify(Contract(ops, key.labels, key.out))))
+        factor = simplify(B.linear(parts, key_ops[hole_pos].shape))
+        ops = key_ops[:hole_pos] + (factor,) + key_ops[hole_pos + 1:]
+        merged.append((1.0, simplify(Contract(ops, key_labs, key_out))))
     if not merged:
         return terms
     rest = [p for i, p in enumerate(terms) if i not in used]
