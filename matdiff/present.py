@@ -367,8 +367,8 @@ def _symmetric_term(g: EGraph, t) -> bool:
         return all(_transposes(g, fs[i], fs[-1 - i]) for i in range((len(fs) + 1) // 2))
     if op == "add":
         coefs = dict(zip(data[1], kids))
-        return all(g.sym[g.find(k)] or any(g.find(coefs.get(c, -1)) == g.find(k2) if c in coefs else False
-                                            for k2 in _transposed(g, k)) for c, k in zip(data[1], kids))
+        find = g.find
+        return all(g.sym[find(k)] or _transpose_of(g, find(k), find(coefs[c])) for c, k in zip(data[1], kids))
     return False
 
 
@@ -531,8 +531,10 @@ def _interval(g, t):
             out = _product(out, r)
         return out
     if op == "prod":
-        out = (data[1], False, data[1], False)
         mats = [r for k, r in zip(kids, rs) if g.kind(k) != "s"]
+        if len(mats) > 1 and not all(r[0] >= 0 for r in mats):
+            return FULL  # what the scalar factors give is lost in the matrix product (below)
+        out = (data[1], False, data[1], False)
         for k, r in zip(kids, rs):
             if g.kind(k) == "s" or len(mats) == 1:
                 out = _product(out, r)
@@ -2182,6 +2184,7 @@ WITHOUT_NORMAL_FORM = [r for r in RULES if r.apply is not _elementwise_normal]
 # leaves the graph as it would be, ids included (issue 24)
 LOCAL = frozenset({_distribute, _common_matrix, _common_scalar, _flatten_product, _sign_leads,
                    _product_of_transposes, _sum_of_transposes, _common_coefficient})
+LOCAL_OPS = frozenset(r.op for r in RULES if r.apply in LOCAL and r.op != "call")
 
 
 def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) -> int:
@@ -2205,16 +2208,20 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
         for c, t in snapshot:
             if len(features) != seen:
                 by_op, by_call = _rule_lists(rules, features)
+                rest = {op: [f for f in fs if f not in LOCAL] for op, fs in by_op.items()}
                 seen = len(features)
             op = t[0]
-            old = again and t in before and moved.isdisjoint(t[2])
-            for apply in by_call[t[1][1]] if op == "call" else by_op.get(op, _NONE):
-                if old and apply in LOCAL:
-                    continue
+            if op == "call":
+                fs = by_call[t[1][1]]
+            elif again and op in LOCAL_OPS and t in before and moved.isdisjoint(t[2]):
+                fs = rest.get(op, _NONE)  # the LOCAL rules matched it the round before
+            else:
+                fs = by_op.get(op, _NONE)
+            for apply in fs:
                 out = apply(g, c, t)
                 if out:
                     found.extend((c, x) for x in out)
-        before = {t for _, t in snapshot}
+        before = {t for _, t in snapshot if t[0] in LOCAL_OPS}
         size = g.size
         changed = False
         for c, x in found:
