@@ -463,11 +463,10 @@ def _softplus_divided(a, b):
     (each factor relatively accurate: σ(b) e^(d/2) sinh(d/2)/(d/2) · log1p(y)/y); farther apart
     the quotient — of 1 − σ's integral from the other side where a + b ≥ 0, so that neither
     cancels (softplus x = x + softplus(−x))."""
-    from .functions import _sigmoid
     d = a - b
     near = np.abs(d) <= 2
     dn = np.where(near, d, 0.0)
-    sb = _sigmoid(b)
+    sb = np.exp(-np.logaddexp(0.0, -b))  # σ(b), finite and relatively accurate everywhere
     close = _ratio(np.log1p, sb * np.expm1(dn)) * sb * np.exp(dn / 2) * _c("sinh", dn / 2)
     dd = np.where(near, 1.0, d)
     sp = lambda t: np.logaddexp(0.0, t)  # noqa: E731
