@@ -16,8 +16,8 @@ from . import dims as D
 from . import functions as F
 from .errors import EvaluationError, MatdiffError, NotSupportedError, ShapeError
 from .evaluate import evaluate, variables
-from .ir import (Basis, Const, Contract, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh, MatFn,
-                 Node, Sum, Svd, Var, extended, free_vars, walk)
+from .ir import (Basis, Const, Contract, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh, Frechet,
+                 MatFn, Node, Sum, Svd, Var, extended, free_vars, walk)
 from . import notation as N
 from .present import simplest
 from .printing import bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, python_code, render
@@ -103,6 +103,9 @@ class Expr:
     def python(self, functions: dict | None = None) -> str:
         """The expression as matdiff code, given the variables (and abstract functions,
         renamed by ``functions``) in scope: eval(e.python()) == e in value."""
+        if self._linear_map() is not None:  # printed as V ↦ H[V]: for reading only
+            raise NotSupportedError("a Hessian or Jacobian printed as the linear map V ↦ … it "
+                                    "applies has no constructor; use the text form, or md.hvp")
         return _shallow(lambda: python_code(self.notation(), functions or {}))
 
     def __str__(self):
@@ -122,12 +125,14 @@ class Expr:
     def _linear_map(self):
         """(V, the matrix notation of H[V]) for a 4-index H whose last two axes take a
         matrix direction and which passes through an eigen- or singular-value decomposition
-        (a spectral Hessian) and has no matrix notation of its own; else None.  V is
-        symmetric where H is symmetric in those axes (then H[V] is meant for symmetric V)."""
+        (a spectral Hessian) or a Fréchet derivative of a general matrix function (a Jacobian
+        V ↦ L_exp(Y, V), a Hessian V ↦ L²_exp(Yᵀ; abᵀ, Vᵀ)) and has no matrix notation of its
+        own; else None.  V is symmetric where H is symmetric in those axes (then H[V] is
+        meant for symmetric V)."""
         n = self.node
         if n.ndim != 4 or n.shape[:2] != n.shape[2:] or not isinstance(self.notation(), N.Index):
             return None
-        if not any(isinstance(x, SPECTRAL) for x in walk(n)):
+        if not any(isinstance(x, SPECTRAL + (Frechet,)) for x in walk(n)):
             return None
         svd = any(isinstance(x, Svd) for x in walk(n))  # V is X = UΣVᵀ's: the direction is W
         name = next(c for c in ("V", "W", "E", "H", "Z") if c not in self._names() and not (svd and c == "V"))

@@ -29,7 +29,8 @@ class M:
 class Sym(M):
     """A variable, or a constant: ``one`` (1, of any shape), ``eye`` (I), ``zero`` (0),
     ``commutation`` (K_{p,q}, the pq × pq matrix with K vec(A) = vec(Aᵀ) for a p × q A;
-    ``params`` = (p, q)); ``frechet`` (L_f(X, E); ``params`` = (f, X, E)); ``divdiff3``
+    ``params`` = (p, q)); ``frechet`` (L_f(X, E); ``params`` = (f, X, E)); ``frechet2``
+    (L²_f(X; E₁, E₂), the second Fréchet derivative; ``params`` = (f, X, E₁, E₂)); ``divdiff3``
     (Δ²f(λ)[X, Y], M_pc = Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc; ``params`` = (f's printed name, λ,
     X, Y))."""
 
@@ -154,6 +155,9 @@ def transpose(a: M) -> M:
     if isinstance(a, Sym) and a.role == "divdiff3":  # Δ²f(λ)[X, Y]ᵀ = Δ²f(λ)[Yᵀ, Xᵀ] (T symmetric)
         fn, lam, x, y = a.params
         return Sym(k, a.name, a.role, False, a.dims, (fn, lam, transpose(y), transpose(x)))
+    if isinstance(a, Sym) and a.role == "frechet2":  # L²_f(X; E₁, E₂)ᵀ = L²_f(Xᵀ; E₁ᵀ, E₂ᵀ)
+        fn, x, e1, e2 = a.params  # (f has real Taylor coefficients: each word reversed)
+        return Sym(k, a.name, a.role, False, a.dims, (fn, transpose(x), transpose(e1), transpose(e2)))
     if isinstance(a, Sym) and a.role == "commutation":  # K_{p,q}ᵀ = K_{q,p}
         return Sym(k, a.name, a.role, False, a.dims, tuple(reversed(a.params)))
     if isinstance(a, Sym) and k == "m" and a.role in ("one", "zero"):  # 11ᵀ and 0 read alike

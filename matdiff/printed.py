@@ -30,6 +30,8 @@ UNIT_SUBSCRIPT = re.compile(rf"[{SUBSCRIPTS}]+|[{''.join(LETTER_SUBSCRIPTS.value
 NORMS = {"‖": "norm", "‖_F": "norm", "‖_*": "nuclear", "‖₂": "spectral"}  # ‖x‖, ‖X‖_F, ‖X‖_*, ‖X‖₂
 # L_exp(X, E), printed for a Fréchet derivative (of any general matrix function)
 FRECHET = re.compile(r"L_(exp|log|sqrt|sin|cos|tan|tanh|sinh|cosh|sigmoid|softplus|log1p|expm1|arctan)")
+# L²_exp(X; E₁, E₂), printed for a second Fréchet derivative (docs/matrix-functions.md)
+FRECHET2 = re.compile(r"L²_(" + FRECHET.pattern[3:-1] + r")\(")
 
 
 def unit_index(sub: str):
@@ -82,6 +84,10 @@ class PrintedParser(Parser):
                 raise ParseError(f"unexpected character {text[pos]!r}", text, pos)
             kind, word = m.lastgroup, m.group()
             end = m.end()
+            if kind == "name" and word == "L" and FRECHET2.match(text, pos):
+                raise ParseError("L²_f(X; E₁, E₂) is a second Fréchet derivative, which no expression "
+                                 "builds: this text is for reading only. Differentiate the function "
+                                 "itself, or read its index form (Expr.index)", text, pos)
             if kind == "name" and FRECHET.fullmatch(word) and text[end:end + 1] == "(":
                 raise ParseError(f"{word}(X, E) is a Fréchet derivative, which no expression builds: "
                                  f"this text is for reading only. Differentiate the function itself, "
@@ -301,6 +307,11 @@ def read(text: str, dialect, decls: dict) -> Node:
                              f"the function itself, or read its index form (Expr.index)",
                              text, text.index(part))
         bodies[name.strip()] = body
+    if "↦" in main:  # V ↦ H[V]: a Hessian or Jacobian written as the linear map it applies
+        raise ParseError(f"{main[:main.index('↦')].strip()} ↦ … is a linear map (a Hessian or Jacobian "
+                         f"applied to a direction), which no expression builds: this text is for reading "
+                         f"only. Use md.hvp for its value at a direction, or read its index form "
+                         f"(Expr.index)", text, text.index("↦"))
     definitions = _Definitions(bodies, dialect, variables, functions)
     definitions.sizes = {x for d in decls.values() if d.kind in KIND_WORDS for x in (d.dims or ())
                          if isinstance(x, str) and x.isidentifier()}

@@ -380,6 +380,13 @@ def _sym(m: N.Sym, style):
             name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
             return f"L_{{{name}}}\\left({args}\\right)", ATOM
         return f"L_{fn}({args})", ATOM
+    if m.role == "frechet2":  # L²_f(X; E₁, E₂): the derivative of L_f(X, E₁) along E₂
+        fn, x, e1, e2 = m.params
+        point, dirs = _render(x, style)[0], f"{_render(e1, style)[0]}, {_render(e2, style)[0]}"
+        if _tex(style):
+            name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
+            return f"L^{{(2)}}_{{{name}}}\\left({point}; {dirs}\\right)", ATOM
+        return f"L²_{fn}({point}; {dirs})", ATOM
     if m.role == "divdiff3":  # Δ²f(λ)[X, Y]: f's second divided differences applied to X and Y
         inner = dict(style, in_leaf=True)
         return _divdiff3(m.params[0], *(_render(x, inner)[0] for x in m.params[1:]), style), ATOM
@@ -1197,7 +1204,7 @@ def _py(m: N.M, functions: dict):
             return f"md.unit({_py_dims(m.dims)}, {_basis_position(m)})", ATOM
         if m.role == "commutation":
             raise NotSupportedError("the commutation matrix K has no constructor; use the text form")
-        if m.role in ("frechet", "part", "divdiff3"):
+        if m.role in ("frechet", "frechet2", "part", "divdiff3"):
             raise NotSupportedError(f"{m.name}, a part of a decomposition, a Fréchet derivative or "
                                     f"second divided differences, has no constructor; use the text form")
         call = {"one": "md.ones", "zero": "md.zeros"}.get(m.role)
@@ -1423,6 +1430,7 @@ def _mc(m: N.M):
                      "s": value}[m.kind]), (ATOM if m.kind != "r" else POSTFIX)
         what = {"basis": "a unit vector", "commutation": "the commutation matrix K",
                 "frechet": "a Fréchet derivative L_f(X, E)", "part": "a part of a decomposition",
+                "frechet2": "a second Fréchet derivative L²_f(X; E₁, E₂)",
                 "divdiff3": "second divided differences Δ²f(λ)[X, Y]"}.get(
             m.role, "the size of a dim")
         raise NotSupportedError(f"the matrixcalculus dialect cannot write {what}; use the text form")

@@ -27,6 +27,7 @@ from .functions import Function
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
                  Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
+from .simplify import simplify
 
 KIND = {0: "s", 1: "c", 2: "m"}
 
@@ -346,6 +347,285 @@ def _inlined(c: Contract) -> Contract:
     return Contract(tuple(ops), tuple(labs), c.out)
 
 
+# --------------------------------------------------------------------------- Fréchet derivatives
+# diff.py writes the second Fréchet derivative with 2 × 2 block matrices (Higham, Functions of
+# Matrices, §3.2) and a Jacobian's Fréchet derivatives, one per entry of the output, as one of a
+# block-diagonal matrix; these read those layouts back as L_f and L²_f of d × d matrices.
+
+
+def _terms(node: Node, limit: int = 64):
+    """node as Σ cₖ termₖ with no sum among a product's factors: [(cₖ, termₖ)], None past
+    ``limit`` terms."""
+    out, stack = [], [(1.0, node)]
+    while stack:
+        c, x = stack.pop()
+        if isinstance(x, Sum):
+            stack.extend((c * k, t) for k, t in x.terms)
+        elif isinstance(x, Contract) and any(isinstance(op, Sum) for op in x.operands):
+            at = next(i for i, op in enumerate(x.operands) if isinstance(op, Sum))
+            for k, t in x.operands[at].terms:
+                stack.append((c * k, Contract(x.operands[:at] + (t,) + x.operands[at + 1:], x.labels, x.out)))
+        else:
+            out.append((c, x))
+        if len(out) + len(stack) > limit:
+            return None
+    return out
+
+
+def _blocks(node: Node):
+    """The blocks of a 2d × 2d matrix laid out from a (2, d, 2, d) array whose block row and
+    column are picked by unit vectors e₁, e₂ of length 2 (or tied by I₂: a block diagonal), or
+    a sum of multiples of such: {(r, c): the d × d block}, the zero blocks left out; None where
+    it is not so laid out."""
+    laid = node.terms if isinstance(node, Sum) else ((1.0, node),)
+    def laid_out(z):
+        return isinstance(z, Reshape) and z.arg.ndim == 4 and z.arg.shape[0] == z.arg.shape[2] == 2 and \
+            z.arg.shape[1] == z.arg.shape[3]
+
+    if not laid or not all(laid_out(z) for _, z in laid):
+        return None
+    terms = []
+    for k, z in laid:
+        more = _terms(z.arg)
+        if more is None:
+            return None
+        terms.extend((k * c, t) for c, t in more)
+    parts: dict = {}
+    for coef, t in terms:
+        if not isinstance(t, Contract):
+            return None
+        r, a, col, b = t.out
+        held = [k for k, lab in enumerate(t.labels) if r in lab or col in lab]
+        if any(t.labels[k].count(x) > 1 for k in held for x in (r, col)):
+            return None
+        ops = [(t.operands[k], t.labels[k]) for k in held]
+        if len(ops) == 1 and isinstance(ops[0][0], Delta) and ops[0][0].shape == (2, 2) and \
+                set(ops[0][1]) == {r, col}:
+            places = [(0, 0), (1, 1)]  # I₂ ⊗ B: B on the diagonal
+        elif len(ops) == 2 and all(isinstance(op, Basis) and op.dim == 2 for op, _ in ops) and \
+                {ops[0][1], ops[1][1]} == {(r,), (col,)}:
+            pos = {lab[0]: op.pos % 2 for op, lab in ops}
+            places = [(pos[r], pos[col])]
+        else:
+            return None
+        rest = [(op, lab) for k, (op, lab) in enumerate(zip(t.operands, t.labels)) if k not in held]
+        if not rest:
+            return None
+        block = Contract(tuple(op for op, _ in rest), tuple(lab for _, lab in rest), (a, b))
+        for place in places:
+            parts.setdefault(place, []).append((coef, block))
+    out = {place: simplify(Sum(tuple(ts), ts[0][1].shape)) for place, ts in parts.items()}
+    return {place: x for place, x in out.items() if not (isinstance(x, Sum) and not x.terms)}
+
+
+def _second(fn, x, e1, e2):
+    """L²_f(X; E₁, E₂) as a leaf of the notation (``frechet2``), or None where X, E₁ or E₂
+    has no matrix notation.  It is bilinear in E₁ and E₂, so their numeric coefficients stand
+    in front: L²_f(X; ½E₁, E₂) is ½L²_f(X; E₁, E₂)."""
+    parts = [recognise(p) for p in (x, e1, e2)]
+    if any(isinstance(p, N.Index) for p in parts):
+        return None
+    coef = 1.0
+    for k in (1, 2):
+        if isinstance(parts[k], N.Prod) and parts[k].coef != 1:
+            coef *= parts[k].coef
+            parts[k] = N.prod(1.0, parts[k].factors)
+    return N.prod(coef, [N.Sym("m", f"L²_{fn}", "frechet2", dims=x.shape, params=(fn, *parts))])
+
+
+def _second_frechet(op: Node, lab: tuple, c: Contract, everywhere: list):
+    """Where op, labelled ``lab`` in the product c, is L_f(M, F) of 2 × 2 block matrices
+    (reshaped to (2, d, 2, d)) that diff.py builds for second derivatives: (its notation as a
+    matrix, row label, column label, the indices of the unit vectors it consumes); else None.
+
+    - M = [[X, E₁], [0, X]], F = [[E₂, 0], [0, E₂]], block (1, 2) picked by e₁ and e₂:
+      L²_f(X; E₁, E₂), the derivative of L_f(X, E₁) along E₂ (block (1, 1) or (2, 2): L_f(X, E₂));
+    - M = [[X, 0], [C, X]], F = [[0, V], [0, 0]], its diagonal blocks summed (the transposed
+      form reverse mode makes): L²_f(X; C, V), since ⟨W, Σ_p L_f(M, F)_pp⟩ = ⟨L_f(Mᵀ,
+      I₂ ⊗ W), F⟩ = ⟨L²_f(Xᵀ; Cᵀ, W), V⟩ = ⟨W, L²_f(X; C, V)⟩."""
+    if not (isinstance(op, Reshape) and isinstance(op.arg, Frechet) and op.ndim == 4 and
+            op.shape[0] == op.shape[2] == 2 and op.shape[1] == op.shape[3]):
+        return None
+    f = op.arg
+    m, e = _blocks(f.arg), _blocks(f.dir)
+    if m is None or e is None or m.get((0, 0)) is None or m.get((0, 0)) is not m.get((1, 1)):
+        return None
+    x = m[(0, 0)]
+    r, a, col, b = lab
+    if r in c.out or col in c.out or len({r, a, col, b}) < (3 if r == col else 4):
+        return None
+    if r == col:  # Σ_p L_f(M, F)_pp
+        if everywhere.count(r) != 2 or (0, 1) in m or set(e) != {(0, 1)} or (1, 0) not in m:
+            return None
+        leaf = _second(f.fn, x, m[(1, 0)], e[(0, 1)])
+        return None if leaf is None else (leaf, a, b, ())
+    if everywhere.count(r) != 2 or everywhere.count(col) != 2:
+        return None
+    units = {}
+    for k, (o, ol) in enumerate(zip(c.operands, c.labels)):
+        if o is not op and (r in ol or col in ol):
+            if not (isinstance(o, Basis) and o.dim == 2 and len(ol) == 1):
+                return None
+            units[ol[0]] = (k, o.pos % 2)
+    if set(units) != {r, col} or (1, 0) in m or set(e) != {(0, 0), (1, 1)} or e[(0, 0)] is not e[(1, 1)]:
+        return None
+    place = (units[r][1], units[col][1])
+    if place == (1, 0):
+        leaf = N.Sym("m", "0", "zero", dims=x.shape)
+    elif place[0] == place[1]:
+        leaf = _frechet(Frechet(f.fn, x, e[(0, 0)]))
+    elif (0, 1) not in m:
+        return None
+    else:
+        leaf = _second(f.fn, x, m[(0, 1)], e[(0, 0)])
+    return None if leaf is None else (leaf, a, b, (units[r][0], units[col][0]))
+
+
+def _second_frechets(c: Contract, everywhere: list):
+    """{operand index: (notation, row label, column label), unit vector's index: None} for the
+    second Fréchet derivatives among c's factors; None where one holds a Fréchet derivative of
+    block matrices that has no matrix notation."""
+    out: dict = {}
+    for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
+        if isinstance(op, Reshape) and isinstance(op.arg, Frechet):
+            found = _second_frechet(op, lab, c, everywhere)
+            if found is None:
+                return None
+            leaf, a, b, units = found
+            out[k] = (leaf, a, b)
+            out.update(dict.fromkeys(units))
+    return out
+
+
+def _split(shape: tuple, sizes: tuple):
+    """shape cut into consecutive parts of the given sizes, or None."""
+    parts, at = [], 0
+    for size in sizes:
+        for end in range(at, len(shape) + 1):
+            if D.size(shape[at:end]) == size and (end > at or size == 1):
+                break
+        else:
+            return None
+        parts.append(tuple(shape[at:end]))
+        at = end
+    return parts if at == len(shape) else None
+
+
+def _diagonal_copies(z: Node, m, keep_batch: bool):
+    """For z of shape (m,) + P + (m,) + P, the product δ_ee′ Z[e, A, B] (a block-diagonal
+    layout): Z (with e where ``keep_batch``), as a node of shape ((m,) if kept) + P + P; else None."""
+    k = (z.ndim - 2) // 2
+    if not isinstance(z, Contract) or z.ndim != 2 * k + 2 or z.shape[0] != m or z.shape[k + 1] != m:
+        return None
+    e, e2 = z.out[0], z.out[k + 1]
+    ties = [i for i, (op, lab) in enumerate(zip(z.operands, z.labels))
+            if isinstance(op, Delta) and op.order == 2 and set(lab) == {e, e2}]
+    if not ties:
+        return None
+    rest = [(op, lab) for i, (op, lab) in enumerate(zip(z.operands, z.labels)) if i != ties[0]]
+    held = {x for _, lab in rest for x in lab}
+    if e2 in held or (e in held) != keep_batch or not rest:
+        return None
+    out = ((e,) if keep_batch else ()) + z.out[1:k + 1] + z.out[k + 2:]
+    return simplify(Contract(tuple(op for op, _ in rest), tuple(lab for _, lab in rest), out))
+
+
+def _batched(op: Node):
+    """Where op is diff.py's [L_f(X, Gₑ) for each e] (``_batched_frechet``: the Fréchet
+    derivative of I ⊗ X along blockdiag(Gₑ), its diagonal blocks): (f, X, G, the batch axes'
+    dims, A's, B's), op[e, A, B] = L_f(X, Gₑ)[A, B], G laid out as op; else None."""
+    if not (isinstance(op, Reshape) and isinstance(op.arg, Contract) and len(op.arg.operands) == 1):
+        return None
+    inner = op.arg
+    lab, = inner.labels
+    if len(lab) != 4 or lab[0] != lab[2] or len(set(lab)) != 3 or inner.out != (lab[0], lab[1], lab[3]):
+        return None
+    r = inner.operands[0]
+    if not (isinstance(r, Reshape) and isinstance(r.arg, Frechet) and r.ndim == 4):
+        return None
+    f = r.arg
+    m, d = r.shape[0], r.shape[1]
+    dirs = f.dir.terms if isinstance(f.dir, Sum) else ((1.0, f.dir),)  # linear in the Gₑ
+    if not isinstance(f.arg, Reshape) or not dirs or not all(isinstance(t, Reshape) for _, t in dirs):
+        return None
+    x = _diagonal_copies(f.arg.arg, m, False)
+    gs = [(c, _diagonal_copies(t.arg, m, True)) for c, t in dirs]
+    parts = _split(op.shape, (m, d, d))
+    if x is None or any(g is None for _, g in gs) or parts is None:
+        return None
+    g = simplify(Sum(tuple((c, Reshape(g, op.shape)) for c, g in gs), op.shape))
+    return f.fn, simplify(Reshape(x, (d, d))), g, *parts
+
+
+def _with_frechet_applied(c: Contract):
+    """c with a factor [L_f(X, Gₑ)]ₑ (``_batched``) applied to what it is contracted with, as
+    one Fréchet derivative (an equal product; None where none is so applied):
+
+    - over A, B (a Jacobian or Hessian applied to a direction, e a result axis):
+      Σ_AB L_f(X, Gₑ)_AB W_AB = ⟨L_f(X, Gₑ), W⟩ = ⟨Gₑ, L_f(Xᵀ, W)⟩;
+    - over e (the batch summed with weights Zₑ): Σₑ Zₑ L_f(X, Gₑ) = L_f(X, Σₑ Zₑ Gₑ)."""
+    for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
+        found = _batched(op)
+        if found is None:
+            continue
+        fn, x, g, eshape, ashape, bshape = found
+        el = lab[:len(eshape)]
+        ab = lab[len(eshape):]
+        if set(el) & set(ab) or len(set(el)) != len(el):
+            continue
+        others = [(op2, lab2) for j, (op2, lab2) in enumerate(zip(c.operands, c.labels)) if j != k]
+        fresh = max([x_ for lb in c.labels for x_ in lb] + list(c.out)) + 1
+        free = tuple(range(fresh, fresh + len(ab)))  # A′, B′: A and B's axes, renamed apart
+        dims = c.label_dims()
+        size = D.size(ashape)
+        if set(el) <= set(c.out) and not set(ab) & set(c.out):
+            group, outside = _tied(others, set(ab), set(c.out))
+            if {x_ for _, lb in group for x_ in lb} & (set(el) | set(c.out)):
+                continue
+            ties = [(Delta(dims[y], 2), (z, y)) for z, y in zip(free, ab)]
+            w = Contract(tuple(o for o, _ in group + ties), tuple(lb for _, lb in group + ties), free)
+            xt = _block_transpose(x, ashape)
+            applied = Reshape(Frechet(fn, xt, Reshape(w, (size, size))), ashape + bshape)
+            ops = outside + [(g, el + free), (applied, free)]
+        elif not set(el) & set(c.out):
+            group, outside = _tied(others, set(el), set(c.out))
+            if {x_ for _, lb in group for x_ in lb} & (set(ab) | set(c.out)):
+                continue
+            w = Contract(tuple(o for o, _ in group) + (g,), tuple(lb for _, lb in group) + (el + free,), free)
+            applied = Reshape(Frechet(fn, x, Reshape(w, (size, size))), ashape + bshape)
+            ops = outside + [(applied, ab)]
+        else:
+            continue
+        return Contract(tuple(o for o, _ in ops), tuple(lb for _, lb in ops), c.out)
+    return None
+
+
+def _tied(factors: list, start: set, out: set):
+    """The factors tied to the labels ``start`` through labels summed among them (not in
+    ``out``), and the others."""
+    reach, group, rest = set(start), [], list(factors)
+    grew = True
+    while grew:
+        grew = False
+        for f in list(rest):
+            if set(f[1]) & reach:
+                group.append(f)
+                rest.remove(f)
+                reach |= set(f[1]) - out
+                grew = True
+    return group, rest
+
+
+def _block_transpose(x: Node, ashape: tuple) -> Node:
+    """Xᵀ of a d × d matrix X whose rows and columns are laid out as ``ashape`` (2 × 2 block
+    matrices as (2, d′)): the transpose of the array of that shape twice, laid out again, so
+    that its blocks stay readable."""
+    k = len(ashape)
+    z = Reshape(x, ashape + ashape)
+    t = Contract((z,), (tuple(range(2 * k)),), tuple(range(k, 2 * k)) + tuple(range(k)))
+    return simplify(Reshape(simplify(t), x.shape))
+
+
 def _inv(node: Inv):
     arg = recognise(node.arg)
     return None if isinstance(arg, N.Index) else N.Inv("m", arg)
@@ -524,6 +804,9 @@ class _Item:
 
 def _contract(c: Contract):
     c = _inlined(c)  # V_kl (Σ … T_pqr …)_ijkl: a product of order above 2 among the factors
+    applied = _with_frechet_applied(c)  # [L_f(X, Gₑ)]ₑ applied to a direction: one L_f
+    if applied is not None:
+        return recognise(simplify(applied))
     if any(isinstance(op, DivDiff3) for op in c.operands):  # Σ_q T_pqr X_pq Y_qr = Δ²f(λ)[X, Y]
         applied = _with_divdiff3_applied(c)
         return None if applied is None else recognise(applied)
@@ -532,7 +815,14 @@ def _contract(c: Contract):
     scalars, items = [], []
     dims = c.label_dims()
     everywhere = [x for lab in c.labels for x in lab]
-    for op, lab in zip(c.operands, c.labels):
+    blocks = _second_frechets(c, everywhere)  # L²_f(X; E₁, E₂), read off 2 × 2 block matrices
+    if blocks is None:
+        return None
+    for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
+        if k in blocks:
+            if blocks[k] is not None:
+                items.append(_Item(*blocks[k]))
+            continue
         if op.ndim == 0 and _scalar_product(op):  # a·a·…·a typed: its leaves, not each level
             leaves = [recognise(x) for x in _scalar_leaves(op)]
             if any(isinstance(x, N.Index) for x in leaves):
