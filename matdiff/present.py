@@ -2208,12 +2208,14 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
         for c, t in snapshot:
             if len(features) != seen:
                 by_op, by_call = _rule_lists(rules, features)
-                rest = {op: [f for f in fs if f not in LOCAL] for op, fs in by_op.items()}
+                rest = None  # by_op without the LOCAL rules, made when first needed
                 seen = len(features)
             op = t[0]
             if op == "call":
                 fs = by_call[t[1][1]]
             elif again and op in LOCAL_OPS and t in before and moved.isdisjoint(t[2]):
+                if rest is None:
+                    rest = {o: [f for f in fs if f not in LOCAL] for o, fs in by_op.items()}
                 fs = rest.get(op, _NONE)  # the LOCAL rules matched it the round before
             else:
                 fs = by_op.get(op, _NONE)
@@ -2221,7 +2223,6 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
                 out = apply(g, c, t)
                 if out:
                     found.extend((c, x) for x in out)
-        before = {t for _, t in snapshot if t[0] in LOCAL_OPS}
         size = g.size
         changed = False
         for c, x in found:
@@ -2229,6 +2230,7 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
         g.rebuild()
         if (not changed and g.size == size) or g.size > max_nodes:
             return n + 1
+        before = {t for _, t in snapshot if t[0] in LOCAL_OPS}
     return max_rounds
 
 
