@@ -26,7 +26,7 @@ from . import notation as N
 from .functions import Function
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
-                 Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones)
+                 Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones, walk)
 from .simplify import simplify
 
 KIND = {0: "s", 1: "c", 2: "m"}
@@ -394,6 +394,7 @@ def _blocks(node: Node):
     for coef, t in terms:
         if not isinstance(t, Contract):
             return None
+        t = _flat(t)
         r, a, col, b = t.out
         held = [k for k, lab in enumerate(t.labels) if r in lab or col in lab]
         if any(t.labels[k].count(x) > 1 for k in held for x in (r, col)):
@@ -416,6 +417,22 @@ def _blocks(node: Node):
             parts.setdefault(place, []).append((coef, block))
     out = {place: simplify(Sum(tuple(ts), ts[0][1].shape)) for place, ts in parts.items()}
     return {place: x for place, x in out.items() if not (isinstance(x, Sum) and not x.terms)}
+
+
+def _flat(c: Contract) -> Contract:
+    """c with the products among its factors written out as its own factors (an equal
+    product: nested products simplify keeps past its flattening limit)."""
+    if not any(isinstance(op, Contract) for op in c.operands):
+        return c
+    fresh = max([x for lab in c.labels for x in lab] + list(c.out) + [-1]) + 1
+    ops = []
+    for op, lab in zip(c.operands, c.labels):
+        if isinstance(op, Contract):
+            inner, fresh = _factors(_flat(op), lab, fresh)
+            ops.extend(inner)
+        else:
+            ops.append((op, lab))
+    return Contract(tuple(op for op, _ in ops), tuple(lab for _, lab in ops), c.out)
 
 
 def _second(fn, x, e1, e2):
@@ -561,7 +578,8 @@ def _with_frechet_applied(c: Contract):
     """c with a factor [L_f(X, Gₑ)]ₑ (``_batched``) applied to what it is contracted with, as
     one Fréchet derivative (an equal product; None where none is so applied):
 
-    - over A, B (a Jacobian or Hessian applied to a direction, e a result axis):
+    - over A, B (a Jacobian or Hessian applied to a direction; e result axes, or summed
+      with other factors):
       Σ_AB L_f(X, Gₑ)_AB W_AB = ⟨L_f(X, Gₑ), W⟩ = ⟨Gₑ, L_f(Xᵀ, W)⟩;
     - over e (the batch summed with weights Zₑ): Σₑ Zₑ L_f(X, Gₑ) = L_f(X, Σₑ Zₑ Gₑ)."""
     for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
@@ -578,10 +596,8 @@ def _with_frechet_applied(c: Contract):
         free = tuple(range(fresh, fresh + len(ab)))  # A′, B′: A and B's axes, renamed apart
         dims = c.label_dims()
         size = D.size(ashape)
-        if set(el) <= set(c.out) and not set(ab) & set(c.out):
-            group, outside = _tied(others, set(ab), set(c.out))
-            if {x_ for _, lb in group for x_ in lb} & (set(el) | set(c.out)):
-                continue
+        group, outside = _tied(others, set(ab), set(c.out) | set(el))
+        if not set(ab) & set(c.out) and not {x_ for _, lb in group for x_ in lb} & (set(el) | set(c.out)):
             ties = [(Delta(dims[y], 2), (z, y)) for z, y in zip(free, ab)]
             w = Contract(tuple(o for o, _ in group + ties), tuple(lb for _, lb in group + ties), free)
             xt = _block_transpose(x, ashape)
@@ -596,7 +612,9 @@ def _with_frechet_applied(c: Contract):
             ops = outside + [(applied, ab)]
         else:
             continue
-        return Contract(tuple(o for o, _ in ops), tuple(lb for _, lb in ops), c.out)
+        out = Contract(tuple(o for o, _ in ops), tuple(lb for _, lb in ops), c.out)
+        terms = _terms(out) if isinstance(g, Sum) else None  # Gₑ a sum: term by term
+        return out if terms is None else Sum(tuple(terms), out.shape)
     return None
 
 
@@ -807,6 +825,16 @@ def _contract(c: Contract):
     applied = _with_frechet_applied(c)  # [L_f(X, Gₑ)]ₑ applied to a direction: one L_f
     if applied is not None:
         return recognise(simplify(applied))
+    at = next((k for k, op in enumerate(c.operands) if isinstance(op, Sum) and op.ndim > 2 and
+               any(isinstance(x, Frechet) for x in walk(op))), None)
+    if at is not None:  # (L_f(M, F) + L_f(M, F)ᵀ)_…: term by term, each simplified alone
+        # (together, simplify would factor them back into this product)
+        ops = c.operands
+        parts = [(k, recognise(simplify(Contract(ops[:at] + (t,) + ops[at + 1:], c.labels, c.out))))
+                 for k, t in ops[at].terms]
+        if not parts or any(isinstance(m, N.Index) for _, m in parts):
+            return None
+        return N.add(parts)
     if any(isinstance(op, DivDiff3) for op in c.operands):  # Σ_q T_pqr X_pq Y_qr = Δ²f(λ)[X, Y]
         applied = _with_divdiff3_applied(c)
         return None if applied is None else recognise(applied)

@@ -21,7 +21,7 @@ ALLOWED = {
     "evaluate": {"dims", "errors", "funm", "ir"},
     "show": {"dims", "ir"},
     "notation": {"ir"},
-    "recognise": {"dims", "functions", "ir", "notation"},
+    "recognise": {"dims", "functions", "ir", "notation", "simplify"},
     "present": {"dims", "notation"},
     "printing": {"errors", "functions", "ir", "notation", "recognise", "show"},
     "expr": {"build", "dims", "errors", "evaluate", "functions", "ir", "notation", "present",

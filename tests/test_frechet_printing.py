@@ -219,3 +219,28 @@ def test_index_form_stays_available():
     for e in (md.hessian(a.T @ md.expm(Y) @ b, Y), md.jacobian(md.expm(Y), Y)):
         text = e.index()
         assert "↦" not in text and "L_exp" not in text and text.endswith(("]_ijkl", "]_ijplpk"))
+
+
+COMPOSITE = [  # (id, f of Y): products, squares and sums inside and around the matrix function
+    ("(aᵀexpm(Y)b)²", lambda: (a.T @ md.expm(Y) @ b) ** 2),
+    ("aᵀexpm(Y)expm(Y)b", lambda: a.T @ md.expm(Y) @ md.expm(Y) @ b),
+    ("aᵀsqrtm(4I + B/2 + YYᵀ)b", lambda: a.T @ md.sqrtm(4 * md.eye(n) + B / 2 + Y @ Y.T) @ b),
+    ("aᵀexpm(YY)b", lambda: a.T @ md.expm(Y @ Y) @ b),
+    ("tr(expm(Y)B logm(B + Y))", lambda: md.trace(md.expm(Y) @ B @ md.logm(3 * md.eye(n) + Y))),
+]
+
+
+@pytest.mark.parametrize("name, build", COMPOSITE, ids=[c[0] for c in COMPOSITE])
+def test_composite_hessians_print_as_maps_that_mean_them(name, build, monkeypatch):
+    f = build()
+    values = _values(4)
+    hvp, hess = md.hvp(f, Y, V), md.hessian(f, Y)
+    assert str(hess).startswith("V ↦ ") and "reshape" not in str(hess) + str(hvp)
+    want = np.einsum("ijkl,kl->ij", hess.evaluate(_used(hess, values)), values["V"])
+    np.testing.assert_allclose(hvp.evaluate(_used(hvp, values)), want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(_read(hvp.notation(), values, monkeypatch), want, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(_read(hess._linear_map()[1], values, monkeypatch), want, rtol=1e-7, atol=1e-9)
+    g, h = md.grad(f, Y), 1e-5
+    up = g.evaluate(_used(g, {**values, "Y": values["Y"] + h * values["V"]}))
+    down = g.evaluate(_used(g, {**values, "Y": values["Y"] - h * values["V"]}))
+    np.testing.assert_allclose(want, (up - down) / (2 * h), rtol=1e-6, atol=1e-8)
