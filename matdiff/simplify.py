@@ -544,24 +544,35 @@ def _canonical_tied(operands, labels, out, info, out_num, seen):
     keys = [k for k, _ in info]
     order = sorted(range(n), key=keys.__getitem__)
     cells = _cells(order, keys)
-    if _orderings(cells) <= CANONICAL_ORDERINGS:
+    if len(cells) == n - 1:  # one pair of equal operands (the common case): two orderings
+        k = next(j for j, cell in enumerate(cells) if len(cell) == 2)
+        a, b = cells[k]
+        flat = [cell[0] for cell in cells]
+        orderings = (flat[:k] + [a, b] + flat[k + 1:], flat[:k] + [b, a] + flat[k + 1:])
+    elif _orderings(cells) <= CANONICAL_ORDERINGS:
         orderings = ([i for cell in perm for i in cell]
                      for perm in itertools.product(*map(itertools.permutations, cells)))
     else:
         orderings = _refined_orderings(operands, labels, out_num, info, seen)
     best = None
-    for seq in orderings:
+    for seq in orderings:  # (every ordering lists the same operands: flat labels compare alike)
         num = dict(out_num)
         for i in seq:
             for x in labels[i]:
                 if x not in num:
                     num[x] = len(num)
-        labs = tuple(tuple(num[x] for x in (_sort_symmetric(operands[i], labels[i], num.get)
-                                            if info[i][1] else labels[i])) for i in seq)
-        if best is None or labs < best[0]:
-            best = labs, seq, num
-    labs, seq, num = best
-    return tuple(operands[i] for i in seq), labs, tuple(range(len(out))), num
+        get, flat = num.__getitem__, []
+        for i in seq:
+            lab = _sort_symmetric(operands[i], labels[i], num.get) if info[i][1] else labels[i]
+            flat.extend(map(get, lab))
+        if best is None or flat < best[0]:
+            best = flat, seq, num
+    flat, seq, num = best
+    labs, at = [], 0
+    for i in seq:
+        labs.append(tuple(flat[at:at + len(labels[i])]))
+        at += len(labels[i])
+    return tuple(operands[i] for i in seq), tuple(labs), tuple(range(len(out))), num
 
 
 def _cells(order, keys):
