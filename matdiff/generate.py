@@ -41,7 +41,7 @@ from .recognise import recognise
 from .show import FORMS, index_form
 from .simplify import numerical_forms, rewrite, simplify
 from .library import positive_definite
-from .evaluate import (PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _derivative_polynomials, _in_units,
+from .evaluate import (KINKS, PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _derivative_polynomials, _in_units,
                        _grows, _sech2_polynomials, _taylor_scale, _trace)
 
 LETTERS = string.ascii_letters
@@ -704,6 +704,8 @@ def _elementwise(w: _Writer, n: Elementwise, a: str) -> str:
 SLOPES = {  # f′ of the functions a divided-difference matrix may need, as code
     "exp": "np.exp({})", "log": "1.0 / {}", "sqrt": "0.5 / np.sqrt({})", "sin": "np.cos({})",
     "cos": "-np.sin({})", "tanh": "1.0 - np.tanh({}) ** 2", "cosh": "np.sinh({})", "sinh": "np.cosh({})",
+    # the kinks' one-sided slopes: exact away from 0, where checked code refuses (_kinks_refused)
+    "relu": "(({0}) > 0) + 0.0 * ({0})", "abs": "np.sign({0})", "step": "0.0 * ({0})", "sign": "0.0 * ({0})",
 }
 
 
@@ -771,6 +773,8 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
     """F_ij = f[λᵢ, λⱼ] as evaluate computes it: a form accurate at every gap for the
     built-in functions, else the quotient with f′ at the midpoint where λᵢ, λⱼ agree to
     CLOSE relative to the larger."""
+    if w.checks and n.fn.builtin and n.fn.name in KINKS:
+        lam = _kinks_refused(w, n.fn, lam)
     a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
     exact = _exact_divided_code(w, n.fn, a, b)
     if exact is not None:  # each form takes both λᵢ and λⱼ: it is the full matrix already
@@ -781,6 +785,17 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
     slope = _slope(n.fn).format(f"(({a} + {b}) / 2)")
     return (f"np.where({close}, {slope}, ({values}[:, None] - {values}[None, :]) / "
             f"np.where({close}, 1.0, {gap}))")
+
+
+def _kinks_refused(w: _Writer, fn, lam: str) -> str:
+    """λ through ``_finite_value`` (md.codegen's checks), NaN where an eigenvalue sits at the kink
+    of relu, |·|, step or sign (within 64ε of the largest |λ|, evaluate's ``_refuse_kinks``): NumPy
+    and PyTorch raise, md.compile's functions evaluate's EvaluationError; JAX raises outside jit
+    and gives NaN under it. O(n): it tests the eigenvalues only."""
+    floor = w.emit(f"64 * np.finfo({lam}.dtype).eps * np.abs({lam}).max()")
+    why = (f"{fn.name}(S) is not differentiable here: {fn.name} has a kink at 0, and an eigenvalue "
+           "(within 64ε of the largest |λ|) puts its argument there")
+    return w.emit(f"_finite_value(np.where(np.abs({lam}) <= {floor}, np.nan, {lam}), {why!r})")
 
 
 def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
@@ -871,8 +886,9 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
 
 
 def _unit_code(fn, x: str) -> str:
-    """evaluate's ``_taylor_unit`` as code: 1 + x for log1p, √(1 + x²) for arctan, else x."""
-    return {"log1p": f"(1.0 + {x})", "arctan": f"np.sqrt(1.0 + {x} * {x})"}.get(fn.name, x)
+    """evaluate's ``_taylor_unit`` as code: 1 + x for log1p, √(1 + x²) for arctan (as hypot:
+    finite past |x| = 1e154), else x."""
+    return {"log1p": f"(1.0 + {x})", "arctan": f"np.hypot(1.0 + 0.0 * {x}, {x})"}.get(fn.name, x)
 
 
 def _close_code(w: _Writer, fn, spread: str, x: str):
