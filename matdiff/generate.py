@@ -736,7 +736,7 @@ def _exact_divided_code(w: _Writer, fn, a: str, b: str):
     has no such form."""
     name, param = fn.name, fn.param
     if not fn.builtin:
-        return _traced_divided_code(w, fn, (a, b))[2] if DivDiff3.has_series(fn) else None
+        return _traced_divided_code(w, fn, (a, b))[2] if DivDiff3.has_series(fn) or _kinked(fn) else None
     if name in ("exp", "log", "sin", "cos", "sinh", "cosh", "tanh", "expm1", "log1p", "tan"):
         m, h = w.emit(f"({a} + {b}) / 2"), w.emit(f"({a} - {b}) / 2")
     if name in ("exp", "expm1"):
@@ -773,7 +773,7 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
     """F_ij = f[λᵢ, λⱼ] as evaluate computes it: a form accurate at every gap for the
     built-in functions, else the quotient with f′ at the midpoint where λᵢ, λⱼ agree to
     CLOSE relative to the larger."""
-    if w.checks and n.fn.builtin and n.fn.name in KINKS:
+    if w.checks and (n.fn.builtin and n.fn.name in KINKS or not n.fn.builtin and _kinked(n.fn)):
         lam = _kinks_refused(w, n.fn, lam)
     a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
     exact = _exact_divided_code(w, n.fn, a, b)
@@ -793,9 +793,33 @@ def _kinks_refused(w: _Writer, fn, lam: str) -> str:
     and PyTorch raise, md.compile's functions evaluate's EvaluationError; JAX raises outside jit
     and gives NaN under it. O(n): it tests the eigenvalues only."""
     floor = w.emit(f"64 * np.finfo({lam}.dtype).eps * np.abs({lam}).max()")
-    why = (f"{fn.name}(S) is not differentiable here: {fn.name} has a kink at 0, and an eigenvalue "
-           "(within 64ε of the largest |λ|) puts its argument there")
-    return w.emit(f"_finite_value(np.where(np.abs({lam}) <= {floor}, np.nan, {lam}), {why!r})")
+    kinds = [fn.name] if fn.builtin else sorted({n.fn.name for n in walk(_trace(fn)[0])
+                                                 if type(n) is Elementwise and n.fn.name in KINKS})
+    why = (f"{fn.name}(S) is not differentiable here: {' or '.join(kinds)} has a kink at 0, and an "
+           "eigenvalue (within 64ε of the largest |λ|) puts its argument there")
+    if fn.builtin:
+        at = f"np.abs({lam}) <= {floor}"
+    else:  # a traced callable: where a kink's argument is 0 and f or f′ differ on its two sides
+        args: list = []
+        _traced_divided_code(w, fn, (lam, lam), args)
+        hit = " | ".join(f"(np.abs({g}) <= {floor})" for g in args)
+        d = w.emit(f"1e-7 * np.maximum(1.0 + 0.0 * {lam}, np.abs({lam}))")
+        sides = [_traced_divided_code(w, fn, (p, p))
+                 for p in (w.emit(f"{lam} + {d}"), w.emit(f"{lam} - {d}"))]
+        differ = " | ".join(f"~(np.abs({r} - {q}) <= 1e-4 * (np.abs({r}) + np.abs({q})) + "
+                            f"1e-6 * (1.0 + np.abs({r})))" for r, q in zip(sides[0][::2], sides[1][::2]))
+        at = f"({hit}) & ({differ})"
+    return w.emit(f"_finite_value(np.where({at}, np.nan, {lam}), {why!r})")
+
+
+def _kinked(fn) -> bool:
+    """A traced callable built from relu, |·|, step or sign besides DivDiff3.SERIES's functions,
+    constants, sums and products: its first divided differences by the chain rule, exact away
+    from the kinks (each kink's own: its one-sided slope on one side, the quotient across)."""
+    trace = None if fn.builtin else _trace(fn)
+    kinds = [n.fn for n in walk(trace[0]) if type(n) is Elementwise] if trace is not None else []
+    return any(f.builtin and f.name in KINKS for f in kinds) and \
+        all(f.builtin and f.name in KINKS + DivDiff3.SERIES for f in kinds)
 
 
 def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
@@ -933,7 +957,7 @@ def _three_points_code(w: _Writer, fn, x: str, y: str, z: str) -> str:
     return w.emit(f"np.where({close}, {total}, {num} / np.where({close}, 1.0, {den}))")
 
 
-def _traced_divided_code(w: _Writer, fn, points: tuple) -> tuple:
+def _traced_divided_code(w: _Writer, fn, points: tuple, kinks: list | None = None) -> tuple:
     """evaluate's ``_traced_divided`` as code: a traced callable's values and divided
     differences at two points — (f(x), f(y), f[x, y]) — or three — (f(x), f(y), f(z), f[x, y],
     f[y, z], f[x, y, z]) — by the chain rule of divided differences on its expression (its
@@ -967,6 +991,15 @@ def _traced_divided_code(w: _Writer, fn, points: tuple) -> tuple:
             for op in n.operands:
                 G = go(op)
                 out = G if out is None else _product_code(w, out, G, three)
+        elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in KINKS and not three:
+            G = go(n.arg)  # (kinks: each one's argument at the first point)
+            if kinks is not None:
+                kinks.append(G[0])
+            f = tuple(w.emit(_elementwise(w, n, v)) for v in G[:2])
+            same = w.emit(f"np.sign({G[0]}) == np.sign({G[1]})")
+            dd = (f"np.where({same}, {SLOPES[n.fn.name].format(G[0])}, "
+                  f"({f[0]} - {f[1]}) / np.where({same}, 1.0, {G[0]} - {G[1]}))")
+            out = (*f, w.emit(f"{G[2]} * {dd}"))
         elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in DivDiff3.SERIES:
             G = go(n.arg)
             f = tuple(w.emit(_elementwise(w, n, v)) for v in G[:len(points)])
