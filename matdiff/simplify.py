@@ -509,6 +509,8 @@ def _canonical(operands, labels, out, info):
     out_num = {x: i for i, x in enumerate(out)}
     keys = [k for k, _ in info]
     if len(set(keys)) < len(info):  # equal operands: their order needs the labels' structure
+        if len(info) > CANONICAL_OPERANDS:
+            return _canonical_sorted(operands, labels, out, info, out_num, keys)
         return _canonical_tied(operands, labels, out, info, out_num, set(keys))
     # where no two operands are equal, the structural keys alone decide the order, and the
     # labels are numbered by first appearance (a symmetric factor's labels then sorted by
@@ -530,6 +532,31 @@ def _first(p):
 
 
 CANONICAL_ORDERINGS = 120  # orderings of equal operands tried, at most
+PERMUTED_ORDERINGS = 6  # up to this many, every ordering is tried; past it, those refinement leaves
+CANONICAL_OPERANDS = 8  # products with more operands (deltas joined a product past the limit,
+# the Jacobian of A¹⁰⁰) order equal ones by two sorting passes: cheap, not always the least
+
+
+def _canonical_sorted(operands, labels, out, info, out_num, keys):
+    """``_canonical`` of a large product with equal operands, by two sorting passes: the
+    second orders equal operands by the numbers the first gave their labels.  Equal products
+    may keep two forms (the order they came in decides some ties), but the cost is a sort,
+    where the search of ``_canonical_tied`` grows with the number of operands."""
+    count: dict = {}
+    for k in keys:
+        count[k] = count.get(k, 0) + 1
+    pairs = [(k, op, lab, sym) for (k, sym), op, lab in zip(info, operands, labels)]
+    num = out_num
+    for _ in range(2):
+        pairs.sort(key=lambda p: (p[0], tuple(num.get(x, -1) for x in p[2]) if count[p[0]] > 1 else ()))
+        num = dict(out_num)
+        for p in pairs:
+            for x in p[2]:
+                num.setdefault(x, len(num))
+        pairs = [(k, op, _sort_symmetric(op, lab, num.get), True) if sym else (k, op, lab, False)
+                 for k, op, lab, sym in pairs]
+    return (tuple(p[1] for p in pairs), tuple(tuple(num[x] for x in p[2]) for p in pairs),
+            tuple(range(len(out))), num)
 
 
 def _canonical_tied(operands, labels, out, info, out_num, seen):
@@ -537,9 +564,10 @@ def _canonical_tied(operands, labels, out, info, out_num, seen):
     numbered (labels by first appearance) and the least labels win, so equal contractions —
     up to the order of their operands and the naming of their labels — get equal parts
     (the readings of summed symmetric matrices are ``_canonical_parts``' to try).  Where
-    that would be more than ``CANONICAL_ORDERINGS`` orderings, the orderings tried are those
+    that would be more than ``PERMUTED_ORDERINGS`` orderings, the orderings tried are those
     ``_refined_orderings`` reaches, the equal operands told apart by their labels' structure
-    (past that bound too, the first ones only: a correct, perhaps not the least, form)."""
+    (past ``CANONICAL_ORDERINGS``, the first ones only: a correct, perhaps not the least,
+    form)."""
     n = len(operands)
     keys = [k for k, _ in info]
     order = sorted(range(n), key=keys.__getitem__)
@@ -549,7 +577,7 @@ def _canonical_tied(operands, labels, out, info, out_num, seen):
         a, b = cells[k]
         flat = [cell[0] for cell in cells]
         orderings = (flat[:k] + [a, b] + flat[k + 1:], flat[:k] + [b, a] + flat[k + 1:])
-    elif _orderings(cells) <= CANONICAL_ORDERINGS:
+    elif _orderings(cells) <= PERMUTED_ORDERINGS:
         orderings = ([i for cell in perm for i in cell]
                      for perm in itertools.product(*map(itertools.permutations, cells)))
     else:
@@ -706,7 +734,8 @@ def _merge_products(terms):
     for i, (c, t) in enumerate(terms):
         if type(t) is Contract:
             ops = _leaves(t)
-            leaves.setdefault((t.shape, len(ops), sum(map(hash, ops))), []).append(i)
+            if len(ops) <= CANONICAL_OPERANDS:  # (larger ones: not compared)
+                leaves.setdefault((t.shape, len(ops), sum(map(hash, ops))), []).append(i)
     groups: dict = {}
     for members in leaves.values():
         if len(members) > 1:
@@ -724,15 +753,16 @@ def _merge_products(terms):
 
 
 def _leaves(t: Contract) -> list:
-    """The factors of a product, nested products opened."""
+    """The factors of a product, nested products opened (stopping past
+    ``CANONICAL_OPERANDS``: a shared nested product may hold many)."""
     out, work = [], list(t.operands)
-    while work:
+    while work and len(out) <= CANONICAL_OPERANDS:
         op = work.pop()
         if type(op) is Contract:
             work.extend(op.operands)
         else:
             out.append(op)
-    return out
+    return out + work
 
 
 def _flat_canonical(t: Contract) -> Contract:
