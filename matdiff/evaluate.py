@@ -890,6 +890,12 @@ def _divided_differences3_apply(fn, lam, X, Y, functions):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         G = np.where(near, 0.0, 1.0 / np.where(near, 1.0, gap))
         M = G * ((F * X) @ Y - X @ (F * Y))
+        if fn.builtin and fn.name == "softplus":  # softplus t = t + softplus(−t): the linear
+            # part's second divided differences are 0, so where λ_p + λ_c > 0 the quotient takes
+            # F − 1 = −softplus[−λ_p, −λ_q] (≈ 0, relatively accurate) for F ≈ 1, which cancels
+            # (a constant added to F leaves (F_pq − F_qc) unchanged)
+            F1 = -_softplus_divided(-lam[:, None], -lam[None, :])
+            M = np.where(lam[:, None] + lam[None, :] > 0, G * ((F1 * X) @ Y - X @ (F1 * Y)), M)
     p, c = np.nonzero(near)
     q = np.arange(lam.size)[None, :]
     step = max(1, (1 << 22) // max(lam.size, 1))  # T in blocks of ≤ 4M entries: O(n²) memory

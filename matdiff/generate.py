@@ -1139,6 +1139,10 @@ def _divided_differences3_apply(w: _Writer, n: DivDiff3Apply, args: dict) -> str
     near = w.emit(f"(np.abs({gap}) <= {PAIR_CLOSE!r} * {larger}) | ({gap} == 0)")
     G = w.emit(f"np.where({near}, 0.0, 1.0 / np.where({near}, 1.0, {gap}))")
     far = w.emit(f"{G} * (({F} * {X}) @ {Y} - {X} @ ({F} * {Y}))")
+    if n.fn.builtin and n.fn.name == "softplus":  # F − 1 = −softplus[−λ_p, −λ_q] where λ_p + λ_c > 0
+        na, nb = w.emit(f"-{a}"), w.emit(f"-{b}")  # (evaluate's: F ≈ 1 would cancel there)
+        F1 = w.emit(f"-({_more_divided_code(w, 'softplus', na, nb, None, None)})")
+        far = w.emit(f"np.where({a} + {b} > 0, {G} * (({F1} * {X}) @ {Y} - {X} @ ({F1} * {Y})), {far})")
     if not w.functions.get("__expm", "").startswith("jax."):
         # NumPy and PyTorch: T's rows T_p:c on the close pairs (p, c) alone — p = c among them
         out = w.emit(f"{far} + 0.0", pure=False)
