@@ -1043,8 +1043,10 @@ def _more_divided_code(w: _Writer, name: str, a: str, b: str, m, h) -> str:
         s, d = w.emit(f"np.abs({a}) + np.abs({b})"), w.emit(f"{a} - {b}")
         near = w.emit(f"np.abs({d}) <= 1.0")
         dn = w.emit(f"np.where({near}, {d}, 0.0)")
-        num = w.emit(f"np.where({near}, {_c_code(w, 'sinh', dn)} * np.exp(-{s}), (np.exp({d} - {s}) - "
-                     f"np.exp(-{d} - {s})) / (2 * np.where({near}, 1.0, {d})))")
+        lo = w.emit(f"2 * (np.where({a} < 0, {a}, 0.0) - np.where({b} > 0, {b}, 0.0))")  # d − s, exactly
+        hi = w.emit(f"2 * (np.where({b} < 0, {b}, 0.0) - np.where({a} > 0, {a}, 0.0))")  # −d − s
+        num = w.emit(f"np.where({near}, {_c_code(w, 'sinh', dn)} * np.exp(-{s}), (np.exp({lo}) - "
+                     f"np.exp({hi})) / (2 * np.where({near}, 1.0, {d})))")
         out = f"{num} * 4.0 / ((1.0 + np.exp(-2 * np.abs({a}))) * (1.0 + np.exp(-2 * np.abs({b}))))"
         return out if name == "tanh" else f"{w.emit(out)} / 4"
     if name == "log1p":
