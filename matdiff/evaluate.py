@@ -1234,7 +1234,7 @@ def _principal_domain(fn: str, x, derivative: bool) -> None:
         _general_domain(fn, x)
         return
     lam = _eigenvalues(x)
-    tol = 1e-12 * max(1.0, float(np.abs(lam).max(initial=0.0)))
+    tol = 1e-12 * float(np.abs(lam).max(initial=0.0))  # relative: logm(10⁻¹⁰⁰X) is logm(X) − 230I
     edge = tol if fn == "log" or derivative else -tol
     bad = lam[(np.abs(lam.imag) <= tol) & (lam.real <= edge)]
     if bad.size:

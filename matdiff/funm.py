@@ -11,6 +11,7 @@ principal logarithm and linear solves (docs/matrix-functions.md):
     2ᵏ log1p(W) with W ← (I + W)^(1/2) − I from W = X until ‖W‖₁ ≤ 1/2, square roots by
     Denman–Beavers), softplus(X) = log1p(expm(X)),
     arctan X = Im log1p(iX)                                                       (X real)
+    log X = s log 2 I + log1p(X/2ˢ − I), X^(1/2) = 2^(s/2) (X/2ˢ)^(1/2), ‖X/2ˢ‖₁ ≤ 1   (JAX, PyTorch)
 
 and L_f(X, E) as the (1, 2) block of f([[X, sE], [0, X]]) divided by s (E scaled to X's
 size; Higham, Functions of Matrices, §3.2). The generic functions below (``_mf_*`` other
@@ -24,7 +25,9 @@ import inspect
 import numpy as np
 
 # the analytic functions of the function table that a general matrix takes; exp, log and sqrt
-# keep their own methods (SciPy's expm, logm and sqrtm) in evaluate and generated code
+# keep their own methods (SciPy's expm, logm and sqrtm) in evaluate and generated NumPy code;
+# generated JAX and PyTorch code takes log and sqrt here (``_mf_log``, ``_mf_sqrt``): neither
+# has a logm, and their square roots (eig) need a diagonalisable X
 ANALYTIC = ("exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sinh", "cosh", "sigmoid", "softplus",
             "log1p", "expm1", "arctan")
 
@@ -62,6 +65,11 @@ def _mf_like(r, x):
 
 def _mf_small(x):  # ‖X‖₁ ≤ 1/2 (NumPy only: a branch on a value)
     return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
+
+
+def _mf_exponent(x):  # the integer s with ‖X/2ˢ‖₁ in (1/2, 1], of either sign (0 for 0 or inf)
+    norm = float(np.abs(x).sum(axis=0).max(initial=0.0))
+    return int(np.ceil(np.log2(norm))) if 0.0 < norm < float("inf") else 0
 
 
 def _mf_halvings(x):  # the s with ‖X/2ˢ‖₁ ≤ 1 (at most 1100; 0 where ‖X‖₁ is not finite)
@@ -159,8 +167,27 @@ def _mf_log1p_roots(x):
     return 2.0 ** k * _mf_log1p_series(w)
 
 
+def _mf_log(x):
+    # the principal log X without a logm (JAX, PyTorch): X scaled to ‖X/2ˢ‖₁ in (1/2, 1], up
+    # or down, then log X = s log 2 I + log1p(X/2ˢ − I), log1p by square roots and a series
+    s = _mf_exponent(x)
+    eye = _mf_eye(x)
+    return (s * 0.6931471805599453) * eye + _mf_log1p(x / 2.0 ** s - eye)
+
+
+def _mf_sqrt(x):
+    # the principal square root X^(1/2) = 2^(s/2) (X/2ˢ)^(1/2) by Denman–Beavers at ‖X/2ˢ‖₁ in
+    # (1/2, 1], where it converges in a few steps
+    s = _mf_exponent(x)
+    return 2.0 ** (s / 2) * _mf_sqrtm(x / 2.0 ** s)
+
+
 def _mf_value(name, x):
     eye = _mf_eye(x)
+    if name == "log":
+        return _mf_log(x)
+    if name == "sqrt":
+        return _mf_sqrt(x)
     if name == "expm1":
         return _mf_expm1(x)
     if name == "sinh":
@@ -193,13 +220,16 @@ def _matfun(name, x, e=None):
         return _mf_like(_mf_value(name, x), x)
     n = x.shape[0]
     nx, ne = ((x * x).sum()) ** 0.5, ((e * e).sum()) ** 0.5
-    big = (nx + 1 + abs(nx - 1)) / 2  # max(‖X‖, 1): E scaled to X's size
+    # E scaled to X's size: at least 1, but for log and sqrt, singular at 0, exactly X's, so
+    # that the block is no farther from normal than X is (logm(10⁻¹⁰⁰X) has a derivative)
+    big = nx if name in ("log", "sqrt") else (nx + 1 + abs(nx - 1)) / 2
     floor = 1e-30 * big
     s = big / ((ne + floor + abs(ne - floor)) / 2)
     return _mf_like(_mf_value(name, _mf_block(x, s * e, 0 * x, x))[:n, n:] / s, x)
 
 
-GENERIC = (_mf_expm1, _mf_tanh, _mf_log1p_series, _mf_log1p, _mf_sqrtm, _mf_log1p_roots, _mf_value, _matfun)
+GENERIC = (_mf_expm1, _mf_tanh, _mf_log1p_series, _mf_log1p, _mf_sqrtm, _mf_log1p_roots, _mf_log, _mf_sqrt,
+           _mf_value, _matfun)
 ROOTS = (_mf_sqrtm, _mf_log1p_roots)  # JAX's and PyTorch's log1p (NumPy's: SciPy's logm)
 
 PRIMITIVES = {  # each backend's primitives, as generated code defines them
@@ -231,6 +261,11 @@ def _mf_like(r, x):
 
 def _mf_small(x):
     return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
+
+
+def _mf_exponent(x):
+    norm = float(np.abs(x).sum(axis=0).max(initial=0.0))
+    return int(np.ceil(np.log2(norm))) if 0.0 < norm < float("inf") else 0
 
 
 def _mf_halvings(x):
@@ -265,6 +300,12 @@ def _mf_solve(a, b):
 
 def _mf_like(r, x):
     return r.astype(x.dtype)
+
+
+def _mf_exponent(x):  # under jit traced (a float holding an integer)
+    norm = jax.lax.stop_gradient(jnp.abs(x).sum(axis=0).max(initial=0.0))
+    ok = jnp.isfinite(norm) & (norm > 0)
+    return jnp.where(ok, jnp.ceil(jnp.log2(jnp.where(ok, norm, 1.0))), 0)
 
 
 def _mf_halvings(x):  # under jit a traced count, at most 64 (‖X‖₁ up to 2⁶⁴)
@@ -325,6 +366,12 @@ def _mf_solve(a, b):
 
 def _mf_like(r, x):
     return r.to(x.dtype)
+
+
+def _mf_exponent(x):
+    norm = x.detach().abs().sum(0).max() if x.numel() else None
+    ok = norm is not None and 0.0 < float(norm) < float("inf")
+    return int(torch.ceil(torch.log2(norm)).item()) if ok else 0
 
 
 def _mf_halvings(x):

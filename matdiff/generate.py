@@ -1200,43 +1200,25 @@ def _taylor_series_code(w: _Writer, fn, c: list, u: str, v: str, x: str, pure: b
 
 
 def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
-    """f(X) and L_f(X, E) of a general matrix. Other than exp, log and sqrt, by funm's helper
-    ``_matfun`` (from expm, logm and solves; L_f by the block [[X, E], [0, X]]; in JAX and
-    PyTorch, log1p by square roots and a series, funm's ``_mf_log1p_roots``). For exp, log
-    and sqrt: the backend's own function where it has one (SciPy's for NumPy; expm in JAX and
-    PyTorch), else by the complex eigen-decomposition X = V diag(λ) V⁻¹ — f(X) = V f(Λ) V⁻¹
-    and L_f(X, E) = V (F ⊙ (V⁻¹EV)) V⁻¹, F the
-    divided differences of f at λ — which needs a diagonalisable X and gives NaN where X has
-    an eigenvalue on the closed negative real axis (outside the principal branch)."""
+    """f(X) and L_f(X, E) of a general matrix: the backend's own function where its table has
+    one (SciPy's expm, logm and sqrtm for NumPy; expm in JAX and PyTorch); the others by
+    funm's helper ``_matfun``, from expm, square roots, series and solves, never diagonalising
+    X (so a defective X is right), L_f by the block [[X, sE], [0, X]] — in JAX and PyTorch log
+    by inverse scaling and squaring and sqrt by Denman–Beavers, scaled (``_mf_log``,
+    ``_mf_sqrt``): NaN outside the principal branch, which checked code refuses."""
     fn, frechet = (n.args[0], True) if isinstance(n, Frechet) else (n.fn, False)
     x = args[n.children[0]]
-    if fn not in ("exp", "log", "sqrt"):  # funm's helper _matfun: from expm, logm and solves
-        return f"_matfun({fn!r}, {', '.join(args[c] for c in n.children)})"
     key = f"__{GENERAL_FUNCTIONS[fn]}{'_frechet' if frechet else ''}"
-    if key in w.functions:
-        template, operands = w.functions[key], [args[c] for c in n.children]
-        # a direction E rescaled before a block construction (L is linear in E): {small}
-        # makes it 10⁻³‖X‖ (logm's block), {unit} the size of X, at least 1 (expm's block)
-        norm = f"max(np.linalg.norm({operands[-1]}), 1e-300)"
-        scales = {name: w.emit(f"{factor} / {norm}") for name, factor in
-                  (("small", f"1e-3 * np.linalg.norm({x})"), ("unit", f"max(np.linalg.norm({x}), 1.0)"))
-                  if f"{{{name}}}" in template}
-        return template.format(*operands, **scales)
-    lam, vecs = (w.emit(f"np.linalg.eig({x})") + s for s in ("[0]", "[1]"))
-    inverse = w.emit(f"np.linalg.inv({vecs})")
-    outside = w.emit(f"np.where(np.any((np.abs({lam}.imag) <= 1e-12 * (1.0 + np.abs({lam}).max())) & "
-                     f"({lam}.real <= 0)), np.nan, 1.0)")
-    values = {"log": "np.log({})", "sqrt": "np.sqrt({})"}[fn]
-    if not frechet:
-        return f"np.real(({vecs} * {values.format(lam)}) @ {inverse}) * {outside}"
-    gap = w.emit(f"{lam}[:, None] - {lam}[None, :]")
-    close = w.emit(f"np.abs({gap}) <= 1e-8 * (1.0 + np.abs({lam}).max())")
-    f_lam = w.emit(values.format(lam))
-    slope = SLOPES[fn].format(f"(({lam}[:, None] + {lam}[None, :]) / 2)")
-    divided = w.emit(f"np.where({close}, {slope}, ({f_lam}[:, None] - {f_lam}[None, :]) / "
-                     f"np.where({close}, 1.0, {gap}))")
-    e = args[n.children[1]]
-    return f"np.real({vecs} @ ({divided} * ({inverse} @ ({e} + 0j) @ {vecs})) @ {inverse}) * {outside}"
+    if fn not in ("exp", "log", "sqrt") or key not in w.functions:  # funm's helper _matfun
+        return f"_matfun({fn!r}, {', '.join(args[c] for c in n.children)})"
+    template, operands = w.functions[key], [args[c] for c in n.children]
+    # a direction E rescaled before a block construction (L is linear in E): {small} makes it
+    # 10⁻³‖X‖ (logm's block), {unit} the size of X, at least 1 (expm's block)
+    norm = f"max(np.linalg.norm({operands[-1]}), 1e-300)"
+    scales = {name: w.emit(f"{factor} / {norm}") for name, factor in
+              (("small", f"1e-3 * np.linalg.norm({x})"), ("unit", f"max(np.linalg.norm({x}), 1.0)"))
+              if f"{{{name}}}" in template}
+    return template.format(*operands, **scales)
 
 
 ENTIRE = ("exp", "expm1", "sinh", "cosh", "sin", "cos")  # not finite only where they overflow

@@ -443,3 +443,41 @@ def test_symmetric_matrices_keep_the_eigendecomposition_path():
         warnings.simplefilter("error")
         np.testing.assert_allclose(md.matrix_function(X + X.T, "sin").evaluate(X=POINTS["random"]),
                                    _reference("sin", s), rtol=1e-12, atol=1e-14)
+
+
+# --- logm and sqrtm of a general X in generated JAX and PyTorch code: no eigendecomposition
+
+ROOT_POINTS = {  # defective, scaled far from 1 both ways, and a plain random matrix
+    "jordan": np.array([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 2.0]]),
+    "similar jordan": SIMILAR + np.eye(3),
+    "random": np.random.default_rng(0).standard_normal((3, 3)) + 3 * np.eye(3),
+    "1e-100 jordan": 1e-100 * np.array([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 2.0]]),
+    "1e100 random": 1e100 * (np.random.default_rng(0).standard_normal((3, 3)) + 3 * np.eye(3)),
+    "1e-9 random": 1e-9 * (np.random.default_rng(0).standard_normal((3, 3)) + 3 * np.eye(3)),
+}
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("build", [md.logm, md.sqrtm], ids=["logm", "sqrtm"])
+@pytest.mark.parametrize("point", sorted(ROOT_POINTS))
+def test_logm_and_sqrtm_of_a_general_matrix_in_jax_and_pytorch(point, build, backend):
+    """Issue 21: JAX and PyTorch have no logm, and their square root through eig is wrong for
+    a defective X (a Jordan block's aᵀlogm(X)a came out 9.70 against 13.33). Generated code
+    takes log X = s log 2 I + log1p(X/2ˢ − I) by inverse scaling and squaring and X^(1/2) =
+    2^(s/2)(X/2ˢ)^(1/2) by Denman–Beavers, scaled to ‖X/2ˢ‖₁ in (1/2, 1] either way: the value
+    and the gradient (L_f by the block construction) equal SciPy's to 1e-12 at defective X
+    and at X scaled by 10^±100, where evaluate answers too (its domain test is relative)."""
+    mod = pytest.importorskip(backend)
+    if backend == "jax":
+        mod.config.update("jax_enable_x64", True)
+    x, av = ROOT_POINTS[point], np.array([1.0, -2.0, 0.5])
+    f = a.T @ build(X) @ a
+    g = md.grad(f, X)
+    want_f, want_g = f.evaluate(X=x, a=av), g.evaluate(X=x, a=av)
+    got_f, got_g = _call(md.compile([f, g], backend=backend), backend, {"X": x, "a": av}, np.float64)
+    got_f = float(got_f)
+    assert abs(got_f - want_f) <= 1e-12 * abs(want_f)
+    assert np.abs(got_g - want_g).max() <= 1e-12 * np.abs(want_g).max()
+    if point == "jordan":  # and the gradient is the derivative: central differences
+        np.testing.assert_allclose(want_g, _central_gradient(lambda m: f.evaluate(X=m, a=av), x),
+                                   rtol=1e-6, atol=1e-8)
