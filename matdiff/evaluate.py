@@ -797,6 +797,15 @@ def _trace(fn):
     return (node, t) if isinstance(node, Node) and isinstance(t, Node) else None
 
 
+def _less_cancelled(first: list, second: list):
+    """Σ first or Σ second, two sums equal in exact arithmetic, entry by entry the one whose
+    terms are smaller in absolute value (Leibniz's rule for a product gh of functions of one
+    M, written as GH or as HG: g(x)h[x, y] + g[x, y]h(y) cancels where g(x) ≫ g(y), the other
+    form does not)."""
+    size = lambda terms: sum(np.abs(t) for t in terms)  # noqa: E731
+    return np.where(size(first) <= size(second), sum(first), sum(second))
+
+
 def _traced_divided(fn, points, functions):
     """f and its divided differences at two points (x, y) — (f(x), f(y), f[x, y]) — or three
     (x, y, z) — (f(x), f(y), f(z), f[x, y], f[y, z], f[x, y, z]) — for a traced callable f,
@@ -833,12 +842,15 @@ def _traced_divided(fn, points, functions):
                           lambda where: _taylor_coefficients(g, a[where], functions))
         return (*f, g12 * F12, g23 * F23, g13 * F13 + g12 * g23 * T)
 
-    def product(G, H):
+    def product(G, H):  # GH = HG (functions of one M): of the two, the one that cancels less
         if not three:
-            return (G[0] * H[0], G[1] * H[1], G[0] * H[2] + G[2] * H[1])
+            return (G[0] * H[0], G[1] * H[1],
+                    _less_cancelled([G[0] * H[2], G[2] * H[1]], [H[0] * G[2], H[2] * G[1]]))
         a, b, c, g12, g23, g13 = G
         p, q, r, h12, h23, h13 = H
-        return (a * p, b * q, c * r, a * h12 + g12 * q, b * h23 + g23 * r, a * h13 + g12 * h23 + g13 * r)
+        return (a * p, b * q, c * r, _less_cancelled([a * h12, g12 * q], [p * g12, h12 * b]),
+                _less_cancelled([b * h23, g23 * r], [q * g23, h23 * c]),
+                _less_cancelled([a * h13, g12 * h23, g13 * r], [p * g13, h12 * g23, h13 * c]))
 
     def go(n):
         if n in memo:

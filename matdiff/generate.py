@@ -1024,15 +1024,22 @@ def _traced_divided_code(w: _Writer, fn, points: tuple, kinks: list | None = Non
 
 
 def _product_code(w: _Writer, G: tuple, H: tuple, three: bool) -> tuple:
-    """The product of two triangular matrices of values and divided differences (Leibniz's rule)."""
+    """The product of two triangular matrices of values and divided differences (Leibniz's
+    rule), each entry as GH or HG, whichever cancels less (evaluate's ``_less_cancelled``)."""
+    def less_cancelled(first, second):
+        sizes = [w.emit(" + ".join(f"np.abs({t})" for t in terms)) for terms in (first, second)]
+        return w.emit(f"np.where({sizes[0]} <= {sizes[1]}, {' + '.join(first)}, {' + '.join(second)})")
     if not three:
         return (w.emit(f"{G[0]} * {H[0]}"), w.emit(f"{G[1]} * {H[1]}"),
-                w.emit(f"{G[0]} * {H[2]} + {G[2]} * {H[1]}"))
+                less_cancelled([f"{G[0]} * {H[2]}", f"{G[2]} * {H[1]}"],
+                               [f"{H[0]} * {G[2]}", f"{H[2]} * {G[1]}"]))
     a, b, c, g12, g23, g13 = G
     p, q, r, h12, h23, h13 = H
     return (w.emit(f"{a} * {p}"), w.emit(f"{b} * {q}"), w.emit(f"{c} * {r}"),
-            w.emit(f"{a} * {h12} + {g12} * {q}"), w.emit(f"{b} * {h23} + {g23} * {r}"),
-            w.emit(f"{a} * {h13} + {g12} * {h23} + {g13} * {r}"))
+            less_cancelled([f"{a} * {h12}", f"{g12} * {q}"], [f"{p} * {g12}", f"{h12} * {b}"]),
+            less_cancelled([f"{b} * {h23}", f"{g23} * {r}"], [f"{q} * {g23}", f"{h23} * {c}"]),
+            less_cancelled([f"{a} * {h13}", f"{g12} * {h23}", f"{g13} * {r}"],
+                           [f"{p} * {g13}", f"{h12} * {g23}", f"{h13} * {c}"]))
 
 
 def _more_divided_code(w: _Writer, name: str, a: str, b: str, m, h) -> str:
