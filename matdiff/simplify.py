@@ -533,7 +533,7 @@ def _first(p):
 
 CANONICAL_ORDERINGS = 120  # orderings of equal operands tried, at most
 PERMUTED_ORDERINGS = 6  # up to this many, every ordering is tried; past it, those refinement leaves
-CANONICAL_OPERANDS = 8  # products with more operands (deltas joined a product past the limit,
+CANONICAL_OPERANDS = 10  # products with more operands (deltas joined a product past the limit,
 # the Jacobian of A¹⁰⁰) order equal ones by two sorting passes: cheap, not always the least
 
 
