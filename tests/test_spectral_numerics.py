@@ -568,10 +568,16 @@ def test_second_divided_differences_applied_without_the_tensor(backend):
             module.config.update("jax_enable_x64", True)
     X, Y = md.matrix("X", "n", "n"), md.matrix("Y", "n", "n")
     rng = np.random.default_rng(7)
-    for name in ["exp", "log", "sqrt", "sin", "tanh", "cube", "pow2.5"]:
+    # JAX and PyTorch run the same generated code with another function's series: three of
+    # them (every function's series is compared in each backend by the test above)
+    names = ["exp", "log", "sqrt", "sin", "tanh", "cube", "pow2.5"] if backend in ("evaluate", "numpy") \
+        else ["exp", "log", "cube"]
+    for name in names:
         node = DivDiff3Apply(_fn(name), Eigh("values", S.node), X.node, Y.node)
         f = Expr(node).evaluate if backend == "evaluate" else md.compile(Expr(node), backend=backend)
         for family, spectrum in APPLY.items():
+            if backend == "jax" and len(spectrum) != 4:  # each new size is a compile of every
+                continue  # operation; test_spectral_codegen_ties covers JAX's gather at more
             s = np.diag(spectrum)  # λ exact in every backend's eigh: T compared at the same points
             x, y = rng.standard_normal((2, len(spectrum), len(spectrum)))
             T = _divided_differences3(_fn(name), np.array(spectrum), {})
