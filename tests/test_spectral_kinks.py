@@ -12,6 +12,9 @@ import pytest
 
 import matdiff as md
 
+from .test_spectral_codegen_ties import _module
+from .test_spectral_numerics import _matrix
+
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 S = md.matrix("S", "n", "n", symmetric=True)
@@ -24,19 +27,6 @@ ORDERS = ["gradient", "hessian"]
 REFUSED = "not differentiable here.*kink"
 
 
-def _module(backend):
-    if backend == "numpy":
-        return np
-    module = pytest.importorskip(backend)
-    if backend == "jax":
-        module.config.update("jax_enable_x64", True)
-    return module
-
-
-def _matrix(spectrum, seed=0):
-    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(spectrum),) * 2))[0]
-    s = (q * np.asarray(spectrum, float)) @ q.T
-    return (s + s.T) / 2
 
 
 def _direction(seed=1):

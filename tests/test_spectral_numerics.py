@@ -13,6 +13,8 @@ import matdiff as md
 from matdiff.evaluate import _divided_differences, _second_divided_differences
 from matdiff import functions as F
 
+from .test_spectral_codegen_ties import _module  # NumPy, or JAX in float64, or PyTorch
+
 mp = pytest.importorskip("mpmath")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -77,10 +79,7 @@ def test_spectral_gradients_are_right_at_hard_spectra(name, family):
     gaps = np.diff(np.unique(HARD[family]))
     cond = max(HARD[family]) / gaps.min() if len(gaps) else 1.0
     for backend in ("numpy", "jax", "torch"):
-        if backend != "numpy":
-            module = pytest.importorskip(backend)
-            if backend == "jax":
-                module.config.update("jax_enable_x64", True)
+        _module(backend)
         code = np.asarray(md.compile(g, backend=backend)(S=s, a=av), dtype=float)
         tol = 1e-12 if backend == "numpy" else max(1e-12, 1e-15 * cond)
         assert np.abs(code - want).max() <= tol * scale, (name, family, backend)
@@ -174,9 +173,7 @@ def test_a_zero_eigenvalue_has_a_square_root():
 def test_compiled_functions_refuse_a_nonsymmetric_matrix_declared_symmetric(backend):
     """The decompositions read one triangle; a matrix whose triangles disagree was answered
     for a matrix the caller did not give (22.17 or 43.98 against 40.64)."""
-    module = pytest.importorskip(backend) if backend != "numpy" else np
-    if backend == "jax":
-        module.config.update("jax_enable_x64", True)
+    _module(backend)
     f = md.compile(md.hessian(a.T @ md.expm(S) @ a, S), backend=backend)
     s = np.array([[1.0, 2.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 3.0]])
     with pytest.raises(md.EvaluationError, match="declared symmetric"):
@@ -526,10 +523,7 @@ def test_generated_second_divided_differences_match_evaluate(backend, dtype):
     """The generated DivDiff3 computes evaluate's values (in float32 to its precision)."""
     from matdiff.expr import Expr
     from matdiff.ir import DivDiff3, Eigh
-    if backend != "numpy":
-        module = pytest.importorskip(backend)
-        if backend == "jax":
-            module.config.update("jax_enable_x64", True)
+    _module(backend)
     for name in ["exp", "log", "sqrt", "sin", "cos", "sinh", "cosh", "tanh", "cube", "inverse", "pow2.5"]:
         node = DivDiff3(_fn(name), Eigh("values", S.node))
         f = md.compile(Expr(node), backend=backend)
@@ -562,10 +556,8 @@ def test_second_divided_differences_applied_without_the_tensor(backend):
     from matdiff.evaluate import _divided_differences3
     from matdiff.expr import Expr
     from matdiff.ir import DivDiff3, DivDiff3Apply, Eigh, walk
-    if backend in ("jax", "torch"):
-        module = pytest.importorskip(backend)
-        if backend == "jax":
-            module.config.update("jax_enable_x64", True)
+    if backend != "evaluate":
+        _module(backend)
     X, Y = md.matrix("X", "n", "n"), md.matrix("Y", "n", "n")
     rng = np.random.default_rng(7)
     # JAX and PyTorch run the same generated code with another function's series: three of
@@ -606,10 +598,7 @@ def test_generated_spectral_hessians_at_hard_spectra(name, family):
     gaps = np.diff(np.unique(HARD[family]))
     cond = max(HARD[family]) / gaps.min() if len(gaps) else 1.0
     for backend in ("numpy", "jax", "torch"):
-        if backend != "numpy":
-            module = pytest.importorskip(backend)
-            if backend == "jax":
-                module.config.update("jax_enable_x64", True)
+        _module(backend)
         f = md.compile(h, backend=backend)
         got = np.asarray(f(S=s, a=_av, V=v), dtype=float)
         tol = 1e-10 if backend == "numpy" else max(1e-10, 1e-15 * cond)
@@ -778,10 +767,7 @@ def test_every_analytic_function_at_hard_spectra(name, family):
     gaps = np.diff(np.unique(HARD[family]))
     cond = max(HARD[family]) / gaps.min() if len(gaps) else 1.0
     for backend in ("numpy", "jax", "torch"):
-        if backend != "numpy":
-            module = pytest.importorskip(backend)
-            if backend == "jax":
-                module.config.update("jax_enable_x64", True)
+        _module(backend)
         tol = 1e-10 if backend == "numpy" else max(1e-10, 1e-15 * cond)
         got = np.asarray(md.compile(g, backend=backend)(S=s, a=_av), dtype=float)
         assert np.abs(got - want_g).max() <= tol * scale_g, (backend, "gradient")
@@ -825,10 +811,7 @@ def test_first_and_second_divided_differences_of_every_analytic_function(name, f
         assert err.all(), (part, got[part][~err], want[part][~err])
     s = np.diag(lam)  # λ exact in every backend's eigh
     for backend in ("numpy", "jax", "torch"):
-        if backend != "numpy":
-            module = pytest.importorskip(backend)
-            if backend == "jax":
-                module.config.update("jax_enable_x64", True)
+        _module(backend)
         for part, node in (("F", DivDiff(fn, Eigh("values", S.node))), ("T", DivDiff3(fn, Eigh("values", S.node)))):
             code = np.asarray(md.compile(Expr(node), backend=backend)(S=s), dtype=float)
             order = np.argsort(lam)  # eigh sorts the eigenvalues
@@ -871,15 +854,6 @@ EVERY_MP = {**MP, **MORE_MP}  # the five of BUILD and every other analytic funct
 BOUNDED = {"exp", "sin", "tanh"}  # overflow or oscillate past double precision above 50
 
 
-def _backend(name):
-    if name == "numpy":
-        return np
-    module = pytest.importorskip(name)
-    if name == "jax":
-        module.config.update("jax_enable_x64", True)
-    return module
-
-
 @given(family=st.sampled_from(["tiny", "huge", "spread", "near", "repeated"]),
        scale=st.floats(-2, 2), seed=st.integers(0, 10_000), name=st.sampled_from(sorted(EVERY_MP)),
        backend=st.sampled_from(["evaluate", "numpy", "jax", "torch"]))
@@ -914,7 +888,7 @@ def test_every_spectral_function_drawn_at_random_in_every_backend(family, scale,
     if backend == "evaluate":
         got_g, got_h = g.evaluate(S=s, a=av), h.evaluate(S=s, a=av, V=v)
     else:
-        module = _backend(backend)
+        module = _module(backend)
         got_g = md.compile(g, backend=backend)(S=s, a=av)
         got_h = md.compile(h, backend=backend)(S=s, a=av, V=v)
         if backend != "numpy":
@@ -936,9 +910,7 @@ def test_every_analytic_function_in_float32(backend):
     """Generated code for σ, softplus, log1p, expm1, arctan, tan and traced callables keeps
     float32 (no constant promotes it) and agrees with evaluate's float64 gradient and HVP to
     float32's precision, at eigenvalues 10⁻³ apart (where their series are taken)."""
-    module = pytest.importorskip(backend) if backend != "numpy" else np
-    if backend == "jax":
-        module.config.update("jax_enable_x64", True)
+    _module(backend)
     s, v = _matrix([0.3, 1.1, 1.1 + 1e-3], seed=2), _symmetric_direction(3, seed=3)
     V = md.matrix("V", "n", "n", symmetric=True)
     values = {"S": s, "a": _av, "V": v}
