@@ -230,7 +230,8 @@ def _matfun(name, x, e=None):
 
 GENERIC = (_mf_expm1, _mf_tanh, _mf_log1p_series, _mf_log1p, _mf_sqrtm, _mf_log1p_roots, _mf_log, _mf_sqrt,
            _mf_value, _matfun)
-ROOTS = (_mf_sqrtm, _mf_log1p_roots)  # JAX's and PyTorch's log1p (NumPy's: SciPy's logm)
+ROOTS = (_mf_sqrtm, _mf_log1p_roots, _mf_log, _mf_sqrt)  # JAX's and PyTorch's log1p, log and sqrt
+# (NumPy's: SciPy's logm and sqrtm, so generated NumPy code leaves these out)
 
 PRIMITIVES = {  # each backend's primitives, as generated code defines them
     "numpy": '''
@@ -261,11 +262,6 @@ def _mf_like(r, x):
 
 def _mf_small(x):
     return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
-
-
-def _mf_exponent(x):
-    norm = float(np.abs(x).sum(axis=0).max(initial=0.0))
-    return int(np.ceil(np.log2(norm))) if 0.0 < norm < float("inf") else 0
 
 
 def _mf_halvings(x):
