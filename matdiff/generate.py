@@ -2465,15 +2465,15 @@ def compile(outputs, backend: str = "numpy", sizes: dict | None = None, args=Non
     (3, 3)
     """
     source = _source(outputs, backend, "f", sizes, args, checks)
-    fn = _compiled(source, outputs, backend, args, checks)
+    fn = _compiled(source, outputs, backend, args)
     fn.source = source
     return fn
 
 
-def _compiled(source: str, outputs, backend: str, args, checks: bool = True):
+def _compiled(source: str, outputs, backend: str, args):
     """The function that ``source`` (generated for ``outputs``) defines, behind a check of its
-    arguments (``_checked``); the checks of what it computes (``checks``: a result that depends
-    on a choice of vectors at a tie refused, f(X) that is not finite) are in the source."""
+    arguments (``_checked``); the checks of what it computes (a result that depends on a
+    choice of vectors at a tie refused, f(X) that is not finite) are in the source."""
     namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[0])
                        for fn in _user_functions(outputs)}
     try:
