@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain ASCII output (the default where standard output cannot encode ᵀ)")
     p.add_argument("--code", choices=("numpy", "jax", "torch"), default=None,
                    help="print the Python module md.codegen writes for the derivatives")
+    p.add_argument("--no-checks", dest="checks", action="store_false",
+                   help="with --code: leave out md.compile's runtime checks (md.codegen(checks=False))")
     p.add_argument("--check", action="store_true", help="check each derivative numerically")
     p.add_argument("--steps", action="store_true", help="show the derivation step by step")
     p.add_argument("--index", action="store_true", help="also print each result in index notation")
@@ -170,7 +172,7 @@ def request_of(args, fmt: str) -> Request:
         order=2 if args.hessian else 1, layout=args.layout, vec=args.vec,
         index=args.index or args.json,
         steps=args.steps, check=args.check, format=fmt,
-        code=(args.code,) if args.code else (), function="derivative")
+        code=(args.code,) if args.code else (), function="derivative", checks=args.checks)
 
 
 def _answer(request: Request):
@@ -218,6 +220,9 @@ def run(argv, out=None, stdin=None) -> int:
         raise MatdiffError("--steps shows the derivation of a gradient, d f = ⟨∇f, dX⟩ for a "
                            "scalar f; for a Jacobian or a Hessian there is no such one-line "
                            "form: drop --steps, or derive a scalar (e.g. sum(...) or a'*f)")
+    if not args.checks and not args.code:
+        raise MatdiffError("--no-checks leaves the runtime checks out of the code --code writes: "
+                           "add --code numpy (or jax, torch), or drop --no-checks")
     if args.code and not args.wrt:
         raise MatdiffError(f"--code writes the derivatives' code: add --wrt {_usual(a.variables)}")
     if not args.wrt and not args.json and a.variables:

@@ -95,8 +95,9 @@ class Refused(MatdiffError):
 class Request:
     """What a door asks for.  ``wrt`` is None for every variable (the JSON API's default) and
     () for none (the CLI without --wrt); ``code`` names the backends whose code to write,
-    ``function`` the generated function's name; ``format`` the notation of ``output``
-    (text, latex, mc or numpy: the last two are input of those dialects)."""
+    ``function`` the generated function's name, ``checks`` whether that code holds md.compile's
+    runtime checks (md.codegen's ``checks``); ``format`` the notation of ``output`` (text,
+    latex, mc or numpy: the last two are input of those dialects)."""
 
     expression: str
     dialect: str = "matrixcalculus"
@@ -112,6 +113,7 @@ class Request:
     format: str = "text"
     code: tuple = ()
     function: str = "f"
+    checks: bool = True
 
     def __post_init__(self):
         if isinstance(self.declarations, dict):
@@ -163,13 +165,13 @@ class Request:
         fmt = _field(payload, "format", str, "text")
         if fmt not in FORMATS:
             raise RequestError(400, f"'format' is one of {', '.join(FORMATS)}, not {fmt!r}")
-        flags = {k: _field(payload, k, bool, k in ("check", "code"))
-                 for k in ("index", "steps", "check", "code")}
+        flags = {k: _field(payload, k, bool, k in ("check", "code", "checks"))
+                 for k in ("index", "steps", "check", "code", "checks")}
         return cls(expression=text, dialect=DIALECTS[dialect], declarations=_declarations(payload),
                    wrt=None if wrt is None else tuple(wrt), facts=_fact_texts(payload),
                    order=order, layout=layout, vec=vec, index=flags["index"],
                    steps=flags["steps"], check=flags["check"], format=fmt,
-                   code=BACKENDS if flags["code"] else ())
+                   code=BACKENDS if flags["code"] else (), checks=flags["checks"])
 
 
 STEPS_FOR_A_GRADIENT = ("steps show the derivation of a gradient, d f = ⟨∇f, dX⟩, for a scalar "
@@ -291,7 +293,7 @@ def answer(request: Request) -> Answer:
     for backend in request.code:
         try:
             out.code[backend] = codegen([r.derivative for r in out.results], backend,
-                                        name=request.function)
+                                        name=request.function, checks=request.checks)
         except NotSupportedError as e:
             out.code[backend] = e
     return out

@@ -101,6 +101,42 @@ def test_code_prints_a_module_that_imports_and_runs(backend, tmp_path, capsys):
     np.testing.assert_allclose(gA, md.grad(f, vs["A"]).evaluate(A=A, x=x), rtol=1e-6)
 
 
+def test_every_door_takes_the_checks_of_the_code(tmp_path, capsys):
+    """md.codegen's ``checks`` through each door: the command line's --no-checks and the JSON
+    API's "checks" write md.codegen's module with and without the checks, and each runs: at a
+    repeated largest eigenvalue the checked one refuses, the unchecked one returns a subgradient
+    of unit trace (λ_max's subgradients are the convex hull of u uᵀ over the top eigenspace)."""
+    text, declared = "w'*eigvalsh(S)", {"S": "matrix(n, n) symmetric", "w": "vector(n)"}
+    S, w = md.matrix("S", "n", "n", symmetric=True), md.vector("w", "n")
+    g = md.grad(w.T @ md.eigvalsh(S), S)
+    s, wv = np.diag([1.0, 2.0, 2.0]), np.array([0.0, 0.0, 1.0])  # wᵀλ(S) = λ_max(S), tied
+    for checks in (True, False):
+        want = md.codegen(g, name="derivative", checks=checks)
+        argv = [text, "--var", "S: matrix(n, n) symmetric", "--var", "w: vector(n)", "--wrt", "S",
+                "--code", "numpy"]
+        code, out, _ = cli(argv + ([] if checks else ["--no-checks"]), capsys)
+        assert code == 0 and out.strip() == want.strip()
+        body = {"expression": text, "declarations": declared, "wrt": ["S"],
+                "check": False, "code": True, **({} if checks else {"checks": False})}
+        api = service.derive(body)["code"]["numpy"]["source"]
+        assert ("_checking_choices(" in api) is checks and ("_checking_choices(" in want) is checks
+        path = tmp_path / f"module_{checks}.py"
+        path.write_text(out)
+        spec = importlib.util.spec_from_file_location(f"module_{checks}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if checks:
+            with pytest.raises(Exception, match="repeated"):
+                module.derivative(S=s, w=wv)
+        else:
+            got = np.asarray(module.derivative(S=s, w=wv))
+            assert np.isclose(np.trace(got), 1.0) and np.allclose(got, got.T)
+            np.testing.assert_allclose(got, md.compile(g, checks=False)(S=s, w=wv))
+    code, _, err = cli([text, "--var", "S: matrix(n, n) symmetric", "--var", "w: vector(n)", "--wrt", "S",
+                        "--no-checks"], capsys)
+    assert code == 2 and "--no-checks leaves the runtime checks out of the code --code writes" in err
+
+
 def test_code_without_wrt_says_what_to_add(capsys):
     code, out, err = cli(["x'*A*x", "--code", "numpy"], capsys)
     assert code == 2 and "--code writes the derivatives' code: add --wrt x" in err

@@ -166,6 +166,21 @@ def test_code_tabs_and_steps(page):
     assert page.locator(".result .steps .katex").count() == 1
 
 
+def test_the_code_takes_the_runtime_checks_box(page, url):
+    """Unticking "runtime checks" writes md.codegen(..., checks=False)'s code, as the API's
+    "checks": false does, and the shared link keeps it (k=0)."""
+    enter(page, "a'*expm(X)*b")
+    body = {"expression": "a'*expm(X)*b", "wrt": ["X"], "check": False}
+    checked = api(url, body)["code"]["numpy"]["source"]
+    assert page.locator("#code").text_content() == checked and "_finite_value(" in checked
+    n = counter(page)
+    page.locator("#checks").uncheck()
+    derived(page, n)
+    unchecked = api(url, {**body, "checks": False})["code"]["numpy"]["source"]
+    assert page.locator("#code").text_content() == unchecked and "_finite_value(" not in unchecked
+    assert "k=0" in page.url
+
+
 def test_the_keyboard_alone_derives(page):
     page.locator("#expression").focus()
     page.keyboard.press("Control+A")

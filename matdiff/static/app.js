@@ -7,7 +7,8 @@ const KINDS = ["scalar", "positive scalar", "vector", "matrix", "symmetric matri
 const state = {
   expression: "", dialect: "matrixcalculus", wrt: [], order: 1, layout: "numerator", vec: "column",
   format: "text",                                      // the notation of each result's text line
-  index: false, steps: true, check: true, decls: {},   // decls: the user's own declarations
+  index: false, steps: true, check: true, checks: true,  // checks: the code's runtime checks
+  decls: {},                                           // the user's own declarations
   facts: [],                                           // equations the derivative may use
 };
 let inferred = {};        // name -> declaration the server inferred
@@ -197,6 +198,7 @@ function readControls() {
   state.index = $("index").checked;
   state.steps = $("steps").checked;
   state.check = $("check").checked;
+  state.checks = $("checks").checked;
   state.facts = $("facts").value.split("\n").filter((line) => line.trim());
 }
 
@@ -210,6 +212,7 @@ function writeControls() {
   $("index").checked = state.index;
   $("steps").checked = state.steps;
   $("check").checked = state.check;
+  $("checks").checked = state.checks;
   $("facts").value = state.facts.join("\n");
 }
 
@@ -225,7 +228,8 @@ async function derive() {
   const seq = ++deriveSeq;
   if (!(await inspect())) return;
   const body = {...request(), wrt: state.wrt, order: state.order, layout: state.layout, vec: state.vec,
-                format: state.format, index: state.index, steps: state.steps, check: state.check, code: true};
+                format: state.format, index: state.index, steps: state.steps, check: state.check, code: true,
+                checks: state.checks};
   $("error").textContent = "";
   $("results").setAttribute("aria-busy", "true");
   const {ok, data} = await api("/api/derive", body);
@@ -364,6 +368,7 @@ function saveHash() {
   if (state.index) p.set("i", "1");
   if (!state.steps) p.set("s", "0");
   if (!state.check) p.set("c", "0");
+  if (!state.checks) p.set("k", "0");
   if (Object.keys(state.decls).length) p.set("v", JSON.stringify(state.decls));
   if (state.facts.length) p.set("f", JSON.stringify(state.facts));
   history.replaceState(null, "", "#" + p.toString());
@@ -382,6 +387,7 @@ function loadHash() {
   state.index = p.get("i") === "1";
   state.steps = p.get("s") !== "0";
   state.check = p.get("c") !== "0";
+  state.checks = p.get("k") !== "0";
   try { state.decls = JSON.parse(p.get("v") || "{}"); } catch (e) { state.decls = {}; }
   try { state.facts = JSON.parse(p.get("f") || "[]"); } catch (e) { state.facts = []; }
   if (!Array.isArray(state.facts)) state.facts = [];
@@ -424,7 +430,7 @@ async function main() {
   $("dialect").addEventListener("change", () => scheduleInspect(0));
   $("facts").addEventListener("input", () => { markStale(); scheduleInspect(); });
   $("derive").addEventListener("click", derive);
-  for (const id of ["order", "layout", "vec", "format", "index", "steps", "check"]) $(id).addEventListener("change", derive);
+  for (const id of ["order", "layout", "vec", "format", "index", "steps", "check", "checks"]) $(id).addEventListener("change", derive);
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.addEventListener("click", () => { backend = tab.dataset.backend; renderCode(); });
   }
