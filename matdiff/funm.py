@@ -233,49 +233,14 @@ GENERIC = (_mf_expm1, _mf_tanh, _mf_log1p_series, _mf_log1p, _mf_sqrtm, _mf_log1
 ROOTS = (_mf_sqrtm, _mf_log1p_roots, _mf_log, _mf_sqrt)  # JAX's and PyTorch's log1p, log and sqrt
 # (NumPy's: SciPy's logm and sqrtm, so generated NumPy code leaves these out)
 
+# NumPy's primitives as generated code defines them: the functions above, with SciPy imported
+# at the module's top (generated code imports it where it uses it) rather than on first use
+NUMPY_PRIMITIVES = (_mf_eye, _mf_block, _mf_expm, _mf_solve, _mf_logm, _mf_like, _mf_small, _mf_halvings,
+                    _mf_repeat)
+
 PRIMITIVES = {  # each backend's primitives, as generated code defines them
-    "numpy": '''
-
-def _mf_eye(x):
-    return np.eye(x.shape[0], dtype=x.dtype)
-
-
-def _mf_block(a, b, c, d):
-    return np.block([[a, b], [c, d]])
-
-
-def _mf_expm(z):  # in double precision (float32 in, float32 out: _mf_like)
-    return scipy.linalg.expm(z.astype(np.promote_types(z.dtype, np.float64)))
-
-
-def _mf_solve(a, b):
-    return np.linalg.solve(a, b)
-
-
-def _mf_logm(z):
-    return scipy.linalg.logm(z.astype(np.promote_types(z.dtype, np.float64)))
-
-
-def _mf_like(r, x):
-    return np.real(r).astype(x.dtype)
-
-
-def _mf_small(x):
-    return float(np.abs(x).sum(axis=0).max(initial=0.0)) <= 0.5
-
-
-def _mf_halvings(x):
-    norm, s = float(np.abs(x).sum(axis=0).max(initial=0.0)), 0
-    while 1.0 < norm < float("inf") and s < 1100:
-        norm, s = norm / 2, s + 1
-    return s
-
-
-def _mf_repeat(step, t, s):
-    for _ in range(s):
-        t = step(t)
-    return t
-''',
+    "numpy": "\n\n" + "\n\n".join(inspect.getsource(f).replace("_linalg().", "scipy.linalg.")
+                                  for f in NUMPY_PRIMITIVES),
     "jax": '''
 
 def _mf_eye(x):
