@@ -160,9 +160,10 @@ def _mf_sqrtm(a):
 def _mf_log1p_roots(x):
     # log(I + X) by inverse scaling and squaring (JAX, PyTorch): W ← (I + W)^(1/2) − I, each
     # step halving the logarithm, until ‖W‖₁ ≤ 1/2 (so ‖W‖₁ ≥ 1/4 or W = X: no cancellation),
-    # then 2ᵏ log(I + W) by the series
+    # then 2ᵏ log(I + W) by the series; each root scaled by 2ˢ (_mf_sqrt): Denman–Beavers from
+    # an unscaled I + X of norm 1e100 would need some 170 steps
     eye = _mf_eye(x)
-    w, k = _mf_until(lambda s: (_mf_sqrtm(eye + s[0]) - eye, s[1] + 1), (x, 0 * _mf_norm1(x)),
+    w, k = _mf_until(lambda s: (_mf_sqrt(eye + s[0]) - eye, s[1] + 1), (x, 0 * _mf_norm1(x)),
                      lambda s: _mf_norm1(s[0]) <= 0.5, 64)
     return 2.0 ** k * _mf_log1p_series(w)
 
