@@ -20,7 +20,8 @@ from .ir import (Basis, Const, Contract, DivDiff, DivDiff2, DivDiff3, DivDiff3Ap
                  MatFn, Node, Sum, Svd, Var, extended, free_vars, walk)
 from . import notation as N
 from .present import simplest
-from .printing import bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, python_code, render
+from .printing import (bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, map_entries,
+                       python_code, render)
 from .recognise import _inlined as inlined, recognise
 from .show import index_form
 from .simplify import numerical_forms, simplify
@@ -37,7 +38,7 @@ class Expr:
     """A matrix or tensor expression.  Build with ``md.matrix``, ``md.vector``, operators
     and functions; differentiate with ``md.grad``, ``md.jacobian``, ``md.hessian``."""
 
-    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope", "source")
+    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope", "source", "wrt")
     __array_priority__ = 1000  # NumPy scalars defer to Expr's operators
 
     def __init__(self, node: Node, row: bool = False, src: str | None = None, prec: int = ATOM):
@@ -45,6 +46,7 @@ class Expr:
         self.row, self.prec = bool(row and node.ndim == 1), prec
         self.scope = frozenset()  # variables a derivative came from, accepted at evaluation
         self.source = None  # the input node a derivative was taken of: its sums print in its order
+        self.wrt = None  # a Jacobian's: how many of its last axes are the variable's (None: unknown)
         self.src = src if src is not None else _short(node)
 
     @property
@@ -128,26 +130,37 @@ class Expr:
         (a spectral Hessian) or a Fréchet derivative of a general matrix function (a Jacobian
         V ↦ L_exp(Y, V), a Hessian V ↦ L²_exp(Yᵀ; abᵀ, Vᵀ)) and has no matrix notation of its
         own; else None.  V is symmetric where H is symmetric in those axes (then H[V] is
-        meant for symmetric V)."""
+        meant for symmetric V).  A Jacobian through a Fréchet derivative by a vector, or of a
+        vector by a matrix, is the map it applies too: v ↦ L_exp(Y + diag(x), diag(v))a."""
         n = self.node
-        if n.ndim != 4 or n.shape[:2] != n.shape[2:] or not isinstance(self.notation(), N.Index):
+        if not isinstance(self.notation(), N.Index):
+            return None
+        if n.ndim == 4 and n.shape[:2] == n.shape[2:]:
+            axes = 2
+        elif getattr(self, "wrt", None) in (1, 2) and n.ndim - self.wrt in (1, 2) and \
+                any(isinstance(x, Frechet) for x in walk(n)):
+            axes = self.wrt  # the direction takes the variable's axes, the last ones
+        else:
             return None
         if not any(isinstance(x, SPECTRAL + (Frechet,)) for x in walk(n)):
             return None
         svd = any(isinstance(x, Svd) for x in walk(n))  # V is X = UΣVᵀ's: the direction is W
-        name = next(c for c in ("V", "W", "E", "H", "Z") if c not in self._names() and not (svd and c == "V"))
+        letters = ("V", "W", "E", "H", "Z") if axes == 2 else ("v", "w", "u", "z", "h")
+        name = next(c for c in letters if c not in self._names() and not (svd and c in "Vv"))
         h = simplify(n)
-        sym = simplify(B.transpose(h, (0, 1, 3, 2))) is h
-        v = Var(name, n.shape[2:], sym)
+        out = n.ndim - axes
+        sym = axes == 2 and simplify(B.transpose(h, tuple(range(out)) + (out + 1, out))) is h
+        v = Var(name, n.shape[out:], sym)
+        spec = "ij"[:out] + "kl"[:axes] + "," + "kl"[:axes] + "->" + "ij"[:out]
         terms = h.terms if isinstance(h, Sum) else ((1.0, h),)  # H[V] term by term
-        m = recognise(simplify(B.linear([(c, B.einsum("ijkl,kl->ij", t, v)) for c, t in terms],
-                                        n.shape[:2])))
+        m = recognise(simplify(B.linear([(c, B.einsum(spec, t, v)) for c, t in terms],
+                                        n.shape[:out])))
         if isinstance(m, N.Index):  # simplified together, the terms may share a factor no
             # product writes (T_ijkl + T_ijlk with V as one bracket): term by term, each product
             # of a sum of order above 2 distributed over it
             acc: dict = {}  # each simplified alone, in its canonical form: equal ones merge
             for c, t in terms:
-                for k, y in _distributed(simplify(B.einsum("ijkl,kl->ij", t, v))):
+                for k, y in _distributed(simplify(B.einsum(spec, t, v))):
                     acc[y] = acc.get(y, 0.0) + c * k
             parts = [(c, recognise(y)) for y, c in acc.items() if c != 0]
             if parts and not any(isinstance(p, N.Index) for _, p in parts):
@@ -176,13 +189,25 @@ class Expr:
         return f"${self.latex()}$"
 
     def index(self) -> str:
-        """Index notation with explicit sums: Σ_j A_ij x_j."""
+        """Index notation with explicit sums: Σ_j A_ij x_j; a map V ↦ H[V], H[eₖeₗᵀ]_ij.
+
+        A Jacobian or Hessian through a Fréchet derivative, printed as the map V ↦ H[V], has
+        the entries of H at the unit directions: L_exp(Y, eₖeₗᵀ)_ij."""
+        linear = None if any(isinstance(x, SPECTRAL) for x in walk(self.node)) else self._linear_map()
+        if linear is not None:
+            name, m = linear
+            if not any(isinstance(x, N.Sym) and x.name == name and x.symmetric for x in _leaves(m)):
+                return _shallow(lambda: map_entries(m, name, self.node.shape[_order(m):]))
         return index_notation(simplify(self.node))
 
     def bracket(self, latex: bool = False) -> str:
         """The bracket notation of "Matrix Differential Calculus with Tensors" for a
         contraction: each result axis is the group of operand axes it ties, summed groups
         barred; AᵀB is ``A₂B₂[A̅₁ B₁]`` (``printing.bracket``)."""
+        if not any(isinstance(x, SPECTRAL) for x in walk(self.node)) and self._linear_map() is not None:
+            raise NotSupportedError(f"bracket notation writes a contraction of tensors, and {self} applies a "
+                                    "Fréchet derivative to its direction, which no tensor of its own writes; "
+                                    ".index() gives its entries at the unit directions")
         return bracket(simplify(self.node), LATEX if latex else TEXT)
 
     def notation(self):
@@ -338,6 +363,23 @@ def _index_hint(x: "Expr", i) -> str:
     return " Write a product with md.unit(n, i) vectors for an entry, a row or a column"
 
 
+def _order(m) -> int:
+    """The number of axes of a matrix-notation tree: 0, 1 or 2."""
+    return {"s": 0, "c": 1, "r": 1, "m": 2}[m.kind]
+
+
+def _leaves(m) -> list:
+    """The nodes of a matrix-notation tree, the arguments its leaves carry included."""
+    out, stack = [], [m]
+    while stack:
+        x = stack.pop()
+        out.append(x)
+        stack.extend(N.children(x))
+        if isinstance(x, N.Sym):
+            stack.extend(p for p in x.params if isinstance(p, N.M))
+    return out
+
+
 def _distributed(node: Node, limit: int = 64) -> list:
     """node as Σ cₖ termₖ with no sum of order above 2 among a product's factors (a product
     holding one is distributed over it, each product simplified again): [(cₖ, termₖ)], or
@@ -462,6 +504,7 @@ def _combine(a, b, op: str, sign: int) -> Expr:
         out = Expr.__new__(Expr)
         out._node, out._chain, out._dims = None, (a, sign, b.node), a._dims
         out.row, out.prec, out.scope, out.src, out.source = a.row, SUM, frozenset(), src, None
+        out.wrt = None
         return out
     x, y, row = _broadcast(a, b, src)
     if isinstance(x, Sum) and x is a.node and a.prec == SUM:  # a + b + c as one sum, typed so:

@@ -886,6 +886,7 @@ def jacobian(f, x, layout: str = "numerator", vec: str = "column", facts=None):
         e = Expr(node, row, f"∂({f.src})/∂{var.name}", PRODUCT)
         e.scope = f.scope | free_vars(f.node) | {var}
         e.source = f.source if f.source is not None else f.node  # the input, whose order it prints in
+        e.wrt = var.ndim if layout == "numerator" else None  # its last axes are the variable's
         out.append(e)
     return out if many else out[0]
 

@@ -1372,6 +1372,20 @@ def _spectral_power(g, c, t):
     return []
 
 
+def _values_power(g, c, t):
+    """diag(vᵏ) = diag(v)ᵏ for v the eigenvalues or singular values of a matrix and k an
+    integer from 2 to ``MAX_DEGREE``: the gradient of Σσᵢ³ reads 3UΣ²Vᵀ where X = UΣVᵀ (the
+    printer names diag(σ) Σ), not 3U diag(σ^∘2)Vᵀ."""
+    if t[1][0] != "m" or t[1][1] != "diag" or t[1][2] != 0:
+        return []
+    for _, d, kk in g.terms(t[2][0], "pow"):
+        if float(d[1]).is_integer() and 2 <= d[1] <= MAX_DEGREE and any(
+                e[1] in ("eigvalsh", "svdvals") and e[0] == "c" for _, e, _ in g.terms(kk[0], "call")):
+            diagonal = g.add("call", ("m", "diag", 0, None, None), (kk[0],))
+            return [g.add("matpow", ("m", int(d[1])), (diagonal,))]
+    return []
+
+
 def _diag_sum(g, c, t):
     """diag(a) ± diag(b) = diag(a ± b)."""
     if t[1][0] != "m":
@@ -2072,6 +2086,7 @@ RULES = [
     Rule("diag(u)1 = u, 1ᵀdiag(u) = uᵀ", "element-wise", "prod", _diag_ones),
     Rule("diag(u)M diag(v) = (uvᵀ) ⊙ M", "element-wise", "prod", _diag_sandwich),
     Rule("U diag(cλᵏ)Uᵀ = cSᵏ for S = UΛUᵀ", "inverses", "prod", _spectral_power),
+    Rule("diag(λᵏ) = Λᵏ, diag(σᵏ) = Σᵏ", "inverses", "call", _values_power),
     Rule("a(bc) = abc", "scalars", "prod", _flatten_product),
     Rule("(xᵀx)ᵖ = ‖x‖²ᵖ, tr(XᵀX)ᵖ = ‖X‖_F²ᵖ", "scalars", "pow", _norm),
     Rule("xᵀx = ‖x‖²", "scalars", "prod", _norm_square),
@@ -2110,7 +2125,7 @@ RULES = [
 CALL_NAMES = {_function_of_transpose: PRIMARY, _nonnegative_argument: ("abs", "relu"),
               _sigmoid_of_negation: ("sigmoid",), _trace_square: ("tr",), _count: ("tr",),
               _singular_values: ("norm",), _det_product: ("det",), _trace_rotation: ("tr",),
-              _trace_linear: ("tr",), _kron_call: ("tr",)}
+              _trace_linear: ("tr",), _kron_call: ("tr",), _values_power: ("diag",)}
 
 
 # what a rule cannot match without (the operator index, issue 24): alternatives, each a set
@@ -2128,6 +2143,7 @@ NEEDS = {
     _diag_ones: [(("call", "diag"), ("role", "one"))],
     _diag_sandwich: [(("call", "diag"),)],
     _spectral_power: [(("call", "Q"), ("call", "diag"), ("call", "eigvalsh"))],
+    _values_power: [(("call", "diag"), ("call", "eigvalsh")), (("call", "diag"), ("call", "svdvals"))],
     _kron_call: _KRON, _kron_transpose: _KRON, _kron_inverse: _KRON, _kron_mixed: _KRON,
     _singular_values: [(("call", "svdvals"),)],
     _count: [(("role", "one"),), (("role", "eye"),)],

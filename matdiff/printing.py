@@ -12,10 +12,10 @@ from . import notation as N
 from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS, UNSUBSCRIPT,
                         Function, ScalarFunction)
 from .errors import NotSupportedError
-from .ir import (Const, Contract, Delta, DivDiff3, DivDiff3Apply, Eigh, Elementwise, Frechet, Node, Sum, Svd,
-                 Var, walk)
+from .ir import (Const, Contract, Delta, DivDiff3, DivDiff3Apply, Eigh, Elementwise, Frechet, Node, Reshape,
+                 Sum, Svd, Var, walk)
 from .recognise import recognise
-from .recognise import _divdiff_name
+from .recognise import _divdiff_name, _second_frechets
 from .show import index_form
 
 # precedence: a child binding more loosely than its context is parenthesised
@@ -346,8 +346,9 @@ def _name(name: str, style) -> str:
 
 
 def _matpow(m: N.MatPow, style):
-    """A³, (Aᵀ)², (XXᵀ)⁻² (the base bracketed unless a variable or a where-name)."""
-    plain = (isinstance(m.arg, N.Sym) and m.arg.role == "var") or \
+    """A³, (Aᵀ)², (XXᵀ)⁻², Σ² (the base bracketed unless a variable, a decomposition's part
+    or a where-name)."""
+    plain = (isinstance(m.arg, N.Sym) and m.arg.role in ("var", "part")) or \
         style.get("names", {}).get(id(m.arg)) is not None
     base = _wrap(m.arg, style, ATOM) if not plain else _render(m.arg, style)[0]
     if not plain and not base.startswith(style["lparen"]):
@@ -945,28 +946,91 @@ def _index_form(node: Node, style, free, nested) -> str:
         return _add_terms(fake, style, free, nested)
     if isinstance(node, Contract):
         node = node if nested else _chained(node)
+        written = _second_frechet_leaves(node)  # L²_f(X; E₁, E₂) for its 2 × 2 block matrices
         letters = dict(zip(node.out, free))
-        summed = sorted({x for lab in node.labels for x in lab} - set(node.out))
+        summed = sorted({x for _, lab in written for x in lab} - set(node.out))
         pool = [c for c in BOUND if c not in free]  # a nested sum's letters differ from its parent's
         for n, x in enumerate(summed):
             letters[x] = _letter(pool or BOUND, FREE, n)
         factors = []
-        carried = [x for op, lab in zip(node.operands, node.labels) if not isinstance(op, Delta)
-                   for x in lab]
+        carried = [x for op, lab in written if not isinstance(op, Delta) for x in lab]
         rank = {x: n for n, x in enumerate(list(node.out) + summed)}
         # δs first, as the Matrix Cookbook writes δ_ik A_lj (74) and δ_jl (XᵀB)_ik (79); then
         # the factors in the order of their indices
-        pairs = sorted(zip(node.operands, node.labels),
-                       key=lambda p: (not (isinstance(p[0], Delta) and p[0].order > 1),
-                                      min((rank[x] for x in p[1]), default=-1)))
+        pairs = sorted(written, key=lambda p: (not (isinstance(p[0], Delta) and p[0].order > 1),
+                                               min((rank[x] for x in p[1]), default=-1)))
         for op, lab in pairs:
             if isinstance(op, Delta) and op.order == 1 and lab[0] in carried:
+                continue
+            if isinstance(op, N.M):  # a leaf of the notation: L²_f(X; E₁, E₂)_ij
+                factors.append(_notation_factor(op, [letters[x] for x in lab], style))
                 continue
             factors.append(_factor(op, [letters[x] for x in lab], style))
         sums = "".join(("\\sum_{" + letters[x] + "} ") if _tex(style) else f"Σ_{letters[x]} "
                        for x in summed)
         return sums + (" " if _tex(style) else " ").join(factors) if factors else sums + "1"
     return _factor(node, free, style)
+
+
+def map_entries(m: N.M, name: str, dims: tuple, style=TEXT) -> str:
+    """The index form of the linear map ``name`` ↦ m (a Jacobian or Hessian through a Fréchet
+    derivative, m of order ≤ 2 and the direction of shape ``dims``): its entry at the result's
+    indices i, j and the direction's k, l is m at the unit direction eₖeₗᵀ (eₖ for a vector,
+    diag(eₖ) written eₖeₖᵀ): L_exp(Y, eₖeₗᵀ)_ij, (L_exp(Y + diag(x), eₖeₖᵀ)a)_i."""
+    entry, letters = map_entry(m, name, dims)
+    return _notation_factor(entry, letters, style)
+
+
+def map_entry(m: N.M, name: str, dims: tuple) -> tuple:
+    """(m at the unit direction, the result's index letters) for ``map_entries``: the
+    direction's letters name the unit vectors (basis symbols eₖ, eₗ)."""
+    nout = {"s": 0, "c": 1, "r": 1, "m": 2}[m.kind]
+    free = [_letter(FREE, BOUND, i) for i in range(nout + len(dims))]
+    units = [N.Sym("c", x, "basis", dims=(d,)) for x, d in zip(free[nout:], dims)]
+    unit = units[0] if len(units) == 1 else N.prod(1.0, [units[0], N.transpose(units[1])])
+
+    def go(x):
+        if isinstance(x, N.Sym) and x.role == "var" and x.name == name:
+            return unit
+        if isinstance(x, N.Call) and x.name == "diag" and x.kind == "m" and x.arg.kind == "c" and \
+                isinstance(x.arg, N.Sym) and x.arg.role == "var" and x.arg.name == name:
+            return N.prod(1.0, [unit, N.transpose(unit)])
+        changes = {}
+        for f in dataclasses.fields(x):
+            v = getattr(x, f.name)
+            new = _map_tree(v, go)
+            if new is not v:
+                changes[f.name] = new
+        if not changes:
+            return x
+        y = dataclasses.replace(x, **changes)
+        if isinstance(y, N.T):
+            return N.transpose(y.arg)
+        return N.prod(y.coef, y.factors) if isinstance(y, N.Prod) else y
+
+    return go(m), free[:nout]
+
+
+def _second_frechet_leaves(c: Contract) -> list:
+    """c's factors as (factor, labels), where each second Fréchet derivative that diff.py
+    writes with 2 × 2 block matrices is its matrix notation L²_f(X; E₁, E₂) (or L_f(X, E)) on
+    its row and column labels — the one of it and its transpose that writes fewer
+    transposes — and the unit vectors that pick its block are left out."""
+    pairs = list(zip(c.operands, c.labels))
+    if not any(isinstance(op, Reshape) and isinstance(op.arg, Frechet) for op in c.operands):
+        return pairs
+    found = _second_frechets(c, [x for lab in c.labels for x in lab])
+    if not found:
+        return pairs
+    out = []
+    for k, (op, lab) in enumerate(pairs):
+        if k not in found:
+            out.append((op, lab))
+        elif found[k] is not None:
+            leaf, a, b = found[k]
+            flipped = N.transpose(leaf)
+            out.append((flipped, (b, a)) if N._transposes(flipped) < N._transposes(leaf) else (leaf, (a, b)))
+    return out
 
 
 def _bracketed(op) -> bool:
@@ -1140,6 +1204,12 @@ def _factor(op, letters, style) -> str:
                 parts += [None, None]
             return _divdiff3(_divdiff_name(op.fn), *parts, style) + sub
         return f"[{index_form(op)}]{sub}"
+    return _notation_factor(m, letters, style)
+
+
+def _notation_factor(m: N.M, letters, style) -> str:
+    """The entry of a matrix-notation factor at ``letters``: A_ij, (AB)_ij, eₙ_p."""
+    sub = _subscript(letters, style) if letters else ""
     text, prec = _render(m, style)
     if not letters:
         return text if prec >= ATOM else f"{style['lparen']}{text}{style['rparen']}"
@@ -1324,14 +1394,17 @@ def bracket(node: Node, style=TEXT) -> str:
             return "0"
         fake = N.Add("s", tuple((c, N.Sym("s", bracket(t, style))) for c, t in node.terms))
         return _render(fake, style)[0]
+    if isinstance(node, Frechet) and not isinstance(recognise(node), N.Index):  # L_f(X, E), a term
+        node = Contract((node,), ((0, 1),), (0, 1))  # of a sum: one matrix, as a factor is written
     if not isinstance(node, Contract):
         raise NotSupportedError("bracket notation describes contractions (einsum, products, "
                                 f"transposes); this expression is {type(node).__name__}")
     members: dict = {}
-    for op, lab in zip(node.operands, node.labels):
+    written = _second_frechet_leaves(node)  # L²_f(X; E₁, E₂) for its 2 × 2 block matrices
+    for op, lab in written:
         for axis, x in enumerate(lab):
             members.setdefault(x, []).append(_bracket_term(op, axis, style))
-    summed = sorted({x for lab in node.labels for x in lab} - set(node.out),
+    summed = sorted({x for _, lab in written for x in lab} - set(node.out),
                     key=lambda x: sorted(members[x]))  # summed groups: a fixed order
     groups = []
     for x in list(node.out) + summed:
@@ -1350,7 +1423,7 @@ def _bracket_term(op, axis: int, style) -> str:
     elif isinstance(op, Delta):  # the identity, the ones vector, the diagonal tensor
         name = {1: style["one"], 2: "I"}.get(op.order, "\\delta" if _tex(style) else "δ")
     else:
-        text = render(recognise(op), style)
+        text = render(op if isinstance(op, N.M) else recognise(op), style)
         name = f"\\left({text}\\right)" if _tex(style) else f"({text})"
     return f"{name}_{{{axis + 1}}}" if _tex(style) else name + str(axis + 1).translate(SUBSCRIPT_DIGITS)
 

@@ -469,7 +469,7 @@ def _second_frechet(op: Node, lab: tuple, c: Contract, everywhere: list):
         return None
     x = m[(0, 0)]
     r, a, col, b = lab
-    if r in c.out or col in c.out or len({r, a, col, b}) < (3 if r == col else 4):
+    if r in c.out or col in c.out or {r, col} & {a, b}:  # a = b: its diagonal
         return None
     if r == col:  # Σ_p L_f(M, F)_pp
         if everywhere.count(r) != 2 or (0, 1) in m or set(e) != {(0, 1)} or (1, 0) not in m:
@@ -531,15 +531,23 @@ def _split(shape: tuple, sizes: tuple):
 def _diagonal_copies(z: Node, m, keep_batch: bool):
     """For z of shape (m,) + P + (m,) + P, the product δ_ee′ Z[e, A, B] (a block-diagonal
     layout): Z (with e where ``keep_batch``), as a node of shape ((m,) if kept) + P + P; else None."""
+    if isinstance(z, Sum):  # I ⊗ (Y + diag(x)): a sum of such layouts, term by term
+        parts = [(c, _diagonal_copies(t, m, keep_batch)) for c, t in z.terms]
+        if not parts or any(p is None for _, p in parts):
+            return None
+        return simplify(Sum(tuple(parts), parts[0][1].shape))
     k = (z.ndim - 2) // 2
     if not isinstance(z, Contract) or z.ndim != 2 * k + 2 or z.shape[0] != m or z.shape[k + 1] != m:
         return None
     e, e2 = z.out[0], z.out[k + 1]
     ties = [i for i, (op, lab) in enumerate(zip(z.operands, z.labels))
-            if isinstance(op, Delta) and op.order == 2 and set(lab) == {e, e2}]
+            if isinstance(op, Delta) and op.order >= 2 and {e, e2} <= set(lab)]
     if not ties:
         return None
     rest = [(op, lab) for i, (op, lab) in enumerate(zip(z.operands, z.labels)) if i != ties[0]]
+    tie, lab = z.operands[ties[0]], z.labels[ties[0]]
+    if tie.order > 2:  # δ_ee′b = δ_ee′ δ_eb: the tie of e and e′, and the rest kept on e
+        rest.append((Delta(tie.dim, tie.order - 1), tuple(x for x in lab if x != e2)))
     held = {x for _, lab in rest for x in lab}
     if e2 in held or (e in held) != keep_batch or not rest:
         return None
@@ -574,6 +582,31 @@ def _batched(op: Node):
     return f.fn, simplify(Reshape(x, (d, d))), g, *parts
 
 
+def _batched_inline(op: Node, lab: tuple):
+    """Where op is the Fréchet derivative of I ⊗ X along blockdiag(Gₑ) laid out as
+    (e, A, e′, B) and labelled (e, A, e, B) in a product — ``_batched_frechet``'s diagonal
+    blocks taken by the product's labels, as simplify merges them: (``_batched``'s reading,
+    op's labels without the second e); else None."""
+    if not (isinstance(op, Reshape) and isinstance(op.arg, Frechet) and op.arg.ndim == 2) or \
+            op.ndim != len(lab):
+        return None
+    rows = op.arg.shape[0]
+    for k in range(1, len(lab)):
+        for j in range(1, len(lab) - 2 * k):
+            el, ab, again = lab[:k], lab[k:k + j], lab[k + j:2 * k + j]
+            eshape, ashape, bshape = op.shape[:k], op.shape[k:k + j], op.shape[2 * k + j:]
+            if el != again or len(set(el)) != k or op.shape[k + j:2 * k + j] != eshape or \
+                    D.size(eshape + ashape) != rows or D.size(bshape) != D.size(ashape) or \
+                    set(el) & set(ab + lab[2 * k + j:]):
+                continue
+            m, d = D.size(eshape), D.size(ashape)
+            blocks = Contract((Reshape(op.arg, (m, d, m, d)),), ((0, 1, 0, 2),), (0, 1, 2))
+            found = _batched(Reshape(blocks, eshape + ashape + bshape))
+            if found is not None:
+                return found, el + ab + lab[2 * k + j:]
+    return None
+
+
 def _with_frechet_applied(c: Contract):
     """c with a factor [L_f(X, Gₑ)]ₑ (``_batched``) applied to what it is contracted with, as
     one Fréchet derivative (an equal product; None where none is so applied):
@@ -585,7 +618,10 @@ def _with_frechet_applied(c: Contract):
     for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
         found = _batched(op)
         if found is None:
-            continue
+            inline = _batched_inline(op, lab)
+            if inline is None:
+                continue
+            found, lab = inline
         fn, x, g, eshape, ashape, bshape = found
         el = lab[:len(eshape)]
         ab = lab[len(eshape):]
@@ -849,7 +885,13 @@ def _contract(c: Contract):
     for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
         if k in blocks:
             if blocks[k] is not None:
-                items.append(_Item(*blocks[k]))
+                leaf, a, b = blocks[k]
+                if a != b:
+                    items.append(_Item(leaf, a, b))
+                elif a in c.out or everywhere.count(a) > 2:  # its diagonal, or its trace
+                    items.append(_Item(N.Call("c", "diag", leaf), a, None))
+                else:
+                    scalars.append(N.trace(leaf))
             continue
         if op.ndim == 0 and _scalar_product(op):  # a·a·…·a typed: its leaves, not each level
             leaves = [recognise(x) for x in _scalar_leaves(op)]

@@ -18,8 +18,10 @@ import scipy.linalg as sl
 
 import matdiff as md
 from matdiff import notation as N
-from matdiff.ir import GENERAL_FUNCTIONS
+from matdiff.ir import GENERAL_FUNCTIONS, Contract
 from matdiff.parse import declarations
+from matdiff.recognise import recognise
+from matdiff.simplify import simplify
 
 from . import notation_eval
 
@@ -101,6 +103,10 @@ def _reader():
             return _frechet2(m.params[0], *map(ev, m.params[1:]))
         if isinstance(m, N.Call) and m.fn is None and m.name in BY_CALL:
             return _funm(BY_CALL[m.name], ev(m.arg))
+        if isinstance(m, N.Sym) and m.role == "basis":  # eₖ of an entry form: k given as env["#k"]
+            e = np.zeros(sizes["n"])
+            e[env["#" + m.name]] = 1.0
+            return e
         return original(m, env, sizes, functions)
 
     return read
@@ -214,11 +220,57 @@ def test_printed_frechet_forms_are_display_only(e):
             e.text(dialect)
 
 
-def test_index_form_stays_available():
-    """.index() keeps the index form of the 4-index result the linear map is read from."""
-    for e in (md.hessian(a.T @ md.expm(Y) @ b, Y), md.jacobian(md.expm(Y), Y)):
-        text = e.index()
-        assert "↦" not in text and "L_exp" not in text and text.endswith(("]_ijkl", "]_ijplpk"))
+def test_index_form_of_a_map_is_its_entries_at_unit_directions(monkeypatch):
+    """.index() of a 4-index result printed as a map V ↦ H[V] writes its entries H_ijkl as
+    H[eₖeₗᵀ]_ij; read with eₖ and eₗ at each k, l, they are the Hessian's (Jacobian's) entries."""
+    values = _values(3)
+    for e, text in ((md.hessian(a.T @ md.expm(Y) @ b, Y), "L²_exp(Yᵀ; abᵀ, eₗeₖᵀ)_ij"),
+                    (md.jacobian(md.expm(Y), Y), "L_exp(Y, eₖeₗᵀ)_ij"),
+                    (md.hessian(md.trace(md.sqrtm(Y)), Y), "(−(1/2)sqrtm(Y)⁻ᵀL_sqrt(Yᵀ, eₗeₖᵀ)sqrtm(Y)⁻ᵀ)_ij")):
+        assert e.index() == text
+        _check_entries(e, values, monkeypatch)
+
+
+def _check_entries(e, values, monkeypatch):
+    """The tree .index() prints, read at every unit direction, equals e's entries."""
+    want = e.evaluate(_used(e, values))
+    letter, m = e._linear_map()
+    nout = {"s": 0, "c": 1, "r": 1, "m": 2}[m.kind]
+    entry, letters = md.printing.map_entry(m, letter, e.shape[nout:])
+    assert len(letters) == nout
+    units = [u for u in "ijklm"[nout:e.ndim]]
+    for at in np.ndindex(*want.shape[nout:]):
+        env = {**values, **{"#" + u: k for u, k in zip(units, at)}}
+        got = _read(entry, env, monkeypatch)
+        np.testing.assert_allclose(got, want[(Ellipsis,) + at], rtol=1e-7, atol=1e-9)
+
+
+def test_hvp_index_and_bracket_name_the_second_frechet_derivative(monkeypatch):
+    """.index() and .bracket() of md.hvp write L²_f(X; E₁, E₂) (and L_f) on the row and
+    column indices of the block matrices it is read from — never reshape(…frechet(…)) — and
+    that leaf, read, is md.hvp's value (transposed where its indices are)."""
+    values = _values(5)
+    for name, build, *_ in CASES:
+        h = md.hvp(build(), Y, V)
+        text, bracket = h.index(), h.bracket()
+        for raw in ("reshape", "frechet", "unit("):
+            assert raw not in text + bracket, (name, text, bracket)
+        node = simplify(h.node)
+        written = md.printing._second_frechet_leaves(node) if isinstance(node, Contract) else []
+        if len(written) != 1:  # a sum, or a coefficient beside the leaf: printed above
+            continue
+        leaf, lab = written[0]
+        leaf = leaf if isinstance(leaf, N.M) else recognise(leaf)  # L_f(X, E) of no block matrices
+        value = _read(leaf, values, monkeypatch)
+        want = h.evaluate(_used(h, values))
+        np.testing.assert_allclose(value if lab == node.out else value.T, want, rtol=1e-7, atol=1e-9)
+        assert text.startswith(md.printing.render(leaf, md.printing.TEXT)), (name, text)
+    e = md.hvp(a.T @ md.expm(Y) @ b, Y, V)
+    assert e.index() == "L²_exp(Y; baᵀ, V)_ji"
+    assert e.bracket() == "(L²_exp(Y; baᵀ, V))₂(L²_exp(Y; baᵀ, V))₁"
+    assert e.bracket(latex=True).startswith("\\left(L^{(2)}_{\\exp}\\left(Y; b a^\\top, V\\right)\\right)_{2}")
+    with pytest.raises(md.NotSupportedError, match="entries at the unit directions"):
+        md.hessian(a.T @ md.expm(Y) @ b, Y).bracket()
 
 
 COMPOSITE = [  # (id, f of Y): products, squares and sums inside and around the matrix function
@@ -244,3 +296,76 @@ def test_composite_hessians_print_as_maps_that_mean_them(name, build, monkeypatc
     up = g.evaluate(_used(g, {**values, "Y": values["Y"] + h * values["V"]}))
     down = g.evaluate(_used(g, {**values, "Y": values["Y"] - h * values["V"]}))
     np.testing.assert_allclose(want, (up - down) / (2 * h), rtol=1e-6, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- Jacobians by a vector
+
+x = md.vector("x", n)
+
+# (id, F, the variable, "jacobian" or "hessian", printed, .index()): a Jacobian through a
+# Fréchet derivative by a vector, or of a vector by a matrix, prints as the map it applies
+MAPS = [
+    ("expm(Y + diag(x))a by x", lambda: md.expm(Y + md.diag(x)) @ a, x, "jacobian",
+     "v ↦ L_exp(Y + diag(x), diag(v))a", "(L_exp(Y + diag(x), eⱼeⱼᵀ)a)_i"),
+    ("logm(Y + diag(x))a by x", lambda: md.logm(Y + md.diag(x)) @ a, x, "jacobian",
+     "v ↦ L_log(Y + diag(x), diag(v))a", "(L_log(Y + diag(x), eⱼeⱼᵀ)a)_i"),
+    ("sqrtm(Y + diag(x))b by x", lambda: md.sqrtm(Y + md.diag(x)) @ b, x, "jacobian",
+     "v ↦ L_sqrt(Y + diag(x), diag(v))b", "(L_sqrt(Y + diag(x), eⱼeⱼᵀ)b)_i"),
+    ("sinₘ(Y + xxᵀ)a by x", lambda: md.matrix_function(Y + md.outer(x, x), "sin") @ a, x, "jacobian",
+     "v ↦ (L_sin(Y + xxᵀ, xvᵀ) + L_sin(Y + xxᵀ, vxᵀ))a", "((L_sin(Y + xxᵀ, xeⱼᵀ) + L_sin(Y + xxᵀ, eⱼxᵀ))a)_i"),
+    ("expm(Y + diag(x)) by x", lambda: md.expm(Y + md.diag(x)), x, "jacobian",
+     "v ↦ L_exp(Y + diag(x), diag(v))", "L_exp(Y + diag(x), eₖeₖᵀ)_ij"),
+    ("expm(Y)a by Y", lambda: md.expm(Y) @ a, Y, "jacobian", "V ↦ L_exp(Y, V)a", "(L_exp(Y, eⱼeₖᵀ)a)_i"),
+    ("aᵀexpm(Y + diag(x))a by x, twice", lambda: a.T @ md.expm(Y + md.diag(x)) @ a, x, "hessian",
+     "v ↦ diag(L²_exp(diag(x) + Yᵀ; aaᵀ, diag(v)))", "diag(L²_exp(diag(x) + Yᵀ; aaᵀ, eⱼeⱼᵀ))_i"),
+]
+
+
+def _map_values(seed=6):
+    """_values with x small: Y + diag(x) and Y + xxᵀ keep their eigenvalues in the right
+    half-plane (logm and sqrtm are defined)."""
+    return {**_values(seed), "x": 0.3 * np.random.default_rng(seed + 1).standard_normal(3)}
+
+
+@pytest.mark.parametrize("name, build, var, how, text, index", MAPS, ids=[m[0] for m in MAPS])
+def test_jacobians_by_a_vector_print_as_the_map_they_apply(name, build, var, how, text, index, monkeypatch):
+    """The printed map, read at a direction, is the Jacobian applied to it; the Jacobian is
+    central differences of F (of the gradient, for a Hessian); .index() is its entries."""
+    F = build()
+    jac = md.jacobian(F, var) if how == "jacobian" else md.hessian(F, var)
+    assert str(jac) == text
+    assert jac.index() == index
+    values = _map_values()
+    value = jac.evaluate(_used(jac, values))
+    direction = np.random.default_rng(8).standard_normal(np.shape(values[var.node.name]))
+    applied = np.tensordot(value, direction, axes=direction.ndim)
+    f = F if how == "jacobian" else md.grad(F, var)
+    h = 1e-5
+    up = f.evaluate(_used(f, {**values, var.node.name: values[var.node.name] + h * direction}))
+    down = f.evaluate(_used(f, {**values, var.node.name: values[var.node.name] - h * direction}))
+    np.testing.assert_allclose(applied, (up - down) / (2 * h), rtol=1e-6, atol=1e-8)
+    letter, m = jac._linear_map()
+    assert text.startswith(letter + " ↦ ")
+    np.testing.assert_allclose(_read(m, {**values, letter: direction}, monkeypatch), applied, rtol=1e-7, atol=1e-9)
+    _check_entries(jac, values, monkeypatch)
+    with pytest.raises(md.ParseError, match="for reading only"):
+        md.parse(text, dialect="matdiff", result_shape=jac.shape, **declarations(jac))
+    assert repr(jac) == f"<{text}>"
+
+
+def test_a_misread_map_is_caught(monkeypatch):
+    """The check can fail: the map of expm(Y + diag(x))a read with diag(v) as vvᵀ, or at Y in
+    place of Y + diag(x), is another vector."""
+    jac = md.jacobian(md.expm(Y + md.diag(x)) @ a, x)
+    values = _map_values()
+    letter, m = jac._linear_map()
+    direction = np.random.default_rng(8).standard_normal(3)
+    right = _read(m, {**values, letter: direction}, monkeypatch)
+    leaf, tail = m.factors  # L_exp(Y + diag(x), diag(v)), a
+    assert leaf.role == "frechet" and tail == N.Sym("c", "a", dims=("n",))
+    fn, point, along = leaf.params
+    vvt = N.prod(1.0, [along.arg, N.transpose(along.arg)])
+    for wrong in (N.Sym("m", leaf.name, "frechet", dims=leaf.dims, params=(fn, point, vvt)),
+                  N.Sym("m", leaf.name, "frechet", dims=leaf.dims, params=(fn, N.Sym("m", "Y", dims=leaf.dims), along))):
+        read = _read(N.prod(1.0, [wrong, tail]), {**values, letter: direction}, monkeypatch)
+        assert not np.allclose(read, right, rtol=1e-3)

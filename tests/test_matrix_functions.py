@@ -617,7 +617,8 @@ TEXTBOOK = [  # issue 21: decomposition parts named once, as textbooks name them
      r"2 \lambda_{n} u_{n} u_{n}^\top \quad\text{where } S = U \Lambda U^\top"),
     (md.eigvalsh(S)[0] * md.eigvalsh(S)[-1], S, "U diag(λ₁eₙ + λₙe₁)Uᵀ  where S = UΛUᵀ", None),
     (md.norm(_Xn, 2), _Xn, "u₁v₁ᵀ  where X = UΣVᵀ", r"u_{1} v_{1}^\top \quad\text{where } X = U \Sigma V^\top"),
-    (md.sum(md.svdvals(_Xn) ** 3), _Xn, "3U diag(σ^∘2)Vᵀ  where X = UΣVᵀ", None),
+    (md.sum(md.svdvals(_Xn) ** 3), _Xn, "3UΣ²Vᵀ  where X = UΣVᵀ",
+     r"3 U \Sigma^{2} V^\top \quad\text{where } X = U \Sigma V^\top"),
     # the parts of two decompositions keep their calls, and so do names the user took
     (md.eigvalsh(S)[-1] * md.eigvalsh(G + G.T)[-1], S, None, None),
     (md.trace(md.matrix("U", "n", "n") @ md.expm(S)) + md.eigvalsh(S)[-1], S, None, None),

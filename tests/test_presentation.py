@@ -219,6 +219,8 @@ IDENTITIES = {
         prod(call("Q", nS, "m"), call("diag", prod(N.Pow("c", call("eigvalsh", nS, "c"), 2.0), c=3.0, kind="c"),
                                       "m"), T(call("Q", nS, "m"))),
         prod(N.MatPow("m", nS, 2), c=3.0)),
+    "diag(λᵏ) = Λᵏ, diag(σᵏ) = Σᵏ": (call("diag", N.Pow("c", call("svdvals", nA, "c"), 3.0), "m"),
+                                    N.MatPow("m", call("diag", call("svdvals", nA, "c"), "m"), 3)),
     "tr(sA) = s tr(A), tr(A + B) = tr(A) + tr(B)": (call("tr", prod(ns, nA, c=2.0)),
                                                    prod(ns, call("tr", nA), c=2.0, kind="s")),
     "a ⊙ (cb) = c(a ⊙ b)": (N.Had("c", (nx, prod(ny, c=2.0, kind="c"))),

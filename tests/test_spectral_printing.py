@@ -147,7 +147,8 @@ def _read(m, env):
 
     notation_eval.evaluate = read  # its recursion comes back here
     try:
-        return np.asarray(read(m, env, {"n": np.shape(env["S"])[0]}, {}), float)
+        sizes = {"n": np.shape(env["S"])[0], "k": np.shape(env.get("X", np.zeros((0, 0))))[-1]}
+        return np.asarray(read(m, env, sizes, {}), float)
     finally:
         notation_eval.evaluate = original
 
@@ -313,3 +314,47 @@ def test_spectral_forms_are_display_only():
             h.text(dialect)
     with pytest.raises(md.ParseError, match="for reading only"):
         md.parse(str(h), dialect="matdiff", **declarations(h))
+
+
+# --------------------------------------------------------------------------- powers of Σ and Λ
+
+Xr = md.matrix("X", n, "k")  # not square: X = UΣVᵀ with min(n, k) singular values
+# (id, f, the variable, ∇f printed): diag(σ^∘k) prints as Σᵏ (present.py's "diag(σᵏ) = Σᵏ")
+POWERS = [
+    ("Σσᵢ³", lambda: md.sum(md.svdvals(Xn) ** 3), Xn, "3UΣ²Vᵀ  where X = UΣVᵀ"),
+    ("Σσᵢ⁴ of a wide X", lambda: md.sum(md.svdvals(Xr) ** 4), Xr, "4UΣ³Vᵀ  where X = UΣVᵀ"),
+    ("Σσᵢ³/3", lambda: md.sum(md.svdvals(Xn) ** 3) / 3, Xn, "UΣ²Vᵀ  where X = UΣVᵀ"),
+]
+
+
+@pytest.mark.parametrize("name, build, var, text", POWERS, ids=[p[0] for p in POWERS])
+def test_powers_of_singular_values_print_as_powers_of_sigma(name, build, var, text):
+    """The printed tree read from its meaning (U, V, σ by NumPy's SVD) is the gradient, and
+    the gradient is central differences of f."""
+    f = build()
+    g = md.grad(f, var)
+    assert str(g) == text
+    assert "\\Sigma^{" in g.latex() and "diag" not in str(g)
+    rng = np.random.default_rng(11)
+    point = rng.standard_normal((4, 4)) + 2 * np.eye(4) if var is Xn else rng.standard_normal((4, 3))
+    values = {**_point(), "X": point}
+    want = g.evaluate(X=point)
+    np.testing.assert_allclose(_read(g.notation(), values), want, rtol=1e-9, atol=1e-11)
+    step, d = 1e-6, rng.standard_normal(point.shape)
+    fd = (f.evaluate(X=point + step * d) - f.evaluate(X=point - step * d)) / (2 * step)
+    np.testing.assert_allclose(np.sum(want * d), fd, rtol=1e-6)
+    with pytest.raises(md.ParseError, match="for reading only"):  # U, Σ, V have no constructor
+        from matdiff.parse import declarations
+        md.parse(str(g), dialect="matdiff", **declarations(g))
+
+
+def test_the_eigenvalues_power_reads_as_a_power_of_lambda():
+    """diag(λ^∘2) of a symmetric S's eigenvalues prints Λ², and is the same matrix."""
+    from matdiff.printing import TEXT, render
+    lam = N.Call("c", "eigvalsh", N.Sym("m", "S", symmetric=True, dims=(n, n)))
+    q = N.Call("m", "Q", lam.arg)
+    m = N.prod(1.0, [q, N.Call("m", "diag", N.Pow("c", lam, 2.0)), N.Sym("m", "B", dims=(n, n))])
+    shown = md.present.simplest(m)
+    assert render(shown, TEXT) == "UΛ²B  where S = UΛUᵀ"
+    values = _point()
+    np.testing.assert_allclose(_read(shown, values), _read(m, values), rtol=1e-12)
