@@ -21,7 +21,7 @@ from .errors import NotSupportedError
 from .ir import (Basis, Cholesky, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap,
                  Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Phi, Pinv,
                  Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, walk)
-from .simplify import simplify, stable_forms
+from .simplify import keeps_variables, simplify, stable_forms
 
 RULES: dict = {}
 
@@ -315,11 +315,13 @@ def jacobians(f: Node, xs: list) -> list:
     derivative is finite wherever the function is."""
     f = stable_forms(f)
     extra = f.shape
-    wanted = {x for x in xs if _depends(f, {x})}
+    products: dict = {}  # keeps_variables' answers for this pass
+    wanted = {x for x in xs if _depends(f, {x}, products)}
     found = {}
     if wanted:
+        depends = _dependence(wanted, products)
         cotangents = {f: [B.identity_tensor(f.shape)]}
-        for n in _parents_first(f, wanted):
+        for n in _parents_first(f, depends):
             parts = cotangents.pop(n, None)
             if parts is None:  # U or F whose only use was a Daleckii–Krein group (below)
                 continue
@@ -329,13 +331,13 @@ def jacobians(f: Node, xs: list) -> list:
                 continue
             groups = _daleckii_krein_groups(n) if type(n) is Contract else ()
             for g in groups:  # the second-order Daleckii–Krein rule, straight to S
-                if _depends(g[-1], wanted):
+                if depends(g[-1]):
                     cotangents.setdefault(g[-1], []).append(_daleckii_krein_adjoint(n, g, cot, extra))
-            grouped = {k for g in groups for k in g[:-1]}
+            grouped = {k for g in groups for k in g[:-1]} if groups else ()
             for k, child in enumerate(n.children):
                 if k in grouped:
                     continue
-                if _depends(child, wanted):
+                if depends(child):
                     hole = Hole(child.shape, False)
                     if type(n) is Contract and hole not in free_vars(n):
                         # the transposition of n with dX in place of operand k, without
@@ -460,8 +462,9 @@ def _symmetrise(g: Node, extra: tuple) -> Node:
     return B.linear([(0.5, g), (0.5, B.transpose(g, perm))], g.shape)
 
 
-def _parents_first(f: Node, xs: set) -> list:
-    """Nodes of f that depend on a variable in xs, each after every node that uses it."""
+def _parents_first(f: Node, depends) -> list:
+    """Nodes of f that depend on the variables wanted (``depends``, of ``_dependence``), each
+    after every node that uses it."""
     order, seen, stack = [], set(), [(f, False)]
     while stack:
         n, done = stack.pop()
@@ -472,11 +475,32 @@ def _parents_first(f: Node, xs: set) -> list:
             continue
         seen.add(n)
         stack.append((n, True))
-        stack.extend((c, False) for c in n.children if c not in seen and _depends(c, xs))
+        stack.extend((c, False) for c in n.children if c not in seen and depends(c))
     return order[::-1]
 
 
-def _depends(n: Node, xs: set) -> bool:
+def _depends(n: Node, xs: set, products: dict) -> bool:
     """Whether n depends on a variable in xs after simplification: x − x does not, so
-    √(x − x) has the derivative 0 and no (x − x)^(−1/2) is ever built."""
-    return not xs.isdisjoint(free_vars(n)) and not xs.isdisjoint(free_vars(simplify(n)))
+    √(x − x) has the derivative 0 and no (x − x)^(−1/2) is ever built.  Where simplification
+    surely keeps n's variables (``keeps_variables``: a product of variables, a function of
+    one), n is not simplified to ask: the reverse pass reads the normal forms of operands
+    only (AX's in the adjoint of B in AXB, never AXB's), so that work would mostly be spent on
+    the question alone (``products``: keeps_variables' memo)."""
+    if xs.isdisjoint(free_vars(n)):
+        return False
+    if n._simple is None and keeps_variables(n, products):  # (a simplified node: asked at once)
+        return True
+    return not xs.isdisjoint(free_vars(simplify(n)))
+
+
+def _dependence(xs: set, products: dict):
+    """``_depends(·, xs)`` remembered per node for one reverse pass (each node is asked once
+    by ``_parents_first`` and again for its adjoint)."""
+    memo: dict = {}
+
+    def depends(n: Node) -> bool:
+        got = memo.get(n)
+        if got is None:
+            got = memo[n] = _depends(n, xs, products)
+        return got
+    return depends

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import weakref
 
 import numpy as np
@@ -42,15 +43,15 @@ def simplify(root: Node) -> Node:
         if n._simple is not None:
             stack.pop()
             continue
-        pending = [c for c in n.children if c._simple is None]
+        kids = n.children
+        pending = [c for c in kids if c._simple is None]
         if pending:
             stack.extend(pending)
             continue
         stack.pop()
-        kids = n.children
         simple = [c._simple for c in kids]
         # the same operands build the same node (hash-consing): n itself, without the look-up
-        rebuilt = n if all(a is b for a, b in zip(simple, kids)) else n.with_children(simple)
+        rebuilt = n if all(map(operator.is_, simple, kids)) else n.with_children(simple)
         out = rebuilt._simple or NORMALISE.get(type(rebuilt), _keep)(rebuilt)
         n._simple = rebuilt._simple = out
         out._simple = out
@@ -59,6 +60,49 @@ def simplify(root: Node) -> Node:
 
 def _keep(n):
     return n
+
+
+def keeps_variables(root: Node, memo: dict) -> bool:
+    """Whether ``simplify(root)`` surely reads every variable root reads, decided without
+    simplifying (``memo``: the answers for products, kept by the caller for one pass).  So it
+    is where root is a product of variables and deltas, products of them nested in it (no
+    inverse, sum, constant, power, function or decomposition among the factors, so that none
+    cancels another), an entry-wise function of such a product, or that function summed
+    along axes (deltas times the one factor): the normalisers flatten, merge deltas, write
+    x ⊙ x as x², order the factors and write √u as u^½, and the rewrites that drop a factor
+    (X⁻¹X = I, x ⊙ x⁻¹ = 1, like terms cancelling, f(1) and f(c) evaluated) need a factor of
+    another kind.  Differentiation asks it before simplifying a node to learn whether the
+    node depends on x (``diff._depends``)."""
+    kind = type(root)
+    if kind is Elementwise:
+        return _product_of_variables(root.arg, memo)
+    if kind is Contract and not _product_of_variables(root, memo):
+        others = [op for op in root.operands if type(op) is not Delta]
+        return len(others) == 1 and type(others[0]) is Elementwise and \
+            _product_of_variables(others[0].arg, memo)
+    return kind is Contract or kind is Var or kind is Hole
+
+
+def _product_of_variables(root: Node, memo: dict) -> bool:
+    """Whether root is a variable, a delta, or a product of those and of such products."""
+    stack = [root]
+    while stack:  # iteratively: a chain of products may nest deeply
+        n = stack[-1]
+        if n in memo:
+            stack.pop()
+            continue
+        kind = type(n)
+        if kind is not Contract:
+            memo[n] = kind is Var or kind is Hole or kind is Delta
+            stack.pop()
+            continue
+        pending = [op for op in n.operands if op not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        memo[n] = all(memo[op] for op in n.operands)
+    return memo[root]
 
 
 def _fresh(*label_lists) -> int:
@@ -252,8 +296,8 @@ def _power_of(op):
 def _merge_powers(ops, labs, out=()):
     """xᵃ ⊙ xᵇ → xᵃ⁺ᵇ for factors read with the same labels (x ⊙ x → x²); a vector of ones
     summed alone is the count n of its dim, and meets a power of n written as 1ᵀ1."""
-    if len(set(zip(ops, labs))) == len(ops) and not any(
-            type(op) is Elementwise or type(op) is Delta for op in ops):
+    if not any(type(op) is Elementwise or type(op) is Delta for op in ops) and \
+            len(set(zip(ops, labs))) == len(ops):
         return ops, labs  # no power, no vector of ones, no factor twice with one reading
     exps: dict = {}
     ones = False
