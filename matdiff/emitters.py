@@ -71,7 +71,8 @@ def _cho_factor(a):
     factor, info = torch.linalg.cholesky_ex(a)
     if info.item():
         raise torch.linalg.LinAlgError("Matrix is not positive definite")
-    return factor
+    return factor'''
+TORCH_CHOLESKY_SOLVE = '''
 
 
 def _cho_solve(f, b):
@@ -86,16 +87,17 @@ def _tri_solve(a, b, trans):
     m = b if b.ndim > 1 else b[:, None]
     x = torch.linalg.solve_triangular(a.mT if trans else a, m, upper=bool(trans))
     return x if b.ndim > 1 else x[:, 0]'''
-CHOLESKY = {  # (factorise, solve with factor {0} for {1}, inverse from {0} of {1}, log det from {0})
+CHOLESKY = {  # (factorise, solve with factor {0} for {1}, inverse from {0} of {1}, log det from {0},
+    # the factor from L = chol(S) = {0} where the results hold it: one factorisation serves both)
     "numpy": ("scipy.linalg.cho_factor({0}, check_finite=False)",
               "scipy.linalg.cho_solve({0}, {1}, check_finite=False)",
               "scipy.linalg.cho_solve({0}, np.eye({1}.shape[0]), check_finite=False)",
-              "2.0 * np.log(np.diagonal({0}[0])).sum()"),
+              "2.0 * np.log(np.diagonal({0}[0])).sum()", "({0}, True)"),
     "jax": ("jax.scipy.linalg.cho_factor({0})", "jax.scipy.linalg.cho_solve({0}, {1})",
             "jax.scipy.linalg.cho_solve({0}, np.eye({1}.shape[0]))",
-            "2.0 * np.log(np.diagonal({0}[0])).sum()"),
+            "2.0 * np.log(np.diagonal({0}[0])).sum()", "({0}, True)"),
     "torch": ("_cho_factor({0})", "_cho_solve({0}, {1})", "torch.cholesky_inverse({0})",
-              "2.0 * np.log(np.diagonal({0})).sum()"),
+              "2.0 * np.log(np.diagonal({0})).sum()", "{0}"),
 }
 TRIANGULAR = {  # L⁻¹{1} (trans {2} = 0) or L⁻ᵀ{1} (1) for a lower-triangular L = {0}
     "numpy": "scipy.linalg.solve_triangular({0}, {1}, lower=True, trans={2}, check_finite=False)",
@@ -283,7 +285,9 @@ TORCH = {"import": "import torch", "module": "torch",
                                          "torch.cat([torch.zeros_like({0}), {0}], 1)], 0))"
                                          "[:{0}.shape[0], {0}.shape[0]:] / {unit}",
                        "__softmax": "_softmax({0}, {1})"},
-         "helpers": {"_cho_factor": TORCH_CHOLESKY, "_tri_solve": TORCH_TRIANGULAR,
+         # _cho_solve apart from _cho_factor: it may solve with the L that chol(S) computed
+         "helpers": {"_cho_factor": TORCH_CHOLESKY, "_cho_solve": TORCH_CHOLESKY_SOLVE,
+                     "_tri_solve": TORCH_TRIANGULAR,
                      "_softmax": TORCH_SOFTMAX, "_lu_factor": TORCH_LU, "_pinv_factors": TORCH_PINV,
                      "_finite_value": FINITE_VALUE.format(module="torch")},
          "lu": ("_lu_factor({0})", "_lu_solve({0}, {1}, {2})"),

@@ -30,7 +30,8 @@ from . import dims as D
 from .emitters import BACKENDS, CHOLESKY, HELPERS, NOT_FINITE, NUMPY_FUNCTIONS, RANK_MESSAGE, TRIANGULAR
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import (C_SERIES, CHOICE_TOLERANCE, CLOSE, CLUSTER, GAP_COINCIDE, _scaled_variable, _shown,
-                       check_shapes, check_symmetric, complex_value, is_min_dim, min_arguments, variables)
+                       check_positive, check_shapes, check_symmetric, complex_value, is_min_dim,
+                       min_arguments, variables)
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
@@ -78,6 +79,7 @@ class _Writer:
         self.cho: tuple | None = None
         self.tri: str | None = None
         self.spd: set = set()
+        self.cholesky: dict = {}  # S → chol(S) where the results hold it and S is in ``spd``
         self.checks = False  # md.codegen's checks: f(X) of a general X that is not finite refused
 
     def fresh(self) -> str:
@@ -391,8 +393,7 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
         rhs = b if lb[0] == summed else f"{b}.T"
         rest = tuple(y for y in lb if y != summed)
         if w.cho is not None and inv.arg in w.spd:  # S⁻¹b = S⁻ᵀb by Cholesky, S = LLᵀ
-            factor = w.emit(w.cho[0].format(x), f"Cholesky of {_comment(inv.arg)}")
-            code = w.cho[1].format(factor, rhs)
+            code = w.cho[1].format(_cho_factor(w, inv.arg, x), rhs)
         elif w.tri is not None and isinstance(inv.arg, Cholesky):  # L⁻¹b, L⁻ᵀb: triangular
             code = w.tri.format(x, rhs, trans)
         elif w.lu is not None and w.inverse_uses.get(inv, 0) > 1:
@@ -423,13 +424,23 @@ def _pinv_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
     return None
 
 
+def _cho_factor(w: _Writer, s: Node, x: str) -> str:
+    """S's Cholesky factorisation (``x`` its name) as the backend's solves take it: where the
+    results also hold chol(S), from the L that line computes (written here or there first,
+    the same line), so that S is factorised once."""
+    if s in w.cholesky:
+        lower = w.emit(f"np.linalg.cholesky({x})", _comment(w.cholesky[s]))
+        return w.emit(w.cho[4].format(lower))
+    return w.emit(w.cho[0].format(x), f"Cholesky of {_comment(s)}")
+
+
 def _from_lu(w: _Writer, n: Inv | LogDet, args: dict) -> str:
     """log |det X| as Σ log |Uᵢᵢ| of X's LU factorisation, and X⁻¹ from the same factors
     (LAPACK's getri in NumPy, or getrs for I past n ≈ 560 where that is faster; JAX and
     PyTorch solve for I with the factors, a third faster than their inverse's second LU)."""
     x = args[n.arg]
     if w.cho is not None and n.arg in w.spd:  # S = LLᵀ: log det S = 2 Σ log Lᵢᵢ, S⁻¹ from L
-        factor = w.emit(w.cho[0].format(x), f"Cholesky of {_comment(n.arg)}")
+        factor = _cho_factor(w, n.arg, x)
         return w.cho[3].format(factor) if isinstance(n, LogDet) else w.cho[2].format(factor, x)
     factor = w.emit(w.lu[0].format(x), f"LU of {_comment(n.arg)}")
     if isinstance(n, LogDet):
@@ -2324,6 +2335,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
         w.cho, w.tri = CHOLESKY[backend], TRIANGULAR[backend]
         w.spd = {n.arg for n in order if isinstance(n, (Inv, LogDet)) and
                  positive_definite(Expr(n.arg))}
+        w.cholesky = {n.arg: n for n in order if isinstance(n, Cholesky) and n.arg in w.spd}
     for n in order:
         if isinstance(n, Contract):
             for op in n.operands:
@@ -2371,6 +2383,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
         if isinstance(r, Const):
             args[r] = w.emit(f"np.asarray({args[r]})", _comment(r))
     lines, results = w.live_lines([args[r] for r in ends])
+    if backend != "jax":  # under jit XLA plans the memory itself
+        lines = _freeing(lines, results, w.prefix)
     results = ", ".join(results)
     needs = sorted(user_function_name(fn) for fn in _user_functions(exprs))
     body = [_backend_line(line, table) for line in lines]
@@ -2393,6 +2407,32 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
     if checks and DECOMPOSITION_CALL.search(source.partition(f"\ndef {name}(")[2]):
         return _with_checks(source, name, backend, exprs, vs, params)
     return source
+
+
+def _freeing(lines: list, results: list, prefix: str) -> list:
+    """``lines`` with ``del`` after the line that reads a temporary last, where a later line
+    computes more: NumPy and PyTorch free it there, and the next array of its size takes its
+    memory, where one held to the return takes fresh pages (∇W₁ of ‖σ(XW₁)W₂ − Y‖² at 8000 ×
+    50 held six n × h arrays; a page fault costs about 1.5 ms per 3.2 MB).  Code with blocks
+    (tie branches) is left as written."""
+    if any(re.match(r"    \s", line) for line in lines):
+        return lines
+    name = re.compile(rf"\b{prefix}\d+\b")
+    kept = {x for r in results for x in name.findall(r)}
+    last: dict = {}
+    for i, line in enumerate(lines):
+        for x in name.findall(line.split("  # ")[0]):
+            last[x] = i
+    dead: dict = {}
+    for x, i in last.items():
+        if x not in kept and i < len(lines) - 1:  # the return frees what the last line read
+            dead.setdefault(i, []).append(x)
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if i in dead:
+            out.append(f"    del {', '.join(sorted(dead[i], key=lambda x: int(x[len(prefix):])))}")
+    return out
 
 
 def _prelude(table: dict, backend: str, params: list, scalar: list, constants: bool,
@@ -2643,7 +2683,8 @@ def _entry(vs: list, params: list, types: frozenset, floats: frozenset, fast, ge
                 first[d] = f"{q}s{i}[{j}]"
     lines += [f"    if not ({' and '.join(checks)}):",
               f"        return {q}general({q}args, {q}kwargs)"]
-    lines += [f"    {q}symmetric({v.name!r}, {p})" for v, p in symmetric]  # one triangle is read
+    lines += [f"    {q}{'positive' if v.symmetric == 'positive' else 'symmetric'}({v.name!r}, {p})"
+              for v, p in symmetric]  # one triangle is read; λ > 0 makes XᵀX + λI definite
     lines += ["    try:",
               f"        return {q}fast({', '.join(params)})",
               f"    except Exception as {q}e:",
@@ -2651,7 +2692,7 @@ def _entry(vs: list, params: list, types: frozenset, floats: frozenset, fast, ge
               "        raise"]
     namespace = {q + "T": types, q + "F": floats, q + "type": type, q + "len": len, q + "fast": fast,
                  q + "general": general, q + "singular": _singular, q + "missing": object(),
-                 q + "symmetric": check_symmetric}
+                 q + "symmetric": check_symmetric, q + "positive": check_positive}
     exec(builtins.compile("\n".join(lines) + "\n", "<matdiff-entry>", "exec"), namespace)  # our own text
     return namespace[q]
 
@@ -2702,7 +2743,7 @@ def _checked(fn, vs: list, params: list, fast=None, native=(frozenset(), frozens
         if not fits:
             check_shapes(vs, shapes)  # raises with evaluate's message, or passes (n·k dims)
         for v, p in symmetric:  # the decompositions read one triangle: the other must agree
-            check_symmetric(v.name, given[p])
+            (check_positive if v.symmetric == "positive" else check_symmetric)(v.name, given[p])
         return fn(**given)
 
     if fast is not None and native[0] and params and simple:

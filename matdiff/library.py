@@ -60,7 +60,7 @@ def vector(name: str, n) -> Expr:
 def scalar(name: str, positive: bool = False) -> Expr:
     """A variable scalar; ``positive=True`` declares it positive, so that XᵀX + λI is known
     positive definite (``md.positive_definite``) and generated code solves with it by
-    Cholesky. Evaluation refuses a value that is not positive.
+    Cholesky. Evaluation and compiled functions refuse a value that is not positive.
 
     >>> lam, X = md.scalar("lam", positive=True), md.matrix("X", "n", "k")
     >>> md.positive_definite(X.T @ X + lam * md.eye("k"))
