@@ -988,20 +988,29 @@ def _coinciding(lam, tol: float = GAP_COINCIDE):
     return (gap <= np.maximum(tol * larger, floor)) & ~np.eye(lam.size, dtype=bool)
 
 
-def _eigenvalue_gaps(lam, spectra=None):
+def _eigenvalue_gaps(lam, spectra=None, squares=False):
     """G_ij = 1/(λⱼ − λᵢ), 0 on the diagonal; ``Coincident`` where two eigenvalues coincide, as
     the eigenvectors have no derivative there (``evaluate`` then takes the limit where the
-    result has one: ``_split_limit``)."""
+    result has one: ``_split_limit``). With ``squares`` λ = σ², the singular vectors' gaps:
+    coincidence is σ's (σ₁/σᵢ of 10⁸ puts σᵢ² below 64ε of σ₁², yet σᵢ is resolved)."""
     gap = lam[None, :] - lam[:, None]
     off = ~np.eye(lam.size, dtype=bool)
-    if lam.size > 1 and np.any(_coinciding(lam)):
+    values = np.sqrt(np.maximum(lam, 0.0)) if squares else lam
+    if lam.size > 1 and np.any(_coinciding(values)):
         raise Coincident("the eigenvectors (or singular vectors) are not differentiable here: "
                          "two eigenvalues (or singular values) coincide, and a second "
                          "derivative through the decomposition needs distinct ones; matdiff "
                          "returns no value silently")
-    if spectra is not None and lam.size > 1 and np.any(_coinciding(lam, GAP_NEAR)):
+    if spectra is not None and lam.size > 1 and np.any(_coinciding(values, GAP_NEAR)):
         spectra.near = True  # finite, but ε/gap off: evaluate tries the limit (_split_limit)
     return np.where(off, 1.0 / np.where(off, gap, 1.0), 0.0)
+
+
+def _svd_squares(n: Node) -> bool:
+    """Whether n is σ² for the singular values σ of a matrix (the argument of the singular
+    vectors' gaps, EigGap(σ²))."""
+    return isinstance(n, Elementwise) and n.fn.builtin and n.fn.name == "pow" and n.fn.param == 2.0 \
+        and isinstance(n.arg, Svd) and n.arg.part == "values"
 
 
 def _in_domain(fn, lam):
@@ -1409,7 +1418,7 @@ def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
         DivDiff: lambda n, a, s: _divided_differences(n.fn, a[0], functions),
         DivDiff3: lambda n, a, s: _divided_differences3(n.fn, a[0], functions),
         DivDiff3Apply: lambda n, a, s: _divided_differences3_apply(n.fn, a[0], a[1], a[2], functions),
-        EigGap: lambda n, a, s: _eigenvalue_gaps(a[0], spectra),
+        EigGap: lambda n, a, s: _eigenvalue_gaps(a[0], spectra, _svd_squares(n.arg)),
         DivDiff2: lambda n, a, s: _second_divided_differences(n.args[0], a[0], a[1], functions),
         Svd: lambda n, a, s: spectra.svd(Svd("values", n.rank, n.arg), a[0], n.part,
                                          min(np.shape(a[0])) if n.rank is None else D.resolve(n.rank, s)),

@@ -30,7 +30,7 @@ from . import dims as D
 from .emitters import BACKENDS, CHOLESKY, HELPERS, NOT_FINITE, NUMPY_FUNCTIONS, RANK_MESSAGE, TRIANGULAR
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import (C_SERIES, CHOICE_TOLERANCE, CLOSE, CLUSTER, GAP_COINCIDE, _scaled_variable, _shown,
-                       check_positive, check_shapes, check_symmetric, complex_value, is_min_dim,
+                       _svd_squares, check_positive, check_shapes, check_symmetric, complex_value, is_min_dim,
                        min_arguments, variables)
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
@@ -1265,13 +1265,15 @@ class _Tied(Unary):
     "tie", T_ij = 1/(p_j − p_i) where λᵢ and λⱼ are tied (i ≠ j), else 0; "regular", EigGap's
     1/(λⱼ − λᵢ) where they are not, else 0; "near", EigGap's where they are.  Eigenvalues are
     tied where they are within √ε of the larger (or 64ε of the largest |λ|, a repeated 0):
-    there a difference over the gap loses ε/gap, and the limit is off by about the gap."""
+    there a difference over the gap loses ε/gap, and the limit is off by about the gap.
+    "split_singular" (λ = σ², the singular vectors' gaps): p/(2σ) where σ is tied and not 0,
+    else 0, the move of σ that moves σ² by p."""
 
     fields = ("part", "arg")
 
     @staticmethod
     def _shape(part, arg):
-        return arg.shape if part == "split" else arg.shape * 2
+        return arg.shape if part in ("split", "split_singular") else arg.shape * 2
 
 
 class _AllChildren(Node):
@@ -1398,29 +1400,46 @@ def _tie_limits(roots: list) -> list:
     tie, and is R[G_reg] + d/dh L(T), the last a forward derivative that moves λ by p and S by
     U diag(p) Uᵀ and holds U and T fixed.  Results where that does not apply (a gap of a matrix
     that is not a multiple of a variable, several decomposed matrices, a gap squared) are kept
-    as they are."""
+    as they are.
+
+    Through singular vectors the gaps are G = EigGap(σ²) (1/(σⱼ² − σᵢ²)), and the path is
+    X(h) = U diag(√(σ² + hp)) Vᵀ (U, V fixed), along which σ² moves by hp: the same limit,
+    the forward derivative moving σ by p/(2σ) where σ is tied (and not 0) and X by
+    U diag(p/(2σ)) Vᵀ."""
     out = []
     for r in roots:
-        gaps = {n for n in walk(r) if isinstance(n, EigGap) and isinstance(n.arg, Eigh)}
-        ms = {g.arg.arg for g in gaps}
-        if len(ms) != 1 or _gap_degree(r, gaps) != 1:
+        gaps = {n for n in walk(r)
+                if isinstance(n, EigGap) and (isinstance(n.arg, Eigh) or _svd_squares(n.arg))}
+        ms = {g.arg.arg if isinstance(g.arg, Eigh) else g.arg.arg.arg for g in gaps}
+        lams = {g.arg for g in gaps}
+        if len(ms) != 1 or len(lams) != 1 or _gap_degree(r, gaps) != 1:
             out.append(r)
             continue
-        (m,) = ms
+        (m,), (lam,) = ms, lams
         scaled = _scaled_variable(m)
         if scaled is None:
             out.append(r)
             continue
         v, c = scaled
-        lam, U = Eigh("values", m), Eigh("vectors", m)
         p = _Tied("split", lam)
         regular = simplify(_substituted(r, {g: _Tied("regular", lam) for g in gaps}))
         zero = simplify(_substituted(r, {g: Sum((), g.shape) for g in gaps}))
         lin, near = (simplify(Sum(((1.0, simplify(_substituted(r, {g: _Tied(part, lam) for g in gaps}))),
                                    (-1.0, zero)), r.shape)) for part in ("tie", "near"))
-        moved = Contract((U, p, U), ((0, 2), (2,), (1, 2)), (0, 1))
-        seeds = {lam: p, U: None, v: Sum(((1.0 / c, moved),), v.shape), **{t: None for t in walk(lin)
-                 if isinstance(t, _Tied)}}
+        fixed = {t: None for t in walk(lin) if isinstance(t, _Tied)}
+        if isinstance(lam, Eigh):
+            U = Eigh("vectors", m)
+            moved = Contract((U, p, U), ((0, 2), (2,), (1, 2)), (0, 1))
+            seeds = {lam: p, U: None}
+        else:  # σ moves by p/(2σ) where tied; u₁, v₁ and σ₁ (‖X‖₂) with U, V and σ
+            sv = lam.arg
+            U, Vr, moves = Svd("left", sv.rank, m), Svd("right", sv.rank, m), _Tied("split_singular", lam)
+            moved = Contract((U, moves, Vr), ((0, 2), (2,), (1, 2)), (0, 1))
+            seeds = {sv: moves, **{n: None for n in walk(lin) if isinstance(n, Svd) and n.arg is m
+                                   and n.part in ("left", "right", "top_left", "top_right")},
+                     **{n: Contract((moves, Basis(sv.rank, 0)), ((0,), (0,)), ()) for n in walk(lin)
+                        if isinstance(n, Svd) and n.arg is m and n.part == "top"}}
+        seeds = {**seeds, v: Sum(((1.0 / c, moved),), v.shape), **fixed}
         try:
             slope = _tangent(lin, seeds)
         except NotSupportedError:
@@ -1441,6 +1460,12 @@ def _tied_code(w: _Writer, lam: str, tol: str) -> str:
                   f"64 * {eps} * np.abs({lam}).max())) & {off}")
 
 
+def _tie_values(w: _Writer, node: Node, code: str) -> str:
+    """The values whose ties count for gaps of ``node``: σ where node is σ² (the singular
+    vectors' gaps; σ₁/σᵢ of 10⁸ puts σᵢ² below 64ε of σ₁², yet σᵢ is resolved), else node's."""
+    return w.emit(f"np.sqrt({code})") if _svd_squares(node) else code
+
+
 def _tie_code(w: _Writer, n: Node, args: dict) -> str:
     if isinstance(n, _Limit):
         regular, lin, lam, near, *slope = (args[c] for c in n.children)
@@ -1448,17 +1473,23 @@ def _tie_code(w: _Writer, n: Node, args: dict) -> str:
         eps = w.emit(f"np.finfo({lam}.dtype).eps")
         bad = w.emit(f"np.abs({lin}).max() > max({TIE_AGREE!r}, 64 * {eps}) * np.abs({value}).max() * "
                      f"np.abs({lam}).max()")
-        coincide = w.emit(f"{_tied_code(w, lam, repr(GAP_COINCIDE))}.any()", NO_LIMIT_COMMENT)
+        values = _tie_values(w, n.children[2], lam)
+        coincide = w.emit(f"{_tied_code(w, values, repr(GAP_COINCIDE))}.any()", NO_LIMIT_COMMENT)
         return f"np.where({bad}, np.where({coincide}, np.nan, {regular} + {near}), {value})"
     lam = args[n.arg]
     if n.part == "split":
         return f"(0.0 * {lam} + 1.0).cumsum(0)"
-    tied = _tied_code(w, lam, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
+    values = _tie_values(w, n.arg, lam)
+    tied = _tied_code(w, values, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
+    if n.part == "split_singular":  # lam = σ²: σ's move p/(2σ) where tied and not 0, else 0
+        p = w.emit(_tie_code(w, _Tied("split", n.arg), args))
+        moving = w.emit(f"{tied}.any(1) & ({lam} > 0)")
+        return f"np.where({moving}, {p} / (2 * np.sqrt(np.where({moving}, {lam}, 1.0))), 0.0)"
     if n.part == "tie":
         p = w.emit(_tie_code(w, _Tied("split", n.arg), args))
         return f"np.where({tied}, 1.0 / np.where({tied}, {p}[None, :] - {p}[:, None], 1.0), 0.0)"
     if n.part == "near":  # used only where no pair coincides: those are 0, not inf
-        tied = w.emit(f"{tied} & ~{_tied_code(w, lam, repr(GAP_COINCIDE))}")
+        tied = w.emit(f"{tied} & ~{_tied_code(w, values, repr(GAP_COINCIDE))}")
     else:
         tied = w.emit(f"(np.eye({lam}.shape[0]) == 0) & ~{tied}")
     return f"np.where({tied}, 1.0 / np.where({tied}, {lam}[None, :] - {lam}[:, None], 1.0), 0.0)"
@@ -1505,7 +1536,8 @@ def _tie_branch(w: _Writer, branches: list, arms: tuple, args: dict, lower, back
     functions of which ``_tie_cond`` runs one (``lax.cond`` under jit), so that the code stays
     traceable and differentiable."""
     tied = []
-    for lam in dict.fromkeys(args[b.children[2]] for b in branches):
+    for node in dict.fromkeys(b.children[2] for b in branches):
+        lam = _tie_values(w, node, args[node])
         eps = w.emit(f"np.finfo({lam}.dtype).eps")
         tied.append(w.emit(f"{_tied_code(w, lam, f'{eps} ** 0.5')}.any()", TIE_BRANCH_COMMENT))
     condition = tied[0] if len(tied) == 1 else w.emit(" | ".join(tied))
@@ -1849,7 +1881,7 @@ def _with_checks(source: str, name: str, backend: str, exprs: list, vs: list, pa
 
 
 SHOWN = {"split": "tie_split", "tie": "tie_gaps", "regular": "eigenvalue_gaps_apart",
-         "near": "eigenvalue_gaps_tied"}
+         "near": "eigenvalue_gaps_tied", "split_singular": "tie_split_singular"}
 FORMS[_Tied] = lambda n: f"{SHOWN[n.part]}({index_form(n.arg, 40)})"  # the code's comments
 FORMS[_Limit] = lambda n: index_form(Sum(tuple((1.0, t) for t in (n.args[:1] + n.args[4:])), n.shape), 80)
 
