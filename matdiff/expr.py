@@ -149,7 +149,7 @@ class Expr:
         name = next(c for c in letters if c not in self._names() and not (svd and c in "Vv"))
         h = simplify(n)
         out = n.ndim - axes
-        sym = axes == 2 and simplify(B.transpose(h, tuple(range(out)) + (out + 1, out))) is h
+        sym = axes == 2 and _symmetric_in_last_two(h)
         v = Var(name, n.shape[out:], sym)
         spec = "ij"[:out] + "kl"[:axes] + "," + "kl"[:axes] + "->" + "ij"[:out]
         terms = h.terms if isinstance(h, Sum) else ((1.0, h),)  # H[V] term by term
@@ -378,6 +378,59 @@ def _leaves(m) -> list:
         if isinstance(x, N.Sym):
             stack.extend(p for p in x.params if isinstance(p, N.M))
     return out
+
+
+_SYMMETRIC_LAST_TWO: dict = {}  # a tensor node -> whether it is symmetric in its last two axes
+
+
+def _symmetric_in_last_two(h: Node) -> bool:
+    """Whether H_…kl = H_…lk for the simplified tensor h: its transpose in those axes
+    simplifies to h itself, or (where the canonical order of simplify does not bring the two
+    to one node) H equals its transpose at two random points, at sizes 3 — square matrices
+    near 2I (logm and sqrtm are defined), declared symmetric ones positive definite,
+    vectors and scalars in (½, 1).  A point where H cannot be evaluated says no, and so
+    does an H through a Fréchet derivative of a general matrix function, whose value (f of
+    an n³-wide block matrix) costs too much for a printing decision."""
+    hit = _SYMMETRIC_LAST_TWO.get(h)
+    if hit is not None:
+        return hit
+    k = h.ndim
+    if simplify(B.transpose(h, tuple(range(k - 2)) + (k - 1, k - 2))) is h:
+        answer = True
+    else:
+        answer = not any(isinstance(x, Frechet) for x in walk(h)) and \
+            all(_numerically_symmetric(h, seed) for seed in (0, 1))
+    if len(_SYMMETRIC_LAST_TWO) > 256:
+        _SYMMETRIC_LAST_TWO.clear()
+    _SYMMETRIC_LAST_TWO[h] = answer
+    return answer
+
+
+def _numerically_symmetric(h: Node, seed: int, size: int = 3) -> bool:
+    """Whether H_…kl = H_…lk (to rounding) at one random point (``_symmetric_in_last_two``)."""
+    rng = np.random.default_rng(seed)
+    try:
+        vs = variables(h)
+        sizes = {d: size for v in vs for d in D.names(v.shape)}
+        values = {}
+        for v in vs:
+            shape = tuple(D.resolve(d, sizes) for d in v.shape)
+            if len(shape) == 2 and shape[0] == shape[1]:
+                q = rng.standard_normal(shape)
+                values[v.name] = q @ q.T / shape[0] + np.eye(shape[0]) if v.symmetric else \
+                    2 * np.eye(shape[0]) + 0.25 * q
+            elif len(shape) == 2:
+                values[v.name] = 0.5 * rng.standard_normal(shape)
+            else:
+                values[v.name] = rng.uniform(0.5, 1.0, shape)
+        with np.errstate(all="ignore"):
+            value = np.asarray(evaluate(numerical_forms(h), values, sizes=sizes))
+    except (MatdiffError, ArithmeticError, ValueError, np.linalg.LinAlgError):
+        return False
+    if value.dtype.kind not in "fi" or not np.all(np.isfinite(value)):
+        return False
+    return bool(np.allclose(value, np.swapaxes(value, -1, -2), rtol=1e-9,
+                            atol=1e-9 * max(1.0, float(np.max(np.abs(value), initial=0.0)))))
 
 
 def _distributed(node: Node, limit: int = 64) -> list:

@@ -716,6 +716,22 @@ def _sum_factors(g, coef, kids, kid_ops) -> float:
     return extra
 
 
+_FRECHET_LENGTH: dict = {}  # id(leaf) -> (leaf, its cost)
+
+
+def _frechet_length(m: N.Sym) -> float:
+    """What L_f(X, E) or L²_f(X; E₁, E₂) costs as printed: its name, parentheses and
+    separators, and X and the directions as written, inside parentheses (``NESTED``)."""
+    hit = _FRECHET_LENGTH.get(id(m))
+    if hit is None or hit[0] is not m:
+        if len(_FRECHET_LENGTH) > 4096:
+            _FRECHET_LENGTH.clear()
+        inner = m.params[1:]
+        hit = _FRECHET_LENGTH[id(m)] = (m, len(m.name) + 2 + 2 * (len(inner) - 1) +
+                                        NESTED * sum(cost_of(p) for p in inner))
+    return hit[1]
+
+
 def length(g, t, kid_costs: list, kid_ops: list) -> float:
     """Printed characters of term t given its kids' (costs, head ops); the characters in a
     function's parentheses weigh ``NESTED``."""
@@ -724,6 +740,8 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
     if op == "leaf":
         m = data[1]
         if isinstance(m, N.Sym):  # a name read once more costs one more: (A + Aᵀ)x, not Ax + Aᵀx
+            if m.role in ("frechet", "frechet2"):
+                return _frechet_length(m)
             return len(m.name) + 1 if m.role in ("var", "dim") else 1
         if isinstance(m, N.Num):
             return _number_length(m.value) + (m.value < 0)
@@ -2059,6 +2077,57 @@ def _nonnegative_argument(g, c, t):
     return []
 
 
+def _frechet_leaf(g, c):
+    """L_f(X, E) where class c holds that leaf (``notation.Sym``, role ``frechet``), else None."""
+    for _, d, _ in g.terms(c, "leaf"):
+        if isinstance(d[1], N.Sym) and d[1].role == "frechet":
+            return d[1]
+    return None
+
+
+def _along(leaf, e: N.M) -> N.Sym:
+    """L_f(X, E) at the same f and X along the direction e, written as simply as it can be."""
+    return dataclasses.replace(leaf, params=(*leaf.params[:2], simplest(e)))
+
+
+def _frechet_sum(g, c, t):
+    """c₁L_f(X, E₁) + c₂L_f(X, E₂) = L_f(X, c₁E₁ + c₂E₂): L_f is linear in its direction, so
+    the Fréchet derivatives at one point in a sum are one (the other terms stay beside it)."""
+    kind, coefs = t[1]
+    groups: dict = {}  # (f, X, shape) -> [(coef, kid, leaf)]
+    for coef, k in zip(coefs, t[2]):
+        leaf = _frechet_leaf(g, k)
+        if leaf is not None:
+            groups.setdefault((leaf.params[0], leaf.params[1], leaf.dims), []).append((coef, g.find(k), leaf))
+    out = []
+    for found in groups.values():
+        if len(found) < 2:
+            continue
+        e = N.add([(coef, leaf.params[2]) for coef, _, leaf in found])
+        if isinstance(e, N.Sym) and e.role == "zero":
+            continue  # the directions cancel: L_f(X, 0) = 0, which the sum has no leaf for
+        merged = g.add("leaf", (kind, _along(found[0][2], e)))
+        used = {k for _, k, _ in found}
+        rest = [(coef, k) for coef, k in zip(coefs, t[2]) if g.find(k) not in used]
+        if not rest:
+            out.append(merged)
+        else:
+            out.append(g.add("add", (kind, (1.0, *(d for d, _ in rest))), (merged, *(k for _, k in rest))))
+    return out[:1]
+
+
+def _frechet_scale(g, c, t):
+    """c·L_f(X, E) = L_f(X, cE): the cost keeps the number in front unless inside it is
+    shorter (it merges with E's own coefficient, 3L_f(X, 2E) = L_f(X, 6E))."""
+    kind, coef = t[1]
+    if coef == 1 or len(t[2]) != 1:
+        return []
+    leaf = _frechet_leaf(g, t[2][0])
+    if leaf is None:
+        return []
+    return [g.add("leaf", (kind, _along(leaf, N.prod(coef, [leaf.params[2]]))))]
+
+
 RULES = [
     Rule("(Aᵀ)ᵀ = A", "symmetry", "T", _double_transpose),
     Rule("Sᵀ = S for symmetric S", "symmetry", "T", _symmetric_transpose),
@@ -2117,6 +2186,8 @@ RULES = [
     Rule("(A ⊗ B)ᵀ = Aᵀ ⊗ Bᵀ", "kronecker", "T", _kron_transpose),
     Rule("(A ⊗ B)⁻¹ = A⁻¹ ⊗ B⁻¹", "kronecker", "inv", _kron_inverse),
     Rule("(A ⊗ B)(C ⊗ D) = AC ⊗ BD", "kronecker", "prod", _kron_mixed),
+    Rule("L_f(X, E₁) + L_f(X, E₂) = L_f(X, E₁ + E₂)", "matrix functions", "add", _frechet_sum),
+    Rule("cL_f(X, E) = L_f(X, cE)", "matrix functions", "prod", _frechet_scale),
 ]
 
 
@@ -2137,6 +2208,7 @@ CALL_NAMES = {_function_of_transpose: PRIMARY, _nonnegative_argument: ("abs", "r
 # (A + B)ᵀ, diag(a) + diag(b), BᵀAᵀ over no factors — are left out, however odd such a term).
 _KRON = [("kron",)]
 _TRANSPOSE = [("T",)]
+_FRECHET = [(("role", "frechet"),)]
 NEEDS = {
     _relu_step: [(("call", "relu"), ("call", "step"))],
     _diag_product: [(("call", "diag"),)],
@@ -2150,6 +2222,7 @@ NEEDS = {
     _transpose_of_function: [(("call", f),) for f in PRIMARY],
     _function_of_transpose: _TRANSPOSE,
     _power_of_inverse: [("inv",)],
+    _frechet_sum: _FRECHET, _frechet_scale: _FRECHET,
 }
 
 

@@ -33,6 +33,14 @@ def evaluate(m, env, sizes, functions):
                 for j in range(q):
                     k[i * q + j, j * p + i] = 1.0
             return k
+        if m.role == "frechet":  # L_f(X, E): the top-right block of f([[X, E], [0, X]])
+            import scipy.linalg
+            fn, x, e = m.params
+            x, e = np.asarray(ev(x), float), np.asarray(ev(e), float)
+            k = len(x)
+            f = {"exp": scipy.linalg.expm, "log": scipy.linalg.logm, "sqrt": scipy.linalg.sqrtm,
+                 "sin": scipy.linalg.sinm, "cos": scipy.linalg.cosm, "tanh": scipy.linalg.tanhm}[fn]
+            return np.real(f(np.block([[x, e], [np.zeros_like(x), x]])))[:k, k:]
         return {"var": lambda: env[m.name], "one": lambda: np.ones(shape),
                 "eye": lambda: np.eye(shape[0]), "zero": lambda: np.zeros(shape)}[m.role]()
     if isinstance(m, N.Num):

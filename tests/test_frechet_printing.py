@@ -312,7 +312,7 @@ MAPS = [
     ("sqrtm(Y + diag(x))b by x", lambda: md.sqrtm(Y + md.diag(x)) @ b, x, "jacobian",
      "v ↦ L_sqrt(Y + diag(x), diag(v))b", "(L_sqrt(Y + diag(x), eⱼeⱼᵀ)b)_i"),
     ("sinₘ(Y + xxᵀ)a by x", lambda: md.matrix_function(Y + md.outer(x, x), "sin") @ a, x, "jacobian",
-     "v ↦ (L_sin(Y + xxᵀ, xvᵀ) + L_sin(Y + xxᵀ, vxᵀ))a", "((L_sin(Y + xxᵀ, xeⱼᵀ) + L_sin(Y + xxᵀ, eⱼxᵀ))a)_i"),
+     "v ↦ L_sin(Y + xxᵀ, xvᵀ + vxᵀ)a", "(L_sin(Y + xxᵀ, xeⱼᵀ + eⱼxᵀ)a)_i"),  # L_f linear in E
     ("expm(Y + diag(x)) by x", lambda: md.expm(Y + md.diag(x)), x, "jacobian",
      "v ↦ L_exp(Y + diag(x), diag(v))", "L_exp(Y + diag(x), eₖeₖᵀ)_ij"),
     ("expm(Y)a by Y", lambda: md.expm(Y) @ a, Y, "jacobian", "V ↦ L_exp(Y, V)a", "(L_exp(Y, eⱼeₖᵀ)a)_i"),

@@ -196,6 +196,7 @@ prod = lambda *fs, c=1.0, kind="m": N.Prod(kind, c, tuple(fs))  # noqa: E731
 plus = lambda *ts, kind="m": N.Add(kind, tuple(ts))  # noqa: E731
 one = N.Sym("c", "1", "one", False, ("n",))
 sig = lambda m: N.Call("c", "sigmoid", m, fn=md.functions.fn("sigmoid"))  # noqa: E731
+L_exp = lambda x, e: N.Sym("m", "L_exp", "frechet", dims=("n", "n"), params=("exp", x, e))  # noqa: E731
 
 # rule name -> (left, right): equal for all values, and united by that rule alone
 IDENTITIES = {
@@ -287,6 +288,10 @@ IDENTITIES = {
                               N.Kron("m", (N.Inv("m", nA), N.Inv("m", nB)))),
     "(A ⊗ B)(C ⊗ D) = AC ⊗ BD": (prod(N.Kron("m", (nA, nB)), N.Kron("m", (nC, nD))),
                                  N.Kron("m", (prod(nA, nC), prod(nB, nD)))),
+    # the Fréchet derivative L_f(X, E) is linear in its direction E
+    "L_f(X, E₁) + L_f(X, E₂) = L_f(X, E₁ + E₂)": (plus((2.0, L_exp(nA, nB)), (-1.0, L_exp(nA, nC))),
+                                                 L_exp(nA, plus((2.0, nB), (-1.0, nC)))),
+    "cL_f(X, E) = L_f(X, cE)": (prod(L_exp(nA, nB), c=3.0), L_exp(nA, prod(nB, c=3.0))),
 }
 
 
@@ -478,6 +483,26 @@ def test_terms_sharing_a_scalar_are_grouped_beside_the_others():
     lc, rc = P.ingest(g, left, {}), P.ingest(g, right, {})
     P.saturate(g, [r for r in P.RULES if r.name == "sP + sQ = s(P + Q)"])
     assert g.find(lc) == g.find(rc)
+
+
+def test_fréchet_derivatives_merge_where_that_is_shorter():
+    """The cost decides the linearity of L_f(X, E) in E: 3L_exp(A, 2B) is L_exp(A, 6B) and
+    L_exp(A, B) + L_exp(A, 2C) + D is L_exp(A, B + 2C) + D, but −L_exp(A, B) keeps its sign in
+    front (inside the parentheses it weighs more) and derivatives at two points stay two."""
+    cases = [(prod(L_exp(nA, prod(nB, c=2.0)), c=3.0), L_exp(nA, prod(nB, c=6.0))),
+             (plus((1.0, L_exp(nA, nB)), (2.0, L_exp(nA, nC)), (1.0, nD)),
+              plus((1.0, L_exp(nA, plus((1.0, nB), (2.0, nC)))), (1.0, nD))),
+             (prod(L_exp(nA, nB), c=-1.0), prod(L_exp(nA, nB), c=-1.0)),
+             (plus((1.0, L_exp(nA, nB)), (1.0, L_exp(nC, nB))), plus((1.0, L_exp(nA, nB)), (1.0, L_exp(nC, nB))))]
+    for typed, written in cases:
+        chosen = P.simplest(typed)
+        assert chosen == written or set(getattr(chosen, "terms", ())) == set(getattr(written, "terms", [0])), \
+            chosen  # a sum's order is the printer's
+        np.testing.assert_allclose(notation_eval.evaluate(chosen, _env(), {"n": 3}, {}),
+                                   notation_eval.evaluate(typed, _env(), {"n": 3}, {}), rtol=1e-10)
+    # the evaluator of the check reads L_exp as the Fréchet derivative: a misread direction differs
+    assert not np.allclose(notation_eval.evaluate(L_exp(nA, nB), _env(), {"n": 3}, {}),
+                           notation_eval.evaluate(L_exp(nA, T(nB)), _env(), {"n": 3}, {}), rtol=1e-3)
 
 
 # --------------------------------------------------------------------------- the fast e-graph (issue 24)

@@ -281,6 +281,27 @@ def test_spectral_hessians_print_as_linear_maps_that_mean_them(name, build, var)
     np.testing.assert_allclose(_read(m, {**values, letter: direction}), want, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("name, build, var", [LINEAR[i] for i in (0, 4, 5, 6, 7)],
+                         ids=[LINEAR[i][0] for i in (0, 4, 5, 6, 7)])
+def test_the_direction_is_symmetric_exactly_where_the_hessian_is(name, build, var, monkeypatch):
+    """V of the map V ↦ H[V] is symmetric exactly where H_ijkl = H_ijlk (here at 4 × 4
+    values), whether or not simplify brings H's transpose in k, l to H's own node (its
+    canonical order may not: with the structural test made to fail, the answer stands)."""
+    import matdiff.expr as E
+
+    hess = md.hessian(build(), var)
+    values = _point(3)
+    values["X"] = np.random.default_rng(5).standard_normal((4, 4)) + 2 * np.eye(4)
+    h = hess.evaluate(_used(hess, values))
+    symmetric = bool(np.allclose(h, np.swapaxes(h, 2, 3), rtol=1e-9, atol=1e-9 * np.abs(h).max()))
+    letter, m = hess._linear_map()
+    assert any(isinstance(x, N.Sym) and x.name == letter and x.symmetric for x in E._leaves(m)) == symmetric
+    node = E.simplify(hess.node)
+    monkeypatch.setattr(E, "_SYMMETRIC_LAST_TWO", {})
+    monkeypatch.setattr(E, "simplify", lambda x: x)  # Hᵀ⁽ᵏˡ⁾ left as built: never H's own node
+    assert E._symmetric_in_last_two(node) == symmetric
+
+
 # --------------------------------------------------------------------------- LaTeX, index form, refusals
 
 def test_latex_writes_the_second_divided_differences_as_delta_squared():
