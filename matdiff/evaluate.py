@@ -506,8 +506,10 @@ def _softplus_divided(a, b):
 def _divided_differences(fn, lam, functions):
     """Fᵢⱼ = f[λᵢ, λⱼ] = (f(λᵢ) − f(λⱼ))/(λᵢ − λⱼ), f′(λᵢ) on the diagonal: for the built-in
     functions in a form accurate at every gap (``_exact_divided``), for a traced callable by
-    the chain rule of divided differences (``_traced_divided``); for the others (md.function,
-    callables with relu, |·|, step or sign) the quotient, or f′ at the midpoint where λᵢ and λⱼ
+    the chain rule of divided differences (``_traced_divided``; relu, |·|, step and sign in it by
+    their pieces, ``_kink_compose``); for a user's md.function the quotient, and near the
+    diagonal the Taylor series about the midpoint from its known derivatives
+    (``_user_divided``); for the others the quotient, or f′ at the midpoint where λᵢ and λⱼ
     agree to CLOSE relative to the larger."""
     lam = _in_domain(fn, lam)
     _refuse_kinks(fn, lam, functions)
@@ -521,6 +523,8 @@ def _divided_differences(fn, lam, functions):
         if exact is not None:
             return np.broadcast_to(exact, (lam.size, lam.size)).copy()
     f = _at_eigenvalues(fn, lam, functions)
+    if not fn.builtin and _trace(fn) is None:
+        return _user_divided(fn, lam, f, functions)
     gap = a - b
     close = np.abs(gap) <= CLOSE * np.maximum(np.abs(a), np.abs(b))
     middle = (a + b) / 2
@@ -552,7 +556,8 @@ def _refuse_kinks(fn, lam, functions, order: int = 1):
                                       lam.shape)
                 hit = np.abs(arg) <= floor
                 kind, at = (n.fn.name if np.any(hit & ~at) else kind), at | hit
-        at &= _one_sided_differ(fn, lam, functions, order)
+        if np.any(at):  # (f and its slopes beside the kinks: only where one is hit)
+            at &= _one_sided_differ(fn, lam, functions, order)
     else:
         return
     if np.any(at):
@@ -577,9 +582,18 @@ def _one_sided_differ(fn, lam, functions, order: int):
 
 
 def _second_divided_differences(fn, lam, second, functions):
-    """Aᵢⱼ = f[λᵢ, λᵢ, λⱼ] = (f′(λᵢ) − Fᵢⱼ)/(λᵢ − λⱼ); where λᵢ and λⱼ agree to CLOSE relative
-    to the larger, its limit to second order, (2f″(λᵢ) + f″(λⱼ))/6 (= f″ at (2λᵢ + λⱼ)/3, over 2)."""
+    """Aᵢⱼ = f[λᵢ, λᵢ, λⱼ] = (f′(λᵢ) − Fᵢⱼ)/(λᵢ − λⱼ); for the functions with second divided
+    differences accurate at every gap (``DivDiff3.has_series``) T_iij as ``_divided_differences3``
+    computes it (the quotient cancels where F ≈ f′ ≈ 1: softplus's at λ = {30, 30.001}, about
+    5·10⁻¹⁴, was 4 times off; T takes softplus at −λ there); for the others, where λᵢ and λⱼ
+    agree to CLOSE relative to the larger, its limit to second order, (2f″(λᵢ) + f″(λⱼ))/6
+    (= f″ at (2λᵢ + λⱼ)/3, over 2)."""
     _refuse_kinks(fn, lam, functions, order=2)
+    if DivDiff3.has_series(fn):
+        lam = _in_domain(fn, np.asarray(lam, dtype=float))
+        r = np.arange(lam.size)
+        return _divided_differences3_at(fn, lam, _divided_differences(fn, lam, functions), r[:, None],
+                                        r[:, None], r[None, :], functions)
     slope = _values_of(fn, 1, lam, functions)
     a, b = lam[:, None], lam[None, :]
     F = _divided_differences(fn, lam, functions)
@@ -676,8 +690,10 @@ def _sech2(x):
 def _in_units(fn) -> bool:
     """Whether f's series is taken in units of ``_taylor_unit`` (log, log1p, arctan and the
     powers): f⁽ⁿ⁾(x)/n! = x^(p−n) cₙ (x⁻ⁿ for log), so T = x^(p−2) Σ cₙ hₙ₋₂(u/x, v/x), finite
-    where xⁿ is not (x = 1e-150)."""
-    return fn.builtin and fn.name in ("log", "sqrt", "pow", "log1p", "arctan")
+    where xⁿ is not (x = 1e-150). Not the integer powers 0 … 8 ("polynomial"): their finite
+    series (p choose n) x^(p−n) is taken as it is, right at x = 0 (where a relu's argument is)."""
+    return fn.builtin and fn.name in ("log", "sqrt", "pow", "log1p", "arctan") and \
+        _taylor_scale(fn) != "polynomial"
 
 
 def _taylor_prefactor(fn, x):
@@ -725,10 +741,118 @@ def _taylor_coefficients(fn, x, functions) -> list:
                     for n in orders]
         if name in ("sqrt", "pow"):  # x^(p−2) (p choose n) in units of x
             p = 0.5 if name == "sqrt" else float(p)
+            if not _in_units(fn):  # p = 0 … 8: (p choose n) x^(p−n) up to n = p (no terms past
+                # it: hₙ₋₂(u, v) may overflow where they would be 0), 0 for p < 2
+                return [np.prod([(p - k) / (k + 1) for k in range(n)]) * x ** (p - n) if n <= p
+                        else np.zeros_like(x) for n in range(2, max(int(p), 2) + 1)]
             return [np.full_like(x, np.prod([(p - k) / (k + 1) for k in range(n)])) for n in orders]
     raise NotSupportedError(f"the second divided differences of {fn} are not computed (functions: "
                             f"{', '.join(DivDiff3.SERIES)}, and Python functions built from them); "
                             f"its second derivatives go through the eigenvectors instead")
+
+
+def _user_derivatives(fn, x, functions, count: int) -> list:
+    """[f′(x), f″(x), …] entry by entry, at most ``count`` of them, for a user's md.function:
+    the entries of its list [f, f′, f″, …] (``functions[name]`` or ``numpy=``), or its
+    ``derivative=`` expression and that differentiated again (``DivDiff3.user_orders``) — as
+    many as are known and evaluate."""
+    x = np.asarray(x, dtype=float)
+    out = []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if fn.deriv is None:
+            given = functions.get(fn.name, fn.numpy)
+            known = len(given) - 1 - fn.order if isinstance(given, (list, tuple)) else 0
+            for k in range(1, min(count, known) + 1):
+                value = np.asarray(_impl(fn, fn.order + k, functions)(x), dtype=float)
+                out.append(np.broadcast_to(value, x.shape))
+            return out
+        t, nodes = _user_nodes(fn)
+        for node in nodes[:count]:
+            try:
+                value = interpret(node, {t: x.ravel()}, {"_n": x.size}, numpy_ops(functions))
+            except NotSupportedError:  # f⁽ᵏ⁾ holds a function with no values: the ones before
+                break
+            out.append(np.broadcast_to(value, x.ravel().shape).reshape(x.shape))
+    return out
+
+
+def _user_nodes(fn):
+    """(t, [f′(t), f″(t), …]): a user's ``derivative=`` expression of the vector t and its
+    derivatives along 1, DivDiff3.user_orders of them (at least f′), built once (by
+    library._UserDerivative.derivatives)."""
+    return fn.deriv.derivatives(max(1, DivDiff3.user_orders(fn)))
+
+
+def _user_coefficients(fn, x, functions) -> list:
+    """[f⁽ⁿ⁾(x)/n! for n = 2 … N] for a user's md.function, N − 1 the derivatives past f′
+    known (at most TAYLOR_ORDER); a NotSupportedError where f″ is not known."""
+    from math import factorial
+    d = _user_derivatives(fn, x, functions, TAYLOR_ORDER)
+    if len(d) < 2:
+        raise NotSupportedError(f"the second divided differences of {fn.name} are not computed: give "
+                                f"its second derivative (md.function(..., numpy=[f, f′, f″, …]))")
+    return [d[n - 1] / factorial(n) for n in range(2, len(d) + 1)]
+
+
+def _user_scale(c, x):
+    """The distance ρ within which a user's f has its Taylor series about x converge fast,
+    estimated from its coefficients c = [c₂ … c_N] there (the root test): the largest
+    (|cⱼ|/|c_K|)^(1/(K − j)), j < K, c_K the last that is not 0 — |x| for log (cₙ ∝ x⁻ⁿ),
+    about N for exp — and at most max(|x|, 1), which is ρ where only c₂ is not 0; 0 where
+    every cⱼ before c_K is 0 (u³ at 0: the quotient, and the series only at repeated points)."""
+    cap = np.maximum(np.abs(np.asarray(x, dtype=float)), 1.0)
+    rho, found = np.zeros(cap.shape), np.zeros(cap.shape, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        for K in range(len(c) - 1, 0, -1):
+            last = np.abs(c[K])
+            use = ~found & (last > 0) & np.isfinite(last)
+            if not np.any(use):
+                continue
+            safe = np.where(use, last, 1.0)
+            est = np.max([np.nan_to_num((np.abs(c[j]) / safe) ** (1.0 / (K - j)), posinf=np.inf)
+                          for j in range(K)], axis=0)
+            rho, found = np.where(use, est, rho), found | use
+    return np.where(found, np.minimum(rho, cap), cap)
+
+
+def _user_radius(order: int) -> float:
+    """The spread (in units of ``_user_scale``) within which a series of f's derivatives up to
+    ``order``, its error r^(order − 1) (relative), is taken over the quotient, whose error is ε/r:
+    r = ε^(1/order) balances the two (10⁻⁸ with f″ alone, 6·10⁻⁶ with f‴, 1.2·10⁻⁴ with f⁗),
+    at most TAYLOR_CLOSE."""
+    return min(TAYLOR_CLOSE, float(np.finfo(float).eps) ** (1.0 / order))
+
+
+def _user_divided(fn, lam, f, functions):
+    """F = f[λᵢ, λⱼ] for a user's md.function (values f at λ): the quotient, and near the
+    diagonal the Taylor series about the midpoint m, f[m + h, m − h] = Σ f⁽ᵏ⁾(m) h^(k−1)/k!
+    over the odd k ≤ K known — where |λᵢ − λⱼ| ≤ ``_user_radius``(K + 2) of f's scale
+    (``_user_scale``, from f″ … at λ), the series' error and the quotient's both about
+    ε^((K+1)/(K+2)) relative (3·10⁻¹³ with f‴); with f′ alone (K = 1) f′(m) where λᵢ, λⱼ
+    agree to CLOSE relative to the larger (error ~10⁻¹⁰)."""
+    from math import factorial
+    a, b = lam[:, None], lam[None, :]
+    gap = a - b
+    known = _user_derivatives(fn, lam, functions, TAYLOR_ORDER)
+    c = [known[n - 1] / factorial(n) for n in range(2, len(known) + 1)]
+    K = len(known) if len(known) % 2 else len(known) - 1  # the highest odd order known
+    if K >= 3:
+        rho = _user_scale(c, lam)
+        close = (np.abs(gap) <= _user_radius(K + 2) * np.minimum(rho[:, None], rho[None, :])) | (gap == 0)
+    else:
+        close = np.abs(gap) <= CLOSE * np.maximum(np.abs(a), np.abs(b))
+    at = np.where(close, (a + b) / 2, a)  # the midpoints where close (elsewhere unused)
+    d = _user_derivatives(fn, at, functions, K)
+    if not d:
+        raise NotSupportedError(f"{fn.name}′ has no numeric implementation; pass functions="
+                                f"{{{fn.name!r}: [f, f′, …]}} to evaluate it")
+    h2 = np.where(close, gap / 2, 0.0) ** 2
+    series, power = d[0].copy(), np.ones_like(h2)
+    for k in range(3, K + 1, 2):
+        power = power * h2
+        series = series + d[k - 1] * power / factorial(k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(close, series, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
 
 
 def _divided_differences3(fn, lam, functions):
@@ -738,10 +862,12 @@ def _divided_differences3(fn, lam, functions):
     size of λ for log), the Taylor series about λᵢ, Σₙ f⁽ⁿ⁾(λᵢ)/n! hₙ₋₂(λⱼ − λᵢ, λₖ − λᵢ) with
     hₘ the complete homogeneous polynomials — which is f″/2 where all three agree, and has
     no cancellation where they are close in absolute terms (1e-9 apart for exp). A traced
-    callable's by the chain rule of divided differences (``_traced_divided``)."""
+    callable's by the chain rule of divided differences (``_traced_divided``), refused where
+    one with a kink has no second derivative (``_refuse_kinks``)."""
     if not DivDiff3.has_series(fn):
         _taylor_coefficients(fn, lam, functions)  # raises: no closed-form series
     lam = _in_domain(fn, np.asarray(lam, dtype=float))
+    _refuse_kinks(fn, lam, functions, order=2)
     F = _divided_differences(fn, lam, functions)
     r = np.arange(lam.size)
     return _divided_differences3_at(fn, lam, F, r[:, None, None], r[None, :, None], r[None, None, :],
@@ -752,6 +878,13 @@ def _divided_differences3_at(fn, lam, F, i, j, k, functions):
     """f[λᵢ, λⱼ, λₖ] for index arrays i, j and k (broadcast together), as
     ``_divided_differences3`` computes it, from the first divided differences F."""
     i, j, k = np.broadcast_arrays(i, j, k)
+    if not fn.builtin and _trace(fn) is None:  # a user's md.function: from its derivatives
+        c = _user_coefficients(fn, lam, functions)
+        x, y, z = lam[i], lam[j], lam[k]
+        spread = np.maximum(np.maximum(np.abs(y - x), np.abs(z - x)), np.abs(z - y))
+        near = spread <= _user_radius(len(c) + 1) * _user_scale(c, lam)[i]
+        return _three_points(fn, x, y, z, F[i, j], F[i, k], F[j, k],
+                             lambda where: [cn[i[where]] for cn in c], near)
     if not fn.builtin:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return _traced_divided(fn, (lam[i], lam[j], lam[k]), functions)[-1]
@@ -765,10 +898,11 @@ def _divided_differences3_at(fn, lam, F, i, j, k, functions):
     return _three_points(fn, lam[i], lam[j], lam[k], F[i, j], F[i, k], F[j, k], at)
 
 
-def _three_points(fn, x, y, z, Fij, Fik, Fjk, coefficients):
+def _three_points(fn, x, y, z, Fij, Fik, Fjk, coefficients, near=None):
     """f[x, y, z] (arrays of one shape) from f[x, y], f[x, z] and f[y, z]: their quotient over
     the pair farthest apart, and the Taylor series about x where the three are within
-    TAYLOR_CLOSE of f's scale (``coefficients(where)``: f⁽ⁿ⁾(x)/n! at those entries)."""
+    TAYLOR_CLOSE of f's scale (``coefficients(where)``: f⁽ⁿ⁾(x)/n! at those entries), or
+    where ``near`` says (a user's function: ``_user_divided``)."""
     if fn.builtin and fn.name == "softplus":  # softplus[x, y, z] = softplus[−x, −y, −z]
         # (softplus t = t + softplus(−t)): where the points lie mostly above 0 their F ≈ 1
         # would cancel in the quotient; at −x, −y, −z it is ≈ 0, and relatively accurate
@@ -787,7 +921,9 @@ def _three_points(fn, x, y, z, Fij, Fik, Fjk, coefficients):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = np.asarray(num / np.where(den == 0, 1.0, den), dtype=float)
     scale = _taylor_scale(fn)
-    if scale == "polynomial":
+    if near is not None:
+        close = np.array(near, dtype=bool)
+    elif scale == "polynomial":
         close = np.ones(spread.shape, dtype=bool)
     elif scale == "one":
         close = spread <= TAYLOR_CLOSE
@@ -896,6 +1032,8 @@ def _traced_divided(fn, points, functions):
                 out = product(out, go(op))
         elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in DivDiff3.SERIES:
             out = compose(n.fn, go(n.arg))
+        elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in KINKS:
+            out = _kink_compose(n.fn.name, go(n.arg), three)
         else:
             what = n.fn if isinstance(n, Elementwise) else type(n).__name__
             raise NotSupportedError(f"the divided differences of {fn.name} are not computed: {what} "
@@ -905,6 +1043,50 @@ def _traced_divided(fn, points, functions):
         return out
 
     return go(node)
+
+
+# relu, |·|, step and sign are affine on each side of 0: by the sign c (−1, 0, 1) of their
+# argument, the slope and offset of the piece there (at 0 itself value 0 and slope 0, the
+# one-sided slope generated code takes too)
+KINK_PIECES = {"relu": (lambda c: (c > 0) * 1.0, lambda c: 0.0 * c), "abs": (lambda c: c, lambda c: 0.0 * c),
+               "step": (lambda c: 0.0 * c, lambda c: (c > 0) * 1.0), "sign": (lambda c: 0.0 * c, lambda c: c)}
+
+
+def _kink_compose(name: str, G: tuple, three: bool) -> tuple:
+    """h(G) for a kink h (relu, |·|, step, sign) of G = (a, b[, c], G12[, G23, G13]), as
+    ``_traced_divided``'s compose: h[a, b] is the slope of the piece where a and b lie on one
+    side (or both at 0), the quotient across (no cancellation: a − b spans 0); h[a, b, c] is 0
+    on one side, and where p, r share a side and q lies on another (Δ(q) = h(q) − L(q), L the
+    piece of p and r: h[p, r] − h[r, q] = Δ(q)/(r − q)) Δ(q)/((p − q)(r − q)), each factor with
+    no cancellation; where a, b and c lie below, at and above 0, Lagrange's Σ h(xₖ)/Πⱼ(xₖ − xⱼ).
+    Exact away from the kink; at it the derivative may not exist (``_refuse_kinks``)."""
+    h = {"relu": lambda t: np.maximum(t, 0.0), "abs": np.abs, "step": lambda t: (t > 0) * 1.0,
+         "sign": np.sign}[name]
+    slope, offset = KINK_PIECES[name]
+    k = 3 if three else 2
+    x, s = G[:k], [np.sign(p) for p in G[:k]]
+    f = tuple(h(p) for p in x)
+
+    def pair(i, j):
+        same = s[i] == s[j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(same, slope(s[i]), (f[i] - f[j]) / np.where(same, 1.0, x[i] - x[j]))
+    if not three:
+        return (*f, G[2] * pair(0, 1))
+    a, b, c = x
+    ab, bc, ac = s[0] == s[1], s[1] == s[2], s[0] == s[2]
+    p, r, q = np.where(ab, a, np.where(bc, b, a)), np.where(ab, b, c), np.where(ab, c, np.where(bc, a, b))
+    cp = np.sign(p)
+    apart = ~(ab | bc | ac)  # below, at and above 0
+    alone = (np.sign(q) != cp) & ~apart
+    delta = h(q) - slope(cp) * q - offset(cp)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = np.where(alone, delta / np.where(alone, (p - q) * (r - q), 1.0), 0.0)
+        terms = [f[m] / np.where(apart, (x[m] - x[(m + 1) % 3]) * (x[m] - x[(m + 2) % 3]), 1.0)
+                 for m in range(3)]
+    H123 = np.where(apart, terms[0] + terms[1] + terms[2], out)
+    g12, g23, g13 = G[3:]
+    return (*f, g12 * pair(0, 1), g23 * pair(1, 2), g13 * pair(0, 2) + g12 * g23 * H123)
 
 
 def _pair(fn, a, b):
@@ -924,6 +1106,7 @@ def _divided_differences3_apply(fn, lam, X, Y, functions):
     if not DivDiff3.has_series(fn):
         _taylor_coefficients(fn, lam, functions)  # raises: no closed-form series
     lam = _in_domain(fn, np.asarray(lam, dtype=float))
+    _refuse_kinks(fn, lam, functions, order=2)  # a traced callable with a kink: as DivDiff2
     X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
     F = _divided_differences(fn, lam, functions)
     near = _near_pairs(fn, lam)
@@ -961,10 +1144,10 @@ def _near_pairs(fn, lam):
 
 def _grows(fn) -> bool:
     """Whether F_pq may grow with a third point λ_q far from λ_p and λ_c (powers above 1, and
-    Python functions, which may hold one): then F_pq − F_qc cancels to ε|λ_q|/|λ_p − λ_c|
+    Python functions and md.functions, which may hold one): then F_pq − F_qc cancels to ε|λ_q|/|λ_p − λ_c|
     (u³ at {1, 50, 10¹⁰}: 10⁻⁸), and DivDiff3Apply's pairs are near within PAIR_CLOSE of the
     largest |λ|, not of their own."""
-    return (not fn.builtin and _trace(fn) is not None) or (fn.builtin and fn.name == "pow" and fn.param > 1)
+    return not fn.builtin or (fn.name == "pow" and fn.param > 1)
 
 
 class Coincident(EvaluationError):

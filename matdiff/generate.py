@@ -43,7 +43,7 @@ from .show import FORMS, index_form
 from .simplify import numerical_forms, rewrite, simplify
 from .library import positive_definite
 from .evaluate import (KINKS, PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _derivative_polynomials, _in_units,
-                       _grows, _sech2_polynomials, _taylor_scale, _trace)
+                       _grows, _sech2_polynomials, _taylor_scale, _trace, _user_radius)
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -706,7 +706,8 @@ def _elementwise(w: _Writer, n: Elementwise, a: str) -> str:
         return {2.0: f"{a} * {a}", -1.0: f"1.0 / {a}", 0.5: f"np.sqrt({a})"}.get(p, f"{a} ** {p!r}")
     if fn.builtin:
         return w.functions[fn.name].format(a)
-    if fn.numpy is not None and fn.order == 0:  # a user's function: compile() supplies it
+    if fn.numpy is not None and (fn.order == 0 or not callable(fn.numpy) and fn.order < len(fn.numpy)):
+        # a user's function (or f′, f″, … of its list [f, f′, f″, …]): compile() supplies it
         return f"{user_function_name(fn)}({a})"
     raise NotSupportedError(f"codegen: {fn} is abstract; give it values (md.function(..., numpy=…)) "
                             f"before generating code")
@@ -747,7 +748,8 @@ def _exact_divided_code(w: _Writer, fn, a: str, b: str):
     has no such form."""
     name, param = fn.name, fn.param
     if not fn.builtin:
-        return _traced_divided_code(w, fn, (a, b))[2] if DivDiff3.has_series(fn) or _kinked(fn) else None
+        return _traced_divided_code(w, fn, (a, b))[2] if _trace(fn) is not None and \
+            (DivDiff3.has_series(fn) or _kinked(fn)) else None
     if name in ("exp", "log", "sin", "cos", "sinh", "cosh", "tanh", "expm1", "log1p", "tan"):
         m, h = w.emit(f"({a} + {b}) / 2"), w.emit(f"({a} - {b}) / 2")
     if name in ("exp", "expm1"):
@@ -787,6 +789,8 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
     if w.checks and (n.fn.builtin and n.fn.name in KINKS or not n.fn.builtin and _kinked(n.fn)):
         lam = _kinks_refused(w, n.fn, lam)
     a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
+    if not n.fn.builtin and _trace(n.fn) is None:  # a user's md.function
+        return _user_divided_code(w, n, lam, a, b)
     exact = _exact_divided_code(w, n.fn, a, b)
     if exact is not None:  # each form takes both λᵢ and λⱼ: it is the full matrix already
         return exact
@@ -798,16 +802,17 @@ def _divided_differences(w: _Writer, n: DivDiff, lam: str) -> str:
             f"np.where({close}, 1.0, {gap}))")
 
 
-def _kinks_refused(w: _Writer, fn, lam: str) -> str:
+def _kinks_refused(w: _Writer, fn, lam: str, order: int = 1) -> str:
     """λ through ``_finite_value`` (md.codegen's checks), NaN where an eigenvalue sits at the kink
     of relu, |·|, step or sign (within 64ε of the largest |λ|, evaluate's ``_refuse_kinks``): NumPy
     and PyTorch raise, md.compile's functions evaluate's EvaluationError; JAX raises outside jit
-    and gives NaN under it. O(n): it tests the eigenvalues only."""
+    and gives NaN under it. O(n): it tests the eigenvalues only. ``order`` 2 (a Hessian's second
+    divided differences): a traced callable's f″ too, as evaluate's ``_one_sided_differ``."""
     floor = w.emit(f"64 * np.finfo({lam}.dtype).eps * np.abs({lam}).max()")
     kinds = [fn.name] if fn.builtin else sorted({n.fn.name for n in walk(_trace(fn)[0])
                                                  if type(n) is Elementwise and n.fn.name in KINKS})
-    why = (f"{fn.name}(S) is not differentiable here: {' or '.join(kinds)} has a kink at 0, and an "
-           "eigenvalue (within 64ε of the largest |λ|) puts its argument there")
+    why = (f"{fn.name}(S) is not differentiable here{' twice' if order > 1 else ''}: {' or '.join(kinds)} "
+           "has a kink at 0, and an eigenvalue (within 64ε of the largest |λ|) puts its argument there")
     if fn.builtin:
         at = f"np.abs({lam}) <= {floor}"
     else:  # a traced callable: where a kink's argument is 0 and f or f′ differ on its two sides
@@ -817,8 +822,14 @@ def _kinks_refused(w: _Writer, fn, lam: str) -> str:
         d = w.emit(f"1e-7 * np.maximum(1.0 + 0.0 * {lam}, np.abs({lam}))")
         sides = [_traced_divided_code(w, fn, (p, p))
                  for p in (w.emit(f"{lam} + {d}"), w.emit(f"{lam} - {d}"))]
+        jumps = list(zip(sides[0][::2], sides[1][::2]))  # (f, f′) to the right and left
+        if order > 1:  # f″ by one-sided differences of f′ at λ ± d, λ ± 2d
+            far = [_traced_divided_code(w, fn, (p, p))[2]
+                   for p in (w.emit(f"{lam} + 2 * {d}"), w.emit(f"{lam} - 2 * {d}"))]
+            jumps.append((w.emit(f"({far[0]} - {sides[0][2]}) / {d}"),
+                          w.emit(f"({sides[1][2]} - {far[1]}) / {d}")))
         differ = " | ".join(f"~(np.abs({r} - {q}) <= 1e-4 * (np.abs({r}) + np.abs({q})) + "
-                            f"1e-6 * (1.0 + np.abs({r})))" for r, q in zip(sides[0][::2], sides[1][::2]))
+                            f"1e-6 * (1.0 + np.abs({r})))" for r, q in jumps)
         at = f"({hit}) & ({differ})"
     return w.emit(f"_finite_value(np.where({at}, np.nan, {lam}), {why!r})")
 
@@ -833,10 +844,73 @@ def _kinked(fn) -> bool:
         all(f.builtin and f.name in KINKS + DivDiff3.SERIES for f in kinds)
 
 
+def _user_derivative_code(fn, k: int, x: str) -> str:
+    """f⁽ᵏ⁾(x) as code for a user's md.function: a call of its list's entry k (compile()
+    supplies it, ``user_function_name``); a NotSupportedError for a derivative= expression."""
+    if fn.deriv is not None or not isinstance(fn.numpy, tuple):
+        raise NotSupportedError(f"codegen: the divided differences of {fn.name}(S) are generated from "
+                                f"md.function({fn.name!r}, numpy=[f, f′, f″, …]) (its derivatives, "
+                                f"called); a derivative= expression is evaluated, not generated yet")
+    if fn.order + k >= len(fn.numpy):
+        raise NotSupportedError(f"codegen: {fn.name}" + "′" * (fn.order + k) + " has no values; give "
+                                f"md.function({fn.name!r}, numpy=[f, f′, f″, …])")
+    return f"{user_function_name(type(fn)(fn.name, fn.order + k, numpy=fn.numpy))}({x})"
+
+
+def _user_scale_code(w: _Writer, c: list, lam: str) -> str:
+    """evaluate's ``_user_scale`` as code: ρ at each λ from the coefficients c = [c₂ … c_N]
+    there — the largest (|cⱼ|/|c_K|)^(1/(K − j)), c_K the last not 0, at most max(|λ|, 1)."""
+    mag = w.emit(f"np.abs({lam})")
+    cap = w.emit(f"np.where({mag} > 1.0, {mag}, 1.0)")
+    rho, found = w.emit(f"0.0 * {lam}"), w.emit(f"{mag} < 0.0")
+    for K in range(len(c) - 1, 0, -1):
+        last = w.emit(f"np.abs({c[K]})")
+        use = w.emit(f"~{found} & ({last} > 0.0) & ({last} * 0.0 == 0.0)")  # not 0, finite
+        safe = w.emit(f"np.where({use}, {last}, 1.0)")
+        est = None
+        for j in range(K):
+            r = w.emit(f"(np.abs({c[j]}) / {safe}) ** {1.0 / (K - j)!r}")
+            est = r if est is None else w.emit(f"np.where({r} > {est}, {r}, {est})")
+        rho = w.emit(f"np.where({use}, {est}, {rho})")
+        found = w.emit(f"{found} | {use}")
+    return w.emit(f"np.where({found} & ({rho} < {cap}), {rho}, {cap})")
+
+
+def _user_divided_code(w: _Writer, n: DivDiff, lam: str, a: str, b: str) -> str:
+    """evaluate's ``_user_divided`` as code: F = f[λᵢ, λⱼ] of a user's md.function, the
+    quotient, and near the diagonal the Taylor series about the midpoint from the odd
+    derivatives of its list."""
+    fn = n.fn
+    known = min(DivDiff3.user_orders(fn), TAYLOR_ORDER) if fn.deriv is None else 1
+    K = known if known % 2 else known - 1
+    gap = w.emit(f"{a} - {b}")
+    if K >= 3:
+        c = [w.emit(code) for code in _taylor_coefficients_code(w, fn, lam)]
+        rho = _user_scale_code(w, c, lam)
+        pair = w.emit(f"np.where({rho}[:, None] < {rho}[None, :], {rho}[:, None], {rho}[None, :])")
+        close = w.emit(f"(np.abs({gap}) <= {_user_radius(K + 2)!r} * {pair}) | ({gap} == 0)")
+    else:
+        close = w.emit(f"np.abs({gap}) <= {CLOSE!r} * np.maximum(np.abs({a}), np.abs({b}))")
+    at = w.emit(f"np.where({close}, ({a} + {b}) / 2, {a} + 0.0 * {b})")
+    half = w.emit(f"np.where({close}, {gap} / 2, 0.0)")
+    h2 = w.emit(f"{half} * {half}")
+    series, power = w.emit(_user_derivative_code(fn, 1, at)), None
+    for k in range(3, K + 1, 2):
+        power = h2 if power is None else w.emit(f"{power} * {h2}")
+        term = f"{_user_derivative_code(fn, k, at)} * {power} * {1 / math.factorial(k)!r}"
+        series = w.emit(f"{series} + {term}")
+    values = w.emit(_elementwise(w, Elementwise(fn, n.arg), lam))
+    return (f"np.where({close}, {series}, ({values}[:, None] - {values}[None, :]) / "
+            f"np.where({close}, 1.0, {gap}))")
+
+
 def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
     """evaluate's ``_taylor_coefficients`` as code: [f⁽ⁿ⁾(λ)/n! for n = 2 … TAYLOR_ORDER]."""
     name = fn.name if fn.builtin else None
     orders = range(2, TAYLOR_ORDER + 1)
+    if name is None and _trace(fn) is None and DivDiff3.has_series(fn):  # a user's md.function
+        return [f"{_user_derivative_code(fn, n, lam)} * {1 / math.factorial(n)!r}"
+                for n in range(2, min(DivDiff3.user_orders(fn), TAYLOR_ORDER) + 1)]
     if name is None and DivDiff3.has_series(fn):
         return []  # a traced callable: the chain rule (_traced_divided_code), no series of its own
     if name in ("exp", "expm1"):
@@ -854,6 +928,11 @@ def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
         return [f"{(-1.0) ** (n - 1) / n!r} + 0.0 * {lam}" for n in orders]
     if name in ("sqrt", "pow"):
         p = 0.5 if name == "sqrt" else float(fn.param)
+        if not _in_units(fn):  # p = 0 … 8: (p choose n) x^(p−n) up to n = p (right at x = 0;
+            # no terms past it, whose hₙ₋₂(u, v) may overflow), 0 for p < 2
+            return [(f"{math.prod((p - k) / (k + 1) for k in range(n))!r} * {lam} ** {int(p) - n}"
+                     if n < p else f"{1.0 if n == p else 0.0!r} + 0.0 * {lam}")
+                    for n in range(2, max(int(p), 2) + 1)]
         return [f"{math.prod((p - k) / (k + 1) for k in range(n))!r} + 0.0 * {lam}" for n in orders]
     raise NotSupportedError(f"codegen: the second divided differences of {fn} are not generated "
                             f"(functions: {', '.join(DivDiff3.SERIES)}, and Python functions built "
@@ -868,6 +947,8 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
     (``DivDiff3Apply``'s close pairs). A traced callable's by the chain rule of divided
     differences, and softplus's at the points themselves (``_three_points_code``)."""
     coefficients = _taylor_coefficients_code(w, n.fn, lam)  # refuses what has no series first
+    if w.checks and not diagonal and not pairs and _kinked(n.fn):  # f″ jumps at a kink: refused
+        lam = _kinks_refused(w, n.fn, lam, order=2)
     if diagonal:
         x, y = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
         z, pad, corner = x, "[:, None]", ("{0}[0]", "{0}[1]", "{0}[0]")
@@ -878,7 +959,8 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
     else:
         x, y, z = (w.emit(f"{lam}[{i}]") for i in (":, None, None", "None, :, None", "None, None, :"))
         pad, corner = "[:, None, None]", ("{0}[0]", "{0}[1]", "{0}[2]")
-    if not n.fn.builtin:
+    user = not n.fn.builtin and _trace(n.fn) is None  # a user's md.function: its series' own reach
+    if not n.fn.builtin and not user:
         return _traced_divided_code(w, n.fn, (x, y, z))[-1]
     if n.fn.name == "softplus":
         return _three_points_code(w, n.fn, x, y, z)
@@ -895,8 +977,12 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
         Fij, Fik, Fjk = f"{F}[{P}]", w.emit(f"{F}[{P}, {C}][:, None]"), f"{F}[{C}]"
     num = w.emit(f"np.where({xz}, {Fij} - {Fjk}, np.where({yz}, {Fij} - {Fik}, {Fik} - {Fjk}))")
     den = w.emit(f"np.where({xz}, {x} - {z}, np.where({yz}, {y} - {z}, {x} - {y}))")
-    close = _close_code(w, n.fn, spread, x)
     c = [w.emit(code) for code in coefficients]
+    if user:
+        reach = _user_radius(len(c) + 1)
+        close = w.emit(f"({spread} <= {reach!r} * {_user_scale_code(w, c, lam)}{pad}) | ({spread} == 0)")
+    else:
+        close = _close_code(w, n.fn, spread, x)
     if close is not None and not w.functions.get("__expm", "").startswith("jax."):
         # NumPy and PyTorch: the series only where the three are close (a few of n³ entries,
         # λᵢ = λⱼ = λₖ at least), written into the quotient; JAX (under jit: static shapes)
@@ -1002,15 +1088,11 @@ def _traced_divided_code(w: _Writer, fn, points: tuple, kinks: list | None = Non
             for op in n.operands:
                 G = go(op)
                 out = G if out is None else _product_code(w, out, G, three)
-        elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in KINKS and not three:
+        elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in KINKS:
             G = go(n.arg)  # (kinks: each one's argument at the first point)
             if kinks is not None:
                 kinks.append(G[0])
-            f = tuple(w.emit(_elementwise(w, n, v)) for v in G[:2])
-            same = w.emit(f"np.sign({G[0]}) == np.sign({G[1]})")
-            dd = (f"np.where({same}, {SLOPES[n.fn.name].format(G[0])}, "
-                  f"({f[0]} - {f[1]}) / np.where({same}, 1.0, {G[0]} - {G[1]}))")
-            out = (*f, w.emit(f"{G[2]} * {dd}"))
+            out = _kink_code(w, n, G, three)
         elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in DivDiff3.SERIES:
             G = go(n.arg)
             f = tuple(w.emit(_elementwise(w, n, v)) for v in G[:len(points)])
@@ -1032,6 +1114,48 @@ def _traced_divided_code(w: _Writer, fn, points: tuple, kinks: list | None = Non
         return out
 
     return go(node)
+
+
+KINK_PIECES = {  # relu, |·|, step and sign by the sign c of their argument: the piece's (slope, offset)
+    "relu": ("(({0}) > 0) + 0.0 * ({0})", None), "abs": ("{0}", None),
+    "step": (None, "(({0}) > 0) + 0.0 * ({0})"), "sign": (None, "{0}")}
+
+
+def _kink_code(w: _Writer, n: Elementwise, G: tuple, three: bool) -> tuple:
+    """evaluate's ``_kink_compose`` as code: h(G) for a kink h at two or three points —
+    h[a, b] the slope of the piece where a, b share a side of 0, the quotient across; h[a, b, c]
+    0 on one side, Δ(q)/((p − q)(r − q)) where p, r share a side and q lies on another
+    (Δ(q) = h(q) − the piece of p and r at q), Lagrange's form where the three lie below, at
+    and above 0."""
+    k = 3 if three else 2
+    x = G[:k]
+    s = [w.emit(f"np.sign({p})") for p in x]
+    f = tuple(w.emit(_elementwise(w, n, p)) for p in x)
+
+    def pair(i, j):
+        same = w.emit(f"{s[i]} == {s[j]}")
+        return (f"np.where({same}, {SLOPES[n.fn.name].format(x[i])}, "
+                f"({f[i]} - {f[j]}) / np.where({same}, 1.0, {x[i]} - {x[j]}))")
+    if not three:
+        return (*f, w.emit(f"{G[2]} * {pair(0, 1)}"))
+    a, b, c = x
+    ab, bc, ac = (w.emit(f"{s[i]} == {s[j]}") for i, j in ((0, 1), (1, 2), (0, 2)))
+    p = w.emit(f"np.where({ab}, {a}, np.where({bc}, {b}, {a}))")
+    r = w.emit(f"np.where({ab}, {b}, {c})")
+    q = w.emit(f"np.where({ab}, {c}, np.where({bc}, {a}, {b}))")
+    cp = w.emit(f"np.sign({p})")
+    apart = w.emit(f"~({ab} | {bc} | {ac})")  # below, at and above 0
+    alone = w.emit(f"(np.sign({q}) != {cp}) & ~{apart}")
+    slope, offset = KINK_PIECES[n.fn.name]
+    hq = w.emit(_elementwise(w, n, q))
+    delta = w.emit(f"{hq} - ({slope.format(cp)}) * {q}" if slope else f"{hq} - ({offset.format(cp)})")
+    one = w.emit(f"np.where({alone}, {delta} / np.where({alone}, ({p} - {q}) * ({r} - {q}), 1.0), 0.0 * {q})")
+    terms = " + ".join(f"{f[m]} / np.where({apart}, ({x[m]} - {x[(m + 1) % 3]}) * "
+                       f"({x[m]} - {x[(m + 2) % 3]}), 1.0)" for m in range(3))
+    corner = w.emit(f"np.where({apart}, {terms}, {one})")
+    g12, g23, g13 = G[3:]
+    return (*f, w.emit(f"{g12} * {pair(0, 1)}"), w.emit(f"{g23} * {pair(1, 2)}"),
+            w.emit(f"{g13} * {pair(0, 2)} + {g12} * {g23} * {corner}"))
 
 
 def _product_code(w: _Writer, G: tuple, H: tuple, three: bool) -> tuple:
@@ -1148,6 +1272,8 @@ def _divided_differences3_apply(w: _Writer, n: DivDiff3Apply, args: dict) -> str
     lam, X, Y = (args[c] for c in n.children)
     node = DivDiff3(n.fn, n.arg)
     _taylor_coefficients_code(w, n.fn, lam)  # refuses what has no series
+    if w.checks and _kinked(n.fn):  # a traced callable with a kink: refused where f″ jumps
+        lam = _kinks_refused(w, n.fn, lam, order=2)
     F = w.emit(_divided_differences(w, DivDiff(n.fn, n.arg), lam))
     a, b = w.emit(f"{lam}[:, None]"), w.emit(f"{lam}[None, :]")
     gap = w.emit(f"{a} - {b}")
@@ -1927,6 +2053,9 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return _divided_differences3(w, n, a[0])
     if isinstance(n, DivDiff3Apply):  # Σ_q f[λ_p, λ_q, λ_c] X_pq Y_qc without T where it can
         return _divided_differences3_apply(w, n, args)
+    if isinstance(n, DivDiff2) and DivDiff3.has_series(n.args[0]):  # f[λᵢ, λᵢ, λⱼ] = T_iji (evaluate's)
+        lam = args[n.children[0]]
+        return _divided_differences3(w, DivDiff3(n.args[0], n.children[0]), lam, diagonal=True)
     if isinstance(n, DivDiff2):  # f[λᵢ, λᵢ, λⱼ]; (2f″ᵢ + f″ⱼ)/6 where λᵢ ≈ λⱼ (evaluate's)
         lam, second = (args[c] for c in n.children)
         F = w.emit(_divided_differences(w, DivDiff(n.args[0], n.children[0]), lam))  # written once
@@ -2177,8 +2306,9 @@ RESERVED = {"np", "jnp", "jax", "torch", "scipy", "float", "_device", "_dtype", 
 
 def user_function_name(fn) -> str:
     """The name generated code calls a user's function by: _ and its name as Python reads it
-    (NFKC: md.function("ｇ") is called as _g, and looked up under that name)."""
-    return "_" + unicodedata.normalize("NFKC", fn.name)
+    (NFKC: md.function("ｇ") is called as _g, and looked up under that name); its k-th
+    derivative, the list's entry numpy=[f, f′, f″, …][k], as _g_dk."""
+    return "_" + unicodedata.normalize("NFKC", fn.name) + (f"_d{fn.order}" if fn.order else "")
 
 
 def _parameters(vs: list, fn_name: str, functions=()) -> list:
@@ -2546,7 +2676,7 @@ def _compiled(source: str, outputs, backend: str, args):
     """The function that ``source`` (generated for ``outputs``) defines, behind a check of its
     arguments (``_checked``); the checks of what it computes (a result that depends on a
     choice of vectors at a tie refused, f(X) that is not finite) are in the source."""
-    namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[0])
+    namespace: dict = {user_function_name(fn): (fn.numpy if callable(fn.numpy) else fn.numpy[fn.order])
                        for fn in _user_functions(outputs)}
     try:
         exec(compile_source(source), namespace)  # our own generated code, never user text
@@ -2789,10 +2919,17 @@ def _checked(fn, vs: list, params: list, fast=None, native=(frozenset(), frozens
 
 
 def _user_functions(outputs) -> set:
-    """The user-defined element-wise functions with values that the outputs call."""
+    """The user-defined element-wise functions with values that the outputs call: with the
+    derivatives of their lists [f, f′, f″, …] where a divided difference of f (of f(S)) takes
+    its series (``_user_divided_code``)."""
     roots = [simplify(e.node) for e in _as_list(outputs)]
-    return {n.fn for n in walk(*roots)
-            if isinstance(n, Elementwise) and not n.fn.builtin and n.fn.numpy is not None}
+    out = {n.fn for n in walk(*roots)
+           if isinstance(n, Elementwise) and not n.fn.builtin and n.fn.numpy is not None}
+    for n in walk(*roots):
+        fn = n.args[0] if isinstance(n, (DivDiff, DivDiff2, DivDiff3, DivDiff3Apply)) else None
+        if fn is not None and not fn.builtin and fn.deriv is None and isinstance(fn.numpy, tuple):
+            out |= {type(fn)(fn.name, k, numpy=fn.numpy) for k in range(fn.order, len(fn.numpy))}
+    return out
 
 
 def compile_source(source: str):

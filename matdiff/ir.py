@@ -682,18 +682,52 @@ class DivDiff3(Unary):
     def has_series(fn) -> bool:
         """Whether f's divided differences of first and second order are computed exactly at
         every gap: a function of SERIES, or a traced callable (library._traced) built from
-        them, constants, sums and products (by the chain rule of divided differences)."""
+        them, relu, |·|, step and sign (affine on each side of their kink at 0: exact away
+        from it, and refused at it), constants, sums and products (by the chain rule of
+        divided differences)."""
         if fn.builtin:
             return fn.name in DivDiff3.SERIES
+        if getattr(fn.deriv, "on_entries", None) is None:  # a user's md.function: a Taylor
+            return DivDiff3.user_orders(fn) >= 2  # series from its derivatives near confluence
         trace = getattr(fn.deriv, "on_entries", None)
         return isinstance(trace, Node) and all(
-            n.fn.builtin and n.fn.name in DivDiff3.SERIES for n in walk(trace) if type(n) is Elementwise)
+            n.fn.builtin and n.fn.name in DivDiff3.SERIES + ("relu", "abs", "step", "sign")
+            for n in walk(trace) if type(n) is Elementwise)
+
+    USER_ORDERS = 6  # f′ … f⁽⁶⁾ of a user's f′ written with matdiff's functions, symbolically
+
+    @staticmethod
+    def user_orders(fn) -> int:
+        """How many derivatives f′, f″, … of a user's ``md.function`` are known in closed form:
+        for ``numpy=[f, f′, f″, …]`` (no ``derivative=``) as many as the list gives; for a
+        ``derivative=`` written with the analytic functions of SERIES, constants, sums,
+        products, powers and f itself, USER_ORDERS (f′ differentiated symbolically); else 0
+        (a kink, another user function: no series)."""
+        if fn.builtin or getattr(fn.deriv, "on_entries", None) is not None:
+            return 0
+        if fn.deriv is None:
+            return len(fn.numpy) - 1 - fn.order if isinstance(fn.numpy, tuple) else 0
+        if fn not in _USER_ORDERS:
+            t = Var("_t", ("_n",), False)
+            try:
+                slope = fn.derivative(t)
+            except Exception:  # noqa: BLE001  # a derivative that does not build: no series
+                slope = None
+            ok = slope is not None and all(
+                (type(n) is Var and n is t) or type(n) in (Const, Delta, Sum, Contract) or
+                (type(n) is Elementwise and ((n.fn.builtin and n.fn.name in DivDiff3.SERIES) or n.fn == fn))
+                for n in walk(slope))
+            _USER_ORDERS[fn] = DivDiff3.USER_ORDERS if ok else 0
+        return _USER_ORDERS[fn]
 
     @staticmethod
     def _shape(fn, arg):
         if arg.ndim != 1:
             raise ShapeError(f"divided differences take a vector, got shape {D.fmt_shape(arg.shape)}")
         return arg.shape * 3
+
+
+_USER_ORDERS: dict = {}  # DivDiff3.user_orders of a user's function with a derivative, once
 
 
 class DivDiff3Apply(Node):

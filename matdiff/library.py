@@ -754,6 +754,20 @@ class _UserDerivative:
                              f"{D.fmt_shape(out.shape)} for an argument of shape {D.fmt_shape(node.shape)}")
         return out.node
 
+    def derivatives(self, count: int) -> tuple:
+        """(t, [f′(t), f″(t), …]): f′ of the vector t entry by entry and its derivatives along 1,
+        ``count`` in all, built once (evaluate's divided differences take their values)."""
+        from .diff import _along_ones
+        from .ir import Var
+        cached = getattr(self, "_derivatives", None)
+        if cached is None or len(cached[1]) < count:
+            t = Var("_t", ("_n",), False)
+            nodes = [simplify(self(t))]
+            while len(nodes) < count:
+                nodes.append(simplify(_along_ones(nodes[-1], t)))
+            self._derivatives = cached = (t, nodes)
+        return cached
+
     def __eq__(self, other):
         return isinstance(other, _UserDerivative) and other.f is self.f
 

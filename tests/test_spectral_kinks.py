@@ -160,13 +160,6 @@ def test_traced_callables_with_a_kink(backend, key, offset):
         np.testing.assert_allclose(_compiled(g, backend, s, jit=True), want, rtol=1e-9, atol=1e-11)
 
 
-def test_hessians_of_traced_callables_with_a_kink_are_not_generated():
-    """Their Hessians (DivDiff2 and the eigenvectors' Γ) are evaluate's alone: md.compile says so."""
-    H = md.hessian(a.T @ md.matrix_function(S, TRACED["relu(u)·u"][0]) @ a, S)
-    with pytest.raises(md.NotSupportedError, match="not generated"):
-        md.compile(H)
-
-
 # --------------------------------------------------------------------------- arctan at |λ| ~ 1e200
 
 def _arctan_dd3(x, y, z, mp):
