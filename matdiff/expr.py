@@ -133,16 +133,16 @@ class Expr:
         meant for symmetric V).  A Jacobian through a Fréchet derivative by a vector, or of a
         vector by a matrix, is the map it applies too: v ↦ L_exp(Y + diag(x), diag(v))a."""
         n = self.node
-        if not isinstance(self.notation(), N.Index):
-            return None
         if n.ndim == 4 and n.shape[:2] == n.shape[2:]:
             axes = 2
         elif getattr(self, "wrt", None) in (1, 2) and n.ndim - self.wrt in (1, 2) and \
                 any(isinstance(x, Frechet) for x in walk(n)):
             axes = self.wrt  # the direction takes the variable's axes, the last ones
         else:
-            return None
+            return None  # (asked before the notation: repr of a 2000-deep sin(x) recognises nothing)
         if not any(isinstance(x, SPECTRAL + (Frechet,)) for x in walk(n)):
+            return None
+        if not isinstance(self.notation(), N.Index):
             return None
         svd = any(isinstance(x, Svd) for x in walk(n))  # V is X = UΣVᵀ's: the direction is W
         letters = ("V", "W", "E", "H", "Z") if axes == 2 else ("v", "w", "u", "z", "h")
