@@ -2276,15 +2276,22 @@ LOCAL = frozenset({_distribute, _common_matrix, _common_scalar, _flatten_product
 LOCAL_OPS = frozenset(r.op for r in RULES if r.apply in LOCAL and r.op != "call")
 
 
-def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) -> int:
+def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, root=None,
+             cost=None) -> int:
     """Apply every rule to every term until nothing changes; returns the rounds run.  Each
     round matches on a snapshot, so the rules' order does not matter.  A rule whose
     ``NEEDS`` the graph lacks is not run (it would return nothing); the list of rules that
     can run is made again whenever a term brings something new.  A ``LOCAL`` rule is not run
     again on a term it matched the round before where none of the term's kids' classes has
     changed since (see ``LOCAL``): it would make the same terms, all in the graph already,
-    and find the classes it found then, merged with the term's already."""
+    and find the classes it found then, merged with the term's already.
+
+    Given the class ``root`` (and its ``cost``), saturation also stops where more rounds
+    have stopped paying (``_Patience``): once the graph holds over ``PATIENCE_NODES`` terms,
+    root's best cost is extracted, and again every ``PATIENCE`` rounds; a cost no lower than
+    the one before ends it (the last extraction is kept for ``extract``)."""
     rules = RULES if rules is None else rules
+    watch = _Patience(root, cost) if root is not None else None
     features = g.features
     seen = -1        # len(features) the lists were made for
     g.rebuild()
@@ -2319,13 +2326,56 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS) 
         g.rebuild()
         if (not changed and g.size == size) or g.size > max_nodes:
             return n + 1
+        if watch is not None and n + 1 < max_rounds and watch.stalled(g):
+            return n + 1
         before = {t for _, t in snapshot if t[0] in LOCAL_OPS}
     return max_rounds
+
+
+PATIENCE_NODES = 200  # over this many terms, saturation stops where …
+PATIENCE = 2          # … this many more rounds have not lowered the root's best cost
+
+
+class _Patience:
+    """``saturate``'s stopping rule for large graphs (issue 24), egg's node limit made
+    patient.  After the first round that leaves the graph over ``PATIENCE_NODES`` terms, the
+    root's best cost is extracted, and again every ``PATIENCE`` rounds: where it is no lower
+    than the time before, later rounds are not run.  Graphs grow where rules multiply out and
+    re-group a sum (A(P + Q) = AP + AQ and back) over every grouping of a product: the
+    Hessian of ‖Ax − b‖ reaches its printed form in round 3 at 155 terms, and grew to 1,043
+    terms in 8 rounds without finding a cheaper one (it now stops after round 6, at 695).
+    Over ``benchmarks/present.py``'s corpus this stops 4 of 819 graphs before the form the
+    full 8 rounds find, each then printing a form that costs the same or less on its own
+    (docs/benchmarks.md); a plain node limit (stop past N terms) printed costlier forms at
+    every N up to 800, and so did stopping after one round without gain at N ≤ 500."""
+
+    def __init__(self, root, cost):
+        self.root, self.cost = root, cost or length
+        self.best = None   # the root's cost at the last extraction
+        self.waited = 0    # rounds since
+
+    def stalled(self, g: EGraph) -> bool:
+        if self.best is None:
+            if g.size <= PATIENCE_NODES:
+                return False
+        else:
+            self.waited += 1
+            if self.waited < PATIENCE:
+                return False
+        out = extract(g, self.root, self.cost)
+        g.extracted = (self.root, self.cost, g.size, g.unions, out)
+        if self.best is not None and out[1] >= self.best - 1e-9:
+            return True
+        self.best, self.waited = out[1], 0
+        return False
 
 
 def extract(g: EGraph, root: int, cost=length):
     """The cheapest term of every class (ties broken by a structural key): the chosen
     notation tree of ``root`` and its cost."""
+    last = getattr(g, "extracted", None)  # saturate's last extraction, if nothing changed since
+    if last is not None and last[:4] == (root, cost, g.size, g.unions):
+        return last[4]
     best = _best(g, cost)
     built: dict = {}
 
@@ -2510,7 +2560,8 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     root = ingest(g, m, {})
     g.rebuild()
     size = g.size
-    saturate(g, rules)
+    root = g.find(root)
+    saturate(g, rules, root=root, cost=cost)
     if g.size == size and not g.unions:  # no rule changed anything: m is its simplest form
         out = m
     else:

@@ -97,3 +97,36 @@ def test_local_rules_skip_repeated_matches_and_leave_the_graph_unchanged(name, f
     assert every and skipped >= SKIPPED_AT_LEAST * every, (
         f"{name}: {skipped} of {every} LOCAL rule calls skipped (at least "
         f"{SKIPPED_AT_LEAST:.0%} expected): the skipped-match optimisation is lost")
+
+
+def _graph_sizes(result, monkeypatch):
+    """The terms and rounds of every graph ``simplest`` saturates while ``result`` prints."""
+    sizes, original = [], P.saturate
+
+    def spy(g, *args, **kwargs):
+        rounds = original(g, *args, **kwargs)
+        sizes.append((g.size, rounds))
+        return rounds
+    monkeypatch.setattr(P, "saturate", spy)
+    P._CACHE.clear()
+    text = str(result)
+    monkeypatch.setattr(P, "saturate", original)
+    P._CACHE.clear()
+    return text, sizes
+
+
+def test_patience_bounds_the_graph_of_the_norm_hessian(monkeypatch):
+    """The Hessian of ‖Ax − b‖ (issue 24): its graph grew to 1,043 terms in 8 rounds and finds
+    its printed form in round 3 at 155; saturation now stops once ``PATIENCE`` rounds past
+    ``PATIENCE_NODES`` terms leave the root's cost as it was, with the same printed form."""
+    f = md.norm(A @ x - b)
+    result = md.hessian(f, x)
+    md.check(f, x, order=2)
+    text, sizes = _graph_sizes(result, monkeypatch)
+    biggest, rounds = max(sizes)
+    assert biggest <= 700 and rounds < P.MAX_ROUNDS, (
+        f"the graph of the Hessian of ‖Ax − b‖ grew to {biggest} terms in {rounds} rounds")
+    monkeypatch.setattr(P, "PATIENCE_NODES", 10 ** 9)  # saturation as it was: 8 rounds
+    full_text, full_sizes = _graph_sizes(result, monkeypatch)
+    assert max(full_sizes)[0] > 1.4 * biggest  # the bound cut something
+    assert text == full_text
