@@ -363,6 +363,10 @@ class _Traced:
     def __call__(self, z: Node) -> Node:  # f′(z), as a builder of the function table
         return _vectorised(self.slope, self.u, z)
 
+    def __repr__(self) -> str:  # by what was traced, not where it lives: the repr of the
+        # Function holding it feeds nodes' sort keys (ir._stable_key), which must not vary by run
+        return f"traced({self.on_entries.skey.hex()})"
+
     def values(self, x):
         """f at the entries of the array x."""
         x = np.asarray(x, dtype=float)

@@ -484,3 +484,17 @@ def test_logm_and_sqrtm_of_a_general_matrix_in_jax_and_pytorch(point, build, bac
     if point == "jordan":  # and the gradient is the derivative: central differences
         np.testing.assert_allclose(want_g, _central_gradient(lambda m: f.evaluate(X=m, a=av), x),
                                    rtol=1e-6, atol=1e-8)
+
+
+def test_a_traced_callable_s_sort_key_does_not_depend_on_where_it_lives():
+    """The sort keys of nodes (ir._stable_key) read a traced callable's Function by its repr:
+    that repr names what was traced, not object addresses, so two tracings of the same body
+    key alike and printed factor orders do not vary from run to run."""
+    from matdiff.ir import walk
+    S = md.matrix("S", "n", "n", symmetric=True)
+    one, two = (md.matrix_function(S, lambda u: u ** 3 + md.sin(u)) for _ in range(2))
+    fns = [[n.fn for n in walk(e.node) if hasattr(n, "fn")] for e in (one, two)]
+    assert fns[0] and fns[0][0] is not fns[1][0] and "0x" not in repr(fns[0][0])
+    assert one.node.skey == two.node.skey
+    other = md.matrix_function(S, lambda u: u ** 3 + md.cos(u))
+    assert other.node.skey != one.node.skey
