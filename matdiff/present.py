@@ -2284,7 +2284,9 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
     can run is made again whenever a term brings something new.  A ``LOCAL`` rule is not run
     again on a term it matched the round before where none of the term's kids' classes has
     changed since (see ``LOCAL``): it would make the same terms, all in the graph already,
-    and find the classes it found then, merged with the term's already.
+    and find the classes it found then, merged with the term's already.  ``max_nodes`` is
+    checked as each term is matched: a round that passes it stops matching, merges what it
+    found, and is the last.
 
     Given the class ``root`` (and its ``cost``), saturation also stops where more rounds
     have stopped paying (``_Patience``): once the graph holds over ``PATIENCE_NODES`` terms,
@@ -2319,6 +2321,8 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
                 out = apply(g, c, t)
                 if out:
                     found.extend((c, x) for x in out)
+            if g.size > max_nodes:  # the cap holds inside a round too: the terms matched so
+                break               # far are merged, and saturation ends with this round
         size = g.size
         changed = False
         for c, x in found:
@@ -2395,15 +2399,22 @@ def _best(g: EGraph, cost) -> dict:
     # the terms in the order of the passes, and for each class the terms using it: a pass
     # looks again only at the terms whose kids' best changed since they were last looked at
     # (the others would find what they found then), so the passes end as they always have
+    # (a term with its own class as a kid is never its own part: it is left out; the
+    # comparison below is the tuple comparison (value, key) < (old value, old key), the key
+    # made only where the value does not already decide it)
     entries, users = [], {}
+    find, parent = g.find, g.parent
     for c, ts in g.nodes.items():
         for t in ts:
-            kids = [g.find(k) for k in t[2]]
+            kids = [k if parent[k] == k else find(k) for k in t[2]]
+            if c in kids:
+                continue
             for k in set(kids):
                 users.setdefault(k, []).append(len(entries))
             entries.append((c, t, kids))
     dirty = [True] * len(entries)
     heads: list = [None] * len(entries)  # each term's own part of the tie-break key, made once
+    get = best.get
     for _ in range(len(g.nodes) + 2):  # costs only fall; a pass without change ends it
         changed = False
         for i, (c, t, kids) in enumerate(entries):
@@ -2412,22 +2423,25 @@ def _best(g: EGraph, cost) -> dict:
             dirty[i] = False
             parts = []
             for k in kids:
-                b = best.get(k)
-                if b is None or k == c:  # a term is never its own part
+                b = get(k)
+                if b is None:
                     break
                 parts.append(b)
-            else:
-                value = round(cost(g, t, [b[0] for b in parts], [b[2] for b in parts]), 9)
-                head = heads[i]
-                if head is None:
-                    head = heads[i] = repr(t[1][:2]) if t[0] != "leaf" else _leaf_text(t[1][1])
-                key = (t[0], head, tuple([b[1] for b in parts]))
-                old = best.get(c)
-                if old is None or (value, key) < old[:2]:
-                    best[c] = (value, key, t[0], t)
-                    changed = True
-                    for j in users.get(c, ()):
-                        dirty[j] = True
+            if len(parts) != len(kids):
+                continue
+            value = round(cost(g, t, [b[0] for b in parts], [b[2] for b in parts]), 9)
+            old = get(c)
+            if old is not None and value > old[0]:
+                continue
+            head = heads[i]
+            if head is None:
+                head = heads[i] = repr(t[1][:2]) if t[0] != "leaf" else _leaf_text(t[1][1])
+            key = (t[0], head, tuple([b[1] for b in parts]))
+            if old is None or value < old[0] or (value == old[0] and key < old[1]):
+                best[c] = (value, key, t[0], t)
+                changed = True
+                for j in users.get(c, ()):
+                    dirty[j] = True
         if not changed:
             break
     return best

@@ -130,3 +130,21 @@ def test_patience_bounds_the_graph_of_the_norm_hessian(monkeypatch):
     full_text, full_sizes = _graph_sizes(result, monkeypatch)
     assert max(full_sizes)[0] > 1.4 * biggest  # the bound cut something
     assert text == full_text
+
+
+def test_the_term_cap_holds_inside_a_round():
+    """``MAX_NODES`` is checked while a round matches, not only after it (issue 24): a round
+    that crosses the cap stops matching, so a graph ends a few terms past it, where it grew
+    to 300 terms under a cap of 200 (and one corpus graph to 5,904 under 2,000)."""
+    f = md.norm(A @ x - b)
+    result = md.hessian(f, x)
+    md.check(f, x, order=2)
+    cap, capped = 200, 0
+    for m, rules in _trees(result):
+        g = P.EGraph()
+        P.ingest(g, m, {})
+        g.rebuild()
+        P.saturate(g, rules, max_nodes=cap)
+        assert g.size <= cap + 20, f"a graph grew to {g.size} terms under a cap of {cap}"
+        capped += g.size > cap
+    assert capped, "no graph reached the cap: nothing was checked"
