@@ -14,13 +14,15 @@ Jacobian is the same pass with an identity seed; a Hessian differentiates a Jaco
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import build as B
 from . import dims as D_  # the sizes 2n and mn of the Fréchet derivatives' block matrices
 from . import functions as F_
 from .errors import NotSupportedError
-from .ir import (Basis, Cholesky, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap,
-                 Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Phi, Pinv,
-                 Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, walk)
+from .ir import (Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply,
+                 EigGap, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Phi,
+                 Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, walk)
 from .simplify import keeps_variables, simplify, stable_forms
 
 RULES: dict = {}
@@ -334,6 +336,12 @@ def jacobians(f: Node, xs: list) -> list:
                 if depends(g[-1]):
                     cotangents.setdefault(g[-1], []).append(_daleckii_krein_adjoint(n, g, cot, extra))
             grouped = {k for g in groups for k in g[:-1]} if groups else ()
+            spectral = _matrix_function_groups(n) if type(n) is Contract else ()
+            for g in spectral:  # U diag(g(λ)) Uᵀ as g(S): Daleckii–Krein's rule, straight to S
+                if depends(g[-1]):
+                    cotangents.setdefault(g[-1], []).append(_matrix_function_adjoint(n, g, cot, extra))
+            if spectral:
+                grouped = set(grouped) | {k for g in spectral for k in (g[0], g[1], *g[2])}
             for k, child in enumerate(n.children):
                 if k in grouped:
                     continue
@@ -417,6 +425,162 @@ def _daleckii_krein_adjoint(n: Contract, group: tuple, cot: Node, extra: tuple) 
             tuple(base_labs) + ((r1, col), (a, col), (b, c), (r2, c), labs[o1], labs[o2], (p, q, c)),
             ext + (a, b), dims))
     return B.add(*terms)
+
+
+def _matrix_function_groups(n: Contract) -> list:
+    """The groups (U₁, U₂, (g₁, g₂, …), g, S) of n's operands that read U diag(g(λ)) Uᵀ: a
+    label summed over, read by exactly two operands S's eigenvectors U, in their column (with
+    different rows), and otherwise only by vectors gₖ(λ) over that label alone whose product g
+    of S's eigenvalues λ is a function of the table or the derivative of one
+    (``_eigenvalue_function``: positions in n's operands, then g, then S). Such a product is the matrix
+    function g(S) — the gradient U diag(f′(λ)) Uᵀ of Σf(λᵢ), f′ = σ(1 − σ) for f = σ — so its
+    differential is Daleckii–Krein's, U (G ⊙ (Uᵀ dS U)) Uᵀ with G the exact divided
+    differences of g, rather than the eigenvectors' rule, whose 1/(λⱼ − λᵢ) times differences
+    of g(λ) cancels to ε/gap where eigenvalues are close in absolute terms."""
+    ops, labs = n.operands, n.labels
+    groups = []
+    for a in sorted({x for lab in labs for x in lab} - set(n.out)):
+        readers = [k for k, lab in enumerate(labs) if a in lab]
+        us = [k for k in readers if type(ops[k]) is Eigh and ops[k].part == "vectors" and labs[k][1] == a]
+        gs = tuple(k for k in readers if k not in us)
+        if len(us) != 2 or ops[us[0]] is not ops[us[1]] or labs[us[0]][0] in (a, labs[us[1]][0]) \
+                or labs[us[1]][0] == a or not gs or any(labs[k] != (a,) for k in gs):
+            continue
+        s = ops[us[0]].arg
+        fn = _eigenvalue_function(tuple(ops[k] for k in gs), Eigh("values", s))
+        if fn is not None:
+            groups.append((us[0], us[1], gs, fn, s))
+    return groups
+
+
+def _matrix_function_adjoint(n: Contract, group: tuple, cot: Node, extra: tuple) -> Node:
+    """⟨cot, dn⟩ as a function of dS for one ``_matrix_function_groups`` group: n with g(S)
+    in place of U diag(g(λ)) Uᵀ, differentiated in g(S) by Daleckii–Krein's rule (MatFn's)."""
+    k1, k2, gs, fn, s = group
+    ops, labs = n.operands, n.labels
+    m = MatFn(fn, s)
+    rest = [k for k in range(len(ops)) if k not in (k1, k2, *gs)]
+    whole = Contract(tuple(ops[k] for k in rest) + (m,),
+                     tuple(labs[k] for k in rest) + ((labs[k1][0], labs[k2][0]),), n.out)
+    adj = _contract_adjoint(whole, len(rest), cot, extra)
+    hole = Hole(s.shape, False)
+    return transpose(_d_matfn(m, 0, hole), hole, adj, extra)
+
+
+# σ′ = σ(1 − σ) as ¼(1 − tanh²(u/2)), whose divided differences by the chain rule,
+# −¼(tanh(x/2) + tanh(y/2))·tanh[x/2, y/2]/2 (the constant's are 0), keep their relative
+# accuracy at every u: σ(1 − σ) is ¼ to rounding at tiny u, where its divided differences by
+# Leibniz's rule, σ[x, y](1 − σ(x) − σ(y)), cancel to 0 (tanh′ = 1 − tanh² is in that form)
+SLOPES = {"sigmoid": lambda t: B.linear([(0.25, B.ones(t.shape)),
+                                          (-0.25, F_.power(F_.apply("tanh", B.scale(0.5, t)), 2))], t.shape)}
+_EIGENVALUE_FUNCTIONS: dict = {}  # g(t) → its Function: one per expression, so that nodes share it
+
+
+def _eigenvalue_function(factors: tuple, lam: Node):
+    """The element-wise function g with g(λ) the product of ``factors``, where each is built
+    from λ, constants, sums, products and analytic functions of the table (those with exact
+    divided differences, ``DivDiff3.SERIES``); None for anything else (another variable, a
+    kink — relu, |·|, step, sign — or a user's function: they keep the eigenvectors' rule).
+    A single function of the table applied to λ is itself; the derivative of a function h of
+    the table (σ(1 − σ), 1 − tanh², 1 + tan², (1 + u)⁻¹, (1 + u²)⁻¹) is a traced function
+    (``TracedExpression``) named h′, printed Δsigmoid′(λ). Any other g is None too: no name of
+    it would read back from the printed Hessian (its old form, with Γ(λ) and diag(g(λ)), does)."""
+    if len(factors) == 1 and type(factors[0]) is Elementwise and factors[0].arg is lam \
+            and factors[0].fn.builtin and factors[0].fn.name in DivDiff3.SERIES:
+        return factors[0].fn
+    t = Var("_t", ("_n",), False)
+    parts = [_substituted(g, lam, t, strict=True) for g in factors]
+    if any(p is None for p in parts) or not any(t in free_vars(p) for p in parts):
+        return None
+    body = simplify(parts[0] if len(parts) == 1 else B.hadamard(*parts))
+    if t not in free_vars(body):
+        return None
+    if body not in _EIGENVALUE_FUNCTIONS:
+        h = next((h for h in F_.TABLE if h != "pow" and h not in ("relu", "abs", "step", "sign")
+                  and simplify(F_.fn(h).derivative(t)) is body), None)
+        traced = None if h is None else TracedExpression(simplify(SLOPES[h](t)) if h in SLOPES else body, t)
+        _EIGENVALUE_FUNCTIONS[body] = None if h is None else \
+            F_.Function(f"{h}′", numpy=traced.values, deriv=traced)
+    return _EIGENVALUE_FUNCTIONS[body]
+
+
+class TracedExpression:
+    """An element-wise function given by its expression ``on_entries`` of the vector t, as
+    md.matrix_function's traced callables are (evaluate and code generation read the same
+    two attributes): its derivative by forward mode along ones (``_along_ones``), its values
+    at an array entry by entry."""
+
+    def __init__(self, on_entries: Node, t: Var):
+        self.on_entries, self.t = on_entries, t
+        self.slope = simplify(_along_ones(on_entries, t))
+
+    def __call__(self, z: Node) -> Node:  # g′(z), as a builder of the function table
+        return _substituted(self.slope, self.t, z)
+
+    def __repr__(self):  # no object id: nodes holding g sort the same in every run
+        return f"TracedExpression({self.on_entries.skey.hex()})"
+
+    def values(self, x):
+        """g at the entries of the array x."""
+        x = np.asarray(x, dtype=float)
+        memo: dict = {}
+
+        def go(n):
+            if n not in memo:
+                if n is self.t:
+                    memo[n] = x
+                elif type(n) is Const:
+                    memo[n] = float(n.value)
+                elif type(n) is Delta:
+                    memo[n] = np.ones_like(x)
+                elif type(n) is Sum:
+                    memo[n] = sum((c * go(term) for c, term in n.terms), np.zeros_like(x))
+                elif type(n) is Contract:
+                    memo[n] = np.prod(np.broadcast_arrays(*(go(op) for op in n.operands), x)[:-1], axis=0)
+                else:  # an Elementwise node of the table
+                    memo[n] = n.fn.implementation()(go(n.arg))
+            return memo[n]
+
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.broadcast_to(go(self.on_entries), x.shape).copy()
+
+
+def _substituted(node: Node, old: Node, new: Node, strict: bool = False):
+    """The element-wise expression ``node`` of the vector ``old`` with ``new`` (any shape) in
+    its place, entry by entry; with ``strict``, None where node is not such an expression
+    (of old, constants, ones, sums, entry-wise products and analytic functions of the table)."""
+    memo: dict = {}
+    axes = tuple(range(new.ndim))
+
+    def go(n):
+        if n in memo:
+            return memo[n]
+        if n is old:
+            out = new
+        elif type(n) is Const:
+            out = n
+        elif type(n) is Delta and n.order == 1 and n.shape == old.shape:
+            out = B.ones(new.shape)
+        elif type(n) is Sum and n.shape == old.shape:
+            terms = [(c, go(t)) for c, t in n.terms]
+            out = None if any(t is None for _, t in terms) else Sum(tuple(terms), new.shape)
+        elif type(n) is Contract and n.shape == old.shape and all(
+                lab == n.out or (not lab and type(op) is Const) for op, lab in zip(n.operands, n.labels)):
+            ops = [op if not lab else go(op) for op, lab in zip(n.operands, n.labels)]
+            out = None if any(op is None for op in ops) else \
+                Contract(tuple(ops), tuple(axes if lab else () for lab in n.labels), axes)
+        elif type(n) is Elementwise and n.shape == old.shape and n.fn.builtin and \
+                (not strict or n.fn.name in DivDiff3.SERIES):
+            arg = go(n.arg)
+            out = None if arg is None else Elementwise(n.fn, arg)
+        elif strict:
+            out = None
+        else:
+            raise AssertionError(f"not an element-wise expression: {type(n).__name__}")
+        memo[n] = out
+        return out
+
+    return go(node)
 
 
 def _split_rest(ops: list, labs: list, r1, r2, others: tuple):

@@ -1191,9 +1191,15 @@ def _eigenvalue_gaps(lam, spectra=None, squares=False):
 
 def _svd_squares(n: Node) -> bool:
     """Whether n is σ² for the singular values σ of a matrix (the argument of the singular
-    vectors' gaps, EigGap(σ²))."""
-    return isinstance(n, Elementwise) and n.fn.builtin and n.fn.name == "pow" and n.fn.param == 2.0 \
-        and isinstance(n.arg, Svd) and n.arg.part == "values"
+    vectors' gaps, EigGap(σ²)), or (cσ)² for σ scaled by a scalar c (``_rescaled``)."""
+    if not (isinstance(n, Elementwise) and n.fn.builtin and n.fn.name == "pow" and n.fn.param == 2.0):
+        return False
+    n = n.arg
+    if isinstance(n, Sum) and len(n.terms) == 1:
+        n = n.terms[0][1]
+    elif isinstance(n, Contract) and len(n.operands) == 2 and n.operands[0].shape == ():
+        n = n.operands[1]
+    return isinstance(n, Svd) and n.part == "values"
 
 
 def _in_domain(fn, lam):
@@ -1642,21 +1648,129 @@ def _bytes(b: float) -> str:
 CHOICE_TOLERANCE = 1e-8  # a result that moves this much (relative) with the vectors chosen is refused
 
 
+SCALE_FROM = 128  # rescale a decomposition whose matrix's largest entry is below 2⁻¹²⁸ or above 2¹²⁸
+
+
+def _scaled_singular(node: Node, arrays: dict) -> Node:
+    """node, computed with the singular values of each matrix X it decomposes through the
+    singular vectors (``EigGap``) scaled by 2ᵏ, k = −the exponent of max|X|, where max|X| is
+    below 2⁻¹²⁸ or above 2¹²⁸: the second derivative multiplies up to three singular values
+    before dividing by σⱼ² − σᵢ², which underflows (or overflows) where σ is below 10⁻¹⁰⁰
+    (above 10¹⁰⁰) though the result is representable (``_rescaled``)."""
+    scales = {}
+    for m in _singular_gap_matrices(node):
+        top = float(np.abs(np.asarray(arrays.get(m, 0.0), float)).max(initial=0.0))
+        if np.isfinite(top) and top > 0:
+            k = -int(np.frexp(top)[1])
+            if abs(k) >= SCALE_FROM:
+                scales[m] = max(-1000, min(1000, k))
+    if not scales:
+        return node
+    return _rescaled(node, {m: (lambda x, d, k=k: Sum(((2.0 ** (k if d > 0 else -k), x),), x.shape))
+                           for m, k in scales.items()})
+
+
+def _singular_gap_matrices(node: Node) -> list:
+    """The variables X whose singular vectors' gaps (EigGap(σ²)) node divides by."""
+    return list(dict.fromkeys(g.arg.arg.arg for g in walk(node) if isinstance(g, EigGap)
+                              and _svd_squares(g.arg) and isinstance(g.arg.arg, Svd)
+                              and isinstance(g.arg.arg.arg, Var)))
+
+
+def _rescaled(node: Node, matrices: dict, rule=None) -> Node:
+    """node with the singular values σ (and σ₁) of each matrix X of ``matrices`` scaled by c, a
+    power of 2 (``matrices[X](x, d)``: x times c for d > 0, times 1/c for d < 0, exactly), each
+    node carrying its degree d in σ — σ: 1, σᵖ for an integer p: p d, a product: the sum of its
+    factors', a sum: its terms' where they agree, EigGap(λ): −λ's, ``rule(n, degrees)`` for
+    other node types (None: not homogeneous; (0, kept): n takes the children ``kept`` marks as
+    they are, scale-free, and the others scaled back), U, V, X and what does not hold σ: 0 —
+    and scaled back by c⁻ᵈ (one factor c^∓1 at a time, so that none overflows) where it meets
+    a sum of other degrees, any other operation, another matrix's σ, or the result.  Where
+    nothing underflows or overflows the values are those of node, bit for bit (every scaling
+    is exact)."""
+    new, degree, owner, back = {}, {}, {}, {}
+
+    def unscaled(n):  # new[n] scaled back to degree 0
+        d = degree[n]
+        if d == 0:
+            return new[n]
+        if n not in back:
+            x = new[n]
+            for _ in range(abs(d)):
+                x = matrices[owner[n]](x, -d)
+            back[n] = x
+        return back[n]
+
+    for n in _children_first(node):
+        kids = list(n.children)
+        if isinstance(n, Svd) and n.arg in matrices and n.part in ("values", "top"):
+            new[n], degree[n], owner[n] = matrices[n.arg](n, 1), 1, n.arg
+            continue
+        owners = {owner[c] for c in kids if degree[c] != 0}
+        d, degrees = None, [degree[c] for c in kids]
+        if len(owners) <= 1:
+            if isinstance(n, Elementwise) and n.fn.builtin and n.fn.name == "pow" \
+                    and float(n.fn.param).is_integer():
+                d = int(n.fn.param) * degrees[0]
+            elif isinstance(n, Contract):
+                d = sum(degrees)
+            elif isinstance(n, Sum):
+                d = degrees[0] if len(set(degrees)) == 1 else (0 if not kids else None)
+            elif isinstance(n, EigGap):
+                d = -degrees[0]
+            elif isinstance(n, Reshape):
+                d = degrees[0]
+            elif rule is not None and owners:
+                d = rule(n, degrees)
+            elif not owners:
+                d = 0
+        if isinstance(d, tuple):  # some children read as they are (their scale cancels)
+            children, d = [new[c] if kept else unscaled(c) for c, kept in zip(kids, d[1])], d[0]
+        elif d is None:  # another operation, or degrees (matrices) that mix: scaled back first
+            children, d = [unscaled(c) for c in kids], 0
+        else:
+            children = [new[c] for c in kids]
+        new[n] = n if all(a is b for a, b in zip(children, kids)) else n.with_children(children)
+        degree[n] = d
+        owner.update({n: next(iter(owners))} if owners else {})
+    return unscaled(node)
+
+
+def _children_first(root: Node) -> list:
+    """The nodes below root, each once, every one after its operands."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+        elif n not in seen:
+            seen.add(n)
+            stack.append((n, True))
+            stack.extend((c, False) for c in n.children if c not in seen)
+    return order
+
+
 def interpret_checked(node: Node, arrays: dict, sizes: dict, functions: dict, split: bool = True):
     """``interpret`` with NumPy's operations, refusing a result that depends on a choice of
     eigen- or singular vectors (``_refuse_choices``), and taking the limit of a second
     derivative through a decomposition at coinciding eigenvalues where it has one
     (``_split_limit``): evaluate's and md.check's evaluation."""
+    if split:
+        node = _scaled_singular(node, arrays)
     spectra = _Spectra()
     try:
         out = interpret(node, arrays, sizes, numpy_ops(functions, spectra))
     except Coincident as e:
         if not split:
             raise
+        if _tie_terms_cancel(node, arrays, sizes, functions) is False:  # no limit: no value
+            raise _no_limit(node) from None
         return _split_limit(node, arrays, sizes, functions, e)
     if spectra.degenerate:
         _refuse_choices(node, out, arrays, sizes, functions, spectra)
     if spectra.near and split:  # gaps below GAP_NEAR: the limit is more accurate, where it exists
+        if _tie_terms_cancel(node, arrays, sizes, functions) is False:  # it does not: the formula
+            return out
         try:
             return _split_limit(node, arrays, sizes, functions, None)
         except EvaluationError:  # no limit (λ_max's Hessian near a tie): the formula's value
@@ -1763,14 +1877,118 @@ def _split_limit(node, arrays, sizes, functions, refusal):
     scale = max(float(np.abs(near).max(initial=0.0)), float(np.abs(far).max(initial=0.0)), 1e-300)
     if not (np.all(np.isfinite(near)) and np.all(np.isfinite(far))) or \
             float(np.abs(near - far).max(initial=0.0)) > SPLIT_AGREE * scale:
-        names = ", ".join(v.name for v in directions)
-        raise EvaluationError(f"the eigenvectors (or singular vectors) are not differentiable here: "
-                              f"two eigenvalues (or singular values) of {names} coincide, and this "
-                              f"second derivative has no limit there (it grows as they split "
-                              f"apart), as the Hessian of one eigenvalue at a tie does; matdiff "
-                              f"returns no value silently") from None
+        raise _no_limit(node) from None
     return (4 * near - far) / 3
 
+
+def _no_limit(node) -> EvaluationError:
+    """The error for a second derivative through a decomposition that has no limit where its
+    eigenvalues (singular values) coincide."""
+    found = _decomposed_variables(node)
+    names = ", ".join(v.name for v in found) if found else "the decomposed matrix"
+    return EvaluationError(f"the eigenvectors (or singular vectors) are not differentiable here: "
+                           f"two eigenvalues (or singular values) of {names} coincide, and this "
+                           f"second derivative has no limit there (it grows as they split "
+                           f"apart), as the Hessian of one eigenvalue at a tie does; matdiff "
+                           f"returns no value silently")
+
+
+
+def _merged(values):
+    """values (sorted) with each run that coincides for the eigenvectors' derivative within
+    GAP_NEAR (``_coinciding``) set to its first member, exactly: one value per run."""
+    if values.size < 2:
+        return values
+    together = _coinciding(np.asarray(values, float), GAP_NEAR) | np.eye(values.size, dtype=bool)
+    return values[np.argmax(together, axis=1)]
+
+
+class _MergedSpectra(_Spectra):
+    """The decompositions with each run of nearly coinciding values made one (``_merged``) and
+    the vectors kept: the point of the tie that ``_tie_terms_cancel`` looks at."""
+
+    def _eigh(self, x):
+        lam, u, groups = super()._eigh(x)
+        return _merged(lam), u, groups
+
+    def _svd(self, x):
+        u, s, v, groups, zero = super()._svd(x)
+        return u, _merged(s), v, groups, zero
+
+
+TIE_CANCEL = 64  # the tie terms cancel where they sum to within this many ε of their sizes
+
+
+def _tie_terms_cancel(node, arrays, sizes, functions):
+    """Whether a second derivative through eigenvectors (singular vectors) near or at a tie has
+    a limit there, decided by its structure rather than by the size of its terms.  The result R
+    is affine in G = EigGap(λ) (1/(λⱼ − λᵢ)); its part linear in the tie pairs' gaps,
+    L(T) = Σ_ij T_ij ∂R/∂G_ij, is evaluated at the tie itself (each run of nearly coinciding
+    values made one, ``_MergedSpectra``, the vectors kept) for T antisymmetric (±1 on the tie
+    pairs, as G is) and symmetric (1).  The terms that diverge as 1/gap cancel where
+    |L(T_anti)| ≤ 64ε |L(T_sym)| (equal weights on the tie, f′(λᵢ) = f′(λⱼ) there: the limit
+    exists); otherwise (unequal weights, λ_max at a tie) they do not, and the limit would drop
+    a term of about |L(T_anti)|/gap.  Where the limit is taken its error from this test is at
+    most 64ε |L(T_sym)|/gap, the formula's own rounding error.  None where R is not affine in
+    the gaps (a gap squared, a gap inside a function), or the test is not finite."""
+    gaps = {x for x in walk(node) if isinstance(x, EigGap)}
+    if not gaps:
+        return None
+    spectra = _MergedSpectra()
+    ops = dict(numpy_ops(functions, spectra))
+    ops[EigGap] = lambda n, a, s: np.zeros((np.size(a[0]),) * 2)  # their values are never used
+    memo, order, stack = dict(arrays), [], [node]
+    try:
+        while stack:
+            n = stack[-1]
+            if n in memo:
+                stack.pop()
+                continue
+            pending = [c for c in _inputs(n) if c not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            with np.errstate(all="ignore"):
+                memo[n] = ops[type(n)](n, [memo[c] for c in _inputs(n)], sizes)
+            order.append(n)
+    except (EvaluationError, np.linalg.LinAlgError):
+        return None
+
+    def linear(sign):
+        tangent = {}
+        for g in gaps:
+            lam = np.asarray(memo[g.arg], float)
+            tie = (lam[:, None] == lam[None, :]) & ~np.eye(lam.size, dtype=bool)
+            upper = np.triu(np.ones(tie.shape, dtype=bool), 1)
+            tangent[g] = np.where(tie, np.where(upper, 1.0, sign), 0.0)
+        for n in order:
+            if n in tangent:
+                continue
+            kids = _inputs(n)
+            moving = [k for k, c in enumerate(kids) if tangent.get(c) is not None]
+            if not moving:
+                continue
+            if isinstance(n, Contract) and len(moving) == 1:
+                values = [memo[c] for c in kids]
+                values[moving[0]] = tangent[kids[moving[0]]]
+                tangent[n] = contract_with_deltas(n, values, sizes, _np_einsum, np.zeros)
+            elif isinstance(n, Sum):
+                tangent[n] = sum(c * tangent[k] for (c, _), k in zip(n.terms, kids)
+                                 if tangent.get(k) is not None)
+            elif isinstance(n, Reshape):
+                tangent[n] = np.reshape(tangent[kids[0]], np.shape(memo[n]))
+            else:
+                return None  # not affine in the gaps here
+        out = tangent.get(node)
+        return np.zeros(np.shape(memo[node])) if out is None else np.asarray(out, float)
+
+    with np.errstate(all="ignore"):
+        anti, sym = linear(-1.0), linear(1.0)
+    if anti is None or sym is None or not (np.all(np.isfinite(anti)) and np.all(np.isfinite(sym))):
+        return None
+    size = float(np.abs(sym).max(initial=0.0))
+    return bool(float(np.abs(anti).max(initial=0.0)) <= TIE_CANCEL * float(np.finfo(float).eps) * size)
 
 
 

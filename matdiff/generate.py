@@ -31,7 +31,7 @@ from .emitters import BACKENDS, CHOLESKY, HELPERS, NOT_FINITE, NUMPY_FUNCTIONS, 
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import (C_SERIES, CHOICE_TOLERANCE, CLOSE, CLUSTER, GAP_COINCIDE, _scaled_variable, _shown,
                        _svd_squares, check_positive, check_shapes, check_symmetric, complex_value, is_min_dim,
-                       min_arguments, variables)
+                       min_arguments, variables, TIE_CANCEL, _rescaled, _singular_gap_matrices)
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
@@ -1393,13 +1393,15 @@ class _Tied(Unary):
     tied where they are within √ε of the larger (or 64ε of the largest |λ|, a repeated 0):
     there a difference over the gap loses ε/gap, and the limit is off by about the gap.
     "split_singular" (λ = σ², the singular vectors' gaps): p/(2σ) where σ is tied and not 0,
-    else 0, the move of σ that moves σ² by p."""
+    else 0, the move of σ that moves σ² by p.  "tie_sym": |T|; "merged": λ with each run of
+    tied values set to its first, exactly (the tie itself, where ``_Limit`` asks whether the
+    terms that diverge as 1/gap cancel)."""
 
     fields = ("part", "arg")
 
     @staticmethod
     def _shape(part, arg):
-        return arg.shape if part in ("split", "split_singular") else arg.shape * 2
+        return arg.shape if part in ("split", "split_singular", "merged") else arg.shape * 2
 
 
 class _AllChildren(Node):
@@ -1418,10 +1420,13 @@ class _Limit(_AllChildren):
     through eigenvectors that is linear in the tie gaps, vanishes (the derivative has a limit
     at the tie); where it does not, the formula (``regular`` + ``near``) for eigenvalues that
     are distinct as evaluate counts them (``GAP_COINCIDE``), else NaN: no limit, no value.
-    ``slope`` may be left out (0)."""
+    ``anti`` and ``sym`` are ``lin`` at the tie itself (the tied values made one) for T and
+    |T|: the terms cancel there, by structure (equal weights on the tie), where
+    |anti| ≤ 64ε|sym| (evaluate's ``_tie_terms_cancel``); where they do not, the limit would
+    drop a term of about |anti|/gap, and the formula is kept.  ``slope`` may be left out (0)."""
 
     @staticmethod
-    def _shape(regular, lin, lam, near, *slope):
+    def _shape(regular, lin, lam, near, anti, sym, *slope):
         return regular.shape
 
 
@@ -1433,6 +1438,51 @@ class _TieBranch(_AllChildren):
     @staticmethod
     def _shape(limit, plain, lam):
         return plain.shape
+
+
+class _Scale(Unary):
+    """A power of 2, c, that brings a matrix X's largest entry into [1/2, 1) (1 where that is
+    0, not finite, or outside the dtype's normal range), or its inverse (``inverse``): the
+    scale of X's singular values for ``_scaled_singular_code``."""
+
+    fields = ("inverse", "arg")
+
+    @staticmethod
+    def _shape(inverse, arg):
+        return ()
+
+
+def _scaled_singular_code(roots: list) -> list:
+    """Second derivatives through singular vectors computed with σ scaled by c (``_Scale``),
+    scaled back by its degree in σ (evaluate's ``_rescaled``): they multiply up to three
+    singular values before dividing by σⱼ² − σᵢ², which underflows (overflows) where σ is
+    below 10⁻¹⁰⁰ (above 10¹⁰⁰); every scaling is exact, so the values are otherwise the same."""
+    out = []
+    for r in roots:
+        found = _singular_gap_matrices(r)
+        if not found:
+            out.append(r)
+            continue
+        matrices = {m: (lambda x, d, m=m: Contract((_Scale(d < 0, m), x), ((), tuple(range(x.ndim))),
+                                                   tuple(range(x.ndim))))
+                    for m in found}
+        out.append(_rescaled(r, matrices, _tie_degree))
+    return out
+
+
+def _tie_degree(n: Node, degrees: list):
+    """The degree in σ of a tie node (``_rescaled``'s rule) from its children's, or None."""
+    if isinstance(n, _Tied):
+        d = degrees[0]
+        return {"split": 0, "tie": 0, "tie_sym": 0, "regular": -d, "near": -d, "merged": d,
+                "split_singular": -d // 2 if d % 2 == 0 else None}[n.part]
+    if isinstance(n, _Limit):
+        regular, lin, lam, near, anti, sym, *slope = degrees
+        ok = near == regular and lin == regular + lam and anti == sym and all(x == regular for x in slope)
+        return regular if ok else None
+    if isinstance(n, _TieBranch):  # each arm scaled back within it (the branch stays a result);
+        return 0, (False, False, True)  # its ties, relative, read from σ² scaled
+    return None
 
 
 def _children_first(root: Node) -> list:
@@ -1535,7 +1585,8 @@ def _tie_limits(roots: list) -> list:
     out = []
     for r in roots:
         gaps = {n for n in walk(r)
-                if isinstance(n, EigGap) and (isinstance(n.arg, Eigh) or _svd_squares(n.arg))}
+                if isinstance(n, EigGap) and (isinstance(n.arg, Eigh) or _svd_squares(n.arg)
+                                              and isinstance(n.arg.arg, Svd))}
         ms = {g.arg.arg if isinstance(g.arg, Eigh) else g.arg.arg.arg for g in gaps}
         lams = {g.arg for g in gaps}
         if len(ms) != 1 or len(lams) != 1 or _gap_degree(r, gaps) != 1:
@@ -1553,6 +1604,9 @@ def _tie_limits(roots: list) -> list:
         lin, near = (simplify(Sum(((1.0, simplify(_substituted(r, {g: _Tied(part, lam) for g in gaps}))),
                                    (-1.0, zero)), r.shape)) for part in ("tie", "near"))
         fixed = {t: None for t in walk(lin) if isinstance(t, _Tied)}
+        source = lam if isinstance(lam, Eigh) else lam.arg  # λ, or σ for σ² (their ties: σ's)
+        sym = _substituted(lin, {t: _Tied("tie_sym", t.arg) for t in fixed if t.part == "tie"})
+        anti, sym = (simplify(_substituted(x, {source: _Tied("merged", source)})) for x in (lin, sym))
         if isinstance(lam, Eigh):
             U = Eigh("vectors", m)
             moved = Contract((U, p, U), ((0, 2), (2,), (1, 2)), (0, 1))
@@ -1571,7 +1625,7 @@ def _tie_limits(roots: list) -> list:
         except NotSupportedError:
             out.append(r)
             continue
-        limit = _Limit(regular, lin, lam, near, *([simplify(slope)] if slope is not None else []))
+        limit = _Limit(regular, lin, lam, near, anti, sym, *([simplify(slope)] if slope is not None else []))
         out.append(_TieBranch(limit, r, lam))  # r itself away from ties: the tie terms cost 2–5×
     return out
 
@@ -1594,11 +1648,12 @@ def _tie_values(w: _Writer, node: Node, code: str) -> str:
 
 def _tie_code(w: _Writer, n: Node, args: dict) -> str:
     if isinstance(n, _Limit):
-        regular, lin, lam, near, *slope = (args[c] for c in n.children)
+        regular, lin, lam, near, anti, sym, *slope = (args[c] for c in n.children)
         value = w.emit(f"{regular} + {slope[0]}") if slope else regular
         eps = w.emit(f"np.finfo({lam}.dtype).eps")
-        bad = w.emit(f"np.abs({lin}).max() > max({TIE_AGREE!r}, 64 * {eps}) * np.abs({value}).max() * "
-                     f"np.abs({lam}).max()")
+        bad = w.emit(f"(np.abs({lin}).max() > max({TIE_AGREE!r}, 64 * {eps}) * np.abs({value}).max() * "
+                     f"np.abs({lam}).max()) | (np.abs({anti}).max() > {TIE_CANCEL} * {eps} * "
+                     f"np.abs({sym}).max())", "the 1/gap terms do not cancel at the tie: no limit")
         values = _tie_values(w, n.children[2], lam)
         coincide = w.emit(f"{_tied_code(w, values, repr(GAP_COINCIDE))}.any()", NO_LIMIT_COMMENT)
         return f"np.where({bad}, np.where({coincide}, np.nan, {regular} + {near}), {value})"
@@ -1606,14 +1661,19 @@ def _tie_code(w: _Writer, n: Node, args: dict) -> str:
     if n.part == "split":
         return f"(0.0 * {lam} + 1.0).cumsum(0)"
     values = _tie_values(w, n.arg, lam)
+    if n.part == "merged":  # each run of tied values (sorted) as its first
+        tied = _tied_code(w, values, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
+        first = w.emit(f"np.argmax(np.where({tied} | (np.eye({lam}.shape[0]) != 0), 1.0, 0.0), 1)")
+        return f"{lam}[{first}]"
     tied = _tied_code(w, values, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
     if n.part == "split_singular":  # lam = σ²: σ's move p/(2σ) where tied and not 0, else 0
         p = w.emit(_tie_code(w, _Tied("split", n.arg), args))
         moving = w.emit(f"{tied}.any(1) & ({lam} > 0)")
         return f"np.where({moving}, {p} / (2 * np.sqrt(np.where({moving}, {lam}, 1.0))), 0.0)"
-    if n.part == "tie":
+    if n.part in ("tie", "tie_sym"):
         p = w.emit(_tie_code(w, _Tied("split", n.arg), args))
-        return f"np.where({tied}, 1.0 / np.where({tied}, {p}[None, :] - {p}[:, None], 1.0), 0.0)"
+        tie = f"np.where({tied}, 1.0 / np.where({tied}, {p}[None, :] - {p}[:, None], 1.0), 0.0)"
+        return tie if n.part == "tie" else f"np.abs({tie})"
     if n.part == "near":  # used only where no pair coincides: those are 0, not inf
         tied = w.emit(f"{tied} & ~{_tied_code(w, values, repr(GAP_COINCIDE))}")
     else:
@@ -2007,9 +2067,11 @@ def _with_checks(source: str, name: str, backend: str, exprs: list, vs: list, pa
 
 
 SHOWN = {"split": "tie_split", "tie": "tie_gaps", "regular": "eigenvalue_gaps_apart",
-         "near": "eigenvalue_gaps_tied", "split_singular": "tie_split_singular"}
+         "near": "eigenvalue_gaps_tied", "split_singular": "tie_split_singular",
+         "tie_sym": "tie_gaps_symmetric", "merged": "tie_merged"}
+FORMS[_Scale] = lambda n: f"{'1 / ' if n.inverse else ''}scale({index_form(n.arg, 40)})"
 FORMS[_Tied] = lambda n: f"{SHOWN[n.part]}({index_form(n.arg, 40)})"  # the code's comments
-FORMS[_Limit] = lambda n: index_form(Sum(tuple((1.0, t) for t in (n.args[:1] + n.args[4:])), n.shape), 80)
+FORMS[_Limit] = lambda n: index_form(Sum(tuple((1.0, t) for t in (n.args[:1] + n.args[6:])), n.shape), 80)
 
 
 def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
@@ -2067,6 +2129,12 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
                 f"({slope}[:, None] - {F}) / np.where({close}, 1.0, {gap}))")
     if isinstance(n, (_Tied, _Limit)):  # at repeated eigenvalues (_tie_limits)
         return _tie_code(w, n, args)
+    if isinstance(n, _Scale):  # 2⁻ᵉ for max|X| = m 2ᵉ, m in [1/2, 1): m / max|X|, exactly
+        top = w.emit(f"np.abs({a[0]}).max()")
+        tiny = w.emit(f"np.finfo({top}.dtype).tiny")
+        ok = w.emit(f"({top} >= {tiny}) & ({top} <= 1 / {tiny})")
+        c = w.emit(f"np.where({ok}, np.frexp({top})[0] / np.where({ok}, {top}, 1.0), 1.0)")
+        return f"1 / {c}" if n.inverse else c
     if isinstance(n, EigGap):  # 1/(λⱼ − λᵢ) off the diagonal (inf where two coincide: unchecked)
         off = w.emit(f"np.eye({a[0]}.shape[0]) == 0")
         return f"np.where({off}, 1.0 / np.where({off}, {a[0]}[None, :] - {a[0]}[:, None], 1.0), 0.0)"
@@ -2435,7 +2503,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
     table = BACKENDS[backend]
     exprs = _as_list(outputs)
     written = [numerical_forms(simplify(e.node)) for e in exprs]  # 1 − σ(u) as σ(−u)
-    roots = _tie_limits(written)
+    roots = _scaled_singular_code(_tie_limits(written))
     roots = _rational_functions(roots)
     vs = _variables_of(exprs, order_args)
     w = _Writer(dict(sizes or {}), table.get("functions", {}))

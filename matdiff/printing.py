@@ -801,9 +801,10 @@ def _tex_name(name: str, style) -> str:
         power = name[3:-1].translate(str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻−", "0123456789--"))
         power = power[2:-1] if power.startswith("^(") else power
         return f"\\Delta_{{u^{{{power}}}}}"
-    if name.startswith("Δ") and len(name) > 1:
-        inner = name[1:]
-        return f"\\Delta_{{{style['functions'].get(inner) or _tex_name(inner, style)}}}"
+    if name.startswith("Δ") and len(name) > 1:  # Δsigmoid′, of σ′: \Delta_{\sigma'}
+        inner = name[1:].rstrip("′")
+        primes = "'" * (len(name) - 1 - len(inner))
+        return f"\\Delta_{{{style['functions'].get(inner) or _tex_name(inner, style)}{primes}}}"
     greek = {"Δ": "\\Delta", "Γ": "\\Gamma", "Φ": "\\Phi"}
     if name in greek:
         return greek[name]

@@ -652,6 +652,10 @@ _V = md.matrix("V", "n", "n", symmetric=True)
     (md.sum(md.log(md.eigvalsh(S))), "U(Δ[u⁻¹](λ) ⊙ UᵀVU)Uᵀ  where S = UΛUᵀ"),
     (md.sum(md.sqrt(md.eigvalsh(S))), "(1/2)U(UᵀVU ⊙ Δ[u^(−1/2)](λ))Uᵀ  where S = UΛUᵀ"),
     (md.trace(md.expm(S)), "U(UᵀVU ⊙ Δexp(λ))Uᵀ  where S = UΛUᵀ"),
+    # f′ not one function of the table: U diag(f′(λ))Uᵀ is still f′(S) (σ′ = σ(1 − σ))
+    (md.sum(md.sigmoid(md.eigvalsh(S))), "U(Δsigmoid′(λ) ⊙ UᵀVU)Uᵀ  where S = UΛUᵀ"),
+    (md.sum(md.tanh(md.eigvalsh(S))), "U(UᵀVU ⊙ Δtanh′(λ))Uᵀ  where S = UΛUᵀ"),
+    (md.sum(md.arctan(md.eigvalsh(S))), "U(UᵀVU ⊙ Δarctan′(λ))Uᵀ  where S = UΛUᵀ"),
 ])
 def test_spectral_hessians_print_as_the_daleckii_krein_linear_map(f, text):
     """Issue 21: ∇²f[V] = U(F ⊙ UᵀVU)Uᵀ, F the divided differences of f′ (its power shown:

@@ -28,7 +28,8 @@ a, b, w = md.vector("a", n), md.vector("b", n), md.vector("w", n)
 
 MP = {"exp": mp.exp, "log": mp.log, "sqrt": mp.sqrt, "sin": mp.sin, "tanh": mp.tanh,
       "sigmoid": lambda u: 1 / (1 + mp.exp(-u)), "f": lambda u: u ** 3, "[u⁻¹]": lambda u: 1 / u,
-      "[u^(−1/2)]": lambda u: 1 / mp.sqrt(u)}
+      "[u^(−1/2)]": lambda u: 1 / mp.sqrt(u), "sigmoid′": lambda u: mp.exp(-u) / (1 + mp.exp(-u)) ** 2,
+      "tanh′": lambda u: 1 / mp.cosh(u) ** 2}
 W = "  where S = UΛUᵀ"
 
 # (id, f of S, f's printed name (MP's key), md.hvp(f, S, V) printed, md.hessian(f, S) printed)
@@ -259,6 +260,9 @@ LINEAR = [
     ("λ_max(S⁻¹)", lambda: md.eigvalsh(md.inv(S))[-1], S),
     ("λ_max(XSXᵀ) by S", lambda: md.eigvalsh(Xn @ S @ Xn.T)[-1], S),
     ("W₂²(S, T) by S (two decompositions)", lambda: md.trace(S + T - 2 * md.sqrtm(md.sqrtm(S) @ T @ md.sqrtm(S))), S),
+    # f′ the derivative of a function of the table: Daleckii–Krein's form, Δsigmoid′(λ)
+    ("Σσ(λᵢ)", lambda: md.sum(md.sigmoid(LAM)), S),
+    ("Σtanh(λᵢ)", lambda: md.sum(md.tanh(LAM)), S),
 ]
 
 

@@ -183,8 +183,8 @@ def test_eigenvalue_functions_at_hard_spectra_drawn_at_random(family, scale, see
     _check_eigen(family, scale, seed, name, negate, backend)
 
 
-def _check_eigen(family, scale, seed, name, negate, backend, known=True):
-    """One draw; ``known``: leave out the known faults (the xfail tests below)."""
+def _check_eigen(family, scale, seed, name, negate, backend):
+    """One draw."""
     build, weights, gp, domain = EIGEN[name]
     rng = np.random.default_rng(seed)
     spectrum = _spectrum(family, rng, scale)
@@ -203,11 +203,7 @@ def _check_eigen(family, scale, seed, name, negate, backend, known=True):
     v = _symmetric_direction(3, seed=seed + 1)
     f = build()
     values = {"S": s, "w": wv} if "w" in {x.node.name for x in f.variables} else {"S": s}
-    # known faults, their Hessians left out: test_the_hessian_of_a_sum_of_sigmoids_at_close_eigenvalues
-    # and test_a_near_tie_whose_hessian_has_no_limit_keeps_its_gap_term
-    fault = known and ((name == "Σ σ(λ)" and family in ("tiny", "near", "repeated"))
-                       or (name == "wᵀexp(λ)" and family == "near"))
-    got_g, *got_h = _run(backend, name, md.grad(f, S), None if fault else md.hvp(f, S, V), {**values, "V": v})
+    got_g, got_h = _run(backend, name, md.grad(f, S), md.hvp(f, S, V), {**values, "V": v})
     lam, U = _decomposition(backend, s, "eigh")
     want_g, want_h = _eigen_reference(c, gp, lam, U, v)
     if name == "Σ log λ":  # S⁻¹ by a solve: against the exact inverse, within κ(S)ε
@@ -215,8 +211,7 @@ def _check_eigen(family, scale, seed, name, negate, backend, known=True):
         _close(got_g, _inverse(s), ("gradient", name, family, backend), max(1e-10, 30 * condition * 2.2e-16))
     else:
         _close(got_g, want_g, ("gradient", name, family, backend))
-    if not fault:
-        _close(got_h[0], want_h, ("hvp", name, family, backend))
+    _close(got_h, want_h, ("hvp", name, family, backend))
 
 
 @given(family=st.sampled_from(FAMILIES + ["rank-deficient"]), scale=st.floats(-2, 2),
@@ -252,14 +247,10 @@ def _check_singular(family, scale, seed, name, tall, backend):
     x = (q * desc) @ p.T
     e = rng.standard_normal((rows, 3))
     f = build()
-    below = desc.max() < 1e-100  # a known fault: test_singular_value_hessians_at_singular_values_below_1e_100
-    got_g, *got_h = _run(backend, name, md.grad(f, X), None if below else md.hvp(f, X, E), {"X": x, "E": e})
+    got_g, got_h = _run(backend, name, md.grad(f, X), md.hvp(f, X, E), {"X": x, "E": e})
     U, sv, Vv = _decomposition(backend, x, "svd")
     want_g, want_h = _singular_reference(c, gp, sv, U, Vv, e)
     _close(got_g, want_g, ("gradient", name, family, backend))
-    if below:
-        return
-    got_h = got_h[0]
     # σ apart by 10⁻⁹·⁵ to 10⁻⁶ (relative): the singular vectors' form of the second derivative
     # divides by σⱼ² − σᵢ² (ε/gap), or takes the limit at a tie (within √ε: off by the gap);
     # for a square X its term (I − UUᵀ)EVΣ⁻¹Vᵀ, 0, is a difference of terms of size ‖E‖/σₙ
@@ -316,12 +307,11 @@ def test_singular_values_apart_by_a_factor_of_1e8_do_not_coincide(backend):
     _check_singular("spread", -1.2929757650085199, 791, "‖X‖₂²", True, backend)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21: Σf(λ) whose f′ is not one function of the table "
-                   "(σ′ = σ(1 − σ)) keeps its Hessian through the eigenvectors (U diag(f′(λ))Uᵀ is not "
-                   "recognised as a matrix function): f′(λᵢ) − f′(λⱼ) over λⱼ − λᵢ cancels to ε/gap")
 def test_the_hessian_of_a_sum_of_sigmoids_at_close_eigenvalues():
-    """∇²[V] of Σσ(λᵢ) at eigenvalues 10⁻¹³⁴ apart (σ′ is 1/4 to rounding there): 1e22 times
-    too large in evaluate, against the Daleckii–Krein form of σ′ (f′[λᵢ, λⱼ] ≈ −(λᵢ + λⱼ)/8)."""
+    """Issue 21: ∇²[V] of Σσ(λᵢ) at eigenvalues 10⁻¹³⁴ apart (σ′ is 1/4 to rounding there) was
+    1e22 times too large in evaluate: U diag(σ′(λ))Uᵀ, σ′ = σ(1 − σ), went through the
+    eigenvectors, where σ′(λᵢ) − σ′(λⱼ) over λⱼ − λᵢ cancels to ε/gap. It is σ′(S), with
+    Daleckii–Krein's exact divided differences (σ′[λᵢ, λⱼ] ≈ −(λᵢ + λⱼ)/8)."""
     build, weights, gp, _ = EIGEN["Σ σ(λ)"]
     s = _matrix([1e-134, 3e-134, 2e-130], seed=1)
     v = _symmetric_direction(3, seed=2)
@@ -330,28 +320,57 @@ def test_the_hessian_of_a_sum_of_sigmoids_at_close_eigenvalues():
     _close(md.hvp(build(), S, V).evaluate(S=s, V=v), want, "hvp")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21: the singular vectors' form of the second derivative "
-                   "multiplies three singular values before dividing by σⱼ² − σᵢ²: below 1e-100 the "
-                   "products underflow")
-def test_singular_value_hessians_at_singular_values_below_1e_100():
-    """∇²[E] of Σσᵢ³ at σ = (8.5e-129, 5.5e-135, 2e-135): 1e-7 off in evaluate (and generated code),
-    where the same X scaled by 1e100 is right to 1e-15."""
-    build, weights, gp = SINGULAR["Σσ³"]
+@pytest.mark.parametrize("backend", ["evaluate", "numpy"])
+def test_singular_value_hessians_at_singular_values_below_1e_100(backend):
+    """Issue 21: the singular vectors' form of the second derivative multiplies up to three
+    singular values before dividing by σⱼ² − σᵢ²: at σ = (8.5e-129, 5.5e-135, 2e-135) the
+    products underflowed, ∇²[E] of Σσᵢ³ 1e-7 off and that of Σ log σᵢ refused (not finite), in
+    evaluate and generated code. σ is now scaled by a power of 2 (exactly) and each term scaled
+    back by its degree in σ: right to 1e-10 (Σ log σ: to its conditioning, 8εσ₁/σ₃), as at 1e100
+    times X (and there too); and ‖X‖₂²'s at σ = 10⁻¹⁵⁰·(4.3e9, 207, 56.5), whose ties are still
+    σ's, not those of the scaled σ² (which lie within 64ε of σ₁²)."""
     rng = np.random.default_rng(5)
     q, p = np.linalg.qr(rng.standard_normal((3, 3)))[0], np.linalg.qr(rng.standard_normal((3, 3)))[0]
     e = rng.standard_normal((3, 3))
-    x = (q * [8.46964919e-129, 5.48340415e-135, 1.97925680e-135]) @ p.T
-    U, sv, vt = np.linalg.svd(x, full_matrices=False)
-    want = _singular_reference(np.ones(3), gp, sv, U, vt.T, e)[1]
-    _close(md.hvp(build(), X, E).evaluate(X=x, E=e), want, "hvp")
+    tiny = np.array([8.46964919e-129, 5.48340415e-135, 1.97925680e-135])
+    cases = [("Σσ³", tiny), ("Σ log σ", tiny), ("Σσ³", tiny * 1e100), ("Σ log σ", tiny * 1e100),
+             ("‖X‖₂²", np.array([4.3e9, 207.0, 56.5]) * 1e-150)]
+    for name, desc in cases:
+        build, weights, gp = SINGULAR[name]
+        x = (q * desc) @ p.T
+        got = _run(backend, name, md.grad(build(), X), md.hvp(build(), X, E), {"X": x, "E": e})[1]
+        U, sv, vt = np.linalg.svd(x, full_matrices=False)
+        want = _singular_reference(np.ones(3) if weights is None else weights(3), gp, sv, U, vt.T, e)[1]
+        condition = 8 * np.finfo(float).eps * desc[0] / desc[-1] if name == "Σ log σ" else 0.0
+        _close(got, want, ("hvp", name, desc[0], backend), max(1e-10, condition))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21: at eigenvalues within 1e-7 (relative) evaluate takes "
-                   "the limit where the split averages agree to 1e-5 of the result, and generated code "
-                   "where the gap-linear part is below 1e-6 of the result times max|λ|: a term "
-                   "(wⱼe^λⱼ − wᵢe^λᵢ)/(λⱼ − λᵢ) of 1e-4 of the result has no limit, and is dropped")
 @pytest.mark.parametrize("backend", ["evaluate", "numpy"])
 def test_a_near_tie_whose_hessian_has_no_limit_keeps_its_gap_term(backend):
-    """∇²[V] of wᵀexp(λ) at λ = (25, 25 + 2.1e-8, 50), w = (0.47, 0.78, −1.39): the pair's term
-    (w₁e^λ₁ − w₀e^λ₀)/(λ₁ − λ₀) ≈ 10¹⁸ (of a result of 10²²) is dropped: 5.8e-5 off."""
-    _check_eigen("near", 1.752464070426229, 9051, "wᵀexp(λ)", False, backend, known=False)
+    """Issue 21: ∇²[V] of wᵀexp(λ) at λ = (25, 25 + 2.1e-8, 50), w = (0.47, 0.78, −1.39) exists
+    (distinct eigenvalues), but evaluate took the limit where the split averages agreed to 1e-5
+    of the result, and generated code where the gap-linear part was below 1e-6 of the result
+    times max|λ|: the pair's term (w₁e^λ₁ − w₀e^λ₀)/(λ₁ − λ₀) ≈ 10¹⁸ (of a result of 10²²), which
+    has no limit, was dropped: 5.8e-5 off. The limit is now taken only where the terms that
+    diverge as 1/gap cancel at the tie itself (evaluate._tie_terms_cancel): the formula here,
+    right to 1e-10."""
+    _check_eigen("near", 1.752464070426229, 9051, "wᵀexp(λ)", False, backend)
+
+
+@pytest.mark.parametrize("backend", ["evaluate", "numpy"])
+def test_a_tie_whose_hessian_has_no_limit_is_refused_and_one_with_a_limit_takes_it(backend):
+    """Issue 21: at λ = (25, 25 + 2.5e-11, 50) (coinciding, 10⁻¹² apart) the Hessian of wᵀexp(λ)
+    with w unequal on the tie has no limit (its term (w₁e^λ₁ − w₀e^λ₀)/(λ₁ − λ₀) is 10⁻¹ of the
+    result and grows as the gap shrinks): it is refused, where the split averages' agreement
+    alone could return a limit without that term. With w equal on the tie the 1/gap terms
+    cancel at the tie: the limit, right to 1e-10."""
+    build, _, gp, _ = EIGEN["wᵀexp(λ)"]
+    s = _matrix(np.array([25.0, 25.0 + 2.5e-11, 50.0]), 4)
+    v = _symmetric_direction(3, seed=5)
+    f = build()
+    with pytest.raises(md.EvaluationError, match="not differentiable here"):
+        _run(backend, "wᵀexp(λ)", md.grad(f, S), md.hvp(f, S, V), {"S": s, "w": np.array([0.5, 0.8, -1.4]), "V": v})
+    wv = np.array([0.7, 0.7, -1.4])
+    got = _run(backend, "wᵀexp(λ)", md.grad(f, S), md.hvp(f, S, V), {"S": s, "w": wv, "V": v})[1]
+    lam, U = np.linalg.eigh(s)
+    _close(got, _eigen_reference(wv, gp, lam, U, v)[1], ("hvp", backend))
