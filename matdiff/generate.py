@@ -359,6 +359,10 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     size = _sizes(w, dim)
     ops, labs = list(ops), [tuple(lab) for lab in labs]
     _inverse_sums(w, ops, labs, out)
+    if sum(op in w.inverses for op in ops) > 1:  # S⁻¹BS⁻¹: B meets an inverse first, so each
+        # inverse is solved with (S⁻¹ times S⁻¹ first would form the one it solves for)
+        last = sorted(range(len(ops)), key=lambda k: ops[k] in w.inverses)
+        ops, labs = [ops[k] for k in last], [labs[k] for k in last]
     if gram:
         _gram(w, ops, labs, out, dim)
     for i, j, keep, _ in _pair_steps(labs, out, size):
@@ -2146,6 +2150,9 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
         return {"values": f"{e}[1]", "left": f"{e}[0]", "right": f"{e}[2].T", "top": f"{e}[1][0]",
                 "top_left": f"{e}[0][:, 0]", "top_right": f"{e}[2][0]"}[n.part]
     if isinstance(n, Inv):
+        if w.tri is not None and isinstance(n.arg, Cholesky):  # L⁻¹ by a triangular solve, lower
+            # triangular as L is (an LU inverse costs 6× and leaves rounding above the diagonal)
+            return w.tri.format(a[0], f"np.eye({a[0]}.shape[0])", 0)
         return f"np.linalg.inv({a[0]})"
     if isinstance(n, Pinv):  # VΣ⁻¹Uᵀ
         f = w.emit(f"_pinv_factors({a[0]})", f"SVD of {_comment(n.arg)}")
@@ -2295,6 +2302,7 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
     JAX backend) also every matrix sum holding a transpose, times matrices: XLA on the CPU
     builds A + Aᵀ slowly (a strided copy), while its products read Aᵀ for free."""
     out = set()
+    multiplied = _only_multiplied_inverses(order)
     for n in order:
         if not isinstance(n, Contract):
             continue
@@ -2306,28 +2314,44 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
                 continue
             if all(o.ndim <= 1 for o in others) or \
                     (transposes and any(_is_transpose(t) for _, t in op.terms)) or \
-                    _cheaper_distributed(n, k, known, uses, roots, hint):
+                    _cheaper_distributed(n, k, known, uses, roots, hint, multiplied):
                 out.add(op)
                 break
     return out
 
 
-def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint) -> bool:
+def _only_multiplied_inverses(order) -> set:
+    """Inverses (matrices) that products read and at most one sum: distributed over that
+    sum's product, each is then only multiplied, so solved with and never formed."""
+    readers: dict = {}
+    for n in order:
+        for c in set(n.children):
+            if isinstance(c, Inv) and c.ndim == 2:
+                readers.setdefault(c, []).append(n)
+    return {c for c, rs in readers.items()
+            if sum(isinstance(r, Sum) for r in rs) == 1 and all(isinstance(r, (Sum, Contract)) for r in rs)}
+
+
+def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint, multiplied=frozenset()) -> bool:
     """Whether n, distributed over its k-th factor (a sum), costs less than four fifths of
-    forming the sum and then n."""
+    forming the sum and then n; or no more, where a term is an inverse that only this sum
+    and products read (X(S⁻¹ − uuᵀ)ᵀ as XS⁻ᵀ − (Xu)uᵀ: S⁻¹ is then never formed, each
+    product with it a solve; ``multiplied``, from ``_only_multiplied_inverses``)."""
     s = n.operands[k]
 
     def alone(t) -> float:  # a term's own product, computed only for this sum
         return _flops(t, hint) if isinstance(t, Contract) and uses.get(t) == 1 and \
             t not in roots else 0.0
 
+    inverses = [t for _, t in s.terms if t in multiplied and t not in roots]
     fused = _flops(n, hint) + len(s.terms) * _size_of_shape(s.shape, hint)
     fused += sum(alone(t) for _, t in s.terms)
+    fused += sum(2 * _size_of_shape(t.shape, hint) * _size(t.shape[0], hint) for t in inverses)
     split = (len(s.terms) - 1) * _size_of_shape(n.shape, hint)
     for _, t in s.terms:
         node = _term_product(n, k, t, known)
         split += _flops(node, hint) + (alone(t) if t in node.operands else 0.0)
-    return split < 0.8 * fused
+    return split <= fused if inverses else split < 0.8 * fused
 
 
 def _size_of_shape(shape, hint: dict) -> float:
