@@ -259,7 +259,12 @@ def as_real_array(name: str, value) -> np.ndarray:
 def interpret(root: Node, leaves: dict, sizes: dict, ops: dict):
     """Evaluate ``root`` bottom-up with each node type's operation from ``ops``; values of
     shared subexpressions are computed once."""
-    memo = dict(leaves)
+    return _interpreted(root, leaves, sizes, ops)[0][root]
+
+
+def _interpreted(root: Node, leaves: dict, sizes: dict, ops: dict) -> tuple:
+    """(every value ``interpret`` computes, keyed by node, the nodes in the order computed)."""
+    memo, order = dict(leaves), []
     stack = [root]
     while stack:
         n = stack[-1]
@@ -272,7 +277,8 @@ def interpret(root: Node, leaves: dict, sizes: dict, ops: dict):
             continue
         stack.pop()
         memo[n] = ops[type(n)](n, [memo[c] for c in _inputs(n)], sizes)
-    return memo[root]
+        order.append(n)
+    return memo, order
 
 
 def _inputs(n: Node):
@@ -1937,21 +1943,9 @@ def _tie_terms_cancel(node, arrays, sizes, functions):
     spectra = _MergedSpectra()
     ops = dict(numpy_ops(functions, spectra))
     ops[EigGap] = lambda n, a, s: np.zeros((np.size(a[0]),) * 2)  # their values are never used
-    memo, order, stack = dict(arrays), [], [node]
     try:
-        while stack:
-            n = stack[-1]
-            if n in memo:
-                stack.pop()
-                continue
-            pending = [c for c in _inputs(n) if c not in memo]
-            if pending:
-                stack.extend(pending)
-                continue
-            stack.pop()
-            with np.errstate(all="ignore"):
-                memo[n] = ops[type(n)](n, [memo[c] for c in _inputs(n)], sizes)
-            order.append(n)
+        with np.errstate(all="ignore"):
+            memo, order = _interpreted(node, arrays, sizes, ops)
     except (EvaluationError, np.linalg.LinAlgError):
         return None
 

@@ -31,7 +31,8 @@ from .emitters import BACKENDS, CHOLESKY, HELPERS, NOT_FINITE, NUMPY_FUNCTIONS, 
 from .errors import EvaluationError, MatdiffError, NotSupportedError
 from .evaluate import (C_SERIES, CHOICE_TOLERANCE, CLOSE, CLUSTER, GAP_COINCIDE, _scaled_variable, _shown,
                        _svd_squares, check_positive, check_shapes, check_symmetric, complex_value, is_min_dim,
-                       min_arguments, variables, TIE_CANCEL, _rescaled, _singular_gap_matrices)
+                       min_arguments, variables, TIE_CANCEL, _children_first, _rescaled,
+                       _singular_gap_matrices)
 from .expr import Expr, lift
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
@@ -1487,20 +1488,6 @@ def _tie_degree(n: Node, degrees: list):
     if isinstance(n, _TieBranch):  # each arm scaled back within it (the branch stays a result);
         return 0, (False, False, True)  # its ties, relative, read from σ² scaled
     return None
-
-
-def _children_first(root: Node) -> list:
-    """The nodes below root, each once, every one after its operands."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        n, done = stack.pop()
-        if done:
-            order.append(n)
-        elif n not in seen:
-            seen.add(n)
-            stack.append((n, True))
-            stack.extend((c, False) for c in n.children if c not in seen)
-    return order
 
 
 def _gap_degree(root: Node, gaps: set):

@@ -225,13 +225,7 @@ def _parts_renamer(arg: N.M, eigen: bool):
         if isinstance(x, N.Call) and x.name == "diag" and isinstance(x.arg, N.Call) and \
                 x.arg.name == vector and x.arg.arg == arg and x.kind == "m":
             return _part(diagonal, "m")
-        changes = {}
-        for f in dataclasses.fields(x):
-            v = getattr(x, f.name)
-            new = _map_tree(v, go)
-            if new is not v:
-                changes[f.name] = new
-        y = dataclasses.replace(x, **changes) if changes else x
+        y = _map_fields(x, go)
         return _columns(y, letter) if isinstance(y, N.Prod) else y
 
     return go
@@ -246,6 +240,17 @@ def _parts_clause(arg: N.M, eigen: bool, style) -> str:
     else:
         rhs = [U, _part("Σ", "m"), N.transpose(_part("V", "m"))]
     return f"{body} = {_render(N.prod(1.0, rhs), dict(style, names={}))[0]}"
+
+
+def _map_fields(x: N.M, go) -> N.M:
+    """x with go applied to each notation node among its fields (x itself where none changes)."""
+    changes = {}
+    for f in dataclasses.fields(x):
+        v = getattr(x, f.name)
+        new = _map_tree(v, go)
+        if new is not v:
+            changes[f.name] = new
+    return dataclasses.replace(x, **changes) if changes else x
 
 
 def _map_tree(v, go):
@@ -996,15 +1001,9 @@ def map_entry(m: N.M, name: str, dims: tuple) -> tuple:
         if isinstance(x, N.Call) and x.name == "diag" and x.kind == "m" and x.arg.kind == "c" and \
                 isinstance(x.arg, N.Sym) and x.arg.role == "var" and x.arg.name == name:
             return N.prod(1.0, [unit, N.transpose(unit)])
-        changes = {}
-        for f in dataclasses.fields(x):
-            v = getattr(x, f.name)
-            new = _map_tree(v, go)
-            if new is not v:
-                changes[f.name] = new
-        if not changes:
+        y = _map_fields(x, go)
+        if y is x:
             return x
-        y = dataclasses.replace(x, **changes)
         if isinstance(y, N.T):
             return N.transpose(y.arg)
         return N.prod(y.coef, y.factors) if isinstance(y, N.Prod) else y
