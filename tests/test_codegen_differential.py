@@ -32,7 +32,7 @@ from .test_properties import CONSTANT_ARGUMENT
 
 BACKENDS = ("numpy", "jax", "torch")
 SIZES = {"n": 3, "k": 2}  # one size: JAX compiles each operation once per shape
-EXAMPLES = {"value": 300, "grad": 400, "jacobian": 300, "hessian": 200, "hvp": 300}  # 1,500
+EXAMPLES = {"value": 300, "grad": 400, "jacobian": 300, "hessian": 100, "hvp": 300}  # 1,400
 
 
 def _setup_backends():
@@ -103,9 +103,9 @@ def check_draw(dr, seed: int) -> None:
     point = {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in values.items()}
     references[np.float32] = (_reference(dr.f, point), _reference(dr.d, point))
     compiled = {}
-    # JAX on every other draw (by the seed): its per-operation compiles are half this test's
-    # time; 750 draws still reach its code, and NumPy's and PyTorch's run on all of them
-    for backend in BACKENDS if seed % 2 == 0 else ("numpy", "torch"):
+    # JAX on every third draw (by the seed): its per-operation compiles are most of this
+    # test's time; some 470 draws still reach its code, and NumPy's and PyTorch's run on all
+    for backend in BACKENDS if seed % 3 == 0 else ("numpy", "torch"):
         try:
             fn = compiled[backend] = md.compile([dr.f, dr.d], backend=backend)
         except md.MatdiffError as e:  # 0 ⊙ a: an output no argument gives a size to
