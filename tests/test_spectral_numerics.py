@@ -745,6 +745,21 @@ def _reference_more(f, s, av, v, decomposition=None):
     return (np.array((Um * G * Um.T).tolist(), dtype=float), np.array((Um * M * Um.T).tolist(), dtype=float))
 
 
+def _drawn_spectrum(family, scale, rng, name):
+    """Three eigenvalues of a hard family drawn with ``rng`` (tiny to 1e-150, huge to 1e100,
+    condition to 1e12, nearly and exactly repeated), scaled by 10^scale, kept where the
+    function ``name`` is finite in double precision."""
+    spread = 10.0 ** rng.uniform(0, 12, 3)
+    base = {"tiny": 10.0 ** rng.uniform(-150, -21) * spread, "huge": 10.0 ** rng.uniform(0, 100) * spread,
+            "spread": spread, "near": 1.0 + np.array([0, 1e-10, 1.0]),
+            "repeated": np.array([1.0, 1.0, 3.0])}[family] * 10.0 ** scale
+    if name == "tan":
+        base = base / max(1.0, base.max()) * 1.2  # below the first pole π/2
+    if (name in GROWS or name == "σ(2u) − log1p(u²)/3") and base.max() > 300:
+        base = base / base.max() * 300  # e^λ finite; log1p(λ²) of 1e200 overflows λ²
+    return base
+
+
 MORE = list(_more_cases(["tiny", "spread", "huge", "near", "repeated", "moderate"]))
 
 
@@ -832,14 +847,7 @@ def test_every_analytic_function_at_hard_spectra_drawn_at_random(family, scale, 
     aᵀf(S)a in evaluate and generated NumPy code within 1e-10 of the extended-precision
     reference, wherever f is finite there (a refusal is a failure)."""
     rng = np.random.default_rng(seed)
-    spread = 10.0 ** rng.uniform(0, 12, 3)
-    base = {"tiny": 10.0 ** rng.uniform(-150, -21) * spread, "huge": 10.0 ** rng.uniform(0, 100) * spread,
-            "spread": spread, "near": 1.0 + np.array([0, 1e-10, 1.0]),
-            "repeated": np.array([1.0, 1.0, 3.0])}[family] * 10.0 ** scale
-    if name == "tan":
-        base = base / max(1.0, base.max()) * 1.2  # below the first pole π/2
-    if (name in GROWS or name == "σ(2u) − log1p(u²)/3") and base.max() > 300:
-        base = base / base.max() * 300  # e^λ finite; log1p(λ²) of 1e200 overflows λ²
+    base = _drawn_spectrum(family, scale, rng, name)
     s = _matrix(np.sort(base), seed)
     av = rng.standard_normal(3)
     v = _symmetric_direction(3, seed=seed)
@@ -870,16 +878,9 @@ def test_every_spectral_function_drawn_at_random_in_every_backend(family, scale,
     on their own, the formulas on their own eigendecomposition. A refusal is a failure: f is
     finite at every spectrum drawn."""
     rng = np.random.default_rng(seed)
-    spread = 10.0 ** rng.uniform(0, 12, 3)
-    base = {"tiny": 10.0 ** rng.uniform(-150, -21) * spread, "huge": 10.0 ** rng.uniform(0, 100) * spread,
-            "spread": spread, "near": 1.0 + np.array([0, 1e-10, 1.0]),
-            "repeated": np.array([1.0, 1.0, 3.0])}[family] * 10.0 ** scale
-    if name == "tan":
-        base = base / max(1.0, base.max()) * 1.2  # below the first pole π/2
+    base = _drawn_spectrum(family, scale, rng, name)
     if name in BOUNDED and base.max() > 50:
         base = base / base.max() * 50
-    if (name in GROWS or name == "σ(2u) − log1p(u²)/3") and base.max() > 300:
-        base = base / base.max() * 300  # e^λ finite; log1p(λ²) of 1e200 overflows λ²
     spectrum = np.sort(base)
     s = _matrix(spectrum, seed)
     av, v = rng.standard_normal(3), _symmetric_direction(3, seed=seed)
