@@ -5,7 +5,10 @@ differentiation rule d f(X) = f′(X) ⊙ dX covers every element-wise function.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import hashlib
+import types
+from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 import numpy as np
@@ -63,6 +66,9 @@ class Function:
     def __str__(self):
         return self.name + "′" * self.order if self.order < 4 else f"{self.name}^({self.order})"
 
+    def __repr__(self):  # the dataclass's text, with no object address in it: it feeds the
+        return _stable_repr(self)  # sort keys of nodes (ir._stable_key), the same in every run
+
 
 @dataclass(frozen=True)
 class ScalarFunction:
@@ -73,6 +79,95 @@ class ScalarFunction:
 
     def __str__(self):
         return self.name
+
+    def __repr__(self):
+        return _stable_repr(self)
+
+
+def _stable_repr(f) -> str:
+    """``Function(name='exp', order=0, param=None, numpy=None, deriv=None)``, as the
+    dataclass writes it, but each field whose repr holds an object address (``<function
+    <lambda> at 0x7f…>``) written as its qualified name and a digest of what it computes
+    (``stable_text``): a user's function sorts the same in every run, and every other
+    function keeps its text, so no other node's sort key changes.  Cached on f."""
+    text = f.__dict__.get("_repr")
+    if text is None:
+        text = f"{type(f).__qualname__}(" + ", ".join(
+            f"{x.name}={stable_text(getattr(f, x.name))}" for x in fields(f)) + ")"
+        object.__setattr__(f, "_repr", text)  # not a field: equality and hashing ignore it
+    return text
+
+
+def stable_text(value, depth: int = 0) -> str:
+    """repr(value), unless that holds an object address (`` at 0x``), which varies from run
+    to run: then ``<module.qualname #digest>``, the digest of the code, constants, defaults,
+    closure values and simple globals of a Python function, the attributes of a callable
+    object, the function and arguments of a partial (two lambdas of one name differ by it)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a user's object may fail to write itself
+        return f"<{_qualified_name(type(value))}>"
+    if " at 0x" not in text:  # None, numbers, ufuncs, traced(…): already the same every run
+        return text
+    if type(value) is tuple:
+        return "(" + ", ".join(stable_text(v, depth) for v in value) + ("," if len(value) == 1 else "") + ")"
+    digest = hashlib.blake2b(_identity(value, depth).encode(), digest_size=6).hexdigest()
+    return f"<{_qualified_name(value)} #{digest}>"
+
+
+def _qualified_name(value) -> str:
+    if isinstance(value, functools.partial):
+        return f"partial({_qualified_name(value.func)})"
+    if isinstance(value, types.MethodType):
+        return _qualified_name(value.__func__)
+    named = value if hasattr(value, "__qualname__") else type(value)
+    return f"{getattr(named, '__module__', None) or '?'}.{getattr(named, '__qualname__', '?')}"
+
+
+def _identity(value, depth: int) -> str:
+    """The text the digest of ``stable_text`` hashes: what tells value from another callable
+    of its name, with no object address in it."""
+    if depth > 3:  # (a function that refers to itself, or a deep chain of helpers)
+        return _qualified_name(value)
+    deeper = functools.partial(stable_text, depth=depth + 1)
+    if isinstance(value, functools.partial):
+        return f"{deeper(value.func)}{tuple(map(deeper, value.args))}" \
+               f"{sorted((k, deeper(v)) for k, v in value.keywords.items())}"
+    if isinstance(value, types.MethodType):
+        return f"{deeper(value.__self__)}.{deeper(value.__func__)}"
+    if isinstance(value, types.FunctionType):
+        cells = []
+        for cell in value.__closure__ or ():
+            try:
+                cells.append(deeper(cell.cell_contents))
+            except ValueError:  # an empty cell
+                cells.append("<empty>")
+        names = value.__code__.co_names
+        glob = [(k, deeper(value.__globals__[k]) if not isinstance(value.__globals__[k], types.ModuleType)
+                 else value.__globals__[k].__name__) for k in names if k in value.__globals__]
+        return "|".join((_code_text(value.__code__), deeper(value.__defaults__),
+                         deeper(value.__kwdefaults__ and sorted(value.__kwdefaults__.items())),
+                         ",".join(cells), repr(glob)))
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype}{value.shape}{hashlib.blake2b(value.tobytes()).hexdigest()}"
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict):  # a callable object: its public attributes (not caches)
+        return repr([(k, deeper(v)) for k, v in sorted(attributes.items()) if not k.startswith("_")])
+    return _qualified_name(value)
+
+
+def _code_text(code: types.CodeType) -> str:
+    """A code object's bytecode, constants (nested code and sets in a fixed order), names
+    and arguments: the same text in every run."""
+    def const(c):
+        if isinstance(c, types.CodeType):
+            return _code_text(c)
+        if isinstance(c, frozenset):
+            return "{" + ",".join(sorted(map(const, c))) + "}"
+        if isinstance(c, tuple):
+            return "(" + ",".join(map(const, c)) + ")"
+        return repr(c)
+    return f"{code.co_code.hex()}{[const(c) for c in code.co_consts]}{code.co_names}{code.co_varnames}"
 
 
 def fn(name: str, param=None) -> Function:
