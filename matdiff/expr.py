@@ -15,9 +15,9 @@ from . import build as B
 from . import dims as D
 from . import functions as F
 from .errors import EvaluationError, MatdiffError, NotSupportedError, ShapeError
-from .evaluate import evaluate, variables
+from .evaluate import bind, evaluate, interpret, numpy_ops, variables
 from .ir import (Basis, Const, Contract, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply, EigGap, Eigh, Frechet,
-                 MatFn, Node, Sum, Svd, Var, extended, free_vars, walk)
+                 Funm, MatFn, Node, Sum, Svd, Var, extended, free_vars, walk)
 from . import notation as N
 from .present import simplest
 from .printing import (bracket, dialect_code, in_input_order, LATEX, TEXT, index_notation, map_entries,
@@ -388,9 +388,14 @@ def _symmetric_in_last_two(h: Node) -> bool:
     simplifies to h itself, or (where the canonical order of simplify does not bring the two
     to one node) H equals its transpose at two random points, at sizes 3 — square matrices
     near 2I (logm and sqrtm are defined), declared symmetric ones positive definite,
-    vectors and scalars in (½, 1).  A point where H cannot be evaluated says no, and so
-    does an H through a Fréchet derivative of a general matrix function, whose value (f of
-    an n³-wide block matrix) costs too much for a printing decision."""
+    vectors and scalars in (½, 1).  A point where H cannot be evaluated says no.
+
+    An H through Fréchet derivatives of general matrix functions (f of n³-wide block
+    matrices: SciPy's logm of one takes a second) is first evaluated with each f replaced by
+    a random polynomial p, whose L_p(X, E) (the (1, 2) block of p([[X, E], [0, X]])) takes a
+    few NumPy products (milliseconds, no SciPy): where that H is not symmetric the answer is
+    no (a direction left general is never wrong); only where it is, H with the functions
+    themselves decides, as above."""
     hit = _SYMMETRIC_LAST_TWO.get(h)
     if hit is not None:
         return hit
@@ -398,7 +403,8 @@ def _symmetric_in_last_two(h: Node) -> bool:
     if simplify(B.transpose(h, tuple(range(k - 2)) + (k - 1, k - 2))) is h:
         answer = True
     else:
-        answer = not any(isinstance(x, Frechet) for x in walk(h)) and \
+        answer = h.shape[-1] == h.shape[-2] and \
+            (not any(isinstance(x, Frechet) for x in walk(h)) or _numerically_symmetric(h, 0, True)) and \
             all(_numerically_symmetric(h, seed) for seed in (0, 1))
     if len(_SYMMETRIC_LAST_TWO) > 256:
         _SYMMETRIC_LAST_TWO.clear()
@@ -406,8 +412,9 @@ def _symmetric_in_last_two(h: Node) -> bool:
     return answer
 
 
-def _numerically_symmetric(h: Node, seed: int, size: int = 3) -> bool:
-    """Whether H_…kl = H_…lk (to rounding) at one random point (``_symmetric_in_last_two``)."""
+def _numerically_symmetric(h: Node, seed: int, stand_in: bool = False, size: int = 3) -> bool:
+    """Whether H_…kl = H_…lk (to rounding) at one random point (``_symmetric_in_last_two``);
+    with ``stand_in``, H with each general matrix function replaced by a random polynomial."""
     rng = np.random.default_rng(seed)
     try:
         vs = variables(h)
@@ -424,13 +431,38 @@ def _numerically_symmetric(h: Node, seed: int, size: int = 3) -> bool:
             else:
                 values[v.name] = rng.uniform(0.5, 1.0, shape)
         with np.errstate(all="ignore"):
-            value = np.asarray(evaluate(numerical_forms(h), values, sizes=sizes))
+            value = np.asarray(_with_polynomials(numerical_forms(h), values, sizes, rng) if stand_in
+                               else evaluate(numerical_forms(h), values, sizes=sizes))
     except (MatdiffError, ArithmeticError, ValueError, np.linalg.LinAlgError):
         return False
     if value.dtype.kind not in "fi" or not np.all(np.isfinite(value)):
         return False
     return bool(np.allclose(value, np.swapaxes(value, -1, -2), rtol=1e-9,
                             atol=1e-9 * max(1.0, float(np.max(np.abs(value), initial=0.0)))))
+
+
+def _with_polynomials(form: Node, values: dict, sizes: dict, rng, degree: int = 8):
+    """The value of ``form`` with f(X) and L_f(X, E) of each general matrix function f
+    computed for p(x) = Σ uⱼxʲ/j! (j ≤ degree, uⱼ random in (½, 3/2), one p per f): NumPy
+    products of the matrices' own size only, no SciPy and no domain to leave."""
+    coefficients = {}
+    for fn in sorted({x.args[0] for x in walk(form) if isinstance(x, (Funm, Frechet))}):
+        u = rng.uniform(0.5, 1.5, degree + 1)
+        coefficients[fn] = u / np.cumprod([1.0] + list(range(1, degree + 1)))
+
+    def p(fn, x, e=None):  # p(X) by Horner's rule, and with E its derivative L_p(X, E)
+        c, eye = coefficients[fn], np.eye(len(x))
+        out, slope = c[-1] * eye, np.zeros_like(x)
+        for cj in c[-2::-1]:
+            if e is not None:
+                slope = slope @ x + out @ e
+            out = out @ x + cj * eye
+        return out if e is None else slope
+
+    ops = {**numpy_ops({}), Funm: lambda n, a, s: p(n.fn, a[0]),
+           Frechet: lambda n, a, s: p(n.args[0], a[0], a[1])}
+    arrays, sizes = bind(form, values, sizes=sizes)
+    return interpret(form, arrays, sizes, ops)
 
 
 def _distributed(node: Node, limit: int = 64) -> list:
