@@ -121,7 +121,9 @@ def register_text_form(form) -> None:
 def _stable_key(name, args) -> bytes:
     """A digest independent of object ids, so that sorting by it is reproducible.  The text
     hashed: the name, then each argument — a node's own key, a tuple as ( … ), anything else
-    as its repr (a function as its name) and a comma — written out first and hashed at once."""
+    as its repr (a function as its name) and a comma — written out first and hashed at once.
+    A repr here must hold no object address: ``functions.Function`` writes a user's callables
+    by name and a digest of their code (``functions.stable_text``)."""
     parts = [name.encode()]
     append = parts.append
 
