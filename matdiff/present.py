@@ -75,6 +75,9 @@ class EGraph:
         self.stale: set = set()   # classes whose range the last rebuild's passes left to redo
         self.changed: set = set()  # … and the classes whose range changed before they were redone
         self.moved: set = set()   # classes the last rebuild merged or re-keyed (``saturate``)
+        self.narrowed: set = set()  # … whose range the last rebuild narrowed
+        self.flipped: set = set()   # … and the classes it found symmetric
+        self.above: set = set()     # the classes using one it merged or re-keyed
         self.features: set = set()  # what the graph's terms hold (``_features``): rules whose
         # ``NEEDS`` are missing cannot match anywhere and are not run
         self.size = 0
@@ -157,6 +160,9 @@ class EGraph:
         if not (self.touched or self.merged or self.stale):  # nothing to bring up to date
             self.changed = set()
             self.moved = set()
+            self.narrowed = set()
+            self.flipped = set()
+            self.above = set()
             return
         find, nodes, memo = self.find, self.nodes, self.memo
         made = self.touched     # made or merged since the last rebuild
@@ -199,6 +205,7 @@ class EGraph:
         above: set = set()      # the classes using a moved one
         for c in moved:
             above |= self._users(c)
+        self.above = above
         # symmetry, a least fixpoint: a class becomes symmetric once one term is.  A term's
         # verdict reads its kids' symmetry and their transposes (the class of T(kid), the
         # T-terms of a kid's class), which change only where a class is made, merged or
@@ -206,10 +213,12 @@ class EGraph:
         mixed = self.mixed
         work = sorted(c for c in made | moved | above
                       if not self.sym[c] and (self.kinds[c] == "m" or c in mixed))
+        flipped = self.flipped = set()
         while work:
             c = work.pop()
             if not self.sym[c] and any(_symmetric_term(self, t) for t in nodes[c]):
                 self.sym[c] = True
+                flipped.add(c)
                 work.extend(u for u in self._users(c) if not self.sym[u])
         # ranges only narrow: passes in class order carry them upwards, as many as before,
         # each visiting only the classes whose terms or kids' ranges changed since they were
@@ -218,8 +227,9 @@ class EGraph:
         # intervals are already met into its range)
         stale = {find(c) for c in self.stale} | moved | above
         changed = {find(c) for c in self.changed} | moved
+        narrowed = self.narrowed = set()
         for _ in range(RANGE_PASSES):
-            narrowed = False
+            narrowing = False
             for c in nodes:
                 if c not in stale:
                     continue
@@ -233,10 +243,11 @@ class EGraph:
                             break
                 if new != old:
                     self.range[c] = new
-                    narrowed = True
+                    narrowing = True
                     changed.add(c)
+                    narrowed.add(c)
                     stale |= self._users(c)
-            if not narrowed:
+            if not narrowing:
                 break
         self.stale = stale
         self.changed = changed if stale else set()  # what the classes left stale must see
@@ -2271,9 +2282,37 @@ WITHOUT_NORMAL_FORM = [r for r in RULES if r.apply is not _elementwise_normal]
 # it makes the same terms (all in the graph: every key it added is still in ``memo``, re-keyed
 # where its kids merged) and finds classes already merged with the term's: skipping it
 # leaves the graph as it would be, ids included (issue 24)
+#
+# The same holds one level further down (semi-naive matching, as egg and egglog rematch only
+# what changed): a rule of ``NEAR`` also reads the terms of its kids' kids' classes, or the
+# analyses (shape, symmetry, range) of its kids' classes or of theirs.  A kid's kid's class
+# whose terms change without its id changing (it absorbed another) re-keys nothing above it,
+# and an analysis changes without a merge, so such a rule is not run again on a term only
+# where none of its kids is in ``near``: the classes moved, narrowed (range) or found
+# symmetric by the last rebuild, and the classes holding a term with one of those as a kid.
+# Rules that look a term up elsewhere (``_transposes``: is there a T(x)?) or read a class's
+# whole element-wise expansion are in neither set
+NEAR = frozenset({_matrix_powers, _scalar_powers, _power_of_power, _power_of_product,
+                  _inverse_of_product, _det_product, _count, _symmetric_transpose,
+                  _nonnegative_argument, _kron_inverse, _kron_mixed, _diag_ones, _values_power})
 LOCAL = frozenset({_distribute, _common_matrix, _common_scalar, _flatten_product, _sign_leads,
-                   _product_of_transposes, _sum_of_transposes, _common_coefficient})
-LOCAL_OPS = frozenset(r.op for r in RULES if r.apply in LOCAL and r.op != "call")
+                   _product_of_transposes, _sum_of_transposes, _common_coefficient,
+                   _double_transpose, _transpose_product, _transpose_sum, _inverse_transpose,
+                   _transpose_inverse, _function_of_transpose, _transpose_of_function,
+                   _double_inverse, _like_terms, _coefficient_out_of_hadamard, _transpose_power,
+                   _power_transpose, _inverse_of_power, _power_of_inverse, _trace_rotation,
+                   _trace_linear, _sign_out_of_transpose, _kron_call, _kron_transpose,
+                   _diag_product, _diag_sum, _relu_step, _diag_sandwich}) | NEAR
+LOCAL_OPS = frozenset(r.op for r in RULES if r.apply in LOCAL)
+
+
+def _near(g: EGraph) -> set:
+    """The classes a ``NEAR`` rule's match on a term with a kid among them may read
+    differently than the round before (see ``NEAR``)."""
+    out = g.moved | g.above | g.narrowed | g.flipped
+    for c in (g.narrowed | g.flipped) - g.moved:
+        out |= g._users(g.find(c))
+    return out
 
 
 def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, root=None,
@@ -2283,8 +2322,9 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
     ``NEEDS`` the graph lacks is not run (it would return nothing); the list of rules that
     can run is made again whenever a term brings something new.  A ``LOCAL`` rule is not run
     again on a term it matched the round before where none of the term's kids' classes has
-    changed since (see ``LOCAL``): it would make the same terms, all in the graph already,
-    and find the classes it found then, merged with the term's already.  ``max_nodes`` is
+    changed since (see ``LOCAL``; for a ``NEAR`` rule, where none is in ``_near``): it would
+    make the same terms, all in the graph already, and find the classes it found then,
+    merged with the term's already.  ``max_nodes`` is
     checked as each term is matched: a round that passes it stops matching, merges what it
     found, and is the last.
 
@@ -2302,21 +2342,21 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
         snapshot = [(c, t) for c, ts in g.nodes.items() for t in ts]
         found = []
         moved = g.moved
+        near = _near(g) if before else set()
         again = not g.mixed  # a mixed class's kind may change: no rule is skipped then
         for c, t in snapshot:
             if len(features) != seen:
                 by_op, by_call = _rule_lists(rules, features)
-                rest = None  # by_op without the LOCAL rules, made when first needed
+                rest: dict = {}  # (rule list key, NEAR ones kept) -> the list without the skipped
                 seen = len(features)
             op = t[0]
-            if op == "call":
-                fs = by_call[t[1][1]]
-            elif again and op in LOCAL_OPS and t in before and moved.isdisjoint(t[2]):
-                if rest is None:
-                    rest = {o: [f for f in fs if f not in LOCAL] for o, fs in by_op.items()}
-                fs = rest.get(op, _NONE)  # the LOCAL rules matched it the round before
-            else:
-                fs = by_op.get(op, _NONE)
+            fs = by_call[t[1][1]] if op == "call" else by_op.get(op, _NONE)
+            if again and op in LOCAL_OPS and t in before and moved.isdisjoint(t[2]):
+                key = (op, t[1][1] if op == "call" else None, near.isdisjoint(t[2]))
+                left = rest.get(key)
+                if left is None:  # the LOCAL rules matched it the round before
+                    left = rest[key] = [f for f in fs if f not in LOCAL or (f in NEAR and not key[2])]
+                fs = left
             for apply in fs:
                 out = apply(g, c, t)
                 if out:
