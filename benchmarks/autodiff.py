@@ -7,7 +7,10 @@ float64 and float32; jax.grad / jax.hessian under jax.jit; torch.func.grad /
 torch.func.hessian.  Every result is checked against the closed form (to 1e-8, float32 to
 1e-3) before it is timed.  Derivation and code generation, and JAX's jit compilation, are
 reported apart from evaluation.  A second table gives matdiff / closed form per backend and
-dtype.
+dtype, and where the compiled call checks its arguments (a matrix declared symmetric, a scalar
+declared positive, eigenvalue ties) also "unchecked" columns: the generated function without
+those checks (``fn.unchecked`` of ``md.compile(..., checks=False)``), which the closed forms
+do not make either.
 
 With --spectral, issue 21's rows instead: gradients, Hessians (where n⁴ entries fit) and
 Hessian-vector products of spectral functions of a symmetric S at n = 50, 200 and 500,
@@ -490,6 +493,31 @@ def _ridge():
         grad, None, ((500, 50), (2000, 200), (8000, 400)), (), ((200, 20),))
 
 
+def _trace_of_inverse():
+    """∂/∂λ log det(MᵀM + λI) = tr(G⁻¹), G = MᵀM + λI (λ declared positive: G is positive
+    definite): ‖L⁻¹‖_F² from G's Cholesky factor and a triangular solve for I, G⁻¹ never formed."""
+    M, lam = md.matrix("M", "m", "k"), md.scalar("lam", positive=True)
+
+    def gram(lib, v):
+        m = v["M"]
+        return m.T @ m + v["lam"] * _eye(lib, m.shape[1], m)
+
+    def grad(lib, v):
+        g = gram(lib, v)
+        eye = _eye(lib, g.shape[0], g)
+        if lib.__name__ == "torch":
+            return lib.linalg.solve_triangular(lib.linalg.cholesky(g), eye, upper=False).square().sum()
+        linalg, kw = _scipy_linalg(lib)
+        lower = linalg.cholesky(g, lower=True, **kw)
+        return (linalg.solve_triangular(lower, eye, lower=True, **kw) ** 2).sum()
+
+    return Problem(
+        "tr(G⁻¹) = ∂ log det(MᵀM + λI)/∂λ", "lam", lambda: md.logdet(M.T @ M + lam * md.eye("k")),
+        lambda rng, s: {"M": rng.normal(size=s), "lam": 0.5},
+        lambda lib, v: lib.linalg.slogdet(gram(lib, v))[1],
+        grad, None, ((200, 100), (800, 400), (2000, 1000)), (), ((40, 20),))
+
+
 def _eye(lib, n, like):
     if lib.__name__ == "torch":
         return lib.eye(n, dtype=like.dtype, device=like.device)
@@ -499,7 +527,8 @@ def _eye(lib, n, like):
 PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_exp=True),
             _binary_cross_entropy, _softmax_cross_entropy, lambda: _softmax_cross_entropy(declared=True),
             _factorisation, _network, _logdet, _logdet_and_gradient, _trace_inverse, _trace_quadratic,
-            _nuclear_norm, _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_mean_spd, _ridge]
+            _nuclear_norm, _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_mean_spd, _ridge,
+            _trace_of_inverse]
 
 
 # ----------------------------------------------------------------------------- timing
@@ -596,18 +625,19 @@ class Runner:
         fn = md.compile(d, sizes=sizes)  # the sizes choose the contraction order
         out["derive"] = time.perf_counter() - t0
         params = list(inspect.signature(fn).parameters)
+        bare = _unchecked(d, f, fn, sizes)
         if self.device == "cpu":
             args = {q: v[q] for q in params}
             _close(fn(**args), want)
-            out["md numpy"], out["cf numpy"] = _pair(lambda: fn(**args), lambda: closed(np, v))
+            out.update(_timed("numpy", fn, bare, args, lambda: closed(np, v)))
             v32 = {k: np.asarray(a, dtype=np.float32) for k, a in v.items()}  # results stay float32
             args32 = {q: v32[q] for q in params}
             _close32(fn(**args32), want, np.float32)
-            out["md numpy32"], out["cf numpy32"] = _pair(lambda: fn(**args32), lambda: closed(np, v32))
+            out.update(_timed("numpy32", fn, bare, args32, lambda: closed(np, v32)))
         if self.jax:
             out.update(self._jax(p, d, v, params, closed, what, want, sizes))
         if self.torch:
-            out.update(self._torch(p, d, v, params, closed, what, want, sizes))
+            out.update(self._torch(p, d, v, params, closed, what, want, sizes, f))
         return out
 
     def _jax(self, p, d, v, params, closed, what, want, sizes):
@@ -644,12 +674,13 @@ class Runner:
             out["jit md"], out["jit jax"] = jit_md, jit_ad
         return out
 
-    def _torch(self, p, d, v, params, closed, what, want, sizes):
+    def _torch(self, p, d, v, params, closed, what, want, sizes, f):
         torch = self.torch
         from torch.func import grad, grad_and_value, hessian
 
         sync = (lambda r: torch.cuda.synchronize()) if self.device == "cuda" else (lambda r: r)
         fn = md.compile(d, backend="torch", sizes=sizes)
+        bare = _unchecked(d, f, fn, sizes, "torch")
         out = {}
         for suffix, dtype in (("", torch.float64), ("32", torch.float32)):
             vt = {k: torch.as_tensor(a, dtype=dtype, device=self.device) for k, a in v.items()}
@@ -657,8 +688,7 @@ class Runner:
             check = _close32 if suffix else _close
             check(fn(**args), want, dtype)
             check(closed(torch, vt), want, dtype)
-            out["md torch" + suffix], out["cf torch" + suffix] = _pair(
-                lambda: fn(**args), lambda: closed(torch, vt), sync=sync)
+            out.update(_timed("torch" + suffix, fn, bare, args, lambda: closed(torch, vt), sync))
             if suffix:
                 continue
 
@@ -674,6 +704,25 @@ class Runner:
         return out
 
 
+def _unchecked(d, f, fn, sizes, backend="numpy"):
+    """The generated function without the checks a call makes (``fn.unchecked`` of
+    ``md.compile(..., checks=False)``: no check that a declared-symmetric argument is, that a
+    positive scalar is, nor of eigenvalue ties), where ``fn`` makes any: else None."""
+    declared = any(u.node.symmetric for u in f.variables)
+    bare = md.compile(d, backend=backend, sizes=sizes, checks=False)
+    return bare.unchecked if declared or bare.source != fn.source else None
+
+
+def _timed(key, fn, bare, args, closed, sync=lambda r: r) -> dict:
+    """matdiff as a user calls it ("md <key>"), the closed form ("cf <key>"), and where the
+    call checks its arguments also the generated function without the checks ("mu <key>"),
+    timed in alternation."""
+    if bare is None:
+        return dict(zip(("md " + key, "cf " + key), _pair(lambda: fn(**args), closed, sync=sync)))
+    return dict(zip(("md " + key, "mu " + key, "cf " + key),
+                    _pair(lambda: fn(**args), lambda: bare(**args), closed, sync=sync)))
+
+
 COLUMNS = [("derive", "derive + codegen"), ("md numpy", "matdiff NumPy"),
            ("cf numpy", "closed form NumPy"), ("md numpy32", "matdiff NumPy float32"),
            ("cf numpy32", "closed form NumPy float32"),
@@ -685,6 +734,9 @@ COLUMNS = [("derive", "derive + codegen"), ("md numpy", "matdiff NumPy"),
            ("torch.func", "torch.func.grad / hessian")]
 RATIOS = [("NumPy", "numpy"), ("NumPy float32", "numpy32"), ("JAX", "jax"), ("JAX float32", "jax32"),
           ("PyTorch", "torch"), ("PyTorch float32", "torch32")]  # matdiff / closed form
+# the same without the call's argument checks (JAX checks nothing under jit), where a row has them
+UNCHECKED = [("NumPy unchecked", "numpy"), ("NumPy float32 unchecked", "numpy32"),
+             ("PyTorch unchecked", "torch"), ("PyTorch float32 unchecked", "torch32")]
 
 
 def _fmt(t):
@@ -702,8 +754,10 @@ def _median_row(rs: list) -> dict:
     the closed form the median of the runs' own ratios (keys "ratio <backend>")."""
     out = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
     for _, b in RATIOS:
-        if "md " + b in rs[0] and "cf " + b in rs[0]:
-            out["ratio " + b] = statistics.median(r["md " + b] / r["cf " + b] for r in rs)
+        for m in ("md", "mu"):
+            if f"{m} {b}" in rs[0] and "cf " + b in rs[0]:
+                out[f"ratio{'' if m == 'md' else ' mu'} {b}"] = \
+                    statistics.median(r[f"{m} {b}"] / r["cf " + b] for r in rs)
     return out
 
 
@@ -751,6 +805,8 @@ def main(argv=None):
                 print(f"| {p.name} | {_size(size)} | {what} | "
                       + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |", flush=True)
     ratio_cols = [(h, "ratio " + b) for h, b in RATIOS if a.device == "cpu" or "numpy" not in b]
+    ratio_cols += [(h, "ratio mu " + b) for h, b in UNCHECKED
+                   if any("ratio mu " + b in r for _, _, _, r, _ in rows)]
     runs = f" (median of {a.runs} runs)" if a.runs > 1 else ""
     print(f"\nmatdiff / closed form, same backend and dtype{runs}:\n")
     print("| problem | size | what | " + " | ".join(h for h, _ in ratio_cols) + " |")

@@ -199,3 +199,59 @@ def test_temporaries_are_freed_after_their_last_use(backend):
     fn = md.compile(g, backend=backend)
     np.testing.assert_allclose(_run(fn, backend, values, np.float64), g.evaluate(values), rtol=1e-10)
     assert md.check(f, W1) < 1e-6
+
+
+def _written_into(body: str) -> list:
+    """The temporaries a product is written into: each is named on two lines but its
+    ``del``, its own (an arithmetic result, another product written in place, or an entry of
+    _sigmoids' pair) and the product's."""
+    into = re.findall(r"_mul_into\((t\d+), t\d+\)", body)
+    for x in into:
+        lines = [line.split("  # ")[0] for line in body.splitlines()
+                 if re.search(rf"\b{x}\b", line.split("  # ")[0]) and not line.strip().startswith("del ")]
+        assert len(lines) == 2 and lines[0].strip().startswith(f"{x} = "), body
+        assert re.search(r" [*@+-] |\[[01]\]$| = _mul_into\(", lines[0]), body
+    return into
+
+
+def test_a_dying_temporary_takes_its_product_in_place():
+    """∇W₁‖σ(XW₁)W₂ − Y‖² in NumPy: σ(u) ⊙ σ(−u) is written into σ(−u) and its product with
+    the back-propagated error into that, ``_mul_into`` (two n × h arrays fewer); σ(u), which
+    another product reads, and the arguments are never written.  Values are evaluate's in
+    float64 and float32, and mixed dtypes fall back to a new array of the promoted dtype."""
+    f = md.norm(md.sigmoid(NX @ W1) @ W2 - NY) ** 2
+    g = md.grad(f, W1)
+    source = md.codegen(g)
+    body = source.partition("\ndef f(")[2]
+    into = _written_into(body)
+    assert len(into) == 2, source
+    sigma = re.search(r"(t\d+) = t\d+\[0\]", body).group(1)
+    assert sigma not in into, source
+    rng = np.random.default_rng(6)
+    values = {"X": rng.standard_normal((300, 4)), "W1": rng.standard_normal((4, 3)),
+              "W2": rng.standard_normal((3, 2)), "Y": rng.standard_normal((300, 2))}
+    copies = {k: v.copy() for k, v in values.items()}
+    fn = md.compile(g)
+    want = g.evaluate(values)
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-4)):
+        got = fn(**{k: v.astype(dtype) for k, v in values.items()})
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    mixed = dict(values, W2=values["W2"].astype(np.float32))
+    np.testing.assert_allclose(fn(**mixed), want, rtol=1e-6)
+    assert fn(**mixed).dtype == np.float64
+    for k, v in values.items():
+        np.testing.assert_array_equal(v, copies[k])
+    assert md.check(f, W1) < 1e-6
+
+
+def test_a_temporary_read_twice_or_a_view_is_not_written_into():
+    """(XW)ᵀ ⊙ (XW)ᵀ… : products whose operands another line reads, or that are views (a
+    transpose), keep ``a * b``."""
+    A, B = md.matrix("A", "n", "n"), md.matrix("B", "n", "n")
+    e = md.sum((A @ B) * (A @ B).T * md.exp(A @ B))
+    source = md.codegen(e)
+    assert len(_written_into(source.partition("\ndef f(")[2])) == 1, source  # BᵀAᵀ, not AB
+    rng = np.random.default_rng(2)
+    values = {"A": rng.standard_normal((5, 5)), "B": rng.standard_normal((5, 5))}
+    np.testing.assert_allclose(md.compile(e)(**values), e.evaluate(values), rtol=1e-12)

@@ -420,3 +420,61 @@ def test_the_ridge_gradient_by_m_is_as_accurate_as_a_hand_written_cholesky_solve
     hand = 2 * scipy_linalg.cho_solve(factor, m.T).T + 2 * np.outer(zv, uh) - 2 * np.outer(m @ uh, uh)
     err, herr = np.linalg.norm(got - exact), np.linalg.norm(hand - exact)
     assert err <= 2 * herr + 1e-15 * np.linalg.norm(exact), (err, herr)
+
+
+# ------------------------------------------------------ traces of a positive-definite inverse
+
+# functions of λ whose derivative is the trace of a positive-definite inverse
+LOG_DETS = [("log det G", lambda: md.logdet(_gram())),
+            ("log det(S + λI)", lambda: md.logdet(SPD + LAM_POS * md.eye(n)))]
+# (name, results): an inverse whose only reader is a trace, tr(S⁻¹) = ‖U⁻¹‖_F² for S = UᵀU
+TRACE_CASES = [
+    ("∂ log det G/∂λ = tr(G⁻¹)", lambda: md.grad(LOG_DETS[0][1](), LAM_POS)),
+    ("∂ log det(S + λI)/∂λ", lambda: md.grad(LOG_DETS[1][1](), LAM_POS)),
+    ("tr(S⁻¹)", lambda: md.trace(md.inv(SPD))),
+    ("chol(S) and tr(S⁻¹)", lambda: [md.cholesky(SPD), md.trace(md.inv(SPD))]),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name, build", TRACE_CASES, ids=[c[0] for c in TRACE_CASES])
+def test_the_trace_of_a_positive_definite_inverse_forms_no_inverse(name, build, backend):
+    """tr(S⁻¹) from S's Cholesky factor U as ‖U⁻¹‖_F² (NumPy: LAPACK's trtri; JAX: a
+    triangular solve for I), where the code formed S⁻¹ by solving for I and took its trace;
+    PyTorch keeps cholesky_inverse, the faster there.  Values are evaluate's, in float64 and
+    (NumPy) float32; S is factorised once where chol(S) is a result too."""
+    _backend(backend)
+    if backend == "numpy":
+        pytest.importorskip("scipy")
+    results = build()
+    source = md.codegen(results, backend=backend)
+    body = _code(source)
+    assert not re.search(r"cho_solve\([^\n]*\beye\(|\binv\(|_lu_inverse\(", body), source
+    if backend == "numpy":
+        assert not _forms_inverse(source) and "_cho_inverse_trace(" in body, source
+    if backend == "torch":  # the trace itself by torch.trace, not torch.einsum's parser
+        assert "torch.trace(" in body and "einsum" not in body, source
+    assert len(re.findall(r"cho_factor\(|cholesky\(", body)) == 1, source
+    values = _values(np.random.default_rng(13))
+    values["S"] = values["S"] + np.eye(4)
+    fn = md.compile(results, backend=backend)
+    args = _arguments(fn, values)
+    want = [np.asarray(r.evaluate(_used(r, values))) for r in _as_results(results)]
+    got = _run_typed(fn, backend, args) if isinstance(results, list) else [_run(fn, backend, args)]
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), e, rtol=1e-10, atol=1e-12)
+    if backend == "numpy":
+        got32 = fn(**{k: np.asarray(v, dtype=np.float32) for k, v in args.items()})
+        for g, e in zip(got32 if isinstance(results, list) else [got32], want, strict=True):
+            assert g.dtype == np.float32
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+
+
+def _as_results(results):
+    return results if isinstance(results, list) else [results]
+
+
+@pytest.mark.parametrize("name, build", LOG_DETS, ids=[c[0] for c in LOG_DETS])
+def test_the_trace_derivatives_are_right(name, build):
+    """∂ log det G/∂λ = tr(G⁻¹) (and the second derivative) against central differences."""
+    assert md.check(build(), LAM_POS, seed=5, kinds={"S": "spd", "lam": "positive"}, order=2) < 1e-6
