@@ -221,6 +221,8 @@ def functions(dialect: Dialect, decls: dict) -> dict:
             fns[fname] = Fn("same", L.function(fname), "elementwise")
         elif decl.kind == "scalar_function":
             fns[fname] = Fn("scalar", L.scalar_function(fname), "gradient")
+        elif decl.kind == "matrix_function":  # fₘ(S)  where f(u) = u³, in printed text
+            fns[fname] = Fn("square_same", "defined")
         if decl.kind in ("function", "scalar_function") and fname in greek:
             fns[greek[fname]] = fns[fname]
     return fns

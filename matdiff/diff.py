@@ -483,8 +483,9 @@ def _eigenvalue_function(factors: tuple, lam: Node):
     kink — relu, |·|, step, sign — or a user's function: they keep the eigenvectors' rule).
     A single function of the table applied to λ is itself; the derivative of a function h of
     the table (σ(1 − σ), 1 − tanh², 1 + tan², (1 + u)⁻¹, (1 + u²)⁻¹) is a traced function
-    (``TracedExpression``) named h′, printed Δsigmoid′(λ). Any other g is None too: no name of
-    it would read back from the printed Hessian (its old form, with Γ(λ) and diag(g(λ)), does)."""
+    (``TracedExpression``) named h′, printed Δsigmoid′(λ); any other g — u·eᵘ + eᵘ, the
+    gradient of Σλᵢe^λᵢ — is a traced function named h, printed Δh(λ)  where h(u) = u·exp(u)
+    + exp(u) (printing names it and writes its definition)."""
     if len(factors) == 1 and type(factors[0]) is Elementwise and factors[0].arg is lam \
             and factors[0].fn.builtin and factors[0].fn.name in DivDiff3.SERIES:
         return factors[0].fn
@@ -495,12 +496,14 @@ def _eigenvalue_function(factors: tuple, lam: Node):
     body = simplify(parts[0] if len(parts) == 1 else B.hadamard(*parts))
     if t not in free_vars(body):
         return None
+    if type(body) is Elementwise and body.arg is t:  # λ² written λ ⊙ λ: the table's u²
+        return body.fn
     if body not in _EIGENVALUE_FUNCTIONS:
         h = next((h for h in F_.TABLE if h != "pow" and h not in ("relu", "abs", "step", "sign")
                   and simplify(F_.fn(h).derivative(t)) is body), None)
-        traced = None if h is None else TracedExpression(simplify(SLOPES[h](t)) if h in SLOPES else body, t)
-        _EIGENVALUE_FUNCTIONS[body] = None if h is None else \
-            F_.Function(f"{h}′", numpy=traced.values, deriv=traced)
+        traced = TracedExpression(simplify(SLOPES[h](t)) if h in SLOPES else body, t)
+        _EIGENVALUE_FUNCTIONS[body] = F_.Function("h" if h is None else f"{h}′", numpy=traced.values,
+                                                  deriv=traced)
     return _EIGENVALUE_FUNCTIONS[body]
 
 
@@ -516,6 +519,10 @@ class TracedExpression:
 
     def __call__(self, z: Node) -> Node:  # g′(z), as a builder of the function table
         return _substituted(self.slope, self.t, z)
+
+    def at(self, u: Node) -> Node:
+        """g(u), its expression of a scalar u (the where-clause's definition h(u) = …)."""
+        return _substituted(self.on_entries, self.t, u)
 
     def __repr__(self):  # no object id: nodes holding g sort the same in every run
         return f"TracedExpression({self.on_entries.skey.hex()})"

@@ -278,15 +278,15 @@ def matrix_function(s, f) -> Expr:
     """f(S) = U f(Λ) Uᵀ for a symmetric S and an element-wise f — a built-in name ("exp",
     "log", "sqrt", "tanh", …), a function of the library (md.exp), an ``md.function`` with
     a derivative, or a Python function of one scalar written with matdiff's operations
-    (``lambda u: u**3``), traced once on a placeholder. Its differential is
-    Daleckii–Krein's: d f(S) = U (F ⊙ (Uᵀ dS U)) Uᵀ, F the divided differences of f at the
-    eigenvalues (f′ on the diagonal).
+    (``lambda u: u**3``), traced once on a placeholder, and printed with its definition
+    (which md.parse reads back). Its differential is Daleckii–Krein's: d f(S) = U (F ⊙ (Uᵀ dS
+    U)) Uᵀ, F the divided differences of f at the eigenvalues (f′ on the diagonal).
 
     >>> S = md.matrix("S", "n", "n", symmetric=True)
     >>> def cube(u):
     ...     return u**3
     >>> print(md.matrix_function(S, cube))
-    cubeₘ(S)
+    cubeₘ(S)  where cube(u) = u³
     >>> md.check(md.trace(md.matrix_function(S, cube)), S, order=2) < 1e-6
     True
 
@@ -354,7 +354,7 @@ class _Traced:
     at any tensor z are the traced expressions with u replaced entry by entry by z."""
 
     def __init__(self, f, body: Node, u: Var):
-        self.f, self.u = f, u
+        self.f, self.u, self.body = f, u, body
         self.slope = simplify(jacobians(body, [u])[0])
         self.t = Var("_t", ("_n",), False)  # f over a vector of entries, built once: its values
         self.on_entries = simplify(_vectorised(body, u, self.t))  # (and a refusal if f is not
@@ -362,6 +362,10 @@ class _Traced:
 
     def __call__(self, z: Node) -> Node:  # f′(z), as a builder of the function table
         return _vectorised(self.slope, self.u, z)
+
+    def at(self, u: Node) -> Node:
+        """f(u), its expression of a scalar u (the where-clause's definition f(u) = …)."""
+        return _vectorised(self.body, self.u, u)
 
     def __repr__(self) -> str:  # by what was traced, not where it lives: the repr of the
         # Function holding it feeds nodes' sort keys (ir._stable_key), which must not vary by run

@@ -213,6 +213,12 @@ class Builder:
     def _build_sum(self, node, names):
         return L.sum(self.build(node.args[0], names), axis=self.inferred.axis(node))
 
+    def _build_defined(self, node, names):
+        """fₘ(S)  where f(u) = u³: md.matrix_function of the function the text defines."""
+        param, body, col = self.inferred.decls[node.value].definition
+        f = _defined_function(node.value[:-1], param, body, self.text, col)
+        return L.matrix_function(self.build(node.args[0], names), f)
+
     def _build_norm(self, node, names):
         x = self.build(node.args[0], names)
         if len(node.args) == 2:
@@ -228,7 +234,29 @@ class Builder:
 BUILDERS = {op: getattr(Builder, "_b_" + operation) for op, operation in OPERATIONS.items()}
 SYNTAX_BUILDERS = {"const": Builder._build_const, "eye": Builder._build_eye,
                    "softmax": Builder._build_softmax, "logsumexp": Builder._build_logsumexp,
-                   "sum": Builder._build_sum, "norm": Builder._build_norm}
+                   "sum": Builder._build_sum, "norm": Builder._build_norm, "defined": Builder._build_defined}
+
+
+def _defined_function(name: str, param: str, body: str, text: str, col: int):
+    """The Python function of one scalar that printed text's where-clause defines (f(u) =
+    u exp(u)), for md.matrix_function to trace: the body read in the matdiff dialect with
+    ``param`` a scalar, and nothing else in it."""
+    try:
+        e = parse(body, dialect="matdiff", **{param: "scalar"})
+    except (ParseError, ShapeError) as err:
+        raise ParseError(f"in the definition of {name}: {getattr(err, 'message', None) or err}",
+                         text, col + (getattr(err, "column", None) or 0)) from None
+    others = sorted(v.node.name for v in e.variables if v.node.name != param)
+    if e.ndim != 0 or others:
+        raise ParseError(f"{name}({param}) must be a scalar expression of {param} alone, but it "
+                         f"uses {', '.join(others) or 'a ' + e.describe_shape()}", text, col)
+    u = next((v.node for v in e.variables), None)
+
+    def f(z):
+        return e if u is None else Expr(L._vectorised(e.node, u, z.node))
+
+    f.__name__ = name
+    return f
 
 
 def parse(text: str, dialect: str = "matrixcalculus", result_shape=None, **declarations) -> Expr:

@@ -11,7 +11,7 @@ import re
 
 from .functions import (GREEK, LETTER_SUBSCRIPTS, MATRIX_FUNCTION_NAMES,  # noqa: F401 (dialects)
                         PRINTED_FUNCTIONS, SUBSCRIPTS, UNSUBSCRIPT)
-from .syntax import KIND_WORDS, Node, ParseError, Parser, Tok
+from .syntax import KIND_WORDS, Decl, Node, ParseError, Parser, Tok
 
 SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 PRINTED_TOKEN = re.compile(r"""
@@ -92,6 +92,13 @@ class PrintedParser(Parser):
                 raise ParseError(f"{word}(X, E) is a Fréchet derivative, which no expression builds: "
                                  f"this text is for reading only. Differentiate the function itself, "
                                  f"or read its index form (Expr.index)", text, pos)
+            if kind == "name" and word.endswith("ₘ") and text[end:end + 1] == "(":
+                toks = self.split(word, m.start())  # fₘ(S)  where f(u) = u³: a defined function
+                if toks[-1].text in self.fns and toks[-1].text not in PRINTED_FUNCTIONS:
+                    out.extend(toks)
+                    pos = end
+                    continue
+                self.undefined_matrix_function(word, m.start())
             if kind == "name" and word.endswith("ₘ") and word[:-1].endswith("e"):
                 word, end = word[:-1], end - 1  # eₘ: the last unit vector of m, not e as a function
             if kind == "name" and word.endswith("e_") and text[end:end + 1] == "(":
@@ -117,6 +124,19 @@ class PrintedParser(Parser):
             pos = m.end()
         out.append(Tok("end", "", len(text)))
         return out
+
+    def undefined_matrix_function(self, word, col):
+        """A ParseError for fₘ(…) where f is no function the reader knows and the text does not
+        define it (md.matrix_function's Python callables print fₘ(S)  where f(u) = u³): never
+        read as a variable fₘ times S. Xeₘ(…), the last unit vector of m, passes."""
+        head = self.split(word[:-1], col)
+        if head[-1].text + "ₘ" in self.fns or head[-1].text == "e" and "e" not in self.known and \
+                all(t.text in self.known or t.kind != "name" for t in head[:-1]):
+            return
+        base = word[:-1]
+        raise ParseError(f"{word}(·) is the matrix function of {base}, which this text does not "
+                         f"define (as in {word}(S)  where {base}(u) = u³): this text is for reading "
+                         f"only", self.text, col)
 
     def split(self, word, col):
         """XW → X, W: the reading with the fewest unknown names, then the fewest pieces
@@ -291,6 +311,9 @@ DECOMPOSITIONS = {"UΛUᵀ": "its eigenvectors U and eigenvalues λ", "UΣVᵀ":
                   "and singular values σ"}
 
 
+FUNCTION_DEFINITION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(([A-Za-z])\)")  # f(u), of "f(u) = u³"
+
+
 def read(text: str, dialect, decls: dict) -> Node:
     """The syntax tree of matdiff's text output, its "  where s = …" definitions included."""
     main, _, where = text.partition("  where ")
@@ -298,7 +321,7 @@ def read(text: str, dialect, decls: dict) -> Node:
     variables |= {g for g, n in GREEK_NAMES.items() if n in variables}
     functions = {n for n, d in decls.items() if d.kind not in KIND_WORDS and d.kind != "dim"}
     functions |= {g for g, n in GREEK_NAMES.items() if n in functions}
-    bodies = {}
+    bodies, defined = {}, {}
     for part in filter(None, (p.strip() for p in re.split(r",\s(?=\S+ = )", where))):
         name, _, body = part.partition(" = ")
         if body.strip() in DECOMPOSITIONS:
@@ -306,7 +329,14 @@ def read(text: str, dialect, decls: dict) -> Node:
                              f"which no expression builds: this text is for reading only. Differentiate "
                              f"the function itself, or read its index form (Expr.index)",
                              text, text.index(part))
+        head = FUNCTION_DEFINITION.fullmatch(name.strip())
+        if head is not None:  # f(u) = u³, the function of fₘ(S)
+            defined[head.group(1)] = (head.group(2), body, text.index(part) + len(name) + 3)
+            continue
         bodies[name.strip()] = body
+    for fname, definition in defined.items():  # (decls: this parse's own, which parse.Builder
+        decls[fname + "ₘ"] = Decl("matrix_function", definition=definition)  # reads: _build_defined)
+        functions.add(fname + "ₘ")
     if "↦" in main:  # V ↦ H[V]: a Hessian or Jacobian written as the linear map it applies
         raise ParseError(f"{main[:main.index('↦')].strip()} ↦ … is a linear map (a Hessian or Jacobian "
                          f"applied to a direction), which no expression builds: this text is for reading "

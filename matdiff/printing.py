@@ -9,13 +9,13 @@ import re
 from fractions import Fraction
 
 from . import notation as N
-from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS, UNSUBSCRIPT,
-                        Function, ScalarFunction)
+from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS,
+                        TABLE as F_TABLE, UNSUBSCRIPT, Function, ScalarFunction)
 from .errors import NotSupportedError
 from .ir import (Const, Contract, Delta, DivDiff3, DivDiff3Apply, Eigh, Elementwise, Frechet, Node, Reshape,
                  Sum, Svd, Var, walk)
 from .recognise import recognise
-from .recognise import _divdiff_name, _second_frechets
+from .recognise import _divdiff_name, _second_frechets, defined_by_trace, definition
 from .show import index_form
 
 # precedence: a child binding more loosely than its context is parenthesised
@@ -88,10 +88,73 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
     """The text of ``m``; subexpressions used three times or more, or twice in a long
     result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw).  The parts of one
     decomposition are named as textbooks name them: uₙuₙᵀ  where S = UΛUᵀ."""
+    style, defined = _defined_functions(_traced_in_notation(m), style, taken)
     m, clause = _textbook(m, style, taken)
-    taken = set(taken) | ({"U", "V", "u", "v", "Λ", "Σ"} if clause else set())
+    taken = set(taken) | ({"U", "V", "u", "v", "Λ", "Σ"} if clause else set()) | set(defined)
     return _render_named(m, dict(style, names={}, display=display or {}), taken,
-                         [clause] if clause else [])
+                         ([clause] if clause else []) + list(defined.values()))
+
+
+DEFINED_NAMES = ("f", "g", "h")  # a traced function's name where its own is taken (then f2, f3, …)
+
+
+def _traced_in_notation(m: N.M) -> tuple:
+    """The traced functions in m (``defined_by_trace``: of fₘ(S), Δh(λ), Δ²h(λ)[X, Y]) in the
+    order they are written, and the names of the abstract functions it calls (σ(X))."""
+    found, stack, seen, used = [], [m], set(), set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        fn = x.fn if isinstance(x, N.Call) else (x.params[0] if isinstance(x, N.Sym) and x.role == "divdiff3"
+                                                  else None)
+        if defined_by_trace(fn):
+            if fn not in found:
+                found.append(fn)
+        elif isinstance(x, N.Call) and isinstance(x.fn, (Function, ScalarFunction)):
+            used.add(x.fn.name)
+        stack.extend(reversed(_inside(x)))
+    return found, used
+
+
+def _defined_functions(traced: tuple, style, taken) -> tuple:
+    """(the style with each traced function's printed name, {name: its definition}): its
+    Python name where free (cubeₘ(S)), else f, g, h, …; the definitions — f(u) = u³,
+    h(u) = u exp(u) + exp(u) — which the where-clause writes, so that the text says what f
+    is and the reader reads fₘ(S) back (md.matrix_function of the function it defines)."""
+    found, used = traced
+    if not found:
+        return style, {}
+    blocked = set(taken) | set(used) | PRINTED_FUNCTIONS | set(F_TABLE) | set(GREEK_LETTERS) | \
+        {"u", "t", "e", "I", "d"}
+    names = {}
+    for fn in found:
+        pool = [fn.name] + list(DEFINED_NAMES) + [f"f{k}" for k in range(2, 1000)]
+        names[fn] = next(c for c in pool if c.isidentifier() and c.isascii() and c not in blocked)
+        blocked.add(names[fn])
+    style = dict(style, fn_names=names)
+    return style, {names[fn]: _definition(names[fn], fn, style, taken) for fn in found}
+
+
+def _defined_name(fn, style) -> str:
+    """The name a traced function prints as (``_defined_functions``), or its own."""
+    return style.get("fn_names", {}).get(fn) or str(fn)
+
+
+def _lambda(fn, functions: dict) -> str:
+    """lambda u: u ** 3.0, the Python function of a traced f (Expr.python)."""
+    return f"lambda u: {python_code(definition(fn, 'u'), functions)}"
+
+
+def _definition(name: str, fn, style, taken) -> str:
+    """f(u) = u³: a traced function's definition, its expression of one scalar u written as
+    any scalar expression is (t, x or z where u is a variable's name)."""
+    param = next(c for c in ("u", "t", "x", "z", "w") if c not in set(taken))
+    lp, rp = style["lparen"], style["rparen"]
+    head = _tex_name(name, style) if _tex(style) else name
+    body = _render(definition(fn, param), dict(style, names={}))[0]  # no where of its own
+    return f"{head}{lp}{param}{rp} = {body}"
 
 
 def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
@@ -395,7 +458,8 @@ def _sym(m: N.Sym, style):
         return f"L²_{fn}({point}; {dirs})", ATOM
     if m.role == "divdiff3":  # Δ²f(λ)[X, Y]: f's second divided differences applied to X and Y
         inner = dict(style, in_leaf=True)
-        return _divdiff3(m.params[0], *(_render(x, inner)[0] for x in m.params[1:]), style), ATOM
+        fn = _defined_name(m.params[0], style) if defined_by_trace(m.params[0]) else m.params[0]
+        return _divdiff3(fn, *(_render(x, inner)[0] for x in m.params[1:]), style), ATOM
     if m.role == "part":  # a decomposition's part: U, Λ, λ, u₁, uₙ
         if not _tex(style):
             head = m.name[:1]
@@ -769,6 +833,9 @@ def _add(m: N.Add, style):
 
 def _call(m: N.Call, style):
     lp, rp = style["lparen"], style["rparen"]
+    if defined_by_trace(m.fn):  # fₘ(S), Δh(λ): under the name the where-clause defines
+        m = N.Call(m.kind, ("Δ" if m.name.startswith("Δ") else "") + _defined_name(m.fn, style) +
+                   ("ₘ" if m.name.endswith("ₘ") else ""), m.arg, m.order, m.axis)
     arg = _render(m.arg, style)[0]
     if isinstance(m.fn, ScalarFunction):  # λ(X), ∇λ(X), ∇²λ(X)
         if m.order == 0:
@@ -776,7 +843,7 @@ def _call(m: N.Call, style):
         power = "" if m.order == 1 else (str(m.order).translate(SUPERSCRIPT) if not _tex(style)
                                          else f"^{{{m.order}}}")
         return f"{style['nabla']}{power}{_name(m.name, style)}{lp}{arg}{rp}", ATOM
-    if isinstance(m.fn, Function) and not m.fn.builtin:  # σ(X), σ′(X), σ″(X)
+    if isinstance(m.fn, Function) and not m.fn.builtin and not defined_by_trace(m.fn):  # σ(X), σ′(X)
         mark = (("′", "″", "‴")[m.order - 1] if not _tex(style) else "'" * m.order) \
             if 0 < m.order < 4 else ("" if m.order == 0 else f"^{{({m.order})}}")
         return f"{_name(m.name, style)}{mark}{lp}{arg}{rp}", ATOM
@@ -906,6 +973,11 @@ def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
     found = _index_parts(node)
     style = dict(style, spectral=found[0] if found else None)
     lead = [found[1](style)] if found else []
+    fns = [x.fn for x in walk(node) if isinstance(getattr(x, "fn", None), (Function, ScalarFunction))]
+    traced = list(dict.fromkeys(fn for fn in fns if defined_by_trace(fn)))
+    style, defined = _defined_functions((traced, {fn.name for fn in fns if not defined_by_trace(fn)}),
+                                        style, {v.name for v in _vars(node)})
+    lead += list(defined.values())
     repeated = _index_repeated(node)
     if repeated:
         return _index_named(node, style, free, repeated, lead)
@@ -1202,7 +1274,8 @@ def _factor(op, letters, style) -> str:
                 parts.append(_render(cm, style)[0] if not isinstance(cm, N.Index) else f"[{index_form(c)}]")
             if isinstance(op, DivDiff3):
                 parts += [None, None]
-            return _divdiff3(_divdiff_name(op.fn), *parts, style) + sub
+            fn = _defined_name(op.fn, style) if defined_by_trace(op.fn) else _divdiff_name(op.fn)
+            return _divdiff3(fn, *parts, style) + sub
         return f"[{index_form(op)}]{sub}"
     return _notation_factor(m, letters, style)
 
@@ -1327,7 +1400,9 @@ def _py(m: N.M, functions: dict):
             method = {0: "", 1: ".gradient", 2: ".hessian"}.get(m.order)
             return (f"{name}{method}({arg})" if method is not None else
                     f"<∇{m.order}{m.name}({arg})>"), ATOM
-        if isinstance(m.fn, Function) and not m.fn.builtin:
+        if defined_by_trace(m.fn) and m.name.endswith("ₘ"):  # f traced from a Python callable
+            return f"md.matrix_function({arg}, {_lambda(m.fn, functions)})", ATOM
+        if isinstance(m.fn, Function) and not m.fn.builtin and not defined_by_trace(m.fn):
             name = functions.get(m.name, m.name)
             return (f"{name}({arg})" if m.order == 0 else
                     f"{name}.derivative({arg}, {m.order})" if m.order > 1 else

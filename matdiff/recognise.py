@@ -23,7 +23,7 @@ import weakref
 
 from . import dims as D
 from . import notation as N
-from .functions import Function
+from .functions import TABLE as F_TABLE, Function
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Inv, LogDet, LogSumExp, MatFn, Node,
                  Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, is_ones, walk)
@@ -105,7 +105,27 @@ def _matfn(node: MatFn):
             root = N.Call("m", "sqrtm", arg)
             return root if p > 0 else N.Inv("m", root)
         return N.Call("m", f"pow{p:g}ₘ", arg)
+    if defined_by_trace(node.fn):  # fₘ(S)  where f(u) = u³: printing names f and defines it
+        return N.Call("m", f"{node.fn.name}ₘ", arg, fn=node.fn)
     return N.Call("m", MATRIX_FUNCTIONS.get(node.fn.name, f"{node.fn.name}ₘ"), arg)
+
+
+def definition(fn, param: str) -> N.M:
+    """The notation of a traced function's expression of one scalar ``param``: u³ of
+    f(u) = u³ (``defined_by_trace``)."""
+    return recognise(simplify(fn.deriv.at(Var(param, (), False))))
+
+
+def defined_by_trace(fn) -> bool:
+    """Whether fn is a traced function (md.matrix_function's Python callables, diff's
+    composite functions of eigenvalues) that the printed text defines in its where-clause —
+    fₘ(S)  where f(u) = u³, Δh(λ)  where h(u) = u·exp(u) + exp(u) — rather than by its name
+    alone, as the derivatives of table functions (sigmoid′) are."""
+    d = getattr(fn, "deriv", None)
+    if getattr(fn, "builtin", True) or not isinstance(getattr(d, "on_entries", None), Node) \
+            or not isinstance(getattr(d, "t", None), Node) or not callable(getattr(d, "at", None)):
+        return False
+    return not (fn.name.endswith("′") and fn.name.rstrip("′") in F_TABLE)
 
 
 def _eigh(node: Eigh):
@@ -148,6 +168,8 @@ def _divdiff(node: DivDiff):
     arg = recognise(node.arg)
     if isinstance(arg, N.Index):
         return None
+    if defined_by_trace(node.fn):
+        return N.Call("m", f"Δ{node.fn.name}", arg, fn=node.fn)
     return N.Call("m", f"Δ{_divdiff_name(node.fn)}", arg)
 
 
@@ -184,8 +206,8 @@ def _divdiff3_apply(node: DivDiff3Apply):
             coef *= m.coef
             m = N.prod(1.0, m.factors)
         parts.append(m)
-    leaf = N.Sym("m", f"Δ²{_divdiff_name(node.fn)}", "divdiff3", dims=node.shape,
-                 params=(_divdiff_name(node.fn), lam, *parts))
+    name = node.fn if defined_by_trace(node.fn) else _divdiff_name(node.fn)  # (printing names f)
+    leaf = N.Sym("m", f"Δ²{name}", "divdiff3", dims=node.shape, params=(name, lam, *parts))
     return N.prod(coef, [leaf])
 
 

@@ -254,6 +254,7 @@ class Decl:
     kind: str  # scalar, vector, matrix, function, scalar_function
     dims: tuple = ()
     symmetric: bool | str = False  # True, "spd" (symmetric positive definite), "positive" (a scalar)
+    definition: tuple = ()  # a "matrix_function"'s (u, "u³", column) (printed fₘ(S)  where f(u) = u³)
 
 
 def parse_declaration(text: str, name: str | None = None) -> tuple:

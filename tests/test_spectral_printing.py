@@ -66,8 +66,8 @@ CASES = [
      "U(Δ²sigmoid(λ)[UᵀVU, UᵀaaᵀU] + Δ²sigmoid(λ)[UᵀaaᵀU, UᵀVU])Uᵀ" + W,
      "V ↦ U(Δ²sigmoid(λ)[UᵀaaᵀU, UᵀVU] + Δ²sigmoid(λ)[UᵀVU, UᵀaaᵀU])Uᵀ" + W),
     ("aᵀf(S)a, f = u³", lambda: a.T @ md.matrix_function(S, lambda u: u ** 3) @ a,
-     "U(Δ²f(λ)[UᵀaaᵀU, UᵀVU] + Δ²f(λ)[UᵀVU, UᵀaaᵀU])Uᵀ" + W,
-     "V ↦ U(Δ²f(λ)[UᵀaaᵀU, UᵀVU] + Δ²f(λ)[UᵀVU, UᵀaaᵀU])Uᵀ" + W),
+     "U(Δ²f(λ)[UᵀaaᵀU, UᵀVU] + Δ²f(λ)[UᵀVU, UᵀaaᵀU])Uᵀ" + W + ", f(u) = u³",
+     "V ↦ U(Δ²f(λ)[UᵀaaᵀU, UᵀVU] + Δ²f(λ)[UᵀVU, UᵀaaᵀU])Uᵀ" + W + ", f(u) = u³"),
     ("tr(S logm(S))", lambda: md.trace(S @ md.logm(S)),
      "U(2(UᵀVU ⊙ Δlog(λ)) + Δ²log(λ)[UᵀVU, UᵀSU] + Δ²log(λ)[UᵀSU, UᵀVU])Uᵀ" + W,
      "V ↦ U(2(UᵀVU ⊙ Δlog(λ)) + Δ²log(λ)[UᵀVU, UᵀSU] + Δ²log(λ)[UᵀSU, UᵀVU])Uᵀ" + W),
@@ -123,7 +123,7 @@ def _read(m, env):
         ev = lambda y: read(y, env, sizes, functions)  # noqa: E731
         if isinstance(x, N.Sym) and x.role == "divdiff3":  # Δ²f(λ)[X, Y]_pc = Σ_q T_pqc X_pq Y_qc
             lam, X, Y = (np.asarray(ev(p), float) for p in x.params[1:])
-            return np.einsum("pqc,pq,qc->pc", _divided_differences(x.params[0], lam)[1], X, Y)
+            return np.einsum("pqc,pq,qc->pc", _divided_differences(str(x.params[0]), lam)[1], X, Y)
         if isinstance(x, N.Call) and x.fn is None and x.name in ("Q", "eigvalsh"):
             lam, u = np.linalg.eigh(ev(x.arg))
             return u if x.name == "Q" else lam
@@ -133,6 +133,9 @@ def _read(m, env):
             return np.where(np.eye(lam.size) > 0, 0.0, 1.0 / np.where(gap == 0, 1.0, gap))
         if isinstance(x, N.Call) and x.fn is None and x.name.startswith("Δ"):
             return _divided_differences(x.name[1:], ev(x.arg))[0]
+        if isinstance(x, N.Call) and x.fn is not None and x.name.startswith("Δ"):  # Δh(λ), h traced
+            from matdiff.evaluate import _divided_differences as divided  # (h defined in the text)
+            return divided(x.fn, ev(x.arg), {})
         if isinstance(x, N.Call) and x.fn is None and x.name in ("U", "V", "svdvals"):  # X = UΣVᵀ
             u, sv, vt = np.linalg.svd(ev(x.arg), full_matrices=False)
             return {"U": u, "V": vt.T, "svdvals": sv}[x.name]

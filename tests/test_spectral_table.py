@@ -443,7 +443,7 @@ def _reader(fns):
             fn = fns[m.name]
             lam, x, y = (np.asarray(ev(p), float) for p in m.params[1:])
             return np.einsum("pqc,pq,qc->pc", _second_divided_differences(lambda u, k: f_of(fn, u, k), lam), x, y)
-        if isinstance(m, N.Call) and m.fn is None:
+        if isinstance(m, N.Call) and (m.fn is None or R.defined_by_trace(m.fn)):  # (fₘ(S), Δh(λ): traced)
             name = m.name
             if name in ("Q", "eigvalsh", "Γ") or name in fns:
                 arg = ev(m.arg)
