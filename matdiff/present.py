@@ -78,6 +78,8 @@ class EGraph:
         self.narrowed: set = set()  # … whose range the last rebuild narrowed
         self.flipped: set = set()   # … and the classes it found symmetric
         self.above: set = set()     # the classes using one it merged or re-keyed
+        self.shared: set = set()    # the sums the graph held when saturation began that two
+        # classes or more use (and their transposes), as representatives (``_distribute``)
         self.features: set = set()  # what the graph's terms hold (``_features``): rules whose
         # ``NEEDS`` are missing cannot match anywhere and are not run
         self.size = 0
@@ -1552,16 +1554,35 @@ def _sign_out_of_transpose(g, c, t):
 
 
 def _distribute(g, c, t):
-    """A(P + Q) = AP + AQ: the inverse of the last rule, so that a cost can choose."""
+    """A(P + Q) = AP + AQ: the inverse of the last rule, so that a cost can choose.  Not over
+    a sum the input writes in two places or more (``EGraph.shared``: s = Ax − b, which
+    printing names) in a product holding two such vectors (Aᵀssᵀ) or one such matrix twice
+    ((A + Aᵀ)xxᵀ(A + Aᵀ)): multiplied out over both and each part regrouped every way, they
+    grew the graph of the Hessian of ‖Ax − b‖ to 695 terms, none of them chosen (issue 24);
+    there only a negative coefficient goes in, −(a − u)… = (u − a)….  Two different matrix
+    sums still multiply out: A(X − A)(X − A)ᵀ is written A(X − A)(AX − A²)ᵀ.  (Whether a kid
+    is in ``shared`` changes only where the kid's class merges, so the rule stays ``LOCAL``.)"""
     kind, coef = t[1]
     kids = t[2]
+    shared = g.shared
+    held = False
+    if shared:
+        mine = [k for k in map(g.find, kids) if k in shared]
+        held = len(mine) >= 2 and (len(set(mine)) < len(mine) or all(g.kind(k) in "cr" for k in mine))
+    signs = []
     for i, k in enumerate(kids):
+        if held and g.find(k) in shared:
+            if coef < 0 and not signs:
+                for _, d, kk in g.terms(k, "add")[:1]:
+                    inner = g.add("add", (d[0], tuple(-e for e in d[1])), kk)
+                    signs.append(_prod(g, kind, -coef, kids[:i] + (inner,) + kids[i + 1:]))
+            continue
         for _, d, kk in g.terms(k, "add"):
             if len(kk) > MAX_SUM:
                 continue
             terms = [_prod(g, kind, 1.0, kids[:i] + (x,) + kids[i + 1:]) for x in kk]
             return [g.add("add", (kind, tuple(coef * e for e in d[1])), tuple(terms))]
-    return []
+    return signs
 
 
 MAX_MONOMIALS = 12  # an element-wise normal form with more terms is not offered
@@ -2338,7 +2359,10 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
     seen = -1        # len(features) the lists were made for
     g.rebuild()
     before: set = set()  # the terms the last round matched
+    shared = _shared_sums(g)
     for n in range(max_rounds):
+        if shared:
+            g.shared = {g.find(x) for x in shared}
         snapshot = [(c, t) for c, ts in g.nodes.items() for t in ts]
         found = []
         moved = g.moved
@@ -2376,6 +2400,20 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
     return max_rounds
 
 
+def _shared_sums(g: EGraph) -> list:
+    """The classes of sums that two classes or more use, the parts of the input that printing
+    names, and the classes of their transposes (``_distribute``)."""
+    def is_sum(c):
+        return any(t[0] == "add" for t in g.nodes[g.find(c)])
+    uses = g.uses
+    out = [c for c, ts in g.nodes.items() if len(uses[c]) >= 2
+           and any(t[0] == "add" or (t[0] == "T" and is_sum(t[2][0])) for t in ts)
+           and len({g.find(u) for u in uses[c]}) >= 2]
+    named = set(out)
+    return out + [u for c in out for u in uses[c] if u not in named and
+                  any(t[0] == "T" and g.find(t[2][0]) == c for t in g.nodes[g.find(u)])]
+
+
 PATIENCE_NODES = 200  # over this many terms, saturation stops where …
 PATIENCE = 2          # … this many more rounds have not lowered the root's best cost
 
@@ -2387,7 +2425,8 @@ class _Patience:
     than the time before, later rounds are not run.  Graphs grow where rules multiply out and
     re-group a sum (A(P + Q) = AP + AQ and back) over every grouping of a product: the
     Hessian of ‖Ax − b‖ reaches its printed form in round 3 at 155 terms, and grew to 1,043
-    terms in 8 rounds without finding a cheaper one (it now stops after round 6, at 695).
+    terms in 8 rounds without finding a cheaper one (patience stopped it after round 6, at 695;
+    ``_distribute`` now keeps it at 45 terms).
     Over ``benchmarks/present.py``'s corpus this stops 4 of 819 graphs before the form the
     full 8 rounds find, each then printing a form that costs the same or less on its own
     (docs/benchmarks.md); a plain node limit (stop past N terms) printed costlier forms at

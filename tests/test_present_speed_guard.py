@@ -125,12 +125,14 @@ def _graph_sizes(result, monkeypatch):
 
 
 def test_patience_bounds_the_graph_of_the_norm_hessian(monkeypatch):
-    """The Hessian of ‖Ax − b‖ (issue 24): its graph grew to 1,043 terms in 8 rounds and finds
-    its printed form in round 3 at 155; saturation now stops once ``PATIENCE`` rounds past
+    """The Hessian of ‖Ax − b‖ (issue 24), with s = Ax − b multiplied out everywhere as it once
+    was (``_distribute`` told no sum is shared): its graph grew to 1,043 terms in 8 rounds and
+    finds its printed form in round 3 at 155; saturation stops once ``PATIENCE`` rounds past
     ``PATIENCE_NODES`` terms leave the root's cost as it was, with the same printed form."""
     f = md.norm(A @ x - b)
     result = md.hessian(f, x)
     md.check(f, x, order=2)
+    monkeypatch.setattr(P, "_shared_sums", lambda g: [])
     text, sizes = _graph_sizes(result, monkeypatch)
     biggest, rounds = max(sizes)
     assert biggest <= 700 and rounds < P.MAX_ROUNDS, (
@@ -141,13 +143,15 @@ def test_patience_bounds_the_graph_of_the_norm_hessian(monkeypatch):
     assert text == full_text
 
 
-def test_the_term_cap_holds_inside_a_round():
+def test_the_term_cap_holds_inside_a_round(monkeypatch):
     """``MAX_NODES`` is checked while a round matches, not only after it (issue 24): a round
     that crosses the cap stops matching, so a graph ends a few terms past it, where it grew
-    to 300 terms under a cap of 200 (and one corpus graph to 5,904 under 2,000)."""
+    to 300 terms under a cap of 200 (and one corpus graph to 5,904 under 2,000).  The graph
+    is the Hessian of ‖Ax − b‖'s with s = Ax − b multiplied out everywhere (see above)."""
     f = md.norm(A @ x - b)
     result = md.hessian(f, x)
     md.check(f, x, order=2)
+    monkeypatch.setattr(P, "_shared_sums", lambda g: [])
     cap, capped = 200, 0
     for m, rules in _trees(result):
         g = P.EGraph()
@@ -157,3 +161,24 @@ def test_the_term_cap_holds_inside_a_round():
         assert g.size <= cap + 20, f"a graph grew to {g.size} terms under a cap of {cap}"
         capped += g.size > cap
     assert capped, "no graph reached the cap: nothing was checked"
+
+
+@pytest.mark.parametrize("name,f,bound", [
+    ("Hessian of ‖Ax − b‖", lambda: md.norm(A @ x - b), 100),
+    ("Hessian of (xᵀSx)²", lambda: (x.T @ S @ x) ** 2, 30),
+], ids=["‖Ax − b‖", "(xᵀSx)²"])
+def test_a_shared_sum_is_not_multiplied_out_twice(name, f, bound, monkeypatch):
+    """The Hessian of ‖Ax − b‖ holds s = Ax − b in several places, and products holding s and
+    sᵀ (Aᵀssᵀ); ``_distribute`` multiplied them out over both, and the regroupings of the
+    parts grew its graph to 695 terms, none of them printed (issue 24); that of (xᵀSx)², with
+    (S + Sᵀ)xxᵀ(S + Sᵀ), to 100.  A sum the input uses in two places or more is now not
+    distributed over in a product holding two such vectors or one such matrix twice: the
+    graph stays small, and the printed form is the one the full graph found."""
+    result = md.hessian(f(), x)
+    md.check(f(), x, order=2)
+    text, sizes = _graph_sizes(result, monkeypatch)
+    monkeypatch.setattr(P, "_shared_sums", lambda g: [])
+    full_text, full_sizes = _graph_sizes(result, monkeypatch)
+    assert max(sizes)[0] <= bound, f"{name}: the graph grew to {max(sizes)[0]} terms"
+    assert max(full_sizes)[0] > 3 * max(sizes)[0]  # the restriction cut something
+    assert text == full_text
