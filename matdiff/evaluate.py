@@ -6,7 +6,9 @@ only an output that *is* diagonal (diag(v) itself) is written out as one.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import string
 from math import prod
 
@@ -18,7 +20,8 @@ from . import funm
 from .errors import EvaluationError, NotSupportedError, ShapeError
 from .ir import (GENERAL_FUNCTIONS, Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3,
                  DivDiff3Apply, EigGap, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn,
-                 Node, Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, merge_deltas, walk)
+                 Node, Phi, Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Unary, Var, free_vars, merge_deltas,
+                 walk)
 
 LETTERS = string.ascii_letters
 
@@ -524,7 +527,7 @@ def _divided_differences(fn, lam, functions):
         if not fn.builtin:
             _at_eigenvalues(fn, lam, functions)  # an EvaluationError where f is not defined
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            exact = _exact_divided(fn.name, fn.param, a, b) if fn.builtin else \
+            exact = _exact_divided(fn.name, fn.param, a, b) if fn.builtin and fn.name not in KINKS else \
                 _traced_divided(fn, (a, b), functions)[2]
         if exact is not None:
             return np.broadcast_to(exact, (lam.size, lam.size)).copy()
@@ -891,7 +894,7 @@ def _divided_differences3_at(fn, lam, F, i, j, k, functions):
         near = spread <= _user_radius(len(c) + 1) * _user_scale(c, lam)[i]
         return _three_points(fn, x, y, z, F[i, j], F[i, k], F[j, k],
                              lambda where: [cn[i[where]] for cn in c], near)
-    if not fn.builtin:
+    if not fn.builtin or fn.name in KINKS:  # (relu(S) itself: the traced relu(u), by its pieces)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return _traced_divided(fn, (lam[i], lam[j], lam[k]), functions)[-1]
     coefficients = []
@@ -959,7 +962,14 @@ def _three_points(fn, x, y, z, Fij, Fik, Fjk, coefficients, near=None):
 
 def _trace(fn):
     """(node, t) for a Python function traced by md.matrix_function (library._traced): its
-    expression of the vector t, entry by entry; None for any other function."""
+    expression of the vector t, entry by entry; relu, |·|, step and sign themselves as the
+    trace f(t) (so that relu(S)'s divided differences go by its pieces, as a traced callable's
+    with a kink do: ``_kink_compose``); None for any other function."""
+    if fn.builtin:
+        if fn.name not in KINKS:
+            return None
+        t = Var("_t", ("_n",), False)
+        return Elementwise(fn, t), t
     d = fn.deriv
     node, t = getattr(d, "on_entries", None), getattr(d, "t", None)
     return (node, t) if isinstance(node, Node) and isinstance(t, Node) else None
@@ -1619,6 +1629,8 @@ def numpy_ops(functions: dict, spectra: _Spectra | None = None) -> dict:
                                          min(np.shape(a[0])) if n.rank is None else D.resolve(n.rank, s)),
         Funm: lambda n, a, s: _general_function(n.fn, a[0]),
         Frechet: lambda n, a, s: _frechet(n.args[0], a[0], a[1]),
+        _OffDiagonal: lambda n, a, s: np.where(np.eye(len(a[0]), dtype=bool), 0.0, a[0]),
+        _Complementary: lambda n, a, s: np.asarray(float(a[0].shape[0] > a[0].shape[1])),
     }
 
 
@@ -1662,7 +1674,8 @@ def _scaled_singular(node: Node, arrays: dict) -> Node:
     singular vectors (``EigGap``) scaled by 2ᵏ, k = −the exponent of max|X|, where max|X| is
     below 2⁻¹²⁸ or above 2¹²⁸: the second derivative multiplies up to three singular values
     before dividing by σⱼ² − σᵢ², which underflows (or overflows) where σ is below 10⁻¹⁰⁰
-    (above 10¹⁰⁰) though the result is representable (``_rescaled``)."""
+    (above 10¹⁰⁰) though the result is representable (``_rescaled``); and so the eigenvalues
+    of each matrix it decomposes through the eigenvectors (Σwᵢλᵢ³'s Hessian, λ² over λⱼ − λᵢ)."""
     scales = {}
     for m in _singular_gap_matrices(node):
         top = float(np.abs(np.asarray(arrays.get(m, 0.0), float)).max(initial=0.0))
@@ -1677,17 +1690,22 @@ def _scaled_singular(node: Node, arrays: dict) -> Node:
 
 
 def _singular_gap_matrices(node: Node) -> list:
-    """The variables X whose singular vectors' gaps (EigGap(σ²)) node divides by."""
-    return list(dict.fromkeys(g.arg.arg.arg for g in walk(node) if isinstance(g, EigGap)
-                              and _svd_squares(g.arg) and isinstance(g.arg.arg, Svd)
-                              and isinstance(g.arg.arg.arg, Var)))
+    """The variables X whose singular vectors' gaps (EigGap(σ²)) node divides by, and the
+    variables S whose eigenvectors' gaps (EigGap(λ)) it divides by: Σwᵢλᵢ³'s Hessian multiplies
+    λ² before dividing by λⱼ − λᵢ, which underflows below 10⁻¹⁵⁴ (overflows above 10¹⁵⁴)."""
+    return list(dict.fromkeys(
+        [g.arg.arg.arg for g in walk(node) if isinstance(g, EigGap) and _svd_squares(g.arg)
+         and isinstance(g.arg.arg, Svd) and isinstance(g.arg.arg.arg, Var)] +
+        [g.arg.arg for g in walk(node) if isinstance(g, EigGap) and isinstance(g.arg, Eigh)
+         and isinstance(g.arg.arg, Var)]))
 
 
 def _rescaled(node: Node, matrices: dict, rule=None) -> Node:
-    """node with the singular values σ (and σ₁) of each matrix X of ``matrices`` scaled by c, a
-    power of 2 (``matrices[X](x, d)``: x times c for d > 0, times 1/c for d < 0, exactly), each
-    node carrying its degree d in σ — σ: 1, σᵖ for an integer p: p d, a product: the sum of its
-    factors', a sum: its terms' where they agree, EigGap(λ): −λ's, ``rule(n, degrees)`` for
+    """node with the singular values σ (and σ₁), or the eigenvalues, of each matrix X of
+    ``matrices`` scaled by c, a power of 2 (``matrices[X](x, d)``: x times c for d > 0, times
+    1/c for d < 0, exactly), each node carrying its degree d in σ — σ: 1, σᵖ for an integer p:
+    p d, a product: the sum of its factors', a sum: its terms' where they agree, EigGap(λ):
+    −λ's, ``rule(n, degrees)`` for
     other node types (None: not homogeneous; (0, kept): n takes the children ``kept`` marks as
     they are, scale-free, and the others scaled back), U, V, X and what does not hold σ: 0 —
     and scaled back by c⁻ᵈ (one factor c^∓1 at a time, so that none overflows) where it meets
@@ -1709,7 +1727,8 @@ def _rescaled(node: Node, matrices: dict, rule=None) -> Node:
 
     for n in _children_first(node):
         kids = list(n.children)
-        if isinstance(n, Svd) and n.arg in matrices and n.part in ("values", "top"):
+        if n.children and n.children[0] in matrices and (isinstance(n, Svd) and n.part in ("values", "top")
+                                                         or isinstance(n, Eigh) and n.part == "values"):
             new[n], degree[n], owner[n] = matrices[n.arg](n, 1), 1, n.arg
             continue
         owners = {owner[c] for c in kids if degree[c] != 0}
@@ -1756,13 +1775,278 @@ def _children_first(root: Node) -> list:
     return order
 
 
+# --------------------------------------------------------------------------- singular-value pairs
+
+
+class _OffDiagonal(Unary):
+    """A square matrix with its diagonal set to 0 (a diagonal that is not finite too): the pair
+    coefficients of ``_singular_divided``, 0 on the diagonal as the gaps EigGap are."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        return arg.shape
+
+
+class _Complementary(Unary):
+    """1 where the orthonormal columns ``arg`` (singular vectors U or V) have a complement (fewer
+    columns than rows), 0 where they span the space: (I − UUᵀ)Y is then 0, and
+    ``_singular_divided`` leaves out its two terms, Y − UUᵀY, each of the size of Y."""
+
+    fields = ("arg",)
+
+    @staticmethod
+    def _shape(arg):
+        return ()
+
+
+PAIR_LABELS = 6  # at most this many summed labels in a term whose pair coefficients are combined
+
+
+def _flat_factors(c: Contract, fresh: list) -> tuple:
+    """(coefficient, operands, labels) of the product c with its nested products (and scaled
+    single terms) written out as its own factors, their summed labels renamed apart from
+    ``fresh[0]`` on."""
+    coef, ops, labs = 1.0, [], []
+    for op, lab in zip(c.operands, c.labels):
+        while isinstance(op, Sum) and len(op.terms) == 1:
+            coef, op = coef * op.terms[0][0], op.terms[0][1]
+        if not isinstance(op, Contract):
+            ops.append(op)
+            labs.append(tuple(lab))
+            continue
+        inner, inner_ops, inner_labs = _flat_factors(op, fresh)
+        names = dict(zip(op.out, lab))
+        for il in inner_labs:
+            for x in il:
+                if x not in names:
+                    names[x], fresh[0] = fresh[0], fresh[0] + 1
+        coef *= inner
+        ops.extend(inner_ops)
+        labs.extend(tuple(names[x] for x in il) for il in inner_labs)
+    return coef, ops, labs
+
+
+def _canonical(ops, labs, fixed: dict):
+    """A key equal for two products of the same factors whose labels differ only in the names
+    of the summed ones (``fixed`` names the others); None where there are too many to try."""
+    inner = sorted({x for lab in labs for x in lab} - fixed.keys())
+    if len(inner) > PAIR_LABELS:
+        return None
+    best = None
+    for order in itertools.permutations(range(len(inner))):
+        names = {**fixed, **{x: (1, k) for x, k in zip(inner, order)}}
+        key = tuple(sorted((op.skey, tuple(names[x] for x in lab)) for op, lab in zip(ops, labs)))
+        best = key if best is None or key < best else best
+    return best
+
+
+def _sigma_atom(op: Node, sigma: Node):
+    """("pow", k) for σᵏ (k an integer), ("fn", f) for f(σ), f of the table with divided
+    differences exact at every gap, σ the singular values; else None."""
+    if op is sigma:
+        return ("pow", 1)
+    if isinstance(op, Elementwise) and op.arg is sigma and op.fn.builtin:
+        if op.fn.name == "pow":
+            k = float(op.fn.param)
+            return ("pow", int(k)) if k.is_integer() and 0 < abs(k) <= 8 else None
+        probe = np.array([[0.5, 2.0]])  # f has a closed form of f[a, b]
+        if op.fn.name in DivDiff3.SERIES and _exact_divided(op.fn.name, op.fn.param, probe, probe.T) \
+                is not None:
+            return ("fn", op.fn)
+    return None
+
+
+def _projection_pairs(terms: list) -> dict:
+    """{term index: U} for pairs of terms c·Y and −c·UUᵀY (UUᵀ: two factors U, the same
+    singular vectors, whose column label nothing else carries), U singular vectors of X that
+    span the space where X is square: both are multiplied by ``_Complementary(U)``, 0 there."""
+    keys, flagged = {}, {}
+    for k, (c, ops, labs, out) in enumerate(terms):
+        if ops is not None:
+            keys.setdefault(_canonical(ops, labs, {x: (0, i) for i, x in enumerate(out)}), []).append(k)
+    for k, (c, ops, labs, out) in enumerate(terms):
+        if ops is None or k in flagged:
+            continue
+        count = {}
+        for lab in labs:
+            for x in lab:
+                count[x] = count.get(x, 0) + 1
+        for i, j in itertools.combinations(range(len(ops)), 2):
+            u = ops[i]
+            if not (ops[j] is u and isinstance(u, Svd) and u.part in ("left", "right")):
+                continue
+            col = labs[i][1]
+            if not (labs[j][1] == col
+                    and count[col] == 2 and col not in out and col not in (labs[i][0], labs[j][0])):
+                continue
+            a, b = labs[i][0], labs[j][0]
+            if a == b:
+                continue
+            rest_ops = [o for m, o in enumerate(ops) if m not in (i, j)]
+            rest_labs = [lab for m, lab in enumerate(labs) if m not in (i, j)]
+            if b in out and a in out:
+                rest_ops.append(Delta(u.shape[0], 2))
+                rest_labs.append((a, b))
+            else:
+                old, new = (b, a) if b not in out else (a, b)
+                rest_labs = [tuple(new if x == old else x for x in lab) for lab in rest_labs]
+            key = _canonical(rest_ops, rest_labs, {x: (0, i) for i, x in enumerate(out)})
+            partner = next((m for m in keys.get(key, ()) if m not in flagged and m != k
+                            and terms[m][0] == -c), None) if key is not None else None
+            if partner is not None:
+                flagged[k] = flagged[partner] = u
+                break
+    return flagged
+
+
+def _gap_groups(terms: list) -> tuple:
+    """The terms that divide by the singular vectors' gaps, G_PQ = 1/(σ_Q² − σ_P²), in groups of
+    one product R_PQ (up to the names of summed labels; P and Q turned where G's labels are, G
+    antisymmetric) times c·u(σ_P)·v(σ_Q), u and v products of powers and functions of σ:
+    {(G, key): [(k, sign·c, u atoms, v atoms, R factors, R labels, (P, Q), out)]}."""
+    groups = {}
+    for k, (c, ops, labs, out) in enumerate(terms):
+        if ops is None:
+            continue
+        gaps = [m for m, o in enumerate(ops) if isinstance(o, EigGap)]
+        if len(gaps) != 1 or not _svd_squares(ops[gaps[0]].arg) or not isinstance(ops[gaps[0]].arg.arg, Svd):
+            continue
+        g = ops[gaps[0]]
+        sigma = g.arg.arg
+        p, q = labs[gaps[0]]
+        if p == q or p in out or q in out:
+            continue
+        atoms, rest_ops, rest_labs = {p: [], q: []}, [], []
+        for m, (o, lab) in enumerate(zip(ops, labs)):
+            if m == gaps[0]:
+                continue
+            atom = _sigma_atom(o, sigma) if len(lab) == 1 and lab[0] in (p, q) else None
+            if atom is not None:
+                atoms[lab[0]].append(atom)
+            else:
+                rest_ops.append(o)
+                rest_labs.append(lab)
+        fixed = {x: (0, i) for i, x in enumerate(out)}
+        turns = []
+        for sign, (P, Q) in ((1.0, (p, q)), (-1.0, (q, p))):
+            key = _canonical(rest_ops, rest_labs, {**fixed, P: (2, 0), Q: (2, 1)})
+            if key is not None:
+                turns.append((key, sign, P, Q))
+        if not turns:
+            continue
+        key, sign, P, Q = min(turns, key=lambda t: t[0])
+        groups.setdefault((g, key), []).append((k, sign * c, atoms[P], atoms[Q], rest_ops, rest_labs, (P, Q),
+                                                out))
+    return groups
+
+
+def _cancels_at_ties(members) -> bool:
+    """Whether N(x, y) = Σ c u(x) v(y) of a group's members vanishes at x = y identically (its
+    monomials' coefficients sum to 0): the pair coefficient N/(y² − x²) is then smooth."""
+    total = {}
+    for _, c, u, v, *_ in members:
+        power = sum(k for kind, k in u + v if kind == "pow")
+        fns = tuple(sorted(repr(f) for kind, f in u + v if kind == "fn"))
+        total[power, fns] = total.get((power, fns), 0.0) + c
+    scale = max(abs(m[1]) for m in members)
+    return len(members) > 1 and all(abs(t) <= 1e-12 * scale for t in total.values())
+
+
+def _pair_coefficients(members, lam2: Node) -> Node:
+    """K_PQ = Σ c u(σ_P) v[σ_P, σ_Q] / (σ_P + σ_Q), 0 on the diagonal: a group's Σ c u(σ_P) v(σ_Q)
+    over σ_Q² − σ_P² where it vanishes at σ_P = σ_Q (``_cancels_at_ties``), subtracting
+    N(σ_P, σ_P) = 0: v[x, y] by the product rule of divided differences, each factor's exact at
+    every gap (DivDiff), 1/(σ_P + σ_Q) as 1/t²[σ_P, σ_Q]: no difference over a small gap, and
+    the limit at a tie (Lewis–Sendov's (f′(σᵢ) ∓ f′(σⱼ))/(σᵢ ∓ σⱼ) terms, exactly)."""
+    sigma, square = lam2.arg, lam2.fn
+    r = sigma.shape[0]
+
+    def power(k):
+        return sigma if k == 1 else Elementwise(dataclasses.replace(square, param=float(k)), sigma)
+
+    def value(atom):
+        return power(atom[1]) if atom[0] == "pow" else Elementwise(atom[1], sigma)
+
+    def divided(atom):
+        if atom == ("pow", 1):
+            return None  # t[x, y] = 1
+        fn = dataclasses.replace(square, param=float(atom[1])) if atom[0] == "pow" else atom[1]
+        return DivDiff(fn, sigma)
+
+    between = Elementwise(dataclasses.replace(square, param=-1.0), DivDiff(square, sigma))  # 1/(x + y)
+    terms = []
+    for _, c, u, v, *_ in members:
+        k = sum(a[1] for a in v if a[0] == "pow")
+        factors = ([("pow", k)] if k else []) + [a for a in v if a[0] == "fn"]
+        for i, atom in enumerate(factors):  # (ab)[x, y] = a[x, y] b(y) + a(x) b[x, y]
+            ops = [value(a) for a in u + factors[:i]] + [value(a) for a in factors[i + 1:]]
+            labs = [(0,)] * (len(u) + i) + [(1,)] * (len(factors) - i - 1)
+            dd = divided(atom)
+            ops, labs = ops + ([dd] if dd is not None else []) + [between], \
+                labs + ([(0, 1)] if dd is not None else []) + [(0, 1)]
+            terms.append((c, Contract(tuple(ops), tuple(labs), (0, 1))))
+    return _OffDiagonal(Sum(tuple(terms), (r, r)))
+
+
+def _singular_terms(n: Sum) -> Sum:
+    """The sum n with its terms through singular vectors combined where they cancel
+    (``_singular_divided``)."""
+    fresh = [10 ** 6]
+    terms = []
+    for c, t in n.terms:
+        if isinstance(t, Contract) and any(isinstance(x, (EigGap, Svd)) for x in walk(t)):
+            inner, ops, labs = _flat_factors(t, fresh)
+            terms.append((c * inner, ops, labs, tuple(t.out)))
+        else:
+            terms.append((c, None, None, None))
+    flagged = _projection_pairs(terms)
+    groups = {key: ms for key, ms in _gap_groups(terms).items() if _cancels_at_ties(ms)}
+    if not flagged and not groups:
+        return n
+    grouped = {m[0] for ms in groups.values() for m in ms}
+    out = []
+    for k, (c, t) in enumerate(n.terms):
+        if k in flagged:
+            labels = tuple(range(t.ndim))
+            out.append((c, Contract((_Complementary(flagged[k]), t), ((), labels), labels)))
+        elif k not in grouped:
+            out.append((c, t))
+    for (g, _), members in groups.items():
+        _, _, _, _, ops, labs, pq, axes = members[0]
+        K = _pair_coefficients(members, g.arg)
+        out.append((1.0, Contract(tuple(ops) + (K,), tuple(labs) + (pq,), axes)))
+    return Sum(tuple(out), n.shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _singular_divided(node: Node) -> Node:
+    """node with each second derivative through singular vectors written as Lewis and Sendov
+    write it: the terms that divide by the gaps σⱼ² − σᵢ² (EigGap(σ²)) and cancel at a tie, as
+    one product with the pair coefficients in exact divided differences of σ
+    (``_pair_coefficients``: their difference over a gap of 10⁻⁹ was √ε off, and at a tie took
+    the limit); and the pairs of terms Y − UUᵀY of (I − UUᵀ)Y, 0 where U spans the space
+    (X square, or V of a tall X), multiplied by 0 there (``_Complementary``): each of the size
+    of Y, they cancelled to ε‖Y‖ (εσ₁/σₙ relative, for ‖X‖_*'s (I − UUᵀ)EVΣ⁻¹Vᵀ)."""
+    if not any(isinstance(x, EigGap) and _svd_squares(x.arg) for x in walk(node)) and \
+            not any(isinstance(x, Svd) and x.part in ("left", "right") for x in walk(node)):
+        return node
+    new = {}
+    for n in _children_first(node):
+        kids = [new[c] for c in n.children]
+        m = n if all(a is b for a, b in zip(kids, n.children)) else n.with_children(kids)
+        new[n] = _singular_terms(m) if isinstance(m, Sum) and m.terms else m
+    return new[node]
+
+
 def interpret_checked(node: Node, arrays: dict, sizes: dict, functions: dict, split: bool = True):
     """``interpret`` with NumPy's operations, refusing a result that depends on a choice of
     eigen- or singular vectors (``_refuse_choices``), and taking the limit of a second
     derivative through a decomposition at coinciding eigenvalues where it has one
     (``_split_limit``): evaluate's and md.check's evaluation."""
     if split:
-        node = _scaled_singular(node, arrays)
+        node = _scaled_singular(_singular_divided(node), arrays)
     spectra = _Spectra()
     try:
         out = interpret(node, arrays, sizes, numpy_ops(functions, spectra))
@@ -1806,8 +2090,9 @@ def _decomposed_variables(node: Node):
         if isinstance(x, EigGap):
             lam = x.arg
             args = {c.arg for c in walk(lam) if isinstance(c, Svd)}
-            kind = "eigh" if isinstance(lam, Eigh) else "svd"
-            m = lam.arg if kind == "eigh" else (next(iter(args)) if len(args) == 1 else None)
+            eigen = {c for c in walk(lam) if isinstance(c, Eigh)}  # λ, or λ scaled (_rescaled)
+            kind = "eigh" if isinstance(lam, Eigh) or (len(eigen) == 1 and not args) else "svd"
+            m = next(iter(eigen)).arg if kind == "eigh" else (next(iter(args)) if len(args) == 1 else None)
             scaled = _scaled_variable(m) if m is not None else None
             if scaled is None or found.get(scaled[0], (kind, scaled[1])) != (kind, scaled[1]):
                 return None

@@ -45,6 +45,7 @@ from .simplify import numerical_forms, rewrite, simplify
 from .library import positive_definite
 from .evaluate import (KINKS, PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _derivative_polynomials, _in_units,
                        _grows, _sech2_polynomials, _taylor_scale, _trace, _user_radius)
+from .evaluate import _Complementary, _OffDiagonal, _singular_divided, _user_nodes
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -765,7 +766,7 @@ def _exact_divided_code(w: _Writer, fn, a: str, b: str):
     """evaluate's ``_exact_divided`` as code: f[a, b] accurate at every gap; None where f
     has no such form."""
     name, param = fn.name, fn.param
-    if not fn.builtin:
+    if not fn.builtin or name in KINKS:  # (relu(S) itself: the traced relu(u), by its pieces)
         return _traced_divided_code(w, fn, (a, b))[2] if _trace(fn) is not None and \
             (DivDiff3.has_series(fn) or _kinked(fn)) else None
     if name in ("exp", "log", "sin", "cos", "sinh", "cosh", "tanh", "expm1", "log1p", "tan"):
@@ -856,23 +857,65 @@ def _kinked(fn) -> bool:
     """A traced callable built from relu, |·|, step or sign besides DivDiff3.SERIES's functions,
     constants, sums and products: its first divided differences by the chain rule, exact away
     from the kinks (each kink's own: its one-sided slope on one side, the quotient across)."""
-    trace = None if fn.builtin else _trace(fn)
+    trace = _trace(fn)  # relu, |·|, step and sign themselves: their own trace, f(t)
     kinds = [n.fn for n in walk(trace[0]) if type(n) is Elementwise] if trace is not None else []
     return any(f.builtin and f.name in KINKS for f in kinds) and \
         all(f.builtin and f.name in KINKS + DivDiff3.SERIES for f in kinds)
 
 
-def _user_derivative_code(fn, k: int, x: str) -> str:
+def _user_derivative_code(w: _Writer, fn, k: int, x: str) -> str:
     """f⁽ᵏ⁾(x) as code for a user's md.function: a call of its list's entry k (compile()
-    supplies it, ``user_function_name``); a NotSupportedError for a derivative= expression."""
-    if fn.deriv is not None or not isinstance(fn.numpy, tuple):
-        raise NotSupportedError(f"codegen: the divided differences of {fn.name}(S) are generated from "
-                                f"md.function({fn.name!r}, numpy=[f, f′, f″, …]) (its derivatives, "
-                                f"called); a derivative= expression is evaluated, not generated yet")
+    supplies it, ``user_function_name``), or its ``derivative=`` expression (and that
+    differentiated again: evaluate's ``_user_nodes``) written entry by entry at x."""
+    if fn.deriv is not None and _trace(fn) is None:
+        t, nodes = _user_nodes(fn)
+        if k > len(nodes):
+            raise NotSupportedError(f"codegen: {fn.name}" + "′" * k + " is not known in closed form: its "
+                                    f"derivative= is differentiated {len(nodes) - 1} times (functions: "
+                                    f"{', '.join(DivDiff3.SERIES)}, constants, +, ·, powers, "
+                                    f"{fn.name} itself)")
+        return _entries_code(w, nodes[k - 1], t, x, fn)
+    if not isinstance(fn.numpy, tuple):
+        raise NotSupportedError(f"codegen: the divided differences of {fn.name}(S) need its "
+                                f"derivatives: give md.function({fn.name!r}, numpy=[f, f′, f″, …]) "
+                                f"or derivative=")
     if fn.order + k >= len(fn.numpy):
         raise NotSupportedError(f"codegen: {fn.name}" + "′" * (fn.order + k) + " has no values; give "
                                 f"md.function({fn.name!r}, numpy=[f, f′, f″, …])")
     return f"{user_function_name(type(fn)(fn.name, fn.order + k, numpy=fn.numpy))}({x})"
+
+
+def _entries_code(w: _Writer, node: Node, t: Node, x: str, fn) -> str:
+    """node, an expression of the vector t entry by entry (constants, sums, products, functions
+    of the table and the user's f itself: a ``derivative=`` and its derivatives), as code at the
+    array x (any shape)."""
+    memo: dict = {}
+
+    def go(n):
+        if n in memo:
+            return memo[n]
+        if n is t:
+            out = x
+        elif isinstance(n, Const):
+            out = w.emit(f"0.0 * ({x}) + {float(n.value)!r}")
+        elif isinstance(n, Delta) and n.order == 1:
+            out = w.emit(f"0.0 * ({x}) + 1.0")
+        elif isinstance(n, Sum):
+            out = w.emit(" + ".join(f"{float(c)!r} * {go(term)}" for c, term in n.terms) if n.terms
+                         else f"0.0 * ({x})")
+        elif isinstance(n, Contract) and all(lab in ((), n.out) for lab in n.labels):
+            out = w.emit(" * ".join(f"({go(op)})" for op in n.operands))
+        elif isinstance(n, Elementwise) and (n.fn.builtin or n.fn == fn):
+            out = w.emit(_elementwise(w, n, go(n.arg)))
+        else:
+            what = n.fn if isinstance(n, Elementwise) else type(n).__name__
+            raise NotSupportedError(f"codegen: {fn.name}′ is not generated: {what} in its derivative= "
+                                    f"has no code (functions: {', '.join(DivDiff3.SERIES)}, constants, +, ·, "
+                                    f"powers, {fn.name} itself)")
+        memo[n] = out
+        return out
+
+    return go(node)
 
 
 def _user_scale_code(w: _Writer, c: list, lam: str) -> str:
@@ -899,7 +942,9 @@ def _user_divided_code(w: _Writer, n: DivDiff, lam: str, a: str, b: str) -> str:
     quotient, and near the diagonal the Taylor series about the midpoint from the odd
     derivatives of its list."""
     fn = n.fn
-    known = min(DivDiff3.user_orders(fn), TAYLOR_ORDER) if fn.deriv is None else 1
+    known = min(DivDiff3.user_orders(fn), TAYLOR_ORDER)
+    if fn.deriv is not None:  # a derivative= expression: f′ at least (evaluate's _user_derivatives)
+        known = max(1, known)
     K = known if known % 2 else known - 1
     gap = w.emit(f"{a} - {b}")
     if K >= 3:
@@ -912,10 +957,10 @@ def _user_divided_code(w: _Writer, n: DivDiff, lam: str, a: str, b: str) -> str:
     at = w.emit(f"np.where({close}, ({a} + {b}) / 2, {a} + 0.0 * {b})")
     half = w.emit(f"np.where({close}, {gap} / 2, 0.0)")
     h2 = w.emit(f"{half} * {half}")
-    series, power = w.emit(_user_derivative_code(fn, 1, at)), None
+    series, power = w.emit(_user_derivative_code(w, fn, 1, at)), None
     for k in range(3, K + 1, 2):
         power = h2 if power is None else w.emit(f"{power} * {h2}")
-        term = f"{_user_derivative_code(fn, k, at)} * {power} * {1 / math.factorial(k)!r}"
+        term = f"{_user_derivative_code(w, fn, k, at)} * {power} * {1 / math.factorial(k)!r}"
         series = w.emit(f"{series} + {term}")
     values = w.emit(_elementwise(w, Elementwise(fn, n.arg), lam))
     return (f"np.where({close}, {series}, ({values}[:, None] - {values}[None, :]) / "
@@ -926,8 +971,10 @@ def _taylor_coefficients_code(w: _Writer, fn, lam: str) -> list:
     """evaluate's ``_taylor_coefficients`` as code: [f⁽ⁿ⁾(λ)/n! for n = 2 … TAYLOR_ORDER]."""
     name = fn.name if fn.builtin else None
     orders = range(2, TAYLOR_ORDER + 1)
+    if name in KINKS:
+        return []  # relu(S) itself: as a traced callable, by its pieces
     if name is None and _trace(fn) is None and DivDiff3.has_series(fn):  # a user's md.function
-        return [f"{_user_derivative_code(fn, n, lam)} * {1 / math.factorial(n)!r}"
+        return [f"{_user_derivative_code(w, fn, n, lam)} * {1 / math.factorial(n)!r}"
                 for n in range(2, min(DivDiff3.user_orders(fn), TAYLOR_ORDER) + 1)]
     if name is None and DivDiff3.has_series(fn):
         return []  # a traced callable: the chain rule (_traced_divided_code), no series of its own
@@ -978,7 +1025,7 @@ def _divided_differences3(w: _Writer, n: DivDiff3, lam: str, diagonal: bool = Fa
         x, y, z = (w.emit(f"{lam}[{i}]") for i in (":, None, None", "None, :, None", "None, None, :"))
         pad, corner = "[:, None, None]", ("{0}[0]", "{0}[1]", "{0}[2]")
     user = not n.fn.builtin and _trace(n.fn) is None  # a user's md.function: its series' own reach
-    if not n.fn.builtin and not user:
+    if (not n.fn.builtin or n.fn.name in KINKS) and not user:  # relu(S) itself too: by its pieces
         return _traced_divided_code(w, n.fn, (x, y, z))[-1]
     if n.fn.name == "softplus":
         return _three_points_code(w, n.fn, x, y, z)
@@ -1585,9 +1632,10 @@ def _tie_limits(roots: list) -> list:
     Through singular vectors the gaps are G = EigGap(σ²) (1/(σⱼ² − σᵢ²)), and the path is
     X(h) = U diag(√(σ² + hp)) Vᵀ (U, V fixed), along which σ² moves by hp: the same limit,
     the forward derivative moving σ by p/(2σ) where σ is tied (and not 0) and X by
-    U diag(p/(2σ)) Vᵀ."""
+    U diag(p/(2σ)) Vᵀ.  First the terms through singular vectors that cancel at a tie are
+    combined, with exact divided differences of σ (evaluate's ``_singular_divided``)."""
     out = []
-    for r in roots:
+    for r in map(_singular_divided, roots):
         gaps = {n for n in walk(r)
                 if isinstance(n, EigGap) and (isinstance(n.arg, Eigh) or _svd_squares(n.arg)
                                               and isinstance(n.arg.arg, Svd))}
@@ -2073,6 +2121,8 @@ def _with_checks(source: str, name: str, backend: str, exprs: list, vs: list, pa
 SHOWN = {"split": "tie_split", "tie": "tie_gaps", "regular": "eigenvalue_gaps_apart",
          "near": "eigenvalue_gaps_tied", "split_singular": "tie_split_singular",
          "tie_sym": "tie_gaps_symmetric", "merged": "tie_merged"}
+FORMS[_OffDiagonal] = lambda n: f"offdiag({index_form(n.arg, 40)})"
+FORMS[_Complementary] = lambda n: f"[{index_form(n.arg, 20)} has a complement]"
 FORMS[_Scale] = lambda n: f"{'1 / ' if n.inverse else ''}scale({index_form(n.arg, 40)})"
 FORMS[_Tied] = lambda n: f"{SHOWN[n.part]}({index_form(n.arg, 40)})"  # the code's comments
 FORMS[_Limit] = lambda n: index_form(Sum(tuple((1.0, t) for t in (n.args[:1] + n.args[6:])), n.shape), 80)
@@ -2133,6 +2183,11 @@ def _node_code(w: _Writer, n: Node, args: dict, size_of) -> str:
                 f"({slope}[:, None] - {F}) / np.where({close}, 1.0, {gap}))")
     if isinstance(n, (_Tied, _Limit)):  # at repeated eigenvalues (_tie_limits)
         return _tie_code(w, n, args)
+    if isinstance(n, _OffDiagonal):  # a pair coefficient's diagonal, 0 (evaluate's _singular_divided)
+        off = w.emit(f"np.eye({a[0]}.shape[0]) == 0")
+        return f"np.where({off}, {a[0]}, 0.0)"
+    if isinstance(n, _Complementary):  # 0 where the singular vectors span the space
+        return f"np.ones(()) * float({a[0]}.shape[0] > {a[0]}.shape[1])"
     if isinstance(n, _Scale):  # 2⁻ᵉ for max|X| = m 2ᵉ, m in [1/2, 1): m / max|X|, exactly
         top = w.emit(f"np.abs({a[0]}).max()")
         tiny = w.emit(f"np.finfo({top}.dtype).tiny")
@@ -3084,6 +3139,8 @@ def _user_functions(outputs) -> set:
         fn = n.args[0] if isinstance(n, (DivDiff, DivDiff2, DivDiff3, DivDiff3Apply)) else None
         if fn is not None and not fn.builtin and fn.deriv is None and isinstance(fn.numpy, tuple):
             out |= {type(fn)(fn.name, k, numpy=fn.numpy) for k in range(fn.order, len(fn.numpy))}
+        elif fn is not None and not fn.builtin and fn.numpy is not None and _trace(fn) is None:
+            out.add(fn)  # f with a derivative= expression: its values (f′, f″, … are written out)
     return out
 
 

@@ -683,12 +683,12 @@ class DivDiff3(Unary):
     @staticmethod
     def has_series(fn) -> bool:
         """Whether f's divided differences of first and second order are computed exactly at
-        every gap: a function of SERIES, or a traced callable (library._traced) built from
-        them, relu, |·|, step and sign (affine on each side of their kink at 0: exact away
-        from it, and refused at it), constants, sums and products (by the chain rule of
-        divided differences)."""
-        if fn.builtin:
-            return fn.name in DivDiff3.SERIES
+        every gap: a function of SERIES, relu, |·|, step or sign, or a traced callable
+        (library._traced) built from them (relu, |·|, step and sign are affine on each side of
+        their kink at 0: exact away from it, and refused at it), constants, sums and products
+        (by the chain rule of divided differences)."""
+        if fn.builtin:  # relu, |·|, step and sign themselves: as a traced callable of one kink
+            return fn.name in DivDiff3.SERIES + ("relu", "abs", "step", "sign")
         if getattr(fn.deriv, "on_entries", None) is None:  # a user's md.function: a Taylor
             return DivDiff3.user_orders(fn) >= 2  # series from its derivatives near confluence
         trace = getattr(fn.deriv, "on_entries", None)

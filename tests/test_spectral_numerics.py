@@ -635,10 +635,10 @@ def test_every_analytic_function_takes_the_second_divided_differences():
     """Issue 21: every analytic function md.matrix_function takes on a symmetric S — the
     table's and Python functions built from them — has exact first and second divided
     differences (DivDiff3.has_series): its Hessian is the second-order Daleckii–Krein form
-    (DivDiff3, no eigenvalue gap Γ(λ)), its HVP DivDiff3Apply; relu, |·|, step and sign keep
-    the eigenvectors' rules (callables using them take DivDiff3Apply: their chain rule, by the
-    kinks' pieces), refused where an eigenvalue sits at their kink, and DivDiff3 of them is
-    refused naming the functions that have one."""
+    (DivDiff3, no eigenvalue gap Γ(λ)), its HVP DivDiff3Apply; relu, |·|, step and sign, and
+    callables using them, take DivDiff3Apply too (their chain rule, by the kinks' pieces),
+    refused where an eigenvalue sits at their kink, and the divided differences of a kink by
+    series are refused naming the functions that have one."""
     from matdiff.evaluate import _divided_differences3
     from matdiff.ir import DivDiff3, DivDiff3Apply, EigGap, walk
     V = md.matrix("V", "n", "n", symmetric=True)
@@ -654,7 +654,7 @@ def test_every_analytic_function_takes_the_second_divided_differences():
         e = a.T @ md.matrix_function(S, f) @ a
         h = md.hvp(e, S, V)
         kinds = {type(n) for n in walk(h.node)}
-        assert (EigGap in kinds, DivDiff3Apply in kinds) == ((False, True) if callable(f) else (True, False))
+        assert EigGap not in kinds and DivDiff3Apply in kinds, f
         g = md.grad(e, S)
         fd = _directional(lambda m: g.evaluate(S=m, a=_av), s, v, h=1e-5)
         np.testing.assert_allclose(h.evaluate(S=s, a=_av, V=v), fd, rtol=1e-7, atol=1e-9)
@@ -670,8 +670,16 @@ def test_every_analytic_function_takes_the_second_divided_differences():
                                rtol=1e-7, atol=1e-9)
     with pytest.raises(md.EvaluationError, match="not differentiable here twice.*kink"):
         md.hessian(f, S).evaluate(S=kink, a=_av)
-    with pytest.raises(md.NotSupportedError, match="exp, log, sqrt"):
-        _divided_differences3(F.fn("relu"), np.array([0.1, 0.2]), {})
+    lam = np.array([-0.1, 0.2, 0.5])  # relu's second divided differences across its kink, exact
+
+    def first(x, y):
+        return (max(x, 0) - max(y, 0)) / (x - y) if x != y else float(x > 0)
+
+    def second(x, y, z):
+        x, y, z = sorted((x, y, z), key=lambda t: (t == y, t))  # two unequal points outside, if any
+        return 0.0 if x == z else (first(x, y) - first(y, z)) / (x - z)
+    want = [[[second(p, q, r) for r in lam] for q in lam] for p in lam]
+    np.testing.assert_allclose(_divided_differences3(F.fn("relu"), lam, {}), want, rtol=1e-12, atol=1e-15)
 
 
 # --------------------------------------------------------------------------- every analytic function
