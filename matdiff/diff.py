@@ -340,6 +340,8 @@ def jacobians(f: Node, xs: list) -> list:
             for g in spectral:  # U diag(g(λ)) Uᵀ as g(S): Daleckii–Krein's rule, straight to S
                 if depends(g[-1]):
                     cotangents.setdefault(g[-1], []).append(_matrix_function_adjoint(n, g, cot, extra))
+                for w, adj in _matrix_function_weight_adjoints(n, g, cot, extra, depends):
+                    cotangents.setdefault(w, []).append(adj)  # the scalar weights': t of tΣg(λᵢ)
             if spectral:
                 grouped = set(grouped) | {k for g in spectral for k in (g[0], g[1], *g[2])}
             for k, child in enumerate(n.children):
@@ -431,8 +433,9 @@ def _matrix_function_groups(n: Contract) -> list:
     """The groups (U₁, U₂, (g₁, g₂, …), g, S) of n's operands that read U diag(g(λ)) Uᵀ: a
     label summed over, read by exactly two operands S's eigenvectors U, in their column (with
     different rows), and otherwise only by vectors gₖ(λ) over that label alone whose product g
-    of S's eigenvalues λ is a function of the table or the derivative of one
-    (``_eigenvalue_function``: positions in n's operands, then g, then S). Such a product is the matrix
+    of S's eigenvalues λ is Σⱼ wⱼhⱼ(λ), wⱼ scalar weights (t, s of tλ ⊙ e^λ + sλ³) and hⱼ functions
+    of the table or traced ones (``_weighted_eigenvalue_functions``: positions in n's operands,
+    then ((wⱼ, hⱼ), …), then S). Such a product is the matrix
     function g(S) — the gradient U diag(f′(λ)) Uᵀ of Σf(λᵢ), f′ = σ(1 − σ) for f = σ — so its
     differential is Daleckii–Krein's, U (G ⊙ (Uᵀ dS U)) Uᵀ with G the exact divided
     differences of g, rather than the eigenvectors' rule, whose 1/(λⱼ − λᵢ) times differences
@@ -447,24 +450,94 @@ def _matrix_function_groups(n: Contract) -> list:
                 or labs[us[1]][0] == a or not gs or any(labs[k] != (a,) for k in gs):
             continue
         s = ops[us[0]].arg
-        fn = _eigenvalue_function(tuple(ops[k] for k in gs), Eigh("values", s))
-        if fn is not None:
-            groups.append((us[0], us[1], gs, fn, s))
+        terms = _weighted_eigenvalue_functions(tuple(ops[k] for k in gs), Eigh("values", s))
+        if terms is not None:
+            groups.append((us[0], us[1], gs, terms, s))
     return groups
 
 
-def _matrix_function_adjoint(n: Contract, group: tuple, cot: Node, extra: tuple) -> Node:
-    """⟨cot, dn⟩ as a function of dS for one ``_matrix_function_groups`` group: n with g(S)
-    in place of U diag(g(λ)) Uᵀ, differentiated in g(S) by Daleckii–Krein's rule (MatFn's)."""
-    k1, k2, gs, fn, s = group
+def _weighted_eigenvalue_functions(factors: tuple, lam: Node):
+    """The product g(λ) of ``factors`` as Σₖ wₖ hₖ(λ): ((wₖ, hₖ), …), wₖ a tuple of scalar
+    (0-dim) nodes not reading λ's matrix — t of t·λ ⊙ exp(λ), s of s·exp(λ) + s·λ³ — and hₖ
+    an element-wise function (``_eigenvalue_function``) of the terms with those weights;
+    None where some hₖ is none, or no term reads λ."""
+    s = lam.arg
+    combos = [((), ())]
+    for g in factors:
+        combos = [(w + w2, p + (p2,)) for w, p in combos for w2, p2 in _weighted_terms(g, s)]
+    by_weight: dict = {}
+    for w, parts in combos:
+        w = tuple(sorted(w, key=lambda x: x.skey))
+        by_weight.setdefault(w, []).append(parts[0] if len(parts) == 1 else B.hadamard(*parts))
+    terms = []
+    for w, parts in by_weight.items():
+        body = parts[0] if len(parts) == 1 else B.add(*parts)
+        if type(body) is Sum and len({c for c, _ in body.terms}) == 1 and body.terms[0][0] != 1:
+            # 2λ ⊙ exp(λ) + 2exp(λ): the weight 2 and h(u) = u exp(u) + exp(u)
+            w = w + (B.const(body.terms[0][0]),)
+            body = B.linear([(1.0, x) for _, x in body.terms], body.shape)
+        fn = _eigenvalue_function((body,), lam)
+        if fn is None:
+            return None
+        terms.append((w, fn))
+    return tuple(terms)
+
+
+def _weighted_terms(g: Node, s: Node) -> list:
+    """The vector g as Σₖ wₖ pₖ: [(wₖ, pₖ)], wₖ the tuple of g's scalar (0-dim, not constant)
+    factors in which the matrix s does not occur, pₖ the rest of the term."""
+    if type(g) is Sum:  # its terms by weight, each group a sum of the terms' rests (g itself if none)
+        split = [(c, w, p) for c, term in g.terms for w, p in _weighted_terms(term, s)]
+        if not any(w for _, w, _ in split):
+            return [((), g)]
+        by_weight: dict = {}
+        for c, w, p in split:
+            by_weight.setdefault(tuple(sorted(w, key=lambda x: x.skey)), []).append((c, p))
+        return [(w, B.linear(terms, g.shape)) for w, terms in by_weight.items()]
+    if type(g) is Contract and len(g.out) == 1 and all(lab in ((), g.out) for lab in g.labels):
+        ks = [k for k, (op, lab) in enumerate(zip(g.operands, g.labels))
+              if not lab and type(op) is not Const and s not in walk(op)]
+        if ks:
+            rest = [k for k in range(len(g.operands)) if k not in ks]
+            part = B.contract(tuple(g.operands[k] for k in rest), tuple(g.labels[k] for k in rest),
+                              g.out, g.label_dims())
+            return [(tuple(g.operands[k] for k in ks) + w, p) for w, p in _weighted_terms(part, s)]
+    return [((), g)]
+
+
+def _matrix_function_whole(n: Contract, group: tuple, weights: tuple, fn) -> tuple:
+    """(n's term with weights·fn(S) in place of U diag(g(λ)) Uᵀ, the position of fn(S) in it)."""
+    k1, k2, gs, _, s = group
     ops, labs = n.operands, n.labels
-    m = MatFn(fn, s)
     rest = [k for k in range(len(ops)) if k not in (k1, k2, *gs)]
-    whole = Contract(tuple(ops[k] for k in rest) + (m,),
-                     tuple(labs[k] for k in rest) + ((labs[k1][0], labs[k2][0]),), n.out)
-    adj = _contract_adjoint(whole, len(rest), cot, extra)
-    hole = Hole(s.shape, False)
-    return transpose(_d_matfn(m, 0, hole), hole, adj, extra)
+    return Contract(tuple(ops[k] for k in rest) + weights + (MatFn(fn, s),),
+                    tuple(labs[k] for k in rest) + ((),) * len(weights) + ((labs[k1][0], labs[k2][0]),),
+                    n.out), len(rest) + len(weights)
+
+
+def _matrix_function_adjoint(n: Contract, group: tuple, cot: Node, extra: tuple) -> Node:
+    """⟨cot, dn⟩ as a function of dS for one ``_matrix_function_groups`` group: n with
+    Σₖ wₖ hₖ(S) in place of U diag(g(λ)) Uᵀ, differentiated in each hₖ(S) by Daleckii–Krein's
+    rule (MatFn's)."""
+    s, parts = group[-1], []
+    for weights, fn in group[3]:
+        whole, k = _matrix_function_whole(n, group, weights, fn)
+        adj = _contract_adjoint(whole, k, cot, extra)
+        hole = Hole(s.shape, False)
+        parts.append(transpose(_d_matfn(whole.operands[k], 0, hole), hole, adj, extra))
+    return parts[0] if len(parts) == 1 else B.add(*parts)
+
+
+def _matrix_function_weight_adjoints(n: Contract, group: tuple, cot: Node, extra: tuple, depends) -> list:
+    """[(w, ⟨cot, dn⟩ as a function of dw)] for the weights w of one ``_matrix_function_groups``
+    group that depend on a variable wanted (md.hessian of t·Σg(λᵢ) in (S, t))."""
+    out = []
+    for weights, fn in group[3]:
+        for j, w in enumerate(weights):
+            if depends(w):
+                whole, k = _matrix_function_whole(n, group, weights, fn)
+                out.append((w, _contract_adjoint(whole, k - len(weights) + j, cot, extra)))
+    return out
 
 
 # σ′ = σ(1 − σ) as ¼(1 − tanh²(u/2)), whose divided differences by the chain rule,

@@ -122,17 +122,25 @@ def _defined_functions(traced: tuple, style, taken) -> tuple:
     """(the style with each traced function's printed name, {name: its definition}): its
     Python name where free (cubeₘ(S)), else f, g, h, …; the definitions — f(u) = u³,
     h(u) = u exp(u) + exp(u) — which the where-clause writes, so that the text says what f
-    is and the reader reads fₘ(S) back (md.matrix_function of the function it defines)."""
+    is and the reader reads fₘ(S) back (md.matrix_function of the function it defines).
+    Functions traced to the same expression share one name and one definition:
+    fₘ(S) + fₘ(X)  where f(u) = u³ for two lambdas u: u**3 (a def's name before a lambda's f)."""
     found, used = traced
     if not found:
         return style, {}
     blocked = set(taken) | set(used) | PRINTED_FUNCTIONS | set(F_TABLE) | set(GREEK_LETTERS) | \
         {"u", "t", "e", "I", "d"}
-    names = {}
+    same: dict = {}  # the traced expression → the functions traced to it, in order
     for fn in found:
-        pool = [fn.name] + list(DEFINED_NAMES) + [f"f{k}" for k in range(2, 1000)]
-        names[fn] = next(c for c in pool if c.isidentifier() and c.isascii() and c not in blocked)
-        blocked.add(names[fn])
+        same.setdefault(fn.deriv.on_entries, []).append(fn)
+    names = {}
+    for fns in same.values():
+        own = [fn.name for fn in fns]  # a def's name (cube) before a lambda's f or diff's h
+        pool = sorted(own, key=lambda c: c in DEFINED_NAMES) + list(DEFINED_NAMES) + \
+            [f"f{k}" for k in range(2, 1000)]
+        name = next(c for c in pool if c.isidentifier() and c.isascii() and c not in blocked)
+        names.update(dict.fromkeys(fns, name))
+        blocked.add(name)
     style = dict(style, fn_names=names)
     return style, {names[fn]: _definition(names[fn], fn, style, taken) for fn in found}
 

@@ -118,6 +118,80 @@ def test_composite_spectral_hessians_in_jax(case):
         assert _close(hvp(S=s, V=v), _reference(g, s, v)[1]), spectrum
 
 
+# --------------------------------------------------------------------------- scalar weights
+
+T, W = md.scalar("t"), md.scalar("w")  # weights that S does not change, valued 0.7 and −1.3
+WEIGHTS = {"t": 0.7, "w": -1.3}
+# name: (α Σ g(λᵢ) or a sum of such terms, built; the whole Σ g in mpmath, weights included)
+WEIGHTED = {
+    "2Σλe^λ": (lambda: 2 * md.sum(LAM * md.exp(LAM)), lambda u: 2 * u * mp.exp(u)),
+    "tΣlog(1+λ²)": (lambda: T * md.sum(md.log(1 + LAM ** 2)), lambda u: 0.7 * mp.log(1 + u ** 2)),
+    "Σλe^λ·w": (lambda: md.sum(LAM * md.exp(LAM)) * W, lambda u: -1.3 * u * mp.exp(u)),
+    "Σ(tλ³)w": (lambda: md.sum(T * LAM ** 3 * W), lambda u: 0.7 * -1.3 * u ** 3),
+    "Σe^λ+Σλ³": (lambda: md.sum(md.exp(LAM)) + md.sum(LAM ** 3), lambda u: mp.exp(u) + u ** 3),
+    "tΣe^λ+wΣλtanhλ": (lambda: T * md.sum(md.exp(LAM)) + W * md.sum(LAM * md.tanh(LAM)),
+                       lambda u: 0.7 * mp.exp(u) - 1.3 * u * mp.tanh(u)),
+}
+
+
+def _weights(e):
+    return {k: v for k, v in WEIGHTS.items() if k in {x.node.name for x in e.variables}}
+
+
+@pytest.mark.parametrize("case", list(WEIGHTED))
+def test_weighted_composite_spectral_derivatives_in_evaluate(case):
+    """α·Σg(λᵢ), α a constant or a scalar variable, and sums of such terms: each weight's
+    g(S) by divided differences (Δh(λ), no Γ(λ)), exact at gaps 1e-10 and 1e-8; the weights'
+    own derivatives (∂/∂t of ∇_S f) right too."""
+    build, g = WEIGHTED[case]
+    f = build()
+    v = _direction()
+    hvp, grad, hessian = md.hvp(f, S, V), md.grad(f, S), md.hessian(f, S)
+    assert any(isinstance(x, DivDiff) for x in walk(hvp.node)), str(hvp)
+    assert not any(isinstance(x, EigGap) for x in walk(hvp.node)), str(hvp)
+    pairing = md.sum(grad * V)  # ⟨∇_S f, V⟩, and its derivatives in the weights (mixed Hessians)
+    by_weight = {x: md.grad(pairing, x) for x in (T, W) if x.node.name in _weights(f)}
+    for spectrum in ("gap1e-10", "gap1e-8", "random"):
+        s = _matrix(SPECTRA[spectrum])
+        grad_want, hvp_want = _reference(g, s, v)
+        values = {"S": s, **_weights(f)}
+        assert _close(grad.evaluate(values), grad_want), (spectrum, "gradient")
+        assert _close(hvp.evaluate(dict(values, V=v)), hvp_want), spectrum
+        assert _close(np.einsum("ijkl,kl->ij", hessian.evaluate(values), v), hvp_want), spectrum
+        for x, d in by_weight.items():  # ⟨∇_S f, V⟩ is linear in each weight: central differences exact
+            name, h = x.node.name, 1e-3
+            ends = [pairing.evaluate(dict(values, V=v, **{name: values[name] + k * h})) for k in (1, -1)]
+            assert abs(d.evaluate(dict(values, V=v)) - (ends[0] - ends[1]) / (2 * h)) <= 1e-8 * abs(ends[0]), name
+    for e in (grad, hvp):
+        _reads_back_or_refuses(e)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("case", list(WEIGHTED))
+def test_weighted_composite_spectral_derivatives_in_generated_code(case, backend):
+    _module(backend)
+    build, g = WEIGHTED[case]
+    f = build()
+    hvp, grad = md.compile(md.hvp(f, S, V), backend=backend), md.compile(md.grad(f, S), backend=backend)
+    v = _direction()
+    for spectrum in ("gap1e-10", "gap1e-8", "random"):
+        s = _matrix(SPECTRA[spectrum])
+        grad_want, hvp_want = _reference(g, s, v)
+        assert _close(grad(S=s, **_weights(f)), grad_want), (spectrum, "gradient")
+        assert _close(hvp(S=s, V=v, **_weights(f)), hvp_want), spectrum
+
+
+def test_a_weighted_composite_hessian_in_jax():
+    _module("jax")
+    build, g = WEIGHTED["tΣe^λ+wΣλtanhλ"]
+    f = build()
+    hvp = md.compile(md.hvp(f, S, V), backend="jax")
+    v = _direction()
+    for spectrum in ("gap1e-10", "random"):
+        s = _matrix(SPECTRA[spectrum])
+        assert _close(hvp(S=s, V=v, **_weights(f)), _reference(g, s, v)[1]), spectrum
+
+
 # --------------------------------------------------------------------------- printing
 
 def test_the_hessian_prints_with_h_defined():
@@ -134,6 +208,20 @@ def test_the_hessian_prints_with_h_defined():
                  V="matrix(n, n) symmetric")
     h = md.matrix("h", "n", "n", symmetric=True)  # a variable named h: the function takes another name
     assert str(md.hvp(f, S, h)) == "U(UᵀhU ⊙ Δf(λ))Uᵀ  where S = UΛUᵀ, f(u) = u exp(u) + exp(u)"
+
+
+@pytest.mark.parametrize("case, text", [
+    ("2Σλe^λ", "V ↦ 2U(UᵀVU ⊙ Δh(λ))Uᵀ  where S = UΛUᵀ, h(u) = u exp(u) + exp(u)"),
+    ("tΣlog(1+λ²)", "V ↦ 2tU(UᵀVU ⊙ Δh(λ))Uᵀ  where S = UΛUᵀ, h(u) = u(u² + 1)⁻¹"),
+    ("Σλe^λ·w", "V ↦ wU(UᵀVU ⊙ Δh(λ))Uᵀ  where S = UΛUᵀ, h(u) = u exp(u) + exp(u)"),
+    ("Σe^λ+Σλ³", "V ↦ U(UᵀVU ⊙ Δh(λ))Uᵀ  where S = UΛUᵀ, h(u) = 3u² + exp(u)"),
+    ("tΣe^λ+wΣλtanhλ", "V ↦ U(t(UᵀVU ⊙ Δexp(λ)) + w(UᵀVU ⊙ Δh(λ)))Uᵀ  where S = UΛUᵀ, "
+                       "h(u) = (1 − tanh(u)²)u + tanh(u)"),
+])
+def test_weighted_hessians_print_the_weight_outside_h(case, text):
+    """A weight — a constant, a scalar variable, common to the terms of g′ — multiplies
+    U(UᵀVU ⊙ Δh(λ))Uᵀ; h(u) is the rest (the lead's 2 of 2(u exp(u) + exp(u)) too)."""
+    assert str(md.hessian(WEIGHTED[case][0](), S)) == text
 
 
 def cube(u):
@@ -173,6 +261,21 @@ def test_names_of_traced_functions_never_collide():
     assert str(by_u).endswith("where f(t) = t³"), str(by_u)
     for e in (two, scaled, by_u):
         assert "matdiff" in _reads_back_or_refuses(e), str(e)
+
+
+def test_identical_definitions_share_one_name():
+    X = md.matrix("X", "n", "n", symmetric=True)
+    two = md.matrix_function(S, lambda t: t ** 3) + md.matrix_function(X, lambda t: t ** 3)
+    assert str(two) in ("fₘ(S) + fₘ(X)  where f(u) = u³", "fₘ(X) + fₘ(S)  where f(u) = u³"), str(two)
+    assert two.index().endswith("where f(u) = u³") and "g" not in two.index(), two.index()
+    named = md.matrix_function(X, lambda t: t ** 3) @ md.matrix_function(S, cube)  # a def's name first
+    assert str(named) == "cubeₘ(X)cubeₘ(S)  where cube(u) = u³", str(named)
+    other = two + md.matrix_function(S, lambda t: t ** 2)
+    assert str(other).endswith("where f(u) = u³, g(u) = u²") or str(other).endswith("where f(u) = u², g(u) = u³")
+    a = md.vector("a", "n")
+    for e in (two, named, other, a.T @ two @ a):
+        assert "matdiff" in _reads_back_or_refuses(e), str(e)
+    assert md.check(a.T @ two @ a, X, order=2) < 1e-6
 
 
 @pytest.mark.parametrize("text, words", [
