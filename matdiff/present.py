@@ -977,13 +977,17 @@ def _like_terms(g, c, t):
 
 
 def _flatten_product(g, c, t):
-    """a(bc) = abc, with coefficients multiplied: products stay flat."""
+    """a(bc) = abc, with coefficients multiplied: products stay flat.  A kid whose first
+    product holds the kid's own class is not flattened."""
     kind, coef = t[1]
     out = []
     for i, k in enumerate(t[2]):
         for _, d, kk in g.terms(k, "prod"):
             if d[0] == "s" and any(g.kind(x) != "s" for x in kk) and len(t[2]) > 1:
                 continue  # xᵀAx stays one scalar factor: (xᵀAx)Ax, never xᵀAxAx
+            if g.find(k) in map(g.find, kk):
+                break  # k = B·k·A (det AXB's (AXB)⁻¹ = (AXB)⁻¹AA⁻¹): never chosen, and put
+                # in place of k it made ever-longer products every round (issue 24)
             out.append(_prod(g, kind, coef * d[1], t[2][:i] + kk + t[2][i + 1:]))
             break
     return out[:2]
@@ -2324,6 +2328,13 @@ LOCAL = frozenset({_distribute, _common_matrix, _common_scalar, _flatten_product
                    _power_transpose, _inverse_of_power, _power_of_inverse, _trace_rotation,
                    _trace_linear, _sign_out_of_transpose, _kron_call, _kron_transpose,
                    _diag_product, _diag_sum, _relu_step, _diag_sandwich}) | NEAR
+# A rule of ``DEEP`` reads class c's whole element-wise expansion: the terms of every class
+# below c, and their ranges.  Between rounds such a class can change only where one below c
+# (or c) was merged, re-keyed, narrowed or found symmetric by the last rebuild, so the rule is
+# not run again on a term it matched the round before where c is above none of those
+# (``_below_changed``): it would read the same polynomial and make the same terms
+DEEP = frozenset({_elementwise_normal})
+LOCAL = LOCAL | DEEP
 LOCAL_OPS = frozenset(r.op for r in RULES if r.apply in LOCAL)
 
 
@@ -2336,6 +2347,19 @@ def _near(g: EGraph) -> set:
     return out
 
 
+def _below_changed(g: EGraph) -> set:
+    """The classes a ``DEEP`` rule's match may read differently than the round before: those
+    the last rebuild moved, narrowed or found symmetric, and every class above one of them."""
+    out = set(g.moved | g.narrowed | g.flipped)
+    work = list(out)
+    while work:
+        for u in g._users(g.find(work.pop())):
+            if u not in out:
+                out.add(u)
+                work.append(u)
+    return out
+
+
 def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, root=None,
              cost=None) -> int:
     """Apply every rule to every term until nothing changes; returns the rounds run.  Each
@@ -2343,7 +2367,8 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
     ``NEEDS`` the graph lacks is not run (it would return nothing); the list of rules that
     can run is made again whenever a term brings something new.  A ``LOCAL`` rule is not run
     again on a term it matched the round before where none of the term's kids' classes has
-    changed since (see ``LOCAL``; for a ``NEAR`` rule, where none is in ``_near``): it would
+    changed since (see ``LOCAL``; for a ``NEAR`` rule, where none is in ``_near``; for a
+    ``DEEP`` one, where the term's class is not in ``_below_changed``): it would
     make the same terms, all in the graph already, and find the classes it found then,
     merged with the term's already.  ``max_nodes`` is
     checked as each term is matched: a round that passes it stops matching, merges what it
@@ -2367,6 +2392,7 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
         found = []
         moved = g.moved
         near = _near(g) if before else set()
+        deep = _below_changed(g) if before else set()
         again = not g.mixed  # a mixed class's kind may change: no rule is skipped then
         for c, t in snapshot:
             if len(features) != seen:
@@ -2376,10 +2402,11 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
             op = t[0]
             fs = by_call[t[1][1]] if op == "call" else by_op.get(op, _NONE)
             if again and op in LOCAL_OPS and t in before and moved.isdisjoint(t[2]):
-                key = (op, t[1][1] if op == "call" else None, near.isdisjoint(t[2]))
+                key = (op, t[1][1] if op == "call" else None, near.isdisjoint(t[2]), c not in deep)
                 left = rest.get(key)
                 if left is None:  # the LOCAL rules matched it the round before
-                    left = rest[key] = [f for f in fs if f not in LOCAL or (f in NEAR and not key[2])]
+                    left = rest[key] = [f for f in fs if f not in LOCAL or (f in NEAR and not key[2])
+                                        or (f in DEEP and not key[3])]
                 fs = left
             for apply in fs:
                 out = apply(g, c, t)
