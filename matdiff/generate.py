@@ -1839,8 +1839,9 @@ class _Decompositions:
     left and right null vectors apart, the left ones flipped), as evaluate's
     ``_refuse_choices`` draws them.  Array operations only, so that JAX can trace them."""
 
-    def __init__(self, backend: str, snap: bool = False, turn: bool = False):
+    def __init__(self, backend: str, snap: bool = False, turn: bool = False, lift: float = 0.0):
         self.backend, self.snap, self.turn, self.ties, self.seen = backend, snap or turn, turn, [], []
+        self.lift = lift  # > 0: each σ = 0 (within the tolerance) set to lift · tolerance · σ₁
         # the backend's module, which the generated code has imported
         self.xp = np if backend == "numpy" else sys.modules["jax.numpy" if backend == "jax" else "torch"]
 
@@ -1906,6 +1907,8 @@ class _Decompositions:
         zero = s <= rel * s[0]
         self.ties.append(self._neighbours_tied(s, rel) | zero.any())
         self.seen.append((label, "singular value", s))
+        if self.lift:
+            s = self.xp.where(zero, self.lift * rel * s[0] * self.xp.ones_like(s), s)
         if self.snap:
             both = zero[:, None] & zero[None, :]
             tied = self._pairs(s, rel) & ~zero[:, None] & ~zero[None, :]
@@ -1984,7 +1987,11 @@ def _checking_choices(variant, fn, backend: str, compared: list, single: bool, l
     at a tie is refused too.  NumPy and PyTorch raise EvaluationError; JAX raises outside jit
     and gives NaN under it (no value can raise there), and runs the second computation only at
     a tie (``lax.cond``).  With ``limits`` (the code has tie terms) an output that does not
-    divide by gaps is left to ``_refusing_no_limit`` where it is NaN."""
+    divide by gaps is left to ``_refusing_no_limit`` where it is NaN; without, at a zero σ such
+    an output is computed again with that σ at two tiny values (``lift``: the tolerance times
+    σ₁, and half that) and refused where the two differ or are not finite: it has no limit at
+    σ = 0 (the nuclear norm's Hessian at a rank-deficient X: 1/σ terms, 10¹⁵ at σ = 10⁻¹⁶),
+    where Σσᵢ³'s, whose terms vanish there, stays."""
 
     @functools.wraps(fn)
     def checking(*args, **kwargs):
@@ -1992,8 +1999,8 @@ def _checking_choices(variant, fn, backend: str, compared: list, single: bool, l
         out = variant(*args, _spectra=noted, **kwargs)
         tied = noted.tied()
         if backend == "jax":
-            return _jax_choices(variant, args, kwargs, out, tied, noted, compared, single) if any(compared) \
-                else out
+            return _jax_choices(variant, args, kwargs, out, tied, noted, compared, single, limits) \
+                if any(compared) or not limits else out
         if not bool(tied):
             return out
         if not any(compared):  # every result divides by gaps: only its finiteness is checked
@@ -2001,9 +2008,14 @@ def _checking_choices(variant, fn, backend: str, compared: list, single: bool, l
         else:
             snapped, turned = (variant(*args, _spectra=_Decompositions(backend, snap=True, turn=turn),
                                        **kwargs) for turn in (False, True))
-        for o, a, b, c in zip(*((x,) if single else tuple(x) for x in (out, snapped, turned)), compared):
+        lifted = [out] * 2 if limits else [variant(*args, _spectra=_Decompositions(backend, lift=c), **kwargs)
+                                           for c in (1.0, 0.5)]  # at a zero σ: a limit there?
+        for o, a, b, p, q, c in zip(*((x,) if single else tuple(x) for x in (out, snapped, turned, *lifted)),
+                                    compared):
             if (not limits or c) and not _all_finite(o) or c and not (_all_finite(a) and _all_finite(b)):
                 raise noted.refusal(finite=False)  # (the tie terms' NaN: _refusing_no_limit's error)
+            if not limits and not c and (not (_all_finite(p) and _all_finite(q)) or _moved(p, q)):
+                raise noted.refusal()  # (no limit at σ = 0: evaluate's words)
             if c and _moved(a, b):
                 raise noted.refusal()
         return out
@@ -2025,28 +2037,31 @@ def _moved(a, b) -> bool:
     return float(np.abs(a.astype(float) - b).max(initial=0.0)) > max(CHOICE_TOLERANCE, 4096 * eps) * scale
 
 
-def _jax_choices(variant, args, kwargs, out, tied, noted, compared, single):
+def _jax_choices(variant, args, kwargs, out, tied, noted, compared, single, limits=False):
     jax, jnp = sys.modules["jax"], sys.modules["jax.numpy"]  # as the generated code imported them
+    checked = [c or not limits for c in compared]  # (without tie terms: finite at the tie itself)
 
-    def verdicts():  # per result compared: (moved with the vectors turned, finite)
+    def verdicts():  # per result checked: (moved with the vectors turned, or with a zero σ lifted; finite)
         a, b = (variant(*args, _spectra=_Decompositions("jax", snap=True, turn=turn), **kwargs)
                 for turn in (False, True))
+        p, q = (variant(*args, _spectra=_Decompositions("jax", lift=c), **kwargs) for c in (1.0, 0.5))
         out = []
-        for x, y, c in zip(*((r,) if single else tuple(r) for r in (a, b)), compared):
-            if c:
+        for x, y, z, w, c, k in zip(*((r,) if single else tuple(r) for r in (a, b, p, q)), compared, checked):
+            if c or k:
+                x, y = (x, y) if c else (z, w)
                 tol = jnp.maximum(CHOICE_TOLERANCE, 4096 * jnp.finfo(x.dtype).eps)
                 finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(y))
-                out.append((~(jnp.abs(x - y).max() <= tol * jnp.maximum(jnp.abs(x).max(), jnp.abs(y).max())),
-                            finite))
+                moved = ~(jnp.abs(x - y).max() <= tol * jnp.maximum(jnp.abs(x).max(), jnp.abs(y).max()))
+                out.append((moved | ~finite, finite))
         return tuple(out)
-    calm = tuple((jnp.asarray(False), jnp.asarray(True)) for c in compared if c)
+    calm = tuple((jnp.asarray(False), jnp.asarray(True)) for k in checked if k)
     if isinstance(tied, jax.core.Tracer):  # under jit: computed only at a tie, and only verdicts
         found = iter(jax.lax.cond(tied, verdicts, lambda: calm))  # come out (no copies of a result)
     else:
         found = iter(verdicts() if bool(tied) else calm)
     kept = []
-    for o, c in zip((out,) if single else tuple(out), compared):
-        if not c:
+    for o, k in zip((out,) if single else tuple(out), checked):
+        if not k:
             kept.append(o)
             continue
         moved, finite = next(found)

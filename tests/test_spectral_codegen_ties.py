@@ -167,6 +167,40 @@ def test_hessians_with_no_limit_at_a_tie(backend, jit, f, spectrum):
     np.testing.assert_allclose(_run(H, backend, apart, jit), H.evaluate(apart), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["", "jit"])
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("second", ["hvp", "hessian"])
+def test_second_derivatives_of_the_nuclear_norm_at_a_rank_deficient_matrix(backend, jit, second):
+    """At a rank-deficient X (σ₃ ≈ 10⁻¹⁶, not 0) the nuclear norm's HVP and Hessian divide by σ
+    and have no tie terms: the output is finite but 10¹⁵ wrong, so compiled code computes it
+    again with σ₃ at two tiny values, finds that it moves (no limit at σ = 0) and refuses
+    (NumPy, PyTorch, JAX outside jit; JAX under jit gives NaN), as evaluate does (Σσᵢ³'s, which
+    has a limit there, is answered: tests/test_spectral_sweep.py); at full rank it answers
+    evaluate's value, which finite differences of the gradient confirm."""
+    if jit and backend != "jax":
+        pytest.skip("jit is JAX's")
+    X, V = md.matrix("X", 4, 3), md.matrix("V", 4, 3)
+    f = md.norm(X, "nuc")
+    out = md.hvp(f, X, V) if second == "hvp" else md.hessian(f, X)
+    rng = np.random.default_rng(3)
+    low = rng.standard_normal((4, 2)) @ rng.standard_normal((2, 3))
+    v = rng.standard_normal((4, 3))
+    used = _used(out, {"X": low, "V": v})
+    with pytest.raises(md.EvaluationError, match="rank-deficient"):
+        out.evaluate(used)
+    if jit:
+        assert np.all(np.isnan(_run(out, backend, used, jit)))
+    else:
+        with pytest.raises(md.EvaluationError, match="not differentiable here.*rank-deficient"):
+            _run(out, backend, used)
+    full = {**used, "X": low + 0.5 * rng.standard_normal((4, 3))}
+    np.testing.assert_allclose(_run(out, backend, full, jit), out.evaluate(full), rtol=1e-8, atol=1e-10)
+    g, h = md.grad(f, X), 1e-6
+    fd = (g.evaluate(X=full["X"] + h * v) - g.evaluate(X=full["X"] - h * v)) / (2 * h)
+    hv = out.evaluate(full) if second == "hvp" else np.einsum("ijkl,kl->ij", out.evaluate(full), v)
+    np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-8)
+
+
 # --------------------------------------------------------------------------- Hessians through matrix functions
 
 jax = None
