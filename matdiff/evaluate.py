@@ -1051,10 +1051,8 @@ def _traced_divided(fn, points, functions):
         elif isinstance(n, Elementwise) and n.fn.builtin and n.fn.name in KINKS:
             out = _kink_compose(n.fn.name, go(n.arg), three)
         else:
-            what = n.fn if isinstance(n, Elementwise) else type(n).__name__
-            raise NotSupportedError(f"the divided differences of {fn.name} are not computed: {what} "
-                                    f"in it has no exact divided differences here (functions: "
-                                    f"{', '.join(DivDiff3.SERIES)}, constants, +, ·, powers)")
+            raise traced_unsupported(n, f"the divided differences of {fn.name} are not computed",
+                                     "has no exact divided differences here", "powers")
         memo[n] = out
         return out
 
@@ -1066,6 +1064,15 @@ def _traced_divided(fn, points, functions):
 # one-sided slope generated code takes too)
 KINK_PIECES = {"relu": (lambda c: (c > 0) * 1.0, lambda c: 0.0 * c), "abs": (lambda c: c, lambda c: 0.0 * c),
                "step": (lambda c: 0.0 * c, lambda c: (c > 0) * 1.0), "sign": (lambda c: 0.0 * c, lambda c: c)}
+
+
+def traced_unsupported(n: Node, doing: str, why: str, others: str, where: str = "in it") -> NotSupportedError:
+    """The error for a node of a traced function that a walk over it (divided differences here
+    and in generated code, a derivative='s code) has no rule for: what was being done, the
+    node, why, and what is supported."""
+    what = n.fn if isinstance(n, Elementwise) else type(n).__name__
+    return NotSupportedError(f"{doing}: {what} {where} {why} (functions: {', '.join(DivDiff3.SERIES)}, "
+                             f"constants, +, ·, {others})")
 
 
 def _kink_compose(name: str, G: tuple, three: bool) -> tuple:

@@ -45,7 +45,7 @@ from .simplify import numerical_forms, rewrite, simplify
 from .library import positive_definite
 from .evaluate import (KINKS, PAIR_CLOSE, TAYLOR_CLOSE, TAYLOR_ORDER, _derivative_polynomials, _in_units,
                        _grows, _sech2_polynomials, _taylor_scale, _trace, _user_radius)
-from .evaluate import _Complementary, _OffDiagonal, _singular_divided, _user_nodes
+from .evaluate import _Complementary, _OffDiagonal, _singular_divided, _user_nodes, traced_unsupported
 
 LETTERS = string.ascii_letters
 SCATTER = "    <scatter{op} {full}|{index}|{values}>"  # a backend's way to write or add entries
@@ -908,10 +908,8 @@ def _entries_code(w: _Writer, node: Node, t: Node, x: str, fn) -> str:
         elif isinstance(n, Elementwise) and (n.fn.builtin or n.fn == fn):
             out = w.emit(_elementwise(w, n, go(n.arg)))
         else:
-            what = n.fn if isinstance(n, Elementwise) else type(n).__name__
-            raise NotSupportedError(f"codegen: {fn.name}′ is not generated: {what} in its derivative= "
-                                    f"has no code (functions: {', '.join(DivDiff3.SERIES)}, constants, +, ·, "
-                                    f"powers, {fn.name} itself)")
+            raise traced_unsupported(n, f"codegen: {fn.name}′ is not generated", "has no code",
+                                     f"powers, {fn.name} itself", where="in its derivative=")
         memo[n] = out
         return out
 
@@ -1171,10 +1169,8 @@ def _traced_divided_code(w: _Writer, fn, points: tuple, kinks: list | None = Non
                 out = (*f, w.emit(f"{g12} * {F12}"), w.emit(f"{g23} * {F23}"),
                        w.emit(f"{g13} * {F13} + {g12} * {g23} * {T}"))
         else:
-            what = n.fn if isinstance(n, Elementwise) else type(n).__name__
-            raise NotSupportedError(f"codegen: the divided differences of {fn.name} are not generated: "
-                                    f"{what} in it has no exact divided differences (functions: "
-                                    f"{', '.join(DivDiff3.SERIES)}, constants, +, ·, powers)")
+            raise traced_unsupported(n, f"codegen: the divided differences of {fn.name} are not generated",
+                                     "has no exact divided differences", "powers")
         memo[n] = out
         return out
 

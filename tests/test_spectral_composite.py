@@ -13,6 +13,7 @@ from matdiff.ir import DivDiff, EigGap, walk
 
 from .test_read_back import _reads_back_or_refuses
 from .test_spectral_codegen_ties import _module  # NumPy, or JAX in float64, or PyTorch
+from .test_spectral_sweep import _eigen_reference
 
 mp = pytest.importorskip("mpmath")
 
@@ -50,23 +51,10 @@ def _direction(seed=1):
 
 def _reference(g, s, v):
     """(∇f, ∇²f[V]) of f = Σ g(λᵢ(S)) on NumPy's eigenvectors of s: U diag(g′(λ))Uᵀ and
-    U(G ⊙ UᵀVU)Uᵀ, Gᵢⱼ = g′[λᵢ, λⱼ] (g″ where they agree), in 400 then 60 digits."""
+    U(G ⊙ UᵀVU)Uᵀ, Gᵢⱼ = g′[λᵢ, λⱼ] (g″ where they agree), in extended precision (the sweep's
+    reference, g′ by mpmath's differentiation)."""
     lam, u = np.linalg.eigh(s)
-    mp.mp.dps = 400
-    x = [mp.mpf(float(t)) for t in lam]
-    d1 = [mp.diff(g, t) for t in x]
-    k = len(x)
-    G = [[mp.diff(g, x[i], 2) if x[i] == x[j] else (d1[i] - d1[j]) / (x[i] - x[j]) for j in range(k)]
-         for i in range(k)]
-    mp.mp.dps = 60
-    U, W = mp.matrix(u.tolist()), mp.matrix(v.tolist())
-    Vh = U.T * W * U
-    M, D = mp.matrix(k, k), mp.matrix(k, k)
-    for i in range(k):
-        D[i, i] = d1[i]
-        for j in range(k):
-            M[i, j] = G[i][j] * Vh[i, j]
-    return (np.array((U * D * U.T).tolist(), dtype=float), np.array((U * M * U.T).tolist(), dtype=float))
+    return _eigen_reference(np.ones(len(lam)), lambda t: mp.diff(g, t), lam, u, v)
 
 
 def _cases(spectra):
