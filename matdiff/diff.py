@@ -572,7 +572,7 @@ def _eigenvalue_function(factors: tuple, lam: Node):
     if type(body) is Elementwise and body.arg is t:  # λ² written λ ⊙ λ: the table's u²
         return body.fn
     if body not in _EIGENVALUE_FUNCTIONS:
-        h = next((h for h in F_.TABLE if h != "pow" and h not in ("relu", "abs", "step", "sign")
+        h = next((h for h in F_.TABLE if h != "pow" and h not in DivDiff3.KINKS
                   and simplify(F_.fn(h).derivative(t)) is body), None)
         traced = TracedExpression(simplify(SLOPES[h](t)) if h in SLOPES else body, t)
         _EIGENVALUE_FUNCTIONS[body] = F_.Function("h" if h is None else f"{h}′", numpy=traced.values,

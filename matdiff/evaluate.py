@@ -542,7 +542,7 @@ def _divided_differences(fn, lam, functions):
         return np.where(close, slope, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
 
 
-KINKS = ("relu", "abs", "step", "sign")  # not differentiable at 0
+KINKS = DivDiff3.KINKS  # not differentiable at 0
 
 
 def _refuse_kinks(fn, lam, functions, order: int = 1):

@@ -1709,11 +1709,10 @@ def _tie_code(w: _Writer, n: Node, args: dict) -> str:
     if n.part == "split":
         return f"(0.0 * {lam} + 1.0).cumsum(0)"
     values = _tie_values(w, n.arg, lam)
+    tied = _tied_code(w, values, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
     if n.part == "merged":  # each run of tied values (sorted) as its first
-        tied = _tied_code(w, values, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
         first = w.emit(f"np.argmax(np.where({tied} | (np.eye({lam}.shape[0]) != 0), 1.0, 0.0), 1)")
         return f"{lam}[{first}]"
-    tied = _tied_code(w, values, f"{w.emit(f'np.finfo({lam}.dtype).eps')} ** 0.5")
     if n.part == "split_singular":  # lam = σ²: σ's move p/(2σ) where tied and not 0, else 0
         p = w.emit(_tie_code(w, _Tied("split", n.arg), args))
         moving = w.emit(f"{tied}.any(1) & ({lam} > 0)")
@@ -1838,6 +1837,7 @@ class _Decompositions:
     def __init__(self, backend: str, snap: bool = False, turn: bool = False, lift: float = 0.0):
         self.backend, self.snap, self.turn, self.ties, self.seen = backend, snap or turn, turn, [], []
         self.lift = lift  # > 0: each σ = 0 (within the tolerance) set to lift · tolerance · σ₁
+        self.zeros = False  # whether an SVD met a σ = 0 (outside JAX's jit: a bool)
         # the backend's module, which the generated code has imported
         self.xp = np if backend == "numpy" else sys.modules["jax.numpy" if backend == "jax" else "torch"]
 
@@ -1902,6 +1902,7 @@ class _Decompositions:
         rel = self._tolerance(s)
         zero = s <= rel * s[0]
         self.ties.append(self._neighbours_tied(s, rel) | zero.any())
+        self.zeros = self.zeros | zero.any()
         self.seen.append((label, "singular value", s))
         if self.lift:
             s = self.xp.where(zero, self.lift * rel * s[0] * self.xp.ones_like(s), s)
@@ -2004,8 +2005,9 @@ def _checking_choices(variant, fn, backend: str, compared: list, single: bool, l
         else:
             snapped, turned = (variant(*args, _spectra=_Decompositions(backend, snap=True, turn=turn),
                                        **kwargs) for turn in (False, True))
-        lifted = [out] * 2 if limits else [variant(*args, _spectra=_Decompositions(backend, lift=c), **kwargs)
-                                           for c in (1.0, 0.5)]  # at a zero σ: a limit there?
+        lifted = [out] * 2 if limits or all(compared) or not bool(noted.zeros) else \
+            [variant(*args, _spectra=_Decompositions(backend, lift=c), **kwargs)
+             for c in (1.0, 0.5)]  # a limit at σ = 0? (read only by results that divide by σ)
         for o, a, b, p, q, c in zip(*((x,) if single else tuple(x) for x in (out, snapped, turned, *lifted)),
                                     compared):
             if (not limits or c) and not _all_finite(o) or c and not (_all_finite(a) and _all_finite(b)):
@@ -2040,7 +2042,8 @@ def _jax_choices(variant, args, kwargs, out, tied, noted, compared, single, limi
     def verdicts():  # per result checked: (moved with the vectors turned, or with a zero σ lifted; finite)
         a, b = (variant(*args, _spectra=_Decompositions("jax", snap=True, turn=turn), **kwargs)
                 for turn in (False, True))
-        p, q = (variant(*args, _spectra=_Decompositions("jax", lift=c), **kwargs) for c in (1.0, 0.5))
+        p, q = (variant(*args, _spectra=_Decompositions("jax", lift=c), **kwargs) for c in (1.0, 0.5)) \
+            if checked != compared else (a, b)  # (only results that divide by σ without tie terms read them)
         out = []
         for x, y, z, w, c, k in zip(*((r,) if single else tuple(r) for r in (a, b, p, q)), compared, checked):
             if c or k:

@@ -679,6 +679,7 @@ class DivDiff3(Unary):
     # closed form (the Taylor series of f[λᵢ, λⱼ, λₖ] where the three are close)
     SERIES = ("exp", "log", "sqrt", "pow", "sin", "cos", "sinh", "cosh", "tanh", "sigmoid",
               "softplus", "log1p", "expm1", "arctan", "tan")
+    KINKS = ("relu", "abs", "step", "sign")  # affine on each side of 0, not differentiable there
 
     @staticmethod
     def has_series(fn) -> bool:
@@ -688,12 +689,12 @@ class DivDiff3(Unary):
         their kink at 0: exact away from it, and refused at it), constants, sums and products
         (by the chain rule of divided differences)."""
         if fn.builtin:  # relu, |·|, step and sign themselves: as a traced callable of one kink
-            return fn.name in DivDiff3.SERIES + ("relu", "abs", "step", "sign")
+            return fn.name in DivDiff3.SERIES + DivDiff3.KINKS
         if getattr(fn.deriv, "on_entries", None) is None:  # a user's md.function: a Taylor
             return DivDiff3.user_orders(fn) >= 2  # series from its derivatives near confluence
         trace = getattr(fn.deriv, "on_entries", None)
         return isinstance(trace, Node) and all(
-            n.fn.builtin and n.fn.name in DivDiff3.SERIES + ("relu", "abs", "step", "sign")
+            n.fn.builtin and n.fn.name in DivDiff3.SERIES + DivDiff3.KINKS
             for n in walk(trace) if type(n) is Elementwise)
 
     USER_ORDERS = 6  # f′ … f⁽⁶⁾ of a user's f′ written with matdiff's functions, symbolically

@@ -80,6 +80,7 @@ class EGraph:
         self.above: set = set()     # the classes using one it merged or re-keyed
         self.shared: set = set()    # the sums the graph held when saturation began that two
         # classes or more use (and their transposes), as representatives (``_distribute``)
+        self.extracted = None  # saturate's last extraction (root, cost, size, unions, terms)
         self.features: set = set()  # what the graph's terms hold (``_features``): rules whose
         # ``NEEDS`` are missing cannot match anywhere and are not run
         self.size = 0
@@ -648,6 +649,22 @@ def _memo_by_value(f):
     return memo
 
 
+def _memo_by_identity(f):
+    """f memoised on its argument's identity (the leaf itself is kept, so its id is not reused
+    while the entry lives): a notation leaf's cost or text, asked for in every extraction."""
+    table: dict = {}  # id(leaf) -> (leaf, f(leaf))
+
+    def memo(m):
+        hit = table.get(id(m))
+        if hit is None or hit[0] is not m:
+            if len(table) > 4096:
+                table.clear()
+            hit = table[id(m)] = (m, f(m))
+        return hit[1]
+    memo.__doc__ = f.__doc__
+    return memo
+
+
 @_memo_by_value
 def _number_length(c: float) -> int:
     if float(c).is_integer():
@@ -729,20 +746,12 @@ def _sum_factors(g, coef, kids, kid_ops) -> float:
     return extra
 
 
-_FRECHET_LENGTH: dict = {}  # id(leaf) -> (leaf, its cost)
-
-
+@_memo_by_identity
 def _frechet_length(m: N.Sym) -> float:
     """What L_f(X, E) or L²_f(X; E₁, E₂) costs as printed: its name, parentheses and
     separators, and X and the directions as written, inside parentheses (``NESTED``)."""
-    hit = _FRECHET_LENGTH.get(id(m))
-    if hit is None or hit[0] is not m:
-        if len(_FRECHET_LENGTH) > 4096:
-            _FRECHET_LENGTH.clear()
-        inner = m.params[1:]
-        hit = _FRECHET_LENGTH[id(m)] = (m, len(m.name) + 2 + 2 * (len(inner) - 1) +
-                                        NESTED * sum(cost_of(p) for p in inner))
-    return hit[1]
+    inner = m.params[1:]
+    return len(m.name) + 2 + 2 * (len(inner) - 1) + NESTED * sum(cost_of(p) for p in inner)
 
 
 def length(g, t, kid_costs: list, kid_ops: list) -> float:
@@ -2483,7 +2492,7 @@ class _Patience:
 def extract(g: EGraph, root: int, cost=length):
     """The cheapest term of every class (ties broken by a structural key): the chosen
     notation tree of ``root`` and its cost."""
-    last = getattr(g, "extracted", None)  # saturate's last extraction, if nothing changed since
+    last = g.extracted  # saturate's last extraction, if nothing changed since
     if last is not None and last[:4] == (root, cost, g.size, g.unions):
         return last[4]
     best = _best(g, cost)
@@ -2553,16 +2562,10 @@ def _best(g: EGraph, cost) -> dict:
     return best
 
 
-_LEAF_TEXT: dict = {}  # id(leaf) -> (leaf, its repr): a leaf's tie-break text, written once
-
-
+@_memo_by_identity
 def _leaf_text(m: N.M) -> str:
-    hit = _LEAF_TEXT.get(id(m))
-    if hit is None or hit[0] is not m:
-        if len(_LEAF_TEXT) > 4096:
-            _LEAF_TEXT.clear()
-        hit = _LEAF_TEXT[id(m)] = (m, repr(m))
-    return hit[1]
+    """A leaf's tie-break text, written once."""
+    return repr(m)
 
 
 def cost_of(m: N.M, cost=length) -> float:

@@ -14,13 +14,7 @@ import matdiff as md
 from matdiff.evaluate import check_symmetric
 
 from .test_cholesky import _run, _used
-
-BACKENDS = ["numpy", "jax", "torch"]
-
-
-def _backend(name):
-    if name != "numpy":
-        pytest.importorskip(name)
+from .test_solves import BACKENDS, _backend
 
 
 def _tolerance(m):

@@ -12,7 +12,7 @@ import matdiff as md
 from matdiff.ir import DivDiff, EigGap, walk
 
 from .test_read_back import _reads_back_or_refuses
-from .test_spectral_codegen_ties import _module  # NumPy, or JAX in float64, or PyTorch
+from .test_spectral_codegen_ties import _matrix, _module, _symmetric_direction, _used  # _module: NumPy, JAX in float64, PyTorch
 from .test_spectral_sweep import _eigen_reference
 
 mp = pytest.importorskip("mpmath")
@@ -38,15 +38,8 @@ SPECTRA = {  # eigenvalues 1e-10 and 1e-8 apart (positive, and about zero), and 
 }
 
 
-def _matrix(spectrum, seed=0):
-    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(spectrum),) * 2))[0]
-    s = (q * np.asarray(spectrum, float)) @ q.T
-    return (s + s.T) / 2
-
-
 def _direction(seed=1):
-    v = np.random.default_rng(seed).standard_normal((3, 3))
-    return v + v.T
+    return 2 * _symmetric_direction(3, seed)
 
 
 def _reference(g, s, v):
@@ -233,10 +226,6 @@ def test_traced_matrix_functions_print_their_definition_and_read_back(k):
         values = {"S": _matrix([0.3, 1.1, 2.5]), "a": np.array([1.0, -2.0, 0.5])}
         np.testing.assert_allclose(back.evaluate(_used(back, values)), e.evaluate(_used(e, values)), rtol=1e-12)
     assert md.check(a.T @ m @ a, S, order=2) < 1e-6
-
-
-def _used(e, values):
-    return {k: v for k, v in values.items() if k in {x.node.name for x in e.variables}}
 
 
 def test_names_of_traced_functions_never_collide():

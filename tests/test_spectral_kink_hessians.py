@@ -16,7 +16,8 @@ import pytest
 import matdiff as md
 
 from .test_spectral_codegen_ties import _module
-from .test_spectral_numerics import _matrix, _mp_dd2_separated, _mp_dd3_separated, _reference_more
+from .test_spectral_numerics import (_matrix, _mp_dd2_separated, _mp_dd3_separated, _reference_more,
+                                     _symmetric_direction)
 
 mp = pytest.importorskip("mpmath")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -77,8 +78,7 @@ def _run(name, part, backend, s, v=None, jit=False):
 
 
 def _direction(seed=11):
-    e = np.random.default_rng(seed).standard_normal((3, 3))
-    return (e + e.T) / 2
+    return _symmetric_direction(3, seed)
 
 
 def _check_all(name, s, v, tol=1e-10):
