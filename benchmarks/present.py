@@ -17,7 +17,10 @@ record every ``simplest(m)`` call (its input and output trees, dumped structural
 printed text and LaTeX of a large corpus: every derivative of the test table (first and, for
 scalars, second), their derivations, every gradient and Hessian of tests/losses.py, the
 golden rows of tests/test_presentation.py, the issue's slow cases, and 300 random
-expressions of the property test's grammar.
+expressions of the property test's grammar. ``--compare`` also prices each ``simplest``
+output that differs from the record (``present.cost_of``: the length cost, each form on its
+own) and counts the cheaper and the costlier ones, listing the costlier (a record made before
+costs were recorded has none to compare).
 """
 from __future__ import annotations
 
@@ -283,11 +286,15 @@ def record() -> dict:
     import matdiff.derivation
     import matdiff.expr
     calls: dict = {}
+    costs: dict = {}  # simplest() call -> its output's length cost, priced on its own
     original = P.simplest
 
     def spy(m, rules=None, cost=None):
         out = original(m, rules, cost)
-        calls[dump(m) + (f" rules={len(rules)}" if rules is not None else "")] = dump(out)
+        key = dump(m) + (f" rules={len(rules)}" if rules is not None else "")
+        calls[key] = dump(out)
+        if cost is None and not isinstance(out, N.Index) and N.children(out):
+            costs[key] = round(P.cost_of(out), 6)
         return out
     matdiff.expr.simplest = matdiff.derivation.simplest = spy
     results = {}
@@ -299,7 +306,7 @@ def record() -> dict:
                 results[label] = [f"error: {type(e).__name__}: {str(e)[:200]}"]
     finally:
         matdiff.expr.simplest = matdiff.derivation.simplest = original
-    return {"results": results, "simplest": calls}
+    return {"results": results, "simplest": calls, "costs": costs}
 
 
 def compare(path: str) -> int:
@@ -314,6 +321,18 @@ def compare(path: str) -> int:
                     print(f"{part} differ: {key[:200]}\n  before: {str(want[part].get(key))[:300]}"
                           f"\n  after:  {str(got[part].get(key))[:300]}")
     print(f"{len(got['results'])} results, {len(got['simplest'])} simplest() calls; {bad} differ")
+    # the simplest() calls that differ, by their outputs' length cost (records made before
+    # costs were recorded have none): a change may print cheaper forms, never costlier ones
+    was, now = want.get("costs", {}), got["costs"]
+    moved = [(key, was[key], now[key]) for key in sorted(set(was) & set(now))
+             if want["simplest"].get(key) != got["simplest"].get(key)]
+    costlier = [x for x in moved if x[2] > x[1] + 1e-6]
+    cheaper = [x for x in moved if x[2] < x[1] - 1e-6]
+    for key, a, b in costlier:
+        print(f"costlier: {a} -> {b}: {key[:200]}")
+    if was:
+        print(f"of the simplest() calls that differ: {len(cheaper)} cheaper, {len(costlier)} costlier, "
+              f"{len(moved) - len(cheaper) - len(costlier)} the same cost")
     return 1 if bad else 0
 
 
