@@ -850,18 +850,20 @@ def _user_divided(fn, lam, f, functions):
         close = (np.abs(gap) <= _user_radius(K + 2) * np.minimum(rho[:, None], rho[None, :])) | (gap == 0)
     else:
         close = np.abs(gap) <= CLOSE * np.maximum(np.abs(a), np.abs(b))
-    at = np.where(close, (a + b) / 2, a)  # the midpoints where close (elsewhere unused)
-    d = _user_derivatives(fn, at, functions, K)
+    i, j = np.nonzero(close)  # the series only at the close pairs: the diagonal and few more
+    d = _user_derivatives(fn, (lam[i] + lam[j]) / 2, functions, K)
     if not d:
         raise NotSupportedError(f"{fn.name}′ has no numeric implementation; pass functions="
                                 f"{{{fn.name!r}: [f, f′, …]}} to evaluate it")
-    h2 = np.where(close, gap / 2, 0.0) ** 2
+    h2 = (gap[i, j] / 2) ** 2
     series, power = d[0].copy(), np.ones_like(h2)
     for k in range(3, K + 1, 2):
         power = power * h2
         series = series + d[k - 1] * power / factorial(k)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(close, series, (f[:, None] - f[None, :]) / np.where(close, 1.0, gap))
+        out = (f[:, None] - f[None, :]) / np.where(close, 1.0, gap)
+    out[i, j] = series
+    return out
 
 
 def _divided_differences3(fn, lam, functions):
