@@ -864,7 +864,10 @@ class _Item:
 
     @property
     def labels(self):
-        return {x for x in (self.rows, self.cols) if x is not None}
+        rows, cols = self.rows, self.cols
+        if rows is None:
+            return frozenset() if cols is None else frozenset((cols,))
+        return frozenset((rows,)) if cols is None else frozenset((rows, cols))
 
     def with_cols(self, lab):
         """(matrix, other label) oriented so that ``lab`` indexes the columns."""
@@ -995,10 +998,13 @@ def _merge_once(items, scalars, out, dims, fresh):
     # summed between the two alone: that is aᵀb or tr(AᵀB), read by the product rules)
     # one pass indexes the factors by their label sets and each label by its holders, so a
     # rule finds its pair in O(factors), not by comparing every pair
-    groups, holding = {}, {}
+    groups, holding, after = {}, {}, {}
     for it in items:
-        labs = frozenset(it.labels)
-        groups.setdefault(labs, []).append(it)
+        labs = it.labels
+        group = groups.setdefault(labs, [])
+        if group:
+            after[id(group[-1])] = it  # the next factor over the same labels
+        group.append(it)
         for x in labs:
             holding.setdefault(x, []).append(it)
 
@@ -1006,11 +1012,9 @@ def _merge_once(items, scalars, out, dims, fresh):
         return all(len(holding[x]) == 2 for x in labs)
 
     def partner(p):  # the next factor over the same labels
-        group = groups[frozenset(p.labels)]
-        k = next(i for i, it in enumerate(group) if it is p)
-        return group[k + 1] if k + 1 < len(group) else None
+        return after.get(id(p))
 
-    for p in items:
+    for p in items if after else ():
         q = partner(p)
         if q is not None and not (p.labels.isdisjoint(out) and twice(p.labels)):
             qm = q.m if (q.rows, q.cols) == (p.rows, p.cols) else N.transpose(q.m)
@@ -1018,7 +1022,7 @@ def _merge_once(items, scalars, out, dims, fresh):
             p.m = N.had([p.m, qm])
             return True
     labels = set(holding)
-    for p in items:  # A_ij B_ji → tr(AB), A_ij B_ij → tr(AᵀB)
+    for p in items if after else ():  # A_ij B_ji → tr(AB), A_ij B_ij → tr(AᵀB)
         q = partner(p)
         both = p.labels
         if q is not None and len(both) == 2 and p.rows != p.cols and both.isdisjoint(out) and \
