@@ -38,7 +38,7 @@ class Expr:
     """A matrix or tensor expression.  Build with ``md.matrix``, ``md.vector``, operators
     and functions; differentiate with ``md.grad``, ``md.jacobian``, ``md.hessian``."""
 
-    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope", "source", "wrt")
+    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope", "source", "wrt", "_types")
     __array_priority__ = 1000  # NumPy scalars defer to Expr's operators
 
     def __init__(self, node: Node, row: bool = False, src: str | None = None, prec: int = ATOM):
@@ -119,10 +119,19 @@ class Expr:
     def _render(self, style) -> str:
         linear = self._linear_map()
         if linear is None:
-            return render(self.notation(), style, self._names())
+            return render(self.notation(), style, _Names(self))
         name, m = linear
         arrow = " \\mapsto " if style is LATEX else " ↦ "
         return name + arrow + render(m, style, self._names() | {name})
+
+    def _has(self, classes) -> bool:
+        """Whether a node of the expression's DAG is an instance of ``classes``; the types
+        are found in one walk, when first asked for (text and LaTeX both ask)."""
+        try:
+            types = self._types
+        except AttributeError:
+            types = self._types = frozenset(type(x) for x in walk(self.node))
+        return any(issubclass(t, classes) for t in types)
 
     def _linear_map(self):
         """(V, the matrix notation of H[V]) for a 4-index H whose last two axes take a
@@ -136,15 +145,15 @@ class Expr:
         if n.ndim == 4 and n.shape[:2] == n.shape[2:]:
             axes = 2
         elif getattr(self, "wrt", None) in (1, 2) and n.ndim - self.wrt in (1, 2) and \
-                any(isinstance(x, Frechet) for x in walk(n)):
+                self._has(Frechet):
             axes = self.wrt  # the direction takes the variable's axes, the last ones
         else:
             return None  # (asked before the notation: repr of a 2000-deep sin(x) recognises nothing)
-        if not any(isinstance(x, SPECTRAL + (Frechet,)) for x in walk(n)):
+        if not self._has(SPECTRAL + (Frechet,)):
             return None
         if not isinstance(self.notation(), N.Index):
             return None
-        svd = any(isinstance(x, Svd) for x in walk(n))  # V is X = UΣVᵀ's: the direction is W
+        svd = self._has(Svd)  # V is X = UΣVᵀ's: the direction is W
         letters = ("V", "W", "E", "H", "Z") if axes == 2 else ("v", "w", "u", "z", "h")
         name = next(c for c in letters if c not in self._names() and not (svd and c in "Vv"))
         h = simplify(n)
@@ -193,7 +202,7 @@ class Expr:
 
         A Jacobian or Hessian through a Fréchet derivative, printed as the map V ↦ H[V], has
         the entries of H at the unit directions: L_exp(Y, eₖeₗᵀ)_ij."""
-        linear = None if any(isinstance(x, SPECTRAL) for x in walk(self.node)) else self._linear_map()
+        linear = None if self._has(SPECTRAL) else self._linear_map()
         if linear is not None:
             name, m = linear
             if not any(isinstance(x, N.Sym) and x.name == name and x.symmetric for x in _leaves(m)):
@@ -204,7 +213,7 @@ class Expr:
         """The bracket notation of "Matrix Differential Calculus with Tensors" for a
         contraction: each result axis is the group of operand axes it ties, summed groups
         barred; AᵀB is ``A₂B₂[A̅₁ B₁]`` (``printing.bracket``)."""
-        if not any(isinstance(x, SPECTRAL) for x in walk(self.node)) and self._linear_map() is not None:
+        if not self._has(SPECTRAL) and self._linear_map() is not None:
             raise NotSupportedError(f"bracket notation writes a contraction of tensors, and {self} applies a "
                                     "Fréchet derivative to its direction, which no tensor of its own writes; "
                                     ".index() gives its entries at the unit directions")
@@ -335,6 +344,21 @@ class Expr:
         raise TypeError("a matdiff expression is not iterable; index a vector with x[i]")
 
     __array_ufunc__ = None  # keep NumPy from broadcasting over an Expr
+
+
+class _Names:
+    """An expression's variable names, found when first iterated: most texts choose no name
+    (``render`` reads them only to name a repeated subterm or a function apart from them)."""
+
+    __slots__ = ("expr", "names")
+
+    def __init__(self, expr: Expr):
+        self.expr, self.names = expr, None
+
+    def __iter__(self):
+        if self.names is None:
+            self.names = self.expr._names()
+        return iter(self.names)
 
 
 def _index_hint(x: "Expr", i) -> str:
@@ -621,10 +645,7 @@ def matmul(a: Expr, b: Expr) -> Expr:
                          f"contract tensors with md.einsum")
     kind = ("c" if not a.row else "r") if a.ndim == 1 else "m", \
            ("c" if not b.row else "r") if b.ndim == 1 else "m"
-    specs = {("m", "m"): "ij,jk->ik", ("m", "c"): "ij,j->i", ("r", "m"): "i,ij->j",
-             ("r", "c"): "i,i->", ("c", "r"): "i,j->ij",
-             ("c", "c"): "i,i->", ("r", "r"): "i,i->"}  # x @ y of two vectors: NumPy's dot
-    if kind not in specs:
+    if kind not in MATMUL:
         hint = (f"did you mean {a.src}.T @ {b.src}?" if kind[0] == "c"
                 else f"did you mean {a.src} @ {b.src}.T?")
         raise ShapeError(f"{src}: {a.src} is {a.describe_shape()} and {b.src} is "
@@ -634,5 +655,13 @@ def matmul(a: Expr, b: Expr) -> Expr:
     if inner_a is not None and inner_b is not None and inner_a != inner_b:
         raise ShapeError(f"{src}: {a.src} is {a.describe_shape()} but {b.src} is "
                          f"{b.describe_shape()}: {D.fmt(inner_a)} ≠ {D.fmt(inner_b)}")
-    node = B.einsum(specs[kind], a.node, b.node)
-    return Expr(node, kind == ("r", "m"), src, PRODUCT)
+    labels, out = MATMUL[kind]
+    return Expr(Contract((a.node, b.node), labels, out), kind == ("r", "m"), src, PRODUCT)
+
+
+# the labels and output of each product of matrices (m), columns (c) and rows (r), as
+# B.einsum("ij,jk->ik", …) numbers them; x @ y of two vectors is NumPy's dot
+MATMUL = {("m", "m"): (((0, 1), (1, 2)), (0, 2)), ("m", "c"): (((0, 1), (1,)), (0,)),
+          ("r", "m"): (((0,), (0, 1)), (1,)), ("r", "c"): (((0,), (0,)), ()),
+          ("c", "r"): (((0,), (1,)), (0, 1)), ("c", "c"): (((0,), (0,)), ()),
+          ("r", "r"): (((0,), (0,)), ())}

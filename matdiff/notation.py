@@ -228,10 +228,10 @@ def _product_kind(kinds) -> str:
     ks = [k for k in kinds if k != "s"]
     if not ks:
         return "s"
-    first, last = ks[0], ks[-1]
-    rows = first in ("c", "m")
-    cols = last in ("r", "m")
-    return {(True, True): "m", (True, False): "c", (False, True): "r", (False, False): "s"}[(rows, cols)]
+    return _KINDS[ks[0] in ("c", "m"), ks[-1] in ("r", "m")]
+
+
+_KINDS = {(True, True): "m", (True, False): "c", (False, True): "r", (False, False): "s"}  # by rows, columns
 
 
 def prod(coef: float, factors) -> M:
@@ -348,13 +348,22 @@ def fewest_transposes(m):
 
 def children(m: M) -> tuple:
     """The notation nodes directly inside m."""
-    if isinstance(m, (Prod, Had, Kron)):
-        return m.factors
-    if isinstance(m, Add):
-        return tuple(t for _, t in m.terms)
-    if isinstance(m, (T, Call, Inv, Pow, MatPow)):
+    how = _CHILDREN.get(type(m))
+    if how is None:  # a subclass
+        how = next((v for k, v in _CHILDREN.items() if isinstance(m, k)), 0)
+    if how == 0:
+        return ()
+    if how == 1:
         return (m.arg,)
-    return ()
+    if how == 2:
+        return tuple([t for _, t in m.terms])
+    return m.factors
+
+
+# how each node holds its children (``children``): 0 none, 1 one argument, 2 a sum's terms,
+# 3 the factors of a product
+_CHILDREN = {Sym: 0, Num: 0, Index: 0, T: 1, Call: 1, Inv: 1, Pow: 1, MatPow: 1, Add: 2,
+             Prod: 3, Had: 3, Kron: 3}
 
 
 def occurrences(m: M) -> dict:

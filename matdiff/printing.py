@@ -88,9 +88,10 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
     """The text of ``m``; subexpressions used three times or more, or twice in a long
     result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw).  The parts of one
     decomposition are named as textbooks name them: uₙuₙᵀ  where S = UΛUᵀ."""
-    style, defined = _defined_functions(_traced_in_notation(m), style, taken)
+    style, defined = _defined_functions(_scan(m)[0], style, taken)
     m, clause = _textbook(m, style, taken)
-    taken = set(taken) | ({"U", "V", "u", "v", "Λ", "Σ"} if clause else set()) | set(defined)
+    if clause or defined:  # (taken is read only where a name is chosen: it may be lazy)
+        taken = set(taken) | ({"U", "V", "u", "v", "Λ", "Σ"} if clause else set()) | set(defined)
     return _render_named(m, dict(style, names={}, display=display or {}), taken,
                          ([clause] if clause else []) + list(defined.values()))
 
@@ -98,24 +99,54 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
 DEFINED_NAMES = ("f", "g", "h")  # a traced function's name where its own is taken (then f2, f3, …)
 
 
-def _traced_in_notation(m: N.M) -> tuple:
-    """The traced functions in m (``defined_by_trace``: of fₘ(S), Δh(λ), Δ²h(λ)[X, Y]) in the
-    order they are written, and the names of the abstract functions it calls (σ(X))."""
-    found, stack, seen, used = [], [m], set(), set()
+def _scan(m: N.M) -> tuple:
+    """What text and LaTeX both read of m, in one walk, memoised on the tree (the two
+    printers of one result print one tree): (the traced functions in m (``defined_by_trace``:
+    of fₘ(S), Δh(λ), Δ²h(λ)[X, Y]) in the order they are written, and the names of the
+    abstract functions it calls (σ(X))); whether m holds index notation; the calls naming a
+    decomposition's parts (Q(S), eigvalsh(S), U(X), …); whether it may call an abstract
+    function named sigma; and ``N.occurrences(m)`` with whether a subtree other than a leaf
+    is written twice (None where a leaf carries arguments, which the walk counted too)."""
+    cached = m.__dict__.get("_scan")
+    if cached is not None:
+        return cached
+    found, stack, counts, used = [], [m], {}, set()
+    index, parts, sigma, shared, carried = False, [], False, False, False
     while stack:
         x = stack.pop()
-        if id(x) in seen:
+        seen = counts.get(id(x), 0)
+        counts[id(x)] = seen + 1
+        if seen:
+            shared = shared or seen == 1 and bool(N.children(x))
             continue
-        seen.add(id(x))
-        fn = x.fn if isinstance(x, N.Call) else (x.params[0] if isinstance(x, N.Sym) and x.role == "divdiff3"
-                                                  else None)
-        if defined_by_trace(fn):
-            if fn not in found:
-                found.append(fn)
-        elif isinstance(x, N.Call) and isinstance(x.fn, (Function, ScalarFunction)):
-            used.add(x.fn.name)
-        stack.extend(reversed(_inside(x)))
-    return found, used
+        if isinstance(x, N.Call):
+            fn = x.fn
+            if fn is None:
+                if x.name in EIGEN_PARTS or x.name in SVD_PARTS:
+                    parts.append(x)
+            elif defined_by_trace(fn):
+                if fn not in found:
+                    found.append(fn)
+            elif isinstance(fn, (Function, ScalarFunction)):
+                used.add(fn.name)
+            if x.name == "sigma" and isinstance(fn, (Function, ScalarFunction)) and \
+                    not getattr(fn, "builtin", False):
+                sigma = True
+            stack.extend(reversed(N.children(x)))
+            continue
+        if isinstance(x, N.Sym):
+            if x.params:
+                if x.role == "divdiff3" and defined_by_trace(x.params[0]) and x.params[0] not in found:
+                    found.append(x.params[0])
+                carried = carried or any(isinstance(p, N.M) for p in x.params)
+                stack.extend(reversed(_inside(x)))
+            continue
+        if isinstance(x, N.Index):
+            index = True
+        stack.extend(reversed(N.children(x)))
+    cached = ((found, used), index, parts, sigma, None if carried else (counts, shared))
+    object.__setattr__(m, "_scan", cached)
+    return cached
 
 
 def _defined_functions(traced: tuple, style, taken) -> tuple:
@@ -168,16 +199,11 @@ def _definition(name: str, fn, style, taken) -> str:
 def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
     """m's text with its repeated subtrees named, after the definitions in ``lead``."""
     where = " \\quad\\text{where } " if _tex(style) else "  where "
-    if _calls_abstract(m, "sigma"):  # σ is taken by the user's function: sigmoid is spelled out
+    # σ is taken by the user's function: sigmoid is spelled out
+    if _scan(m)[3] and _calls_abstract(m, "sigma"):
         style["functions"] = dict(style["functions"], sigmoid="\\operatorname{sigmoid}"
                                   if _tex(style) else "sigmoid")
-    repeated = _repeated(m)
-    # short results name only triples; a tree of over 120 nodes prints over 60 characters
-    # (every node but a juxtaposition writes one at least, and those have two children)
-    # (and not a product of a few variables, which reads as itself: the Matrix Cookbook
-    # writes (XᵀCX)⁻¹ three times in (126))
-    if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
-        repeated = [r for r in repeated if N.occurrences(m)[id(r)] >= 3 and not _few_variables(r)]
+    repeated = _named_subtrees(m)
     if not repeated:
         text = _render(m, style)[0]
         return text + where + ", ".join(lead) if lead else text
@@ -212,6 +238,24 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
     return main + where + ", ".join(defs)
 
 
+def _named_subtrees(m) -> list:
+    """The subtrees of m that its text names (``_repeated``), memoised on the tree: text
+    and LaTeX name the same ones."""
+    cached = m.__dict__.get("_named")
+    if cached is not None:
+        return cached
+    repeated = _repeated(m)
+    # short results name only triples; a tree of over 120 nodes prints over 60 characters
+    # (every node but a juxtaposition writes one at least, and those have two children)
+    # (and not a product of a few variables, which reads as itself: the Matrix Cookbook
+    # writes (XᵀCX)⁻¹ three times in (126))
+    if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
+        counts = _scan(m)[4][0] if _scan(m)[4] is not None else N.occurrences(m)
+        repeated = [r for r in repeated if counts[id(r)] >= 3 and not _few_variables(r)]
+    object.__setattr__(m, "_named", repeated)
+    return repeated
+
+
 def _few_variables(r) -> bool:
     """Whether r is a product of at most three variables, each maybe transposed: XᵀCX."""
     return isinstance(r, N.Prod) and r.coef == 1 and len(r.factors) <= 3 and all(
@@ -244,24 +288,19 @@ def _textbook(m: N.M, style: dict, taken):
     diag(λ)) for S = UΛUᵀ; U, V, σ (Σ), u₁, v₁ for X = UΣVᵀ; a column Ueₖ as uₖ — and the
     clause that defines them; (m, None) where m decomposes no matrix, or two, or the names
     are the user's."""
-    calls, stack, seen = [], [m], set()
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, N.Index):
-            return m, None  # index notation names the parts itself (index_notation)
-        if isinstance(x, N.Call) and (x.name in EIGEN_PARTS or x.name in SVD_PARTS) and x.fn is None:
-            calls.append(x)
-        stack.extend(_inside(x))
+    _, index, calls, _, _ = _scan(m)
+    if index or not calls:
+        return m, None  # index notation names the parts itself (index_notation)
     eigen = {c.arg for c in calls if c.name in EIGEN_PARTS}
     svd = {c.arg for c in calls if c.name in SVD_PARTS}
     vectors = any(c.name in ("Q", "U", "V", "u₁", "v₁") for c in calls)  # λ alone stays eigvalsh(S)
     if not vectors or len(eigen) + len(svd) != 1 or set(taken) & _part_names(bool(eigen)):
         return m, None
     arg = next(iter(eigen or svd))
-    out = _parts_renamer(arg, bool(eigen))(m)
+    out = m.__dict__.get("_textbook")  # text and LaTeX rename one tree alike
+    if out is None:
+        out = _parts_renamer(arg, bool(eigen))(m)
+        object.__setattr__(m, "_textbook", out)
     if out is m:
         return m, None
     return out, _parts_clause(arg, bool(eigen), style)
@@ -369,7 +408,11 @@ def _columns(p: N.Prod, letter: str) -> N.Prod:
 
 def _repeated(m) -> list:
     """Non-trivial subtrees printed more than once, outermost first."""
-    counts, order, seen, stack = N.occurrences(m), [], set(), collections.deque([m])
+    known = _scan(m)[4]
+    if known is not None and not known[1]:
+        return []  # no subtree but a leaf is written twice
+    counts = known[0] if known is not None else N.occurrences(m)
+    order, seen, stack = [], set(), collections.deque([m])
     while stack:
         x = stack.popleft()
         if id(x) in seen:
@@ -413,6 +456,8 @@ def _number(c: float, style) -> str:
 
 
 def _name(name: str, style) -> str:
+    if len(name) == 1 and "latex" not in style:
+        return GREEK_TEXT.get(name, name)  # x, A: the common case
     base = name.rstrip("0123456789")
     digits = name[len(base):]
     if _tex(style):
@@ -433,6 +478,10 @@ def _matpow(m: N.MatPow, style):
 
 
 def _sym(m: N.Sym, style):
+    if m.role == "var":
+        shown = style.get("display")  # differentials in derivations: d(XW)
+        shown = shown.get(m.name) if shown else None
+        return (shown if shown is not None else _name(m.name, style)), ATOM
     if m.role == "dim":  # the size of a dim: n, m·n
         return (m.name.replace("·", " ") if _tex(style) else m.name), (ATOM if "·" not in m.name else PROD)
     if m.role == "commutation":  # K_{p,q}
@@ -482,10 +531,7 @@ def _sym(m: N.Sym, style):
             head = GREEK_PARTS.get(m.name[0], m.name[0])
             tex = f"{head}_{{{m.name[1:].replace('−', '-')}}}"
         return tex or m.name, ATOM
-    if m.role != "var":
-        return style[m.role], ATOM
-    shown = style.get("display", {}).get(m.name)  # differentials in derivations: d(XW)
-    return (shown if shown is not None else _name(m.name, style)), ATOM
+    return style[m.role], ATOM
 
 
 def _divdiff2_head(fn: str, style) -> str:
@@ -527,9 +573,9 @@ def _prod(m: N.Prod, style):
     if _tex(style):
         body = " ".join(parts)
     else:  # a differential stands apart from its neighbours: aᵀ dX b
-        shown = style.get("display", {})
-        apart = [_is_differential(f, shown) for f in factors]
-        body = "".join((" " if i and (apart[i] or apart[i - 1]) else
+        shown = style.get("display")
+        apart = [_is_differential(f, shown) for f in factors] if shown else None
+        body = "".join((" " if i and apart and (apart[i] or apart[i - 1]) else
                         "·" if i and (parts[i - 1][-1:].isdigit() and p[:1].isdigit() and
                                       not _ones_outer(parts[i - 1], p) or
                                       _reads_as_call(parts[i - 1])) else
@@ -553,6 +599,8 @@ def _ones_outer(left: str, right: str) -> bool:
 def _fraction(m: N.Prod, style):
     """A product with scalar factors to negative powers that print as symbols (‖x‖, det(X))
     or positive numbers is written as a quotient: Aᵀs/‖s‖, x/‖x‖³, (A + Aᵀ)x/‖x‖², xᵀx/2."""
+    if not any(isinstance(f, N.Pow) for f in m.factors):
+        return None
     den = [f for f in m.factors if isinstance(f, N.Pow) and f.kind == "s" and f.p < 0 and
            (isinstance(f.arg, (N.Call, N.Sym)) or isinstance(f.arg, N.Num) and f.arg.value > 0 or
             isinstance(f.arg, N.Prod) and f.arg.coef == 1 and
@@ -574,6 +622,7 @@ def _fraction(m: N.Prod, style):
     return f"{sign}{top}/{bottom}", (NEG if m.coef < 0 else PROD)
 
 
+_WORD_CHAR = re.compile(r"[A-Za-z0-9_α-ωΑ-Ω]")
 _WORD_END = re.compile(r"[A-Za-z0-9_α-ωΑ-Ω]+$")
 _WORD_START = re.compile(r"^[A-Za-z0-9_α-ωΑ-Ω]+")
 
@@ -581,6 +630,8 @@ _WORD_START = re.compile(r"^[A-Za-z0-9_α-ωΑ-Ω]+")
 def _run_together(left: str, right: str) -> bool:
     """Whether two juxtaposed factors would read as one name: lam w, S W2, S diag(v) — a
     name of more than one character next to another name (Xw and xᵀx stay as they are)."""
+    if not (_WORD_CHAR.match(left[-1:]) and _WORD_CHAR.match(right[:1])):
+        return False  # most factors end with ᵀ or ) or begin with (
     a, b = _WORD_END.search(left), _WORD_START.match(right)
     return bool(a and b) and (len(a.group()) > 1 or len(b.group()) > 1)
 
@@ -591,6 +642,8 @@ _NAME_AT_END = re.compile(r"([A-Za-z_α-ωΑ-Ω][A-Za-z0-9_α-ω]*ₘ?)[⁻⁰¹
 def _reads_as_call(left: str) -> bool:
     """Whether ``left`` ends with a variable named like a function (cos, exp, tr, σ), which
     juxtaposed with what follows would read back as a call: cos·(x + y), not cos(x + y)."""
+    if left[-1:] in (")", "ᵀ"):
+        return False  # no name ends there
     m = _NAME_AT_END.search(left)
     return bool(m) and m.group(1) in PRINTED_FUNCTIONS and \
         (m.start() == 0 or not left[m.start() - 1].isalnum())
@@ -631,7 +684,6 @@ def _bias_last(terms):
 READ = 16  # how many of a term's variables its order reads
 
 
-@functools.lru_cache(maxsize=512)  # text and LaTeX of one result read one tree
 def in_input_order(m: N.M, source: Node) -> N.M:
     """m, the notation of a derivative of ``source``, with its sums in the order the input
     reads (issue 24), so that the result reads against the input:
@@ -649,7 +701,19 @@ def in_input_order(m: N.M, source: Node) -> N.M:
     - a trace of a product is turned cyclically to read in that order (``rotated``).
 
     Any other sum, and ties, keep the presentation's order (Xᵀ(σ(Xw) − y)). Deterministic:
-    the same input and result always print the same text (docs/conventions.md)."""
+    the same input and result always print the same text (docs/conventions.md).
+
+    Memoised on the tree (text and LaTeX of one result read one tree), so that what is
+    memoised on the tree it returns goes with the notation the memo caches hold."""
+    memo = m.__dict__.get("_in_input_order")
+    if memo is not None and memo[0] is source:
+        return memo[1]
+    out = _in_input_order(m, source)
+    object.__setattr__(m, "_in_input_order", (source, out))
+    return out
+
+
+def _in_input_order(m: N.M, source: Node) -> N.M:
     rank, typed = _reading(source)
     if not rank:
         return m
@@ -944,12 +1008,13 @@ RENDER = {
     N.Call: _call,
     N.Pow: _pow,
     N.MatPow: _matpow,
-    N.Index: lambda m, s: (index_notation(m.node, s), ATOM),
+    N.Index: lambda m, s: (index_notation(m.node, _with_memo(m, s)), ATOM),
 }
 
 
 def _render(m: N.M, style):
-    name = style.get("names", {}).get(id(m))
+    names = style.get("names")
+    name = names.get(id(m)) if names else None
     if name is None and style.get("in_leaf") and m in style.get("named", {}):
         m = style["named"][m]  # Δ²f(λ)[X, Y]'s X, a tree of its own, equal to one named
         name = style["names"].get(id(m))
@@ -978,20 +1043,50 @@ def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
     free = list(free) if free is not None else [_letter(FREE, BOUND, i) for i in range(node.ndim)]
     if nested or style.get("index_names") is not None:
         return _index_form(node, style, free, nested)
-    found = _index_parts(node)
+    found = _memo(style, "parts", node, _index_parts)
     style = dict(style, spectral=found[0] if found else None)
     lead = [found[1](style)] if found else []
-    fns = [x.fn for x in walk(node) if isinstance(getattr(x, "fn", None), (Function, ScalarFunction))]
-    traced = list(dict.fromkeys(fn for fn in fns if defined_by_trace(fn)))
-    style, defined = _defined_functions((traced, {fn.name for fn in fns if not defined_by_trace(fn)}),
-                                        style, {v.name for v in _vars(node)})
+    style, defined = _defined_functions(_memo(style, "traced", node, _index_traced), style,
+                                        _memo(style, "names", node, _var_names))
     lead += list(defined.values())
-    repeated = _index_repeated(node)
+    repeated = _memo(style, "repeated", node, _index_repeated)
     if repeated:
         return _index_named(node, style, free, repeated, lead)
     text = _index_form(node, dict(style, index_names={}), free, nested)
     where = " \\quad\\text{where } " if _tex(style) else "  where "
     return text + where + ", ".join(lead) if lead else text
+
+
+def _with_memo(m: N.Index, style) -> dict:
+    """The style with the memo of the index form of m: text and LaTeX of one result print
+    one tree, and what the index form reads of its IR (``_memo``) is read once."""
+    memo = m.__dict__.get("_memo")
+    if memo is None:
+        memo = {}
+        object.__setattr__(m, "_memo", memo)
+    return dict(style, memo=memo)
+
+
+def _memo(style, what: str, node: Node, make):
+    """make(node), memoised in the style's memo (``_with_memo``) where it has one."""
+    memo = style.get("memo")
+    if memo is None:
+        return make(node)
+    got = memo.get((what, id(node)))
+    if got is None or got[0] is not node:
+        got = memo[what, id(node)] = (node, make(node))  # node kept: its id stays its own
+    return got[1]
+
+
+def _index_traced(node: Node) -> tuple:
+    """The traced functions an index form calls, in order, and the names of the others."""
+    fns = [x.fn for x in walk(node) if isinstance(getattr(x, "fn", None), (Function, ScalarFunction))]
+    traced = list(dict.fromkeys(fn for fn in fns if defined_by_trace(fn)))
+    return traced, {fn.name for fn in fns if not defined_by_trace(fn)}
+
+
+def _var_names(node: Node) -> set:
+    return {v.name for v in _vars(node)}
 
 
 def _index_parts(node: Node):
@@ -1031,7 +1126,7 @@ def _index_form(node: Node, style, free, nested) -> str:
         fake = N.Add("s", tuple((c, N.Index("s", t, "")) for c, t in node.terms))
         return _add_terms(fake, style, free, nested)
     if isinstance(node, Contract):
-        node = node if nested else _chained(node)
+        node = node if nested else _memo(style, "chained", node, _chained)
         written = _second_frechet_leaves(node)  # L²_f(X; E₁, E₂) for its 2 × 2 block matrices
         letters = dict(zip(node.out, free))
         summed = sorted({x for _, lab in written for x in lab} - set(node.out))
@@ -1145,7 +1240,7 @@ INDEX_NAMES = "TRQPZYW"  # the names of repeated index sums: T_ijkl, then R, Q, 
 def _index_named(node, style, free, repeated, lead=()) -> str:
     """node's index form with each repeated bracketed part named once, as the matrix
     notation names its repeated subtrees: … + Σ_p Σ_q T_ijpq A_pk A_lq  where T_ijkl = …"""
-    taken = {v.name for v in _vars(node)}
+    taken = _memo(style, "names", node, _var_names)
     pool = [c for c in INDEX_NAMES if c not in taken]
     names, n = {}, 2
     for r in repeated:
