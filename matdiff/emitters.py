@@ -1,7 +1,8 @@
 """The emitter tables of generated code: one per backend (``NUMPY``, ``JAX``, ``TORCH``),
 and the source of the helper functions a generated module defines where its code calls
-them.  The planner (``generate.py``) decides what is computed and in which order, and
-writes each step in NumPy's spelling; a table says how the backend spells it — its
+them.  The generator (the planner ``plan.py``, the spectral code writers
+``spectral_code.py`` and the entry points ``generate.py``) decides what is computed and in
+which order, and writes each step in NumPy's spelling; a table says how the backend spells it — its
 imports, casts, dtypes, scatters, LU and Cholesky calls, element-wise functions, the
 rewrites from NumPy's names to its own — so that adding a backend is adding a table.
 Pure data: strings and dictionaries, no code that runs at generation time but
