@@ -10,9 +10,10 @@ from .ir import Const, Contract, Delta, Elementwise, Node, Sum
 ONE = Const(1.0)
 
 
-def contract(operands, labels, out, dims=None) -> Node:
+def contract(operands, labels, out, dims=None, shape=None) -> Node:
     """A Contract that may also repeat output labels (a diagonal embedding, via δ) and use
-    output labels carried by no operand (broadcasting, via a ones vector of ``dims[label]``)."""
+    output labels carried by no operand (broadcasting, via a ones vector of ``dims[label]``).
+    ``shape``, where the caller knows it (an adjoint has its operand's), is not checked again."""
     operands, labels = list(operands), [tuple(lab) for lab in labels]
     carried = {lab: d for op, labs in zip(operands, labels) for lab, d in zip(labs, op.shape)}
     size = {**(dims or {}), **carried}
@@ -28,6 +29,8 @@ def contract(operands, labels, out, dims=None) -> Node:
             lab, fresh = fresh, fresh + 1
         seen.add(lab)
         new_out.append(lab)
+    if shape is not None:
+        return Contract.of_shape(tuple(operands), tuple(labels), tuple(new_out), shape)
     return Contract(tuple(operands), tuple(labels), tuple(new_out))
 
 

@@ -331,12 +331,14 @@ def jacobians(f: Node, xs: list) -> list:
             if isinstance(n, Var):
                 found[n] = simplify(_symmetrise(cot, extra) if n.symmetric in (True, "spd") else cot)
                 continue
-            groups = _daleckii_krein_groups(n) if type(n) is Contract else ()
+            # both groupings read S's eigenvectors among n's operands: none, no grouping
+            eigen = type(n) is Contract and any(type(o) is Eigh for o in n.operands)
+            groups = _daleckii_krein_groups(n) if eigen else ()
             for g in groups:  # the second-order Daleckii–Krein rule, straight to S
                 if depends(g[-1]):
                     cotangents.setdefault(g[-1], []).append(_daleckii_krein_adjoint(n, g, cot, extra))
             grouped = {k for g in groups for k in g[:-1]} if groups else ()
-            spectral = _matrix_function_groups(n) if type(n) is Contract else ()
+            spectral = _matrix_function_groups(n) if eigen else ()
             for g in spectral:  # U diag(g(λ)) Uᵀ as g(S): Daleckii–Krein's rule, straight to S
                 if depends(g[-1]):
                     cotangents.setdefault(g[-1], []).append(_matrix_function_adjoint(n, g, cot, extra))
@@ -348,6 +350,10 @@ def jacobians(f: Node, xs: list) -> list:
                 if k in grouped:
                     continue
                 if depends(child):
+                    if type(n) is Sum:  # d(Σ cₖ Xₖ) = cₖ dXₖ, transposed as transpose writes it
+                        c = n.terms[k][0]
+                        cotangents.setdefault(child, []).append(cot if c == 1 else B.add(B.scale(c, cot)))
+                        continue
                     hole = Hole(child.shape, False)
                     if type(n) is Contract and hole not in free_vars(n):
                         # the transposition of n with dX in place of operand k, without
@@ -696,7 +702,7 @@ def _contract_adjoint(n: Contract, k: int, cot: Node, extra: tuple) -> Node:
     dims = {**n.label_dims(), **dict(zip(ext, extra))}
     return B.contract((cot,) + tuple(n.operands[i] for i in others),
                       (ext + n.out,) + tuple(n.labels[i] for i in others),
-                      ext + n.labels[k], dims)
+                      ext + n.labels[k], dims, extra + n.operands[k].shape)
 
 
 def _symmetrise(g: Node, extra: tuple) -> Node:

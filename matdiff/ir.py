@@ -24,6 +24,21 @@ from .errors import MatdiffError, ShapeError
 _TABLE_LOCK = threading.Lock()
 
 
+class _Stored:
+    """A property computed once per node and kept in the node's own attributes: a
+    non-data descriptor, so later reads find the stored value without a call (nodes are
+    immutable, so it never changes)."""
+
+    def __init__(self, f):
+        self.f, self.name, self.__doc__ = f, f.__name__, f.__doc__
+
+    def __get__(self, node, cls=None):
+        if node is None:
+            return self
+        value = node.__dict__[self.name] = self.f(node)
+        return value
+
+
 class Node:
     """Base class of all IR nodes; subclasses list their ``fields`` and compute a shape."""
 
@@ -38,26 +53,42 @@ class Node:
             node = ref()
             if node is not None:
                 return node
+        return cls._insert(key, None)
+
+    @classmethod
+    def _insert(cls, key, shape):
+        """The node of ``key`` = (cls, args), made where no live one is in the table; with
+        its ``shape`` where the caller knows it (else computed, and the args checked)."""
         with _TABLE_LOCK:  # look-up and insertion in one step: threads share equal nodes
             ref = _REFS.get(key)
             node = ref() if ref is not None else None
             if node is not None:
                 return node
+            args = key[1]
             node = object.__new__(cls)
             node.args = args
-            node.shape = cls._shape(*args)
+            node.shape = cls._shape(*args) if shape is None else shape
             node._skey = None
             node._vars = None
             node._simple = None
+            if cls.fields:  # the fields as plain attributes: read faster than a property
+                node.__dict__.update(zip(cls.fields, args))
             # the table's own entry, as its __setitem__ writes it (a removal it deferred while
             # iterating deletes only a dead reference, so it cannot remove this one)
-            _REFS[key] = weakref.KeyedRef(node, _REMOVE, key)
+            # (made as KeyedRef.__new__ makes it, without its two Python-level calls)
+            ref = _NEW_REF(weakref.KeyedRef, node, _REMOVE)
+            ref.key = key
+            _REFS[key] = ref
             return node
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        for i, name in enumerate(cls.fields):
-            setattr(cls, name, property(lambda self, i=i: self.args[i]))
+        # each field is an instance attribute that ``__new__`` sets (``args[i]``); a base
+        # class's property of that name (``Unary.arg``) is shadowed here, so the instance's
+        # own attribute is read
+        for name in cls.fields:
+            if isinstance(getattr(cls, name, None), property):
+                setattr(cls, name, None)
 
     @property
     def skey(self) -> bytes:
@@ -86,7 +117,7 @@ class Node:
     def ndim(self) -> int:
         return len(self.shape)
 
-    @property
+    @_Stored
     def children(self) -> tuple:
         """The operand nodes, in order."""
         return ()
@@ -104,6 +135,7 @@ class Node:
 # (a node once in the table stays there while it lives, so any thread finds the same one)
 _REFS = Node._table.data
 _REMOVE = Node._table._remove
+_NEW_REF = weakref.ref.__new__
 
 
 # The one-line text a repr shows (show.index_form), registered by show.py when it is
@@ -164,8 +196,12 @@ def free_vars(node: Node) -> frozenset:
         if n._vars is not None:
             continue
         if ready:
-            n._vars = frozenset((n,)) if isinstance(n, (Var, Hole)) else \
-                frozenset().union(*(c._vars for c in n.children))
+            kids = n.children
+            if len(kids) == 1:  # one operand: its set, shared
+                n._vars = kids[0]._vars
+            else:
+                n._vars = frozenset((n,)) if isinstance(n, (Var, Hole)) else \
+                    frozenset().union(*(c._vars for c in kids))
             continue
         stack.append((n, True))
         stack.extend((c, False) for c in n.children if c._vars is None)
@@ -342,12 +378,13 @@ class Contract(Node):
                                      f"and {D.fmt(d)} in another")
         if len(set(out)) != len(out):
             raise ShapeError("contract: repeated output label")
-        missing = [lab for lab in out if lab not in size]
-        if missing:
-            raise ShapeError(f"contract: output labels {missing} are carried by no operand")
-        return tuple(size[lab] for lab in out)
+        try:
+            return tuple([size[lab] for lab in out])
+        except KeyError:
+            missing = [lab for lab in out if lab not in size]
+            raise ShapeError(f"contract: output labels {missing} are carried by no operand") from None
 
-    @property
+    @_Stored
     def children(self):
         return self.args[0]
 
@@ -357,6 +394,18 @@ class Contract(Node):
     def label_dims(self) -> dict:
         return {lab: d for op, labs in zip(self.operands, self.labels)
                 for lab, d in zip(labs, op.shape)}
+
+    @staticmethod
+    def of_shape(operands: tuple, labels: tuple, out: tuple, shape: tuple) -> "Contract":
+        """``Contract(operands, labels, out)`` where the caller knows its shape, as a
+        product rewritten into an equal one with the same output axes: not checked again."""
+        key = (Contract, (operands, labels, out))
+        ref = _REFS.get(key)
+        if ref is not None:
+            node = ref()
+            if node is not None:
+                return node
+        return Contract._insert(key, shape)
 
 
 class Sum(Node):
@@ -376,7 +425,7 @@ class Sum(Node):
                                  f"in a sum of shape {D.fmt_shape(dims)}")
         return tuple(dims)
 
-    @property
+    @_Stored
     def children(self):
         return tuple(t for _, t in self.args[0])
 
@@ -408,7 +457,7 @@ class Reshape(Node):
             raise ShapeError(f"reshape: {D.fmt_shape(arg.shape)} cannot become {D.fmt_shape(dims)}")
         return tuple(dims)
 
-    @property
+    @_Stored
     def children(self):
         return (self.args[0],)
 
@@ -422,7 +471,7 @@ class Reshape(Node):
 class Unary(Node):
     """A node with one tensor operand, ``arg``, as its last field."""
 
-    @property
+    @_Stored
     def children(self):
         return (self.args[-1],)
 
@@ -437,7 +486,7 @@ class Unary(Node):
 class Binary(Node):
     """A node with two tensor operands as its last two fields (and parameters before them)."""
 
-    @property
+    @_Stored
     def children(self):
         return self.args[-2:]
 
@@ -742,7 +791,7 @@ class DivDiff3Apply(Node):
 
     fields = ("fn", "arg", "x", "y")
 
-    @property
+    @_Stored
     def children(self):
         return self.args[-3:]
 

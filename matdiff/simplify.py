@@ -50,8 +50,11 @@ def simplify(root: Node) -> Node:
             continue
         stack.pop()
         simple = [c._simple for c in kids]
-        # the same operands build the same node (hash-consing): n itself, without the look-up
-        rebuilt = n if all(map(operator.is_, simple, kids)) else n.with_children(simple)
+        # the same operands build the same node (hash-consing): n itself, without the look-up;
+        # a product of simplified operands has its shape (a normal form keeps the shape)
+        rebuilt = n if all(map(operator.is_, simple, kids)) else \
+            Contract.of_shape(tuple(simple), n.labels, n.out, n.shape) if type(n) is Contract else \
+            n.with_children(simple)
         out = rebuilt._simple or NORMALISE.get(type(rebuilt), _keep)(rebuilt)
         n._simple = rebuilt._simple = out
         out._simple = out
@@ -175,7 +178,7 @@ def normalise_contract(c: Contract) -> Node:
             len(set(labs[0])) == len(labs[0]):  # (A + B)ᵀ → Aᵀ + Bᵀ: sums stay outermost
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
-    return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), tuple(c.out))[0])
+    return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), tuple(c.out), c.shape)[0])
 
 
 def _steps():
@@ -439,12 +442,14 @@ def _remove_deltas(ops, labs, out):
 
     keep_ops, keep_labs, dim_of = [], [], {}
     for op, lab in zip(ops, labs):
-        if isinstance(op, Delta):
+        if type(op) is Delta:  # (Delta has no subclass)
             for x in lab[1:]:
                 ra, rb = find(lab[0]), find(x)
                 if ra != rb:
                     parent[rb] = ra
-            dim_of.update((x, op.dim) for x in lab)
+            dim = op.dim
+            for x in lab:
+                dim_of[x] = dim
         else:
             keep_ops.append(op)
             keep_labs.append(lab)
@@ -463,7 +468,7 @@ def _remove_deltas(ops, labs, out):
             tied.append((dim_of[root], tuple(outs)))
         else:
             tied.append((dim_of[root], (rep,)))
-    keep_labs = [tuple(rename.get(x, x) for x in lab) for lab in keep_labs]
+    keep_labs = [tuple(map(rename.get, lab, lab)) for lab in keep_labs]  # rename.get(x, x)
     carried = {x for lab in keep_labs for x in lab}
     for dim, group in tied:
         if len(group) > 1 or group[0] not in carried:
@@ -512,14 +517,15 @@ def canonical(c: Contract):
     and the renumbering used.  Equal products written differently become one node: where
     symmetric matrices are factors, each reading of them (Sᵢⱼ or Sⱼᵢ) is tried and the
     least node kept."""
-    return _canonical_parts(c.operands, c.labels, c.out)
+    return _canonical_parts(c.operands, c.labels, c.out, c.shape)
 
 
-def _canonical_parts(operands, labels, out):
+def _canonical_parts(operands, labels, out, shape):
     """``canonical`` of the contraction of these parts, without building it first (nor the
-    readings that lose: they are compared by the structural key they would have)."""
+    readings that lose: they are compared by the structural key they would have); ``shape``
+    is its shape (the caller's product, rewritten: its output axes are the same)."""
     parts, key = _canonical_order(operands, labels, out)
-    node = Contract(*parts[:3])
+    node = Contract.of_shape(*parts[:3], shape)
     if key is not None and node._skey is None:
         node._skey = key
     return node, parts[3]
@@ -749,6 +755,12 @@ def _sort_symmetric(op, lab, key):
 
 
 def normalise_sum(s: Sum) -> Node:
+    if len(s.terms) == 1:  # c·t of a simple t that is no sum, constant or spectral product: s
+        c, t = s.terms[0]
+        kind = type(t)
+        if c != 0 and c != 1 and kind is not Sum and kind is not Const and not (
+                kind is Contract and any(isinstance(o, (Eigh, DivDiff)) for o in t.operands)):
+            return s
     terms = _factor(_hyperbolic(_merge_products(_combine(s.terms))), s.shape)
     if any(isinstance(t, Contract) and any(isinstance(o, (Eigh, DivDiff)) for o in t.operands)
            for _, t in terms):  # a factored spectral product: UᵀU = I may apply to it now
@@ -824,7 +836,7 @@ def _flat_canonical(t: Contract) -> Contract:
         else:
             ops.append(op)
             labs.append(lab)
-    return _canonical_parts(tuple(ops), tuple(labs), t.out)[0]
+    return _canonical_parts(tuple(ops), tuple(labs), t.out, t.shape)[0]
 
 
 def _is_builtin(n: Node, name: str) -> bool:
@@ -867,6 +879,8 @@ def _factor(terms, shape):
                     coarse.setdefault((total - hash(op), len(t.operands), op.shape), []).append((i, k))
     candidates = {pair for members in coarse.values() if len({i for i, _ in members}) > 1
                   for pair in members}
+    if candidates:
+        candidates = _read_alike(terms, candidates)
     groups: dict = {}
     for i, (c, t) in enumerate(terms):
         if not isinstance(t, Contract) or len(t.operands) < 2:
@@ -899,6 +913,29 @@ def _factor(terms, shape):
         return terms
     rest = [p for i, p in enumerate(terms) if i not in used]
     return _combine(rest + merged)
+
+
+def _read_alike(terms, candidates) -> set:
+    """The (term, factor) pairs of ``candidates`` that another term's pair may share a
+    factored form with, by a second necessary condition: equal canonical parts read each
+    operand's axes alike — an output axis by its position, a summed one by how many axes
+    read it (so a renaming of labels, the operands' order and the reading of a symmetric
+    factor or of the hole change nothing) — with the same operands besides the factor."""
+    readings, alike = {}, {}
+    for i, k in candidates:
+        t = terms[i][1]
+        reads = readings.get(i)
+        if reads is None:
+            position = {x: p for p, x in enumerate(t.out)}
+            uses: dict = {}
+            for lab in t.labels:
+                for x in lab:
+                    uses[x] = uses.get(x, 0) + 1
+            reads = readings[i] = [tuple(sorted(position[x] if x in position else -uses[x] for x in lab))
+                                   for lab in t.labels]
+        others = tuple(sorted((hash(op), reads[j]) for j, op in enumerate(t.operands) if j != k))
+        alike.setdefault((t.operands[k].shape, reads[k], others), []).append((i, k))
+    return {pair for members in alike.values() if len({i for i, _ in members}) > 1 for pair in members}
 
 
 def _combine(terms):
