@@ -284,10 +284,15 @@ class EGraph:
     def _index(self, c: int) -> dict:
         idx = self.index.get(c)
         if idx is None:
-            everything = sorted(self.nodes[c], key=_order_key)
-            idx = {None: everything}
-            for t in everything:
-                idx.setdefault(t[0], []).append(t)
+            ts = self.nodes[c]
+            if len(ts) == 1:  # most classes: nothing to sort
+                everything = list(ts)
+                idx = {None: everything, everything[0][0]: everything}
+            else:
+                everything = sorted(ts, key=_order_key)
+                idx = {None: everything}
+                for t in everything:
+                    idx.setdefault(t[0], []).append(t)
             self.index[c] = idx
         return idx
 
@@ -311,6 +316,9 @@ def _order_key(t):
     return (op, repr(data), kids)
 
 
+_RANK = {"c": 1, "r": 1, "m": 2}  # the dims a leaf of each kind has
+
+
 def _dims(g: EGraph, key) -> tuple | None:
     """The shape of a term from its kids' shapes (None where a kid's is unknown)."""
     op, data, kids = key
@@ -320,11 +328,12 @@ def _dims(g: EGraph, key) -> tuple | None:
     if op == "leaf":
         m = data[1]
         if isinstance(m, N.Sym):
-            return tuple(m.dims) if len(m.dims) == {"c": 1, "r": 1, "m": 2}[kind] else None
+            return tuple(m.dims) if len(m.dims) == _RANK[kind] else None
         if isinstance(m, N.Index):
             return tuple(m.node.shape)
         return None
-    ks = [g.dims.get(g.find(k)) for k in kids]
+    get, find = g.dims.get, g.find
+    ks = [get(find(k)) for k in kids]
     if op == "T" or op == "call" and data[1] == "pinv":  # Xᵀ and X⁺ are (k, n) for an (n, k) X
         return tuple(reversed(ks[0])) if ks[0] is not None else None
     if op in ("inv", "matpow", "pow", "had") or (op == "call" and data[1] not in ("diag", "tr", "det")):
@@ -464,23 +473,19 @@ def _sum(a, b):
     return (a[0] + b[0], a[1] or b[1], a[2] + b[2], a[3] or b[3])
 
 
-def _times(x, y):
-    """x·y with 0·∞ read as 0: the bound of a product of bounds."""
-    return 0.0 if x == 0 or y == 0 else x * y
-
-
 def _product(a, b):
     """The range of x·y for x in a and y in b: the extremes of the endpoints' products; an
     extreme is attained where both its endpoints are, or where one of them is an attained 0."""
-    ends = []
+    values, shuts = [], []
     for x, x_open in ((a[0], a[1]), (a[2], a[3])):
         for y, y_open in ((b[0], b[1]), (b[2], b[3])):
-            v = _times(x, y)
-            shut = (not x_open and not y_open) or (not x_open and x == 0) or (not y_open and y == 0)
-            ends.append((v, shut and abs(v) != INF))
-    lo = min(v for v, _ in ends)
-    hi = max(v for v, _ in ends)
-    return (lo, not any(s for v, s in ends if v == lo), hi, not any(s for v, s in ends if v == hi))
+            v = 0.0 if x == 0 or y == 0 else x * y  # x·y with 0·∞ read as 0
+            values.append(v)
+            shuts.append(((not x_open and not y_open) or (not x_open and x == 0) or (not y_open and y == 0))
+                         and abs(v) != INF)
+    lo, hi = min(values), max(values)
+    return (lo, not any([s for v, s in zip(values, shuts) if v == lo]),
+            hi, not any([s for v, s in zip(values, shuts) if v == hi]))
 
 
 def _power_range(r, p):
@@ -506,18 +511,21 @@ def _power_range(r, p):
     return FULL
 
 
+ROLE_RANGES = {"one": (1.0, False, 1.0, False), "zero": (0.0, False, 0.0, False),
+               "dim": (1.0, False, INF, False), "eye": (0.0, False, 1.0, False)}
+
+
 def _interval(g, t):
     """The range of term t's entries from its kids' ranges (FULL where nothing is known):
     the sign analysis that licenses (sᵖ)ᵠ = sᵖᵠ, (st)ᵖ = sᵖtᵖ and |s| = s."""
     op, data, kids = t
-    rs = [g.range.get(g.find(k), FULL) for k in kids]
     if op == "leaf":
         m = data[1]
         if isinstance(m, N.Num):
             return (m.value, False, m.value, False)
-        role = getattr(m, "role", "var")
-        return {"one": (1.0, False, 1.0, False), "zero": (0.0, False, 0.0, False),
-                "dim": (1.0, False, INF, False), "eye": (0.0, False, 1.0, False)}.get(role, FULL)
+        return ROLE_RANGES.get(getattr(m, "role", "var"), FULL)
+    get, find = g.range.get, g.find
+    rs = [get(find(k), FULL) for k in kids]
     if op == "T":
         return rs[0]
     if op == "call":
@@ -583,12 +591,12 @@ def ingest(g: EGraph, m: N.M, seen: dict) -> int:
     if isinstance(m, N.T):
         cid = g.add("T", (k,), (ingest(g, m.arg, seen),))
     elif isinstance(m, N.Prod):
-        cid = g.add("prod", (k, m.coef), tuple(ingest(g, f, seen) for f in m.factors))
+        cid = g.add("prod", (k, m.coef), [ingest(g, f, seen) for f in m.factors])
     elif isinstance(m, (N.Had, N.Kron)):
         cid = g.add("had" if isinstance(m, N.Had) else "kron", (k,),
-                    tuple(ingest(g, f, seen) for f in m.factors))
+                    [ingest(g, f, seen) for f in m.factors])
     elif isinstance(m, N.Add):
-        cid = g.add("add", (k, tuple(c for c, _ in m.terms)), tuple(ingest(g, t, seen) for _, t in m.terms))
+        cid = g.add("add", (k, tuple([c for c, _ in m.terms])), [ingest(g, t, seen) for _, t in m.terms])
     elif isinstance(m, N.Call):
         cid = g.add("call", (k, m.name, m.order, m.axis, m.fn), (ingest(g, m.arg, seen),))
     elif isinstance(m, N.Inv):
@@ -727,20 +735,26 @@ def _transpose_pair(g, c) -> bool:
 def _long_terms(g, c) -> bool:
     """Whether class c holds a sum with a term that is a product of ``notation.LONG`` or more
     matrices (vectors and scalars not counted)."""
-    return any(sum(g.kind(x) == "m" for x in k2) >= N.LONG
-               for _, _, kk in g.terms(c, "add") for k in kk for _, _, k2 in g.terms(k, "prod"))
+    kind, terms = g.kind, g.terms
+    for _, _, kk in terms(c, "add"):
+        for k in kk:
+            for _, _, k2 in terms(k, "prod"):
+                if len(k2) >= N.LONG and sum([kind(x) == "m" for x in k2]) >= N.LONG:
+                    return True
+    return False
 
 
 def _sum_factors(g, coef, kids, kid_ops) -> float:
     """The textbook terms of a product's factors that are sums (``SPREAD``, ``EXPAND``)."""
     extra = 0.0
+    kind, last = g.kind, len(kids) - 1
     for i, (k, o) in enumerate(zip(kids, kid_ops)):
-        if o != "add" or g.kind(k) == "s":
+        if o != "add" or kind(k) == "s":
             continue
-        others = [x for n, x in enumerate(kids) if n != i and g.kind(x) != "s"]
-        beside = [kids[n] for n in (i - 1, i + 1) if 0 <= n < len(kids)]
-        if any(g.kind(x) == "m" for x in beside) and g.kind(k) == "m" and _transpose_pair(g, k):
+        beside = (i > 0 and kind(kids[i - 1]) == "m") or (i < last and kind(kids[i + 1]) == "m")
+        if beside and kind(k) == "m" and _transpose_pair(g, k):  # a matrix beside it
             extra += SPREAD
+        others = any([n != i and kind(x) != "s" for n, x in enumerate(kids)])
         if (others or abs(coef) != 1) and _long_terms(g, k):
             extra += EXPAND
     return extra
@@ -758,7 +772,6 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
     """Printed characters of term t given its kids' (costs, head ops); the characters in a
     function's parentheses weigh ``NESTED``."""
     op, data, kids = t
-    wrap = [2 * PAREN if o in COMPOUND else 0 for o in kid_ops]
     if op == "leaf":
         m = data[1]
         if isinstance(m, N.Sym):  # a name read once more costs one more: (A + Aᵀ)x, not Ax + Aᵀx
@@ -768,6 +781,8 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
         if isinstance(m, N.Num):
             return _number_length(m.value) + (m.value < 0)
         return 40 + len(getattr(m, "text", ""))
+    wrap = [2 * PAREN if o in COMPOUND else 0 for o in kid_ops[:1]]  # the parentheses around a
+    # single argument (T, inv, matpow, pow)
     if op == "T":  # over a product one more: a reader distributes it, AᵀBᵀ rather than (BA)ᵀ
         if kid_ops[0] == "inv":  # X⁻ᵀ: one mark, as X⁻¹ (a hair more: a symmetric S⁻¹'s class
             # holds (S⁻¹)ᵀ, which must never be its own best term); over a long product, what
@@ -1096,10 +1111,12 @@ def _scalar_powers(g, c, t):
     on one base merged at once, one result per base (linear in the factors: a product of
     100 a's is a¹⁰⁰ in one step, not 4,950 pairwise merges)."""
     kind, coef = t[1]
+    scalars = [n for n, k in enumerate(t[2]) if g.kind(k) == "s"]
+    if len(scalars) < 2:  # one scalar factor (or none): nothing to merge
+        return []
     groups: dict = {}
-    for n, k in enumerate(t[2]):
-        if g.kind(k) != "s":
-            continue
+    for n in scalars:
+        k = t[2][n]
         readings = g.readings.get((_scalar_powers, k))
         if readings is None:
             readings = g.readings[(_scalar_powers, k)] = [
@@ -1174,6 +1191,9 @@ def _matrix_powers(g, c, t):
 
     results = []
     kids = t[2]
+    kinds = [g.kind(k) for k in kids]
+    if not any(a == "m" == b for a, b in zip(kinds, kinds[1:])):
+        return []  # no two matrices side by side (a factor of another kind has no base)
     bases: dict = {}  # each factor's readings, once (reading adds nothing to the graph)
     for i in range(len(kids) - 1):
         for j in (i, i + 1):
@@ -1686,13 +1706,13 @@ def _factors(g, kids, depth=0):
     plain = {g.find(k) for k in kids}
     out: dict = {}
     for k in kids:
-        base, e = g.find(k), Fraction(1)
+        base, e = g.find(k), 1
         for _, d, kk in g.terms(k, "pow"):
             f = _exponent(d[1])
             if f is not None and g.find(kk[0]) in plain | set(out) and not _zero(g, kk[0], depth):
                 base, e = g.find(kk[0]), f  # 0 ⊘ 0 stays as it is: refused, never 1
                 break
-        out[base] = out.get(base, Fraction(0)) + e
+        out[base] = out.get(base, 0) + e
     return [(b, e) for b, e in out.items() if e != 0]
 
 
@@ -1717,7 +1737,7 @@ def _poly(g, c, kind, ones, depth=0, shallow=False):
     key = (g.find(c), kind, 0 if not shallow else 1 if depth == 0 else 2)
     hit = g.polys.get(key)
     if hit is _BUSY or depth > 60:
-        return {((key[0], Fraction(1)),): 1.0}
+        return {((key[0], 1),): 1.0}
     if hit is not None:
         ones.extend(hit[1])
         return None if hit[0] is None else dict(hit[0])
@@ -1731,7 +1751,8 @@ def _poly(g, c, kind, ones, depth=0, shallow=False):
 
 def _poly_of(g, c, kind, ones, depth=0, shallow=False):
     """Class c as a Laurent polynomial over atom classes, entry by entry: {monomial: coef}
-    with a monomial a tuple of (atom, exponent), exponents fractions.  Sums, ⊙, numeric
+    with a monomial a tuple of (atom, exponent), exponents fractions (or plain integers:
+    1, 0 — ints compare and hash faster, and mix exactly with fractions).  Sums, ⊙, numeric
     multiples and powers of c's kind expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1
     (noted in ``ones``); every other class is an atom.  None where the form would grow past
     the limits."""
@@ -1754,7 +1775,7 @@ def _poly_of(g, c, kind, ones, depth=0, shallow=False):
             p = _poly(g, kk[0], kind, ones, depth + 1, shallow)
             return None if p is None else {m: d[1] * v for m, v in p.items()}
         if op == "prod" and d[1] != 1:  # 2Aᵀr: twice the atom Aᵀr
-            return {((_prod(g, kind, 1.0, kk), Fraction(1)),): d[1]}
+            return {((_prod(g, kind, 1.0, kk), 1),): d[1]}
         if op == "had":
             out = {(): 1.0}
             for base, e in _factors(g, kk, depth + 1):
@@ -1773,8 +1794,8 @@ def _poly_of(g, c, kind, ones, depth=0, shallow=False):
             u = _negated(g, kk[0])
             if u is not None:  # σ(−u) = 1 − σ(u)
                 positive = g.add("call", d, (u,))
-                return {(): 1.0, ((positive, Fraction(1)),): -1.0}
-    return {((g.find(c), Fraction(1)),): 1.0}
+                return {(): 1.0, ((positive, 1),): -1.0}
+    return {((g.find(c), 1),): 1.0}
 
 
 def _complement(g, t) -> bool:
@@ -1788,10 +1809,18 @@ def _complement(g, t) -> bool:
 
 def _ones_leaf(g, c, kind):
     """The ones vector of class c's shape (a column), where the shape analysis knows it."""
+    if kind != "c":
+        return None
     dims = g.dims.get(g.find(c))
-    if kind == "c" and dims is not None and len(dims) == 1:
-        return g.add("leaf", ("c", N.Sym("c", "1", role="one", dims=tuple(dims))))
+    if dims is not None and len(dims) == 1:
+        return g.add("leaf", ("c", _ones(tuple(dims))))
     return None
+
+
+@_memo_by_value
+def _ones(dims: tuple) -> N.Sym:
+    """The ones vector of these dims (made once: the same leaf, its text written once)."""
+    return N.Sym("c", "1", role="one", dims=dims)
 
 
 def _step_of(g, a):
@@ -1816,7 +1845,7 @@ def _reduced(g, poly):
                 if u in relus:
                     del powers[a]
                 else:
-                    powers[a] = Fraction(1)
+                    powers[a] = 1
         key = tuple(sorted(powers.items()))
         out[key] = out.get(key, 0.0) + v
     return out
@@ -2496,6 +2525,11 @@ def extract(g: EGraph, root: int, cost=length):
     if last is not None and last[:4] == (root, cost, g.size, g.unions):
         return last[4]
     best = _best(g, cost)
+    return _tree(g, best, root), best[g.find(root)][0]
+
+
+def _tree(g: EGraph, best: dict, root: int) -> N.M:
+    """The notation tree of root's cheapest terms (``_best``)."""
     built: dict = {}
 
     def tree(c):
@@ -2505,7 +2539,7 @@ def extract(g: EGraph, root: int, cost=length):
             built[c] = build(t, [tree(k) for k in t[2]])
         return built[c]
 
-    return tree(root), best[g.find(root)][0]
+    return tree(root)
 
 
 def _best(g: EGraph, cost) -> dict:
@@ -2521,11 +2555,14 @@ def _best(g: EGraph, cost) -> dict:
     find, parent = g.find, g.parent
     for c, ts in g.nodes.items():
         for t in ts:
-            kids = [k if parent[k] == k else find(k) for k in t[2]]
-            if c in kids:
-                continue
-            for k in set(kids):
-                users.setdefault(k, []).append(len(entries))
+            kids = t[2]
+            if kids:
+                kids = [k if parent[k] == k else find(k) for k in kids]
+                if c in kids:
+                    continue
+                n = len(entries)
+                for k in kids if len(kids) == 1 else set(kids):
+                    users.setdefault(k, []).append(n)
             entries.append((c, t, kids))
     dirty = [True] * len(entries)
     heads: list = [None] * len(entries)  # each term's own part of the tie-break key, made once
@@ -2536,15 +2573,14 @@ def _best(g: EGraph, cost) -> dict:
             if not dirty[i]:
                 continue
             dirty[i] = False
-            parts = []
-            for k in kids:
-                b = get(k)
-                if b is None:
-                    break
-                parts.append(b)
-            if len(parts) != len(kids):
-                continue
-            value = round(cost(g, t, [b[0] for b in parts], [b[2] for b in parts]), 9)
+            if kids:
+                parts = [get(k) for k in kids]
+                if None in parts:  # a kid without a best term yet
+                    continue
+                value = round(cost(g, t, [b[0] for b in parts], [b[2] for b in parts]), 9)
+            else:  # a leaf
+                parts = ()
+                value = round(cost(g, t, [], []), 9)
             old = get(c)
             if old is not None and value > old[0]:
                 continue
@@ -2562,6 +2598,19 @@ def _best(g: EGraph, cost) -> dict:
     return best
 
 
+def _own_cost(g: EGraph, root: int, cost) -> float:
+    """``_best(g, cost)[root][0]`` on a graph as ingested (no union yet): each class holds
+    one term, made after its kids', so one pass in class order finds each class's cost."""
+    if g.unions:
+        return _best(g, cost)[root][0]
+    done: dict = {}  # class -> (cost, op)
+    for c, ts in g.nodes.items():
+        for t in ts:
+            kids = t[2]
+            done[c] = (round(cost(g, t, [done[k][0] for k in kids], [done[k][1] for k in kids]), 9), t[0])
+    return done[root][0]
+
+
 @_memo_by_identity
 def _leaf_text(m: N.M) -> str:
     """A leaf's tie-break text, written once."""
@@ -2573,7 +2622,7 @@ def cost_of(m: N.M, cost=length) -> float:
     g = EGraph()
     root = ingest(g, m, {})
     g.rebuild()
-    return _best(g, cost)[g.find(root)][0]
+    return _own_cost(g, g.find(root), cost)
 
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -2684,13 +2733,20 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     g.rebuild()
     size = g.size
     root = g.find(root)
+    own = _own_cost(g, root, cost)  # m's own cost (``cost_of``), on the graph as ingested
     saturate(g, rules, root=root, cost=cost)
     if g.size == size and not g.unions:  # no rule changed anything: m is its simplest form
         out = m
     else:
-        out, value = extract(g, root, cost)
-        if value > cost_of(m, cost) - 1e-9:  # never costlier than what came in (m's own cost,
-            out = m                          # on a graph of m as ingested)
+        last = g.extracted  # saturate's last extraction, if nothing changed since
+        if last is not None and last[:4] == (root, cost, g.size, g.unions):
+            out, value = last[4]
+        else:  # ``extract``, the tree built only where it is chosen
+            best = _best(g, cost)
+            value = best[g.find(root)][0]
+            out = _tree(g, best, root) if value <= own - 1e-9 else m
+        if value > own - 1e-9:  # never costlier than what came in
+            out = m
     if plain:
         with _LOCK:
             out = _cached(m, out)
