@@ -12,11 +12,17 @@ ONE = Const(1.0)
 
 def contract(operands, labels, out, dims=None, shape=None) -> Node:
     """A Contract that may also repeat output labels (a diagonal embedding, via δ) and use
-    output labels carried by no operand (broadcasting, via a ones vector of ``dims[label]``).
+    output labels carried by no operand (broadcasting, via a ones vector of ``dims[label]``;
+    ``dims`` may be a function returning that dictionary, called only where it is needed).
     ``shape``, where the caller knows it (an adjoint has its operand's), is not checked again."""
     operands, labels = list(operands), [tuple(lab) for lab in labels]
     carried = {lab: d for op, labs in zip(operands, labels) for lab, d in zip(labs, op.shape)}
-    size = {**(dims or {}), **carried}
+    if len(set(out)) == len(out) and carried.keys() >= set(out):  # (the common case)
+        new_out = tuple(out)
+        if shape is not None:
+            return Contract.of_shape(tuple(operands), tuple(labels), new_out, shape)
+        return Contract(tuple(operands), tuple(labels), new_out)
+    size = {**((dims() if callable(dims) else dims) or {}), **carried}
     fresh = max([lab for labs in labels for lab in labs] + list(out) + [-1]) + 1
     new_out, seen = [], set()
     for lab in out:

@@ -23,7 +23,7 @@ from .errors import NotSupportedError
 from .ir import (Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply,
                  EigGap, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Phi,
                  Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, walk)
-from .simplify import keeps_variables, simplify, stable_forms
+from .simplify import keeps_variables, simplify, stable_forms, viewed_as_itself
 
 RULES: dict = {}
 
@@ -354,12 +354,12 @@ def jacobians(f: Node, xs: list) -> list:
                         c = n.terms[k][0]
                         cotangents.setdefault(child, []).append(cot if c == 1 else B.add(B.scale(c, cot)))
                         continue
-                    hole = Hole(child.shape, False)
-                    if type(n) is Contract and hole not in free_vars(n):
+                    if type(n) is Contract and not _holds_hole(n, child.shape):
                         # the transposition of n with dX in place of operand k, without
                         # building that linear expression first
                         adj = _contract_adjoint(n, k, cot, extra)
                     else:
+                        hole = Hole(child.shape, False)
                         adj = transpose(RULES[type(n)](n, k, hole), hole, cot, extra)
                     cotangents.setdefault(child, []).append(adj)
     return [found[x] if x in found else B.zeros(extra + x.shape) for x in xs]
@@ -693,16 +693,30 @@ def _split_rest(ops: list, labs: list, r1, r2, others: tuple):
     return xs, ys, tuple(1 if find(r) == find(r2) else 0 for r in others)
 
 
+def _holds_hole(n: Node, shape: tuple) -> bool:
+    """Whether n reads the hole ``Hole(shape, False)``, asked without making that node."""
+    return any(type(v) is Hole and v.shape == shape and not v.symmetric for v in free_vars(n))
+
+
 def _contract_adjoint(n: Contract, k: int, cot: Node, extra: tuple) -> Node:
     """``transpose`` of ``_d_contract(n, k, dX)``: the cotangent contracted with every
     operand of n but the k-th, onto that operand's labels."""
-    first = max([x for lab in n.labels for x in lab] + [-1]) + 1
-    ext = tuple(range(first, first + len(extra)))
-    others = [i for i in range(len(n.operands)) if i != k]
-    dims = {**n.label_dims(), **dict(zip(ext, extra))}
-    return B.contract((cot,) + tuple(n.operands[i] for i in others),
-                      (ext + n.out,) + tuple(n.labels[i] for i in others),
-                      ext + n.labels[k], dims, extra + n.operands[k].shape)
+    ops, labs = n.operands, n.labels
+    if cot is B.ONE and not n.out and len(ops) == 2 and labs[1 - k] == labs[k] and \
+            len(set(labs[k])) == len(labs[k]) and viewed_as_itself(ops[1 - k]):
+        # a scalar's seed 1 times the other factor, read as the k-th is: the normal form of
+        # the product 1·ops[1 - k] is that factor's own
+        return ops[1 - k]
+    if cot is B.ONE and len(ops) == 1 and len(labs[0]) == 2 and labs[0][0] == labs[0][1] and not n.out:
+        return Delta(ops[0].shape[0], 2)  # a trace's seed 1 on the diagonal: I, as simplified
+    if extra:
+        first = max([x for lab in n.labels for x in lab] + [-1]) + 1
+        ext = tuple(range(first, first + len(extra)))
+    else:
+        ext = ()
+    return B.contract((cot,) + ops[:k] + ops[k + 1:], (ext + n.out,) + labs[:k] + labs[k + 1:],
+                      ext + labs[k], lambda: {**n.label_dims(), **dict(zip(ext, extra))},
+                      extra + ops[k].shape)
 
 
 def _symmetrise(g: Node, extra: tuple) -> Node:
@@ -732,8 +746,9 @@ def _parents_first(f: Node, depends) -> list:
 def _depends(n: Node, xs: set, products: dict) -> bool:
     """Whether n depends on a variable in xs after simplification: x − x does not, so
     √(x − x) has the derivative 0 and no (x − x)^(−1/2) is ever built.  Where simplification
-    surely keeps n's variables (``keeps_variables``: a product of variables, a function of
-    one), n is not simplified to ask: the reverse pass reads the normal forms of operands
+    surely keeps n's variables (``keeps_variables``: a product of variables and their
+    inverses, a function of one, a sum of terms that read different variables), n is not
+    simplified to ask: the reverse pass reads the normal forms of operands
     only (AX's in the adjoint of B in AXB, never AXB's), so that work would mostly be spent on
     the question alone (``products``: keeps_variables' memo)."""
     if xs.isdisjoint(free_vars(n)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import threading
 import weakref
 
@@ -427,12 +428,13 @@ class Sum(Node):
 
     @_Stored
     def children(self):
-        return tuple(t for _, t in self.args[0])
+        return tuple(map(_SECOND, self.args[0]))
 
     def with_children(self, children):
         return Sum(tuple((c, t) for (c, _), t in zip(self.terms, children)), self.dims)
 
 
+_SECOND = operator.itemgetter(1)  # a sum's term of a (coefficient, term) pair
 _CHECKED = threading.local()  # the number of leading terms of a Sum being built that are checked
 
 

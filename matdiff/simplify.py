@@ -28,7 +28,8 @@ from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
 from .ir import (Basis, Const, Contract, Delta, DivDiff, DivDiff3, Eigh, Elementwise, Frechet, Funm, Hole,
-                 Inv, LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, contract_key, is_ones, walk)
+                 Inv, LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, contract_key, free_vars,
+                 is_ones, walk)
 
 FLATTEN_LIMIT = 6
 
@@ -67,27 +68,146 @@ def _keep(n):
 
 def keeps_variables(root: Node, memo: dict) -> bool:
     """Whether ``simplify(root)`` surely reads every variable root reads, decided without
-    simplifying (``memo``: the answers for products, kept by the caller for one pass).  So it
-    is where root is a product of variables and deltas, products of them nested in it (no
-    inverse, sum, constant, power, function or decomposition among the factors, so that none
-    cancels another), an entry-wise function of such a product, or that function summed
-    along axes (deltas times the one factor): the normalisers flatten, merge deltas, write
-    x ⊙ x as x², order the factors and write √u as u^½, and the rewrites that drop a factor
-    (X⁻¹X = I, x ⊙ x⁻¹ = 1, like terms cancelling, f(1) and f(c) evaluated) need a factor of
-    another kind.  Differentiation asks it before simplifying a node to learn whether the
-    node depends on x (``diff._depends``)."""
+    simplifying (``memo``: the answers, kept by the caller for one pass).  So it is where
+    root is a product of variables, inverses of variables and deltas, products of them nested
+    in it (no variable both a factor and inverted, so that none cancels another), an
+    entry-wise function of such a product, or that function summed along axes (deltas times
+    the one factor): the normalisers flatten, merge deltas, write x ⊙ x as x², order the
+    factors and write √u as u^½, and the rewrites that drop a factor (X⁻¹X = I, x ⊙ x⁻¹ = 1,
+    like terms cancelling, f(1) and f(c) evaluated) need a factor of another kind or X beside
+    X⁻¹.  Beyond those, ``_kept_sums`` admits sums whose terms read different sets of
+    variables, and entry-wise functions and powers among the factors.  Differentiation asks
+    it before simplifying a node to learn whether the node depends on x (``diff._depends``)."""
     kind = type(root)
     if kind is Elementwise:
-        return _product_of_variables(root.arg, memo)
-    if kind is Contract and not _product_of_variables(root, memo):
+        if _kept(root.arg, memo):
+            return True
+    elif kind is Contract:
+        if _kept(root, memo):
+            return True
         others = [op for op in root.operands if type(op) is not Delta]
-        return len(others) == 1 and type(others[0]) is Elementwise and \
-            _product_of_variables(others[0].arg, memo)
-    return kind is Contract or kind is Var or kind is Hole
+        if len(others) == 1 and type(others[0]) is Elementwise and _kept(others[0].arg, memo):
+            return True
+    elif kind is Var or kind is Hole or kind is Inv and type(root.arg) is Var:
+        return True
+    return (kind is Sum or kind is Contract or kind is Elementwise) and \
+        _kept_sums(root, memo.setdefault(_kept_sums, {}), 0) is not None
 
 
-def _product_of_variables(root: Node, memo: dict) -> bool:
-    """Whether root is a variable, a delta, or a product of those and of such products."""
+_KEPT_DEPTH = 24  # _kept_sums looks no deeper (the iterative _kept answers for deep products)
+
+
+def _kept_sums(n: Node, memo: dict, depth: int):
+    """``keeps_variables`` for sums, entry-wise functions and powers: None where simplify(n)
+    may drop a variable n reads, else (whether n's normal form may be a sum of several
+    terms, whether a delta is among n's factors or terms).  It keeps them where
+
+    - n is a variable, a hole, a delta or the inverse of a variable;
+    - n = f(u) entry by entry, u kept and reading a variable, a power's exponent not 0;
+    - n = Σ cₖ tₖ, each cₖ ≠ 0 and each tₖ kept, no sum or constant and never a sum of
+      several terms, the terms' variable sets not empty and all different: like terms
+      merge and factored terms cancel only where their variables are one set;
+    - n is a product of kept factors, no sum among them holding a delta (so no factor is
+      distributed over a sum and no centred sum cancels), and among its factors (nested
+      products opened) no variable also inverted (X⁻¹X = I) and no entry-wise function
+      reading a variable another factor reads (x ⊙ x⁻¹ = 1)."""
+    got = memo.get(n, False)
+    if got is not False:
+        return got
+    if depth > _KEPT_DEPTH:
+        return None
+    kind = type(n)
+    out = None
+    if kind is Var or kind is Hole:
+        out = (False, False)
+    elif kind is Delta:
+        out = (False, True)
+    elif kind is Inv:
+        out = (False, False) if type(n.arg) is Var else None
+    elif kind is Elementwise:
+        if not (_is_builtin(n, "pow") and n.fn.param == 0) and free_vars(n.arg) and \
+                _kept_sums(n.arg, memo, depth + 1) is not None:
+            out = (not n.fn.builtin or n.fn.name == "log", False)  # (log σ(u): maybe a sum)
+    elif kind is Sum:
+        seen, delta = set(), False
+        for c, t in n.terms:
+            if c == 0 or type(t) is Sum or type(t) is Const:
+                break
+            got = _kept_sums(t, memo, depth + 1)
+            vs = free_vars(t)
+            if got is None or got[0] or not vs or vs in seen:
+                break
+            seen.add(vs)
+            delta = delta or got[1]
+        else:
+            out = (len(n.terms) > 1, delta) if n.terms else None
+    elif kind is Contract:
+        out = _kept_product(n, memo, depth)
+    memo[n] = out
+    return out
+
+
+def _kept_product(n: Contract, memo: dict, depth: int):
+    """``_kept_sums`` of a product."""
+    several = delta = False
+    for op in n.operands:
+        got = _kept_sums(op, memo, depth + 1)
+        if got is None or type(op) is Sum and got[1]:
+            return None
+        several = several or got[0] or type(op) is Sum
+        delta = delta or got[1]
+    plain, inverted, powers, stack = set(), set(), [], list(n.operands)
+    while stack:  # the factors, nested products opened
+        op = stack.pop()
+        kind = type(op)
+        if kind is Contract:
+            stack.extend(op.operands)
+        elif kind is Inv:
+            inverted.add(op.arg)
+        elif kind is Elementwise:
+            powers.append(op)
+        elif kind is not Delta:
+            plain.add(op)
+    if not inverted.isdisjoint(plain):
+        return None
+    if powers:  # an entry-wise function's variables read by no other factor: no power of
+        # it merges with another factor's (x ⊙ x⁻¹ = 1, √x ⊙ x^(−½) = 1)
+        factors = list(plain) + list(inverted) + powers
+        for p in powers:
+            vs = free_vars(p)
+            if any(q is not p and not vs.isdisjoint(free_vars(q)) for q in factors):
+                return None
+    return several, delta
+
+
+def _kept(root: Node, memo: dict) -> bool:
+    """Whether root is a ``_product_of_variables`` in which no variable is both a factor
+    and the argument of an inverse factor (X⁻¹X = I drops X)."""
+    found = _product_of_variables(root, memo)
+    if found is not _INVERTED:
+        return found
+    plain, inverted, stack, seen = set(), set(), [root], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        kind = type(n)
+        if kind is Contract:
+            stack.extend(n.operands)
+        elif kind is Inv:
+            inverted.add(n.arg)
+        else:
+            plain.add(n)
+    return plain.isdisjoint(inverted)
+
+
+_INVERTED = 2  # _product_of_variables: such a product, with an inverse among its factors
+
+
+def _product_of_variables(root: Node, memo: dict):
+    """Whether root is a variable, the inverse of one, a delta, or a product of those and of
+    such products: True, or ``_INVERTED`` where an inverse is among its factors."""
     stack = [root]
     while stack:  # iteratively: a chain of products may nest deeply
         n = stack[-1]
@@ -96,7 +216,8 @@ def _product_of_variables(root: Node, memo: dict) -> bool:
             continue
         kind = type(n)
         if kind is not Contract:
-            memo[n] = kind is Var or kind is Hole or kind is Delta
+            memo[n] = kind is Var or kind is Hole or kind is Delta or \
+                (_INVERTED if kind is Inv and type(n.arg) is Var else False)
             stack.pop()
             continue
         pending = [op for op in n.operands if op not in memo]
@@ -104,7 +225,8 @@ def _product_of_variables(root: Node, memo: dict) -> bool:
             stack.extend(pending)
             continue
         stack.pop()
-        memo[n] = all(memo[op] for op in n.operands)
+        found = [memo[op] for op in n.operands]
+        memo[n] = all(found) and (_INVERTED if _INVERTED in found else True)
     return memo[root]
 
 
@@ -164,12 +286,17 @@ def normalise_contract(c: Contract) -> Node:
         cancelled = _centred(ops, labs, coef, c)
         if cancelled is not None:
             return cancelled
-    for step, needs in _STEPS:
-        if needs is None or not needs.isdisjoint(kinds):
-            before = ops
-            ops, labs = step(ops, labs, c.out)
-            if ops is not before:
-                kinds = {type(op) for op in ops}
+    before = ops
+    ops, labs = _merge_powers(ops, labs, c.out)  # (the one step that needs no node type)
+    if ops is not before:
+        kinds = {type(op) for op in ops}
+    if not _STEP_KINDS.isdisjoint(kinds):
+        for step, needs in _STEPS:
+            if not needs.isdisjoint(kinds):
+                before = ops
+                ops, labs = step(ops, labs, c.out)
+                if ops is not before:
+                    kinds = {type(op) for op in ops}
     if not ops:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
@@ -182,10 +309,9 @@ def normalise_contract(c: Contract) -> Node:
 
 
 def _steps():
-    """The rewrites of a product's factors, in order, each with the node types one of which
-    it needs among the factors to change anything (None: it is always tried)."""
-    return [(_merge_powers, None),
-            (lambda ops, labs, out: _merge_sigmoids(ops, labs), {Elementwise}),
+    """The rewrites of a product's factors after ``_merge_powers``, in order, each with the
+    node types one of which it needs among the factors to change anything."""
+    return [(lambda ops, labs, out: _merge_sigmoids(ops, labs), {Elementwise}),
             (lambda ops, labs, out: _merge_tanh(ops, labs), {Elementwise}),
             (_cancel_inverses, {Inv}),
             (_orthonormal, {Eigh}),
@@ -556,8 +682,8 @@ def _canonical_order(operands, labels, out):
 def _canonical(operands, labels, out, info):
     """The canonical parts (operands, labels, out) and the renumbering, given each
     operand's structural key and symmetry (``info``)."""
-    out_num = {x: i for i, x in enumerate(out)}
-    keys = [k for k, _ in info]
+    out_num = dict(zip(out, range(len(out))))
+    keys = [i[0] for i in info]
     if len(set(keys)) < len(info):  # equal operands: their order needs the labels' structure
         if len(info) > CANONICAL_OPERANDS:
             return _canonical_sorted(operands, labels, out, info, out_num, keys)
@@ -566,14 +692,15 @@ def _canonical(operands, labels, out, info):
     # labels are numbered by first appearance (a symmetric factor's labels then sorted by
     # those numbers, which keeps them numbered by first appearance)
     pairs = sorted(zip(info, operands, labels), key=_first)
-    num = dict(out_num)
+    num = out_num.copy()
     for p in pairs:
         for x in p[2]:
-            num.setdefault(x, len(num))
+            if x not in num:
+                num[x] = len(num)
     get = num.__getitem__
-    return (tuple(p[1] for p in pairs),
-            tuple(tuple(map(get, _sort_symmetric(p[1], p[2], num.get) if p[0][1] else p[2]))
-                  for p in pairs),
+    return (tuple([p[1] for p in pairs]),
+            tuple([tuple(map(get, _sort_symmetric(p[1], p[2], num.get) if p[0][1] else p[2]))
+                   for p in pairs]),
             tuple(range(len(out))), num)
 
 
@@ -905,7 +1032,11 @@ def _factor(terms, shape):
             used.add(i)
             c, t = terms[i]
             src = tuple(mapping[x] for x in t.labels[k])
-            parts.append((c, Contract((t.operands[k],), (src,), target)))
+            op = t.operands[k]
+            if src == target and viewed_as_itself(op):  # its normal form
+                parts.append((c, op._simple))
+            else:
+                parts.append((c, Contract((op,), (src,), target)))
         factor = simplify(B.linear(parts, key_ops[hole_pos].shape))
         ops = key_ops[:hole_pos] + (factor,) + key_ops[hole_pos + 1:]
         merged.append((1.0, simplify(Contract(ops, key_labs, key_out))))
@@ -915,12 +1046,27 @@ def _factor(terms, shape):
     return _combine(rest + merged)
 
 
+# node types whose normal form read in its own axis order, Contract((u,), (l,), l), simplifies
+# to that normal form u itself: no rewrite of a product applies to one factor of these alone
+_VIEWED_AS_ITSELF = frozenset((Var, Inv, Elementwise))
+
+
+def viewed_as_itself(n: Node) -> bool:
+    """Whether n read in its own axis order (distinct labels), alone or times the constant 1,
+    simplifies to simplify(n), which it computes: so it does where the normal form is a
+    variable, an inverse or an entry-wise function (a product or a sum may be rewritten)."""
+    return type(simplify(n)) in _VIEWED_AS_ITSELF
+
+
 def _read_alike(terms, candidates) -> set:
     """The (term, factor) pairs of ``candidates`` that another term's pair may share a
     factored form with, by a second necessary condition: equal canonical parts read each
     operand's axes alike — an output axis by its position, a summed one by how many axes
-    read it (so a renaming of labels, the operands' order and the reading of a symmetric
-    factor or of the hole change nothing) — with the same operands besides the factor."""
+    read it (so a renaming of labels and the operands' order change nothing) — with the same
+    operands besides the factor.  The reads of the factor (the hole) and of a symmetric
+    operand are compared as multisets (either may be read in another axis order); another
+    operand's labels keep their axis order in the canonical parts, so its reads are compared
+    axis by axis (Bx and Bᵀx are not one product with a hole for x)."""
     readings, alike = {}, {}
     for i, k in candidates:
         t = terms[i][1]
@@ -931,10 +1077,11 @@ def _read_alike(terms, candidates) -> set:
             for lab in t.labels:
                 for x in lab:
                     uses[x] = uses.get(x, 0) + 1
-            reads = readings[i] = [tuple(sorted(position[x] if x in position else -uses[x] for x in lab))
+            reads = readings[i] = [tuple(position[x] if x in position else -uses[x] for x in lab)
                                    for lab in t.labels]
-        others = tuple(sorted((hash(op), reads[j]) for j, op in enumerate(t.operands) if j != k))
-        alike.setdefault((t.operands[k].shape, reads[k], others), []).append((i, k))
+        others = tuple(sorted((hash(op), tuple(sorted(reads[j])) if _symmetric(op) else reads[j])
+                              for j, op in enumerate(t.operands) if j != k))
+        alike.setdefault((t.operands[k].shape, tuple(sorted(reads[k])), others), []).append((i, k))
     return {pair for members in alike.values() if len({i for i, _ in members}) > 1 for pair in members}
 
 
@@ -1375,6 +1522,7 @@ def normalise_frechet(n: Frechet) -> Node:
 
 
 _STEPS = _steps()
+_STEP_KINDS = frozenset().union(*(needs for _, needs in _STEPS))
 
 NORMALISE = {
     Contract: normalise_contract,

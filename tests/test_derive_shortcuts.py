@@ -1,0 +1,83 @@
+"""Shortcuts of the derive phase that skip simplifications (issue 24), each checked against
+the simplification it skips: ``keeps_variables`` for sums, inverses and entry-wise functions,
+``_read_alike``'s axis-by-axis reads, ``viewed_as_itself`` and the reverse pass's seeds."""
+import matdiff as md
+from matdiff import build as B
+from matdiff import diff
+from matdiff.ir import Contract, Delta, Hole, free_vars, walk
+from matdiff.simplify import _canonical_order, _read_alike, keeps_variables, simplify, viewed_as_itself
+
+A, B_, X, Y = (md.matrix(s, "n", "n") for s in "ABXY")
+S = md.matrix("S", "n", "n", symmetric=True)
+x, y, a, b = (md.vector(s, "n") for s in "xyab")
+M, w = md.matrix("M", "n", "d"), md.vector("w", "d")
+
+KEPT = [a.T @ md.inv(X) @ b, md.trace(A @ md.inv(X) @ B_), (M @ w - y).T @ (M @ w - y),
+        md.norm(A @ x - b) ** 2, md.sum(md.tan(0.3 * x)), md.sum(x / y), md.sum(md.sigmoid(x) ** 2),
+        md.trace((A @ B_ - X) @ (A @ B_ - X).T), md.inv(X) @ A @ md.inv(X)]
+CANCELLING = [md.inv(X) @ X, md.trace(md.inv(X) @ (X @ A)), x * (1 / x), md.sum(md.sqrt(x) * x ** -0.5),
+              A @ x + B_ @ x - A @ x, x.T @ (y - y), (X + Y) @ a - X @ a, md.sum((A @ x) * (1 / (A @ x))),
+              md.sum(md.exp(x) * x - x * md.exp(x)), (x + y) - x]
+
+
+def test_keeps_variables_claims_only_what_simplification_keeps():
+    """Every node of these expressions that ``keeps_variables`` claims keeps its variables
+    when simplified; the products, sums and functions of KEPT are claimed, and none of
+    CANCELLING, where a factor or term may cancel another (most of them do)."""
+    lost = 0
+    for e in KEPT + CANCELLING:
+        memo: dict = {}
+        for n in walk(e.node):
+            if keeps_variables(n, memo):
+                assert free_vars(n) <= free_vars(simplify(n)), (e, n)
+    for e in KEPT:
+        assert keeps_variables(e.node, {}), e
+    for e in CANCELLING:
+        assert not keeps_variables(e.node, {}), e
+        lost += bool(free_vars(e.node) - free_vars(simplify(e.node)))
+    assert lost >= 8
+
+
+def test_read_alike_keeps_every_pair_the_canonical_order_groups():
+    """``_read_alike`` (a necessary condition) keeps each (term, factor) pair that another
+    term's pair shares canonical parts with once the factor is a hole, and drops x's pairs in
+    Bx + Bᵀx: B read transposed is no hole's partner."""
+    sums = [[B_ @ x, B_.T @ x], [x.T @ A, A @ x], [X.T @ A @ X, X.T @ A.T @ X], [S @ x, A @ x],
+            [A @ X @ B_, A @ X.T @ B_, B_ @ X @ A], [md.inv(X).T @ A @ md.inv(X).T, md.inv(X).T @ A.T]]
+    for exprs in sums:
+        terms = [(1.0, simplify(e.node)) for e in exprs]
+        pairs = {(i, k) for i, (_, t) in enumerate(terms) if type(t) is Contract
+                 for k, (op, lab) in enumerate(zip(t.operands, t.labels))
+                 if type(op) is not Delta and len(set(lab)) == len(lab)}
+        groups: dict = {}
+        for i, k in pairs:
+            t = terms[i][1]
+            hole = Hole(t.operands[k].shape, True)
+            parts, _ = _canonical_order(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
+            groups.setdefault(parts[:3], []).append((i, k))
+        needed = {p for g in groups.values() if len({i for i, _ in g}) > 1 for p in g}
+        assert needed <= _read_alike(terms, pairs), exprs
+    terms = [(1.0, simplify((B_ @ x).node)), (1.0, simplify((B_.T @ x).node))]
+    kept = _read_alike(terms, {(0, 0), (0, 1), (1, 0), (1, 1)})
+    assert {(i, k) for i, k in kept if terms[i][1].operands[k] is x.node} == set()
+    assert len(kept) == 2
+
+
+def test_shortcuts_build_the_normal_forms_of_what_they_skip():
+    """A normal form that ``viewed_as_itself`` names is what it read in its own axis order
+    (and times 1) simplifies to; the reverse pass's seed 1 times the one other factor, and
+    a trace's seed, are the normal forms of the adjoints they stand for."""
+    for e in [A, md.inv(X), md.exp(A @ x), x, md.sigmoid(X) ** 2]:
+        n = e.node
+        labs = tuple(range(n.ndim))
+        assert viewed_as_itself(n)
+        assert simplify(Contract((n,), (labs,), labs)) is simplify(n)
+        assert simplify(Contract((B.ONE, n), ((), labs), labs)) is simplify(n)
+    assert not viewed_as_itself((A @ x).node) and not viewed_as_itself((A + X).node)
+    for e in [x.T @ y, md.sum(md.exp(x) * y), md.trace(X), md.trace(A @ X), a.T @ md.inv(X) @ b]:
+        n = e.node
+        for k in range(len(n.operands)):
+            full = B.contract((B.ONE,) + n.operands[:k] + n.operands[k + 1:],
+                              (n.out,) + n.labels[:k] + n.labels[k + 1:], n.labels[k], n.label_dims(),
+                              n.operands[k].shape)
+            assert simplify(diff._contract_adjoint(n, k, B.ONE, ())) is simplify(full), (e, k)
