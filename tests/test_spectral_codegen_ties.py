@@ -7,6 +7,7 @@ and JAX's return NaN (under jit no value can raise: JAX's own convention).  The 
 under a branch (an if block; lax.cond in JAX), only at a tie.  With checks (md.compile's
 default) a result that depends on which vectors a decomposition chose at a tie (∇λ_max at a
 repeated top eigenvalue) is refused, as evaluate refuses it."""
+import functools
 import os
 import warnings
 
@@ -41,13 +42,21 @@ def _module(backend):
     return module
 
 
+_COMPILED: dict = {}  # (id(expr), backend, jit): (expr, its function), for a test that runs it twice
+
+
 def _run(expr, backend, values, jit=False):
-    """The compiled function's value, which must come without a RuntimeWarning (1/0, 0·∞)."""
+    """The compiled function's value, which must come without a RuntimeWarning (1/0, 0·∞);
+    an expression is compiled (and jitted: seconds in XLA) once, at its first run."""
     _module(backend)
-    f = md.compile(expr, backend=backend)
-    if jit:
-        import jax
-        f = jax.jit(f.unchecked)
+    key = (id(expr), backend, jit)
+    if key not in _COMPILED:  # the expression is kept with it: its id is not reused
+        f = md.compile(expr, backend=backend)
+        if jit:
+            import jax
+            f = jax.jit(f.unchecked)
+        _COMPILED[key] = (expr, f)
+    f = _COMPILED[key][1]
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         return np.asarray(f(**values), dtype=float)
@@ -534,24 +543,33 @@ def test_jax_hvp_through_second_divided_differences_holds_no_n3_array(spectrum):
     gradient along V, eager and jitted, and jax.grad through the jitted HVP against central
     differences of it; no array in the jitted program has three axes of n."""
     jax = _module("jax")
-    import jax.numpy as jnp
-    V = md.matrix("V", "n", "n", symmetric=True)
-    f = a.T @ md.expm(S) @ a
-    h = md.hvp(f, S, V)
+    h, grad, fj, jitted, loss = _jax_hvp_functions()
     source = md.codegen(h, backend="jax")
     assert "_by_offsets(" in source and "[:, None, None]" not in source
     n = len(spectrum)
     s, v = _matrix(spectrum, seed=3), _symmetric_direction(n, seed=5)
     av = np.random.default_rng(2).standard_normal(n)
-    grad = md.compile(md.grad(f, S))
     want = _directional(lambda m: grad(S=m, a=av), s, v, h=1e-4)
-    fj = md.compile(h, backend="jax")
-    jitted = jax.jit(fj.unchecked)
     for got in (fj(S=s, a=av, V=v), jitted(S=s, a=av, V=v)):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-7, atol=1e-7 * np.abs(want).max())
     program = str(jax.make_jaxpr(lambda m, x, d: jitted(S=m, a=x, V=d))(s, av, v))
     assert "scan[" in program and f"[{n},{n},{n}]" not in program
     b = np.random.default_rng(4).standard_normal(n)
-    loss = jax.jit(jax.grad(lambda x: jnp.sum(jitted(S=s, a=x, V=v) ** 2)))
     g = lambda x: float(np.sum(np.asarray(jitted(S=s, a=x, V=v)) ** 2))  # noqa: E731
-    np.testing.assert_allclose(float(np.asarray(loss(av)) @ b), _directional(g, av, b, h=1e-4), rtol=1e-7)
+    np.testing.assert_allclose(float(np.asarray(loss(av, s, v)) @ b), _directional(g, av, b, h=1e-4), rtol=1e-7)
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_hvp_functions():
+    """md.hvp of aᵀexpm(S)a (S, V symmetric n × n), compiled for JAX, jitted, and jax.grad of
+    Σ HVP² along a (S and V arguments, not constants), jitted; and NumPy's compiled gradient.
+    Made once: the spectra above share a shape, so each jit compiles once for all of them."""
+    jax = _module("jax")
+    import jax.numpy as jnp
+    V = md.matrix("V", "n", "n", symmetric=True)
+    f = a.T @ md.expm(S) @ a
+    h = md.hvp(f, S, V)
+    fj = md.compile(h, backend="jax")
+    jitted = jax.jit(fj.unchecked)
+    loss = jax.jit(jax.grad(lambda x, m, d: jnp.sum(jitted(S=m, a=x, V=d) ** 2)))
+    return h, md.compile(md.grad(f, S)), fj, jitted, loss
