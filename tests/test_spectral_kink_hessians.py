@@ -1,7 +1,7 @@
 """Issue 21: Hessians of aᵀf(S)a for Python callables that use relu, |·|, step or sign, in
 ``evaluate`` and generated NumPy, JAX and PyTorch code.  Away from the kinks f is smooth and its
 second divided differences come from the chain rule of divided differences, each kink by its
-affine pieces (``evaluate._kink_compose``, ``generate._kink_code``): checked against the
+affine pieces (``evaluate._kink_compose``, ``spectral_code._kink_code``): checked against the
 second-order Daleckii–Krein formula in extended precision (mpmath, on the piecewise function
 itself) at spectra on both sides of a kink, repeated on one side, and beside it.  Where an
 eigenvalue puts a kink's argument at 0 and f, f′ or f″ jumps there, evaluate and checked

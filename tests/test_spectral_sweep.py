@@ -278,7 +278,7 @@ def test_generated_singular_value_hessians_at_a_repeated_singular_value(backend)
     """Issue 21: at a repeated σ of a full-rank X (σ = (2, 2, 1) or (3, 1.5, 1.5)) ‖X‖_*, Σσᵢ³
     and ‖X‖₂ (the tie below σ₁) have Hessians, but generated code divided by σⱼ² − σᵢ² = 0:
     ∇²[E] 40–170 % off (NumPy, JAX, PyTorch), or refused as "not finite" with checks. It now
-    takes the limit, as for eigenvalues (generate._tie_limits), to 1e-10 of the Lewis–Sendov
+    takes the limit, as for eigenvalues (spectral_code._tie_limits), to 1e-10 of the Lewis–Sendov
     formulas on the backend's own SVD — in JAX (one function: each costs seconds to compile)
     under jit too."""
     module = _module(backend)
