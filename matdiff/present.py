@@ -65,6 +65,7 @@ class EGraph:
         self.sym: dict = {}       # class -> symmetric by structure
         self.range: dict = {}     # class -> the interval every entry lies in (``_interval``)
         self.polys: dict = {}     # (class, kind) -> its element-wise polynomial, this round
+        self.ones_leaves: dict = {}  # dims -> the class of the ones vector of them (``_ones_leaf``)
         self.readings: dict = {}  # (rule, class) -> what a rule reads off a class, this round:
         # a class keeps its terms, kind and analyses while a round matches (rules only add new
         # classes; unions wait for the round's end), and ``rebuild`` clears it
@@ -95,13 +96,12 @@ class EGraph:
         return a
 
     def add(self, op: str, data: tuple, kids=()) -> int:
-        find = self.find
         parent = self.parent
-        kids = tuple([k if parent[k] == k else find(k) for k in kids])
+        kids = tuple([k if parent[k] == k else self.find(k) for k in kids]) if kids else ()
         key = (op, data, kids)
         hit = self.memo.get(key)
         if hit is not None:
-            return hit if parent[hit] == hit else find(hit)
+            return hit if parent[hit] == hit else self.find(hit)
         cid = len(self.parent)
         self.parent.append(cid)
         self.kinds.append(data[0])
@@ -214,15 +214,19 @@ class EGraph:
         # T-terms of a kid's class), which change only where a class is made, merged or
         # re-keyed, or for the classes above those; so only these are looked at
         mixed = self.mixed
-        work = sorted(c for c in made | moved | above
-                      if not self.sym[c] and (self.kinds[c] == "m" or c in mixed))
+        sym, kinds = self.sym, self.kinds
+        work = sorted([c for c in made | moved | above if not sym[c] and (kinds[c] == "m" or c in mixed)])
         flipped = self.flipped = set()
         while work:
             c = work.pop()
-            if not self.sym[c] and any(_symmetric_term(self, t) for t in nodes[c]):
-                self.sym[c] = True
-                flipped.add(c)
-                work.extend(u for u in self._users(c) if not self.sym[u])
+            if sym[c]:
+                continue
+            for t in nodes[c]:
+                if _symmetric_term(self, t):
+                    sym[c] = True
+                    flipped.add(c)
+                    work.extend([u for u in self._users(c) if not sym[u]])
+                    break
         # ranges only narrow: passes in class order carry them upwards, as many as before,
         # each visiting only the classes whose terms or kids' ranges changed since they were
         # last computed (a class made since the last rebuild was computed when it was made)
@@ -269,7 +273,13 @@ class EGraph:
 
     def ordered(self, c: int) -> list:
         """All terms of class c, in a fixed order."""
-        return self._index(self.find(c))[None]
+        parent = self.parent
+        while parent[c] != c:
+            c = parent[c]
+        idx = self.index.get(c)
+        if idx is None:
+            idx = self._index(c)
+        return idx[None]
 
     def terms(self, c: int, op: str) -> list:
         """The terms of class c with operator op, in a fixed order."""
@@ -390,8 +400,12 @@ def _symmetric_term(g: EGraph, t) -> bool:
         return all(_transposes(g, fs[i], fs[-1 - i]) for i in range((len(fs) + 1) // 2))
     if op == "add":
         coefs = dict(zip(data[1], kids))
-        find = g.find
-        return all(g.sym[find(k)] or _transpose_of(g, find(k), find(coefs[c])) for c, k in zip(data[1], kids))
+        find, sym = g.find, g.sym
+        for c, k in zip(data[1], kids):
+            k = find(k)
+            if not (sym[k] or _transpose_of(g, k, find(coefs[c]))):
+                return False
+        return True
     return False
 
 
@@ -1738,15 +1752,15 @@ def _poly(g, c, kind, ones, depth=0, shallow=False):
     hit = g.polys.get(key)
     if hit is _BUSY or depth > 60:
         return {((key[0], 1),): 1.0}
-    if hit is not None:
+    if hit is not None:  # (no copy: no caller changes a polynomial it is given)
         ones.extend(hit[1])
-        return None if hit[0] is None else dict(hit[0])
+        return hit[0]
     g.polys[key] = _BUSY
     found: list = []
     out = _poly_of(g, c, kind, found, depth, shallow)
     g.polys[key] = (out, tuple(found))
     ones.extend(found)
-    return None if out is None else dict(out)
+    return out
 
 
 def _poly_of(g, c, kind, ones, depth=0, shallow=False):
@@ -1804,7 +1818,7 @@ def _complement(g, t) -> bool:
         return False
     one, other = t[2]
     calls = g.terms(other, "call")
-    return _is_ones(g, one) and bool(calls) and calls[0][1][1] == "sigmoid"
+    return bool(calls) and calls[0][1][1] == "sigmoid" and _is_ones(g, one)
 
 
 def _ones_leaf(g, c, kind):
@@ -1813,7 +1827,10 @@ def _ones_leaf(g, c, kind):
         return None
     dims = g.dims.get(g.find(c))
     if dims is not None and len(dims) == 1:
-        return g.add("leaf", ("c", _ones(tuple(dims))))
+        hit = g.ones_leaves.get(dims)  # the leaf added once: a leaf is never re-keyed, only merged
+        if hit is None:
+            hit = g.ones_leaves[dims] = g.add("leaf", ("c", _ones(tuple(dims))))
+        return g.find(hit)
     return None
 
 
@@ -1885,21 +1902,39 @@ def _polynomial(g, kind, poly, one):
     """Σ coef·monomial as (scale, class of the sum divided by it): the terms with a positive
     coefficient first and a coefficient common to every term taken out, 2(a − b);
     None where it needs a 1 and none is at hand, or is 0."""
-    items = [(_snap(v), m) for m, v in sorted(poly.items(), key=lambda p: (len(p[0]), p[0]))
-             if abs(v) > 1e-12]
-    items = [i for i in items if i[0] > 0] + [i for i in items if i[0] < 0]
-    if any(not m for _, m in items) and one is None:
-        return None
+    positive, negative = [], []
+    for m, v in sorted(poly.items(), key=_by_size):
+        if abs(v) > 1e-12:
+            v = _snap(v)
+            if v > 0:
+                positive.append((v, m))
+            elif v < 0:
+                negative.append((v, m))
+    items = positive + negative
     if not items:
         return None  # a zero: left to the engine's own simplification
-    terms = [_monomial(g, kind, m, one) for _, m in items]
+    if one is None:
+        for _, m in items:
+            if not m:
+                return None
+    # a monomial of one atom to the first power is that atom (``_monomial``, without the call)
+    terms = [m[0][0] if len(m) == 1 and m[0][1] == 1 else _monomial(g, kind, m, one) for _, m in items]
     if len(items) == 1:
         return items[0][0], terms[0]
-    scale = abs(items[0][0])
-    if not all(abs(abs(v) - scale) <= 1e-12 * scale for v, _ in items):
-        scale = 1.0
-    scale = scale if items[0][0] > 0 else -scale  # 2(a − b), −2(a + b)
-    return scale, g.add("add", (kind, tuple(float(v / scale) for v, _ in items)), tuple(terms))
+    first = items[0][0]
+    scale = abs(first)
+    for v, _ in items:
+        if abs(abs(v) - scale) > 1e-12 * scale:
+            scale = 1.0
+            break
+    if first < 0:  # 2(a − b), −2(a + b)
+        scale = -scale
+    return scale, g.add("add", (kind, tuple([float(v / scale) for v, _ in items])), tuple(terms))
+
+
+def _by_size(item):
+    """A monomial's place in a written polynomial: fewer factors first, then by atom."""
+    return len(item[0]), item[0]
 
 
 def _over_common_denominator(g, kind, poly, ones, one, shallow=False):
@@ -1958,6 +1993,8 @@ def _normal_head(g, c, kind, poly, ones):
     """``_elementwise_normal``'s work on class c's polynomial before a term's own: the 1 at
     hand, the monomial common to every term, and the forms over a common denominator."""
     one = ones[0] if ones else _ones_leaf(g, c, kind)
+    if all(len(m) == 1 and m[0][1] == 1 for m in poly):  # a sum of distinct atoms: no monomial
+        return one, {}, ()  # common to every term, no denominator (what the code below finds)
     atoms = [dict(m) for m in poly if poly[m] != 0]
     common = {}
     if len(atoms) > 1:  # the power of each atom that divides every term: u in u − u², v⁻¹ in (a − b) ⊘ v
