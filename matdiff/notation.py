@@ -148,6 +148,8 @@ def transpose(a: M) -> M:
         return a
     if isinstance(a, T):
         return a.arg
+    if type(a) is Sym and a.role == "var":  # a variable: itself where symmetric, else Aᵀ
+        return a if k == "m" and a.symmetric else T(_T[k], a)
     if isinstance(a, Sym) and k == "m" and (a.symmetric or a.role == "eye"):
         return a
     if k == "m" and symmetric(a):  # Sᵀ = S: XᵀX, A + Aᵀ, (XᵀX)⁻¹, S⁻¹, diag(v)
@@ -238,47 +240,68 @@ def prod(coef: float, factors) -> M:
     """coef · f₁f₂…, with scalars first, nested products flattened, I dropped."""
     scalars, mats = [], []
     for f in factors:
-        if isinstance(f, Prod) and f.kind == "s" and any(x.kind != "s" for x in f.factors):
-            coef *= f.coef  # xᵀAx stays one scalar factor: (xᵀAx)Ax, never xᵀAxAx
-            scalars.append(fewest_transposes(prod(1.0, f.factors)))
-        elif isinstance(f, Prod):
-            coef *= f.coef
-            scalars.extend(x for x in f.factors if x.kind == "s")
-            mats.extend(x for x in f.factors if x.kind != "s")
-        elif isinstance(f, Num):
+        kind = type(f)  # (the notation classes have no subclasses)
+        if kind is Prod:
+            if f.kind == "s" and any(x.kind != "s" for x in f.factors):
+                coef *= f.coef  # xᵀAx stays one scalar factor: (xᵀAx)Ax, never xᵀAxAx
+                scalars.append(fewest_transposes(prod(1.0, f.factors)))
+            else:
+                coef *= f.coef
+                for x in f.factors:
+                    (scalars if x.kind == "s" else mats).append(x)
+        elif kind is Num:
             coef *= f.value
-        elif isinstance(f, Add) and f.kind != "s" and _common(f) not in (1.0, None):
-            c = _common(f)  # 2Xw − 2y → 2(Xw − y)
-            coef *= c
-            mats.append(Add(f.kind, tuple((k / c, t) for k, t in f.terms)))
         elif f.kind == "s":
             scalars.append(f)
+        elif kind is Add and (c := _common(f)) not in (1.0, None):
+            coef *= c  # 2Xw − 2y → 2(Xw − y)
+            mats.append(Add(f.kind, tuple((k / c, t) for k, t in f.terms)))
         else:
             mats.append(f)
     if len(mats) > 1:
-        mats = [m for m in mats if not (isinstance(m, Sym) and m.role == "eye")] or mats[:1]
-    items = scalars + _powers(mats)
+        mats = [m for m in mats if not (type(m) is Sym and m.role == "eye")] or mats[:1]
+        items = scalars + _powers(mats)
+    elif mats and type(mats[0]) not in (Inv, MatPow):  # one matrix: its own power
+        items = scalars + mats
+    else:
+        items = scalars + _powers(mats)
     if not items:
         return Num("s", coef)
-    if coef == 0 or any(isinstance(x, Sym) and x.role == "zero" for x in items):  # 2·0·C⁻¹ is 0
-        return Sym(_product_kind([f.kind for f in items]), "0", "zero")
+    first = last = None  # the kind: the first non-scalar's rows, the last one's columns
+    zero = coef == 0
+    for x in items:
+        k = x.kind
+        if k != "s":
+            last = k
+            if first is None:
+                first = k
+        if type(x) is Sym and x.role == "zero":
+            zero = True
+    kind = "s" if first is None else _KINDS[first in ("c", "m"), last in ("r", "m")]
+    if zero:  # 2·0·C⁻¹ is 0
+        return Sym(kind, "0", "zero")
     if coef == 1 and len(items) == 1:
         return items[0]
-    return Prod(_product_kind([f.kind for f in items]), coef, tuple(items))
+    return Prod(kind, coef, tuple(items))
 
 
 def _powers(mats: list) -> list:
     """Runs of one matrix as its power: AAA → A³, A⁻¹A⁻¹ → A⁻², A²A → A³ (constants stay)."""
     out = []
+    powers = False
     for m in mats:
-        base, k = (m.arg, m.k) if isinstance(m, MatPow) else (m, 1)
-        if isinstance(base, Inv):
+        base, k = (m.arg, m.k) if type(m) is MatPow else (m, 1)
+        if type(base) is Inv:
             base, k = base.arg, -k
-        if out and out[-1][0] == base and (out[-1][1] > 0) == (k > 0) and base.kind == "m" and \
-                not (isinstance(base, Sym) and base.role != "var"):
+        if out and base.kind == "m" and (out[-1][1] > 0) == (k > 0) and \
+                not (type(base) is Sym and base.role != "var") and out[-1][0] == base:
             out[-1][1] += k
+            powers = True
         else:
             out.append([base, k])
+            powers = powers or k != 1
+    if not powers:  # no power, inverse or run: the matrices themselves
+        return [b for b, _ in out]
     return [b if k == 1 else Inv(b.kind, b) if k == -1 else MatPow(b.kind, b, k) for b, k in out]
 
 

@@ -37,16 +37,12 @@ def recognise(node: Node) -> N.M:
     cache = _CACHE.get(node)
     if cache is None:  # setdefault: threads racing here all keep the first tree stored,
         # so a repeated subexpression is one object, which printing names once
-        cache = _CACHE.setdefault(node, (_recognise(node) if node.ndim <= 2 else None) or
+        cache = _CACHE.setdefault(node, (RULES[type(node)](node) if node.ndim <= 2 else None) or
                                   N.Index("t", node, ""))
     return cache
 
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node -> its notation
-
-
-def _recognise(node: Node):
-    return RULES[type(node)](node)
 
 
 def _sym(node: Var):
@@ -881,13 +877,39 @@ class _Item:
         return N.transpose(self.m), self.rows
 
 
+class _LabelDims(dict):
+    """A product's dimension of each label, read off the product at the first look-up: most
+    products are read without one."""
+
+    __slots__ = ("_of",)
+
+    def __init__(self, c: Contract):
+        super().__init__()
+        self._of = c
+
+    def __missing__(self, lab):
+        for x, d in self._of.label_dims().items():
+            self.setdefault(x, d)
+        if lab not in self:
+            raise KeyError(lab)
+        return dict.get(self, lab)
+
+
 def _contract(c: Contract):
-    c = _inlined(c)  # V_kl (Σ … T_pqr …)_ijkl: a product of order above 2 among the factors
-    applied = _with_frechet_applied(c)  # [L_f(X, Gₑ)]ₑ applied to a direction: one L_f
-    if applied is not None:
-        return recognise(simplify(applied))
-    at = next((k for k, op in enumerate(c.operands) if isinstance(op, Sum) and op.ndim > 2 and
-               any(isinstance(x, Frechet) for x in walk(op))), None)
+    # the rules for Fréchet derivatives, second divided differences and products among the
+    # factors are asked only where a factor of their type is there: most products have none
+    kinds = {type(op) for op in c.operands}
+    if Contract in kinds:
+        c = _inlined(c)  # V_kl (Σ … T_pqr …)_ijkl: a product of order above 2 among the factors
+        kinds = {type(op) for op in c.operands}
+    if Reshape in kinds:
+        applied = _with_frechet_applied(c)  # [L_f(X, Gₑ)]ₑ applied to a direction: one L_f
+        if applied is not None:
+            return recognise(simplify(applied))
+    at = None
+    if Sum in kinds:
+        at = next((k for k, op in enumerate(c.operands) if isinstance(op, Sum) and op.ndim > 2 and
+                   any(isinstance(x, Frechet) for x in walk(op))), None)
     if at is not None:  # (L_f(M, F) + L_f(M, F)ᵀ)_…: term by term, each simplified alone
         # (together, simplify would factor them back into this product)
         ops = c.operands
@@ -896,15 +918,16 @@ def _contract(c: Contract):
         if not parts or any(isinstance(m, N.Index) for _, m in parts):
             return None
         return N.add(parts)
-    if any(isinstance(op, DivDiff3) for op in c.operands):  # Σ_q T_pqr X_pq Y_qr = Δ²f(λ)[X, Y]
+    if DivDiff3 in kinds:  # Σ_q T_pqr X_pq Y_qr = Δ²f(λ)[X, Y]
         applied = _with_divdiff3_applied(c)
         return None if applied is None else recognise(applied)
-    if is_ones(c) and c.ndim == 2:
+    if kinds <= {Delta} and is_ones(c) and c.ndim == 2:
         return N.Sym("m", "1", "one", dims=c.shape)  # 11ᵀ, the all-ones matrix
     scalars, items = [], []
-    dims = c.label_dims()
+    dims = _LabelDims(c)
     everywhere = [x for lab in c.labels for x in lab]
-    blocks = _second_frechets(c, everywhere)  # L²_f(X; E₁, E₂), read off 2 × 2 block matrices
+    # L²_f(X; E₁, E₂), read off 2 × 2 block matrices (reshaped Fréchet derivatives)
+    blocks = _second_frechets(c, everywhere) if Reshape in kinds else {}
     if blocks is None:
         return None
     for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
@@ -918,7 +941,8 @@ def _contract(c: Contract):
                 else:
                     scalars.append(N.trace(leaf))
             continue
-        if op.ndim == 0 and _scalar_product(op):  # a·a·…·a typed: its leaves, not each level
+        ndim = len(op.shape)
+        if ndim == 0 and _scalar_product(op):  # a·a·…·a typed: its leaves, not each level
             leaves = [recognise(x) for x in _scalar_leaves(op)]
             if any(isinstance(x, N.Index) for x in leaves):
                 return None
@@ -927,9 +951,9 @@ def _contract(c: Contract):
         m = recognise(op)
         if isinstance(m, N.Index):
             return None
-        if op.ndim == 0:
+        if ndim == 0:
             scalars.append(m)
-        elif op.ndim == 1:
+        elif ndim == 1:
             items.append(_Item(m, lab[0], None))
         elif lab[0] == lab[1]:  # A_ii: its diagonal, or (alone and summed) its trace
             if lab[0] in c.out or everywhere.count(lab[0]) > 2:
@@ -1001,12 +1025,18 @@ def _merge_once(items, scalars, out, dims, fresh):
     groups, holding, after = {}, {}, {}
     for it in items:
         labs = it.labels
-        group = groups.setdefault(labs, [])
-        if group:
+        group = groups.get(labs)
+        if group is None:
+            groups[labs] = [it]
+        else:
             after[id(group[-1])] = it  # the next factor over the same labels
-        group.append(it)
+            group.append(it)
         for x in labs:
-            holding.setdefault(x, []).append(it)
+            held = holding.get(x)
+            if held is None:
+                holding[x] = [it]
+            else:
+                held.append(it)
 
     def twice(labs):  # every label held by exactly two factors
         return all(len(holding[x]) == 2 for x in labs)
