@@ -322,6 +322,7 @@ def jacobians(f: Node, xs: list) -> list:
     found = {}
     if wanted:
         depends = _dependence(wanted, products)
+        holes = any(type(v) is Hole for v in free_vars(f))  # (none: no node of f holds one)
         cotangents = {f: [B.identity_tensor(f.shape)]}
         for n in _parents_first(f, depends):
             parts = cotangents.pop(n, None)
@@ -332,7 +333,7 @@ def jacobians(f: Node, xs: list) -> list:
                 found[n] = simplify(_symmetrise(cot, extra) if n.symmetric in (True, "spd") else cot)
                 continue
             # both groupings read S's eigenvectors among n's operands: none, no grouping
-            eigen = type(n) is Contract and any(type(o) is Eigh for o in n.operands)
+            eigen = type(n) is Contract and Eigh in map(type, n.operands)
             groups = _daleckii_krein_groups(n) if eigen else ()
             for g in groups:  # the second-order Daleckii–Krein rule, straight to S
                 if depends(g[-1]):
@@ -354,10 +355,15 @@ def jacobians(f: Node, xs: list) -> list:
                         c = n.terms[k][0]
                         cotangents.setdefault(child, []).append(cot if c == 1 else B.add(B.scale(c, cot)))
                         continue
-                    if type(n) is Contract and not _holds_hole(n, child.shape):
+                    if type(n) is Contract and not (holes and _holds_hole(n, child.shape)):
                         # the transposition of n with dX in place of operand k, without
                         # building that linear expression first
                         adj = _contract_adjoint(n, k, cot, extra)
+                    elif type(n) is Elementwise and cot is B.ONE and not holes:
+                        # f(u) of a scalar with the seed 1: d f = f′(u) ⊙ dX transposed as
+                        # ``transpose`` does it, seed 1 times f′(u) (f′(u) itself where that
+                        # is its normal form)
+                        adj = _contract_adjoint(_d_elementwise(n, k, Hole(child.shape, False)), 1, cot, extra)
                     else:
                         hole = Hole(child.shape, False)
                         adj = transpose(RULES[type(n)](n, k, hole), hole, cot, extra)

@@ -73,7 +73,7 @@ class Node:
             node._vars = None
             node._simple = None
             if cls.fields:  # the fields as plain attributes: read faster than a property
-                node.__dict__.update(zip(cls.fields, args))
+                cls._set_fields(node, args)
             # the table's own entry, as its __setitem__ writes it (a removal it deferred while
             # iterating deletes only a dead reference, so it cannot remove this one)
             # (made as KeyedRef.__new__ makes it, without its two Python-level calls)
@@ -90,6 +90,8 @@ class Node:
         for name in cls.fields:
             if isinstance(getattr(cls, name, None), property):
                 setattr(cls, name, None)
+        if cls.fields:
+            cls._set_fields = staticmethod(_field_setter(cls.fields))
 
     @property
     def skey(self) -> bytes:
@@ -130,6 +132,18 @@ class Node:
     def __repr__(self):
         text = _TEXT_FORM[0](self) if _TEXT_FORM else "…"
         return f"<{type(self).__name__} {text} : {D.fmt_shape(self.shape)}>"
+
+
+def _field_setter(fields: tuple):
+    """``set(node, args)``: node's fields set from its args as plain attributes, in one tuple
+    assignment (``node.operands, node.labels, node.out = args``), which is quicker than
+    filling the node's ``__dict__`` from a zip of names and values."""
+    if not all(name.isidentifier() for name in fields):
+        raise ValueError(f"node fields must be identifiers: {fields}")
+    targets = ", ".join(f"node.{name}" for name in fields)
+    namespace: dict = {}
+    exec(f"def set_fields(node, args):\n    {targets}, = args\n", namespace)  # noqa: S102
+    return namespace["set_fields"]
 
 
 # the weak references of Node._table, keyed alike: a live node is found without a lock
@@ -191,21 +205,22 @@ def free_vars(node: Node) -> frozenset:
     """The variables (and holes) a node depends on; cached on the node."""
     if node._vars is not None:
         return node._vars
-    stack = [(node, False)]
+    stack = [node]
     while stack:  # children before parents, each node once: linear in the DAG, not its tree
-        n, ready = stack.pop()
+        n = stack[-1]
         if n._vars is not None:
+            stack.pop()
             continue
-        if ready:
-            kids = n.children
-            if len(kids) == 1:  # one operand: its set, shared
-                n._vars = kids[0]._vars
-            else:
-                n._vars = frozenset((n,)) if isinstance(n, (Var, Hole)) else \
-                    frozenset().union(*(c._vars for c in kids))
+        kids = n.children
+        sets = [c._vars for c in kids]
+        if None in sets:  # (a set never equals None)
+            stack.extend([c for c in kids if c._vars is None])
             continue
-        stack.append((n, True))
-        stack.extend((c, False) for c in n.children if c._vars is None)
+        stack.pop()
+        if len(sets) == 1:  # one operand: its set, shared
+            n._vars = sets[0]
+        else:
+            n._vars = frozenset((n,)) if isinstance(n, (Var, Hole)) else frozenset().union(*sets)
     return node._vars
 
 

@@ -45,12 +45,11 @@ def simplify(root: Node) -> Node:
             stack.pop()
             continue
         kids = n.children
-        pending = [c for c in kids if c._simple is None]
-        if pending:
-            stack.extend(pending)
+        simple = [c._simple for c in kids]
+        if None in simple:  # (nodes compare by identity)
+            stack.extend([c for c in kids if c._simple is None])
             continue
         stack.pop()
-        simple = [c._simple for c in kids]
         # the same operands build the same node (hash-consing): n itself, without the look-up;
         # a product of simplified operands has its shape (a normal form keeps the shape)
         rebuilt = n if all(map(operator.is_, simple, kids)) else \
@@ -237,19 +236,29 @@ def _fresh(*label_lists) -> int:
 # --------------------------------------------------------------------------- contractions
 
 
+_OPENED = frozenset((Const, Sum, Contract))  # factors normalise_contract's loop may open
+
+
 def _flattenable(inner: Contract, outer_size: int) -> bool:
     return outer_size - 1 + len(inner.operands) <= FLATTEN_LIMIT or \
         any(type(o) is Delta for o in inner.operands)
 
 
 def normalise_contract(c: Contract) -> Node:
-    if any(type(op) is Reshape for op in c.operands):  # (no other node is a Reshape)
+    operands = c.operands
+    kinds = set(map(type, operands))  # (none of these node types has a subclass)
+    if Reshape in kinds:
         lifted = _lift_reshape(c)
         if lifted is not None:
             return lifted
-    coef, ops, labs = 1.0, [], []
+    coef = 1.0
+    if kinds.isdisjoint(_OPENED):  # no factor to open: the factors as the loop below takes them
+        ops, labs = list(operands[::-1]), list(c.labels[::-1])
+    else:
+        ops, labs = [], []
+        kinds = None
     fresh = None  # the first label no factor uses, found when a nested product needs it
-    work = list(zip(c.operands, c.labels))
+    work = list(zip(operands, c.labels)) if kinds is None else ()
     while work:
         op, lab = work.pop()
         kind = type(op)  # (none of these node types has a subclass)
@@ -276,7 +285,8 @@ def normalise_contract(c: Contract) -> Node:
             labs.append(tuple(lab))
     if coef == 0:
         return B.zeros(c.shape)
-    kinds = {type(op) for op in ops}  # each step below changes nothing without its node type
+    if kinds is None:
+        kinds = set(map(type, ops))  # each step below changes nothing without its node type
     k = _distributable(ops) if Sum in kinds else None
     if k is not None:  # (δ_iq P + Q)_jq R_q… → δ_iq P R_q… + Q R_q…: the delta meets R
         return simplify(B.linear(
@@ -286,17 +296,18 @@ def normalise_contract(c: Contract) -> Node:
         cancelled = _centred(ops, labs, coef, c)
         if cancelled is not None:
             return cancelled
-    before = ops
-    ops, labs = _merge_powers(ops, labs, c.out)  # (the one step that needs no node type)
-    if ops is not before:
-        kinds = {type(op) for op in ops}
+    if Elementwise in kinds or Delta in kinds or len(set(zip(ops, labs))) < len(ops):
+        before = ops
+        ops, labs = _merge_powers(ops, labs, c.out)  # (the one step that needs no node type)
+        if ops is not before:
+            kinds = set(map(type, ops))
     if not _STEP_KINDS.isdisjoint(kinds):
         for step, needs in _STEPS:
             if not needs.isdisjoint(kinds):
                 before = ops
                 ops, labs = step(ops, labs, c.out)
                 if ops is not before:
-                    kinds = {type(op) for op in ops}
+                    kinds = set(map(type, ops))
     if not ops:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
@@ -305,7 +316,7 @@ def normalise_contract(c: Contract) -> Node:
             len(set(labs[0])) == len(labs[0]):  # (A + B)ᵀ → Aᵀ + Bᵀ: sums stay outermost
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
-    return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), tuple(c.out), c.shape)[0])
+    return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), c.out, c.shape)[0])
 
 
 def _steps():
@@ -660,10 +671,15 @@ def _canonical_parts(operands, labels, out, shape):
 def _canonical_order(operands, labels, out):
     """The parts of ``_canonical_parts``' node (operands, labels, out), the renumbering, and
     the node's structural key where it was computed to choose a reading (else None)."""
-    info = [(op._skey or op.skey, _symmetric(op)) for op in operands]
-    sym = [k for k, (op, lab) in enumerate(zip(operands, labels))  # summed S_ab: read either way
-           if info[k][1] and len(op.shape) == 2 and op.shape[0] == op.shape[1]
-           and not isinstance(op, Delta) and len(set(lab)) == 2 and not set(lab) & set(out)]
+    info, sym = [], None
+    for k, op in enumerate(operands):
+        symmetric = _symmetric(op)
+        info.append((op._skey or op.skey, symmetric))
+        if symmetric and type(op) is not Delta:  # a summed S_ab: read either way
+            shape, lab = op.shape, labels[k]
+            if len(shape) == 2 and shape[0] == shape[1] and len(set(lab)) == 2 and \
+                    not set(lab) & set(out):
+                sym = [k] if sym is None else sym + [k]
     if not sym or len(sym) > SYMMETRIC_SWAPS:
         return _canonical(operands, labels, out, info), None
     best = None
@@ -683,29 +699,36 @@ def _canonical(operands, labels, out, info):
     """The canonical parts (operands, labels, out) and the renumbering, given each
     operand's structural key and symmetry (``info``)."""
     out_num = dict(zip(out, range(len(out))))
-    keys = [i[0] for i in info]
-    if len(set(keys)) < len(info):  # equal operands: their order needs the labels' structure
-        if len(info) > CANONICAL_OPERANDS:
-            return _canonical_sorted(operands, labels, out, info, out_num, keys)
-        return _canonical_tied(operands, labels, out, info, out_num, set(keys))
+    n = len(info)
+    if n == 1:
+        order = (0,)
+    elif n == 2 and info[0][0] != info[1][0]:
+        order = (0, 1) if info[0][0] < info[1][0] else (1, 0)
+    else:
+        keys = list(map(_KEY, info))
+        distinct = set(keys)
+        if len(distinct) < n:  # equal operands: their order needs the labels' structure
+            if n > CANONICAL_OPERANDS:
+                return _canonical_sorted(operands, labels, out, info, out_num, keys)
+            return _canonical_tied(operands, labels, out, info, out_num, distinct)
+        order = sorted(range(n), key=keys.__getitem__)
     # where no two operands are equal, the structural keys alone decide the order, and the
     # labels are numbered by first appearance (a symmetric factor's labels then sorted by
-    # those numbers, which keeps them numbered by first appearance)
-    pairs = sorted(zip(info, operands, labels), key=_first)
-    num = out_num.copy()
-    for p in pairs:
-        for x in p[2]:
+    # those numbers, which keeps them numbered by first appearance: its labels are numbered
+    # once it is reached)
+    num = out_num
+    get = num.__getitem__
+    new_labels = []
+    for i in order:
+        lab = labels[i]
+        for x in lab:
             if x not in num:
                 num[x] = len(num)
-    get = num.__getitem__
-    return (tuple([p[1] for p in pairs]),
-            tuple([tuple(map(get, _sort_symmetric(p[1], p[2], num.get) if p[0][1] else p[2]))
-                   for p in pairs]),
-            tuple(range(len(out))), num)
+        new_labels.append(tuple(map(get, _sort_symmetric(operands[i], lab, num.get) if info[i][1] else lab)))
+    return tuple([operands[i] for i in order]), tuple(new_labels), tuple(range(len(out))), num
 
 
-def _first(p):
-    return p[0][0]
+_KEY = operator.itemgetter(0)  # an operand's structural key in ``info``
 
 
 CANONICAL_ORDERINGS = 120  # orderings of equal operands tried, at most
@@ -762,14 +785,13 @@ def _canonical_tied(operands, labels, out, info, out_num, seen):
     best = None
     for seq in orderings:  # (every ordering lists the same operands: flat labels compare alike)
         num = dict(out_num)
-        for i in seq:
-            for x in labels[i]:
+        get, flat = num.__getitem__, []
+        for i in seq:  # (a symmetric operand's labels are numbered once it is reached)
+            lab = labels[i]
+            for x in lab:
                 if x not in num:
                     num[x] = len(num)
-        get, flat = num.__getitem__, []
-        for i in seq:
-            lab = _sort_symmetric(operands[i], labels[i], num.get) if info[i][1] else labels[i]
-            flat.extend(map(get, lab))
+            flat.extend(map(get, _sort_symmetric(operands[i], lab, num.get) if info[i][1] else lab))
         if best is None or flat < best[0]:
             best = flat, seq, num
     flat, seq, num = best
@@ -990,7 +1012,8 @@ def _hyperbolic(terms):
 def _factor(terms, shape):
     """c₁·(A ∘ P) + c₂·(A′ ∘ P) → (c₁A + c₂A′) ∘ P for products that differ in one factor,
     where A′ may be A's factor read with its axes in another order (Bx + Bᵀx → (B + Bᵀ)x)."""
-    if sum(isinstance(t, Contract) and len(t.operands) > 1 for _, t in terms) < 2:
+    products = [i for i, (_, t) in enumerate(terms) if type(t) is Contract and len(t.operands) > 1]
+    if len(products) < 2:
         return terms
     # A cheap necessary condition first: two terms can share a factored form only if their
     # other operands are one multiset, so only (term, factor) pairs whose multiset (hashed as
@@ -998,26 +1021,28 @@ def _factor(terms, shape):
     # (A factor that cannot be taken out — a delta, or one read with a repeated label — is
     # left out, and the factor's shape is part of the key: the hole that stands for it is.)
     coarse: dict = {}
-    for i, (c, t) in enumerate(terms):
-        if isinstance(t, Contract) and len(t.operands) >= 2:
-            total = sum(hash(op) for op in t.operands)
-            for k, (op, lab) in enumerate(zip(t.operands, t.labels)):
-                if type(op) is not Delta and len(set(lab)) == len(lab):
-                    coarse.setdefault((total - hash(op), len(t.operands), op.shape), []).append((i, k))
+    for i in products:
+        t = terms[i][1]
+        ops = t.operands
+        total, size = sum(map(hash, ops)), len(ops)
+        for k, (op, lab) in enumerate(zip(ops, t.labels)):
+            if type(op) is not Delta and len(set(lab)) == len(lab):
+                coarse.setdefault((total - hash(op), size, op.shape), []).append((i, k))
     candidates = {pair for members in coarse.values() if len({i for i, _ in members}) > 1
                   for pair in members}
-    if candidates:
-        candidates = _read_alike(terms, candidates)
+    if not candidates:
+        return terms
+    candidates = _read_alike(terms, candidates)
     groups: dict = {}
-    for i, (c, t) in enumerate(terms):
-        if not isinstance(t, Contract) or len(t.operands) < 2:
-            continue
-        for k, (op, lab) in enumerate(zip(t.operands, t.labels)):
-            if (i, k) not in candidates or len(set(lab)) != len(lab) or isinstance(op, Delta):
-                continue
-            hole = Hole(op.shape, True)  # a factor read in any axis order
-            parts, _ = _canonical_order(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
-            groups.setdefault(parts[:3], []).append((i, k, parts[3]))  # the parts: no node built
+    holes: dict = {}
+    for i, k in sorted(candidates):  # (each a factor of a product, no delta, labels distinct)
+        t = terms[i][1]
+        op = t.operands[k]
+        hole = holes.get(op.shape)
+        if hole is None:
+            hole = holes[op.shape] = Hole(op.shape, True)  # a factor read in any axis order
+        parts, _ = _canonical_order(t.operands[:k] + (hole,) + t.operands[k + 1:], t.labels, t.out)
+        groups.setdefault(parts[:3], []).append((i, k, parts[3]))  # the parts: no node built
     used, merged = set(), []
     for (key_ops, key_labs, key_out), members in groups.items():
         members = [m for m in members if m[0] not in used]
@@ -1031,7 +1056,7 @@ def _factor(terms, shape):
                 continue
             used.add(i)
             c, t = terms[i]
-            src = tuple(mapping[x] for x in t.labels[k])
+            src = tuple(map(mapping.__getitem__, t.labels[k]))
             op = t.operands[k]
             if src == target and viewed_as_itself(op):  # its normal form
                 parts.append((c, op._simple))
@@ -1054,8 +1079,35 @@ _VIEWED_AS_ITSELF = frozenset((Var, Inv, Elementwise))
 def viewed_as_itself(n: Node) -> bool:
     """Whether n read in its own axis order (distinct labels), alone or times the constant 1,
     simplifies to simplify(n), which it computes: so it does where the normal form is a
-    variable, an inverse or an entry-wise function (a product or a sum may be rewritten)."""
-    return type(simplify(n)) in _VIEWED_AS_ITSELF
+    variable, an inverse or an entry-wise function; a sum of several terms (or none), which
+    a product of it alone leaves as it is, or c·u for u one of those three (the product
+    takes c out and keeps u); or a product of variables and inverses of other variables,
+    each factor read once with its labels, which the product's normaliser flattens into the
+    same factors and canonical order (nothing merges, cancels or is distributed).  Another
+    sum of one term, or a product holding products, constants, deltas or functions, may be
+    rewritten."""
+    s = simplify(n)
+    kind = type(s)
+    if kind in _VIEWED_AS_ITSELF:
+        return True
+    if kind is Sum:
+        return len(s.terms) != 1 or type(s.terms[0][1]) in _VIEWED_AS_ITSELF
+    return kind is Contract and _plain_product(s)
+
+
+def _plain_product(c: Contract) -> bool:
+    """Whether c's factors are variables and inverses of variables, none both a factor and
+    inverted, and no factor read twice with the same labels."""
+    plain, inverted = set(), set()
+    for op in c.operands:
+        kind = type(op)
+        if kind is Var:
+            plain.add(op)
+        elif kind is Inv and type(op.arg) is Var:
+            inverted.add(op.arg)
+        else:
+            return False
+    return plain.isdisjoint(inverted) and len(set(zip(c.operands, c.labels))) == len(c.operands)
 
 
 def _read_alike(terms, candidates) -> set:
@@ -1069,19 +1121,25 @@ def _read_alike(terms, candidates) -> set:
     axis by axis (Bx and Bᵀx are not one product with a hole for x)."""
     readings, alike = {}, {}
     for i, k in candidates:
-        t = terms[i][1]
         reads = readings.get(i)
-        if reads is None:
-            position = {x: p for p, x in enumerate(t.out)}
-            uses: dict = {}
+        if reads is None:  # per operand: (its hash, its reads as compared, its reads sorted)
+            t = terms[i][1]
+            read: dict = {}  # a summed label: minus the number of axes reading it
             for lab in t.labels:
                 for x in lab:
-                    uses[x] = uses.get(x, 0) + 1
-            reads = readings[i] = [tuple(position[x] if x in position else -uses[x] for x in lab)
-                                   for lab in t.labels]
-        others = tuple(sorted((hash(op), tuple(sorted(reads[j])) if _symmetric(op) else reads[j])
-                              for j, op in enumerate(t.operands) if j != k))
-        alike.setdefault((t.operands[k].shape, tuple(sorted(reads[k])), others), []).append((i, k))
+                    read[x] = read.get(x, 0) - 1
+            for p, x in enumerate(t.out):  # an output label: its position
+                read[x] = p
+            get, reads = read.__getitem__, []
+            for op, lab in zip(t.operands, t.labels):
+                r = tuple(map(get, lab))
+                s = tuple(sorted(r))
+                reads.append((hash(op), s if _symmetric(op) else r, s, op.shape))
+            readings[i] = reads
+        others = [(h, r) for j, (h, r, _, _) in enumerate(reads) if j != k]
+        if len(others) > 1:
+            others.sort()
+        alike.setdefault((reads[k][3], reads[k][2], tuple(others)), []).append((i, k))
     return {pair for members in alike.values() if len({i for i, _ in members}) > 1 for pair in members}
 
 
