@@ -273,16 +273,10 @@ class EGraph:
 
     def ordered(self, c: int) -> list:
         """All terms of class c, in a fixed order."""
-        parent = self.parent
-        while parent[c] != c:
-            c = parent[c]
-        idx = self.index.get(c)
-        if idx is None:
-            idx = self._index(c)
-        return idx[None]
+        return self.terms(c, None)
 
     def terms(self, c: int, op: str) -> list:
-        """The terms of class c with operator op, in a fixed order."""
+        """The terms of class c with operator op (all of them for None), in a fixed order."""
         parent = self.parent
         while parent[c] != c:
             c = parent[c]
