@@ -169,6 +169,18 @@ def _kept_product(n: Contract, memo: dict, depth: int):
             plain.add(op)
     if not inverted.isdisjoint(plain):
         return None
+    # a variable inverted anywhere in one factor (a sum's term too: B⁻¹(2B) = 2I, B⁻¹(BA + BC)
+    # = A + C once the sum is factored) and read by another may cancel
+    factors = [op for op in (*plain, *powers) if type(op) is not Var and type(op) is not Hole]
+    if factors:
+        hidden = memo.setdefault(_inverted_in, {})
+        others = [*plain, *powers, *(Inv(v) for v in inverted)]
+        for op in factors:
+            inside = _inverted_in(op, hidden)
+            if inside and any(q is not op and not inside.isdisjoint(free_vars(q)) for q in others):
+                return None
+            if not inverted.isdisjoint(free_vars(op)):
+                return None
     if powers:  # an entry-wise function's variables read by no other factor: no power of
         # it merges with another factor's (x ⊙ x⁻¹ = 1, √x ⊙ x^(−½) = 1)
         factors = list(plain) + list(inverted) + powers
@@ -177,6 +189,14 @@ def _kept_product(n: Contract, memo: dict, depth: int):
             if any(q is not p and not vs.isdisjoint(free_vars(q)) for q in factors):
                 return None
     return several, delta
+
+
+def _inverted_in(n: Node, memo: dict) -> frozenset:
+    """The variables whose inverse n holds somewhere (``memo``: answers kept for one pass)."""
+    got = memo.get(n)
+    if got is None:
+        got = memo[n] = frozenset(m.arg for m in walk(n) if type(m) is Inv)
+    return got
 
 
 def _kept(root: Node, memo: dict) -> bool:

@@ -17,7 +17,10 @@ KEPT = [a.T @ md.inv(X) @ b, md.trace(A @ md.inv(X) @ B_), (M @ w - y).T @ (M @ 
         md.trace((A @ B_ - X) @ (A @ B_ - X).T), md.inv(X) @ A @ md.inv(X)]
 CANCELLING = [md.inv(X) @ X, md.trace(md.inv(X) @ (X @ A)), x * (1 / x), md.sum(md.sqrt(x) * x ** -0.5),
               A @ x + B_ @ x - A @ x, x.T @ (y - y), (X + Y) @ a - X @ a, md.sum((A @ x) * (1 / (A @ x))),
-              md.sum(md.exp(x) * x - x * md.exp(x)), (x + y) - x]
+              md.sum(md.exp(x) * x - x * md.exp(x)), (x + y) - x,
+              # an inverse beside a sum, or inside one, that reads its variable: B⁻¹(2B) = 2I
+              md.inv(B_) @ (2 * B_), md.inv(B_) @ -(B_ @ A), (2 * (A @ B_)) @ md.inv(B_),
+              md.inv(S) @ (3 * S @ A), md.inv(B_).T @ (2 * B_.T @ A), md.inv(B_) @ (B_ @ A + B_ @ X)]
 
 
 def test_keeps_variables_claims_only_what_simplification_keeps():
@@ -81,3 +84,23 @@ def test_shortcuts_build_the_normal_forms_of_what_they_skip():
                               (n.out,) + n.labels[:k] + n.labels[k + 1:], n.labels[k], n.label_dims(),
                               n.operands[k].shape)
             assert simplify(diff._contract_adjoint(n, k, B.ONE, ())) is simplify(full), (e, k)
+
+
+def test_a_variable_cancelled_inside_a_sum_is_no_dependence():
+    """xᵀ√(B⁻¹(2BA))y does not depend on B (B⁻¹(2B) = 2I): its gradient is 0, also where A has
+    a zero entry (a gradient built through the cancelled factor would be 0 ⊘ √0 there)."""
+    import numpy as np
+    n = 3
+    Bm, Am = md.matrix("B", n, n), md.matrix("A", n, n)
+    xv, yv = md.vector("x", n), md.vector("y", n)
+    for f in (xv.T @ md.sqrt(md.inv(Bm) @ (2 * Bm @ Am)) @ yv,
+              xv.T @ md.sqrt(md.inv(Bm) @ (Bm @ Am + Bm @ Am.T)) @ yv):
+        g = md.grad(f, Bm)
+        rng = np.random.default_rng(0)
+        values = {"B": rng.normal(size=(n, n)) + 3 * np.eye(n), "A": np.abs(rng.normal(size=(n, n))),
+                  "x": rng.normal(size=n), "y": rng.normal(size=n)}
+        values["A"][0, 1] = values["A"][1, 0] = 0.0
+        assert np.all(np.asarray(g.evaluate(values)) == 0), g
+        h, E = 1e-6, rng.normal(size=(n, n))  # f itself does not move with B
+        up, down = (f.evaluate({**values, "B": values["B"] + t * E}) for t in (h, -h))
+        assert abs(up - down) / (2 * h) < 1e-6
