@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import re
 from fractions import Fraction
+from typing import NamedTuple
 
 from . import notation as N
 from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS,
@@ -88,7 +89,7 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
     """The text of ``m``; subexpressions used three times or more, or twice in a long
     result, are named once: Xᵀdiag(s ⊙ (1 − s))X  where s = σ(−y ⊙ Xw).  The parts of one
     decomposition are named as textbooks name them: uₙuₙᵀ  where S = UΛUᵀ."""
-    style, defined = _defined_functions(_scan(m)[0], style, taken)
+    style, defined = _defined_functions(_scan(m).traced, style, taken)
     m, clause = _textbook(m, style, taken)
     if clause or defined:  # (taken is read only where a name is chosen: it may be lazy)
         taken = set(taken) | ({"U", "V", "u", "v", "Λ", "Σ"} if clause else set()) | set(defined)
@@ -99,7 +100,16 @@ def render(m: N.M, style: dict, taken=(), display=None) -> str:
 DEFINED_NAMES = ("f", "g", "h")  # a traced function's name where its own is taken (then f2, f3, …)
 
 
-def _scan(m: N.M) -> tuple:
+class _Scan(NamedTuple):
+    """What ``_scan`` reads of a notation tree (see there)."""
+    traced: tuple  # (the traced functions in writing order, the abstract functions' names)
+    index: bool  # whether the tree holds index notation
+    parts: list  # the calls naming a decomposition's parts
+    sigma: bool  # whether it may call an abstract function named sigma
+    counts: tuple | None  # (N.occurrences(m), a non-leaf written twice); None where unknown
+
+
+def _scan(m: N.M) -> "_Scan":
     """What text and LaTeX both read of m, in one walk, memoised on the tree (the two
     printers of one result print one tree): (the traced functions in m (``defined_by_trace``:
     of fₘ(S), Δh(λ), Δ²h(λ)[X, Y]) in the order they are written, and the names of the
@@ -144,7 +154,7 @@ def _scan(m: N.M) -> tuple:
         if isinstance(x, N.Index):
             index = True
         stack.extend(reversed(N.children(x)))
-    cached = ((found, used), index, parts, sigma, None if carried else (counts, shared))
+    cached = _Scan((found, used), index, parts, sigma, None if carried else (counts, shared))
     object.__setattr__(m, "_scan", cached)
     return cached
 
@@ -200,7 +210,7 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
     """m's text with its repeated subtrees named, after the definitions in ``lead``."""
     where = " \\quad\\text{where } " if _tex(style) else "  where "
     # σ is taken by the user's function: sigmoid is spelled out
-    if _scan(m)[3] and _calls_abstract(m, "sigma"):
+    if _scan(m).sigma and _calls_abstract(m, "sigma"):
         style["functions"] = dict(style["functions"], sigmoid="\\operatorname{sigmoid}"
                                   if _tex(style) else "sigmoid")
     repeated = _named_subtrees(m)
@@ -250,7 +260,8 @@ def _named_subtrees(m) -> list:
     # (and not a product of a few variables, which reads as itself: the Matrix Cookbook
     # writes (XᵀCX)⁻¹ three times in (126))
     if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
-        counts = _scan(m)[4][0] if _scan(m)[4] is not None else N.occurrences(m)
+        known = _scan(m).counts
+        counts = known[0] if known is not None else N.occurrences(m)
         repeated = [r for r in repeated if counts[id(r)] >= 3 and not _few_variables(r)]
     object.__setattr__(m, "_named", repeated)
     return repeated
@@ -288,7 +299,8 @@ def _textbook(m: N.M, style: dict, taken):
     diag(λ)) for S = UΛUᵀ; U, V, σ (Σ), u₁, v₁ for X = UΣVᵀ; a column Ueₖ as uₖ — and the
     clause that defines them; (m, None) where m decomposes no matrix, or two, or the names
     are the user's."""
-    _, index, calls, _, _ = _scan(m)
+    scan = _scan(m)
+    index, calls = scan.index, scan.parts
     if index or not calls:
         return m, None  # index notation names the parts itself (index_notation)
     eigen = {c.arg for c in calls if c.name in EIGEN_PARTS}
@@ -408,7 +420,7 @@ def _columns(p: N.Prod, letter: str) -> N.Prod:
 
 def _repeated(m) -> list:
     """Non-trivial subtrees printed more than once, outermost first."""
-    known = _scan(m)[4]
+    known = _scan(m).counts
     if known is not None and not known[1]:
         return []  # no subtree but a leaf is written twice
     counts = known[0] if known is not None else N.occurrences(m)

@@ -167,20 +167,15 @@ def _kept_product(n: Contract, memo: dict, depth: int):
             powers.append(op)
         elif kind is not Delta:
             plain.add(op)
-    if not inverted.isdisjoint(plain):
-        return None
-    # a variable inverted anywhere in one factor (a sum's term too: B⁻¹(2B) = 2I, B⁻¹(BA + BC)
-    # = A + C once the sum is factored) and read by another may cancel
-    factors = [op for op in (*plain, *powers) if type(op) is not Var and type(op) is not Hole]
-    if factors:
-        hidden = memo.setdefault(_inverted_in, {})
-        others = [*plain, *powers, *(Inv(v) for v in inverted)]
-        for op in factors:
-            inside = _inverted_in(op, hidden)
-            if inside and any(q is not op and not inside.isdisjoint(free_vars(q)) for q in others):
-                return None
-            if not inverted.isdisjoint(free_vars(op)):
-                return None
+    # a variable inverted anywhere in one factor and read by another may cancel: X⁻¹X = I, and
+    # inside a sum too, B⁻¹(2B) = 2I, B⁻¹(BA + BC) = A + C once the sum is factored
+    factors = [*plain, *powers, *(Inv(v) for v in inverted)]
+    hidden = memo.setdefault(_inverted_in, {})
+    for op in factors:
+        kind = type(op)
+        inside = (op.arg,) if kind is Inv else () if kind is Var or kind is Hole else _inverted_in(op, hidden)
+        if inside and any(q is not op and not free_vars(q).isdisjoint(inside) for q in factors):
+            return None
     if powers:  # an entry-wise function's variables read by no other factor: no power of
         # it merges with another factor's (x ⊙ x⁻¹ = 1, √x ⊙ x^(−½) = 1)
         factors = list(plain) + list(inverted) + powers
