@@ -252,6 +252,27 @@ def test_the_default_variable_is_the_usual_parameter(page):
     assert page.locator(".result").get_attribute("data-wrt") == "X"  # else the first
 
 
+def test_the_default_variable_follows_the_whole_input_when_typed_slowly(page):
+    """The page inspects the input as it is typed: a default picked from "a'" (a) gives way
+    to the whole input's (X) unless the user ticked a box."""
+    box = page.locator("#expression")
+    box.fill("")
+    box.type("a'*X*b", delay=300)  # slower than the page's 200 ms pause before it inspects
+    n = counter(page)
+    box.press("Enter")
+    derived(page, n)
+    assert page.locator(".result").get_attribute("data-wrt") == "X"
+    page.locator('#declarations tr[data-name="b"] input.wrt').check()
+    page.locator('#declarations tr[data-name="X"] input.wrt').uncheck()
+    box.press("End")
+    box.type(" + 1", delay=300)  # the user's choice stays
+    n = counter(page)
+    box.press("Enter")
+    derived(page, n)
+    assert [page.locator(".result").nth(i).get_attribute("data-wrt")
+            for i in range(page.locator(".result").count())] == ["b"]
+
+
 def test_facts_typed_on_the_page_shorten_the_result_and_bad_ones_show_a_caret(page):
     n = counter(page)
     page.select_option("#examples", label="softmax cross-entropy")

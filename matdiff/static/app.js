@@ -18,6 +18,7 @@ let inspectTimer = null;
 let inspectSeq = 0;
 let deriveSeq = 0;
 let pristine = false;     // the input holds an example no one has edited: a click selects it
+let wrtChosen = false;    // the user (a box, a shared link, an example) chose wrt; else the default follows the input
 
 async function api(path, body) {
   const response = await fetch(path, {
@@ -76,6 +77,7 @@ function renderDeclarations() {
       box.setAttribute("aria-label", `differentiate by ${name}`);
       box.addEventListener("change", () => {
         state.wrt = box.checked ? [...new Set([...state.wrt, name])] : state.wrt.filter((w) => w !== name);
+        wrtChosen = true;
       });
       pick.appendChild(box);
     }
@@ -176,11 +178,13 @@ async function inspect() {
   inferred = data.declarations;
   for (const name of Object.keys(state.decls)) if (!(name in inferred)) delete state.decls[name];
   state.wrt = state.wrt.filter((w) => w in inferred && !isFunction(inferred[w]));
-  if (!state.wrt.length) {  // by default the usual parameter names: w, W1, x, θ; else the first
+  if (!state.wrt.length) wrtChosen = false;
+  if (!wrtChosen) {  // by default the usual parameter names: w, W1, x, θ; else the first
+    // picked afresh from each inspection, so that a pick made while typing ("a'*e" → a) does not stick
     const names = Object.keys(inferred).filter((n) => !isFunction(inferred[n]));
     const usual = [/^[wW]\d*$/, /^(theta|θ|beta|β)$/, /^x$/];
     const pick = usual.map((re) => names.find((n) => re.test(n))).find(Boolean) || names[0];
-    if (pick) state.wrt = [pick];
+    state.wrt = pick ? [pick] : [];
   }
   renderDeclarations();
   return true;
@@ -380,6 +384,7 @@ function loadHash() {
   state.expression = p.get("e");
   state.dialect = p.get("d") || "matrixcalculus";
   state.wrt = (p.get("w") || "").split(",").filter(Boolean);
+  wrtChosen = state.wrt.length > 0;
   state.order = Number(p.get("o") || 1);
   state.layout = p.get("l") || "numerator";
   state.vec = p.get("r") === "row" ? "row" : "column";
@@ -401,6 +406,7 @@ function loadExample(example) {
     vec: example.vec || "column",
     decls: {...(example.declarations || {})}, facts: [...(example.facts || [])],
   });
+  wrtChosen = state.wrt.length > 0;
   writeControls();
   pristine = true;
   derive();
