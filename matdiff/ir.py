@@ -271,10 +271,12 @@ def merge_deltas(c: "Contract"):
 
 
 def is_ones(n: Node) -> bool:
-    """Whether n is the all-ones tensor (a ones vector, or an outer product of them)."""
+    """Whether n is the all-ones tensor (a ones vector, or an outer product of them). A
+    product of ones vectors that sums a label is not: Σ_c 1_a 1_b 1_c = n·1_a 1_b (11ᵀ11ᵀ)."""
     if isinstance(n, Delta):
         return n.order == 1
-    return isinstance(n, Contract) and all(isinstance(o, Delta) and o.order == 1 for o in n.operands)
+    return isinstance(n, Contract) and all(isinstance(o, Delta) and o.order == 1 for o in n.operands) \
+        and all(lab[0] in n.out for lab in n.labels)
 
 
 def clear_caches() -> None:
