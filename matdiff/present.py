@@ -84,6 +84,8 @@ class EGraph:
         self.extracted = None  # saturate's last extraction (root, cost, size, unions, terms)
         self.features: set = set()  # what the graph's terms hold (``_features``): rules whose
         # ``NEEDS`` are missing cannot match anywhere and are not run
+        self.pristine = None  # called once, just before the graph first changes (a class made
+        # or merged): ``simplest`` prices its input there, where a rule has changed nothing yet
         self.size = 0
         self.unions = 0
         self.kind = self.kinds.__getitem__  # while no class is mixed (``kind``): a list look-up
@@ -102,12 +104,15 @@ class EGraph:
         hit = self.memo.get(key)
         if hit is not None:
             return hit if parent[hit] == hit else self.find(hit)
-        cid = len(self.parent)
-        self.parent.append(cid)
+        if self.pristine is not None:
+            self._spoil()
+        cid = len(parent)
+        parent.append(cid)
         self.kinds.append(data[0])
-        self.uses.append([])
+        uses = self.uses
+        uses.append([])
         for k in kids:
-            self.uses[k].append(cid)
+            uses[k].append(cid)
         self.nodes[cid] = {key}
         self.memo[key] = cid
         if op == "call" or op == "leaf" or op not in self.features:
@@ -120,9 +125,15 @@ class EGraph:
         return cid
 
     def union(self, a: int, b: int) -> bool:
-        a, b = self.find(a), self.find(b)
+        parent = self.parent
+        if parent[a] != a:
+            a = self.find(a)
+        if parent[b] != b:
+            b = self.find(b)
         if a == b:
             return False
+        if self.pristine is not None:
+            self._spoil()
         if a > b:
             a, b = b, a
         self.parent[b] = a
@@ -145,10 +156,15 @@ class EGraph:
         self.unions += 1
         return True
 
+    def _spoil(self) -> None:
+        """Call ``pristine`` (once): the graph is about to change."""
+        hook, self.pristine = self.pristine, None
+        hook()
+
     def _users(self, c: int) -> set:
         """The classes holding a term with class c as a kid (c a representative)."""
-        find = self.find
-        out = {find(p) for p in self.uses[c]}
+        find, parent = self.find, self.parent
+        out = {p if parent[p] == p else find(p) for p in self.uses[c]}
         self.uses[c] = list(out)
         return out
 
@@ -202,9 +218,11 @@ class EGraph:
                         memo[key] = c
             for a, b in merges:
                 self.union(a, b)
-        made = {find(c) for c in made} | {find(c) for c in self.touched}
+        parent = self.parent
+        made = {c if parent[c] == c else find(c) for c in made}
+        made.update([c if parent[c] == c else find(c) for c in self.touched])
         self.touched = []
-        moved = self.moved = {find(c) for c in moved}
+        moved = self.moved = {c if parent[c] == c else find(c) for c in moved}
         above: set = set()      # the classes using a moved one
         for c in moved:
             above |= self._users(c)
@@ -232,8 +250,8 @@ class EGraph:
         # last computed (a class made since the last rebuild was computed when it was made)
         # (and of such a class only the terms with a kid whose range changed: the others'
         # intervals are already met into its range)
-        stale = {find(c) for c in self.stale} | moved | above
-        changed = {find(c) for c in self.changed} | moved
+        stale = {c if parent[c] == c else find(c) for c in self.stale} | moved | above
+        changed = {c if parent[c] == c else find(c) for c in self.changed} | moved
         narrowed = self.narrowed = set()
         for _ in range(RANGE_PASSES):
             narrowing = False
@@ -336,8 +354,24 @@ def _dims(g: EGraph, key) -> tuple | None:
         if isinstance(m, N.Index):
             return tuple(m.node.shape)
         return None
-    get, find = g.dims.get, g.find
-    ks = [get(find(k)) for k in kids]
+    get, find, parent = g.dims.get, g.find, g.parent
+    ks = [get(k if parent[k] == k else find(k)) for k in kids]
+    if op == "prod":
+        kind_of = g.kind
+        shaped = []
+        for k, s in zip(kids, ks):
+            kk = kind_of(k)
+            if kk != "s":
+                shaped.append((kk, s))
+        if not shaped:
+            return None
+        for _, s in shaped:
+            if s is None:
+                return None
+        (k0, s0), (k1, s1) = shaped[0], shaped[-1]
+        rows = s0[:1] if k0 in ("c", "m") else ()
+        cols = s1[-1:] if k1 in ("r", "m") else ()
+        return rows + cols
     if op == "T" or op == "call" and data[1] == "pinv":  # Xᵀ and X⁺ are (k, n) for an (n, k) X
         return tuple(reversed(ks[0])) if ks[0] is not None else None
     if op in ("inv", "matpow", "pow", "had") or (op == "call" and data[1] not in ("diag", "tr", "det")):
@@ -350,14 +384,6 @@ def _dims(g: EGraph, key) -> tuple | None:
         if kind == "c" and ks[0] is not None:
             return (ks[0][0],)
         return None
-    if op == "prod":
-        shaped = [(g.kind(k), s) for k, s in zip(kids, ks) if g.kind(k) != "s"]
-        if any(s is None for _, s in shaped) or not shaped:
-            return None
-        (k0, s0), (k1, s1) = shaped[0], shaped[-1]
-        rows = s0[:1] if k0 in ("c", "m") else ()
-        cols = s1[-1:] if k1 in ("r", "m") else ()
-        return rows + cols
     if op == "kron":
         if any(s is None for s in ks):
             return None
@@ -390,8 +416,12 @@ def _symmetric_term(g: EGraph, t) -> bool:
     if op == "had":
         return all(g.sym[g.find(k)] for k in kids)
     if op == "prod":
-        fs = [k for k in kids if g.kind(k) != "s"]
-        return all(_transposes(g, fs[i], fs[-1 - i]) for i in range((len(fs) + 1) // 2))
+        kind = g.kind
+        fs = [k for k in kids if kind(k) != "s"]
+        for i in range((len(fs) + 1) // 2):
+            if not _transposes(g, fs[i], fs[-1 - i]):
+                return False
+        return True
     if op == "add":
         coefs = dict(zip(data[1], kids))
         find, sym = g.find, g.sym
@@ -415,7 +445,11 @@ def _transposed(g: EGraph, c: int) -> list:
 
 def _transposes(g: EGraph, a: int, b: int) -> bool:
     """Whether b is aᵀ (for the middle factor of a palindrome, whether a is symmetric)."""
-    a, b = g.find(a), g.find(b)
+    parent = g.parent
+    if parent[a] != a:
+        a = g.find(a)
+    if parent[b] != b:
+        b = g.find(b)
     if a == b and g.sym[a]:
         return True
     return _transpose_of(g, a, b) or _transpose_of(g, b, a)
@@ -426,7 +460,10 @@ def _transpose_of(g: EGraph, c: int, x: int) -> bool:
     hit = g.memo.get(("T", (_T[g.kind(c)],), (c,)))
     if hit is not None and g.find(hit) == x:
         return True
-    return any(g.find(k[0]) == x for _, _, k in g.terms(c, "T"))
+    for _, _, k in g.terms(c, "T"):
+        if g.find(k[0]) == x:
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- the range analysis
@@ -484,16 +521,22 @@ def _sum(a, b):
 def _product(a, b):
     """The range of x·y for x in a and y in b: the extremes of the endpoints' products; an
     extreme is attained where both its endpoints are, or where one of them is an attained 0."""
-    values, shuts = [], []
-    for x, x_open in ((a[0], a[1]), (a[2], a[3])):
-        for y, y_open in ((b[0], b[1]), (b[2], b[3])):
-            v = 0.0 if x == 0 or y == 0 else x * y  # x·y with 0·∞ read as 0
-            values.append(v)
-            shuts.append(((not x_open and not y_open) or (not x_open and x == 0) or (not y_open and y == 0))
-                         and abs(v) != INF)
-    lo, hi = min(values), max(values)
-    return (lo, not any([s for v, s in zip(values, shuts) if v == lo]),
-            hi, not any([s for v, s in zip(values, shuts) if v == hi]))
+    x0, o0, x1, o1 = a
+    y0, p0, y1, p1 = b
+    # the four endpoint pairs, (x0, y0), (x0, y1), (x1, y0), (x1, y1), written out: x·y with
+    # 0·∞ read as 0, and whether it is attained (a finite product of attained endpoints, or
+    # of an attained 0)
+    v0 = 0.0 if x0 == 0 or y0 == 0 else x0 * y0
+    s0 = ((not o0 and not p0) or (not o0 and x0 == 0) or (not p0 and y0 == 0)) and abs(v0) != INF
+    v1 = 0.0 if x0 == 0 or y1 == 0 else x0 * y1
+    s1 = ((not o0 and not p1) or (not o0 and x0 == 0) or (not p1 and y1 == 0)) and abs(v1) != INF
+    v2 = 0.0 if x1 == 0 or y0 == 0 else x1 * y0
+    s2 = ((not o1 and not p0) or (not o1 and x1 == 0) or (not p0 and y0 == 0)) and abs(v2) != INF
+    v3 = 0.0 if x1 == 0 or y1 == 0 else x1 * y1
+    s3 = ((not o1 and not p1) or (not o1 and x1 == 0) or (not p1 and y1 == 0)) and abs(v3) != INF
+    lo, hi = min(v0, v1, v2, v3), max(v0, v1, v2, v3)
+    return (lo, not ((s0 and v0 == lo) or (s1 and v1 == lo) or (s2 and v2 == lo) or (s3 and v3 == lo)),
+            hi, not ((s0 and v0 == hi) or (s1 and v1 == hi) or (s2 and v2 == hi) or (s3 and v3 == hi)))
 
 
 def _power_range(r, p):
@@ -532,8 +575,23 @@ def _interval(g, t):
         if isinstance(m, N.Num):
             return (m.value, False, m.value, False)
         return ROLE_RANGES.get(getattr(m, "role", "var"), FULL)
-    get, find = g.range.get, g.find
-    rs = [get(find(k), FULL) for k in kids]
+    get, find, parent = g.range.get, g.find, g.parent
+    rs = [get(k if parent[k] == k else find(k), FULL) for k in kids]
+    if op == "prod":
+        kind_of = g.kind
+        kinds = [kind_of(k) for k in kids]
+        mats = [r for kk, r in zip(kinds, rs) if kk != "s"]
+        if len(mats) > 1:
+            for r in mats:
+                if not r[0] >= 0:
+                    return FULL  # what the scalar factors give is lost in the matrix product (below)
+        out = (data[1], False, data[1], False)
+        for kk, r in zip(kinds, rs):
+            if kk == "s" or len(mats) == 1:
+                out = _product(out, r)
+        if len(mats) > 1:  # a matrix product: sums of products, ≥ 0 where every factor is
+            out = _product(out, (0.0, False, INF, False))
+        return out
     if op == "T":
         return rs[0]
     if op == "call":
@@ -560,17 +618,6 @@ def _interval(g, t):
         for r in rs:
             out = _product(out, r)
         return out
-    if op == "prod":
-        mats = [r for k, r in zip(kids, rs) if g.kind(k) != "s"]
-        if len(mats) > 1 and not all(r[0] >= 0 for r in mats):
-            return FULL  # what the scalar factors give is lost in the matrix product (below)
-        out = (data[1], False, data[1], False)
-        for k, r in zip(kids, rs):
-            if g.kind(k) == "s" or len(mats) == 1:
-                out = _product(out, r)
-        if len(mats) > 1:  # a matrix product: sums of products, ≥ 0 where every factor is
-            out = _product(out, (0.0, False, INF, False)) if all(r[0] >= 0 for r in mats) else FULL
-        return out
     return FULL
 
 
@@ -590,13 +637,18 @@ def _positive_range(g, c) -> bool:
 _T = {"s": "s", "c": "r", "r": "c", "m": "m"}
 
 
+_LEAVES = (N.Sym, N.Num, N.Index)
+
+
 def ingest(g: EGraph, m: N.M, seen: dict) -> int:
     """The class of m, adding its terms (shared subtrees once)."""
     hit = seen.get(id(m))
     if hit is not None:
         return hit
     k = m.kind
-    if isinstance(m, N.T):
+    if isinstance(m, _LEAVES):
+        cid = g.add("leaf", (k, m))
+    elif isinstance(m, N.T):
         cid = g.add("T", (k,), (ingest(g, m.arg, seen),))
     elif isinstance(m, N.Prod):
         cid = g.add("prod", (k, m.coef), [ingest(g, f, seen) for f in m.factors])
@@ -613,7 +665,7 @@ def ingest(g: EGraph, m: N.M, seen: dict) -> int:
         cid = g.add("pow", (k, m.p), (ingest(g, m.arg, seen),))
     elif isinstance(m, N.MatPow):
         cid = g.add("matpow", (k, m.k), (ingest(g, m.arg, seen),))
-    else:  # Sym, Num, Index
+    else:  # any other leaf
         cid = g.add("leaf", (k, m))
     seen[id(m)] = cid
     return cid
@@ -733,11 +785,16 @@ def _reversal(g, c, op: str) -> int:
 def _transpose_pair(g, c) -> bool:
     """Whether class c holds M + Mᵀ (or −M − Mᵀ), or a product with such a factor,
     (C + Cᵀ)X = CX + CᵀX."""
-    return any(len(kk) == 2 and d[1][0] == d[1][1] and _transposes(g, kk[0], kk[1])
-               for _, d, kk in g.terms(c, "add")) or \
-        any(any(len(k2) == 2 and d2[1][0] == d2[1][1] and _transposes(g, k2[0], k2[1])
-                for k in kk for _, d2, k2 in g.terms(k, "add"))
-            for _, _, kk in g.terms(c, "prod"))
+    terms = g.terms
+    for _, d, kk in terms(c, "add"):
+        if len(kk) == 2 and d[1][0] == d[1][1] and _transposes(g, kk[0], kk[1]):
+            return True
+    for _, _, kk in terms(c, "prod"):
+        for k in kk:
+            for _, d2, k2 in terms(k, "add"):
+                if len(k2) == 2 and d2[1][0] == d2[1][1] and _transposes(g, k2[0], k2[1]):
+                    return True
+    return False
 
 
 def _long_terms(g, c) -> bool:
@@ -776,6 +833,9 @@ def _frechet_length(m: N.Sym) -> float:
     return len(m.name) + 2 + 2 * (len(inner) - 1) + NESTED * sum(cost_of(p) for p in inner)
 
 
+_WRAPPED = ("add", "had", "kron")
+
+
 def length(g, t, kid_costs: list, kid_ops: list) -> float:
     """Printed characters of term t given its kids' (costs, head ops); the characters in a
     function's parentheses weigh ``NESTED``."""
@@ -789,8 +849,19 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
         if isinstance(m, N.Num):
             return _number_length(m.value) + (m.value < 0)
         return 40 + len(getattr(m, "text", ""))
-    wrap = [2 * PAREN if o in COMPOUND else 0 for o in kid_ops[:1]]  # the parentheses around a
-    # single argument (T, inv, matpow, pow)
+    if op == "prod":
+        coef = data[1]
+        lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
+        # 4(r ⊘ s) is longer than 4r ⊘ s
+        return lead + sum([c + (2 * PAREN if o in _WRAPPED else 0) for c, o in zip(kid_costs, kid_ops)]) + \
+            (_sum_factors(g, coef, kids, kid_ops) if "add" in kid_ops else 0)
+    if op == "add":
+        coefs = data[1]
+        return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
+            [0 if abs(c) == 1 else _number_length(c) for c in coefs]) + (coefs[0] < 0) + \
+            SIGN * all([c < 0 for c in coefs])
+    wrap = [2 * PAREN if kid_ops[0] in COMPOUND else 0]  # the parentheses around a single
+    # argument (T, inv, matpow, pow)
     if op == "T":  # over a product one more: a reader distributes it, AᵀBᵀ rather than (BA)ᵀ
         if kid_ops[0] == "inv":  # X⁻ᵀ: one mark, as X⁻¹ (a hair more: a symmetric S⁻¹'s class
             # holds (S⁻¹)ᵀ, which must never be its own best term); over a long product, what
@@ -814,20 +885,9 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
         if home is not None and any(_complement(g, other) for other in g.nodes[g.find(home)]):
             frame += COMPLEMENT  # σ(−u) beside σ(u): written 1 − σ(u)
         return frame + NESTED * kid_costs[0]
-    if op == "prod":
-        coef = data[1]
-        lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
-        wrapped = ("add", "had", "kron")  # 4(r ⊘ s) is longer than 4r ⊘ s
-        return lead + sum(c + (2 * PAREN if o in wrapped else 0) for c, o in zip(kid_costs, kid_ops)) + \
-            (_sum_factors(g, coef, kids, kid_ops) if "add" in kid_ops else 0)
     if op in ("had", "kron"):
-        body = sum(c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops))
+        body = sum([c + (2 * PAREN if o == "add" else 0) for c, o in zip(kid_costs, kid_ops)])
         return body + 3 * (len(kids) - 1)
-    if op == "add":
-        coefs = data[1]
-        return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
-            0 if abs(c) == 1 else _number_length(c) for c in coefs) + (coefs[0] < 0) + \
-            SIGN * all(c < 0 for c in coefs)
     raise AssertionError(op)
 
 
@@ -908,8 +968,7 @@ def _T_of(g, c):
 
 
 def _prod(g, kind, coef, kids):
-    kids = list(kids)
-    if len(kids) == 1 and coef == 1:
+    if coef == 1 and len(kids) == 1:
         return g.find(kids[0])
     return g.add("prod", (kind, coef), kids)
 
@@ -989,7 +1048,12 @@ def _like_terms(g, c, t):
     changed = False
     for coef, k in zip(coefs, t[2]):
         k = g.find(k)
-        scaled = None if changed else next(((d[1], kk) for _, d, kk in g.terms(k, "prod") if d[1] != 1), None)
+        scaled = None
+        if not changed:
+            for _, d, kk in g.terms(k, "prod"):
+                if d[1] != 1:
+                    scaled = (d[1], kk)
+                    break
         if scaled is not None:
             (s, kk) = scaled
             k = _prod(g, kind, 1.0, kk)
@@ -1029,13 +1093,17 @@ def _halves(g, c, kind):
     """For a class holding PᵀP or PPᵀ written as a palindrome of transposes (xᵀx,
     xᵀAᵀAx, AWWᵀAᵀ): the classes of the halves whose norm it is the square of."""
     out = []
+    kind_of = g.kind
     for _, d, kk in g.terms(c, "prod"):
-        if d[0] != kind or d[1] != 1 or len(kk) % 2 or any(g.kind(k) == "s" for k in kk):
+        if d[0] != kind or d[1] != 1 or len(kk) % 2 or "s" in [kind_of(k) for k in kk]:
             continue
         h = len(kk) // 2
-        if any(_is_ones(g, k) for k in kk):
+        if True in [_is_ones(g, k) for k in kk]:
             continue  # 1ᵀ1 is n, not ‖1‖²
-        if all(_transposes(g, kk[i], kk[-1 - i]) for i in range(h)):
+        for i in range(h):
+            if not _transposes(g, kk[i], kk[-1 - i]):
+                break
+        else:
             left, right = kk[:h], kk[h:]
             for half in (right, left) if kind == "s" else (left, right):
                 hk = N._product_kind([g.kind(x) for x in half])
@@ -1178,6 +1246,14 @@ def _det_product(g, c, t):
 def _matrix_powers(g, c, t):
     """AʲAᵏ = Aʲ⁺ᵏ for neighbours of a product (A⁻¹ is A to the −1): X(X³)⁻¹ = X⁻²."""
     kind, coef = t[1]
+    kids = t[2]
+    kind_of = g.kind
+    kinds = [kind_of(k) for k in kids]
+    for a, b in zip(kinds, kinds[1:]):
+        if a == "m" == b:
+            break
+    else:
+        return []  # no two matrices side by side (a factor of another kind has no base)
 
     readings = g.readings
 
@@ -1198,10 +1274,6 @@ def _matrix_powers(g, c, t):
         return out
 
     results = []
-    kids = t[2]
-    kinds = [g.kind(k) for k in kids]
-    if not any(a == "m" == b for a, b in zip(kinds, kinds[1:])):
-        return []  # no two matrices side by side (a factor of another kind has no base)
     bases: dict = {}  # each factor's readings, once (reading adds nothing to the graph)
     for i in range(len(kids) - 1):
         for j in (i, i + 1):
@@ -1368,8 +1440,10 @@ def _diag_product(g, c, t):
 
 
 def _is_ones(g, c) -> bool:
-    return any(op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one"
-               for op, d, _ in g.nodes[g.find(c)])
+    for op, d, _ in g.nodes[g.find(c)]:
+        if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one":
+            return True
+    return False
 
 
 def _diag_of(g, c):
@@ -1545,9 +1619,13 @@ def _common_matrix(g, c, t):
     for k in t[2]:
         first = readings.get((_common_matrix, k))
         if first is None:  # the first product of two matrices or more in k, and its matrices
-            first = readings[(_common_matrix, k)] = next(
-                ((d[1], kk, mats) for _, d, kk in g.terms(k, "prod")
-                 for mats in ([x for x in kk if g.kind(x) != "s"],) if len(mats) >= 2), ())
+            first = ()
+            for _, d, kk in g.terms(k, "prod"):
+                mats = [x for x in kk if g.kind(x) != "s"]
+                if len(mats) >= 2:
+                    first = (d[1], kk, mats)
+                    break
+            readings[(_common_matrix, k)] = first
         if not first:
             return []
         prods.append(first)
@@ -1622,7 +1700,7 @@ def _distribute(g, c, t):
             if len(kk) > MAX_SUM:
                 continue
             terms = [_prod(g, kind, 1.0, kids[:i] + (x,) + kids[i + 1:]) for x in kk]
-            return [g.add("add", (kind, tuple(coef * e for e in d[1])), tuple(terms))]
+            return [g.add("add", (kind, tuple([coef * e for e in d[1]])), tuple(terms))]
     return signs
 
 
@@ -1742,18 +1820,23 @@ def _poly(g, c, kind, ones, depth=0, shallow=False):
     not change until the round's unions; ``rebuild`` clears the memo).  A class met again
     inside its own expansion (a cycle of the graph) is an atom.  ``shallow``: a sum inside
     the top one is an atom, (y − μ)² stays a square of y − μ."""
-    key = (g.find(c), kind, 0 if not shallow else 1 if depth == 0 else 2)
-    hit = g.polys.get(key)
+    if g.parent[c] != c:
+        c = g.find(c)
+    key = (c, kind, 0 if not shallow else 1 if depth == 0 else 2)
+    polys = g.polys
+    hit = polys.get(key)
     if hit is _BUSY or depth > 60:
-        return {((key[0], 1),): 1.0}
+        return {((c, 1),): 1.0}
     if hit is not None:  # (no copy: no caller changes a polynomial it is given)
-        ones.extend(hit[1])
+        if hit[1]:
+            ones.extend(hit[1])
         return hit[0]
-    g.polys[key] = _BUSY
+    polys[key] = _BUSY
     found: list = []
     out = _poly_of(g, c, kind, found, depth, shallow)
-    g.polys[key] = (out, tuple(found))
-    ones.extend(found)
+    polys[key] = (out, tuple(found) if found else ())
+    if found:
+        ones.extend(found)
     return out
 
 
@@ -1764,27 +1847,32 @@ def _poly_of(g, c, kind, ones, depth=0, shallow=False):
     multiples and powers of c's kind expand; σ(−u) is 1 − σ(u); a ones leaf of the kind is 1
     (noted in ``ones``); every other class is an atom.  None where the form would grow past
     the limits."""
-    for op, d, kk in g.ordered(c):
+    c = g.find(c)
+    idx = g.index.get(c)
+    for op, d, kk in (idx if idx is not None else g._index(c))[None]:
         if d[0] != kind:
             continue
-        if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one":
-            ones.append(g.find(c))
-            return {(): 1.0}
-        if op == "add" and not (shallow and depth > 0):
-            out: dict = {}
-            for coef, k in zip(d[1], kk):
-                p = _poly(g, k, kind, ones, depth + 1, shallow)
-                if p is None:
-                    return None
-                for m, v in p.items():
-                    out[m] = out.get(m, 0.0) + coef * v
-            return out if len(out) <= MAX_MONOMIALS else None
-        if op == "prod" and len(kk) == 1 and g.kind(kk[0]) == kind:  # 2(y − μ)
-            p = _poly(g, kk[0], kind, ones, depth + 1, shallow)
-            return None if p is None else {m: d[1] * v for m, v in p.items()}
-        if op == "prod" and d[1] != 1:  # 2Aᵀr: twice the atom Aᵀr
-            return {((_prod(g, kind, 1.0, kk), 1),): d[1]}
-        if op == "had":
+        if op == "leaf":
+            if isinstance(d[1], N.Sym) and d[1].role == "one":
+                ones.append(c)
+                return {(): 1.0}
+        elif op == "add":
+            if not (shallow and depth > 0):
+                out: dict = {}
+                for coef, k in zip(d[1], kk):
+                    p = _poly(g, k, kind, ones, depth + 1, shallow)
+                    if p is None:
+                        return None
+                    for m, v in p.items():
+                        out[m] = out.get(m, 0.0) + coef * v
+                return out if len(out) <= MAX_MONOMIALS else None
+        elif op == "prod":
+            if len(kk) == 1 and g.kind(kk[0]) == kind:  # 2(y − μ)
+                p = _poly(g, kk[0], kind, ones, depth + 1, shallow)
+                return None if p is None else {m: d[1] * v for m, v in p.items()}
+            if d[1] != 1:  # 2Aᵀr: twice the atom Aᵀr
+                return {((_prod(g, kind, 1.0, kk), 1),): d[1]}
+        elif op == "had":
             out = {(): 1.0}
             for base, e in _factors(g, kk, depth + 1):
                 p = _atom_power(g, base, e, kind, ones, depth, shallow)
@@ -1794,16 +1882,16 @@ def _poly_of(g, c, kind, ones, depth=0, shallow=False):
                 if out is None:
                     return None
             return out
-        if op == "pow":
+        elif op == "pow":
             e = _exponent(d[1])
             if e is not None and e != 0:
                 return _atom_power(g, kk[0], e, kind, ones, depth, shallow)
-        if op == "call" and d[1] == "sigmoid" and d[2] == 0:
+        elif op == "call" and d[1] == "sigmoid" and d[2] == 0:
             u = _negated(g, kk[0])
             if u is not None:  # σ(−u) = 1 − σ(u)
                 positive = g.add("call", d, (u,))
                 return {(): 1.0, ((positive, 1),): -1.0}
-    return {((g.find(c), 1),): 1.0}
+    return {((c, 1),): 1.0}
 
 
 def _complement(g, t) -> bool:
@@ -1842,9 +1930,16 @@ def _step_of(g, a):
     return None
 
 
+REDUCE_SHORTCUT = True  # tests turn it off to compare the graphs with and without it
+
+
 def _reduced(g, poly):
     """Each monomial with step(u)ᵏ = step(u) (k ≥ 1) and relu(u) ⊙ step(u) = relu(u): both
-    hold everywhere, 0 included."""
+    hold everywhere, 0 included.  (A graph without step(u) has nothing to reduce: each
+    monomial is kept as it is — each is sorted, an atom once — its coefficient added to 0.0
+    as below.)"""
+    if ("call", "step") not in g.features and REDUCE_SHORTCUT:
+        return {m: 0.0 + v for m, v in poly.items()}
     out: dict = {}
     for m, v in poly.items():
         powers = dict(m)
@@ -1869,9 +1964,10 @@ def _poly_product(g, a: dict, b: dict):
             powers = dict(ma)
             for atom, e in mb:
                 powers[atom] = powers.get(atom, 0) + e
-            if any(abs(e) > MAX_DEGREE for e in powers.values()):
-                return None
-            m = tuple(sorted((x, e) for x, e in powers.items() if e != 0))
+            for e in powers.values():
+                if abs(e) > MAX_DEGREE:
+                    return None
+            m = tuple(sorted([(x, e) for x, e in powers.items() if e != 0]))
             out[m] = out.get(m, 0.0) + va * vb
     out = _reduced(g, out)
     return out if len(out) <= MAX_MONOMIALS else None
@@ -1897,9 +1993,14 @@ def _polynomial(g, kind, poly, one):
     coefficient first and a coefficient common to every term taken out, 2(a − b);
     None where it needs a 1 and none is at hand, or is 0."""
     positive, negative = [], []
-    for m, v in sorted(poly.items(), key=_by_size):
+    for m, v in sorted(poly.items(), key=_by_size) if len(poly) > 1 else poly.items():
         if abs(v) > 1e-12:
-            v = _snap(v)
+            if v == 1.0:  # what ``_snap`` gives for ±1, without asking it
+                v = 1.0
+            elif v == -1.0:
+                v = -1.0
+            else:
+                v = _snap(v)
             if v > 0:
                 positive.append((v, m))
             elif v < 0:
@@ -1923,7 +2024,8 @@ def _polynomial(g, kind, poly, one):
             break
     if first < 0:  # 2(a − b), −2(a + b)
         scale = -scale
-    return scale, g.add("add", (kind, tuple([float(v / scale) for v, _ in items])), tuple(terms))
+    coefs = tuple([v for v, _ in items]) if scale == 1.0 else tuple([float(v / scale) for v, _ in items])
+    return scale, g.add("add", (kind, coefs), tuple(terms))
 
 
 def _by_size(item):
@@ -1987,8 +2089,11 @@ def _normal_head(g, c, kind, poly, ones):
     """``_elementwise_normal``'s work on class c's polynomial before a term's own: the 1 at
     hand, the monomial common to every term, and the forms over a common denominator."""
     one = ones[0] if ones else _ones_leaf(g, c, kind)
-    if all(len(m) == 1 and m[0][1] == 1 for m in poly):  # a sum of distinct atoms: no monomial
-        return one, {}, ()  # common to every term, no denominator (what the code below finds)
+    for m in poly:
+        if len(m) != 1 or m[0][1] != 1:
+            break
+    else:  # a sum of distinct atoms: no monomial common to every term, no denominator (what
+        return one, {}, ()  # the code below finds)
     atoms = [dict(m) for m in poly if poly[m] != 0]
     common = {}
     if len(atoms) > 1:  # the power of each atom that divides every term: u in u − u², v⁻¹ in (a − b) ⊘ v
@@ -2038,6 +2143,61 @@ def _normal_tail(g, kind, poly, one, common):
     return scale, inner, _monomial(g, kind, tuple(sorted(common.items())), one)
 
 
+NORMAL_SHORTCUT = True  # tests turn it off to compare the graphs with and without it
+
+
+def _plain_sum(g, c, kind) -> bool:
+    """Whether class c is already its own element-wise normal form as a sum: the term its
+    polynomial is read from (``_poly_of``: the first of its terms of this kind that expands)
+    is a sum of distinct atoms (classes none of whose terms of this kind expands: no sum,
+    ⊙-product, power, multiple, ones vector or σ) with coefficients 1 then −1, each group in
+    class order — what ``_polynomial`` writes, so the full path would find c itself.  Its
+    polynomial is then not computed: a sum of atoms reads the same wherever it is asked for
+    (an atom expands nothing), so the per-round memo only saves time."""
+    for u in g.terms(c, None):
+        op, d, kk = u
+        if d[0] != kind:
+            continue
+        if op == "add":
+            return _plain_terms(g, c, u, kind)
+        if _expands(g, op, d, kk, kind):
+            return False
+    return False
+
+
+def _expands(g, op, d, kk, kind) -> bool:
+    """Whether ``_poly_of`` may expand a term (op, d, kk) of this kind (σ: always said to)."""
+    return op in ("add", "had") or (op == "call" and d[1] == "sigmoid") or \
+        (op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one") or \
+        (op == "prod" and (d[1] != 1 or (len(kk) == 1 and g.kind(kk[0]) == kind))) or \
+        (op == "pow" and _exponent(d[1]) not in (None, 0))
+
+
+def _plain_terms(g, c, u, kind) -> bool:
+    """Whether sum term u of class c is a sum of distinct atoms, coefficients 1 then −1, each
+    group in class order (``_plain_sum``)."""
+    hit = g.memo.get(u)
+    if hit is None or g.find(hit) != c:  # (the sum ``_polynomial`` would look up)
+        return False
+    coefs, kids = u[1][1], u[2]
+    if not 2 <= len(kids) <= MAX_MONOMIALS or len(set(kids)) != len(kids):
+        return False
+    last, sign = -1, 1.0
+    for v, k in zip(coefs, kids):
+        if v != sign:
+            if sign == 1.0 and v == -1.0 and last >= 0:
+                sign, last = -1.0, -1  # the terms with −1, after those with 1
+            else:
+                return False
+        if k <= last or g.parent[k] != k:
+            return False
+        last = k
+        for op, d, kk in g.nodes[k]:
+            if d[0] == kind and _expands(g, op, d, kk, kind):
+                return False
+    return True
+
+
 def _elementwise_normal(g, c, t):
     """An element-wise part (⊙, ⊘, +, −, numeric multiples, powers, σ(−u)) as a polynomial
     over its atoms, expanded with like monomials merged, and with the factor common to every
@@ -2046,26 +2206,34 @@ def _elementwise_normal(g, c, t):
     input is defined: a factor cancels only against its own reciprocal, which the input
     holds, and a fractional power distributes only over factors ≥ 0."""
     kind = t[1][0]
-    if kind == "s" or _complement(g, t) or (t[0] == "prod" and (len(t[2]) != 1 or g.kind(t[2][0]) != kind)):
+    if kind == "s":
         return []
+    if t[0] == "prod":
+        if len(t[2]) != 1 or g.kind(t[2][0]) != kind:
+            return []
+    elif t[0] == "add" and _complement(g, t):
+        return []
+    if t[0] != "had" and NORMAL_SHORTCUT and _plain_sum(g, c, kind):
+        _ones_leaf(g, c, kind)  # (made where the full path makes it)
+        return [c]
     # the work that reads the class and not the term, done once per class and round: the
     # terms of a class share its polynomial, and the graph's classes do not change until the
     # round's unions (``rebuild`` clears ``g.polys``, and with it this memo).  Each part is
     # computed where the unmemoised code computed it, so the classes it adds get the same ids
     key = (g.find(c), kind, "normal")
     memo = g.polys.get(key)
-    if memo is None:
+    if memo is None:  # [polynomial, the ones it met, head, tail]
         ones: list = []
-        memo = g.polys[key] = {"poly": _poly(g, c, kind, ones), "ones": ones}
-    poly = memo["poly"]
+        memo = g.polys[key] = [_poly(g, c, kind, ones), ones, None, _BUSY]
+    poly = memo[0]
     if poly is None:
         return []
     if len(poly) == 1 and t[0] == "had" and next(iter(poly.values())) == 1 and \
             sorted(next(iter(poly))) == sorted((g.find(k), 1) for k in t[2]):
         return []  # a product of atoms, already as it is: nothing to expand or cancel
-    head = memo.get("head")
+    head = memo[2]
     if head is None:
-        head = memo["head"] = _normal_head(g, c, kind, poly, memo["ones"])
+        head = memo[2] = _normal_head(g, c, kind, poly, memo[1])
     one, common, combined_out = head
     out = list(combined_out)
     if t[0] == "had":  # the factors collected, nothing expanded: u ⊙ u = u², s ⊘ s = 1
@@ -2073,15 +2241,16 @@ def _elementwise_normal(g, c, t):
         if all(e.denominator == 1 for _, e in collected) and len(collected) < len(t[2]) and \
                 all(abs(e) <= MAX_DEGREE for _, e in collected):
             out.append(_monomial(g, kind, tuple(sorted(collected)), one) if collected else one)
-    if "tail" not in memo:
-        memo["tail"] = _normal_tail(g, kind, poly, one, common)
+    tail = memo[3]
+    if tail is _BUSY:  # not yet made
+        tail = memo[3] = _normal_tail(g, kind, poly, one, common)
     if not common:  # nothing common to every term: the expanded form, σ(Xw) − y
-        if memo["tail"] is not None:
-            out.append(memo["tail"])
+        if tail is not None:
+            out.append(tail)
         return [k for k in out if k is not None]
-    if memo["tail"] is None:
+    if tail is None:
         return [k for k in out if k is not None]
-    scale, inner, factor = memo["tail"]
+    scale, inner, factor = tail
     if not (t[0] == "had" and scale == 1 and
             sorted(g.find(k) for k in (factor, inner)) == sorted(g.find(k) for k in t[2])):
         # the scale on the sum, 2(y − μ) ⊘ v, or in front, where a product's coefficient meets it
@@ -2336,15 +2505,23 @@ def _can_match(apply, features) -> bool:
     return needs is None or any(all(f in features for f in alt) for alt in needs)
 
 
+# the kinds of term (data[0]) a rule can match, where it returns nothing, at once, for the
+# others (xᵀx = ‖x‖² on a scalar product only, the element-wise normal form on no scalar):
+# ``saturate`` does not call it on those.  A rule not listed is called on every kind
+KINDS = {_norm_square: "s", _power_of_product: "s", _count: "s", _singular_values: "s",
+         _elementwise_normal: "crm", _sum_of_transposes: "crm", _product_of_transposes: "crm",
+         _diag_sum: "m"}
+
 _LISTS: dict = {}  # (id of RULES or WITHOUT_NORMAL_FORM, features) -> ``_rule_lists``
 
 
 def _rule_lists(rules, features) -> tuple:
     """The functions of the rules that can match in a graph with these features: by
-    operator, in order, and for calls by function name (``CALL_NAMES``)."""
+    operator and kind of term (``KINDS``), in order, and for calls by function name
+    (``CALL_NAMES``)."""
     shared = rules is RULES or rules is WITHOUT_NORMAL_FORM
     if shared:
-        key = (id(rules), len(rules), frozenset(features))
+        key = (id(rules), len(rules), frozenset(features), id(KINDS))
         hit = _LISTS.get(key)
         if hit is not None:
             return hit
@@ -2355,7 +2532,9 @@ def _rule_lists(rules, features) -> tuple:
     calls = by_op.pop("call", [])
     by_call = {name: [f for f in calls if name in CALL_NAMES.get(f, (name,))]
                for name in {f[1] for f in features if f[0] == "call"}}
-    out = by_op, by_call
+    by_kind = {(op, kind): [f for f in fs if kind in KINDS.get(f, kind)]
+               for op, fs in by_op.items() for kind in "scrm"}
+    out = by_kind, by_call
     if shared:
         if len(_LISTS) > 1024:
             _LISTS.clear()
@@ -2433,8 +2612,9 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
              cost=None) -> int:
     """Apply every rule to every term until nothing changes; returns the rounds run.  Each
     round matches on a snapshot, so the rules' order does not matter.  A rule whose
-    ``NEEDS`` the graph lacks is not run (it would return nothing); the list of rules that
-    can run is made again whenever a term brings something new.  A ``LOCAL`` rule is not run
+    ``NEEDS`` the graph lacks is not run (it would return nothing), nor on a kind of term it
+    returns nothing for (``KINDS``); the list of rules that can run is made again whenever a
+    term brings something new.  A ``LOCAL`` rule is not run
     again on a term it matched the round before where none of the term's kids' classes has
     changed since (see ``LOCAL``; for a ``NEAR`` rule, where none is in ``_near``; for a
     ``DEEP`` one, where the term's class is not in ``_below_changed``): it would
@@ -2462,16 +2642,17 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
         moved = g.moved
         near = _near(g) if before else set()
         deep = _below_changed(g) if before else set()
-        again = not g.mixed  # a mixed class's kind may change: no rule is skipped then
+        again = bool(before) and not g.mixed  # a mixed class's kind may change: no rule is
+        # skipped then (nor in the first round, which matches every term)
         for c, t in snapshot:
             if len(features) != seen:
                 by_op, by_call = _rule_lists(rules, features)
                 rest: dict = {}  # (rule list key, NEAR ones kept) -> the list without the skipped
                 seen = len(features)
             op = t[0]
-            fs = by_call[t[1][1]] if op == "call" else by_op.get(op, _NONE)
+            fs = by_call[t[1][1]] if op == "call" else by_op.get((op, t[1][0]), _NONE)
             if again and op in LOCAL_OPS and t in before and moved.isdisjoint(t[2]):
-                key = (op, t[1][1] if op == "call" else None, near.isdisjoint(t[2]), c not in deep)
+                key = (op, t[1][1] if op == "call" else t[1][0], near.isdisjoint(t[2]), c not in deep)
                 left = rest.get(key)
                 if left is None:  # the LOCAL rules matched it the round before
                     left = rest[key] = [f for f in fs if f not in LOCAL or (f in NEAR and not key[2])
@@ -2480,7 +2661,7 @@ def saturate(g: EGraph, rules=None, max_nodes=MAX_NODES, max_rounds=MAX_ROUNDS, 
             for apply in fs:
                 out = apply(g, c, t)
                 if out:
-                    found.extend((c, x) for x in out)
+                    found.extend([(c, x) for x in out])
             if g.size > max_nodes:  # the cap holds inside a round too: the terms matched so
                 break               # far are merged, and saturation ends with this round
         size = g.size
@@ -2604,7 +2785,13 @@ def _best(g: EGraph, cost) -> dict:
             if not dirty[i]:
                 continue
             dirty[i] = False
-            if kids:
+            if len(kids) == 1:
+                b = get(kids[0])
+                if b is None:  # a kid without a best term yet
+                    continue
+                parts = (b,)
+                value = round(cost(g, t, [b[0]], [b[2]]), 9)
+            elif kids:
                 parts = [get(k) for k in kids]
                 if None in parts:  # a kid without a best term yet
                     continue
@@ -2638,7 +2825,11 @@ def _own_cost(g: EGraph, root: int, cost) -> float:
     for c, ts in g.nodes.items():
         for t in ts:
             kids = t[2]
-            done[c] = (round(cost(g, t, [done[k][0] for k in kids], [done[k][1] for k in kids]), 9), t[0])
+            if len(kids) == 1:
+                b = done[kids[0]]
+                done[c] = (round(cost(g, t, [b[0]], [b[1]]), 9), t[0])
+            else:
+                done[c] = (round(cost(g, t, [done[k][0] for k in kids], [done[k][1] for k in kids]), 9), t[0])
     return done[root][0]
 
 
@@ -2764,11 +2955,16 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     g.rebuild()
     size = g.size
     root = g.find(root)
-    own = _own_cost(g, root, cost)  # m's own cost (``cost_of``), on the graph as ingested
+    # m's own cost (``cost_of``) on the graph as ingested, priced just before a rule first
+    # makes or merges a class (where none does, m is kept and its cost is not needed)
+    priced: list = []
+    g.pristine = lambda: priced.append(_own_cost(g, root, cost))
     saturate(g, rules, root=root, cost=cost)
+    g.pristine = None
     if g.size == size and not g.unions:  # no rule changed anything: m is its simplest form
         out = m
     else:
+        own = priced[0]
         last = g.extracted  # saturate's last extraction, if nothing changed since
         if last is not None and last[:4] == (root, cost, g.size, g.unions):
             out, value = last[4]
