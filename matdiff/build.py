@@ -5,6 +5,8 @@ They build raw IR (no simplification) in the vocabulary of the rules: ``einsum``
 """
 from __future__ import annotations
 
+from itertools import chain
+
 from .ir import Const, Contract, Delta, Elementwise, Node, Sum
 
 ONE = Const(1.0)
@@ -15,13 +17,15 @@ def contract(operands, labels, out, dims=None, shape=None) -> Node:
     output labels carried by no operand (broadcasting, via a ones vector of ``dims[label]``;
     ``dims`` may be a function returning that dictionary, called only where it is needed).
     ``shape``, where the caller knows it (an adjoint has its operand's), is not checked again."""
-    operands, labels = list(operands), [tuple(lab) for lab in labels]
-    carried = {lab: d for op, labs in zip(operands, labels) for lab, d in zip(labs, op.shape)}
-    if len(set(out)) == len(out) and carried.keys() >= set(out):  # (the common case)
-        new_out = tuple(out)
+    labels, new_out = tuple(map(tuple, labels)), tuple(out)
+    wanted = set(new_out)
+    if len(wanted) == len(new_out) and wanted.issubset(chain.from_iterable(labels)):
+        # (the common case: each output label once, and carried by an operand)
         if shape is not None:
-            return Contract.of_shape(tuple(operands), tuple(labels), new_out, shape)
-        return Contract(tuple(operands), tuple(labels), new_out)
+            return Contract.of_shape(tuple(operands), labels, new_out, shape)
+        return Contract(tuple(operands), labels, new_out)
+    operands, labels = list(operands), list(labels)
+    carried = {lab: d for op, labs in zip(operands, labels) for lab, d in zip(labs, op.shape)}
     size = {**((dims() if callable(dims) else dims) or {}), **carried}
     fresh = max([lab for labs in labels for lab in labs] + list(out) + [-1]) + 1
     new_out, seen = [], set()

@@ -22,8 +22,9 @@ from . import functions as F_
 from .errors import NotSupportedError
 from .ir import (Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2, DivDiff3, DivDiff3Apply,
                  EigGap, Eigh, Elementwise, Frechet, Funm, Hole, Inv, LogDet, LogSumExp, MatFn, Node, Phi,
-                 Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, walk)
-from .simplify import keeps_variables, simplify, stable_forms, viewed_as_itself
+                 Pinv, Reshape, ScalarFn, Softmax, Sum, Svd, Var, free_vars, is_ones, walk)
+from .simplify import (keeps_variables, normal_identity, normal_ones, normal_scaled, simplify, stable_forms,
+                       viewed_as_itself)
 
 RULES: dict = {}
 
@@ -276,9 +277,12 @@ def transpose(lin: Node, hole: Hole, cot: Node, extra: tuple) -> Node:
     if lin is hole:
         return cot
     if isinstance(lin, Sum):
-        return B.add(*(transpose(t, hole, B.scale(c, cot), extra)
-                       for c, t in lin.terms if hole in free_vars(t))) if lin.terms else \
-            B.zeros(extra + hole.shape)
+        if not lin.terms:
+            return B.zeros(extra + hole.shape)
+        parts = [transpose(t, hole, B.scale(c, cot), extra) for c, t in lin.terms if hole in free_vars(t)]
+        # one part of a tensor: itself, whose normal form a sum of it alone has (a normal form
+        # normalises to itself; a scalar 0 would not: the sum of it alone is the empty sum)
+        return parts[0] if len(parts) == 1 and (extra or hole.shape) else B.add(*parts)
     if isinstance(lin, Contract):
         (k,) = [i for i, op in enumerate(lin.operands) if hole in free_vars(op)]
         first = max([x for lab in lin.labels for x in lab] + [-1]) + 1
@@ -323,7 +327,7 @@ def jacobians(f: Node, xs: list) -> list:
     if wanted:
         depends = _dependence(wanted, products)
         holes = any(type(v) is Hole for v in free_vars(f))  # (none: no node of f holds one)
-        cotangents = {f: [B.identity_tensor(f.shape)]}
+        cotangents = {f: [normal_identity(f.shape)]}  # the seed, as its normal form
         for n in _parents_first(f, depends):
             parts = cotangents.pop(n, None)
             if parts is None:  # U or F whose only use was a Daleckii–Krein group (below)
@@ -353,17 +357,17 @@ def jacobians(f: Node, xs: list) -> list:
                 if depends(child):
                     if type(n) is Sum:  # d(Σ cₖ Xₖ) = cₖ dXₖ, transposed as transpose writes it
                         c = n.terms[k][0]
-                        cotangents.setdefault(child, []).append(cot if c == 1 else B.add(B.scale(c, cot)))
+                        cotangents.setdefault(child, []).append(cot if c == 1 else normal_scaled(c, cot))
                         continue
                     if type(n) is Contract and not (holes and _holds_hole(n, child.shape)):
                         # the transposition of n with dX in place of operand k, without
                         # building that linear expression first
                         adj = _contract_adjoint(n, k, cot, extra)
-                    elif type(n) is Elementwise and cot is B.ONE and not holes:
-                        # f(u) of a scalar with the seed 1: d f = f′(u) ⊙ dX transposed as
-                        # ``transpose`` does it, seed 1 times f′(u) (f′(u) itself where that
-                        # is its normal form)
-                        adj = _contract_adjoint(_d_elementwise(n, k, Hole(child.shape, False)), 1, cot, extra)
+                    elif type(n) is Elementwise and not holes:
+                        # d f = f′(u) ⊙ dX transposed as ``transpose`` does it, without building
+                        # that product: cot ⊙ f′(u) (f′(u) itself, for the seed 1 or a
+                        # cotangent of ones, where that is its normal form)
+                        adj = _elementwise_adjoint(n, cot, extra)
                     else:
                         hole = Hole(child.shape, False)
                         adj = transpose(RULES[type(n)](n, k, hole), hole, cot, extra)
@@ -713,8 +717,23 @@ def _contract_adjoint(n: Contract, k: int, cot: Node, extra: tuple) -> Node:
         # a scalar's seed 1 times the other factor, read as the k-th is: the normal form of
         # the product 1·ops[1 - k] is that factor's own
         return ops[1 - k]
-    if cot is B.ONE and len(ops) == 1 and len(labs[0]) == 2 and labs[0][0] == labs[0][1] and not n.out:
-        return Delta(ops[0].shape[0], 2)  # a trace's seed 1 on the diagonal: I, as simplified
+    if not extra and len(ops) == 2 and labs[0] == n.out and labs[1] == n.out and n.out and \
+            len(set(n.out)) == len(n.out) and is_ones(cot) and viewed_as_itself(ops[1 - k]):
+        # an entry-wise product's cotangent of ones (Σ f(x)'s seed at f(x)) times the other
+        # factor: 1 ⊙ u, whose normal form is u's own
+        return ops[1 - k]
+    if extra and len(ops) == 2 and labs[1 - k] == n.out + labs[k] and len(n.out) == len(extra) and \
+            len(set(labs[1 - k])) == len(labs[1 - k]) and _is_identity(cot, len(extra)) and \
+            viewed_as_itself(ops[1 - k]):
+        # a Jacobian's seed, the identity, times the other factor read with n's axes and then
+        # the k-th operand's (the Hessian of xᵀAx: I·(Aᵀ + A)): that factor's normal form
+        return ops[1 - k]
+    if cot is B.ONE and len(ops) == 1 and not n.out:
+        lab = labs[0]
+        if len(lab) == 2 and lab[0] == lab[1]:
+            return Delta(ops[0].shape[0], 2)  # a trace's seed 1 on the diagonal: I, as simplified
+        if len(set(lab)) == len(lab):
+            return normal_ones(ops[0].shape)  # a sum of all entries: the seed 1 on each, 1
     if extra:
         first = max([x for lab in n.labels for x in lab] + [-1]) + 1
         ext = tuple(range(first, first + len(extra)))
@@ -723,6 +742,28 @@ def _contract_adjoint(n: Contract, k: int, cot: Node, extra: tuple) -> Node:
     return B.contract((cot,) + ops[:k] + ops[k + 1:], (ext + n.out,) + labs[:k] + labs[k + 1:],
                       ext + labs[k], lambda: {**n.label_dims(), **dict(zip(ext, extra))},
                       extra + ops[k].shape)
+
+
+def _elementwise_adjoint(n: Elementwise, cot: Node, extra: tuple) -> Node:
+    """``_contract_adjoint(_d_elementwise(n, 0, dX), 1, cot, extra)``, the adjoint of f(u)'s
+    operand, without building f′(u) ⊙ dX: cot times f′(u) entry by entry, f′(u) itself where
+    cot is the seed 1 of a scalar, or ones (Σ f(x)'s), and f′(u) is its own normal form so read."""
+    slope = n.fn.derivative(n.arg)
+    lab = tuple(range(n.ndim))
+    if (not lab and cot is B.ONE or lab and not extra and is_ones(cot)) and viewed_as_itself(slope):
+        return slope
+    ext = tuple(range(len(lab), len(lab) + len(extra)))
+    return B.contract((cot, slope), (ext + lab, lab), ext + lab, None, extra + n.shape)
+
+
+def _is_identity(cot: Node, m: int) -> bool:
+    """Whether the normal form ``cot`` is the identity over m axes twice (a Jacobian's seed,
+    ``normal_identity``): δ of order 2, or deltas of order 2 tying output axis j to m + j."""
+    if type(cot) is Delta:
+        return m == 1 and cot.order == 2
+    return type(cot) is Contract and len(cot.operands) == m and cot.out == tuple(range(2 * m)) and \
+        all(type(o) is Delta and o.order == 2 for o in cot.operands) and \
+        sorted(tuple(sorted(lab)) for lab in cot.labels) == [(j, j + m) for j in range(m)]
 
 
 def _symmetrise(g: Node, extra: tuple) -> Node:
@@ -745,7 +786,7 @@ def _parents_first(f: Node, depends) -> list:
             continue
         seen.add(n)
         stack.append((n, True))
-        stack.extend((c, False) for c in n.children if c not in seen and depends(c))
+        stack.extend([(c, False) for c in n.children if c not in seen and depends(c)])
     return order[::-1]
 
 

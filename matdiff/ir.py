@@ -23,6 +23,7 @@ from .errors import MatdiffError, ShapeError
 
 
 _TABLE_LOCK = threading.Lock()
+_SECOND = operator.itemgetter(1)  # a sum's term of a (coefficient, term) pair
 
 
 class _Stored:
@@ -91,7 +92,8 @@ class Node:
             if isinstance(getattr(cls, name, None), property):
                 setattr(cls, name, None)
         if cls.fields:
-            cls._set_fields = staticmethod(_field_setter(cls.fields))
+            cls._set_fields = staticmethod(_field_setter(cls.fields, cls.__dict__.get("_children_of")
+                                                         or _inherited_children(cls)))
 
     @property
     def skey(self) -> bytes:
@@ -134,16 +136,28 @@ class Node:
         return f"<{type(self).__name__} {text} : {D.fmt_shape(self.shape)}>"
 
 
-def _field_setter(fields: tuple):
+def _field_setter(fields: tuple, children: str | None = None):
     """``set(node, args)``: node's fields set from its args as plain attributes, in one tuple
     assignment (``node.operands, node.labels, node.out = args``), which is quicker than
-    filling the node's ``__dict__`` from a zip of names and values."""
+    filling the node's ``__dict__`` from a zip of names and values; and, where ``children``
+    (an expression of args, as the class's ``_children_of`` writes it) is given, its children
+    too, which the ``_Stored`` property would otherwise compute at the first read."""
     if not all(name.isidentifier() for name in fields):
         raise ValueError(f"node fields must be identifiers: {fields}")
     targets = ", ".join(f"node.{name}" for name in fields)
-    namespace: dict = {}
-    exec(f"def set_fields(node, args):\n    {targets}, = args\n", namespace)  # noqa: S102
+    namespace: dict = {"_SECOND": _SECOND}
+    body = f"    {targets}, = args\n" + (f"    node.children = {children}\n" if children else "")
+    exec(f"def set_fields(node, args):\n{body}", namespace)  # noqa: S102
     return namespace["set_fields"]
+
+
+def _inherited_children(cls) -> str | None:
+    """The ``_children_of`` of the nearest class that defines ``children`` for cls, where
+    that class also says how to compute it from the args (else None: computed when read)."""
+    for base in cls.__mro__:
+        if "children" in base.__dict__:
+            return base.__dict__.get("_children_of")
+    return None
 
 
 # the weak references of Node._table, keyed alike: a live node is found without a lock
@@ -402,6 +416,8 @@ class Contract(Node):
             missing = [lab for lab in out if lab not in size]
             raise ShapeError(f"contract: output labels {missing} are carried by no operand") from None
 
+    _children_of = "args[0]"  # children from the args, set when the node is made
+
     @_Stored
     def children(self):
         return self.args[0]
@@ -443,6 +459,8 @@ class Sum(Node):
                                  f"in a sum of shape {D.fmt_shape(dims)}")
         return tuple(dims)
 
+    _children_of = "tuple(map(_SECOND, args[0]))"  # children from the args, set when the node is made
+
     @_Stored
     def children(self):
         return tuple(map(_SECOND, self.args[0]))
@@ -451,7 +469,6 @@ class Sum(Node):
         return Sum(tuple((c, t) for (c, _), t in zip(self.terms, children)), self.dims)
 
 
-_SECOND = operator.itemgetter(1)  # a sum's term of a (coefficient, term) pair
 _CHECKED = threading.local()  # the number of leading terms of a Sum being built that are checked
 
 
@@ -476,6 +493,8 @@ class Reshape(Node):
             raise ShapeError(f"reshape: {D.fmt_shape(arg.shape)} cannot become {D.fmt_shape(dims)}")
         return tuple(dims)
 
+    _children_of = "(args[0],)"  # children from the args, set when the node is made
+
     @_Stored
     def children(self):
         return (self.args[0],)
@@ -489,6 +508,8 @@ class Reshape(Node):
 
 class Unary(Node):
     """A node with one tensor operand, ``arg``, as its last field."""
+
+    _children_of = "(args[-1],)"  # children from the args, set when the node is made
 
     @_Stored
     def children(self):
@@ -504,6 +525,8 @@ class Unary(Node):
 
 class Binary(Node):
     """A node with two tensor operands as its last two fields (and parameters before them)."""
+
+    _children_of = "args[-2:]"  # children from the args, set when the node is made
 
     @_Stored
     def children(self):

@@ -879,6 +879,15 @@ def _facts(facts, *nodes) -> list:
     return facts
 
 
+def _one_variable_per_name(node, vs) -> None:
+    """``variables(node, *vs)``'s check, that no two different variables share a name,
+    without its sorted list: where the names are as many as the variables, none is shared
+    (else ``variables`` raises its error)."""
+    found = [v for v in free_vars(node).union(vs) if type(v) is Var]
+    if len({v.name for v in found}) != len(found):
+        variables(node, *vs)
+
+
 def jacobian(f, x, layout: str = "numerator", vec: str = "column", facts=None):
     """∂f/∂x, with f's axes first and then x's (as jax.jacobian): shape f.shape + x.shape.
     With a list of variables, the list of derivatives, from one reverse pass.
@@ -898,7 +907,7 @@ def jacobian(f, x, layout: str = "numerator", vec: str = "column", facts=None):
     if many and not xs:
         raise MatdiffError("jacobian: the list of variables is empty")
     vs = [_variable(v, "jacobian") for v in xs]
-    variables(f.node, *vs)  # two different variables of one name are an error
+    _one_variable_per_name(f.node, vs)  # two different variables of one name are an error
     facts = _facts(facts, f.node, *vs)
     out = []
     for v, var, node in zip(xs, vs, jacobians(f.node, vs)):

@@ -45,6 +45,10 @@ def simplify(root: Node) -> Node:
             stack.pop()
             continue
         kids = n.children
+        if not kids and type(n) not in NORMALISE:  # a leaf: a variable, delta, constant, hole
+            n._simple = n
+            stack.pop()
+            continue
         simple = [c._simple for c in kids]
         if None in simple:  # (nodes compare by identity)
             stack.extend([c for c in kids if c._simple is None])
@@ -294,7 +298,8 @@ def normalise_contract(c: Contract) -> Node:
                 fresh = _fresh(c.out, *c.labels)
             for inner_lab in {x for ls in op.labels for x in ls} - set(op.out):
                 rename[inner_lab], fresh = fresh, fresh + 1
-            work.extend((o, tuple(rename[x] for x in ls)) for o, ls in zip(op.operands, op.labels))
+            get = rename.__getitem__
+            work.extend([(o, tuple(map(get, ls))) for o, ls in zip(op.operands, op.labels)])
         else:
             ops.append(op)
             labs.append(tuple(lab))
@@ -311,7 +316,9 @@ def normalise_contract(c: Contract) -> Node:
         cancelled = _centred(ops, labs, coef, c)
         if cancelled is not None:
             return cancelled
-    if Elementwise in kinds or Delta in kinds or len(set(zip(ops, labs))) < len(ops):
+    if Elementwise in kinds or len(set(zip(ops, labs))) < len(ops) or \
+            Delta in kinds and any(type(op) is Delta and op.order == 1 for op in ops):
+        # (deltas of order 2 or more alone, each factor once: nothing to merge or count)
         before = ops
         ops, labs = _merge_powers(ops, labs, c.out)  # (the one step that needs no node type)
         if ops is not before:
@@ -688,9 +695,11 @@ def _canonical_order(operands, labels, out):
     the node's structural key where it was computed to choose a reading (else None)."""
     info, sym = [], None
     for k, op in enumerate(operands):
-        symmetric = _symmetric(op)
+        kind = type(op)
+        symmetric = True if kind is Delta else False if kind is Contract or kind is Elementwise else \
+            _symmetric(op)
         info.append((op._skey or op.skey, symmetric))
-        if symmetric and type(op) is not Delta:  # a summed S_ab: read either way
+        if symmetric and kind is not Delta:  # a summed S_ab: read either way
             shape, lab = op.shape, labels[k]
             if len(shape) == 2 and shape[0] == shape[1] and len(set(lab)) == 2 and \
                     not set(lab) & set(out):
@@ -918,6 +927,9 @@ def _sort_symmetric(op, lab, key):
 # --------------------------------------------------------------------------- sums
 
 
+_SPECTRAL = frozenset((Eigh, DivDiff))  # factors of a product that a factored sum normalises again
+
+
 def normalise_sum(s: Sum) -> Node:
     if len(s.terms) == 1:  # c·t of a simple t that is no sum, constant or spectral product: s
         c, t = s.terms[0]
@@ -926,7 +938,7 @@ def normalise_sum(s: Sum) -> Node:
                 kind is Contract and any(isinstance(o, (Eigh, DivDiff)) for o in t.operands)):
             return s
     terms = _factor(_hyperbolic(_merge_products(_combine(s.terms))), s.shape)
-    if any(isinstance(t, Contract) and any(isinstance(o, (Eigh, DivDiff)) for o in t.operands)
+    if any(type(t) is Contract and not _SPECTRAL.isdisjoint(map(type, t.operands))
            for _, t in terms):  # a factored spectral product: UᵀU = I may apply to it now
         terms = _combine([(c, normalise_contract(t) if isinstance(t, Contract) else t) for c, t in terms])
     if not terms:
@@ -937,7 +949,7 @@ def normalise_sum(s: Sum) -> Node:
             return Const(c)
         if c == 1.0:
             return t
-    terms.sort(key=lambda p: p[1].skey)
+    terms.sort(key=lambda p: p[1]._skey or p[1].skey)
     return Sum(tuple(terms), s.shape)
 
 
@@ -996,7 +1008,8 @@ def _flat_canonical(t: Contract) -> Contract:
             rename = dict(zip(op.out, lab))
             for x in sorted({x for ls in op.labels for x in ls} - set(op.out)):
                 rename[x], fresh = fresh, fresh + 1
-            work.extend((o, tuple(rename[x] for x in ls)) for o, ls in zip(op.operands, op.labels))
+            get = rename.__getitem__
+            work.extend([(o, tuple(map(get, ls))) for o, ls in zip(op.operands, op.labels)])
         else:
             ops.append(op)
             labs.append(lab)
@@ -1125,6 +1138,57 @@ def _plain_product(c: Contract) -> bool:
     return plain.isdisjoint(inverted) and len(set(zip(c.operands, c.labels))) == len(c.operands)
 
 
+def normal_identity(shape: tuple) -> Node:
+    """``simplify(B.identity_tensor(shape))``, built as that normal form (the seed of a
+    Jacobian): each delta ties two output labels, which ``_remove_deltas`` keeps, and nothing
+    else applies to a product of deltas alone, so the normal form is one delta, or the
+    deltas in canonical order (which does not depend on the order they come in)."""
+    n = len(shape)
+    if n == 0:
+        return B.ONE
+    if n == 1:
+        node = Delta(shape[0], 2)
+    else:
+        node = _canonical_parts(tuple(Delta(d, 2) for d in shape), tuple((i, n + i) for i in range(n)),
+                                tuple(range(2 * n)), tuple(shape) * 2)[0]
+    node._simple = node
+    return node
+
+
+def normal_ones(shape: tuple) -> Node:
+    """``simplify(B.ones(shape))``, built as that normal form (the adjoint of a sum of all
+    entries for the seed 1): a ones vector over each output label, which no rewrite of a
+    product removes or merges, so the normal form is the one vector, or the vectors in
+    canonical order (1 for a scalar)."""
+    n = len(shape)
+    if n == 0:
+        return B.ONE
+    if n == 1:
+        node = Delta(shape[0], 1)
+    else:
+        node = _canonical_parts(tuple(Delta(d, 1) for d in shape), tuple((i,) for i in range(n)),
+                                tuple(range(n)), tuple(shape))[0]
+    node._simple = node
+    return node
+
+
+def normal_scaled(c: float, u: Node) -> Node:
+    """A node whose normal form is that of ``B.add(B.scale(c, u))`` (c·u as the one term of a
+    sum), for u a normal form: for c not 0 or 1, c·u itself, built as its normal form, where u
+    is no sum, constant or product of eigenvectors or divided differences (which a sum's
+    normaliser opens, gathers or normalises again), else the sum c·u, whose normal form a sum
+    of it alone keeps (a normal form normalises to itself; c·u is never the scalar 0)."""
+    kind = type(u)
+    if c == 0 or c == 1:
+        return B.add(B.scale(c, u))
+    if kind is Sum or kind is Const or (
+            kind is Contract and any(type(o) is Eigh or type(o) is DivDiff for o in u.operands)):
+        return B.scale(c, u)
+    node = Sum(((float(c), u),), u.shape)
+    node._simple = node
+    return node
+
+
 def _read_alike(terms, candidates) -> set:
     """The (term, factor) pairs of ``candidates`` that another term's pair may share a
     factored form with, by a second necessary condition: equal canonical parts read each
@@ -1176,6 +1240,13 @@ def _combine(terms):
 
 def normalise_elementwise(e: Elementwise) -> Node:
     x = e.arg
+    fn, kind = e.fn, type(x)
+    if not (fn.builtin and fn.name in ("sqrt", "log")) and (
+            kind is Var or kind is Inv or kind is Contract and not is_ones(x) or
+            kind is Elementwise and not (fn.name == "pow" and fn.builtin and _is_builtin(x, "pow"))):
+        # no rewrite below applies: the argument is no constant, zero, ones, sum or power
+        # of a power (√ always becomes a power, and a logarithm may take its stable form)
+        return e
     if e.fn.builtin and e.fn.name == "sqrt":  # √x → x^½, so that powers merge
         return simplify(F.power(x, 0.5))
     if e.fn.builtin and e.fn.name == "pow" and isinstance(x, Elementwise) and \

@@ -1,11 +1,14 @@
 """Shortcuts of the derive phase that skip simplifications (issue 24), each checked against
 the simplification it skips: ``keeps_variables`` for sums, inverses and entry-wise functions,
-``_read_alike``'s axis-by-axis reads, ``viewed_as_itself`` and the reverse pass's seeds."""
+``_read_alike``'s axis-by-axis reads, ``viewed_as_itself``, the reverse pass's seeds and the
+normal forms it builds directly (``normal_identity``, ``normal_ones``, ``normal_scaled``,
+entry-wise adjoints)."""
 import matdiff as md
 from matdiff import build as B
 from matdiff import diff
-from matdiff.ir import Contract, Delta, Hole, free_vars, walk
-from matdiff.simplify import _canonical_order, _read_alike, keeps_variables, simplify, viewed_as_itself
+from matdiff.ir import Contract, Delta, Elementwise, Hole, free_vars, walk
+from matdiff.simplify import (_canonical_order, _read_alike, keeps_variables, normal_identity, normal_ones,
+                              normal_scaled, simplify, viewed_as_itself)
 
 A, B_, X, Y = (md.matrix(s, "n", "n") for s in "ABXY")
 S = md.matrix("S", "n", "n", symmetric=True)
@@ -86,6 +89,25 @@ def test_shortcuts_build_the_normal_forms_of_what_they_skip():
             assert simplify(diff._contract_adjoint(n, k, B.ONE, ())) is simplify(full), (e, k)
 
 
+def test_seeds_and_ones_are_built_as_their_normal_forms():
+    """The identity seed of a Jacobian and the all-ones tensor, for shapes of one to three
+    axes with named, numeric and repeated dims, are the normal forms of B.identity_tensor and
+    B.ones (each simplified first, so the direct builds cannot lend it their memo); the seed
+    1 of Σ of all entries is that all-ones tensor, as the full adjoint simplifies."""
+    shapes = [(), ("n",), (3,), ("n", "k"), ("k", "n"), ("n", "n"), (2, "n"), ("n", "k", "m"),
+              ("n", "n", "k"), (2, 2, 2)]
+    for shape in shapes:
+        slow_seed, slow_ones = simplify(B.identity_tensor(shape)), simplify(B.ones(shape))
+        assert normal_identity(shape) is slow_seed, shape
+        assert normal_ones(shape) is slow_ones, shape
+        assert simplify(normal_identity(shape)) is slow_seed and simplify(normal_ones(shape)) is slow_ones
+    T3 = md.tensor("T", "n", "k", "m")
+    for e in [md.sum(x), md.sum(A), md.sum(M), md.sum(T3), md.sum(md.exp(x))]:
+        n = e.node
+        full = B.contract((B.ONE,), (n.out,), n.labels[0], n.label_dims(), n.operands[0].shape)
+        assert simplify(full) is simplify(diff._contract_adjoint(n, 0, B.ONE, ())), e
+
+
 def test_a_variable_cancelled_inside_a_sum_is_no_dependence():
     """xᵀ√(B⁻¹(2BA))y does not depend on B (B⁻¹(2B) = 2I): its gradient is 0, also where A has
     a zero entry (a gradient built through the cancelled factor would be 0 ⊘ √0 there)."""
@@ -146,10 +168,14 @@ def _random_expression(kind: str, depth: int, r):
 
 def test_the_shortcuts_claim_nothing_simplification_denies_over_random_expressions():
     """Over 600 seeded random expressions (~4,000 nodes), every node ``keeps_variables``
-    claims keeps its variables once simplified, and every node ``viewed_as_itself`` claims
-    simplifies, read in its own order alone or times 1, to simplify(n)."""
+    claims keeps its variables once simplified; every node ``viewed_as_itself`` claims
+    simplifies, read in its own order alone, times 1, times ones entry by entry, or times the
+    identity seed over its first axes, to simplify(n); a normal form s of a tensor is the
+    normal form of the sum of it alone, and ``normal_scaled(c, s)`` normalises as c·s in a sum alone does;
+    the adjoint of each entry-wise function's operand, for the seed 1, ones, the identity
+    seed or another cotangent, is the normal form of the transposition it skips."""
     import random
-    claimed = 0
+    claimed = views = entrywise = 0
     for seed in range(600):
         r = random.Random(seed)
         try:
@@ -160,10 +186,34 @@ def test_the_shortcuts_claim_nothing_simplification_denies_over_random_expressio
                 if keeps_variables(n, memo):
                     claimed += 1
                     assert free_vars(n) <= free_vars(simplify(n)), (seed, n)
+                s = simplify(n)
+                if n.ndim:  # (a scalar 0 alone in a sum is the empty sum)
+                    assert simplify(B.add(s)) is s, (seed, n)
+                for c in (-1.0, 2.5):
+                    slow = simplify(B.add(B.scale(c, s)))  # first: normal_scaled may prebuild c·s
+                    assert simplify(normal_scaled(c, s)) is slow, (seed, n, c)
                 if viewed_as_itself(n):
+                    views += 1
                     labs = tuple(range(n.ndim))
-                    assert simplify(Contract((n,), (labs,), labs)) is simplify(n), (seed, n)
-                    assert simplify(Contract((B.ONE, n), ((), labs), labs)) is simplify(n), (seed, n)
+                    assert simplify(Contract((n,), (labs,), labs)) is s, (seed, n)
+                    assert simplify(Contract((B.ONE, n), ((), labs), labs)) is s, (seed, n)
+                    if n.ndim:
+                        assert simplify(Contract((normal_ones(n.shape), n), (labs, labs), labs)) is s, (seed, n)
+                    for m in range(1, n.ndim + 1):  # I_(e, o) n_(o, r) → (e, r): n read as it is
+                        ext = tuple(range(n.ndim, n.ndim + m))
+                        seed_ = normal_identity(n.shape[:m])
+                        product = Contract((seed_, n), (ext + labs[:m], labs), ext + labs[m:])
+                        assert simplify(product) is s, (seed, n, m)
+                if type(n) is Elementwise and not any(type(v) is Hole for v in free_vars(n)):
+                    entrywise += 1
+                    cots = [(B.ONE if not n.ndim else normal_ones(n.shape), ()),
+                            (normal_identity(n.shape), n.shape), (simplify(md.sigmoid(x).node), ())]
+                    for cot, extra in cots:
+                        if cot.shape != extra + n.shape:
+                            continue
+                        hole = Hole(n.shape, False)
+                        slow = simplify(diff.transpose(diff._d_elementwise(n, 0, hole), hole, cot, extra))
+                        assert simplify(diff._elementwise_adjoint(n, cot, extra)) is slow, (seed, n, cot)
         except md.MatdiffError:  # 0⁻¹ and the like: refused, as it should be
             continue
-    assert claimed > 1000
+    assert claimed > 1000 and views > 500 and entrywise > 200, (claimed, views, entrywise)
