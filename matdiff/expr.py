@@ -38,7 +38,8 @@ class Expr:
     """A matrix or tensor expression.  Build with ``md.matrix``, ``md.vector``, operators
     and functions; differentiate with ``md.grad``, ``md.jacobian``, ``md.hessian``."""
 
-    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope", "source", "wrt", "_types")
+    __slots__ = ("_node", "_chain", "_dims", "row", "src", "prec", "scope", "source", "wrt", "_types",
+                 "_notation")
     __array_priority__ = 1000  # NumPy scalars defer to Expr's operators
 
     def __init__(self, node: Node, row: bool = False, src: str | None = None, prec: int = ATOM):
@@ -130,8 +131,18 @@ class Expr:
         try:
             types = self._types
         except AttributeError:
-            types = self._types = frozenset(type(x) for x in walk(self.node))
-        return any(issubclass(t, classes) for t in types)
+            found, seen, stack = set(), set(), [self.node]  # walk's nodes, without its generator
+            while stack:
+                x = stack.pop()
+                if x not in seen:
+                    seen.add(x)
+                    found.add(type(x))
+                    stack.extend(x.children)
+            types = self._types = frozenset(found)
+        for t in types:
+            if issubclass(t, classes):
+                return True
+        return False
 
     def _linear_map(self):
         """(V, the matrix notation of H[V]) for a 4-index H whose last two axes take a
@@ -143,13 +154,15 @@ class Expr:
         vector by a matrix, is the map it applies too: v ↦ L_exp(Y + diag(x), diag(v))a."""
         n = self.node
         if n.ndim == 4 and n.shape[:2] == n.shape[2:]:
-            axes = 2
-        elif getattr(self, "wrt", None) in (1, 2) and n.ndim - self.wrt in (1, 2) and \
-                self._has(Frechet):
-            axes = self.wrt  # the direction takes the variable's axes, the last ones
+            axes, through = 2, SPECTRAL + (Frechet,)
+        elif getattr(self, "wrt", None) in (1, 2) and n.ndim - self.wrt in (1, 2):
+            axes, through = self.wrt, (Frechet,)  # the direction takes the variable's axes, the last ones
         else:
             return None  # (asked before the notation: repr of a 2000-deep sin(x) recognises nothing)
-        if not self._has(SPECTRAL + (Frechet,)):
+        made = self._made_notation()
+        if made is not None and not isinstance(made, N.Index):
+            return None  # (the notation, made already, is matrix notation: no walk is needed)
+        if not self._has(through) or not self._has(SPECTRAL + (Frechet,)):
             return None
         if not isinstance(self.notation(), N.Index):
             return None
@@ -221,9 +234,30 @@ class Expr:
 
     def notation(self):
         """The matrix-notation tree the printers render (``matdiff.notation``)."""
-        m = recognise(simplify(self.node))
-        m = simplest(N.transpose(m) if self.row and m.kind == "c" else m)
-        return m if self.source is None else in_input_order(m, self.source)
+        made = self._made_notation()
+        if made is not None:
+            return made
+        node, row, source = self.node, self.row, self.source
+        m = recognise(simplify(node))
+        m = simplest(N.transpose(m) if row and m.kind == "c" else m)
+        m = m if source is None else in_input_order(m, source)
+        self._notation = (node, row, source, m)
+        return m
+
+    def _made_notation(self):
+        """The notation ``notation`` made already (kept with the node, row and input it was
+        made of: text, LaTeX and the other printers each ask), or None."""
+        try:
+            node, row, source, m = self._notation
+        except AttributeError:
+            return None
+        return m if node is self._node and row == self.row and source is self.source else None  # (a node
+        # still to be built from its chain is None: no notation was made of it)
+
+    def __getstate__(self):
+        """The fields a pickle keeps: not the notation made for printing, whose memos are
+        keyed by the identity of its nodes (a copy makes it again)."""
+        return None, {k: getattr(self, k) for k in self.__slots__ if k != "_notation" and hasattr(self, k)}
 
     def _names(self):
         return {v.name for v in free_vars(self.node) if hasattr(v, "name")}

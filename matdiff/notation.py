@@ -146,36 +146,84 @@ def transpose(a: M) -> M:
     k = a.kind
     if k == "s":
         return a
-    if isinstance(a, T):
+    kind = type(a)  # (the notation classes have no subclasses: one test per class)
+    if kind is T:
         return a.arg
-    if type(a) is Sym and a.role == "var":  # a variable: itself where symmetric, else Aᵀ
-        return a if k == "m" and a.symmetric else T(_T[k], a)
-    if isinstance(a, Sym) and k == "m" and (a.symmetric or a.role == "eye"):
-        return a
+    if kind is Sym:
+        role = a.role
+        if role == "var":  # a variable: itself where symmetric, else Aᵀ
+            return a if k == "m" and a.symmetric else _t(_T[k], a)
+        if k == "m" and (a.symmetric or role == "eye" or symmetric(a)):
+            return a
+        if role == "divdiff3":  # Δ²f(λ)[X, Y]ᵀ = Δ²f(λ)[Yᵀ, Xᵀ] (T symmetric)
+            fn, lam, x, y = a.params
+            return Sym(k, a.name, a.role, False, a.dims, (fn, lam, transpose(y), transpose(x)))
+        if role == "frechet2":  # L²_f(X; E₁, E₂)ᵀ = L²_f(Xᵀ; E₁ᵀ, E₂ᵀ)
+            fn, x, e1, e2 = a.params  # (f has real Taylor coefficients: each word reversed)
+            return Sym(k, a.name, a.role, False, a.dims, (fn, transpose(x), transpose(e1), transpose(e2)))
+        if role == "commutation":  # K_{p,q}ᵀ = K_{q,p}
+            return Sym(k, a.name, a.role, False, a.dims, tuple(reversed(a.params)))
+        if k == "m" and role in ("one", "zero"):  # 11ᵀ and 0 read alike
+            return Sym(k, a.name, a.role, False, tuple(reversed(a.dims)))
+        return _t(_T[k], a)
     if k == "m" and symmetric(a):  # Sᵀ = S: XᵀX, A + Aᵀ, (XᵀX)⁻¹, S⁻¹, diag(v)
         return a
-    if isinstance(a, Sym) and a.role == "divdiff3":  # Δ²f(λ)[X, Y]ᵀ = Δ²f(λ)[Yᵀ, Xᵀ] (T symmetric)
-        fn, lam, x, y = a.params
-        return Sym(k, a.name, a.role, False, a.dims, (fn, lam, transpose(y), transpose(x)))
-    if isinstance(a, Sym) and a.role == "frechet2":  # L²_f(X; E₁, E₂)ᵀ = L²_f(Xᵀ; E₁ᵀ, E₂ᵀ)
-        fn, x, e1, e2 = a.params  # (f has real Taylor coefficients: each word reversed)
-        return Sym(k, a.name, a.role, False, a.dims, (fn, transpose(x), transpose(e1), transpose(e2)))
-    if isinstance(a, Sym) and a.role == "commutation":  # K_{p,q}ᵀ = K_{q,p}
-        return Sym(k, a.name, a.role, False, a.dims, tuple(reversed(a.params)))
-    if isinstance(a, Sym) and k == "m" and a.role in ("one", "zero"):  # 11ᵀ and 0 read alike
-        return Sym(k, a.name, a.role, False, tuple(reversed(a.dims)))
-    if isinstance(a, Prod):
+    if kind is Prod:
         return prod(a.coef, [transpose(f) for f in reversed(a.factors)])
-    if isinstance(a, Add) and all(isinstance(t, (Sym, T)) for _, t in a.terms):
+    if kind is Add and all(type(t) in (Sym, T) for _, t in a.terms):
         return add([(c, transpose(t)) for c, t in a.terms])  # (A + Bᵀ)ᵀ = Aᵀ + B
-    if isinstance(a, Had):
+    if kind is Had:
         return Had(_T[k], tuple(transpose(f) for f in a.factors))
-    if isinstance(a, Call) and a.name == "diag" and k == "m":
+    if kind is Call and a.name == "diag" and k == "m":
         return a
-    if isinstance(a, MatPow):  # (Aᵏ)ᵀ = (Aᵀ)ᵏ, (A⁻ᵏ)ᵀ = (A⁻ᵀ)ᵏ
+    if kind is MatPow:  # (Aᵏ)ᵀ = (Aᵀ)ᵏ, (A⁻ᵏ)ᵀ = (A⁻ᵀ)ᵏ
         base = a.arg if a.k > 0 else Inv(a.arg.kind, a.arg)
         return MatPow(k, transpose(base), abs(a.k))
-    return T(_T[k], a)
+    return _t(_T[k], a)
+
+
+_new = object.__new__  # the constructors below build the node that T(kind, arg), Prod(kind,
+# coef, factors) and Inv(kind, arg) build, without the frozen dataclass's __init__ (one
+# object.__setattr__ per field): notation is built many times per printed result
+
+
+def _t(kind: str, arg: M) -> "T":
+    x = _new(T)
+    d = x.__dict__
+    d["kind"] = kind
+    d["arg"] = arg
+    return x
+
+
+def _inv(kind: str, arg: M) -> "Inv":
+    x = _new(Inv)
+    d = x.__dict__
+    d["kind"] = kind
+    d["arg"] = arg
+    return x
+
+
+def _leaf(kind: str, name: str, role: str = "var", symmetric: bool = False, dims: tuple = (),
+          params: tuple = ()) -> "Sym":
+    """Sym(kind, name, role, symmetric, dims, params), built as ``_t`` builds T."""
+    x = _new(Sym)
+    d = x.__dict__
+    d["kind"] = kind
+    d["name"] = name
+    d["role"] = role
+    d["symmetric"] = symmetric
+    d["dims"] = dims
+    d["params"] = params
+    return x
+
+
+def _prod(kind: str, coef: float, factors: tuple) -> "Prod":
+    x = _new(Prod)
+    d = x.__dict__
+    d["kind"] = kind
+    d["coef"] = coef
+    d["factors"] = factors
+    return x
 
 
 def symmetric(m: M) -> bool:
@@ -192,6 +240,12 @@ def symmetric(m: M) -> bool:
 
 
 def _symmetric_by_structure(m: M) -> bool:
+    if type(m) is Prod:  # (the commonest: a product just built; the classes are exclusive)
+        fs = m.factors
+        for i in range((len(fs) + 1) // 2):
+            if not _mirror(fs[i], fs[-1 - i]):
+                return False
+        return True
     if isinstance(m, Sym) and m.role == "divdiff3":  # Δ²f(λ)[X, Xᵀ]
         return m.params[3] == transpose(m.params[2])
     if isinstance(m, Sym):
@@ -202,9 +256,6 @@ def _symmetric_by_structure(m: M) -> bool:
             m.name in ("expm", "logm", "sqrtm") or m.name.endswith("ₘ")) and symmetric(m.arg)
     if isinstance(m, (Inv, MatPow)):
         return symmetric(m.arg)
-    if isinstance(m, Prod):
-        fs = m.factors
-        return all(_mirror(fs[i], fs[-1 - i]) for i in range((len(fs) + 1) // 2))
     if isinstance(m, Add):
         terms = {t: c for c, t in m.terms}
         return all(symmetric(t) or terms.get(_flip(t)) == c for c, t in m.terms)
@@ -222,7 +273,14 @@ def _mirror(a: M, b: M) -> bool:
     """Whether b is aᵀ (for the middle factor of an odd product, whether a is symmetric)."""
     if a is b:
         return a.kind == "s" or symmetric(a)
-    return b == _flip(a) or a == _flip(b) or (a.kind == "s" and a == b)
+    return _flips(b, a) or _flips(a, b) or (a.kind == "s" and a == b)
+
+
+def _flips(b: M, a: M) -> bool:
+    """b == _flip(a), asked without building _flip(a) (most factors are no transpose)."""
+    if type(a) is T:
+        return b == a.arg
+    return type(b) is T and b.kind == _T[a.kind] and (b.arg is a or b.arg == a)
 
 
 def _product_kind(kinds) -> str:
@@ -238,7 +296,50 @@ _KINDS = {(True, True): "m", (True, False): "c", (False, True): "r", (False, Fal
 
 def prod(coef: float, factors) -> M:
     """coef · f₁f₂…, with scalars first, nested products flattened, I dropped."""
+    if len(factors) == 2 and coef != 0:  # two matrices joined (most calls): what the loop builds
+        a, b = factors
+        ta, tb = type(a), type(b)
+        if (ta in _PLAIN or ta is Add and _common(a) in (1.0, None)) and a.kind != "s" and \
+                (tb in _PLAIN or tb is Add and _common(b) in (1.0, None)) and b.kind != "s" and \
+                not (ta is Sym and a.role in ("eye", "zero") or tb is Sym and b.role in ("eye", "zero")):
+            if ta is Inv:
+                if tb is Inv or a.arg.kind != a.kind:
+                    return _prod_of(coef, factors)
+                a = _inv(a.arg.kind, a.arg)  # (_powers builds each inverse afresh)
+            elif tb is Inv:
+                if b.arg.kind != b.kind:
+                    return _prod_of(coef, factors)
+                b = _inv(b.arg.kind, b.arg)
+            elif ta is tb and a.kind == "m" and (a is b or a == b):
+                return _prod_of(coef, factors)  # A·A: a power
+            return _prod(_KINDS[a.kind in ("c", "m"), b.kind in ("r", "m")], coef, (a, b))
+    elif len(factors) == 1 and type(factors[0]) is Prod and factors[0].kind != "s":
+        p = factors[0]  # a product taken again (a scale, a sum's one term): its factors as they are
+        fs, prev = p.factors, None
+        for x in fs:  # where none is a scalar, inverse or run, or another class the loop reads apart
+            t = type(x)
+            if t not in _PLAIN and t is not Add or t is Inv or x.kind == "s" or \
+                    t is Sym and x.role in ("eye", "zero") or \
+                    prev is not None and type(prev) is t and x.kind == "m" and (prev is x or prev == x):
+                break
+            prev = x
+        else:
+            c = coef * p.coef
+            if c != 0 and not (c == 1 and len(fs) == 1):
+                return _prod(_KINDS[fs[0].kind in ("c", "m"), fs[-1].kind in ("r", "m")], c, fs)
+    return _prod_of(coef, factors)
+
+
+# the classes ``prod`` joins matrices of without ``_prod_of``'s loop: no product, number or
+# power, which the loop reads apart, nor I (dropped) or 0 (which absorbs the rest); a sum
+# where no common number is taken out of it (2Xw − 2y is 2(Xw − y))
+_PLAIN = frozenset((Sym, T, Call, Had, Kron, Pow, Inv))
+
+
+def _prod_of(coef: float, factors) -> M:
+    """``prod``, factor by factor."""
     scalars, mats = [], []
+    eye = False  # whether I is among the matrices
     for f in factors:
         kind = type(f)  # (the notation classes have no subclasses)
         if kind is Prod:
@@ -248,7 +349,11 @@ def prod(coef: float, factors) -> M:
             else:
                 coef *= f.coef
                 for x in f.factors:
-                    (scalars if x.kind == "s" else mats).append(x)
+                    if x.kind == "s":
+                        scalars.append(x)
+                    else:
+                        mats.append(x)
+                        eye = eye or type(x) is Sym and x.role == "eye"
         elif kind is Num:
             coef *= f.value
         elif f.kind == "s":
@@ -258,8 +363,10 @@ def prod(coef: float, factors) -> M:
             mats.append(Add(f.kind, tuple((k / c, t) for k, t in f.terms)))
         else:
             mats.append(f)
+            eye = eye or kind is Sym and f.role == "eye"
     if len(mats) > 1:
-        mats = [m for m in mats if not (type(m) is Sym and m.role == "eye")] or mats[:1]
+        if eye:
+            mats = [m for m in mats if not (type(m) is Sym and m.role == "eye")] or mats[:1]
         items = scalars + _powers(mats)
     elif mats and type(mats[0]) not in (Inv, MatPow):  # one matrix: its own power
         items = scalars + mats
@@ -282,27 +389,41 @@ def prod(coef: float, factors) -> M:
         return Sym(kind, "0", "zero")
     if coef == 1 and len(items) == 1:
         return items[0]
-    return Prod(kind, coef, tuple(items))
+    return _prod(kind, coef, tuple(items))
 
 
 def _powers(mats: list) -> list:
     """Runs of one matrix as its power: AAA → A³, A⁻¹A⁻¹ → A⁻², A²A → A³ (constants stay)."""
+    prev = None  # most products have no power, inverse or run: the matrices themselves
+    for m in mats:
+        kind = type(m)
+        if kind is Inv or kind is MatPow or prev is not None and type(prev) is kind and \
+                m.kind == "m" and not (kind is Sym and m.role != "var") and (prev is m or prev == m):
+            break  # (nodes of different classes are never equal: the comparison is asked of one class)
+        prev = m
+    else:
+        return list(mats)
     out = []
     powers = False
+    last = None  # out's last [base, exponent]
     for m in mats:
-        base, k = (m.arg, m.k) if type(m) is MatPow else (m, 1)
-        if type(base) is Inv:
+        kind = type(m)
+        base, k = (m.arg, m.k) if kind is MatPow else (m, 1)
+        if kind is Inv or kind is MatPow and type(base) is Inv:
             base, k = base.arg, -k
-        if out and base.kind == "m" and (out[-1][1] > 0) == (k > 0) and \
-                not (type(base) is Sym and base.role != "var") and out[-1][0] == base:
-            out[-1][1] += k
+        # (nodes of different classes are never equal: the comparison is asked of one class)
+        if last is not None and base.kind == "m" and (last[1] > 0) == (k > 0) and \
+                not (type(base) is Sym and base.role != "var") and \
+                (last[0] is base or type(last[0]) is type(base) and last[0] == base):
+            last[1] += k
             powers = True
         else:
-            out.append([base, k])
+            last = [base, k]
+            out.append(last)
             powers = powers or k != 1
     if not powers:  # no power, inverse or run: the matrices themselves
         return [b for b, _ in out]
-    return [b if k == 1 else Inv(b.kind, b) if k == -1 else MatPow(b.kind, b, k) for b, k in out]
+    return [b if k == 1 else _inv(b.kind, b) if k == -1 else MatPow(b.kind, b, k) for b, k in out]
 
 
 def _common(a: Add):
@@ -352,9 +473,9 @@ def add(terms) -> M:
     if not flat:
         kind = terms[0][1].kind
         return Sym(kind, "0", "zero")
-    flat.sort(key=lambda p: (p[0] < 0, _constant(p[1]), isinstance(p[1], T)))
     if len(flat) == 1:
         return prod(flat[0][0], [flat[0][1]])
+    flat.sort(key=lambda p: (p[0] < 0, _constant(p[1]), isinstance(p[1], T)))
     common = {abs(c) for c, _ in flat}
     if len(common) == 1 and (c := common.pop()) != 1 and not any(map(_long, (t for _, t in flat))):
         return Prod(flat[0][1].kind, c, (Add(flat[0][1].kind, tuple((k / c, t) for k, t in flat)),))

@@ -57,6 +57,8 @@ LATEX = {
 }
 
 
+_PLAIN_STYLE = dict(TEXT, names={}, display={})  # the style of str(result): text, nothing named
+
 NAMES = {"m": "SUVGHKLMPQR", "c": "suvghpqrz", "r": "suvghpqrz", "s": "αβγκμνρτ"}
 
 
@@ -122,14 +124,28 @@ def _scan(m: N.M) -> "_Scan":
         return cached
     found, stack, counts, used = [], [m], {}, set()
     index, parts, sigma, shared, carried = False, [], False, False, False
+    get, children, leaves = counts.get, N.children, (N.Sym, N.Num, N.Index)
     while stack:
         x = stack.pop()
-        seen = counts.get(id(x), 0)
-        counts[id(x)] = seen + 1
-        if seen:
-            shared = shared or seen == 1 and bool(N.children(x))
+        key = id(x)
+        seen = get(key, 0)
+        counts[key] = seen + 1
+        kind = type(x)  # (the notation classes have no subclasses)
+        if seen:  # (a leaf has no children: written twice, it is no shared subtree)
+            if not shared and seen == 1 and kind not in leaves:
+                shared = bool(children(x))
             continue
-        if isinstance(x, N.Call):
+        if kind is N.Sym:
+            if x.params:
+                if x.role == "divdiff3" and defined_by_trace(x.params[0]) and x.params[0] not in found:
+                    found.append(x.params[0])
+                carried = carried or any(isinstance(p, N.M) for p in x.params)
+                stack.extend(reversed(_inside(x)))
+        elif kind is N.T or kind is N.Inv:
+            stack.append(x.arg)
+        elif kind is N.Prod or kind is N.Had:
+            stack.extend(reversed(x.factors))
+        elif kind is N.Call:
             fn = x.fn
             if fn is None:
                 if x.name in EIGEN_PARTS or x.name in SVD_PARTS:
@@ -142,18 +158,11 @@ def _scan(m: N.M) -> "_Scan":
             if x.name == "sigma" and isinstance(fn, (Function, ScalarFunction)) and \
                     not getattr(fn, "builtin", False):
                 sigma = True
-            stack.extend(reversed(N.children(x)))
-            continue
-        if isinstance(x, N.Sym):
-            if x.params:
-                if x.role == "divdiff3" and defined_by_trace(x.params[0]) and x.params[0] not in found:
-                    found.append(x.params[0])
-                carried = carried or any(isinstance(p, N.M) for p in x.params)
-                stack.extend(reversed(_inside(x)))
-            continue
-        if isinstance(x, N.Index):
+            stack.append(x.arg)
+        elif kind is N.Index:
             index = True
-        stack.extend(reversed(N.children(x)))
+        else:
+            stack.extend(reversed(children(x)))
     cached = _Scan((found, used), index, parts, sigma, None if carried else (counts, shared))
     object.__setattr__(m, "_scan", cached)
     return cached
@@ -215,7 +224,9 @@ def _render_named(m: N.M, style: dict, taken, lead: list) -> str:
                                   if _tex(style) else "sigmoid")
     repeated = _named_subtrees(m)
     if not repeated:
-        text = _render(m, style)[0]
+        text = m.__dict__.get("_plain_text")  # the text _named_subtrees wrote, in this style
+        if text is None or style != _PLAIN_STYLE:
+            text = _render(m, style)[0]
         return text + where + ", ".join(lead) if lead else text
     free = {k: [c for c in v if c not in set(taken)] for k, v in NAMES.items()}
     parts = any(_part_name(r) for r in repeated)
@@ -259,12 +270,20 @@ def _named_subtrees(m) -> list:
     # (every node but a juxtaposition writes one at least, and those have two children)
     # (and not a product of a few variables, which reads as itself: the Matrix Cookbook
     # writes (XᵀCX)⁻¹ three times in (126))
-    if repeated and _size(m) <= 120 and len(_render(m, dict(TEXT, names={}))[0]) <= 60:
+    if repeated and _size(m) <= 120 and len(_plain_text(m)) <= 60:
         known = _scan(m).counts
         counts = known[0] if known is not None else N.occurrences(m)
         repeated = [r for r in repeated if counts[id(r)] >= 3 and not _few_variables(r)]
     object.__setattr__(m, "_named", repeated)
     return repeated
+
+
+def _plain_text(m) -> str:
+    """m's text with nothing named (``_PLAIN_STYLE``), kept on the tree: where it names nothing
+    after all, ``_render_named`` writes this text."""
+    text = _render(m, dict(TEXT, names={}, display={}))[0]
+    object.__setattr__(m, "_plain_text", text)
+    return text
 
 
 def _few_variables(r) -> bool:
@@ -447,7 +466,9 @@ def _marked_symbol(x) -> bool:
 def _size(m) -> int:
     cached = m.__dict__.get("_size")  # memoised: shared subtrees are walked once
     if cached is None:
-        cached = 1 + sum(_size(c) for c in N.children(m))
+        cached = 1
+        for c in N.children(m):
+            cached += _size(c)
         object.__setattr__(m, "_size", cached)
     return cached
 
@@ -468,12 +489,14 @@ def _number(c: float, style) -> str:
 
 
 def _name(name: str, style) -> str:
-    if len(name) == 1 and "latex" not in style:
-        return GREEK_TEXT.get(name, name)  # x, A: the common case
+    if len(name) == 1 and not name.isdigit():  # x, A: the common case
+        if "latex" not in style:
+            return GREEK_TEXT.get(name, name)
+        return f"\\{name}" if name in GREEK_LETTERS else name  # (what the lines below make of it)
     base = name.rstrip("0123456789")
     digits = name[len(base):]
     if _tex(style):
-        base = f"\\{base}" if base in GREEK else base
+        base = f"\\{base}" if base in GREEK_LETTERS else base  # (GREEK's names, looked up by hash)
         return base + (f"_{{{digits}}}" if digits and base else digits)
     return GREEK_TEXT.get(base, base) + digits
 
@@ -611,7 +634,7 @@ def _ones_outer(left: str, right: str) -> bool:
 def _fraction(m: N.Prod, style):
     """A product with scalar factors to negative powers that print as symbols (‖x‖, det(X))
     or positive numbers is written as a quotient: Aᵀs/‖s‖, x/‖x‖³, (A + Aᵀ)x/‖x‖², xᵀx/2."""
-    if not any(isinstance(f, N.Pow) for f in m.factors):
+    if N.Pow not in map(type, m.factors):
         return None
     den = [f for f in m.factors if isinstance(f, N.Pow) and f.kind == "s" and f.p < 0 and
            (isinstance(f.arg, (N.Call, N.Sym)) or isinstance(f.arg, N.Num) and f.arg.value > 0 or
@@ -634,7 +657,8 @@ def _fraction(m: N.Prod, style):
     return f"{sign}{top}/{bottom}", (NEG if m.coef < 0 else PROD)
 
 
-_WORD_CHAR = re.compile(r"[A-Za-z0-9_α-ωΑ-Ω]")
+_WORD_CHARS = frozenset(chr(c) for a, b in ("AZ", "az", "09", "__", "αω", "ΑΩ")
+                        for c in range(ord(a), ord(b) + 1))  # [A-Za-z0-9_α-ωΑ-Ω], as a set
 _WORD_END = re.compile(r"[A-Za-z0-9_α-ωΑ-Ω]+$")
 _WORD_START = re.compile(r"^[A-Za-z0-9_α-ωΑ-Ω]+")
 
@@ -642,7 +666,7 @@ _WORD_START = re.compile(r"^[A-Za-z0-9_α-ωΑ-Ω]+")
 def _run_together(left: str, right: str) -> bool:
     """Whether two juxtaposed factors would read as one name: lam w, S W2, S diag(v) — a
     name of more than one character next to another name (Xw and xᵀx stay as they are)."""
-    if not (_WORD_CHAR.match(left[-1:]) and _WORD_CHAR.match(right[:1])):
+    if not (left[-1:] in _WORD_CHARS and right[:1] in _WORD_CHARS):
         return False  # most factors end with ᵀ or ) or begin with (
     a, b = _WORD_END.search(left), _WORD_START.match(right)
     return bool(a and b) and (len(a.group()) > 1 or len(b.group()) > 1)
@@ -686,10 +710,11 @@ def _signed(pieces, minus, sub, plus) -> str:
 def _bias_last(terms):
     """A sum's terms with each broadcast bias 1bᵀ after the others, as it is written
     (XW + 1bᵀ), unless that would lead with a minus sign."""
-    def bias(t):
-        return isinstance(t, N.Prod) and t.kind == "m" and len(t.factors) >= 2 and \
-            isinstance(t.factors[0], N.Sym) and t.factors[0].role == "one"
-    order = [p for p in terms if not bias(p[1])] + [p for p in terms if bias(p[1])]
+    bias = [type(t) is N.Prod and t.kind == "m" and len(t.factors) >= 2 and
+            type(t.factors[0]) is N.Sym and t.factors[0].role == "one" for _, t in terms]
+    if True not in bias:  # (most sums have none: their order stands)
+        return terms
+    order = [p for p, b in zip(terms, bias) if not b] + [p for p, b in zip(terms, bias) if b]
     return order if order and (order[0][0] > 0 or terms[0][0] < 0) else terms
 
 
@@ -917,17 +942,19 @@ def _add(m: N.Add, style):
 
 def _call(m: N.Call, style):
     lp, rp = style["lparen"], style["rparen"]
-    if defined_by_trace(m.fn):  # fₘ(S), Δh(λ): under the name the where-clause defines
+    if m.fn is not None and defined_by_trace(m.fn):  # fₘ(S), Δh(λ): under the name the where-clause defines
         m = N.Call(m.kind, ("Δ" if m.name.startswith("Δ") else "") + _defined_name(m.fn, style) +
                    ("ₘ" if m.name.endswith("ₘ") else ""), m.arg, m.order, m.axis)
     arg = _render(m.arg, style)[0]
-    if isinstance(m.fn, ScalarFunction):  # λ(X), ∇λ(X), ∇²λ(X)
+    if m.fn is None:  # (most calls: tr, diag, a matrix function of no traced or abstract f)
+        pass
+    elif isinstance(m.fn, ScalarFunction):  # λ(X), ∇λ(X), ∇²λ(X)
         if m.order == 0:
             return f"{_name(m.name, style)}{lp}{arg}{rp}", ATOM
         power = "" if m.order == 1 else (str(m.order).translate(SUPERSCRIPT) if not _tex(style)
                                          else f"^{{{m.order}}}")
         return f"{style['nabla']}{power}{_name(m.name, style)}{lp}{arg}{rp}", ATOM
-    if isinstance(m.fn, Function) and not m.fn.builtin and not defined_by_trace(m.fn):  # σ(X), σ′(X)
+    elif isinstance(m.fn, Function) and not m.fn.builtin and not defined_by_trace(m.fn):  # σ(X), σ′(X)
         mark = (("′", "″", "‴")[m.order - 1] if not _tex(style) else "'" * m.order) \
             if 0 < m.order < 4 else ("" if m.order == 0 else f"^{{({m.order})}}")
         return f"{_name(m.name, style)}{mark}{lp}{arg}{rp}", ATOM
@@ -1026,13 +1053,14 @@ RENDER = {
 
 def _render(m: N.M, style):
     names = style.get("names")
-    name = names.get(id(m)) if names else None
-    if name is None and style.get("in_leaf") and m in style.get("named", {}):
-        m = style["named"][m]  # Δ²f(λ)[X, Y]'s X, a tree of its own, equal to one named
-        name = style["names"].get(id(m))
-    if name is not None:
-        style.get("used", set()).add(id(m))
-        return (_name(name, style) if style is not TEXT and "latex" in style else name), ATOM
+    if names:  # (most texts name nothing)
+        name = names.get(id(m))
+        if name is None and style.get("in_leaf") and m in style.get("named", {}):
+            m = style["named"][m]  # Δ²f(λ)[X, Y]'s X, a tree of its own, equal to one named
+            name = names.get(id(m))
+        if name is not None:
+            style.get("used", set()).add(id(m))
+            return (_name(name, style) if style is not TEXT and "latex" in style else name), ATOM
     return RENDER[type(m)](m, style)
 
 
@@ -1052,14 +1080,16 @@ def index_notation(node: Node, style=TEXT, free=None, nested=False) -> str:
     the outermost products are grouped into the matrix products their indices chain
     (``_chained``); a bracketed inner sum is written as it is.  The parts of one
     decomposition are named as in matrix notation: Σ_p U_ip Δ²exp(λ)_pqr …  where S = UΛUᵀ."""
-    free = list(free) if free is not None else [_letter(FREE, BOUND, i) for i in range(node.ndim)]
+    free = list(free) if free is not None else [FREE[i] if i < len(FREE) else _letter(FREE, BOUND, i)
+                                                for i in range(node.ndim)]
     if nested or style.get("index_names") is not None:
         return _index_form(node, style, free, nested)
-    found = _memo(style, "parts", node, _index_parts)
+    found, traced = _memo(style, "reads", node, _index_reads)
     style = dict(style, spectral=found[0] if found else None)
     lead = [found[1](style)] if found else []
-    style, defined = _defined_functions(_memo(style, "traced", node, _index_traced), style,
-                                        _memo(style, "names", node, _var_names))
+    # (the variables' names are read only where a traced function is to be named apart from them)
+    style, defined = _defined_functions(traced, style, _memo(style, "names", node, _var_names)
+                                        if traced[0] else ())
     lead += list(defined.values())
     repeated = _memo(style, "repeated", node, _index_repeated)
     if repeated:
@@ -1090,9 +1120,16 @@ def _memo(style, what: str, node: Node, make):
     return got[1]
 
 
-def _index_traced(node: Node) -> tuple:
-    """The traced functions an index form calls, in order, and the names of the others."""
-    fns = [x.fn for x in walk(node) if isinstance(getattr(x, "fn", None), (Function, ScalarFunction))]
+def _index_reads(node: Node) -> tuple:
+    """What an index form reads of its IR, in one walk: (``_index_parts``, ``_index_traced``)."""
+    nodes = list(walk(node))
+    return _index_parts(nodes), _index_traced(nodes)
+
+
+def _index_traced(nodes: list) -> tuple:
+    """The traced functions an index form calls, in order, and the names of the others
+    (``nodes``: the nodes of its IR, each once, as ``walk`` gives them)."""
+    fns = [x.fn for x in nodes if isinstance(getattr(x, "fn", None), (Function, ScalarFunction))]
     traced = list(dict.fromkeys(fn for fn in fns if defined_by_trace(fn)))
     return traced, {fn.name for fn in fns if not defined_by_trace(fn)}
 
@@ -1101,11 +1138,12 @@ def _var_names(node: Node) -> set:
     return {v.name for v in _vars(node)}
 
 
-def _index_parts(node: Node):
+def _index_parts(nodes: list):
     """(the renamer of ``_parts_renamer``, the clause S = UΛUᵀ as a function of the style)
-    for an index form through one decomposition whose vectors it uses; None otherwise."""
+    for an index form through one decomposition whose vectors it uses; None otherwise
+    (``nodes``: the nodes of its IR, each once)."""
     eigen, svd, vectors, names = set(), set(), False, set()
-    for x in walk(node):
+    for x in nodes:
         if isinstance(x, Eigh):
             eigen.add(x.arg)
             vectors = vectors or x.part == "vectors"
@@ -1138,31 +1176,35 @@ def _index_form(node: Node, style, free, nested) -> str:
         fake = N.Add("s", tuple((c, N.Index("s", t, "")) for c, t in node.terms))
         return _add_terms(fake, style, free, nested)
     if isinstance(node, Contract):
-        node = node if nested else _memo(style, "chained", node, _chained)
-        written = _second_frechet_leaves(node)  # L²_f(X; E₁, E₂) for its 2 × 2 block matrices
-        letters = dict(zip(node.out, free))
-        summed = sorted({x for _, lab in written for x in lab} - set(node.out))
-        pool = [c for c in BOUND if c not in free]  # a nested sum's letters differ from its parent's
-        for n, x in enumerate(summed):
-            letters[x] = _letter(pool or BOUND, FREE, n)
-        factors = []
-        carried = [x for op, lab in written if not isinstance(op, Delta) for x in lab]
-        rank = {x: n for n, x in enumerate(list(node.out) + summed)}
-        # δs first, as the Matrix Cookbook writes δ_ik A_lj (74) and δ_jl (XᵀB)_ik (79); then
-        # the factors in the order of their indices
-        pairs = sorted(written, key=lambda p: (not (isinstance(p[0], Delta) and p[0].order > 1),
-                                               min((rank[x] for x in p[1]), default=-1)))
-        for op, lab in pairs:
-            if isinstance(op, Delta) and op.order == 1 and lab[0] in carried:
-                continue
-            if isinstance(op, N.M):  # a leaf of the notation: L²_f(X; E₁, E₂)_ij
-                factors.append(_notation_factor(op, [letters[x] for x in lab], style))
-                continue
-            factors.append(_factor(op, [letters[x] for x in lab], style))
-        sums = "".join(("\\sum_{" + letters[x] + "} ") if _tex(style) else f"Σ_{letters[x]} "
-                       for x in summed)
+        summed, placed = _memo(style, ("layout", tuple(free), nested), node,
+                               lambda n: _layout(n, style, free, nested))
+        factors = [_notation_factor(op, letters, style) if isinstance(op, N.M) else  # L²_f(X; E₁, E₂)_ij
+                   _factor(op, letters, style) for op, letters in placed]
+        sums = "".join(("\\sum_{" + x + "} ") if _tex(style) else f"Σ_{x} " for x in summed)
         return sums + (" " if _tex(style) else " ").join(factors) if factors else sums + "1"
     return _factor(node, free, style)
+
+
+def _layout(node: Contract, style, free, nested) -> tuple:
+    """(the letters of the summed indices, [(factor, its indices' letters)] in the order
+    written) of an index-form product: the same in every style, so text and LaTeX of one
+    result read it once (``_memo``)."""
+    node = node if nested else _memo(style, "chained", node, _chained)
+    written = _second_frechet_leaves(node)  # L²_f(X; E₁, E₂) for its 2 × 2 block matrices
+    letters = dict(zip(node.out, free))
+    summed = sorted({x for _, lab in written for x in lab} - set(node.out))
+    pool = [c for c in BOUND if c not in free]  # a nested sum's letters differ from its parent's
+    for n, x in enumerate(summed):
+        letters[x] = _letter(pool or BOUND, FREE, n)
+    carried = [x for op, lab in written if not isinstance(op, Delta) for x in lab]
+    rank = {x: n for n, x in enumerate(list(node.out) + summed)}
+    # δs first, as the Matrix Cookbook writes δ_ik A_lj (74) and δ_jl (XᵀB)_ik (79); then
+    # the factors in the order of their indices
+    pairs = sorted(written, key=lambda p: (not (isinstance(p[0], Delta) and p[0].order > 1),
+                                           min((rank[x] for x in p[1]), default=-1)))
+    placed = [(op, [letters[x] for x in lab]) for op, lab in pairs
+              if not (isinstance(op, Delta) and op.order == 1 and lab[0] in carried)]
+    return [letters[x] for x in summed], placed
 
 
 def map_entries(m: N.M, name: str, dims: tuple, style=TEXT) -> str:

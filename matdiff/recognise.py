@@ -18,6 +18,7 @@ what the IR means; when no rule applies the result is ``Index``.
 from __future__ import annotations
 
 from fractions import Fraction
+from itertools import chain
 
 import weakref
 
@@ -34,19 +35,21 @@ KIND = {0: "s", 1: "c", 2: "m"}
 
 def recognise(node: Node) -> N.M:
     """The matrix-notation tree of ``node`` (``Index`` where it has none)."""
-    cache = _CACHE.get(node)
+    cache = _STORED.get(_ref(node))  # (_CACHE.get(node), without its Python frame)
     if cache is None:  # setdefault: threads racing here all keep the first tree stored,
         # so a repeated subexpression is one object, which printing names once
-        cache = _CACHE.setdefault(node, (RULES[type(node)](node) if node.ndim <= 2 else None) or
+        cache = _CACHE.setdefault(node, (RULES[type(node)](node) if len(node.shape) <= 2 else None) or
                                   N.Index("t", node, ""))
     return cache
 
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node -> its notation
+_STORED = _CACHE.data  # the dictionary under it, keyed by weak references (cleared with it)
+_ref = weakref.ref
 
 
 def _sym(node: Var):
-    return N.Sym(KIND[node.ndim], node.name, "var", node.symmetric, node.shape)
+    return N._leaf(KIND[node.ndim], node.name, "var", node.symmetric, node.shape)
 
 
 def _delta(node: Delta):
@@ -851,19 +854,24 @@ def _split_rows(c, shape):
 
 
 class _Item:
-    """A factor of a product, with the labels of its rows and columns (None: absent)."""
+    """A factor of a product, with the labels of its rows and columns (None: absent) and
+    the set of those labels (``place`` sets the three)."""
 
-    __slots__ = ("m", "rows", "cols")
+    __slots__ = ("m", "rows", "cols", "labels")
 
     def __init__(self, m, rows, cols):
         self.m, self.rows, self.cols = m, rows, cols
-
-    @property
-    def labels(self):
-        rows, cols = self.rows, self.cols
         if rows is None:
-            return frozenset() if cols is None else frozenset((cols,))
-        return frozenset((rows,)) if cols is None else frozenset((rows, cols))
+            self.labels = frozenset() if cols is None else frozenset((cols,))
+        else:
+            self.labels = frozenset((rows,)) if cols is None else frozenset((rows, cols))
+
+    def place(self, rows, cols):
+        self.rows, self.cols = rows, cols
+        if rows is None:
+            self.labels = frozenset() if cols is None else frozenset((cols,))
+        else:
+            self.labels = frozenset((rows,)) if cols is None else frozenset((rows, cols))
 
     def with_cols(self, lab):
         """(matrix, other label) oriented so that ``lab`` indexes the columns."""
@@ -898,7 +906,7 @@ class _LabelDims(dict):
 def _contract(c: Contract):
     # the rules for Fréchet derivatives, second divided differences and products among the
     # factors are asked only where a factor of their type is there: most products have none
-    kinds = {type(op) for op in c.operands}
+    kinds = set(map(type, c.operands))
     if Contract in kinds:
         c = _inlined(c)  # V_kl (Σ … T_pqr …)_ijkl: a product of order above 2 among the factors
         kinds = {type(op) for op in c.operands}
@@ -925,13 +933,13 @@ def _contract(c: Contract):
         return N.Sym("m", "1", "one", dims=c.shape)  # 11ᵀ, the all-ones matrix
     scalars, items = [], []
     dims = _LabelDims(c)
-    everywhere = [x for lab in c.labels for x in lab]
+    everywhere = list(chain.from_iterable(c.labels))
     # L²_f(X; E₁, E₂), read off 2 × 2 block matrices (reshaped Fréchet derivatives)
     blocks = _second_frechets(c, everywhere) if Reshape in kinds else {}
     if blocks is None:
         return None
     for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
-        if k in blocks:
+        if blocks and k in blocks:
             if blocks[k] is not None:
                 leaf, a, b = blocks[k]
                 if a != b:
@@ -949,7 +957,7 @@ def _contract(c: Contract):
             scalars.extend(N.fewest_transposes(x) for x in leaves)
             continue
         m = recognise(op)
-        if isinstance(m, N.Index):
+        if type(m) is N.Index:
             return None
         if ndim == 0:
             scalars.append(m)
@@ -964,7 +972,10 @@ def _contract(c: Contract):
             items.append(_Item(m, lab[0], lab[1]))
     out = list(c.out)
     fresh = max(everywhere + out + [-1]) + 1
+    result = set(out)
     while True:
+        if not items or len(items) == 1 and items[0].labels <= result:
+            break  # one factor over result labels, or none: no rule applies (_merge_once's False)
         step = _merge_once(items, scalars, out, dims, fresh)
         if step is None:
             return None
@@ -1025,45 +1036,36 @@ def _merge_once(items, scalars, out, dims, fresh):
     groups, holding, after = {}, {}, {}
     for it in items:
         labs = it.labels
-        group = groups.get(labs)
-        if group is None:
-            groups[labs] = [it]
-        else:
+        group = groups.setdefault(labs, [])
+        if group:
             after[id(group[-1])] = it  # the next factor over the same labels
-            group.append(it)
+        group.append(it)
         for x in labs:
-            held = holding.get(x)
-            if held is None:
-                holding[x] = [it]
-            else:
-                held.append(it)
-
-    def twice(labs):  # every label held by exactly two factors
-        return all(len(holding[x]) == 2 for x in labs)
-
-    def partner(p):  # the next factor over the same labels
-        return after.get(id(p))
-
-    for p in items if after else ():
-        q = partner(p)
-        if q is not None and not (p.labels.isdisjoint(out) and twice(p.labels)):
-            qm = q.m if (q.rows, q.cols) == (p.rows, p.cols) else N.transpose(q.m)
-            items.remove(q)
-            p.m = N.had([p.m, qm])
-            return True
+            holding.setdefault(x, []).append(it)
     labels = set(holding)
-    for p in items if after else ():  # A_ij B_ji → tr(AB), A_ij B_ij → tr(AᵀB)
-        q = partner(p)
-        both = p.labels
-        if q is not None and len(both) == 2 and p.rows != p.cols and both.isdisjoint(out) and \
-                twice(both):
-            qm = q.m if (q.rows, q.cols) == (p.cols, p.rows) else N.transpose(q.m)
-            items.remove(p)
-            items.remove(q)
-            scalars.append(N.trace(N.prod(1.0, [p.m, qm])))
-            return True
+    if after:
+        def twice(labs):  # every label held by exactly two factors
+            return all(len(holding[x]) == 2 for x in labs)
+
+        for p in items:
+            q = after.get(id(p))  # the next factor over the same labels
+            if q is not None and not (p.labels.isdisjoint(out) and twice(p.labels)):
+                qm = q.m if (q.rows, q.cols) == (p.rows, p.cols) else N.transpose(q.m)
+                items.remove(q)
+                p.m = N.had([p.m, qm])
+                return True
+        for p in items:  # A_ij B_ji → tr(AB), A_ij B_ij → tr(AᵀB)
+            q = after.get(id(p))
+            both = p.labels
+            if q is not None and len(both) == 2 and p.rows != p.cols and both.isdisjoint(out) and \
+                    twice(both):
+                qm = q.m if (q.rows, q.cols) == (p.cols, p.rows) else N.transpose(q.m)
+                items.remove(p)
+                items.remove(q)
+                scalars.append(N.trace(N.prod(1.0, [p.m, qm])))
+                return True
     for lab in sorted(labels - set(out)):
-        holders = list(holding[lab])
+        holders = holding[lab]  # (read, never changed: a rule that changes the factors returns)
         if len(holders) == 1:
             h = holders[0]
             items.remove(h)
@@ -1093,7 +1095,8 @@ def _merge_once(items, scalars, out, dims, fresh):
             pm, prow = p.with_cols(lab)
             qm, qcol = q.with_rows(lab)
             items.remove(q)
-            p.m, p.rows, p.cols = N.prod(1.0, [pm, qm]), prow, qcol
+            p.m = N.prod(1.0, [pm, qm])
+            p.place(prow, qcol)
             if p.rows is None and p.cols is None:
                 items.remove(p)
                 scalars.append(p.m)
@@ -1105,15 +1108,16 @@ def _merge_once(items, scalars, out, dims, fresh):
             last = others[-1]
             dims[fresh] = dims[lab]  # the diag's second axis: a new label of lab's dim
             if last.rows == lab:
-                last.rows = fresh
+                last.place(fresh, last.cols)
             else:
-                last.cols = fresh
-            v.m, v.rows, v.cols = N.Call("m", "diag", v.m if v.rows == lab else N.transpose(v.m)), lab, fresh
+                last.place(last.rows, fresh)
+            v.m = N.Call("m", "diag", v.m if v.rows == lab else N.transpose(v.m))
+            v.place(lab, fresh)
             return True
         # three matrices share the label: another label's product may merge two of them
         # into one Hadamard factor first (X_pi A_pj (RW₂ᵀ)_pj → Xᵀ(A ⊙ RW₂ᵀ))
-    for lab in out:
-        holders = [it for it in items if lab in it.labels]
+    for lab in out:  # (no rule has changed the factors since ``holding`` was made)
+        holders = holding.get(lab) or []
         if len(holders) < 2:
             continue
         vectors = [h for h in holders if h.labels == {lab}]
@@ -1130,7 +1134,8 @@ def _merge_once(items, scalars, out, dims, fresh):
         pm, _ = p.with_rows(next(iter(p.labels)))
         qm, _ = q.with_cols(next(iter(q.labels)))
         items.remove(q)
-        p.m, p.rows, p.cols = N.prod(1.0, [pm, qm]), next(iter(p.labels)), next(iter(q.labels))
+        p.m = N.prod(1.0, [pm, qm])
+        p.place(next(iter(p.labels)), next(iter(q.labels)))
         return True
     return False
 

@@ -128,6 +128,8 @@ def _graph_sizes(result, monkeypatch):
         return rounds
     monkeypatch.setattr(P, "saturate", spy)
     P._CACHE.clear()
+    if hasattr(result, "_notation"):  # the notation the Expr made when it was last printed
+        del result._notation
     text = str(result)
     monkeypatch.setattr(P, "saturate", original)
     P._CACHE.clear()
