@@ -65,6 +65,8 @@ class EGraph:
         self.sym: dict = {}       # class -> symmetric by structure
         self.range: dict = {}     # class -> the interval every entry lies in (``_interval``)
         self.polys: dict = {}     # (class, kind) -> its element-wise polynomial, this round
+        self.poly_stack: list = [0, _NONE_MET, []]  # ``_poly``'s expansions under way
+        self.poly_busy: set = set()  # … and their keys
         self.ones_leaves: dict = {}  # dims -> the class of the ones vector of them (``_ones_leaf``)
         self.readings: dict = {}  # (rule, class) -> what a rule reads off a class, this round:
         # a class keeps its terms, kind and analyses while a round matches (rules only add new
@@ -175,6 +177,7 @@ class EGraph:
         result as re-keying and recomputing everything (ranges in the same class order and
         number of passes), without the cost."""
         self.polys = {}
+        self.poly_stack, self.poly_busy = [0, _NONE_MET, []], set()
         self.readings = {}
         if not (self.touched or self.merged or self.stale):  # nothing to bring up to date
             self.changed = set()
@@ -1285,12 +1288,30 @@ def _matrix_powers(g, c, t):
             n = p + q
             power = a if n == 1 else g.add("inv", ("m",), (a,)) if n == -1 else \
                 None if n == 0 else g.add("matpow", ("m", n), (a,))
+            if power is None and all(k == "s" for j, k in enumerate(kinds) if j != i and j != i + 1):
+                # A⁰ beside scalars only (or alone): the identity keeps the product a matrix
+                power = _eye_leaf(g, a)
+                if power is None:  # its size unknown: no form without it
+                    continue
             rest = kids[:i] + ((power,) if power is not None else ()) + kids[i + 2:]
-            if rest:
-                results.append(_prod(g, kind, coef, rest))
+            results.append(_prod(g, kind, coef, rest))
         if len(results) > 4:
             break
     return results
+
+
+def _eye_leaf(g, a):
+    """The identity of square class a's size, where the shape analysis knows it."""
+    dims = g.dims.get(g.find(a))
+    if dims is None or len(dims) != 2:
+        return None
+    return g.add("leaf", ("m", _eye(dims[0])))
+
+
+@_memo_by_value
+def _eye(dim) -> N.Sym:
+    """The identity of this size (made once, as ``_ones``)."""
+    return N.Sym("m", "I", "eye", dims=(dim, dim))
 
 
 def _transpose_power(g, c, t):
@@ -1819,25 +1840,62 @@ def _poly(g, c, kind, ones, depth=0, shallow=False):
     """``_poly_of`` memoised per class for one round of matching (the graph's classes do
     not change until the round's unions; ``rebuild`` clears the memo).  A class met again
     inside its own expansion (a cycle of the graph) is an atom.  ``shallow``: a sum inside
-    the top one is an atom, (y − μ)² stays a square of y − μ."""
+    the top one is an atom, (y − μ)² stays a square of y − μ.
+
+    What a class expands to does not depend on the matches run before it in the round
+    (``LOCAL`` skips some of them): a memo is answered only where it is what the expansion
+    made there would be.  An expansion that met no class being expanded is (its classes are
+    on no cycle); one that met only classes of its own expansion is, where no class it
+    reached is being expanded (``reach``); one that met a class being expanded further up
+    (an atom only there) is that context's, and is not kept."""
     if g.parent[c] != c:
         c = g.find(c)
     key = (c, kind, 0 if not shallow else 1 if depth == 0 else 2)
     polys = g.polys
+    stack = g.poly_stack  # [height, the lowest height of a class being expanded met, reached]
     hit = polys.get(key)
-    if hit is _BUSY or depth > 60:
+    if hit is not None and hit.__class__ is int:  # being expanded, at that height of the stack
+        if hit < stack[1]:
+            stack[1] = hit
+        return {((c, 1),): 1.0}
+    if depth > 60:
         return {((c, 1),): 1.0}
     if hit is not None:  # (no copy: no caller changes a polynomial it is given)
-        if hit[1]:
-            ones.extend(hit[1])
-        return hit[0]
-    polys[key] = _BUSY
+        reach = hit[2]
+        if reach is None or reach.isdisjoint(g.poly_busy):
+            if reach is not None and stack[0]:
+                stack[2].extend(reach)
+            if hit[1]:
+                ones.extend(hit[1])
+            return hit[0]
+    height, low, reached = stack
+    start = len(reached)
+    reached.append(key)
+    polys[key] = height
+    busy = g.poly_busy
+    busy.add(key)
+    stack[0], stack[1] = height + 1, _NONE_MET
     found: list = []
     out = _poly_of(g, c, kind, found, depth, shallow)
-    polys[key] = (out, tuple(found) if found else ())
+    met = stack[1]
+    busy.discard(key)
+    stack[0], stack[1] = height, met if met < low else low
+    if met < height:  # it met a class being expanded below it: not kept (a memo it was
+        if hit is None:  # not answered from stays)
+            del polys[key]
+        else:
+            polys[key] = hit
+    else:
+        polys[key] = (out, tuple(found) if found else (),
+                      None if met == _NONE_MET else frozenset(reached[start:]))
+    if height == 0:
+        reached.clear()
     if found:
         ones.extend(found)
     return out
+
+
+_NONE_MET = 1 << 30
 
 
 def _poly_of(g, c, kind, ones, depth=0, shallow=False):
@@ -2974,6 +3032,9 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
             out = _tree(g, best, root) if value <= own - 1e-9 else m
         if value > own - 1e-9:  # never costlier than what came in
             out = m
+        elif out is not m and cost_of(out, cost) > own - 1e-9:
+            out = m  # nor the tree built: the graph prices a product among a product's factors
+            # (a sum among a sum's terms) apart, the tree flattens it (``N.prod``, ``N.add``)
     if plain:
         with _LOCK:
             out = _cached(m, out)

@@ -9,7 +9,9 @@ parts with σ, tanh, relu and its step, products, transposes, inverses, traces):
   class's only term, distinct atoms with coefficients 1 then −1) is the sum's own class, its
   polynomial not computed (``_plain_sum``);
 - ``_product``, the range of x·y written out for its four endpoint pairs, against the loop
-  it replaced, over special values (±∞, ±0, NaN, open and closed ends).
+  it replaced, over special values (±∞, ±0, NaN, open and closed ends);
+- ``_poly``'s per-round memo: a class's element-wise polynomial, asked after others, is the
+  one computed with the memo cleared.
 
 With each path on and off, the saturated graph is the same (classes, ids, terms, the term
 index, shapes, symmetry, ranges) and ``simplest`` chooses the same tree; every gradient
@@ -23,6 +25,7 @@ import pytest
 import matdiff as md
 from matdiff import notation as N
 from matdiff import present as P
+from matdiff.functions import fn
 from matdiff.recognise import recognise
 from matdiff.simplify import simplify
 
@@ -176,3 +179,42 @@ def test_product_range_matches_the_loop_it_replaced():
             a, b = (lo_a, oa, hi_a, ca), (lo_b, ob, hi_b, cb)
             # repr: -0.0 and 0.0, and NaN, told apart
             assert repr(P._product(a, b)) == repr(_product_reference(a, b)), (a, b)
+
+
+def _cycle():
+    """relu(|y|) ⊙ step(|y|) ⊙ 2(p + (x − p)): saturation puts x and p + (x − p) in one class,
+    and x − p, a term of another, expands through it (a cycle of the graph)."""
+    y_, p_, x_ = (N.Sym("c", name, dims=("n",)) for name in "ypx")
+    call = lambda name, u: N.Call("c", name, u, fn=fn(name))  # noqa: E731
+    return N.Had("c", (call("relu", call("abs", y_)), call("step", call("abs", y_)),
+                       N.Prod("c", 2.0, (N.Add("c", ((1.0, p_), (1.0, N.Add("c", ((1.0, x_), (-1.0, p_)))))),))))
+
+
+def test_an_elementwise_polynomial_does_not_depend_on_what_was_expanded_before(sweep):
+    """``_poly``'s per-round memo answers what the expansion made afresh would be: on each
+    saturated graph, and on an element-wise cycle's graph after each round, every column
+    class's polynomial, asked in a shuffled order of one memo, is the one computed with the
+    memo cleared — so a rule's match adds the same terms whichever matches ran before it in
+    the round (``LOCAL`` skips some).  (The memo kept the expansion of x inside that of
+    x − p, where x − p is an atom, and answered it for x.)"""
+    graphs = [(seed, m, _saturated(m)[0]) for seed, f, v, m in sweep]
+    for rounds in (1, 2, 3):
+        g = P.EGraph()
+        P.ingest(g, _cycle(), {})
+        g.rebuild()
+        P.saturate(g, max_rounds=rounds)
+        graphs.append((-rounds, _cycle(), g))
+    compared = 0
+    for seed, m, g in graphs:
+        classes = [c for c in g.nodes if g.kind(c) == "c"]
+        fresh = {}
+        for c in classes:
+            g.polys, ones = {}, []
+            fresh[c] = (P._poly(g, c, "c", ones), sorted(ones))
+        for order in (classes, random.Random(seed).sample(classes, len(classes))):
+            g.polys = {}
+            for c in order:
+                ones = []
+                assert (P._poly(g, c, "c", ones), sorted(ones)) == fresh[c], f"seed {seed}: class {c}"
+                compared += 1
+    assert compared > 1000, compared
