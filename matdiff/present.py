@@ -332,8 +332,22 @@ def _features(t) -> tuple:
     if op == "call":
         return op, ("call", data[1])
     if op == "leaf" and isinstance(data[1], N.Sym):
+        if data[1].role == "one" and data[1].kind == "m":
+            return op, ("role", "one"), _ONES_MATRIX
         return op, ("role", data[1].role)
     return op,
+
+
+_ONES_MATRIX = ("ones", "m")  # the feature of a graph holding the all-ones matrix J
+
+
+def _ones_matrices(g, kids, kid_ops) -> int:
+    """How many of a product's factors are the all-ones matrix J, which beside another factor
+    is written 11ᵀ (alone, or as a term of a sum, 1)."""
+    nodes, find = g.nodes, g.find
+    return sum(1 for k, o in zip(kids, kid_ops) if o == "leaf" and any(
+        op == "leaf" and getattr(d[1], "role", None) == "one" and d[1].kind == "m"
+        for op, d, _ in nodes[find(k)]))
 
 
 def _order_key(t):
@@ -857,7 +871,8 @@ def length(g, t, kid_costs: list, kid_ops: list) -> float:
         lead = 0 if coef == 1 else 1 if coef == -1 else _number_length(coef) + (coef < 0)
         # 4(r ⊘ s) is longer than 4r ⊘ s
         return lead + sum([c + (2 * PAREN if o in _WRAPPED else 0) for c, o in zip(kid_costs, kid_ops)]) + \
-            (_sum_factors(g, coef, kids, kid_ops) if "add" in kid_ops else 0)
+            (_sum_factors(g, coef, kids, kid_ops) if "add" in kid_ops else 0) + \
+            (2 * _ones_matrices(g, kids, kid_ops) if _ONES_MATRIX in g.features else 0)
     if op == "add":
         coefs = data[1]
         return sum(kid_costs) + 3 * (len(kids) - 1) + sum(
@@ -1148,6 +1163,46 @@ def _trace_square(g, c, t):
 
 def _dim_leaf(g, dim):
     return g.add("leaf", ("s", N.Sym("s", D.fmt(dim), "dim", False, (dim,))))
+
+
+def _ones_matrix_factor(g, c, t):
+    """J1 = n1, 1ᵀJ = n1ᵀ and JJ = n·J (J the all-ones matrix, n the dim summed over): beside
+    another factor the 1 that J prints as alone would read as the number, and 11ᵀ1 does not
+    say which n its 1ᵀ1 is."""
+    kids, out = t[2], []
+
+    def ones(k, kind):  # the dims of class k's all-ones leaf of this kind, or None
+        for op, d, _ in g.nodes[g.find(k)]:
+            if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one" and d[1].kind == kind:
+                return d[1].dims
+        return None
+
+    def row(k):  # the dims of 1 where class k holds 1ᵀ
+        for _, _, kk in g.terms(k, "T"):
+            dims = ones(kk[0], "c")
+            if dims is not None:
+                return dims
+        return None
+
+    for i, k in enumerate(kids):
+        dims = ones(k, "m")
+        if dims is None:
+            continue
+        rows, cols = dims
+        if i + 1 < len(kids):
+            after = ones(kids[i + 1], "c") if g.kind(kids[i + 1]) == "c" else None
+            if after is not None:  # J1 = n1
+                made = (_dim_leaf(g, cols), g.add("leaf", ("c", _ones((rows,)))))
+                out.append(_prod(g, t[1][0], t[1][1], kids[:i] + made + kids[i + 2:]))
+            after = ones(kids[i + 1], "m")
+            if after is not None:  # JJ = nJ
+                j = N.Sym("m", "1", "one", dims=(rows, after[1]))
+                made = (_dim_leaf(g, cols), g.add("leaf", ("m", j)))
+                out.append(_prod(g, t[1][0], t[1][1], kids[:i] + made + kids[i + 2:]))
+        if i and g.kind(kids[i - 1]) == "r" and row(kids[i - 1]) is not None:  # 1ᵀJ = n1ᵀ
+            made = (_dim_leaf(g, rows), _T_of(g, g.add("leaf", ("c", _ones((cols,))))))
+            out.append(_prod(g, t[1][0], t[1][1], kids[:i - 1] + made + kids[i + 1:]))
+    return out
 
 
 def _count(g, c, t):
@@ -2493,6 +2548,7 @@ RULES = [
     Rule("xᵀx = ‖x‖²", "scalars", "prod", _norm_square),
     Rule("tr(XᵀX) = ‖X‖_F²", "scalars", "call", _trace_square),
     Rule("1ᵀ1 = n", "scalars", "prod", _count),
+    Rule("J1 = n1, 1ᵀJ = n1ᵀ, JJ = nJ (J all ones)", "scalars", "prod", _ones_matrix_factor),
     Rule("tr(I) = n", "scalars", "call", _count),
     Rule("1ᵀsvdvals(X) = ‖X‖_*", "scalars", "prod", _singular_values),
     Rule("‖svdvals(X)‖ = ‖X‖_F", "scalars", "call", _singular_values),
@@ -2551,6 +2607,7 @@ NEEDS = {
     _kron_call: _KRON, _kron_transpose: _KRON, _kron_inverse: _KRON, _kron_mixed: _KRON,
     _singular_values: [(("call", "svdvals"),)],
     _count: [(("role", "one"),), (("role", "eye"),)],
+    _ones_matrix_factor: [(_ONES_MATRIX,)],
     _transpose_of_function: [(("call", f),) for f in PRIMARY],
     _function_of_transpose: _TRANSPOSE,
     _power_of_inverse: [("inv",)],

@@ -602,7 +602,8 @@ def _prod(m: N.Prod, style):
         lead = "" if abs(m.coef) == 1 else _coefficient(abs(m.coef), body, style)
         return (style["minus"] if m.coef < 0 else "") + lead + body, (NEG if m.coef < 0 else HAD)
     last = len(m.factors) - 1  # a scalar product before other factors is bracketed: (xᵀAx)Ax
-    parts = [_wrap(f, style, ATOM if f.kind == "s" and i < last and isinstance(f, N.Prod)
+    parts = [_ones_matrix(style) if _is_ones_matrix(f) else
+             _wrap(f, style, ATOM if f.kind == "s" and i < last and isinstance(f, N.Prod)
                    else PROD if i == last else PROD + 1) for i, f in enumerate(m.factors)]
     factors = m.factors
     if _tex(style):
@@ -623,6 +624,17 @@ def _prod(m: N.Prod, style):
     if lead and not _tex(style) and _is_differential(m.factors[0], style.get("display", {})):
         lead += " "
     return (style["minus"] if c < 0 else "") + lead + body, (NEG if c < 0 else PROD)
+
+
+def _is_ones_matrix(f) -> bool:
+    return isinstance(f, N.Sym) and f.role == "one" and f.kind == "m"
+
+
+def _ones_matrix(style) -> str:
+    """The all-ones matrix as a factor of a product, 11ᵀ: alone, or as a term of a sum, it is
+    written 1 (which the reader broadcasts), but 1 beside a matrix or a vector would read as
+    the number: 11ᵀ1, not 1·1 (which reads back as 1, where the value is n1)."""
+    return style["one"] + style["one"] + style["T"]
 
 
 def _ones_outer(left: str, right: str) -> bool:

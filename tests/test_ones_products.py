@@ -69,3 +69,49 @@ def test_the_gradient_through_a_product_of_ones_matches_central_differences():
             d[i, j] = h
             fd[i, j] = (value(Bv + d) - value(Bv - d)) / (2 * h)
     np.testing.assert_allclose(np.asarray(g.evaluate({"B": Bv})), fd, rtol=1e-6, atol=1e-9)
+
+
+
+FOLDS = {  # the all-ones matrix J beside a ones vector or another J: the dim it sums over
+    "J(n×k)1 = k1": ("c", (("m", ("n", "k")), ("c", ("k",)))),
+    "J(n×k)J(k×p) = kJ": ("m", (("m", ("n", "k")), ("m", ("k", "p")))),
+    "1ᵀJ(n×k) = n1ᵀ": ("r", (("r", ("n",)), ("m", ("n", "k")))),
+}
+
+
+def _ones_leaf(kind, dims):
+    from matdiff import notation as N
+    if kind == "r":
+        return N.T("r", N.Sym("c", "1", "one", dims=dims))
+    return N.Sym(kind, "1", "one", dims=dims)
+
+
+@pytest.mark.parametrize("name", FOLDS)
+def test_the_all_ones_matrix_beside_ones_folds_to_the_dim_it_sums(name):
+    """simplest writes J1 as k1, JJ as kJ and 1ᵀJ as n1ᵀ (11ᵀ1 would not say which 1ᵀ1 is
+    summed): the same value, read by the independent notation evaluator."""
+    from matdiff import notation as N
+    from matdiff import present
+
+    from . import notation_eval
+    kind, factors = FOLDS[name]
+    m = N.Prod(kind, 1.0, tuple(_ones_leaf(k, d) for k, d in factors))
+    chosen = present.simplest(m)
+    assert any(isinstance(f, N.Sym) and f.role == "dim" for f in chosen.factors), chosen
+    sizes = {"n": 3, "k": 4, "p": 2}
+    np.testing.assert_allclose(notation_eval.evaluate(chosen, {}, sizes, {}),
+                               notation_eval.evaluate(m, {}, sizes, {}))
+
+
+def test_a_sum_with_the_all_ones_matrix_beside_other_factors_reads_back():
+    """(J − σ(B))ᵀ1 beside A⁻¹x: J in a product is 11ᵀ (not the number 1), and a sum with
+    it stays one factor: 1ᵀ(1 − σ(B))ᵀA⁻¹x, which reads back as its value."""
+    A = md.matrix("A", "n", "n")
+    e = md.sum((J - md.sigmoid(B)).T @ (md.inv(A) @ x))
+    rng = np.random.default_rng(3)
+    values = {"A": rng.standard_normal((N_, N_)) + 4 * np.eye(N_), "B": VALUES["B"], "x": VALUES["x"]}
+    want = np.ones(N_) @ (np.ones((N_, N_)) - 1 / (1 + np.exp(-values["B"]))).T @ np.linalg.solve(
+        values["A"], values["x"])
+    back = md.parse(str(e), dialect="matdiff", result_shape=e.shape, **declarations(e))
+    np.testing.assert_allclose(float(back.evaluate(values)), want, rtol=1e-12, err_msg=str(e))
+    assert "1·1" not in str(e)

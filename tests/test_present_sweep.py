@@ -474,8 +474,8 @@ def test_the_printed_text_reads_back_as_the_value_of_the_expression():
 
 
 # Wrong answers the sweeps found, each minimised (an xfail test fails until the library is
-# fixed). Only the last is made by a shortcut swept here (292b95a); the identity lost, 1·1 and
-# the sum under a coefficient are older than issue 24, and the products priced apart cost more
+# fixed; these are fixed now). Only the last was made by a shortcut swept here (292b95a); the
+# identity lost, 1·1 and the sum under a coefficient are older than issue 24, and the products priced apart cost more
 # on their own since the Cookbook's context costs (SPREAD, REVERSE: 28cfecf).
 
 def test_a_power_cancelled_beside_scalars_leaves_the_identity():
@@ -504,9 +504,10 @@ def test_a_power_cancelled_beside_scalars_leaves_the_identity():
     np.testing.assert_allclose(_value_of_node(back.node, 0), central, atol=1e-6, err_msg=str(e))
 
 
-@pytest.mark.xfail(strict=True, reason="11ᵀ1, the all-ones matrix times the ones vector (n1), is printed "
-                   "'1·1', which reads back as 1: 1ᵀ(11ᵀ − σ(B))ᵀA⁻¹x is printed (1·1 − σ(B)1)ᵀA⁻¹x")
 def test_the_all_ones_matrix_times_the_ones_vector_reads_back_as_itself():
+    """1ᵀ(11ᵀ − σ(B))ᵀA⁻¹x was printed (1·1 − σ(B)1)ᵀA⁻¹x, which reads back with 1·1 = 1
+    where J1 = n1: the all-ones matrix beside another factor is now priced and printed as 11ᵀ
+    and J1 folds to n1 (tests/test_ones_products.py)."""
     e = md.sum((md.ones("n", "n") - md.sigmoid(B_)).T @ (md.inv(A) @ x))
     text = str(e)
     back = md.parse(text, dialect="matdiff", result_shape=e.shape, **declarations(e))

@@ -256,6 +256,9 @@ IDENTITIES = {
     "1ᵀ1 = n": (prod(T(N.Sym("c", "1", "one", dims=("n",))), N.Sym("c", "1", "one", dims=("n",)), kind="s"),
                 N.Sym("s", "n", "dim", dims=("n",))),
     "tr(I) = n": (call("tr", N.Sym("m", "I", "eye", dims=("n", "n"))), N.Sym("s", "n", "dim", dims=("n",))),
+    "J1 = n1, 1ᵀJ = n1ᵀ, JJ = nJ (J all ones)": (
+        prod(N.Sym("m", "1", "one", dims=("n", "n")), N.Sym("c", "1", "one", dims=("n",)), kind="c"),
+        prod(N.Sym("s", "n", "dim", dims=("n",)), N.Sym("c", "1", "one", dims=("n",)), kind="c")),
     "1ᵀsvdvals(X) = ‖X‖_*": (prod(T(N.Sym("c", "1", "one", dims=("n",))), call("svdvals", nA, "c"), kind="s"),
                               call("nuclear", nA)),
     "‖svdvals(X)‖ = ‖X‖_F": (call("norm", call("svdvals", nA, "c")), call("norm", nA)),
