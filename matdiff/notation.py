@@ -187,20 +187,18 @@ _new = object.__new__  # the constructors below build the node that T(kind, arg)
 # object.__setattr__ per field): notation is built many times per printed result
 
 
-def _t(kind: str, arg: M) -> "T":
-    x = _new(T)
-    d = x.__dict__
-    d["kind"] = kind
-    d["arg"] = arg
-    return x
+def _unary(cls):
+    """The constructor of a node of one argument (T or Inv), as ``cls(kind, arg)`` builds it."""
+    def make(kind: str, arg: M):
+        x = _new(cls)
+        d = x.__dict__
+        d["kind"] = kind
+        d["arg"] = arg
+        return x
+    return make
 
 
-def _inv(kind: str, arg: M) -> "Inv":
-    x = _new(Inv)
-    d = x.__dict__
-    d["kind"] = kind
-    d["arg"] = arg
-    return x
+_t, _inv = _unary(T), _unary(Inv)
 
 
 def _leaf(kind: str, name: str, role: str = "var", symmetric: bool = False, dims: tuple = (),
