@@ -389,7 +389,11 @@ def _centred(ops, labs, coef, c: Contract):
     gradient).  Tried only where a sum or product that holds a centred sum (one with a term
     that carries a vector of ones) is summed over an axis no other factor reads; the sum is
     taken inside (distributed over a sum), and kept only when that leaves fewer terms and no
-    centred sum (so the rewrite cannot repeat)."""
+    centred sum (so the rewrite cannot repeat).  A product that is c's only factor (one too
+    large to open, ``FLATTEN_LIMIT``) is not summed apart, which would build c itself again (up
+    to its coefficient and the order of its axes) and ask this anew without end: its factors
+    are tried instead, as c's factors under c's labels.  So each product this summing builds
+    sums a node strictly inside c, and the normal forms it asks for end."""
     uses: dict = {}
     for lab in labs:
         for x in lab:
@@ -406,6 +410,13 @@ def _centred(ops, labs, coef, c: Contract):
             if _term_count(out) < len(op.terms) and not _holds_centring(out):
                 return out
             continue
+        if len(ops) == 1:  # a product alone: its factors, its summed labels made fresh
+            rename = dict(zip(op.out, labs[k]))
+            fresh = _fresh(c.out, labs[k])
+            for x in sorted({x for ls in op.labels for x in ls} - set(op.out)):
+                rename[x], fresh = fresh, fresh + 1
+            return _centred(list(op.operands), [tuple(map(rename.__getitem__, ls)) for ls in op.labels],
+                            coef, c)
         kept = tuple(x for x in labs[k] if x not in private)
         inner = simplify(Contract((op,), (labs[k],), kept))
         if isinstance(inner, Sum) and not inner.terms:
