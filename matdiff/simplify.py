@@ -1154,16 +1154,7 @@ def normal_identity(shape: tuple) -> Node:
     Jacobian): each delta ties two output labels, which ``_remove_deltas`` keeps, and nothing
     else applies to a product of deltas alone, so the normal form is one delta, or the
     deltas in canonical order (which does not depend on the order they come in)."""
-    n = len(shape)
-    if n == 0:
-        return B.ONE
-    if n == 1:
-        node = Delta(shape[0], 2)
-    else:
-        node = _canonical_parts(tuple(Delta(d, 2) for d in shape), tuple((i, n + i) for i in range(n)),
-                                tuple(range(2 * n)), tuple(shape) * 2)[0]
-    node._simple = node
-    return node
+    return _normal_deltas(shape, 2)
 
 
 def normal_ones(shape: tuple) -> Node:
@@ -1171,14 +1162,21 @@ def normal_ones(shape: tuple) -> Node:
     entries for the seed 1): a ones vector over each output label, which no rewrite of a
     product removes or merges, so the normal form is the one vector, or the vectors in
     canonical order (1 for a scalar)."""
+    return _normal_deltas(shape, 1)
+
+
+def _normal_deltas(shape: tuple, order: int) -> Node:
+    """The product over ``shape``'s dims of one delta of ``order`` each (2: the identity
+    tensor, its labels i and n + i; 1: the all-ones tensor), in its normal form."""
     n = len(shape)
     if n == 0:
         return B.ONE
     if n == 1:
-        node = Delta(shape[0], 1)
+        node = Delta(shape[0], order)
     else:
-        node = _canonical_parts(tuple(Delta(d, 1) for d in shape), tuple((i,) for i in range(n)),
-                                tuple(range(n)), tuple(shape))[0]
+        labels = tuple((i, n + i) for i in range(n)) if order == 2 else tuple((i,) for i in range(n))
+        node = _canonical_parts(tuple(Delta(d, order) for d in shape), labels,
+                                tuple(range(order * n)), tuple(shape) * order)[0]
     node._simple = node
     return node
 
