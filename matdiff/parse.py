@@ -38,9 +38,16 @@ DIALECTS = tuple(TABLES)  # matrixcalculus, numpy, matdiff
 class Builder:
     """Builds a parsed tree through the public API, with the kinds and dims inferred."""
 
-    def __init__(self, inferred: Inference):
+    def __init__(self, inferred: Inference, open_dims=frozenset()):
         self.inferred, self.text = inferred, inferred.text
         self.dims, self.shapes = inferred.dims, inferred.shapes
+        # the result's own dims that nothing fixed (no result_shape): a constant sized by them
+        # alone is read at size 1, which shows in the result's shape, not in a value
+        self.open_dims = open_dims
+
+    def _open(self, node) -> bool:
+        shape = self.shapes[id(node)]
+        return any(self.dims.find(k) in self.open_dims for k in (shape.rows, shape.cols))
 
     def build(self, node, names) -> Expr:
         return BUILDERS[node.op](self, node, names)
@@ -69,7 +76,14 @@ class Builder:
         return -self.build(node.args[0], names)
 
     def _b_transpose(self, node, names):
-        return self.build(node.args[0], names).T
+        out = self.build(node.args[0], names)
+        if out.ndim == 0 and node.args[0].op in ("ones", "zeros") and not self._open(node.args[0]):
+            c = "1" if node.args[0].op == "ones" else "0"
+            raise ParseError(f"the length of this {c}ᵀ is not fixed by its use: {c}ᵀ is a row, and "
+                             f"nothing beside it gives its length (reading it as the number {c} could "
+                             f"change the value); write it beside a vector or matrix that sizes it "
+                             f"({c}ᵀx, {c}ᵀX)", self.text, node.args[0].col)
+        return out.T
 
     def _b_add(self, node, names):
         a, b = (self.build(x, names) for x in node.args)
@@ -98,6 +112,7 @@ class Builder:
 
     def _b_ones(self, node, names):
         shape = self.shapes[id(node)]
+        c = "1" if node.op == "ones" else "0"
         dims = []
         for k in (shape.rows, shape.cols):
             d = self.dims.resolve(k)
@@ -105,11 +120,14 @@ class Builder:
                 dims.append(d)
             elif isinstance(d, tuple) and self.dims.find(k) in names:
                 dims.append(names[self.dims.find(k)])
-            elif isinstance(d, tuple) and (self.dims.find(k) not in self.dims.flexible or self.dims.find(k)
+            elif isinstance(d, tuple) and (self.dims.find(k) not in self.open_dims or self.dims.find(k)
                                            in {self.dims.find(x) for x in self.inferred.inner}):
-                # (1ᵀ1): a length no variable gives; reading it as 1 would change the value
-                raise ParseError(f"the size of this {'1' if node.op == 'ones' else '0'} is not "
-                                 f"fixed by its use", self.text, node.col)
+                # ‖t1 + 1‖², tr(A ⊗ 1), 1ᵀ1, 1ᵀsin(1/n): a length that only other constants
+                # share and no variable gives; reading it as 1 (the number) would change the value
+                raise ParseError(f"the size of this {c} is not fixed by its use: nothing beside it "
+                                 f"gives its length (it could be the number {c}, or a vector or matrix "
+                                 f"of {c}s, and the value depends on which); write it beside a variable "
+                                 f"that sizes it (x + {c}, X{c}, {c}ᵀx)", self.text, node.col)
         value = 1.0 if node.op == "ones" else 0.0
         if not dims:
             return lift(value)
@@ -323,7 +341,9 @@ def _parse(text, table, result_shape, decls, declarations) -> Expr:
             pass
     if result_shape is not None:  # I or 1 alone take their size from the caller
         b.expect(root, result_shape)
-    out = Builder(b).build(tree, b.dim_names())
+    open_dims = frozenset() if result_shape is not None or root.scalar else \
+        frozenset(b.dims.find(k) for k in (root.rows, root.cols) if isinstance(b.dims.resolve(k), tuple))
+    out = Builder(b, open_dims).build(tree, b.dim_names())
     _note_spread(b, out, set(declarations), table)
     if result_shape is not None and out.ndim != len(tuple(result_shape)):
         # inference and building disagreed (a constant's size the text leaves open)

@@ -654,8 +654,8 @@ def _fraction(m: N.Prod, style):
             all(isinstance(x, (N.Call, N.Sym)) and x.kind == "s" for x in f.arg.factors))
            and style.get("names", {}).get(id(f)) is None]
     num = [f for f in m.factors if not any(f is d for d in den)]
-    if not den or not num:
-        return None
+    if not den or not num or (len(num) == 1 and isinstance(num[0], N.Sym) and num[0].role in ("one", "zero")):
+        return None  # the vector 1 over n is n⁻¹1: 1/n reads as the number
     below = [d.arg if d.p == -1 else N.Pow("s", d.arg, -d.p) for d in den]
     top, prec = _render(N.prod(abs(m.coef), num), style)
     sign = style["minus"] if m.coef < 0 else ""

@@ -202,3 +202,39 @@ def test_a_vector_on_the_left_of_at_is_told_to_transpose_in_the_numpy_dialect(te
     assert str(e.value).splitlines()[-1] == "    ^"
     fixed = text.replace("x @", "x.T @", 1)
     assert md.check(md.parse(fixed, dialect="numpy")) < 1e-6
+
+
+# printed texts whose constant 1 or 0 has a size only other constants share: each was once read
+# as the number (a different value); the column is the constant whose size is open
+UNSIZED = [
+    ("‖t1 + 1‖²", (), {"t": "scalar"}, "size of this 1", 2),  # ‖t1 + 1‖² of n, not (t + 1)²
+    ("tr(A ⊗ 1)", (), {"A": "matrix(n, n)"}, "size of this 1", 7),  # tr(A ⊗ J), not tr A
+    ("1ᵀsin(1/n)", (), {}, "length of this 1ᵀ", 0),  # Σᵢ sin(1/n), not sin(1/n)
+    ("11ᵀ1ᵀ", ("n", "n"), {}, "length of this 1ᵀ", 1),  # the middle 1ᵀ: (n × k)(k × n)
+    ("x + logsumexp(0, axis=1)", ("n",), {"x": "vector(n)"}, "size of this 0", 14),  # log k
+]
+
+
+@pytest.mark.parametrize("text,shape,decls,what,column", UNSIZED, ids=[u[0] for u in UNSIZED])
+def test_a_constant_whose_size_its_use_leaves_open_is_refused_at_its_column(text, shape, decls, what, column):
+    with pytest.raises(md.ParseError, match=f"the {what} is not fixed by its use") as info:
+        md.parse(text, dialect="matdiff", result_shape=shape, n="dim", **decls)
+    assert info.value.column == column
+    lines = str(info.value).splitlines()
+    assert lines[1] == "  " + text and lines[2] == "  " + " " * column + "^"
+    assert "write it beside a" in lines[0]  # how to fix it
+
+
+def test_constants_that_a_variable_or_the_result_sizes_read_back_with_their_values():
+    rng = np.random.default_rng(7)
+    xv, Bv, t = rng.standard_normal(3), rng.standard_normal((3, 3)), 0.3
+    one, J = np.ones(3), np.ones((3, 3))
+    for text, shape, want in (("‖t1 + x‖²", (), np.sum((t * one + xv) ** 2)),
+                              ("softmax(n⁻¹·1)ᵀx", (), xv.mean()),  # the vector 1/n, as printed
+                              ("(1ᵀB1)11ᵀ", ("n", "n"), Bv.sum() * J),
+                              ("x + logsumexp(1ᵀ + xᵀ, axis=1)", ("n",), xv + np.log(np.exp(1 + xv).sum()))):
+        e = md.parse(text, dialect="matdiff", result_shape=shape, x="vector(n)", B="matrix(n, n)",
+                     t="scalar", n="dim")
+        got = e.evaluate({k: v for k, v in {"x": xv, "B": Bv, "t": t}.items()
+                          if k in {u.node.name for u in e.variables}}, sizes={"n": 3})
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=text)
