@@ -344,10 +344,16 @@ _ONES_MATRIX = ("ones", "m")  # the feature of a graph holding the all-ones matr
 def _ones_matrices(g, kids, kid_ops) -> int:
     """How many of a product's factors are the all-ones matrix J, which beside another factor
     is written 11ᵀ (alone, or as a term of a sum, 1)."""
-    nodes, find = g.nodes, g.find
-    return sum(1 for k, o in zip(kids, kid_ops) if o == "leaf" and any(
-        op == "leaf" and getattr(d[1], "role", None) == "one" and d[1].kind == "m"
-        for op, d, _ in nodes[find(k)]))
+    return sum(1 for k, o in zip(kids, kid_ops) if o == "leaf" and _ones_dims(g, k, "m") is not None)
+
+
+def _ones_dims(g, c, kind):
+    """The dims of class c's all-ones leaf of this kind ("c" the vector, "m" the matrix J), or
+    None where it holds none."""
+    for op, d, _ in g.nodes[g.find(c)]:
+        if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one" and d[1].kind == kind:
+            return d[1].dims
+    return None
 
 
 def _order_key(t):
@@ -1171,35 +1177,25 @@ def _ones_matrix_factor(g, c, t):
     say which n its 1ᵀ1 is."""
     kids, out = t[2], []
 
-    def ones(k, kind):  # the dims of class k's all-ones leaf of this kind, or None
-        for op, d, _ in g.nodes[g.find(k)]:
-            if op == "leaf" and isinstance(d[1], N.Sym) and d[1].role == "one" and d[1].kind == kind:
-                return d[1].dims
-        return None
-
-    def row(k):  # the dims of 1 where class k holds 1ᵀ
-        for _, _, kk in g.terms(k, "T"):
-            dims = ones(kk[0], "c")
-            if dims is not None:
-                return dims
-        return None
+    def is_ones_row(k):  # whether class k holds 1ᵀ
+        return any(_ones_dims(g, kk[0], "c") is not None for _, _, kk in g.terms(k, "T"))
 
     for i, k in enumerate(kids):
-        dims = ones(k, "m")
+        dims = _ones_dims(g, k, "m")
         if dims is None:
             continue
         rows, cols = dims
         if i + 1 < len(kids):
-            after = ones(kids[i + 1], "c") if g.kind(kids[i + 1]) == "c" else None
+            after = _ones_dims(g, kids[i + 1], "c") if g.kind(kids[i + 1]) == "c" else None
             if after is not None:  # J1 = n1
                 made = (_dim_leaf(g, cols), g.add("leaf", ("c", _ones((rows,)))))
                 out.append(_prod(g, t[1][0], t[1][1], kids[:i] + made + kids[i + 2:]))
-            after = ones(kids[i + 1], "m")
+            after = _ones_dims(g, kids[i + 1], "m")
             if after is not None:  # JJ = nJ
                 j = N.Sym("m", "1", "one", dims=(rows, after[1]))
                 made = (_dim_leaf(g, cols), g.add("leaf", ("m", j)))
                 out.append(_prod(g, t[1][0], t[1][1], kids[:i] + made + kids[i + 2:]))
-        if i and g.kind(kids[i - 1]) == "r" and row(kids[i - 1]) is not None:  # 1ᵀJ = n1ᵀ
+        if i and g.kind(kids[i - 1]) == "r" and is_ones_row(kids[i - 1]):  # 1ᵀJ = n1ᵀ
             made = (_dim_leaf(g, rows), _T_of(g, g.add("leaf", ("c", _ones((cols,))))))
             out.append(_prod(g, t[1][0], t[1][1], kids[:i - 1] + made + kids[i + 1:]))
     return out
