@@ -510,7 +510,8 @@ def _merge_powers(ops, labs, out=()):
 
 
 def _cancel_inverses(ops, labs, out):
-    """X⁻¹_ab X_bc → δ_ac and X_ab X⁻¹_bc → δ_ac, where b is summed over these two only."""
+    """X⁻¹_ab X_bc → δ_ac and X_ab X⁻¹_bc → δ_ac, where b is summed over these two only;
+    X⁻¹_ab X_ba → Σ_a 1 = n, where a and b are summed over these two only."""
     everywhere = [x for lab in labs for x in lab] + list(out)
     for i, (op, lab) in enumerate(zip(ops, labs)):
         if not isinstance(op, Inv):
@@ -523,6 +524,10 @@ def _cancel_inverses(ops, labs, out):
                     keep = [k for k in range(len(ops)) if k not in (i, j)]
                     return ([ops[k] for k in keep] + [Delta(op.shape[0], 2)],
                             [labs[k] for k in keep] + [(a, cc)])
+                if b == b2 and a == cc != b and everywhere.count(b) == 2 and everywhere.count(a) == 2:
+                    keep = [k for k in range(len(ops)) if k not in (i, j)]  # tr(X⁻¹X) = n
+                    return ([ops[k] for k in keep] + [Delta(op.shape[0], 1)],
+                            [labs[k] for k in keep] + [(a,)])
     return ops, labs
 
 
@@ -1543,6 +1548,15 @@ def normalise_inv(n: Inv) -> Node:
         return n.arg.arg
     if isinstance(n.arg, Delta):  # I⁻¹ → I
         return n.arg
+    scaled = _scaled(n.arg)
+    if scaled is not None:  # (cs·M)⁻¹ → c⁻¹s⁻¹·M⁻¹: a scalar factor leaves the inverse
+        c, scalars, m = scaled
+        inner = Inv(m)
+        if not scalars:
+            return simplify(B.scale(1.0 / c, inner))
+        return simplify(B.scale(1.0 / c, Contract(
+            tuple(F.power(x, -1.0) for x in scalars) + (inner,),
+            ((),) * len(scalars) + ((0, 1),), (0, 1))))
     square = _square_product(n.arg)
     if square is not None:  # (A′B′)⁻¹ → B′⁻¹A′⁻¹ for square A and B, each maybe transposed
         (a, la), (b, lb), (i, j, k) = square
@@ -1551,6 +1565,25 @@ def normalise_inv(n: Inv) -> Node:
         second = tuple({i: m, j: k}[x] for x in la)  # A′⁻¹ runs m → k
         return simplify(Contract((Inv(b), Inv(a)), (first, second), (i, k)))
     return n
+
+
+def _scaled(m: Node):
+    """(c, scalars, M) where m = c·Πscalars·M for a number c ≠ 0, scalar operands and a
+    square matrix M (M itself where it is a transpose: Mᵀ read as the contraction of M),
+    else None; (1, (), M) is never returned."""
+    c, scalars = 1.0, ()
+    if type(m) is Sum and len(m.terms) == 1 and m.terms[0][0] != 0:
+        c, m = m.terms[0]
+    if type(m) is Contract and len(m.out) == 2:
+        rest = [(op, lab) for op, lab in zip(m.operands, m.labels) if lab]
+        if len(rest) == 1 and len(set(rest[0][1])) == 2 and set(rest[0][1]) == set(m.out):
+            scalars = tuple(op for op, lab in zip(m.operands, m.labels) if not lab)
+            op, lab = rest[0]
+            m = op if tuple(lab) == tuple(m.out) else simplify(
+                Contract((op,), (lab,), m.out))
+    if c == 1.0 and not scalars or m.ndim != 2:
+        return None
+    return c, scalars, m
 
 
 def _square_product(c: Node):

@@ -42,7 +42,7 @@ GOLDEN = [
     ('log det X', 'X⁻ᵀ'),
     ('log det XᵀX', '2X(XᵀX)⁻¹'),
     ('det AXB', 'det(AXB)X⁻ᵀ'),
-    ('det sX', 'det(sX)tr((sX)⁻¹X)'),
+    ('det sX', 'det(sX)n/s'),
     ('log det S (symmetric)', 'S⁻¹'),
     ('log det (A + sI)', 'tr((A + sI)⁻¹)'),
     ('aᵀx', 'a'),

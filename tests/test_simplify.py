@@ -13,6 +13,7 @@ A, B = md.matrix("A", "n", "n"), md.matrix("B", "n", "n")
 S = md.matrix("S", "n", "n", symmetric=True)
 x, y = md.vector("x", "n"), md.vector("y", "n")
 I = md.eye("n")
+s, t = md.scalar("s"), md.scalar("t")
 
 # lhs and rhs simplify to the very same node
 SAME = [
@@ -33,6 +34,10 @@ SAME = [
     ("x ⊙ x → x²", x * x, x ** 2),
     ("x ⊙ x⁻¹ → 1", x * (1 / x), md.ones("n")),
     ("(X⁻¹)⁻¹ → X", md.inv(md.inv(A)), A),
+    ("(sA)⁻¹ → s⁻¹A⁻¹", md.inv(s * A), md.inv(A) / s),
+    ("(2stAᵀ)⁻¹ → ½s⁻¹t⁻¹A⁻ᵀ", md.inv(2 * s * (t * A.T)), 0.5 * md.inv(A.T) / t / s),
+    ("tr(A⁻¹A) → n", md.trace(md.inv(A) @ A), md.sum(md.ones("n"))),
+    ("tr((sA)⁻¹A) → n/s", md.trace(md.inv(s * A) @ A), md.sum(md.ones("n")) / s),
     ("2(3x) → 6x", 2 * (3 * x), 6 * x),
     ("(x + y) − y → x", (x + y) - y, x),
     ("exp(0) → 1", md.exp(md.zeros("n")), md.ones("n")),
@@ -50,7 +55,8 @@ def test_rewrites_reach_one_normal_form(name, lhs, rhs):
     assert simplify(lhs.node) is simplify(rhs.node)
     rng = np.random.default_rng(0)
     vals = {"A": rng.normal(size=(4, 4)), "B": rng.normal(size=(4, 4)), "x": rng.uniform(1, 2, 4),
-            "y": rng.normal(size=4), "S": np.eye(4) + 1}
+            "y": rng.normal(size=4), "S": np.eye(4) + 1,
+            "s": rng.uniform(1, 2), "t": rng.uniform(-2, -1)}
     used = {v.node.name for v in lhs.variables}
     ev = {k: v for k, v in vals.items() if k in used}
     np.testing.assert_allclose(lhs.evaluate(ev, sizes={"n": 4}), rhs.evaluate(
