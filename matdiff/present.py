@@ -1723,6 +1723,29 @@ def _common_matrix(g, c, t):
     return out
 
 
+def _pair_negated_sums(g) -> None:
+    """U + V − S − I = −(S + I − U − V): where the input holds a sum and its negation (terms in
+    any order), the second joins the first's class as −1 times it, so that a factor shared up
+    to sign can be taken out: M·D + (−M)·ssᵀ = M(D − ssᵀ) (the Hessian of xᵀsoftmax(Ax)).
+    Once, as the graph is made (``simplest``), and only for sums of three terms or more: run
+    as a rule every round, or on two-term sums (−A − Aᵀ beside A + Aᵀ), it opened groupings
+    that doubled the time of the slowest results and were never chosen."""
+    seen: dict = {}
+    find = g.find
+    for c in list(g.nodes):
+        for t in g.terms(c, "add"):
+            kind, coefs = t[1]
+            if kind == "s" or len(t[2]) < 3:
+                continue
+            mine = tuple(sorted(zip(map(find, t[2]), coefs)))
+            other = seen.get((kind, tuple((k, -e) for k, e in mine)))
+            if other is not None and find(other) != find(c):
+                g.union(c, _prod(g, kind, -1.0, [other]))
+            else:
+                seen.setdefault((kind, mine), c)
+    g.rebuild()
+
+
 def _sign_leads(g, c, t):
     """A(−B − C)D = −A(B + C)D: a sum whose terms are all negative gives its sign to the
     product it stands in, which the cost (``SIGN``) then writes first, as the Matrix
@@ -1751,8 +1774,11 @@ def _distribute(g, c, t):
     ((A + Aᵀ)xxᵀ(A + Aᵀ)): multiplied out over both and each part regrouped every way, they
     grew the graph of the Hessian of ‖Ax − b‖ to 695 terms, none of them chosen (issue 24);
     there only a negative coefficient goes in, −(a − u)… = (u − a)….  Two different matrix
-    sums still multiply out: A(X − A)(X − A)ᵀ is written A(X − A)(AX − A²)ᵀ.  (Whether a kid
-    is in ``shared`` changes only where the kid's class merges, so the rule stays ``LOCAL``.)"""
+    sums still multiply out: A(X − A)(X − A)ᵀ is written A(X − A)(AX − A²)ᵀ, but not where one
+    of them has three terms or more: (Aᵀdiag(x) + I − (sᵀx)Aᵀ − Aᵀsxᵀ)(S − ssᵀ)A, the Hessian of
+    xᵀsoftmax(Ax), made 8 × 2 products that the other rules regrouped every way, none chosen,
+    and doubled its time.  (Whether a kid is in ``shared`` changes only where the kid's class
+    merges, and its terms' sums with it, so the rule stays ``LOCAL``.)"""
     kind, coef = t[1]
     kids = t[2]
     shared = g.shared
@@ -1761,6 +1787,9 @@ def _distribute(g, c, t):
         mine = [k for k in map(g.find, kids) if k in shared]
         held = len(mine) >= 2 and (len(set(mine)) < len(mine) or all(g.kind(k) in "cr" for k in mine))
     signs = []
+    sums = [len(ts[0][2]) for ts in (g.terms(k, "add") for k in kids if g.kind(k) != "s") if ts]
+    if len(sums) >= 2 and max(sums) >= 3:  # (Aᵀdiag(x) + I − U − V)(S − ssᵀ)A stays as it is
+        return signs
     for i, k in enumerate(kids):
         if held and g.find(k) in shared:
             if coef < 0 and not signs:
@@ -3070,6 +3099,7 @@ def simplest(m: N.M, rules=None, cost=None) -> N.M:
     # makes or merges a class (where none does, m is kept and its cost is not needed)
     priced: list = []
     g.pristine = lambda: priced.append(_own_cost(g, root, cost))
+    _pair_negated_sums(g)
     saturate(g, rules, root=root, cost=cost)
     g.pristine = None
     if g.size == size and not g.unions:  # no rule changed anything: m is its simplest form

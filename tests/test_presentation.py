@@ -98,6 +98,8 @@ GOLDEN = [
     ("scalars", lambda: md.trace(md.eye(n)) * md.trace(md.eye(n)), None, None, "n²"),
     ("scalars", lambda: A @ X @ (-B - C) @ x, x, "jacobian", "−AX(B + C)"),
     ("scalars", lambda: md.trace(A @ X @ (-B - C) @ X), X, "grad", "−AᵀXᵀ(B + C)ᵀ − (B + C)ᵀXᵀAᵀ"),
+    ("scalars", lambda: x.T @ md.softmax(A @ x), x, "hessian",
+     "(Aᵀdiag(x) + I − (sᵀx)Aᵀ − Aᵀsxᵀ)(S − ssᵀ)A + AᵀS − Aᵀssᵀ  where S = diag(s), s = softmax(Ax)"),
     ("inverses", lambda: X @ md.inv(X @ X @ X), None, None, "X⁻²"),
     ("inverses", lambda: md.det(X @ X @ X), None, None, "det(X)³"),
     ("inverses", lambda: md.det(X @ X @ X), X, "grad", "3det(X)³X⁻ᵀ"),
@@ -548,3 +550,25 @@ def test_a_result_no_rule_changes_is_returned_as_it_is():
     m = prod(T(nx), nA, kind="r")  # xᵀA: nothing to rewrite
     assert P.simplest(m) is m
     assert P.simplest(nA) is nA
+
+
+def test_a_sum_the_input_also_holds_negated_is_minus_one_times_it():
+    """U + V − S − I and S + I − U − V, terms in another order, share a class as the graph is
+    made (so M·D + (−M)·ssᵀ can become M(D − ssᵀ)); a sum of two terms is not paired, and a
+    sum beside no negation is left alone."""
+    three = plus((1.0, nA), (1.0, nB), (-1.0, nC))
+    negated = plus((1.0, nC), (-1.0, nB), (-1.0, nA))
+    two, two_negated = plus((1.0, nA), (-1.0, nD)), plus((1.0, nD), (-1.0, nA))
+    lone = plus((1.0, nA), (1.0, nC), (1.0, nD))
+    g = P.EGraph()
+    cs = [P.ingest(g, m, {}) for m in (three, negated, two, two_negated, lone)]
+    g.rebuild()
+    before = {c: set(g.nodes[g.find(c)]) for c in cs}
+    P._pair_negated_sums(g)
+    assert any(t[0] == "prod" and t[1][1] == -1.0 and g.find(t[2][0]) == g.find(cs[0])
+               for t in g.nodes[g.find(cs[1])])
+    for c in cs[2:]:
+        assert set(g.nodes[g.find(c)]) == before[c]
+    env = _env()
+    np.testing.assert_allclose(notation_eval.evaluate(negated, env, {"n": 3}, {}),
+                               -notation_eval.evaluate(three, env, {"n": 3}, {}), rtol=1e-12)
