@@ -123,6 +123,8 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
     if not ops:
         code = "np.asarray(1.0)"
     elif len(ops) == 1:
+        if ops[0] in w.inverses and len(set(labs[0])) == 2:  # 1ᵀX⁻¹1, X⁻¹1: a solve with ones
+            _inverse_sums(w, ops, labs, inner)
         code = _inverse_trace(w, ops[0], labs[0], inner) or _single(ops[0], labs[0], inner)
     else:
         code = _plan(w, ops, labs, inner, dim)
@@ -250,11 +252,20 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
         ops, labs = [ops[k] for k in last], [labs[k] for k in last]
     if gram:
         _gram(w, ops, labs, out, dim)
-    for i, j, keep, _ in _pair_steps(labs, out, size):
+    inverses = {k for k, op in enumerate(ops) if op in w.inverses}
+    if inverses and len(ops) > 1:  # a diagonal read beside an inverse is taken first, a vector
+        for k, lab in enumerate(labs):  # to solve with: S⁻¹diag(B), not S⁻¹ formed and then read
+            if k not in inverses and len(set(lab)) < len(lab):
+                diagonal = tuple(dict.fromkeys(lab))
+                ops[k], labs[k] = w.emit(_single(ops[k], lab, diagonal)), diagonal
+    for i, j, keep, _ in _pair_steps(labs, out, size, inverses):
         lb, la = labs.pop(j), labs.pop(i)
         b, a = ops.pop(j), ops.pop(i)
         keep = keep if ops else tuple(out)
-        solved = _solve_step(w, a, la, b, lb, keep) or _solve_step(w, b, lb, a, la, keep)
+        if a in w.pinvs and b in w.inverses:  # X⁺Y⁻¹: Y solves with X⁺, never formed for X⁺'s SVD
+            solved = _solve_step(w, b, lb, a, la, keep) or _solve_step(w, a, la, b, lb, keep)
+        else:
+            solved = _solve_step(w, a, la, b, lb, keep) or _solve_step(w, b, lb, a, la, keep)
         step = _single(*solved, keep) if solved else _pairwise(w, a, la, b, lb, keep)
         if not ops:
             return step
@@ -391,11 +402,21 @@ def _is_gram(la: tuple, lb: tuple, keep: tuple) -> bool:
         summed[0] in lb and la.index(summed[0]) == lb.index(summed[0])
 
 
-def _pair_steps(labs: list, out, size: dict):
+def _solvable(la: tuple, lb: tuple, keep: tuple) -> bool:
+    """Whether a step of an inverse (labels ``la``) and b is a solve (``_solve_step``): b a
+    vector or matrix holding once a label of the inverse that the step sums."""
+    return len(la) == 2 and la[0] != la[1] and len(lb) <= 2 and \
+        any(q not in keep and lb.count(q) == 1 for q in la)
+
+
+def _pair_steps(labs: list, out, size: dict, inverses=frozenset()):
     """The pairs a plan multiplies, step by step: (i, j, the labels the result keeps, the
     step's multiply-adds), i < j positions in the caller's list, which drops i and j and
     appends the result after each step.  Each time the pair that shares a label (if any
-    does), then whose result is smallest, then cheapest, the first in list order on ties.
+    does), then whose result is smallest, then one that is not an inverse (a position in
+    ``inverses``) met where it cannot be solved with — X⁻¹ scaled by a vector, beside a
+    3-index factor or beside another inverse, one would be formed, where X⁻¹ times another
+    factor is a solve — then cheapest, the first in list order on ties.
     Candidate pairs live in a heap and only those next to a merge are re-scored, so a
     product of k factors is planned in O(k log k), not O(k³)."""
     outs, labs = set(out), {k: tuple(lab) for k, lab in enumerate(labs)}
@@ -411,7 +432,9 @@ def _pair_steps(labs: list, out, size: dict):
             x for x in labs[i] + labs[j]
             if x in outs or len(holders[x]) > (x in sets[i]) + (x in sets[j])))
         cost = math.prod(size[x] for x in sets[i] | sets[j])
-        return (sets[i].isdisjoint(sets[j]), math.prod(size[x] for x in keep), cost), keep, cost
+        formed = i in inverses and j in inverses or \
+            any(a in inverses and not _solvable(labs[a], labs[b], keep) for a, b in ((i, j), (j, i)))
+        return (sets[i].isdisjoint(sets[j]), math.prod(size[x] for x in keep), formed, cost), keep, cost
 
     def push_neighbours(a):
         for x in sets[a]:
@@ -474,7 +497,8 @@ def _flops(n: Contract, size_hint: dict) -> float:
     labs = [tuple(lab) for _, lab in kept]
     size = {x: _size(d, size_hint) for x, d in n.label_dims().items()}
     total = 0.0
-    for i, j, keep, cost in _pair_steps(labs, uniq, size):
+    inverses = {k for k, (op, _) in enumerate(kept) if isinstance(op, Inv)}  # as _plan orders them
+    for i, j, keep, cost in _pair_steps(labs, uniq, size, inverses):
         labs = [lab for k, lab in enumerate(labs) if k not in (i, j)] + [keep]
         total += cost
     return total + (np.prod([size[x] for x in labs[0]]) if labs else 0.0)
@@ -509,19 +533,22 @@ def _nonnegative(n: Node) -> bool:
 def _weighted_gram(w: _Writer, kept, ops: list, labs: list, out) -> None:
     """Σ_p X_pi d_p X_pk with d ≥ 0 (the Hessian of a logistic loss, Xᵀdiag(d)X): written
     Z = √d ⊙ X, then ZᵀZ, which NumPy computes as a symmetric rank-k update in half the
-    time of Xᵀ(d ⊙ X)."""
+    time of Xᵀ(d ⊙ X). p must stand at the same axis of both factors: X diag(d) X (S⁻¹
+    diag(σ) S⁻¹ in a derivative) is not a Gram matrix."""
     n = len(ops)
     for i in range(n):
         for k in range(i + 1, n):
-            if kept[i][0] is not kept[k][0] or len(labs[i]) != 2:
-                continue
+            if kept[i][0] is not kept[k][0] or len(labs[i]) != 2 or ops[i] in w.inverses:
+                continue  # X⁻ᵀdiag(d)X⁻¹ is solved with, never formed for its Gram matrix
             shared = set(labs[i]) & set(labs[k])
             if len(shared) != 1 or shared & set(out) or len(set(labs[i] + labs[k])) != 3:
                 continue
             p = next(iter(shared))
+            if labs[i].index(p) != labs[k].index(p):  # X diag(d) X, not Xᵀdiag(d)X: √d would
+                continue  # scale X's columns where it is read for its rows
             weights = [j for j in range(n) if j not in (i, k) and p in labs[j]]
-            if not weights or any(set(labs[j]) != {p} or not _nonnegative(kept[j][0])
-                                  for j in weights):
+            if not weights or any(tuple(labs[j]) != (p,) or not _nonnegative(kept[j][0])
+                                  for j in weights):  # M_pp is no weight vector: diag(diag(M))
                 continue
             root = w.emit(f"np.sqrt({' * '.join(ops[j] for j in weights)})")
             z = w.emit(_pairwise(w, ops[i], labs[i], root, (p,), labs[i]))
@@ -688,6 +715,10 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
     builds A + Aᵀ slowly (a strided copy), while its products read Aᵀ for free."""
     out = set()
     multiplied = _only_multiplied_inverses(order)
+    readers: dict = {}
+    for n in order:
+        for c in set(n.children):
+            readers.setdefault(c, []).append(n)
     for n in order:
         if not isinstance(n, Contract):
             continue
@@ -696,6 +727,8 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
             if not (isinstance(op, Sum) and op.ndim >= 2 and uses.get(op) == 1 and
                     op not in roots and len(op.terms) > 1 and others and
                     n.operands.count(op) == 1):  # (yᵀSv)² holds S twice: not distributed
+                if _solved_in_every_product(op, readers, roots, multiplied):
+                    out.add(op)
                 continue
             if all(o.ndim <= 1 for o in others) or \
                     (transposes and any(_is_transpose(t) for _, t in op.terms)) or \
@@ -705,23 +738,35 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
     return out
 
 
+def _solved_in_every_product(op, readers: dict, roots, multiplied) -> bool:
+    """A sum of inverses (X⁻ᵀ + X⁻¹: X not known symmetric) that two or more products read,
+    each holding it once: distributed over every one of them, the inverse is only solved
+    with, where forming the sum would form it."""
+    rs = readers.get(op, [])
+    return isinstance(op, Sum) and op.ndim == 2 and op not in roots and len(rs) > 1 and \
+        any(t in multiplied for _, t in op.terms) and \
+        all(isinstance(r, Contract) and r.operands.count(op) == 1 and len(r.operands) > 1 for r in rs)
+
+
 def _only_multiplied_inverses(order) -> set:
-    """Inverses (matrices) that products read and at most one sum: distributed over that
-    sum's product, each is then only multiplied, so solved with and never formed."""
+    """Inverses (matrices) and their transposes that products read and at most one sum:
+    distributed over that sum's product, each is then only multiplied, so solved with and
+    never formed."""
     readers: dict = {}
     for n in order:
         for c in set(n.children):
-            if isinstance(c, Inv) and c.ndim == 2:
-                readers.setdefault(c, []).append(n)
+            if isinstance(c, Inv) and c.ndim == 2 or _is_transpose(c) and isinstance(c.operands[0], Inv):
+                readers.setdefault(c, []).append(n)  # X⁻ᵀ as X⁻¹: products solve with either
     return {c for c, rs in readers.items()
             if sum(isinstance(r, Sum) for r in rs) == 1 and all(isinstance(r, (Sum, Contract)) for r in rs)}
 
 
 def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint, multiplied=frozenset()) -> bool:
     """Whether n, distributed over its k-th factor (a sum), costs less than four fifths of
-    forming the sum and then n; or no more, where a term is an inverse that only this sum
-    and products read (X(S⁻¹ − uuᵀ)ᵀ as XS⁻ᵀ − (Xu)uᵀ: S⁻¹ is then never formed, each
-    product with it a solve; ``multiplied``, from ``_only_multiplied_inverses``)."""
+    forming the sum and then n; or no more than five fourths of it, where a term is an
+    inverse that only this sum and products read (X(S⁻¹ − uuᵀ)ᵀ as XS⁻ᵀ − (Xu)uᵀ: S⁻¹ is
+    then never formed, each product with it a solve, which is also the more accurate, so
+    a near tie goes to the solves; ``multiplied``, from ``_only_multiplied_inverses``)."""
     s = n.operands[k]
 
     def alone(t) -> float:  # a term's own product, computed only for this sum
@@ -736,7 +781,7 @@ def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint, multipli
     for _, t in s.terms:
         node = _term_product(n, k, t, known)
         split += _flops(node, hint) + (alone(t) if t in node.operands else 0.0)
-    return split <= fused if inverses else split < 0.8 * fused
+    return split <= 1.25 * fused if inverses else split < 0.8 * fused
 
 
 def _size_of_shape(shape, hint: dict) -> float:
@@ -747,7 +792,12 @@ def _term_product(n: Contract, k: int, term: Node, known) -> Contract:
     """n with its k-th factor replaced by ``term``, simplified (a transposed or product
     term is read in place: x @ A, not A.T then @ x; U(VᵀV), not (UVᵀ)V) where every factor of
     the simplified product is among the ``known`` (computed) nodes."""
-    raw = Contract(n.operands[:k] + (term,) + n.operands[k + 1:], n.labels, n.out)
+    labels = n.labels
+    if _is_transpose(term) and isinstance(term.operands[0], Inv):  # X⁻ᵀ as X⁻¹, labels swapped:
+        axis = dict(zip(term.out, labels[k]))  # the product solves with X
+        labels = labels[:k] + (tuple(axis[x] for x in term.labels[0]),) + labels[k + 1:]
+        term = term.operands[0]
+    raw = Contract(n.operands[:k] + (term,) + n.operands[k + 1:], labels, n.out)
     node = simplify(raw)
     if isinstance(node, Contract) and all(o in known or isinstance(o, Delta)
                                           for o in node.operands):

@@ -1018,7 +1018,7 @@ def _pow(m: N.Pow, style):
         return style["one"] + style["div"] + _wrap(rest, style, HAD + 1), HAD
     exp = _number(p, style)
     if isinstance(a, N.Call) and m.kind != "s" and p > 0 and float(p).is_integer() and \
-            a.name not in ("diag", "tr", "det", "logdet", "abs") and \
+            a.name not in ("diag", "tr", "det", "logdet", "abs", "pinv") and \
             style.get("names", {}).get(id(a)) is None:  # a named call is a plain symbol
         text = _render(a, style)[0]  # tanh²(A): the function's power, entry-wise
         head, _, tail = text.partition(style["lparen"])
@@ -1357,6 +1357,7 @@ def _chained(node: Contract) -> Contract:
                 uses.setdefault(x, []).append(k)
         pair = next(((x, ks) for x, ks in sorted(uses.items())
                      if x not in node.out and len(ks) == 2 and ks[0] != ks[1] and
+                     set(labs[ks[0]]) & set(labs[ks[1]]) == {x} and  # Σ_p A_ip B_ip is no product
                      all(len(labs[k]) <= 2 and len(set(labs[k])) == len(labs[k]) and
                          not isinstance(ops[k], (Delta, Const, Sum)) and _small(ops[k])
                          for k in ks)), None)

@@ -519,7 +519,11 @@ def _cancel_inverses(ops, labs, out):
         for j, (other, olab) in enumerate(zip(ops, labs)):
             if other is not op.arg or j == i:
                 continue
-            for (a, b), (b2, cc) in ((lab, olab), (olab, lab)):
+            if isinstance(other, Var) and other.symmetric and other.ndim == 2:  # X_cb = X_bc: X⁻¹Xᵀ = I
+                pairs = ((lab, olab), (olab, lab), (lab, olab[::-1]), (olab[::-1], lab))
+            else:
+                pairs = ((lab, olab), (olab, lab))
+            for (a, b), (b2, cc) in pairs:
                 if b == b2 and everywhere.count(b) == 2 and len({a, b, cc}) == 3:
                     keep = [k for k in range(len(ops)) if k not in (i, j)]
                     return ([ops[k] for k in keep] + [Delta(op.shape[0], 2)],
