@@ -42,8 +42,11 @@ class Builder:
         self.inferred, self.text = inferred, inferred.text
         self.dims, self.shapes = inferred.dims, inferred.shapes
         # the result's own dims that nothing fixed (no result_shape): a constant sized by them
-        # alone is read at size 1, which shows in the result's shape, not in a value
+        # alone is read at size 1, which shows in the result's shape, not in a value — unless
+        # entries mix along the dim (a product sums over it, softmax or diag takes it: mixed),
+        # where it is refused
         self.open_dims = open_dims
+        self.mixed = {self.dims.find(k) for k in (*inferred.inner, *inferred.mixed)}
 
     def _open(self, node) -> bool:
         shape = self.shapes[id(node)]
@@ -121,9 +124,11 @@ class Builder:
             elif isinstance(d, tuple) and self.dims.find(k) in names:
                 dims.append(names[self.dims.find(k)])
             elif isinstance(d, tuple) and (self.dims.find(k) not in self.open_dims or self.dims.find(k)
-                                           in {self.dims.find(x) for x in self.inferred.inner}):
+                                           in self.mixed):
                 # ‖t1 + 1‖², tr(A ⊗ 1), 1ᵀ1, 1ᵀsin(1/n): a length that only other constants
                 # share and no variable gives; reading it as 1 (the number) would change the value
+                # (and so would a dim of the result that a product sums over or entries mix
+                # along: 1ᵀ(11ᵀ), softmax(1, axis=1), diag(1))
                 raise ParseError(f"the size of this {c} is not fixed by its use: nothing beside it "
                                  f"gives its length (it could be the number {c}, or a vector or matrix "
                                  f"of {c}s, and the value depends on which); write it beside a variable "
@@ -132,9 +137,9 @@ class Builder:
         if not dims:
             return lift(value)
         out = L.ones(*dims) if value else L.zeros(*dims)
-        if self.dims.resolve(shape.rows) == ONE or (isinstance(self.dims.resolve(shape.rows), tuple)
-                                                    and self.dims.find(shape.rows) in self.dims.flexible
-                                                    and len(dims) == 1):
+        rows = self.dims.resolve(shape.rows)  # a row where its rows are 1 or read at 1 (open)
+        if rows == ONE or (isinstance(rows, tuple) and self.dims.find(shape.rows) not in names
+                           and len(dims) == 1):
             return out.T
         return out
 

@@ -7,7 +7,8 @@ is square — and ``Dims``, a union-find over the unknowns, solves them as they 
 on one side (a column is (n, 1), a row (1, n)).  ``Inference`` walks the tree once with
 one rule per operation (``RULES``) and per function (``FUNCTION_RULES``, named in the
 dialects' tables), and keeps what the builder needs: each node's shape, the variables'
-kinds and dims, the dims a product sums over.
+kinds and dims, the dims a product sums over and those along which entries mix.  An
+outer product's dims (the n and k of 11ᵀ, x1ᵀ) are never 1.
 """
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ class Dims:
             self.parent[d] = self.parent[self.parent[d]]
             d = self.parent[d]
         return d
+
+    def not_one(self, d) -> None:
+        """States that unknown ``d`` is not a vector's 1 (an outer product's dim, the n of
+        11ᵀ): it is no longer flexible, so unifying it with 1 fails."""
+        r = self.find(d)
+        if isinstance(r, tuple):
+            self.flexible.discard(r)
 
     def resolve(self, d):
         r = self.find(d)
@@ -114,7 +122,11 @@ class Inference:
         self.vars: dict = {}  # name -> (Decl kind, [dim keys], symmetric)
         self.shapes: dict = {}  # id(node) -> Shape
         self.inner: list = []  # dim keys a product sums over
+        # dim keys along which entries mix (diag, tr, softmax, ‖·‖, ⊗, ⁻¹, A²): a constant
+        # there differs from the same constant at size 1 by more than its shape
+        self.mixed: list = []
         self.spread: list = []  # (name, the scalar's node): a scalar added to each entry
+        self.outer: list = []  # the dims of outer products (x1ᵀ, 11ᵀ), none of them 1
 
     # ---- the rules of the nodes (RULES)
     def var_shape(self, node) -> Shape:
@@ -250,12 +262,13 @@ class Inference:
 
     def _s_matmul(self, node):
         a, b = (self.shape(x) for x in node.args)
-        for x in node.args:  # a printed 1 that a product uses is a column (1ᵀx, X1, 1·1ᵀ);
-            transposed = False  # beside a scalar only 1ᵀ is surely one (2·1 may be a matrix)
-            while x.op in ("transpose", "neg") and x.args:
-                transposed ^= x.op == "transpose"
-                x = x.args[0]
-            if x.op in ("ones", "zeros") and (transposed or not (a.scalar or b.scalar)):
+        for i, x in enumerate(node.args):  # a printed 1 that a product uses is a column (1ᵀx,
+            x, transposed = self._factor_ones(x)  # X1, 1·1ᵀ, xᵀlog(2·1): the all-ones matrix
+            # prints 11ᵀ there); beside a scalar only 1ᵀ is surely one (2·1 may be a matrix),
+            # except where the side it meets is an outer product's (11ᵀ1ᵀ: (n × k)(k × n)),
+            # which is not 1: there it is the matrix, sized by use
+            if x.op in ("ones", "zeros") and (transposed or not (a.scalar or b.scalar)) and \
+                    not (transposed == (i == 1) and self._outer(b.rows if i == 0 else a.cols)):
                 self.dims.unify(self.shapes[id(x)].cols, ONE)
         if a.scalar or b.scalar:
             if node.op == "@":
@@ -272,7 +285,41 @@ class Inference:
         out = Shape(a.rows, b.cols)
         if self.dims.resolve(out.rows) == ONE and self.dims.resolve(out.cols) == ONE:
             return Shape()
+        if self.dims.resolve(a.cols) == ONE:  # an outer product: were a dim of it 1, the text
+            for k in (out.rows, out.cols):  # would have been printed without that factor
+                self.dims.not_one(k)
+                self.outer.append(k)
         return out
+
+    def _factor_ones(self, x) -> tuple:
+        """The printed 1 or 0 that factor ``x`` is, through ᵀ, −, element-wise functions and
+        scalar multiples (−1ᵀ, log(2·1)ᵀ), and whether it is transposed; else (x, False)."""
+        transposed, top = False, x
+        while True:
+            if x.op in ("transpose", "neg") and x.args:
+                transposed ^= x.op == "transpose"
+                x = x.args[0]
+            elif x.op == "call" and len(x.args) == 1 and not x.kwargs and \
+                    getattr(self.functions().get(x.value), "shape", None) == "same":
+                x = x.args[0]
+            elif x.op in ("@mc", "@", "*", ".*", "/", "./") and len(x.args) == 2 and \
+                    self.shapes[id(x.args[1])].scalar:  # 1·c, 1/c
+                x = x.args[0]
+            elif x.op in ("@mc", "@", "*", ".*") and len(x.args) == 2 and self.shapes[id(x.args[0])].scalar:
+                x = x.args[1]  # c·1
+            elif x.op in ("+", "-") and len(x.args) == 2:  # s1 + 1: both sides such a 1
+                (u, ut), (v, vt) = (self._factor_ones(a) for a in x.args)
+                if not (u.op in ("ones", "zeros") and v.op in ("ones", "zeros") and ut == vt):
+                    break
+                x, transposed = u, transposed ^ ut
+            else:
+                break
+        return (x, transposed) if x.op in ("ones", "zeros") else (top, False)
+
+    def _outer(self, d) -> bool:
+        """Whether dim ``d`` is an outer product's that no variable sized (the k of 11ᵀ)."""
+        return isinstance(self.dims.resolve(d), tuple) and \
+            self.dims.find(d) in {self.dims.find(k) for k in self.outer}
 
     def _s_power(self, node):
         base, exp = (self.shape(x) for x in node.args)
@@ -286,6 +333,7 @@ class Inference:
             if not self.dims.unify(base.rows, base.cols) or self.dims.resolve(base.cols) == ONE:
                 self._fail(node, f"^ is a matrix power, but the base is {self.fmt(base)}; "
                                  f"use .^ for an element-wise power")
+            self._mix(base)
         return base
 
     def _s_ones(self, node):
@@ -304,12 +352,16 @@ class Inference:
 
     def _s_inverse(self, node):
         s = self.shape(node.args[0])
+        self._mix(s)
         if not s.scalar:
             self._square(Node("call", node.col, value="inverse"), s)
         return s
 
     def _s_sup(self, node):
-        return self.shape(node.args[0])
+        s = self.shape(node.args[0])
+        if not node.kwargs.get("__entrywise"):  # A³, not tanh²(A)
+            self._mix(s)
+        return s
 
     def _s_solve(self, node):  # A \ B = A⁻¹B
         return self._solve(node, self.shape(node.args[0]), self.shape(node.args[1]))
@@ -318,6 +370,7 @@ class Inference:
         return self._solve(node, *self._args(node, 2))
 
     def _solve(self, node, a, b):
+        self._mix(a, b)
         name = "solve(A, B)" if node.op == "call" else "A \\ B"
         if a.scalar or not self.dims.unify(a.rows, a.cols) or self.dims.resolve(a.cols) == ONE:
             self._fail(node, f"{name} needs a square matrix A, but A is {self.fmt(a)}")
@@ -333,6 +386,7 @@ class Inference:
         return self._pinv(node, *self._args(node, 1))
 
     def _pinv(self, node, s):
+        self._mix(s)
         if s.scalar or ONE in (self.dims.resolve(s.rows), self.dims.resolve(s.cols)):
             self._fail(node, f"pinv needs a matrix, but its argument is {self.fmt(s)}")
         return Shape(s.cols, s.rows)
@@ -346,9 +400,12 @@ class Inference:
         return Shape(x.cols, y.cols)
 
     def _s_kronop(self, node):
-        self.shape(node.args[0])
-        self.shape(node.args[1])
+        self._mix(self.shape(node.args[0]), self.shape(node.args[1]))
         return Shape(self.dims.fresh(), self.dims.fresh())
+
+    def _mix(self, *shapes: Shape) -> None:
+        """States that entries mix along these shapes' dims (see ``mixed``)."""
+        self.mixed.extend(k for s in shapes if not s.scalar for k in (s.rows, s.cols))
 
     def _s_call(self, node):
         name = node.value
@@ -358,6 +415,8 @@ class Inference:
                 raise ParseError(f"a derivative of {name} takes one argument, not "
                                  f"{len(node.args)}", self.text, node.col)
             (s,) = [self.shape(a) for a in node.args]
+            if rule.derivative != "elementwise":
+                self._mix(s)
             if node.kwargs["__order"] > 1 and rule.derivative == "gradient" and \
                     not s.scalar and ONE not in (self.dims.resolve(s.rows), self.dims.resolve(s.cols)):
                 raise ParseError("∇²λ of a matrix has order 4 and no matrix form", self.text, node.col)
@@ -366,7 +425,10 @@ class Inference:
         if rule is None:
             raise ParseError(f"unknown function {name!r}; known: "
                              f"{', '.join(sorted(self.functions()))}", self.text, node.col)
-        return FUNCTION_RULES[rule.shape](self, node)
+        out = FUNCTION_RULES[rule.shape](self, node)
+        if rule.shape != "same":  # all but the element-wise functions
+            self._mix(*(self.shapes[id(a)] for a in node.args if id(a) in self.shapes))
+        return out
 
     def functions(self) -> dict:
         """The dialect's functions and the declared ones, made when a call is first met."""
@@ -413,9 +475,10 @@ class Inference:
         (s,) = self._args(node, 1)
         if s.scalar:
             self._fail(node, "diag needs a vector or a square matrix")
-        for side in (s.cols, s.rows):  # a printed 1 in diag(Y1) makes a vector
+        r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
+        for side in (s.cols, s.rows) if ONE not in (r, c) else ():  # a printed 1 in diag(Y1)
             if isinstance(self.dims.resolve(side), tuple) and self.dims.find(side) in self.dims.flexible:
-                self.dims.unify(side, ONE)
+                self.dims.unify(side, ONE)  # makes a vector (not the 11ᵀ of diag(c·11ᵀ))
                 break
         r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
         if c == ONE or r == ONE:
@@ -438,12 +501,23 @@ class Inference:
         (s,) = self._args(node, 1)
         if s.scalar:
             self._fail(node, "softmax needs a vector or a matrix")
+        self._vector_without_axis(node, s)
         return s
+
+    def _vector_without_axis(self, node, s: Shape) -> None:
+        """softmax(c·1), logsumexp(0): without axis= the printed 1 or 0 is a column (the
+        matdiff dialect prints axis= for a matrix, and the API asks for it)."""
+        if "axis" not in node.kwargs and ONE not in (self.dims.resolve(s.rows), self.dims.resolve(s.cols)):
+            for side in (s.cols, s.rows):
+                if isinstance(self.dims.resolve(side), tuple) and self.dims.find(side) in self.dims.flexible:
+                    self.dims.unify(side, ONE)
+                    return
 
     def _f_logsumexp(self, node):
         (s,) = self._args(node, 1)
         if s.scalar:
             self._fail(node, "logsumexp needs a vector or a matrix")
+        self._vector_without_axis(node, s)
         r, c = self.dims.resolve(s.rows), self.dims.resolve(s.cols)
         if ONE in (r, c):
             return Shape()

@@ -353,7 +353,8 @@ def test_the_hessian_code_of_jax_and_pytorch_gives_the_values_of_evaluate(backen
 # Each minimised; a strict xfail until the library is fixed (then the mark goes, and the draws
 # in KNOWN rejoin the sweep). Fixed: the index printer joined Σ_p A_ip B_ip as a product
 # (printing._chained), and the code generator wrote X diag(d) X as a weighted Gram matrix
-# (plan._weighted_gram: a wrong value, silently).
+# (plan._weighted_gram: a wrong value, silently), and the reader took the 1s of
+# ((s1 + 1)ᵀA(s1 + 1))I for matrices (c·11ᵀ where the value is c·I).
 
 A_, B_ = md.matrix("A", "n", "n"), md.matrix("B", "n", "n")
 x_, s_ = md.vector("x", "n"), md.scalar("s")
@@ -394,9 +395,6 @@ def test_the_compiled_hessian_of_the_trace_of_exp_of_an_inverse_runs():
     _close(md.compile(H)(A=VALUES["A"]), _value(H), "compiled ∇²_A", p, 1e-10)  # was a ValueError
 
 
-@pytest.mark.xfail(strict=True, reason="parse: with result_shape (k, k), the 1s of ((s1 + 1)ᵀA(s1 + 1))I "
-                   "are read as n × k matrices of ones (the I then absorbed), where the text leaves their "
-                   "width open: c·11ᵀ where the value is c·I, not a refusal")
 def test_a_scalar_times_the_identity_reads_back_with_its_value_or_is_refused():
     w_ = md.vector("w", "k")
     u = (s_ * md.ones("n") + 1) @ w_.T

@@ -210,7 +210,7 @@ UNSIZED = [
     ("‖t1 + 1‖²", (), {"t": "scalar"}, "size of this 1", 2),  # ‖t1 + 1‖² of n, not (t + 1)²
     ("tr(A ⊗ 1)", (), {"A": "matrix(n, n)"}, "size of this 1", 7),  # tr(A ⊗ J), not tr A
     ("1ᵀsin(1/n)", (), {}, "length of this 1ᵀ", 0),  # Σᵢ sin(1/n), not sin(1/n)
-    ("11ᵀ1ᵀ", ("n", "n"), {}, "length of this 1ᵀ", 1),  # the middle 1ᵀ: (n × k)(k × n)
+    ("11ᵀ1ᵀ", ("n", "n"), {}, "size of this 1", 1),  # (n × k)(k × n): the middle 1ᵀ's k is open
     ("x + logsumexp(0, axis=1)", ("n",), {"x": "vector(n)"}, "size of this 0", 14),  # log k
 ]
 
@@ -238,3 +238,70 @@ def test_constants_that_a_variable_or_the_result_sizes_read_back_with_their_valu
         got = e.evaluate({k: v for k, v in {"x": xv, "B": Bv, "t": t}.items()
                           if k in {u.node.name for u in e.variables}}, sizes={"n": 3})
         np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=text)
+
+
+def _read_back(e, result_shape):
+    from matdiff.parse import declarations
+    return md.parse(str(e), dialect="matdiff", result_shape=result_shape, **declarations(e))
+
+
+def test_a_constant_that_only_the_result_sizes_is_refused_where_its_entries_mix():
+    """Without result_shape a constant sized by the result's own open dim is read at size 1:
+    (1ᵀx)1 reads as 1ᵀx, one entry of the vector.  Where entries mix along that dim (softmax,
+    diag, tr, a product's inner dim) that reading changes the entries: softmax(1, axis=1)ᵀsin(x),
+    each entry Σ sin(x)/k, was read as sin(x)ᵀsoftmax(1), Σ sin(x)/n.  It is refused there."""
+    rng = np.random.default_rng(3)
+    n, k = 3, 2
+    xv = rng.standard_normal(n)
+    x = md.vector("x", "n")
+    e = md.softmax(md.ones("n", "k"), axis=1).T @ md.sin(x)
+    assert str(e) == "softmax(1, axis=1)ᵀsin(x)"
+    want = np.full(k, np.sin(xv).sum() / k)
+    sizes = {"n": n, "k": k}
+    np.testing.assert_allclose(e.evaluate({"x": xv}, sizes=sizes), want, rtol=1e-12)
+    np.testing.assert_allclose(_read_back(e, e.shape).evaluate({"x": xv}, sizes=sizes), want, rtol=1e-12)
+    with pytest.raises(md.ParseError, match="the size of this 1 is not fixed by its use") as info:
+        _read_back(e, None)
+    assert info.value.column == str(e).index("1")
+    # (11ᵀ)², n11ᵀ, was read as the number 1: a matrix power mixes along both of its dims
+    with pytest.raises(md.ParseError, match="the size of this 1 is not fixed by its use"):
+        md.parse("(11ᵀ)²", dialect="matdiff", n="dim")
+    got = md.parse("(11ᵀ)²", dialect="matdiff", result_shape=("n", "n"), n="dim").evaluate(sizes=sizes)
+    np.testing.assert_allclose(got, np.linalg.matrix_power(np.ones((n, n)), 2), rtol=1e-12)
+    # where nothing mixes, the open dim still reads at 1: the value is one entry of the result
+    e = md.sum(x) * md.ones("k")
+    assert str(e) == "(1ᵀx)1"
+    back = _read_back(e, None)
+    assert back.shape == () and np.isclose(back.evaluate({"x": xv}, sizes=sizes), xv.sum())
+
+
+def test_a_function_of_a_constant_in_a_product_is_a_vector_as_printed():
+    """f(c·1) beside another factor is a vector (the all-ones matrix prints 11ᵀ there), and so
+    is the argument of softmax without axis= (a matrix prints with axis=): (1ᵀX log1p((1/2)1))B,
+    a number times B, was read as the row 1ᵀX·log1p((1/2)11ᵀ)B, (yᵀsoftmax((1/2)1))x as the
+    number yᵀsoftmax((1/2)11ᵀ, axis=1)x, and (log(2·1)ᵀx)y was refused."""
+    rng = np.random.default_rng(4)
+    n, k = 3, 2
+    vals = {"x": rng.standard_normal(n), "y": rng.standard_normal(n), "X": rng.standard_normal((n, k)),
+            "B": rng.standard_normal((n, n))}
+    x, y = md.vector("x", "n"), md.vector("y", "n")
+    X, B = md.matrix("X", "n", "k"), md.matrix("B", "n", "n")
+    for e, text, want in (
+            ((md.sum(X, axis=0) @ md.log1p(0.5 * md.ones("k"))) * B, "(1ᵀX log1p((1/2)1))B",
+             vals["X"].sum() * np.log1p(0.5) * vals["B"]),
+            ((x.T @ md.log(2 * md.ones("n"))) * y, "(log(2·1)ᵀx)y", np.log(2) * vals["x"].sum() * vals["y"]),
+            ((y.T @ md.softmax(0.5 * md.ones("n"))) * x, "(yᵀsoftmax((1/2)1))x", vals["y"].mean() * vals["x"])):
+        assert str(e) == text
+        used = {v.node.name: vals[v.node.name] for v in e.variables}
+        np.testing.assert_allclose(e.evaluate(used, sizes={"n": n, "k": k}), want, rtol=1e-12)
+        for shape in (e.shape, None):
+            got = _read_back(e, shape).evaluate(used, sizes={"n": n, "k": k})
+            assert np.shape(got) == np.shape(want), (text, shape)
+            np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=text)
+    # so is a sum of such 1s: (s1 + 1)ᵀA(s1 + 1) is a number (it was read as a k × k matrix
+    # of ones' multiple, (s1 + 1) as n × k, where the value is that number times I)
+    e = md.parse("((s1 + 1)ᵀB(s1 + 1))I", dialect="matdiff", result_shape=("k", "k"), s="scalar",
+                 B="matrix(n, n)", k="dim")
+    c = 0.7 * np.ones(n) + 1
+    np.testing.assert_allclose(e.evaluate({"s": 0.7, "B": vals["B"]}, sizes={"n": n, "k": k}),
+                               c @ vals["B"] @ c * np.eye(k), rtol=1e-12)

@@ -480,9 +480,32 @@ def test_the_diagonal_of_a_constant_matrix_reads_back_with_its_value_or_is_refus
     assert str(e) == "(diag(expm1(0.7615941559557649·11ᵀ))ᵀe₂)1"  # was read as expm1(c·1) ⊙ e₂
     want = np.expm1(np.tanh(1.0)) * np.ones(K_)
     np.testing.assert_allclose(e.evaluate(sizes=SIZES), want, rtol=1e-12)
-    got = _read_value(e)
-    if got is not None:
-        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=str(e))  # got [0, expm1(tanh 1)]
+    # no variable gives the n of 11ᵀ (e₂ does not): refused under its first 1, which was read
+    # as the vector 1 and then as the number (the caret under 1ᵀ)
+    with pytest.raises(md.ParseError, match="the size of this 1 is not fixed by its use") as info:
+        md.parse(str(e), dialect="matdiff", result_shape=e.shape, **declarations(e))
+    assert info.value.column == str(e).index("11ᵀ")
+
+
+def test_the_diagonal_of_an_outer_product_of_ones_reads_back_with_its_value():
+    """diag of c·11ᵀ, x1ᵀ, 1xᵀ or 11ᵀXᵀ under a function: the argument is a square matrix (an
+    outer product has no dim 1), so diag gives a vector; it was read as the diagonal matrix of a
+    vector (refused, or diag(sin(x)) where the value is sin(x))."""
+    J, K = md.ones("n", "n"), md.ones("n", "k")
+    xv, Xv, c = VALUES["x"], VALUES["X"], np.expm1(np.tanh(1.0))
+    for e, want in ((md.diag(md.expm1(md.tanh(J))).T @ x, c * xv.sum()),  # diag(expm1(c·11ᵀ))ᵀx
+                    (md.hadamard(K, md.diag(md.expm1(md.tanh(J))), [0], [0]).T @ x,  # (…ᵀx)1: the
+                     c * xv.sum() * np.ones(K_)),  # result alone sizes this 1, so result_shape
+                    (md.diag(md.sin(x @ md.ones("n").T)), np.sin(xv)),  # diag(sin(x1ᵀ))
+                    (md.diag(md.sin(md.ones("n") @ x.T)), np.sin(xv)),  # diag(sin(1xᵀ))
+                    (md.diag(md.sin(K @ X.T)), np.sin(Xv.sum(axis=1)))):  # diag(sin(11ᵀXᵀ))
+        assert re.search(r"diag\(\w+\(.*(11ᵀ|x1ᵀ|1xᵀ)", str(e)), str(e)
+        np.testing.assert_allclose(e.evaluate(_used(e), sizes=SIZES), want, rtol=1e-12)
+        for shape in (e.shape,) if "k" in e.shape else (e.shape, None):  # else variables size all
+            back = md.parse(str(e), dialect="matdiff", result_shape=shape, **declarations(e))
+            got = back.evaluate(_used(back), sizes=SIZES)
+            assert np.shape(got) == np.shape(want), (str(e), shape, str(back))
+            np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=str(e))
 
 
 def test_a_gradient_through_logsumexp_of_a_quotient_is_found():
