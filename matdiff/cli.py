@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__, service
-from .errors import MatdiffError
+from .errors import MatdiffError, NotSupportedError
 from .parse import ParseError, parse_declaration
 from .service import Refused, Request
 
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ascii", action="store_true",
                    help="plain ASCII output (the default where standard output cannot encode ᵀ)")
     p.add_argument("--code", choices=("numpy", "jax", "torch"), default=None,
-                   help="print the Python module md.codegen writes for the derivatives")
+                   help="print the Python module md.codegen writes for the derivatives (only "
+                        "that: not with --json, --steps, --index or --format)")
     p.add_argument("--no-checks", dest="checks", action="store_false",
                    help="with --code: leave out md.compile's runtime checks (md.codegen(checks=False))")
     p.add_argument("--check", action="store_true", help="check each derivative numerically")
@@ -212,6 +213,7 @@ def run(argv, out=None, stdin=None) -> int:
     if args.latex and args.format not in (None, "latex"):
         raise MatdiffError(f"--latex and --format {args.format} ask for two notations; keep one")
     plain = args.ascii or not _encodes(out)
+    _refuse_dropped(args)
     request = request_of(args, fmt)
     a = _answer(request)
     for note in a.notes:
@@ -237,10 +239,10 @@ def run(argv, out=None, stdin=None) -> int:
         source = a.code[args.code]
         if isinstance(source, Exception):
             raise source
-        out.write(source)
+        out.write(to_ascii(source) if plain else source)  # ASCII already, but for its docstrings
         return 0
     if args.json:
-        json.dump(_json(a, args), out, ensure_ascii=False, indent=2)
+        json.dump(_json(a, args), out, ensure_ascii=plain, indent=2)  # \u1d40 reads back as ᵀ
         out.write("\n")
         return 0
     text = "\n".join(_lines(a, fmt)) + "\n"
@@ -248,9 +250,35 @@ def run(argv, out=None, stdin=None) -> int:
     return 0
 
 
+def _refuse_dropped(args) -> None:
+    """An option that the rest of the command line would leave without effect is refused,
+    never dropped in silence."""
+    if args.vec != "column" and args.layout != "vec":
+        raise MatdiffError(f"--vec stacks a matrix only with --layout vec (the layout is "
+                           f"{args.layout}): add --layout vec, or drop --vec {args.vec}")
+    if args.jacobian and args.hessian:
+        raise MatdiffError("--jacobian and --hessian ask for two derivatives; keep one")
+    if args.code:
+        given = [flag for flag, on in (("--json", args.json), ("--steps", args.steps),
+                                       ("--index", args.index), ("--latex", args.latex),
+                                       ("--format", args.format is not None)) if on]
+        if given:
+            raise MatdiffError(f"--code prints only the module md.codegen writes, so {given[0]} "
+                               f"would have no effect; drop {given[0]}, or --code")
+
+
 def _steps(r):
     """The derivation of a result, where there is one (else its reason is a note)."""
     return None if r.steps is None or isinstance(r.steps, str) else r.steps
+
+
+def _output(x, fmt: str) -> dict:
+    """{"output": …} of the expression or a result in ``fmt``; where that dialect cannot write
+    it, {"output": None, "output_error": why}, as the JSON API answers."""
+    try:
+        return {"output": x.output(fmt)}
+    except NotSupportedError as e:
+        return {"output": None, "output_error": str(e)}
 
 
 def _json(a, args) -> dict:
@@ -258,12 +286,12 @@ def _json(a, args) -> dict:
     return {
         "input": a.request.expression, "dialect": a.request.dialect,
         "expression": a.output("text"), "latex": a.output("latex"),
-        **({"format": fmt, "output": a.output(fmt)} if fmt != "text" else {}),
+        **({"format": fmt, **_output(a, fmt)} if fmt != "text" else {}),
         "variables": {n: d for n, d in a.declarations.items() if n in a.variables},
         "facts": [fa.text for fa in a.facts],
         "derivatives": [{"wrt": r.wrt, "label": r.label, "shape": r.shape,
                          "text": r.output("text"), "latex": r.output("latex"),
-                         **({"output": r.output(fmt)} if fmt != "text" else {}),
+                         **(_output(r, fmt) if fmt != "text" else {}),
                          "index": r.derivative.index(), "python": repr(r.derivative),
                          "check": r.check,
                          "steps": str(_steps(r)) if _steps(r) is not None else None}
@@ -281,11 +309,22 @@ def _lines(a, fmt: str) -> list:
                 lines.append(f"% index form: {r.derivative.index()}")
         return lines
     shapes = ", ".join(f"{n}: {d}" for n, d in a.declarations.items() if n in a.variables)
-    lines = [f"f = {a.output(fmt)}    where {shapes}"]
+    try:
+        f = a.output(fmt)
+    except NotSupportedError as e:  # the derivatives may still be written: f in matdiff's text
+        f = a.output("text")
+        sys.stderr.write(f"matdiff: note: f is in matdiff's text: {e}\n")
+    lines = [f"f = {f}    where {shapes}"]
     lines.extend(f"given {fa.text}" for fa in a.facts)
     for r in a.results:
         steps = _steps(r)
-        lines.append(str(steps) if steps is not None and fmt == "text" else f"{r.label} = {r.output(fmt)}")
+        if steps is not None and fmt == "text":
+            lines.append(str(steps))
+        else:
+            try:
+                lines.append(f"{r.label} = {r.output(fmt)}")
+            except NotSupportedError as e:  # the dialect cannot write this result
+                raise NotSupportedError(f"--format {fmt}: {r.label}: {e}") from None
         if a.request.index:
             lines.append(f"  index form: {r.derivative.index()}")
         if r.check is not None:

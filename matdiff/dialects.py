@@ -129,6 +129,7 @@ COMMON = {
     "pinv": Fn("pinv", L.pinv), "lstsq": Fn("lstsq", L.lstsq), "diag": Fn("diag", L.diag),
     "softmax": Fn("softmax", "softmax"), "logsumexp": Fn("logsumexp", "logsumexp"),
     "kron": Fn("kron", L.kron), "eye": Fn("eye", "eye"),  # eye(n), eye(n*k): I of that size
+    "vec": Fn("vec", "vec"),  # vec(X): the columns stacked, as the dialects write a vec layout
     # matrix functions (docs/matrix-functions.md); eigvalsh needs a symmetric argument
     "expm": Fn("square_same", L.expm), "logm": Fn("square_same", L.logm),
     "sqrtm": Fn("square_same", L.sqrtm), "eigvalsh": Fn("eigenvalues", L.eigvalsh),

@@ -225,7 +225,7 @@ MATRIX_FUNCTION_NAMES = ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "
 PRINTED_FUNCTIONS = {"tr", "det", "log", "diag", "exp", "sin", "cos", "tan", "tanh", "softplus",
                      "relu", "step", "sign", "softmax", "logsumexp", "σ", "abs", "sigmoid",
                      "cosh", "sinh", "log1p", "expm1", "arctan", "expm", "logm", "sqrtm",
-                     "eigvalsh", "chol", "Φ"} | {f + "ₘ" for f in MATRIX_FUNCTION_NAMES}
+                     "eigvalsh", "chol", "Φ", "vec"} | {f + "ₘ" for f in MATRIX_FUNCTION_NAMES}
 
 # subscripts as printing writes them (e₁, eₙ, Kₘₙ) and the reader reads them back
 SUBSCRIPTS = "₀₁₂₃₄₅₆₇₈₉"

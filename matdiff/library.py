@@ -927,6 +927,8 @@ def _layout(node, p: int, q: int, layout: str, vec: str):
     if layout == "denominator":
         return simplify(B.transpose(node, tuple(range(p, p + q)) + tuple(range(p))))
     if layout == "vec":
+        if p == 0 or q == 0:  # a gradient has x's shape, a derivative by a scalar f's shape
+            return node
         if vec == "column":  # column-major vec is row-major on the reversed axes
             node = B.transpose(node, tuple(reversed(range(p))) + tuple(reversed(range(p, p + q))))
         rows, cols = D.size(node.shape[:p]), D.size(node.shape[p:])

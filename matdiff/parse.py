@@ -24,10 +24,12 @@ import sys
 import re
 import warnings
 
+from . import dims as D
 from . import library as L
 from .dialects import DIALECTS as TABLES, MATRIXCALCULUS, Dialect, evidence, read
 from .errors import MatdiffError, NotSupportedError, ParseNote, ShapeError
 from .expr import Expr, lift
+from .ir import Reshape
 from .shapes import ONE, Inference
 from .syntax import OPERATIONS, ParseError, constant, parse_declaration
 
@@ -219,6 +221,12 @@ class Builder:
     def _build_eye(self, node, names):
         return L.eye(self.inferred.sized(node))
 
+    def _build_vec(self, node, names):  # vec(X): the columns stacked, as md.vec(X)
+        x = self.build(node.args[0], names)
+        if x.ndim < 2:
+            return x
+        return Expr(Reshape(x.T.node, (D.size(x.shape),)), src=f"vec({x.src})")
+
     def _build_softmax(self, node, names):
         x = self.build(node.args[0], names)
         if x.ndim == 1:  # a vector's axis= is not read
@@ -255,7 +263,7 @@ class Builder:
 # each node's builder, by its operation (syntax.OPERATIONS), and the builders of the
 # functions that read their syntax (axis=, a constant's value), named in the dialects' tables
 BUILDERS = {op: getattr(Builder, "_b_" + operation) for op, operation in OPERATIONS.items()}
-SYNTAX_BUILDERS = {"const": Builder._build_const, "eye": Builder._build_eye,
+SYNTAX_BUILDERS = {"const": Builder._build_const, "eye": Builder._build_eye, "vec": Builder._build_vec,
                    "softmax": Builder._build_softmax, "logsumexp": Builder._build_logsumexp,
                    "sum": Builder._build_sum, "norm": Builder._build_norm, "defined": Builder._build_defined}
 

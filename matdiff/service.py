@@ -38,6 +38,8 @@ LAYOUTS = ("numerator", "denominator", "vec")
 VECS = ("column", "row")
 FORMATS = ("text", "latex", "mc", "numpy")  # the notations a result is written in
 BACKENDS = ("numpy", "jax", "torch")
+FIELDS = ("expression", "dialect", "declarations", "facts", "wrt", "order", "layout", "vec", "format",
+          "index", "steps", "check", "code", "checks")  # a request's fields (docs/web.md)
 KINDS = ("scalar", "positive scalar", "vector", "matrix", "symmetric matrix", "spd matrix", "function",
          "scalar_function")
 
@@ -135,6 +137,10 @@ class Request:
         """The request a JSON body describes (docs/web.md), or a RequestError (400, 413)."""
         if not isinstance(payload, dict):
             raise RequestError(400, "the request body must be a JSON object")
+        unknown = [k for k in payload if k not in FIELDS]
+        if unknown:  # a misspelt or foreign option is refused, never dropped in silence
+            raise RequestError(400, f"{str(unknown[0])[:40]!r} is not a field of a request; the "
+                                    f"fields are {', '.join(FIELDS)} (docs/web.md)")
         text = _field(payload, "expression", str, required=True)
         if len(text) > MAX_EXPRESSION:
             raise RequestError(413, f"the expression has {len(text):,} characters; the server "
@@ -265,9 +271,15 @@ def answer(request: Request) -> Answer:
         if not text.strip():
             continue
         try:
-            facts.append(parse_fact(text, request.dialect, about=f, **decls))
+            fact = parse_fact(text, request.dialect, about=f, **decls)
         except MatdiffError as e:
             raise Refused("fact", e, i, notes) from None
+        strangers = sorted({v.name for v in fact.variables} - set(variables))
+        if strangers:  # it could never apply: refused as an unused declaration is
+            raise Refused("fact", MatdiffError(
+                f"the fact names {', '.join(strangers)}, which the expression does not use (its "
+                f"variables: {', '.join(variables) or 'none'}), so it could never apply"), i, notes)
+        facts.append(fact)
     out = Answer(request, f, notes, variables,
                  {**{n: declaration_of(v) for n, v in variables.items()},
                   **{n: decls[n].strip() for n in sorted(_functions(decls))}}, facts)

@@ -531,6 +531,10 @@ class Inference:
             return b if a.scalar else a
         return Shape(self.dims.fresh(), self.dims.fresh())  # the API computes product dims
 
+    def _f_vec(self, node):  # vec(X): its entries as one column, of a length the API computes
+        (s,) = self._args(node, 1)
+        return s if s.scalar else Shape(self.dims.fresh(), ONE)
+
     def _f_eye(self, node):  # eye(n), eye(n*k), eye(3): the identity of that size
         d = self.dims.fresh()
         self.dims.unify(d, self.sized(node))
