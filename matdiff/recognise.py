@@ -757,8 +757,8 @@ def _kron(c, shape):
             pairs = [p for k, p in enumerate(pairs) if k not in diag]
             v = vs[0] if len(vs) == 1 else N.had(vs)
             left = [N.Call("m", "diag", v if len(rows) == 1 else N.Call("c", "vec", v))]
-    if not 2 <= len(pairs) <= 3 or sum(len(lab) for _, lab in pairs) != len(c.out):
-        return None
+    if not 2 <= len(pairs) <= 3 or sorted(x for _, lab in pairs for x in lab) != sorted(c.out):
+        return None  # each result axis from exactly one factor: δ_ip S_iq is no P ⊗ Q
     placed = []
     for op, lab in pairs:
         r = [x for x in lab if x in rows]

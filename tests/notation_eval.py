@@ -62,7 +62,9 @@ def evaluate(m, env, sizes, functions):
     if isinstance(m, N.Kron):  # a column is n × 1 and a row 1 × n in a Kronecker product
         shaped = [np.reshape(ev(f), {"c": (-1, 1), "r": (1, -1)}.get(f.kind, np.shape(ev(f))))
                   if m.kind == "m" else ev(f) for f in m.factors]
-        out = np.kron(shaped[0], shaped[1])
+        out = shaped[0]
+        for f in shaped[1:]:  # P ⊗ Q ⊗ R: every factor, not the first two
+            out = np.kron(out, f)
         return out if m.kind == "m" else out.ravel()
     if isinstance(m, N.Add):
         return sum(c * ev(t) for c, t in m.terms)
