@@ -43,7 +43,7 @@ import matdiff as md
 from matdiff.ir import Contract, Inv, Sum, walk
 
 from .test_solves import _code
-from .test_value_oracle import CONSTANT_LEAVES, SPECIFIC, _common, _read_back
+from .test_value_oracle import CONSTANT_LEAVES, SPECIFIC, Pair, _close, _common, _read_back
 
 N_, K_ = 3, 2
 SIZES = {"n": N_, "k": K_}
@@ -75,13 +75,6 @@ def _values() -> dict:
 
 
 VALUES = _values()
-
-
-@dataclass(frozen=True)
-class Pair:
-    e: md.Expr  # the expression
-    f: Callable  # its value from a dict of NumPy arrays, computed by NumPy alone
-    src: str  # how it was built, for the failure message
 
 
 @dataclass(frozen=True)
@@ -336,14 +329,6 @@ def _pairs() -> list:
 
 
 # ------------------------------------------------------------------ the checks
-
-def _close(got, want, what: str, p: Pair, rtol: float = 1e-10) -> None:
-    want = np.asarray(want, dtype=float)
-    got = np.asarray(got, dtype=float).reshape(want.shape)
-    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
-    if not np.allclose(got, want, rtol=rtol, atol=rtol * scale):  # the message only then: printing costs
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=f"{what} of {p.src} = {p.e}")
-
 
 def _used(e, values=VALUES) -> dict:
     names = {v.node.name for v in e.variables}

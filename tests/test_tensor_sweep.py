@@ -35,6 +35,7 @@ from matdiff import notation as N
 from matdiff.parse import declarations
 
 from . import notation_eval
+from .test_value_oracle import Pair
 
 N_, K_, M_ = 3, 2, 4
 SIZES = {"n": N_, "k": K_, "m": M_}
@@ -52,13 +53,6 @@ def _values() -> dict:
 
 
 VALUES = _values()
-
-
-@dataclass(frozen=True)
-class Pair:
-    e: md.Expr  # the expression
-    f: Callable  # its value from a dict of NumPy arrays, by NumPy alone
-    src: str  # how it was built, for the failure message
 
 
 def _sig(u):
