@@ -272,26 +272,17 @@ def _steps(r):
     return None if r.steps is None or isinstance(r.steps, str) else r.steps
 
 
-def _output(x, fmt: str) -> dict:
-    """{"output": …} of the expression or a result in ``fmt``; where that dialect cannot write
-    it, {"output": None, "output_error": why}, as the JSON API answers."""
-    try:
-        return {"output": x.output(fmt)}
-    except NotSupportedError as e:
-        return {"output": None, "output_error": str(e)}
-
-
 def _json(a, args) -> dict:
     fmt = a.request.format
     return {
         "input": a.request.expression, "dialect": a.request.dialect,
         "expression": a.output("text"), "latex": a.output("latex"),
-        **({"format": fmt, **_output(a, fmt)} if fmt != "text" else {}),
+        **({"format": fmt, **service.output_fields(a, fmt)} if fmt != "text" else {}),
         "variables": {n: d for n, d in a.declarations.items() if n in a.variables},
         "facts": [fa.text for fa in a.facts],
         "derivatives": [{"wrt": r.wrt, "label": r.label, "shape": r.shape,
                          "text": r.output("text"), "latex": r.output("latex"),
-                         **(_output(r, fmt) if fmt != "text" else {}),
+                         **(service.output_fields(r, fmt) if fmt != "text" else {}),
                          "index": r.derivative.index(), "python": repr(r.derivative),
                          "check": r.check,
                          "steps": str(_steps(r)) if _steps(r) is not None else None}

@@ -22,7 +22,7 @@ import functools
 
 import numpy as np
 
-from .build import add, scale
+from .build import add, scale, transpose
 from .diff import jacobian
 from .errors import MatdiffError
 from .ir import Const, Contract, Delta, Elementwise, Inv, Node, Sum, Var, free_vars
@@ -232,7 +232,7 @@ def _contract_definiteness(n: Contract) -> int:
         return definiteness(op) if set(lab) == {i, j} and len(set(lab)) == 2 else 0
     if len(ops) == 2:  # XᵀX (or XXᵀ): the summed label at the same axis of both
         (a, la), (b, lb) = ops
-        if a is not b and a.ndim == 2 and simplify(Contract((a,), ((0, 1),), (1, 0))) is b:
+        if a is not b and a.ndim == 2 and simplify(transpose(a)) is b:
             a, la = b, la[::-1]  # (X + Y)ᵀ simplified to Xᵀ + Yᵀ, a node of its own: read as Xᵀ
         if a is b and a.ndim == 2 and len(set(la) | set(lb)) == 3:
             summed = [x for x in la if x not in (i, j)]

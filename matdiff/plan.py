@@ -262,10 +262,9 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
         lb, la = labs.pop(j), labs.pop(i)
         b, a = ops.pop(j), ops.pop(i)
         keep = keep if ops else tuple(out)
-        if a in w.pinvs and b in w.inverses:  # X⁺Y⁻¹: Y solves with X⁺, never formed for X⁺'s SVD
-            solved = _solve_step(w, b, lb, a, la, keep) or _solve_step(w, a, la, b, lb, keep)
-        else:
-            solved = _solve_step(w, a, la, b, lb, keep) or _solve_step(w, b, lb, a, la, keep)
+        first, second = ((b, lb), (a, la)) if a in w.pinvs and b in w.inverses else ((a, la), (b, lb))
+        # (X⁺Y⁻¹: Y solves with X⁺, never formed for X⁺'s SVD)
+        solved = _solve_step(w, *first, *second, keep) or _solve_step(w, *second, *first, keep)
         step = _single(*solved, keep) if solved else _pairwise(w, a, la, b, lb, keep)
         if not ops:
             return step
@@ -714,11 +713,11 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
     JAX backend) also every matrix sum holding a transpose, times matrices: XLA on the CPU
     builds A + Aᵀ slowly (a strided copy), while its products read Aᵀ for free."""
     out = set()
-    multiplied = _only_multiplied_inverses(order)
-    readers: dict = {}
+    readers: dict = {}  # node -> the nodes that read it
     for n in order:
         for c in set(n.children):
             readers.setdefault(c, []).append(n)
+    multiplied = _only_multiplied_inverses(readers)
     for n in order:
         if not isinstance(n, Contract):
             continue
@@ -748,17 +747,13 @@ def _solved_in_every_product(op, readers: dict, roots, multiplied) -> bool:
         all(isinstance(r, Contract) and r.operands.count(op) == 1 and len(r.operands) > 1 for r in rs)
 
 
-def _only_multiplied_inverses(order) -> set:
+def _only_multiplied_inverses(readers: dict) -> set:
     """Inverses (matrices) and their transposes that products read and at most one sum:
     distributed over that sum's product, each is then only multiplied, so solved with and
-    never formed."""
-    readers: dict = {}
-    for n in order:
-        for c in set(n.children):
-            if isinstance(c, Inv) and c.ndim == 2 or _is_transpose(c) and isinstance(c.operands[0], Inv):
-                readers.setdefault(c, []).append(n)  # X⁻ᵀ as X⁻¹: products solve with either
+    never formed (X⁻ᵀ as X⁻¹: products solve with either).  ``readers``: node -> its readers."""
     return {c for c, rs in readers.items()
-            if sum(isinstance(r, Sum) for r in rs) == 1 and all(isinstance(r, (Sum, Contract)) for r in rs)}
+            if (isinstance(c, Inv) and c.ndim == 2 or _is_transpose(c) and isinstance(c.operands[0], Inv))
+            and sum(isinstance(r, Sum) for r in rs) == 1 and all(isinstance(r, (Sum, Contract)) for r in rs)}
 
 
 def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint, multiplied=frozenset()) -> bool:

@@ -1787,17 +1787,18 @@ def _distribute(g, c, t):
         mine = [k for k in map(g.find, kids) if k in shared]
         held = len(mine) >= 2 and (len(set(mine)) < len(mine) or all(g.kind(k) in "cr" for k in mine))
     signs = []
-    sums = [len(ts[0][2]) for ts in (g.terms(k, "add") for k in kids if g.kind(k) != "s") if ts]
+    adds = [g.terms(k, "add") for k in kids]
+    sums = [len(ts[0][2]) for k, ts in zip(kids, adds) if ts and g.kind(k) != "s"]
     if len(sums) >= 2 and max(sums) >= 3:  # (Aᵀdiag(x) + I − U − V)(S − ssᵀ)A stays as it is
         return signs
     for i, k in enumerate(kids):
         if held and g.find(k) in shared:
             if coef < 0 and not signs:
-                for _, d, kk in g.terms(k, "add")[:1]:
+                for _, d, kk in adds[i][:1]:
                     inner = g.add("add", (d[0], tuple(-e for e in d[1])), kk)
                     signs.append(_prod(g, kind, -coef, kids[:i] + (inner,) + kids[i + 1:]))
             continue
-        for _, d, kk in g.terms(k, "add"):
+        for _, d, kk in adds[i]:
             if len(kk) > MAX_SUM:
                 continue
             terms = [_prod(g, kind, 1.0, kids[:i] + (x,) + kids[i + 1:]) for x in kk]

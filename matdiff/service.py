@@ -422,13 +422,19 @@ def _answered(request: Request) -> Answer:
 
 # --------------------------------------------------------------------------- writing JSON
 
+def output_fields(x, fmt: str) -> dict:
+    """{"output": …} of the expression or a result ``x`` in ``fmt``; where that dialect cannot
+    write it, {"output": None, "output_error": why} (the rest of the answer is kept)."""
+    try:
+        return {"output": x.output(fmt)}
+    except NotSupportedError as e:
+        return {"output": None, "output_error": str(e)}
+
+
 def _summary(a: Answer) -> dict:
     expression = {"text": a.output("text"), "latex": a.output("latex")}
     if a.request.format != "text":
-        try:
-            expression["output"] = a.output(a.request.format)
-        except NotSupportedError as e:
-            expression["output"], expression["output_error"] = None, str(e)
+        expression.update(output_fields(a, a.request.format))
     return {"expression": expression, "notes": a.notes, "declarations": a.declarations,
             "facts": [fa.text for fa in a.facts]}
 
@@ -446,10 +452,7 @@ def _result(request: Request, r: Result) -> dict:
     out = {"wrt": r.wrt, "label": r.label, "label_latex": r.label_latex, "shape": r.shape,
            "text": r.output("text"), "latex": r.output("latex")}
     if request.format != "text":
-        try:
-            out["output"] = r.output(request.format)
-        except NotSupportedError as e:  # the dialect cannot write it: say why, keep the rest
-            out["output"], out["output_error"] = None, str(e)
+        out.update(output_fields(r, request.format))
     if request.index:
         out["index"] = {"text": r.derivative.index()}
     if request.steps:

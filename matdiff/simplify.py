@@ -1555,11 +1555,8 @@ def normalise_inv(n: Inv) -> Node:
     scaled = _scaled(n.arg)
     if scaled is not None:  # (cs·M)⁻¹ → c⁻¹s⁻¹·M⁻¹: a scalar factor leaves the inverse
         c, scalars, m = scaled
-        inner = Inv(m)
-        if not scalars:
-            return simplify(B.scale(1.0 / c, inner))
         return simplify(B.scale(1.0 / c, Contract(
-            tuple(F.power(x, -1.0) for x in scalars) + (inner,),
+            tuple(F.power(x, -1.0) for x in scalars) + (Inv(m),),
             ((),) * len(scalars) + ((0, 1),), (0, 1))))
     square = _square_product(n.arg)
     if square is not None:  # (A′B′)⁻¹ → B′⁻¹A′⁻¹ for square A and B, each maybe transposed
@@ -1573,8 +1570,8 @@ def normalise_inv(n: Inv) -> Node:
 
 def _scaled(m: Node):
     """(c, scalars, M) where m = c·Πscalars·M for a number c ≠ 0, scalar operands and a
-    square matrix M (M itself where it is a transpose: Mᵀ read as the contraction of M),
-    else None; (1, (), M) is never returned."""
+    square matrix M (the matrix operand, transposed where the product reads it so), else
+    None; (1, (), M) is never returned."""
     c, scalars = 1.0, ()
     if type(m) is Sum and len(m.terms) == 1 and m.terms[0][0] != 0:
         c, m = m.terms[0]
