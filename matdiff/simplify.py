@@ -15,6 +15,7 @@ the merge removes), so shared adjoints in deep networks stay shared.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import math
@@ -323,13 +324,23 @@ def normalise_contract(c: Contract) -> Node:
         ops, labs = _merge_powers(ops, labs, c.out)  # (the one step that needs no node type)
         if ops is not before:
             kinds = set(map(type, ops))
+    merged = False  # whether deltas tied labels together
     if not _STEP_KINDS.isdisjoint(kinds):
         for step, needs in _STEPS:
             if not needs.isdisjoint(kinds):
-                before = ops
+                before, before_labs = ops, labs
                 ops, labs = step(ops, labs, c.out)
                 if ops is not before:
                     kinds = set(map(type, ops))
+                    merged = merged or step is _remove_deltas and \
+                        collections.Counter(zip(ops, labs)) != collections.Counter(zip(before, before_labs))
+    if merged and _opened_by_deltas(ops, labs):
+        # the merged labels made two factors equal (σ_i σ_j δ_ij → σ_i², merged as σ²), an
+        # inverse meet its matrix (X_ij X⁻¹_jk δ_ik → n), or left a nested product small
+        # enough to flatten: normalised again, so that the normal form is its own
+        if coef != 1:
+            ops, labs = [Const(coef)] + list(ops), [()] + list(labs)
+        return normalise_contract(Contract.of_shape(tuple(ops), tuple(labs), c.out, c.shape))
     if not ops:
         return Const(coef)
     if len(ops) == 1 and _is_identity_view(ops[0], labs[0], c.out):
@@ -339,6 +350,17 @@ def normalise_contract(c: Contract) -> Node:
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
     return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), c.out, c.shape)[0])
+
+
+def _opened_by_deltas(ops, labs) -> bool:
+    """Whether factors that ``_remove_deltas`` left give ``normalise_contract`` more to do:
+    two powers of one factor on the same labels, an inverse beside another factor, or a nested
+    product that a product of this size flattens."""
+    if len(ops) < 2 and not (ops and type(ops[0]) is Contract):
+        return False
+    return len({(_power_of(o)[0], lab) for o, lab in zip(ops, labs)}) < len(ops) or \
+        any(type(o) is Inv for o in ops) or \
+        any(type(o) is Contract and _flattenable(o, len(ops)) for o in ops)
 
 
 def _steps():

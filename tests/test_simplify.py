@@ -308,3 +308,79 @@ def test_keeps_variables_claims_only_what_simplification_keeps():
     for e in cancelling:
         assert not keeps_variables(e.node, {}), e
     assert not free_vars(simplify((md.inv(A) @ A).node)) & {A.node}
+
+
+def _not_normal(root) -> list:
+    """The nodes of ``simplify(root)`` that their own normaliser would still change, but for a
+    scaled sum c·(A + B), kept whole so that its coefficient prints outside the sum."""
+    from matdiff.ir import Sum
+    from matdiff.simplify import NORMALISE
+
+    out = []
+    for n in walk(simplify(root)):
+        if isinstance(n, Sum) and len(n.terms) == 1 and isinstance(n.terms[0][1], Sum):
+            continue
+        normalise = NORMALISE.get(type(n))
+        if normalise is not None and normalise(n) is not n:
+            out.append(n)
+    return out
+
+
+def test_the_normal_form_of_every_table_derivative_is_its_own():
+    """A normal form normalises to itself: where merging labels by a delta made two factors
+    powers of one (σ_i σ²_j δ_ij), met an inverse with its matrix (X_ab X⁻¹_ba), or left a
+    nested product small enough to flatten, the product is normalised again (these were
+    left as they were, and simplify marks its output final)."""
+    from .cases import CASES
+
+    checked = 0
+    for case in CASES:
+        for derive in (md.jacobian, md.hessian):
+            if derive is md.hessian and case.f.ndim:
+                continue
+            d = derive(case.f, case.wrt)
+            assert not _not_normal(d.node), (case.name, derive.__name__, _not_normal(d.node)[:1])
+            checked += 1
+    assert checked > 200
+
+
+def test_a_trace_over_a_nested_product_is_flattened_into_it():
+    """J_λ of (5I + tanh((S + λI)⁻¹A))⁻¹: the delta of dG/dλ = I tied two labels of a product
+    too large to flatten, leaving a trace over its last two labels that the code generator
+    computed through an n⁴ tensor; it is now one product of six factors."""
+    from matdiff.ir import Contract
+
+    S = md.matrix("S", "n", "n", spd=True)
+    A = md.matrix("A", "n", "n")
+    lam = md.scalar("lam", positive=True)
+    J = md.jacobian(md.inv(5 * md.eye("n") + md.tanh(md.solve(S + lam * md.eye("n"), A))), lam)
+    node = simplify(J.node)
+    assert isinstance(node, Contract) and len(node.operands) == 6, node
+    assert not any(isinstance(o, Contract) for o in node.operands), node
+    rng = np.random.default_rng(0)
+    q = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    values = {"S": (q * [1.0, 2.0, 3.0]) @ q.T, "A": rng.standard_normal((3, 3)), "lam": 0.5}
+    values["S"] = (values["S"] + values["S"].T) / 2
+
+    def f(lv):
+        g = np.linalg.solve(values["S"] + lv * np.eye(3), values["A"])
+        return np.linalg.inv(5 * np.eye(3) + np.tanh(g))
+    central = (f(0.5 + 1e-6) - f(0.5 - 1e-6)) / 2e-6
+    np.testing.assert_allclose(J.evaluate(values), central, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("expr, wrt, want", [
+    (lambda x: md.sum(md.sigmoid(x) ** 2), "x", "sigmoid(x)**3"),
+    (lambda x: md.sum(x ** md.exp(x)), "x", None),
+])
+def test_powers_of_one_factor_met_through_a_delta_are_merged(expr, wrt, want):
+    x = md.vector("x", "n")
+    h = md.hessian(expr(x), x)
+    assert not _not_normal(h.node)
+    if want:
+        assert want in repr(simplify(h.node)), repr(simplify(h.node))
+    rng = np.random.default_rng(1)
+    xv = rng.uniform(0.5, 1.5, 4)
+    grad = md.grad(expr(x), x)
+    cols = [(grad.evaluate(x=xv + 1e-6 * e) - grad.evaluate(x=xv - 1e-6 * e)) / 2e-6 for e in np.eye(4)]
+    np.testing.assert_allclose(h.evaluate(x=xv), np.array(cols).T, rtol=1e-6, atol=1e-8)
