@@ -114,9 +114,11 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
     # the Gram rewrite reads the factors' IR (a weight must be ≥ 0), so it comes before the
     # scaling is moved onto a factor's code: −(1/3)Xdiag(w²)Xᵀ never takes √(−w²/3)
     _weighted_gram(w, kept, ops, labs, inner)
-    if coef != 1.0 and ops and len(uniq) == len(out):
+    plain = [k for k, op in enumerate(ops) if op not in w.inverses and op not in w.pinvs]
+    if coef != 1.0 and plain and len(uniq) == len(out):  # (a scaled inverse, −X⁻¹, would
+        # no longer be known as one, and would be formed where it is solved with)
         size = _sizes(w, dim)
-        small = min(range(len(ops)), key=lambda k: np.prod([size[x] for x in set(labs[k])]))
+        small = min(plain, key=lambda k: np.prod([size[x] for x in set(labs[k])]))
         if np.prod([size[x] for x in set(labs[small])]) < np.prod([size[x] for x in inner]):
             ops[small] = f"({_scaled(coef, ops[small])})"
             coef = 1.0
@@ -277,20 +279,21 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
 
 def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
     """Σ (X⁻¹)_pq b_q… as a solve, X⁻¹b (or X⁻ᵀb, summing over p), where ``a`` is an
-    inverse and b a vector or matrix: (the solution's code, its labels), or None.  The
+    inverse and b a vector, matrix or tensor (its other labels flattened into one, so that
+    X⁻¹ meeting a 3-index factor is a solve too): (the solution's code, its labels), or None.  The
     inverse itself is then never formed unless another line reads it.  Where products read
     the same inverse twice or more, one LU factorisation serves every solve."""
     if a in w.pinvs:
         return _pinv_step(w, a, la, b, lb, keep)
-    if a not in w.inverses or len(la) != 2 or la[0] == la[1] or len(lb) > 2:
+    if a not in w.inverses or len(la) != 2 or la[0] == la[1]:
         return None
     x, inv = w.inverses[a]
     p, q = la
     for summed, other, trans in ((q, p, 0), (p, q, 1)):
         if summed in keep or lb.count(summed) != 1:
             continue
-        rhs = b if lb[0] == summed else f"{b}.T"
         rest = tuple(y for y in lb if y != summed)
+        rhs, wide = _right_side(w, b, lb, summed)
         if w.cho is not None and inv.arg in w.spd:  # S⁻¹b = S⁻ᵀb by Cholesky, S = LLᵀ
             code = w.cho[1].format(_cho_factor(w, inv.arg, x), rhs)
         elif w.tri is not None and isinstance(inv.arg, Cholesky):  # L⁻¹b, L⁻ᵀb: triangular
@@ -300,25 +303,40 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
             code = w.lu[1].format(factor, rhs, trans)
         else:
             code = f"np.linalg.solve({x}.T, {rhs})" if trans else f"np.linalg.solve({x}, {rhs})"
+        if wide is not None:
+            code = f"{w.emit(code)}.reshape({wide}.shape)"
         return w.emit(code), (other,) + rest
     return None
+
+
+def _right_side(w: _Writer, b: str, lb: tuple, summed) -> tuple:
+    """b as the right-hand side of a solve over its label ``summed``: (its code, and for a
+    tensor of 3 labels or more, the name of b with that label first, whose shape the
+    solution takes back; else None)."""
+    if len(lb) <= 2:
+        return (b if lb[0] == summed else f"{b}.T"), None
+    k = lb.index(summed)
+    wide = w.emit(b if k == 0 else f"np.moveaxis({b}, {k}, 0)")
+    return f"{wide}.reshape({wide}.shape[0], -1)", wide
 
 
 def _pinv_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
     """Σ (X⁺)_pq b_q… as V(Σ⁻¹(Uᵀb)) from X's thin SVD (or X⁺ᵀb = U(Σ⁻¹(Vᵀb)), summing
     over p): with b in X's range this is as accurate as a least-squares solve, where the
     product with a formed X⁺ loses what its large entries cancel."""
-    if len(la) != 2 or la[0] == la[1] or len(lb) > 2:
+    if len(la) != 2 or la[0] == la[1]:
         return None
     f = w.pinvs[a]
     p, q = la
     for summed, other, trans in ((q, p, 0), (p, q, 1)):
         if summed in keep or lb.count(summed) != 1:
             continue
-        rhs = b if lb[0] == summed else f"{b}.T"
+        rhs, wide = _right_side(w, b, lb, summed)
         s = f"{f}[1]" if len(lb) == 1 else f"{f}[1][:, None]"
         code = f"{f}[2].T @ (({f}[0].T @ {rhs}) / {s})" if not trans else \
             f"{f}[0] @ (({f}[2] @ {rhs}) / {s})"
+        if wide is not None:  # X⁺ is k × n: the solution's first axis is X⁺'s
+            code = f"{w.emit(code)}.reshape((-1,) + {wide}.shape[1:])"
         return w.emit(code), (other,) + tuple(y for y in lb if y != summed)
     return None
 
@@ -402,9 +420,9 @@ def _is_gram(la: tuple, lb: tuple, keep: tuple) -> bool:
 
 
 def _solvable(la: tuple, lb: tuple, keep: tuple) -> bool:
-    """Whether a step of an inverse (labels ``la``) and b is a solve (``_solve_step``): b a
-    vector or matrix holding once a label of the inverse that the step sums."""
-    return len(la) == 2 and la[0] != la[1] and len(lb) <= 2 and \
+    """Whether a step of an inverse (labels ``la``) and b is a solve (``_solve_step``): b
+    holding once a label of the inverse that the step sums."""
+    return len(la) == 2 and la[0] != la[1] and \
         any(q not in keep and lb.count(q) == 1 for q in la)
 
 
@@ -413,9 +431,9 @@ def _pair_steps(labs: list, out, size: dict, inverses=frozenset()):
     step's multiply-adds), i < j positions in the caller's list, which drops i and j and
     appends the result after each step.  Each time the pair that shares a label (if any
     does), then whose result is smallest, then one that is not an inverse (a position in
-    ``inverses``) met where it cannot be solved with — X⁻¹ scaled by a vector, beside a
-    3-index factor or beside another inverse, one would be formed, where X⁻¹ times another
-    factor is a solve — then cheapest, the first in list order on ties.
+    ``inverses``) met where it cannot be solved with — X⁻¹ scaled by a vector (its label
+    kept) or beside another inverse, one would be formed, where X⁻¹ times another factor
+    is a solve — then cheapest, the first in list order on ties.
     Candidate pairs live in a heap and only those next to a merge are re-scored, so a
     product of k factors is planned in O(k log k), not O(k³)."""
     outs, labs = set(out), {k: tuple(lab) for k, lab in enumerate(labs)}

@@ -414,13 +414,17 @@ def _inverse_is_held(root) -> bool:
 
 def _solves_over(lab, la: tuple, others: list) -> bool:
     """Whether a product solves with an inverse (labels ``la``) over its label ``lab``: no
-    other factor holds lab (X⁻¹1), or the factors holding lab are vectors or matrices (a
-    solve's right-hand side: a tensor of a Jacobian is not one), include a matrix that is
-    not an inverse if any (X⁻¹x, X⁻¹diag(v)M, not X⁻¹diag(v)Y⁻¹), and none holds both
-    labels (X⁻¹ ⊙ M, whose entries are X⁻¹'s own)."""
+    other factor holds lab (X⁻¹1); or one tensor holds it (solved with as a matrix, its other
+    labels flattened into one), not beside another inverse (X⁻¹X⁻ᵀT forms the small X⁻¹X⁻ᵀ
+    first); or the factors holding lab are vectors or matrices, include a matrix that is not
+    an inverse if any (X⁻¹x, X⁻¹diag(v)M, not X⁻¹diag(v)Y⁻¹); and none holds both labels
+    (X⁻¹ ⊙ M, whose entries are X⁻¹'s own)."""
     partners = [(o, lb) for o, lb in others if lab in lb]
     if not partners:  # summed over lab alone: X⁻¹1, a solve with ones
         return True
+    if len(partners) == 1 and len(partners[0][1]) > 2:
+        return not set(la) <= set(partners[0][1]) and \
+            not any(isinstance(o, Inv) and not set(la).isdisjoint(lb) for o, lb in others)
     matrices = [o for o, lb in partners if len(lb) == 2]  # vectors scale it: diag(v)
     return all(len(lb) <= 2 for _, lb in partners) and \
         not all(isinstance(o, Inv) for o in matrices or [None]) and not any(set(la) <= set(lb) for _, lb in partners)
@@ -624,11 +628,48 @@ def _sum_of_an_inverse() -> Pair:  # ∇_x = 2(1ᵀ(S + λI)⁻¹1)x: the invers
                 "md.sum(md.inv(S + lam I)) * (x.T @ x)")
 
 
+def _dom(m):
+    return 5 * I_N + md.tanh(m)
+
+
+def _dom_np(m):
+    return 5 * np.eye(N_) + np.tanh(m)
+
+
+def _inverse_of_a_solve() -> Pair:
+    """J_λ of (5I + tanh(G⁻¹A))⁻¹, G = S + λI, is U⁻¹(G⁻²A ⊙ (1 − V^∘2))U⁻¹: its product came
+    out of simplify nested under a trace of its last two labels (a delta had tied them after
+    the product was too large to flatten), so the code formed G⁻¹ and U⁻¹ and an n⁴ tensor
+    (seed 1253 of a longer sweep)."""
+    return Pair(md.inv(_dom(md.solve(S + lam * I_N, A))),
+                lambda env: inv(_dom_np(solve(env["S"] + env["lam"] * np.eye(N_), env["A"]))),
+                "md.inv(dom(md.solve(S + lam I, A)))")
+
+
+def _negated_inverse_beside_a_product() -> Pair:
+    """J_A of S(5I + tanh(A))⁻¹S holds −(SU⁻¹)_ik (U⁻¹S)_lj: the −1 was moved onto the inverse,
+    which the code then no longer knew as one, so it formed U⁻¹ beside the LU it solved the
+    other product with (seed 3946)."""
+    return Pair(S @ md.inv(_dom(A)) @ S, lambda env: env["S"] @ inv(_dom_np(env["A"])) @ env["S"],
+                "S @ md.inv(dom(A)) @ S")
+
+
+def _inverse_beside_a_three_index_factor() -> Pair:
+    """J_S of (5I + tanh(L))⁻¹B, L = chol(S): the Cholesky factor's differential meets U⁻¹ as
+    a 3-index product ((1 − tanh²L)_pq L_pr), which the code did not solve with, so it formed
+    U⁻¹ (seed 3230); it now solves with the tensor's other labels flattened into one."""
+    return Pair(md.solve(_dom(md.cholesky(S)), B), lambda env: solve(_dom_np(_chol(env["S"])), env["B"]),
+                "md.solve(dom(md.cholesky(S)), B)")
+
+
 @pytest.mark.parametrize("build, wrt", [(_scaled_solve, y), (_inverse_sum_read_twice, S), (_gaussian_nll_through_a, A),
                                         (_diagonal_beside_an_inverse, x), (_pinv_beside_an_inverse, S),
-                                        (_sum_of_an_inverse, x)],
+                                        (_sum_of_an_inverse, x), (_inverse_of_a_solve, lam),
+                                        (_negated_inverse_beside_a_product, A),
+                                        (_inverse_beside_a_three_index_factor, S)],
                          ids=["J_y XᵀS⁻¹sin(y)", "∇_S qᵀV⁻¹q", "∇_A Gaussian NLL", "∇_x diag(B)ᵀS⁻¹x",
-                              "J_S X⁺(S + λI)⁻¹x", "∇_x (1ᵀ(S + λI)⁻¹1)xᵀx"])
+                              "J_S X⁺(S + λI)⁻¹x", "∇_x (1ᵀ(S + λI)⁻¹1)xᵀx", "J_λ (5I + tanh(G⁻¹A))⁻¹",
+                              "J_A S(5I + tanh(A))⁻¹S", "J_S (5I + tanh(chol S))⁻¹B"])
 def test_derivatives_that_only_multiply_an_inverse_solve_with_it(build, wrt):
     p = build()
     counts = collections.Counter()
@@ -640,6 +681,26 @@ def test_derivatives_that_only_multiply_an_inverse_solve_with_it(build, wrt):
     else:
         _check_gradient(p, wrt, counts, second=True)
     assert counts["jacobians"] + counts["gradients"] == 1 and counts["inverses formed"] == 0, counts
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_solve_with_a_three_index_factor_in_jax_and_pytorch(backend):
+    """The 3-index right-hand side is moved and reshaped by each backend's own calls."""
+    pytest.importorskip(backend)
+    J = md.jacobian(_inverse_beside_a_three_index_factor().e, S)
+    assert "moveaxis(" in md.codegen(J, backend=backend, args=VARIABLES)
+    fn = md.compile(J, backend=backend, args=VARIABLES, sizes=SIZES)
+    values = [np.asarray(VALUES[v.node.name], dtype=float) for v in VARIABLES]
+    if backend == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            got = np.asarray(fn(*values))
+    else:
+        import torch
+
+        got = fn(*[torch.as_tensor(a) for a in values]).numpy()
+    np.testing.assert_allclose(got, _evaluate(J), rtol=1e-9, atol=1e-12)
 
 
 def test_a_product_x_diag_d_x_is_not_written_as_a_weighted_gram_matrix():

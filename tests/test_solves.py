@@ -237,9 +237,10 @@ FORMS_INVERSE = re.compile(r"\binv\(|_lu_inverse\(|cholesky_inverse\(|"
 
 
 def _code(source: str) -> str:
-    """The generated function's body without its comments (which print inv(…) in index form)."""
+    """The generated function's body without its docstring and comments (which print inv(…)
+    in index form)."""
     body = source.partition("\ndef f(")[2]
-    return "\n".join(line.partition("  # ")[0] for line in body.splitlines())
+    return "\n".join(line.partition("  # ")[0] for line in body.splitlines() if not line.lstrip().startswith('"""'))
 
 
 def _forms_inverse(source: str) -> bool:
