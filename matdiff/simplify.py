@@ -29,7 +29,7 @@ from . import dims as D
 from . import functions as F
 from .errors import MatdiffError
 from .ir import (Basis, Const, Contract, Delta, DivDiff, DivDiff3, Eigh, Elementwise, Frechet, Funm, Hole,
-                 Inv, LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, contract_key, free_vars,
+                 Inv, Phi, LogSumExp, MatFn, Node, Reshape, Softmax, Sum, Svd, Var, contract_key, free_vars,
                  is_ones, walk)
 
 FLATTEN_LIMIT = 6
@@ -271,6 +271,10 @@ def normalise_contract(c: Contract) -> Node:
         lifted = _lift_reshape(c)
         if lifted is not None:
             return lifted
+    if Phi in kinds:
+        moved = _mask_onto_matrix(c)
+        if moved is not None:
+            return normalise_contract(moved)
     coef = 1.0
     if kinds.isdisjoint(_OPENED):  # no factor to open: the factors as the loop below takes them
         ops, labs = list(operands[::-1]), list(c.labels[::-1])
@@ -350,6 +354,32 @@ def normalise_contract(c: Contract) -> Node:
         return simplify(B.linear([(coef * k, Contract((t,), (labs[0],), tuple(c.out)))
                                   for k, t in ops[0].terms], c.shape))
     return B.scale(coef, _canonical_parts(tuple(ops), tuple(labs), c.out, c.shape)[0])
+
+
+def _mask_onto_matrix(c: Contract):
+    """Σ_pq Φ(T)_…pq M_pq = Σ_pq T_…pq Φ(M)_pq: Φ is an entry-wise mask over its last two
+    axes, so its own adjoint.  Where the rest of a product meets Φ(T) only over T's last two
+    labels, summed, Φ moves onto that rest (a matrix M) — the Jacobian of chol(tS) by t,
+    built in reverse as Φ of a 4-index tensor, becomes L Φ(L⁻¹SL⁻ᵀ), and no n⁴ tensor is
+    masked.  c with Φ moved (or None where no factor is such a Φ(T) of three axes or more)."""
+    for k, (op, lab) in enumerate(zip(c.operands, c.labels)):
+        if type(op) is not Phi or len(lab) < 3:
+            continue
+        p, q = lab[-2:]
+        if p == q or p in c.out or q in c.out or p in lab[:-2] or q in lab[:-2]:
+            continue
+        rest = [j for j in range(len(c.operands)) if j != k]
+        mine = set(lab)
+        if not rest or any(x in c.out or (x in mine and x not in (p, q)) for j in rest for x in c.labels[j]):
+            continue
+        held = {x for j in rest for x in c.labels[j]}
+        if p not in held or q not in held:
+            continue
+        dims = c.label_dims()
+        m = simplify(B.contract(tuple(c.operands[j] for j in rest), tuple(c.labels[j] for j in rest),
+                                (p, q), dims))
+        return Contract.of_shape((op.arg, simplify(Phi(m))), (lab, (p, q)), c.out, c.shape)
+    return None
 
 
 def _opened_by_deltas(ops, labs) -> bool:

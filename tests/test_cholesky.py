@@ -539,3 +539,25 @@ def test_every_door_accepts_a_positive_scalar(capsys):
     assert [v.node.symmetric for v in back.variables if v.node.name == "lam"] == ["positive"]
     values = {"X": np.eye(3, 2) + 0.1, "z": np.array([0.3, -0.4]), "lam": 0.9}
     np.testing.assert_allclose(back.evaluate(values), want.evaluate(values), rtol=1e-12)
+
+
+def test_the_jacobian_of_chol_ts_by_t_prints_as_the_textbook_writes_it():
+    """Built in reverse, the Jacobian of a matrix by a scalar held Φ of a 4-index tensor
+    contracted with L⁻¹SL⁻ᵀ over Φ's own two axes; Φ is an entry-wise mask, its own adjoint,
+    so it moves onto that matrix: L Φ(L⁻¹SL⁻ᵀ) (Murray's dL = LΦ(L⁻¹dSL⁻ᵀ) with dS = S dt),
+    and no code masks an n⁴ tensor."""
+    from matdiff.ir import Phi, walk
+    from matdiff.simplify import simplify
+
+    t = md.scalar("t")
+    J = md.jacobian(md.cholesky(t * S), t)
+    assert str(J) == "LΦ(L⁻¹SL⁻ᵀ)  where L = chol(tS)"
+    assert all(n.ndim == 2 for n in walk(simplify(J.node)) if isinstance(n, Phi))
+    v = _values()
+    got = J.evaluate(S=v["S"], t=0.7)
+    want = (np.linalg.cholesky((0.7 + 1e-6) * v["S"]) - np.linalg.cholesky((0.7 - 1e-6) * v["S"])) / 2e-6
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert "matdiff" in _reads_back_or_refuses(J, seed=3)
+    for backend in BACKENDS:
+        value = _run(md.compile(J, backend=backend), backend, {"S": v["S"], "t": 0.7}, np.float64)
+        np.testing.assert_allclose(value, got, rtol=1e-10)
