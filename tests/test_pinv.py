@@ -244,3 +244,28 @@ def test_the_derivative_of_the_rank_is_zero():
     """tr(X⁺X) = rank X = k at full column rank: its gradient vanishes."""
     g = md.grad(md.trace(md.pinv(X) @ X), X)
     assert np.abs(g.evaluate(X=_values(TALL)["X"])).max() < 1e-12
+
+
+def test_a_pseudo_inverse_meeting_a_tensor_is_applied_from_its_svd():
+    """J_S of X⁺tanh(chol(S)): X⁺ meets the Cholesky factor's 3-index differential, which the
+    code now reads as a matrix (its other labels flattened) to apply V Σ⁻¹ Uᵀ, X⁺ not formed."""
+    S = md.matrix("S", "n", "n", spd=True)
+    X = md.matrix("X", "n", "k")
+    J = md.jacobian(md.pinv(X) @ md.tanh(md.cholesky(S)), S)
+    source = md.codegen(J)
+    assert "reshape((-1,)" in source and "_pinv_factors" in source
+    rng = np.random.default_rng(0)
+    q = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    s = (q * [1.0, 2.0, 3.0]) @ q.T
+    values = {"S": (s + s.T) / 2, "X": rng.standard_normal((3, 2))}
+    scope: dict = {}
+    exec(source, scope)  # noqa: S102 — our own generated code
+    got = scope["f"](**values)
+    np.testing.assert_allclose(got, J.evaluate(values), rtol=1e-10, atol=1e-14)
+    d = rng.standard_normal((3, 3))
+    d = (d + d.T) / 2
+
+    def f(sv):
+        return np.linalg.pinv(values["X"]) @ np.tanh(np.linalg.cholesky(sv))
+    central = (f(values["S"] + 1e-6 * d) - f(values["S"] - 1e-6 * d)) / 2e-6
+    np.testing.assert_allclose(np.tensordot(got, d, 2), central, rtol=1e-6, atol=1e-9)
