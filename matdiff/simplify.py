@@ -283,6 +283,8 @@ def normalise_contract(c: Contract) -> Node:
         kinds = None
     fresh = None  # the first label no factor uses, found when a nested product needs it
     work = list(zip(operands, c.labels)) if kinds is None else ()
+    # the factors that stay factors (a number joins the coefficient), against FLATTEN_LIMIT
+    size = len(operands) - sum(type(o) is Const for o in operands) if kinds is None else 0
     while work:
         op, lab = work.pop()
         kind = type(op)  # (none of these node types has a subclass)
@@ -294,8 +296,8 @@ def normalise_contract(c: Contract) -> Node:
             k, t = op.terms[0]  # (k·A)B → k·(AB)
             coef *= k
             work.append((t, lab))
-        elif kind is Contract and _flattenable(op, len(c.operands)):
-            if len(c.operands) - 1 + len(op.operands) > FLATTEN_LIMIT:
+        elif kind is Contract and _flattenable(op, size):
+            if size - 1 + len(op.operands) > FLATTEN_LIMIT:
                 op = _deltas_apart(op)  # only the deltas join: the rest stays one shared factor
             # (A_ij B_jk)_ik C_kl → A_ij B_jk C_kl, the inner summed labels made fresh
             rename = dict(zip(op.out, lab))

@@ -384,3 +384,27 @@ def test_powers_of_one_factor_met_through_a_delta_are_merged(expr, wrt, want):
     grad = md.grad(expr(x), x)
     cols = [(grad.evaluate(x=xv + 1e-6 * e) - grad.evaluate(x=xv - 1e-6 * e)) / 2e-6 for e in np.eye(4)]
     np.testing.assert_allclose(h.evaluate(x=xv), np.array(cols).T, rtol=1e-6, atol=1e-8)
+
+
+def test_a_number_beside_a_nested_product_does_not_stop_it_flattening():
+    """−tr(P) for a product P of six factors was kept as a trace over nested P: the −1, an
+    operand of the outer product until it joins the coefficient, counted against
+    FLATTEN_LIMIT (seen in ∂/∂λ of expm1(tanh(yᵀ(S + λI)⁻¹softplus(y))), a sweep case)."""
+    from matdiff.ir import Contract
+
+    S = md.matrix("S", "n", "n", spd=True)
+    y = md.vector("y", "n")
+    lam = md.scalar("lam", positive=True)
+    e = md.expm1(md.tanh(y.T @ md.inv(S + lam * md.eye("n")) @ md.softplus(y)))
+    g = md.grad(e, lam)
+    assert not _not_normal(g.node)
+    assert not any(isinstance(n, Contract) and any(isinstance(o, Contract) and len(o.operands) > 4
+                                                   for o in n.operands) for n in walk(simplify(g.node)))
+    rng = np.random.default_rng(2)
+    q = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    sv, yv = (q * [1.0, 2.0, 3.0]) @ q.T, rng.standard_normal(3)
+    sv = (sv + sv.T) / 2
+
+    def f(lv):
+        return np.expm1(np.tanh(yv @ np.linalg.solve(sv + lv * np.eye(3), np.logaddexp(0, yv))))
+    np.testing.assert_allclose(g.evaluate(S=sv, y=yv, lam=0.4), (f(0.4 + 1e-6) - f(0.4 - 1e-6)) / 2e-6, rtol=1e-6)
