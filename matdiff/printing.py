@@ -13,8 +13,8 @@ from . import notation as N
 from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS,
                         TABLE as F_TABLE, UNSUBSCRIPT, Function, ScalarFunction)
 from .errors import NotSupportedError
-from .ir import (Const, Contract, Delta, DivDiff3, DivDiff3Apply, Eigh, Elementwise, Frechet, Node, Reshape,
-                 Sum, Svd, Var, walk)
+from .ir import (Const, Contract, Delta, DivDiff3, DivDiff3Apply, Eigh, Elementwise, Frechet, Node, Phi,
+                 Reshape, Sum, Svd, Var, walk)
 from .recognise import recognise
 from .recognise import _divdiff_name, _second_frechets, defined_by_trace, definition
 from .show import index_form
@@ -1437,6 +1437,12 @@ def _factor(op, letters, style) -> str:
                 name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
                 return f"L_{{{name}}}\\left({args}\\right){sub}"
             return f"L_{fn}({args}){sub}"
+        if isinstance(op, Phi):  # Φ(T)_…pq = T_…pq Φ(11ᵀ)_pq: Φ masks T's last two axes, its
+            # lower triangle kept and its diagonal halved, as the entries of Φ(11ᵀ) do
+            p, q = op.arg.shape[-2:]
+            mask = N.Call("m", "Φ", N.prod(1.0, [N.Sym("c", "1", "one", dims=(p,)),
+                                                  N.transpose(N.Sym("c", "1", "one", dims=(q,)))]))
+            return f"{_factor(op.arg, letters, style)} {_notation_factor(mask, letters[-2:], style)}"
         if isinstance(op, (DivDiff3, DivDiff3Apply)):  # Δ²f(λ)_pqr = f[λ_p, λ_q, λ_r] and
             parts = []  # Δ²f(λ)[X, Y]_pr = Σ_q f[λ_p, λ_q, λ_r] X_pq Y_qr (docs/matrix-functions.md)
             for c in op.children:

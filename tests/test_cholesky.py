@@ -561,3 +561,23 @@ def test_the_jacobian_of_chol_ts_by_t_prints_as_the_textbook_writes_it():
     for backend in BACKENDS:
         value = _run(md.compile(J, backend=backend), backend, {"S": v["S"], "t": 0.7}, np.float64)
         np.testing.assert_allclose(value, got, rtol=1e-10)
+
+
+def test_phi_of_a_tensor_prints_as_its_entries_times_the_mask_phi_11t():
+    """A Jacobian by S through chol(S) holds Φ of a 3- or 4-index tensor, which index notation
+    printed as raw IR text (tril_half(einsum('ab,c->abc', cholesky(S), x))); Φ masks the last
+    two axes as the entries of Φ(11ᵀ) do, so Φ(T)_ipq prints T_ipq Φ(11ᵀ)_pq.  The printed
+    formula, computed by hand from its text, is the Jacobian's value."""
+    J = md.jacobian(L @ x, S)
+    text = str(J)
+    assert text == "Σ_p Σ_q [1/2 [chol(S)_iq x_p] Φ(11ᵀ)_qp + 1/2 [chol(S)_ip x_q] Φ(11ᵀ)_pq] " \
+                   "(chol(S)⁻¹)_pj (chol(S)⁻¹)_qk", text
+    assert "\\Phi\\left(\\mathbf{1} \\mathbf{1}^\\top\\right)_{pq}" in J.latex()
+    v = _values()
+    lv, li = np.linalg.cholesky(v["S"]), np.linalg.inv(np.linalg.cholesky(v["S"]))
+    mask = np.tril(np.ones((4, 4))) - np.eye(4) / 2  # Φ(11ᵀ)
+    inner = 0.5 * np.einsum("iq,p,qp->ipq", lv, v["x"], mask) + 0.5 * np.einsum("ip,q,pq->ipq", lv, v["x"], mask)
+    np.testing.assert_allclose(np.einsum("ipq,pj,qk->ijk", inner, li, li), J.evaluate(S=v["S"], x=v["x"]),
+                               rtol=1e-10, atol=1e-12)
+    for e in (md.jacobian(L, S), md.jacobian(md.tanh(L.T @ x), S)):
+        assert "tril_half" not in str(e) and "einsum" not in str(e) and "Φ(11ᵀ)_pq" in str(e), str(e)
