@@ -414,17 +414,15 @@ def _inverse_is_held(root) -> bool:
 
 def _solves_over(lab, la: tuple, others: list) -> bool:
     """Whether a product solves with an inverse (labels ``la``) over its label ``lab``: no
-    other factor holds lab (X⁻¹1); or one tensor holds it (solved with as a matrix, its other
-    labels flattened into one), not beside another inverse (X⁻¹X⁻ᵀT forms the small X⁻¹X⁻ᵀ
-    first); or the factors holding lab are vectors or matrices, include a matrix that is not
-    an inverse if any (X⁻¹x, X⁻¹diag(v)M, not X⁻¹diag(v)Y⁻¹); and none holds both labels
-    (X⁻¹ ⊙ M, whose entries are X⁻¹'s own)."""
+    other factor holds lab (X⁻¹1), or the factors holding lab are vectors or matrices (a
+    solve's right-hand side; the generator solves with a tensor too, as a matrix, but where
+    other factors share the inverse's labels it may form the inverse to keep intermediates
+    smaller, so a tensor here counts as holding it), include a matrix that is not an inverse
+    if any (X⁻¹x, X⁻¹diag(v)M, not X⁻¹diag(v)Y⁻¹), and none holds both labels (X⁻¹ ⊙ M,
+    whose entries are X⁻¹'s own)."""
     partners = [(o, lb) for o, lb in others if lab in lb]
     if not partners:  # summed over lab alone: X⁻¹1, a solve with ones
         return True
-    if len(partners) == 1 and len(partners[0][1]) > 2:
-        return not set(la) <= set(partners[0][1]) and \
-            not any(isinstance(o, Inv) and not set(la).isdisjoint(lb) for o, lb in others)
     matrices = [o for o, lb in partners if len(lb) == 2]  # vectors scale it: diag(v)
     return all(len(lb) <= 2 for _, lb in partners) and \
         not all(isinstance(o, Inv) for o in matrices or [None]) and not any(set(la) <= set(lb) for _, lb in partners)
@@ -675,7 +673,9 @@ def test_derivatives_that_only_multiply_an_inverse_solve_with_it(build, wrt):
     counts = collections.Counter()
     d = md.jacobian(p.e, wrt) if p.e.ndim else md.grad(p.e, wrt)
     source = md.codegen(d, args=VARIABLES)
-    assert not _forms_inverse(source) and not _inverse_is_held(d.node), source
+    assert not _forms_inverse(source), source
+    # (the structural test counts an inverse beside a tensor as held: the planner solves there)
+    assert build is _inverse_beside_a_three_index_factor or not _inverse_is_held(d.node), source
     if p.e.ndim:
         _check_jacobian(p, wrt, counts)
     else:
