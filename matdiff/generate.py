@@ -458,6 +458,7 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
     for r in ends:  # a constant result is an array of the arguments' dtype, not a Python float
         if isinstance(r, Const):
             args[r] = w.emit(f"np.asarray({args[r]})", _comment(r))
+    _inverse_from_lu(w)
     lines, results = w.live_lines([args[r] for r in ends])
     if backend == "numpy":
         lines = _in_place(lines, results, w.prefix)
@@ -485,6 +486,38 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
     if checks and DECOMPOSITION_CALL.search(source.partition(f"\ndef {name}(")[2]):
         return _with_checks(source, name, backend, exprs, vs, params)
     return source
+
+
+def _inverse_from_lu(w: _Writer) -> None:
+    """An inverse X⁻¹ that a line still reads where solves with X use X's LU is computed
+    from those factors (the backend's ``__lu_inverse``: getri in NumPy), the LU's line moved
+    up to the inverse's: one factorisation where ``inv`` made a second
+    (−A⁻ᵀdiag(sin(A⁻¹x))A⁻¹, the Hessian of Σ sin(A⁻¹x), solves with A and forms A⁻¹)."""
+    if w.lu is None:
+        return
+    factor = re.compile(rf"    ({w.prefix}\d+) = " + re.escape(w.lu[0]).replace(re.escape("{0}"), "(.+)"))
+    formed = re.compile(rf"    ({w.prefix}\d+) = np\.linalg\.inv\((.+)\)")
+    lus = {}  # X's code -> (its LU's line number, the LU's name)
+    for i, line in enumerate(w.lines):
+        m = factor.fullmatch(line.partition("  # ")[0])
+        if m:
+            lus.setdefault(m.group(2), (i, m.group(1)))
+    if not lus:
+        return
+    out: list = [[line] for line in w.lines]
+    for i, line in enumerate(w.lines):
+        code, hash_, comment = line.partition("  # ")
+        m = formed.fullmatch(code)
+        if m is None or m.group(2) not in lus:
+            continue
+        j, lu = lus[m.group(2)]
+        code = w.functions["__lu_inverse"].format(lu, m.group(2))
+        inverse = f"    {m.group(1)} = {code}{hash_}{comment}"
+        if j > i:  # the factors are made where the inverse was; their later line goes
+            out[i], out[j] = [w.lines[j], inverse], []
+        else:
+            out[i] = [inverse]
+    w.lines = [x for group in out for x in group]
 
 
 def _in_place(lines: list, results: list, prefix: str) -> list:
