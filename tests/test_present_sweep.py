@@ -43,6 +43,7 @@ A, B_ = md.matrix("A", "n", "n"), md.matrix("B", "n", "n")
 S = md.matrix("S", "n", "n", symmetric=True)
 Q = md.matrix("P", "n", "n", spd=True)
 x, y = md.vector("x", "n"), md.vector("y", "n")
+T = md.tensor("T", "n", "n", "n")
 s = md.scalar("s")
 LEAVES = {"S": [s], "V": [x, y], "M": [A, B_, S, Q]}
 SIZES = {"n": 3}
@@ -238,7 +239,8 @@ def _values(seed: int) -> dict:
     # σ(−tr S) − exp(tr S)/(exp(tr S) + 1)² are far from overflow and cancellation
     return {"A": np.eye(3) + 0.3 * rng.standard_normal((3, 3)), "B": np.eye(3) + 0.3 * rng.standard_normal((3, 3)),
             "S": np.eye(3) + 0.2 * (q + q.T), "P": np.eye(3) + 0.3 * q @ q.T, "x": rng.standard_normal(3),
-            "y": rng.standard_normal(3), "p": rng.uniform(0.3, 2.0, 3), "s": 0.7}
+            "y": rng.standard_normal(3), "p": rng.uniform(0.3, 2.0, 3), "s": 0.7,
+            "T": rng.standard_normal((3, 3, 3))}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -320,7 +322,8 @@ def test_recognised_trees_have_the_values_of_their_nodes(monkeypatch):
     leaves it as it is; where none is a Reshape, no Fréchet layout is applied and no second
     Fréchet derivative read; where one is not a Delta, it is no all-ones matrix.  (The rules
     asked only where a factor is a Sum or a DivDiff3 test that type first themselves.)  Three
-    derivatives through expm, where those rules do read something, join the sweep."""
+    derivatives through expm, where those rules do read something, join the sweep, and a
+    product of three axes nested among six factors (simplify flattens smaller ones)."""
     claims = {"Contract": 0, "Reshape": 0, "Delta": 0}
     fired = {"inlined": 0, "applied": 0, "second": 0}
     original = R.RULES[Contract]
@@ -350,10 +353,12 @@ def test_recognised_trees_have_the_values_of_their_nodes(monkeypatch):
     monkeypatch.setitem(R.RULES, Contract, asked_anyway)
     monkeypatch.setattr(R, "_CACHE", weakref.WeakKeyDictionary())  # every node read afresh
     compared = 0
-    frechet = [(0, md.jacobian(md.expm(0.2 * md.diag(x)) @ y, x)),  # a product inside a product
+    frechet = [(0, md.jacobian(md.expm(0.2 * md.diag(x)) @ y, x)),
                (0, md.hessian(y.T @ md.expm(0.2 * A @ md.diag(x)) @ y, x)),  # L_exp's layouts, L²_exp
                (0, md.grad(y.T @ md.expm(0.3 * (A + md.outer(x, md.ones("n")))) @ y, x))]
-    for seed, e in _expressions() + frechet:
+    # a product of three axes among six factors stays nested (FLATTEN_LIMIT): _inlined reads it
+    nested = [(0, md.einsum("ijl,i,jm,lk,m,k->", md.einsum("ijk,kl->ijl", T, md.tanh(B_)), y, A, B_, x, y))]
+    for seed, e in _expressions() + frechet + nested:
         for node in (e.node, simplify(e.node)):
             m = R.recognise(node)
             if isinstance(m, N.Index):
