@@ -463,6 +463,27 @@ def _cho_solve(lib, f, b):
     return linalg.cho_solve(f, b, **kw)
 
 
+def _gaussian_covariance():
+    """The Gaussian NLL by a symmetric Σ: ½(Σ⁻¹ − uuᵀ), u = Σ⁻¹(x − μ). The result holds Σ⁻¹
+    itself and a solve with Σ: the hand-written form takes both from one LU, as generated code
+    does since the inverse comes from the solves' factors."""
+    x, mu, S = md.vector("x", "n"), md.vector("mu", "n"), md.matrix("S", "n", "n", symmetric=True)
+
+    def grad(lib, v):
+        f = _lu(lib, v["S"])
+        u = _lu_solve(lib, f, v["x"] - v["mu"])
+        inverse = _lu_solve(lib, f, _eye(lib, v["S"].shape[0], v["S"]))
+        return (inverse - u[:, None] * u[None, :]) / 2
+
+    return Problem(
+        "Gaussian NLL by Σ", "S", lambda: (x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2,
+        lambda rng, n: {"x": rng.normal(size=n), "mu": rng.normal(size=n),
+                        "S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))},
+        lambda lib, v: (v["x"] - v["mu"]) @ lib.linalg.solve(v["S"], v["x"] - v["mu"]) / 2
+        + lib.linalg.slogdet(v["S"])[1] / 2,
+        grad, None, (100, 400, 1000), (), (20,))
+
+
 def _gaussian_mean_spd():
     """The Gaussian NLL by μ with Σ declared positive definite: Σ⁻¹(μ − x) by Cholesky, against
     the hand-written cho_factor/cho_solve form."""
@@ -527,7 +548,8 @@ def _eye(lib, n, like):
 PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_exp=True),
             _binary_cross_entropy, _softmax_cross_entropy, lambda: _softmax_cross_entropy(declared=True),
             _factorisation, _network, _logdet, _logdet_and_gradient, _trace_inverse, _trace_quadratic,
-            _nuclear_norm, _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_mean_spd, _ridge,
+            _nuclear_norm, _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_covariance,
+            _gaussian_mean_spd, _ridge,
             _trace_of_inverse]
 
 
