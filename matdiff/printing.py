@@ -1205,7 +1205,9 @@ def _layout(node: Contract, style, free, nested) -> tuple:
     written = _second_frechet_leaves(node)  # L²_f(X; E₁, E₂) for its 2 × 2 block matrices
     letters = dict(zip(node.out, free))
     summed = sorted({x for _, lab in written for x in lab} - set(node.out))
-    pool = [c for c in BOUND if c not in free]  # a nested sum's letters differ from its parent's
+    taken = _memo(style, "names", node, _var_names)  # Σ_p … never beside a vector named p
+    pool = [c for c in BOUND if c not in free and c not in taken]  # a nested sum's letters
+    # differ from its parent's
     for n, x in enumerate(summed):
         letters[x] = _letter(pool or BOUND, FREE, n)
     carried = [x for op, lab in written if not isinstance(op, Delta) for x in lab]
@@ -1437,6 +1439,13 @@ def _factor(op, letters, style) -> str:
                 name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
                 return f"L_{{{name}}}\\left({args}\\right){sub}"
             return f"L_{fn}({args}){sub}"
+        split = _split_axes(op) if isinstance(op, Reshape) else None
+        if split is not None:  # T reshaped so that its axis of n·m is two, p of n and q of m:
+            # T's entry at the compound index (pq), as (A ⊗ B)_(ik)(jl) = A_ij B_kl is written
+            letters = list(letters)
+            compound = [letters.pop(0) if len(g) == 1 else "(" + "".join(letters.pop(0) for _ in g) + ")"
+                        for g in split]
+            return _factor(op.arg, compound, style)
         if isinstance(op, Phi):  # Φ(T)_…pq = T_…pq Φ(11ᵀ)_pq: Φ masks T's last two axes, its
             # lower triangle kept and its diagonal halved, as the entries of Φ(11ᵀ) do
             p, q = op.arg.shape[-2:]
@@ -1454,6 +1463,37 @@ def _factor(op, letters, style) -> str:
             return _divdiff3(fn, *parts, style) + sub
         return f"[{index_form(op)}]{sub}"
     return _notation_factor(m, letters, style)
+
+
+def _dim_factors(d) -> tuple:
+    """A dim as its named factors and its number: n·k → ((k, n), 1), 6 → ((), 6)."""
+    if isinstance(d, int):
+        return (), d
+    names, number = [], 1
+    for part in str(d).split("·"):
+        if part.isdigit():
+            number *= int(part)
+        else:
+            names.append(part)
+    return tuple(sorted(names)), number
+
+
+def _split_axes(r: Reshape):
+    """For a reshape that only splits axes (n·m into n and m, in order), the output axes of
+    each of its argument's axes (a tuple of one or more positions per argument axis); None for
+    any other reshape."""
+    out, k = [], 0
+    for d in r.arg.shape:
+        want, group, names, number = _dim_factors(d), [], [], 1
+        while k < len(r.shape) and (tuple(sorted(names)), number) != want:
+            more, times = _dim_factors(r.shape[k])
+            names, number = names + list(more), number * times
+            group.append(k)
+            k += 1
+        if not group or (tuple(sorted(names)), number) != want:
+            return None
+        out.append(tuple(group))
+    return out if k == len(r.shape) and any(len(g) > 1 for g in out) else None
 
 
 def _notation_factor(m: N.M, letters, style) -> str:

@@ -105,9 +105,9 @@ GOLDEN = [
     ('wᵀ softmax(Aw)', 'Aᵀ(s ⊙ x − (sᵀx)s) + s  where s = softmax(Ax)'),
     ('softmax cross-entropy over rows', '(1/4)(diag(Y1)softmax(X, axis=1) − Y)'),
     ('Σ kron(A, B) by A', '(1ᵀB1)11ᵀ'),
-    ('aᵀ kron(A, B) b', "Σ_p Σ_q [reshape(einsum('a,b->ba', q, p), (n, m, n, m))]_piqj A_pq"),
+    ('aᵀ kron(A, B) b', 'Σ_r Σ_s (pqᵀ)_(ri)(sj) A_rs'),
     ('∂kron(x, y)/∂x', 'I ⊗ z'),
-    ('∂kron(A, B)/∂B', "Σ_p Σ_q [reshape(einsum('ab,cd->acbd', eye(m·n), eye(m·n)), (m·n, m·n, n, m, n, m))]_ijpkql A_pq"),
+    ('∂kron(A, B)/∂B', 'Σ_p Σ_q [δ_i(pk) δ_j(ql)] A_pq'),
     ('‖kron(A, B)‖²', '2‖B‖_F²A'),
     ('Σ σ(XW) by W', 'Xᵀσ′(XW)'),
     ('Σ σ(XW) by X', 'σ′(XW)Wᵀ'),
@@ -191,6 +191,28 @@ def test_derivative_prints_as(name, text):
     d = md.jacobian(c.f, c.wrt)
     assert str(d) == text
     _read_back(d, c)
+
+
+def test_a_reshaped_index_is_written_as_a_compound_index_that_means_what_it_says():
+    """Index notation writes an axis of n·m that a reshape splits into n and m as the compound
+    (pk), row-major as the reshape is, as (A ⊗ B)_(ik)(jl) = A_ij B_kl: the printed formulas of
+    ∂kron(A, B)/∂B and of ∂(pᵀ kron(A, B) q)/∂B, computed by hand from their text, are the
+    derivatives' values (their summed letters avoid the vectors' names p and q)."""
+    A_, B_ = md.matrix("A", "n", "n"), md.matrix("B", "m", "m")
+    p_, q_ = md.vector("p", md.kron(A_, B_).shape[0]), md.vector("q", md.kron(A_, B_).shape[0])
+    rng = np.random.default_rng(4)
+    n_, m_ = 3, 2
+    v = {"A": rng.standard_normal((n_, n_)), "B": rng.standard_normal((m_, m_)),
+         "p": rng.standard_normal(n_ * m_), "q": rng.standard_normal(n_ * m_)}
+    J = md.jacobian(md.kron(A_, B_), B_)
+    assert str(J) == "Σ_p Σ_q [δ_i(pk) δ_j(ql)] A_pq"
+    d = np.eye(n_ * m_).reshape(n_ * m_, n_, m_)  # δ_i(pk)
+    np.testing.assert_allclose(np.einsum("ipk,jql,pq->ijkl", d, d, v["A"]), J.evaluate(A=v["A"], B=v["B"]),
+                               rtol=1e-12)
+    g = md.grad(p_.T @ md.kron(A_, B_) @ q_, B_)
+    assert str(g) == "Σ_r Σ_s (pqᵀ)_(ri)(sj) A_rs"
+    outer = np.outer(v["p"], v["q"]).reshape(n_, m_, n_, m_)  # (pqᵀ)_(ri)(sj)
+    np.testing.assert_allclose(np.einsum("risj,rs->ij", outer, v["A"]), g.evaluate(v), rtol=1e-12)
 
 
 @pytest.mark.parametrize("build,text", FORMS, ids=[f[1] for f in FORMS])
