@@ -434,15 +434,27 @@ def _bilinear_inverse():
         grad, None, (100, 400, 1000), (), (20,))
 
 
+def _gaussian_nll(x, mu, S):
+    """The Gaussian negative log-likelihood, up to its constant: ½(x − μ)ᵀS⁻¹(x − μ) + ½ log det S."""
+    return (x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2
+
+
+def _gaussian_data(rng, n):
+    return {"x": rng.normal(size=n), "mu": rng.normal(size=n),
+            "S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))}
+
+
+def _gaussian_value(lib, v):
+    r = v["x"] - v["mu"]
+    return r @ lib.linalg.solve(v["S"], r) / 2 + lib.linalg.slogdet(v["S"])[1] / 2
+
+
 def _gaussian_mean():
     """The Gaussian NLL by μ: Σ⁻¹(μ − x), one solve."""
     x, mu, S = md.vector("x", "n"), md.vector("mu", "n"), md.matrix("S", "n", "n", symmetric=True)
     return Problem(
-        "Gaussian NLL by μ", "mu", lambda: (x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2,
-        lambda rng, n: {"x": rng.normal(size=n), "mu": rng.normal(size=n),
-                        "S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))},
-        lambda lib, v: (v["x"] - v["mu"]) @ lib.linalg.solve(v["S"], v["x"] - v["mu"]) / 2
-        + lib.linalg.slogdet(v["S"])[1] / 2,
+        "Gaussian NLL by μ", "mu", lambda: _gaussian_nll(x, mu, S),
+        _gaussian_data, _gaussian_value,
         lambda lib, v: lib.linalg.solve(v["S"], v["mu"] - v["x"]),
         None, (100, 400, 1000), (), (20,))
 
@@ -476,11 +488,8 @@ def _gaussian_covariance():
         return (inverse - u[:, None] * u[None, :]) / 2
 
     return Problem(
-        "Gaussian NLL by Σ", "S", lambda: (x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2,
-        lambda rng, n: {"x": rng.normal(size=n), "mu": rng.normal(size=n),
-                        "S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))},
-        lambda lib, v: (v["x"] - v["mu"]) @ lib.linalg.solve(v["S"], v["x"] - v["mu"]) / 2
-        + lib.linalg.slogdet(v["S"])[1] / 2,
+        "Gaussian NLL by Σ", "S", lambda: _gaussian_nll(x, mu, S),
+        _gaussian_data, _gaussian_value,
         grad, None, (100, 400, 1000), (), (20,))
 
 
@@ -489,11 +498,8 @@ def _gaussian_mean_spd():
     the hand-written cho_factor/cho_solve form."""
     x, mu, S = md.vector("x", "n"), md.vector("mu", "n"), md.matrix("S", "n", "n", spd=True)
     return Problem(
-        "Gaussian NLL by μ (Σ spd)", "mu", lambda: (x - mu).T @ md.inv(S) @ (x - mu) / 2 + md.logdet(S) / 2,
-        lambda rng, n: {"x": rng.normal(size=n), "mu": rng.normal(size=n),
-                        "S": (lambda q: q @ q.T / n + np.eye(n))(rng.normal(size=(n, n)))},
-        lambda lib, v: (v["x"] - v["mu"]) @ lib.linalg.solve(v["S"], v["x"] - v["mu"]) / 2
-        + lib.linalg.slogdet(v["S"])[1] / 2,
+        "Gaussian NLL by μ (Σ spd)", "mu", lambda: _gaussian_nll(x, mu, S),
+        _gaussian_data, _gaussian_value,
         lambda lib, v: _cho_solve(lib, _cho(lib, v["S"]), v["mu"] - v["x"]),
         None, (100, 400, 1000), (), (20,))
 
