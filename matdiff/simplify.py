@@ -1313,7 +1313,7 @@ def _combine(terms):
 def normalise_elementwise(e: Elementwise) -> Node:
     x = e.arg
     fn, kind = e.fn, type(x)
-    if not (fn.builtin and fn.name in ("sqrt", "log")) and (
+    if not (fn.builtin and fn.name in ("sqrt", "log", "log1p")) and (
             kind is Var or kind is Inv or kind is Contract and not is_ones(x) or
             kind is Elementwise and not (fn.name == "pow" and fn.builtin and _is_builtin(x, "pow"))):
         # no rewrite below applies: the argument is no constant, zero, ones, sum or power
@@ -1335,6 +1335,8 @@ def normalise_elementwise(e: Elementwise) -> Node:
     if u is not None:  # 1 ⊘ (1 + exp(u)) → σ(−u)
         return simplify(F.apply("sigmoid", B.scale(-1, u)))
     stable = _stable_log(x) if e.fn.builtin and e.fn.name == "log" else None
+    if e.fn.builtin and e.fn.name == "log1p":  # log1p(eᵘ) = softplus(u), log1p(−σ(u)) = −softplus(u)
+        stable = _stable_log(simplify(B.linear([(1, B.ones(x.shape)), (1, x)], x.shape)))
     if stable is not None:
         return simplify(stable)
     impl = e.fn.implementation()
@@ -1360,10 +1362,21 @@ def normalise_elementwise(e: Elementwise) -> Node:
 def stable_forms(root: Node) -> Node:
     """root with each logarithm of σ(u), 1 − σ(u) or softmax(Z) in its log-space form
     (``_stable_log``) and every other node as built: what the derivative is taken of, so
-    that the gradient of log σ(u) is σ(−u), never σ′(u) ⊘ σ(u), which is 0/0 at |u| ≈ 40."""
-    if not any(_is_builtin(n, "log") for n in walk(root)):
-        return root  # the common case: nothing to rewrite, and the DAG stays as it is
-    return rewrite(root, lambda m: (_stable_log(simplify(m.arg)) or m) if _is_builtin(m, "log") else m)
+    that the gradient of log σ(u) is σ(−u), never σ′(u) ⊘ σ(u), which is 0/0 at |u| ≈ 40;
+    and 1 ⊘ (1 + exp(u)) as σ(−u), the product holding it simplified again (exp(u) ⊘ (1 +
+    exp(u)) is σ(u)), so that the gradient is not exp(u) ⊘ (1 + exp(u))², inf/inf where
+    exp(u) overflows."""
+    if any(_is_builtin(n, "log") for n in walk(root)):
+        root = rewrite(root, lambda m: (_stable_log(simplify(m.arg)) or m) if _is_builtin(m, "log") else m)
+    if any(_logistic(n) is not None for n in walk(root)):
+        root = rewrite(root, lambda m: m if _logistic(m) is None else
+                       simplify(F.apply("sigmoid", B.scale(-1, _logistic(m)))), renormalise=True)
+    return root  # the common case: nothing to rewrite, and the DAG stays as it is
+
+
+def _logistic(m: Node):
+    """u where m is 1 ⊘ (1 + exp(u)), else None."""
+    return _one_plus_exp(simplify(m.arg)) if _is_builtin(m, "pow") and m.fn.param == -1 else None
 
 
 @functools.lru_cache(maxsize=4096)  # evaluate runs it once per node, not once per point
@@ -1389,15 +1402,51 @@ def _value_form(m: Node, probe: bool = False):
         rest = _one_plus(m.arg)
         if rest is not None:
             return True if probe else simplify(F.apply("log1p", rest))
+        stable = _log_cosh(m.arg)
+        if stable is not None:
+            return True if probe else simplify(stable)
     if isinstance(m, Sum):
         if probe:
-            return _exp_minus_one(m) is not None or _sigmoid_pair(m) is not None
+            return _exp_minus_one(m) is not None or _sigmoid_pair(m) is not None or \
+                any(_is_builtin(t, "softplus") or _is_builtin(t, "sigmoid") for _, t in m.terms)
         m = _one_sigmoid(m)
         if isinstance(m, Sum):
             replaced = _exp_minus_one(m)
             if replaced is not None:
                 return simplify(replaced)
+            replaced = _complements(m)
+            if replaced is not None:
+                return simplify(replaced)
     return False if probe else m
+
+
+def _log_cosh(x: Node):
+    """log(c·cosh(u)) for c > 0 as log(c/2) + |u| + softplus(−2|u|), finite where cosh(u)
+    overflows (|u| > 710 in float64, 89 in float32), else None."""
+    c, t = (x.terms[0] if isinstance(x, Sum) and len(x.terms) == 1 else (1.0, x))
+    if not _is_builtin(t, "cosh") or not c > 0:
+        return None
+    a = F.apply("abs", t.arg)
+    return B.linear([(1, a), (1, F.apply("softplus", B.scale(-2, a))), (math.log(c / 2), B.ones(x.shape))],
+                    x.shape)
+
+
+def _complements(s: Sum):
+    """s with c·σ(u) − c·1 as −c·σ(−u), and c·softplus(u) − c·u as c·softplus(−u) (the first
+    such pair), else None: σ(u) − 1 and softplus(u) − u cancel to nothing where σ(u) rounds
+    to 1 (u ≳ 37 in float64), though their values, −σ(−u) and softplus(−u), are e⁻ᵘ."""
+    units = {c: i for i, (c, t) in enumerate(s.terms) if _is_unit(t)}
+    for i, (c, t) in enumerate(s.terms):
+        if _is_builtin(t, "sigmoid") and -c in units:
+            rest = [p for k, p in enumerate(s.terms) if k not in (i, units[-c])]
+            return B.linear(rest + [(-c, F.apply("sigmoid", B.scale(-1, t.arg)))], s.shape)
+        if _is_builtin(t, "softplus"):
+            others = [p for k, p in enumerate(s.terms) if k != i]
+            before = simplify(B.linear(others, s.shape)) if others else B.zeros(s.shape)
+            after = simplify(B.linear(others + [(c, t.arg)], s.shape))
+            if B.is_zero(after) or _size(after) < _size(before):  # the sum held −c·u
+                return B.linear([(1, after), (c, F.apply("softplus", B.scale(-1, t.arg)))], s.shape)
+    return None
 
 
 def _is_unit(n: Node) -> bool:
@@ -1519,7 +1568,7 @@ def _stable_log(x: Node):
     log σ(u) = −softplus(−u), log(1 − σ(u)) = −softplus(u), and
     log softmax(Z) = Z − logsumexp(Z) along the softmax's axis (broadcast back over it), and
     log Σ exp(u) = logsumexp(u) (a vector, or a matrix along one axis), and
-    log(1 + exp(u)) = softplus(u), finite where exp(u) overflows."""
+    log(1 + exp(u)) = softplus(u), finite where exp(u) overflows, and log eᵘ = u."""
     u = _one_plus_exp(x)
     if u is not None:
         return F.apply("softplus", u)
@@ -1528,6 +1577,8 @@ def _stable_log(x: Node):
     u = _complement_of_sigmoid(x)
     if u is not None:
         return B.scale(-1, F.apply("softplus", u))
+    if _is_builtin(x, "exp"):  # log eᵘ = u, finite where eᵘ overflows or underflows
+        return x.arg
     if isinstance(x, Contract) and len(x.operands) == 1 and _is_builtin(x.operands[0], "exp") and \
             len(x.labels[0]) == len(x.out) + 1 and x.operands[0].ndim in (1, 2):
         # log Σ exp(u) = logsumexp(u), over a vector or along a matrix's rows or columns

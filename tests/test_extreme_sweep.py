@@ -239,7 +239,7 @@ PINNED = [
 ]
 
 
-WRONG = {case[0] for case in PINNED}  # computed wrong today, in every path and both dtypes
+WRONG = {"log(1 + tanh(u))", "tanh(u)"}  # computed wrong today, in every path and both dtypes
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
