@@ -1367,11 +1367,18 @@ def stable_forms(root: Node) -> Node:
     exp(u)) is σ(u)), so that the gradient is not exp(u) ⊘ (1 + exp(u))², inf/inf where
     exp(u) overflows."""
     if any(_is_builtin(n, "log") for n in walk(root)):
-        root = rewrite(root, lambda m: (_stable_log(simplify(m.arg)) or m) if _is_builtin(m, "log") else m)
+        root = rewrite(root, lambda m: _log_space(m) if _is_builtin(m, "log") else m)
     if any(_logistic(n) is not None for n in walk(root)):
         root = rewrite(root, lambda m: m if _logistic(m) is None else
                        simplify(F.apply("sigmoid", B.scale(-1, _logistic(m)))), renormalise=True)
     return root  # the common case: nothing to rewrite, and the DAG stays as it is
+
+
+def _log_space(m: Node) -> Node:
+    """A logarithm in its log-space form (``_stable_log``, or log(1 ± tanh u) as
+    log 2 − softplus(∓2u)), else m itself."""
+    x = simplify(m.arg)
+    return _stable_log(x) or _log_one_plus_tanh(x) or m
 
 
 def _logistic(m: Node):
@@ -1399,6 +1406,9 @@ def _value_form(m: Node, probe: bool = False):
     if u is not None:
         return True if probe else simplify(F.apply("sigmoid", B.scale(-1, u)))
     if _is_builtin(m, "log"):
+        stable = _log_one_plus_tanh(m.arg)
+        if stable is not None:
+            return True if probe else simplify(stable)
         rest = _one_plus(m.arg)
         if rest is not None:
             return True if probe else simplify(F.apply("log1p", rest))
@@ -1418,6 +1428,19 @@ def _value_form(m: Node, probe: bool = False):
             if replaced is not None:
                 return simplify(replaced)
     return False if probe else m
+
+
+def _log_one_plus_tanh(x: Node):
+    """log(1 ± tanh(u)) as log 2 − softplus(∓2u) (1 + tanh u = 2σ(2u)), else None: finite
+    where tanh(u) rounds to ∓1 (|u| ≳ 19 in float64, 9 in float32), which gives −inf."""
+    if not isinstance(x, Sum) or len(x.terms) != 2:
+        return None
+    for (c1, one), (c2, t) in (x.terms, x.terms[::-1]):
+        u = t.arg if _is_builtin(t, "tanh") else None
+        if c1 == 1 and abs(c2) == 1 and _is_unit(one) and u is not None:
+            return B.linear([(math.log(2.0), B.ones(x.shape)),
+                             (-1, F.apply("softplus", B.scale(-2 * c2, u)))], x.shape)
+    return None
 
 
 def _log_cosh(x: Node):

@@ -233,13 +233,14 @@ PINNED = [
     ("softplus(u) − u", md.softplus(u) - u, lambda t: m_softplus(-t), [40.0, 300.0],
      "softplus(u) − u cancels (it is softplus(−u)), and so does its gradient σ(u) − 1 (it is −σ(−u)): "
      "0 where e⁻⁴⁰ and e⁻³⁰⁰ are normal numbers"),
-    ("tanh(u)", md.tanh(u), mp.tanh, [30.0, -300.0],
-     "the derivative 1 − tanh²(u) cancels to 0 where sech²(u) = 4e⁻⁶⁰ and 4e⁻⁶⁰⁰ are normal numbers "
-     "(as jax.grad and torch.autograd of tanh do)"),
+    ("tanh(u)", md.tanh(u), mp.tanh, [30.0, 25.0],
+     "the derivative 1 − tanh²(u) cancels to 0 where sech²(u) = 3.5e⁻²⁶ and 7.7e⁻²² are normal numbers "
+     "(as jax.grad and torch.autograd of tanh do); kept: sech²(u) computed apart from tanh(u), as "
+     "cosh(u)⁻² or 4σ(2u)σ(−2u), made a tanh network's gradient 1.3–1.8× slower at 2000 × 50 × 30"),
 ]
 
 
-WRONG = {"log(1 + tanh(u))", "tanh(u)"}  # computed wrong today, in every path and both dtypes
+WRONG = {"tanh(u)"}  # computed wrong today, in every path and both dtypes
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
