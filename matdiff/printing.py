@@ -14,7 +14,7 @@ from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCT
                         TABLE as F_TABLE, UNSUBSCRIPT, Function, ScalarFunction)
 from .errors import NotSupportedError
 from .ir import (Const, Contract, Delta, DivDiff3, DivDiff3Apply, Eigh, Elementwise, Frechet, Node, Phi,
-                 Reshape, Sum, Svd, Var, walk)
+                 Reshape, ScalarFn, Sum, Svd, Var, walk)
 from .recognise import recognise
 from .recognise import _divdiff_name, _second_frechets, defined_by_trace, definition
 from .show import index_form
@@ -1439,6 +1439,10 @@ def _factor(op, letters, style) -> str:
                 name = {"sqrt": "\\operatorname{sqrt}"}.get(fn) or style["functions"].get(fn, fn)
                 return f"L_{{{name}}}\\left({args}\\right){sub}"
             return f"L_{fn}({args}){sub}"
+        if isinstance(op, ScalarFn):  # ∇²λ(X)_ijkl: an abstract function's Hessian by a matrix
+            arg = recognise(op.arg)
+            if not isinstance(arg, N.Index):
+                return _notation_factor(N.Call("m", op.fn.name, arg, op.order, fn=op.fn), letters, style)
         split = _split_axes(op) if isinstance(op, Reshape) else None
         if split is not None:  # T reshaped so that its axis of n·m is two, p of n and q of m:
             # T's entry at the compound index (pq), as (A ⊗ B)_(ik)(jl) = A_ij B_kl is written

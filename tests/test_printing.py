@@ -215,6 +215,18 @@ def test_a_reshaped_index_is_written_as_a_compound_index_that_means_what_it_says
     np.testing.assert_allclose(np.einsum("risj,rs->ij", outer, v["A"]), g.evaluate(v), rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["λ(Aᵀ)", "λ(σ(XW)) by W", "λ(σ(XW)) by X"])
+def test_an_abstract_functions_hessian_by_a_matrix_prints_its_name(name):
+    """The 4-index Hessian of an abstract λ is ∇²λ(·) at its indices in index notation, as its
+    gradient is ∇λ(·)_ij (it printed as the IR's text, ∇2lambda(einsum('ab->ba', A))); the
+    derivatives themselves are checked against central differences in test_derivatives."""
+    c = BY_NAME[name]
+    h = md.hessian(c.f, c.wrt)
+    assert "einsum" not in str(h) and "∇²λ(" in str(h) and "\\nabla ^{2}\\lambda" in h.latex(), str(h)
+    if name == "λ(Aᵀ)":
+        assert str(h) == "∇²λ(Aᵀ)_jilk"
+
+
 @pytest.mark.parametrize("build,text", FORMS, ids=[f[1] for f in FORMS])
 def test_expression_prints_as(build, text):
     e = build(**SYMBOLS)
