@@ -13,7 +13,7 @@ from .diff import RULES
 from .errors import MatdiffError, NotSupportedError
 from .ir import Var, free_vars
 from .present import simplest
-from .printing import LATEX, TEXT, render
+from .printing import FREE, LATEX, TEXT, index_notation, render
 from .recognise import recognise
 from .simplify import simplify
 
@@ -28,6 +28,10 @@ class Derivation:
     def _display(self, style):
         out = {}
         for name, u in self.holes.items():
+            if u.ndim > 2:  # a tensor's differential at the indices index notation reads it at:
+                # dT_pqr, d(T_pqr²)
+                out[name] = _tensor_differential(u, style)
+                continue
             inner = render(simplest(recognise(u)), style)
             if style is TEXT:
                 out[name] = f"d{inner}" if isinstance(u, Var) else f"d({inner})"
@@ -40,6 +44,8 @@ class Derivation:
         display = self._display(style)
         shown = [render(_chosen(recognise(s)), style, display=display) for s in self.steps]
         dx = display[_hole_name(0)]
+        if callable(dx):  # a tensor's differential, at the free indices its gradient is written at
+            dx = dx(list(FREE[:self.x.ndim]))
         taken = {v.name for v in free_vars(self.f.node) if hasattr(v, "name")}
         g = render(simplest(recognise(self.gradient)), style, taken)  # as str(grad(f, X)) is
         where = "  where " if style is TEXT else " \\quad\\text{where } "
@@ -70,6 +76,19 @@ class Derivation:
 
     def __repr__(self):
         return str(self)
+
+
+def _tensor_differential(u, style):
+    """The text of d(u) for a tensor u at given index letters (``printing._factor`` calls it
+    with them): dT_pqr for a variable, d(entry) for an expression, its entry in index notation."""
+    d = "\\mathrm{d}" if style is not TEXT else "d"
+
+    def shown(letters):
+        if isinstance(u, Var):
+            return d + index_notation(u, style, list(letters), nested=True)
+        entry = index_notation(u, style, list(letters), nested=True)
+        return f"{d}\\left({entry}\\right)" if style is not TEXT else f"{d}({entry})"
+    return shown
 
 
 def _chosen(m):

@@ -1408,7 +1408,11 @@ def _letter(pool, other, n):
 def _factor(op, letters, style) -> str:
     sub = _subscript(letters, style) if letters else ""
     if isinstance(op, Var):
-        return _name(op.name, style) + sub
+        shown = style.get("display")  # a differential in a derivation's step: dX_pq, and a
+        shown = shown.get(op.name) if shown else None  # tensor's at these indices: d(T_pqr²)
+        if callable(shown):
+            return shown(letters)
+        return (shown if shown is not None else _name(op.name, style)) + sub
     if isinstance(op, Delta):
         return ("\\delta" if _tex(style) else "δ") + sub if op.order > 1 else \
             style["one"] + sub

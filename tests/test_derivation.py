@@ -21,6 +21,10 @@ SHOWN = [
                  "             = ⟨−X⁻ᵀAᵀBᵀX⁻ᵀ, dX⟩\n⇒ ∇_X = −X⁻ᵀAᵀBᵀX⁻ᵀ"),
     ("Σ σ(XW) by W", "d(1ᵀσ(XW)1) = 1ᵀ d(σ(XW)) 1\n            = tr(σ′(XW) d(XW)ᵀ)\n"
                      "            = tr(σ′(XW)ᵀX dW)\n            = ⟨Xᵀσ′(XW), dW⟩\n⇒ ∇_W = Xᵀσ′(XW)"),
+    # a tensor's differentials at the indices that read them (they printed as __d3_pqr)
+    ("Σ T ⊙ T", "d(Σ_p Σ_q Σ_r T_pqr^2) = Σ_p Σ_q Σ_r d(T_pqr^2)\n"
+                "                       = 2 Σ_p Σ_q Σ_r dT_pqr T_pqr\n"
+                "                       = ⟨2 T_ijk, dT_ijk⟩\n⇒ ∇_T = 2 T_ijk"),
 ]
 
 
