@@ -1454,6 +1454,12 @@ def _factor(op, letters, style) -> str:
             compound = [letters.pop(0) if len(g) == 1 else "(" + "".join(letters.pop(0) for _ in g) + ")"
                         for g in split]
             return _factor(op.arg, compound, style)
+        merged = _split_axes(op, merge=True) if isinstance(op, Reshape) else None
+        if merged is not None:  # T's axes of n and m read as one of n·m, p: its entry at p's
+            # parts p₁ (of n) and p₂ (of m), row-major as the reshape reads them
+            parts = [x if len(g) == 1 else _part_letter(x, k, style)
+                     for x, g in zip(letters, merged) for k in range(1, len(g) + 1)]
+            return _factor(op.arg, parts, style)
         if isinstance(op, Phi):  # Φ(T)_…pq = T_…pq Φ(11ᵀ)_pq: Φ masks T's last two axes, its
             # lower triangle kept and its diagonal halved, as the entries of Φ(11ᵀ) do
             p, q = op.arg.shape[-2:]
@@ -1486,22 +1492,29 @@ def _dim_factors(d) -> tuple:
     return tuple(sorted(names)), number
 
 
-def _split_axes(r: Reshape):
+def _split_axes(r: Reshape, merge: bool = False):
     """For a reshape that only splits axes (n·m into n and m, in order), the output axes of
-    each of its argument's axes (a tuple of one or more positions per argument axis); None for
-    any other reshape."""
+    each of its argument's axes (a tuple of one or more positions per argument axis); with
+    ``merge``, for one that only merges axes, the argument's axes of each output axis; None
+    for any other reshape."""
+    whole, pieces = (r.shape, r.arg.shape) if merge else (r.arg.shape, r.shape)
     out, k = [], 0
-    for d in r.arg.shape:
+    for d in whole:
         want, group, names, number = _dim_factors(d), [], [], 1
-        while k < len(r.shape) and (tuple(sorted(names)), number) != want:
-            more, times = _dim_factors(r.shape[k])
+        while k < len(pieces) and (tuple(sorted(names)), number) != want:
+            more, times = _dim_factors(pieces[k])
             names, number = names + list(more), number * times
             group.append(k)
             k += 1
         if not group or (tuple(sorted(names)), number) != want:
             return None
         out.append(tuple(group))
-    return out if k == len(r.shape) and any(len(g) > 1 for g in out) else None
+    return out if k == len(pieces) and any(len(g) > 1 for g in out) else None
+
+
+def _part_letter(x: str, k: int, style) -> str:
+    """The k-th part of a merged index x: p₁, p₂ (p_1, p_2 in LaTeX)."""
+    return f"{x}_{k}" if _tex(style) else x + SUBSCRIPTS[k]
 
 
 def _notation_factor(m: N.M, letters, style) -> str:

@@ -215,6 +215,25 @@ def test_a_reshaped_index_is_written_as_a_compound_index_that_means_what_it_says
     np.testing.assert_allclose(np.einsum("risj,rs->ij", outer, v["A"]), g.evaluate(v), rtol=1e-12)
 
 
+def test_a_merged_index_is_written_by_its_parts_that_mean_what_they_say():
+    """An index i of length n·k that a reshape merges from two, n then k, is read by its parts
+    i₁ and i₂ (i = (i₁, i₂), row-major): the Jacobian of kron(x, softmax(2w)) by w prints so,
+    and that text, computed by hand, is its value; a tensor's differential in a derivation
+    step is read by the same parts (it printed as reshape(__d4, …))."""
+    x_, w_ = md.vector("x", "n"), md.vector("w", "k")
+    J = md.jacobian(md.kron(x_, md.softmax(2 * w_)), w_)
+    assert str(J) == "2 [δ_i₂j x_i₁ softmax(2w)_i₂] − 2 ((x ⊗ I)softmax(2w))_i softmax(2w)_j"
+    assert "\\delta_{i_2j} x_{i_1}" in J.latex()
+    rng = np.random.default_rng(6)
+    xv, wv = rng.standard_normal(3), rng.standard_normal(2)
+    sv = np.exp(2 * wv) / np.exp(2 * wv).sum()
+    parts = np.einsum("bj,a,b->abj", np.eye(2), xv, sv).reshape(6, 2)  # δ_i₂j x_i₁ s_i₂ at i = (i₁, i₂)
+    want = 2 * parts - 2 * np.outer(np.kron(xv, sv), sv)  # (x ⊗ I)s = x ⊗ s
+    np.testing.assert_allclose(J.evaluate(x=xv, w=wv), want, rtol=1e-12)
+    A_, B_ = md.matrix("A", "n", "n"), md.matrix("B", "m", "m")
+    assert "Σ_p d(A_p₁p₁ B_p₂p₂)" in str(md.derivation(md.trace(md.kron(A_, B_)), A_))
+
+
 @pytest.mark.parametrize("name", ["λ(Aᵀ)", "λ(σ(XW)) by W", "λ(σ(XW)) by X"])
 def test_an_abstract_functions_hessian_by_a_matrix_prints_its_name(name):
     """The 4-index Hessian of an abstract λ is ∇²λ(·) at its indices in index notation, as its
