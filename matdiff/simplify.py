@@ -386,12 +386,13 @@ def _mask_onto_matrix(c: Contract):
 
 def _opened_by_deltas(ops, labs) -> bool:
     """Whether factors that ``_remove_deltas`` left give ``normalise_contract`` more to do:
-    two powers of one factor on the same labels, an inverse beside another factor, or a nested
-    product that a product of this size flattens."""
+    two powers of one factor on the same labels, an inverse beside its matrix (which
+    ``_cancel_inverses`` reads), a mask Φ that may move onto the matrix it now meets
+    (``_mask_onto_matrix``), or a nested product that a product of this size flattens."""
     if len(ops) < 2 and not (ops and type(ops[0]) is Contract):
         return False
     return len({(_power_of(o)[0], lab) for o, lab in zip(ops, labs)}) < len(ops) or \
-        any(type(o) is Inv for o in ops) or \
+        any(type(o) is Inv and any(x is o.arg for x in ops) or type(o) is Phi for o in ops) or \
         any(type(o) is Contract and _flattenable(o, len(ops)) for o in ops)
 
 
@@ -1331,9 +1332,8 @@ def normalise_elementwise(e: Elementwise) -> Node:
             _plain(float(x.terms[0][0]) ** e.fn.param):  # (c·t)ᵖ → cᵖ·tᵖ where cᵖ prints plainly
         c, t = x.terms[0]
         return simplify(B.scale(float(c) ** e.fn.param, F.power(t, e.fn.param)))
-    u = _one_plus_exp(x) if e.fn.builtin and e.fn.name == "pow" and e.fn.param == -1 else None
-    if u is not None:  # 1 ⊘ (1 + exp(u)) → σ(−u)
-        return simplify(F.apply("sigmoid", B.scale(-1, u)))
+    if _logistic(e) is not None:  # 1 ⊘ (1 + exp(u)) → σ(−u)
+        return _as_sigmoid(e)
     stable = _stable_log(x) if e.fn.builtin and e.fn.name == "log" else None
     if e.fn.builtin and e.fn.name == "log1p":  # log1p(eᵘ) = softplus(u), log1p(−σ(u)) = −softplus(u)
         stable = _stable_log(simplify(B.linear([(1, B.ones(x.shape)), (1, x)], x.shape)))
@@ -1366,11 +1366,14 @@ def stable_forms(root: Node) -> Node:
     and 1 ⊘ (1 + exp(u)) as σ(−u), the product holding it simplified again (exp(u) ⊘ (1 +
     exp(u)) is σ(u)), so that the gradient is not exp(u) ⊘ (1 + exp(u))², inf/inf where
     exp(u) overflows."""
-    if any(_is_builtin(n, "log") for n in walk(root)):
+    logs = logistic = False
+    for n in walk(root):
+        logs = logs or _is_builtin(n, "log")
+        logistic = logistic or _logistic(n) is not None
+    if logs:
         root = rewrite(root, lambda m: _log_space(m) if _is_builtin(m, "log") else m)
-    if any(_logistic(n) is not None for n in walk(root)):
-        root = rewrite(root, lambda m: m if _logistic(m) is None else
-                       simplify(F.apply("sigmoid", B.scale(-1, _logistic(m)))), renormalise=True)
+    if logistic:
+        root = rewrite(root, _as_sigmoid, renormalise=True)
     return root  # the common case: nothing to rewrite, and the DAG stays as it is
 
 
@@ -1384,6 +1387,12 @@ def _log_space(m: Node) -> Node:
 def _logistic(m: Node):
     """u where m is 1 ⊘ (1 + exp(u)), else None."""
     return _one_plus_exp(simplify(m.arg)) if _is_builtin(m, "pow") and m.fn.param == -1 else None
+
+
+def _as_sigmoid(m: Node) -> Node:
+    """1 ⊘ (1 + exp(u)) as σ(−u) (normalised), else m itself."""
+    u = _logistic(m)
+    return m if u is None else simplify(F.apply("sigmoid", B.scale(-1, u)))
 
 
 @functools.lru_cache(maxsize=4096)  # evaluate runs it once per node, not once per point
