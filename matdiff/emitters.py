@@ -52,6 +52,20 @@ JAX_DSIGMOID = '''
 def _dsigmoid(x):
     e = jnp.exp(-jnp.abs(x))
     return e / (1 + e) ** 2'''
+# σ(x) and σ(−x) together (``plan._sigmoid_pairs``) from one logistic: t = σ(−|x|) is the
+# smaller of the two, relatively accurate however small, and the larger is 1 − t, in [1/2, 1),
+# where the subtraction loses nothing (the closed form's 1 − σ(u) is 0 past u ≈ 37).  Under jit
+# XLA fuses the selects and the subtraction into the logistic's loop: σ(u) and σ(u) ⊙ σ(−u)
+# over 8000 × 50 took 1.39 ms against two sigmoids' 1.75 ms in float64, the same in float32
+# (0.55 ms), and a network's gradient 1.04–1.18× the closed form where two sigmoids took 1.11–1.32×.
+JAX_SIGMOIDS = '''
+
+
+def _sigmoids(x):
+    up = x >= 0
+    t = jax.nn.sigmoid(-jnp.abs(x))
+    u = 1 - t
+    return jnp.where(up, u, t), jnp.where(up, t, u)'''
 # The tie terms of a second derivative through eigenvectors (``_tie_branch``) run only where two
 # eigenvalues are tied: under jit (a traced condition) lax.cond runs one branch; outside jit,
 # where the condition is a value, Python's if does, as lax.cond would trace both branches
@@ -280,11 +294,13 @@ JAX = {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
                      r"jnp.\1(\2, dtype=_dtype)")],
        "helpers": {"_lead_dot": JAX_LEAD_DOT, "_dsigmoid": JAX_DSIGMOID, "_tie_cond": JAX_TIE_COND,
                    "_pinv_factors": JAX_PINV, "_by_offsets": JAX_BY_OFFSETS,
-                   "_finite_value": JAX_FINITE_VALUE, "_lu_inverse": JAX_LU_INVERSE},
+                   "_finite_value": JAX_FINITE_VALUE, "_lu_inverse": JAX_LU_INVERSE,
+                   "_sigmoids": JAX_SIGMOIDS},
        "lu": ("jax.scipy.linalg.lu_factor({0})", "jax.scipy.linalg.lu_solve({0}, {1}, trans={2})"),
        "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                      "__lu_inverse": "_lu_inverse({0})",
                      "__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
+                     "__sigmoids": "_sigmoids({})",
                      "__expm": "jax.scipy.linalg.expm({})",
                      "__expm_frechet": "jax.scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)"},
        "distribute_transposes": True}
@@ -374,8 +390,9 @@ def _sigmoid(x):
     # as ``_sigmoid`` computes it; σ(−x) = e σ(x), a product of two relatively accurate factors,
     # keeps its relative accuracy where it is tiny (1 − σ(x) is 0 past x = 37).  Where e
     # overflows (x ≪ 0), σ(x) = 0 and e σ(x) is inf · 0: fmin takes the 1 that σ(−x) is.
-    # NumPy only: under jit XLA's float64 exp costs more than its logistic (two sigmoids were
-    # 1.2–1.4× faster), and PyTorch's one-pass sigmoid kernel is as fast in float32
+    # NumPy's: under jit XLA's float64 exp costs more than its logistic (two sigmoids were
+    # 1.2–1.4× faster; JAX has its own helper, one logistic), and PyTorch's one-pass sigmoid
+    # kernel is as fast in float32
     "_sigmoids": '''
 
 

@@ -672,8 +672,8 @@ def _network_gradient():
 def test_a_sigmoid_and_its_slope_share_one_exponential(backend):
     """Issue 25: ∇_W₁‖σ(XW₁)W₂ − Y‖² needs σ(u) and σ′(u) = σ(u) ⊙ σ(−u) of u = XW₁; NumPy
     computes σ(u) and σ(−u) together, ``_sigmoids(u)``, from one exponential (not two
-    sigmoids); JAX and PyTorch keep their own sigmoid twice, faster there.  The values are
-    evaluate's."""
+    sigmoids), JAX from one logistic, σ(−|u|); PyTorch keeps its own sigmoid twice, faster
+    there.  The values are evaluate's."""
     pytest.importorskip(backend)
     if backend == "jax":
         import jax
@@ -681,11 +681,12 @@ def test_a_sigmoid_and_its_slope_share_one_exponential(backend):
     g = _network_gradient()
     source = md.codegen(g, backend=backend)
     body = source.partition("\ndef f(")[2]
-    if backend != "numpy":
-        assert body.count({"jax": "jax.nn.sigmoid(", "torch": "torch.sigmoid("}[backend]) == 2, source
+    if backend == "torch":
+        assert body.count("torch.sigmoid(") == 2, source
     else:
         assert body.count("_sigmoids(") == 1 and "sigmoid(" not in body.replace("_sigmoids(", ""), source
-        assert source.count("exp(") == 1, source  # the helper's one exponential
+        transcendental = {"numpy": "exp(", "jax": "jax.nn.sigmoid("}[backend]
+        assert source.count(transcendental) == 1, source  # the helper's one
     rng = np.random.default_rng(1)
     v = {"X": rng.normal(size=(7, 4)), "W1": 3 * rng.normal(size=(4, 3)), "W2": rng.normal(size=(3, 2)),
          "Y": rng.normal(size=(7, 2))}
@@ -701,7 +702,8 @@ def test_sigmoids_of_u_and_minus_u_keep_their_relative_accuracy(backend):
     """σ(u), σ(−u) and σ(u)σ(−u) + σ(u) computed together (``_sigmoids``) are accurate in
     relative terms where σ(−u) is tiny (u = 40: 1 − σ(u) would be 0), 1 and 0 where exp(−u)
     overflows or underflows (u = ±1000, float32 ±100), with no warning, in float64 and
-    float32; NumPy's helper in the generated module (np.errstate) and as compiled code runs it."""
+    float32; NumPy's helper in the generated module (np.errstate) and as compiled code runs it,
+    and JAX's, whose derivatives through jax.grad are ±σ′, also at u = 0."""
     pytest.importorskip(backend)
     if backend == "jax":
         import jax
@@ -710,7 +712,7 @@ def test_sigmoids_of_u_and_minus_u_keep_their_relative_accuracy(backend):
     u = X @ W
     outputs = [md.sigmoid(u), md.sigmoid(-u), md.sigmoid(u) * md.sigmoid(-u) + md.sigmoid(u)]
     source = md.codegen(outputs, backend=backend)
-    assert (source.partition("\ndef f(")[2].count("_sigmoids(") == 1) == (backend == "numpy"), source
+    assert (source.partition("\ndef f(")[2].count("_sigmoids(") == 1) == (backend != "torch"), source
     module: dict = {}
     exec(source, module)  # noqa: S102  # the module as codegen writes it
     compiled = md.compile(outputs, backend=backend)
@@ -734,3 +736,10 @@ def test_sigmoids_of_u_and_minus_u_keep_their_relative_accuracy(backend):
                 assert g.dtype == dtype and np.all(np.isfinite(g))
                 np.testing.assert_allclose(g.astype(np.longdouble), w, rtol=4 * np.finfo(dtype).eps, atol=tiny)
     assert want[1][0, 8] > 0  # σ(−40), relative accuracy checked above
+    if backend == "jax":  # jax.grad through the helper, also at u = 0 (where |u| has no slope)
+        import jax
+        zz = np.array([[-3.0, 0.0, 2.5]])
+        for k, sign in ((0, 1.0), (1, -1.0)):  # d σ(±u)/du = ±σ′(u)
+            slope = jax.grad(lambda W: compiled(X=np.ones((1, 1)), W=W)[k].sum())(zz)
+            sig = 1 / (1 + np.exp(-zz))
+            np.testing.assert_allclose(np.asarray(slope), sign * sig * (1 - sig), rtol=1e-12)
