@@ -274,10 +274,12 @@ NUMPY = {"import": "import numpy as np", "module": "np",
          "lu": ("_lu_factor({0})", "scipy.linalg.lu_solve({0}, {1}, trans={2}, check_finite=False)"),
          "functions": {"__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
                        "__sigmoids": "_sigmoids({})",
-                       "__logm": "_like(scipy.linalg.logm({0}), {0})",
+                       # in float64 (SciPy's logm of a float32 X works in single precision,
+                       # warns that it is inaccurate and answers complex), then in X's precision
+                       "__logm": "_like(scipy.linalg.logm(_wide({0})), {0})",
                        # the block [[X, sE], [0, X]], E scaled to 10⁻³‖X‖ ({small} = s)
-                       "__logm_frechet": "_like(scipy.linalg.logm(np.block([[{0}, {small} * {1}], "
-                                         "[np.zeros_like({0}), {0}]]))"
+                       "__logm_frechet": "_like(scipy.linalg.logm(_wide(np.block([[{0}, {small} * {1}], "
+                                         "[np.zeros_like({0}), {0}]])))"
                                          "[:{0}.shape[0], {0}.shape[0]:] / {small}, {0})",
                        "__sqrtm": "_like(scipy.linalg.sqrtm({0}), {0})",
                        "__sqrtm_frechet": "_like(scipy.linalg.solve_sylvester("
@@ -420,4 +422,10 @@ def _mul_into(a, b):
 def _like(result, x):
     # SciPy computes in float64: its answer in x's precision (complex stays complex)
     return result.astype(x.dtype) if result.dtype.kind == "f" else result''',
+    "_wide": '''
+
+
+def _wide(x):
+    # x in float64 (complex128) at least, as SciPy's logm needs for a double-precision answer
+    return np.asarray(x, dtype=np.promote_types(x.dtype, np.float64))''',
 }

@@ -723,12 +723,18 @@ def _general_function(w: _Writer, n: Funm | Frechet, args: dict) -> str:
         return f"_matfun({fn!r}, {', '.join(args[c] for c in n.children)})"
     template, operands = w.functions[key], [args[c] for c in n.children]
     # a direction E rescaled before a block construction (L is linear in E): {small} makes it
-    # 10⁻³‖X‖ (logm's block), {unit} the size of X, at least 1 (expm's block)
-    norm = f"max(np.linalg.norm({operands[-1]}), 1e-300)"
-    scales = {name: w.emit(f"{factor} / {norm}") for name, factor in
+    # 10⁻³‖X‖ (logm's block), {unit} the size of X, at least 1 (expm's block).  E is divided by
+    # its norm first and the result multiplied by it after: a scale ‖X‖/‖E‖ overflows float32
+    # where ‖E‖ is tiny or 0 (1/1e-300 is inf there, and inf · 0 a NaN where L is 0)
+    scales = {name: w.emit(factor) for name, factor in
               (("small", f"1e-3 * np.linalg.norm({x})"), ("unit", f"max(np.linalg.norm({x}), 1.0)"))
               if f"{{{name}}}" in template}
-    return template.format(*operands, **scales)
+    if not scales:
+        return template.format(*operands)
+    size = w.emit(f"np.linalg.norm({operands[-1]})")
+    size = w.emit(f"{size} if {size} > 0 else 1.0")  # E = 0: L(X, 0) = 0
+    operands[-1] = w.emit(f"{operands[-1]} / {size}")
+    return f"{w.emit(template.format(*operands, **scales))} * {size}"
 
 
 ENTIRE = ("exp", "expm1", "sinh", "cosh", "sin", "cos")  # not finite only where they overflow

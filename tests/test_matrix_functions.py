@@ -204,6 +204,36 @@ def test_generated_code_computes_the_frechet_gradient(backend):
     _compiled_matches([f, md.grad(f, G)], backend, [G, v], values, 1e-5)
 
 
+@pytest.mark.parametrize("backend,fn", [("torch", md.expm), ("numpy", md.logm)])
+def test_a_frechet_derivative_along_a_vanishing_direction_in_float32(backend, fn):
+    """L_f(X, E) by the block [[X, sE], [0, X]], E scaled to X's size by s = ‖X‖/‖E‖ (PyTorch's
+    expm, SciPy's logm): where the direction's coefficient is 0 (a saturated tanh′) or tiny,
+    s was inf in float32 and inf · 0 a NaN, which the checked function refused as an overflow.
+    E is now divided by its norm first: the derivative is 0, or tiny and right, and float32
+    (SciPy's logm of a float32 matrix works in single precision and answers complex128: the
+    block is now widened to float64 first)."""
+    pytest.importorskip(backend)
+    if backend == "numpy":
+        pytest.importorskip("scipy")
+    c = md.scalar("c")
+    f = c * (v.T @ fn(G) @ v)
+    g = md.grad(f, G)  # c · L_f(Gᵀ, vvᵀ)
+    fn32 = md.compile(g, backend=backend, args=[G, v, c])
+    A = _general(seed=8) / 4 + 2 * np.eye(4)  # eigenvalues in logm's principal branch
+    for coefficient in (1.0, 1e-39, 0.0):  # 1e-39: below float32's normal numbers
+        values = {"A": A, "v": np.random.default_rng(9).standard_normal(4), "c": coefficient}
+        arrays = [np.asarray(values[k], dtype=np.float32) for k in ("A", "v", "c")]
+        if backend == "torch":
+            import torch
+            arrays = [torch.from_numpy(a) for a in arrays]
+        got = fn32(*arrays)
+        assert str(got.dtype).endswith("float32"), got.dtype  # SciPy's float32 logm is complex
+        got = np.asarray(got, dtype=np.float64)
+        want = g.evaluate({k: np.asarray(x, dtype=np.float32).astype(np.float64) for k, x in values.items()})
+        assert np.all(np.isfinite(got)), (coefficient, got)
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.max(np.abs(want)))
+
+
 @pytest.mark.parametrize("f", [
     lambda: v.T @ md.expm(G / 2) @ v, lambda: md.trace(md.logm(G)) ** 2, lambda: v.T @ md.logm(G) @ v,
     lambda: md.norm(md.sqrtm(G)) ** 2, lambda: md.trace(md.expm(G / 4) @ md.expm(G.T / 4)),
