@@ -58,6 +58,8 @@ def _dsigmoid(x):
 # XLA fuses the selects and the subtraction into the logistic's loop: σ(u) and σ(u) ⊙ σ(−u)
 # over 8000 × 50 took 1.39 ms against two sigmoids' 1.75 ms in float64, the same in float32
 # (0.55 ms), and a network's gradient 1.04–1.18× the closed form where two sigmoids took 1.11–1.32×.
+# Its third value is their product σ(x)σ(−x) = t(1 − t), the slope σ′(x), without the selects
+# (``plan._sigmoid_slopes``; under jit it is not computed where no line reads it).
 JAX_SIGMOIDS = '''
 
 
@@ -65,7 +67,7 @@ def _sigmoids(x):
     up = x >= 0
     t = jax.nn.sigmoid(-jnp.abs(x))
     u = 1 - t
-    return jnp.where(up, u, t), jnp.where(up, t, u)'''
+    return jnp.where(up, u, t), jnp.where(up, t, u), t * u'''
 # The tie terms of a second derivative through eigenvectors (``_tie_branch``) run only where two
 # eigenvalues are tied: under jit (a traced condition) lax.cond runs one branch; outside jit,
 # where the condition is a value, Python's if does, as lax.cond would trace both branches
@@ -302,7 +304,7 @@ JAX = {"import": "import jax\nimport jax.numpy as jnp", "module": "jnp",
        "functions": {"sigmoid": "jax.nn.sigmoid({})", "softplus": "jax.nn.softplus({})",
                      "__lu_inverse": "_lu_inverse({0})",
                      "__lead_dot": "_lead_dot({0}, {1})", "__dsigmoid": "_dsigmoid({})",
-                     "__sigmoids": "_sigmoids({})",
+                     "__sigmoids": "_sigmoids({})", "__sigmoids_slope": 2,
                      "__expm": "jax.scipy.linalg.expm({})",
                      "__expm_frechet": "jax.scipy.linalg.expm_frechet({0}, {1}, compute_expm=False)"},
        "distribute_transposes": True}

@@ -168,22 +168,34 @@ def _sigmoid_slopes(w: _Writer, kept: list, ops: list, labs: list, args: dict) -
     """σ(u) ⊙ σ(−u) among a product's factors (σ′(u): the derivative of any sigmoid, the
     BCE Hessian's weight) as one factor, the backend's ``_dsigmoid(u)``, where it has one:
     one exponential instead of two, where no other node needs either sigmoid.  ``kept`` gets
-    the product σ(u) ⊙ σ(−u) as its node."""
+    the product σ(u) ⊙ σ(−u) as its node.  Where the code computes both sigmoids together
+    anyway (``_sigmoid_pairs``) and the backend's pair holds their product too (JAX's, at
+    index ``__sigmoids_slope``), the factor is that product."""
     code = w.functions.get("__dsigmoid")
     if code is None:
         return
+    slope = w.functions.get("__sigmoids_slope")
     for i in range(len(kept)):
         for j in range(i + 1, len(kept)):
             a, b = kept[i][0], kept[j][0]
-            if labs[i] != labs[j] or not (_is_sigmoid(a) and _is_sigmoid(b)) or \
-                    w.uses.get(a) != 1 or w.uses.get(b) != 1:  # a sigmoid needed elsewhere is
-                continue  # computed anyway: the other one is then the cheaper (one exp either way)
+            if labs[i] != labs[j] or not (_is_sigmoid(a) and _is_sigmoid(b)):
+                continue
             u = a.arg if _negated(a.arg, b.arg) else b.arg if _negated(b.arg, a.arg) else None
             if u is None or u not in args:
                 continue
+            alone = w.uses.get(a) == 1 and w.uses.get(b) == 1  # else one is needed elsewhere,
+            # computed anyway: the other is then the cheaper (one exp either way), or the pair's
+            paired = not alone and slope is not None and w.sigmoid_pairs.get(a, (None,))[0] is u \
+                and w.sigmoid_pairs.get(b, (None,))[0] is u
+            if not (alone or paired):
+                continue
             lab = tuple(range(len(labs[i])))
             kept[i] = (Contract((a, b), (lab, lab), lab), kept[i][1])
-            ops[i] = w.emit(code.format(args[u]), _comment(kept[i][0]))
+            if paired:  # the pair's own product, from the one logistic both came from
+                pair = w.emit(w.functions["__sigmoids"].format(args[u]))
+                ops[i] = w.emit(f"{pair}[{slope}]", _comment(kept[i][0]))
+            else:
+                ops[i] = w.emit(code.format(args[u]), _comment(kept[i][0]))
             del kept[j], ops[j], labs[j]
             return _sigmoid_slopes(w, kept, ops, labs, args)  # another pair, if any
 

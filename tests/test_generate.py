@@ -672,8 +672,8 @@ def _network_gradient():
 def test_a_sigmoid_and_its_slope_share_one_exponential(backend):
     """Issue 25: ∇_W₁‖σ(XW₁)W₂ − Y‖² needs σ(u) and σ′(u) = σ(u) ⊙ σ(−u) of u = XW₁; NumPy
     computes σ(u) and σ(−u) together, ``_sigmoids(u)``, from one exponential (not two
-    sigmoids), JAX from one logistic, σ(−|u|); PyTorch keeps its own sigmoid twice, faster
-    there.  The values are evaluate's."""
+    sigmoids), JAX from one logistic, σ(−|u|), whose pair also holds the slope t(1 − t);
+    PyTorch keeps its own sigmoid twice, faster there.  The values are evaluate's."""
     pytest.importorskip(backend)
     if backend == "jax":
         import jax
@@ -687,6 +687,8 @@ def test_a_sigmoid_and_its_slope_share_one_exponential(backend):
         assert body.count("_sigmoids(") == 1 and "sigmoid(" not in body.replace("_sigmoids(", ""), source
         transcendental = {"numpy": "exp(", "jax": "jax.nn.sigmoid("}[backend]
         assert source.count(transcendental) == 1, source  # the helper's one
+        if backend == "jax":  # σ(u) ⊙ σ(−u) read as the pair's own product t(1 − t)
+            assert re.search(r"= (t\d+)\[2\]  # σ\(X W1\) ⊙ σ\(−X W1\)", body), source
     rng = np.random.default_rng(1)
     v = {"X": rng.normal(size=(7, 4)), "W1": 3 * rng.normal(size=(4, 3)), "W2": rng.normal(size=(3, 2)),
          "Y": rng.normal(size=(7, 2))}
