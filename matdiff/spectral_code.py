@@ -1382,8 +1382,6 @@ def _jax_choices(variant, args, kwargs, out, tied, noted, compared, single, limi
     return kept[0] if single else tuple(kept)
 
 
-# what a checked module (``_with_checks``) defines ahead of its function: these, written out
-# (their text read once, at import, as funm's helper is: the file may change under a long run)
 def _source(f) -> str:
     """f's source text, as inspect.getsource gives it; a class's found by its ``class`` line
     (inspect parses the whole module to find a class: 90 ms of matdiff's import)."""
@@ -1394,6 +1392,8 @@ def _source(f) -> str:
     return "".join(inspect.getblock(lines[start:]))
 
 
+# what a checked module (``_with_checks``) defines ahead of its function: these, written out
+# (their text read once, at import, as funm's helper is: the file may change under a long run)
 CHECKS_RUNTIME = "".join("\n\n\n" + _source(f).rstrip() for f in (
     _shown, _Decompositions, _groups, _checking_choices, _as_numpy, _all_finite, _moved, _jax_choices,
     _refusing_no_limit))
