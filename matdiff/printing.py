@@ -9,6 +9,7 @@ import re
 from fractions import Fraction
 from typing import NamedTuple
 
+from . import dims as D
 from . import notation as N
 from .functions import (GREEK as GREEK_LETTERS, LETTER_SUBSCRIPTS, PRINTED_FUNCTIONS, SUBSCRIPTS,
                         TABLE as F_TABLE, UNSUBSCRIPT, Function, ScalarFunction)
@@ -1479,19 +1480,6 @@ def _factor(op, letters, style) -> str:
     return _notation_factor(m, letters, style)
 
 
-def _dim_factors(d) -> tuple:
-    """A dim as its named factors and its number: n·k → ((k, n), 1), 6 → ((), 6)."""
-    if isinstance(d, int):
-        return (), d
-    names, number = [], 1
-    for part in str(d).split("·"):
-        if part.isdigit():
-            number *= int(part)
-        else:
-            names.append(part)
-    return tuple(sorted(names)), number
-
-
 def _split_axes(r: Reshape, merge: bool = False):
     """For a reshape that only splits axes (n·m into n and m, in order), the output axes of
     each of its argument's axes (a tuple of one or more positions per argument axis); with
@@ -1500,13 +1488,12 @@ def _split_axes(r: Reshape, merge: bool = False):
     whole, pieces = (r.shape, r.arg.shape) if merge else (r.arg.shape, r.shape)
     out, k = [], 0
     for d in whole:
-        want, group, names, number = _dim_factors(d), [], [], 1
-        while k < len(pieces) and (tuple(sorted(names)), number) != want:
-            more, times = _dim_factors(pieces[k])
-            names, number = names + list(more), number * times
+        group, size = [], 1
+        while k < len(pieces) and size != d:  # dims.mul's products compare as dims do
+            size = D.mul(size, pieces[k])
             group.append(k)
             k += 1
-        if not group or (tuple(sorted(names)), number) != want:
+        if not group or size != d:
             return None
         out.append(tuple(group))
     return out if k == len(pieces) and any(len(g) > 1 for g in out) else None

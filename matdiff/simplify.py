@@ -1403,7 +1403,10 @@ def numerical_forms(root: Node) -> Node:
     1 − σ(u) as σ(−u), exact where σ(u) rounds to 1 (u ≳ 17 in float32, 37 in float64);
     a ⊙ σ(u) + b ⊙ σ(−u) as (a − b) ⊙ σ(u) + b where a − b cancels to something smaller than
     a and b (``_one_sigmoid``: BCE's gradient (1 − y) ⊙ σ(u) − y ⊙ σ(−u) is σ(u) − y);
-    log(1 + u) as log1p(u) and c·exp(u) − c as c·expm1(u), exact where u is small."""
+    log(1 + u) as log1p(u) and c·exp(u) − c as c·expm1(u), exact where u is small;
+    log(1 ± tanh u) as log 2 − softplus(∓2u) and log(c·cosh u) as log(c/2) + |u| +
+    softplus(−2|u|), finite where tanh rounds to ∓1 or cosh overflows; σ(u) − 1 as −σ(−u)
+    and softplus(u) − u as softplus(−u), which do not cancel to 0 (``_complements``)."""
     if not any(_value_form(n, probe=True) for n in walk(root)):
         return root
     return rewrite(root, _value_form, renormalise=True)

@@ -23,7 +23,7 @@ ALLOWED = {
     "notation": {"ir"},
     "recognise": {"dims", "functions", "ir", "notation", "simplify"},
     "present": {"dims", "notation"},
-    "printing": {"errors", "functions", "ir", "notation", "recognise", "show"},
+    "printing": {"dims", "errors", "functions", "ir", "notation", "recognise", "show"},
     "expr": {"build", "dims", "errors", "evaluate", "functions", "ir", "notation", "present",
              "printing", "recognise", "show", "simplify"},
     "facts": {"build", "diff", "errors", "ir", "simplify"},
