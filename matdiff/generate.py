@@ -38,7 +38,8 @@ from .ir import (Basis, Cholesky, Const, Contract, Delta, Det, DivDiff, DivDiff2
                  Reshape, ScalarFn, Softmax, Sum, Svd, is_ones, walk)
 from .library import positive_definite
 from .plan import (_common_factors, _contract, _distributed_sums, _folded_spreads, _from_lu, _has_scipy,
-                   _inline, _product, _rational_functions, _scaled_products, _sigmoid_pairs, _sum_text, _uses)
+                   _inline, _product, _rational_functions, _scaled_products, _sigmoid_pairs, _sum_text,
+                   _sums_of_inverses, _uses)
 from .plan import _nonnegative  # noqa: F401 - imported from here by tests/test_generate.py
 from .simplify import numerical_forms, simplify
 from .spectral_code import (NO_LIMIT_COMMENT, _checks_runtime, _divided_differences, _divided_differences3,
@@ -419,6 +420,12 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
                     w.inverse_uses[op] = w.inverse_uses.get(op, 0) + 1
     inlined = w.inlined = _distributed_sums(order, roots, uses, set(order) | set(args), w.hint,
                                             table.get("distribute_transposes", False))
+    inverse_sums = _sums_of_inverses(order, roots, inlined, args)
+    for n in order:  # each product reading a sum of inverses solves with each of them
+        if isinstance(n, Contract):
+            for op in n.operands:
+                for _, inv, _ in inverse_sums.get(op, ()):
+                    w.inverse_uses[inv] = w.inverse_uses.get(inv, 0) + 1
     scaled = _scaled_products(order, roots, uses)
     common = w.common = _common_factors(order, roots, uses, inlined)
     folded = w.folded = _folded_spreads(order, roots, uses, inlined, common)
@@ -444,6 +451,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
         args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
         if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
             w.inverses[args[n]] = (args[n.arg], n)
+        if n in inverse_sums and all(args.get(inv) in w.inverses for _, inv, _ in inverse_sums[n]):
+            w.inverse_sums[args[n]] = [(c, args[inv], transposed) for c, inv, transposed in inverse_sums[n]]
         if isinstance(n, Pinv):
             w.pinvs[args[n]] = w.emit(f"_pinv_factors({args[n.arg]})")
 

@@ -114,7 +114,7 @@ def _contract(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) -
     # the Gram rewrite reads the factors' IR (a weight must be ≥ 0), so it comes before the
     # scaling is moved onto a factor's code: −(1/3)Xdiag(w²)Xᵀ never takes √(−w²/3)
     _weighted_gram(w, kept, ops, labs, inner)
-    plain = [k for k, op in enumerate(ops) if op not in w.inverses and op not in w.pinvs]
+    plain = [k for k, op in enumerate(ops) if not _solvable_with(w, op) and op not in w.pinvs]
     if coef != 1.0 and plain and len(uniq) == len(out):  # (a scaled inverse, −X⁻¹, would
         # no longer be known as one, and would be formed where it is solved with)
         size = _sizes(w, dim)
@@ -260,13 +260,13 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     size = _sizes(w, dim)
     ops, labs = list(ops), [tuple(lab) for lab in labs]
     _inverse_sums(w, ops, labs, out)
-    if sum(op in w.inverses for op in ops) > 1:  # S⁻¹BS⁻¹: B meets an inverse first, so each
-        # inverse is solved with (S⁻¹ times S⁻¹ first would form the one it solves for)
-        last = sorted(range(len(ops)), key=lambda k: ops[k] in w.inverses)
+    if sum(_solvable_with(w, op) for op in ops) > 1:  # S⁻¹BS⁻¹: B meets an inverse first, so
+        # each inverse is solved with (S⁻¹ times S⁻¹ first would form the one it solves for)
+        last = sorted(range(len(ops)), key=lambda k: _solvable_with(w, ops[k]))
         ops, labs = [ops[k] for k in last], [labs[k] for k in last]
     if gram:
         _gram(w, ops, labs, out, dim)
-    inverses = {k for k, op in enumerate(ops) if op in w.inverses}
+    inverses = {k for k, op in enumerate(ops) if _solvable_with(w, op)}
     if inverses and len(ops) > 1:  # a diagonal read beside an inverse is taken first, a vector
         for k, lab in enumerate(labs):  # to solve with: S⁻¹diag(B), not S⁻¹ formed and then read
             if k not in inverses and len(set(lab)) < len(lab):
@@ -289,6 +289,11 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
     return _single(ops[0], labs[0], tuple(out))
 
 
+def _solvable_with(w: _Writer, op: str) -> bool:
+    """Whether a product's factor is an inverse, or a sum of inverses, that it solves with."""
+    return op in w.inverses or op in w.inverse_sums
+
+
 def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
     """Σ (X⁻¹)_pq b_q… as a solve, X⁻¹b (or X⁻ᵀb, summing over p), where ``a`` is an
     inverse and b a vector, matrix or tensor (its other labels flattened into one, so that
@@ -297,6 +302,8 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
     the same inverse twice or more, one LU factorisation serves every solve."""
     if a in w.pinvs:
         return _pinv_step(w, a, la, b, lb, keep)
+    if a in w.inverse_sums:
+        return _sum_of_solves(w, a, la, b, lb, keep)
     if a not in w.inverses or len(la) != 2 or la[0] == la[1]:
         return None
     x, inv = w.inverses[a]
@@ -319,6 +326,53 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
             code = f"{w.emit(code)}.reshape({wide}.shape)"
         return w.emit(code), (other,) + rest
     return None
+
+
+def _sum_of_solves(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
+    """Σ (U)_pq b_q… for a sum of inverses U = Σ cᵢXᵢ⁻¹ (or Xᵢ⁻ᵀ) as Σ cᵢ·Xᵢ⁻¹b, one solve per
+    term (``_solve_step``, one LU per matrix where U is read more than once), so that no
+    inverse is formed: (the code's name, its labels), or None where b is not solved with."""
+    if len(la) != 2 or la[0] == la[1]:
+        return None
+    codes, coefs, labels = [], [], None
+    for coef, inverse, transposed in w.inverse_sums[a]:
+        solved = _solve_step(w, inverse, la[::-1] if transposed else la, b, lb, keep)
+        if solved is None or labels not in (None, solved[1]):
+            return None
+        codes.append(solved[0])
+        coefs.append(coef)
+        labels = solved[1]
+    return w.emit(_sum_text(codes, coefs)), labels
+
+
+def _sums_of_inverses(order, roots, inlined, args: dict) -> dict:
+    """The sums of inverses ((S + λI)⁻¹ − (S + VSVᵀ)⁻¹, X⁻¹ + X⁻ᵀ: matrices) that only products
+    of two factors or more read and no product is distributed over: sum node → [(coefficient,
+    the Inv node, whether the term is its transpose)].  Each product applies such a sum as a
+    sum of solves (``_sum_of_solves``), so its inverses are never formed — also where one
+    product reads it twice (yᵀUSUy), which distributing would make four products."""
+    readers: dict = {}
+    for n in order:
+        for c in set(n.children):
+            readers.setdefault(c, []).append(n)
+    out = {}
+    for n in order:
+        if not isinstance(n, Sum) or n.ndim != 2 or n in roots or n in inlined or n in args or \
+                len(n.terms) < 2:
+            continue
+        terms = []
+        for c, t in n.terms:
+            if isinstance(t, Inv):
+                terms.append((c, t, False))
+            elif _is_transpose(t) and isinstance(t.operands[0], Inv):
+                terms.append((c, t.operands[0], True))
+            else:
+                break
+        else:
+            rs = readers.get(n, [])
+            if rs and all(isinstance(r, Contract) and len(r.operands) > 1 for r in rs):
+                out[n] = terms
+    return out
 
 
 def _right_side(w: _Writer, b: str, lb: tuple, summed) -> tuple:
@@ -567,7 +621,7 @@ def _weighted_gram(w: _Writer, kept, ops: list, labs: list, out) -> None:
     n = len(ops)
     for i in range(n):
         for k in range(i + 1, n):
-            if kept[i][0] is not kept[k][0] or len(labs[i]) != 2 or ops[i] in w.inverses:
+            if kept[i][0] is not kept[k][0] or len(labs[i]) != 2 or _solvable_with(w, ops[i]):
                 continue  # X⁻ᵀdiag(d)X⁻¹ is solved with, never formed for its Gram matrix
             shared = set(labs[i]) & set(labs[k])
             if len(shared) != 1 or shared & set(out) or len(set(labs[i] + labs[k])) != 3:

@@ -143,6 +143,50 @@ def test_an_inverse_formed_beside_solves_with_its_matrix_comes_from_their_lu(bac
     np.testing.assert_allclose(want, np.array(cols).T, rtol=1e-6, atol=1e-8)
 
 
+def _sum_of_inverses():
+    """U = (S + λI)⁻¹ − (S + ABAᵀ)⁻¹, a difference of two inverses."""
+    return md.inv(S + lam * md.eye(n)) - md.inv(S + A @ B @ A.T)
+
+
+def _twice_through_x():
+    W = md.inv(X) + md.inv(X).T
+    return y.T @ W @ B @ W @ y
+
+
+# a sum of inverses that one product reads twice, and the matrices it solves with
+READ_TWICE = [
+    ("∇_y ½yᵀUSUy", lambda: y.T @ _sum_of_inverses() @ S @ _sum_of_inverses() @ y / 2, y, 2),
+    ("∇_y yᵀ(X⁻¹ + X⁻ᵀ)B(X⁻¹ + X⁻ᵀ)y", _twice_through_x, y, 1),
+    ("∇_B yᵀ(X⁻¹ + X⁻ᵀ)B(X⁻¹ + X⁻ᵀ)y", _twice_through_x, B, 1),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name, build, wrt, matrices", READ_TWICE, ids=[c[0] for c in READ_TWICE])
+def test_a_sum_of_inverses_read_twice_is_solved_with_and_never_formed(name, build, wrt, matrices, backend):
+    """A product that reads a sum of inverses twice (yᵀUSUy) solves with each inverse of the
+    sum, where forming the sum formed every inverse in it: no inv(, one LU per matrix shared
+    by its solves, the values of evaluate in float64 and float32, and the derivative right."""
+    _backend(backend)
+    if backend == "numpy":
+        pytest.importorskip("scipy")
+    g = md.grad(build(), wrt)
+    code = _code(md.codegen(g, backend=backend))
+    assert not re.search(r"\binv\(|_lu_inverse\(", code), code
+    assert len(re.findall(r"lu_factor\w*\(", code)) == matrices, code
+    assert len(re.findall(r"lu_solve\(", code)) >= 2 * matrices, code
+    values = _values(np.random.default_rng(11))
+    fn = md.compile(g, backend=backend)
+    args = _arguments(fn, values)
+    want = g.evaluate(_used(g, values))
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-3)):
+        got = np.asarray(_run_typed(fn, backend, {key: np.asarray(v, dtype=dtype) for key, v in args.items()}))
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+    kinds = {"X": "invertible", "S": "spd", "lam": "positive"}
+    assert md.check(build(), wrt, seed=5, kinds=kinds, order=2 if wrt.ndim < 2 else 1) < 1e-6
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_a_singular_matrix_in_a_solve_is_an_evaluation_error(backend):
     _backend(backend)
