@@ -545,6 +545,42 @@ def _trace_of_inverse():
         grad, None, ((200, 100), (800, 400), (2000, 1000)), (), ((40, 20),))
 
 
+def _sum_of_inverses():
+    """½yᵀUSUy by y with U = (S + λI)⁻¹ − (S + ABAᵀ)⁻¹, a sum of inverses one product reads
+    twice: ½(USU + UᵀSUᵀ)y, solves with one LU of each matrix."""
+    S, A, B = md.matrix("S", "n", "n", symmetric=True), md.matrix("A", "n", "n"), md.matrix("B", "n", "n")
+    y, lam = md.vector("y", "n"), md.scalar("lam")
+
+    def build():
+        U = md.inv(S + lam * md.eye("n")) - md.inv(S + A @ B @ A.T)
+        return y.T @ U @ S @ U @ y / 2
+
+    def data(rng, n):
+        q = rng.normal(size=(n, n))
+        return {"S": q @ q.T / n + np.eye(n), "A": rng.normal(size=(n, n)) / np.sqrt(n),
+                "B": np.eye(n) + rng.normal(size=(n, n)) / 10, "y": rng.normal(size=n),
+                "lam": np.asarray(0.5)}
+
+    def matrices(lib, v):
+        first = v["S"] + v["lam"] * _eye(lib, v["S"].shape[0], v["S"])
+        return first, v["S"] + v["A"] @ v["B"] @ v["A"].T
+
+    def value(lib, v):
+        M1, M2 = matrices(lib, v)
+        u = lib.linalg.solve(M1, v["y"]) - lib.linalg.solve(M2, v["y"])
+        return v["y"] @ (lib.linalg.solve(M1, v["S"] @ u) - lib.linalg.solve(M2, v["S"] @ u)) / 2
+
+    def grad(lib, v):
+        f1, f2 = (_lu(lib, M) for M in matrices(lib, v))
+        right = v["S"] @ (_lu_solve(lib, f1, v["y"]) - _lu_solve(lib, f2, v["y"]))
+        left = v["S"] @ (_lu_solve(lib, f1, v["y"], 1) - _lu_solve(lib, f2, v["y"], 1))
+        return (_lu_solve(lib, f1, right) - _lu_solve(lib, f2, right)
+                + _lu_solve(lib, f1, left, 1) - _lu_solve(lib, f2, left, 1)) / 2
+
+    return Problem("½yᵀUSUy, U a sum of inverses", "y", build, data, value, grad, None,
+                   (100, 400, 1000), (), (20,))
+
+
 def _eye(lib, n, like):
     if lib.__name__ == "torch":
         return lib.eye(n, dtype=like.dtype, device=like.device)
@@ -556,7 +592,7 @@ PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_
             _factorisation, _network, _logdet, _logdet_and_gradient, _trace_inverse, _trace_quadratic,
             _nuclear_norm, _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_covariance,
             _gaussian_mean_spd, _ridge,
-            _trace_of_inverse]
+            _trace_of_inverse, _sum_of_inverses]
 
 
 # ----------------------------------------------------------------------------- timing
