@@ -421,10 +421,11 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
     inlined = w.inlined = _distributed_sums(order, roots, uses, set(order) | set(args), w.hint,
                                             table.get("distribute_transposes", False))
     inverse_sums = _sums_of_inverses(order, roots, inlined, args)
-    for n in order:  # each product reading a sum of inverses solves with each of them
-        if isinstance(n, Contract):
+    for n in order:  # each product reading a sum of inverses, applied as a sum of solves or
+        if isinstance(n, Contract):  # distributed over it, solves with each of them
             for op in n.operands:
-                for _, inv, _ in inverse_sums.get(op, ()):
+                for inv in [inv for _, inv, _ in inverse_sums.get(op, ())] + \
+                        ([t for _, t in op.terms if isinstance(t, Inv)] if op in inlined else []):
                     w.inverse_uses[inv] = w.inverse_uses.get(inv, 0) + 1
     scaled = _scaled_products(order, roots, uses)
     common = w.common = _common_factors(order, roots, uses, inlined)

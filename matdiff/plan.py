@@ -894,7 +894,10 @@ def _product(w: _Writer, n: Contract, args: dict, size_of, coef: float = 1.0) ->
     inlined = [(k, op) for k, op in enumerate(n.operands) if op in w.inlined]
     if not inlined:
         return _contract(w, n, args, size_of, coef)
-    (k, s), = inlined[:1]  # distributed over its sum: Σ cₜ·(n with t in the sum's place)
-    codes = [_contract(w, _term_product(n, k, t, args), args, size_of) for _, t in s.terms]
+    (k, s), = inlined[:1]  # distributed over its sum: Σ cₜ·(n with t in the sum's place),
+    # each term's product flattened where its factors are computed or distributed in turn
+    # (tr(V⁻ᵀV⁻¹(SUyyᵀ)) as yᵀUᵀSV⁻ᵀV⁻¹y, never the outer product, where U is a sum distributed)
+    known = args.keys() | w.inlined
+    codes = [_product(w, _term_product(n, k, t, known), args, size_of) for _, t in s.terms]
     return _sum_text([_inline(c) if " + " in c or " - " in c else c for c in codes],
                      [coef * c for c, _ in s.terms])

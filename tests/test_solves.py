@@ -187,6 +187,29 @@ def test_a_sum_of_inverses_read_twice_is_solved_with_and_never_formed(name, buil
     assert md.check(build(), wrt, seed=5, kinds=kinds, order=2 if wrt.ndim < 2 else 1) < 1e-6
 
 
+def test_the_derivative_by_lambda_through_a_sum_of_inverses_solves_with_vectors_only(monkeypatch):
+    """∂/∂λ ½yᵀUSUy = tr(½V⁻ᵀV⁻¹(−SUᵀyyᵀ − yyᵀUᵀS)), V = S + λI: the product is distributed
+    over the sum of outer products and each term over U, so every solve has a vector on its
+    right (yᵀUᵀSV⁻ᵀV⁻¹y), never the n × n outer product: one LU per matrix, no inverse."""
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    f = y.T @ _sum_of_inverses() @ S @ _sum_of_inverses() @ y / 2
+    g = md.grad(f, lam)
+    code = _code(md.codegen(g))
+    assert not re.search(r"\binv\(|_lu_inverse\(", code), code
+    assert len(re.findall(r"lu_factor\w*\(", code)) == 2, code
+    sides = []
+    lu_solve, solve = scipy_linalg.lu_solve, np.linalg.solve
+    monkeypatch.setattr(scipy_linalg, "lu_solve", lambda f, b, **kw: (sides.append(np.ndim(b)), lu_solve(f, b, **kw))[1])
+    monkeypatch.setattr(np.linalg, "solve", lambda a, b: (sides.append(np.ndim(b)), solve(a, b))[1])
+    values = _values(np.random.default_rng(5))
+    fn = md.compile(g)
+    got = fn(**_arguments(fn, values))
+    monkeypatch.undo()
+    assert len(sides) >= 4 and set(sides) == {1}, sides
+    np.testing.assert_allclose(got, g.evaluate(_used(g, values)), rtol=1e-10)
+    assert md.check(f, lam, seed=5, kinds={"S": "spd", "lam": "positive"}, order=2) < 1e-6
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_a_singular_matrix_in_a_solve_is_an_evaluation_error(backend):
     _backend(backend)
