@@ -545,9 +545,10 @@ def _trace_of_inverse():
         grad, None, ((200, 100), (800, 400), (2000, 1000)), (), ((40, 20),))
 
 
-def _sum_of_inverses():
-    """½yᵀUSUy by y with U = (S + λI)⁻¹ − (S + ABAᵀ)⁻¹, a sum of inverses one product reads
-    twice: ½(USU + UᵀSUᵀ)y, solves with one LU of each matrix."""
+def _sum_of_inverses(by: str = "y"):
+    """½yᵀUSUy with U = (S + λI)⁻¹ − (S + ABAᵀ)⁻¹, a sum of inverses one product reads twice.
+    By y: ½(USU + UᵀSUᵀ)y. By λ: −½(yᵀV⁻²SUy + yᵀUSV⁻²y), V = S + λI. Solves with one LU of
+    each matrix, every right-hand side a vector."""
     S, A, B = md.matrix("S", "n", "n", symmetric=True), md.matrix("A", "n", "n"), md.matrix("B", "n", "n")
     y, lam = md.vector("y", "n"), md.scalar("lam")
 
@@ -572,13 +573,18 @@ def _sum_of_inverses():
 
     def grad(lib, v):
         f1, f2 = (_lu(lib, M) for M in matrices(lib, v))
-        right = v["S"] @ (_lu_solve(lib, f1, v["y"]) - _lu_solve(lib, f2, v["y"]))
-        left = v["S"] @ (_lu_solve(lib, f1, v["y"], 1) - _lu_solve(lib, f2, v["y"], 1))
+        u = _lu_solve(lib, f1, v["y"]) - _lu_solve(lib, f2, v["y"])         # Uy
+        ut = _lu_solve(lib, f1, v["y"], 1) - _lu_solve(lib, f2, v["y"], 1)  # Uᵀy
+        if by == "lam":
+            a = _lu_solve(lib, f1, _lu_solve(lib, f1, v["y"], 1), 1)       # V⁻ᵀV⁻ᵀy
+            b = _lu_solve(lib, f1, _lu_solve(lib, f1, v["y"]))             # V⁻¹V⁻¹y
+            return -(a @ (v["S"] @ u) + ut @ (v["S"] @ b)) / 2
+        right, left = v["S"] @ u, v["S"] @ ut
         return (_lu_solve(lib, f1, right) - _lu_solve(lib, f2, right)
                 + _lu_solve(lib, f1, left, 1) - _lu_solve(lib, f2, left, 1)) / 2
 
-    return Problem("½yᵀUSUy, U a sum of inverses", "y", build, data, value, grad, None,
-                   (100, 400, 1000), (), (20,))
+    return Problem(f"½yᵀUSUy by {'λ' if by == 'lam' else by}, U a sum of inverses", by, build, data, value,
+                   grad, None, (100, 400, 1000), (), (20,))
 
 
 def _eye(lib, n, like):
@@ -592,7 +598,7 @@ PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_
             _factorisation, _network, _logdet, _logdet_and_gradient, _trace_inverse, _trace_quadratic,
             _nuclear_norm, _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_covariance,
             _gaussian_mean_spd, _ridge,
-            _trace_of_inverse, _sum_of_inverses]
+            _trace_of_inverse, _sum_of_inverses, lambda: _sum_of_inverses("lam")]
 
 
 # ----------------------------------------------------------------------------- timing
