@@ -424,8 +424,9 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
     for n in order:  # each product reading a sum of inverses, applied as a sum of solves or
         if isinstance(n, Contract):  # distributed over it, solves with each of them
             for op in n.operands:
-                for inv in [inv for _, inv, _ in inverse_sums.get(op, ())] + \
-                        ([t for _, t in op.terms if isinstance(t, Inv)] if op in inlined else []):
+                solved = [inv for _, inv, _ in inverse_sums[op]] if op in inverse_sums else \
+                    [t for _, t in op.terms if isinstance(t, Inv)] if op in inlined else ()
+                for inv in solved:
                     w.inverse_uses[inv] = w.inverse_uses.get(inv, 0) + 1
     scaled = _scaled_products(order, roots, uses)
     common = w.common = _common_factors(order, roots, uses, inlined)

@@ -332,8 +332,6 @@ def _sum_of_solves(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple
     """Σ (U)_pq b_q… for a sum of inverses U = Σ cᵢXᵢ⁻¹ (or Xᵢ⁻ᵀ) as Σ cᵢ·Xᵢ⁻¹b, one solve per
     term (``_solve_step``, one LU per matrix where U is read more than once), so that no
     inverse is formed: (the code's name, its labels), or None where b is not solved with."""
-    if len(la) != 2 or la[0] == la[1]:
-        return None
     codes, coefs, labels = [], [], None
     for coef, inverse, transposed in w.inverse_sums[a]:
         solved = _solve_step(w, inverse, la[::-1] if transposed else la, b, lb, keep)
@@ -351,10 +349,7 @@ def _sums_of_inverses(order, roots, inlined, args: dict) -> dict:
     the Inv node, whether the term is its transpose)].  Each product applies such a sum as a
     sum of solves (``_sum_of_solves``), so its inverses are never formed — also where one
     product reads it twice (yᵀUSUy), which distributing would make four products."""
-    readers: dict = {}
-    for n in order:
-        for c in set(n.children):
-            readers.setdefault(c, []).append(n)
+    readers = _readers(order)
     out = {}
     for n in order:
         if not isinstance(n, Sum) or n.ndim != 2 or n in roots or n in inlined or n in args or \
@@ -751,6 +746,15 @@ def _sum_text(codes: list, coefs: list) -> str:
     return f"{k!r} * ({text})" if common else text
 
 
+def _readers(order) -> dict:
+    """node -> the nodes of ``order`` that read it (each reader once)."""
+    readers: dict = {}
+    for n in order:
+        for c in set(n.children):
+            readers.setdefault(c, []).append(n)
+    return readers
+
+
 def _uses(order) -> dict:
     uses: dict = {}
     for n in order:
@@ -797,10 +801,7 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
     JAX backend) also every matrix sum holding a transpose, times matrices: XLA on the CPU
     builds A + Aᵀ slowly (a strided copy), while its products read Aᵀ for free."""
     out = set()
-    readers: dict = {}  # node -> the nodes that read it
-    for n in order:
-        for c in set(n.children):
-            readers.setdefault(c, []).append(n)
+    readers = _readers(order)
     multiplied = _only_multiplied_inverses(readers)
     for n in order:
         if not isinstance(n, Contract):
