@@ -587,6 +587,28 @@ def _sum_of_inverses(by: str = "y"):
                    grad, None, (100, 400, 1000), (), (20,))
 
 
+def _diagonal_between_solves():
+    """Σ sin(X⁻¹a) by a: the gradient X⁻ᵀcos(X⁻¹a), the Hessian −X⁻ᵀdiag(sin(X⁻¹a))X⁻¹,
+    with one LU of X; the Hessian solves with the diagonal matrix and then with the
+    transpose of that solution, so X⁻¹ is never formed."""
+    a, X = md.vector("a", "n"), md.matrix("X", "n", "n")
+
+    def grad(lib, v):
+        f = _lu(lib, v["X"])
+        return _lu_solve(lib, f, lib.cos(_lu_solve(lib, f, v["a"])), 1)
+
+    def hessian(lib, v):
+        f = _lu(lib, v["X"])
+        left = _lu_solve(lib, f, lib.diag(-lib.sin(_lu_solve(lib, f, v["a"]))), 1)  # −X⁻ᵀdiag(…)
+        return _lu_solve(lib, f, left.T, 1).T
+
+    return Problem(
+        "Σ sin(X⁻¹a)", "a", lambda: md.sum(md.sin(md.solve(X, a))),
+        lambda rng, n: {"a": rng.normal(size=n), "X": _square(rng, n)},
+        lambda lib, v: lib.sin(lib.linalg.solve(v["X"], v["a"])).sum(),
+        grad, hessian, (100, 400, 1000), (100, 400, 1000), (20,))
+
+
 def _eye(lib, n, like):
     if lib.__name__ == "torch":
         return lib.eye(n, dtype=like.dtype, device=like.device)
@@ -598,7 +620,8 @@ PROBLEMS = [_quadratic, _least_squares, _logistic, lambda: _logistic(typed_with_
             _factorisation, _network, _logdet, _logdet_and_gradient, _trace_inverse, _trace_quadratic,
             _nuclear_norm, _log_eigenvalues, _bilinear_inverse, _gaussian_mean, _gaussian_covariance,
             _gaussian_mean_spd, _ridge,
-            _trace_of_inverse, _sum_of_inverses, lambda: _sum_of_inverses("lam")]
+            _trace_of_inverse, _sum_of_inverses, lambda: _sum_of_inverses("lam"),
+            _diagonal_between_solves]
 
 
 # ----------------------------------------------------------------------------- timing

@@ -424,7 +424,8 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
     for n in order:  # each product reading a sum of inverses, applied as a sum of solves or
         if isinstance(n, Contract):  # distributed over it, solves with each of them
             for op in n.operands:
-                solved = [inv for _, inv, _ in inverse_sums[op]] if op in inverse_sums else \
+                solved = [inv for _, inv, kind in inverse_sums[op] if kind != "outer"] \
+                    if op in inverse_sums else \
                     [t for _, t in op.terms if isinstance(t, Inv)] if op in inlined else ()
                 for inv in solved:
                     w.inverse_uses[inv] = w.inverse_uses.get(inv, 0) + 1
@@ -448,13 +449,17 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
         if n in common:  # 2(UVᵀ − T)V: the sum without its factor, which its product takes
             args[n] = w.emit(_node_code(w, Sum(tuple((c / common[n], t) for c, t in n.terms),
                                                    n.shape), args, size_of))
-            return
-        shared = isinstance(n, (Inv, LogDet)) and (n.arg in w.shared_lu or n.arg in w.spd)
-        args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
+        else:
+            shared = isinstance(n, (Inv, LogDet)) and (n.arg in w.shared_lu or n.arg in w.spd)
+            args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
         if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
             w.inverses[args[n]] = (args[n.arg], n)
-        if n in inverse_sums and all(args.get(inv) in w.inverses for _, inv, _ in inverse_sums[n]):
-            w.inverse_sums[args[n]] = [(c, args[inv], transposed) for c, inv, transposed in inverse_sums[n]]
+        if n in inverse_sums and all(args.get(inv) in w.inverses if kind != "outer" else
+                                     all(o in args or o in w.inlined for f in inv for o in f.operands)
+                                     for _, inv, kind in inverse_sums[n]):
+            w.inverse_sums[args[n]] = [  # without the common factor, which its products apply
+                (c / common.get(n, 1.0), tuple(w.emit(_product(w, f, args, size_of)) for f in t)
+                 if kind == "outer" else args[t], kind) for c, t, kind in inverse_sums[n]]
         if isinstance(n, Pinv):
             w.pinvs[args[n]] = w.emit(f"_pinv_factors({args[n.arg]})")
 

@@ -278,7 +278,8 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
         keep = keep if ops else tuple(out)
         first, second = ((b, lb), (a, la)) if a in w.pinvs and b in w.inverses else ((a, la), (b, lb))
         # (X⁺Y⁻¹: Y solves with X⁺, never formed for X⁺'s SVD)
-        solved = _solve_step(w, *first, *second, keep) or _solve_step(w, *second, *first, keep)
+        solved = _solve_step(w, *first, *second, keep) or _solve_step(w, *second, *first, keep) or \
+            _diagonal_solve(w, a, la, b, lb, keep, ops, labs, out)
         step = _single(*solved, keep) if solved else _pairwise(w, a, la, b, lb, keep)
         if not ops:
             return step
@@ -287,6 +288,30 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
         if a == b and _is_gram(la, lb, keep):
             w.symmetric.add(ops[-1])  # read either way round, without .T
     return _single(ops[0], labs[0], tuple(out))
+
+
+def _diagonal_solve(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple, ops: list,
+                    labs: list, out):
+    """An inverse times a vector over a label the step keeps because one other inverse holds
+    it, X⁻¹diag(d)·Y⁻¹ (S⁻ᵀdiag(d)S⁻¹, a Hessian's inner block), as a solve with the
+    diagonal matrix diag(d): each inverse is then solved with a matrix, where scaling one by
+    d would form it (n³ either way, and the inverse is never formed).  ``ops`` and ``labs``:
+    the factors the product has left.  (the solution's code, its labels), or None."""
+    for (x, lx), (d, ld) in (((a, la), (b, lb)), ((b, lb), (a, la))):
+        if not (_solvable_with(w, x) and len(ld) == 1 and ld[0] in lx and ld[0] in keep) or \
+                ld[0] in out or _solvable_with(w, d):
+            continue
+        q = ld[0]
+        held = [k for k, lab in enumerate(labs) if q in lab]
+        if len(held) != 1 or not _solvable_with(w, ops[held[0]]):
+            continue
+        mark = max(y for lab in (la, lb, keep, tuple(out), *labs) for y in lab) + 1  # diag(d)'s
+        # second label, q again once solved
+        solved = _solve_step(w, x, lx, w.emit(f"np.diag({d})"), (q, mark),
+                             tuple(mark if y == q else y for y in keep))
+        if solved is not None:
+            return solved[0], tuple(q if y == mark else y for y in solved[1])
+    return None
 
 
 def _solvable_with(w: _Writer, op: str) -> bool:
@@ -329,26 +354,73 @@ def _solve_step(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
 
 
 def _sum_of_solves(w: _Writer, a: str, la: tuple, b: str, lb: tuple, keep: tuple):
-    """Σ (U)_pq b_q… for a sum of inverses U = Σ cᵢXᵢ⁻¹ (or Xᵢ⁻ᵀ) as Σ cᵢ·Xᵢ⁻¹b, one solve per
-    term (``_solve_step``, one LU per matrix where U is read more than once), so that no
-    inverse is formed: (the code's name, its labels), or None where b is not solved with."""
+    """Σ (U)_pq b_q… for a sum of inverses U = Σ cᵢXᵢ⁻¹ (or Xᵢ⁻ᵀ), and of outer products
+    uvᵀ, as Σ cᵢ·Xᵢ⁻¹b + Σ cⱼ·uⱼ(vⱼᵀb), one solve per inverse (``_solve_step``, one LU per
+    matrix where U is read more than once), so that no inverse is formed: (the code's name,
+    its labels), or None where b is not solved with."""
     codes, coefs, labels = [], [], None
-    for coef, inverse, transposed in w.inverse_sums[a]:
-        solved = _solve_step(w, inverse, la[::-1] if transposed else la, b, lb, keep)
+    terms = w.inverse_sums[a]
+    for coef, inverse, kind in terms:
+        if kind == "outer":
+            continue
+        solved = _solve_step(w, inverse, la[::-1] if kind == "transposed" else la, b, lb, keep)
         if solved is None or labels not in (None, solved[1]):
             return None
         codes.append(solved[0])
         coefs.append(coef)
         labels = solved[1]
+    for coef, uv, kind in terms:
+        if kind != "outer":
+            continue
+        u, v = uv
+        p, q = la  # U_pq = u_p v_q: summed over q, u(vᵀb); over p, v(uᵀb)
+        (near, far) = (u, v) if labels[0] == p else (v, u)
+        summed = q if labels[0] == p else p
+        rest = labels[1:]
+        inner = w.emit(_pairwise(w, far, (summed,), b, lb, rest))
+        codes.append(w.emit(_pairwise(w, near, labels[:1], inner, rest, labels)))
+        coefs.append(coef)
     return w.emit(_sum_text(codes, coefs)), labels
 
 
+def _outer_factors(t: Node):
+    """A matrix product term that is an outer product u_p v_q (zzᵀ with z = V⁻¹s: no factor,
+    nor chain of factors sharing labels, joins p to q): the products u and v as Contract
+    nodes (scalar factors go with u), or None."""
+    if not isinstance(t, Contract) or len(t.out) != 2 or len(t.operands) < 2 or \
+            any(isinstance(o, Delta) for o in t.operands) or \
+            any(len(set(lab)) != len(lab) for lab in t.labels):
+        return None
+    p, q = t.out
+    side: dict = {}  # operand index → "p" or "q", grown along shared summed labels
+    for start, mark in ((p, "p"), (q, "q")):
+        stack = [k for k, lab in enumerate(t.labels) if start in lab]
+        while stack:
+            k = stack.pop()
+            if side.setdefault(k, mark) != mark:
+                return None
+            for x in t.labels[k]:
+                if x not in t.out:
+                    stack.extend(j for j, lab in enumerate(t.labels) if x in lab and j not in side)
+    if not any(m == "q" for m in side.values()):
+        return None
+    groups = {"p": [], "q": []}
+    for k in range(len(t.operands)):
+        groups[side.get(k, "p")].append(k)
+    return tuple(Contract(tuple(t.operands[k] for k in groups[m]),
+                          tuple(t.labels[k] for k in groups[m]), (x,))
+                 for m, x in (("p", p), ("q", q)))
+
+
 def _sums_of_inverses(order, roots, inlined, args: dict) -> dict:
-    """The sums of inverses ((S + λI)⁻¹ − (S + VSVᵀ)⁻¹, X⁻¹ + X⁻ᵀ: matrices) that only products
-    of two factors or more read and no product is distributed over: sum node → [(coefficient,
-    the Inv node, whether the term is its transpose)].  Each product applies such a sum as a
-    sum of solves (``_sum_of_solves``), so its inverses are never formed — also where one
-    product reads it twice (yᵀUSUy), which distributing would make four products."""
+    """The sums of inverses ((S + λI)⁻¹ − (S + VSVᵀ)⁻¹, X⁻¹ + X⁻ᵀ: matrices), with outer
+    products beside them or not (V⁻¹ − V⁻¹ssᵀV⁻¹, a Gaussian's gradient by Σ), that only
+    products of two factors or more read and no product is distributed over: sum node →
+    [(coefficient, the Inv node or the outer product's (u, v) nodes, "inverse", "transposed"
+    or "outer")].  Each product applies such a sum as a sum of solves (``_sum_of_solves``),
+    so its inverses are never formed — also where one product reads it twice (yᵀUSUy),
+    which distributing would make four products, or where a Hadamard product inside it
+    would make distributing repeat its other products."""
     readers = _readers(order)
     out = {}
     for n in order:
@@ -358,14 +430,17 @@ def _sums_of_inverses(order, roots, inlined, args: dict) -> dict:
         terms = []
         for c, t in n.terms:
             if isinstance(t, Inv):
-                terms.append((c, t, False))
+                terms.append((c, t, "inverse"))
             elif _is_transpose(t) and isinstance(t.operands[0], Inv):
-                terms.append((c, t.operands[0], True))
+                terms.append((c, t.operands[0], "transposed"))
+            elif (outer := _outer_factors(t)) is not None:
+                terms.append((c, outer, "outer"))
             else:
                 break
         else:
             rs = readers.get(n, [])
-            if rs and all(isinstance(r, Contract) and len(r.operands) > 1 for r in rs):
+            if rs and all(isinstance(r, Contract) and len(r.operands) > 1 for r in rs) and \
+                    any(kind != "outer" for _, _, kind in terms):
                 out[n] = terms
     return out
 
@@ -803,6 +878,8 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
     out = set()
     readers = _readers(order)
     multiplied = _only_multiplied_inverses(readers)
+    solved = multiplied | {c for c, rs in readers.items() if isinstance(c, Inv) and c.ndim == 2 and
+                           all(isinstance(r, Contract) and len(r.operands) > 1 for r in rs)}
     for n in order:
         if not isinstance(n, Contract):
             continue
@@ -816,7 +893,7 @@ def _distributed_sums(order, roots, uses, known, hint: dict, transposes: bool = 
                 continue
             if all(o.ndim <= 1 for o in others) or \
                     (transposes and any(_is_transpose(t) for _, t in op.terms)) or \
-                    _cheaper_distributed(n, k, known, uses, roots, hint, multiplied):
+                    _cheaper_distributed(n, k, known, uses, roots, hint, multiplied, solved):
                 out.add(op)
                 break
     return out
@@ -841,12 +918,15 @@ def _only_multiplied_inverses(readers: dict) -> set:
             and sum(isinstance(r, Sum) for r in rs) == 1 and all(isinstance(r, (Sum, Contract)) for r in rs)}
 
 
-def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint, multiplied=frozenset()) -> bool:
+def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint, multiplied=frozenset(),
+                         solved=frozenset()) -> bool:
     """Whether n, distributed over its k-th factor (a sum), costs less than four fifths of
     forming the sum and then n; or no more than five fourths of it, where a term is an
     inverse that only this sum and products read (X(S⁻¹ − uuᵀ)ᵀ as XS⁻ᵀ − (Xu)uᵀ: S⁻¹ is
     then never formed, each product with it a solve, which is also the more accurate, so
-    a near tie goes to the solves; ``multiplied``, from ``_only_multiplied_inverses``)."""
+    a near tie goes to the solves; ``multiplied``, from ``_only_multiplied_inverses``).  A
+    term whose product is an inverse itself, (c1 − I)L⁻ᵀ's I·L⁻ᵀ, costs that inverse where
+    it is otherwise only solved with (``solved``): distributing would form it."""
     s = n.operands[k]
 
     def alone(t) -> float:  # a term's own product, computed only for this sum
@@ -861,6 +941,9 @@ def _cheaper_distributed(n: Contract, k: int, known, uses, roots, hint, multipli
     for _, t in s.terms:
         node = _term_product(n, k, t, known)
         split += _flops(node, hint) + (alone(t) if t in node.operands else 0.0)
+        bare = node.operands[0] if _is_transpose(node) else node
+        if bare in solved and bare is not t:
+            split += 2 * _size_of_shape(bare.shape, hint) * _size(bare.shape[0], hint)
     return split <= 1.25 * fused if inverses else split < 0.8 * fused
 
 

@@ -44,8 +44,10 @@ class _Writer:
         self.inverses: dict = {}
         self.inverse_uses: dict = {}
         self.pinvs: dict = {}  # X⁺'s name → the name of X's thin SVD (``_pinv_step``)
-        # sums of inverses that only products read (``plan._sums_of_inverses``), applied as
-        # sums of solves: the sum's name → [(coefficient, the inverse's name, transposed)]
+        # sums of inverses (and outer products) that only products read
+        # (``plan._sums_of_inverses``), applied as sums of solves: the sum's name →
+        # [(coefficient, the inverse's name or the outer product's (u, v) names, "inverse",
+        # "transposed" or "outer")]
         self.inverse_sums: dict = {}
         self.lu: tuple | None = None
         self.shared_lu: set = set()  # matrices whose log-determinant and inverse share one LU

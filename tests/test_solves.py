@@ -118,29 +118,82 @@ def test_one_factorisation_serves_every_solve_with_one_matrix(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_inverse_formed_beside_solves_with_its_matrix_comes_from_their_lu(backend):
-    """∇²_x Σ sin(X⁻¹x) = −X⁻ᵀdiag(sin(X⁻¹x))X⁻¹ solves with X and still forms X⁻¹ (scaled
-    by a vector): the inverse is computed from the solves' LU, one factorisation where the
-    code made two (inv and lu_factor), in float64 and float32."""
+    """J_a sin(X⁻¹a) = diag(cos(X⁻¹a))X⁻¹ solves with X and still forms X⁻¹ (a vector scales
+    it, so its entries are the result's): the inverse is computed from the solves' LU, one
+    factorisation where the code made two (inv and lu_factor), in float64 and float32."""
     _backend(backend)
     if backend == "numpy":
         pytest.importorskip("scipy")
-    h = md.hessian(md.sum(md.sin(md.solve(X, a))), a)
-    source = md.codegen(h, backend=backend)
+    f = md.sin(md.solve(X, a))
+    jac = md.jacobian(f, a)
+    source = md.codegen(jac, backend=backend)
     assert len(re.findall(r"lu_factor\w*\(X\)", source)) == 1 and "_lu_inverse(t" in source, source
     assert not re.search(r"\binv\(", _code(source)), source
-    fn = md.compile(h, backend=backend)
+    fn = md.compile(jac, backend=backend)
     rng = np.random.default_rng(3)
     xv, av = rng.standard_normal((5, 5)) + 3 * np.eye(5), rng.standard_normal(5)
-    want = h.evaluate(X=xv, a=av)
+    want = jac.evaluate(X=xv, a=av)
     for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-4)):
         got = np.asarray(_run_typed(fn, backend, {"X": xv.astype(dtype), "a": av.astype(dtype)}))
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     step = 1e-6
-    cols = [(md.grad(md.sum(md.sin(md.solve(X, a))), a).evaluate(X=xv, a=av + step * e) -
-             md.grad(md.sum(md.sin(md.solve(X, a))), a).evaluate(X=xv, a=av - step * e)) / (2 * step)
+    cols = [(f.evaluate(X=xv, a=av + step * e) - f.evaluate(X=xv, a=av - step * e)) / (2 * step)
             for e in np.eye(5)]
     np.testing.assert_allclose(want, np.array(cols).T, rtol=1e-6, atol=1e-8)
+
+
+P = md.matrix("P", n, n, spd=True)
+
+
+def _chol_inverse_sums():
+    """(3/5)tr L⁻¹ − 2·1ᵀL⁻¹1 with L = chol(P + λI): its gradient holds (2·1 − (3/5)I)L⁻ᵀ."""
+    inverse = md.inv(md.cholesky(P + lam * md.eye(n)))
+    return 0.6 * md.trace(inverse) - 2 * md.sum(inverse)
+
+
+def _nll_through_hadamard():
+    """½(yᵀV⁻¹y + log det V), V = TPTᵀ + P, T = tanh(P⁻¹B^∘2P⁻¹): its gradient by B holds
+    (V⁻¹ − V⁻¹yyᵀV⁻¹)ᵀTP inside a Hadamard product, between solves with P."""
+    T = md.tanh(md.inv(P) @ (B * B) @ md.inv(P))
+    V = T @ P @ T.T + P
+    return (y.T @ md.inv(V) @ y + md.logdet(V)) / 2
+
+
+# (name, function, variable): derivatives that only multiply their inverses
+NEVER_FORMED = [
+    ("∇²_a Σ sin(X⁻¹a) = −X⁻ᵀdiag(sin(X⁻¹a))X⁻¹", lambda: md.sum(md.sin(md.solve(X, a))), a),
+    ("∇_P (3/5)tr L⁻¹ − 2·1ᵀL⁻¹1", _chol_inverse_sums, P),
+    ("∇_B ½(yᵀV⁻¹y + log det V), V⁻¹ − V⁻¹yyᵀV⁻¹ inside ⊙", _nll_through_hadamard, B),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name, build, wrt", NEVER_FORMED, ids=[c[0] for c in NEVER_FORMED])
+def test_inverses_that_a_derivative_only_multiplies_are_never_formed(name, build, wrt, backend):
+    """An inverse on both sides of a diagonal (X⁻ᵀdiag(d)X⁻¹: diag(d) is solved with, where
+    scaling X⁻¹ by d formed it), a sum whose term I·L⁻ᵀ would be the inverse itself once
+    distributed (the sum is solved with instead), and a sum of an inverse and an outer
+    product V⁻¹ − zzᵀ that a product with a Hadamard factor reads (applied as V⁻¹b − z(zᵀb)):
+    no inverse in the code, the values of evaluate in float64 and float32, and the
+    derivative right by central differences."""
+    _backend(backend)
+    if backend == "numpy":
+        pytest.importorskip("scipy")
+    d = md.hessian(build(), wrt) if wrt.ndim < 2 else md.grad(build(), wrt)
+    source = md.codegen(d, backend=backend)
+    assert not _forms_inverse(source), source
+    values = _values(np.random.default_rng(13))
+    values["P"] = values["S"]
+    fn = md.compile(d, backend=backend)
+    args = _arguments(fn, values)
+    want = d.evaluate(_used(d, values))
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-3)):
+        got = np.asarray(_run_typed(fn, backend, {key: np.asarray(v, dtype=dtype) for key, v in args.items()}))
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+    kinds = {"X": "invertible", "P": "spd", "lam": "positive"}
+    assert md.check(build(), wrt, seed=5, kinds=kinds, order=2 if wrt.ndim < 2 else 1) < 1e-6
 
 
 def _sum_of_inverses():
