@@ -615,7 +615,8 @@ def _prod(m: N.Prod, style):
         body = "".join((" " if i and apart and (apart[i] or apart[i - 1]) else
                         "·" if i and (parts[i - 1][-1:].isdigit() and p[:1].isdigit() and
                                       not _ones_outer(parts[i - 1], p) or
-                                      _reads_as_call(parts[i - 1])) else
+                                      _reads_as_call(parts[i - 1]) or
+                                      p[:1] == "‖" and style.get("in_norm")) else
                         " " if i and _run_together(parts[i - 1], p) else "") + p
                        for i, p in enumerate(parts))  # 2·1ᵀx, never 21ᵀx; cos·(x + y); but 11ᵀ
     c = m.coef
@@ -711,7 +712,7 @@ def _coefficient(c: float, body: str, style) -> str:
         return mag + " "
     if "/" in mag:
         return f"({mag})"
-    return mag + ("·" if body[:1].isdigit() or "." in mag else "")
+    return mag + ("·" if body[:1].isdigit() or "." in mag or body[:1] == "‖" and style.get("in_norm") else "")
 
 
 def _signed(pieces, minus, sub, plus) -> str:
@@ -977,9 +978,11 @@ def _call(m: N.Call, style):
         return (f"\\lVert {arg} \\rVert_2" if _tex(style) else f"‖{arg}‖₂"), ATOM
     if m.name == "nuclear":  # ‖X‖_*
         return (f"\\lVert {arg} \\rVert_*" if _tex(style) else f"‖{arg}‖_*"), ATOM
-    if m.name == "norm":  # ‖x‖, ‖X‖_F
-        sub = "_F" if m.arg.kind == "m" else ""
-        return (f"\\lVert {arg} \\rVert{sub}" if _tex(style) else f"‖{arg}‖{sub}"), ATOM
+    if m.name == "norm":  # ‖x‖, ‖X‖_F; within bars a norm after a factor is set off by ·,
+        sub = "_F" if m.arg.kind == "m" else ""  # ‖2·‖y‖x‖, which reads back as it means
+        if _tex(style):
+            return f"\\lVert {arg} \\rVert{sub}", ATOM
+        return f"‖{_render(m.arg, dict(style, in_norm=True))[0]}‖{sub}", ATOM
     if m.name == "abs" and _tex(style):
         return f"\\left|{arg}\\right|", ATOM
     if m.name == "abs" and not style.get("in_abs"):  # |x|; within bars abs(x), unambiguous
