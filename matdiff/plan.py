@@ -272,7 +272,7 @@ def _plan(w: _Writer, ops, labs, out, dim, gram: bool = True) -> str:
             if k not in inverses and len(set(lab)) < len(lab):
                 diagonal = tuple(dict.fromkeys(lab))
                 ops[k], labs[k] = w.emit(_single(ops[k], lab, diagonal)), diagonal
-    for i, j, keep, _ in _pair_steps(labs, out, size, inverses):
+    for i, j, keep, _ in _steps(labs, out, size, inverses):
         lb, la = labs.pop(j), labs.pop(i)
         b, a = ops.pop(j), ops.pop(i)
         keep = keep if ops else tuple(out)
@@ -562,6 +562,79 @@ def _solvable(la: tuple, lb: tuple, keep: tuple) -> bool:
         any(q not in keep and lb.count(q) == 1 for q in la)
 
 
+EXACT_LIMIT = 8  # products of up to this many factors are also ordered exactly (3ᵏ subsets)
+
+
+def _steps(labs: list, out, size: dict, inverses=frozenset(), exact: bool = True) -> list:
+    """The pairwise steps of a product (``_pair_steps``' form): the greedy order, or, for a
+    product of 3 to ``EXACT_LIMIT`` factors with no inverse among them (whose steps the greedy
+    order keeps solvable), the cheapest order where it costs less than two thirds of the
+    greedy one (``_cheapest_steps``).  The greedy order is optimal on all but one product of
+    the derivative table; it misses where a step that is cheap now leaves an expensive one:
+    ab·ac·bd·ce → abde… builds a 4-index result from two 3-index ones (n⁵) where summing one
+    label first costs n⁴ (benchmarks/plan_order.py)."""
+    greedy = list(_pair_steps(labs, out, size, inverses))
+    if not exact or inverses or not 3 <= len(labs) <= EXACT_LIMIT or \
+            any(len(set(lab)) != len(lab) for lab in labs):
+        return greedy
+    best = _cheapest_steps(labs, out, size)
+    return best if 3 * sum(c for *_, c in best) < 2 * sum(c for *_, c in greedy) else greedy
+
+
+def _cheapest_steps(labs: list, out, size: dict) -> list:
+    """The pairwise steps of least total multiply-adds (each step: the product of the sizes
+    of the labels its two factors hold), by dynamic programming over subsets of factors;
+    each step's result keeps the labels that the output or a factor outside it holds."""
+    k, outs = len(labs), set(out)
+    sets = [frozenset(lab) for lab in labs]
+    full = (1 << k) - 1
+    held = {0: frozenset()}
+    for mask in range(1, full + 1):
+        low = mask & -mask
+        held[mask] = held[mask ^ low] | sets[low.bit_length() - 1]
+    keeps = {mask: frozenset(x for x in held[mask] if x in outs or x in held[full ^ mask])
+             for mask in range(1, full + 1)}
+
+    def kept(mask) -> frozenset:
+        return keeps[mask]
+
+    best: dict = {1 << i: (0.0, None) for i in range(k)}
+    for mask in sorted(range(1, full + 1), key=lambda m: bin(m).count("1")):
+        if mask in best:
+            continue
+        choice = None
+        sub = (mask - 1) & mask
+        while sub:
+            other = mask ^ sub
+            if sub < other:  # each split once
+                cost = best[sub][0] + best[other][0] + math.prod(size[x] for x in keeps[sub] | keeps[other])
+                if choice is None or cost < choice[0]:
+                    choice = (cost, (sub, other))
+            sub = (sub - 1) & mask
+        best[mask] = choice
+    steps, current = [], [1 << i for i in range(k)]  # the caller's list, as masks
+    labels = {1 << i: tuple(lab) for i, lab in enumerate(labs)}  # each item's axes, in order
+
+    def emit(mask) -> None:
+        split = best[mask][1]
+        if split is None:
+            return
+        for part in split:
+            emit(part)
+        i, j = sorted(current.index(part) for part in split)
+        first, second = current[i], current[j]
+        keep = tuple(x for x in dict.fromkeys(labels[first] + labels[second]) if x in kept(mask))
+        keep = _read_order(keep, [labels[m] for m in current if m not in split], out)
+        steps.append((i, j, keep, math.prod(size[x] for x in set(labels[first]) | set(labels[second]))))
+        labels[mask] = keep
+        current.pop(j)
+        current.pop(i)
+        current.append(mask)
+
+    emit(full)
+    return steps
+
+
 def _pair_steps(labs: list, out, size: dict, inverses=frozenset()):
     """The pairs a plan multiplies, step by step: (i, j, the labels the result keeps, the
     step's multiply-adds), i < j positions in the caller's list, which drops i and j and
@@ -651,7 +724,7 @@ def _flops(n: Contract, size_hint: dict) -> float:
     size = {x: _size(d, size_hint) for x, d in n.label_dims().items()}
     total = 0.0
     inverses = {k for k, (op, _) in enumerate(kept) if isinstance(op, Inv)}  # as _plan orders them
-    for i, j, keep, cost in _pair_steps(labs, uniq, size, inverses):
+    for i, j, keep, cost in _steps(labs, uniq, size, inverses):
         labs = [lab for k, lab in enumerate(labs) if k not in (i, j)] + [keep]
         total += cost
     return total + (np.prod([size[x] for x in labs[0]]) if labs else 0.0)
