@@ -168,6 +168,18 @@ NEVER_FORMED = [
 ]
 
 
+def _agrees_in_both_precisions(d, backend, values) -> None:
+    """d's compiled code gives evaluate's value in float64, and in float32 within 2e-3 of the
+    largest entry, in the argument's dtype."""
+    fn = md.compile(d, backend=backend)
+    args = _arguments(fn, values)
+    want = d.evaluate(_used(d, values))
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-3)):
+        got = np.asarray(_run_typed(fn, backend, {key: np.asarray(v, dtype=dtype) for key, v in args.items()}))
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, build, wrt", NEVER_FORMED, ids=[c[0] for c in NEVER_FORMED])
 def test_inverses_that_a_derivative_only_multiplies_are_never_formed(name, build, wrt, backend):
@@ -185,13 +197,7 @@ def test_inverses_that_a_derivative_only_multiplies_are_never_formed(name, build
     assert not _forms_inverse(source), source
     values = _values(np.random.default_rng(13))
     values["P"] = values["S"]
-    fn = md.compile(d, backend=backend)
-    args = _arguments(fn, values)
-    want = d.evaluate(_used(d, values))
-    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-3)):
-        got = np.asarray(_run_typed(fn, backend, {key: np.asarray(v, dtype=dtype) for key, v in args.items()}))
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+    _agrees_in_both_precisions(d, backend, values)
     kinds = {"X": "invertible", "P": "spd", "lam": "positive"}
     assert md.check(build(), wrt, seed=5, kinds=kinds, order=2 if wrt.ndim < 2 else 1) < 1e-6
 
@@ -228,14 +234,7 @@ def test_a_sum_of_inverses_read_twice_is_solved_with_and_never_formed(name, buil
     assert not re.search(r"\binv\(|_lu_inverse\(", code), code
     assert len(re.findall(r"lu_factor\w*\(", code)) == matrices, code
     assert len(re.findall(r"lu_solve\(", code)) >= 2 * matrices, code
-    values = _values(np.random.default_rng(11))
-    fn = md.compile(g, backend=backend)
-    args = _arguments(fn, values)
-    want = g.evaluate(_used(g, values))
-    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-3)):
-        got = np.asarray(_run_typed(fn, backend, {key: np.asarray(v, dtype=dtype) for key, v in args.items()}))
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+    _agrees_in_both_precisions(g, backend, _values(np.random.default_rng(11)))
     kinds = {"X": "invertible", "S": "spd", "lam": "positive"}
     assert md.check(build(), wrt, seed=5, kinds=kinds, order=2 if wrt.ndim < 2 else 1) < 1e-6
 
