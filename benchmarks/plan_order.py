@@ -36,12 +36,12 @@ from matdiff import plan  # noqa: E402
 
 
 def _recorded(build_all) -> list:
-    """(labels, out, sizes, inverses, exact) of every product ordered while ``build_all`` runs."""
+    """(labels, out, sizes, inverses) of every product ordered while ``build_all`` runs."""
     seen, original = [], plan._steps
 
-    def spy(labs, out, size, inverses=frozenset(), exact=True):
-        seen.append(([tuple(lab) for lab in labs], tuple(out), dict(size), frozenset(inverses), exact))
-        return original(labs, out, size, inverses, exact)
+    def spy(labs, out, size, inverses=frozenset()):
+        seen.append(([tuple(lab) for lab in labs], tuple(out), dict(size), frozenset(inverses)))
+        return original(labs, out, size, inverses)
 
     plan._steps = spy
     try:
@@ -89,7 +89,7 @@ def _bin(ratio: float) -> str:
     return "optimum" if ratio <= 1.0 + 1e-9 else "1.1" if ratio <= 1.1 else "2" if ratio <= 2 else "beyond"
 
 
-def _greedy_only(labs, out, size, inverses=frozenset(), exact=True):
+def _greedy_only(labs, out, size, inverses=frozenset()):
     return list(plan._pair_steps(labs, out, size, inverses))
 
 
@@ -157,11 +157,11 @@ def main() -> int:
     worst = []
     for name, build in (("derivative table", _table), ("solve sweep", _solve_sweep)):
         bins = {"greedy": collections.Counter(), "as planned": collections.Counter()}
-        for labs, out, size, inverses, exact in _recorded(build):
+        for labs, out, size, inverses in _recorded(build):
             if not 3 <= len(labs) <= 10:  # (the optimal search is exponential)
                 continue
             orders = (plan._pair_steps(labs, out, size, inverses),
-                      plan._steps(labs, out, size, inverses, exact))
+                      plan._steps(labs, out, size, inverses))
             paths = [[(i, j) for i, j, *_ in steps] for steps in orders]
             priced = _priced(labs, out, size, paths)
             if priced is None:

@@ -565,7 +565,7 @@ def _solvable(la: tuple, lb: tuple, keep: tuple) -> bool:
 EXACT_LIMIT = 8  # products of up to this many factors are also ordered exactly (3ᵏ subsets)
 
 
-def _steps(labs: list, out, size: dict, inverses=frozenset(), exact: bool = True) -> list:
+def _steps(labs: list, out, size: dict, inverses=frozenset()) -> list:
     """The pairwise steps of a product (``_pair_steps``' form): the greedy order, or, for a
     product of 3 to ``EXACT_LIMIT`` factors with no inverse among them (whose steps the greedy
     order keeps solvable), the cheapest order where it costs less than two thirds of the
@@ -574,7 +574,7 @@ def _steps(labs: list, out, size: dict, inverses=frozenset(), exact: bool = True
     ab·ac·bd·ce → abde… builds a 4-index result from two 3-index ones (n⁵) where summing one
     label first costs n⁴ (benchmarks/plan_order.py)."""
     greedy = list(_pair_steps(labs, out, size, inverses))
-    if not exact or inverses or not 3 <= len(labs) <= EXACT_LIMIT or \
+    if inverses or not 3 <= len(labs) <= EXACT_LIMIT or \
             any(len(set(lab)) != len(lab) for lab in labs):
         return greedy
     best = _cheapest_steps(labs, out, size)
@@ -594,9 +594,6 @@ def _cheapest_steps(labs: list, out, size: dict) -> list:
         held[mask] = held[mask ^ low] | sets[low.bit_length() - 1]
     keeps = {mask: frozenset(x for x in held[mask] if x in outs or x in held[full ^ mask])
              for mask in range(1, full + 1)}
-
-    def kept(mask) -> frozenset:
-        return keeps[mask]
 
     best: dict = {1 << i: (0.0, None) for i in range(k)}
     for mask in sorted(range(1, full + 1), key=lambda m: bin(m).count("1")):
@@ -623,7 +620,7 @@ def _cheapest_steps(labs: list, out, size: dict) -> list:
             emit(part)
         i, j = sorted(current.index(part) for part in split)
         first, second = current[i], current[j]
-        keep = tuple(x for x in dict.fromkeys(labels[first] + labels[second]) if x in kept(mask))
+        keep = tuple(x for x in dict.fromkeys(labels[first] + labels[second]) if x in keeps[mask])
         keep = _read_order(keep, [labels[m] for m in current if m not in split], out)
         steps.append((i, j, keep, math.prod(size[x] for x in set(labels[first]) | set(labels[second]))))
         labels[mask] = keep
