@@ -1430,7 +1430,12 @@ def _value_form(m: Node, probe: bool = False):
     if isinstance(m, Sum):
         if probe:
             return _exp_minus_one(m) is not None or _sigmoid_pair(m) is not None or \
-                any(_is_builtin(t, "softplus") or _is_builtin(t, "sigmoid") for _, t in m.terms)
+                any(_is_builtin(t, "softplus") or _is_builtin(t, "sigmoid") for _, t in m.terms) or \
+                _powers_of_sums(m)
+        if _powers_of_sums(m):
+            combined = _common_power(m)
+            if combined is not None:
+                return combined
         m = _one_sigmoid(m)
         if isinstance(m, Sum):
             replaced = _exp_minus_one(m)
@@ -1440,6 +1445,151 @@ def _value_form(m: Node, probe: bool = False):
             if replaced is not None:
                 return simplify(replaced)
     return False if probe else m
+
+
+def _fractional_power_of_sum(n: Node) -> bool:
+    return type(n) is Elementwise and n.fn.builtin and n.fn.name == "pow" and n.fn.param is not None \
+        and not float(n.fn.param).is_integer() and type(n.arg) is Sum
+
+
+def _powers_of_sums(s: Sum) -> bool:
+    """Whether two terms or more of s hold a fractional power of a sum (the cheap test for
+    ``_common_power``)."""
+    return sum(_fractional_power_of_sum(t) or type(t) is Contract and
+               any(_fractional_power_of_sum(o) for o in t.operands) for _, t in s.terms) > 1
+
+
+def _monomial(t: Node):
+    """An entry-wise term as (coefficient, {atom: exponent}): a product of entries (every
+    factor read with the product's own labels), each factor a power of an atom (any other
+    node: Xw, u, a sum); a sum proportional to another is that sum's multiple (2v − 2y is
+    2(v − y)), or None where that needs a negative number to a fractional power."""
+    if is_ones(t):
+        return 1.0, {}
+    if type(t) is Sum and len(t.terms) == 1:
+        c, u = t.terms[0]
+        inner = _monomial(u)
+        return None if inner is None else (c * inner[0], inner[1])
+    if type(t) is Contract and all(tuple(lab) == tuple(t.out) for lab in t.labels):
+        coef, mono = 1.0, {}
+        for o in t.operands:
+            inner = _monomial(o)
+            if inner is None:
+                return None
+            coef *= inner[0]
+            for a, e in inner[1].items():
+                mono[a] = mono.get(a, 0.0) + e
+        return coef, mono
+    base, e = (t.arg, float(t.fn.param)) if type(t) is Elementwise and t.fn.builtin and \
+        t.fn.name == "pow" and t.fn.param is not None else (t, 1.0)
+    coef = 1.0
+    if type(base) is Sum and len(base.terms) > 1 and base.terms[0][0] != 1.0:
+        lead = base.terms[0][0]
+        if e != 1.0 and lead < 0:
+            return None  # ((−1)·(…))^p: not a real factor for every p
+        base = simplify(B.linear([(c / lead, x) for c, x in base.terms], base.shape))
+        coef = lead ** e
+    return coef, {base: e}
+
+
+COMMON_POWER_STEPS = 2  # the largest integer gap between the powers of one base that is multiplied out
+
+
+def _common_power(s: Sum):
+    """Σ cᵢRᵢ ⊙ B^pᵢ, one sum B under powers that differ by integers (the Hessian of
+    Σ√(1 + u²): (1 + u²)^−½ − u² ⊙ (1 + u²)^−3/2), as B^p ⊙ Σ cᵢRᵢ ⊙ B^(pᵢ − p) with p the least
+    power, the polynomial multiplied out, where its terms cancel: (1 + u²)^−3/2.  Written
+    the first way, each term is about u⁻¹ and their difference about u⁻³: it keeps a relative
+    error of ε·u² (all digits of float32 at u ≈ 10⁴); the second keeps every digit.  Terms of
+    matrices that differ only in a vector they are scaled by (Xᵀdiag(a)X − Xᵀdiag(b)X) are
+    grouped first (``_scalings``).  None where no base cancels."""
+    groups = _scalings(s)
+    if groups is None:
+        return _combined_powers(list(s.terms), s.shape)
+    changed, out = False, []
+    for key, members in groups:
+        combined = None if key is None or len(members) < 2 else \
+            _combined_powers([(c, vector) for c, vector, _ in members], key[4])
+        if combined is None:
+            out.extend((c, t) for c, _, t in members)
+            continue
+        rest_ops, rest_labs, out_labs, label, _ = key
+        changed = True
+        out.append((1.0, Contract(rest_ops + (combined,), rest_labs + ((label,),), out_labs)))
+    return simplify(B.linear(out, s.shape)) if changed else None
+
+
+def _scalings(s: Sum):
+    """The terms of s grouped by what they hold besides the vectors read along one label
+    (the diagonal that scales them): [(key, [(coefficient, the vectors' product, the
+    term)])], the key None for a term that is not such a product; None where no two terms
+    are scaled alike (entry-wise terms among them)."""
+    groups: dict = {}
+    for c, t in s.terms:
+        key = None
+        if type(t) is Contract:
+            single = [k for k, lab in enumerate(t.labels) if len(lab) == 1]
+            labels = {t.labels[k][0] for k in single}
+            if len(labels) == 1 and len(single) < len(t.operands):
+                label = labels.pop()
+                rest = [k for k in range(len(t.operands)) if k not in single]
+                vectors = [t.operands[k] for k in single]
+                shape = vectors[0].shape
+                key = (tuple(t.operands[k] for k in rest), tuple(tuple(t.labels[k]) for k in rest),
+                       tuple(t.out), label, shape)
+                vector = B.hadamard(*vectors) if len(vectors) > 1 else vectors[0]
+                groups.setdefault(key, []).append((c, vector, t))
+                continue
+        groups.setdefault((None, id(t)), []).append((c, None, t))
+    if all(k[0] is None or len(members) < 2 for k, members in groups.items()):
+        return None  # no two terms scaled alike: entry-wise terms, or nothing to combine
+    return [(None if k[0] is None else k, members) for k, members in groups.items()]
+
+
+def _combined_powers(terms: list, shape):
+    """``_common_power`` on entry-wise terms [(c, t)]: the combined node, or None."""
+    monos = []
+    for c, t in terms:
+        m = _monomial(t)
+        if m is None:
+            return None
+        monos.append((c * m[0], m[1]))
+    bases = {a for _, m in monos for a, e in m.items() if type(a) is Sum and not float(e).is_integer()}
+    for base in sorted(bases, key=lambda a: a.skey):
+        powers = [m.get(base) for _, m in monos]
+        if None in powers:
+            continue
+        low = min(powers)
+        gaps = [p - low for p in powers]
+        if not all(g.is_integer() and g <= COMMON_POWER_STEPS for g in gaps) or not any(gaps):
+            continue
+        expansion = [_monomial(x) for _, x in base.terms]
+        if None in expansion:
+            continue
+        expansion = [(c * m[0], m[1]) for (c, _), m in zip(base.terms, expansion)]
+        poly: dict = {}
+        for (c, m), gap in zip(monos, gaps):
+            parts = [(c, {a: e for a, e in m.items() if a is not base})]
+            for _ in range(int(gap)):
+                parts = [(c1 * c2, {a: m1.get(a, 0.0) + m2.get(a, 0.0) for a in m1.keys() | m2.keys()})
+                         for c1, m1 in parts for c2, m2 in expansion]
+            for c1, m1 in parts:
+                key = frozenset((a, e) for a, e in m1.items() if e != 0.0)
+                poly[key] = poly.get(key, 0.0) + c1
+        scale = max(abs(c) for c in poly.values())
+        kept = [(c, key) for key, c in poly.items() if abs(c) > 1e-12 * scale]
+        if len(kept) >= len(monos):
+            continue  # nothing cancelled: the form as it was
+        rest = B.linear([(c, _entrywise_product(key, shape)) for c, key in kept], shape)
+        return simplify(B.hadamard(F.power(base, low), rest))
+    return None
+
+
+def _entrywise_product(monomial, shape) -> Node:
+    factors = [F.power(a, e) for a, e in sorted(monomial, key=lambda p: p[0].skey)]
+    if not factors:
+        return B.ones(shape)
+    return B.hadamard(*factors) if len(factors) > 1 else factors[0]
 
 
 def _log_one_plus_tanh(x: Node):
