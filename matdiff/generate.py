@@ -454,9 +454,9 @@ def _codegen(outputs, backend: str, name: str, sizes, order_args=None, checks: b
             args[n] = w.emit(_from_lu(w, n, args) if shared else _node_code(w, n, args, size_of), _comment(n))
         if isinstance(n, Inv):  # formed only if a line still reads it once products are planned
             w.inverses[args[n]] = (args[n.arg], n)
-        if n in inverse_sums and all(args.get(inv) in w.inverses if kind != "outer" else
-                                     all(o in args or o in w.inlined for f in inv for o in f.operands)
-                                     for _, inv, kind in inverse_sums[n]):
+        if n in inverse_sums and all(args.get(t) in w.inverses if kind != "outer" else  # (t: u, v)
+                                     all(o in args or o in w.inlined for f in t for o in f.operands)
+                                     for _, t, kind in inverse_sums[n]):
             w.inverse_sums[args[n]] = [  # without the common factor, which its products apply
                 (c / common.get(n, 1.0), tuple(w.emit(_product(w, f, args, size_of)) for f in t)
                  if kind == "outer" else args[t], kind) for c, t, kind in inverse_sums[n]]

@@ -959,7 +959,8 @@ def _call(m: N.Call, style):
     if m.fn is not None and defined_by_trace(m.fn):  # fₘ(S), Δh(λ): under the name the where-clause defines
         m = N.Call(m.kind, ("Δ" if m.name.startswith("Δ") else "") + _defined_name(m.fn, style) +
                    ("ₘ" if m.name.endswith("ₘ") else ""), m.arg, m.order, m.axis)
-    arg = _render(m.arg, style)[0]
+    bars = m.name == "norm" and not _tex(style)  # within ‖…‖ a norm after a factor is set
+    arg = _render(m.arg, dict(style, in_norm=True) if bars else style)[0]  # off by ·: ‖2·‖y‖x‖
     if m.fn is None:  # (most calls: tr, diag, a matrix function of no traced or abstract f)
         pass
     elif isinstance(m.fn, ScalarFunction):  # λ(X), ∇λ(X), ∇²λ(X)
@@ -978,11 +979,9 @@ def _call(m: N.Call, style):
         return (f"\\lVert {arg} \\rVert_2" if _tex(style) else f"‖{arg}‖₂"), ATOM
     if m.name == "nuclear":  # ‖X‖_*
         return (f"\\lVert {arg} \\rVert_*" if _tex(style) else f"‖{arg}‖_*"), ATOM
-    if m.name == "norm":  # ‖x‖, ‖X‖_F; within bars a norm after a factor is set off by ·,
-        sub = "_F" if m.arg.kind == "m" else ""  # ‖2·‖y‖x‖, which reads back as it means
-        if _tex(style):
-            return f"\\lVert {arg} \\rVert{sub}", ATOM
-        return f"‖{_render(m.arg, dict(style, in_norm=True))[0]}‖{sub}", ATOM
+    if m.name == "norm":  # ‖x‖, ‖X‖_F
+        sub = "_F" if m.arg.kind == "m" else ""
+        return (f"\\lVert {arg} \\rVert{sub}" if _tex(style) else f"‖{arg}‖{sub}"), ATOM
     if m.name == "abs" and _tex(style):
         return f"\\left|{arg}\\right|", ATOM
     if m.name == "abs" and not style.get("in_abs"):  # |x|; within bars abs(x), unambiguous

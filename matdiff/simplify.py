@@ -1448,8 +1448,8 @@ def _value_form(m: Node, probe: bool = False):
 
 
 def _fractional_power_of_sum(n: Node) -> bool:
-    return type(n) is Elementwise and n.fn.builtin and n.fn.name == "pow" and n.fn.param is not None \
-        and not float(n.fn.param).is_integer() and type(n.arg) is Sum
+    base, e = _power_of(n)
+    return base is not n and e is not None and not float(e).is_integer() and type(base) is Sum
 
 
 def _powers_of_sums(s: Sum) -> bool:
@@ -1457,6 +1457,11 @@ def _powers_of_sums(s: Sum) -> bool:
     ``_common_power``)."""
     return sum(_fractional_power_of_sum(t) or type(t) is Contract and
                any(_fractional_power_of_sum(o) for o in t.operands) for _, t in s.terms) > 1
+
+
+def _times(m1: dict, m2: dict) -> dict:
+    """The product of two monomials {atom: exponent}."""
+    return {a: m1.get(a, 0.0) + m2.get(a, 0.0) for a in m1.keys() | m2.keys()}
 
 
 def _monomial(t: Node):
@@ -1476,13 +1481,12 @@ def _monomial(t: Node):
             inner = _monomial(o)
             if inner is None:
                 return None
-            coef *= inner[0]
-            for a, e in inner[1].items():
-                mono[a] = mono.get(a, 0.0) + e
+            coef, mono = coef * inner[0], _times(mono, inner[1])
         return coef, mono
-    base, e = (t.arg, float(t.fn.param)) if type(t) is Elementwise and t.fn.builtin and \
-        t.fn.name == "pow" and t.fn.param is not None else (t, 1.0)
-    coef = 1.0
+    base, e = _power_of(t)
+    if e is None:
+        return None
+    e, coef = float(e), 1.0
     if type(base) is Sum and len(base.terms) > 1 and base.terms[0][0] != 1.0:
         lead = base.terms[0][0]
         if e != 1.0 and lead < 0:
@@ -1504,46 +1508,43 @@ def _common_power(s: Sum):
     matrices that differ only in a vector they are scaled by (Xᵀdiag(a)X − Xᵀdiag(b)X) are
     grouped first (``_scalings``).  None where no base cancels."""
     groups = _scalings(s)
-    if groups is None:
-        return _combined_powers(list(s.terms), s.shape)
+    if not any(len(members) > 1 for members in groups.values()):  # entry-wise terms, or
+        return _combined_powers(list(s.terms), s.shape)  # no two scaled alike
     changed, out = False, []
-    for key, members in groups:
-        combined = None if key is None or len(members) < 2 else \
-            _combined_powers([(c, vector) for c, vector, _ in members], key[4])
+    for (rest_ops, rest_labs, out_labs, label, shape), members in groups.items():
+        combined = _combined_powers([(c, vector) for c, vector, _ in members], shape) \
+            if len(members) > 1 else None
         if combined is None:
             out.extend((c, t) for c, _, t in members)
             continue
-        rest_ops, rest_labs, out_labs, label, _ = key
         changed = True
         out.append((1.0, Contract(rest_ops + (combined,), rest_labs + ((label,),), out_labs)))
-    return simplify(B.linear(out, s.shape)) if changed else None
+    if not changed:
+        return None
+    grouped = {id(t) for members in groups.values() for _, _, t in members}
+    out.extend((c, t) for c, t in s.terms if id(t) not in grouped)
+    return simplify(B.linear(out, s.shape))
 
 
-def _scalings(s: Sum):
-    """The terms of s grouped by what they hold besides the vectors read along one label
-    (the diagonal that scales them): [(key, [(coefficient, the vectors' product, the
-    term)])], the key None for a term that is not such a product; None where no two terms
-    are scaled alike (entry-wise terms among them)."""
+def _scalings(s: Sum) -> dict:
+    """The terms of s that are products scaled along one label by vectors (a diagonal),
+    grouped by what they hold besides those vectors: {(the other factors, their labels,
+    the output's labels, the label, the vectors' shape): [(coefficient, the vectors'
+    product, the term)]}."""
     groups: dict = {}
     for c, t in s.terms:
-        key = None
-        if type(t) is Contract:
-            single = [k for k, lab in enumerate(t.labels) if len(lab) == 1]
-            labels = {t.labels[k][0] for k in single}
-            if len(labels) == 1 and len(single) < len(t.operands):
-                label = labels.pop()
-                rest = [k for k in range(len(t.operands)) if k not in single]
-                vectors = [t.operands[k] for k in single]
-                shape = vectors[0].shape
-                key = (tuple(t.operands[k] for k in rest), tuple(tuple(t.labels[k]) for k in rest),
-                       tuple(t.out), label, shape)
-                vector = B.hadamard(*vectors) if len(vectors) > 1 else vectors[0]
-                groups.setdefault(key, []).append((c, vector, t))
-                continue
-        groups.setdefault((None, id(t)), []).append((c, None, t))
-    if all(k[0] is None or len(members) < 2 for k, members in groups.items()):
-        return None  # no two terms scaled alike: entry-wise terms, or nothing to combine
-    return [(None if k[0] is None else k, members) for k, members in groups.items()]
+        if type(t) is not Contract:
+            continue
+        single = [k for k, lab in enumerate(t.labels) if len(lab) == 1]
+        labels = {t.labels[k][0] for k in single}
+        if len(labels) != 1 or len(single) == len(t.operands):
+            continue
+        rest = [k for k in range(len(t.operands)) if k not in single]
+        vectors = [t.operands[k] for k in single]
+        key = (tuple(t.operands[k] for k in rest), tuple(tuple(t.labels[k]) for k in rest),
+               tuple(t.out), labels.pop(), vectors[0].shape)
+        groups.setdefault(key, []).append((c, _hadamard(vectors, vectors[0].shape), t))
+    return groups
 
 
 def _combined_powers(terms: list, shape):
@@ -1571,8 +1572,7 @@ def _combined_powers(terms: list, shape):
         for (c, m), gap in zip(monos, gaps):
             parts = [(c, {a: e for a, e in m.items() if a is not base})]
             for _ in range(int(gap)):
-                parts = [(c1 * c2, {a: m1.get(a, 0.0) + m2.get(a, 0.0) for a in m1.keys() | m2.keys()})
-                         for c1, m1 in parts for c2, m2 in expansion]
+                parts = [(c1 * c2, _times(m1, m2)) for c1, m1 in parts for c2, m2 in expansion]
             for c1, m1 in parts:
                 key = frozenset((a, e) for a, e in m1.items() if e != 0.0)
                 poly[key] = poly.get(key, 0.0) + c1
@@ -1580,13 +1580,14 @@ def _combined_powers(terms: list, shape):
         kept = [(c, key) for key, c in poly.items() if abs(c) > 1e-12 * scale]
         if len(kept) >= len(monos):
             continue  # nothing cancelled: the form as it was
-        rest = B.linear([(c, _entrywise_product(key, shape)) for c, key in kept], shape)
+        rest = B.linear([(c, _hadamard([F.power(a, e) for a, e in sorted(key, key=lambda p: p[0].skey)],
+                                        shape)) for c, key in kept], shape)
         return simplify(B.hadamard(F.power(base, low), rest))
     return None
 
 
-def _entrywise_product(monomial, shape) -> Node:
-    factors = [F.power(a, e) for a, e in sorted(monomial, key=lambda p: p[0].skey)]
+def _hadamard(factors: list, shape) -> Node:
+    """The entry-wise product of the factors (ones where there are none)."""
     if not factors:
         return B.ones(shape)
     return B.hadamard(*factors) if len(factors) > 1 else factors[0]
