@@ -959,8 +959,9 @@ def _call(m: N.Call, style):
     if m.fn is not None and defined_by_trace(m.fn):  # fₘ(S), Δh(λ): under the name the where-clause defines
         m = N.Call(m.kind, ("Δ" if m.name.startswith("Δ") else "") + _defined_name(m.fn, style) +
                    ("ₘ" if m.name.endswith("ₘ") else ""), m.arg, m.order, m.axis)
-    bars = m.name == "norm" and not _tex(style)  # within ‖…‖ a norm after a factor is set
-    arg = _render(m.arg, dict(style, in_norm=True) if bars else style)[0]  # off by ·: ‖2·‖y‖x‖
+    # within ‖…‖ a norm after a factor is set off by ·: ‖2·‖y‖x‖, which reads back as it means
+    bars = m.name in ("norm", "spectral", "nuclear") and not _tex(style)
+    arg = _render(m.arg, dict(style, in_norm=True) if bars else style)[0]
     if m.fn is None:  # (most calls: tr, diag, a matrix function of no traced or abstract f)
         pass
     elif isinstance(m.fn, ScalarFunction):  # λ(X), ∇λ(X), ∇²λ(X)

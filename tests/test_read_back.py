@@ -144,7 +144,9 @@ def _nested_norms():
     inner = md.norm(2 * (md.norm(y) * x) - 0.75 * y)
     return [("‖2‖y‖x − (3/4)y‖", inner), ("its gradient by x", md.grad(inner, x)),
             ("‖‖y‖x + z‖", md.norm(md.norm(y) * x + z)), ("‖3‖y‖Ax‖", md.norm(3 * md.norm(y) * (A @ x))),
-            ("‖x‖y‖ − z‖", md.norm(x * md.norm(y) - z)), ("‖xᵀAx‖y‖x‖", md.norm((x.T @ A @ x) * md.norm(y) * x))]
+            ("‖x‖y‖ − z‖", md.norm(x * md.norm(y) - z)), ("‖xᵀAx‖y‖x‖", md.norm((x.T @ A @ x) * md.norm(y) * x)),
+            ("‖A + 2‖y‖A‖₂", md.norm(A + 2 * md.norm(y) * A, 2)),
+            ("‖A + 2‖y‖A‖_*", md.norm(A + 2 * md.norm(y) * A, "nuc"))]
 
 
 NESTED_NORMS = _nested_norms()
@@ -153,8 +155,8 @@ NESTED_NORMS = _nested_norms()
 @pytest.mark.parametrize("name, e", NESTED_NORMS, ids=[c[0] for c in NESTED_NORMS])
 def test_a_norm_inside_a_norm_reads_back_as_it_means(name, e):
     """Within bars, a norm after a factor is set off by ·: ‖2·‖y‖x − (3/4)y‖, where
-    ‖2‖y‖x − (3/4)y‖ read back as ‖2‖ times y times ‖x − (3/4)y‖ (a shape error, or a wrong
-    value where the shapes allowed it)."""
+    ‖2‖y‖x − (3/4)y‖ read back as ‖2‖ times y times ‖x − (3/4)y‖ (a shape error), and
+    ‖A + 2‖y‖A‖₂ as ‖A + 2‖ times y times ‖A‖₂ (a wrong value)."""
     text = str(e)
     assert "·‖" in text or text.count("‖") < 4 or "‖‖" in text, text
     assert "matdiff" in _reads_back_or_refuses(e), text
